@@ -1,0 +1,1 @@
+"""The ``mudguard`` command line (Typer). Formatting with Rich lives only here."""

@@ -1,0 +1,326 @@
+"""Typed model of a MUD file (RFC 8520) and its access lists (RFC 8519).
+
+Theory of operation: the parser (``_parse.py``) turns JSON into these frozen
+objects after normalising draft-era spellings; nothing here does I/O. Every
+object is immutable, so a parsed profile can be shared between the compiler,
+the capture checker and the portal without copying.
+
+House rules:
+- Names from the MUD file (ACL and ACE names, DNS names, URIs) are data. They
+  are never used to name kernel objects; the policy compiler makes its own.
+- Anything the model cannot represent is reported by the parser, never
+  silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Direction(StrEnum):
+    """Which side opens a TCP connection (``ietf-mud:direction-initiated``)."""
+
+    FROM_DEVICE = "from-device"
+    TO_DEVICE = "to-device"
+
+
+class AclType(StrEnum):
+    """The ACL types of RFC 8519 §4.1 (``ietf-access-control-list`` identities)."""
+
+    IPV4 = "ipv4-acl-type"
+    IPV6 = "ipv6-acl-type"
+    ETH = "eth-acl-type"
+    MIXED_ETH_IPV4 = "mixed-eth-ipv4-acl-type"
+    MIXED_ETH_IPV6 = "mixed-eth-ipv6-acl-type"
+    MIXED_ETH_IPV4_IPV6 = "mixed-eth-ipv4-ipv6-acl-type"
+
+
+class Forwarding(StrEnum):
+    """An ACE's forwarding action (RFC 8519 ``forwarding-action`` identities)."""
+
+    ACCEPT = "accept"
+    DROP = "drop"
+    REJECT = "reject"
+
+
+class PortOperator(StrEnum):
+    """Operators of RFC 8519's ``port-range-or-operator`` (``operator`` case)."""
+
+    EQ = "eq"
+    NEQ = "neq"
+    LT = "lt"
+    GT = "gt"
+    LTE = "lte"
+    GTE = "gte"
+    RANGE = "range"
+
+
+class Severity(StrEnum):
+    """How serious a finding is: errors make a file unusable, warnings do not."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+PathPart = str | int
+
+
+def render_path(path: tuple[PathPart, ...]) -> str:
+    """Render a JSON path as ``acls.acl[2].aces.ace[0].matches``.
+
+    Module prefixes (``ietf-access-control-list:``) are dropped for readability;
+    list indexes are shown in brackets.
+    """
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part.split(":", 1)[-1]
+            out += f".{name}" if out else name
+    return out or "(document)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """One problem found in a MUD file, with the JSON path where it was found."""
+
+    path: tuple[PathPart, ...]
+    severity: Severity
+    message: str
+
+    @property
+    def where(self) -> str:
+        """The path rendered for people."""
+        return render_path(self.path)
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly form for ``--json`` output and the API."""
+        return {"path": self.where, "severity": self.severity.value, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortMatch:
+    """A port test: ``operator`` with ``port``, or ``range`` with ``lower``..``upper``."""
+
+    operator: PortOperator
+    port: int | None = None
+    lower: int | None = None
+    upper: int | None = None
+
+    def contains(self, port: int) -> bool:
+        """True if ``port`` satisfies this match."""
+        op = self.operator
+        if op is PortOperator.RANGE:
+            assert self.lower is not None and self.upper is not None
+            return self.lower <= port <= self.upper
+        assert self.port is not None
+        value = self.port
+        return {
+            PortOperator.EQ: port == value,
+            PortOperator.NEQ: port != value,
+            PortOperator.LT: port < value,
+            PortOperator.GT: port > value,
+            PortOperator.LTE: port <= value,
+            PortOperator.GTE: port >= value,
+        }[op]
+
+    def describe(self) -> str:
+        """Short human text, e.g. ``443`` or ``1024-65535``."""
+        if self.operator is PortOperator.RANGE:
+            return f"{self.lower}-{self.upper}"
+        if self.operator is PortOperator.EQ:
+            return str(self.port)
+        symbol = {
+            PortOperator.NEQ: "not ",
+            PortOperator.LT: "<",
+            PortOperator.GT: ">",
+            PortOperator.LTE: "<=",
+            PortOperator.GTE: ">=",
+        }[self.operator]
+        return f"{symbol}{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IpMatch:
+    """The ``ipv4`` or ``ipv6`` match container of an ACE."""
+
+    version: int
+    protocol: int | None = None
+    src_network: str | None = None
+    dst_network: str | None = None
+    src_dnsname: str | None = None
+    dst_dnsname: str | None = None
+    dscp: int | None = None
+    ecn: int | None = None
+    ttl: int | None = None
+    length: int | None = None
+    flow_label: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransportMatch:
+    """The ``tcp`` or ``udp`` match container (``protocol`` is 6 or 17)."""
+
+    protocol: int
+    src_port: PortMatch | None = None
+    dst_port: PortMatch | None = None
+    direction_initiated: Direction | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IcmpMatch:
+    """The ``icmp`` match container (ICMPv4 or ICMPv6 by the ACE's IP version)."""
+
+    type: int | None = None
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EthMatch:
+    """The ``eth`` match container (RFC 8519 §4.1)."""
+
+    src_mac: str | None = None
+    src_mac_mask: str | None = None
+    dst_mac: str | None = None
+    dst_mac_mask: str | None = None
+    ethertype: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MudMatch:
+    """The MUD abstractions of RFC 8520 §8 (``ietf-mud:mud`` inside ``matches``)."""
+
+    manufacturer: str | None = None
+    same_manufacturer: bool = False
+    model: str | None = None
+    local_networks: bool = False
+    controller: str | None = None
+    my_controller: bool = False
+
+    def is_empty(self) -> bool:
+        """True if no abstraction is set."""
+        return self == MudMatch()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Matches:
+    """Everything an ACE matches on; ``None`` means "not constrained"."""
+
+    ip: IpMatch | None = None
+    transport: TransportMatch | None = None
+    icmp: IcmpMatch | None = None
+    eth: EthMatch | None = None
+    mud: MudMatch | None = None
+
+    @property
+    def protocol(self) -> int | None:
+        """The IP protocol number this ACE is limited to, if any."""
+        if self.transport is not None:
+            return self.transport.protocol
+        if self.icmp is not None:
+            return 1 if (self.ip is None or self.ip.version == 4) else 58
+        return self.ip.protocol if self.ip is not None else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ace:
+    """An access control entry: a name, what it matches and what it does."""
+
+    name: str
+    matches: Matches
+    action: Forwarding = Forwarding.ACCEPT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Acl:
+    """An access control list (RFC 8519) with its entries in order."""
+
+    name: str
+    type: AclType
+    aces: tuple[Ace, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Extension:
+    """An extension the file lists (RFC 8520 §3.7) and what mudguard makes of it."""
+
+    name: str
+    understood: bool
+    data: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MudFile:
+    """A parsed, normalised and validated MUD file."""
+
+    mud_version: int
+    mud_url: str
+    last_update: datetime
+    cache_validity_hours: int
+    is_supported: bool
+    acls: tuple[Acl, ...]
+    from_device_policy: tuple[str, ...]
+    to_device_policy: tuple[str, ...]
+    mud_signature: str | None = None
+    systeminfo: str | None = None
+    mfg_name: str | None = None
+    model_name: str | None = None
+    firmware_rev: str | None = None
+    software_rev: str | None = None
+    documentation: str | None = None
+    extensions: tuple[Extension, ...] = ()
+    draft_era: bool = False
+
+    def acl(self, name: str) -> Acl:
+        """The ACL called ``name`` (the parser guarantees every policy name exists)."""
+        for acl in self.acls:
+            if acl.name == name:
+                return acl
+        raise KeyError(name)
+
+    def policy_aces(self, direction: Direction) -> tuple[Ace, ...]:
+        """Every ACE of the from-device or to-device policy, in evaluation order."""
+        names = (
+            self.from_device_policy if direction is Direction.FROM_DEVICE else self.to_device_policy
+        )
+        return tuple(ace for name in names for ace in self.acl(name).aces)
+
+    def dns_names(self) -> frozenset[str]:
+        """Every DNS name any ACE names (src or dst), lower-cased."""
+        names: set[str] = set()
+        for acl in self.acls:
+            for ace in acl.aces:
+                ip = ace.matches.ip
+                if ip is not None:
+                    names.update(n.lower() for n in (ip.src_dnsname, ip.dst_dnsname) if n)
+        return frozenset(names)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParseResult:
+    """What parsing returned: the model (if usable) and every finding."""
+
+    mud: MudFile | None
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when the file is usable: a model and no errors."""
+        return self.mud is not None and not self.errors
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        """Only the findings that make the file unusable."""
+        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        """Findings that do not stop the file from being used."""
+        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
