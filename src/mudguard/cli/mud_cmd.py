@@ -99,11 +99,13 @@ def show(
     for direction, title in ((Direction.FROM_DEVICE, "The device"),
                              (Direction.TO_DEVICE, "The device")):
         lines = words[direction.value]
-        console.print(f"\n[bold]{'Outgoing' if direction is Direction.FROM_DEVICE else 'Incoming'}[/]")
+        heading = "Outgoing" if direction is Direction.FROM_DEVICE else "Incoming"
+        console.print(f"\n[bold]{heading}[/]")
         if not lines:
             console.print("  nothing")
         for line in lines:
             console.print(f"  {title} {escape(line)}")
     console.print("\nEverything else is blocked.")
     if result.warnings:
-        console.print(f"\n[yellow]{len(result.warnings)} warnings[/] (mudguard mud check for details)")
+        count = len(result.warnings)
+        console.print(f"\n[yellow]{count} warnings[/] (mudguard mud check for details)")

@@ -4,6 +4,7 @@ Pure: no I/O. Fetching lives in ``mudguard.mud.fetch`` and signature checks in
 ``mudguard.mud.signature``; both are adapters around this core.
 """
 
+from mudguard.mud._describe import describe_ace, describe_peer, describe_policy, describe_service
 from mudguard.mud._model import (
     Ace,
     Acl,
@@ -25,7 +26,6 @@ from mudguard.mud._model import (
     TransportMatch,
     render_path,
 )
-from mudguard.mud._describe import describe_ace, describe_peer, describe_policy, describe_service
 from mudguard.mud._parse import DRAFT_CONTROLLER_CLASSES, MAX_MUD_BYTES, parse_mud
 
 __all__ = [

@@ -65,9 +65,9 @@ def describe_service(matches: Matches, direction: Direction) -> str:
         if matches.icmp.type is not None:
             return f"{kind} type {matches.icmp.type}"
         return kind
-    proto = matches.protocol
-    if proto is not None:
-        return _PROTOCOLS.get(proto, f"IP protocol {proto}")
+    number = matches.protocol
+    if number is not None:
+        return _PROTOCOLS.get(number, f"IP protocol {number}")
     if matches.eth is not None and matches.eth.ethertype is not None:
         return f"Ethernet type 0x{matches.eth.ethertype:04x}"
     return "any traffic"

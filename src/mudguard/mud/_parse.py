@@ -261,7 +261,8 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
         return None
     version = _required(mud, "mud-version", path, w, lambda v, p: w.integer(v, p, 0, 255))
     if version is not None and version != 1:
-        w.error(path + ("mud-version",), f"only MUD version 1 exists (RFC 8520 §3.1), got {version}")
+        w.error(path + ("mud-version",),
+                f"only MUD version 1 exists (RFC 8520 §3.1), got {version}")
     mud_url = _required(mud, "mud-url", path, w, lambda v, p: w.uri(v, p, https=True))
     if mud_url is not None and expected_url is not None and mud_url != expected_url:
         # RFC 8520 §3.3: the mud-url in the file MUST equal the URL that was used to fetch it.
@@ -553,7 +554,8 @@ def _move_draft_ports(obj: dict[str, Any], path: tuple[PathPart, ...], w: _Walke
             ip = dict(ip)
             port = ip.pop(draft_key)
             obj[ipkey] = ip
-            l4 = {6: "tcp", 17: "udp"}.get(ip.get("protocol"))  # type: ignore[call-overload]
+            protocol = ip.get("protocol")
+            l4 = {6: "tcp", 17: "udp"}.get(protocol) if isinstance(protocol, int) else None
             if l4 is None:
                 w.error(path + (ipkey, draft_key), "draft-era port match without protocol 6 or 17")
                 continue
@@ -570,8 +572,8 @@ def _check_protocol(m: Matches, obj: dict[str, Any], path: tuple[PathPart, ...],
     declared = m.ip.protocol
     if m.transport is not None and declared != m.transport.protocol:
         w.error(path + ("ipv4" if m.ip.version == 4 else "ipv6", "protocol"),
-                f"protocol {declared} contradicts the {'tcp' if m.transport.protocol == 6 else 'udp'}"
-                " match")
+                f"protocol {declared} contradicts the "
+                f"{'tcp' if m.transport.protocol == 6 else 'udp'} match")
     if m.icmp is not None and declared not in (1, 58):
         w.error(path, f"protocol {declared} contradicts the icmp match")
 
@@ -687,8 +689,9 @@ def _parse_transport(value: object, path: tuple[PathPart, ...], w: _Walker, prot
             except ValueError:
                 w.error(dpath, f"expected from-device or to-device, got {_show(text)}")
     allowed = {"source-port", "destination-port", "ietf-mud:direction-initiated"}
-    allowed |= {"sequence-number", "acknowledgement-number", "data-offset", "reserved",
-                "flags", "window-size", "urgent-pointer", "options"} if protocol == 6 else {"length"}
+    tcp_fields = {"sequence-number", "acknowledgement-number", "data-offset", "reserved",
+                  "flags", "window-size", "urgent-pointer", "options"}
+    allowed |= tcp_fields if protocol == 6 else {"length"}
     for key in obj:
         if key not in allowed:
             w.error(path + (key,), "unknown member of the transport match")

@@ -1,0 +1,1 @@
+"""mudguard.keys."""

@@ -1,0 +1,28 @@
+"""Policy: decide what each device may do, and compile it (pure, no I/O)."""
+
+from mudguard.policy._model import (
+    DeviceFacts,
+    DevicePolicy,
+    Grant,
+    GrantKind,
+    HomeContext,
+    LifecycleState,
+    PeerKind,
+    Rule,
+)
+from mudguard.policy._names import TABLE, device_chain, device_id, dns_set_name
+
+__all__ = [
+    "TABLE",
+    "DeviceFacts",
+    "DevicePolicy",
+    "Grant",
+    "GrantKind",
+    "HomeContext",
+    "LifecycleState",
+    "PeerKind",
+    "Rule",
+    "device_chain",
+    "device_id",
+    "dns_set_name",
+]

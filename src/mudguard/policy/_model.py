@@ -1,0 +1,152 @@
+"""The policy layer's data: what is known about the home and a device, and the flat
+rules a MUD profile becomes.
+
+Theory of operation: ``decide()`` (``_decide.py``) turns a device, its MUD file
+and the owner's grants into a ``DevicePolicy``: an ordered tuple of ``Rule``s in
+which every MUD abstraction is still symbolic (``PeerKind``). Two consumers read
+the same rules, so they can never disagree:
+
+- the nftables compiler (``_nft.py``) turns each rule into one kernel rule,
+  resolving peers to address sets from the ``HomeContext``;
+- the flow evaluator (``_evaluate.py``) answers "would this flow pass?" for
+  captures (``mudguard profile check``) and for the portal's explanations.
+
+Pure: no I/O, no clock (times are parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from mudguard.mud import Direction, Forwarding, MudFile, PortMatch
+
+
+class PeerKind(StrEnum):
+    """Who the far side of a rule is (RFC 8520 §8 abstractions plus plain addresses)."""
+
+    ANY = "any"
+    DNSNAME = "dnsname"  # value: the DNS name (ietf-acldns src/dst-dnsname)
+    NETWORK = "network"  # value: an IPv4/IPv6 prefix
+    LOCAL_NETWORKS = "local-networks"  # the home's LAN prefixes
+    CONTROLLER = "controller"  # value: the controller class URI
+    MY_CONTROLLER = "my-controller"  # the controllers configured for this MUD URL
+    SAME_MANUFACTURER = "same-manufacturer"  # devices whose MUD URL has the same authority
+    MANUFACTURER = "manufacturer"  # value: an authority (host) of MUD URLs
+    MODEL = "model"  # value: a MUD URL
+    GATEWAY = "gateway"  # the gateway itself (draft-era controller classes, baseline services)
+
+
+class LifecycleState(StrEnum):
+    """Where a device is in its life on the home network (see ``_lifecycle.py``)."""
+
+    NEW = "new"  # seen, nothing decided yet: onboarding default
+    PROFILED = "profiled"  # MUD profile enforced
+    DEFAULT = "default"  # no MUD file found: the home's limited default
+    OUT_OF_SUPPORT = "out-of-support"  # LAN only
+    QUARANTINED = "quarantined"  # deviation: only what quarantine allows
+    TRUSTED = "trusted"  # the owner's own computers and phones: not restricted
+    FORGOTTEN = "forgotten"  # removed: no access at all
+
+
+class GrantKind(StrEnum):
+    """Owner permissions, like a phone's app permissions."""
+
+    LAN = "lan"  # may talk to anything on the home LAN
+    INTERNET = "internet"  # may talk to anything outside the home
+    SERVICE = "service"  # may talk to one named host (and optional port)
+    DENY = "deny"  # may not talk to one named host or network
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """One owner decision about one device, optionally expiring."""
+
+    kind: GrantKind
+    host: str | None = None  # DNS name or address/prefix for SERVICE and DENY
+    protocol: int | None = None
+    port: int | None = None
+    expires: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        """True unless the grant has expired at ``now``."""
+        return self.expires is None or now < self.expires
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """One flat, symbolic rule of a device's policy.
+
+    ``direction`` is the packet's direction relative to the device; ``initiated``
+    (TCP only) says which side must have opened the connection.
+    """
+
+    direction: Direction
+    action: Forwarding
+    family: int | None = None  # 4, 6 or None (both / layer 2)
+    peer: PeerKind = PeerKind.ANY
+    peer_value: str | None = None
+    also_local: bool = False  # RFC 8520: local-networks combined with another peer test
+    protocol: int | None = None
+    src_port: PortMatch | None = None
+    dst_port: PortMatch | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    initiated: Direction | None = None
+    ethertype: int | None = None
+    eth_dst: str | None = None
+    origin: str = ""  # "acl-name/ace-name", "baseline/dhcp", "grant/internet": for comments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceFacts:
+    """What the gateway knows about one device on the home network."""
+
+    mac: str  # lower-case, colon separated
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    mud_url: str | None = None
+    state: LifecycleState = LifecycleState.NEW
+    name: str | None = None
+
+    @property
+    def manufacturer(self) -> str | None:
+        """RFC 8520 §8: a device's manufacturer is the authority of its MUD URL."""
+        if not self.mud_url:
+            return None
+        from urllib.parse import urlsplit
+
+        return (urlsplit(self.mud_url).hostname or "").lower() or None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HomeContext:
+    """The home around a device: prefixes, the gateway, controllers, other devices."""
+
+    lan_prefixes: tuple[str, ...]  # e.g. ("192.0.2.0/24", "2001:db8:1::/64")
+    gateway_addresses: tuple[str, ...]  # the gateway's LAN-side addresses
+    lan_interface: str = "br-lan"
+    wan_interface: str = "wan0"
+    # Controller class URI -> addresses (RFC 8520 §8 "controller").
+    controllers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # MUD URL -> addresses of the controllers the owner assigned (§8 "my-controller").
+    my_controllers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    devices: tuple[DeviceFacts, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DevicePolicy:
+    """The decision for one device: its identity, state and ordered rules."""
+
+    device: DeviceFacts
+    state: LifecycleState
+    rules: tuple[Rule, ...]
+    mud: MudFile | None = None
+    reasons: tuple[str, ...] = ()  # why this state (shown to the owner)
+
+    def dns_names(self) -> frozenset[str]:
+        """The DNS names whose answers must fill this device's sets."""
+        return frozenset(r.peer_value for r in self.rules
+                         if r.peer is PeerKind.DNSNAME and r.peer_value)
