@@ -11,6 +11,7 @@ Runs in the calling process's network namespace; tests enter a namespace with
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,12 @@ class Nft:
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
         self._nft.set_handle_output(True)
+        # pip-nftables exposes no dry-run switch; libnftables has one. Bind it on the
+        # same shared library and context so ``check_only`` is a real kernel check.
+        lib = ctypes.CDLL("libnftables.so.1")
+        lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
+        self._set_dry_run = lambda on: lib.nft_ctx_set_dry_run(
+            self._nft._Nftables__ctx, on)  # type: ignore[attr-defined]
 
     def apply(self, commands: Sequence[NftCommand], *, check_only: bool = False) -> None:
         """Apply ``commands`` in one transaction; raise ``NftError`` if refused.
@@ -53,11 +60,11 @@ class Nft:
         if not commands:
             return
         batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
-        self._nft.set_dry_run(check_only)
+        self._set_dry_run(check_only)
         try:
             rc, _output, error = self._nft.json_cmd(batch)
         finally:
-            self._nft.set_dry_run(False)
+            self._set_dry_run(False)
         if rc != 0:
             raise NftError(rc, error, commands)
         if log.isEnabledFor(logging.DEBUG):
