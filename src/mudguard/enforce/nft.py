@@ -47,10 +47,11 @@ class Nft:
         self._nft.set_handle_output(True)
         # pip-nftables exposes no dry-run switch; libnftables has one. Bind it on the
         # same shared library and context so ``check_only`` is a real kernel check.
-        lib = ctypes.CDLL("libnftables.so.1")
-        lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
-        self._set_dry_run = lambda on: lib.nft_ctx_set_dry_run(
-            self._nft._Nftables__ctx, on)  # type: ignore[attr-defined]
+        self._lib = ctypes.CDLL("libnftables.so.1")
+        self._lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
+
+    def _set_dry_run(self, on: bool) -> None:
+        self._lib.nft_ctx_set_dry_run(self._nft._Nftables__ctx, on)
 
     def apply(self, commands: Sequence[NftCommand], *, check_only: bool = False) -> None:
         """Apply ``commands`` in one transaction; raise ``NftError`` if refused.
