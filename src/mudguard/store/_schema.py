@@ -1,0 +1,70 @@
+"""Schema migrations, versioned by ``PRAGMA user_version``.
+
+Each entry of ``MIGRATIONS`` moves the database from version ``i`` to ``i + 1``;
+the store runs the missing ones in one transaction at open. Never edit a
+migration that has shipped: append a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: devices, grants, events, cached MUD files, settings.
+    """
+    CREATE TABLE devices (
+        mac TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        reasons TEXT NOT NULL DEFAULT '[]',
+        ipv4 TEXT NOT NULL DEFAULT '[]',
+        ipv6 TEXT NOT NULL DEFAULT '[]',
+        name TEXT,
+        hostname TEXT,
+        mud_url TEXT,
+        mud_source TEXT,
+        pending_mud_url TEXT,
+        pending_source TEXT,
+        manufacturer TEXT,
+        model TEXT,
+        profile_hash TEXT,
+        signature_status TEXT NOT NULL DEFAULT 'unknown',
+        signer TEXT,
+        end_of_support TEXT,
+        key_id TEXT,
+        first_seen TEXT,
+        last_seen TEXT
+    );
+    CREATE TABLE grants (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mac TEXT NOT NULL REFERENCES devices(mac) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        host TEXT,
+        protocol INTEGER,
+        port INTEGER,
+        expires TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX grants_mac ON grants(mac);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        mac TEXT,
+        details TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_mac ON events(mac);
+    CREATE TABLE mud_cache (
+        url TEXT PRIMARY KEY,
+        data BLOB NOT NULL,
+        signature BLOB,
+        fetched_at TEXT NOT NULL,
+        cache_validity_hours INTEGER NOT NULL
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

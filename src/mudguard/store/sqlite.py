@@ -1,0 +1,343 @@
+"""Adapter: the SQLite database, mudguard's single source of truth.
+
+Theory of operation: one ``Store`` wraps one SQLite connection in WAL mode (readers
+never block the writer, and a crash loses at most the transaction in flight). The
+daemon and the portal share it across threads: every call takes the store's lock,
+so a call sees and leaves a consistent database. ``transaction()`` groups several
+calls into one atomic write (e.g. forget: grants, events and the device row go
+together or not at all).
+
+The SQL lives only here. Every value, above all anything a device sent, is passed
+as a parameter, never formatted into SQL text. Rows come back as the dataclasses
+of ``mudguard.devices._model``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mudguard.devices._model import (
+    CachedMud,
+    Device,
+    DeviceEvent,
+    EventKind,
+    GrantRecord,
+    HomeDefault,
+    MudSource,
+    Settings,
+    SignatureStatus,
+    normalise_mac,
+)
+from mudguard.errors import MudguardError
+from mudguard.policy import Grant, GrantKind, LifecycleState
+from mudguard.store._schema import MIGRATIONS, SCHEMA_VERSION
+
+DEFAULT_DB = Path("/var/lib/mudguard/mudguard.db")
+
+_DEVICE_COLUMNS = (
+    "mac", "state", "reasons", "ipv4", "ipv6", "name", "hostname", "mud_url", "mud_source",
+    "pending_mud_url", "pending_source", "manufacturer", "model", "profile_hash",
+    "signature_status", "signer", "end_of_support", "key_id", "first_seen", "last_seen",
+)
+# Built once from our own constant column names above (never from input), hence noqa.
+_SELECT_DEVICES = f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices"  # noqa: S608
+_UPSERT_DEVICE = (
+    f"INSERT INTO devices ({', '.join(_DEVICE_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in _DEVICE_COLUMNS)}) ON CONFLICT(mac) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _DEVICE_COLUMNS[1:])
+)
+
+
+class StoreError(MudguardError):
+    """The database cannot be used (newer schema, unreadable file, …)."""
+
+    key = "store_failed"
+
+
+class Store:
+    """The device database. Thread-safe; close it with ``close()`` or ``with``."""
+
+    def __init__(self, path: Path | str) -> None:
+        """Open (creating if needed) the database at ``path`` and migrate it.
+
+        ``":memory:"`` gives a private in-memory database (tests, dry runs).
+        Raises ``StoreError`` if the file's schema is newer than this code.
+        """
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                       isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        """The database's ``PRAGMA user_version``."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"database schema {version} is newer than this mudguard "
+                             f"({SCHEMA_VERSION}); upgrade mudguard")
+        if version == SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            # PRAGMA takes no parameters; the value is our own int constant.
+            self._db.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Group calls into one atomic write; nested use joins the outer transaction."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        with self.transaction():
+            return self._db.execute(sql, params)
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cursor = self._db.execute(sql, params)
+            return list(cursor.fetchall())
+
+    # -- devices -----------------------------------------------------------------------
+
+    def get_device(self, mac: str) -> Device | None:
+        """The device with this MAC (any notation), or None."""
+        rows = self._read(_SELECT_DEVICES + " WHERE mac = ?", (normalise_mac(mac),))
+        return _device_from_row(rows[0]) if rows else None
+
+    def list_devices(self) -> list[Device]:
+        """Every device, ordered by MAC."""
+        rows = self._read(_SELECT_DEVICES + " ORDER BY mac")
+        return [_device_from_row(row) for row in rows]
+
+    def save_device(self, device: Device) -> None:
+        """Insert or replace the device's row (keeps its grants)."""
+        self._write(_UPSERT_DEVICE, _device_to_row(device))
+
+    def delete_device(self, mac: str) -> bool:
+        """Delete the device, its grants and its events; True if it existed."""
+        key = normalise_mac(mac)
+        with self.transaction():
+            self._db.execute("DELETE FROM events WHERE mac = ?", (key,))
+            self._db.execute("DELETE FROM grants WHERE mac = ?", (key,))
+            return self._db.execute("DELETE FROM devices WHERE mac = ?", (key,)).rowcount > 0
+
+    # -- grants ------------------------------------------------------------------------
+
+    def add_grant(self, mac: str, grant: Grant, created_at: datetime) -> GrantRecord:
+        """Store an owner grant for an existing device and return it with its id."""
+        key = normalise_mac(mac)
+        cursor = self._write(
+            "INSERT INTO grants (mac, kind, host, protocol, port, expires, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, grant.kind.value, grant.host, grant.protocol, grant.port,
+             _ts(grant.expires), _ts(created_at)))
+        return GrantRecord(id=int(cursor.lastrowid or 0), mac=key, grant=grant,
+                           created_at=created_at)
+
+    def list_grants(self, mac: str | None = None) -> list[GrantRecord]:
+        """The grants of one device (or of every device), oldest first."""
+        sql = "SELECT id, mac, kind, host, protocol, port, expires, created_at FROM grants"
+        if mac is None:
+            rows = self._read(sql + " ORDER BY id")
+        else:
+            rows = self._read(sql + " WHERE mac = ? ORDER BY id", (normalise_mac(mac),))
+        return [_grant_from_row(row) for row in rows]
+
+    def delete_grant(self, mac: str, grant_id: int) -> bool:
+        """Delete one grant of one device; True if it existed."""
+        cursor = self._write("DELETE FROM grants WHERE mac = ? AND id = ?",
+                             (normalise_mac(mac), int(grant_id)))
+        return cursor.rowcount > 0
+
+    # -- events ------------------------------------------------------------------------
+
+    def add_event(self, kind: EventKind, at: datetime, mac: str | None = None,
+                  details: dict[str, Any] | None = None) -> DeviceEvent:
+        """Append an event and return it with its id."""
+        key = normalise_mac(mac) if mac is not None else None
+        payload = details or {}
+        cursor = self._write("INSERT INTO events (at, kind, mac, details) VALUES (?, ?, ?, ?)",
+                             (_ts(at), kind.value, key, json.dumps(payload, sort_keys=True)))
+        return DeviceEvent(id=int(cursor.lastrowid or 0), at=at, kind=kind, mac=key,
+                           details=payload)
+
+    def list_events(self, mac: str | None = None, *, after_id: int = 0,
+                    limit: int = 1000) -> list[DeviceEvent]:
+        """Events oldest first, optionally of one device and only those after ``after_id``."""
+        sql = "SELECT id, at, kind, mac, details FROM events WHERE id > ?"
+        params: tuple[Any, ...] = (int(after_id),)
+        if mac is not None:
+            sql += " AND mac = ?"
+            params += (normalise_mac(mac),)
+        sql += " ORDER BY id LIMIT ?"
+        params += (max(0, int(limit)),)
+        return [_event_from_row(row) for row in self._read(sql, params)]
+
+    def delete_events(self, mac: str) -> int:
+        """Delete every event of one device; returns how many."""
+        return self._write("DELETE FROM events WHERE mac = ?", (normalise_mac(mac),)).rowcount
+
+    # -- cached MUD files --------------------------------------------------------------
+
+    def put_mud(self, cached: CachedMud) -> None:
+        """Store (or replace) the cached copy of one MUD URL."""
+        self._write(
+            "INSERT INTO mud_cache (url, data, signature, fetched_at, cache_validity_hours) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET data = excluded.data, "
+            "signature = excluded.signature, fetched_at = excluded.fetched_at, "
+            "cache_validity_hours = excluded.cache_validity_hours",
+            (cached.url, cached.data, cached.signature, _ts(cached.fetched_at),
+             int(cached.cache_validity_hours)))
+
+    def get_mud(self, url: str) -> CachedMud | None:
+        """The cached copy of a MUD URL, or None."""
+        rows = self._read("SELECT url, data, signature, fetched_at, cache_validity_hours "
+                          "FROM mud_cache WHERE url = ?", (url,))
+        if not rows:
+            return None
+        url_, data, signature, fetched_at, hours = rows[0]
+        return CachedMud(url=url_, data=bytes(data),
+                         signature=bytes(signature) if signature is not None else None,
+                         fetched_at=_dt_required(fetched_at), cache_validity_hours=int(hours))
+
+    def delete_mud(self, url: str) -> bool:
+        """Drop a cached MUD file; True if it was cached."""
+        return self._write("DELETE FROM mud_cache WHERE url = ?", (url,)).rowcount > 0
+
+    # -- settings ----------------------------------------------------------------------
+
+    def get_settings(self) -> Settings:
+        """The home's settings (defaults for any never set)."""
+        values: dict[str, str] = {str(k): str(v) for k, v in
+                                  self._read("SELECT key, value FROM settings")}
+        defaults = Settings()
+        return Settings(
+            home_default=HomeDefault(values.get("home_default", defaults.home_default.value)),
+            allow_unsigned=values.get("allow_unsigned",
+                                      "1" if defaults.allow_unsigned else "0") == "1",
+        )
+
+    def save_settings(self, settings: Settings) -> None:
+        """Store the home's settings."""
+        with self.transaction():
+            for key, value in (("home_default", settings.home_default.value),
+                               ("allow_unsigned", "1" if settings.allow_unsigned else "0")):
+                self._db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                 (key, value))
+
+
+# -- row conversion (module-private) ----------------------------------------------------
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _dt_required(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _device_to_row(d: Device) -> tuple[Any, ...]:
+    return (
+        normalise_mac(d.mac), d.state.value, json.dumps(list(d.reasons)),
+        json.dumps(list(d.ipv4)), json.dumps(list(d.ipv6)), d.name, d.hostname, d.mud_url,
+        d.mud_source.value if d.mud_source else None, d.pending_mud_url,
+        d.pending_source.value if d.pending_source else None, d.manufacturer, d.model,
+        d.profile_hash, d.signature_status.value, d.signer, _ts(d.end_of_support), d.key_id,
+        _ts(d.first_seen), _ts(d.last_seen),
+    )
+
+
+def _device_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Device:
+    r = dict(zip(_DEVICE_COLUMNS, row, strict=True))
+    return Device(
+        mac=r["mac"], state=LifecycleState(r["state"]), reasons=tuple(json.loads(r["reasons"])),
+        ipv4=tuple(json.loads(r["ipv4"])), ipv6=tuple(json.loads(r["ipv6"])), name=r["name"],
+        hostname=r["hostname"], mud_url=r["mud_url"],
+        mud_source=MudSource(r["mud_source"]) if r["mud_source"] else None,
+        pending_mud_url=r["pending_mud_url"],
+        pending_source=MudSource(r["pending_source"]) if r["pending_source"] else None,
+        manufacturer=r["manufacturer"], model=r["model"], profile_hash=r["profile_hash"],
+        signature_status=SignatureStatus(r["signature_status"]), signer=r["signer"],
+        end_of_support=_dt(r["end_of_support"]), key_id=r["key_id"],
+        first_seen=_dt(r["first_seen"]), last_seen=_dt(r["last_seen"]),
+    )
+
+
+def _grant_from_row(row: sqlite3.Row | tuple[Any, ...]) -> GrantRecord:
+    id_, mac, kind, host, protocol, port, expires, created_at = row
+    grant = Grant(kind=GrantKind(kind), host=host, protocol=protocol, port=port,
+                  expires=_dt(expires))
+    return GrantRecord(id=int(id_), mac=mac, grant=grant, created_at=_dt_required(created_at))
+
+
+def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> DeviceEvent:
+    id_, at, kind, mac, details = row
+    return DeviceEvent(id=int(id_), at=_dt_required(at), kind=EventKind(kind), mac=mac,
+                       details=json.loads(details))
