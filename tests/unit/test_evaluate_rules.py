@@ -1,0 +1,218 @@
+"""The flow evaluator on hand-built policies: every rule test, first match, default drop."""
+
+from __future__ import annotations
+
+import pytest
+
+from mudguard.mud import Direction, Forwarding, PortMatch, PortOperator
+from mudguard.policy import (
+    DeviceFacts,
+    DevicePolicy,
+    Flow,
+    HomeContext,
+    LifecycleState,
+    NameMap,
+    PeerKind,
+    Rule,
+    evaluate,
+)
+
+OUT, IN = Direction.FROM_DEVICE, Direction.TO_DEVICE
+ME = DeviceFacts(mac="02:00:00:00:00:01", ipv4=("192.0.2.10",), ipv6=("2001:db8:1::10",),
+                 mud_url="https://mud.example.com/cam.json")
+SIBLING = DeviceFacts(mac="02:00:00:00:00:02", ipv4=("192.0.2.11",),
+                      mud_url="https://mud.example.com/plug.json")
+STRANGER = DeviceFacts(mac="02:00:00:00:00:03", ipv4=("192.0.2.12",),
+                       mud_url="https://other.example.net/x.json")
+HOME = HomeContext(
+    lan_prefixes=("192.0.2.0/24", "2001:db8:1::/64"),
+    gateway_addresses=("192.0.2.1", "2001:db8:1::1"),
+    controllers={"urn:example:hub": ("192.0.2.50",)},
+    my_controllers={"https://mud.example.com/cam.json": ("192.0.2.60",)},
+    devices=(ME, SIBLING, STRANGER),
+)
+NAMES = NameMap.build([("Cloud.Example.com.", "203.0.113.5"),
+                       ("cloud.example.com", "2001:db8:f::5")])
+
+
+def policy(*rules: Rule) -> DevicePolicy:
+    return DevicePolicy(device=ME, state=LifecycleState.PROFILED, rules=rules)
+
+
+def out_tcp(dst: str, port: int, *, opens: bool = True, family: int = 4) -> Flow:
+    src = "192.0.2.10" if family == 4 else "2001:db8:1::10"
+    return Flow(direction=OUT, family=family, src=src, dst=dst, protocol=6,
+                src_port=40000, dst_port=port, opens=opens)
+
+
+def eq(port: int) -> PortMatch:
+    return PortMatch(operator=PortOperator.EQ, port=port)
+
+
+def test_no_rule_is_default_drop() -> None:
+    verdict = evaluate(policy(), out_tcp("203.0.113.5", 443), HOME, NAMES)
+    assert verdict.action is Forwarding.DROP and verdict.rule is None
+    assert verdict.origin == "default-drop" and not verdict.allowed
+
+
+def test_first_matching_rule_decides() -> None:
+    deny = Rule(direction=OUT, action=Forwarding.DROP, protocol=6, dst_port=eq(443),
+                origin="a/deny")
+    allow = Rule(direction=OUT, action=Forwarding.ACCEPT, protocol=6, origin="a/allow")
+    first = evaluate(policy(deny, allow), out_tcp("203.0.113.5", 443), HOME, NAMES)
+    assert first.origin == "a/deny"
+    verdict = evaluate(policy(deny, allow), out_tcp("203.0.113.5", 80), HOME, NAMES)
+    assert verdict.allowed and verdict.index == 1
+
+
+def test_direction_must_match() -> None:
+    rule = Rule(direction=IN, action=Forwarding.ACCEPT)
+    assert not evaluate(policy(rule), out_tcp("203.0.113.5", 443), HOME, NAMES).allowed
+
+
+@pytest.mark.parametrize(("dst", "family", "allowed"), [
+    ("203.0.113.5", 4, True),
+    ("203.0.113.6", 4, False),          # not in any answer for the name
+    ("2001:db8:f::5", 6, True),
+    ("2001:DB8:F:0::5", 6, True),       # same address, other spelling
+])
+def test_dnsname_peer_uses_the_name_map(dst: str, family: int, allowed: bool) -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.DNSNAME,
+                peer_value="cloud.example.com", protocol=6, dst_port=eq(443))
+    assert evaluate(policy(rule), out_tcp(dst, 443, family=family), HOME, NAMES).allowed is allowed
+
+
+def test_dnsname_peer_without_answers_drops() -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.DNSNAME,
+                peer_value="cloud.example.com")
+    assert not evaluate(policy(rule), out_tcp("203.0.113.5", 443), HOME, NameMap()).allowed
+
+
+@pytest.mark.parametrize(("peer", "value", "dst", "allowed"), [
+    (PeerKind.LOCAL_NETWORKS, None, "192.0.2.77", True),
+    (PeerKind.LOCAL_NETWORKS, None, "203.0.113.5", False),
+    (PeerKind.GATEWAY, None, "192.0.2.1", True),
+    (PeerKind.GATEWAY, None, "192.0.2.2", False),
+    (PeerKind.CONTROLLER, "urn:example:hub", "192.0.2.50", True),
+    (PeerKind.CONTROLLER, "urn:example:other", "192.0.2.50", False),
+    (PeerKind.MY_CONTROLLER, None, "192.0.2.60", True),
+    (PeerKind.MY_CONTROLLER, None, "192.0.2.50", False),
+    (PeerKind.SAME_MANUFACTURER, None, "192.0.2.11", True),
+    (PeerKind.SAME_MANUFACTURER, None, "192.0.2.12", False),
+    (PeerKind.SAME_MANUFACTURER, None, "192.0.2.10", False),  # the device itself is not a peer
+    (PeerKind.MANUFACTURER, "other.example.net", "192.0.2.12", True),
+    (PeerKind.MANUFACTURER, "other.example.net", "192.0.2.11", False),
+    (PeerKind.MODEL, "https://mud.example.com/plug.json", "192.0.2.11", True),
+    (PeerKind.MODEL, "https://mud.example.com/plug.json", "192.0.2.12", False),
+    (PeerKind.NETWORK, "203.0.113.0/28", "203.0.113.5", True),
+    (PeerKind.NETWORK, "203.0.113.0/28", "203.0.113.17", False),
+    (PeerKind.ANY, None, "198.51.100.1", True),
+])
+def test_peer_kinds_resolve_from_the_context(peer: PeerKind, value: str | None, dst: str,
+                                             allowed: bool) -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=peer, peer_value=value)
+    assert evaluate(policy(rule), out_tcp(dst, 80), HOME, NAMES).allowed is allowed
+
+
+def test_also_local_requires_a_lan_peer() -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.NETWORK,
+                peer_value="0.0.0.0/0", also_local=True)
+    assert evaluate(policy(rule), out_tcp("192.0.2.99", 80), HOME, NAMES).allowed
+    assert not evaluate(policy(rule), out_tcp("203.0.113.5", 80), HOME, NAMES).allowed
+
+
+def test_ipv4_prefix_never_matches_ipv6() -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.NETWORK,
+                peer_value="0.0.0.0/0")
+    assert not evaluate(policy(rule), out_tcp("2001:db8:f::5", 80, family=6), HOME, NAMES).allowed
+
+
+@pytest.mark.parametrize(("match", "port", "allowed"), [
+    (PortMatch(operator=PortOperator.RANGE, lower=1000, upper=2000), 1500, True),
+    (PortMatch(operator=PortOperator.RANGE, lower=1000, upper=2000), 2001, False),
+    (PortMatch(operator=PortOperator.NEQ, port=23), 23, False),
+    (PortMatch(operator=PortOperator.GTE, port=1024), 1024, True),
+    (PortMatch(operator=PortOperator.LT, port=1024), 1024, False),
+])
+def test_port_operators(match: PortMatch, port: int, allowed: bool) -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, protocol=6, dst_port=match)
+    assert evaluate(policy(rule), out_tcp("203.0.113.5", port), HOME, NAMES).allowed is allowed
+
+
+def test_port_test_fails_for_a_portless_flow() -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, dst_port=eq(0))
+    ping = Flow(direction=OUT, family=4, src="192.0.2.10", dst="203.0.113.5", protocol=1,
+                icmp_type=8, icmp_code=0)
+    assert not evaluate(policy(rule), ping, HOME, NAMES).allowed
+
+
+def test_protocol_and_icmp_type_code() -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, family=4, protocol=1, icmp_type=8,
+                icmp_code=0)
+    def ping(t: int, c: int) -> Flow:
+        return Flow(direction=OUT, family=4, src="192.0.2.10", dst="203.0.113.5", protocol=1,
+                    icmp_type=t, icmp_code=c)
+    assert evaluate(policy(rule), ping(8, 0), HOME, NAMES).allowed
+    assert not evaluate(policy(rule), ping(8, 1), HOME, NAMES).allowed
+    assert not evaluate(policy(rule), ping(13, 0), HOME, NAMES).allowed
+    assert not evaluate(policy(rule), out_tcp("203.0.113.5", 80), HOME, NAMES).allowed
+
+
+def test_direction_initiated_follows_who_opened_the_connection() -> None:
+    # from-device ACE: "the device may open TCP/443"; to-device ACE: replies only.
+    out_rule = Rule(direction=OUT, action=Forwarding.ACCEPT, protocol=6, dst_port=eq(443),
+                    initiated=OUT)
+    in_rule = Rule(direction=IN, action=Forwarding.ACCEPT, protocol=6, src_port=eq(443),
+                   initiated=OUT)
+    pol = policy(out_rule, in_rule)
+    assert evaluate(pol, out_tcp("203.0.113.5", 443), HOME, NAMES).allowed
+    # A SYN from the remote side with source port 443: the remote opens, not allowed.
+    syn_in = Flow(direction=IN, family=4, src="203.0.113.5", dst="192.0.2.10", protocol=6,
+                  src_port=443, dst_port=40000, opens=True)
+    assert not evaluate(pol, syn_in, HOME, NAMES).allowed
+    # The same packet as a reply (SYN-ACK) of a connection the device opened: allowed.
+    reply = Flow(direction=IN, family=4, src="203.0.113.5", dst="192.0.2.10", protocol=6,
+                 src_port=443, dst_port=40000, opens=False)
+    assert evaluate(pol, reply, HOME, NAMES).allowed
+
+
+def test_direction_initiated_ignored_for_udp() -> None:
+    rule = Rule(direction=IN, action=Forwarding.ACCEPT, initiated=OUT)
+    dgram = Flow(direction=IN, family=4, src="203.0.113.5", dst="192.0.2.10", protocol=17,
+                 src_port=123, dst_port=123)
+    assert evaluate(policy(rule), dgram, HOME, NAMES).allowed
+
+
+def test_ethertype_and_family() -> None:
+    v6_only = Rule(direction=OUT, action=Forwarding.ACCEPT, ethertype=0x86DD)
+    assert not evaluate(policy(v6_only), out_tcp("203.0.113.5", 80), HOME, NAMES).allowed
+    assert evaluate(policy(v6_only), out_tcp("2001:db8:f::5", 80, family=6), HOME, NAMES).allowed
+    fam4 = Rule(direction=OUT, action=Forwarding.ACCEPT, family=4)
+    assert not evaluate(policy(fam4), out_tcp("2001:db8:f::5", 80, family=6), HOME, NAMES).allowed
+
+
+def test_reject_is_reported_as_reject() -> None:
+    rule = Rule(direction=OUT, action=Forwarding.REJECT, protocol=6)
+    verdict = evaluate(policy(rule), out_tcp("203.0.113.5", 80), HOME, NAMES)
+    assert verdict.action is Forwarding.REJECT and not verdict.allowed
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"family": 5},
+    {"src": "2001:db8::1"},                 # IPv6 address in an IPv4 flow
+    {"dst": "not-an-address"},
+    {"protocol": 300},
+    {"dst_port": 70000},
+])
+def test_bad_flows_are_refused_clearly(kwargs: dict[str, object]) -> None:
+    fields: dict[str, object] = {"direction": OUT, "family": 4, "src": "192.0.2.10",
+                                 "dst": "203.0.113.5", "protocol": 6}
+    fields.update(kwargs)
+    with pytest.raises(ValueError):
+        Flow(**fields)  # type: ignore[arg-type]
+
+
+def test_name_map_reverse_lookup() -> None:
+    names = NameMap.build([("a.example.com", "203.0.113.5"), ("b.example.com", "203.0.113.5")])
+    assert names.names_of("203.0.113.5") == ("a.example.com", "b.example.com")
+    assert names.names_of("203.0.113.6") == ()
