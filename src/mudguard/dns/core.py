@@ -1,0 +1,610 @@
+"""DnsGuard: the sans-IO core of mudguard's resolver (no sockets, no clock, no nft).
+
+Theory of operation
+-------------------
+The gateway is the home's DNS resolver. A device whose MUD profile allows a DNS
+name (``dst-dnsname``/``src-dnsname``) may reach the addresses that name resolves
+to *for that device*, and only once the device has asked. The compiler
+(``policy``) gives every allowed name two table-wide nft sets,
+``dns_set_name(name, 4)`` and ``dns_set_name(name, 6)``, whose elements are
+``(asking device's address . answer address)`` pairs with a timeout. This core
+decides which elements an answer adds; the adapter (``dns/server.py``) owns the
+sockets, the clock and the nft handle.
+
+Why our own resolver and not dnsmasq ``--nftset`` (measured, ``PLATFORM.md``):
+dnsmasq fills sets keyed by *domain*, not by device (one device's lookup would
+open the address for every device), sets no element timeout from the TTL, does
+not refresh an element when it serves the answer again (from its cache or not),
+and its insertion delay grows with the whole ruleset. Here every answer served to
+a device, cached or not, (re)adds that device's elements with the answer's TTL.
+
+Drivers (like aioquic's ``QuicConnection``), each returning ``list[Command]``:
+
+- ``handle_query(wire, client, now)``: a device's query. Answered from the cache
+  or forwarded upstream (``ForwardUpstream``) under a fresh random id.
+- ``handle_upstream(wire, now)``: an upstream reply, matched to an outstanding
+  query by id *and* question; anything else is dropped.
+- ``fill_done(token, ok, now)``: the adapter's report that the ``AddSetElements``
+  commands carrying ``token`` were applied (or not).
+- ``handle_timer(now)``: upstream queries that timed out get SERVFAIL;
+  ``next_timer()`` says when to call it next.
+
+House rules:
+
+- **Fill before answer.** When an answer grants anything, the core emits all its
+  ``AddSetElements`` (one token) and holds the ``SendAnswer`` until
+  ``fill_done(token, ok=True)``; if the fill failed the device gets SERVFAIL, so
+  a device never holds an address it cannot reach yet (no race on the first SYN).
+- **Names match exactly**, case-insensitively, trailing dot ignored. The query
+  name and every name of its CNAME chain (``resolve_chaining``) are looked up in
+  the device's allowed names; each one allowed gets the chain's final addresses.
+- **Nothing hostile is inserted.** Records outside the CNAME chain are ignored;
+  answer addresses inside the home's LAN prefixes, the gateway's addresses,
+  loopback, link-local, multicast, unspecified, reserved or broadcast ranges are
+  never inserted (DNS rebinding cannot open the LAN); at most
+  ``max_addresses`` addresses per answer; TTLs are clamped, and the TTLs served to
+  the device never exceed the element's lifetime.
+- **Bad input.** A packet shorter than a DNS header is dropped; a malformed query
+  whose header parses gets FORMERR; a bug of ours gets SERVFAIL and is logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from mudguard.policy._names import dns_set_name
+
+log = logging.getLogger(__name__)
+
+Client = tuple[str, int]
+"""A device's (address, port) as seen by the adapter's socket."""
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+HEADER_LEN = 12
+UPSTREAM_PAYLOAD = 1232  # the DNS flag day 2020 figure: no IP fragmentation upstream
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardUpstream:
+    """Send ``wire`` to the upstream resolver (over TCP when ``tcp``)."""
+
+    wire: bytes
+    query_id: int
+    tcp: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AddSetElements:
+    """Add (device address, answer address) pairs to a table-wide nft set.
+
+    All commands of one answer share ``token``; apply them (ideally in one
+    batch), then call ``DnsGuard.fill_done(token, ok, now)`` exactly once.
+    """
+
+    token: int
+    set_name: str
+    family: int
+    elements: tuple[tuple[str, str], ...]
+    timeout_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendAnswer:
+    """Send ``wire`` to the device ``client`` (on its TCP connection when ``tcp``)."""
+
+    client: Client
+    wire: bytes
+    tcp: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Nothing to send; ``reason`` is for logs and tests."""
+
+    reason: str
+
+
+Command = ForwardUpstream | AddSetElements | SendAnswer | Drop
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardConfig:
+    """Tunables of the guard; the defaults suit a home."""
+
+    lan_prefixes: tuple[str, ...] = ()
+    """The home's LAN prefixes: answers pointing inside them are never inserted."""
+    gateway_addresses: tuple[str, ...] = ()
+    """The gateway's own addresses: never inserted either."""
+    min_timeout_s: int = 30
+    """Shortest element lifetime before grace (a TTL of 0 still lets a device connect)."""
+    max_timeout_s: int = 86_400
+    """Longest element lifetime before grace; served TTLs are capped to it."""
+    grace_s: int = 10
+    """Added to every element timeout: a device may connect just as its cache expires."""
+    max_addresses: int = 64
+    """Cap on answer addresses inserted per answer (and per family)."""
+    upstream_timeout_s: float = 4.0
+    """An upstream query unanswered for this long gets SERVFAIL."""
+    max_outstanding: int = 4096
+    """Cap on upstream queries in flight; beyond it devices get SERVFAIL."""
+    cache_size: int = 1024
+    """Positive A/AAAA answers kept (0 disables the cache)."""
+    insert: bool = True
+    """False: resolve only, never fill sets (the benchmark's baseline)."""
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(slots=True)
+class _Device:
+    addresses: frozenset[str]
+    names: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    client: Client
+    query: dns.message.Message
+    question: tuple[dns.name.Name, int, int]
+    tcp: bool
+    deadline: float
+
+
+@dataclass(slots=True)
+class _PendingFill:
+    client: Client
+    query: dns.message.Message
+    answer: bytes
+    tcp: bool
+
+
+@dataclass(slots=True)
+class _CacheEntry:
+    response: dns.message.Message
+    stored_at: float
+    ttl: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    queries: int = 0
+    forwarded: int = 0
+    answered: int = 0
+    cache_hits: int = 0
+    fills: int = 0
+    fill_failures: int = 0
+    dropped: int = 0
+    formerr: int = 0
+    servfail: int = 0
+    rejected_addresses: int = 0
+
+
+def normalise_name(name: str) -> str:
+    """A DNS name as policy compares it: lower case, no trailing dot."""
+    return name.strip().lower().rstrip(".")
+
+
+def _name_key(name: dns.name.Name) -> str:
+    # to_text escapes a label holding a dot ("a\\.b"), so it can never equal "a.b".
+    return normalise_name(name.to_text(omit_final_dot=True))
+
+
+# --------------------------------------------------------------------------- the guard
+
+
+@dataclass
+class DnsGuard:
+    """The resolver's decisions: which answers fill which sets, and when to answer.
+
+    Args:
+        config: tunables and the home's LAN prefixes and gateway addresses.
+    """
+
+    config: GuardConfig = field(default_factory=GuardConfig)
+    _devices: dict[str, _Device] = field(default_factory=dict, init=False)
+    _by_address: dict[str, str] = field(default_factory=dict, init=False)
+    _outstanding: dict[int, _Outstanding] = field(default_factory=dict, init=False)
+    _pending: dict[int, _PendingFill] = field(default_factory=dict, init=False)
+    _cache: OrderedDict[tuple[str, int, int, bool], _CacheEntry] = field(
+        default_factory=OrderedDict, init=False)
+    _next_token: int = field(default=1, init=False)
+    _blocked: tuple[IpNetwork, ...] = field(default=(), init=False)
+    counters: _Counters = field(default_factory=_Counters, init=False)
+
+    def __post_init__(self) -> None:
+        blocked: list[IpNetwork] = []
+        for prefix in self.config.lan_prefixes:
+            blocked.append(ipaddress.ip_network(prefix, strict=False))
+        for address in self.config.gateway_addresses:
+            blocked.append(ipaddress.ip_network(address))
+        self._blocked = tuple(blocked)
+
+    # ----------------------------------------------------------------- policy
+
+    def update_device(self, device: str, addresses: Iterable[str],
+                      allowed_names: Iterable[str]) -> None:
+        """Set (or replace) what one device may resolve into its sets.
+
+        Args:
+            device: a stable key for the device (its MAC, or its address).
+            addresses: all its IPv4 and IPv6 addresses; an A answer inserts one
+                element per IPv4 address, an AAAA answer one per IPv6 address,
+                whichever family the query came over.
+            allowed_names: its profile's DNS names (``DevicePolicy.dns_names()``).
+
+        Raises:
+            ValueError: an address is not an IP address, or already belongs to
+                another device.
+        """
+        canon = frozenset(str(ipaddress.ip_address(a)) for a in addresses)
+        for address in canon:
+            owner = self._by_address.get(address)
+            if owner is not None and owner != device:
+                raise ValueError(f"address {address} already belongs to another device")
+        self.remove_device(device)
+        self._devices[device] = _Device(canon, frozenset(normalise_name(n) for n in allowed_names))
+        for address in canon:
+            self._by_address[address] = device
+
+    def remove_device(self, device: str) -> None:
+        """Forget a device: its later queries resolve but grant nothing."""
+        old = self._devices.pop(device, None)
+        if old is not None:
+            for address in old.addresses:
+                self._by_address.pop(address, None)
+
+    def update_client(self, address: str, allowed_names: Iterable[str]) -> None:
+        """``update_device`` for a device known by one address only."""
+        self.update_device(address, (address,), allowed_names)
+
+    def remove_client(self, address: str) -> None:
+        """``remove_device`` for a device registered with ``update_client``."""
+        self.remove_device(address)
+
+    # ----------------------------------------------------------------- drivers
+
+    def handle_query(self, wire: bytes, client: Client, now: float, *,
+                     tcp: bool = False) -> list[Command]:
+        """A device's query arrived.
+
+        Returns: ``ForwardUpstream``; or, from the cache, ``AddSetElements`` (then
+        wait for ``fill_done``) or ``SendAnswer``; or an error ``SendAnswer``; or ``Drop``.
+        """
+        self.counters.queries += 1
+        if len(wire) < HEADER_LEN:
+            return self._drop("short header")
+        try:
+            return self._handle_query(wire, client, now, tcp)
+        except Exception:
+            log.exception("bug while handling a query from %s", client[0])
+            return [self._servfail_raw(wire, client, tcp)]
+
+    def handle_upstream(self, wire: bytes, now: float) -> list[Command]:
+        """A reply from the upstream resolver arrived.
+
+        Returns: ``AddSetElements`` (then wait for ``fill_done``), or
+        ``SendAnswer`` when nothing is granted, or ``Drop`` for a reply that
+        matches no outstanding query.
+        """
+        try:
+            return self._handle_upstream(wire, now)
+        except Exception:
+            log.exception("bug while handling an upstream reply")
+            return self._drop("internal error on upstream reply")
+
+    def fill_done(self, token: int, ok: bool, now: float) -> list[Command]:
+        """The adapter applied (``ok``) or failed to apply the fill ``token``.
+
+        Returns: the held ``SendAnswer``, or a SERVFAIL one when the fill failed.
+        """
+        pending = self._pending.pop(token, None)
+        if pending is None:
+            return self._drop("unknown fill token")
+        if ok:
+            self.counters.answered += 1
+            return [SendAnswer(pending.client, pending.answer, pending.tcp)]
+        self.counters.fill_failures += 1
+        log.warning("set fill failed; answering SERVFAIL to %s", pending.client[0])
+        return [self._error(pending.query, pending.client, dns.rcode.SERVFAIL, pending.tcp)]
+
+    def handle_timer(self, now: float) -> list[Command]:
+        """Expire upstream queries past their deadline (SERVFAIL) and stale cache entries."""
+        commands: list[Command] = []
+        for query_id in [q for q, o in self._outstanding.items() if o.deadline <= now]:
+            out = self._outstanding.pop(query_id)
+            commands.append(self._error(out.query, out.client, dns.rcode.SERVFAIL, out.tcp))
+        for key in [k for k, e in self._cache.items() if e.stored_at + e.ttl <= now]:
+            del self._cache[key]
+        return commands
+
+    def next_timer(self) -> float | None:
+        """When ``handle_timer`` should next run (None: nothing outstanding)."""
+        if not self._outstanding:
+            return None
+        return min(o.deadline for o in self._outstanding.values())
+
+    @property
+    def outstanding(self) -> int:
+        """Upstream queries in flight."""
+        return len(self._outstanding)
+
+    # ----------------------------------------------------------------- queries
+
+    def _handle_query(self, wire: bytes, client: Client, now: float,
+                      tcp: bool) -> list[Command]:
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return self._formerr(wire, client, tcp)
+        if query.flags & dns.flags.QR:
+            return self._drop("response sent as a query")
+        if query.opcode() != dns.opcode.QUERY:
+            return [self._error(query, client, dns.rcode.NOTIMP, tcp)]
+        if len(query.question) != 1:
+            self.counters.formerr += 1
+            return [self._error(query, client, dns.rcode.FORMERR, tcp)]
+        q = query.question[0]
+        if q.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+            return [self._error(query, client, dns.rcode.REFUSED, tcp)]
+        cached = self._cache_get(query, now)
+        if cached is not None:
+            self.counters.cache_hits += 1
+            return self._answer(query, client, cached, tcp)
+        if len(self._outstanding) >= self.config.max_outstanding:
+            log.warning("too many upstream queries in flight; SERVFAIL to %s", client[0])
+            return [self._error(query, client, dns.rcode.SERVFAIL, tcp)]
+        return [self._forward(query, client, now, tcp)]
+
+    def _forward(self, query: dns.message.Message, client: Client, now: float,
+                 tcp: bool) -> ForwardUpstream:
+        q = query.question[0]
+        query_id = self._fresh_id()
+        # A clean query of our own: nothing of the device's message but its question
+        # (and RD/DO) goes upstream.
+        upstream = dns.message.make_query(
+            q.name, q.rdtype, q.rdclass, use_edns=0, payload=UPSTREAM_PAYLOAD,
+            want_dnssec=bool(query.ednsflags & dns.flags.DO), id=query_id,
+            flags=int(query.flags & dns.flags.RD) | int(query.flags & dns.flags.CD))
+        self._outstanding[query_id] = _Outstanding(
+            client, query, (q.name, q.rdtype, q.rdclass), tcp,
+            now + self.config.upstream_timeout_s)
+        self.counters.forwarded += 1
+        return ForwardUpstream(upstream.to_wire(), query_id, tcp)
+
+    def _fresh_id(self) -> int:
+        for _ in range(64):
+            candidate = secrets.randbelow(65536)
+            if candidate not in self._outstanding:
+                return candidate
+        raise RuntimeError("no free query id")  # unreachable below 65536 - 64 outstanding
+
+    # ----------------------------------------------------------------- upstream
+
+    def _handle_upstream(self, wire: bytes, now: float) -> list[Command]:
+        if len(wire) < HEADER_LEN:
+            return self._drop("short upstream reply")
+        query_id = int.from_bytes(wire[:2], "big")
+        out = self._outstanding.get(query_id)
+        if out is None:
+            return self._drop("upstream reply with unknown id")
+        try:
+            response = dns.message.from_wire(wire)
+        except Exception:
+            # Keep waiting: a forged garbage packet must not cancel the real answer.
+            return self._drop("malformed upstream reply")
+        if not response.flags & dns.flags.QR or len(response.question) != 1:
+            return self._drop("upstream reply is not a response to one question")
+        rq = response.question[0]
+        if (rq.name, rq.rdtype, rq.rdclass) != out.question:
+            return self._drop("upstream reply for another question")
+        del self._outstanding[query_id]
+        self._cache_put(out.query, response, now)
+        return self._answer(out.query, out.client, _Fresh(response, 0), out.tcp)
+
+    # ----------------------------------------------------------------- answering
+
+    def _answer(self, query: dns.message.Message, client: Client, source: _Fresh,
+                tcp: bool) -> list[Command]:
+        chain_ttl, chain_names, addresses, rejected = self._chain(source.response, source.age)
+        if rejected:
+            self.counters.rejected_addresses += rejected
+            log.warning("answer for %s holds %d forbidden address(es); not inserted",
+                        chain_names[0], rejected)
+        wire = self._render(query, source.response, source.age, tcp)
+        fills = self._fills(client[0], query, chain_names, addresses, chain_ttl)
+        if not fills:
+            self.counters.answered += 1
+            return [SendAnswer(client, wire, tcp)]
+        token = self._next_token
+        self._next_token += 1
+        self._pending[token] = _PendingFill(client, query, wire, tcp)
+        self.counters.fills += 1
+        return [AddSetElements(token, name, family, elements, timeout)
+                for name, family, elements, timeout in fills]
+
+    def _chain(self, response: dns.message.Message,
+               age: int) -> tuple[int, list[str], list[IpAddress], int]:
+        """The chain's minimum TTL (after ``age``), names, usable addresses, rejected count."""
+        rq = response.question[0]
+        if (response.rcode() != dns.rcode.NOERROR or response.flags & dns.flags.TC
+                or rq.rdclass != dns.rdataclass.IN
+                or rq.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA)):
+            return 0, [], [], 0
+        if not isinstance(response, dns.message.QueryMessage):
+            return 0, [], [], 0
+        try:
+            chain = response.resolve_chaining()
+        except (dns.message.ChainTooLong, dns.message.AnswerForNXDOMAIN,
+                dns.exception.FormError):
+            return 0, [], [], 0
+        if chain.answer is None:
+            return 0, [], [], 0
+        names = [_name_key(rq.name)] + [_name_key(c.name) for c in chain.cnames[1:]]
+        names.append(_name_key(chain.canonical_name))
+        found = [ipaddress.ip_address(rdata.address) for rdata in chain.answer]
+        addresses = [a for a in dict.fromkeys(found) if self._usable(a)]
+        ttl = max(0, min(chain.minimum_ttl, self.config.max_timeout_s) - age)
+        return ttl, list(dict.fromkeys(names)), addresses[: self.config.max_addresses], (
+            len(found) - len(addresses))
+
+    def _usable(self, address: IpAddress) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return False
+        if (address.is_loopback or address.is_link_local or address.is_multicast
+                or address.is_unspecified or address.is_reserved):
+            return False
+        if isinstance(address, ipaddress.IPv4Address) and address.packed == b"\xff" * 4:
+            return False
+        return not any(address in net for net in self._blocked)
+
+    def _fills(self, client_address: str, query: dns.message.Message, chain_names: list[str],
+               addresses: list[IpAddress],
+               ttl: int) -> list[tuple[str, int, tuple[tuple[str, str], ...], int]]:
+        if not self.config.insert or not addresses:
+            return []
+        device_key = self._by_address.get(_canon(client_address))
+        if device_key is None:
+            return []
+        device = self._devices[device_key]
+        granted = [n for n in chain_names if n in device.names]
+        if not granted:
+            return []
+        family = 4 if addresses[0].version == 4 else 6
+        mine = sorted(a for a in device.addresses if ipaddress.ip_address(a).version == family)
+        if not mine:
+            return []
+        elements = tuple((m, str(a)) for m in mine for a in addresses)
+        timeout = (min(max(ttl, self.config.min_timeout_s), self.config.max_timeout_s)
+                   + self.config.grace_s)
+        return [(dns_set_name(name, family), family, elements, timeout) for name in granted]
+
+    def _render(self, query: dns.message.Message, response: dns.message.Message, age: int,
+                tcp: bool) -> bytes:
+        """The answer for the device: its id and question, upstream's records, capped TTLs."""
+        reply = dns.message.make_response(query, recursion_available=True)
+        reply.set_rcode(response.rcode())
+        reply.flags |= response.flags & (dns.flags.AD | dns.flags.TC)
+        for section_name in ("answer", "authority", "additional"):
+            target = reply.sections[_SECTION[section_name]]
+            for rrset in response.sections[_SECTION[section_name]]:
+                if rrset.rdtype == dns.rdatatype.OPT:
+                    continue
+                ttl = max(0, min(rrset.ttl, self.config.max_timeout_s) - age)
+                target.append(dns.rrset.from_rdata_list(rrset.name, ttl, list(rrset)))
+        max_size = 65535 if tcp else (max(512, query.payload) if query.edns >= 0 else 512)
+        try:
+            return reply.to_wire(max_size=max_size)
+        except dns.exception.TooBig:
+            truncated = dns.message.make_response(query, recursion_available=True)
+            truncated.flags |= dns.flags.TC
+            return truncated.to_wire()
+
+    # ----------------------------------------------------------------- cache
+
+    def _cache_key(self, query: dns.message.Message) -> tuple[str, int, int, bool]:
+        q = query.question[0]
+        return (_name_key(q.name), int(q.rdtype), int(q.rdclass),
+                bool(query.ednsflags & dns.flags.DO))
+
+    def _cache_get(self, query: dns.message.Message, now: float) -> _Fresh | None:
+        if self.config.cache_size <= 0:
+            return None
+        key = self._cache_key(query)
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        age = int(now - entry.stored_at)
+        if age >= entry.ttl:
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return _Fresh(entry.response, age)
+
+    def _cache_put(self, query: dns.message.Message, response: dns.message.Message,
+                   now: float) -> None:
+        if self.config.cache_size <= 0:
+            return
+        ttl, _names, addresses, _rejected = self._chain(response, 0)
+        if ttl <= 0 or not addresses:
+            return  # only positive, usable A/AAAA answers are cached
+        key = self._cache_key(query)
+        self._cache[key] = _CacheEntry(response, now, ttl)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.config.cache_size:
+            self._cache.popitem(last=False)
+
+    # ----------------------------------------------------------------- errors
+
+    def _drop(self, reason: str) -> list[Command]:
+        self.counters.dropped += 1
+        return [Drop(reason)]
+
+    def _error(self, query: dns.message.Message, client: Client, rcode: dns.rcode.Rcode,
+               tcp: bool) -> SendAnswer:
+        if rcode == dns.rcode.SERVFAIL:
+            self.counters.servfail += 1
+        reply = dns.message.make_response(query, recursion_available=True)
+        reply.set_rcode(rcode)
+        return SendAnswer(client, reply.to_wire(), tcp)
+
+    def _formerr(self, wire: bytes, client: Client, tcp: bool) -> list[Command]:
+        self.counters.formerr += 1
+        try:
+            query = dns.message.from_wire(wire, question_only=True)
+        except Exception:
+            query = None
+        if query is not None and not query.flags & dns.flags.QR and len(query.question) <= 1:
+            return [self._error(query, client, dns.rcode.FORMERR, tcp)]
+        if wire[2] & 0x80:
+            return self._drop("malformed response sent as a query")
+        return [SendAnswer(client, _header_only(wire, dns.rcode.FORMERR), tcp)]
+
+    def _servfail_raw(self, wire: bytes, client: Client, tcp: bool) -> SendAnswer:
+        self.counters.servfail += 1
+        return SendAnswer(client, _header_only(wire, dns.rcode.SERVFAIL), tcp)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fresh:
+    response: dns.message.Message
+    age: int
+
+
+_SECTION = {"answer": 1, "authority": 2, "additional": 3}
+
+
+def _canon(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address.split("%", 1)[0]))
+    except ValueError:
+        return address
+
+
+def _header_only(wire: bytes, rcode: int) -> bytes:
+    """A bare response header echoing the query's id and opcode, no question."""
+    flags = 0x8000 | (wire[2] & 0x79) << 8 | 0x80 | (rcode & 0x0F)
+    return wire[:2] + flags.to_bytes(2, "big") + bytes(8)
