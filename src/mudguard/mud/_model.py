@@ -292,6 +292,33 @@ class MudFile:
         )
         return tuple(ace for name in names for ace in self.acl(name).aces)
 
+    def to_json(self) -> dict[str, object]:
+        """The file as RFC 8520 JSON (RFC 7951 encoding), after normalisation.
+
+        Draft-era spellings come out in RFC form, so the result is what mudguard
+        enforces, in the standard's words; header fields mudguard does not model
+        (e.g. IPv4 ``ihl``) are left out.
+        """
+        mud: dict[str, object] = {
+            "mud-version": self.mud_version, "mud-url": self.mud_url,
+            "last-update": self.last_update.isoformat(),
+            "cache-validity": self.cache_validity_hours, "is-supported": self.is_supported,
+        }
+        optional = (("mud-signature", self.mud_signature), ("systeminfo", self.systeminfo),
+                    ("mfg-name", self.mfg_name), ("model-name", self.model_name),
+                    ("firmware-rev", self.firmware_rev), ("software-rev", self.software_rev),
+                    ("documentation", self.documentation))
+        mud.update({key: value for key, value in optional if value is not None})
+        if self.extensions:
+            mud["extensions"] = [e.name for e in self.extensions]
+            for extension in self.extensions:
+                mud.update(extension.data)
+        for key, names in (("from-device-policy", self.from_device_policy),
+                           ("to-device-policy", self.to_device_policy)):
+            mud[key] = {"access-lists": {"access-list": [{"name": n} for n in names]}}
+        return {"ietf-mud:mud": mud,
+                "ietf-access-control-list:acls": {"acl": [_acl_json(a) for a in self.acls]}}
+
     def dns_names(self) -> frozenset[str]:
         """Every DNS name any ACE names (src or dst), lower-cased."""
         names: set[str] = set()
@@ -324,3 +351,60 @@ class ParseResult:
     def warnings(self) -> tuple[Finding, ...]:
         """Findings that do not stop the file from being used."""
         return tuple(f for f in self.findings if f.severity is Severity.WARNING)
+
+
+def _acl_json(acl: Acl) -> dict[str, object]:
+    aces = [{"name": ace.name, "matches": _matches_json(ace.matches),
+             "actions": {"forwarding": ace.action.value}} for ace in acl.aces]
+    return {"name": acl.name, "type": acl.type.value, "aces": {"ace": aces}}
+
+
+def _drop_none(pairs: dict[str, object | None]) -> dict[str, object]:
+    return {key: value for key, value in pairs.items() if value is not None}
+
+
+def _port_json(port: PortMatch) -> dict[str, object]:
+    if port.operator is PortOperator.RANGE:
+        return {"lower-port": port.lower, "upper-port": port.upper}
+    return {"operator": port.operator.value, "port": port.port}
+
+
+def _matches_json(m: Matches) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if m.ip is not None:
+        fam = f"ipv{m.ip.version}"
+        out[fam] = _drop_none({
+            "protocol": m.ip.protocol, "dscp": m.ip.dscp, "ecn": m.ip.ecn, "ttl": m.ip.ttl,
+            "length": m.ip.length, "flow-label": m.ip.flow_label,
+            f"source-{fam}-network": m.ip.src_network,
+            f"destination-{fam}-network": m.ip.dst_network,
+            "ietf-acldns:src-dnsname": m.ip.src_dnsname,
+            "ietf-acldns:dst-dnsname": m.ip.dst_dnsname,
+        })
+    if m.transport is not None:
+        t = m.transport
+        out["tcp" if t.protocol == 6 else "udp"] = _drop_none({
+            "source-port": _port_json(t.src_port) if t.src_port else None,
+            "destination-port": _port_json(t.dst_port) if t.dst_port else None,
+            "ietf-mud:direction-initiated": t.direction_initiated.value
+            if t.direction_initiated else None,
+        })
+    if m.icmp is not None:
+        out["icmp"] = _drop_none({"type": m.icmp.type, "code": m.icmp.code})
+    if m.eth is not None:
+        e = m.eth
+        out["eth"] = _drop_none({
+            "source-mac-address": e.src_mac, "source-mac-address-mask": e.src_mac_mask,
+            "destination-mac-address": e.dst_mac,
+            "destination-mac-address-mask": e.dst_mac_mask, "ethertype": e.ethertype,
+        })
+    if m.mud is not None:
+        u = m.mud
+        empty = [None]
+        out["ietf-mud:mud"] = _drop_none({
+            "manufacturer": u.manufacturer, "model": u.model, "controller": u.controller,
+            "same-manufacturer": empty if u.same_manufacturer else None,
+            "local-networks": empty if u.local_networks else None,
+            "my-controller": empty if u.my_controller else None,
+        })
+    return out

@@ -272,7 +272,7 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
     is_supported = _required(mud, "is-supported", path, w, w.boolean)
     cache_validity = _optional(mud, "cache-validity", path, lambda v, p: w.integer(v, p, 1, 168))
     signature = _optional(mud, "mud-signature", path, lambda v, p: w.uri(v, p))
-    systeminfo = _optional(mud, "systeminfo", path, lambda v, p: w.string(v, p, max_len=60))
+    systeminfo = _optional(mud, "systeminfo", path, lambda v, p: _systeminfo(v, p, w))
     strings = {key: _optional(mud, key, path, w.string)
                for key in ("mfg-name", "model-name", "firmware-rev", "software-rev")}
     documentation = _optional(mud, "documentation", path, lambda v, p: w.uri(v, p))
@@ -303,6 +303,20 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
         firmware_rev=strings["firmware-rev"], software_rev=strings["software-rev"],
         documentation=documentation, extensions=extensions, draft_era=draft,
     )
+
+
+SYSTEMINFO_DISPLAY_CHARS = 60
+
+
+def _systeminfo(value: object, path: tuple[PathPart, ...], w: _Walker) -> str | None:
+    text = w.string(value, path, max_len=1024)
+    if text is not None and len(text) > SYSTEMINFO_DISPLAY_CHARS:
+        # RFC 8520 §3.6: systeminfo "SHOULD NOT exceed 60 characters worth of display
+        # space" (https://www.rfc-editor.org/rfc/rfc8520#section-3.6); the YANG leaf is a
+        # plain string, so a longer one is usable and only shortened for display.
+        w.warn(path, f"longer than {SYSTEMINFO_DISPLAY_CHARS} characters ({len(text)}); "
+               "RFC 8520 §3.6 says it should fit in 60")
+    return text
 
 
 def _parse_extensions(mud: dict[str, Any], path: tuple[PathPart, ...], w: _Walker
@@ -442,6 +456,11 @@ def _parse_acl(value: object, path: tuple[PathPart, ...], w: _Walker) -> Acl | N
             w.error(path + (key,), "unknown member of an ACL")
     if name is None or acl_type is None:
         return None
+    mixed = {AclType.IPV4: AclType.MIXED_ETH_IPV4, AclType.IPV6: AclType.MIXED_ETH_IPV6}
+    if acl_type in mixed and any(ace.matches.eth is not None for ace in aces):
+        # RFC 8519's eth container is conditional on an eth(-derived) ACL type; draft-era
+        # generators put eth matches in ipv4 ACLs, so the type becomes the mixed one.
+        acl_type = mixed[acl_type]
     return Acl(name=name, type=acl_type, aces=tuple(aces))
 
 
@@ -701,6 +720,10 @@ def _parse_transport(value: object, path: tuple[PathPart, ...], w: _Walker, prot
                           direction_initiated=direction)
 
 
+_RFC8519_OPERATORS = {op.value: op for op in (PortOperator.EQ, PortOperator.NEQ,
+                                               PortOperator.LTE, PortOperator.GTE)}
+
+
 def _parse_port(value: object, path: tuple[PathPart, ...], w: _Walker) -> PortMatch | None:
     obj = w.obj(value, path)
     if obj is None:
@@ -718,6 +741,11 @@ def _parse_port(value: object, path: tuple[PathPart, ...], w: _Walker) -> PortMa
             w.error(path, "a port range and an operator are alternatives (RFC 8519)")
             return None
         if "operator" in obj:
+            if obj["operator"] != "eq":
+                # RFC 8519 §4.1: operator and lower-port/upper-port are cases of one choice.
+                w.error(path + ("operator",), "a port range and an operator are alternatives "
+                        f"(RFC 8519), got operator {_show(obj['operator'])}")
+                return None
             # UNSW's generator wrote {"operator": "eq", "lower-port": a, "upper-port": b};
             # with no "port" the only meaning is the range.
             w.warn(path + ("operator",), "draft-era operator beside a port range; ignored")
@@ -731,12 +759,10 @@ def _parse_port(value: object, path: tuple[PathPart, ...], w: _Walker) -> PortMa
             return None
         return PortMatch(operator=PortOperator.RANGE, lower=lower, upper=upper)
     op_text = obj.get("operator", "eq")
-    try:
-        op = PortOperator(op_text) if isinstance(op_text, str) and op_text != "range" else None
-    except ValueError:
-        op = None
+    # RFC 8519 ietf-packet-fields "typedef operator": lte, gte, eq and neq only.
+    op = _RFC8519_OPERATORS.get(op_text) if isinstance(op_text, str) else None
     if op is None:
-        w.error(path + ("operator",), f"expected eq, neq, lt, gt, lte or gte, got {_show(op_text)}")
+        w.error(path + ("operator",), f"expected eq, neq, lte or gte, got {_show(op_text)}")
         return None
     port = _required(obj, "port", path, w, lambda v, p: w.integer(v, p, 0, 65535))
     if port is None:
