@@ -1,0 +1,359 @@
+"""The device lifecycle as data: states, allowed transitions, and one pure function per
+event.
+
+Theory of operation (h11 ``_state.py`` style): every change of a device's state goes
+through a function here that takes the current ``Device`` (or None), the facts of the
+event and ``now``, and returns an ``Outcome``: the new ``Device`` and the events the
+owner is told about. Nothing here does I/O; the services in ``service.py`` persist
+the outcome (after the kernel accepted the matching rules) and ``TRANSITIONS`` is the
+only place that says which state may follow which.
+
+House rules:
+- A device never gains access silently: a new MUD URL on a device that already has
+  one is held as ``pending_mud_url`` (the stricter, old profile stays) until the
+  owner approves it (RFC 8520 §1.6 and §4, below).
+- Out of support (``is-supported: false`` or past its end-of-support date) means
+  LAN only, with the reason recorded.
+- Quarantine wins over everything but ``forget``; release re-derives the state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from mudguard.devices._model import (
+    Device,
+    EventKind,
+    HomeDefault,
+    MudSource,
+    Settings,
+    SignatureStatus,
+)
+from mudguard.errors import BugError, RemoteInputError
+from mudguard.mud import MudFile
+from mudguard.policy import LifecycleState
+
+State = LifecycleState
+
+_ANY_LIVE: Final[set[State]] = {State.PROFILED, State.DEFAULT, State.OUT_OF_SUPPORT,
+                                State.QUARANTINED, State.TRUSTED, State.FORGOTTEN}
+
+TRANSITIONS: Final[dict[State, set[State]]] = {
+    State.NEW: _ANY_LIVE | {State.NEW},
+    State.PROFILED: _ANY_LIVE,
+    State.DEFAULT: _ANY_LIVE,
+    State.OUT_OF_SUPPORT: _ANY_LIVE,
+    # Leaving quarantine happens only through ``release()`` (an owner decision).
+    State.QUARANTINED: _ANY_LIVE,
+    State.TRUSTED: _ANY_LIVE,
+    # A forgotten device that shows up again is a new device.
+    State.FORGOTTEN: {State.NEW, State.FORGOTTEN},
+}
+
+MAX_MUD_URL_LENGTH: Final[int] = 255  # DHCPv4 option 161 carries at most 255 octets
+
+
+class MudUrlError(RemoteInputError):
+    """A MUD URL a device announced that RFC 8520 does not allow."""
+
+    key = "bad_mud_url"
+
+
+class LifecycleError(RemoteInputError):
+    """An owner action that does not apply to the device's current state."""
+
+    key = "bad_transition"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An event to record: what happened and the details the owner sees."""
+
+    kind: EventKind
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one lifecycle event: the device as it now is, and what to tell."""
+
+    device: Device
+    notices: tuple[Notice, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        """True if anything is to be stored or told."""
+        return bool(self.notices)
+
+
+def check_mud_url(url: str) -> str:
+    """Return ``url`` if RFC 8520 allows it as a MUD URL; raise ``MudUrlError`` if not.
+
+    RFC 8520 §1.6: "The MUD URL MUST use the "https" scheme." It must be short enough
+    for DHCP option 161, printable, and name a host.
+    """
+    if not isinstance(url, str):
+        raise MudUrlError("a MUD URL must be text")
+    if len(url) > MAX_MUD_URL_LENGTH:
+        raise MudUrlError(f"MUD URL is {len(url)} characters; the limit is {MAX_MUD_URL_LENGTH}")
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise MudUrlError("MUD URL contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise MudUrlError(f"MUD URL is malformed: {exc}") from None
+    if parts.scheme != "https":
+        raise MudUrlError(f"MUD URL must use https (RFC 8520 §1.6), not {parts.scheme or 'none'!r}")
+    if not host:
+        raise MudUrlError("MUD URL names no host")
+    if parts.username is not None or parts.password is not None:
+        raise MudUrlError("MUD URL must not carry credentials")
+    return url
+
+
+def transition(device: Device, state: State, reasons: tuple[str, ...], now: datetime) -> Device:
+    """The device in ``state`` with ``reasons``; raise ``BugError`` if not allowed."""
+    if state not in TRANSITIONS[device.state]:
+        raise BugError(f"transition {device.state.value} -> {state.value} is not allowed")
+    return replace(device, state=state, reasons=reasons, last_seen=device.last_seen or now)
+
+
+def _state_notice(before: Device, after: Device) -> tuple[Notice, ...]:
+    if before.state is after.state and before.reasons == after.reasons:
+        return ()
+    return (Notice(EventKind.STATE_CHANGED, {"from": before.state.value,
+                                             "to": after.state.value,
+                                             "reasons": list(after.reasons)}),)
+
+
+# -- sightings ---------------------------------------------------------------------------
+
+def _is_usable_address(text: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return not (addr.is_link_local or addr.is_loopback or addr.is_unspecified
+                or addr.is_multicast)
+
+
+def on_seen(device: Device | None, *, mac: str, now: datetime, ip: str | None = None,
+            hostname: str | None = None, mud_url: str | None = None,
+            source: MudSource | None = None) -> Outcome:
+    """A device was seen (DHCP, LLDP, certificate, QR, owner).
+
+    A new device starts in NEW and takes its first MUD URL as announced. A known
+    device's address and hostname are refreshed; a different MUD URL is only held
+    as pending (URL_CHANGED) and the current profile stays. A MUD URL that breaks
+    RFC 8520 raises ``MudUrlError`` and changes nothing.
+    """
+    if mud_url is not None:
+        check_mud_url(mud_url)
+    notices: list[Notice] = []
+    if device is None or device.state is State.FORGOTTEN:
+        device = Device(mac=mac, state=State.NEW, first_seen=now, last_seen=now,
+                        reasons=("new device: deciding its access",))
+        notices.append(Notice(EventKind.JOINED, {"source": source.value if source else None}))
+    updated = _with_address(device, ip)
+    if hostname is not None and hostname != device.hostname:
+        updated = replace(updated, hostname=hostname)
+    if updated != device and not notices:
+        notices.append(Notice(EventKind.SEEN, {"ip": ip, "hostname": hostname}))
+    updated = replace(updated, last_seen=now)
+    if mud_url is not None:
+        updated, url_notices = _announce_url(updated, mud_url, source)
+        notices.extend(url_notices)
+    return Outcome(updated, tuple(notices))
+
+
+def _with_address(device: Device, ip: str | None) -> Device:
+    if ip is None or not _is_usable_address(ip):
+        return device
+    addr = ipaddress.ip_address(ip)
+    text = addr.compressed
+    if addr.version == 4:
+        return device if text in device.ipv4 else replace(device, ipv4=(text, *device.ipv4)[:4])
+    return device if text in device.ipv6 else replace(device, ipv6=(text, *device.ipv6)[:8])
+
+
+def _announce_url(device: Device, url: str, source: MudSource | None
+                  ) -> tuple[Device, tuple[Notice, ...]]:
+    if device.mud_url is None and device.state in (State.NEW, State.DEFAULT):
+        # First MUD URL of the device: nothing to be stricter than, take it.
+        return replace(device, mud_url=url, mud_source=source,
+                       pending_mud_url=None, pending_source=None), ()
+    if url in (device.mud_url, device.pending_mud_url):
+        return device, ()
+    # RFC 8520 §4: the MUD URL may only change with a firmware update the owner
+    # accepts; the old (stricter) profile stays in force until approved.
+    notice = Notice(EventKind.URL_CHANGED, {"old": device.mud_url, "new": url,
+                                            "source": source.value if source else None,
+                                            "action": "approve with: device approve-url"})
+    return replace(device, pending_mud_url=url, pending_source=source), (notice,)
+
+
+def approve_url(device: Device, now: datetime) -> Outcome:
+    """The owner approved the pending MUD URL: it becomes the device's MUD URL.
+
+    The services then fetch and apply its profile. Raises ``LifecycleError`` if
+    nothing is pending.
+    """
+    if device.pending_mud_url is None:
+        raise LifecycleError(f"{device.mac} has no pending MUD URL to approve")
+    updated = replace(device, mud_url=device.pending_mud_url, mud_source=device.pending_source,
+                      pending_mud_url=None, pending_source=None, last_seen=device.last_seen or now)
+    notice = Notice(EventKind.URL_APPROVED, {"old": device.mud_url, "new": updated.mud_url})
+    return Outcome(updated, (notice,))
+
+
+# -- profiles ----------------------------------------------------------------------------
+
+def on_profile(device: Device, mud: MudFile, *, profile_hash: str,
+               signature: SignatureStatus, signer: str | None, settings: Settings,
+               now: datetime, end_of_support: datetime | None = None) -> Outcome:
+    """A MUD file for the device's MUD URL was fetched and parsed.
+
+    Decides PROFILED, OUT_OF_SUPPORT (``is-supported: false`` or past the
+    end-of-support date) or, when the signature is invalid or unsigned files are
+    not allowed, the home default with the reason.
+    """
+    if signature is SignatureStatus.INVALID or (
+            signature is SignatureStatus.UNSIGNED and not settings.allow_unsigned):
+        why = ("the MUD file's signature is invalid" if signature is SignatureStatus.INVALID
+               else "the MUD file is unsigned and this home requires signatures")
+        kind = EventKind.SIGNATURE_INVALID
+        return _refuse_profile(device, why, kind, settings, now)
+    eos = end_of_support or device.end_of_support
+    updated = replace(device, profile_hash=profile_hash, signature_status=signature,
+                      signer=signer, manufacturer=mud.mfg_name or device.manufacturer,
+                      model=mud.model_name or device.model, end_of_support=eos)
+    notices: list[Notice] = []
+    if device.profile_hash is None:
+        notices.append(Notice(EventKind.PROFILE_APPLIED, {"mud_url": mud.mud_url,
+                                                          "hash": profile_hash}))
+    elif device.profile_hash != profile_hash:
+        notices.append(Notice(EventKind.PROFILE_CHANGED, {"mud_url": mud.mud_url,
+                                                          "old": device.profile_hash,
+                                                          "new": profile_hash}))
+    support = _support_reason(mud.is_supported, eos, now)
+    reasons: tuple[str, ...]
+    if device.state is State.QUARANTINED:
+        return Outcome(updated, tuple(notices))  # only release() leaves quarantine
+    if support is not None:
+        target, reasons = State.OUT_OF_SUPPORT, (support,)
+    elif device.state is State.TRUSTED:
+        target, reasons = State.TRUSTED, device.reasons
+    else:
+        target, reasons = State.PROFILED, (f"MUD profile from {mud.mud_url} enforced",)
+    updated = transition(updated, target, reasons, now)
+    if support is not None and device.state is not State.OUT_OF_SUPPORT:
+        notices.append(Notice(EventKind.OUT_OF_SUPPORT, {"reason": support}))
+    notices.extend(_state_notice(device, updated))
+    return Outcome(updated, tuple(notices))
+
+
+def _support_reason(is_supported: bool, eos: datetime | None, now: datetime) -> str | None:
+    if not is_supported:
+        return ("its maker no longer supports it (is-supported: false): "
+                "restricted to the home LAN")
+    if eos is not None and now >= eos:
+        return (f"its end of support was {eos.date().isoformat()}: "
+                "restricted to the home LAN")
+    return None
+
+
+def _refuse_profile(device: Device, why: str, kind: EventKind, settings: Settings,
+                    now: datetime) -> Outcome:
+    notices = [Notice(kind, {"reason": why, "mud_url": device.mud_url})]
+    if device.profile_hash is not None or device.state in (State.QUARANTINED, State.TRUSTED):
+        return Outcome(device, tuple(notices))  # keep the profile already enforced
+    updated = transition(replace(device, signature_status=SignatureStatus.INVALID
+                                 if kind is EventKind.SIGNATURE_INVALID else
+                                 device.signature_status),
+                         State.DEFAULT, (why, _default_reason(settings)), now)
+    notices.extend(_state_notice(device, updated))
+    return Outcome(updated, tuple(notices))
+
+
+def _default_reason(settings: Settings) -> str:
+    if settings.home_default is HomeDefault.LAN:
+        return "the home's default applies: home LAN only, no Internet"
+    return "the home's default applies: Internet only, no other devices on the LAN"
+
+
+def on_no_mud(device: Device, *, why: str, settings: Settings, now: datetime) -> Outcome:
+    """No MUD file for the device anywhere: the home's limited default, and ask the owner.
+
+    A device that already has an enforced profile keeps it (a fetch failure must
+    not widen or narrow access silently); the failure is still told.
+    """
+    if device.profile_hash is not None or device.state in (
+            State.QUARANTINED, State.TRUSTED, State.OUT_OF_SUPPORT):
+        return Outcome(device, (Notice(EventKind.FETCH_FAILED, {"reason": why}),))
+    updated = transition(device, State.DEFAULT, (why, _default_reason(settings)), now)
+    ask = Notice(EventKind.NO_MUD, {"reason": why, "default": settings.home_default.value,
+                                    "action": "grant LAN/Internet/services with: device grant"})
+    return Outcome(updated, (ask, *_state_notice(device, updated)))
+
+
+def check_support(device: Device, now: datetime) -> Outcome:
+    """Move a device past its end-of-support date to OUT_OF_SUPPORT (run periodically)."""
+    if device.end_of_support is None or now < device.end_of_support or device.state in (
+            State.OUT_OF_SUPPORT, State.QUARANTINED, State.FORGOTTEN, State.TRUSTED):
+        return Outcome(device)
+    reason = _support_reason(True, device.end_of_support, now)
+    assert reason is not None
+    updated = transition(device, State.OUT_OF_SUPPORT, (reason,), now)
+    return Outcome(updated, (Notice(EventKind.OUT_OF_SUPPORT, {"reason": reason}),
+                             *_state_notice(device, updated)))
+
+
+# -- owner and watcher actions -----------------------------------------------------------
+
+def quarantine(device: Device, *, reason: str, now: datetime) -> Outcome:
+    """Deviation detected: QUARANTINED with the reason (the watcher calls this)."""
+    if device.state is State.QUARANTINED:
+        return Outcome(device)
+    updated = transition(device, State.QUARANTINED, (reason,), now)
+    return Outcome(updated, (Notice(EventKind.QUARANTINED, {"reason": reason}),
+                             *_state_notice(device, updated)))
+
+
+def release(device: Device, *, settings: Settings, now: datetime,
+            mud: MudFile | None = None) -> Outcome:
+    """The owner released a quarantined device: back to the state its profile gives."""
+    if device.state is not State.QUARANTINED:
+        raise LifecycleError(f"{device.mac} is not quarantined")
+    reasons: tuple[str, ...]
+    if mud is not None and device.profile_hash is not None:
+        support = _support_reason(mud.is_supported, device.end_of_support, now)
+        if support is not None:
+            target, reasons = State.OUT_OF_SUPPORT, (support,)
+        else:
+            target, reasons = State.PROFILED, (f"MUD profile from {mud.mud_url} enforced",)
+    else:
+        target, reasons = State.DEFAULT, ("released from quarantine; no MUD profile",
+                                          _default_reason(settings))
+    updated = transition(device, target, reasons, now)
+    return Outcome(updated, (Notice(EventKind.RELEASED, {"to": target.value}),
+                             *_state_notice(device, updated)))
+
+
+def trust(device: Device, *, now: datetime) -> Outcome:
+    """The owner marks the device as one of their own computers or phones."""
+    updated = transition(device, State.TRUSTED, ("trusted by the owner",), now)
+    return Outcome(updated, _state_notice(device, updated))
+
+
+def forget(device: Device, *, now: datetime) -> Outcome:
+    """End of use: FORGOTTEN, with every personal field cleared."""
+    updated = transition(device, State.FORGOTTEN, ("forgotten by the owner",), now)
+    cleared = Device(mac=device.mac, state=updated.state, reasons=updated.reasons,
+                     first_seen=None, last_seen=now)
+    return Outcome(cleared, (Notice(EventKind.FORGOTTEN, {}),))

@@ -1,0 +1,466 @@
+"""Device services: the use cases the CLI, the portal and the daemon share.
+
+Theory of operation: a ``DeviceService`` holds the store and the adapters it was
+given (MUD fetcher, signature verifier, enforcer, key revoker, secondary
+repositories, clock). Each method loads the device, asks ``lifecycle`` for the
+outcome (pure), applies the resulting policy to the kernel through the enforcer,
+and only then writes the outcome and its events to the store in one transaction
+(firewalld's ordering: the database never claims rules the kernel refused). If the
+enforcer refuses, nothing is stored and the error propagates (fail closed: the
+previous, stricter rules stay).
+
+The services never widen access on their own: a new MUD URL on a known device is
+held until ``approve_url``; grants come only from ``grant`` (an owner action) and
+each one is an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from mudguard.devices import lifecycle
+from mudguard.devices._model import (
+    CachedMud,
+    Device,
+    EventKind,
+    GrantRecord,
+    MudSource,
+    SignatureStatus,
+    normalise_mac,
+)
+from mudguard.devices.repository import Repository, RepositoryMatch, lookup_all
+from mudguard.errors import MudguardError, RemoteInputError
+from mudguard.mud import MudFile, parse_mud
+from mudguard.policy import Grant, GrantKind, LifecycleState
+from mudguard.store.sqlite import Store
+
+
+class DeviceNotFound(MudguardError):
+    """No device with that MAC is known."""
+
+    key = "device_not_found"
+
+
+class GrantError(RemoteInputError):
+    """An owner grant that is malformed or not allowed in the device's state."""
+
+    key = "bad_grant"
+
+
+class Enforcer(Protocol):
+    """The kernel side: installs or removes one device's rules (the enforce adapter)."""
+
+    def apply_device(self, device: Device, mud: MudFile | None,
+                     grants: Sequence[Grant]) -> None:
+        """Install the rules for ``device`` in its state, atomically; raise on refusal."""
+        ...
+
+    def remove_device(self, mac: str) -> None:
+        """Remove every rule of the device (idempotent)."""
+        ...
+
+
+class KeyRevoker(Protocol):
+    """The WiFi key side: revokes a device's own key (the keys adapter)."""
+
+    def revoke(self, mac: str) -> bool:
+        """Revoke the device's key; True if it had one."""
+        ...
+
+
+Fetch = Callable[[str], bytes]
+"""Fetch a MUD file or its signature by https URL (the MUD fetcher)."""
+
+Verify = Callable[[bytes, bytes, datetime], str]
+"""Check a detached CMS signature over a MUD file at a time; return the signer or raise."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetInstructions:
+    """What the owner is told after forgetting or transferring a device."""
+
+    mac: str
+    key_revoked: bool | None  # None: no key service was available (revocation recorded)
+    steps: tuple[str, ...]
+    documentation: str | None = None
+
+
+@dataclass(slots=True)
+class DeviceService:
+    """The device use cases. ``clock`` returns the current UTC time."""
+
+    store: Store
+    fetch: Fetch | None = None
+    verify: Verify | None = None
+    enforcer: Enforcer | None = None
+    keys: KeyRevoker | None = None
+    repositories: Sequence[Repository] = ()
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def device(self, mac: str) -> Device:
+        """The device, or ``DeviceNotFound``."""
+        device = self.store.get_device(mac)
+        if device is None:
+            raise DeviceNotFound(f"no device {normalise_mac(mac)}")
+        return device
+
+    def active_grants(self, mac: str) -> list[GrantRecord]:
+        """The device's grants that have not expired."""
+        now = self.clock()
+        return [g for g in self.store.list_grants(mac) if g.grant.active(now)]
+
+    def cached_mud(self, device: Device) -> MudFile | None:
+        """The parsed MUD file the device's profile was built from, if cached."""
+        if device.mud_url is None or device.profile_hash is None:
+            return None
+        cached = self.store.get_mud(device.mud_url)
+        if cached is None or hashlib.sha256(cached.data).hexdigest() != device.profile_hash:
+            return None
+        return parse_mud(cached.data, expected_url=device.mud_url).mud
+
+    # -- persistence with kernel first -------------------------------------------------
+
+    def _commit(self, outcome: lifecycle.Outcome, mud: MudFile | None = None, *,
+                enforce: bool = True) -> Device:
+        device = outcome.device
+        if enforce and self.enforcer is not None:
+            if mud is None:
+                mud = self.cached_mud(device)
+            grants = [g.grant for g in self.active_grants(device.mac)] \
+                if self.store.get_device(device.mac) else []
+            self.enforcer.apply_device(device, mud, grants)
+        now = self.clock()
+        with self.store.transaction():
+            self.store.save_device(device)
+            for notice in outcome.notices:
+                self.store.add_event(notice.kind, now, device.mac, notice.details)
+        return device
+
+    # -- discovery ---------------------------------------------------------------------
+
+    def observe(self, *, mac: str, ip: str | None = None, hostname: str | None = None,
+                mud_url: str | None = None, source: MudSource | None = None,
+                manufacturer: str | None = None, model: str | None = None) -> Device:
+        """A sighting: record the device and, if it is new or its first MUD URL just
+        arrived, decide its access (profile, repository, or the home default).
+
+        Raises ``MudUrlError`` for a MUD URL RFC 8520 forbids (nothing changes, but
+        the rejection is recorded as an event).
+        """
+        key = normalise_mac(mac)
+        before = self.store.get_device(key)
+        now = self.clock()
+        try:
+            outcome = lifecycle.on_seen(before, mac=key, now=now, ip=ip, hostname=hostname,
+                                        mud_url=mud_url, source=source)
+        except lifecycle.MudUrlError as exc:
+            if before is not None:
+                self.store.add_event(EventKind.URL_REJECTED, now, key,
+                                     {"reason": str(exc), "source": source and source.value})
+            raise
+        device = outcome.device
+        if manufacturer and not device.manufacturer:
+            device = replace(device, manufacturer=manufacturer)
+        if model and not device.model:
+            device = replace(device, model=model)
+        outcome = lifecycle.Outcome(device, outcome.notices)
+        needs_decision = device.state is LifecycleState.NEW or (
+            device.mud_url is not None and device.profile_hash is None
+            and (before is None or before.mud_url != device.mud_url))
+        if not needs_decision:
+            if outcome.changed or before != device:
+                return self._commit(outcome, enforce=False)
+            return device
+        # Store the sighting first (no rules yet: a NEW device has none installed,
+        # so the default-deny of the ruleset applies), then decide.
+        self._commit(outcome, enforce=False)
+        return self.decide(key)
+
+    # -- onboarding decisions ----------------------------------------------------------
+
+    def decide(self, mac: str) -> Device:
+        """Work out and enforce the device's access from its MUD URL, a secondary
+        repository, or the home default."""
+        device = self.device(mac)
+        settings = self.store.get_settings()
+        now = self.clock()
+        if device.mud_url is not None:
+            return self._onboard_url(device, device.mud_url)
+        errors: list[str] = []
+        match = lookup_all(self.repositories, mac=device.mac, manufacturer=device.manufacturer,
+                           model=device.model, errors=errors)
+        if match is not None:
+            return self._onboard_repository(device, match)
+        why = "the device announced no MUD URL and no repository knows it"
+        if errors:
+            why += f" ({len(errors)} repositories failed: {'; '.join(errors)[:300]})"
+        return self._commit(lifecycle.on_no_mud(device, why=why, settings=settings, now=now))
+
+    def _onboard_repository(self, device: Device, match: RepositoryMatch) -> Device:
+        entry = match.entry
+        device = replace(device, end_of_support=entry.end_of_support or device.end_of_support,
+                         manufacturer=device.manufacturer or entry.manufacturer,
+                         model=device.model or entry.model)
+        if match.mud_data is not None:
+            result = parse_mud(match.mud_data)
+            if result.mud is None:
+                return self._no_mud(device, f"the repository's MUD file for it is invalid "
+                                            f"({match.repository})")
+            url = result.mud.mud_url
+            self.store.put_mud(CachedMud(url=url, data=match.mud_data, fetched_at=self.clock(),
+                                         cache_validity_hours=result.mud.cache_validity_hours))
+            device = replace(device, mud_url=url, mud_source=MudSource.REPOSITORY)
+            return self._apply_profile(device, result.mud, match.mud_data, None,
+                                       supported=entry.supported)
+        if entry.mud_url is not None:
+            device = replace(device, mud_url=entry.mud_url, mud_source=MudSource.REPOSITORY)
+            return self._onboard_url(device, entry.mud_url, supported=entry.supported)
+        return self._no_mud(device, f"{match.repository} knows the device but has no MUD file",
+                            supported=entry.supported)
+
+    def _no_mud(self, device: Device, why: str, supported: bool = True) -> Device:
+        now = self.clock()
+        outcome = lifecycle.on_no_mud(device, why=why, settings=self.store.get_settings(),
+                                      now=now)
+        if not supported or outcome.device.end_of_support is not None:
+            forced = lifecycle.check_support(
+                replace(outcome.device, end_of_support=now if not supported
+                        else outcome.device.end_of_support), now)
+            outcome = lifecycle.Outcome(forced.device, outcome.notices + forced.notices)
+        return self._commit(outcome)
+
+    def _load(self, url: str) -> tuple[bytes, bytes | None]:
+        now = self.clock()
+        cached = self.store.get_mud(url)
+        if cached is not None and cached.fresh(now):
+            return cached.data, cached.signature
+        if self.fetch is None:
+            raise MudguardError("no MUD fetcher is configured")
+        data = self.fetch(url)
+        parsed = parse_mud(data, expected_url=url).mud
+        signature = None
+        if parsed is not None and parsed.mud_signature:
+            signature = self.fetch(parsed.mud_signature)
+        hours = parsed.cache_validity_hours if parsed else 48
+        self.store.put_mud(CachedMud(url=url, data=data, fetched_at=now,
+                                     cache_validity_hours=hours, signature=signature))
+        return data, signature
+
+    def _onboard_url(self, device: Device, url: str, *, supported: bool = True) -> Device:
+        try:
+            data, signature = self._load(url)
+        except Exception as exc:  # network or server trouble: tell, keep safe
+            return self._no_mud(device, f"the MUD file at {url} could not be fetched: {exc}")
+        result = parse_mud(data, expected_url=url)
+        if result.mud is None:
+            first = result.errors[0] if result.errors else "unusable"
+            return self._no_mud(device, f"the MUD file at {url} is invalid: {first}")
+        return self._apply_profile(device, result.mud, data, signature, supported=supported)
+
+    def _check_signature(self, data: bytes, signature: bytes | None
+                         ) -> tuple[SignatureStatus, str | None]:
+        if signature is None:
+            return SignatureStatus.UNSIGNED, None
+        if self.verify is None:
+            return SignatureStatus.INVALID, "no signature verifier is configured"
+        try:
+            return SignatureStatus.SIGNED_VALID, self.verify(data, signature, self.clock())
+        except Exception as exc:  # any failure of the check is an invalid signature
+            return SignatureStatus.INVALID, str(exc)[:200]
+
+    def _apply_profile(self, device: Device, mud: MudFile, data: bytes,
+                       signature: bytes | None, *, supported: bool = True) -> Device:
+        status, signer = self._check_signature(data, signature)
+        now = self.clock()
+        eos = device.end_of_support if supported else now
+        outcome = lifecycle.on_profile(
+            device, mud, profile_hash=hashlib.sha256(data).hexdigest(), signature=status,
+            signer=signer if status is SignatureStatus.SIGNED_VALID else None,
+            settings=self.store.get_settings(), now=now, end_of_support=eos)
+        if status is SignatureStatus.INVALID:
+            outcome = lifecycle.Outcome(outcome.device, tuple(
+                lifecycle.Notice(n.kind, {**n.details, "detail": signer})
+                if n.kind is EventKind.SIGNATURE_INVALID else n for n in outcome.notices))
+        enforced = mud if outcome.device.profile_hash == hashlib.sha256(data).hexdigest() \
+            else None
+        return self._commit(outcome, enforced)
+
+    def refresh(self, mac: str) -> Device:
+        """Re-fetch (when the cache expired) and re-apply the device's profile."""
+        device = self.device(mac)
+        if device.mud_url is None:
+            return self.decide(mac)
+        return self._onboard_url(device, device.mud_url)
+
+    def approve_url(self, mac: str) -> Device:
+        """The owner approved the device's new MUD URL: fetch and apply its profile."""
+        outcome = lifecycle.approve_url(self.device(mac), self.clock())
+        approved = replace(outcome.device, profile_hash=None)
+        self._commit(lifecycle.Outcome(outcome.device, outcome.notices), enforce=False)
+        return self._onboard_url(approved, approved.mud_url or "")
+
+    def check_support(self) -> list[Device]:
+        """Move every device past its end-of-support date to OUT_OF_SUPPORT."""
+        moved = []
+        for device in self.store.list_devices():
+            outcome = lifecycle.check_support(device, self.clock())
+            if outcome.changed:
+                moved.append(self._commit(outcome))
+        return moved
+
+    # -- owner grants ------------------------------------------------------------------
+
+    def grant(self, mac: str, kind: GrantKind, *, host: str | None = None,
+              port: int | None = None, protocol: int | None = None,
+              expires: datetime | None = None) -> GrantRecord:
+        """Add an owner grant (validated), enforce it, and record a GRANTED event."""
+        device = self.device(mac)
+        now = self.clock()
+        grant = validate_grant(Grant(kind=kind, host=host, port=port, protocol=protocol,
+                                     expires=expires), now)
+        if device.state in (LifecycleState.FORGOTTEN, LifecycleState.QUARANTINED):
+            raise GrantError(f"{device.mac} is {device.state.value}: release it first")
+        if self.enforcer is not None:
+            grants = [g.grant for g in self.active_grants(device.mac)] + [grant]
+            self.enforcer.apply_device(device, self.cached_mud(device), grants)
+        with self.store.transaction():
+            record = self.store.add_grant(device.mac, grant, now)
+            self.store.add_event(EventKind.GRANTED, now, device.mac, record.as_dict())
+        return record
+
+    def revoke_grant(self, mac: str, grant_id: int) -> None:
+        """Remove one grant and re-enforce the device without it."""
+        device = self.device(mac)
+        grants = self.store.list_grants(device.mac)
+        if not any(g.id == grant_id for g in grants):
+            raise GrantError(f"{device.mac} has no grant {grant_id}")
+        if self.enforcer is not None:
+            now = self.clock()
+            keep = [g.grant for g in grants if g.id != grant_id and g.grant.active(now)]
+            self.enforcer.apply_device(device, self.cached_mud(device), keep)
+        with self.store.transaction():
+            self.store.delete_grant(device.mac, grant_id)
+            self.store.add_event(EventKind.GRANT_REVOKED, self.clock(), device.mac,
+                                 {"id": grant_id})
+
+    def expire_grants(self) -> int:
+        """Drop expired grants (re-enforcing their devices); returns how many."""
+        now = self.clock()
+        count = 0
+        for record in self.store.list_grants():
+            if not record.grant.active(now):
+                device = self.store.get_device(record.mac)
+                if device is not None and self.enforcer is not None:
+                    keep = [g.grant for g in self.store.list_grants(record.mac)
+                            if g.id != record.id and g.grant.active(now)]
+                    self.enforcer.apply_device(device, self.cached_mud(device), keep)
+                with self.store.transaction():
+                    self.store.delete_grant(record.mac, record.id)
+                    self.store.add_event(EventKind.GRANT_EXPIRED, now, record.mac,
+                                         record.as_dict())
+                count += 1
+        return count
+
+    # -- quarantine (called by the watcher and the owner) ------------------------------
+
+    def quarantine(self, mac: str, reason: str) -> Device:
+        """Restrict the device to what quarantine allows, with the reason."""
+        return self._commit(lifecycle.quarantine(self.device(mac), reason=reason,
+                                                 now=self.clock()))
+
+    def release(self, mac: str) -> Device:
+        """The owner releases a quarantined device."""
+        device = self.device(mac)
+        return self._commit(lifecycle.release(device, settings=self.store.get_settings(),
+                                              now=self.clock(), mud=self.cached_mud(device)))
+
+    # -- end of use --------------------------------------------------------------------
+
+    def forget(self, mac: str, *, transfer: bool = False) -> ResetInstructions:
+        """End of use: remove its rules, revoke its key, delete its personal data.
+
+        Returns the steps the owner should take to reset the device. With
+        ``transfer`` the device is being given to someone else (same removal).
+        """
+        device = self.device(mac)
+        mud = self.cached_mud(device)
+        if self.enforcer is not None:
+            self.enforcer.remove_device(device.mac)
+        revoked: bool | None = None
+        if self.keys is not None:
+            revoked = self.keys.revoke(device.mac)
+        now = self.clock()
+        with self.store.transaction():
+            self.store.delete_device(device.mac)
+            if device.mud_url:
+                self.store.delete_mud(device.mud_url)
+            kind = EventKind.TRANSFERRED if transfer else EventKind.FORGOTTEN
+            # Home-wide event: no MAC, name or address survives the forget.
+            self.store.add_event(kind, now, None, {
+                "key": "revoked" if revoked else
+                ("none" if revoked is False else "revocation recorded; no key service"),
+            })
+        return ResetInstructions(mac=device.mac, key_revoked=revoked,
+                                 steps=_reset_steps(device, transfer),
+                                 documentation=mud.documentation if mud else None)
+
+    # -- restart -----------------------------------------------------------------------
+
+    def restore_all(self) -> list[Device]:
+        """Re-enforce every stored device from the database (daemon start-up)."""
+        restored = []
+        for device in self.store.list_devices():
+            if self.enforcer is not None and device.state is not LifecycleState.NEW:
+                grants = [g.grant for g in self.active_grants(device.mac)]
+                self.enforcer.apply_device(device, self.cached_mud(device), grants)
+            restored.append(device)
+        return restored
+
+
+def _reset_steps(device: Device, transfer: bool) -> tuple[str, ...]:
+    steps = [
+        "Its network access and its own WiFi key have been removed from this gateway.",
+        "Factory-reset the device (usually: hold its reset button for 10-30 seconds "
+        "while it is powered, until its light blinks), so it forgets this home's WiFi.",
+        "Remove it from the maker's app or cloud account so its data is no longer "
+        "linked to you.",
+    ]
+    if transfer:
+        steps.append("Give the new owner the device only after the reset; it will join "
+                     "their network as a new device.")
+    return tuple(steps)
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
+                       r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def validate_grant(grant: Grant, now: datetime) -> Grant:
+    """Check an owner grant; return it with its host normalised or raise ``GrantError``."""
+    if grant.expires is not None and grant.expires <= now:
+        raise GrantError("the expiry is in the past")
+    if grant.port is not None and not 1 <= grant.port <= 65535:
+        raise GrantError("a port must be 1-65535")
+    if grant.protocol is not None and grant.protocol not in (6, 17):
+        raise GrantError("protocol must be 6 (tcp) or 17 (udp)")
+    if grant.kind in (GrantKind.LAN, GrantKind.INTERNET):
+        if grant.host is not None or grant.port is not None:
+            raise GrantError(f"a {grant.kind.value} grant takes no host or port")
+        return grant
+    if not grant.host:
+        raise GrantError(f"a {grant.kind.value} grant needs a host")
+    host = grant.host.strip().lower().rstrip(".")
+    try:
+        host = str(ipaddress.ip_network(host, strict=False))
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise GrantError(f"not a host name or address: {grant.host[:64]!r}") from None
+    return replace(grant, host=host)
