@@ -126,7 +126,7 @@ def parse_index(data: bytes) -> tuple[list[RepositoryEntry], list[str]]:
     for number, raw in enumerate(raw_entries[:MAX_ENTRIES]):
         try:
             entries.append(_parse_entry(raw))
-        except (RepositoryError, ValueError) as exc:
+        except (RemoteInputError, ValueError) as exc:
             findings.append(f"entries[{number}]: {exc}")
     return entries, findings
 

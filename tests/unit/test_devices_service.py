@@ -1,0 +1,266 @@
+"""Device services over a real SQLite store and real repository folders."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mudguard.devices import CachedMud, EventKind, HomeDefault, MudSource, Settings
+from mudguard.devices import SignatureStatus as Sig
+from mudguard.devices.lifecycle import LifecycleError, MudUrlError
+from mudguard.devices.repository import FolderRepository, RepositoryError, parse_index
+from mudguard.devices.service import DeviceNotFound, DeviceService, GrantError, validate_grant
+from mudguard.policy import Grant, GrantKind
+from mudguard.policy import LifecycleState as S
+from mudguard.store import Store
+
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+MAC = "02:00:5e:00:53:01"
+URL = "https://iot-device.example.com/dnsname"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def svc(tmp_path: Path, clock: Clock) -> DeviceService:
+    store = Store(tmp_path / "m.db")
+    yield DeviceService(store=store, clock=clock)
+    store.close()
+
+
+def cache(svc: DeviceService, corpus: Path, name: str = "mudmaker-cloud-service.json",
+          **changes: object) -> bytes:
+    doc = json.loads((corpus / "mud/rfc" / name).read_bytes())
+    doc["ietf-mud:mud"].update(changes)
+    data = json.dumps(doc).encode()
+    url = doc["ietf-mud:mud"]["mud-url"]
+    svc.store.put_mud(CachedMud(url=url, data=data, fetched_at=NOW, cache_validity_hours=48))
+    return data
+
+
+def kinds(svc: DeviceService, mac: str | None = MAC) -> list[EventKind]:
+    return [e.kind for e in svc.store.list_events(mac)]
+
+
+def test_dhcp_sighting_with_cached_profile_is_profiled(svc: DeviceService, corpus: Path) -> None:
+    cache(svc, corpus)
+    d = svc.observe(mac=MAC.upper(), ip="192.0.2.10", hostname="plug", mud_url=URL,
+                    source=MudSource.DHCP4)
+    assert d.state is S.PROFILED and d.signature_status is Sig.UNSIGNED
+    assert d.profile_hash and svc.cached_mud(d) is not None
+    assert svc.store.get_device(MAC) == d
+    assert kinds(svc)[:2] == [EventKind.JOINED, EventKind.PROFILE_APPLIED]
+    # The same sighting again stores nothing new.
+    before = len(svc.store.list_events())
+    svc.observe(mac=MAC, ip="192.0.2.10", hostname="plug", mud_url=URL, source=MudSource.DHCP4)
+    assert len(svc.store.list_events()) == before
+
+
+def test_unsigned_refused_by_home_setting(svc: DeviceService, corpus: Path) -> None:
+    svc.store.save_settings(Settings(allow_unsigned=False))
+    cache(svc, corpus)
+    d = svc.observe(mac=MAC, mud_url=URL)
+    assert d.state is S.DEFAULT and EventKind.SIGNATURE_INVALID in kinds(svc)
+
+
+def test_no_fetcher_and_no_repository_gives_default_and_asks(svc: DeviceService) -> None:
+    d = svc.observe(mac=MAC, mud_url="https://mud.example.com/unknown.json")
+    assert d.state is S.DEFAULT and "could not be fetched" in d.reasons[0]
+    d2 = svc.observe(mac="02:00:5e:00:53:02", ip="192.0.2.11")
+    assert d2.state is S.DEFAULT
+    assert EventKind.NO_MUD in kinds(svc, d2.mac)
+
+
+def test_non_https_url_is_refused_and_recorded_for_known_devices(svc: DeviceService) -> None:
+    with pytest.raises(MudUrlError):
+        svc.observe(mac=MAC, mud_url="http://mud.example.com/x.json")
+    assert svc.store.get_device(MAC) is None  # nothing stored for an unknown device
+    svc.observe(mac=MAC, ip="192.0.2.10")
+    with pytest.raises(MudUrlError):
+        svc.observe(mac=MAC, mud_url="http://mud.example.com/x.json")
+    assert kinds(svc)[-1] is EventKind.URL_REJECTED
+    assert svc.device(MAC).mud_url is None
+
+
+def test_url_change_needs_approval(svc: DeviceService, corpus: Path) -> None:
+    cache(svc, corpus)
+    first = svc.observe(mac=MAC, mud_url=URL)
+    other = cache(svc, corpus, "mudmaker-my-controller.json")
+    other_url = json.loads(other)["ietf-mud:mud"]["mud-url"]
+    held = svc.observe(mac=MAC, mud_url=other_url, source=MudSource.LLDP)
+    assert held.profile_hash == first.profile_hash and held.pending_mud_url == other_url
+    assert kinds(svc)[-1] is EventKind.URL_CHANGED
+    approved = svc.approve_url(MAC)
+    assert approved.mud_url == other_url and approved.pending_mud_url is None
+    assert approved.profile_hash != first.profile_hash and approved.state is S.PROFILED
+    with pytest.raises(LifecycleError):
+        svc.approve_url(MAC)
+
+
+def test_out_of_support_profile(svc: DeviceService, corpus: Path) -> None:
+    cache(svc, corpus, **{"is-supported": False})
+    d = svc.observe(mac=MAC, mud_url=URL)
+    assert d.state is S.OUT_OF_SUPPORT and "LAN" in d.reasons[0]
+    assert EventKind.OUT_OF_SUPPORT in kinds(svc)
+
+
+def write_repo(folder: Path, corpus: Path, entries: list[dict[str, object]]) -> FolderRepository:
+    folder.mkdir()
+    (folder / "cam.json").write_bytes((corpus / "mud/rfc/nist-sensor.json").read_bytes())
+    (folder / "index.json").write_text(json.dumps({"entries": entries}))
+    return FolderRepository(folder)
+
+
+def test_folder_repository_by_model_and_oui(svc: DeviceService, corpus: Path,
+                                            tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "repo", corpus, [
+        {"manufacturer": "Acme", "model": "Cam 2", "mud_file": "cam.json"},
+        {"oui": "02:00:5e", "mud_file": "cam.json", "end_of_support": "2026-01-01"},
+    ])
+    svc.repositories = [repo]
+    d = svc.observe(mac="06:00:00:00:00:01", manufacturer="ACME", model="cam  2")
+    assert d.state is S.PROFILED and d.mud_source is MudSource.REPOSITORY
+    by_oui = svc.observe(mac=MAC)
+    assert by_oui.state is S.OUT_OF_SUPPORT and "2026-01-01" in by_oui.reasons[0]
+
+
+def test_repository_saying_unsupported_without_mud_file(svc: DeviceService, corpus: Path,
+                                                        tmp_path: Path) -> None:
+    svc.repositories = [write_repo(tmp_path / "r", corpus,
+                                   [{"oui": "02-00-5E", "supported": False}])]
+    d = svc.observe(mac=MAC)
+    assert d.state is S.OUT_OF_SUPPORT
+
+
+def test_folder_repository_refuses_paths_outside(corpus: Path, tmp_path: Path) -> None:
+    (tmp_path / "secret.json").write_text("{}")
+    repo = write_repo(tmp_path / "r", corpus, [{"oui": "02:00:5e", "mud_file": "../secret.json"}])
+    with pytest.raises(RepositoryError, match="inside"):
+        repo.lookup(mac=MAC, manufacturer=None, model=None)
+
+
+def test_broken_repository_is_skipped(svc: DeviceService, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "index.json").write_text("{not json")
+    svc.repositories = [FolderRepository(bad)]
+    d = svc.observe(mac=MAC)
+    assert d.state is S.DEFAULT and "repositories failed" in d.reasons[0]
+
+
+@pytest.mark.parametrize("index, findings", [
+    ({"entries": [{"oui": "zz"}]}, 1),
+    ({"entries": [{"model": "x"}]}, 1),
+    ({"entries": [{"oui": "02:00:5e", "mud_url": "http://x.example/"}]}, 1),
+    ({"entries": [{"oui": "02:00:5e", "end_of_support": "soon"}]}, 1),
+    ({"entries": ["text", 5, None]}, 3),
+    ({"entries": [{"oui": "02:00:5e", "supported": "no"}]}, 1),
+])
+def test_index_bad_entries_are_skipped(index: dict[str, object], findings: int) -> None:
+    entries, found = parse_index(json.dumps(index).encode())
+    assert entries == [] and len(found) == findings
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"{}", b"\xff\xfe", b"x" * (5 * 1024 * 1024)])
+def test_unusable_index(raw: bytes) -> None:
+    with pytest.raises(RepositoryError):
+        parse_index(raw)
+
+
+def test_grants_lifecycle(svc: DeviceService, clock: Clock) -> None:
+    svc.observe(mac=MAC, ip="192.0.2.10")
+    lan = svc.grant(MAC, GrantKind.LAN)
+    svc_grant = svc.grant(MAC, GrantKind.SERVICE, host="Time.Example.com.", port=123,
+                          protocol=17, expires=NOW + timedelta(hours=1))
+    assert svc_grant.grant.host == "time.example.com"
+    assert [g.id for g in svc.active_grants(MAC)] == [lan.id, svc_grant.id]
+    clock.now = NOW + timedelta(hours=2)
+    assert [g.id for g in svc.active_grants(MAC)] == [lan.id]
+    assert svc.expire_grants() == 1
+    svc.revoke_grant(MAC, lan.id)
+    assert svc.store.list_grants(MAC) == []
+    assert kinds(svc)[-4:] == [EventKind.GRANTED, EventKind.GRANTED, EventKind.GRANT_EXPIRED,
+                               EventKind.GRANT_REVOKED]
+    with pytest.raises(GrantError):
+        svc.revoke_grant(MAC, lan.id)
+
+
+def test_no_grants_while_quarantined(svc: DeviceService) -> None:
+    svc.observe(mac=MAC)
+    svc.quarantine(MAC, "scanning the LAN")
+    with pytest.raises(GrantError, match="quarantined"):
+        svc.grant(MAC, GrantKind.INTERNET)
+    assert svc.release(MAC).state is S.DEFAULT
+
+
+@pytest.mark.parametrize("grant, why", [
+    (Grant(kind=GrantKind.SERVICE), "needs a host"),
+    (Grant(kind=GrantKind.SERVICE, host="bad host;rm -rf"), "not a host"),
+    (Grant(kind=GrantKind.SERVICE, host="a.example", port=70000), "port"),
+    (Grant(kind=GrantKind.LAN, host="a.example"), "no host"),
+    (Grant(kind=GrantKind.INTERNET, expires=NOW - timedelta(seconds=1)), "past"),
+    (Grant(kind=GrantKind.DENY, host="a.example", protocol=1), "protocol"),
+])
+def test_bad_grants(grant: Grant, why: str) -> None:
+    with pytest.raises(GrantError, match=why):
+        validate_grant(grant, NOW)
+
+
+def test_grant_accepts_prefixes() -> None:
+    g = validate_grant(Grant(kind=GrantKind.DENY, host="198.51.100.7/24"), NOW)
+    assert g.host == "198.51.100.0/24"
+
+
+def test_forget_deletes_personal_data(svc: DeviceService, corpus: Path) -> None:
+    cache(svc, corpus)
+    svc.observe(mac=MAC, ip="192.0.2.10", hostname="cam", mud_url=URL)
+    svc.grant(MAC, GrantKind.LAN)
+    steps = svc.forget(MAC)
+    assert steps.key_revoked is None and any("reset" in s.lower() for s in steps.steps)
+    assert steps.documentation == "https://iot-device.example.com/doc/dnsname"
+    assert svc.store.get_device(MAC) is None
+    assert svc.store.list_grants(MAC) == [] and svc.store.list_events(MAC) == []
+    everything = json.dumps([e.as_dict() for e in svc.store.list_events()])
+    assert MAC not in everything and "192.0.2.10" not in everything and "cam" not in everything
+    assert kinds(svc, None)[-1] is EventKind.FORGOTTEN
+    with pytest.raises(DeviceNotFound):
+        svc.forget(MAC)
+
+
+def test_transfer_is_recorded(svc: DeviceService) -> None:
+    svc.observe(mac=MAC)
+    steps = svc.forget(MAC, transfer=True)
+    assert "new owner" in steps.steps[-1]
+    assert kinds(svc, None)[-1] is EventKind.TRANSFERRED
+
+
+def test_home_default_setting_is_told(svc: DeviceService) -> None:
+    svc.store.save_settings(Settings(home_default=HomeDefault.LAN))
+    d = svc.observe(mac=MAC)
+    assert "LAN only" in d.reasons[1]
+
+
+def test_check_support_over_time(svc: DeviceService, corpus: Path, tmp_path: Path,
+                                 clock: Clock) -> None:
+    svc.repositories = [write_repo(tmp_path / "r", corpus,
+                                   [{"oui": "02:00:5e", "mud_file": "cam.json",
+                                     "end_of_support": "2027-01-01"}])]
+    assert svc.observe(mac=MAC).state is S.PROFILED
+    assert svc.check_support() == []
+    clock.now = datetime(2027, 1, 2, tzinfo=UTC)
+    moved = svc.check_support()
+    assert [d.state for d in moved] == [S.OUT_OF_SUPPORT]
