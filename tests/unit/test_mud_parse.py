@@ -249,8 +249,9 @@ def test_direction_initiated_only_on_tcp() -> None:
 
 def test_dnsname_and_network_are_alternatives() -> None:
     doc = edit(base(), (*IP0, "destination-ipv4-network"), "192.0.2.0/24")
-    assert ("acls.acl[0].aces.ace[0].matches.ipv4.dst-dnsname: dst-dnsname and "
-            "destination-ipv4-network are alternatives") in findings(doc, Severity.ERROR)
+    assert ("acls.acl[0].aces.ace[0].matches.ipv4.dst-dnsname: dst-dnsname together with "
+            "destination-ipv4-network: RFC 8520 does not define how they combine"
+            ) in findings(doc, Severity.ERROR)
 
 
 def test_eth_acl_cannot_match_layer_4() -> None:

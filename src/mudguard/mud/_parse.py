@@ -654,8 +654,10 @@ def _parse_ip(value: object, path: tuple[PathPart, ...], w: _Walker, version: in
             fields[f"{side}_dnsname"] = w.host(obj[key], path + (key,))
             network_key = f"{'source' if side == 'src' else 'destination'}-{fam}-network"
             if network_key in obj:
-                # ietf-acldns adds the dnsname as another case of the network choice.
-                w.error(path + (key,), f"{side}-dnsname and {network_key} are alternatives")
+                # The YANG allows both leaves, but RFC 8520 §10 never says how a name and a
+                # prefix combine (intersection? either?); guessing could widen access.
+                w.error(path + (key,), f"{side}-dnsname together with {network_key}: RFC 8520 "
+                        "does not define how they combine")
     allowed = set(ints) | {f"source-{fam}-network", f"destination-{fam}-network",
                            "ietf-acldns:src-dnsname", "ietf-acldns:dst-dnsname"}
     if version == 4:
