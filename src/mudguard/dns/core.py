@@ -67,6 +67,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from mudguard.policy._model import DevicePolicy
 from mudguard.policy._names import dns_set_name
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,11 @@ class DnsGuard:
         for address in canon:
             self._by_address[address] = device
 
+    def apply_policy(self, policy: DevicePolicy) -> None:
+        """Feed one device's decided policy: its addresses and its DNS names."""
+        facts = policy.device
+        self.update_device(facts.mac.lower(), (*facts.ipv4, *facts.ipv6), policy.dns_names())
+
     def remove_device(self, device: str) -> None:
         """Forget a device: its later queries resolve but grant nothing."""
         old = self._devices.pop(device, None)
@@ -346,6 +352,10 @@ class DnsGuard:
         if not self._outstanding:
             return None
         return min(o.deadline for o in self._outstanding.values())
+
+    def is_outstanding(self, query_id: int) -> bool:
+        """True while the upstream query ``query_id`` awaits its reply."""
+        return query_id in self._outstanding
 
     @property
     def outstanding(self) -> int:
