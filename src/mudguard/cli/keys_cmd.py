@@ -1,0 +1,262 @@
+"""``mudguard keys …``: per-device WiFi keys (issue, list, revoke, QR, identify, RADIUS)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mudguard.errors import MudguardError
+
+if TYPE_CHECKING:
+    from mudguard.keys.core import PskEntry
+    from mudguard.keys.service import KeyManager
+
+keys_app = typer.Typer(help="A WiFi key of its own for every device (hostapd).",
+                       no_args_is_help=True)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+DEFAULT_PSK_FILE = Path("/var/lib/mudguard/hostapd.wpa_psk")
+
+PskFileOpt = Annotated[Path, typer.Option(
+    "--psk-file", envvar="MUDGUARD_PSK_FILE", help="The hostapd wpa_psk_file mudguard writes.")]
+SaeFileOpt = Annotated[Path | None, typer.Option(
+    "--sae-file", envvar="MUDGUARD_SAE_FILE", help="Also write a WPA3 sae_password_file.")]
+DbOpt = Annotated[Path, typer.Option(
+    "--db", envvar="MUDGUARD_KEYS_DB", help="The key ring (SQLite).")]
+CtrlOpt = Annotated[Path | None, typer.Option(
+    "--ctrl", envvar="MUDGUARD_HOSTAPD_CTRL",
+    help="hostapd's control socket (<ctrl_interface>/<ifname>); tells hostapd at once.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``keys`` command group to the main app."""
+    app.add_typer(keys_app, name="keys")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    key = getattr(exc, "key", "error")
+    err_console.print(f"[red]error[/] ({key}): {escape(str(exc))}")
+    return typer.Exit(1)
+
+
+def _manager(db: Path, psk_file: Path, sae_file: Path | None, ctrl: Path | None) -> KeyManager:
+    from mudguard.keys.ring import KeyRing
+    from mudguard.keys.service import KeyFiles, KeyManager
+
+    return KeyManager(KeyRing(db), KeyFiles(psk_file=psk_file, sae_file=sae_file,
+                                            ctrl_path=ctrl))
+
+
+@keys_app.command("issue")
+def issue(
+    mac: Annotated[str | None, typer.Argument(help="The device's MAC address.")] = None,
+    onboarding: Annotated[bool, typer.Option(
+        "--onboarding", help="A one-time key, bound to the first device that uses it.")] = False,
+    vlan: Annotated[int, typer.Option("--vlan", min=0, max=4094, help="VLAN id (0: none).")] = 0,
+    device: Annotated[str | None, typer.Option("--device", help="A name for the device.")] = None,
+    psk_file: PskFileOpt = DEFAULT_PSK_FILE,
+    sae_file: SaeFileOpt = None,
+    db: DbOpt = Path("/var/lib/mudguard/keys.db"),
+    ctrl: CtrlOpt = None,
+) -> None:
+    """Issue a new key for MAC, or a one-time onboarding key with --onboarding."""
+    if (mac is None) == (not onboarding):
+        raise typer.BadParameter("give either a MAC or --onboarding")
+    try:
+        manager = _manager(db, psk_file, sae_file, ctrl)
+        record = manager.issue(mac=mac, vlan=vlan, device=device, now=time.time())
+    except MudguardError as exc:
+        raise _fail(exc) from exc
+    console.print(f"keyid={record.keyid}")
+    console.print(f"passphrase: {record.entry.passphrase}")
+    console.print(f"mudguard keys qr {record.keyid} -o {record.keyid}.svg  # printable QR code")
+
+
+@keys_app.command("list")
+def list_keys(db: DbOpt = Path("/var/lib/mudguard/keys.db")) -> None:
+    """Every key: id, MAC (or onboarding), VLAN, device. Passphrases are not shown."""
+    from mudguard.keys.ring import KeyRing
+
+    try:
+        records = KeyRing(db).records()
+    except MudguardError as exc:
+        raise _fail(exc) from exc
+    table = Table("keyid", "mac", "vlan", "device", "bound")
+    for record in records:
+        entry = record.entry
+        mac = "onboarding (unused)" if entry.is_onboarding else entry.mac
+        bound = time.strftime("%Y-%m-%d %H:%M", time.gmtime(record.bound_at)) \
+            if record.bound_at else "-"
+        table.add_row(record.keyid, mac, str(entry.vlan or "-"), escape(record.device), bound)
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke(
+    keyid: Annotated[str, typer.Argument(help="The key to remove.")],
+    psk_file: PskFileOpt = DEFAULT_PSK_FILE,
+    sae_file: SaeFileOpt = None,
+    db: DbOpt = Path("/var/lib/mudguard/keys.db"),
+    ctrl: CtrlOpt = None,
+) -> None:
+    """Remove one device's key and disconnect it; every other device keeps its key."""
+    try:
+        record = _manager(db, psk_file, sae_file, ctrl).revoke(keyid)
+    except MudguardError as exc:
+        raise _fail(exc) from exc
+    console.print(f"revoked {escape(record.keyid)} ({escape(record.device)})")
+
+
+@keys_app.command("qr")
+def qr(
+    keyid: Annotated[str, typer.Argument(help="The key to print.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="FILE.svg or FILE.png")],
+    ssid: Annotated[str, typer.Option("--ssid", envvar="MUDGUARD_SSID", help="The network name.")],
+    db: DbOpt = Path("/var/lib/mudguard/keys.db"),
+) -> None:
+    """Write the WIFI: QR code of a key (phones join by scanning it). The file is 0600."""
+    from mudguard.keys.core import WifiCredentials
+    from mudguard.keys.qr import save_wifi_qr
+    from mudguard.keys.ring import KeyRing
+
+    if output.suffix.lower() not in (".svg", ".png"):
+        raise typer.BadParameter("the output file must end in .svg or .png", param_hint="-o")
+    try:
+        record = KeyRing(db).get(keyid)
+        if record is None:
+            err_console.print(f"[red]error[/]: no key {escape(keyid)}")
+            raise typer.Exit(1)
+        save_wifi_qr(WifiCredentials(ssid=ssid, passphrase=record.entry.passphrase), output)
+    except MudguardError as exc:
+        raise _fail(exc) from exc
+    console.print(f"QR code written to {escape(str(output))}")
+
+
+@keys_app.command("identify")
+def identify(
+    capture: Annotated[Path, typer.Argument(help="A pcap/pcapng with a WPA2 4-way handshake.")],
+    ssid: Annotated[str, typer.Option("--ssid", help="The network's SSID (the PMK salt).")],
+    psk_file: Annotated[Path, typer.Option("--psk-file", help="The wpa_psk_file to test.")],
+) -> None:
+    """Print keyid=<id> of the psk-file entry whose passphrase the handshake used."""
+    from mudguard.keys.capture import read_handshakes
+    from mudguard.keys.core import identify_key, parse_psk_file
+
+    for path in (capture, psk_file):
+        if not path.is_file():
+            err_console.print(f"[red]error[/]: no such file: {escape(str(path))}")
+            raise typer.Exit(1)
+    try:
+        entries = parse_psk_file(psk_file.read_text(encoding="ascii", errors="strict"))
+        handshakes = read_handshakes(capture)
+    except (MudguardError, UnicodeDecodeError) as exc:
+        raise _fail(exc) from exc
+    if not handshakes:
+        err_console.print("[red]error[/]: no complete handshake (message 1 and 2) in the capture")
+        raise typer.Exit(1)
+    found: list[str] = []
+    for handshake in handshakes:
+        entry = identify_key(handshake, ssid, entries)
+        if entry is not None and entry.keyid not in found:
+            found.append(entry.keyid)
+            err_console.print(f"station {handshake.spa} with AP {handshake.aa}: "
+                              f"key {escape(entry.keyid)}")
+    if not found:
+        err_console.print(f"[red]error[/]: none of the {len(entries)} keys matches the "
+                          f"{len(handshakes)} handshake(s) (wrong SSID or key not in the file)")
+        raise typer.Exit(1)
+    for keyid in found:
+        console.print(f"keyid={escape(keyid)}")
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise typer.BadParameter("use HOST:PORT, e.g. 127.0.0.1:1812", param_hint="--listen")
+    return host.strip("[]"), int(port)
+
+
+@keys_app.command("radius")
+def radius(
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to answer on.")],
+    secret_file: Annotated[Path | None, typer.Option(
+        "--secret-file", help="File holding the shared secret (else env MUDGUARD_RADIUS_SECRET).")
+    ] = None,
+    client: Annotated[list[str] | None, typer.Option(
+        "--client", help="An address allowed to ask (repeatable; default: loopback).")] = None,
+    db: DbOpt = Path("/var/lib/mudguard/keys.db"),
+) -> None:
+    """Serve hostapd's RADIUS key requests (wpa_psk_radius, macaddr_acl=2) until Ctrl-C."""
+    from mudguard.keys.radius import RadiusConfig, RadiusServer
+    from mudguard.keys.ring import KeyRing
+
+    host, port = _listen(listen)
+    if secret_file is not None:
+        secret = secret_file.read_bytes().strip()
+    else:
+        secret = os.environ.get("MUDGUARD_RADIUS_SECRET", "").encode("utf-8")
+    if not secret:
+        err_console.print("[red]error[/]: no shared secret (--secret-file or "
+                          "MUDGUARD_RADIUS_SECRET); never on the command line")
+        raise typer.Exit(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    ring = KeyRing(db)
+
+    def lookup(mac: str) -> PskEntry | None:
+        record = ring.by_mac(mac)
+        return None if record is None else record.entry
+
+    try:
+        server = RadiusServer(RadiusConfig(host, port, secret,
+                                           frozenset(client or ["127.0.0.1", "::1"])), lookup)
+    except MudguardError as exc:
+        raise _fail(exc) from exc
+    console.print(f"RADIUS listening on {host}:{server.address[1]}")
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+@keys_app.command("watch")
+def watch(
+    ctrl: Annotated[Path, typer.Option("--ctrl", envvar="MUDGUARD_HOSTAPD_CTRL",
+                                       help="hostapd's control socket.")],
+    psk_file: PskFileOpt = DEFAULT_PSK_FILE,
+    sae_file: SaeFileOpt = None,
+    db: DbOpt = Path("/var/lib/mudguard/keys.db"),
+    seconds: Annotated[float, typer.Option("--seconds", help="Stop after this long (0: never).")
+                       ] = 0.0,
+) -> None:
+    """Follow hostapd's events: bind onboarding keys on first use, disconnect key/MAC
+    mismatches (each is logged as an event)."""
+    from mudguard.keys.hostapd import HostapdEvents
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    manager = _manager(db, psk_file, sae_file, ctrl)
+    end = time.monotonic() + seconds if seconds else float("inf")
+    try:
+        with HostapdEvents(ctrl) as events:
+            while time.monotonic() < end:
+                event = events.next_event(min(1.0, max(0.01, end - time.monotonic())))
+                if event is None:
+                    continue
+                decision = manager.on_event(event, time.time())
+                if decision is not None:
+                    console.print(f"{escape(event.mac or '')}: {decision.outcome.value} "
+                                  f"{escape(str(event.params.get('keyid')))}")
+    except KeyboardInterrupt:
+        pass
+    except MudguardError as exc:
+        raise _fail(exc) from exc

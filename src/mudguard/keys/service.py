@@ -1,0 +1,136 @@
+"""Key operations: issue, revoke, bind on first use. Wires the key ring, the key
+files and hostapd's control socket together.
+
+Ordering: the ring's transaction stays open while the files are written and
+hostapd reloads them; only if hostapd accepts does the ring commit. If anything
+fails the ring rolls back and the files are rewritten from it, so ring, files
+and hostapd never disagree about who holds which key.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mudguard.keys.core import (
+    ONBOARDING_MAC,
+    BindingDecision,
+    BindingOutcome,
+    CtrlEvent,
+    KeyRecord,
+    PskEntry,
+    decide_connection,
+    generate_passphrase,
+    normalise_mac,
+    render_psk_file,
+    render_sae_password_file,
+)
+from mudguard.keys.hostapd import HostapdControl, HostapdError, file_lock, write_atomic
+from mudguard.keys.ring import KeyRing, KeyRingError
+
+__all__ = ["KeyFiles", "KeyManager"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFiles:
+    """Where hostapd reads keys, and its control socket (None: hostapd not running)."""
+
+    psk_file: Path
+    sae_file: Path | None = None
+    ctrl_path: Path | None = None
+
+
+class KeyManager:
+    """Issue, revoke and bind per-device keys, keeping ring, files and hostapd in step."""
+
+    def __init__(self, ring: KeyRing, files: KeyFiles,
+                 control: Callable[[Path], HostapdControl] = HostapdControl) -> None:
+        self.ring = ring
+        self.files = files
+        self._control = control
+
+    # -- writing and telling hostapd ---------------------------------------------------
+
+    def _write_files(self) -> None:
+        entries = [r.entry for r in self.ring.records()]
+        write_atomic(self.files.psk_file, render_psk_file(entries))
+        if self.files.sae_file is not None:
+            write_atomic(self.files.sae_file, render_sae_password_file(entries))
+
+    def _hostapd(self, action: Callable[[HostapdControl], None]) -> None:
+        if self.files.ctrl_path is None:
+            return
+        with self._control(self.files.ctrl_path) as control:
+            action(control)
+
+    def _apply(self, change: Callable[[], Any], *, deauth: str | None = None) -> None:
+        """Run ``change`` on the ring, write the files, reload hostapd; all or nothing."""
+        with file_lock(self.files.psk_file):
+            try:
+                with self.ring.transaction():
+                    change()
+                    self._write_files()
+                    self._hostapd(lambda c: c.reload_wpa_psk())
+            except BaseException:
+                self._write_files()  # the ring rolled back: put the old keys back
+                raise
+        if deauth is not None and deauth != ONBOARDING_MAC:
+            self._hostapd(lambda c: c.deauthenticate(deauth))
+
+    def sync(self) -> None:
+        """Rewrite the files from the ring and reload hostapd (after a restart)."""
+        self._apply(lambda: None)
+
+    # -- operations --------------------------------------------------------------------
+
+    def issue(self, *, mac: str | None, now: float, vlan: int = 0,
+              device: str | None = None, passphrase: str | None = None) -> KeyRecord:
+        """A new key for ``mac``, or a one-time onboarding key if ``mac`` is None."""
+        bound_mac = ONBOARDING_MAC if mac is None else normalise_mac(mac)
+        if bound_mac == ONBOARDING_MAC and mac is not None:
+            raise KeyRingError("00:00:00:00:00:00 is not a device; use an onboarding key")
+        prefix = "onb" if mac is None else "dev"
+        entry = PskEntry(keyid=f"{prefix}-{secrets.token_hex(4)}", mac=bound_mac, vlan=vlan,
+                         passphrase=passphrase or generate_passphrase())
+        record = KeyRecord(entry=entry, device=device or (bound_mac if mac else "onboarding"),
+                           created_at=now, bound_at=None if mac is None else now)
+        self._apply(lambda: self.ring.add(record))
+        log.info("issued key %s for %s (vlan %d)", entry.keyid, record.device, vlan)
+        return record
+
+    def revoke(self, keyid: str) -> KeyRecord:
+        """Remove one key, reload hostapd, disconnect the station that held it.
+        Every other key and station is left alone."""
+        record = self.ring.get(keyid)
+        if record is None:
+            raise KeyRingError(f"no key {keyid}")
+        self._apply(lambda: self.ring.remove(keyid), deauth=record.entry.mac)
+        log.info("revoked key %s (%s)", keyid, record.device)
+        return record
+
+    def on_event(self, event: CtrlEvent, now: float) -> BindingDecision | None:
+        """Apply the binding rule to ``AP-STA-CONNECTED``; other events are ignored."""
+        if event.name != "AP-STA-CONNECTED" or event.mac is None:
+            return None
+        decision = decide_connection(self.ring.records(), event.params.get("keyid"),
+                                     event.mac, now)
+        if decision.event is not None:
+            self.ring.log_event(decision.event, now)
+        if decision.outcome is BindingOutcome.BIND and decision.record is not None:
+            bound = decision.record
+            try:
+                self._apply(lambda: self.ring.update(bound))
+            except (KeyRingError, HostapdError) as exc:
+                log.warning("binding %s to %s failed: %s", bound.keyid, event.mac, exc)
+                self._hostapd(lambda c: c.deauthenticate(event.mac or ""))
+                raise
+        elif decision.outcome in (BindingOutcome.MISMATCH, BindingOutcome.UNKNOWN):
+            mac = event.mac
+            self._hostapd(lambda c: c.deauthenticate(mac))
+        return decision
