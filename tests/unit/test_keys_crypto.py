@@ -113,8 +113,8 @@ def _ethernet_capture(src: Path, dst: Path) -> None:
     with dst.open("wb") as handle:
         writer = dpkt.pcap.Writer(handle, linktype=dpkt.pcap.DLT_EN10MB)
         for obs in eapol_observations(src):
-            frame = (bytes.fromhex(obs.dst.replace(":", "")) + bytes.fromhex(obs.src.replace(":", ""))
-                     + struct.pack("!H", 0x888E) + obs.eapol)
+            macs = bytes.fromhex((obs.dst + obs.src).replace(":", ""))
+            frame = macs + struct.pack("!H", 0x888E) + obs.eapol
             writer.writepkt(frame, ts=0)
 
 
@@ -143,7 +143,5 @@ def test_truncated_capture_is_a_clear_error(corpus: Path, tmp_path: Path) -> Non
     data = (corpus / "wifi" / "wpa2-psk-linksys.cap").read_bytes()
     path = tmp_path / "cut.pcap"
     path.write_bytes(data[: len(data) // 2 + 7])
-    try:
-        read_handshakes(path)
-    except CaptureError:
-        pass  # either a clear error or the handshakes before the cut; never a crash
+    # The frames before the cut are still read (the first two exchanges), no crash.
+    assert len(read_handshakes(path)) == 2
