@@ -1,0 +1,179 @@
+"""DHCP discovery: the MUD URL from DHCPv4 option 161 and DHCPv6 option 112.
+
+Why a dnsmasq ``--dhcp-script`` hook and not our own DHCP listener: dnsmasq already
+is the home's DHCP server (and resolver). It parses options 161 and 112 itself
+and hands the MUD URL to the hook as ``DNSMASQ_MUD_URL`` for both families, with
+the lease's address and the client's MAC. A listener of our own would have to
+sniff port 67/547 with raw sockets beside dnsmasq, re-implement DHCP parsing (more
+hostile-input surface) and would still not know which lease was granted. The hook
+is event-driven (run by dnsmasq per lease change), never a polled log file.
+
+The hook (``mudguard-dhcp-hook``, ``hook_main``) is tiny: it turns its arguments
+and environment into one JSON object and sends it as one datagram to the daemon's
+unix socket. It builds no command and runs nothing; if the daemon is not
+listening it says so on stderr (dnsmasq logs it) and exits 0 so DHCP carries on.
+The daemon side (``DhcpHookListener``) reads datagrams, parses each strictly
+(``parse_hook_message``) into a ``Sighting`` and gives it to the intake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mudguard.devices._model import MudSource
+from mudguard.discovery.sighting import Sighting, SightingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = Path("/run/mudguard/dhcp.sock")
+SOCKET_ENV = "MUDGUARD_DHCP_SOCKET"
+MAX_MESSAGE = 4096  # one lease event; option 161 is at most 255 octets
+_ACTIONS = ("add", "old")  # "del": the lease ended; the device is still known
+
+
+def hook_message(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any] | None:
+    """The JSON object the hook sends for one dnsmasq script call, or None to send nothing.
+
+    ``argv`` is dnsmasq's ``action mac-or-duid ip [hostname]``. For DHCPv6 the second
+    argument is the DUID and the MAC is in ``DNSMASQ_MAC`` (when dnsmasq knows it).
+    """
+    if len(argv) < 3 or argv[0] not in _ACTIONS:
+        return None
+    action, hw, ip = argv[0], argv[1], argv[2]
+    family = 6 if ":" in ip else 4
+    mac = env.get("DNSMASQ_MAC", "") if family == 6 else hw
+    return {
+        "v": 1, "action": action, "family": family, "mac": mac[:64], "ip": ip[:64],
+        "hostname": (argv[3] if len(argv) > 3 else env.get("DNSMASQ_SUPPLIED_HOSTNAME"))
+        or None,
+        "mud_url": env.get("DNSMASQ_MUD_URL") or None,
+        "interface": env.get("DNSMASQ_INTERFACE") or None,
+    }
+
+
+def parse_hook_message(data: bytes) -> Sighting:
+    """Parse one datagram from the hook into a ``Sighting``; raise ``SightingError``.
+
+    Strict: a JSON object of known keys with string values of bounded size.
+    """
+    if len(data) > MAX_MESSAGE:
+        raise SightingError(f"hook message of {len(data)} bytes; limit {MAX_MESSAGE}")
+    try:
+        message = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SightingError(f"hook message is not JSON: {exc}") from None
+    if not isinstance(message, dict) or message.get("v") != 1:
+        raise SightingError("hook message is not a version-1 object")
+    if message.get("action") not in _ACTIONS or message.get("family") not in (4, 6):
+        raise SightingError("hook message has no valid action or family")
+    fields: dict[str, str | None] = {}
+    for key in ("mac", "ip", "hostname", "mud_url"):
+        value = message.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SightingError(f"hook message field {key} must be text")
+        fields[key] = value
+    if not fields["mac"]:
+        raise SightingError("hook message has no MAC (a DHCPv6 client dnsmasq cannot map)")
+    if fields["mac"] and fields["mac"].count("-") == 1:
+        raise SightingError("hook message is for a non-Ethernet hardware type")
+    return Sighting(mac=fields["mac"], ip=fields["ip"], hostname=fields["hostname"],
+                    mud_url=fields["mud_url"],
+                    source=MudSource.DHCP6 if message["family"] == 6 else MudSource.DHCP4)
+
+
+def hook_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point of ``mudguard-dhcp-hook`` (dnsmasq's ``--dhcp-script``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if env is None else env
+    message = hook_message(args, environ)
+    if message is None:
+        return 0
+    path = environ.get(SOCKET_ENV) or str(DEFAULT_SOCKET)
+    payload = json.dumps(message).encode()[:MAX_MESSAGE]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.sendto(payload, path)
+        except OSError as exc:
+            print(f"mudguard-dhcp-hook: daemon socket {path} unavailable: {exc.strerror}",
+                  file=sys.stderr)
+    return 0
+
+
+class DhcpHookListener:
+    """The daemon's end: a unix datagram socket only root (dnsmasq's hook) may write."""
+
+    def __init__(self, path: Path | str = DEFAULT_SOCKET) -> None:
+        """Bind the socket at ``path`` (replacing a stale one), mode 0600."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(self.path.lstat().st_mode):
+                self.path.unlink()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        old = os.umask(0o177)
+        try:
+            self._sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+
+    def fileno(self) -> int:
+        """The socket's descriptor (for selectors and ``loop.add_reader``)."""
+        return self._sock.fileno()
+
+    def receive(self, timeout: float | None = None) -> Sighting | None:
+        """Wait up to ``timeout`` s for one message; the sighting, or None on timeout or
+        a bad message (logged)."""
+        data = self._recv(timeout)
+        return None if data is None else self._parse(data)
+
+    def _recv(self, timeout: float | None) -> bytes | None:
+        self._sock.settimeout(timeout)
+        try:
+            return self._sock.recv(MAX_MESSAGE + 1)
+        except TimeoutError:
+            return None
+
+    @staticmethod
+    def _parse(data: bytes) -> Sighting | None:
+        try:
+            return parse_hook_message(data)
+        except SightingError as exc:
+            log.warning("ignored a DHCP hook message: %s", exc)
+            return None
+
+    def serve(self, on_sighting: Callable[[Sighting], object], *, max_messages: int,
+              timeout: float) -> int:
+        """Read up to ``max_messages`` datagrams, waiting at most ``timeout`` s for each,
+        and pass every valid sighting to ``on_sighting``; returns how many were passed."""
+        passed = 0
+        for _ in range(max_messages):
+            data = self._recv(timeout)
+            if data is None:
+                break
+            sighting = self._parse(data)
+            if sighting is not None:
+                on_sighting(sighting)
+                passed += 1
+        return passed
+
+    def close(self) -> None:
+        """Close and remove the socket."""
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> DhcpHookListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
