@@ -1,0 +1,122 @@
+"""The device commands, run as the owner runs them (the real CLI over a real database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mudguard.cli.main import app
+from mudguard.devices import MudSource
+from mudguard.devices.service import DeviceService
+from mudguard.store import Store
+
+MAC = "02:00:5e:00:53:01"
+runner = CliRunner()
+
+
+def run(db: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [*args, "--db", str(db)])
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "state" / "mudguard.db"
+    with Store(path) as store:
+        svc = DeviceService(store=store)
+        svc.observe(mac=MAC, ip="192.0.2.10", hostname="plug")
+        svc.observe(mac="02:00:5e:00:53:02", ip="192.0.2.11", source=MudSource.DHCP4)
+    return path
+
+
+def test_devices_json_on_an_empty_home_via_env(tmp_path: Path) -> None:
+    env = {**os.environ, "MUDGUARD_DB": str(tmp_path / "new" / "m.db")}
+    out = subprocess.run([sys.executable, "-m", "mudguard", "devices", "--json"], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(out) == []
+    assert (tmp_path / "new" / "m.db").is_file()
+
+
+def test_devices_json_lists_every_device(db: Path) -> None:
+    code, out = run(db, "devices", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [d["mac"] for d in listed] == [MAC, "02:00:5e:00:53:02"]
+    assert listed[0]["state"] == "default" and listed[0]["grants"] == []
+    code, out = run(db, "devices")
+    assert code == 0 and MAC in out
+
+
+def test_grant_show_revoke(db: Path) -> None:
+    code, out = run(db, "device", "grant", MAC, "--service", "time.example.com:123", "--udp",
+                    "--expires", "2h")
+    assert code == 0, out
+    assert "time.example.com port 123" in out
+    code, out = run(db, "device", "grant", MAC.replace(":", "-"), "--lan")
+    assert code == 0, out
+    code, out = run(db, "device", "show", MAC, "--json")
+    shown = json.loads(out)
+    assert [(g["kind"], g["host"], g["port"], g["protocol"]) for g in shown["grants"]] == [
+        ("service", "time.example.com", 123, 17), ("lan", None, None, None)]
+    assert "granted" in [e["kind"] for e in shown["events"]]
+    first = shown["grants"][0]["id"]
+    code, out = run(db, "device", "revoke", MAC, str(first))
+    assert code == 0
+    code, out = run(db, "device", "revoke", MAC, str(first))
+    assert code == 1 and "no grant" in out
+    code, out = run(db, "device", "show", MAC)
+    assert code == 0 and "may talk to the home LAN" in out
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--lan", "--internet"], "exactly one"),
+    ([], "exactly one"),
+    (["--service", "bad host!"], "not a host"),
+    (["--internet", "--expires", "tomorrow"], "30m"),
+    (["--internet", "--expires", "2001-01-01"], "past"),
+])
+def test_bad_grants_are_refused(db: Path, args: list[str], why: str) -> None:
+    code, out = run(db, "device", "grant", MAC, *args)
+    assert code != 0 and why in out
+    code, out = run(db, "device", "show", MAC, "--json")
+    assert json.loads(out)["grants"] == []
+
+
+def test_unknown_and_bad_macs(db: Path) -> None:
+    assert run(db, "device", "show", "02:00:5e:00:53:99")[0] == 1
+    code, out = run(db, "device", "show", "'; DROP TABLE devices")
+    assert code == 1 and "bad_mac" in out
+    assert len(json.loads(run(db, "devices", "--json")[1])) == 2
+
+
+def test_forget_shows_reset_steps_and_deletes(db: Path, monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("MUDGUARD_KEYS_DB", str(tmp_path / "no-keys.db"))
+    code, out = run(db, "device", "forget", MAC)
+    assert code == 0 and "reset" in out.lower() and "recorded as an event" in out
+    macs = [d["mac"] for d in json.loads(run(db, "devices", "--json")[1])]
+    assert macs == ["02:00:5e:00:53:02"]
+    code, out = run(db, "events", "--json")
+    assert code == 0
+    assert MAC not in out
+    assert json.loads(out)[-1]["kind"] == "forgotten"
+
+
+def test_approve_url_without_pending(db: Path) -> None:
+    code, out = run(db, "device", "approve-url", MAC)
+    assert code == 1 and "no pending" in out
+
+
+def test_events_and_settings(db: Path) -> None:
+    code, out = run(db, "events", "--device", MAC, "--json")
+    assert code == 0 and {e["mac"] for e in json.loads(out)} == {MAC}
+    code, out = run(db, "settings", "--home-default", "lan", "--require-signed", "--json")
+    assert json.loads(out) == {"home_default": "lan", "allow_unsigned": False}
+    code, out = run(db, "settings")
+    assert "lan" in out and "no" in out
