@@ -242,7 +242,13 @@ class HostapdEvents:
         return None
 
     def close(self) -> None:
-        """``DETACH`` (best effort) and close."""
+        """``DETACH`` and wait briefly for its reply (events still in flight are
+        dropped), then close; best effort, hostapd forgets dead monitors anyway."""
         with contextlib.suppress(HostapdError, OSError):
             self._sock.send("DETACH")
+            deadline = time.monotonic() + 1.0
+            while (left := deadline - time.monotonic()) > 0:
+                reply = self._sock.recv(left)
+                if reply is None or not reply.startswith("<"):
+                    break
         self._sock.close()
