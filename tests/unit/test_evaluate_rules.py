@@ -139,11 +139,14 @@ def test_port_operators(match: PortMatch, port: int, allowed: bool) -> None:
     assert evaluate(policy(rule), out_tcp("203.0.113.5", port), HOME, NAMES).allowed is allowed
 
 
-def test_port_test_fails_for_a_portless_flow() -> None:
-    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, dst_port=eq(0))
+def test_ports_apply_only_with_tcp_or_udp() -> None:
     ping = Flow(direction=OUT, family=4, src="192.0.2.10", dst="203.0.113.5", protocol=1,
                 icmp_type=8, icmp_code=0)
-    assert not evaluate(policy(rule), ping, HOME, NAMES).allowed
+    tcp_rule = Rule(direction=OUT, action=Forwarding.ACCEPT, protocol=6, dst_port=eq(0))
+    assert not evaluate(policy(tcp_rule), ping, HOME, NAMES).allowed
+    # As compiled: a port test without TCP/UDP is no test (the parser never makes one).
+    bare = Rule(direction=OUT, action=Forwarding.ACCEPT, dst_port=eq(0))
+    assert evaluate(policy(bare), ping, HOME, NAMES).allowed
 
 
 def test_protocol_and_icmp_type_code() -> None:
@@ -170,10 +173,13 @@ def test_direction_initiated_follows_who_opened_the_connection() -> None:
     syn_in = Flow(direction=IN, family=4, src="203.0.113.5", dst="192.0.2.10", protocol=6,
                   src_port=443, dst_port=40000, opens=True)
     assert not evaluate(pol, syn_in, HOME, NAMES).allowed
-    # The same packet as a reply (SYN-ACK) of a connection the device opened: allowed.
-    reply = Flow(direction=IN, family=4, src="203.0.113.5", dst="192.0.2.10", protocol=6,
-                 src_port=443, dst_port=40000, opens=False)
-    assert evaluate(pol, reply, HOME, NAMES).allowed
+    # Replies of a connection the device opened are conntrack's (established), never a
+    # device chain's: the to-device rule admits no new packet, not even a picked-up one.
+    picked_up = Flow(direction=IN, family=4, src="203.0.113.5", dst="192.0.2.10", protocol=6,
+                     src_port=443, dst_port=40000, opens=False)
+    assert not evaluate(pol, picked_up, HOME, NAMES).allowed
+    # A mid-stream packet the device sends is not a bare SYN either.
+    assert not evaluate(pol, out_tcp("203.0.113.5", 443, opens=False), HOME, NAMES).allowed
 
 
 def test_direction_initiated_ignored_for_udp() -> None:
@@ -216,3 +222,70 @@ def test_name_map_reverse_lookup() -> None:
     names = NameMap.build([("a.example.com", "203.0.113.5"), ("b.example.com", "203.0.113.5")])
     assert names.names_of("203.0.113.5") == ("a.example.com", "b.example.com")
     assert names.names_of("203.0.113.6") == ()
+
+
+# -- the chains the compiler builds: source binding, the gateway's chain, portal -------------
+
+
+def test_spoofed_source_is_dropped_before_any_rule() -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT)
+    spoofed = Flow(direction=OUT, family=4, src="192.0.2.99", dst="203.0.113.5", protocol=6,
+                   src_port=1, dst_port=80)
+    verdict = evaluate(policy(rule), spoofed, HOME, NAMES)
+    assert not verdict.allowed and verdict.origin == "source-binding"
+
+
+def test_gateway_rules_live_in_the_gateway_chain() -> None:
+    dns = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.GATEWAY, protocol=17,
+               dst_port=eq(53))
+    to_gw = Flow(direction=OUT, family=4, src="192.0.2.10", dst="192.0.2.1", protocol=17,
+                 src_port=5000, dst_port=53)
+    verdict = evaluate(policy(dns), to_gw, HOME, NAMES)
+    assert verdict.allowed and verdict.chain == "gw"
+    # An "any" rule is in the out chain: it never admits traffic to the gateway itself.
+    anything = Rule(direction=OUT, action=Forwarding.ACCEPT)
+    assert not evaluate(policy(anything), to_gw, HOME, NAMES).allowed
+
+
+def test_any_source_rules_come_before_source_binding() -> None:
+    dhcp = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.GATEWAY, family=4,
+                protocol=17, src_port=eq(68), dst_port=eq(67), any_source=True)
+    discover = Flow(direction=OUT, family=4, src="0.0.0.0", dst="255.255.255.255",
+                    protocol=17, src_port=68, dst_port=67)
+    assert evaluate(policy(dhcp), discover, HOME, NAMES).allowed
+    strict = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.GATEWAY, family=4,
+                  protocol=17, src_port=eq(68), dst_port=eq(67))
+    assert evaluate(policy(strict), discover, HOME, NAMES).origin == "source-binding"
+
+
+def test_portal_ports_are_never_reachable_from_managed_devices() -> None:
+    home = HomeContext(lan_prefixes=HOME.lan_prefixes, gateway_addresses=HOME.gateway_addresses,
+                       portal_ports=(8443,))
+    everything = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.GATEWAY)
+    to_portal = Flow(direction=OUT, family=4, src="192.0.2.10", dst="192.0.2.1", protocol=6,
+                     src_port=40000, dst_port=8443)
+    assert evaluate(policy(everything), to_portal, home, NAMES).origin == "portal"
+    trusted = DevicePolicy(device=ME, state=LifecycleState.TRUSTED, rules=(everything,))
+    assert evaluate(trusted, to_portal, home, NAMES).allowed
+
+
+def test_gateway_output_is_not_filtered() -> None:
+    from_gw = Flow(direction=IN, family=4, src="192.0.2.1", dst="192.0.2.10", protocol=17,
+                   src_port=67, dst_port=68)
+    verdict = evaluate(policy(), from_gw, HOME, NAMES)
+    assert verdict.allowed and verdict.origin == "gateway-output"
+
+
+def test_internet_peer_is_everything_outside_the_lan() -> None:
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.INTERNET)
+    assert evaluate(policy(rule), out_tcp("203.0.113.5", 80), HOME, NAMES).allowed
+    assert not evaluate(policy(rule), out_tcp("192.0.2.77", 80), HOME, NAMES).allowed
+
+
+def test_forgotten_devices_are_no_peers() -> None:
+    gone = DeviceFacts(mac=SIBLING.mac, ipv4=SIBLING.ipv4, mud_url=SIBLING.mud_url,
+                       state=LifecycleState.FORGOTTEN)
+    home = HomeContext(lan_prefixes=HOME.lan_prefixes, gateway_addresses=HOME.gateway_addresses,
+                       devices=(ME, gone))
+    rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.SAME_MANUFACTURER)
+    assert not evaluate(policy(rule), out_tcp("192.0.2.11", 80), home, NAMES).allowed

@@ -1,22 +1,32 @@
 """The flow evaluator: would this flow pass a device's policy?
 
 Theory of operation: a device's ``DevicePolicy`` is an ordered tuple of symbolic
-``Rule``s. The nftables compiler (``_nft.py``) turns each rule into one kernel
-rule; this module reads the very same rules and answers, for one ``Flow``, which
-rule the kernel would hit first and what it does. The semantics mirror the
-kernel ruleset:
+``Rule``s. The nftables compiler (``_nft.py``) turns them into three chains per
+device; this module reads the very same rules and walks them the way the kernel
+walks those chains, so ``evaluate()`` and the kernel give the same verdict:
 
 - ``ct state established,related accept`` comes before any device chain, so a
-  ``Flow`` describes the packet that *opens* a connection (or, for UDP/ICMP, the
-  first packet of an exchange): replies to an allowed flow are never evaluated.
-- Rules are tried in order; the first rule whose every test matches decides.
-  No rule matching means the chain's final drop (``default drop``).
-- Peers are resolved from the ``HomeContext`` (local networks, the gateway,
-  controllers, other devices) and from the ``NameMap`` (addresses the resolver
-  saw in DNS answers to this device, i.e. the kernel's ``dns4_*``/``dns6_*`` sets).
-- ``initiated`` (RFC 8520 ``direction-initiated``, TCP only) matches when the
-  connection was opened by that side: the packet's sender if the packet opens
-  the connection (a SYN), the other side otherwise.
+  ``Flow`` describes the packet that *opens* a flow (a TCP SYN, the first UDP
+  datagram, an ICMP request): replies to an allowed flow are never evaluated.
+- A packet the device sends to the gateway itself (one of its addresses, a
+  broadcast or a multicast group) meets the ``gw`` chain: the portal's ports are
+  dropped, then the ``any_source`` baseline rules, then the source-address
+  binding (link-local IPv6 allowed), then the other ``PeerKind.GATEWAY`` rules.
+- Any other packet the device sends meets the ``out`` chain: source-address
+  binding (the device's own addresses only), then every from-device rule whose
+  peer is not the gateway, in order.
+- A packet to the device meets its ``in`` chain (the to-device rules), unless it
+  comes from the gateway itself, whose own output is not filtered. (A flow
+  between two managed devices must pass the sender's ``out`` *and* the
+  receiver's ``in``: evaluate it once with each device's policy.)
+- The first matching rule decides; none means the chain's final drop. The
+  per-device new-connection rate cap and the log rule are not modelled (rates,
+  not flows).
+- Peers are resolved from the ``HomeContext`` (LAN prefixes, controllers, other
+  devices) and the ``NameMap`` (addresses the resolver saw in DNS answers to
+  this device: the kernel's ``dns4_*``/``dns6_*`` sets). ``direction-initiated``
+  (TCP rules only) needs a bare SYN when the rule's side opens the connection,
+  and a packet of a connection the other side opened otherwise.
 
 Pure: no I/O, no clock. Addresses are compared as ``ipaddress`` objects, so
 ``2001:DB8::1`` and ``2001:db8::1`` are the same peer.
@@ -30,14 +40,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from mudguard.mud import Direction, Forwarding
-from mudguard.policy._model import DevicePolicy, HomeContext, PeerKind, Rule
+from mudguard.policy._model import DevicePolicy, HomeContext, LifecycleState, PeerKind, Rule
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
-TCP = 6
+ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58
 
 
 @lru_cache(maxsize=4096)
@@ -59,8 +69,9 @@ class Flow:
     """The packet that opens one flow, seen from the device it belongs to.
 
     ``direction`` is FROM_DEVICE for a packet the device sends, TO_DEVICE for one
-    it receives. ``opens`` is True when the packet opens a TCP connection (a SYN
-    without ACK); for other protocols it is ignored.
+    it receives. ``opens`` is True when the packet is a bare SYN (it opens a TCP
+    connection); False for a TCP packet conntrack picks up mid-stream. Ignored
+    for other protocols.
     """
 
     direction: Direction
@@ -91,13 +102,6 @@ class Flow:
     def remote(self) -> str:
         """The address of the far side (not the device)."""
         return self.dst if self.direction is Direction.FROM_DEVICE else self.src
-
-    @property
-    def initiator(self) -> Direction:
-        """Which side opened the connection this packet belongs to."""
-        sender_is_device = self.direction is Direction.FROM_DEVICE
-        device_opened = sender_is_device if self.opens else not sender_is_device
-        return Direction.FROM_DEVICE if device_opened else Direction.TO_DEVICE
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,8 @@ class Verdict:
     action: Forwarding
     rule: Rule | None = None
     index: int | None = None  # position of ``rule`` in ``policy.rules``
+    chain: str = ""  # "out", "in", "gw", or "" (not filtered)
+    reason: str = ""  # why, when no rule decided: "default-drop", "source-binding", ...
 
     @property
     def allowed(self) -> bool:
@@ -143,11 +149,14 @@ class Verdict:
 
     @property
     def origin(self) -> str:
-        """The rule's origin (``acl/ace``, ``baseline/dns``) or ``default-drop``."""
-        return self.rule.origin if self.rule is not None else "default-drop"
+        """The rule's origin (``acl/ace``, ``baseline/dns``) or the reason (``default-drop``)."""
+        if self.rule is not None:
+            return self.rule.origin
+        return self.reason or "default-drop"
 
 
-DEFAULT_DROP = Verdict(action=Forwarding.DROP)
+DEFAULT_DROP = Verdict(action=Forwarding.DROP, reason="default-drop")
+LINK_LOCAL6 = "fe80::/10"
 
 
 def evaluate(policy: DevicePolicy, flow: Flow, context: HomeContext, names: NameMap) -> Verdict:
@@ -160,47 +169,142 @@ def evaluate(policy: DevicePolicy, flow: Flow, context: HomeContext, names: Name
         names: addresses the resolver has put in each DNS name's set for this device.
 
     Returns:
-        The first matching rule's verdict, or ``DEFAULT_DROP``.
+        The first matching rule's verdict, or a drop with its reason
+        (``default-drop``, ``source-binding``, ``portal``).
     """
+    if flow.direction is Direction.TO_DEVICE:
+        if _addr(flow.src) in _Prefixes(context.gateway_addresses):
+            return Verdict(action=Forwarding.ACCEPT, reason="gateway-output")
+        return _chain(policy, flow, context, names, "in")
+    if is_local_delivery(flow.dst, context):
+        return _gateway_chain(policy, flow, context, names)
+    if not _source_bound(policy, flow, gateway=False):
+        return Verdict(action=Forwarding.DROP, chain="out", reason="source-binding")
+    return _chain(policy, flow, context, names, "out")
+
+
+def is_local_delivery(address: str, context: HomeContext) -> bool:
+    """True if a packet to ``address`` is for the gateway itself (not forwarded)."""
+    ip = _addr(address)
+    if ip.is_multicast or ip in _Prefixes(context.gateway_addresses):
+        return True
+    if ip.version == 4:
+        if int(ip) == 0xFFFFFFFF:
+            return True
+        for prefix in context.lan_prefixes:
+            net = _net(prefix)
+            if net.version == 4 and net.prefixlen < 31 and ip == net.broadcast_address:
+                return True
+    return False
+
+
+def chain_of(rule: Rule) -> str | None:
+    """The device chain a rule is compiled into (None: not filtered at all)."""
+    if rule.peer is PeerKind.GATEWAY:
+        return "gw" if rule.direction is Direction.FROM_DEVICE else None
+    return "out" if rule.direction is Direction.FROM_DEVICE else "in"
+
+
+def _source_bound(policy: DevicePolicy, flow: Flow, *, gateway: bool) -> bool:
+    device = policy.device
+    own: tuple[str, ...] = device.ipv4 if flow.family == 4 else device.ipv6
+    if gateway and flow.family == 6:
+        own = (*own, LINK_LOCAL6)
+    return _addr(flow.src) in _Prefixes(own)
+
+
+def _chain(policy: DevicePolicy, flow: Flow, context: HomeContext, names: NameMap,
+           chain: str) -> Verdict:
     for index, rule in enumerate(policy.rules):
+        if chain_of(rule) == chain and rule_matches(rule, flow, policy, context, names):
+            return Verdict(action=rule.action, rule=rule, index=index, chain=chain)
+    return Verdict(action=Forwarding.DROP, chain=chain, reason="default-drop")
+
+
+def _gateway_chain(policy: DevicePolicy, flow: Flow, context: HomeContext,
+                   names: NameMap) -> Verdict:
+    if (context.portal_ports and policy.state is not LifecycleState.TRUSTED
+            and flow.protocol == TCP and flow.dst_port in context.portal_ports):
+        return Verdict(action=Forwarding.DROP, chain="gw", reason="portal")
+    ordered = [(i, r) for i, r in enumerate(policy.rules) if chain_of(r) == "gw"]
+    early = [(i, r) for i, r in ordered if r.any_source]
+    late = [(i, r) for i, r in ordered if not r.any_source]
+    for index, rule in early:
         if rule_matches(rule, flow, policy, context, names):
-            return Verdict(action=rule.action, rule=rule, index=index)
-    return DEFAULT_DROP
+            return Verdict(action=rule.action, rule=rule, index=index, chain="gw")
+    if not _source_bound(policy, flow, gateway=True):
+        return Verdict(action=Forwarding.DROP, chain="gw", reason="source-binding")
+    for index, rule in late:
+        if rule_matches(rule, flow, policy, context, names):
+            return Verdict(action=rule.action, rule=rule, index=index, chain="gw")
+    return Verdict(action=Forwarding.DROP, chain="gw", reason="default-drop")
 
 
 def rule_matches(rule: Rule, flow: Flow, policy: DevicePolicy, context: HomeContext,
                  names: NameMap) -> bool:
-    """True if every test of ``rule`` holds for ``flow``."""
-    return (rule.direction is flow.direction
-            and _layer2_matches(rule, flow)
-            and _layer4_matches(rule, flow)
-            and _peer_matches(rule, flow, policy, context, names))
-
-
-def _layer2_matches(rule: Rule, flow: Flow) -> bool:
-    if rule.family is not None and rule.family != flow.family:
+    """True if every test of ``rule`` holds for ``flow`` (in the rule's own chain)."""
+    if rule.direction is not flow.direction:
         return False
+    if _needs_family(rule) and flow.family not in _families(rule):
+        return False
+    if not _layer4_matches(rule, flow):
+        return False
+    if rule.peer is PeerKind.GATEWAY:
+        return True  # in the gateway's chain the destination is the gateway by construction
+    return _peer_matches(rule, flow, policy, context, names)
+
+
+def _families(rule: Rule) -> tuple[int, ...]:
+    """The address families a rule is compiled for (``_nft._families``)."""
+    families: tuple[int, ...] = (4, 6) if rule.family is None else (rule.family,)
+    if rule.protocol == ICMP:
+        families = tuple(f for f in families if f == 4)
+    elif rule.protocol == ICMPV6:
+        families = tuple(f for f in families if f == 6)
+    if rule.icmp_type is not None and rule.protocol not in (ICMP, ICMPV6):
+        wanted = 6 if rule.family == 6 else 4
+        families = tuple(f for f in families if f == wanted)
+    return families
+
+
+def _needs_family(rule: Rule) -> bool:
+    return (rule.family is not None or rule.peer not in (PeerKind.ANY, PeerKind.GATEWAY)
+            or rule.also_local or rule.protocol in (ICMP, ICMPV6) or rule.icmp_type is not None)
+
+
+def _layer4_matches(rule: Rule, flow: Flow) -> bool:
     if rule.ethertype is not None:
         wanted = ETHERTYPE_IPV4 if flow.family == 4 else ETHERTYPE_IPV6
         if rule.ethertype != wanted:
             return False
-    return rule.eth_dst is None or (flow.eth_dst is not None
-                                    and rule.eth_dst.lower() == flow.eth_dst.lower())
-
-
-def _layer4_matches(rule: Rule, flow: Flow) -> bool:
-    if rule.protocol is not None and rule.protocol != flow.protocol:
+    if rule.eth_dst is not None and (flow.eth_dst is None
+                                     or rule.eth_dst.lower() != flow.eth_dst.lower()):
         return False
-    for match, port in ((rule.src_port, flow.src_port), (rule.dst_port, flow.dst_port)):
-        if match is not None and (port is None or not match.contains(port)):
+    has_ports = rule.protocol in (TCP, UDP) and bool(rule.src_port or rule.dst_port)
+    typed_icmp = rule.icmp_type is not None
+    if (rule.protocol is not None and not has_ports and not typed_icmp
+            and flow.protocol != rule.protocol):
+        return False
+    if has_ports:
+        if flow.protocol != rule.protocol:
             return False
-    if rule.icmp_type is not None and rule.icmp_type != flow.icmp_type:
-        return False
-    if rule.icmp_code is not None and rule.icmp_code != flow.icmp_code:
-        return False
-    if rule.initiated is not None:
-        # RFC 8520 §2.1: direction-initiated only constrains TCP.
-        return flow.protocol != TCP or rule.initiated is flow.initiator
+        for match, port in ((rule.src_port, flow.src_port), (rule.dst_port, flow.dst_port)):
+            if match is not None and (port is None or not match.contains(port)):
+                return False
+    if typed_icmp:
+        # "icmp type" in IPv4, "icmpv6 type" in IPv6: the payload match implies the protocol.
+        if flow.protocol != (ICMP if flow.family == 4 else ICMPV6):
+            return False
+        if flow.icmp_type != rule.icmp_type:
+            return False
+        if rule.icmp_code is not None and flow.icmp_code != rule.icmp_code:
+            return False
+    if rule.protocol == TCP and rule.initiated is not None:
+        # The rule's side opens: only a bare SYN matches (never a picked-up mid-stream
+        # packet). The other side opens: compiled to "ct direction reply", which only
+        # packets of an existing connection carry, and those conntrack accepts before
+        # any device chain: such a rule admits no new flow.
+        return rule.initiated is rule.direction and flow.protocol == TCP and flow.opens
     return True
 
 
@@ -209,9 +313,9 @@ def _peer_matches(rule: Rule, flow: Flow, policy: DevicePolicy, context: HomeCon
     remote = _addr(flow.remote)
     if rule.also_local and not _in_any(remote, context.lan_prefixes):
         return False
+    if rule.peer is PeerKind.INTERNET:
+        return not _in_any(remote, context.lan_prefixes)
     return remote in _peer_addresses(rule, remote, policy, context, names)
-
-
 class _Everything:
     """The ``PeerKind.ANY`` peer: contains every address."""
 
@@ -258,7 +362,7 @@ def _device_addresses(kind: PeerKind, value: str | None, policy: DevicePolicy,
     me = policy.device
     out: list[str] = []
     for other in context.devices:
-        if other.mac == me.mac:
+        if other.mac == me.mac or other.state is LifecycleState.FORGOTTEN:
             continue
         if kind is PeerKind.SAME_MANUFACTURER:
             hit = me.manufacturer is not None and other.manufacturer == me.manufacturer
