@@ -1,0 +1,436 @@
+"""The owner's pages (server-rendered, Jinja2 with autoescape on every template).
+
+Every POST carries the session's CSRF token (or, before login, the double-submit
+token); every page but setup and login needs the owner's session. Nothing from a
+MUD file, a label or a device is marked safe: the templates never use ``|safe``.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+from typing import Any
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData, UploadFile
+
+from mudguard.devices import MacError, normalise_mac
+from mudguard.discovery.qr import QrError
+from mudguard.errors import MudguardError
+from mudguard.guidance import ASPECTS, MOMENTS, load_guidance
+from mudguard.keys.core import wifi_qr_payload
+from mudguard.labels import qr_png, read_label
+from mudguard.mud import describe_policy
+from mudguard.policy import GrantKind, LifecycleState
+from mudguard.portal._auth import AuthInputError, Session, tokens_match
+from mudguard.portal._chart import flow_chart
+from mudguard.portal._i18n import translate
+from mudguard.portal._services import MudPreview, build_report
+from mudguard.portal._web import (
+    PRE_COOKIE,
+    SESSION_COOKIE,
+    PortalHTTPError,
+    client_key,
+    current_session,
+    error_key,
+    language,
+    new_token,
+    now_mono,
+    secure,
+    state,
+)
+
+router = APIRouter(include_in_schema=False)
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("mudguard.portal", "templates"),
+    autoescape=True,  # every template, whatever its extension
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates = Jinja2Templates(env=_env)
+
+EXPIRY = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7),
+          "never": None}
+
+
+def simple_error(key: str) -> PortalHTTPError:
+    """An error with only a key (its message comes from the catalogue)."""
+    return PortalHTTPError(key)
+
+
+def _render(request: Request, name: str, context: dict[str, Any], *,
+            status: int = 200, session: Session | None = None) -> HTMLResponse:
+    lang = language(request)
+    session = session or current_session(request)
+    base = {"lang": lang, "t": lambda key, **kw: translate(lang, key, **kw),
+            "session": session, "csrf": session.csrf if session else "",
+            "path": request.url.path, "states": LifecycleState}
+    return templates.TemplateResponse(request, name, {**base, **context},
+                                      status_code=status)
+
+
+def error_page(request: Request, exc: BaseException, status: int) -> Response:
+    """The page for an error: login redirect, or the error's message in the layout."""
+    key = error_key(exc)
+    if key == "not_logged_in":
+        target = "/login" if state(request).owner.exists() else "/setup"
+        return RedirectResponse(target, status_code=303)
+    fields = getattr(exc, "fields", {}) or {}
+    return _render(request, "error.html", {"key": key, "fields": fields}, status=status)
+
+
+def _owner(request: Request) -> Session:
+    session = current_session(request)
+    if session is None:
+        raise PortalHTTPError("not_logged_in")
+    return session
+
+
+async def _form(request: Request, session: Session | None) -> FormData:
+    """The request's form, after the CSRF check (session token, or double-submit)."""
+    limit = state(request).settings.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit + 65536):
+        raise PortalHTTPError("image_too_large")
+    form = await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
+    given = form.get("csrf")
+    expected = session.csrf if session else request.cookies.get(PRE_COOKIE)
+    if not tokens_match(expected, given if isinstance(given, str) else None):
+        raise PortalHTTPError("bad_csrf")
+    return form
+
+
+def _text(form: FormData, name: str, limit: int = 2048) -> str:
+    value = form.get(name)
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def _with_pre_cookie(request: Request, name: str, context: dict[str, Any],
+                     status: int = 200) -> HTMLResponse:
+    token = request.cookies.get(PRE_COOKIE) or new_token()
+    response = _render(request, name, {**context, "pre_csrf": token}, status=status)
+    response.set_cookie(PRE_COOKIE, token, httponly=True, samesite="strict",
+                        secure=secure(request), max_age=3600)
+    return response
+
+
+# -- first start, login, logout ----------------------------------------------------------
+
+@router.get("/")
+def home(request: Request) -> Response:
+    """Send the owner where they need to go."""
+    if not state(request).owner.exists():
+        return RedirectResponse("/setup", status_code=303)
+    if current_session(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    return RedirectResponse("/devices", status_code=303)
+
+
+@router.get("/setup")
+def setup_form(request: Request) -> Response:
+    """First start: the owner account form (gone once the account exists)."""
+    if state(request).owner.exists():
+        return RedirectResponse("/login", status_code=303)
+    return _with_pre_cookie(request, "setup.html", {"error": None, "username": ""})
+
+
+@router.post("/setup")
+async def setup(request: Request) -> Response:
+    """Create the owner account and log in."""
+    portal = state(request)
+    if portal.owner.exists():
+        raise PortalHTTPError("owner_exists")
+    form = await _form(request, None)
+    username, password = _text(form, "username", 256), _text(form, "password", 1024)
+    if password != _text(form, "password_again", 1024):
+        return _with_pre_cookie(request, "setup.html", {"error": "password_mismatch",
+                                                        "username": username}, 400)
+    try:
+        portal.owner.create(username, password)
+    except AuthInputError as exc:
+        return _with_pre_cookie(request, "setup.html", {"error": exc.key,
+                                                        "username": username}, 400)
+    return _login_response(request, portal.owner.username() or username)
+
+
+@router.get("/login")
+def login_form(request: Request) -> Response:
+    """The login form."""
+    if not state(request).owner.exists():
+        return RedirectResponse("/setup", status_code=303)
+    return _with_pre_cookie(request, "login.html", {"error": None, "fields": {}})
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the password (rate limited) and open a session."""
+    portal = state(request)
+    form = await _form(request, None)
+    client, now = client_key(request), now_mono(request)
+    wait = portal.limiter.retry_after(client, now)
+    if wait > 0:
+        response = _with_pre_cookie(request, "login.html", {
+            "error": "rate_limited", "fields": {"seconds": int(wait) + 1}}, 429)
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    username = _text(form, "username", 256)
+    if not portal.owner.verify(username, _text(form, "password", 1024)):
+        portal.limiter.failed(client, now)
+        return _with_pre_cookie(request, "login.html", {"error": "bad_login", "fields": {}},
+                                401)
+    portal.limiter.succeeded(client)
+    return _login_response(request, username)
+
+
+def _login_response(request: Request, username: str) -> Response:
+    token, _ = state(request).sessions.open(username, now_mono(request))
+    response = RedirectResponse("/devices", status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
+                        secure=secure(request))
+    response.delete_cookie(PRE_COOKIE)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    """Close the session."""
+    session = _owner(request)
+    await _form(request, session)
+    state(request).sessions.close(request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+# -- devices ----------------------------------------------------------------------------
+
+@router.get("/devices")
+def devices(request: Request) -> Response:
+    """Every device with its state."""
+    session = _owner(request)
+    services = state(request).services
+    open_alerts = sum(1 for a in services.alerts() if a.open)
+    return _render(request, "devices.html", {"devices": services.list_devices(),
+                                             "open_alerts": open_alerts}, session=session)
+
+
+@router.get("/devices/{mac}")
+def device_detail(request: Request, mac: str) -> Response:
+    """One device: state, what it may do, flows, permissions, end of use."""
+    session = _owner(request)
+    services = state(request).services
+    device = services.device(mac)
+    mud = services.mud_for(device)
+    return _render(request, "device.html", {
+        "device": device,
+        "policy": describe_policy(mud) if mud else None,
+        "chart": flow_chart(services.flow_history(device.mac)),
+        "peers": services.recent_peers(device.mac),
+        "grants": services.devices.active_grants(device.mac),
+        "events": services.events(device.mac, limit=20),
+        "grant_kinds": list(GrantKind),
+    }, session=session)
+
+
+@router.post("/devices/{mac}/rename")
+async def rename(request: Request, mac: str) -> Response:
+    """Set the owner's name for the device."""
+    form = await _form(request, _owner(request))
+    device = state(request).services.rename(mac, _text(form, "name", 256))
+    return RedirectResponse(f"/devices/{device.mac}", status_code=303)
+
+
+@router.post("/devices/{mac}/grants")
+async def add_grant(request: Request, mac: str) -> Response:
+    """Give the device an extra permission, with an expiry."""
+    form = await _form(request, _owner(request))
+    services = state(request).services
+    kind = _choice(_text(form, "kind"), {k.value: k for k in GrantKind}, "bad_grant")
+    expiry = _choice(_text(form, "expires") or "never", EXPIRY, "bad_grant")
+    port_text = _text(form, "port")
+    protocol = _choice(_text(form, "protocol") or "any", {"any": None, "tcp": 6, "udp": 17},
+                       "bad_grant")
+    if port_text and not port_text.isdigit():
+        raise PortalHTTPError("bad_grant", "a port is a number")
+    record = services.devices.grant(
+        mac, kind, host=_text(form, "host", 255) or None,
+        port=int(port_text) if port_text else None,
+        protocol=protocol if port_text else None,
+        expires=services.now() + expiry if expiry is not None else None)
+    return RedirectResponse(f"/devices/{record.mac}", status_code=303)
+
+
+@router.post("/devices/{mac}/grants/{grant_id}/revoke")
+async def revoke_grant(request: Request, mac: str, grant_id: int) -> Response:
+    """Remove one permission."""
+    await _form(request, _owner(request))
+    services = state(request).services
+    services.devices.revoke_grant(mac, grant_id)
+    return RedirectResponse(f"/devices/{normalise_mac(mac)}", status_code=303)
+
+
+@router.post("/devices/{mac}/release")
+async def release(request: Request, mac: str) -> Response:
+    """Release a quarantined device."""
+    form = await _form(request, _owner(request))
+    device = state(request).services.devices.release(mac)
+    return RedirectResponse(_back(form, f"/devices/{device.mac}"), status_code=303)
+
+
+@router.post("/devices/{mac}/keep")
+async def keep(request: Request, mac: str) -> Response:
+    """Keep a device quarantined (the alert is decided)."""
+    form = await _form(request, _owner(request))
+    device = state(request).services.keep_quarantined(mac)
+    return RedirectResponse(_back(form, f"/devices/{device.mac}"), status_code=303)
+
+
+@router.post("/devices/{mac}/approve")
+async def approve(request: Request, mac: str) -> Response:
+    """Approve the MUD URL the device announced."""
+    await _form(request, _owner(request))
+    device = state(request).services.devices.approve_url(mac)
+    return RedirectResponse(f"/devices/{device.mac}", status_code=303)
+
+
+@router.post("/devices/{mac}/forget")
+async def forget(request: Request, mac: str) -> Response:
+    """End of use: forget (or transfer) the device, then show the reset steps."""
+    session = _owner(request)
+    form = await _form(request, session)
+    transfer = _text(form, "transfer") == "1"
+    steps = state(request).services.devices.forget(mac, transfer=transfer)
+    return _render(request, "forgotten.html", {"steps": steps, "transfer": transfer},
+                   session=session)
+
+
+@router.get("/devices/{mac}/report")
+def device_report(request: Request, mac: str) -> Response:
+    """The device report for a known device."""
+    session = _owner(request)
+    services = state(request).services
+    device = services.device(mac)
+    mud = services.mud_for(device)
+    report = build_report(mud, device.signature_status, device.signer) if mud else None
+    return _render(request, "report.html", {"device": device, "report": report,
+                                            "preview": None, **_guidance(request)},
+                   session=session)
+
+
+# -- alerts -----------------------------------------------------------------------------
+
+@router.get("/alerts")
+def alerts(request: Request) -> Response:
+    """Violations and quarantines, with one-click decisions."""
+    session = _owner(request)
+    return _render(request, "alerts.html", {"alerts": state(request).services.alerts()},
+                   session=session)
+
+
+# -- onboarding by label ----------------------------------------------------------------
+
+@router.get("/onboard")
+def onboard_form(request: Request) -> Response:
+    """Upload or photograph the label, or type the MUD URL."""
+    session = _owner(request)
+    return _render(request, "onboard.html", {"error": None, "fields": {}, "mud_url": "",
+                                             "mac": ""}, session=session)
+
+
+@router.post("/onboard/check")
+async def onboard_check(request: Request) -> Response:
+    """Read the label (or the typed URL), fetch and check the MUD file, and show it."""
+    session = _owner(request)
+    form = await _form(request, session)
+    url, mac = _text(form, "mud_url"), _text(form, "mac", 64)
+    maker = model = None
+    upload = form.get("label")
+    try:
+        if isinstance(upload, UploadFile) and upload.filename:
+            data = await upload.read(state(request).settings.max_upload_bytes + 1)
+            if len(data) > state(request).settings.max_upload_bytes:
+                raise QrError("image_too_large", "the picture is too large")
+            record = read_label(data)
+            url, mac = record.mud_url, record.mac or mac
+            maker, model = record.company, record.model or record.product
+        if not url:
+            raise PortalHTTPError("need_label_or_url")
+        if mac:
+            mac = normalise_mac(mac)
+        preview = state(request).services.preview(url)
+    except (QrError, PortalHTTPError, MacError, MudguardError) as exc:
+        return _render(request, "onboard.html", {
+            "error": error_key(exc), "fields": getattr(exc, "fields", {}) or {},
+            "mud_url": url, "mac": mac}, status=400, session=session)
+    return _render(request, "preview.html", {
+        "preview": preview, "mac": mac, "maker": maker, "model": model,
+        "policy": describe_policy(preview.mud) if preview.mud else None,
+        "report": _preview_report(preview), **_guidance(request)}, session=session)
+
+
+@router.post("/onboard/accept")
+async def onboard_accept(request: Request) -> Response:
+    """The owner accepted: record and enforce the device, issue its WiFi key."""
+    session = _owner(request)
+    form = await _form(request, session)
+    mac = _text(form, "mac", 64)
+    if not mac:
+        raise PortalHTTPError("need_mac")
+    done = state(request).services.onboard(
+        url=_text(form, "mud_url"), mac=mac, name=_text(form, "name", 256) or None,
+        manufacturer=_text(form, "maker", 256) or None, model=_text(form, "model", 256) or None)
+    wifi_qr = None
+    if done.credentials is not None:
+        png = qr_png(wifi_qr_payload(done.credentials), scale=6)
+        wifi_qr = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return _render(request, "onboarded.html", {"done": done, "wifi_qr": wifi_qr},
+                   session=session)
+
+
+@router.post("/onboard/decline")
+async def onboard_decline(request: Request) -> Response:
+    """Declined: nothing is granted or stored."""
+    session = _owner(request)
+    await _form(request, session)
+    return _render(request, "onboard.html", {"error": None, "fields": {}, "mud_url": "",
+                                             "mac": "", "declined": True}, session=session)
+
+
+# -- device report before purchase -------------------------------------------------------
+
+@router.get("/report")
+def report(request: Request, mud_url: str = "") -> Response:
+    """The device report for a MUD URL (before buying), with the guidance matrix."""
+    session = _owner(request)
+    preview = state(request).services.preview(mud_url[:2048]) if mud_url else None
+    return _render(request, "report.html", {
+        "device": None, "preview": preview, "mud_url": mud_url[:2048],
+        "report": _preview_report(preview) if preview else None, **_guidance(request)},
+        session=session)
+
+
+def _preview_report(preview: MudPreview) -> Any:
+    if preview.mud is None:
+        return None
+    return build_report(preview.mud, preview.signature, preview.signer)
+
+
+def _guidance(request: Request) -> dict[str, Any]:
+    return {"guidance": load_guidance(language(request)), "aspects": ASPECTS,
+            "moments": MOMENTS}
+
+
+def _choice(value: str, options: dict[str, Any], key: str) -> Any:
+    if value not in options:
+        raise PortalHTTPError(key, f"{value[:20]!r} is not one of {', '.join(options)}")
+    return options[value]
+
+
+def _back(form: FormData, default: str) -> str:
+    """Where to go after a decision: the alerts page if it came from there."""
+    return "/alerts" if _text(form, "from") == "alerts" else default

@@ -1,0 +1,357 @@
+"""What the portal asks of the gateway: the device services plus onboarding preview,
+alerts, reports and WiFi keys.
+
+Theory of operation: ``PortalServices`` wraps the shared ``DeviceService`` (the same
+object the CLI and the daemon use) and adds the read-mostly views the owner's pages
+need. It never imports an adapter: the MUD fetcher, the signature verifier, the
+enforcer and the key issuer are whatever the composition root passed in.
+
+Preview never writes: fetching and checking a MUD file for the owner to read grants
+nothing and stores nothing. Only ``onboard`` (the owner's explicit "accept") goes
+through ``DeviceService.observe`` and, when the device already announced another
+URL, ``approve_url``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from mudguard.devices import Device, DeviceEvent, EventKind, MudSource, SignatureStatus
+from mudguard.devices.lifecycle import MudUrlError, check_mud_url
+from mudguard.devices.service import DeviceService
+from mudguard.errors import MudguardError, RemoteInputError
+from mudguard.keys.core import WifiCredentials
+from mudguard.mud import Finding, MudFile, parse_mud
+from mudguard.policy import LifecycleState
+
+MAX_NAME = 64
+ALERT_KINDS = frozenset({EventKind.VIOLATION, EventKind.QUARANTINED})
+DECISION_KINDS = frozenset({EventKind.RELEASED, EventKind.FORGOTTEN})
+
+
+class KeyIssuer(Protocol):
+    """The WiFi key side: gives a device its own passphrase (the keys adapter)."""
+
+    def issue(self, mac: str) -> WifiCredentials:
+        """Create (or replace) the device's own key and return what its QR code carries."""
+        ...
+
+
+class PortalError(RemoteInputError):
+    """An owner request the portal refuses; ``key`` is the stable error key."""
+
+    def __init__(self, key: str, reason: str, **fields: Any) -> None:
+        super().__init__(reason)
+        self.key = key
+        self.reason = reason
+        self.fields = fields
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MudPreview:
+    """A fetched and checked MUD file, before the owner decides."""
+
+    url: str
+    mud: MudFile | None
+    findings: tuple[Finding, ...] = ()
+    signature: SignatureStatus = SignatureStatus.UNKNOWN
+    signer: str | None = None
+    signature_detail: str | None = None
+    fetch_error: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """True when the file parsed and the signature is not forged."""
+        return self.mud is not None and self.signature is not SignatureStatus.INVALID
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Onboarded:
+    """The result of accepting a device: its record and its own WiFi key (if issued)."""
+
+    device: Device
+    credentials: WifiCredentials | None
+    key_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """A violation or quarantine the owner should decide about."""
+
+    event: DeviceEvent
+    device: Device | None
+    open: bool  # no decision since
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowBucket:
+    """Allowed and blocked flows of one device in one time slot."""
+
+    start: datetime
+    allowed: int
+    blocked: int
+
+
+@dataclass(slots=True)
+class PortalServices:
+    """The services behind every page and API call."""
+
+    devices: DeviceService
+    keys: KeyIssuer | None = None
+    clock: Callable[[], datetime] | None = None
+
+    def now(self) -> datetime:
+        """The current time (the device service's clock unless one was given)."""
+        return (self.clock or self.devices.clock)()
+
+    # -- devices ---------------------------------------------------------------------
+
+    def list_devices(self) -> list[Device]:
+        """Every device the gateway knows, newest first."""
+        devices = self.devices.store.list_devices()
+        return sorted(devices, key=lambda d: (d.last_seen or d.first_seen or self.now()),
+                      reverse=True)
+
+    def device(self, mac: str) -> Device:
+        """One device (``DeviceNotFound``/``MacError`` otherwise)."""
+        return self.devices.device(mac)
+
+    def events(self, mac: str, limit: int = 200) -> list[DeviceEvent]:
+        """The device's most recent events, newest first."""
+        events = self.devices.store.list_events(self.devices.device(mac).mac, limit=100_000)
+        return list(reversed(events[-limit:]))
+
+    def rename(self, mac: str, name: str) -> Device:
+        """Give the device the owner's name for it."""
+        clean = name.strip()
+        if not clean or len(clean) > MAX_NAME or not clean.isprintable():
+            raise PortalError("bad_name", f"a name must be 1 to {MAX_NAME} printable "
+                              "characters")
+        device = replace(self.devices.device(mac), name=clean)
+        self.devices.store.save_device(device)
+        return device
+
+    def mud_for(self, device: Device) -> MudFile | None:
+        """The MUD file the device's profile was built from (from the cache)."""
+        return self.devices.cached_mud(device)
+
+    # -- alerts ----------------------------------------------------------------------
+
+    def alerts(self, limit: int = 200) -> list[Alert]:
+        """Violations and quarantines, newest first; ``open`` until the owner decided."""
+        events = self.devices.store.list_events(limit=100_000)
+        last_decision: dict[str, int] = {}
+        for event in events:
+            if event.mac and (event.kind in DECISION_KINDS or
+                              event.details.get("decision") == "kept"):
+                last_decision[event.mac] = event.id
+        devices = {d.mac: d for d in self.devices.store.list_devices()}
+        out = []
+        for event in reversed(events):
+            if event.kind not in ALERT_KINDS or event.details.get("decision"):
+                continue
+            device = devices.get(event.mac) if event.mac else None
+            is_open = device is not None and event.id > last_decision.get(device.mac, 0) \
+                and device.state is LifecycleState.QUARANTINED
+            out.append(Alert(event=event, device=device, open=is_open))
+            if len(out) >= limit:
+                break
+        return out
+
+    def keep_quarantined(self, mac: str) -> Device:
+        """The owner looked at the evidence and keeps the device quarantined."""
+        device = self.devices.device(mac)
+        if device.state is not LifecycleState.QUARANTINED:
+            raise PortalError("not_quarantined", f"{device.mac} is not quarantined",
+                              mac=device.mac)
+        self.devices.store.add_event(EventKind.STATE_CHANGED, self.now(), device.mac,
+                                     {"to": device.state.value, "decision": "kept"})
+        return device
+
+    # -- flows -----------------------------------------------------------------------
+
+    def flow_history(self, mac: str, *, hours: int = 24, buckets: int = 12
+                     ) -> list[FlowBucket]:
+        """Allowed vs blocked flows over the last ``hours``, from the device's events.
+
+        A ``violation`` event counts ``details["count"]`` blocked flows (1 when
+        absent); any event may carry ``flows_allowed``/``flows_blocked`` counts
+        (the watcher's periodic summaries).
+        """
+        now = self.now()
+        span = timedelta(hours=hours) / buckets
+        start = now - timedelta(hours=hours)
+        allowed = [0] * buckets
+        blocked = [0] * buckets
+        for event in self.devices.store.list_events(self.devices.device(mac).mac,
+                                                    limit=100_000):
+            if not start <= event.at <= now:
+                continue
+            index = min(buckets - 1, int((event.at - start) / span))
+            allowed[index] += _count(event.details.get("flows_allowed"))
+            extra = _count(event.details.get("flows_blocked"))
+            if event.kind is EventKind.VIOLATION:
+                extra = max(extra, _count(event.details.get("count"), default=1))
+            blocked[index] += extra
+        return [FlowBucket(start=start + span * i, allowed=allowed[i], blocked=blocked[i])
+                for i in range(buckets)]
+
+    def recent_peers(self, mac: str, limit: int = 20) -> list[dict[str, Any]]:
+        """What the device talked to recently, as the events tell (newest first)."""
+        peers: list[dict[str, Any]] = []
+        for event in self.events(mac, limit=500):
+            peer = event.details.get("peer") or event.details.get("dst") or \
+                event.details.get("host")
+            if peer is None:
+                continue
+            peers.append({"at": event.at, "peer": str(peer)[:255],
+                          "port": event.details.get("port"),
+                          "allowed": event.kind is not EventKind.VIOLATION})
+            if len(peers) >= limit:
+                break
+        return peers
+
+    # -- onboarding ------------------------------------------------------------------
+
+    def preview(self, url: str) -> MudPreview:
+        """Fetch and check the MUD file at ``url`` for the owner to read (stores nothing).
+
+        Raises:
+            PortalError: ``bad_mud_url`` for a URL RFC 8520 forbids.
+        """
+        try:
+            url = check_mud_url(url)
+        except MudUrlError as exc:
+            raise PortalError("bad_mud_url", str(exc)) from exc
+        fetch = self.devices.fetch
+        if fetch is None:
+            raise PortalError("no_fetcher", "this gateway has no MUD fetcher configured")
+        try:
+            data = fetch(url)
+        except Exception as exc:  # network, TLS, size, status: all the server's problem
+            return MudPreview(url=url, mud=None, fetch_error=_short(exc))
+        result = parse_mud(data, expected_url=url)
+        if result.mud is None:
+            return MudPreview(url=url, mud=None, findings=result.findings)
+        status, signer, detail = self._signature(result.mud, data)
+        return MudPreview(url=url, mud=result.mud, findings=result.findings,
+                          signature=status, signer=signer, signature_detail=detail)
+
+    def _signature(self, mud: MudFile, data: bytes
+                   ) -> tuple[SignatureStatus, str | None, str | None]:
+        if not mud.mud_signature:
+            return SignatureStatus.UNSIGNED, None, None
+        fetch, verify = self.devices.fetch, self.devices.verify
+        if fetch is None or verify is None:
+            return SignatureStatus.INVALID, None, "no signature verifier is configured"
+        try:
+            signature = fetch(mud.mud_signature)
+        except Exception as exc:  # the file says it is signed: a missing signature is bad
+            return SignatureStatus.INVALID, None, f"the signature could not be fetched: " \
+                                                  f"{_short(exc)}"
+        try:
+            return SignatureStatus.SIGNED_VALID, verify(data, signature, self.now()), None
+        except Exception as exc:  # expired, untrusted, forged: reason in the message
+            return SignatureStatus.INVALID, None, _short(exc)
+
+    def onboard(self, *, url: str, mac: str, name: str | None = None,
+                manufacturer: str | None = None, model: str | None = None) -> Onboarded:
+        """The owner accepted: record the device with its MUD URL, enforce its profile,
+        and issue its own WiFi key.
+
+        Raises:
+            PortalError: ``bad_mud_url``; ``MacError`` for a bad MAC.
+        """
+        try:
+            url = check_mud_url(url)
+        except MudUrlError as exc:
+            raise PortalError("bad_mud_url", str(exc)) from exc
+        device = self.devices.observe(mac=mac, mud_url=url, source=MudSource.QR,
+                                      manufacturer=manufacturer, model=model)
+        if device.pending_mud_url == url:
+            device = self.devices.approve_url(device.mac)
+        if name:
+            device = self.rename(device.mac, name)
+        if self.keys is None:
+            return Onboarded(device=device, credentials=None,
+                             key_error="no WiFi key service is configured on this gateway")
+        try:
+            credentials = self.keys.issue(device.mac)
+        except MudguardError as exc:
+            return Onboarded(device=device, credentials=None, key_error=_short(exc))
+        return Onboarded(device=device, credentials=credentials)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Destination:
+    """Where a device sends data: a DNS name, and its company/country when known."""
+
+    name: str
+    company: str  # "its maker" or "unknown"
+    country: str  # always "unknown" unless derivable (it is not, from a name alone)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """The device report ("label"): what an owner should know before and after buying."""
+
+    url: str
+    manufacturer: str | None
+    model: str | None
+    documentation: str | None
+    supported: bool
+    last_update: datetime
+    firmware: str | None
+    software: str | None
+    destinations: tuple[Destination, ...]
+    signature: SignatureStatus
+    signer: str | None
+    systeminfo: str | None
+    draft_era: bool
+
+
+def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -> Report:
+    """The report for one MUD file (pure)."""
+    host = (urlsplit(mud.mud_url).hostname or "").lower()
+    maker_domain = _registrable(host)
+    destinations = []
+    for name in sorted(mud.dns_names()):
+        company = "maker" if maker_domain and _registrable(name) == maker_domain else "unknown"
+        destinations.append(Destination(name=name, company=company, country="unknown"))
+    return Report(url=mud.mud_url, manufacturer=mud.mfg_name or host or None,
+                  model=mud.model_name, documentation=mud.documentation,
+                  supported=mud.is_supported, last_update=mud.last_update,
+                  firmware=mud.firmware_rev, software=mud.software_rev,
+                  destinations=tuple(destinations), signature=signature, signer=signer,
+                  systeminfo=mud.systeminfo, draft_era=mud.draft_era)
+
+
+def profile_hash(data: bytes) -> str:
+    """The hash the device service records for an enforced MUD file."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _registrable(host: str) -> str:
+    """The last two labels of a host name: a deliberately simple "same company" test.
+
+    Without the public-suffix list this over-matches under two-label suffixes
+    (``co.uk``); it is only used to say "its maker", never to grant anything.
+    """
+    labels = [p for p in host.lower().rstrip(".").split(".") if p]
+    return ".".join(labels[-2:]) if len(labels) >= 2 else ""
+
+
+def _count(value: object, default: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return max(0, min(value, 1_000_000))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:300]
