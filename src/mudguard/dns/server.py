@@ -8,8 +8,10 @@ hands every packet to the sans-IO ``DnsGuard`` (``dns/core.py``) with
   resolver, so the kernel picks a random source port and drops datagrams from
   any other address (the core also checks id and question); over TCP when the
   device asked over TCP.
-- ``AddSetElements``: every command of one answer goes to the kernel in one nft
-  batch (``SetFiller``), then ``fill_done`` releases (or SERVFAILs) the answer.
+- ``AddSetElements``: every command of one answer goes to the kernel in one
+  transaction (``SetFiller``: ``dns.netlink.NetlinkSetFiller`` by default, whose cost
+  does not grow with the ruleset; ``NftSetFiller`` through libnftables), then
+  ``fill_done`` releases (or SERVFAILs) the answer.
   The batch runs in a single worker thread by default, so a slow kernel
   transaction (large rulesets) never stalls other devices' lookups; ``inline``
   runs it on the event loop (``bench/bench_dns_latency.py`` measures both).
@@ -407,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     import signal
     import sys
 
+    from mudguard.dns.netlink import NetlinkSetFiller
+
     parser = argparse.ArgumentParser(prog="mudguard.dns.server")
     parser.add_argument("--listen", action="append", required=True)
     parser.add_argument("--port", type=int, default=53)
@@ -414,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--upstream-port", type=int, default=53)
     parser.add_argument("--policy", required=True, help="JSON file: config and devices")
     parser.add_argument("--inline-fill", action="store_true")
+    parser.add_argument("--filler", choices=("netlink", "libnftables"), default="netlink",
+                        help="how set elements reach the kernel (netlink: flat cost)")
     parser.add_argument("--lifetime", type=float, default=3600.0, help="stop after this long")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -427,7 +433,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.exit(2, f"mudguard.dns.server: {exc}\n")
 
     async def run() -> None:
-        filler = NftSetFiller() if config.insert else None
+        filler: SetFiller | None = None
+        if config.insert:
+            filler = NetlinkSetFiller() if args.filler == "netlink" else NftSetFiller()
         server = DnsServer(guard, listen=args.listen, port=args.port,
                            upstream=Upstream(args.upstream, args.upstream_port),
                            filler=filler, inline_fill=args.inline_fill)
