@@ -77,7 +77,7 @@ def issue(
     except MudguardError as exc:
         raise _fail(exc) from exc
     console.print(f"keyid={record.keyid}")
-    console.print(f"passphrase: {record.entry.passphrase}")
+    console.print(f"passphrase: {escape(record.entry.passphrase)}", soft_wrap=True)
     console.print(f"mudguard keys qr {record.keyid} -o {record.keyid}.svg  # printable QR code")
 
 
