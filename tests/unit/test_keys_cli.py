@@ -43,15 +43,17 @@ def _psk_file(tmp_path: Path, real: str | None) -> Path:
 ])
 def test_identify_names_the_key(corpus: Path, tmp_path: Path, capture: str, ssid: str,
                                 passphrase: str) -> None:
+    psk = _psk_file(tmp_path, passphrase)
     result = runner.invoke(app, ["keys", "identify", str(corpus / "wifi" / capture),
-                                 "--ssid", ssid, "--psk-file", str(_psk_file(tmp_path, passphrase))])
+                                 "--ssid", ssid, "--psk-file", str(psk)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "keyid=laptop"
 
 
 def test_identify_without_the_key_exits_1(corpus: Path, tmp_path: Path) -> None:
+    psk = _psk_file(tmp_path, None)
     result = runner.invoke(app, ["keys", "identify", str(corpus / "wifi" / "wpa2.eapol.cap"),
-                                 "--ssid", "Harkonen", "--psk-file", str(_psk_file(tmp_path, None))])
+                                 "--ssid", "Harkonen", "--psk-file", str(psk)])
     assert result.exit_code == 1
     assert "none of the 4 keys matches" in result.output
 
