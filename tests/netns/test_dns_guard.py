@@ -127,8 +127,9 @@ class Guard:
     """The guard process in the gateway namespace, fed with a policy file."""
 
     def __init__(self, vh: VirtualHome, devices: Sequence[tuple[int, Sequence[str]]],
-                 **config: Any) -> None:
+                 filler: str = "netlink", **config: Any) -> None:
         self.vh = vh
+        self.filler = filler
         self.dir = tempfile.mkdtemp(prefix="mgd-dns-")
         policy = {"lan_prefixes": [str(LAN4), str(LAN6)], "gateway_addresses": [GW4, GW6],
                   "config": config,
@@ -144,7 +145,8 @@ class Guard:
         run(["nft", "-j", "-f", "-"], ns=self.vh.gw_ns, input_text=json.dumps(ruleset()))
         argv = ["ip", "netns", "exec", self.vh.gw_ns, sys.executable, "-m",
                 "mudguard.dns.server", "--listen", GW4, "--listen", GW6,
-                "--upstream", DNS4, "--policy", str(self.policy), "--lifetime", "300"]
+                "--upstream", DNS4, "--policy", str(self.policy), "--lifetime", "300",
+                "--filler", self.filler]
         with self.log.open("w") as err:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
@@ -247,6 +249,13 @@ def test_first_connection_right_after_the_answer_always_passes(home: VirtualHome
     assert [n for n, addrs, _ in got if len(addrs) != 1] == []
     passed = sum(ok for _, _, ok in got)
     assert passed == 2 * N_RACE, [n for n, _, ok in got if not ok]
+
+
+def test_libnftables_filler_also_fills_before_answering(home: VirtualHome) -> None:
+    names = RACE_NAMES[:20]
+    with Guard(home, [(0, names)], filler="libnftables"):
+        got = ask(home, 0, names, "A")
+    assert sum(ok for _, _, ok in got) == 20
 
 
 def test_without_the_fill_first_connections_fail(home: VirtualHome) -> None:
