@@ -224,3 +224,19 @@ def test_silent_server_times_out_clearly(tmp_path: Path) -> None:
 def test_missing_socket_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(HostapdError, match="cannot reach hostapd"):
         HostapdControl(tmp_path / "nope")
+
+
+def test_binding_events_are_also_handed_to_notify(fake: FakeHostapd, tmp_path: Path) -> None:
+    seen: list[tuple[dict[str, str], float]] = []
+    manager = KeyManager(KeyRing(tmp_path / "n.db"),
+                         KeyFiles(psk_file=tmp_path / "n.psk", ctrl_path=fake.path),
+                         notify=lambda event, now: seen.append((event, now)))
+    key = manager.issue(mac="02:00:00:00:00:0a", now=1.0)
+    with HostapdEvents(fake.path) as events:
+        fake.emit(f"<3>AP-STA-CONNECTED 02:00:00:00:00:0a keyid={key.keyid}")
+        fake.emit(f"<3>AP-STA-CONNECTED 02:00:00:00:00:0f keyid={key.keyid}")
+        decisions = [manager.on_event(e, now=2.0) for e in
+                     (events.next_event(2.0), events.next_event(2.0)) if e is not None]
+    assert [d.outcome for d in decisions if d] == [BindingOutcome.ACCEPT, BindingOutcome.MISMATCH]
+    assert [(e["event"], e["mac"], now) for e, now in seen] == [
+        ("wifi_key_mac_mismatch", "02:00:00:00:00:0f", 2.0)]

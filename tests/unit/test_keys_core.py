@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -286,3 +288,13 @@ def test_sta_reply_parses() -> None:
 @pytest.mark.parametrize("text", ["", "FAIL\n"])
 def test_empty_or_fail_sta_reply_is_none(text: str) -> None:
     assert parse_sta_reply(text) is None
+
+
+def test_core_imports_no_io_modules() -> None:
+    code = ("import sys\nbefore = set(sys.modules)\nimport mudguard.keys.core\n"
+            "print(' '.join(sorted(set(sys.modules) - before)))\n")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    forbidden = ("asyncio", "socket", "sqlite3", "subprocess", "pyroute2", "dpkt", "pyrad",
+                 "segno", "_socket")
+    assert [m for m in loaded if m.split(".")[0] in forbidden] == []

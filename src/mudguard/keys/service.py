@@ -50,10 +50,14 @@ class KeyManager:
     """Issue, revoke and bind per-device keys, keeping ring, files and hostapd in step."""
 
     def __init__(self, ring: KeyRing, files: KeyFiles,
-                 control: Callable[[Path], HostapdControl] = HostapdControl) -> None:
+                 control: Callable[[Path], HostapdControl] = HostapdControl,
+                 notify: Callable[[dict[str, str], float], None] | None = None) -> None:
+        """``notify(event, now)`` also receives every binding-rule event (e.g. to put it
+        in the device store's event list); the ring keeps its own copy either way."""
         self.ring = ring
         self.files = files
         self._control = control
+        self._notify = notify
 
     # -- writing and telling hostapd ---------------------------------------------------
 
@@ -122,6 +126,8 @@ class KeyManager:
                                      event.mac, now)
         if decision.event is not None:
             self.ring.log_event(decision.event, now)
+            if self._notify is not None:
+                self._notify(decision.event, now)
         if decision.outcome is BindingOutcome.BIND and decision.record is not None:
             bound = decision.record
             try:
