@@ -42,11 +42,12 @@ RECORDS: dict[str, tuple[list[str], int]] = {
     "short.example.com": (["198.51.100.220"], 1),
     "other.example.com": (["198.51.100.230"], 300),
     "rebind.example.com": (["192.0.2.11", "192.0.2.1"], 300),  # device 1 and the gateway
+    "noset.example.com": (["198.51.100.240"], 300),  # in a profile, but no set installed
     **{f"r{i}.race.example": ([f"198.51.100.{128 + i}"], 300) for i in range(N_RACE)},
     **{f"r{i}.race6.example": ([f"2001:db8:ff:2::{0x1000 + i:x}"], 300) for i in range(N_RACE)},
 }
 CNAMES = {"alias.example.org": "target.example.net"}
-NAMES = sorted({*RECORDS, *CNAMES})
+NAMES = sorted({*RECORDS, *CNAMES} - {"noset.example.com"})
 
 
 # ------------------------------------------------------------------ the home
@@ -127,9 +128,10 @@ class Guard:
     """The guard process in the gateway namespace, fed with a policy file."""
 
     def __init__(self, vh: VirtualHome, devices: Sequence[tuple[int, Sequence[str]]],
-                 filler: str = "netlink", **config: Any) -> None:
+                 filler: str = "netlink", upstream: str = DNS4, **config: Any) -> None:
         self.vh = vh
         self.filler = filler
+        self.upstream = upstream
         self.dir = tempfile.mkdtemp(prefix="mgd-dns-")
         policy = {"lan_prefixes": [str(LAN4), str(LAN6)], "gateway_addresses": [GW4, GW6],
                   "config": config,
@@ -145,7 +147,7 @@ class Guard:
         run(["nft", "-j", "-f", "-"], ns=self.vh.gw_ns, input_text=json.dumps(ruleset()))
         argv = ["ip", "netns", "exec", self.vh.gw_ns, sys.executable, "-m",
                 "mudguard.dns.server", "--listen", GW4, "--listen", GW6,
-                "--upstream", DNS4, "--policy", str(self.policy), "--lifetime", "300",
+                "--upstream", self.upstream, "--policy", str(self.policy), "--lifetime", "300",
                 "--filler", self.filler]
         with self.log.open("w") as err:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -195,7 +197,8 @@ def _elems(out: str) -> list[dict[str, Any]]:
 
 
 def resolve_and_connect(names: Sequence[str], rdtype: str, port: int, timeout: float,
-                        tcp_dns: bool = False) -> list[tuple[str, list[str], bool]]:
+                        tcp_dns: bool = False,
+                        server: str = GW4) -> list[tuple[str, list[str], bool]]:
     """For each name: ask the gateway, then connect to every address right away.
 
     Runs inside a device namespace. Returns (name, addresses, all connected).
@@ -210,7 +213,7 @@ def resolve_and_connect(names: Sequence[str], rdtype: str, port: int, timeout: f
     for name in names:
         query = dns.message.make_query(name, rdtype)
         ask = dns.query.tcp if tcp_dns else dns.query.udp
-        reply = ask(query, GW4, timeout=3)
+        reply = ask(query, server, timeout=3)
         addrs = [rd.address for rrset in reply.answer
                  if rrset.rdtype == dns.rdatatype.from_text(rdtype) for rd in rrset]
         ok = bool(addrs)
@@ -227,9 +230,10 @@ def resolve_and_connect(names: Sequence[str], rdtype: str, port: int, timeout: f
 
 
 def ask(vh: VirtualHome, device: int, names: Sequence[str], rdtype: str = "A",
-        timeout: float = 1.0, tcp_dns: bool = False) -> list[tuple[str, list[str], bool]]:
+        timeout: float = 1.0, tcp_dns: bool = False,
+        server: str = GW4) -> list[tuple[str, list[str], bool]]:
     return vh.call(vh.nodes[device].ns, resolve_and_connect, list(names), rdtype, PORT,
-                   timeout, tcp_dns, timeout=120)
+                   timeout, tcp_dns, server, timeout=120)
 
 
 def connects(vh: VirtualHome, device: int, address: str, timeout: float = 0.5) -> bool:
@@ -381,3 +385,33 @@ def test_malformed_packets_get_formerr_or_nothing_and_service_goes_on(home: Virt
         formerr, answered = home.call(home.nodes[0].ns, _garbage_then_query, GW4)
     assert formerr is not None and formerr[:2] == b"\xab\xcd" and formerr[3] & 0x0F == 1
     assert answered
+
+
+def test_a_query_over_ipv6_fills_the_device_ipv4_pair(home: VirtualHome) -> None:
+    d0 = home.nodes[0]
+    with Guard(home, [(0, ["cloud.example.com"])]) as guard:
+        ((_, addrs, ok),) = ask(home, 0, ["cloud.example.com"], "A", server=GW6)
+        assert addrs == ["198.51.100.10"] and ok
+        assert guard.elements("cloud.example.com", 4) == {(d0.ipv4, "198.51.100.10")}
+
+
+def _rcode(server: str, name: str) -> int:
+    import dns.message
+    import dns.query
+
+    return int(dns.query.udp(dns.message.make_query(name, "A"), server, timeout=5).rcode())
+
+
+def test_a_failed_fill_answers_servfail_not_the_address(home: VirtualHome) -> None:
+    with Guard(home, [(0, ["noset.example.com"])]) as guard:
+        assert home.call(home.nodes[0].ns, _rcode, GW4, "noset.example.com") == 2  # SERVFAIL
+    assert "set fill failed" in guard.stderr()
+
+
+def test_an_unreachable_upstream_gets_servfail_in_bounded_time(home: VirtualHome) -> None:
+    # 203.0.113.2 is the internet namespace's own address, where nothing serves DNS.
+    with Guard(home, [(0, ["cloud.example.com"])], upstream="203.0.113.2",
+               upstream_timeout_s=1.0):
+        t0 = time.monotonic()
+        assert home.call(home.nodes[0].ns, _rcode, GW4, "cloud.example.com") == 2
+        assert time.monotonic() - t0 < 3.0
