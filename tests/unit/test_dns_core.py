@@ -159,6 +159,9 @@ def test_cname_chain_fills_every_allowed_name_with_final_addresses() -> None:
         assert set(fill.elements) == {("192.0.2.12", "203.0.113.7"), ("192.0.2.12", "203.0.113.8")}
         assert fill.timeout_s == 120 + 10  # the chain's minimum TTL
     assert len({f.token for f in got.values()}) == 1
+    msg = answer_of(book.guard.fill_done(next(iter(got.values())).token, True, NOW))
+    chain_ttls = {rrset.name.to_text(): rrset.ttl for rrset in msg.answer}
+    assert chain_ttls["cdn.example.net."] == 120  # never longer than the element lives
 
 
 def test_records_outside_the_chain_grant_nothing() -> None:

@@ -444,7 +444,10 @@ class DnsGuard:
             self.counters.rejected_addresses += rejected
             log.warning("answer for %s holds %d forbidden address(es); not inserted",
                         chain_names[0], rejected)
-        wire = self._render(query, source.response, source.age, tcp)
+        # A granting answer is served with no TTL above the chain's minimum: a device
+        # caching the A record longer than the CNAME would outlive its element.
+        cap = chain_ttl if addresses else self.config.max_timeout_s
+        wire = self._render(query, source.response, source.age, cap, tcp)
         fills = self._fills(client[0], query, chain_names, addresses, chain_ttl)
         if not fills:
             self.counters.answered += 1
@@ -513,7 +516,7 @@ class DnsGuard:
         return [(dns_set_name(name, family), family, elements, timeout) for name in granted]
 
     def _render(self, query: dns.message.Message, response: dns.message.Message, age: int,
-                tcp: bool) -> bytes:
+                answer_cap: int, tcp: bool) -> bytes:
         """The answer for the device: its id and question, upstream's records, capped TTLs."""
         reply = dns.message.make_response(query, recursion_available=True)
         reply.set_rcode(response.rcode())
@@ -524,6 +527,8 @@ class DnsGuard:
                 if rrset.rdtype == dns.rdatatype.OPT:
                     continue
                 ttl = max(0, min(rrset.ttl, self.config.max_timeout_s) - age)
+                if section_name == "answer":
+                    ttl = min(ttl, answer_cap)
                 target.append(dns.rrset.from_rdata_list(rrset.name, ttl, list(rrset)))
         max_size = 65535 if tcp else (max(512, query.payload) if query.edns >= 0 else 512)
         try:
