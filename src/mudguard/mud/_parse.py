@@ -71,6 +71,7 @@ DRAFT_CONTROLLER_CLASSES = frozenset({"urn:ietf:params:mud:gateway", "urn:ietf:p
 _DATE_AND_TIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
 )
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _ACL_TYPES = {t.value: t for t in AclType}
@@ -122,7 +123,7 @@ class _Walker:
         if not min_len <= len(value) <= max_len:
             self.error(path, f"expected {min_len}..{max_len} characters, got {len(value)}")
             return None
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        if _CONTROL.search(value):
             self.error(path, "control characters are not allowed")
             return None
         return value
@@ -223,10 +224,16 @@ def _depth(value: object, level: int = 0) -> int:
     if level > MAX_JSON_DEPTH:
         return level
     if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return level
+    deepest = level + 1
+    for child in children:
+        if isinstance(child, dict | list):
+            deepest = max(deepest, _depth(child, level + 1))
+    return deepest
 
 
 def _parse_document(doc: dict[str, Any], w: _Walker, expected_url: str | None) -> MudFile | None:
