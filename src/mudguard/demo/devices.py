@@ -10,7 +10,8 @@ the Internet, as a compromised camera in a botnet does.
 Devices do not judge: each attempt is reported as one JSON line on stdout
 (``{"event": "flow", "flow": "cloud", "ok": true, ...}``) and the demo decides whether
 that was the expected outcome. Lines the demo writes on stdin give a device hints a real
-one would get from mDNS (``{"hosts": {"printer": "192.0.2.105"}}``).
+one would get from mDNS (``{"hosts": {"printer": "192.0.2.105"}}``), or tell the camera
+when to turn hostile (``{"compromise": true}``).
 
 Every loop is bounded in count and time.
 """
@@ -170,9 +171,12 @@ class DeviceProgram:
     def hint(self, line: str) -> None:
         """Take a hint line from the demo (LAN names a real device would learn by mDNS)."""
         try:
-            hosts = json.loads(line).get("hosts", {})
-        except (ValueError, AttributeError):
+            hint = json.loads(line)
+            hosts = dict(hint.get("hosts", {}))
+        except (ValueError, AttributeError, TypeError):
             return
+        if hint.get("compromise") and self.compromise_at is None:
+            self.compromise_at = time.monotonic()
         for name, address in hosts.items():
             with contextlib.suppress(ValueError):
                 self.hosts[str(name)] = str(ipaddress.ip_address(address))

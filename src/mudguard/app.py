@@ -1,0 +1,197 @@
+"""The composition root: build every adapter from the configuration and wire the services.
+
+Plain code, read top to bottom (STYLE.md §2.1): nothing here decides policy, and
+nothing is created at import time. ``build_gateway(config, events)`` returns the
+``Gateway`` that ``mudguard run`` runs:
+
+    store (SQLite) ─┬─ DeviceService ── fetch (HTTPS, SSRF-checked, test CA in the demo)
+                    │                ├─ verify (CMS signatures against the configured roots)
+                    │                └─ GuardedEnforcer ── Enforcer (nftables) + DnsGuard
+    dnsmasq (DHCP) ── hook socket ── Intake ── DeviceService.observe
+    DnsServer (LAN :53) ── DnsGuard ── nft set fills
+    Watcher (NFLOG) ── alerts ── DeviceService.quarantine
+    Portal (FastAPI, LAN side) ── PortalServices ── DeviceService
+    ControlServer (unix socket) ── DeviceService
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mudguard.daemon.config import GatewayConfig
+from mudguard.daemon.control import ControlServer
+from mudguard.daemon.dnsmasq import Dnsmasq
+from mudguard.daemon.events import EventLog
+from mudguard.daemon.gateway import Gateway, GuardedEnforcer
+from mudguard.devices import HomeDefault
+from mudguard.devices.service import DeviceService
+from mudguard.discovery.dhcp import DhcpHookListener
+from mudguard.discovery.sighting import Intake
+from mudguard.dns.core import DnsGuard, GuardConfig
+from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
+from mudguard.enforce import Enforcer, Nft
+from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
+from mudguard.policy import HomeContext
+from mudguard.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def upstream_resolver(servers: Sequence[str], timeout: float = 3.0
+                      ) -> Callable[[str, int], list[str]]:
+    """A resolver for the MUD fetcher that asks the configured upstream DNS servers
+    (the gateway's own lookups must not depend on the host's resolv.conf)."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    def resolve(host: str, port: int) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            pass
+        found: list[str] = []
+        for server in servers:
+            for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                try:
+                    answer = dns.query.udp(dns.message.make_query(host, rdtype), server,
+                                           timeout=timeout)
+                except (dns.exception.DNSException, OSError):
+                    continue
+                found += [str(r.address) for rrset in answer.answer
+                          if rrset.rdtype == rdtype for r in rrset]
+            if found:
+                return found
+        raise OSError(f"cannot resolve {host}")
+
+    return resolve
+
+
+class MudFetcher:
+    """``DeviceService.fetch``: a MUD file, or the signature a fetched MUD file named."""
+
+    def __init__(self, config: FetchConfig) -> None:
+        self.config = config
+        self._signature_urls: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str) -> bytes:
+        """Fetch ``url`` as a MUD file, or as a signature if a MUD file named it so."""
+        with self._lock:
+            is_signature = url in self._signature_urls
+        if is_signature:
+            return fetch_signature_bytes(url, config=self.config)
+        data = fetch_mud_bytes(url, config=self.config)
+        from mudguard.mud import parse_mud
+
+        parsed = parse_mud(data, expected_url=url).mud
+        if parsed is not None and parsed.mud_signature:
+            with self._lock:
+                self._signature_urls.add(parsed.mud_signature)
+        return data
+
+
+def signature_verifier(roots: Path | None) -> Callable[[bytes, bytes, datetime], str] | None:
+    """``DeviceService.verify`` against the PEM trust anchors in ``roots`` (None: none).
+
+    Returns the signer's subject; raises ``SignatureError`` with its reason otherwise.
+    """
+    if roots is None:
+        return None
+    from mudguard.mud import signature
+
+    anchors = signature.load_trust_anchors(roots.read_bytes())
+
+    def verify(data: bytes, sig: bytes, at: datetime) -> str:
+        status = signature.verify_mud_signature(data, sig, trust_anchors=anchors, at=at)
+        status.raise_if_invalid()
+        return status.signer_subject or "an unnamed signer"
+
+    return verify
+
+
+class PortalRunner:
+    """The owner's portal (FastAPI under uvicorn) in its own thread, on the LAN side."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False,
+            server_header=False, proxy_headers=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name="portal", daemon=True)
+
+    async def start(self) -> None:
+        """Start serving; wait (up to 10 s) until the socket listens."""
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started or not self.thread.is_alive():
+                break
+            await asyncio.sleep(0.05)
+        if not self.server.started:
+            raise RuntimeError("the portal did not start (is its address configured?)")
+
+    async def stop(self) -> None:
+        """Ask uvicorn to finish and wait for the thread."""
+        self.server.should_exit = True
+        await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 10)
+
+
+def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
+    """Build and wire every part of the gateway for ``config`` (nothing starts yet)."""
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = Store(config.database)
+    settings = store.get_settings()
+    wanted = dataclasses.replace(settings, allow_unsigned=config.allow_unsigned)
+    if config.home_default is not None:
+        wanted = dataclasses.replace(wanted, home_default=HomeDefault(config.home_default))
+    if wanted != settings:
+        settings = wanted
+        store.save_settings(settings)
+
+    context = HomeContext(
+        lan_prefixes=config.lan_prefixes, gateway_addresses=config.addresses,
+        lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
+        portal_ports=(config.portal_port,) if config.portal_address else (),
+        log_group=config.nflog_group)
+    enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value)
+    guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,
+                                 gateway_addresses=config.addresses))
+    guarded = GuardedEnforcer(enforcer, guard, events)
+
+    home_networks = tuple(ipaddress.ip_network(p, strict=False) for p in
+                          (*config.lan_prefixes, *config.addresses))
+    fetch = MudFetcher(FetchConfig(ca_bundle=config.ca_file, blocked_prefixes=home_networks,
+                                   resolver=upstream_resolver(config.dns_upstream)))
+    service = DeviceService(store=store, fetch=fetch,
+                            verify=signature_verifier(config.signature_roots),
+                            enforcer=guarded)
+
+    dnsmasq = Dnsmasq(config) if config.dhcp_range else None
+    gateway = Gateway(
+        service=service, enforcer=guarded, intake=Intake(service), events=events,
+        hook_listener=DhcpHookListener(config.dhcp_socket),
+        start_dhcp=dnsmasq.start if dnsmasq else (lambda: None),
+        stop_dhcp=dnsmasq.stop if dnsmasq else (lambda: None))
+
+    if config.dns_upstream:
+        gateway.services.append(DnsServer(
+            guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
+            filler=NftSetFiller(), port=config.dns_port))
+    gateway.services.append(ControlServer(config.control_socket, service, gateway.call))
+    if config.portal_address:
+        from mudguard.portal import PortalServices, PortalSettings, create_app
+
+        app = create_app(PortalServices(devices=service),
+                         PortalSettings(state_dir=config.state_dir))
+        gateway.services.append(PortalRunner(app, config.portal_address, config.portal_port))
+    return gateway

@@ -1,0 +1,50 @@
+"""``mudguard demo``: the virtual home, with the real gateway running in it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``demo`` command to the main app."""
+    app.command(name="demo")(demo)
+
+
+def demo(
+    headless: Annotated[bool, typer.Option(
+        "--headless", help="No live view: print a line per expected outcome; exit 0 only "
+                           "if every one happened.")] = False,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", min=5, help="Stop after SECONDS (headless default 90; the live view "
+                                  "runs until Ctrl-C).", metavar="SECONDS")] = None,
+    port: Annotated[int, typer.Option(
+        "--port", min=1, max=65535,
+        help="Host loopback port that leads to the portal.")] = 8480,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Headless: also print every event as it happens.")] = False,
+    quarantine_within: Annotated[float, typer.Option(
+        "--quarantine-within", min=1, help="Seconds the camera may attack before it must "
+                                           "be quarantined.")] = 15.0,
+) -> None:
+    """Build a home in network namespaces (gateway, five devices, a fake Internet) and run
+    the real gateway on it: DHCP with MUD URLs, signed MUD files, nftables, the DNS guard,
+    quarantine and the portal. Ctrl-C removes everything it built."""
+    from mudguard.demo.runner import Demo, DemoError, DemoOptions
+
+    options = DemoOptions(headless=headless, duration=duration, host_port=port,
+                          quarantine_within=quarantine_within, verbose=verbose,
+                          echo=lambda line: typer.echo(line))
+    try:
+        status = Demo(options).run()
+    except DemoError as exc:
+        err_console.print(f"[bold red]mudguard demo:[/] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("stopped; the virtual home has been removed.")
+        raise typer.Exit(130) from None
+    raise typer.Exit(status)

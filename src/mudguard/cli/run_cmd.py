@@ -1,0 +1,61 @@
+"""``mudguard run``: the long-running gateway daemon."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+err_console = Console(stderr=True, highlight=False)
+
+
+class LogFormat(StrEnum):
+    """How the daemon writes its events on stdout."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``run`` command to the main app."""
+    app.command(name="run")(run)
+
+
+def run(
+    config: Annotated[Path, typer.Option(
+        "--config", "-c", help="The gateway's TOML configuration.",
+        metavar="FILE")] = Path("/etc/mudguard/gateway.toml"),
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", help="text for people, json for tools (one event per line).")
+    ] = LogFormat.TEXT,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", help="Diagnostics on stderr: DEBUG, INFO, WARNING, ERROR.")
+    ] = "WARNING",
+) -> None:
+    """Run the gateway: DHCP (dnsmasq) with MUD URLs, the DNS guard, nftables enforcement,
+    the traffic watcher and the owner's portal, until SIGTERM or Ctrl-C. The rules stay
+    in force after it stops; a restart restores every device from the database."""
+    from mudguard.daemon import ConfigError, load_config
+    from mudguard.daemon import run as run_daemon
+    from mudguard.errors import MudguardError
+
+    if os.geteuid() != 0:
+        err_console.print("[bold red]mudguard run:[/] needs root (nftables, DHCP, port 53).")
+        raise typer.Exit(2)
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter("use DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+    try:
+        status = run_daemon(load_config(config), json_lines=log_format is LogFormat.JSON,
+                            log_level=level)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]mudguard run:[/] {exc}")
+        raise typer.Exit(2) from None
+    except MudguardError as exc:
+        err_console.print(f"[bold red]mudguard run:[/] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(status)

@@ -1,0 +1,196 @@
+"""The gateway daemon's configuration: a TOML file, checked before anything starts.
+
+Example (every key optional except the LAN's interface and addresses)::
+
+    [gateway]
+    lan_interface = "br-lan"
+    wan_interface = "wan0"
+    lan_prefixes = ["192.168.1.0/24"]
+    addresses = ["192.168.1.1"]          # the gateway's own LAN addresses
+    state_dir = "/var/lib/mudguard"       # database, leases, sockets
+    home_default = "internet"             # devices with no MUD file: "internet" or "lan"
+
+    [dhcp]
+    range = ["192.168.1.100", "192.168.1.199"]
+    lease_time = "12h"
+
+    [dns]
+    upstream = ["192.0.2.53"]             # the resolver the DNS guard forwards to
+
+    [mud]
+    ca_file = "/etc/ssl/certs/ca-certificates.crt"   # trust anchors for MUD servers
+    signature_roots = "/etc/mudguard/mud-signers.pem" # trust anchors for MUD signatures
+    allow_unsigned = true
+
+    [portal]
+    address = "192.168.1.1"
+    port = 8080
+
+    [watch]
+    nflog_group = 100
+
+A real home's addresses belong here; the demo writes its own file with documentation
+addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mudguard.errors import MudguardError
+
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_LEASE = re.compile(r"^(infinite|\d{1,7}[smhd]?)$")
+
+
+class ConfigError(MudguardError):
+    """The configuration file is missing, malformed or inconsistent."""
+
+    key = "bad_config"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """Everything the daemon needs to know about the home it runs."""
+
+    lan_interface: str
+    wan_interface: str | None
+    lan_prefixes: tuple[str, ...]
+    addresses: tuple[str, ...]
+    state_dir: Path
+    home_default: str | None
+    dhcp_range: tuple[str, str] | None
+    lease_time: str
+    dns_upstream: tuple[str, ...]
+    dns_port: int
+    ca_file: Path | None
+    signature_roots: Path | None
+    allow_unsigned: bool
+    portal_address: str | None
+    portal_port: int
+    nflog_group: int
+
+    @property
+    def database(self) -> Path:
+        """The SQLite database."""
+        return self.state_dir / "mudguard.db"
+
+    @property
+    def dhcp_socket(self) -> Path:
+        """Where dnsmasq's hook sends lease events."""
+        return self.state_dir / "dhcp.sock"
+
+    @property
+    def control_socket(self) -> Path:
+        """The owner's control socket (root only)."""
+        return self.state_dir / "control.sock"
+
+
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return value
+
+
+def _text(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str | None:
+    value = table.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+def _addresses(values: object, where: str, *, networks: bool = False) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where} must be a list of strings")
+    out = []
+    for value in values:
+        try:
+            out.append(str(ipaddress.ip_network(value, strict=False) if networks
+                           else ipaddress.ip_address(value)))
+        except ValueError:
+            kind = "prefix" if networks else "address"
+            raise ConfigError(f"{where}: {value!r} is not an IP {kind}") from None
+    return tuple(out)
+
+
+def _interface(value: str | None, where: str) -> str | None:
+    if value is not None and not _IFNAME.match(value):
+        raise ConfigError(f"{where}: {value!r} is not an interface name")
+    return value
+
+
+def _port(value: object, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise ConfigError(f"{where} must be a port number (1-65535)")
+    return value
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def parse_config(text: str) -> GatewayConfig:
+    """Parse and check a configuration; raise ``ConfigError`` naming the bad key."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the configuration is not valid TOML: {exc}") from None
+    gw, dhcp, dns = _section(doc, "gateway"), _section(doc, "dhcp"), _section(doc, "dns")
+    mud, portal, watch = _section(doc, "mud"), _section(doc, "portal"), _section(doc, "watch")
+    lan = _interface(_text(gw, "lan_interface", "gateway"), "gateway.lan_interface")
+    if lan is None:
+        raise ConfigError("gateway.lan_interface is required")
+    prefixes = _addresses(gw.get("lan_prefixes", []), "gateway.lan_prefixes", networks=True)
+    addresses = _addresses(gw.get("addresses", []), "gateway.addresses")
+    if not prefixes or not addresses:
+        raise ConfigError("gateway.lan_prefixes and gateway.addresses must not be empty")
+    dhcp_range = None
+    if "range" in dhcp:
+        first_last = _addresses(dhcp["range"], "dhcp.range")
+        if len(first_last) != 2:
+            raise ConfigError("dhcp.range must be [first, last]")
+        dhcp_range = (first_last[0], first_last[1])
+    lease = _text(dhcp, "lease_time", "dhcp", "1h") or "1h"
+    if not _LEASE.match(lease):
+        raise ConfigError("dhcp.lease_time must look like 600, 45m, 12h, 1d or infinite")
+    upstream = _addresses(dns.get("upstream", []), "dns.upstream")
+    allow_unsigned = mud.get("allow_unsigned", True)
+    if not isinstance(allow_unsigned, bool):
+        raise ConfigError("mud.allow_unsigned must be true or false")
+    portal_address = _text(portal, "address", "portal", addresses[0])
+    if portal_address:
+        _addresses([portal_address], "portal.address")
+    home_default = _text(gw, "home_default", "gateway")
+    if home_default not in (None, "internet", "lan"):
+        raise ConfigError('gateway.home_default must be "internet" or "lan"')
+    group = watch.get("nflog_group", 100)
+    if not isinstance(group, int) or not 0 <= group <= 65535:
+        raise ConfigError("watch.nflog_group must be 0-65535")
+    return GatewayConfig(
+        lan_interface=lan,
+        wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
+                                 "gateway.wan_interface"),
+        lan_prefixes=prefixes, addresses=addresses,
+        state_dir=Path(_text(gw, "state_dir", "gateway", "/var/lib/mudguard") or "."),
+        home_default=home_default,
+        dhcp_range=dhcp_range, lease_time=lease, dns_upstream=upstream,
+        dns_port=_port(dns.get("port", 53), "dns.port"),
+        ca_file=_path(_text(mud, "ca_file", "mud")),
+        signature_roots=_path(_text(mud, "signature_roots", "mud")),
+        allow_unsigned=allow_unsigned, portal_address=portal_address,
+        portal_port=_port(portal.get("port", 8080), "portal.port"), nflog_group=group)
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and check the configuration file at ``path``."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration {path}: {exc.strerror}") from None
+    return parse_config(text)

@@ -1,0 +1,233 @@
+"""The gateway daemon's event loop: everything that happens on the home network, in order.
+
+Theory of operation. One asyncio loop owns the sockets (DNS guard, dnsmasq's hook
+socket, the control socket, the watcher's NFLOG socket); one worker thread carries out
+every device service call (fetch, verify, decide, compile, enforce, store), so device
+changes are serialised and a slow MUD server never stalls DNS answers.
+
+- A DHCP lease (dnsmasq's hook) becomes a ``Sighting``; the intake hands it to
+  ``DeviceService.observe``, which fetches the MUD file, checks its signature, decides
+  and enforces, then stores.
+- Every enforcement goes through ``GuardedEnforcer``: after the kernel accepted a
+  device's rules, the DNS guard learns the device's addresses and allowed names (so its
+  next lookup fills the right sets) and the event log tells the new state.
+- A watcher alert quarantines the device through the same service (re-enforced at once).
+- At start-up every stored device's policy is re-derived and reconciled with the kernel
+  before any socket opens; the ``inet mudguard`` table is left in place at shutdown, so
+  a restart never opens a window of unfiltered access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from mudguard.daemon.events import EventLog
+from mudguard.devices import Device
+from mudguard.devices.service import DeviceService
+from mudguard.discovery.dhcp import DhcpHookListener
+from mudguard.discovery.sighting import Intake, Sighting
+from mudguard.dns.core import DnsGuard
+from mudguard.enforce import Enforcer, facts_of
+from mudguard.mud import MudFile
+from mudguard.policy import DevicePolicy, Grant, LifecycleState, decide
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Service(Protocol):
+    """A part of the daemon with a life cycle on the event loop (DNS, portal, watcher)."""
+
+    async def start(self) -> None:
+        """Start serving."""
+
+    async def stop(self) -> None:
+        """Stop serving and release everything."""
+
+
+class GuardedEnforcer:
+    """The enforcer the device services use: kernel first, then DNS guard and event log.
+
+    Thread-safe: the service worker and the portal's threads may both call it.
+    """
+
+    def __init__(self, enforcer: Enforcer, guard: DnsGuard, events: EventLog) -> None:
+        self.enforcer = enforcer
+        self.guard = guard
+        self.events = events
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.RLock()
+
+    def apply_device(self, device: Device, mud: MudFile | None,
+                     grants: Sequence[Grant]) -> None:
+        """Install the device's rules atomically, then feed the DNS guard and tell."""
+        with self._lock:
+            policy = self.enforcer.apply_device(device, mud, grants)
+            self._on_loop(lambda: self._feed_guard(policy))
+        self.events.device(device)
+
+    def remove_device(self, mac: str) -> None:
+        """Remove the device's rules and forget it in the DNS guard."""
+        with self._lock:
+            self.enforcer.remove_device(mac)
+            self._on_loop(lambda: self.guard.remove_device(mac.lower()))
+        self.events.emit("removed", mac=mac)
+
+    def _feed_guard(self, policy: DevicePolicy) -> None:
+        try:
+            self.guard.apply_policy(policy)
+        except ValueError as exc:  # an address another device still holds
+            log.warning("DNS guard: %s: %s", policy.device.mac, exc)
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the event loop (the guard's only thread) and wait for it."""
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            fn()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn()
+            return
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        loop.call_soon_threadsafe(call)
+        done.wait(5.0)
+
+
+@dataclass(slots=True)
+class Gateway:
+    """The running gateway: wired by ``mudguard.app.build_gateway``."""
+
+    service: DeviceService
+    enforcer: GuardedEnforcer
+    intake: Intake
+    events: EventLog
+    hook_listener: DhcpHookListener
+    start_dhcp: Callable[[], None]
+    stop_dhcp: Callable[[], None]
+    services: list[Service] = field(default_factory=list)
+    _worker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="svc"))
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the service worker ---------------------------------------------------------------
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run a blocking service call in the worker (serialised with all the others)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, fn)
+
+    def _submit(self, what: str, fn: Callable[[], Any]) -> None:
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception as exc:  # a failure of one event must not stop the gateway
+                log.exception("%s failed", what)
+                self.events.emit("error", message=f"{what}: {type(exc).__name__}: {exc}"[:300])
+
+        self._worker.submit(guarded)
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Re-derive every stored device's policy and make the kernel match (start-up)."""
+        enforcer = self.enforcer.enforcer
+        devices = [d for d in self.service.store.list_devices()
+                   if d.state is not LifecycleState.FORGOTTEN]
+        context = dataclasses.replace(enforcer.context,
+                                      devices=tuple(facts_of(d) for d in devices))
+        settings = self.service.store.get_settings()
+        now = self.service.clock()
+        policies: list[DevicePolicy] = []
+        for device in devices:
+            grants = [g.grant for g in self.service.active_grants(device.mac)]
+            policies.append(decide(facts_of(device), self.service.cached_mud(device), grants,
+                                   context, home_default=settings.home_default.value, now=now))
+        report = enforcer.reconcile(policies)
+        for policy in policies:
+            self.enforcer._feed_guard(policy)
+        for device in devices:
+            self.events.device(device)
+            if device.state is LifecycleState.NEW:  # stopped mid-onboarding: decide now
+                self._submit(f"onboarding of {device.mac}",
+                             functools.partial(self.service.decide, device.mac))
+        self.events.emit("restored", devices=len(devices),
+                         reinstalled=report.reinstalled_table, repaired=len(report.repaired))
+
+    def on_sighting(self, sighting: Sighting) -> None:
+        """A discovery source saw a device: record and onboard it in the worker."""
+        self.events.emit("sighting", mac=sighting.mac, ip=sighting.ip,
+                         source=sighting.source.value, mud_url=sighting.mud_url)
+        self._submit(f"sighting of {sighting.mac}", lambda: self.intake.on_sighting(sighting))
+
+    def on_alert(self, mac: str, reason: str) -> None:
+        """The watcher saw a device deviate: quarantine it (re-enforced at once)."""
+        self.events.emit("alert", mac=mac, message=reason)
+
+        def quarantine() -> None:
+            device = self.service.quarantine(mac, reason)
+            self.events.emit("quarantined", mac=mac, message=f"{mac} quarantined: {reason}")
+            self.events.device(device)
+
+        self._submit(f"quarantine of {mac}", quarantine)
+
+    def _hook_readable(self) -> None:
+        sighting = self.hook_listener.receive(timeout=0.05)
+        if sighting is not None:
+            self.on_sighting(sighting)
+
+    # -- run -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Start everything, serve until ``stop`` is set (or SIGTERM/SIGINT), then stop."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        stop = stop or asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.call(self.restore)  # kernel matches the database before any socket opens
+        self.enforcer.loop = loop
+        started: list[Service] = []
+        try:
+            for part in self.services:
+                await part.start()
+                started.append(part)
+            loop.add_reader(self.hook_listener.fileno(), self._hook_readable)
+            await self.call(self.start_dhcp)
+            self.events.emit("ready", message="gateway running")
+            await stop.wait()
+        finally:
+            self.events.emit("stopping", message="stopping (rules stay in force)")
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self.hook_listener.fileno())
+            self.stop_dhcp()
+            for part in reversed(started):
+                try:
+                    await part.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(part).__name__)
+            self._worker.shutdown(wait=True, cancel_futures=True)
+            self.hook_listener.close()
+            self.events.emit("stopped")
