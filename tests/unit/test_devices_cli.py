@@ -21,8 +21,9 @@ runner = CliRunner()
 
 
 def run(db: Path, *args: str) -> tuple[int, str]:
+    """Exit code and output; for --json runs only stdout (notes go to stderr)."""
     result = runner.invoke(app, [*args, "--db", str(db)])
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if "--json" in args else result.output
 
 
 @pytest.fixture

@@ -1,0 +1,138 @@
+"""Owner requests as data: one JSON object in, one JSON-ready dict out.
+
+The CLI sends these to the running daemon's control socket (the daemon owns the
+kernel rules, so an owner action is enforced at once); the daemon answers with
+``handle_request(service, request)``. Every field is checked here: a malformed
+request raises ``RequestError`` (key ``bad_request``), never reaches SQL or nft as
+text, and changes nothing. Operations (all but ``devices``/``events``/``settings``
+take ``mac``)::
+
+    devices | device | events [limit] | settings [home_default] [allow_unsigned]
+    grant kind=lan|internet|service|deny [host] [port] [protocol] [expires ISO]
+    revoke grant_id | approve-url | release | quarantine [reason] | forget [transfer]
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from mudguard.devices._model import HomeDefault, Settings
+from mudguard.devices.service import DeviceService
+from mudguard.errors import RemoteInputError
+from mudguard.policy import GrantKind
+
+MAX_TEXT = 512
+
+
+class RequestError(RemoteInputError):
+    """A request that is malformed or names no known operation."""
+
+    key = "bad_request"
+
+
+def _text(request: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = request.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise RequestError(f"'{key}' must be a non-empty string")
+    return value
+
+
+def _int(request: dict[str, Any], key: str) -> int | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestError(f"'{key}' must be an integer")
+    return value
+
+
+def _bool(request: dict[str, Any], key: str) -> bool | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise RequestError(f"'{key}' must be true or false")
+    return value
+
+
+def _when(request: dict[str, Any], key: str) -> datetime | None:
+    text = _text(request, key, required=False)
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise RequestError(f"'{key}' must be an ISO date/time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _settings(service: DeviceService, request: dict[str, Any]) -> dict[str, Any]:
+    current = service.store.get_settings()
+    default = _text(request, "home_default", required=False)
+    unsigned = _bool(request, "allow_unsigned")
+    if default is not None or unsigned is not None:
+        try:
+            home_default = HomeDefault(default) if default else current.home_default
+        except ValueError:
+            raise RequestError("'home_default' must be internet or lan") from None
+        current = Settings(home_default=home_default,
+                           allow_unsigned=current.allow_unsigned if unsigned is None
+                           else unsigned)
+        service.store.save_settings(current)
+    return {"settings": {"home_default": current.home_default.value,
+                         "allow_unsigned": current.allow_unsigned}}
+
+
+def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str, Any]:
+    """Carry out one owner request with ``service`` and return its JSON-ready result.
+
+    Raises ``RequestError`` for a malformed request and the services' own errors
+    (``DeviceNotFound``, ``GrantError``, …) for refused actions.
+    """
+    op = request.get("op")
+    if op == "devices":
+        return {"devices": [d.as_dict() | {"grants": [g.as_dict() for g in
+                                                      service.store.list_grants(d.mac)]}
+                            for d in service.store.list_devices()]}
+    if op == "events":
+        limit = _int(request, "limit") or 200
+        return {"events": [e.as_dict() for e in
+                           service.store.list_events(limit=1_000_000)[-max(1, limit):]]}
+    if op == "settings":
+        return _settings(service, request)
+    mac = _text(request, "mac")
+    assert mac is not None
+    if op == "device":
+        device = service.device(mac)
+        return {"device": device.as_dict() | {
+            "grants": [g.as_dict() for g in service.store.list_grants(device.mac)],
+            "events": [e.as_dict() for e in service.store.list_events(device.mac)]}}
+    if op == "grant":
+        try:
+            kind = GrantKind(str(request.get("kind")))
+        except ValueError:
+            raise RequestError("'kind' must be lan, internet, service or deny") from None
+        record = service.grant(mac, kind, host=_text(request, "host", required=False),
+                               port=_int(request, "port"), protocol=_int(request, "protocol"),
+                               expires=_when(request, "expires"))
+        return {"grant": record.as_dict()}
+    if op == "revoke":
+        grant_id = _int(request, "grant_id")
+        if grant_id is None:
+            raise RequestError("'grant_id' is required")
+        service.revoke_grant(mac, grant_id)
+        return {"revoked": grant_id}
+    if op == "approve-url":
+        return {"device": service.approve_url(mac).as_dict()}
+    if op == "release":
+        return {"device": service.release(mac).as_dict()}
+    if op == "quarantine":
+        reason = _text(request, "reason", required=False) or "quarantined by the owner"
+        return {"device": service.quarantine(mac, reason).as_dict()}
+    if op == "forget":
+        steps = service.forget(mac, transfer=bool(_bool(request, "transfer")))
+        return {"forgotten": {"mac": steps.mac, "key_revoked": steps.key_revoked,
+                              "steps": list(steps.steps),
+                              "documentation": steps.documentation}}
+    raise RequestError(f"unknown operation {str(op)[:40]!r}")
