@@ -1,0 +1,208 @@
+"""Adapter: the NFLOG socket, and the watcher service that feeds the deviation tracker.
+
+``NflogSocket`` is a ``NETLINK_NETFILTER`` socket bound to one NFLOG group (the
+kernel allows one listener per group and namespace). It can be opened inside
+another network namespace (``netns=``): the calling thread enters the namespace
+only while the socket is created, and the socket keeps talking to that
+namespace's kernel afterwards.
+
+``Watcher`` is a daemon service (``start``/``stop`` on the event loop): it reads
+the socket with ``loop.add_reader`` (no thread, no polling), turns each logged
+packet into a ``FlowEvent``, names the remote address when a ``names`` lookup
+is given, feeds ``DeviationTracker.observe`` and hands each ``Alert`` to
+``on_alert``. A bug in a callback is logged and the watcher keeps running
+(enforcement never depends on it). Without CAP_NET_ADMIN it logs one clear
+line and stays off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from mudguard.errors import MudguardError
+from mudguard.watch.nflog import (
+    NETLINK_NETFILTER,
+    FlowEvent,
+    NflogPacket,
+    bind_messages,
+    flow_event,
+    parse_datagram,
+    unbind_message,
+)
+from mudguard.watch.tracker import Alert, DeviationTracker
+
+log = logging.getLogger(__name__)
+
+CLONE_NEWNET = 0x40000000
+RECV_BUFFER = 1 << 20
+NETNS_DIR = Path("/run/netns")
+
+
+class WatchError(MudguardError):
+    """The NFLOG socket could not be opened or bound."""
+
+    key = "watch_failed"
+
+
+@contextmanager
+def in_netns(name: str | None) -> Iterator[None]:
+    """Run the block with this thread inside network namespace ``name`` (None: stay)."""
+    if name is None:
+        yield
+        return
+    if "/" in name or name in (".", ".."):
+        raise WatchError(f"bad namespace name {name!r}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/thread-self/ns/net", "rb") as home, open(NETNS_DIR / name, "rb") as target:
+        if libc.setns(target.fileno(), CLONE_NEWNET) != 0:
+            raise WatchError(f"cannot enter namespace {name}: {os.strerror(ctypes.get_errno())}")
+        try:
+            yield
+        finally:
+            if libc.setns(home.fileno(), CLONE_NEWNET) != 0:  # pragma: no cover
+                raise WatchError("cannot return to the original namespace")
+
+
+class NflogSocket:
+    """A netlink socket bound to one NFLOG group."""
+
+    def __init__(self, group: int = 100, *, netns: str | None = None,
+                 copy_range: int = 256, timeout: float = 2.0) -> None:
+        self.group = group
+        try:
+            with in_netns(netns):
+                self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        except PermissionError as exc:
+            raise WatchError("opening a netfilter netlink socket needs CAP_NET_ADMIN") from exc
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+            self.sock.bind((0, 0))
+            self.sock.settimeout(timeout)
+            for message in bind_messages(group, copy_range=copy_range):
+                self._request(message)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _request(self, message: bytes) -> None:
+        seq = int.from_bytes(message[8:12], "little")
+        self.sock.send(message)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            _packets, acks = parse_datagram(self.sock.recv(RECV_BUFFER))
+            for ack in acks:
+                if ack.seq == seq:
+                    if ack.error:
+                        raise WatchError(f"NFLOG group {self.group}: "
+                                         f"{os.strerror(-ack.error)}")
+                    return
+        raise WatchError(f"NFLOG group {self.group}: no answer from the kernel")
+
+    def fileno(self) -> int:
+        """The socket's file descriptor (for ``add_reader``)."""
+        return self.sock.fileno()
+
+    def receive(self, *, block: bool = True) -> list[NflogPacket]:
+        """The packets of one datagram ([] on timeout, or at once when ``block`` is False)."""
+        try:
+            data = self.sock.recv(RECV_BUFFER, 0 if block else socket.MSG_DONTWAIT)
+        except (TimeoutError, BlockingIOError):
+            return []
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:  # the kernel dropped messages: we were too slow
+                log.warning("NFLOG group %d: receive buffer overrun, events lost", self.group)
+                return []
+            raise
+        packets, _acks = parse_datagram(data)
+        return [p for p in packets if p.group == self.group]
+
+    def events(self, *, block: bool = True) -> list[FlowEvent]:
+        """The mudguard flow events of one datagram (other prefixes are skipped)."""
+        return [e for e in map(flow_event, self.receive(block=block)) if e is not None]
+
+    def close(self) -> None:
+        """Release the group and close the socket."""
+        with suppress(OSError):
+            self.sock.send(unbind_message(self.group))
+        self.sock.close()
+
+
+NameLookup = Callable[[str, str], str | None]  # (device_id, remote address) -> DNS name
+
+
+class Watcher:
+    """The daemon service: NFLOG group → flow events → tracker → ``on_alert``."""
+
+    def __init__(self, on_alert: Callable[[Alert], None], *, group: int = 100,
+                 tracker: DeviationTracker | None = None, netns: str | None = None,
+                 names: NameLookup | None = None,
+                 on_event: Callable[[FlowEvent], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.on_alert = on_alert
+        self.on_event = on_event
+        self.group = group
+        self.tracker = tracker or DeviationTracker()
+        self.netns = netns
+        self.names = names
+        self.clock = clock
+        self.nflog: NflogSocket | None = None
+        self.events_seen = 0
+
+    async def start(self) -> None:
+        """Bind the group and start reading (degrades to off without privilege)."""
+        try:
+            self.nflog = NflogSocket(self.group, netns=self.netns)
+        except WatchError as exc:
+            log.error("watcher off: %s", exc)
+            return
+        asyncio.get_running_loop().add_reader(self.nflog.fileno(), self._readable)
+
+    async def stop(self) -> None:
+        """Stop reading and release the group."""
+        if self.nflog is not None:
+            asyncio.get_running_loop().remove_reader(self.nflog.fileno())
+            self.nflog.close()
+            self.nflog = None
+
+    def _readable(self) -> None:
+        if self.nflog is None:
+            return
+        for event in self.nflog.events(block=False):
+            self.handle(event)
+
+    def handle(self, event: FlowEvent) -> list[Alert]:
+        """Feed one event through naming, the tracker and the callbacks."""
+        self.events_seen += 1
+        if self.names is not None:
+            try:
+                name = self.names(event.device_id, event.remote)
+            except Exception:
+                log.exception("name lookup failed for %s", event.remote)
+                name = None
+            if name:
+                from dataclasses import replace
+
+                event = replace(event, remote_name=name)
+        self._safe(self.on_event, event)
+        alerts = self.tracker.observe(event, self.clock())
+        for alert in alerts:
+            self._safe(self.on_alert, alert)
+        return alerts
+
+    @staticmethod
+    def _safe(callback: Callable[..., None] | None, value: object) -> None:
+        if callback is None:
+            return
+        try:
+            callback(value)
+        except Exception:
+            log.exception("watcher callback failed")

@@ -1,0 +1,210 @@
+"""The deviation tracker: dropped-packet events in, quarantine alerts out (pure).
+
+Theory of operation: ``DeviationTracker.observe(event, now)`` is called for each
+``FlowEvent`` (a packet a device's policy dropped) with the current time in
+seconds (monotonic). It keeps, per device, the recent events in bounded
+windows and returns an ``Alert`` the first time one of these holds:
+
+- **scan** (Mirai-like): within ``scan_window`` seconds the device tried
+  ``scan_hosts`` distinct addresses, or ``lan_scan_hosts`` distinct addresses on
+  the home LAN, or ``scan_ports`` distinct ports of one address;
+- **flood**: ``flood_events`` drops logged within ``flood_window`` seconds. The
+  kernel logs at most ``LOG_RATE``/s plus a burst per device (``policy._nft``),
+  so this means "dropping continuously at close to the log cap"; keep
+  ``flood_events`` below ``LOG_RATE × flood_window + LOG_BURST``. The kernel's
+  per-device new-connection cap limits the damage before the alert;
+- **deviation**: ``deviation_flows`` distinct deviating flows (address,
+  protocol, port) within ``deviation_window`` seconds: a device repeatedly doing
+  what its profile does not allow (reported as a scan when they all fall within
+  ``scan_window``).
+
+Only packets the device *sent* count (``out``): a device does not deserve
+quarantine because something on the Internet knocked on its door. After an
+alert the device is left alone (no second alert) until ``release()``, which the
+owner's release of the device triggers. Memory is bounded: at most
+``max_devices`` devices (the least recently seen is forgotten) and
+``max_events`` events per device.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mudguard.mud import Direction
+from mudguard.watch.nflog import FlowEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Thresholds:
+    """When repeated deviation becomes quarantine (defaults suit a home)."""
+
+    scan_window: float = 10.0
+    scan_hosts: int = 32
+    lan_scan_hosts: int = 8
+    scan_ports: int = 16
+    flood_window: float = 10.0
+    flood_events: int = 45
+    deviation_window: float = 600.0
+    deviation_flows: int = 8
+    max_events: int = 4096
+    max_devices: int = 4096
+    evidence: int = 20  # events kept in an alert
+
+    def __post_init__(self) -> None:
+        for name in ("scan_window", "flood_window", "deviation_window"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("scan_hosts", "lan_scan_hosts", "scan_ports", "flood_events",
+                     "deviation_flows", "max_events", "max_devices", "evidence"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """A device should be quarantined: why, and the evidence."""
+
+    device_id: str
+    kind: str  # "scan", "flood" or "deviation"
+    reason: str  # for the owner, in words
+    at: float
+    evidence: tuple[FlowEvent, ...]
+    mac: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        return {"device_id": self.device_id, "mac": self.mac, "kind": self.kind,
+                "reason": self.reason, "evidence": [e.as_dict() for e in self.evidence]}
+
+
+@dataclass(slots=True)
+class _Device:
+    events: deque[tuple[float, FlowEvent]] = field(default_factory=deque)
+    flows: dict[tuple[str, int, int | None], float] = field(default_factory=dict)
+    mac: str | None = None
+    alerted: bool = False
+
+
+class DeviationTracker:
+    """Turns dropped-packet events into quarantine alerts (see the module docstring)."""
+
+    def __init__(self, thresholds: Thresholds | None = None, *,
+                 lan_prefixes: Iterable[str] = ()) -> None:
+        self.thresholds = thresholds or Thresholds()
+        self._lan = tuple(ipaddress.ip_network(p, strict=False) for p in lan_prefixes)
+        self._devices: dict[str, _Device] = {}
+
+    def observe(self, event: FlowEvent, now: float) -> list[Alert]:
+        """Record one event at ``now`` (seconds); return the alerts it triggers (0 or 1)."""
+        if event.direction is not Direction.FROM_DEVICE:
+            return []
+        state = self._device(event.device_id)
+        if event.mac and state.mac is None:
+            state.mac = event.mac
+        if state.alerted:
+            return []
+        t = self.thresholds
+        state.events.append((now, event))
+        if len(state.events) > t.max_events:
+            state.events.popleft()
+        key = (event.dst, event.protocol, event.dst_port)
+        state.flows.pop(key, None)  # re-inserted: dict order is recency order
+        state.flows[key] = now
+        self._prune(state, now)
+        alert = self._judge(event.device_id, state, now)
+        if alert is None:
+            return []
+        state.alerted = True
+        state.events.clear()
+        state.flows.clear()
+        return [alert]
+
+    def release(self, device_id: str) -> None:
+        """The owner released the device: watch it afresh."""
+        self._devices.pop(device_id, None)
+
+    def alerted(self, device_id: str) -> bool:
+        """True if the device has had its alert and not been released since."""
+        state = self._devices.get(device_id)
+        return state is not None and state.alerted
+
+    def _device(self, device_id: str) -> _Device:
+        state = self._devices.pop(device_id, None)
+        if state is None:
+            state = _Device()
+            if len(self._devices) >= self.thresholds.max_devices:
+                del self._devices[next(iter(self._devices))]  # least recently seen
+        self._devices[device_id] = state  # re-inserted: dict order is recency order
+        return state
+
+    def _prune(self, state: _Device, now: float) -> None:
+        t = self.thresholds
+        keep = max(t.scan_window, t.flood_window)
+        while state.events and state.events[0][0] < now - keep:
+            state.events.popleft()
+        cutoff = now - t.deviation_window
+        while state.flows:
+            oldest = next(iter(state.flows))
+            if state.flows[oldest] >= cutoff and len(state.flows) <= t.max_events:
+                break
+            del state.flows[oldest]
+
+    def _judge(self, device_id: str, state: _Device, now: float) -> Alert | None:
+        t = self.thresholds
+        scan = [e for at, e in state.events if at >= now - t.scan_window]
+        hosts = {e.dst for e in scan}
+        lan_hosts = {h for h in hosts if self._is_lan(h)}
+        by_host: dict[str, set[int]] = {}
+        for e in scan:
+            if e.dst_port is not None:
+                by_host.setdefault(e.dst, set()).add(e.dst_port)
+        ports = max((len(p) for p in by_host.values()), default=0)
+        flood = [e for at, e in state.events if at >= now - t.flood_window]
+
+        def alert(kind: str, reason: str, evidence: list[FlowEvent]) -> Alert:
+            return Alert(device_id=device_id, kind=kind, reason=reason, at=now, mac=state.mac,
+                         evidence=tuple(evidence[-t.evidence:]))
+
+        window = f"{t.scan_window:g} s"
+        if len(lan_hosts) >= t.lan_scan_hosts:
+            return alert("scan", f"scanned the home network: {len(lan_hosts)} addresses in "
+                                 f"{window} ({_sample(scan)})", scan)
+        if len(hosts) >= t.scan_hosts:
+            return alert("scan", f"scanned {len(hosts)} addresses in {window} "
+                                 f"({_sample(scan)})", scan)
+        if ports >= t.scan_ports:
+            return alert("scan", f"probed {ports} ports of one address in {window} "
+                                 f"({_sample(scan)})", scan)
+        if len(flood) >= t.flood_events:
+            return alert("flood", f"{len(flood)} blocked packets in {t.flood_window:g} s, "
+                                  f"the most the gateway logs ({_sample(flood)})", flood)
+        if len(state.flows) >= t.deviation_flows:
+            fast = {k for k, at in state.flows.items() if at >= now - t.scan_window}
+            if len(fast) >= t.deviation_flows:  # all within seconds: a scan, say so
+                return alert("scan", f"tried {len(fast)} different blocked connections in "
+                                     f"{window} ({_sample(scan)})", scan)
+            recent = [e for _, e in state.events]
+            return alert("deviation", f"{len(state.flows)} different connections its profile "
+                                      f"does not allow within {t.deviation_window:g} s "
+                                      f"({_sample(recent)})", recent)
+        return None
+
+    def _is_lan(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip.version == n.version and ip in n for n in self._lan)
+
+
+def _sample(events: list[FlowEvent], count: int = 3) -> str:
+    """A few distinct examples, e.g. ``tcp 192.0.2.7 port 23, tcp 192.0.2.8 port 23, …``."""
+    seen: list[str] = []
+    for event in events:
+        text = event.describe()
+        if text not in seen:
+            seen.append(text)
+        if len(seen) > count:
+            break
+    more = ", …" if len(seen) > count else ""
+    return ", ".join(seen[:count]) + more

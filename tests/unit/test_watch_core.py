@@ -1,0 +1,253 @@
+"""The watcher's pure parts: NFLOG message parsing and the deviation tracker."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import dpkt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mudguard.mud import Direction
+from mudguard.policy import device_id, log_prefix
+from mudguard.watch import Alert, DeviationTracker, FlowEvent, Thresholds, parse_prefix
+from mudguard.watch.listener import Watcher
+from mudguard.watch.nflog import (
+    NFULA_HWADDR,
+    NFULA_PAYLOAD,
+    NFULA_PREFIX,
+    bind_messages,
+    flow_event,
+    parse_datagram,
+)
+
+MAC = "02:00:00:00:00:0a"
+ID = device_id(MAC)
+OUT, IN = Direction.FROM_DEVICE, Direction.TO_DEVICE
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def nflog_message(prefix: str, payload: bytes, *, group: int = 100,
+                  hwaddr: bytes | None = bytes.fromhex("02000000000a")) -> bytes:
+    body = struct.pack("=BB", socket.AF_INET, 0) + struct.pack("!H", group)
+    body += attr(NFULA_PREFIX, prefix.encode() + b"\0")
+    if hwaddr is not None:
+        body += attr(NFULA_HWADDR, struct.pack("!HH", len(hwaddr), 0) + hwaddr + b"\0\0")
+    body += attr(NFULA_PAYLOAD, payload)
+    return struct.pack("=IHHII", 16 + len(body), 0x400, 0, 0, 0) + body
+
+
+def tcp_syn(dst: str, port: int) -> bytes:
+    seg = dpkt.tcp.TCP(sport=40000, dport=port, flags=dpkt.tcp.TH_SYN, off=5)
+    ip = dpkt.ip.IP(src=socket.inet_aton("192.0.2.10"), dst=socket.inet_aton(dst), p=6, data=seg)
+    ip.len = len(bytes(ip))
+    return bytes(ip)
+
+
+def test_a_logged_packet_becomes_a_flow_event() -> None:
+    data = nflog_message(log_prefix(MAC, "out"), tcp_syn("198.51.100.7", 23))
+    data += nflog_message("someone else's log", tcp_syn("198.51.100.8", 23))
+    packets, acks = parse_datagram(data)
+    assert len(packets) == 2 and acks == []
+    event = flow_event(packets[0])
+    assert event == FlowEvent(device_id=ID, direction=OUT, family=4, src="192.0.2.10",
+                              dst="198.51.100.7", protocol=6, src_port=40000, dst_port=23,
+                              tcp_flags=0x02, mac=MAC)
+    assert flow_event(packets[1]) is None  # not one of mudguard's prefixes
+
+
+def test_ipv6_packet_with_extension_header() -> None:
+    udp = dpkt.udp.UDP(sport=5000, dport=5353, ulen=8)
+    hop = b"\x11\x00" + b"\x00" * 6  # hop-by-hop options, next header UDP
+    body = hop + bytes(udp)
+    ip6 = dpkt.ip6.IP6(src=socket.inet_pton(socket.AF_INET6, "2001:db8:1::10"),
+                       dst=socket.inet_pton(socket.AF_INET6, "2001:db8:f::1"), nxt=0,
+                       hlim=64, plen=len(body))
+    raw = bytes(ip6)[:40] + body
+    packets, _ = parse_datagram(nflog_message(f"mg {ID} in", raw, hwaddr=None))
+    event = flow_event(packets[0])
+    assert event is not None
+    assert (event.family, event.protocol, event.dst_port, event.direction, event.mac) == (
+        6, 17, 5353, IN, None)
+
+
+def test_acks_are_reported() -> None:
+    ack = struct.pack("=IHHII", 36, 2, 0, 7, 0) + struct.pack("=i", -16) + b"\0" * 16
+    _, acks = parse_datagram(ack)
+    assert [(a.seq, a.error) for a in acks] == [(7, -16)]
+
+
+@pytest.mark.parametrize(("prefix", "expected"), [
+    (f"mg {ID} out", (ID, OUT)),
+    (f"mg {ID} in", (ID, IN)),
+    ("mg 123 out", None),
+    (f"mg {ID} sideways", None),
+    (f"mg {ID.upper()} out", None),
+    ("", None),
+])
+def test_prefixes(prefix: str, expected: tuple[str, Direction] | None) -> None:
+    assert parse_prefix(prefix) == expected
+
+
+def test_bind_messages_are_well_formed() -> None:
+    for message in bind_messages(100):
+        length, kind, flags = struct.unpack_from("=IHH", message)
+        assert length == len(message) and kind == 0x401 and flags == 0x5
+        assert struct.unpack_from("!H", message, 18)[0] == 100
+    with pytest.raises(ValueError):
+        bind_messages(70000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_hostile_bytes_never_raise(data: bytes) -> None:
+    packets, _ = parse_datagram(data)
+    for packet in packets:
+        flow_event(packet)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=80))
+def test_hostile_payloads_never_raise(payload: bytes, prefix: bytes) -> None:
+    message = nflog_message(f"mg {ID} out", payload)
+    packets, _ = parse_datagram(message)
+    assert len(packets) == 1
+    flow_event(packets[0])
+    broken = nflog_message(prefix.decode("latin-1"), payload)[:-3]
+    parse_datagram(broken)
+
+
+# -- the tracker -------------------------------------------------------------------------------
+
+
+def out(dst: str, port: int | None = 23, proto: int = 6, device: str = ID) -> FlowEvent:
+    return FlowEvent(device_id=device, direction=OUT, family=4, src="192.0.2.10", dst=dst,
+                     protocol=proto, src_port=40000 if port else None, dst_port=port, mac=MAC)
+
+
+LAN = ("192.0.2.0/24",)
+
+
+def feed(tracker: DeviationTracker, events: list[FlowEvent], start: float = 0.0,
+         step: float = 0.1) -> list[tuple[float, Alert]]:
+    alerts = []
+    for i, event in enumerate(events):
+        now = start + i * step
+        alerts += [(now, a) for a in tracker.observe(event, now)]
+    return alerts
+
+
+def test_lan_scan_is_caught_at_the_threshold() -> None:
+    tracker = DeviationTracker(lan_prefixes=LAN)
+    alerts = feed(tracker, [out(f"192.0.2.{h}") for h in range(20, 40)])
+    assert len(alerts) == 1
+    at, alert = alerts[0]
+    assert alert.kind == "scan" and at == pytest.approx(0.7)  # the 8th LAN host
+    assert alert.mac == MAC and len(alert.evidence) == 8
+    assert "home network: 8 addresses" in alert.reason and "port 23" in alert.reason
+
+
+def test_internet_scan_needs_more_hosts() -> None:
+    tracker = DeviationTracker(Thresholds(deviation_flows=1000), lan_prefixes=LAN)
+    alerts = feed(tracker, [out(f"203.0.113.{h}") for h in range(1, 60)], step=0.05)
+    assert [a.kind for _, a in alerts] == ["scan"]
+    assert "32 addresses" in alerts[0][1].reason
+
+
+def test_fast_distinct_deviations_are_called_a_scan() -> None:
+    tracker = DeviationTracker(lan_prefixes=LAN)
+    alerts = feed(tracker, [out(f"203.0.113.{h}") for h in range(1, 60)], step=0.05)
+    assert [a.kind for _, a in alerts] == ["scan"]
+    assert "tried 8 different blocked connections" in alerts[0][1].reason
+
+
+def test_port_scan_of_one_host() -> None:
+    tracker = DeviationTracker(Thresholds(deviation_flows=1000), lan_prefixes=LAN)
+    alerts = feed(tracker, [out("192.0.2.1", port) for port in range(1, 40)])
+    assert alerts and alerts[0][1].kind == "scan" and "16 ports" in alerts[0][1].reason
+
+
+def test_slow_scan_outside_the_window_is_not_a_scan() -> None:
+    tracker = DeviationTracker(Thresholds(deviation_flows=1000), lan_prefixes=LAN)
+    assert feed(tracker, [out(f"192.0.2.{h}") for h in range(20, 60)], step=2.0) == []
+
+
+def test_flood_of_one_flow() -> None:
+    tracker = DeviationTracker(lan_prefixes=LAN)
+    alerts = feed(tracker, [out("203.0.113.5", 80)] * 60, step=0.2)
+    assert [a.kind for _, a in alerts] == ["flood"]
+    assert alerts[0][0] == pytest.approx(44 * 0.2)
+
+
+def test_repeated_deviation_within_the_window() -> None:
+    tracker = DeviationTracker(lan_prefixes=LAN)
+    events = [out(f"203.0.113.{h}", 443) for h in range(1, 12)]
+    alerts = feed(tracker, events, step=60.0)  # one new destination a minute
+    assert [a.kind for _, a in alerts] == ["deviation"]
+    assert alerts[0][0] == pytest.approx(7 * 60.0)  # the 8th distinct flow
+    # The same few flows over and over are not "repeated deviation".
+    calm = DeviationTracker(lan_prefixes=LAN)
+    assert feed(calm, [out("203.0.113.5", 443), out("203.0.113.6", 53, 17)] * 50, step=5) == []
+
+
+def test_incoming_drops_do_not_count() -> None:
+    tracker = DeviationTracker(lan_prefixes=LAN)
+    probes = [FlowEvent(device_id=ID, direction=IN, family=4, src=f"203.0.113.{h}",
+                        dst="192.0.2.10", protocol=6, dst_port=23) for h in range(1, 100)]
+    assert feed(tracker, probes) == []
+
+
+def test_one_alert_until_released() -> None:
+    tracker = DeviationTracker(lan_prefixes=LAN)
+    scan = [out(f"192.0.2.{h}") for h in range(20, 60)]
+    assert len(feed(tracker, scan)) == 1
+    assert tracker.alerted(ID)
+    assert feed(tracker, scan, start=10) == []
+    tracker.release(ID)
+    assert not tracker.alerted(ID)
+    assert len(feed(tracker, scan, start=20)) == 1
+
+
+def test_devices_are_tracked_apart_and_bounded() -> None:
+    tracker = DeviationTracker(Thresholds(max_devices=4), lan_prefixes=LAN)
+    for n in range(10):
+        tracker.observe(out("192.0.2.50", device=f"{n:012x}"), float(n))
+    assert len(tracker._devices) == 4
+    # Seven hosts from each of two devices: neither reaches eight.
+    mixed = [out(f"192.0.2.{h}", device=d) for h in range(20, 27) for d in ("a" * 12, "b" * 12)]
+    assert feed(tracker, mixed) == []
+
+
+def test_thresholds_are_validated() -> None:
+    with pytest.raises(ValueError, match="scan_window"):
+        Thresholds(scan_window=0)
+    with pytest.raises(ValueError, match="lan_scan_hosts"):
+        Thresholds(lan_scan_hosts=0)
+
+
+def test_watcher_names_remotes_and_survives_callback_bugs() -> None:
+    seen: list[FlowEvent] = []
+    alerts: list[Alert] = []
+
+    def broken(_event: FlowEvent) -> None:
+        raise RuntimeError("a bug in a callback")
+
+    clock = iter(x * 0.1 for x in range(100))
+    watcher = Watcher(alerts.append, on_event=broken, clock=lambda: next(clock),
+                      tracker=DeviationTracker(lan_prefixes=LAN),
+                      names=lambda dev, addr: "cam.example.com" if addr == "192.0.2.20" else None)
+    for h in range(20, 28):
+        watcher.handle(out(f"192.0.2.{h}"))
+    assert watcher.events_seen == 8
+    assert len(alerts) == 1
+    assert alerts[0].evidence[0].remote_name == "cam.example.com"
+    assert "cam.example.com port 23" in alerts[0].reason
+    watcher.on_event = seen.append
+    watcher.handle(out("192.0.2.99"))
+    assert seen and seen[0].remote_name is None
