@@ -1,0 +1,155 @@
+"""``mudguard run`` end to end in a virtual home: real dnsmasq hands out a lease and the
+MUD URL, the daemon fetches the signed MUD file from the fake Internet over TLS, verifies
+it, enforces it with nftables and fills the DNS sets; a stop and a restart never open
+access (the rules stay in the kernel, and the restart restores from the database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mudguard.demo import dhcp, scenario
+from mudguard.demo.runner import gateway_config
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)"),
+    pytest.mark.skipif(shutil.which("dnsmasq") is None or shutil.which("nft") is None,
+                       reason="needs dnsmasq and nftables"),
+]
+
+CLOUD = ("198.51.100.21", 56700)  # v2.broker.lifx.co, named by the bulb's MUD file
+
+
+class Daemon:
+    """``mudguard run`` in the gateway namespace, its JSON events read as they come."""
+
+    def __init__(self, ns: str, config: Path, log: Path) -> None:
+        self.log = log.open("a")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "mudguard", "run",
+             "--config", str(config), "--log-format", "json"],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.events: list[dict[str, Any]] = []
+
+    def wait_for(self, match: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        """The first event (seen before or after) whose fields include ``match``."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for event in self.events[seen:]:
+                if all(event.get(k) == v for k, v in match.items()):
+                    return event
+            seen = len(self.events)
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.events.append(json.loads(line))
+        raise AssertionError(f"no event {match} in {self.events}")
+
+    def stop(self) -> int:
+        """SIGTERM and wait."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture()
+def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    from mudguard.vhome import VirtualHome
+
+    with VirtualHome(prefix="mghr", devices=2) as vhome:
+        run = scenario.prepare(tmp_path, datetime.now(UTC))
+        for address in scenario.internet_addresses():
+            vhome.run(vhome.inet_ns, ["ip", "addr", "replace", f"{address}/32", "dev", "lo"])
+        internet = subprocess.Popen(
+            ["ip", "netns", "exec", vhome.inet_ns, sys.executable, "-m",
+             "mudguard.demo.internet", str(run.internet_config), "--lifetime", "300"],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert internet.stdout is not None and internet.stdout.readline().strip() == "ready"
+            (tmp_path / "state").mkdir()
+            config = tmp_path / "gateway.toml"
+            config.write_text(gateway_config(
+                lan_interface=vhome.lan_if, wan_interface=vhome.wan_if,
+                lan_prefix="192.0.2.0/24", gateway="192.0.2.1", state_dir=tmp_path / "state",
+                ca_file=run.ca_file))
+            yield vhome, config
+        finally:
+            internet.terminate()
+            internet.wait(5)
+
+
+def _join(interface: str, mac: str, url: str) -> str:
+    """Inside the device namespace: DHCP with the MUD URL, configure, return the address."""
+    from mudguard.demo.devices import configure
+
+    lease = dhcp.obtain(interface, mac, hostname="lifx-bulb", mud_url=url, timeout=15.0)
+    configure(interface, lease)
+    return lease.address
+
+
+def _resolve(name: str) -> list[str]:
+    import dns.message
+    import dns.query
+
+    answer = dns.query.udp(dns.message.make_query(name, "A"), "192.0.2.1", timeout=3)
+    return [r.address for rrset in answer.answer for r in rrset]
+
+
+def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
+        home_and_config: tuple[Any, Path]) -> None:
+    home, config = home_and_config
+    log = config.parent / "gateway.log"
+    bulb, stranger = home.nodes
+    home.run(bulb.ns, ["ip", "addr", "flush", "dev", bulb.iface])
+    home.run(bulb.ns, ["ip", "route", "flush", "table", "main"])
+    daemon = Daemon(home.gw_ns, config, log)
+    try:
+        daemon.wait_for({"event": "ready"})
+        url = scenario.device("bulb").mud_url
+        address = home.call(bulb.ns, _join, bulb.iface, bulb.mac, url)
+        daemon.wait_for({"event": "sighting", "mac": bulb.mac, "mud_url": url})
+        profiled = daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
+        assert profiled["signature"] == "signed_valid"
+        assert home.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+        assert home.tcp(bulb.ns, *CLOUD)
+        assert not home.tcp(bulb.ns, scenario.ELSEWHERE, 443)
+        assert not home.tcp(stranger.ns, *CLOUD)  # never onboarded: nothing
+
+        assert daemon.stop() == 0
+        # Daemon down: the kernel still enforces exactly the same thing.
+        home.run(home.gw_ns, ["nft", "list", "table", "inet", "mudguard"])
+        assert home.tcp(bulb.ns, *CLOUD)
+        assert not home.tcp(bulb.ns, scenario.ELSEWHERE, 443)
+        assert not home.tcp(stranger.ns, *CLOUD)
+
+        daemon = Daemon(home.gw_ns, config, log)
+        restored = daemon.wait_for({"event": "restored"})
+        assert (restored["devices"], restored["reinstalled"]) == (1, False)
+        again = daemon.wait_for({"event": "device", "mac": bulb.mac})
+        assert (again["state"], again["ipv4"]) == ("profiled", [address])
+        daemon.wait_for({"event": "ready"})
+        assert home.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+        assert home.tcp(bulb.ns, *CLOUD)
+        assert not home.tcp(bulb.ns, scenario.ELSEWHERE, 443)
+        assert not home.tcp(stranger.ns, *CLOUD)
+    finally:
+        daemon.stop()

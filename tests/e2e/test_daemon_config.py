@@ -1,0 +1,130 @@
+"""The daemon's configuration checks, dnsmasq command line and control requests
+(no privileges: a real SQLite store and the real device services, no kernel)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from mudguard.daemon.config import ConfigError, parse_config
+from mudguard.daemon.control import ControlServer
+from mudguard.daemon.dnsmasq import DnsmasqError, dnsmasq_argv
+from mudguard.demo.runner import control_request, gateway_config
+from mudguard.devices.service import DeviceService
+from mudguard.store import Store
+
+GOOD = """
+[gateway]
+lan_interface = "br-lan"
+lan_prefixes = ["192.0.2.0/24"]
+addresses = ["192.0.2.1"]
+state_dir = "/tmp/mg"
+home_default = "lan"
+[dhcp]
+range = ["192.0.2.100", "192.0.2.199"]
+[dns]
+upstream = ["198.51.100.53"]
+"""
+
+
+def test_a_good_configuration_parses_with_defaults() -> None:
+    config = parse_config(GOOD)
+    assert (config.lan_interface, config.addresses, config.home_default) == (
+        "br-lan", ("192.0.2.1",), "lan")
+    assert (config.dns_port, config.portal_address, config.portal_port) == (53, "192.0.2.1", 8080)
+    assert config.database == Path("/tmp/mg/mudguard.db")
+    assert config.dhcp_range == ("192.0.2.100", "192.0.2.199")
+
+
+def test_the_demo_writes_a_configuration_the_daemon_accepts(tmp_path: Path) -> None:
+    text = gateway_config(lan_interface="mghdbr", wan_interface="mghdw",
+                          lan_prefix="192.0.2.0/24", gateway="192.0.2.1",
+                          state_dir=tmp_path, ca_file=tmp_path / "ca.pem")
+    config = parse_config(text)
+    assert (config.ca_file, config.signature_roots) == (tmp_path / "ca.pem",) * 2
+    assert config.home_default == "lan"
+
+
+@pytest.mark.parametrize(("text", "complaint"), [
+    ("[gateway", "not valid TOML"),
+    ('[gateway]\nlan_prefixes=["192.0.2.0/24"]\naddresses=["192.0.2.1"]', "lan_interface"),
+    ('[gateway]\nlan_interface="br; rm -rf /"\nlan_prefixes=["192.0.2.0/24"]\n'
+     'addresses=["192.0.2.1"]', "not an interface name"),
+    ('[gateway]\nlan_interface="br"\nlan_prefixes=["not-a-prefix"]\naddresses=["192.0.2.1"]',
+     "not an IP prefix"),
+    (GOOD.replace('"lan"', '"everything"'), "home_default"),
+    (GOOD + "[portal]\nport = 70000\n", "port number"),
+    (GOOD.replace('range = ["192.0.2.100", "192.0.2.199"]', 'range = ["192.0.2.100"]'),
+     "dhcp.range"),
+    (GOOD + '[mud]\nallow_unsigned = "yes"\n', "allow_unsigned"),
+])
+def test_bad_configurations_are_refused_naming_the_key(text: str, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        parse_config(text)
+
+
+def test_dnsmasq_serves_dhcp_only_with_the_mud_hook() -> None:
+    argv = dnsmasq_argv(parse_config(GOOD), hook="/usr/bin/mudguard-dhcp-hook")
+    assert "--port=0" in argv  # DNS is the guard's job
+    assert "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,1h" in argv
+    assert "--dhcp-option=option:dns-server,192.0.2.1" in argv
+    assert "--dhcp-script=/usr/bin/mudguard-dhcp-hook" in argv
+    assert "--interface=br-lan" in argv
+
+
+def test_dnsmasq_refuses_a_range_outside_the_lan() -> None:
+    config = parse_config(GOOD.replace('"192.0.2.199"', '"198.51.100.9"'))
+    with pytest.raises(DnsmasqError, match="not inside a LAN prefix"):
+        dnsmasq_argv(config, hook="/bin/true")
+
+
+async def _serve_and_ask(tmp_path: Path, requests: list[bytes]) -> list[dict[str, object]]:
+    store = Store(tmp_path / "db.sqlite")
+    service = DeviceService(store=store)
+    service.observe(mac="02:6d:67:00:00:09", ip="192.0.2.109")
+
+    async def run(fn):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+    server = ControlServer(tmp_path / "control.sock", service, run)
+    await server.start()
+    assert (tmp_path / "control.sock").stat().st_mode & 0o777 == 0o600
+    replies = []
+    try:
+        for raw in requests:
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "control.sock"))
+            writer.write(raw + b"\n")
+            await writer.drain()
+            replies.append(json.loads(await reader.readline()))
+            writer.close()
+    finally:
+        await server.stop()
+        store.close()
+    return replies
+
+
+def test_control_socket_answers_and_refuses_bad_requests(tmp_path: Path) -> None:
+    replies = asyncio.run(_serve_and_ask(tmp_path, [
+        b'{"op": "devices"}',
+        b'{"op": "grant", "mac": "02:6d:67:00:00:09", "kind": "internet"}',
+        b'{"op": "grant", "mac": "02:6d:67:00:00:09", "kind": "everything"}',
+        b'{"op": "grant", "mac": "02:6d:67:00:00:99", "kind": "lan"}',
+        b'{"op": "shell", "mac": "02:6d:67:00:00:09"}',
+        b"not json",
+        b"[1, 2]",
+    ]))
+    devices, granted, bad_kind, unknown, bad_op, not_json, not_object = replies
+    assert devices["ok"] and [d["mac"] for d in devices["devices"]] == ["02:6d:67:00:00:09"]
+    assert granted["ok"] and granted["grant"]["kind"] == "internet"
+    assert (bad_kind["ok"], bad_kind["error"]) == (False, "bad_request")
+    assert (unknown["ok"], unknown["error"]) == (False, "device_not_found")
+    assert (bad_op["ok"], bad_op["error"]) == (False, "bad_request")
+    assert (not_json["ok"], not_object["ok"]) == (False, False)
+
+
+def test_control_request_reports_a_missing_daemon(tmp_path: Path) -> None:
+    reply = control_request(tmp_path / "nobody.sock", {"op": "devices"}, timeout=1)
+    assert reply["ok"] is False and "control socket" in reply["error"]
