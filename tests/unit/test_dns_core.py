@@ -202,6 +202,7 @@ def test_two_devices_same_name_each_get_only_their_own_element() -> None:
     "192.0.2.50",  # inside the home LAN (DNS rebinding)
     GW4,  # the gateway
     "127.0.0.1", "0.0.0.0", "169.254.1.1", "224.0.0.251", "255.255.255.255", "240.0.0.1",
+    "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1",  # private: the WAN side's modem
 ])
 def test_hostile_ipv4_answer_inserts_nothing(bad: str) -> None:
     book = Playbook(make_guard())
@@ -213,6 +214,7 @@ def test_hostile_ipv4_answer_inserts_nothing(bad: str) -> None:
 
 @pytest.mark.parametrize("bad", [
     "2001:db8:1::99", "2001:db8:1::1", "::1", "::", "fe80::1", "ff02::1", "::ffff:203.0.113.5",
+    "fd00::1",
 ])
 def test_hostile_ipv6_answer_inserts_nothing(bad: str) -> None:
     book = Playbook(make_guard())
@@ -413,3 +415,10 @@ def test_core_imports_no_io_adapters() -> None:
     leaked = [m for m in loaded
               if m.split(".")[0] in ("asyncio", "nftables", "pyroute2", "subprocess", "sqlite3")]
     assert leaked == []
+
+
+def test_private_ranges_can_be_allowed_for_homes_that_need_them() -> None:
+    book = Playbook(make_guard(GuardConfig(lan_prefixes=(LAN4,), block_private=False)))
+    (fill,) = fills(book.resolve("cloud.example.com", DEV_A[0],
+                                 [("cloud.example.com", "A", "10.1.2.3")]))
+    assert fill.elements == ((DEV_A[0], "10.1.2.3"),)

@@ -40,8 +40,9 @@ House rules:
   the device's allowed names; each one allowed gets the chain's final addresses.
 - **Nothing hostile is inserted.** Records outside the CNAME chain are ignored;
   answer addresses inside the home's LAN prefixes, the gateway's addresses,
-  loopback, link-local, multicast, unspecified, reserved or broadcast ranges are
-  never inserted (DNS rebinding cannot open the LAN); at most
+  private ranges (unless configured otherwise), loopback, link-local, multicast,
+  unspecified, reserved or broadcast ranges are never inserted (DNS rebinding
+  cannot open the LAN); at most
   ``max_addresses`` addresses per answer; TTLs are clamped, and the TTLs served to
   the device never exceed the element's lifetime.
 - **Bad input.** A packet shorter than a DNS header is dropped; a malformed query
@@ -79,6 +80,8 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HEADER_LEN = 12
+PRIVATE_PREFIXES: tuple[IpNetwork, ...] = tuple(ipaddress.ip_network(p) for p in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
 UPSTREAM_PAYLOAD = 1232  # the DNS flag day 2020 figure: no IP fragmentation upstream
 
 
@@ -139,6 +142,9 @@ class GuardConfig:
     """The home's LAN prefixes: answers pointing inside them are never inserted."""
     gateway_addresses: tuple[str, ...] = ()
     """The gateway's own addresses: never inserted either."""
+    block_private: bool = True
+    """Also never insert private ranges (RFC 1918, CGNAT, ULA): the WAN side's modem
+    and any other home network behind the gateway stay out of DNS rebinding's reach."""
     min_timeout_s: int = 30
     """Shortest element lifetime before grace (a TTL of 0 still lets a device connect)."""
     max_timeout_s: int = 86_400
@@ -242,6 +248,8 @@ class DnsGuard:
             blocked.append(ipaddress.ip_network(prefix, strict=False))
         for address in self.config.gateway_addresses:
             blocked.append(ipaddress.ip_network(address))
+        if self.config.block_private:
+            blocked.extend(PRIVATE_PREFIXES)
         self._blocked = tuple(blocked)
 
     # ----------------------------------------------------------------- policy
