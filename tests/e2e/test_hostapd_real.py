@@ -197,3 +197,18 @@ def test_sae_password_lines_are_accepted_by_hostapd(tmp_path: Path, netns: str) 
     finally:
         _stop(proc)
     assert "Invalid sae_password" not in log.read_text()
+
+
+def test_pmk_form_file_is_accepted_and_holds_no_passphrase(hostapd: Hostapd) -> None:
+    files = KeyFiles(psk_file=hostapd.psk_file, ctrl_path=hostapd.ctrl, pmk_ssid="mgk-test")
+    manager = KeyManager(KeyRing(hostapd.dir / "keys.db"), files)
+    keys = [manager.issue(mac=f"02:00:00:00:04:{i:02x}", vlan=i, now=float(i)) for i in range(20)]
+    keys.append(manager.issue(mac=None, now=30.0))
+    text = hostapd.psk_file.read_text()
+    assert all(k.entry.passphrase not in text for k in keys)
+    on_disk = {e.keyid: e for e in parse_psk_file(text)}
+    for key in keys:
+        assert on_disk[key.keyid].pmk("ignored") == key.entry.pmk("mgk-test")
+    manager.revoke(keys[0].keyid)  # RELOAD_WPA_PSK accepted each time, or this raises
+    with HostapdControl(hostapd.ctrl) as ctrl:
+        assert ctrl.ping()

@@ -116,6 +116,26 @@ def test_psk_line_format() -> None:
     assert onboarding.is_onboarding
 
 
+def test_pmk_form_line_carries_the_ieee_vector_pmk() -> None:
+    line = psk_file_line(entry(passphrase="password"), ssid="IEEE")
+    pmk = "f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e"
+    assert line == f"keyid=dev-1 02:00:00:00:00:01 {pmk}"
+    raw = parse_psk_file(line + "\n")[0]
+    assert raw.pmk("any SSID").hex() == pmk
+    with pytest.raises(KeyFormatError, match="raw PSK"):
+        sae_password_line(raw)
+    with pytest.raises(KeyFormatError, match="raw PSK"):
+        wifi_qr_payload(WifiCredentials(ssid="IEEE", passphrase=pmk))
+
+
+def test_pmk_form_lines_fit_hostapd_buffer_up_to_25_character_key_ids() -> None:
+    # 6 + 25 (keyid=ID) + 12 ( vlanid=4094) + 18 ( MAC) + 65 ( PMK) = 126
+    fits = entry(keyid="k" * 25, vlan=4094, passphrase="p" * 63)
+    assert len(psk_file_line(fits, ssid="s" * 32)) == 126
+    with pytest.raises(KeyFormatError, match="at most 126"):
+        psk_file_line(entry(keyid="k" * 26, vlan=4094), ssid="s")
+
+
 def test_psk_line_longer_than_hostapd_buffer_refused() -> None:
     long_entry = entry(keyid="k" * 31, vlan=4094, passphrase="p" * 63)
     with pytest.raises(KeyFormatError, match="hostapd reads at most 126"):

@@ -145,3 +145,14 @@ def test_truncated_capture_is_a_clear_error(corpus: Path, tmp_path: Path) -> Non
     path.write_bytes(data[: len(data) // 2 + 7])
     # The frames before the cut are still read (the first two exchanges), no crash.
     assert len(read_handshakes(path)) == 2
+
+
+def test_pmk_form_psk_file_identifies_too(corpus: Path) -> None:
+    from mudguard.keys.core import parse_psk_file, render_psk_file
+
+    text = render_psk_file(entries("12345678"), ssid="Harkonen")
+    assert "12345678" not in text and "password" not in text
+    parsed = parse_psk_file(text)
+    hs = read_handshakes(corpus / "wifi" / "wpa2.eapol.cap")[0]
+    found = identify_key(hs, "Harkonen", parsed)
+    assert found is not None and found.keyid == "the-one" and found.vlan == 7

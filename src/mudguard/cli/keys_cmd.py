@@ -32,6 +32,9 @@ SaeFileOpt = Annotated[Path | None, typer.Option(
     "--sae-file", envvar="MUDGUARD_SAE_FILE", help="Also write a WPA3 sae_password_file.")]
 DbOpt = Annotated[Path, typer.Option(
     "--db", envvar="MUDGUARD_KEYS_DB", help="The key ring (SQLite).")]
+PmkSsidOpt = Annotated[str | None, typer.Option(
+    "--ssid", envvar="MUDGUARD_SSID",
+    help="The network name: the psk file then holds PMKs, not passphrases (fast reloads).")]
 CtrlOpt = Annotated[Path | None, typer.Option(
     "--ctrl", envvar="MUDGUARD_HOSTAPD_CTRL",
     help="hostapd's control socket (<ctrl_interface>/<ifname>); tells hostapd at once.")]
@@ -48,12 +51,13 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _manager(db: Path, psk_file: Path, sae_file: Path | None, ctrl: Path | None) -> KeyManager:
+def _manager(db: Path, psk_file: Path, sae_file: Path | None, ctrl: Path | None,
+             ssid: str | None) -> KeyManager:
     from mudguard.keys.ring import KeyRing
     from mudguard.keys.service import KeyFiles, KeyManager
 
     return KeyManager(KeyRing(db), KeyFiles(psk_file=psk_file, sae_file=sae_file,
-                                            ctrl_path=ctrl))
+                                            ctrl_path=ctrl, pmk_ssid=ssid))
 
 
 @keys_app.command("issue")
@@ -67,12 +71,13 @@ def issue(
     sae_file: SaeFileOpt = None,
     db: DbOpt = Path("/var/lib/mudguard/keys.db"),
     ctrl: CtrlOpt = None,
+    ssid: PmkSsidOpt = None,
 ) -> None:
     """Issue a new key for MAC, or a one-time onboarding key with --onboarding."""
     if (mac is None) == (not onboarding):
         raise typer.BadParameter("give either a MAC or --onboarding")
     try:
-        manager = _manager(db, psk_file, sae_file, ctrl)
+        manager = _manager(db, psk_file, sae_file, ctrl, ssid)
         record = manager.issue(mac=mac, vlan=vlan, device=device, now=time.time())
     except MudguardError as exc:
         raise _fail(exc) from exc
@@ -107,10 +112,11 @@ def revoke(
     sae_file: SaeFileOpt = None,
     db: DbOpt = Path("/var/lib/mudguard/keys.db"),
     ctrl: CtrlOpt = None,
+    ssid: PmkSsidOpt = None,
 ) -> None:
     """Remove one device's key and disconnect it; every other device keeps its key."""
     try:
-        record = _manager(db, psk_file, sae_file, ctrl).revoke(keyid)
+        record = _manager(db, psk_file, sae_file, ctrl, ssid).revoke(keyid)
     except MudguardError as exc:
         raise _fail(exc) from exc
     console.print(f"revoked {escape(record.keyid)} ({escape(record.device)})")
@@ -236,6 +242,7 @@ def watch(
     psk_file: PskFileOpt = DEFAULT_PSK_FILE,
     sae_file: SaeFileOpt = None,
     db: DbOpt = Path("/var/lib/mudguard/keys.db"),
+    ssid: PmkSsidOpt = None,
     seconds: Annotated[float, typer.Option("--seconds", help="Stop after this long (0: never).")
                        ] = 0.0,
 ) -> None:
@@ -244,7 +251,7 @@ def watch(
     from mudguard.keys.hostapd import HostapdEvents
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    manager = _manager(db, psk_file, sae_file, ctrl)
+    manager = _manager(db, psk_file, sae_file, ctrl, ssid)
     end = time.monotonic() + seconds if seconds else float("inf")
     try:
         with HostapdEvents(ctrl) as events:

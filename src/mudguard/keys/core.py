@@ -44,6 +44,7 @@ __all__ = [
     "generate_passphrase",
     "handshake_matches",
     "identify_key",
+    "is_raw_psk",
     "normalise_mac",
     "parse_ctrl_event",
     "parse_eapol_key",
@@ -104,6 +105,11 @@ def generate_passphrase(groups: int = 5) -> str:
         raise KeyFormatError(f"at least {_MIN_RANDOM_CHARS // _GROUP} groups are needed")
     chars = [secrets.choice(PASSPHRASE_ALPHABET) for _ in range(groups * _GROUP)]
     return "-".join("".join(chars[i : i + _GROUP]) for i in range(0, len(chars), _GROUP))
+
+
+def is_raw_psk(text: str) -> bool:
+    """True for 64 hex digits: hostapd reads that as the 256-bit PSK itself, not a passphrase."""
+    return len(text) == 64 and all(ch in "0123456789abcdefABCDEF" for ch in text)
 
 
 def validate_passphrase(passphrase: str, *, sae: bool = False) -> str:
@@ -168,7 +174,8 @@ class PskEntry:
     def __post_init__(self) -> None:
         validate_keyid(self.keyid)
         object.__setattr__(self, "mac", normalise_mac(self.mac))
-        validate_passphrase(self.passphrase)
+        if not is_raw_psk(self.passphrase):  # a psk file may hold the PMK in hex
+            validate_passphrase(self.passphrase)
         if not 0 <= self.vlan <= 4094:
             raise KeyFormatError(f"VLAN must be 0..4094, got {self.vlan}")
 
@@ -177,13 +184,24 @@ class PskEntry:
         """True for a one-time key not yet bound to a MAC."""
         return self.mac == ONBOARDING_MAC
 
+    def pmk(self, ssid: bytes | str) -> bytes:
+        """The PMK this entry gives on ``ssid`` (a raw-PSK entry is its own PMK)."""
+        if is_raw_psk(self.passphrase):
+            return bytes.fromhex(self.passphrase)
+        return pmk_from_passphrase(self.passphrase, ssid)
 
-def psk_file_line(entry: PskEntry) -> str:
-    """The ``wpa_psk_file`` line: ``keyid=ID [vlanid=N] MAC PASSPHRASE`` (no newline)."""
+
+def psk_file_line(entry: PskEntry, *, ssid: bytes | str | None = None) -> str:
+    """The ``wpa_psk_file`` line: ``keyid=ID [vlanid=N] MAC PASSPHRASE`` (no newline).
+
+    With ``ssid``, the line carries the PMK as 64 hex digits instead of the
+    passphrase: hostapd then skips PBKDF2 (4096 rounds) for the line on every
+    reload, and the file no longer holds the passphrase the owner sees.
+    """
     parts = [f"keyid={entry.keyid}"]
     if entry.vlan:
         parts.append(f"vlanid={entry.vlan}")
-    parts += [entry.mac, entry.passphrase]
+    parts += [entry.mac, entry.passphrase if ssid is None else entry.pmk(ssid).hex()]
     line = " ".join(parts)
     if len(line) > _MAX_PSK_LINE:
         raise KeyFormatError(
@@ -193,12 +211,13 @@ def psk_file_line(entry: PskEntry) -> str:
     return line
 
 
-def render_psk_file(entries: Iterable[PskEntry]) -> str:
-    """The whole ``wpa_psk_file`` text, one entry a line, sorted by key id, key ids unique."""
+def render_psk_file(entries: Iterable[PskEntry], *, ssid: bytes | str | None = None) -> str:
+    """The whole ``wpa_psk_file`` text, one entry a line, sorted by key id, key ids unique
+    (``ssid``: PMK lines instead of passphrases, see :func:`psk_file_line`)."""
     ordered = sorted(entries, key=lambda e: e.keyid)
     _check_unique(ordered)
     header = "# written by mudguard: one key per device; edits here are overwritten\n"
-    return header + "".join(psk_file_line(e) + "\n" for e in ordered)
+    return header + "".join(psk_file_line(e, ssid=ssid) + "\n" for e in ordered)
 
 
 def _check_unique(entries: Sequence[PskEntry]) -> None:
@@ -259,6 +278,8 @@ def sae_password_line(entry: PskEntry) -> str:
     these as repeated ``sae_password=`` lines in hostapd.conf; ``sae_password_file``
     (same syntax) arrived in 2.11.
     """
+    if is_raw_psk(entry.passphrase):
+        raise KeyFormatError(f"key {entry.keyid} is a raw PSK; SAE needs the passphrase")
     validate_passphrase(entry.passphrase, sae=True)
     parts = [entry.passphrase]
     if not entry.is_onboarding:
@@ -320,6 +341,8 @@ def wifi_qr_payload(creds: WifiCredentials) -> str:
         raise KeyFormatError("SSID must be 1..32 bytes")
     if creds.security not in ("WPA", "SAE", "nopass"):
         raise KeyFormatError(f"unknown security {creds.security[:10]!r}")
+    if is_raw_psk(creds.passphrase):
+        raise KeyFormatError("a raw PSK cannot be shared as a WiFi QR code")
     validate_passphrase(creds.passphrase)
     payload = f"WIFI:T:{creds.security};S:{_qr_escape(creds.ssid)};"
     payload += f"P:{_qr_escape(creds.passphrase)};"
@@ -525,7 +548,7 @@ def identify_key(handshake: Handshake, ssid: bytes | str,
                  entries: Iterable[PskEntry]) -> PskEntry | None:
     """The entry whose passphrase the handshake used, or None."""
     for entry in entries:
-        if handshake_matches(handshake, pmk_from_passphrase(entry.passphrase, ssid)):
+        if handshake_matches(handshake, entry.pmk(ssid)):
             return entry
     return None
 

@@ -44,6 +44,9 @@ class KeyFiles:
     psk_file: Path
     sae_file: Path | None = None
     ctrl_path: Path | None = None
+    pmk_ssid: str | None = None
+    """If set, the psk file holds each key's PMK for this SSID instead of its passphrase
+    (hostapd reloads far faster, and the file never shows a passphrase)."""
 
 
 class KeyManager:
@@ -63,7 +66,7 @@ class KeyManager:
 
     def _write_files(self) -> None:
         entries = [r.entry for r in self.ring.records()]
-        write_atomic(self.files.psk_file, render_psk_file(entries))
+        write_atomic(self.files.psk_file, render_psk_file(entries, ssid=self.files.pmk_ssid))
         if self.files.sae_file is not None:
             write_atomic(self.files.sae_file, render_sae_password_file(entries))
 
