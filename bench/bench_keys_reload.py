@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mudguard.keys.core import PskEntry, render_psk_file
@@ -32,11 +33,11 @@ def entries(count: int) -> list[PskEntry]:
             for i in range(count)]
 
 
-def timed(action: object, repeat: int) -> float:
+def timed(action: Callable[[], object], repeat: int) -> float:
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
-        action()  # type: ignore[operator]
+        action()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1000
 
