@@ -22,7 +22,7 @@ UNSW = [
 # (file, usable, draft-era, the errors (exact) or a warning that must be among the findings)
 VERDICTS: list[tuple[str, bool, bool, list[str] | str | None]] = [
     ("rfc/brother-DCP-L2540DW.json", True, False, None),
-    # RFC 8520 §3.6: systeminfo "SHOULD NOT exceed 60 characters": a warning, not an error
+    # RFC 8520: systeminfo "SHOULD NOT exceed 60 characters": a warning, not an error
     # (the YANG leaf is an unbounded string; yangson accepts these files too).
     ("rfc/mudmaker-cloud-service.json", True, False, "longer than 60 characters (75)"),
     ("rfc/mudmaker-my-controller.json", True, False, "longer than 60 characters (65)"),

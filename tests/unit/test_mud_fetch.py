@@ -273,7 +273,7 @@ def test_default_refuses_loopback(server: Server) -> None:
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "100.64.0.1",
     "0.0.0.0", "224.0.0.251", "255.255.255.255", "::1", "::", "fe80::1", "fd00::1", "ff02::1",
-    "::ffff:127.0.0.1", "::ffff:192.168.0.1",
+    "::ffff:127.0.0.1", "::ffff:192.168.0.1", "64:ff9b::a00:1", "2002:c0a8:101::1",
 ])
 def test_gateway_and_home_addresses_are_refused(address: str) -> None:
     assert check_address(ipaddress.ip_address(address), FetchConfig()) is not None
@@ -289,6 +289,8 @@ def test_configured_home_prefix_is_refused() -> None:
     assert (error.key, error.reason) == (
         "blocked_address", "198.51.100.7 is in 198.51.100.0/24, which a MUD URL must never reach")
     assert check_address(ipaddress.ip_address("203.0.113.9"), home) is None
+    assert check_address(ipaddress.ip_address("64:ff9b::cb00:7109"), home) is None
+    assert check_address(ipaddress.ip_address("2001:db8::1"), home) is None
 
 
 def test_any_forbidden_answer_condemns_the_name() -> None:

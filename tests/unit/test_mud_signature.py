@@ -203,7 +203,7 @@ def test_signer_without_signing_key_usage_is_untrusted(pki: dict[str, Issued]) -
 
 
 def device_certificate(pki: dict[str, Issued], signer_name: x509.Name | None) -> x509.Certificate:
-    """An 802.1AR-style device certificate, optionally naming its MUD signer (RFC 8520 §11)."""
+    """An 802.1AR-style device certificate, optionally naming its MUD signer (id-pe-mudsigner)."""
     extensions: tuple[x509.ExtensionType, ...] = ()
     if signer_name is not None:
         extensions = (x509.UnrecognizedExtension(MUD_SIGNER_OID, signer_name.public_bytes()),)

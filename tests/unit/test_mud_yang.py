@@ -75,7 +75,7 @@ def corpus_files(corpus: Path) -> list[Path]:
 # Corpus files where the raw verdicts differ, and why.
 CORPUS_DIFFERENCES = {
     # A member of a module that is not in the YANG library: yangson rejects the file,
-    # mudguard reports the member as a warning and never enforces it (RFC 8520 §3.7).
+    # mudguard reports the member as a warning and never enforces it.
     "nist-mudfile-dns-test.json": (True, False),
     # Draft-era schema (access-lists container): not RFC 8520 JSON, so yangson rejects;
     # mudguard normalises it (its normalised output is checked below).
@@ -143,7 +143,7 @@ MUTATIONS: list[tuple[str, tuple[str | int, ...], object, tuple[bool, bool], str
      "meaning, so mudguard accepts it with a draft-era warning"),
     ("port missing", (*TCP0, "destination-port"), {"operator": "eq"}, (False, False), None),
     ("mud-version 2", (*MUD, "mud-version"), 2, (False, True),
-     "RFC 8520 §3.1 defines version 1 only; the YANG type is a bare uint8"),
+     "RFC 8520 defines version 1 only; the YANG type is a bare uint8"),
     ("http mud-url", (*MUD, "mud-url"), "http://things.example.com/lamp", (False, True),
      "RFC 8520 §3.3: MUD URLs MUST use https; the YANG type is any inet:uri"),
     ("mud-url missing", (*MUD, "mud-url"), DELETE, (False, False), None),
@@ -159,7 +159,7 @@ MUTATIONS: list[tuple[str, tuple[str | int, ...], object, tuple[bool, bool], str
      "hardening: owner-facing strings must not carry terminal escapes; YANG allows any string"),
     ("unknown member", (*MUD, "colour"), "red", (False, False), None),
     ("foreign module member", (*MUD, "ietf-mud-reporter:reporter"), {"x": 1}, (True, False),
-     "RFC 8520 §3.7: members of modules mudguard does not implement are reported as "
+     "members of modules mudguard does not implement are reported as "
      "warnings and never enforced; yangson rejects modules absent from its library"),
     ("extension name 41", (*MUD, "extensions"), ["x" * 41], (False, False), None),
     ("extension listed", (*MUD, "extensions"), ["frobnicate"], (True, True), None),
@@ -194,7 +194,7 @@ MUTATIONS: list[tuple[str, tuple[str | int, ...], object, tuple[bool, bool], str
      "draft-era generators wrote host addresses; mudguard normalises them to /32 (warning)"),
     ("prefix", IP0, {"destination-ipv4-network": "192.0.2.0/24"}, (True, True), None),
     ("name and prefix together", (*IP0, "destination-ipv4-network"), "192.0.2.0/24",
-     (False, True), "RFC 8520 §10 never says how a DNS name and a prefix combine; mudguard "
+     (False, True), "RFC 8520 never says how a DNS name and a prefix combine; mudguard "
                     "refuses rather than guessing a wider meaning"),
     ("ipv4 match in an ipv6 ACL", (*ACL1[:2], 0, "type"), "ipv6-acl-type", (False, True),
      "RFC 8519's when-conditions use the absolute path /acls/acl/type, true if any ACL of "

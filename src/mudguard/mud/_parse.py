@@ -318,11 +318,11 @@ SYSTEMINFO_DISPLAY_CHARS = 60
 def _systeminfo(value: object, path: tuple[PathPart, ...], w: _Walker) -> str | None:
     text = w.string(value, path, max_len=1024)
     if text is not None and len(text) > SYSTEMINFO_DISPLAY_CHARS:
-        # RFC 8520 §3.6: systeminfo "SHOULD NOT exceed 60 characters worth of display
-        # space" (https://www.rfc-editor.org/rfc/rfc8520#section-3.6); the YANG leaf is a
+        # RFC 8520 (systeminfo): "SHOULD NOT exceed 60 characters worth of display
+        # space" (https://www.rfc-editor.org/rfc/rfc8520); the YANG leaf is a
         # plain string, so a longer one is usable and only shortened for display.
         w.warn(path, f"longer than {SYSTEMINFO_DISPLAY_CHARS} characters ({len(text)}); "
-               "RFC 8520 §3.6 says it should fit in 60")
+               "RFC 8520 says it should fit in 60")
     return text
 
 
@@ -661,7 +661,7 @@ def _parse_ip(value: object, path: tuple[PathPart, ...], w: _Walker, version: in
             fields[f"{side}_dnsname"] = w.host(obj[key], path + (key,))
             network_key = f"{'source' if side == 'src' else 'destination'}-{fam}-network"
             if network_key in obj:
-                # The YANG allows both leaves, but RFC 8520 §10 never says how a name and a
+                # The YANG allows both leaves, but RFC 8520 never says how a name and a
                 # prefix combine (intersection? either?); guessing could widen access.
                 w.error(path + (key,), f"{side}-dnsname together with {network_key}: RFC 8520 "
                         "does not define how they combine")

@@ -112,11 +112,30 @@ def check_address(address: IPAddress, config: FetchConfig) -> str | None:
     """Why ``address`` must not be fetched from, or None if it may."""
     if any(address in net for net in config.unsafe_allow if net.version == address.version):
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return check_address(address.ipv4_mapped, config)
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            # An IPv4 address carried inside IPv6 (mapped, NAT64, 6to4) reaches that IPv4
+            # address in the end, so it is judged as one.
+            why = check_address(embedded, config)
+            if why is not None:
+                return f"{address} carries {why}"
     for net in FORBIDDEN_NETWORKS + config.blocked_prefixes:
         if net.version == address.version and address in net:
             return f"{address} is in {net}, which a MUD URL must never reach"
+    return None
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
@@ -288,14 +307,14 @@ class CacheEntry:
     valid_for: timedelta
 
     def fresh(self, now: datetime) -> bool:
-        """True until ``cache-validity`` hours after the fetch (RFC 8520 §3.5)."""
+        """True until ``cache-validity`` hours after the fetch (ietf-mud YANG, cache-validity)."""
         return self.fetched_at <= now < self.fetched_at + self.valid_for
 
 
 class MudCache:
     """MUD files by URL, honouring each file's ``cache-validity``; told the time, never reads it.
 
-    RFC 8520 §3.5: cache-validity is the number of hours "after which it should be
+    The ietf-mud YANG module: cache-validity is the number of hours "after which it should be
     refreshed"; MUD managers "need not discard MUD files beyond this period", so a
     stale entry stays available (``stale``) for use when a refresh fails.
     """

@@ -1,9 +1,9 @@
 """MUD file signatures: detached CMS SignedData (DER) over the file's exact bytes.
 
-RFC 8520 §13.2 (https://www.rfc-editor.org/rfc/rfc8520#section-13.2): "The MUD
-file MUST be signed using CMS as an opaque binary object" with a detached
-signature fetched from ``mud-signature``; a manager checks it against its trust
-anchors. §11 adds the 802.1AR certificate extension ``id-pe-mudsigner``
+RFC 8520 §13 (https://www.rfc-editor.org/rfc/rfc8520#section-13): a MUD file is
+signed with a detached CMS signature over its bytes as an opaque object, fetched
+from ``mud-signature``; a manager checks it against its trust anchors. RFC 8520
+also defines the 802.1AR certificate extension ``id-pe-mudsigner``
 (1.3.6.1.5.5.7.1.30), the Name of whoever may sign the device's MUD file.
 
 Theory of operation: parse the CMS with asn1crypto, find the signer's certificate,
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from mudguard.errors import RemoteInputError
 
 MUD_SIGNER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.30")
-"""RFC 8520 §11: id-pe-mudsigner, MUDsignerSyntax ::= Name."""
+"""RFC 8520 certificate extension id-pe-mudsigner, MUDsignerSyntax ::= Name."""
 MAX_SIGNATURE_BYTES = 64 * 1024
 MAX_PATH_LENGTH = 8
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
@@ -110,7 +110,7 @@ def load_trust_anchors(pem: bytes) -> list[x509.Certificate]:
 
 
 def mud_signer_of(device_cert: x509.Certificate) -> x509.Name | None:
-    """The MUD signer an 802.1AR device certificate names (RFC 8520 §11), if any."""
+    """The MUD signer an 802.1AR device certificate names (RFC 8520 id-pe-mudsigner), if any."""
     try:
         extension = device_cert.extensions.get_extension_for_oid(MUD_SIGNER_OID)
     except x509.ExtensionNotFound:
