@@ -1,0 +1,465 @@
+"""The evaluator and the compiler agree: for every valid corpus MUD file, flows that each
+rule should admit and near misses get the same verdict from ``evaluate()`` and from the
+compiled libnftables JSON, run by a small interpreter of exactly that JSON (chains,
+verdict maps, sets, payload/meta/ct matches). ``tests/netns/test_evaluate_kernel.py``
+replays a sample through the real kernel."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mudguard.mud import Direction, MudFile, PortMatch, PortOperator, parse_mud
+from mudguard.policy import (
+    DeviceFacts,
+    DevicePolicy,
+    Flow,
+    HomeContext,
+    LifecycleState,
+    NameMap,
+    PeerKind,
+    Rule,
+    compile_home,
+    decide,
+    dns_set_name,
+    evaluate,
+)
+
+OUT, IN = Direction.FROM_DEVICE, Direction.TO_DEVICE
+DEV_MAC = "02:00:00:00:00:0a"
+DEV4, DEV6 = "192.0.2.10", "2001:db8:1::10"
+GW4, GW6 = "192.0.2.1", "2001:db8:1::1"
+LAN_IF, WAN_IF = "mgwlan", "mgwwan"
+INTERNET = {4: "203.0.113.", 6: "2001:db8:f::"}
+NEAR = {4: "198.51.100.99", 6: "2001:db8:e::99"}  # neither LAN, named, nor a controller
+
+
+def corpus_muds(corpus: Path) -> Iterator[tuple[str, MudFile]]:
+    for path in sorted((corpus / "mud").rglob("*.json")):
+        result = parse_mud(path.read_bytes())
+        if result.ok and result.mud is not None:
+            yield path.name, result.mud
+
+
+# -- the home each corpus file is placed in ------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    policy: DevicePolicy
+    context: HomeContext
+    names: NameMap
+    dns: dict[str, set[tuple[str, str]]]  # nft set name -> (device, remote) pairs
+    flows: list[Flow]
+
+
+def _host(prefix: str, index: int) -> str:
+    return str(ipaddress.ip_address(prefix + "0") + index) if prefix.endswith(".") else \
+        str(ipaddress.ip_address(prefix + "1") + index)
+
+
+def build(mud: MudFile, *, state: LifecycleState = LifecycleState.PROFILED) -> Scenario:
+    """Place the device in a home where every abstraction of its file has a peer."""
+    rules = decide(DeviceFacts(mac=DEV_MAC, mud_url=mud.mud_url, state=state), mud, (),
+                   HomeContext(lan_prefixes=(), gateway_addresses=()),
+                   now=datetime(2026, 1, 1, tzinfo=UTC)).rules
+    controllers = sorted({r.peer_value for r in rules
+                          if r.peer is PeerKind.CONTROLLER and r.peer_value})
+    manufacturers = sorted({r.peer_value for r in rules
+                            if r.peer is PeerKind.MANUFACTURER and r.peer_value})
+    models = sorted({r.peer_value for r in rules if r.peer is PeerKind.MODEL and r.peer_value})
+    me = DeviceFacts(mac=DEV_MAC, ipv4=(DEV4,), ipv6=(DEV6,), mud_url=mud.mud_url,
+                     state=state)
+    others = [DeviceFacts(mac="02:00:00:00:01:01", ipv4=("192.0.2.11",),
+                          ipv6=("2001:db8:1::11",), mud_url=mud.mud_url,
+                          state=LifecycleState.PROFILED)]
+    for i, host in enumerate(manufacturers):
+        others.append(DeviceFacts(mac=f"02:00:00:00:02:{i:02x}", ipv4=(f"192.0.2.{20 + i}",),
+                                  mud_url=f"https://{host}/x.json",
+                                  state=LifecycleState.PROFILED))
+    for i, url in enumerate(models):
+        others.append(DeviceFacts(mac=f"02:00:00:00:03:{i:02x}", ipv4=(f"192.0.2.{40 + i}",),
+                                  mud_url=url, state=LifecycleState.PROFILED))
+    context = HomeContext(
+        lan_prefixes=("192.0.2.0/24", "2001:db8:1::/64"), gateway_addresses=(GW4, GW6),
+        lan_interface=LAN_IF, wan_interface=WAN_IF, portal_ports=(8443,),
+        controllers={c: (f"192.0.2.{60 + i}", f"2001:db8:1::{60 + i:x}")
+                     for i, c in enumerate(controllers)},
+        my_controllers={mud.mud_url: ("192.0.2.70", "2001:db8:1::70")},
+        devices=(me, *others))
+    policy = decide(me, mud, (), context, now=datetime(2026, 1, 1, tzinfo=UTC))
+    pairs: list[tuple[str, str]] = []
+    for i, name in enumerate(sorted(policy.dns_names())):
+        pairs += [(name, f"203.0.113.{10 + i}"), (name, f"2001:db8:f::{10 + i:x}")]
+    names = NameMap.build(pairs)
+    dns: dict[str, set[tuple[str, str]]] = {}
+    for name, address in pairs:
+        family = 6 if ":" in address else 4
+        dns.setdefault(dns_set_name(name, family), set()).add(
+            (DEV6 if family == 6 else DEV4, address))
+    scenario = Scenario(policy=policy, context=context, names=names, dns=dns, flows=[])
+    scenario.flows = generate_flows(scenario)
+    return scenario
+
+
+# -- flows: what each rule should admit, and near misses --------------------------------------
+
+
+def _port_in(match: PortMatch | None) -> int:
+    if match is None:
+        return 40000
+    op, port = match.operator, match.port or 0
+    if op is PortOperator.RANGE:
+        return match.lower or 0
+    return {PortOperator.EQ: port, PortOperator.GTE: port, PortOperator.LTE: port,
+            PortOperator.LT: max(port - 1, 0), PortOperator.GT: min(port + 1, 65535),
+            PortOperator.NEQ: (port + 1) % 65536}[op]
+
+
+def _port_out(match: PortMatch | None) -> int | None:
+    if match is None:
+        return None
+    op, port = match.operator, match.port or 0
+    if op is PortOperator.RANGE:
+        return (match.upper or 0) + 1 if (match.upper or 0) < 65535 else None
+    return {PortOperator.EQ: (port + 1) % 65536, PortOperator.NEQ: port,
+            PortOperator.GTE: port - 1 if port else None, PortOperator.GT: port,
+            PortOperator.LTE: port + 1 if port < 65535 else None,
+            PortOperator.LT: port}[op]
+
+
+def _remote(rule: Rule, family: int, s: Scenario) -> str | None:
+    kind, value, ctx = rule.peer, rule.peer_value, s.context
+    if kind in (PeerKind.ANY, PeerKind.INTERNET):
+        return INTERNET[family] + "200"
+    if kind is PeerKind.GATEWAY:
+        return GW4 if family == 4 else GW6
+    if kind is PeerKind.DNSNAME:
+        found = [a for a in s.names.by_name.get(value or "", ()) if (":" in a) == (family == 6)]
+        return sorted(found)[0] if found else None
+    if kind is PeerKind.LOCAL_NETWORKS:
+        return "192.0.2.77" if family == 4 else "2001:db8:1::77"
+    if kind is PeerKind.NETWORK and value:
+        net = ipaddress.ip_network(value)
+        if net.version != family:
+            return None
+        return str(net.network_address + (1 if net.num_addresses > 2 else 0))
+    pools: tuple[str, ...] = ()
+    if kind is PeerKind.CONTROLLER:
+        pools = ctx.controllers.get(value or "", ())
+    elif kind is PeerKind.MY_CONTROLLER:
+        pools = ctx.my_controllers.get(s.policy.device.mud_url or "", ())
+    else:
+        me = s.policy.device
+        for other in ctx.devices:
+            if other.mac == me.mac:
+                continue
+            if ((kind is PeerKind.SAME_MANUFACTURER and other.manufacturer == me.manufacturer)
+                    or (kind is PeerKind.MANUFACTURER and other.manufacturer == value)
+                    or (kind is PeerKind.MODEL and other.mud_url == value)):
+                pools += other.ipv4 + other.ipv6
+    found = [a for a in pools if (":" in a) == (family == 6)]
+    return found[0] if found else None
+
+
+def _flow(direction: Direction, family: int, remote: str, protocol: int, *, sport: int | None,
+          dport: int | None, icmp: tuple[int, int] | None = None, opens: bool = True,
+          src: str | None = None) -> Flow:
+    device = DEV4 if family == 4 else DEV6
+    source, dest = (device, remote) if direction is OUT else (remote, device)
+    return Flow(direction=direction, family=family, src=src or source, dst=dest,
+                protocol=protocol, src_port=sport, dst_port=dport,
+                icmp_type=icmp[0] if icmp else None, icmp_code=icmp[1] if icmp else None,
+                opens=opens)
+
+
+def flows_for_rule(rule: Rule, s: Scenario) -> list[Flow]:
+    out: list[Flow] = []
+    families = (4, 6) if rule.family is None else (rule.family,)
+    for family in families:
+        remote = _remote(rule, family, s)
+        if remote is None:
+            continue
+        protocols = [rule.protocol] if rule.protocol is not None else [6, 17]
+        if rule.icmp_type is not None and rule.protocol is None:
+            protocols = [1 if family == 4 else 58]
+        for proto in protocols:
+            if proto in (6, 17):
+                sport, dport = _port_in(rule.src_port), _port_in(rule.dst_port)
+                if rule.src_port is None and rule.direction is IN:
+                    sport = 443
+                base = _flow(rule.direction, family, remote, proto, sport=sport, dport=dport)
+                out += [base, replace(base, opens=False)]
+                for field, match in (("src_port", rule.src_port), ("dst_port", rule.dst_port)):
+                    miss = _port_out(match)
+                    if miss is not None:
+                        out.append(replace(base, **{field: miss}))
+                out.append(replace(base, protocol=23 - proto))  # tcp <-> udp
+            elif proto in (1, 58):
+                itype = rule.icmp_type if rule.icmp_type is not None else 8
+                code = rule.icmp_code if rule.icmp_code is not None else 0
+                base = _flow(rule.direction, family, remote, proto, sport=None, dport=None,
+                             icmp=(itype, code))
+                out += [base, replace(base, icmp_type=(itype + 1) % 256),
+                        replace(base, icmp_code=(code + 1) % 256)]
+            else:
+                out.append(_flow(rule.direction, family, remote, proto, sport=None, dport=None))
+                continue
+            near = NEAR[family]
+            out.append(replace(base, dst=near) if rule.direction is OUT
+                       else replace(base, src=near))
+            if rule.direction is OUT and not rule.any_source:
+                spoof = "192.0.2.99" if family == 4 else "2001:db8:1::99"
+                out.append(replace(base, src=spoof))
+            if rule.any_source and family == 4:
+                out.append(replace(base, src="0.0.0.0", dst="255.255.255.255"))
+            if rule.any_source and family == 6:
+                out.append(replace(base, src="fe80::a"))
+    return out
+
+
+def generate_flows(s: Scenario) -> list[Flow]:
+    flows: list[Flow] = []
+    for rule in s.policy.rules:
+        flows += flows_for_rule(rule, s)
+    for family in (4, 6):  # the usual suspects, whatever the file says
+        remote = INTERNET[family] + "201"
+        flows += [_flow(OUT, family, remote, 6, sport=40000, dport=443),
+                  _flow(OUT, family, remote, 17, sport=40000, dport=53),
+                  _flow(IN, family, remote, 6, sport=40000, dport=22),
+                  _flow(OUT, family, GW4 if family == 4 else GW6, 6, sport=40000, dport=8443)]
+    return flows
+
+
+# -- a small interpreter of the compiled libnftables JSON -------------------------------------
+
+
+class Kernel:
+    """Runs one packet through the compiled batch the way nftables would (the subset the
+    compiler emits). Rate limits are assumed not exceeded; logs do nothing."""
+
+    def __init__(self, commands: list[dict[str, Any]], dns: dict[str, set[tuple[str, str]]]):
+        self.chains: dict[str, list[list[dict[str, Any]]]] = {}
+        self.maps: dict[str, dict[str, str]] = {}
+        self.sets = {name: {tuple(map(_canon, pair)) for pair in pairs}
+                     for name, pairs in dns.items()}
+        for command in commands:
+            self._load(command)
+
+    def _load(self, command: dict[str, Any]) -> None:
+        (verb, body), = command.items()
+        (kind, obj), = body.items()
+        if kind == "chain":
+            if verb == "add":
+                self.chains.setdefault(obj["name"], [])
+            elif verb == "flush":
+                self.chains[obj["name"]] = []
+        elif kind == "rule" and verb == "add":
+            self.chains[obj["chain"]].append(obj["expr"])
+        elif kind == "map" and verb == "add":
+            self.maps.setdefault(obj["name"], {})
+        elif kind == "element" and obj["name"] in self.maps:
+            for key, verdict in obj["elem"]:
+                self.maps[obj["name"]][_canon(key)] = verdict["jump"]["target"]
+        elif kind == "table" and verb == "delete":
+            self.chains.clear()
+            self.maps.clear()
+
+    def accepts(self, flow: Flow, gateway: bool, from_gateway: bool) -> bool:
+        packet = _packet(flow)
+        if from_gateway:
+            return self._base("output", packet, "accept")
+        return self._base("input" if gateway else "forward", packet,
+                          "accept" if gateway else "drop")
+
+    def _base(self, chain: str, packet: dict[Any, Any], policy: str) -> bool:
+        verdict = self._run(chain, packet, 0)
+        return (verdict or policy) == "accept"
+
+    def _run(self, chain: str, packet: dict[Any, Any], depth: int) -> str | None:
+        assert depth < 8
+        for exprs in self.chains[chain]:
+            verdict = self._rule(exprs, packet, depth)
+            if verdict == "return":
+                return None
+            if verdict is not None:
+                return verdict
+        return None
+
+    def _rule(self, exprs: list[dict[str, Any]], packet: dict[Any, Any],
+              depth: int) -> str | None:
+        for expr in exprs:
+            (kind, arg), = expr.items()
+            if kind == "match":
+                if not self._match(arg, packet):
+                    return None
+            elif kind == "limit":
+                if arg.get("inv"):
+                    return None  # "over the rate" never holds here
+            elif kind in ("log", "counter"):
+                continue
+            elif kind in ("accept", "drop", "return"):
+                return kind
+            elif kind == "jump":
+                verdict = self._run(arg["target"], packet, depth + 1)
+                if verdict is not None:
+                    return verdict
+            elif kind == "vmap":
+                key = self._value(arg["key"], packet)
+                target = self.maps[arg["data"].lstrip("@")].get(_canon(key)) if key else None
+                if target is not None:
+                    verdict = self._run(target, packet, depth + 1)
+                    if verdict is not None:
+                        return verdict
+            else:
+                raise AssertionError(f"interpreter does not know {kind!r}")
+        return None
+
+    def _value(self, left: dict[str, Any], packet: dict[Any, Any]) -> Any:
+        (kind, arg), = left.items()
+        if kind == "payload":
+            return packet.get((arg["protocol"], arg["field"]))
+        if kind in ("meta", "ct"):
+            return packet.get((kind, arg["key"]))
+        if kind == "concat":
+            parts = [self._value(p, packet) for p in arg]
+            return None if None in parts else tuple(parts)
+        if kind == "&":
+            flags = self._value(arg[0], packet)
+            return None if flags is None else frozenset(flags) & frozenset(arg[1])
+        raise AssertionError(f"interpreter does not know {kind!r}")
+
+    def _match(self, match: dict[str, Any], packet: dict[Any, Any]) -> bool:
+        value = self._value(match["left"], packet)
+        if value is None:
+            return False  # nft's implicit protocol dependency: no such header, no match
+        right, op = match["right"], match["op"]
+        if isinstance(right, str) and right.startswith("@"):
+            name = right[1:]
+            hit = (_canon(value) in self.maps[name] if name in self.maps
+                   else tuple(map(_canon, value)) in self.sets.get(name, set()))
+        elif isinstance(value, frozenset):
+            hit = value == frozenset([right] if isinstance(right, str) else right)
+        else:
+            hit = _contains(right, value)
+        if op in ("==", "in"):
+            return hit
+        if op == "!=":
+            return not hit
+        bound = int(right)
+        return {"<": value < bound, ">": value > bound, "<=": value <= bound,
+                ">=": value >= bound}[op]
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            return value.lower()
+    return value
+
+
+def _contains(right: Any, value: Any) -> bool:
+    if isinstance(right, dict) and "set" in right:
+        return any(_contains(r, value) for r in right["set"])
+    if isinstance(right, list):
+        return any(_contains(r, value) for r in right)
+    if isinstance(right, dict) and "prefix" in right:
+        net = ipaddress.ip_network(f"{right['prefix']['addr']}/{right['prefix']['len']}")
+        try:
+            return ipaddress.ip_address(value) in net
+        except (TypeError, ValueError):
+            return False
+    if isinstance(right, dict) and "range" in right:
+        low, high = right["range"]
+        return low <= value <= high
+    return _canon(right) == _canon(value)
+
+
+def _packet(flow: Flow) -> dict[Any, Any]:
+    ip = "ip" if flow.family == 4 else "ip6"
+    device_sends = flow.direction is OUT
+    packet: dict[Any, Any] = {
+        ("meta", "iifname"): LAN_IF if device_sends else WAN_IF,
+        ("meta", "oifname"): WAN_IF if device_sends else LAN_IF,
+        ("meta", "nfproto"): "ipv4" if flow.family == 4 else "ipv6",
+        ("meta", "protocol"): 0x0800 if flow.family == 4 else 0x86DD,
+        ("meta", "l4proto"): flow.protocol,
+        ("ether", "saddr"): DEV_MAC if device_sends else "02:00:00:00:ff:ff",
+        (ip, "saddr"): flow.src, (ip, "daddr"): flow.dst,
+        ("ct", "state"): "new", ("ct", "direction"): "original",
+    }
+    transport = {6: "tcp", 17: "udp"}.get(flow.protocol)
+    if transport:
+        packet[(transport, "sport")] = flow.src_port
+        packet[(transport, "dport")] = flow.dst_port
+    if flow.protocol == 6:
+        packet[("tcp", "flags")] = {"syn"} if flow.opens else {"ack"}
+    icmp = {1: "icmp", 58: "icmpv6"}.get(flow.protocol)
+    if icmp and (flow.family == 4) == (flow.protocol == 1):
+        packet[(icmp, "type")] = flow.icmp_type
+        packet[(icmp, "code")] = flow.icmp_code
+    return packet
+
+
+def kernel_verdict(s: Scenario, kernel: Kernel, flow: Flow) -> bool:
+    from mudguard.policy._evaluate import is_local_delivery
+
+    from_gateway = flow.direction is IN and flow.src in (GW4, GW6)
+    gateway = flow.direction is OUT and is_local_delivery(flow.dst, s.context)
+    return kernel.accepts(flow, gateway, from_gateway)
+
+
+def disagreements(s: Scenario) -> list[str]:
+    kernel = Kernel(compile_home([s.policy], s.context), s.dns)
+    out = []
+    for flow in s.flows:
+        expected = kernel_verdict(s, kernel, flow)
+        verdict = evaluate(s.policy, flow, s.context, s.names)
+        if verdict.allowed != expected:
+            out.append(f"{flow} -> evaluate {verdict.origin} ({verdict.action.value}), "
+                       f"compiled {'accept' if expected else 'drop'}")
+    return out
+
+
+def test_evaluator_agrees_with_compiled_rules_on_the_corpus(corpus: Path) -> None:
+    files = flows = accepted = 0
+    problems: list[str] = []
+    for name, mud in corpus_muds(corpus):
+        for state in (LifecycleState.PROFILED, LifecycleState.QUARANTINED):
+            scenario = build(mud, state=state)
+            problems += [f"{name} [{state.value}]: {p}" for p in disagreements(scenario)]
+            kernel = Kernel(compile_home([scenario.policy], scenario.context), scenario.dns)
+            accepted += sum(kernel_verdict(scenario, kernel, f) for f in scenario.flows)
+            flows += len(scenario.flows)
+        files += 1
+    assert files >= 40
+    assert not problems, "\n".join(problems[:20])
+    # Both outcomes are exercised, in volume.
+    assert flows > 3000 and 0.15 < accepted / flows < 0.85, (flows, accepted)
+
+
+@pytest.mark.parametrize("state", [LifecycleState.NEW, LifecycleState.DEFAULT,
+                                   LifecycleState.OUT_OF_SUPPORT, LifecycleState.TRUSTED,
+                                   LifecycleState.FORGOTTEN])
+def test_evaluator_agrees_in_every_lifecycle_state(corpus: Path, state: LifecycleState) -> None:
+    mud = parse_mud((corpus / "mud/rfc/nist-mudfile-local-and-same-mfg-test.json").read_bytes())
+    assert mud.mud is not None
+    scenario = build(mud.mud, state=state)
+    assert not disagreements(scenario)
+
+
+def test_the_interpreter_is_not_trivially_agreeable(corpus: Path) -> None:
+    """A deliberately wrong evaluator input (names the kernel does not have) disagrees."""
+    mud = parse_mud((corpus / "mud/rfc/brother-DCP-L2540DW.json").read_bytes()).mud
+    assert mud is not None
+    scenario = build(mud)
+    scenario.dns = {}  # the kernel's DNS sets are empty, the evaluator's names are not
+    assert disagreements(scenario)
