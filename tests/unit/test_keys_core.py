@@ -257,6 +257,15 @@ def test_onboarding_key_binds_to_first_mac_and_keeps_its_vlan() -> None:
     assert decision.event is not None and decision.event["event"] == "wifi_key_bound"
 
 
+@pytest.mark.parametrize("mac", [ONBOARDING_MAC, "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff"])
+def test_zero_or_group_station_mac_never_binds(mac: str) -> None:
+    for keyid in ("onb-b", "dev-a"):
+        decision = decide_connection(records(), keyid, mac, now=10.0)
+        assert decision.outcome is BindingOutcome.UNKNOWN and decision.record is None
+        assert decision.event is not None
+        assert decision.event["event"] == "wifi_station_mac_invalid"
+
+
 @pytest.mark.parametrize("keyid", [None, "revoked", ""])
 def test_unknown_key_is_an_event(keyid: str | None) -> None:
     decision = decide_connection(records(), keyid, "02:00:00:00:00:0c", now=10.0)

@@ -183,3 +183,11 @@ def test_manager_refuses_a_second_key_for_one_mac_and_changes_nothing(tmp_path: 
     with pytest.raises(KeyRingError):
         manager.issue(mac="00:00:00:00:00:00", now=2.0)
     assert files.psk_file.read_text() == before
+
+
+def test_key_files_from_env() -> None:
+    files = KeyFiles.from_env({"MUDGUARD_PSK_FILE": "/x/psk", "MUDGUARD_SSID": "Home",
+                               "MUDGUARD_HOSTAPD_CTRL": "/run/hostapd/wlan0"})
+    assert files == KeyFiles(psk_file=Path("/x/psk"), ctrl_path=Path("/run/hostapd/wlan0"),
+                             pmk_ssid="Home")
+    assert KeyFiles.from_env({}).psk_file == Path("/var/lib/mudguard/hostapd.wpa_psk")

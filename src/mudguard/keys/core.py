@@ -659,6 +659,10 @@ def decide_connection(records: Iterable[KeyRecord], keyid: str | None, mac: str,
     to the first MAC that uses it and is then an ordinary key.
     """
     mac = normalise_mac(mac)
+    if mac == ONBOARDING_MAC or int(mac[:2], 16) & 0x01:
+        # Not a station address (all-zero or group): it must never claim or bind a key.
+        event = {"event": "wifi_station_mac_invalid", "mac": mac, "keyid": str(keyid)}
+        return BindingDecision(BindingOutcome.UNKNOWN, None, event)
     record = next((r for r in records if r.keyid == keyid), None) if keyid else None
     if record is None:
         event = {"event": "wifi_key_unknown", "mac": mac, "keyid": str(keyid)}

@@ -10,8 +10,9 @@ and hostapd never disagree about who holds which key.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from mudguard.keys.core import (
 from mudguard.keys.hostapd import HostapdControl, HostapdError, file_lock, write_atomic
 from mudguard.keys.ring import KeyRing, KeyRingError
 
-__all__ = ["KeyFiles", "KeyManager"]
+__all__ = ["DEFAULT_PSK_FILE", "KeyFiles", "KeyManager"]
+
+DEFAULT_PSK_FILE = Path("/var/lib/mudguard/hostapd.wpa_psk")
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,17 @@ class KeyFiles:
     pmk_ssid: str | None = None
     """If set, the psk file holds each key's PMK for this SSID instead of its passphrase
     (hostapd reloads far faster, and the file never shows a passphrase)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KeyFiles:
+        """The paths the ``keys`` commands use: ``MUDGUARD_PSK_FILE`` (default
+        ``DEFAULT_PSK_FILE``), ``MUDGUARD_SAE_FILE``, ``MUDGUARD_HOSTAPD_CTRL`` and
+        ``MUDGUARD_SSID`` (PMK form), so every caller writes the same file the same way."""
+        env = os.environ if environ is None else environ
+        sae, ctrl = env.get("MUDGUARD_SAE_FILE"), env.get("MUDGUARD_HOSTAPD_CTRL")
+        return cls(psk_file=Path(env.get("MUDGUARD_PSK_FILE", str(DEFAULT_PSK_FILE))),
+                   sae_file=Path(sae) if sae else None, ctrl_path=Path(ctrl) if ctrl else None,
+                   pmk_ssid=env.get("MUDGUARD_SSID") or None)
 
 
 class KeyManager:
