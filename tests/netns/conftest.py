@@ -32,3 +32,17 @@ def vhome() -> Iterator[VirtualHome]:
     """A fresh virtual home with three devices (prefix ``mgeV<pid>``), torn down after."""
     with VirtualHome(prefix=f"mgeV{os.getpid() % 10000}", devices=3) as home:
         yield home
+
+
+@pytest.fixture
+def corpus_mud():  # type: ignore[no-untyped-def]
+    """Load a corpus MUD file by its path under ``corpus/mud`` (parsed, must be valid)."""
+    from mudguard.mud import MudFile, parse_mud
+    from tests.conftest import CORPUS
+
+    def load(relative: str) -> MudFile:
+        result = parse_mud((CORPUS / "mud" / relative).read_bytes())
+        assert result.ok and result.mud is not None, [str(f) for f in result.errors]
+        return result.mud
+
+    return load

@@ -1,1 +1,10 @@
-"""mudguard.enforce."""
+"""Enforcement adapters: apply compiled nftables batches and keep them true.
+
+``Nft`` applies libnftables JSON batches atomically; ``Enforcer`` keeps the
+``inet mudguard`` table equal to the home's device policies.
+"""
+
+from mudguard.enforce.enforcer import DeviceLike, Enforcer, ReconcileReport, facts_of
+from mudguard.enforce.nft import Nft, NftError
+
+__all__ = ["DeviceLike", "Enforcer", "Nft", "NftError", "ReconcileReport", "facts_of"]

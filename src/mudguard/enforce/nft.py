@@ -50,6 +50,38 @@ class Nft:
         self._lib = ctypes.CDLL("libnftables.so.1")
         self._lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
 
+    @classmethod
+    def in_namespace(cls, ns: str) -> Nft:
+        """A handle bound to network namespace ``ns`` (for tests, the demo, the daemon).
+
+        libnftables opens its netlink socket when the context is created, and a
+        socket stays in the namespace it was opened in; so the context is created
+        on a short-lived thread that first enters ``ns``, and every later call made
+        through it, from any thread, acts on ``ns`` only.
+        """
+        import threading
+
+        from mudguard.vhome._netns import enter
+
+        box: dict[str, Nft | BaseException] = {}
+
+        def make() -> None:
+            try:
+                enter(ns)
+                box["nft"] = cls()
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=make, name=f"nft-{ns}")
+        thread.start()
+        thread.join()
+        error = box.get("error")
+        if isinstance(error, BaseException):
+            raise error
+        made = box["nft"]
+        assert isinstance(made, Nft)
+        return made
+
     def _set_dry_run(self, on: bool) -> None:
         self._lib.nft_ctx_set_dry_run(self._nft._Nftables__ctx, on)
 

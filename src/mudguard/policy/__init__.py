@@ -1,5 +1,7 @@
 """Policy: decide what each device may do, and compile it (pure, no I/O)."""
 
+from mudguard.policy._baseline import BASELINE_RULES, baseline_rules
+from mudguard.policy._decide import HomeDefault, decide, mud_rules, registrable_domain
 from mudguard.policy._evaluate import DEFAULT_DROP, Flow, NameMap, Verdict, evaluate
 from mudguard.policy._model import (
     DeviceFacts,
@@ -11,10 +13,40 @@ from mudguard.policy._model import (
     PeerKind,
     Rule,
 )
-from mudguard.policy._names import TABLE, device_chain, device_id, dns_set_name
+from mudguard.policy._names import (
+    GW_DISPATCH,
+    IN_DISPATCH4,
+    IN_DISPATCH6,
+    OUT_DISPATCH,
+    TABLE,
+    device_chain,
+    device_id,
+    dns_set_name,
+    log_prefix,
+)
+from mudguard.policy._nft import (
+    Installed,
+    NftCommand,
+    compile_base,
+    compile_device,
+    compile_device_record,
+    compile_home,
+    dependents,
+    dns_set_commands,
+    fingerprint_comment,
+    installed_record,
+    map_element,
+    remove_device_commands,
+    unmap_commands,
+)
 
 __all__ = [
+    "BASELINE_RULES",
     "DEFAULT_DROP",
+    "GW_DISPATCH",
+    "IN_DISPATCH4",
+    "IN_DISPATCH6",
+    "OUT_DISPATCH",
     "TABLE",
     "DeviceFacts",
     "DevicePolicy",
@@ -22,13 +54,32 @@ __all__ = [
     "Grant",
     "GrantKind",
     "HomeContext",
+    "HomeDefault",
+    "Installed",
     "LifecycleState",
     "NameMap",
+    "NftCommand",
     "PeerKind",
     "Rule",
     "Verdict",
+    "baseline_rules",
+    "compile_base",
+    "compile_device",
+    "compile_device_record",
+    "compile_home",
+    "decide",
+    "dependents",
     "device_chain",
     "device_id",
+    "dns_set_commands",
     "dns_set_name",
     "evaluate",
+    "fingerprint_comment",
+    "installed_record",
+    "log_prefix",
+    "map_element",
+    "mud_rules",
+    "registrable_domain",
+    "remove_device_commands",
+    "unmap_commands",
 ]

@@ -37,6 +37,7 @@ class PeerKind(StrEnum):
     MANUFACTURER = "manufacturer"  # value: an authority (host) of MUD URLs
     MODEL = "model"  # value: a MUD URL
     GATEWAY = "gateway"  # the gateway itself (draft-era controller classes, baseline services)
+    INTERNET = "internet"  # anything outside the home's LAN prefixes (home default, grants)
 
 
 class LifecycleState(StrEnum):
@@ -98,6 +99,9 @@ class Rule:
     ethertype: int | None = None
     eth_dst: str | None = None
     origin: str = ""  # "acl-name/ace-name", "baseline/dhcp", "grant/internet": for comments
+    # Applies before the device's source address is checked (DHCP from 0.0.0.0,
+    # neighbour discovery from :: or link-local): baseline rules to the gateway only.
+    any_source: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +138,12 @@ class HomeContext:
     # MUD URL -> addresses of the controllers the owner assigned (§8 "my-controller").
     my_controllers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     devices: tuple[DeviceFacts, ...] = ()
+    # TCP ports of the owner's portal on the gateway: never reachable from managed devices.
+    portal_ports: tuple[int, ...] = ()
+    # Per-device cap on new connections (a compromised device's damage is bounded).
+    new_conn_rate: int = 50  # per second
+    new_conn_burst: int = 100  # packets
+    log_group: int = 100  # NFLOG group of the "mg <device_id> <out|in>" drop logs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,7 +35,28 @@ def dns_set_name(dnsname: str, family: int) -> str:
 
 
 def device_chain(mac: str, direction: str) -> str:
-    """The chain that holds one device's rules for one direction ("out" or "in")."""
+    """The chain that holds one device's rules for one direction.
+
+    ``"out"``: forwarded packets from the device; ``"in"``: forwarded packets to it;
+    ``"gw"``: packets from the device to the gateway itself (input hook).
+    """
+    if direction not in ("out", "in", "gw"):
+        raise ValueError(f"direction must be 'out', 'in' or 'gw', got {direction!r}")
+    return f"dev_{device_id(mac)}_{direction}"
+
+
+OUT_DISPATCH = "out_dispatch"
+"""Verdict map: device MAC -> jump to its ``out`` chain (forward hook)."""
+GW_DISPATCH = "gw_dispatch"
+"""Verdict map: device MAC -> jump to its ``gw`` chain (input hook)."""
+IN_DISPATCH4 = "in_dispatch4"
+"""Verdict map: device IPv4 address -> jump to its ``in`` chain."""
+IN_DISPATCH6 = "in_dispatch6"
+"""Verdict map: device IPv6 address -> jump to its ``in`` chain."""
+
+
+def log_prefix(mac: str, direction: str) -> str:
+    """The NFLOG prefix of a device's final drop: ``mg <device_id> <out|in>``."""
     if direction not in ("out", "in"):
         raise ValueError(f"direction must be 'out' or 'in', got {direction!r}")
-    return f"dev_{device_id(mac)}_{direction}"
+    return f"mg {device_id(mac)} {direction}"

@@ -157,6 +157,8 @@ class VirtualHome:
             f"net.ipv4.conf.{br}.send_redirects": "0",
             f"net.ipv4.conf.{br}.proxy_arp": "1",
             f"net.ipv4.conf.{br}.proxy_arp_pvlan": "1",
+            # Proxy answers are delayed up to 0.8 s by default; a home wants them now.
+            f"net.ipv4.neigh.{br}.proxy_delay": "0",
             "net.ipv6.conf.all.proxy_ndp": "1",
             f"net.ipv6.conf.{br}.proxy_ndp": "1",
             f"net.ipv6.neigh.{br}.proxy_delay": "0",

@@ -22,8 +22,19 @@ def _bind(kind: int, port: int) -> socket.socket:
     sock.bind(("::", port))
     if kind == socket.SOCK_STREAM:
         sock.listen(128)
+    else:
+        # Reply from the address the datagram came to, not the route's preferred
+        # source: a firewall's conntrack matches replies by both addresses.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
     sock.setblocking(False)
     return sock
+
+
+def _echo(sock: socket.socket) -> None:
+    data, ancdata, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(20))
+    cmsgs = [(level, kind, info[:16] + b"\0\0\0\0") for level, kind, info in ancdata
+             if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO]
+    sock.sendmsg([data], cmsgs, 0, peer)
 
 
 def serve(tcp_ports: list[int], udp_ports: list[int], lifetime: float) -> None:
@@ -43,8 +54,7 @@ def serve(tcp_ports: list[int], udp_ports: list[int], lifetime: float) -> None:
                     conn, _ = sock.accept()
                     conn.close()
                 else:
-                    data, peer = sock.recvfrom(2048)
-                    sock.sendto(data, peer)
+                    _echo(sock)
             except OSError:
                 continue
 

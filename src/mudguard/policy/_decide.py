@@ -1,0 +1,311 @@
+"""Decide what one device may do: its lifecycle state selects the rules.
+
+Theory of operation: ``decide()`` is pure. It turns the device's facts, its MUD
+file (if any), the owner's grants and the home's context into a ``DevicePolicy``
+whose rules are flat and symbolic (``PeerKind``); the compiler and the flow
+evaluator both read those rules, so they cannot disagree.
+
+Rule order is evaluation order (first match wins):
+
+1. the baseline (``_baseline.py``), unless the device is forgotten;
+2. the owner's DENY grants (so they override what follows);
+3. what the state allows (table below);
+4. the owner's other active grants (LAN, INTERNET, SERVICE).
+
+========================  =========================================================
+state                     rules
+========================  =========================================================
+PROFILED                  the MUD ACEs (falls back to DEFAULT when no MUD file)
+DEFAULT                   the home default: "internet" (Internet only) or "lan"
+OUT_OF_SUPPORT            LAN only
+QUARANTINED               MUD rules whose DNS name lies in the maker's domain
+TRUSTED                   everything out; anything from the LAN in
+NEW                       baseline only
+FORGOTTEN                 nothing at all (not even the baseline)
+========================  =========================================================
+
+Owner grants do not apply to quarantined or forgotten devices.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Final, Literal
+
+from mudguard.mud import DRAFT_CONTROLLER_CLASSES, Ace, AclType, Direction, Forwarding, MudFile
+from mudguard.policy._baseline import baseline_rules
+from mudguard.policy._model import (
+    DeviceFacts,
+    DevicePolicy,
+    Grant,
+    GrantKind,
+    HomeContext,
+    LifecycleState,
+    PeerKind,
+    Rule,
+)
+
+HomeDefault = Literal["internet", "lan"]
+
+FROM, TO = Direction.FROM_DEVICE, Direction.TO_DEVICE
+ACCEPT = Forwarding.ACCEPT
+
+# Public suffixes of more than one label that makers commonly use; a full Public
+# Suffix List is not needed to find "the maker's domain" for the quarantine rule.
+_MULTI_LABEL_SUFFIXES: Final = frozenset({
+    "co.uk", "org.uk", "ac.uk", "co.jp", "ne.jp", "or.jp", "com.au", "net.au", "org.au",
+    "com.br", "com.cn", "net.cn", "com.tw", "co.kr", "co.nz", "co.in", "com.sg", "com.hk",
+    "com.mx", "co.za", "com.tr",
+})
+
+
+def registrable_domain(host: str | None) -> str | None:
+    """The registrable part of a host name: ``mud.example.co.uk`` -> ``example.co.uk``.
+
+    Returns ``None`` for empty input and for IP address literals.
+    """
+    if not host:
+        return None
+    host = host.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    labels = host.split(".")
+    keep = 3 if ".".join(labels[-2:]) in _MULTI_LABEL_SUFFIXES else 2
+    return ".".join(labels[-keep:])
+
+
+def in_domain(name: str, domain: str) -> bool:
+    """True if DNS ``name`` is ``domain`` or one of its subdomains."""
+    name = name.lower().rstrip(".")
+    return name == domain or name.endswith("." + domain)
+
+
+# -- MUD ACEs to rules ---------------------------------------------------------------------
+
+
+def _peer(ace: Ace, direction: Direction) -> tuple[PeerKind, str | None, bool]:
+    """The far side of an ACE: (kind, value, also_local)."""
+    m, ip = ace.matches.mud, ace.matches.ip
+    local = bool(m and m.local_networks)
+    if m is not None:
+        if m.same_manufacturer:
+            return PeerKind.SAME_MANUFACTURER, None, local
+        if m.manufacturer:
+            return PeerKind.MANUFACTURER, m.manufacturer.lower(), local
+        if m.model:
+            return PeerKind.MODEL, m.model, local
+        if m.my_controller:
+            return PeerKind.MY_CONTROLLER, None, local
+        if m.controller:
+            if m.controller in DRAFT_CONTROLLER_CLASSES:
+                return PeerKind.GATEWAY, m.controller, False
+            return PeerKind.CONTROLLER, m.controller, local
+    if ip is not None:
+        name = ip.dst_dnsname if direction is FROM else ip.src_dnsname
+        if name:
+            return PeerKind.DNSNAME, name.lower().rstrip("."), local
+        network = ip.dst_network if direction is FROM else ip.src_network
+        if network:
+            return PeerKind.NETWORK, network, local
+    if local:
+        return PeerKind.LOCAL_NETWORKS, None, False
+    return PeerKind.ANY, None, False
+
+
+_ACL_FAMILY: Final = {AclType.IPV4: 4, AclType.MIXED_ETH_IPV4: 4,
+                      AclType.IPV6: 6, AclType.MIXED_ETH_IPV6: 6}
+
+
+def ace_rule(ace: Ace, direction: Direction, origin: str, acl_type: AclType | None = None) -> Rule:
+    """One MUD ACE as a flat symbolic rule (packet fields relative to ``direction``).
+
+    The address family comes from the ACE's ``ipv4``/``ipv6`` match, else from the
+    ACL's type (an ``ipv4-acl-type`` ACL with only a MUD abstraction is IPv4 only).
+    """
+    matches = ace.matches
+    kind, value, also_local = _peer(ace, direction)
+    transport, icmp, eth = matches.transport, matches.icmp, matches.eth
+    protocol = matches.protocol
+    initiated = None
+    if transport is not None and transport.protocol == 6:
+        initiated = transport.direction_initiated  # RFC 8520 §2.1: TCP only
+    return Rule(
+        direction=direction,
+        action=ace.action,
+        family=(matches.ip.version if matches.ip is not None
+                else _ACL_FAMILY.get(acl_type) if acl_type is not None else None),
+        peer=kind,
+        peer_value=value,
+        also_local=also_local,
+        protocol=protocol,
+        src_port=transport.src_port if transport else None,
+        dst_port=transport.dst_port if transport else None,
+        icmp_type=icmp.type if icmp else None,
+        icmp_code=icmp.code if icmp else None,
+        initiated=initiated,
+        ethertype=eth.ethertype if eth else None,
+        eth_dst=eth.dst_mac if eth else None,
+        origin=origin,
+    )
+
+
+def mud_rules(mud: MudFile) -> tuple[Rule, ...]:
+    """Every ACE of the file's from-device then to-device policy, as rules, in order."""
+    rules: list[Rule] = []
+    for direction, names in ((FROM, mud.from_device_policy), (TO, mud.to_device_policy)):
+        for acl_name in names:
+            acl = mud.acl(acl_name)
+            for ace in acl.aces:
+                rules.append(ace_rule(ace, direction, f"{acl_name}/{ace.name}", acl.type))
+    return tuple(rules)
+
+
+# -- state rules ---------------------------------------------------------------------------
+
+
+def _lan_only(origin: str) -> tuple[Rule, ...]:
+    return tuple(Rule(direction=d, action=ACCEPT, peer=PeerKind.LOCAL_NETWORKS, origin=origin)
+                 for d in (FROM, TO))
+
+
+def _internet_only(origin: str) -> tuple[Rule, ...]:
+    return (Rule(direction=FROM, action=ACCEPT, peer=PeerKind.INTERNET, origin=origin),)
+
+
+def _default_rules(home_default: HomeDefault) -> tuple[Rule, ...]:
+    if home_default == "lan":
+        return _lan_only("default/lan")
+    return _internet_only("default/internet")
+
+
+def _quarantine_rules(device: DeviceFacts, mud: MudFile | None) -> tuple[Rule, ...]:
+    """Only the MUD rules towards the maker's own domain (its update server)."""
+    if mud is None:
+        return ()
+    domain = registrable_domain(device.manufacturer or _host(mud.mud_url))
+    if domain is None:
+        return ()
+    return tuple(r for r in mud_rules(mud)
+                 if r.peer is PeerKind.DNSNAME and r.peer_value and in_domain(r.peer_value, domain)
+                 and r.action is ACCEPT)
+
+
+def _host(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname
+
+
+def _trusted_rules() -> tuple[Rule, ...]:
+    return (
+        Rule(direction=FROM, action=ACCEPT, peer=PeerKind.ANY, origin="trusted/out"),
+        Rule(direction=FROM, action=ACCEPT, peer=PeerKind.GATEWAY, origin="trusted/gateway"),
+        Rule(direction=TO, action=ACCEPT, peer=PeerKind.LOCAL_NETWORKS, origin="trusted/lan"),
+    )
+
+
+# -- grants ----------------------------------------------------------------------------------
+
+
+def _host_peer(host: str | None) -> tuple[PeerKind, str | None]:
+    if not host:
+        return PeerKind.ANY, None
+    try:
+        return PeerKind.NETWORK, str(ipaddress.ip_network(host, strict=False))
+    except ValueError:
+        return PeerKind.DNSNAME, host.lower().rstrip(".")
+
+
+def grant_rules(grant: Grant) -> tuple[Rule, ...]:
+    """The rules one owner grant adds (DENY grants drop, the others accept)."""
+    origin = f"grant/{grant.kind.value}"
+    if grant.kind is GrantKind.LAN:
+        return _lan_only(origin)
+    if grant.kind is GrantKind.INTERNET:
+        return _internet_only(origin)
+    kind, value = _host_peer(grant.host)
+    action = Forwarding.DROP if grant.kind is GrantKind.DENY else ACCEPT
+    port = None
+    if grant.port is not None:
+        from mudguard.mud import PortMatch, PortOperator
+
+        port = PortMatch(operator=PortOperator.EQ, port=grant.port)
+    protocol = grant.protocol
+    if port is not None and protocol is None:
+        protocol = 6
+    return (Rule(direction=FROM, action=action, peer=kind, peer_value=value, protocol=protocol,
+                 dst_port=port, origin=origin),)
+
+
+def _split_grants(grants: Iterable[Grant], now: datetime) -> tuple[list[Rule], list[Rule]]:
+    deny: list[Rule] = []
+    allow: list[Rule] = []
+    order = {GrantKind.DENY: 0, GrantKind.SERVICE: 1, GrantKind.LAN: 2, GrantKind.INTERNET: 3}
+    for grant in sorted((g for g in grants if g.active(now)), key=lambda g: order[g.kind]):
+        (deny if grant.kind is GrantKind.DENY else allow).extend(grant_rules(grant))
+    return deny, allow
+
+
+# -- decide ----------------------------------------------------------------------------------
+
+
+def decide(device: DeviceFacts, mud: MudFile | None, grants: Iterable[Grant],
+           context: HomeContext, *, home_default: HomeDefault = "internet",
+           now: datetime) -> DevicePolicy:
+    """The policy for ``device`` in its lifecycle state (pure).
+
+    Args:
+        device: what the gateway knows about the device, including its ``state``.
+        mud: its MUD file, or ``None`` if there is none (yet).
+        grants: the owner's grants; expired ones (at ``now``) are ignored.
+        context: the home (used for nothing but validation here; the compiler
+            resolves peers from it).
+        home_default: the limited default for devices without a profile:
+            ``"internet"`` (Internet only, no lateral LAN) or ``"lan"`` (LAN only).
+        now: the current time, for grant expiry.
+
+    Returns:
+        A ``DevicePolicy`` with rules in evaluation order and the reasons for them.
+    """
+    del context  # peers stay symbolic; the compiler resolves them
+    if home_default not in ("internet", "lan"):
+        raise ValueError(f"home_default must be 'internet' or 'lan', got {home_default!r}")
+    state = device.state
+    reasons: list[str] = []
+    if state is LifecycleState.FORGOTTEN:
+        return DevicePolicy(device=device, state=state, rules=(), mud=mud,
+                            reasons=("forgotten: no access",))
+    if state is LifecycleState.PROFILED and mud is None:
+        state = LifecycleState.DEFAULT
+        reasons.append("profiled but no MUD file available: home default")
+    body: tuple[Rule, ...]
+    if state is LifecycleState.PROFILED:
+        assert mud is not None
+        body = mud_rules(mud)
+        reasons.append(f"MUD profile {mud.mud_url}")
+    elif state is LifecycleState.DEFAULT:
+        body = _default_rules(home_default)
+        reasons.append(f"no MUD profile: home default ({home_default} only)")
+    elif state is LifecycleState.OUT_OF_SUPPORT:
+        body = _lan_only("out-of-support/lan")
+        reasons.append("out of support: LAN only")
+    elif state is LifecycleState.QUARANTINED:
+        body = _quarantine_rules(device, mud)
+        reasons.append("quarantined: only the maker's update servers")
+    elif state is LifecycleState.TRUSTED:
+        body = _trusted_rules()
+        reasons.append("trusted by the owner: not restricted")
+    else:  # NEW
+        body = ()
+        reasons.append("new: baseline only until a decision is made")
+    deny: list[Rule] = []
+    allow: list[Rule] = []
+    if state not in (LifecycleState.QUARANTINED, LifecycleState.TRUSTED):
+        deny, allow = _split_grants(grants, now)
+    rules = (*baseline_rules(), *deny, *body, *allow)
+    return DevicePolicy(device=device, state=state, rules=rules, mud=mud, reasons=tuple(reasons))

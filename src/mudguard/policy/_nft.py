@@ -1,0 +1,594 @@
+"""Compile device policies to libnftables JSON commands (pure: no I/O, never text).
+
+Theory of operation. One ``inet mudguard`` table holds everything::
+
+    forward (policy drop)                        input (policy accept)
+      ct state established,related accept          ct state established,related accept
+      ct state invalid drop                        iifname LAN ether saddr vmap @gw_dispatch
+      iifname LAN ether saddr != @out_dispatch drop   iifname LAN <DHCP, ND> accept
+      iifname LAN ether saddr vmap @out_dispatch   iifname LAN drop
+      ip daddr vmap @in_dispatch4                output (policy accept)
+      ip6 daddr vmap @in_dispatch6                 oifname LAN <ICMP redirects> drop
+      iifname LAN accept
+
+Each managed device has three chains, reached only through the verdict maps, so
+the kernel's per-packet cost does not grow with the number of devices:
+
+- ``dev_<id>_out``: new-connection rate cap, source-address binding (a device's
+  packets must carry its own addresses), its from-device rules (a match
+  ``return``s to the forward chain, which then applies the receiver's ``in``
+  chain if the destination is a managed device), rate-limited NFLOG, drop;
+- ``dev_<id>_in``: its to-device rules (a match accepts), NFLOG, drop;
+- ``dev_<id>_gw``: traffic to the gateway itself: the portal's ports are dropped,
+  then the baseline and the ``PeerKind.GATEWAY`` rules, NFLOG (as ``out``), drop.
+
+So a LAN-to-LAN flow between two managed devices passes the sender's ``out`` chain
+AND the receiver's ``in`` chain. Only new connections reach the device chains;
+replies are accepted by conntrack first, which is what ``direction-initiated``
+builds on: a rule whose packets may not open the TCP connection compiles to a
+``ct direction reply`` match (it can never admit a new connection).
+
+DNS names compile to the table-wide sets ``dns_set_name(name, 4|6)`` of
+``device address . remote address`` pairs; the resolver fills them. Names from a
+MUD file only ever reach a rule's ``comment``, sanitised.
+
+Updating one device re-sends only its chains (add + flush + rules) and its map
+entries, in one batch: the kernel swaps them atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mudguard.mud import Direction, Forwarding, PortMatch, PortOperator
+from mudguard.policy._model import (
+    DeviceFacts,
+    DevicePolicy,
+    HomeContext,
+    LifecycleState,
+    PeerKind,
+    Rule,
+)
+from mudguard.policy._names import (
+    GW_DISPATCH,
+    IN_DISPATCH4,
+    IN_DISPATCH6,
+    OUT_DISPATCH,
+    TABLE,
+    device_chain,
+    dns_set_name,
+    log_prefix,
+)
+
+NftCommand = dict[str, Any]
+Expr = dict[str, Any]
+
+FAMILY: Final = "inet"
+LOG_RATE: Final = 5  # NFLOG messages per second per device and direction
+LOG_BURST: Final = 10
+MAX_COMMENT: Final = 100  # nftables stores at most 128 bytes of comment
+
+_PROTO_NAMES: Final = {6: "tcp", 17: "udp"}
+_PORT_OPS: Final = {PortOperator.EQ: "==", PortOperator.NEQ: "!=", PortOperator.LT: "<",
+                    PortOperator.GT: ">", PortOperator.LTE: "<=", PortOperator.GTE: ">="}
+_COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/@+=,()#-]")
+
+CHAIN_KINDS: Final = ("out", "in", "gw")
+
+
+# -- tiny expression builders (firewalld's _fragment helpers) --------------------------------
+
+
+def _match(left: Expr, right: Any, op: str = "==") -> Expr:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _payload(protocol: str, field: str) -> Expr:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _meta(key: str) -> Expr:
+    return {"meta": {"key": key}}
+
+
+def _ct(key: str) -> Expr:
+    return {"ct": {"key": key}}
+
+
+def _ipproto(family: int) -> str:
+    return "ip" if family == 4 else "ip6"
+
+
+def _addr_value(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Any:
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
+
+
+def address_set(addresses: Iterable[str], family: int) -> Any | None:
+    """The right-hand side matching ``addresses`` of ``family`` (None if there are none).
+
+    Prefixes and addresses are merged first: nftables refuses overlapping intervals.
+    """
+    nets: list[Any] = []
+    for text in addresses:
+        net = ipaddress.ip_network(text, strict=False)
+        if net.version == family:
+            nets.append(net)
+    if not nets:
+        return None
+    merged = [_addr_value(n) for n in ipaddress.collapse_addresses(nets)]
+    return merged[0] if len(merged) == 1 else {"set": merged}
+
+
+def sanitise_comment(text: str) -> str:
+    """A comment safe in any rendering of the ruleset (text or JSON), length-capped."""
+    return _COMMENT_UNSAFE.sub("_", text)[:MAX_COMMENT]
+
+
+def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> NftCommand:
+    body: dict[str, Any] = {"family": FAMILY, "table": TABLE, "chain": chain, "expr": exprs}
+    if comment:
+        body["comment"] = sanitise_comment(comment)
+    return {"add": {"rule": body}}
+
+
+# -- peers -------------------------------------------------------------------------------------
+
+
+def _device_peer_addresses(kind: PeerKind, value: str | None, device: DeviceFacts,
+                           context: HomeContext) -> list[str]:
+    """Addresses of the other devices a manufacturer/model abstraction names (RFC 8520 §8)."""
+    out: list[str] = []
+    for other in context.devices:
+        if other.mac == device.mac or other.state is LifecycleState.FORGOTTEN:
+            continue
+        if kind is PeerKind.SAME_MANUFACTURER:
+            hit = device.manufacturer is not None and other.manufacturer == device.manufacturer
+        elif kind is PeerKind.MANUFACTURER:
+            hit = value is not None and other.manufacturer == value.lower()
+        else:
+            hit = value is not None and other.mud_url == value
+        if hit:
+            out.extend(other.ipv4 + other.ipv6)
+    return out
+
+
+def peer_addresses(rule: Rule, device: DeviceFacts, context: HomeContext) -> list[str] | None:
+    """Addresses/prefixes a rule's peer stands for; ``None`` means "no address test".
+
+    ``PeerKind.DNSNAME`` and ``PeerKind.INTERNET`` are not address lists and return None
+    (the compiler handles them); an empty list means the peer is nobody (yet).
+    """
+    kind, value = rule.peer, rule.peer_value
+    if kind in (PeerKind.ANY, PeerKind.GATEWAY, PeerKind.DNSNAME, PeerKind.INTERNET):
+        return None
+    if kind is PeerKind.NETWORK:
+        return [value] if value else []
+    if kind is PeerKind.LOCAL_NETWORKS:
+        return list(context.lan_prefixes)
+    if kind is PeerKind.CONTROLLER:
+        return list(context.controllers.get(value or "", ()))
+    if kind is PeerKind.MY_CONTROLLER:
+        return list(context.my_controllers.get(device.mud_url or "", ()))
+    return _device_peer_addresses(kind, value, device, context)
+
+
+def _families(rule: Rule) -> list[int]:
+    families = [4, 6] if rule.family is None else [rule.family]
+    if rule.protocol == 1:
+        families = [f for f in families if f == 4]
+    elif rule.protocol == 58:
+        families = [f for f in families if f == 6]
+    if rule.icmp_type is not None and rule.protocol not in (1, 58):
+        families = [f for f in families if f == (4 if rule.family != 6 else 6)]
+    return families
+
+
+def _needs_family(rule: Rule) -> bool:
+    return (rule.family is not None or rule.peer not in (PeerKind.ANY, PeerKind.GATEWAY)
+            or rule.also_local or rule.protocol in (1, 58) or rule.icmp_type is not None)
+
+
+def _peer_exprs(rule: Rule, family: int, device: DeviceFacts,
+                context: HomeContext) -> list[Expr] | None:
+    """Expressions matching the rule's peer in ``family``; None if it can match nobody."""
+    ip = _ipproto(family)
+    remote = "daddr" if rule.direction is Direction.FROM_DEVICE else "saddr"
+    local = "saddr" if remote == "daddr" else "daddr"
+    exprs: list[Expr] = []
+    if rule.peer is PeerKind.DNSNAME:
+        if not rule.peer_value:
+            return None
+        pair = [_payload(ip, local), _payload(ip, remote)]
+        exprs.append(_match({"concat": pair}, "@" + dns_set_name(rule.peer_value, family)))
+    elif rule.peer is PeerKind.INTERNET:
+        lan = address_set(context.lan_prefixes, family)
+        exprs.append(_match(_payload(ip, remote), lan, "!=") if lan is not None
+                     else _match(_meta("nfproto"), "ipv4" if family == 4 else "ipv6"))
+    else:
+        addresses = peer_addresses(rule, device, context)
+        if addresses is None:
+            exprs.append(_match(_meta("nfproto"), "ipv4" if family == 4 else "ipv6"))
+        else:
+            right = address_set(addresses, family)
+            if right is None:
+                return None
+            exprs.append(_match(_payload(ip, remote), right))
+    if rule.also_local:
+        lan = address_set(context.lan_prefixes, family)
+        if lan is None:
+            return None
+        exprs.append(_match(_payload(ip, remote), lan))
+    return exprs
+
+
+def _port_expr(proto: str, field: str, port: PortMatch) -> Expr:
+    if port.operator is PortOperator.RANGE:
+        return _match(_payload(proto, field), {"range": [port.lower, port.upper]})
+    return _match(_payload(proto, field), port.port, _PORT_OPS[port.operator])
+
+
+def _transport_exprs(rule: Rule, family: int | None) -> list[Expr]:
+    exprs: list[Expr] = []
+    proto = _PROTO_NAMES.get(rule.protocol or -1)
+    has_ports = proto is not None and (rule.src_port or rule.dst_port)
+    if rule.ethertype is not None:
+        exprs.append(_match(_meta("protocol"), rule.ethertype))
+    if rule.eth_dst is not None:
+        exprs.append(_match(_payload("ether", "daddr"), rule.eth_dst.lower()))
+    icmp = rule.protocol in (1, 58) or rule.icmp_type is not None
+    if rule.protocol is not None and not has_ports and not (icmp and rule.icmp_type is not None):
+        exprs.append(_match(_meta("l4proto"), rule.protocol))
+    if proto is not None:
+        if rule.src_port:
+            exprs.append(_port_expr(proto, "sport", rule.src_port))
+        if rule.dst_port:
+            exprs.append(_port_expr(proto, "dport", rule.dst_port))
+    if icmp and rule.icmp_type is not None:
+        icmp_proto = "icmp" if family == 4 else "icmpv6"
+        exprs.append(_match(_payload(icmp_proto, "type"), rule.icmp_type))
+        if rule.icmp_code is not None:
+            exprs.append(_match(_payload(icmp_proto, "code"), rule.icmp_code))
+    if rule.protocol == 6 and rule.initiated is not None:
+        if rule.initiated is rule.direction:
+            # The opening packet must be a bare SYN: conntrack's loose pick-up of a
+            # mid-stream ACK would otherwise count as a connection this side opened.
+            flags = {"&": [_payload("tcp", "flags"), ["fin", "syn", "rst", "ack"]]}
+            exprs.append(_match(flags, "syn"))
+        else:
+            # These packets may flow only inside a connection the other side opened;
+            # conntrack accepts those before any device chain, so nothing new passes.
+            exprs.append(_match(_ct("direction"), "reply"))
+    return exprs
+
+
+def rule_exprs(rule: Rule, device: DeviceFacts, context: HomeContext) -> list[list[Expr]]:
+    """Every nft expression list (one per address family as needed) for one rule."""
+    if rule.peer is PeerKind.GATEWAY:
+        # In the gateway's input chain the destination is the gateway by construction.
+        variants: list[list[Expr]] = []
+        if not _needs_family(rule):
+            return [_transport_exprs(rule, None)]
+        for family in _families(rule):
+            fam = [_match(_meta("nfproto"), "ipv4" if family == 4 else "ipv6")]
+            variants.append(fam + _transport_exprs(rule, family))
+        return variants
+    if not _needs_family(rule):
+        return [_transport_exprs(rule, None)]
+    out: list[list[Expr]] = []
+    for family in _families(rule):
+        peer = _peer_exprs(rule, family, device, context)
+        if peer is not None:
+            out.append(peer + _transport_exprs(rule, family))
+    return out
+
+
+# -- device chains -------------------------------------------------------------------------------
+
+
+def _verdict(rule: Rule, kind: str) -> Expr:
+    if rule.action is not Forwarding.ACCEPT:
+        return {"drop": None}
+    return {"return": None} if kind == "out" else {"accept": None}
+
+
+def _chain_of(rule: Rule) -> str | None:
+    if rule.peer is PeerKind.GATEWAY:
+        # Traffic from the gateway to a device is the gateway's own output: not filtered.
+        return "gw" if rule.direction is Direction.FROM_DEVICE else None
+    return "out" if rule.direction is Direction.FROM_DEVICE else "in"
+
+
+def _source_binding(device: DeviceFacts, chain: str, *, gateway: bool) -> list[NftCommand]:
+    """Drop packets that do not carry the device's own addresses (anti-spoofing)."""
+    cmds: list[NftCommand] = []
+    for family, addresses in ((4, device.ipv4), (6, device.ipv6)):
+        allowed = list(addresses)
+        if family == 6 and gateway:
+            allowed.append("fe80::/10")  # link-local sources are normal towards the gateway
+        right = address_set(allowed, family)
+        ip = _ipproto(family)
+        if right is None:
+            exprs = [_match(_meta("nfproto"), "ipv4" if family == 4 else "ipv6"), {"drop": None}]
+        else:
+            exprs = [_match(_payload(ip, "saddr"), right, "!="), {"drop": None}]
+        cmds.append(_rule(chain, exprs, f"source must be the device own IPv{family}"))
+    return cmds
+
+
+def _final(chain: str, mac: str, direction: str, context: HomeContext) -> list[NftCommand]:
+    log = [{"limit": {"rate": LOG_RATE, "per": "second", "burst": LOG_BURST}},
+           {"log": {"prefix": log_prefix(mac, direction), "group": context.log_group}}]
+    return [_rule(chain, log), _rule(chain, [{"drop": None}])]
+
+
+def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[NftCommand]]:
+    """The rule commands of each of the device's chains (``out``, ``in``, ``gw``)."""
+    device = policy.device
+    mac = device.mac.lower()
+    names = {kind: device_chain(mac, kind) for kind in CHAIN_KINDS}
+    chains: dict[str, list[NftCommand]] = {kind: [] for kind in CHAIN_KINDS}
+    out, gw = names["out"], names["gw"]
+    rate = {"limit": {"rate": context.new_conn_rate, "per": "second",
+                      "burst": context.new_conn_burst, "inv": True}}
+    chains["out"].append(_rule(out, [_match(_ct("state"), "new"), rate, {"drop": None}],
+                               "new-connection rate cap"))
+    chains["out"] += _source_binding(device, out, gateway=False)
+    if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
+        ports = sorted(set(context.portal_ports))
+        right = ports[0] if len(ports) == 1 else {"set": ports}
+        chains["gw"].append(_rule(gw, [_match(_payload("tcp", "dport"), right), {"drop": None}],
+                                  "the portal is not for managed devices"))
+    early = [r for r in policy.rules if r.any_source and _chain_of(r) == "gw"]
+    late = [r for r in policy.rules if r not in early]
+    for rule in early:
+        for exprs in rule_exprs(rule, device, context):
+            chains["gw"].append(_rule(gw, [*exprs, _verdict(rule, "gw")], rule.origin))
+    chains["gw"] += _source_binding(device, gw, gateway=True)
+    for rule in late:
+        kind = _chain_of(rule)
+        if kind is None:
+            continue
+        for exprs in rule_exprs(rule, device, context):
+            chains[kind].append(_rule(names[kind], [*exprs, _verdict(rule, kind)], rule.origin))
+    chains["out"] += _final(out, mac, "out", context)
+    chains["in"] += _final(names["in"], mac, "in", context)
+    chains["gw"] += _final(gw, mac, "out", context)
+    return chains
+
+
+# -- installation records and batches -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Installed:
+    """What one device's batch put in the kernel: enough to check, replace or remove it.
+
+    ``fingerprint`` (a hash of the device's compiled rules and addresses) is also
+    written into the comment of its ``out`` chain's final rule, so ``reconcile``
+    can tell from a read-back whether the kernel holds exactly this policy.
+    """
+
+    mac: str
+    ipv4: tuple[str, ...]
+    ipv6: tuple[str, ...]
+    dns_sets: tuple[str, ...]
+    fingerprint: str = ""
+    rule_counts: tuple[int, int, int] = (0, 0, 0)  # out, in, gw
+
+    @property
+    def chains(self) -> tuple[str, ...]:
+        """The device's chain names (out, in, gw)."""
+        return tuple(device_chain(self.mac, kind) for kind in CHAIN_KINDS)
+
+
+def fingerprint_comment(fingerprint: str) -> str:
+    """The comment carried by a device's last ``out`` rule."""
+    return f"policy {fingerprint}"
+
+
+def _fingerprint(rules: dict[str, list[NftCommand]], ipv4: Sequence[str],
+                 ipv6: Sequence[str]) -> str:
+    blob = json.dumps({"rules": rules, "ipv4": list(ipv4), "ipv6": list(ipv6)},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def installed_record(policy: DevicePolicy, context: HomeContext) -> Installed:
+    """The record of what ``compile_device(policy, context)`` installs."""
+    return compile_device_record(policy, context)[1]
+
+
+def _canon(addresses: Sequence[str]) -> tuple[str, ...]:
+    return tuple(sorted({str(ipaddress.ip_address(a)) for a in addresses}))
+
+
+def map_element(cmd: str, map_name: str, keys: Sequence[str], chain: str | None) -> NftCommand:
+    """An ``add``/``delete`` of dispatch-map elements (``chain`` None: keys only)."""
+    elems: list[Any] = [[k, {"jump": {"target": chain}}] for k in keys] if chain else list(keys)
+    return {cmd: {"element": {"family": FAMILY, "table": TABLE, "name": map_name,
+                              "elem": elems}}}
+
+
+def dns_set_commands(names: Iterable[str]) -> list[NftCommand]:
+    """``add set`` commands (idempotent) for the table-wide sets of these DNS names."""
+    cmds: list[NftCommand] = []
+    for name in sorted(set(names)):
+        for family, addr in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            cmds.append({"add": {"set": {"family": FAMILY, "table": TABLE,
+                                         "name": dns_set_name(name, family),
+                                         "type": [addr, addr], "flags": ["timeout"]}}})
+    return cmds
+
+
+def unmap_commands(previous: Installed, *, keep4: Iterable[str] = (),
+                   keep6: Iterable[str] = ()) -> list[NftCommand]:
+    """Delete a device's address entries from the in-dispatch maps, except ``keep``."""
+    cmds: list[NftCommand] = []
+    gone4 = sorted(set(previous.ipv4) - set(keep4))
+    gone6 = sorted(set(previous.ipv6) - set(keep6))
+    if gone4:
+        cmds.append(map_element("delete", IN_DISPATCH4, gone4, None))
+    if gone6:
+        cmds.append(map_element("delete", IN_DISPATCH6, gone6, None))
+    return cmds
+
+
+def compile_device(policy: DevicePolicy, context: HomeContext, *,
+                   previous: Installed | None = None) -> list[NftCommand]:
+    """The batch that installs or replaces one device's chains and map entries (pure).
+
+    See ``compile_device_record``.
+    """
+    return compile_device_record(policy, context, previous=previous)[0]
+
+
+def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
+                          previous: Installed | None = None,
+                          ) -> tuple[list[NftCommand], Installed]:
+    """The batch for one device and the record of what it installs (pure).
+
+    The base table (``compile_base``) must already be installed. ``previous`` is
+    what was installed for this device before (its stale addresses are unmapped).
+    Each chain is added, flushed and refilled in the same batch, so the kernel
+    swaps the old rules for the new ones atomically.
+    """
+    device = policy.device
+    mac = device.mac.lower()
+    ipv4, ipv6 = _canon(device.ipv4), _canon(device.ipv6)
+    rules = device_rules(policy, context)
+    fingerprint = _fingerprint(rules, ipv4, ipv6)
+    rules["out"][-1]["add"]["rule"]["comment"] = fingerprint_comment(fingerprint)
+    sets = sorted({dns_set_name(name, fam) for name in policy.dns_names() for fam in (4, 6)})
+    record = Installed(mac=mac, ipv4=ipv4, ipv6=ipv6, dns_sets=tuple(sets),
+                       fingerprint=fingerprint,
+                       rule_counts=(len(rules["out"]), len(rules["in"]), len(rules["gw"])))
+    cmds: list[NftCommand] = []
+    if previous is not None:
+        cmds += unmap_commands(previous, keep4=record.ipv4, keep6=record.ipv6)
+    cmds += dns_set_commands(policy.dns_names())
+    for kind in CHAIN_KINDS:
+        name = device_chain(mac, kind)
+        cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
+        cmds.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
+        cmds += rules[kind]
+    cmds.append(map_element("add", OUT_DISPATCH, [mac], device_chain(mac, "out")))
+    cmds.append(map_element("add", GW_DISPATCH, [mac], device_chain(mac, "gw")))
+    if record.ipv4:
+        cmds.append(map_element("add", IN_DISPATCH4, record.ipv4, device_chain(mac, "in")))
+    if record.ipv6:
+        cmds.append(map_element("add", IN_DISPATCH6, record.ipv6, device_chain(mac, "in")))
+    return cmds, record
+
+
+def remove_device_commands(previous: Installed) -> list[NftCommand]:
+    """The batch that removes one device: map entries first, then its chains."""
+    cmds = [map_element("delete", OUT_DISPATCH, [previous.mac], None),
+            map_element("delete", GW_DISPATCH, [previous.mac], None)]
+    cmds += unmap_commands(previous)
+    for name in previous.chains:
+        cmds.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
+        cmds.append({"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
+    return cmds
+
+
+def _base_chain(name: str, hook: str, policy: str) -> NftCommand:
+    return {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, "type": "filter",
+                              "hook": hook, "prio": 0, "policy": policy}}}
+
+
+def _map(name: str, key: str) -> NftCommand:
+    return {"add": {"map": {"family": FAMILY, "table": TABLE, "name": name, "type": key,
+                            "map": "verdict"}}}
+
+
+def compile_base(context: HomeContext) -> list[NftCommand]:
+    """The table, dispatch maps and base chains (replacing any previous table).
+
+    Installed before any device: with no device in the maps, nothing from the LAN
+    is forwarded (fail closed) and only DHCP and neighbour discovery reach the
+    gateway.
+    """
+    lan = context.lan_interface
+    iif = _match(_meta("iifname"), lan)
+    est = _match(_ct("state"), ["established", "related"], "in")
+    table = {"family": FAMILY, "name": TABLE}
+    cmds: list[NftCommand] = [
+        # add-then-delete: "delete" of a missing table fails (firewalld does the same).
+        {"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}},
+        _map(OUT_DISPATCH, "ether_addr"), _map(GW_DISPATCH, "ether_addr"),
+        _map(IN_DISPATCH4, "ipv4_addr"), _map(IN_DISPATCH6, "ipv6_addr"),
+        _base_chain("forward", "forward", "drop"),
+        _base_chain("input", "input", "accept"),
+        _base_chain("output", "output", "accept"),
+    ]
+    ether_saddr = _payload("ether", "saddr")
+    cmds += [
+        _rule("forward", [est, {"accept": None}]),
+        _rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
+        _rule("forward", [iif, _match(ether_saddr, "@" + OUT_DISPATCH, "!="), {"drop": None}],
+              "unknown device on the LAN: nothing forwarded"),
+        _rule("forward", [iif, {"vmap": {"key": ether_saddr, "data": "@" + OUT_DISPATCH}}]),
+        _rule("forward", [{"vmap": {"key": _payload("ip", "daddr"), "data": "@" + IN_DISPATCH4}}]),
+        _rule("forward", [{"vmap": {"key": _payload("ip6", "daddr"),
+                                    "data": "@" + IN_DISPATCH6}}]),
+        _rule("forward", [iif, {"accept": None}], "passed the sender out chain"),
+        _rule("input", [est, {"accept": None}]),
+        _rule("input", [iif, {"vmap": {"key": ether_saddr, "data": "@" + GW_DISPATCH}}]),
+        _rule("input", [iif, _match(_payload("udp", "sport"), 68),
+                        _match(_payload("udp", "dport"), 67), {"accept": None}],
+              "unknown device: DHCPv4 only"),
+        _rule("input", [iif, _match(_payload("udp", "dport"), 547), {"accept": None}],
+              "unknown device: DHCPv6 only"),
+        _rule("input", [iif, _match(_payload("icmpv6", "type"), {"set": [133, 135, 136]}),
+                        {"accept": None}], "unknown device: neighbour discovery"),
+        _rule("input", [iif, {"drop": None}]),
+        _rule("output", [_match(_meta("oifname"), lan), _match(_payload("icmp", "type"), 5),
+                         {"drop": None}], "no redirects: lateral traffic stays routed"),
+        _rule("output", [_match(_meta("oifname"), lan), _match(_payload("icmpv6", "type"), 137),
+                         {"drop": None}], "no redirects: lateral traffic stays routed"),
+    ]
+    return cmds
+
+
+def compile_home(policies: Iterable[DevicePolicy], context: HomeContext) -> list[NftCommand]:
+    """The complete batch for a home: base table, maps, chains, then every device."""
+    cmds = compile_base(context)
+    for policy in policies:
+        cmds += compile_device(policy, context)
+    return cmds
+
+
+def dependents(policies: Iterable[DevicePolicy], changed: DeviceFacts) -> list[str]:
+    """MACs of the devices whose compiled rules name ``changed`` through an abstraction.
+
+    When ``changed`` joins, leaves or changes address, these devices must be
+    recompiled (same-manufacturer, manufacturer and model peers resolve to the
+    addresses of other devices).
+    """
+    out: list[str] = []
+    for policy in policies:
+        me = policy.device
+        if me.mac == changed.mac:
+            continue
+        for rule in policy.rules:
+            kind = rule.peer
+            hit = (
+                (kind is PeerKind.SAME_MANUFACTURER and me.manufacturer is not None
+                 and me.manufacturer == changed.manufacturer)
+                or (kind is PeerKind.MANUFACTURER and rule.peer_value is not None
+                    and rule.peer_value.lower() == changed.manufacturer)
+                or (kind is PeerKind.MODEL and rule.peer_value is not None
+                    and rule.peer_value == changed.mud_url)
+            )
+            if hit:
+                out.append(me.mac)
+                break
+    return out
