@@ -124,6 +124,26 @@ def test_hook_v6_uses_dnsmasq_mac() -> None:
     assert (s.source, s.mac, s.ip) == (MudSource.DHCP6, MAC, "2001:db8::50")
 
 
+def test_hook_starts_fast_importing_no_mudguard_module() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import mudguard.discovery.dhcp_hook; "
+            "print(' '.join(m for m in sys.modules if m.startswith('mudguard')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=30).stdout.split()
+    assert sorted(loaded) == ["mudguard", "mudguard.discovery", "mudguard.discovery.dhcp_hook"]
+
+
+def test_hook_main_without_daemon_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    from mudguard.discovery.dhcp_hook import main
+
+    env = {"MUDGUARD_DHCP_SOCKET": str(tmp_path / "none.sock"), "DNSMASQ_MUD_URL": URL}
+    assert main(["add", MAC, "192.0.2.50"], env) == 0
+    assert "unavailable" in capsys.readouterr().err
+
+
 def test_hook_ignores_del_and_tftp() -> None:
     assert hook_message(["del", MAC, "192.0.2.50"], {}) is None
     assert hook_message(["tftp", "10", "192.0.2.50", "/file"], {}) is None

@@ -8,7 +8,8 @@ sniff port 67/547 with raw sockets beside dnsmasq, re-implement DHCP parsing (mo
 hostile-input surface) and would still not know which lease was granted. The hook
 is event-driven (run by dnsmasq per lease change), never a polled log file.
 
-The hook (``mudguard-dhcp-hook``, ``hook_main``) is tiny: it turns its arguments
+The hook (``mudguard-dhcp-hook``, ``dhcp_hook.main``) is tiny and imports only the
+standard library (dnsmasq waits for it on every lease): it turns its arguments
 and environment into one JSON object and sends it as one datagram to the daemon's
 unix socket. It builds no command and runs nothing; if the daemon is not
 listening it says so on stderr (dnsmasq logs it) and exits 0 so DHCP carries on.
@@ -24,40 +25,22 @@ import logging
 import os
 import socket
 import stat
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from mudguard.devices._model import MudSource
+from mudguard.discovery.dhcp_hook import ACTIONS as _ACTIONS
+from mudguard.discovery.dhcp_hook import DEFAULT_SOCKET as _HOOK_SOCKET
+from mudguard.discovery.dhcp_hook import MAX_MESSAGE, SOCKET_ENV, hook_message
+from mudguard.discovery.dhcp_hook import main as _hook_main
 from mudguard.discovery.sighting import Sighting, SightingError
+
+__all__ = ["DEFAULT_SOCKET", "MAX_MESSAGE", "SOCKET_ENV", "DhcpHookListener", "hook_main",
+           "hook_message", "parse_hook_message"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOCKET = Path("/run/mudguard/dhcp.sock")
-SOCKET_ENV = "MUDGUARD_DHCP_SOCKET"
-MAX_MESSAGE = 4096  # one lease event; option 161 is at most 255 octets
-_ACTIONS = ("add", "old")  # "del": the lease ended; the device is still known
-
-
-def hook_message(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any] | None:
-    """The JSON object the hook sends for one dnsmasq script call, or None to send nothing.
-
-    ``argv`` is dnsmasq's ``action mac-or-duid ip [hostname]``. For DHCPv6 the second
-    argument is the DUID and the MAC is in ``DNSMASQ_MAC`` (when dnsmasq knows it).
-    """
-    if len(argv) < 3 or argv[0] not in _ACTIONS:
-        return None
-    action, hw, ip = argv[0], argv[1], argv[2]
-    family = 6 if ":" in ip else 4
-    mac = env.get("DNSMASQ_MAC", "") if family == 6 else hw
-    return {
-        "v": 1, "action": action, "family": family, "mac": mac[:64], "ip": ip[:64],
-        "hostname": (argv[3] if len(argv) > 3 else env.get("DNSMASQ_SUPPLIED_HOSTNAME"))
-        or None,
-        "mud_url": env.get("DNSMASQ_MUD_URL") or None,
-        "interface": env.get("DNSMASQ_INTERFACE") or None,
-    }
+DEFAULT_SOCKET = Path(_HOOK_SOCKET)
 
 
 def parse_hook_message(data: bytes) -> Sighting:
@@ -91,22 +74,8 @@ def parse_hook_message(data: bytes) -> Sighting:
 
 
 def hook_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Entry point of ``mudguard-dhcp-hook`` (dnsmasq's ``--dhcp-script``)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    environ = os.environ if env is None else env
-    message = hook_message(args, environ)
-    if message is None:
-        return 0
-    path = environ.get(SOCKET_ENV) or str(DEFAULT_SOCKET)
-    payload = json.dumps(message).encode()[:MAX_MESSAGE]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(2.0)
-        try:
-            sock.sendto(payload, path)
-        except OSError as exc:
-            print(f"mudguard-dhcp-hook: daemon socket {path} unavailable: {exc.strerror}",
-                  file=sys.stderr)
-    return 0
+    """The hook's entry point (``mudguard.discovery.dhcp_hook.main``)."""
+    return _hook_main(argv, env)
 
 
 class DhcpHookListener:
