@@ -41,6 +41,8 @@ from mudguard.enforce import Enforcer, Nft
 from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
 from mudguard.policy import HomeContext
 from mudguard.store import Store
+from mudguard.watch import DeviationTracker
+from mudguard.watch.listener import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,9 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         gateway.services.append(DnsServer(
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
             filler=NftSetFiller(), port=config.dns_port))
+    gateway.services.append(Watcher(
+        gateway.on_alert, group=config.nflog_group,
+        tracker=DeviationTracker(lan_prefixes=config.lan_prefixes)))
     gateway.services.append(ControlServer(config.control_socket, service, gateway.call))
     if config.portal_address:
         from mudguard.portal import PortalServices, PortalSettings, create_app

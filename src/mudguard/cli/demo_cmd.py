@@ -23,10 +23,13 @@ def demo(
         "--duration", min=5, help="Stop after SECONDS (headless default 90; the live view "
                                   "runs until Ctrl-C).", metavar="SECONDS")] = None,
     port: Annotated[int, typer.Option(
-        "--port", min=1, max=65535,
-        help="Host loopback port that leads to the portal.")] = 8480,
+        "--port", min=0, max=65535,
+        help="Host loopback port that leads to the portal (0: any free port).")] = 8480,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Headless: also print every event as it happens.")] = False,
+    prefix: Annotated[str, typer.Option(
+        "--prefix", hidden=True, help="Name prefix of the namespaces (tests use their own).")
+    ] = "mghd",
     quarantine_within: Annotated[float, typer.Option(
         "--quarantine-within", min=1, help="Seconds the camera may attack before it must "
                                            "be quarantined.")] = 15.0,
@@ -36,7 +39,7 @@ def demo(
     quarantine and the portal. Ctrl-C removes everything it built."""
     from mudguard.demo.runner import Demo, DemoError, DemoOptions
 
-    options = DemoOptions(headless=headless, duration=duration, host_port=port,
+    options = DemoOptions(headless=headless, duration=duration, host_port=port, prefix=prefix,
                           quarantine_within=quarantine_within, verbose=verbose,
                           echo=lambda line: typer.echo(line))
     try:

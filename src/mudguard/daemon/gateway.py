@@ -11,7 +11,8 @@ changes are serialised and a slow MUD server never stalls DNS answers.
 - Every enforcement goes through ``GuardedEnforcer``: after the kernel accepted a
   device's rules, the DNS guard learns the device's addresses and allowed names (so its
   next lookup fills the right sets) and the event log tells the new state.
-- A watcher alert quarantines the device through the same service (re-enforced at once).
+- A watcher alert (NFLOG drops → deviation tracker) quarantines the device through the
+  same service (re-enforced at once).
 - At start-up every stored device's policy is re-derived and reconciled with the kernel
   before any socket opens; the ``inet mudguard`` table is left in place at shutdown, so
   a restart never opens a window of unfiltered access.
@@ -39,7 +40,8 @@ from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, facts_of
 from mudguard.mud import MudFile
-from mudguard.policy import DevicePolicy, Grant, LifecycleState, decide
+from mudguard.policy import DevicePolicy, Grant, LifecycleState, decide, device_id
+from mudguard.watch import Alert
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +183,28 @@ class Gateway:
                          source=sighting.source.value, mud_url=sighting.mud_url)
         self._submit(f"sighting of {sighting.mac}", lambda: self.intake.on_sighting(sighting))
 
-    def on_alert(self, mac: str, reason: str) -> None:
+    def on_alert(self, alert: Alert) -> None:
         """The watcher saw a device deviate: quarantine it (re-enforced at once)."""
-        self.events.emit("alert", mac=mac, message=reason)
+        self.events.emit("alert", device_id=alert.device_id, kind=alert.kind,
+                         message=alert.reason)
 
         def quarantine() -> None:
-            device = self.service.quarantine(mac, reason)
-            self.events.emit("quarantined", mac=mac, message=f"{mac} quarantined: {reason}")
+            mac = alert.mac or self._mac_of(alert.device_id)
+            if mac is None:
+                log.warning("alert for unknown device %s: %s", alert.device_id, alert.reason)
+                return
+            device = self.service.quarantine(mac, alert.reason)
+            self.events.emit("quarantined", mac=mac, kind=alert.kind,
+                             message=f"{mac} quarantined: {alert.reason}")
             self.events.device(device)
 
-        self._submit(f"quarantine of {mac}", quarantine)
+        self._submit(f"quarantine of {alert.device_id}", quarantine)
+
+    def _mac_of(self, dev_id: str) -> str | None:
+        for device in self.service.store.list_devices():
+            if device_id(device.mac) == dev_id:
+                return device.mac
+        return None
 
     def _hook_readable(self) -> None:
         sighting = self.hook_listener.receive(timeout=0.05)

@@ -14,7 +14,8 @@ The outcomes (issue #8):
 - the out-of-support plug is LAN only: it reaches the printer, never the Internet;
 - the gadget with no MUD file is limited (its cloud blocked), then, once the owner
   grants it the Internet, reaches its cloud;
-- the printer is reachable from the LAN (the plug prints on it) and reaches its cloud.
+- the printer is reachable from the LAN (the plug prints on it) and reaches its cloud;
+- the owner's portal answers from the host (through the loopback relay).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class Judge:
 
     quarantine_within: float = 15.0
     devices: dict[str, DeviceView] = field(default_factory=dict)
+    portal: tuple[bool, str] | None = None  # reachable from the host, and what was seen
 
     def view(self, key: str) -> DeviceView:
         """The view of device ``key`` (created on first use)."""
@@ -126,7 +128,7 @@ class Judge:
     def outcomes(self, *, final: bool = False) -> list[Verdict]:
         """Every expected outcome; with ``final`` a pending one becomes failed."""
         verdicts = [self._bulb_signed(), self._bulb_flows(), self._camera(), self._plug(),
-                    self._gadget(), self._printer()]
+                    self._gadget(), self._printer(), self._portal()]
         if final:
             verdicts = [v if v.status is not Status.PENDING else
                         Verdict(v.key, v.text, Status.FAILED, v.detail or "did not happen")
@@ -188,7 +190,8 @@ class Judge:
         if not any(t > quarantined + 1.0 for t in cloud.blocked):
             return Verdict("camera", text, Status.PENDING, "quarantined; checking cut-off")
         return Verdict("camera", text, Status.PASSED,
-                       f"quarantined {delay:.1f} s after the attack began; cloud cut off")
+                       f"quarantined {max(delay, 0.0) * 1000:.0f} ms after the attack began; "
+                       "cloud cut off")
 
     def _plug(self) -> Verdict:
         text = "plug (out of support): LAN only"
@@ -231,6 +234,13 @@ class Judge:
                            f"reached from the LAN {len(from_lan.ok)}x")
         return Verdict("printer", text, Status.PENDING,
                        f"state {view.state}, reached from LAN {len(from_lan.ok)}x")
+
+    def _portal(self) -> Verdict:
+        text = "portal: reachable from the host"
+        if self.portal is None:
+            return Verdict("portal", text, Status.PENDING)
+        ok, detail = self.portal
+        return Verdict("portal", text, Status.PASSED if ok else Status.FAILED, detail)
 
     def ready_for_grant(self, key: str = "nomud") -> bool:
         """True when the gadget has shown it is limited (so the owner may grant)."""

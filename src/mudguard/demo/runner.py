@@ -146,6 +146,7 @@ class Demo:
                     [sys.executable, "-m", "mudguard", "run", "--config", str(config),
                      "--log-format", "json"], ready="ready", json_ready=True)
         self._relay_portal(home, GW4)
+        threading.Thread(target=self._check_portal, daemon=True).start()
         self._started = time.time()
         for node, dev in zip(home.nodes, scenario.DEVICES, strict=True):
             self.macs[node.mac] = dev.key
@@ -216,6 +217,30 @@ class Demo:
         self.children.append(_Child("portal relay", proc))  # type: ignore[arg-type]
         self.portal_url = f"http://127.0.0.1:{port}/"
 
+    def _check_portal(self) -> None:
+        """GET the portal's front page from the host, through the relay (a few tries)."""
+        assert self.portal_url is not None
+        import http.client
+        from urllib.parse import urlsplit
+
+        where = urlsplit(self.portal_url)
+        detail = "no answer"
+        for _ in range(20):
+            conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=3)
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                detail = f"GET {self.portal_url} -> {response.status}"
+                if response.status < 500:
+                    self.judge.portal = (True, detail)
+                    return
+            except OSError as exc:
+                detail = f"GET {self.portal_url}: {exc}"
+            finally:
+                conn.close()
+            time.sleep(0.5)
+        self.judge.portal = (False, detail)
+
     # -- watch ----------------------------------------------------------------------------
 
     def _watch(self) -> int:
@@ -225,6 +250,7 @@ class Demo:
         end = time.monotonic() + duration if duration is not None else None
         shown: dict[str, Status] = {}
         live = None
+        self.options.echo(f"portal: {self.portal_url}  (open it in a browser on this machine)")
         if not self.options.headless:
             from mudguard.demo.live import start_live
 
@@ -249,9 +275,11 @@ class Demo:
         finally:
             if live is not None:
                 live.stop()
-        verdicts = self.judge.outcomes(final=True)
+        verdicts = self.judge.outcomes(final=self.options.headless)
         for verdict in verdicts:
             self.options.echo(format_verdict(verdict))
+        if not self.options.headless:
+            return 0  # the owner stopped it: not a test run
         return 0 if all(v.status is Status.PASSED for v in verdicts) else 1
 
     def _dead_child(self) -> str | None:

@@ -1,0 +1,119 @@
+"""``mudguard demo`` as a user runs it: headless, it must see every expected outcome
+(bulb allowed and its signature verified, camera quarantined within N seconds, plug LAN
+only, unknown device limited then granted, printer reachable from the LAN, portal
+reachable from the host); interactive, Ctrl-C must leave the host as it was; without
+root or nftables it must say what is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+_ROOT_MARKS = (
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)"),
+    pytest.mark.skipif(shutil.which("dnsmasq") is None or shutil.which("nft") is None,
+                       reason="needs dnsmasq and nftables"),
+)
+
+
+def needs_root(test: Callable[..., None]) -> Callable[..., None]:
+    """Mark a test as needing root, namespaces, dnsmasq and nftables."""
+    for mark in _ROOT_MARKS:
+        test = mark(test)
+    return test
+DEMO = [sys.executable, "-m", "mudguard", "demo"]
+OUTCOMES = ("bulb: its signed MUD file verified", "bulb: profiled", "camera: quarantined",
+            "plug (out of support): LAN only", "gadget (no MUD): limited, then granted",
+            "printer: reachable from the LAN", "portal: reachable from the host")
+
+
+def _leftovers(prefix: str) -> list[str]:
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in (names + links).splitlines()
+            if line.startswith(prefix)]
+
+
+@needs_root
+@pytest.mark.timeout(150)
+def test_headless_demo_sees_every_expected_outcome() -> None:
+    started = time.monotonic()
+    proc = subprocess.run([*DEMO, "--headless", "--duration", "90", "--quarantine-within", "10",
+                           "--prefix", "mght", "--port", "0"],
+                          capture_output=True, text=True, timeout=140)
+    elapsed = time.monotonic() - started
+    final = [line for line in proc.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "WAIT")]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(final) == len(OUTCOMES), proc.stdout
+    for line, outcome in zip(final, OUTCOMES, strict=True):
+        assert line.startswith("PASS") and outcome in line, line
+    assert "quarantined" in proc.stdout and " ms after the attack began" in proc.stdout
+    assert elapsed < 120
+    assert _leftovers("mght") == []
+
+
+@needs_root
+@pytest.mark.timeout(120)
+def test_ctrl_c_tears_the_home_down_and_leaves_the_host_as_it_was() -> None:
+    ruleset_before = subprocess.run(["nft", "list", "ruleset"], capture_output=True,
+                                    text=True).stdout
+    routes_before = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    proc = subprocess.Popen([*DEMO, "--prefix", "mghc", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "portal: http://127.0.0.1:PORT/  (open it ...)"
+        assert first.startswith("portal: http://127.0.0.1:"), first
+        url = first.split()[1]
+        deadline = time.monotonic() + 30
+        while True:  # the daemon may still be starting its portal
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the portal never answered"
+                time.sleep(0.5)
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200 and b"mudguard" in response.read().lower()
+        assert _leftovers("mghc")  # the home exists while it runs
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert _leftovers("mghc") == []
+    assert subprocess.run(["nft", "list", "ruleset"], capture_output=True,
+                          text=True).stdout == ruleset_before
+    assert subprocess.run(["ip", "route"], capture_output=True, text=True).stdout == routes_before
+
+
+def test_without_root_the_demo_says_what_is_missing(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to drop to an unprivileged user (setpriv)")
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *DEMO, "--headless"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)})
+    assert proc.returncode == 2
+    assert "not running as root" in proc.stderr and "sudo" in proc.stderr
+
+
+def test_without_nftables_the_demo_says_what_is_missing(tmp_path: Path) -> None:
+    for tool in ("ip", "dnsmasq"):
+        found = shutil.which(tool)
+        if found:
+            (tmp_path / tool).symlink_to(found)
+    proc = subprocess.run([*DEMO, "--headless"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert "nft is missing (apt-get install nftables)" in proc.stderr
