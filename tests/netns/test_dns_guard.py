@@ -415,3 +415,17 @@ def test_an_unreachable_upstream_gets_servfail_in_bounded_time(home: VirtualHome
         t0 = time.monotonic()
         assert home.call(home.nodes[0].ns, _rcode, GW4, "cloud.example.com") == 2
         assert time.monotonic() - t0 < 3.0
+
+
+def test_two_devices_racing_for_the_same_names_each_pass_on_the_first_packet(
+        home: VirtualHome) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    d0, d1 = home.nodes
+    names = RACE_NAMES[:50]
+    with Guard(home, [(0, names), (1, names)]) as guard, ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(ask, home, i, names) for i in (0, 1)]
+        got0, got1 = (f.result(timeout=120) for f in futures)
+        assert sum(ok for _, _, ok in got0) == sum(ok for _, _, ok in got1) == 50
+        assert guard.elements(names[7], 4) == {(d0.ipv4, "198.51.100.135"),
+                                               (d1.ipv4, "198.51.100.135")}
