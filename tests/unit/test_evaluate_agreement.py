@@ -1,7 +1,7 @@
 """The evaluator and the compiler agree: for every valid corpus MUD file, flows that each
 rule should admit and near misses get the same verdict from ``evaluate()`` and from the
 compiled libnftables JSON, run by a small interpreter of exactly that JSON (chains,
-verdict maps, sets, payload/meta/ct matches). ``tests/netns/test_evaluate_kernel.py``
+verdict maps, sets, payload/meta/ct matches). ``tests/netns/test_watch_kernel_agrees.py``
 replays a sample through the real kernel."""
 
 from __future__ import annotations

@@ -1,0 +1,203 @@
+"""The kernel agrees with ``evaluate()``: a sample of the agreement flows of
+``tests/unit/test_evaluate_agreement.py`` is sent as real frames from a device namespace
+to a gateway namespace holding the compiled mudguard table, and the kernel's verdict
+(read from counters in later chains at the same hooks) is compared with the evaluator's.
+
+Frames go out on an AF_PACKET socket, so any source address, TCP flag or ICMP type can
+be sent exactly. Conntrack is flushed before each flow, so each is new to the kernel.
+Only flows the device sends are replayed; multicast destinations the gateway has not
+joined are left out (the kernel drops them before any hook)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dpkt
+import pytest
+
+from mudguard.mud import Direction, parse_mud
+from mudguard.policy import Flow, compile_home, evaluate
+from mudguard.watch.listener import in_netns
+from tests.unit.test_evaluate_agreement import DEV_MAC, GW4, GW6, Scenario, build
+
+pytestmark = pytest.mark.root
+
+SAMPLE = ("rfc/nist-mudfile-local-and-same-mfg-test.json", "rfc/mudmaker-my-controller.json",
+          "rfc/brother-DCP-L2540DW.json", "unsw/amazonEchoMud.json")
+JOINED = {"224.0.0.1", "255.255.255.255", "ff02::1"}
+PROBE = """
+table inet mgwprobe {
+    chain forwarded { type filter hook forward priority 10; policy accept; counter; }
+    chain delivered { type filter hook input priority 10; policy accept; counter; }
+}
+"""
+
+
+def sh(*args: str, input_text: str | None = None) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True, input=input_text,
+                          timeout=30).stdout
+
+
+@dataclass(frozen=True)
+class Lab:
+    gw: str
+    dev: str
+    lan_if: str
+    wan_if: str
+    dev_if: str
+    gw_mac: str
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and nftables (CI runs these as root)")
+    tag = f"mgw{secrets.token_hex(3)}"
+    gw, dev = f"{tag}g", f"{tag}d"
+    lan_if, dev_if, wan_if = "mgwlan", f"{tag}b", "mgwwan"  # the names the scenario compiles
+    try:
+        sh("ip", "netns", "add", gw)
+        sh("ip", "netns", "add", dev)
+        sh("ip", "link", "add", lan_if, "netns", gw, "type", "veth", "peer", "name", dev_if,
+           "netns", dev)
+        sh("ip", "-n", gw, "link", "add", wan_if, "type", "veth", "peer", "name", f"{tag}y")
+        for cmd in (
+            ["addr", "add", "192.0.2.1/24", "dev", lan_if],
+            ["-6", "addr", "add", "2001:db8:1::1/64", "dev", lan_if, "nodad"],
+            ["addr", "add", "203.0.113.1/24", "dev", wan_if],
+            ["-6", "addr", "add", "2001:db8:f::1/64", "dev", wan_if, "nodad"],
+            ["link", "set", "lo", "up"], ["link", "set", lan_if, "up"],
+            ["link", "set", wan_if, "up"], ["link", "set", f"{tag}y", "up"],
+            ["route", "add", "default", "dev", wan_if],
+            ["-6", "route", "add", "default", "dev", wan_if],
+        ):
+            sh("ip", "-n", gw, *cmd)
+        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                    "net.ipv4.conf.all.rp_filter=0", f"net.ipv4.conf.{lan_if}.rp_filter=0"):
+            sh("ip", "netns", "exec", gw, "sysctl", "-qw", key)
+        # The device's own kernel must stay silent (no RS, MLD or DAD of its own):
+        # only the frames the test sends may reach the gateway.
+        for key in ("net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+                    f"net.ipv6.conf.{dev_if}.disable_ipv6=1"):
+            sh("ip", "netns", "exec", dev, "sysctl", "-qw", key)
+        sh("ip", "-n", dev, "link", "set", dev_if, "address", DEV_MAC)
+        sh("ip", "-n", dev, "link", "set", dev_if, "up")
+        link = json.loads(sh("ip", "-j", "-n", gw, "link", "show", lan_if))
+        yield Lab(gw=gw, dev=dev, lan_if=lan_if, wan_if=wan_if, dev_if=dev_if,
+                  gw_mac=link[0]["address"])
+    finally:
+        for ns in (dev, gw):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+def frame(flow: Flow, gw_mac: str) -> bytes:
+    """The Ethernet frame of a flow's opening packet, sent by the device."""
+    if flow.protocol == 6:
+        l4: dpkt.Packet = dpkt.tcp.TCP(sport=flow.src_port or 0, dport=flow.dst_port or 0,
+                                       flags=dpkt.tcp.TH_SYN if flow.opens else dpkt.tcp.TH_ACK,
+                                       off=5, win=1024)
+    elif flow.protocol == 17:
+        l4 = dpkt.udp.UDP(sport=flow.src_port or 0, dport=flow.dst_port or 0, data=b"mg")
+        l4.ulen = 8 + 2
+    elif flow.protocol == 1:
+        l4 = dpkt.icmp.ICMP(type=flow.icmp_type or 0, code=flow.icmp_code or 0,
+                            data=dpkt.icmp.ICMP.Echo(id=1, seq=1, data=b"mg"))
+    elif flow.protocol == 58:
+        l4 = dpkt.icmp6.ICMP6(type=flow.icmp_type or 0, code=flow.icmp_code or 0,
+                              data=b"\0" * 20)
+    else:
+        l4 = dpkt.Packet()
+    dst_mac = bytes.fromhex(gw_mac.replace(":", ""))
+    if flow.dst == "255.255.255.255":
+        dst_mac = b"\xff" * 6
+    elif flow.dst == "224.0.0.1":
+        dst_mac = bytes.fromhex("01005e000001")
+    elif flow.dst == "ff02::1":
+        dst_mac = bytes.fromhex("333300000001")
+    if flow.family == 4:
+        ip: dpkt.Packet = dpkt.ip.IP(src=socket.inet_aton(flow.src), dst=socket.inet_aton(flow.dst),
+                                     p=flow.protocol, ttl=64, data=l4)
+        ip.len = len(bytes(ip))
+        etype = dpkt.ethernet.ETH_TYPE_IP
+    else:
+        ip = dpkt.ip6.IP6(src=socket.inet_pton(socket.AF_INET6, flow.src),
+                          dst=socket.inet_pton(socket.AF_INET6, flow.dst), nxt=flow.protocol,
+                          hlim=64, data=l4)
+        ip.plen = len(bytes(l4))
+        etype = dpkt.ethernet.ETH_TYPE_IP6
+    src_mac = bytes.fromhex(DEV_MAC.replace(":", ""))
+    return bytes(dpkt.ethernet.Ethernet(src=src_mac, dst=dst_mac, type=etype, data=ip))
+
+
+def counters(lab: Lab) -> tuple[int, int]:
+    data = json.loads(sh("ip", "netns", "exec", lab.gw, "nft", "-j", "list", "table", "inet",
+                         "mgwprobe"))
+    found = {}
+    for item in data["nftables"]:
+        rule = item.get("rule")
+        if rule:
+            found[rule["chain"]] = next(e["counter"]["packets"] for e in rule["expr"]
+                                        if "counter" in e)
+    return found["forwarded"], found["delivered"]
+
+
+def install(lab: Lab, scenario: Scenario) -> None:
+    commands = compile_home([scenario.policy], scenario.context)
+    for set_name, pairs in scenario.dns.items():
+        commands.append({"add": {"element": {"family": "inet", "table": "mudguard",
+                                             "name": set_name,
+                                             "elem": [{"concat": list(p)} for p in pairs]}}})
+    batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
+    sh("ip", "netns", "exec", lab.gw, "nft", "-j", "-f", "-", input_text=json.dumps(batch))
+
+
+def replayable(flow: Flow) -> bool:
+    if flow.direction is not Direction.FROM_DEVICE:
+        return False
+    dst = flow.dst
+    return dst in JOINED or not (dst.startswith(("224.", "239.", "ff")))
+
+
+def test_kernel_verdicts_match_the_evaluator(lab: Lab, corpus: Path) -> None:
+    sh("ip", "netns", "exec", lab.gw, "nft", "-f", "-", input_text=PROBE)
+    with in_netns(lab.dev):
+        sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sender.bind((lab.dev_if, 0))
+    checked = allowed = 0
+    problems: list[str] = []
+    try:
+        for relative in SAMPLE:
+            mud = parse_mud((corpus / "mud" / relative).read_bytes()).mud
+            assert mud is not None
+            scenario = build(mud)
+            install(lab, scenario)
+            seen: set[Flow] = set()
+            for flow in scenario.flows:
+                if not replayable(flow) or flow in seen:
+                    continue
+                seen.add(flow)
+                sh("ip", "netns", "exec", lab.gw, "conntrack", "-F")
+                before = counters(lab)
+                sender.send(frame(flow, lab.gw_mac))
+                after = counters(lab)
+                local = flow.dst in (GW4, GW6) or flow.dst in JOINED
+                kernel = (after[1] > before[1]) if local else (after[0] > before[0])
+                verdict = evaluate(scenario.policy, flow, scenario.context, scenario.names)
+                checked += 1
+                allowed += kernel
+                if kernel != verdict.allowed:
+                    problems.append(f"{relative}: {flow}: kernel "
+                                    f"{'accept' if kernel else 'drop'}, evaluate "
+                                    f"{verdict.origin}")
+    finally:
+        sender.close()
+    assert not problems, "\n".join(problems[:15])
+    assert checked > 150 and 0.1 < allowed / checked < 0.9, (checked, allowed)
+    print(f"\nkernel and evaluator agree on {checked} real flows ({allowed} accepted)")
