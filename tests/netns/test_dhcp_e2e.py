@@ -146,6 +146,9 @@ class OnboardHome:
             files[f"/plug{i}.json"] = str(self.root / f"plug{i}.json")
             files[f"/plug{i}.p7s"] = str(self.root / f"plug{i}.p7s")
             self.urls.append(url)
+        index = {"entries": [{"oui": self.home.nodes[0].mac[:8], "mud_url": self.urls[0]}]}
+        (self.root / "index.json").write_text(json.dumps(index))
+        files["/repo/index.json"] = str(self.root / "index.json")
         self._start_internet(files)
         self._start_dnsmasq()
         self._build_gateway()
@@ -215,17 +218,18 @@ class OnboardHome:
 
     # -- one onboarding -------------------------------------------------------------------
 
-    def onboard(self, index: int) -> Onboarded:
-        """Run the device's DHCP client and the gateway's pipeline; return the timings."""
+    def onboard(self, index: int, *, announce: bool = True) -> Onboarded:
+        """Run the device's DHCP client (with option 161 if ``announce``) and the
+        gateway's pipeline; return the timings."""
         node = self.home.nodes[index]
         result = Onboarded(device=None, dhcp_start=0.0, dhcp_done=0.0)
         thread = threading.Thread(target=self._gateway_side, args=(result,))
         thread.start()
         try:
             result.dhcp_start = time.monotonic()
+            option = ["-x", f'0xa1:"{self.urls[index]}"'] if announce else []
             proc = run(["busybox", "udhcpc", "-i", node.iface, "-f", "-q", "-n", "-t", "5",
-                        "-T", "1", "-s", "/bin/true", "-x", f'0xa1:"{self.urls[index]}"'],
-                       ns=node.ns, timeout=20)
+                        "-T", "1", "-s", "/bin/true", *option], ns=node.ns, timeout=20)
             result.dhcp_done = time.monotonic()
             for line in proc.stderr.splitlines():
                 if "lease of " in line:
@@ -300,3 +304,21 @@ def test_tampered_mud_file_is_not_enforced(onboard_home: OnboardHome) -> None:
     assert result.lease_ip is not None
     home.configure(0, result.lease_ip)
     assert home.home.tcp(home.home.nodes[0].ns, OTHER4, 443)
+
+
+def test_device_without_mud_url_found_in_https_repository(onboard_home: OnboardHome) -> None:
+    from mudguard.devices.repository import load_repositories
+
+    home = onboard_home
+    home.service.repositories = load_repositories(
+        [f"https://{MUD_HOST}/repo/index.json"], home.service.fetch)
+    result = home.onboard(0, announce=False)
+    assert result.error is None, result.error
+    device = result.device
+    assert device is not None and device.state.value == "profiled", device and device.reasons
+    assert device.mud_source is not None and device.mud_source.value == "repository"
+    assert device.mud_url == home.urls[0] and device.signature_status.value == "signed_valid"
+    assert result.lease_ip is not None
+    home.configure(0, result.lease_ip)
+    ns = home.home.nodes[0].ns
+    assert home.home.tcp(ns, CLOUD4, 443) and not home.home.tcp(ns, OTHER4, 443)

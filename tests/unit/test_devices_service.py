@@ -264,3 +264,18 @@ def test_check_support_over_time(svc: DeviceService, corpus: Path, tmp_path: Pat
     clock.now = datetime(2027, 1, 2, tzinfo=UTC)
     moved = svc.check_support()
     assert [d.state for d in moved] == [S.OUT_OF_SUPPORT]
+
+
+def test_load_repositories_from_config(tmp_path: Path, corpus: Path) -> None:
+    from mudguard.devices.repository import HttpsRepository, load_repositories
+
+    write_repo(tmp_path / "r", corpus, [])
+    repos = load_repositories(["https://repo.example.com/index.json", str(tmp_path / "r")],
+                              fetch=lambda url: b"")
+    assert isinstance(repos[0], HttpsRepository) and isinstance(repos[1], FolderRepository)
+    for bad, why in (("http://repo.example.com/i.json", "only https"),
+                     (str(tmp_path / "missing"), "no such folder")):
+        with pytest.raises(RepositoryError, match=why):
+            load_repositories([bad], fetch=None)
+    with pytest.raises(RepositoryError, match="fetcher"):
+        load_repositories(["https://repo.example.com/index.json"], fetch=None)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -184,22 +185,59 @@ class FolderRepository:
 
 
 class HttpsRepository:
-    """A remote repository: ``index.json`` at an https URL, entries give MUD URLs."""
+    """A remote repository: ``index.json`` at an https URL, entries give MUD URLs.
 
-    def __init__(self, index_url: str, fetch: Callable[[str], bytes]) -> None:
+    The index is kept for ``max_age`` seconds (``clock`` is monotonic seconds), so
+    onboarding many devices does not fetch it once per device.
+    """
+
+    def __init__(self, index_url: str, fetch: Callable[[str], bytes], *,
+                 max_age: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """``fetch`` is the MUD fetcher (https only, TLS verified, size-limited)."""
         self.index_url = check_mud_url(index_url)
         self.name = index_url
         self._fetch = fetch
+        self._max_age = max_age
+        self._clock = clock
+        self._cached: tuple[float, list[RepositoryEntry]] | None = None
+
+    def _entries(self) -> list[RepositoryEntry]:
+        now = self._clock()
+        if self._cached is not None and now - self._cached[0] < self._max_age:
+            return self._cached[1]
+        entries, _findings = parse_index(self._fetch(self.index_url))
+        self._cached = (now, entries)
+        return entries
 
     def lookup(self, *, mac: str, manufacturer: str | None,
                model: str | None) -> RepositoryMatch | None:
         """The remote entry for the device, or None. ``mud_file`` entries are ignored
         (a remote index must point at MUD URLs, which the device then keeps)."""
-        entries, _findings = parse_index(self._fetch(self.index_url))
-        usable = [e for e in entries if e.mud_url or not e.supported or e.end_of_support]
+        usable = [e for e in self._entries()
+                  if e.mud_url or not e.supported or e.end_of_support]
         entry = match_entry(usable, mac=mac, manufacturer=manufacturer, model=model)
         return None if entry is None else RepositoryMatch(repository=self.name, entry=entry)
+
+
+def load_repositories(specs: Sequence[str], fetch: Callable[[str], bytes] | None
+                      ) -> list[Repository]:
+    """Repositories from configuration strings, in order: an ``https://`` URL of an
+    ``index.json`` (needs ``fetch``), or a local folder. Raises ``RepositoryError``
+    for a spec that is neither."""
+    found: list[Repository] = []
+    for spec in specs:
+        if spec.startswith("https://"):
+            if fetch is None:
+                raise RepositoryError(f"{spec}: an HTTPS repository needs the MUD fetcher")
+            found.append(HttpsRepository(spec, fetch))
+        elif "://" in spec:
+            raise RepositoryError(f"{spec[:80]}: only https:// or a folder path")
+        elif Path(spec).is_dir():
+            found.append(FolderRepository(spec))
+        else:
+            raise RepositoryError(f"{spec[:80]}: no such folder")
+    return found
 
 
 def lookup_all(repositories: Sequence[Repository], *, mac: str, manufacturer: str | None,
