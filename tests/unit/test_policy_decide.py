@@ -1,0 +1,179 @@
+"""decide(): the lifecycle state selects the rules; baseline first, grants around them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mudguard.mud import Direction, Forwarding, MudFile, parse_mud
+from mudguard.policy import (
+    BASELINE_RULES,
+    DeviceFacts,
+    Grant,
+    GrantKind,
+    HomeContext,
+    LifecycleState,
+    PeerKind,
+    decide,
+    mud_rules,
+    registrable_domain,
+)
+from tests.conftest import CORPUS
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CTX = HomeContext(lan_prefixes=("192.0.2.0/24", "2001:db8:1::/64"),
+                  gateway_addresses=("192.0.2.1", "2001:db8:1::1"))
+
+
+def load(relative: str) -> MudFile:
+    result = parse_mud((CORPUS / "mud" / relative).read_bytes())
+    assert result.mud is not None
+    return result.mud
+
+
+def device(state: LifecycleState, mud: MudFile | None = None) -> DeviceFacts:
+    return DeviceFacts(mac="02:00:00:00:00:01", ipv4=("192.0.2.10",), state=state,
+                       mud_url=mud.mud_url if mud else None)
+
+
+def test_profiled_is_baseline_then_every_ace_in_order() -> None:
+    mud = load("unsw/SmartThingsMud.json")
+    policy = decide(device(LifecycleState.PROFILED, mud), mud, (), CTX, now=NOW)
+    assert policy.rules[:len(BASELINE_RULES)] == BASELINE_RULES
+    body = policy.rules[len(BASELINE_RULES):]
+    assert body == mud_rules(mud)
+    assert len(body) == sum(len(mud.acl(n).aces)
+                            for n in mud.from_device_policy + mud.to_device_policy)
+
+
+def test_draft_controller_classes_become_the_gateway() -> None:
+    rules = mud_rules(load("unsw/SmartThingsMud.json"))
+    gateway = [r for r in rules if r.peer is PeerKind.GATEWAY]
+    assert {r.peer_value for r in gateway} == {"urn:ietf:params:mud:dns",
+                                               "urn:ietf:params:mud:gateway"}
+    assert not [r for r in rules if r.peer is PeerKind.CONTROLLER]
+
+
+@pytest.mark.parametrize(("relative", "kind"), [
+    ("rfc/mudmaker-same-manufacturer.json", PeerKind.SAME_MANUFACTURER),
+    ("rfc/mudmaker-my-controller.json", PeerKind.MY_CONTROLLER),
+    ("rfc/nist-mudfile-controllerclass-test.json", PeerKind.CONTROLLER),
+    ("rfc/nist-mudfile-mfg-test.json", PeerKind.MANUFACTURER),
+    ("rfc/nist-mudfile-local-networks-test.json", PeerKind.LOCAL_NETWORKS),
+    ("rfc/mudmaker-cloud-service.json", PeerKind.DNSNAME),
+])
+def test_every_abstraction_stays_symbolic(relative: str, kind: PeerKind) -> None:
+    assert kind in {r.peer for r in mud_rules(load(relative))}
+
+
+def test_acl_type_gives_the_family_when_the_ace_has_no_ip_match() -> None:
+    rules = mud_rules(load("rfc/mudmaker-my-controller.json"))
+    assert sorted(r.family for r in rules if r.family) == [4, 4, 6, 6]
+
+
+def test_direction_initiated_is_kept_for_tcp() -> None:
+    rules = mud_rules(load("rfc/nist-mudfile-dns-test.json"))
+    assert {(r.direction, r.initiated) for r in rules} == {
+        (Direction.FROM_DEVICE, Direction.FROM_DEVICE),
+        (Direction.TO_DEVICE, Direction.FROM_DEVICE)}
+
+
+def test_default_internet_and_lan() -> None:
+    internet = decide(device(LifecycleState.DEFAULT), None, (), CTX, now=NOW)
+    assert [r.peer for r in internet.rules[len(BASELINE_RULES):]] == [PeerKind.INTERNET]
+    lan = decide(device(LifecycleState.DEFAULT), None, (), CTX, home_default="lan", now=NOW)
+    assert {(r.direction, r.peer) for r in lan.rules[len(BASELINE_RULES):]} == {
+        (Direction.FROM_DEVICE, PeerKind.LOCAL_NETWORKS),
+        (Direction.TO_DEVICE, PeerKind.LOCAL_NETWORKS)}
+    with pytest.raises(ValueError):
+        decide(device(LifecycleState.DEFAULT), None, (), CTX, home_default="all", now=NOW)  # type: ignore[arg-type]
+
+
+def test_profiled_without_a_file_falls_back_to_the_default() -> None:
+    policy = decide(device(LifecycleState.PROFILED), None, (), CTX, now=NOW)
+    assert policy.state is LifecycleState.DEFAULT and "home default" in policy.reasons[0]
+
+
+def test_out_of_support_is_lan_only() -> None:
+    policy = decide(device(LifecycleState.OUT_OF_SUPPORT), None, (), CTX, now=NOW)
+    assert {r.peer for r in policy.rules[len(BASELINE_RULES):]} == {PeerKind.LOCAL_NETWORKS}
+
+
+def test_new_is_baseline_only_and_forgotten_is_nothing() -> None:
+    assert decide(device(LifecycleState.NEW), None, (), CTX, now=NOW).rules == BASELINE_RULES
+    assert decide(device(LifecycleState.FORGOTTEN), None, (), CTX, now=NOW).rules == ()
+
+
+def test_quarantine_keeps_only_names_in_the_makers_domain() -> None:
+    mud = load("unsw/dropcamMud.json")
+    policy = decide(device(LifecycleState.QUARANTINED, mud), mud,
+                    [Grant(kind=GrantKind.INTERNET)], CTX, now=NOW)
+    body = policy.rules[len(BASELINE_RULES):]
+    assert body and all(r.peer is PeerKind.DNSNAME and r.peer_value is not None
+                        and r.peer_value.endswith(".dropcam.com") for r in body)
+    assert policy.dns_names() == mud.dns_names() & {r.peer_value for r in body}
+
+
+def test_quarantine_of_a_device_without_file_is_baseline_only() -> None:
+    policy = decide(device(LifecycleState.QUARANTINED), None, (), CTX, now=NOW)
+    assert policy.rules == BASELINE_RULES
+
+
+def test_grants_deny_first_others_last_expired_ignored() -> None:
+    mud = load("rfc/mudmaker-cloud-service.json")
+    grants = [
+        Grant(kind=GrantKind.INTERNET),
+        Grant(kind=GrantKind.SERVICE, host="updates.example.com", port=443),
+        Grant(kind=GrantKind.DENY, host="198.51.100.0/24"),
+        Grant(kind=GrantKind.LAN, expires=NOW - timedelta(seconds=1)),
+    ]
+    policy = decide(device(LifecycleState.PROFILED, mud), mud, grants, CTX, now=NOW)
+    body = policy.rules[len(BASELINE_RULES):]
+    assert body[0].action is Forwarding.DROP and body[0].peer_value == "198.51.100.0/24"
+    assert body[1:-2] == mud_rules(mud)
+    service, internet = body[-2], body[-1]
+    assert (service.peer, service.peer_value, service.protocol) == (
+        PeerKind.DNSNAME, "updates.example.com", 6)
+    assert internet.peer is PeerKind.INTERNET
+    assert not [r for r in body if r.origin == "grant/lan"]  # expired
+
+
+def test_trusted_ignores_grants_and_reaches_everything_out() -> None:
+    policy = decide(device(LifecycleState.TRUSTED), None, [Grant(kind=GrantKind.DENY,
+                                                                 host="198.51.100.1")],
+                    CTX, now=NOW)
+    body = policy.rules[len(BASELINE_RULES):]
+    assert {(r.direction, r.peer) for r in body} == {
+        (Direction.FROM_DEVICE, PeerKind.ANY), (Direction.FROM_DEVICE, PeerKind.GATEWAY),
+        (Direction.TO_DEVICE, PeerKind.LOCAL_NETWORKS)}
+
+
+@pytest.mark.parametrize(("host", "domain"), [
+    ("mud.example.com", "example.com"), ("a.b.example.co.uk", "example.co.uk"),
+    ("EXAMPLE.com.", "example.com"), ("192.0.2.1", None), ("", None), (None, None),
+])
+def test_registrable_domain(host: str | None, domain: str | None) -> None:
+    assert registrable_domain(host) == domain
+
+
+def test_baseline_has_no_ntp_and_nothing_beyond_dhcp_dns_nd() -> None:
+    for rule in BASELINE_RULES:
+        assert rule.peer is PeerKind.GATEWAY and rule.direction is Direction.FROM_DEVICE
+        ports = {p.port for p in (rule.src_port, rule.dst_port) if p}
+        assert ports <= {67, 68, 546, 547, 53} and 123 not in ports
+        if rule.protocol == 58:
+            assert rule.icmp_type in (133, 135, 136)
+
+
+def test_every_valid_corpus_file_decides(tmp_path: Path) -> None:
+    count = 0
+    for path in sorted((CORPUS / "mud").rglob("*.json")):
+        result = parse_mud(path.read_bytes())
+        if not result.ok or result.mud is None:
+            continue
+        policy = decide(device(LifecycleState.PROFILED, result.mud), result.mud, (), CTX, now=NOW)
+        assert len(policy.rules) > len(BASELINE_RULES), path.name
+        count += 1
+    assert count >= 40

@@ -1,0 +1,273 @@
+"""The nftables compiler: structure, names, hostile input, updates (pure, no kernel).
+
+The kernel itself checks the same output in ``tests/netns/test_policy_compile.py`` and
+proves it with packets in ``tests/netns/test_enforce.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mudguard.mud import Direction, Forwarding, PortMatch, PortOperator, parse_mud
+from mudguard.policy import (
+    GW_DISPATCH,
+    IN_DISPATCH4,
+    OUT_DISPATCH,
+    TABLE,
+    DeviceFacts,
+    DevicePolicy,
+    HomeContext,
+    LifecycleState,
+    PeerKind,
+    Rule,
+    compile_base,
+    compile_device,
+    compile_device_record,
+    compile_home,
+    decide,
+    dependents,
+    device_chain,
+    device_id,
+    dns_set_name,
+    log_prefix,
+)
+from mudguard.policy._nft import sanitise_comment
+from tests.conftest import CORPUS
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CTX = HomeContext(lan_prefixes=("192.0.2.0/24", "2001:db8:1::/64"),
+                  gateway_addresses=("192.0.2.1", "2001:db8:1::1"), lan_interface="br-lan",
+                  portal_ports=(8443,))
+MAC = "02:00:00:00:00:01"
+NAME_RE = re.compile(r"^[a-z0-9_]{1,40}$")
+
+
+def facts(**kw: Any) -> DeviceFacts:
+    base: dict[str, Any] = {"mac": MAC, "ipv4": ("192.0.2.10",), "ipv6": ("2001:db8:1::10",),
+                            "state": LifecycleState.PROFILED}
+    base.update(kw)
+    return DeviceFacts(**base)
+
+
+def policy_of(*rules: Rule, **kw: Any) -> DevicePolicy:
+    return DevicePolicy(device=facts(**kw), state=LifecycleState.PROFILED, rules=rules)
+
+
+def rules_in(cmds: list[dict[str, Any]], kind: str, mac: str = MAC) -> list[dict[str, Any]]:
+    chain = device_chain(mac, kind)
+    return [c["add"]["rule"] for c in cmds if "rule" in c.get("add", {})
+            and c["add"]["rule"]["chain"] == chain]
+
+
+def walk(obj: Any) -> Iterator[Any]:
+    yield obj
+    if isinstance(obj, dict):
+        for value in obj.values():
+            yield from walk(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from walk(value)
+
+
+def corpus_policies() -> Iterator[tuple[str, DevicePolicy]]:
+    for path in sorted((CORPUS / "mud").rglob("*.json")):
+        result = parse_mud(path.read_bytes())
+        if result.ok and result.mud is not None:
+            dev = facts(mud_url=result.mud.mud_url)
+            yield path.name, decide(dev, result.mud, (), CTX, now=NOW)
+
+
+def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
+    cmds = compile_base(CTX)
+    chains = {c["add"]["chain"]["name"]: c["add"]["chain"] for c in cmds
+              if "chain" in c.get("add", {})}
+    assert chains["forward"]["policy"] == "drop"
+    maps = {c["add"]["map"]["name"] for c in cmds if "map" in c.get("add", {})}
+    assert maps == {"out_dispatch", "gw_dispatch", "in_dispatch4", "in_dispatch6"}
+    forward = [c["add"]["rule"]["expr"] for c in cmds
+               if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == "forward"]
+    assert forward[0][-1] == {"accept": None}  # established first
+    assert {"drop": None} in forward[2]  # unknown LAN MACs: nothing forwarded
+    assert [e for e in forward[3] if "vmap" in e]
+
+
+def test_every_corpus_file_compiles_deterministically_with_our_names_only() -> None:
+    count = 0
+    for name, policy in corpus_policies():
+        cmds = compile_home([policy], CTX)
+        assert cmds == compile_home([policy], CTX), name
+        text = json.dumps(cmds)
+        for node in walk(cmds):
+            if isinstance(node, dict):
+                for key in ("chain", "name", "target", "table"):
+                    value = node.get(key)
+                    if isinstance(value, str):
+                        assert NAME_RE.match(value), (name, value)
+        for dns in policy.dns_names():
+            assert f"@{dns_set_name(dns, 4)}" in text or f"@{dns_set_name(dns, 6)}" in text
+        count += 1
+    assert count >= 40
+
+
+def test_mud_names_only_reach_comments() -> None:
+    for _, policy in corpus_policies():
+        for cmd in compile_device(policy, CTX):
+            rule = cmd.get("add", {}).get("rule")
+            if not rule:
+                continue
+            exprs = json.dumps(rule["expr"])
+            for dns in policy.dns_names():
+                assert dns not in exprs
+
+
+def test_hostile_names_cannot_inject() -> None:
+    hostile = 'x" ; flush ruleset ; add rule inet mudguard forward accept # \n\\'
+    rule = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT,
+                peer=PeerKind.DNSNAME, peer_value=hostile, origin=hostile)
+    cmds = compile_device(policy_of(rule), CTX)
+    comments = [r.get("comment", "") for r in rules_in(cmds, "out")]
+    assert all(re.fullmatch(r"[A-Za-z0-9 ._:/@+=,()#-]*", c) for c in comments)
+    assert any("flush ruleset" in c for c in comments)  # kept as harmless text
+    assert not any('"' in c or "\n" in c or "\\" in c for c in comments)
+    sets = [c["add"]["set"]["name"] for c in cmds if "set" in c.get("add", {})]
+    assert sets == [dns_set_name(hostile, 4), dns_set_name(hostile, 6)]
+    assert all(NAME_RE.match(s) for s in sets)
+    assert len(sanitise_comment("é" * 500)) <= 100
+
+
+def test_device_chains_shape() -> None:
+    rule = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, family=4,
+                peer=PeerKind.NETWORK, peer_value="198.51.100.0/24", protocol=6,
+                dst_port=PortMatch(operator=PortOperator.EQ, port=443), origin="a/b")
+    cmds = compile_device(policy_of(rule), CTX)
+    out = rules_in(cmds, "out")
+    assert out[0]["expr"][1]["limit"]["inv"] is True  # rate cap first
+    assert out[0]["expr"][1]["limit"]["rate"] == CTX.new_conn_rate
+    assert out[1]["expr"][0]["match"]["op"] == "!="  # own IPv4 only
+    assert out[3]["expr"][-1] == {"return": None}
+    assert out[-2]["expr"][1]["log"] == {"prefix": log_prefix(MAC, "out"), "group": 100}
+    assert out[-1]["expr"] == [{"drop": None}]
+    assert log_prefix(MAC, "in") == f"mg {device_id(MAC)} in"
+    inn = rules_in(cmds, "in")
+    assert inn[-2]["expr"][1]["log"]["prefix"] == f"mg {device_id(MAC)} in"
+    gw = rules_in(cmds, "gw")
+    assert gw[0]["comment"].startswith("the portal")
+    elements = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in cmds
+                if "element" in c.get("add", {})}
+    assert elements[OUT_DISPATCH] == [[MAC, {"jump": {"target": device_chain(MAC, "out")}}]]
+    assert elements[GW_DISPATCH] == [[MAC, {"jump": {"target": device_chain(MAC, "gw")}}]]
+    assert elements[IN_DISPATCH4] == [["192.0.2.10", {"jump": {"target":
+                                                                 device_chain(MAC, "in")}}]]
+    # Each chain is flushed and refilled in the same batch.
+    ops = [(next(iter(c)), next(iter(c[next(iter(c))]))) for c in cmds]
+    assert ("flush", "chain") in ops
+
+
+@pytest.mark.parametrize(("port", "op", "right"), [
+    (PortMatch(operator=PortOperator.EQ, port=80), "==", 80),
+    (PortMatch(operator=PortOperator.NEQ, port=80), "!=", 80),
+    (PortMatch(operator=PortOperator.LT, port=80), "<", 80),
+    (PortMatch(operator=PortOperator.GTE, port=80), ">=", 80),
+    (PortMatch(operator=PortOperator.RANGE, lower=1000, upper=2000), "==", {"range": [1000, 2000]}),
+])
+def test_port_operators(port: PortMatch, op: str, right: Any) -> None:
+    rule = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, protocol=17,
+                dst_port=port)
+    exprs = rules_in(compile_device(policy_of(rule), CTX), "out")[3]["expr"]
+    assert exprs[0]["match"] == {"op": op, "left": {"payload": {"protocol": "udp",
+                                                                  "field": "dport"}},
+                                 "right": right}
+
+
+def test_direction_initiated() -> None:
+    opens = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, protocol=6,
+                 initiated=Direction.FROM_DEVICE)
+    answers = Rule(direction=Direction.TO_DEVICE, action=Forwarding.ACCEPT, protocol=6,
+                   initiated=Direction.FROM_DEVICE)
+    cmds = compile_device(policy_of(opens, answers), CTX)
+    out = json.dumps(rules_in(cmds, "out")[3]["expr"])
+    assert '"right": "syn"' in out  # only a bare SYN opens
+    inn = rules_in(cmds, "in")[0]["expr"]
+    assert {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}} in inn
+
+
+def test_icmp_and_family_split() -> None:
+    ping4 = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, family=4, protocol=1,
+                 icmp_type=8, icmp_code=0)
+    lan = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT,
+               peer=PeerKind.LOCAL_NETWORKS)
+    out = rules_in(compile_device(policy_of(ping4, lan), CTX), "out")
+    body = out[3:-2]
+    assert len(body) == 3  # ping (v4 only) + local-networks v4 + v6
+    assert {"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": "type"}},
+                      "right": 8}} in body[0]["expr"]
+    assert body[2]["expr"][0]["match"]["right"] == {"prefix": {"addr": "2001:db8:1::",
+                                                                "len": 64}}
+
+
+def test_unresolvable_peers_compile_to_nothing() -> None:
+    rules = [Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, peer=kind,
+                  peer_value=value)
+             for kind, value in ((PeerKind.CONTROLLER, "urn:x"), (PeerKind.MY_CONTROLLER, None),
+                                 (PeerKind.SAME_MANUFACTURER, None))]
+    out = rules_in(compile_device(policy_of(*rules, mud_url="https://a.example.com/x"), CTX),
+                   "out")
+    assert len(out) == 5  # rate cap, two source bindings, log, drop: nothing opened
+
+
+def test_dns_rules_use_the_device_address_pair_sets() -> None:
+    rule = Rule(direction=Direction.TO_DEVICE, action=Forwarding.ACCEPT, peer=PeerKind.DNSNAME,
+                peer_value="cloud.example.com", family=6)
+    inn = rules_in(compile_device(policy_of(rule), CTX), "in")
+    match = inn[0]["expr"][0]["match"]
+    assert match["left"] == {"concat": [{"payload": {"protocol": "ip6", "field": "daddr"}},
+                                        {"payload": {"protocol": "ip6", "field": "saddr"}}]}
+    assert match["right"] == "@" + dns_set_name("cloud.example.com", 6)
+
+
+def test_update_unmaps_stale_addresses_and_fingerprint_changes() -> None:
+    _, first = compile_device_record(policy_of(), CTX)
+    moved = policy_of(ipv4=("192.0.2.99",))
+    cmds, second = compile_device_record(moved, CTX, previous=first)
+    deletes = [c["delete"]["element"] for c in cmds if "delete" in c]
+    assert deletes == [{"family": "inet", "table": TABLE, "name": IN_DISPATCH4,
+                        "elem": ["192.0.2.10"]}]
+    assert first.fingerprint != second.fingerprint
+    assert rules_in(cmds, "out")[-1]["comment"] == f"policy {second.fingerprint}"
+    assert second.rule_counts == tuple(len(rules_in(cmds, k)) for k in ("out", "in", "gw"))
+    assert compile_device_record(policy_of(), CTX)[1] == first
+
+
+def test_same_manufacturer_resolves_from_context_and_dependents() -> None:
+    a = facts(mud_url="https://maker.example.com/a")
+    b = DeviceFacts(mac="02:00:00:00:00:02", ipv4=("192.0.2.20",),
+                    mud_url="https://maker.example.com/b", state=LifecycleState.PROFILED)
+    c = DeviceFacts(mac="02:00:00:00:00:03", ipv4=("192.0.2.30",),
+                    mud_url="https://other.example.org/c", state=LifecycleState.PROFILED)
+    rule = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT,
+                peer=PeerKind.SAME_MANUFACTURER)
+    pa = DevicePolicy(device=a, state=LifecycleState.PROFILED, rules=(rule,))
+    ctx = HomeContext(lan_prefixes=CTX.lan_prefixes, gateway_addresses=CTX.gateway_addresses,
+                      devices=(a, b, c))
+    out = rules_in(compile_device(pa, ctx), "out")
+    assert out[3]["expr"][0]["match"]["right"] == "192.0.2.20"
+    pc = DevicePolicy(device=c, state=LifecycleState.PROFILED, rules=())
+    assert dependents([pa, pc], b) == [a.mac]
+    assert dependents([pa, pc], c) == []
+
+
+def test_gateway_rules_go_to_the_gw_chain_and_to_device_gateway_rules_vanish() -> None:
+    to_gw = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, peer=PeerKind.GATEWAY,
+                 protocol=17, dst_port=PortMatch(operator=PortOperator.EQ, port=123),
+                 origin="ntp")
+    from_gw = Rule(direction=Direction.TO_DEVICE, action=Forwarding.ACCEPT,
+                   peer=PeerKind.GATEWAY, protocol=17, origin="from-gw")
+    cmds = compile_device(policy_of(to_gw, from_gw), CTX)
+    assert [r["comment"] for r in rules_in(cmds, "gw") if r.get("comment") == "ntp"]
+    assert not [r for r in rules_in(cmds, "in") if r.get("comment") == "from-gw"]
