@@ -168,7 +168,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value)
     guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,
                                  gateway_addresses=config.addresses))
-    guarded = GuardedEnforcer(enforcer, guard, events)
+    tracker = DeviationTracker(lan_prefixes=config.lan_prefixes)
+    guarded = GuardedEnforcer(enforcer, guard, events, tracker=tracker)
 
     home_networks = tuple(ipaddress.ip_network(p, strict=False) for p in
                           (*config.lan_prefixes, *config.addresses))
@@ -179,8 +180,10 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                             enforcer=guarded)
 
     dnsmasq = Dnsmasq(config) if config.dhcp_range else None
+    intake = Intake(service)
+    guarded.on_removed = intake.forget  # a forgotten device that returns is new again
     gateway = Gateway(
-        service=service, enforcer=guarded, intake=Intake(service), events=events,
+        service=service, enforcer=guarded, intake=intake, events=events,
         hook_listener=DhcpHookListener(config.dhcp_socket),
         start_dhcp=dnsmasq.start if dnsmasq else (lambda: None),
         stop_dhcp=dnsmasq.stop if dnsmasq else (lambda: None))
@@ -191,7 +194,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
             filler=NftSetFiller(), port=config.dns_port))
     gateway.services.append(Watcher(
         gateway.on_alert, group=config.nflog_group,
-        tracker=DeviationTracker(lan_prefixes=config.lan_prefixes)))
+        tracker=tracker))
     gateway.services.append(ControlServer(config.control_socket, service, gateway.call))
     if config.portal_address:
         from mudguard.portal import PortalServices, PortalSettings, create_app

@@ -41,7 +41,7 @@ from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, facts_of
 from mudguard.mud import MudFile
 from mudguard.policy import DevicePolicy, Grant, LifecycleState, decide, device_id
-from mudguard.watch import Alert
+from mudguard.watch import Alert, DeviationTracker
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,13 @@ class GuardedEnforcer:
     Thread-safe: the service worker and the portal's threads may both call it.
     """
 
-    def __init__(self, enforcer: Enforcer, guard: DnsGuard, events: EventLog) -> None:
+    def __init__(self, enforcer: Enforcer, guard: DnsGuard, events: EventLog, *,
+                 tracker: DeviationTracker | None = None) -> None:
         self.enforcer = enforcer
         self.guard = guard
         self.events = events
+        self.tracker = tracker
+        self.on_removed: Callable[[str], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.RLock()
 
@@ -76,7 +79,7 @@ class GuardedEnforcer:
         """Install the device's rules atomically, then feed the DNS guard and tell."""
         with self._lock:
             policy = self.enforcer.apply_device(device, mud, grants)
-            self._on_loop(lambda: self._feed_guard(policy))
+            self._on_loop(lambda: self._after(policy, device))
         self.events.device(device)
 
     def remove_device(self, mac: str) -> None:
@@ -84,7 +87,18 @@ class GuardedEnforcer:
         with self._lock:
             self.enforcer.remove_device(mac)
             self._on_loop(lambda: self.guard.remove_device(mac.lower()))
+        if self.on_removed is not None:
+            self.on_removed(mac)
         self.events.emit("removed", mac=mac)
+
+    def _after(self, policy: DevicePolicy, device: Device) -> None:
+        self._feed_guard(policy)
+        # Released from quarantine (by the portal, the CLI or the control socket): the
+        # watcher must be able to alert about this device again.
+        dev_id = device_id(device.mac)
+        if (self.tracker is not None and device.state is not LifecycleState.QUARANTINED
+                and self.tracker.alerted(dev_id)):
+            self.tracker.release(dev_id)
 
     def _feed_guard(self, policy: DevicePolicy) -> None:
         try:
