@@ -1,0 +1,165 @@
+"""The Enforcer against the real kernel: atomic updates, removal, reconcile after a restart,
+hostile names; checked by reading the table back and with real packets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from mudguard.enforce import Enforcer, Nft, NftError
+from mudguard.mud import parse_mud
+from mudguard.policy import (
+    OUT_DISPATCH,
+    TABLE,
+    DeviceFacts,
+    LifecycleState,
+    decide,
+    device_chain,
+)
+from mudguard.vhome import INTERNET_HOSTS, VirtualHome, run
+
+pytestmark = pytest.mark.root
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CLOUD4, CLOUD6 = INTERNET_HOSTS["cloud"]
+
+
+@pytest.fixture
+def home() -> Iterator[VirtualHome]:
+    with VirtualHome(prefix=f"mgeF{os.getpid() % 1000}", devices=2) as h:
+        h.serve(h.inet_ns, tcp=[443])
+        yield h
+
+
+def enforcer(home: VirtualHome) -> Enforcer:
+    return Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: NOW)
+
+
+def facts(home: VirtualHome, i: int, state: LifecycleState = LifecycleState.DEFAULT,
+          **kw: object) -> DeviceFacts:
+    node = home.nodes[i]
+    values: dict[str, object] = {"mac": node.mac, "ipv4": (node.ipv4,), "ipv6": (node.ipv6,),
+                                 "state": state}
+    values.update(kw)
+    return DeviceFacts(**values)  # type: ignore[arg-type]
+
+
+def listing(home: VirtualHome) -> str:
+    return run(["nft", "list", "table", "inet", TABLE], ns=home.gw_ns).stdout
+
+
+def test_update_swaps_policy_and_removal_closes(home: VirtualHome) -> None:
+    enf = enforcer(home)
+    enf.install_home()
+    d0 = home.nodes[0]
+    enf.apply_device(facts(home, 0), None)
+    assert home.tcp(d0.ns, CLOUD4, 443)
+    enf.apply_device(facts(home, 0, LifecycleState.OUT_OF_SUPPORT), None)
+    assert not home.tcp(d0.ns, CLOUD4, 443, 0.5)
+    enf.apply_device(facts(home, 0), None)
+    assert home.tcp(d0.ns, CLOUD6, 443)
+    enf.remove_device(d0.mac)
+    enf.remove_device(d0.mac)  # idempotent
+    assert device_chain(d0.mac, "out") not in listing(home)
+    assert not home.tcp(d0.ns, CLOUD4, 443, 0.5)  # unknown again: nothing forwarded
+
+
+def test_address_change_and_address_reuse(home: VirtualHome) -> None:
+    enf = enforcer(home)
+    enf.install_home()
+    enf.apply_device(facts(home, 0, ipv4=("192.0.2.200",)), None)
+    enf.apply_device(facts(home, 0), None)  # its lease changed
+    text = listing(home)
+    assert "192.0.2.200" not in text and home.nodes[0].ipv4 in text
+    # DHCP hands d0's address to d1: the map entry moves to d1's chain in one batch.
+    enf.apply_device(facts(home, 1, ipv4=(home.nodes[0].ipv4,)), None)
+    maps = json.loads(run(["nft", "-j", "list", "map", "inet", TABLE, "in_dispatch4"],
+                          ns=home.gw_ns).stdout)
+    elems = next(i["map"]["elem"] for i in maps["nftables"] if "map" in i)
+    assert elems == [[home.nodes[0].ipv4, {"jump": {"target": device_chain(home.nodes[1].mac,
+                                                                           "in")}}]]
+    assert enf.installed()[home.nodes[0].mac].ipv4 == ()
+
+
+def test_a_refused_batch_changes_nothing(home: VirtualHome) -> None:
+    enf = enforcer(home)
+    enf.install_home()
+    enf.apply_device(facts(home, 0), None)
+    before = listing(home)
+    with pytest.raises(NftError):
+        enf._nft.apply([{"add": {"rule": {"family": "inet", "table": TABLE,
+                                          "chain": "no_such_chain", "expr": [{"accept": None}]}}}])
+    assert listing(home) == before
+
+
+def test_reconcile_after_restart(home: VirtualHome) -> None:
+    first = enforcer(home)
+    first.install_home()
+    p0 = first.apply_device(facts(home, 0), None)
+    p1 = first.apply_device(facts(home, 1, LifecycleState.OUT_OF_SUPPORT), None)
+    # A restart: a new Enforcer with no record; the kernel still holds the table.
+    second = enforcer(home)
+    report = second.reconcile([p0, p1])
+    assert not report.reinstalled_table and report.repaired == [] and len(report.ok) == 2
+    # Someone deletes a rule of d0 and adds a stray device chain: both get repaired.
+    out0 = device_chain(home.nodes[0].mac, "out")
+    rules = json.loads(run(["nft", "-j", "-a", "list", "chain", "inet", TABLE, out0],
+                           ns=home.gw_ns).stdout)
+    handle = next(i["rule"]["handle"] for i in rules["nftables"] if "rule" in i)
+    run(["nft", "delete", "rule", "inet", TABLE, out0, "handle", str(handle)], ns=home.gw_ns)
+    run(["nft", "add", "chain", "inet", TABLE, "dev_000000000000_out"], ns=home.gw_ns)
+    run(["nft", "add", "element", "inet", TABLE, OUT_DISPATCH,
+         "{ 02:00:00:00:99:99 : jump dev_000000000000_out }"], ns=home.gw_ns)
+    third = enforcer(home)
+    report = third.reconcile([p0, p1])
+    assert report.repaired == [home.nodes[0].mac]
+    assert report.removed_chains == ["dev_000000000000_out"]
+    assert third.reconcile([p0, p1]).ok == [home.nodes[0].mac, home.nodes[1].mac]
+    assert home.tcp(home.nodes[0].ns, CLOUD4, 443)
+    # The table is gone (e.g. a reboot): reinstalled whole.
+    run(["nft", "delete", "table", "inet", TABLE], ns=home.gw_ns)
+    assert enforcer(home).reconcile([p0, p1]).reinstalled_table
+    assert home.tcp(home.nodes[0].ns, CLOUD4, 443)
+    assert not home.tcp(home.nodes[1].ns, CLOUD4, 443, 0.5)
+
+
+def test_hostile_mud_names_stay_comments(home: VirtualHome) -> None:
+    hostile = 'evil"; flush ruleset; add rule inet mudguard forward accept; #'
+    doc = {
+        "ietf-mud:mud": {
+            "mud-version": 1, "mud-url": "https://evil.example.com/x",
+            "last-update": "2024-01-01T00:00:00+00:00", "cache-validity": 48,
+            "is-supported": True, "systeminfo": hostile,
+            "from-device-policy": {"access-lists": {"access-list": [{"name": hostile}]}},
+            "to-device-policy": {"access-lists": {"access-list": [{"name": hostile}]}},
+        },
+        "ietf-access-control-list:acls": {"acl": [{
+            "name": hostile, "type": "ipv4-acl-type",
+            "aces": {"ace": [{"name": hostile, "matches": {
+                "ipv4": {"ietf-acldns:dst-dnsname": "x.example.com", "protocol": 6},
+                "tcp": {"destination-port": {"operator": "eq", "port": 443}}},
+                "actions": {"forwarding": "accept"}}]}}]},
+    }
+    result = parse_mud(json.dumps(doc).encode())
+    assert result.mud is not None, [str(f) for f in result.findings]
+    enf = enforcer(home)
+    enf.install_home()
+    dev = facts(home, 0, LifecycleState.PROFILED, mud_url=result.mud.mud_url)
+    enf.apply_device(dev, result.mud)
+    text = listing(home)
+    assert "flush ruleset" in text  # only as (sanitised) comment text
+    assert '"evil"' not in text and 'evil";' not in text
+    # The listing re-parses as a ruleset with exactly our chains and nothing injected.
+    check = subprocess.run(["ip", "netns", "exec", home.gw_ns, "nft", "-c", "-f", "-"],
+                           input="flush ruleset\n" + run(["nft", "list", "ruleset"],
+                                                          ns=home.gw_ns).stdout,
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert not home.tcp(home.nodes[0].ns, CLOUD4, 443, 0.5)  # nothing was opened
+    policy = decide(dev, result.mud, (), enf.context, now=NOW)
+    assert policy.dns_names() == {"x.example.com"}
