@@ -199,18 +199,15 @@ class Gateway:
 
     def on_alert(self, alert: Alert) -> None:
         """The watcher saw a device deviate: quarantine it (re-enforced at once)."""
-        self.events.emit("alert", device_id=alert.device_id, kind=alert.kind,
-                         message=alert.reason)
 
         def quarantine() -> None:
             mac = alert.mac or self._mac_of(alert.device_id)
+            self.events.emit("alert", mac=mac, device_id=alert.device_id, kind=alert.kind,
+                             message=alert.reason)
             if mac is None:
                 log.warning("alert for unknown device %s: %s", alert.device_id, alert.reason)
                 return
-            device = self.service.quarantine(mac, alert.reason)
-            self.events.emit("quarantined", mac=mac, kind=alert.kind,
-                             message=f"{mac} quarantined: {alert.reason}")
-            self.events.device(device)
+            self.events.device(self.service.quarantine(mac, alert.reason))
 
         self._submit(f"quarantine of {alert.device_id}", quarantine)
 

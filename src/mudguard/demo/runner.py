@@ -112,6 +112,7 @@ class Demo:
         from mudguard.vhome import VirtualHome
 
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        self.options.echo(f"building the virtual home (namespaces {self.options.prefix}-*)…")
         try:
             with VirtualHome(prefix=self.options.prefix, devices=len(scenario.DEVICES)) as home, \
                     tempfile.TemporaryDirectory(prefix=f"{self.options.prefix}-") as tmp:
@@ -132,6 +133,7 @@ class Demo:
         run = scenario.prepare(root, datetime.now(UTC))
         for address in scenario.internet_addresses():
             home.run(home.inet_ns, ["ip", "addr", "replace", f"{address}/32", "dev", "lo"])
+        self.options.echo("starting the fake Internet and the gateway (mudguard run)…")
         self._spawn("internet", home.inet_ns,
                     [sys.executable, "-m", "mudguard.demo.internet", str(run.internet_config)],
                     ready="ready")
@@ -324,12 +326,15 @@ class Demo:
 
     def _gateway_event(self, event: dict[str, Any]) -> None:
         if event.get("event") != "device":
-            if event.get("event") in ("alert", "quarantined", "error"):
-                self._note(f"gateway: {event.get('message') or event.get('event')}")
+            if event.get("event") in ("alert", "error"):
+                who = self.macs.get(str(event.get("mac", "")).lower(), "")
+                what = "deviation alert" if event.get("event") == "alert" else "error"
+                self._note(f"gateway: {what} {who}: {event.get('message')}".replace("  ", " "))
             return
-        key = self.macs.get(str(event.get("mac", "")).lower())
-        if key is None:
+        found = self.macs.get(str(event.get("mac", "")).lower())
+        if found is None:
             return
+        key = found
         state = str(event.get("state"))
         before = self.judge.view(key).state
         self.judge.device_state(key, state, event.get("signature"), time.time())
@@ -338,9 +343,11 @@ class Demo:
             self._note(f"gateway: {key} is {state}" + (f" ({reasons})" if reasons else ""))
 
     def _note(self, text: str) -> None:
+        if len(text) > 150:
+            text = text[:149] + "…"
         line = f"{time.time() - self._started:5.1f}s {text}"
         self.log_lines.append(line)
-        del self.log_lines[:-12]
+        del self.log_lines[:-10]
         if self.options.headless and self.options.verbose:
             self.options.echo(f"       {line}")
 
