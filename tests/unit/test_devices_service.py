@@ -279,3 +279,54 @@ def test_load_repositories_from_config(tmp_path: Path, corpus: Path) -> None:
             load_repositories([bad], fetch=None)
     with pytest.raises(RepositoryError, match="fetcher"):
         load_repositories(["https://repo.example.com/index.json"], fetch=None)
+
+
+# -- signatures with the real verifier and the corpus's signed Luminaire file ---------------
+
+LUMINAIRE = "https://luminaire.example.com/Luminaire_150"
+
+
+def luminaire_service(svc: DeviceService, corpus: Path, clock: Clock, *,
+                      tamper: bool = False) -> None:
+    from mudguard.app import signature_verifier
+
+    folder = corpus / "mud/signed"
+    data = (folder / "Luminaire_150.json").read_bytes()
+    if tamper:
+        data = data.replace(b"MUD-enabled Luminaire", b"MUD-enabled Luminairf")
+    clock.now = datetime(2019, 1, 1, tzinfo=UTC)  # before its certificates expired
+    svc.store.put_mud(CachedMud(url=LUMINAIRE, data=data, fetched_at=clock.now,
+                                signature=(folder / "Luminaire_150.p7s").read_bytes()))
+    svc.verify = signature_verifier(folder / "luminaire-cacert.pem")
+
+
+def test_signed_profile_is_valid_with_its_signer(svc: DeviceService, corpus: Path,
+                                                 clock: Clock) -> None:
+    luminaire_service(svc, corpus, clock)
+    d = svc.observe(mac=MAC, mud_url=LUMINAIRE, source=MudSource.CERT)
+    assert d.state is S.PROFILED and d.signature_status is Sig.SIGNED_VALID
+    assert d.signer
+
+
+def test_tampered_signed_profile_is_refused(svc: DeviceService, corpus: Path,
+                                            clock: Clock) -> None:
+    luminaire_service(svc, corpus, clock, tamper=True)
+    d = svc.observe(mac=MAC, mud_url=LUMINAIRE)
+    assert d.state is S.DEFAULT and d.signature_status is Sig.INVALID
+    assert d.profile_hash is None and "signature" in d.reasons[0]
+    event = next(e for e in svc.store.list_events(MAC) if e.kind is EventKind.SIGNATURE_INVALID)
+    assert event.details["detail"]  # the verifier's reason is told
+
+
+def test_failed_approval_changes_nothing(svc: DeviceService, corpus: Path) -> None:
+    from mudguard.devices.service import ApprovalError
+
+    cache(svc, corpus)
+    before = svc.observe(mac=MAC, mud_url=URL)
+    held = svc.observe(mac=MAC, mud_url="https://iot-device.example.com/unreachable")
+    with pytest.raises(ApprovalError, match="nothing changed"):
+        svc.approve_url(MAC)  # no cached copy and no fetcher: cannot fetch
+    after = svc.device(MAC)
+    assert after == held and after.profile_hash == before.profile_hash
+    assert after.pending_mud_url == "https://iot-device.example.com/unreachable"
+    assert kinds(svc)[-1] is EventKind.FETCH_FAILED

@@ -16,13 +16,15 @@ each one is an event.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
 from mudguard.devices import lifecycle
 from mudguard.devices._model import (
@@ -45,6 +47,12 @@ class DeviceNotFound(MudguardError):
     """No device with that MAC is known."""
 
     key = "device_not_found"
+
+
+class ApprovalError(MudguardError):
+    """A new MUD URL could not be approved (its file failed); nothing changed."""
+
+    key = "url_not_approved"
 
 
 class GrantError(RemoteInputError):
@@ -81,6 +89,21 @@ Verify = Callable[[bytes, bytes, datetime], str]
 """Check a detached CMS signature over a MUD file at a time; return the signer or raise."""
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _serialised(method: Callable[Concatenate[DeviceService, P], R]
+                ) -> Callable[Concatenate[DeviceService, P], R]:
+    """Run a service operation under the service's lock: the daemon's workers and the
+    portal's threads never interleave two read-decide-write sequences on one device."""
+    @functools.wraps(method)
+    def locked(self: DeviceService, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 @dataclass(frozen=True, slots=True)
 class ResetInstructions:
     """What the owner is told after forgetting or transferring a device."""
@@ -102,6 +125,7 @@ class DeviceService:
     keys: KeyRevoker | None = None
     repositories: Sequence[Repository] = ()
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -129,16 +153,18 @@ class DeviceService:
     # -- persistence with kernel first -------------------------------------------------
 
     def _commit(self, outcome: lifecycle.Outcome, mud: MudFile | None = None, *,
-                enforce: bool = True) -> Device:
+                enforce: bool = True, cache: CachedMud | None = None) -> Device:
         device = outcome.device
         if enforce and self.enforcer is not None:
-            if mud is None:
+            if mud is None and cache is None:
                 mud = self.cached_mud(device)
             grants = [g.grant for g in self.active_grants(device.mac)] \
                 if self.store.get_device(device.mac) else []
             self.enforcer.apply_device(device, mud, grants)
         now = self.clock()
         with self.store.transaction():
+            if cache is not None:  # only a profile that is now enforced replaces the cache
+                self.store.put_mud(cache)
             self.store.save_device(device)
             for notice in outcome.notices:
                 self.store.add_event(notice.kind, now, device.mac, notice.details)
@@ -146,6 +172,7 @@ class DeviceService:
 
     # -- discovery ---------------------------------------------------------------------
 
+    @_serialised
     def observe(self, *, mac: str, ip: str | None = None, hostname: str | None = None,
                 mud_url: str | None = None, source: MudSource | None = None,
                 manufacturer: str | None = None, model: str | None = None) -> Device:
@@ -186,6 +213,7 @@ class DeviceService:
 
     # -- onboarding decisions ----------------------------------------------------------
 
+    @_serialised
     def decide(self, mac: str) -> Device:
         """Work out and enforce the device's access from its MUD URL, a secondary
         repository, or the home default."""
@@ -215,8 +243,6 @@ class DeviceService:
                 return self._no_mud(device, f"the repository's MUD file for it is invalid "
                                             f"({match.repository})")
             url = result.mud.mud_url
-            self.store.put_mud(CachedMud(url=url, data=match.mud_data, fetched_at=self.clock(),
-                                         cache_validity_hours=result.mud.cache_validity_hours))
             device = replace(device, mud_url=url, mud_source=MudSource.REPOSITORY)
             return self._apply_profile(device, result.mud, match.mud_data, None,
                                        supported=entry.supported)
@@ -249,9 +275,6 @@ class DeviceService:
         signature = None
         if parsed is not None and parsed.mud_signature:
             signature = self.fetch(parsed.mud_signature)
-        hours = parsed.cache_validity_hours if parsed else 48
-        self.store.put_mud(CachedMud(url=url, data=data, fetched_at=now,
-                                     cache_validity_hours=hours, signature=signature))
         return data, signature
 
     def _onboard_url(self, device: Device, url: str, *, supported: bool = True) -> Device:
@@ -277,22 +300,31 @@ class DeviceService:
             return SignatureStatus.INVALID, str(exc)[:200]
 
     def _apply_profile(self, device: Device, mud: MudFile, data: bytes,
-                       signature: bytes | None, *, supported: bool = True) -> Device:
-        status, signer = self._check_signature(data, signature)
+                       signature: bytes | None, *, supported: bool = True,
+                       checked: tuple[SignatureStatus, str | None] | None = None,
+                       notices: tuple[lifecycle.Notice, ...] = ()) -> Device:
+        status, signer = checked or self._check_signature(data, signature)
         now = self.clock()
         eos = device.end_of_support if supported else now
+        new_hash = hashlib.sha256(data).hexdigest()
         outcome = lifecycle.on_profile(
-            device, mud, profile_hash=hashlib.sha256(data).hexdigest(), signature=status,
+            device, mud, profile_hash=new_hash, signature=status,
             signer=signer if status is SignatureStatus.SIGNED_VALID else None,
             settings=self.store.get_settings(), now=now, end_of_support=eos)
-        if status is SignatureStatus.INVALID:
-            outcome = lifecycle.Outcome(outcome.device, tuple(
-                lifecycle.Notice(n.kind, {**n.details, "detail": signer})
-                if n.kind is EventKind.SIGNATURE_INVALID else n for n in outcome.notices))
-        enforced = mud if outcome.device.profile_hash == hashlib.sha256(data).hexdigest() \
-            else None
-        return self._commit(outcome, enforced)
+        told = tuple(lifecycle.Notice(n.kind, {**n.details, "detail": signer})
+                     if n.kind is EventKind.SIGNATURE_INVALID else n for n in outcome.notices)
+        outcome = lifecycle.Outcome(outcome.device, notices + told)
+        if outcome.device.profile_hash != new_hash:  # refused: the enforced profile stays
+            return self._commit(outcome)
+        cache = CachedMud(url=mud.mud_url, data=data, signature=signature, fetched_at=now,
+                          cache_validity_hours=mud.cache_validity_hours)
+        return self._commit(outcome, mud, cache=cache)
 
+    def _refused(self, status: SignatureStatus) -> bool:
+        return status is SignatureStatus.INVALID or (
+            status is SignatureStatus.UNSIGNED and not self.store.get_settings().allow_unsigned)
+
+    @_serialised
     def refresh(self, mac: str) -> Device:
         """Re-fetch (when the cache expired) and re-apply the device's profile."""
         device = self.device(mac)
@@ -300,13 +332,42 @@ class DeviceService:
             return self.decide(mac)
         return self._onboard_url(device, device.mud_url)
 
+    @_serialised
     def approve_url(self, mac: str) -> Device:
-        """The owner approved the device's new MUD URL: fetch and apply its profile."""
-        outcome = lifecycle.approve_url(self.device(mac), self.clock())
-        approved = replace(outcome.device, profile_hash=None)
-        self._commit(lifecycle.Outcome(outcome.device, outcome.notices), enforce=False)
-        return self._onboard_url(approved, approved.mud_url or "")
+        """The owner approved the device's new MUD URL: fetch, check and apply its profile.
 
+        If the new file cannot be fetched, is invalid or its signature is refused,
+        nothing changes (the URL stays pending, the old profile enforced), the
+        failure is recorded, and ``ApprovalError`` says why.
+        """
+        device = self.device(mac)
+        approved = lifecycle.approve_url(device, self.clock())
+        url = approved.device.mud_url or ""
+        try:
+            data, signature = self._load(url)
+        except Exception as exc:  # network or server trouble
+            self._refuse_approval(device, EventKind.FETCH_FAILED,
+                                  f"the new MUD file at {url} could not be fetched: {exc}")
+        result = parse_mud(data, expected_url=url)
+        if result.mud is None:
+            first = result.errors[0] if result.errors else "unusable"
+            self._refuse_approval(device, EventKind.FETCH_FAILED,
+                                  f"the new MUD file at {url} is invalid: {first}")
+        status, signer = self._check_signature(data, signature)
+        if self._refused(status):
+            self._refuse_approval(device, EventKind.SIGNATURE_INVALID,
+                                  f"the new MUD file's signature is refused: "
+                                  f"{signer or status.value}")
+        assert result.mud is not None
+        return self._apply_profile(approved.device, result.mud, data, signature,
+                                   checked=(status, signer), notices=approved.notices)
+
+    def _refuse_approval(self, device: Device, kind: EventKind, why: str) -> NoReturn:
+        self.store.add_event(kind, self.clock(), device.mac,
+                             {"reason": why, "pending": device.pending_mud_url})
+        raise ApprovalError(why + "; nothing changed")
+
+    @_serialised
     def check_support(self) -> list[Device]:
         """Move every device past its end-of-support date to OUT_OF_SUPPORT."""
         moved = []
@@ -318,6 +379,7 @@ class DeviceService:
 
     # -- owner grants ------------------------------------------------------------------
 
+    @_serialised
     def grant(self, mac: str, kind: GrantKind, *, host: str | None = None,
               port: int | None = None, protocol: int | None = None,
               expires: datetime | None = None) -> GrantRecord:
@@ -336,6 +398,7 @@ class DeviceService:
             self.store.add_event(EventKind.GRANTED, now, device.mac, record.as_dict())
         return record
 
+    @_serialised
     def revoke_grant(self, mac: str, grant_id: int) -> None:
         """Remove one grant and re-enforce the device without it."""
         device = self.device(mac)
@@ -351,6 +414,7 @@ class DeviceService:
             self.store.add_event(EventKind.GRANT_REVOKED, self.clock(), device.mac,
                                  {"id": grant_id})
 
+    @_serialised
     def expire_grants(self) -> int:
         """Drop expired grants (re-enforcing their devices); returns how many."""
         now = self.clock()
@@ -371,11 +435,13 @@ class DeviceService:
 
     # -- quarantine (called by the watcher and the owner) ------------------------------
 
+    @_serialised
     def quarantine(self, mac: str, reason: str) -> Device:
         """Restrict the device to what quarantine allows, with the reason."""
         return self._commit(lifecycle.quarantine(self.device(mac), reason=reason,
                                                  now=self.clock()))
 
+    @_serialised
     def release(self, mac: str) -> Device:
         """The owner releases a quarantined device."""
         device = self.device(mac)
@@ -384,6 +450,7 @@ class DeviceService:
 
     # -- end of use --------------------------------------------------------------------
 
+    @_serialised
     def forget(self, mac: str, *, transfer: bool = False) -> ResetInstructions:
         """End of use: remove its rules, revoke its key, delete its personal data.
 
@@ -414,6 +481,7 @@ class DeviceService:
 
     # -- restart -----------------------------------------------------------------------
 
+    @_serialised
     def restore_all(self) -> list[Device]:
         """Re-enforce every stored device from the database (daemon start-up)."""
         restored = []
