@@ -253,6 +253,24 @@ class OnboardHome:
         except Exception as exc:  # reported to the test, which fails with it
             result.error = f"{type(exc).__name__}: {exc}"
 
+    def in_gateway(self, fn: Any) -> Any:
+        """Run ``fn()`` on a thread inside the gateway namespace; return its result."""
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                enter(self.home.gw_ns)
+                box["value"] = fn()
+            except BaseException as exc:  # re-raised in the caller
+                box["error"] = exc
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        thread.join(timeout=60)
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
     def configure(self, index: int, address: str) -> None:
         """Give the device the leased address (udhcpc ran with a no-op script)."""
         node = self.home.nodes[index]
@@ -319,6 +337,29 @@ def test_device_without_mud_url_found_in_https_repository(onboard_home: OnboardH
     assert device.mud_source is not None and device.mud_source.value == "repository"
     assert device.mud_url == home.urls[0] and device.signature_status.value == "signed_valid"
     assert result.lease_ip is not None
+    home.configure(0, result.lease_ip)
+    ns = home.home.nodes[0].ns
+    assert home.home.tcp(ns, CLOUD4, 443) and not home.home.tcp(ns, OTHER4, 443)
+
+
+def test_refresh_with_a_tampered_file_keeps_the_enforced_profile(
+        onboard_home: OnboardHome) -> None:
+    import dataclasses
+
+    home = onboard_home
+    result = home.onboard(0)
+    assert result.device is not None and result.lease_ip is not None
+    good = result.device
+    cached = home.store.get_mud(home.urls[0])
+    assert cached is not None
+    # The cache expired and the manufacturer's server now serves a modified file.
+    home.store.put_mud(dataclasses.replace(cached, fetched_at=datetime(2020, 1, 1, tzinfo=UTC)))
+    path = home.root / "plug0.json"
+    path.write_bytes(path.read_bytes().replace(b'"port": 443', b'"port": 444'))
+    after = home.in_gateway(lambda: home.service.refresh(good.mac))
+    assert after.state.value == "profiled" and after.profile_hash == good.profile_hash
+    assert home.store.get_mud(home.urls[0]).data == cached.data  # not replaced
+    assert "signature-invalid" in [e.kind.value for e in home.store.list_events(good.mac)]
     home.configure(0, result.lease_ip)
     ns = home.home.nodes[0].ns
     assert home.home.tcp(ns, CLOUD4, 443) and not home.home.tcp(ns, OTHER4, 443)
