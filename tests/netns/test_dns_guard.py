@@ -43,6 +43,9 @@ RECORDS: dict[str, tuple[list[str], int]] = {
     "other.example.com": (["198.51.100.230"], 300),
     "rebind.example.com": (["192.0.2.11", "192.0.2.1"], 300),  # device 1 and the gateway
     "noset.example.com": (["198.51.100.240"], 300),  # in a profile, but no set installed
+    # Names of corpus MUD files (test_dns_enforce.py).
+    "www.nist.local": (["198.51.100.10", "2001:db8:ff:1::10"], 300),
+    "cloud-service.example.com": (["198.51.100.20", "2001:db8:ff:1::20"], 300),
     **{f"r{i}.race.example": ([f"198.51.100.{128 + i}"], 300) for i in range(N_RACE)},
     **{f"r{i}.race6.example": ([f"2001:db8:ff:2::{0x1000 + i:x}"], 300) for i in range(N_RACE)},
 }
@@ -128,8 +131,10 @@ class Guard:
     """The guard process in the gateway namespace, fed with a policy file."""
 
     def __init__(self, vh: VirtualHome, devices: Sequence[tuple[int, Sequence[str]]],
-                 filler: str = "netlink", upstream: str = DNS4, **config: Any) -> None:
+                 filler: str = "netlink", upstream: str = DNS4, own_table: bool = True,
+                 **config: Any) -> None:
         self.vh = vh
+        self.own_table = own_table
         self.filler = filler
         self.upstream = upstream
         self.dir = tempfile.mkdtemp(prefix="mgd-dns-")
@@ -144,7 +149,8 @@ class Guard:
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Guard:
-        run(["nft", "-j", "-f", "-"], ns=self.vh.gw_ns, input_text=json.dumps(ruleset()))
+        if self.own_table:
+            run(["nft", "-j", "-f", "-"], ns=self.vh.gw_ns, input_text=json.dumps(ruleset()))
         argv = ["ip", "netns", "exec", self.vh.gw_ns, sys.executable, "-m",
                 "mudguard.dns.server", "--listen", GW4, "--listen", GW6,
                 "--upstream", self.upstream, "--policy", str(self.policy), "--lifetime", "300",
