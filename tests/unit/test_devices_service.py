@@ -330,3 +330,18 @@ def test_failed_approval_changes_nothing(svc: DeviceService, corpus: Path) -> No
     assert after == held and after.profile_hash == before.profile_hash
     assert after.pending_mud_url == "https://iot-device.example.com/unreachable"
     assert kinds(svc)[-1] is EventKind.FETCH_FAILED
+
+
+def test_maintain_expires_moves_and_refreshes(svc: DeviceService, corpus: Path,
+                                              clock: Clock) -> None:
+    cache(svc, corpus)
+    svc.observe(mac=MAC, mud_url=URL)
+    svc.grant(MAC, GrantKind.INTERNET, expires=NOW + timedelta(hours=1))
+    assert svc.maintain().refreshed == []  # everything fresh
+    clock.now = NOW + timedelta(hours=49)  # past the grant and the 48 h cache-validity
+    report = svc.maintain()
+    assert report.expired_grants == 1 and report.out_of_support == []
+    # No fetcher here: the re-fetch fails, the enforced profile stays and it is told.
+    assert [d.state for d in report.refreshed] == [S.PROFILED]
+    assert svc.device(MAC).profile_hash is not None
+    assert kinds(svc)[-1] is EventKind.FETCH_FAILED

@@ -105,6 +105,15 @@ def _serialised(method: Callable[Concatenate[DeviceService, P], R]
 
 
 @dataclass(frozen=True, slots=True)
+class Maintenance:
+    """What one ``maintain()`` pass did."""
+
+    expired_grants: int
+    out_of_support: list[Device]
+    refreshed: list[Device]
+
+
+@dataclass(frozen=True, slots=True)
 class ResetInstructions:
     """What the owner is told after forgetting or transferring a device."""
 
@@ -478,6 +487,27 @@ class DeviceService:
         return ResetInstructions(mac=device.mac, key_revoked=revoked,
                                  steps=_reset_steps(device, transfer),
                                  documentation=mud.documentation if mud else None)
+
+    # -- upkeep ------------------------------------------------------------------------
+
+    @_serialised
+    def maintain(self) -> Maintenance:
+        """Periodic upkeep (the daemon runs it every few minutes): drop expired grants,
+        move devices past their end of support to LAN only, and re-fetch profiles whose
+        cache-validity ran out (RFC 8520 §3.5). A failed re-fetch keeps the enforced
+        profile and is told as an event."""
+        now = self.clock()
+        expired = self.expire_grants()
+        moved = self.check_support()
+        refreshed: list[Device] = []
+        for device in self.store.list_devices():
+            if device.mud_url is None or device.profile_hash is None or device.state in (
+                    LifecycleState.QUARANTINED, LifecycleState.FORGOTTEN):
+                continue
+            cached = self.store.get_mud(device.mud_url)
+            if cached is None or not cached.fresh(now):
+                refreshed.append(self.refresh(device.mac))
+        return Maintenance(expired_grants=expired, out_of_support=moved, refreshed=refreshed)
 
     # -- restart -----------------------------------------------------------------------
 
