@@ -10,6 +10,8 @@ from asn1crypto import cms as asn1_cms
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mudguard.mud.signature import (
     MUD_SIGNER_OID,
@@ -249,3 +251,31 @@ def test_unsigned_file() -> None:
     status = check_mud_signature(MUD, None, trust_anchors=[], at=now())
     assert status.state is SignatureState.UNSIGNED and not status.valid
     status.raise_if_invalid()  # unsigned is the owner's choice, not an error here
+
+
+# -- hostile signatures never crash the verifier ----------------------------------------------
+
+LUMINAIRE = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "mud" / "signed"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_mutated_signatures_never_crash(data: st.DataObject) -> None:
+    mud = (LUMINAIRE / "Luminaire_150.json").read_bytes()
+    signature = bytearray((LUMINAIRE / "Luminaire_150.p7s").read_bytes())
+    anchors = load_trust_anchors((LUMINAIRE / "luminaire-cacert.pem").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(signature) - 1))
+        signature[i] = data.draw(st.integers(0, 255))
+    status = verify_mud_signature(mud, bytes(signature), trust_anchors=anchors,
+                                  at=BEFORE_EXPIRY)
+    assert status.state in (SignatureState.SIGNED_VALID, SignatureState.INVALID)
+    if status.state is SignatureState.INVALID:
+        assert status.reason is not None and status.detail
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_are_malformed(signature: bytes) -> None:
+    status = verify_mud_signature(MUD, signature, trust_anchors=[], at=BEFORE_EXPIRY)
+    assert status.state is SignatureState.INVALID and status.reason is not None

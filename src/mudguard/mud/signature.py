@@ -37,6 +37,11 @@ MUD_SIGNER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.30")
 """RFC 8520 certificate extension id-pe-mudsigner, MUDsignerSyntax ::= Name."""
 MAX_SIGNATURE_BYTES = 64 * 1024
 MAX_PATH_LENGTH = 8
+# What asn1crypto and cryptography raise on damaged DER (found by the property tests;
+# AttributeError: a damaged tag can turn a field into another ASN.1 type). Each fails closed.
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError,
+                 UnsupportedAlgorithm,
+                 x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
 }
@@ -175,11 +180,16 @@ def verify_mud_signature(
         signed_data = _signed_data(signature)
         embedded = _embedded_certificates(signed_data)
         signer_infos = list(signed_data["signer_infos"])
-    except (ValueError, TypeError, KeyError) as exc:
+    except _PARSE_ERRORS as exc:
         return _invalid(SignatureReason.MALFORMED, f"not a CMS SignedData: {exc}")
     if not signer_infos:
         return _invalid(SignatureReason.MALFORMED, "no signer in the SignedData")
-    results = [_check_signer(info, data, embedded, trust_anchors, at) for info in signer_infos]
+    try:
+        results = [_check_signer(info, data, embedded, trust_anchors, at)
+                   for info in signer_infos]
+    except _PARSE_ERRORS as exc:
+        # asn1crypto parses lazily: a damaged field deep inside surfaces only when read.
+        return _invalid(SignatureReason.MALFORMED, f"unreadable signer information: {exc}")
     valid = next((r for r in results if r[0].valid), None)
     if valid is None:
         return results[0][0]
