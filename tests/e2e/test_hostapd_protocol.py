@@ -240,3 +240,40 @@ def test_binding_events_are_also_handed_to_notify(fake: FakeHostapd, tmp_path: P
     assert [d.outcome for d in decisions if d] == [BindingOutcome.ACCEPT, BindingOutcome.MISMATCH]
     assert [(e["event"], e["mac"], now) for e, now in seen] == [
         ("wifi_key_mac_mismatch", "02:00:00:00:00:0f", 2.0)]
+
+
+def test_watch_command_binds_an_onboarding_key(fake: FakeHostapd, tmp_path: Path) -> None:
+    """``mudguard keys watch`` as a process: ATTACH, then bind on AP-STA-CONNECTED."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    files = KeyFiles(psk_file=tmp_path / "w.psk", ctrl_path=fake.path)
+    key = KeyManager(KeyRing(tmp_path / "w.db"), files).issue(mac=None, now=1.0)
+    env = {**os.environ, "MUDGUARD_KEYS_DB": str(tmp_path / "w.db"), "PYTHONUNBUFFERED": "1",
+           "MUDGUARD_PSK_FILE": str(files.psk_file), "MUDGUARD_HOSTAPD_CTRL": str(fake.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "mudguard", "keys", "watch", "--seconds", "20"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    stdout = proc.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not fake.monitors and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert fake.monitors, "watch never attached"
+        fake.emit(f"<3>AP-STA-CONNECTED 02:00:00:00:00:0e keyid={key.keyid}")
+        while not any(": bind " in ln for ln in lines) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+    out = "".join(lines)
+    assert f"02:00:00:00:00:0e: bind {key.keyid}" in out
+    assert key.entry.passphrase not in out
+    entries = parse_psk_file(files.psk_file.read_text())
+    assert [(e.keyid, e.mac) for e in entries] == [(key.keyid, "02:00:00:00:00:0e")]

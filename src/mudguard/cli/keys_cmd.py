@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -184,6 +186,14 @@ def identify(
         console.print(f"keyid={escape(keyid)}")
 
 
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM (systemd stop, kill) like Ctrl-C, so sockets close and output flushes."""
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not host:
@@ -227,6 +237,7 @@ def radius(
     except MudguardError as exc:
         raise _fail(exc) from exc
     console.print(f"RADIUS listening on {host}:{server.address[1]}")
+    _stop_on_sigterm()
     try:
         server.serve()
     except KeyboardInterrupt:
@@ -253,6 +264,7 @@ def watch(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     manager = _manager(db, psk_file, sae_file, ctrl, ssid)
     end = time.monotonic() + seconds if seconds else float("inf")
+    _stop_on_sigterm()
     try:
         with HostapdEvents(ctrl) as events:
             while time.monotonic() < end:
