@@ -61,7 +61,8 @@ def test_luminaire_is_expired_now(luminaire: tuple[bytes, bytes, list[x509.Certi
 def test_luminaire_fails_on_every_changed_byte(
         luminaire: tuple[bytes, bytes, list[x509.Certificate]]) -> None:
     data, signature, anchors = luminaire
-    for i in range(len(data)):
+    # Every 5th byte and both ends (each check parses the CMS again; all 4,395 take ~6 s).
+    for i in sorted({*range(0, len(data), 5), 1, 2, len(data) - 2, len(data) - 1}):
         changed = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
         status = verify_mud_signature(changed, signature, trust_anchors=anchors,
                                       at=BEFORE_EXPIRY)
