@@ -121,3 +121,63 @@ def test_events_and_settings(db: Path) -> None:
     assert json.loads(out) == {"home_default": "lan", "allow_unsigned": False}
     code, out = run(db, "settings")
     assert "lan" in out and "no" in out
+
+
+# -- adding devices: QR label images (segno → zxing-cpp), certificates, by hand ------------
+
+def test_add_from_a_label_photo(tmp_path: Path) -> None:
+    from mudguard.discovery.qr import QrRecord
+    from mudguard.labels import label_png
+
+    db = tmp_path / "m.db"
+    record = QrRecord(mud_url="https://mud.example.com/bulb.json", company="Example",
+                      model="Bulb 2", mac="02:00:5e:00:53:77")
+    image = tmp_path / "label.png"
+    image.write_bytes(label_png(record))
+    code, out = run(db, "device", "add", "--label", str(image), "--name", "hall bulb")
+    assert code == 0, out
+    shown = json.loads(run(db, "device", "show", "02:00:5e:00:53:77", "--json")[1])
+    assert (shown["mud_url"], shown["mud_source"], shown["manufacturer"], shown["model"],
+            shown["name"]) == ("https://mud.example.com/bulb.json", "qr", "Example", "Bulb 2",
+                               "hall bulb")
+    # Without a fetcher the profile cannot be read: the home default applies, and it is told.
+    assert shown["state"] == "default" and "could not be fetched" in shown["reasons"][0]
+
+
+def test_add_from_a_certificate(tmp_path: Path) -> None:
+    from asn1crypto import core as asn1_core
+
+    from mudguard.discovery.cert import OID_MUD_URL
+    from tests.unit.test_discovery_parsers import make_cert
+
+    db = tmp_path / "m.db"
+    pem = tmp_path / "idevid.pem"
+    pem.write_bytes(make_cert((OID_MUD_URL,
+                               asn1_core.IA5String("https://mud.example.com/cam.json").dump())))
+    code, out = run(db, "device", "add", MAC, "--cert", str(pem))
+    assert code == 0, out
+    shown = json.loads(run(db, "device", "show", MAC, "--json")[1])
+    assert (shown["mud_url"], shown["mud_source"]) == ("https://mud.example.com/cam.json", "cert")
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--qr-text", "not a label"], "qr_no_header"),
+    ([MAC, "--mud-url", "http://mud.example.com/x.json"], "https"),
+    (["--mud-url", "https://mud.example.com/x.json"], "MAC"),
+    (["--mud-url", "https://a.example/x", "--qr-text", "x"], "at most one"),
+    (["--qr-text", "[)>\x1e06\x1dM180https://mud.example.com/x.json\x1e\x04"], "MAC"),
+])
+def test_add_refuses_bad_input(tmp_path: Path, args: list[str], why: str) -> None:
+    db = tmp_path / "m.db"
+    code, out = run(db, "device", "add", *args)
+    assert code != 0 and why in out
+    assert json.loads(run(db, "devices", "--json")[1]) == []
+
+
+def test_add_by_hand_then_rename(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    assert run(db, "device", "add", MAC)[0] == 0
+    code, out = run(db, "device", "rename", MAC, "desk lamp\x07")
+    assert code == 0 and "desk lamp" in out
+    shown = json.loads(run(db, "device", "show", MAC, "--json")[1])
+    assert shown["name"] == "desk lamp" and shown["events"][-1]["kind"] == "renamed"

@@ -68,6 +68,10 @@ def test_round_trip_of_every_operation(svc: DeviceService) -> None:
     ({"op": "settings", "home_default": "everything"}, RequestError),
     ({"op": "settings", "allow_unsigned": "yes"}, RequestError),
     ({"op": "forget", "mac": MAC, "transfer": "no"}, RequestError),
+    ({"op": "add", "mac": MAC, "source": "dhcp4"}, RequestError),
+    ({"op": "add", "mac": MAC, "source": "carrier-pigeon"}, RequestError),
+    ({"op": "add", "mac": MAC, "mud_url": "http://mud.example.com/x"}, MudguardError),
+    ({"op": "rename", "mac": MAC, "name": 5}, RequestError),
 ])
 def test_bad_requests_change_nothing(svc: DeviceService, request_: dict[str, Any],
                                      error: type[Exception]) -> None:

@@ -244,6 +244,75 @@ def grant(
     console.print(f"grant #{record['id']}: {record['mac']} {_grant_words(record)}")
 
 
+def _from_label(label: Path | None, qr_text: str | None) -> dict[str, Any]:
+    from mudguard.discovery.qr import QrError, parse_qr
+
+    try:
+        if label is not None:
+            from mudguard.labels import read_label
+
+            record = read_label(label.read_bytes())
+        else:
+            record = parse_qr(qr_text or "")
+    except (QrError, OSError) as exc:
+        raise _fail(getattr(exc, "key", "io"), str(exc)) from exc
+    return {"mud_url": record.mud_url, "source": "qr", "manufacturer": record.company,
+            "model": record.model, "mac": record.mac}
+
+
+def _from_cert(cert: Path) -> dict[str, Any]:
+    from mudguard.discovery.cert import CertificateError, parse_device_certificate
+
+    try:
+        info = parse_device_certificate(cert.read_bytes())
+    except (CertificateError, OSError) as exc:
+        raise _fail(getattr(exc, "key", "io"), str(exc)) from exc
+    if info.mud_url is None:
+        raise _fail("bad_certificate", "the certificate carries no MUD URL extension")
+    return {"mud_url": info.mud_url, "source": "cert"}
+
+
+@device_app.command("add")
+def add(
+    mac: Annotated[str | None, typer.Argument(
+        help="The device's MAC (optional when its label carries one).")] = None,
+    mud_url: Annotated[str | None, typer.Option("--mud-url", help="Its https MUD URL.")] = None,
+    label: Annotated[Path | None, typer.Option(
+        "--label", help="A photo or scan of its RFC 9238 QR label.")] = None,
+    qr_text: Annotated[str | None, typer.Option(
+        "--qr-text", help="The text a QR reader got from its label.")] = None,
+    cert: Annotated[Path | None, typer.Option(
+        "--cert", help="Its IEEE 802.1AR certificate (PEM or DER).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Your name for it.")] = None,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Add a device by hand, from its QR label or from its certificate."""
+    given = [x for x in (mud_url, label, qr_text, cert) if x is not None]
+    if len(given) > 1:
+        raise typer.BadParameter("give at most one of --mud-url, --label, --qr-text, --cert")
+    found: dict[str, Any] = {"mud_url": mud_url, "source": "manual"}
+    if label is not None or qr_text is not None:
+        found = _from_label(label, qr_text)
+    elif cert is not None:
+        found = _from_cert(cert)
+    device_mac = mac or found.pop("mac", None)
+    found.pop("mac", None)
+    if not device_mac:
+        raise typer.BadParameter("give the device's MAC (its label carries none)")
+    request = {"op": "add", "mac": device_mac, "name": name,
+               **{k: v for k, v in found.items() if v is not None}}
+    d = _call(db, request)["device"]
+    console.print(f"{d['mac']}: {d['state']} ({escape('; '.join(d['reasons']))})")
+
+
+@device_app.command("rename")
+def rename(mac: MacArg, name: Annotated[str, typer.Argument(help="The new name.")],
+           db: DbOpt = DEFAULT_DB) -> None:
+    """Give the device a name of your own (empty to clear it)."""
+    d = _call(db, {"op": "rename", "mac": mac, "name": name})["device"]
+    console.print(f"{d['mac']}: {escape(d['name'] or '(no name)')}")
+
+
 @device_app.command("revoke")
 def revoke(mac: MacArg, grant_id: Annotated[int, typer.Argument(help="The grant's number.")],
            db: DbOpt = DEFAULT_DB) -> None:

@@ -70,6 +70,7 @@ class EventKind(StrEnum):
     """Things the owner is told about (the events list)."""
 
     JOINED = "joined"
+    RENAMED = "renamed"
     SEEN = "seen"  # a known device with a new address or name
     PROFILE_APPLIED = "profile-applied"
     PROFILE_CHANGED = "profile-changed"

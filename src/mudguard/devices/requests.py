@@ -8,6 +8,7 @@ text, and changes nothing. Operations (all but ``devices``/``events``/``settings
 take ``mac``)::
 
     devices | device | events [limit] | settings [home_default] [allow_unsigned]
+    add [mud_url] [source=manual|qr|cert] [manufacturer] [model] [name] | rename [name]
     grant kind=lan|internet|service|deny [host] [port] [protocol] [expires ISO]
     revoke grant_id | approve-url | release | quarantine [reason] | forget [transfer]
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mudguard.devices._model import HomeDefault, Settings
+from mudguard.devices._model import HomeDefault, MudSource, Settings
 from mudguard.devices.service import DeviceService
 from mudguard.errors import RemoteInputError
 from mudguard.policy import GrantKind
@@ -103,6 +104,24 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
         return _settings(service, request)
     mac = _text(request, "mac")
     assert mac is not None
+    if op == "add":
+        try:
+            source = MudSource(request.get("source", "manual"))
+        except ValueError:
+            raise RequestError("'source' must be manual, qr or cert") from None
+        if source not in (MudSource.MANUAL, MudSource.QR, MudSource.CERT):
+            raise RequestError("'source' must be manual, qr or cert")
+        device = service.add_device(
+            mac=mac, mud_url=_text(request, "mud_url", required=False), source=source,
+            manufacturer=_text(request, "manufacturer", required=False),
+            model=_text(request, "model", required=False),
+            name=_text(request, "name", required=False))
+        return {"device": device.as_dict()}
+    if op == "rename":
+        name = request.get("name")
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_TEXT):
+            raise RequestError("'name' must be text")
+        return {"device": service.rename(mac, name).as_dict()}
     if op == "device":
         device = service.device(mac)
         return {"device": device.as_dict() | {

@@ -220,6 +220,30 @@ class DeviceService:
         self._commit(outcome, enforce=False)
         return self.decide(key)
 
+    @_serialised
+    def add_device(self, *, mac: str, mud_url: str | None = None,
+                   source: MudSource = MudSource.MANUAL, manufacturer: str | None = None,
+                   model: str | None = None, name: str | None = None) -> Device:
+        """The owner adds a device (typed in, from its QR label or its certificate).
+
+        Same rules as any sighting: a first MUD URL is taken and its profile applied;
+        a different MUD URL on a known device waits for ``approve_url``.
+        """
+        device = self.observe(mac=mac, mud_url=mud_url, source=source if mud_url else None,
+                              manufacturer=manufacturer, model=model)
+        return self.rename(device.mac, name) if name is not None else device
+
+    @_serialised
+    def rename(self, mac: str, name: str | None) -> Device:
+        """Set (or clear, with None or "") the owner's name for the device."""
+        device = self.device(mac)
+        clean = "".join(c for c in name or "" if c.isprintable()).strip()[:64] or None
+        if clean == device.name:
+            return device
+        outcome = lifecycle.Outcome(replace(device, name=clean), (
+            lifecycle.Notice(EventKind.RENAMED, {"name": clean}),))
+        return self._commit(outcome, enforce=False)
+
     # -- onboarding decisions ----------------------------------------------------------
 
     @_serialised
