@@ -8,6 +8,7 @@ nothing is created at import time. ``build_gateway(config, events)`` returns the
                     │                ├─ verify (CMS signatures against the configured roots)
                     │                └─ GuardedEnforcer ── Enforcer (nftables) + DnsGuard
     dnsmasq (DHCP) ── hook socket ── Intake ── DeviceService.observe
+    hostapd (driver from config) ── wpa_psk_file ── KeyManager (issue: portal; revoke: forget)
     DnsServer (LAN :53) ── DnsGuard ── nft set fills
     Watcher (NFLOG) ── alerts ── DeviceService.quarantine
     Portal (FastAPI, LAN side) ── PortalServices ── DeviceService
@@ -148,6 +149,34 @@ class PortalRunner:
         await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 10)
 
 
+class WifiKeys:
+    """hostapd with the per-device key file, and the key manager that writes it."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        from mudguard.daemon.hostapd import Hostapd
+        from mudguard.keys.ring import KeyRing
+        from mudguard.keys.service import KeyFiles, KeyManager
+
+        assert config.wifi_ssid is not None
+        self.hostapd = Hostapd(interface=config.wifi_interface, ssid=config.wifi_ssid,
+                               psk_file=config.psk_file, state_dir=config.state_dir) \
+            if config.run_hostapd else None
+        self.manager = KeyManager(KeyRing(config.keys_db), KeyFiles(
+            psk_file=config.psk_file, pmk_ssid=config.wifi_ssid,
+            ctrl_path=self.hostapd.ctrl_path if self.hostapd else None))
+
+    def start(self) -> None:
+        """Start hostapd, then rewrite the key file from the ring and reload it."""
+        if self.hostapd is not None:
+            self.hostapd.start()
+        self.manager.sync()
+
+    def stop(self) -> None:
+        """Stop hostapd."""
+        if self.hostapd is not None:
+            self.hostapd.stop()
+
+
 def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     """Build and wire every part of the gateway for ``config`` (nothing starts yet)."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -175,18 +204,24 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                           (*config.lan_prefixes, *config.addresses))
     fetch = MudFetcher(FetchConfig(ca_bundle=config.ca_file, blocked_prefixes=home_networks,
                                    resolver=upstream_resolver(config.dns_upstream)))
+    wifi = WifiKeys(config) if config.wifi_ssid else None
+    revoker = None
+    if wifi is not None:
+        from mudguard.devices.wiring import KeyManagerRevoker
+
+        revoker = KeyManagerRevoker(wifi.manager)
     service = DeviceService(store=store, fetch=fetch,
                             verify=signature_verifier(config.signature_roots),
-                            enforcer=guarded)
+                            enforcer=guarded, keys=revoker)
 
-    dnsmasq = Dnsmasq(config) if config.dhcp_range else None
     intake = Intake(service)
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
-    gateway = Gateway(
-        service=service, enforcer=guarded, intake=intake, events=events,
-        hook_listener=DhcpHookListener(config.dhcp_socket),
-        start_dhcp=dnsmasq.start if dnsmasq else (lambda: None),
-        stop_dhcp=dnsmasq.stop if dnsmasq else (lambda: None))
+    gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
+                      hook_listener=DhcpHookListener(config.dhcp_socket))
+    if wifi is not None:
+        gateway.children.append(wifi)
+    if config.dhcp_range:
+        gateway.children.append(Dnsmasq(config))
 
     if config.dns_upstream:
         gateway.services.append(DnsServer(
@@ -199,7 +234,12 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     if config.portal_address:
         from mudguard.portal import PortalServices, PortalSettings, create_app
 
-        app = create_app(PortalServices(devices=service),
+        issuer = None
+        if wifi is not None and config.wifi_ssid is not None:
+            from mudguard.portal.wiring import KeyManagerIssuer
+
+            issuer = KeyManagerIssuer(wifi.manager, config.wifi_ssid)
+        app = create_app(PortalServices(devices=service, keys=issuer),
                          PortalSettings(state_dir=config.state_dir))
         gateway.services.append(PortalRunner(app, config.portal_address, config.portal_port))
     return gateway

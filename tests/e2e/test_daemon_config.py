@@ -128,3 +128,23 @@ def test_control_socket_answers_and_refuses_bad_requests(tmp_path: Path) -> None
 def test_control_request_reports_a_missing_daemon(tmp_path: Path) -> None:
     reply = control_request(tmp_path / "nobody.sock", {"op": "devices"}, timeout=1)
     assert reply["ok"] is False and "control socket" in reply["error"]
+
+
+def test_wifi_section_enables_per_device_keys_and_checks_the_ssid() -> None:
+    config = parse_config(GOOD + '[wifi]\nssid = "home"\n')
+    assert (config.wifi_ssid, config.wifi_interface, config.run_hostapd) == ("home", "wlan0", True)
+    assert config.psk_file == Path("/tmp/mg/hostapd.wpa_psk")
+    assert parse_config(GOOD).wifi_ssid is None
+    with pytest.raises(ConfigError, match=r"wifi\.ssid"):
+        parse_config(GOOD + '[wifi]\nssid = "a\\nwpa_passphrase=x"\n')
+
+
+def test_hostapd_config_reads_the_per_device_key_file(tmp_path: Path) -> None:
+    from mudguard.daemon.hostapd import HostapdStartError, hostapd_config
+
+    text = hostapd_config(interface="wlan0", ssid="home", psk_file=tmp_path / "psk",
+                          ctrl_dir=tmp_path / "ctrl")
+    assert f"wpa_psk_file={tmp_path / 'psk'}\n" in text and "driver=none\n" in text
+    with pytest.raises(HostapdStartError):
+        hostapd_config(interface="wlan0", ssid="x" * 33, psk_file=tmp_path / "psk",
+                       ctrl_dir=tmp_path / "ctrl")

@@ -34,7 +34,8 @@ def needs_root(test: Callable[..., None]) -> Callable[..., None]:
 DEMO = [sys.executable, "-m", "mudguard", "demo"]
 OUTCOMES = ("bulb: its signed MUD file verified", "bulb: profiled", "camera: quarantined",
             "plug (out of support): LAN only", "gadget (no MUD): limited, then granted",
-            "printer: reachable from the LAN", "portal: reachable from the host")
+            "printer: reachable from the LAN", "wifi: each device has its own key",
+            "portal: reachable from the host")
 
 
 def _leftovers(prefix: str) -> list[str]:
@@ -72,9 +73,9 @@ def test_ctrl_c_tears_the_home_down_and_leaves_the_host_as_it_was() -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()  # "portal: http://127.0.0.1:PORT/  (open it ...)"
-        assert first.startswith("portal: http://127.0.0.1:"), first
-        url = first.split()[1]
+        lines = [proc.stdout.readline() for _ in range(3)]  # building…, starting…, portal:
+        assert lines[2].startswith("portal: http://127.0.0.1:"), lines
+        url = lines[2].split()[1]
         deadline = time.monotonic() + 30
         while True:  # the daemon may still be starting its portal
             try:

@@ -29,6 +29,11 @@ Example (every key optional except the LAN's interface and addresses)::
     [watch]
     nflog_group = 100
 
+    [wifi]
+    ssid = "home"                         # enables per-device WiFi keys
+    interface = "wlan0"
+    hostapd = true                        # run hostapd (reads the per-device key file)
+
 A real home's addresses belong here; the demo writes its own file with documentation
 addresses.
 """
@@ -74,6 +79,19 @@ class GatewayConfig:
     portal_address: str | None
     portal_port: int
     nflog_group: int
+    wifi_ssid: str | None = None
+    wifi_interface: str = "wlan0"
+    run_hostapd: bool = True
+
+    @property
+    def keys_db(self) -> Path:
+        """The WiFi key ring (SQLite, 0600)."""
+        return self.state_dir / "keys.db"
+
+    @property
+    def psk_file(self) -> Path:
+        """hostapd's ``wpa_psk_file`` (one line per device key)."""
+        return self.state_dir / "hostapd.wpa_psk"
 
     @property
     def database(self) -> Path:
@@ -143,6 +161,7 @@ def parse_config(text: str) -> GatewayConfig:
         raise ConfigError(f"the configuration is not valid TOML: {exc}") from None
     gw, dhcp, dns = _section(doc, "gateway"), _section(doc, "dhcp"), _section(doc, "dns")
     mud, portal, watch = _section(doc, "mud"), _section(doc, "portal"), _section(doc, "watch")
+    wifi = _section(doc, "wifi")
     lan = _interface(_text(gw, "lan_interface", "gateway"), "gateway.lan_interface")
     if lan is None:
         raise ConfigError("gateway.lan_interface is required")
@@ -172,7 +191,15 @@ def parse_config(text: str) -> GatewayConfig:
     group = watch.get("nflog_group", 100)
     if not isinstance(group, int) or not 0 <= group <= 65535:
         raise ConfigError("watch.nflog_group must be 0-65535")
+    ssid = _text(wifi, "ssid", "wifi")
+    if ssid is not None and not re.match(r"^[\x20-\x7e]{1,32}$", ssid):
+        raise ConfigError("wifi.ssid must be 1-32 printable ASCII characters")
+    run_hostapd = wifi.get("hostapd", True)
+    if not isinstance(run_hostapd, bool):
+        raise ConfigError("wifi.hostapd must be true or false")
+    wifi_interface = _interface(_text(wifi, "interface", "wifi", "wlan0"), "wifi.interface")
     return GatewayConfig(
+        wifi_ssid=ssid, wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),

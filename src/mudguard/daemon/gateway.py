@@ -58,6 +58,16 @@ class Service(Protocol):
         """Stop serving and release everything."""
 
 
+class Child(Protocol):
+    """A real daemon the gateway runs as a child process (dnsmasq, hostapd)."""
+
+    def start(self) -> None:
+        """Start it; raise if it does not come up."""
+
+    def stop(self) -> None:
+        """Stop it (idempotent)."""
+
+
 class GuardedEnforcer:
     """The enforcer the device services use: kernel first, then DNS guard and event log.
 
@@ -140,8 +150,7 @@ class Gateway:
     intake: Intake
     events: EventLog
     hook_listener: DhcpHookListener
-    start_dhcp: Callable[[], None]
-    stop_dhcp: Callable[[], None]
+    children: list[Child] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     _worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="svc"))
@@ -240,14 +249,19 @@ class Gateway:
                 await part.start()
                 started.append(part)
             loop.add_reader(self.hook_listener.fileno(), self._hook_readable)
-            await self.call(self.start_dhcp)
+            for child in self.children:
+                await self.call(child.start)
             self.events.emit("ready", message="gateway running")
             await stop.wait()
         finally:
             self.events.emit("stopping", message="stopping (rules stay in force)")
             with contextlib.suppress(Exception):
                 loop.remove_reader(self.hook_listener.fileno())
-            self.stop_dhcp()
+            for child in reversed(self.children):
+                try:
+                    child.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(child).__name__)
             for part in reversed(started):
                 try:
                     await part.stop()

@@ -15,6 +15,8 @@ The outcomes (issue #8):
 - the gadget with no MUD file is limited (its cloud blocked), then, once the owner
   grants it the Internet, reaches its cloud;
 - the printer is reachable from the LAN (the plug prints on it) and reaches its cloud;
+- each device has its own WiFi key in hostapd's key file (no radio here: hostapd runs
+  with driver=none, so keys are issued and loaded, not used to associate);
 - the owner's portal answers from the host (through the loopback relay).
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 
@@ -74,6 +77,7 @@ class DeviceView:
     state_since: float | None = None
     compromised_at: float | None = None
     granted_at: float | None = None
+    wifi_key: str | None = None
     first_state: dict[str, float] = field(default_factory=dict)  # state -> first seen time
     flows: dict[str, FlowTally] = field(default_factory=lambda: defaultdict(FlowTally))
     notes: list[str] = field(default_factory=list)
@@ -86,6 +90,8 @@ class Judge:
     quarantine_within: float = 15.0
     devices: dict[str, DeviceView] = field(default_factory=dict)
     portal: tuple[bool, str] | None = None  # reachable from the host, and what was seen
+    psk_file: Path | None = None  # hostapd's per-device key file
+    macs: dict[str, str] = field(default_factory=dict)  # MAC -> device key
 
     def view(self, key: str) -> DeviceView:
         """The view of device ``key`` (created on first use)."""
@@ -128,7 +134,7 @@ class Judge:
     def outcomes(self, *, final: bool = False) -> list[Verdict]:
         """Every expected outcome; with ``final`` a pending one becomes failed."""
         verdicts = [self._bulb_signed(), self._bulb_flows(), self._camera(), self._plug(),
-                    self._gadget(), self._printer(), self._portal()]
+                    self._gadget(), self._printer(), self._wifi(), self._portal()]
         if final:
             verdicts = [v if v.status is not Status.PENDING else
                         Verdict(v.key, v.text, Status.FAILED, v.detail or "did not happen")
@@ -234,6 +240,26 @@ class Judge:
                            f"reached from the LAN {len(from_lan.ok)}x")
         return Verdict("printer", text, Status.PENDING,
                        f"state {view.state}, reached from LAN {len(from_lan.ok)}x")
+
+    def _wifi(self) -> Verdict:
+        text = "wifi: each device has its own key in hostapd's key file"
+        if self.psk_file is None or not self.macs:
+            return Verdict("wifi", text, Status.PENDING)
+        from mudguard.keys.core import parse_psk_file
+
+        try:
+            entries = parse_psk_file(self.psk_file.read_text())
+        except (OSError, ValueError) as exc:
+            return Verdict("wifi", text, Status.FAILED, f"cannot read the key file: {exc}")
+        by_mac = {e.mac: e.keyid for e in entries}
+        issued = {key: self.view(key).wifi_key for key in self.macs.values()}
+        if any(by_mac.get(mac) != issued[key] for mac, key in self.macs.items()):
+            return Verdict("wifi", text, Status.FAILED,
+                           f"{len(entries)} keys in the file do not match the devices")
+        if len(set(by_mac.values())) != len(entries):
+            return Verdict("wifi", text, Status.FAILED, "two devices share a key")
+        return Verdict("wifi", text, Status.PASSED,
+                       f"{len(entries)} distinct keys, one per MAC, loaded by hostapd")
 
     def _portal(self) -> Verdict:
         text = "portal: reachable from the host"

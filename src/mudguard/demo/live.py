@@ -30,7 +30,8 @@ def render(demo: Demo) -> Group:
                            (demo.portal_url or "starting", "bold cyan underline"),
                            "  ·  Ctrl-C stops and removes the virtual home")
     devices = Table(expand=True, title="devices on the home LAN", title_justify="left")
-    for column in ("device", "address", "state (gateway)", "flows: allowed ✓ / blocked ✗"):
+    for column in ("device", "address", "WiFi key", "state (gateway)",
+                   "flows: allowed ✓ / blocked ✗"):
         devices.add_column(column)
     for dev in scenario.DEVICES:
         view = demo.judge.view(dev.key)
@@ -43,7 +44,7 @@ def render(demo: Demo) -> Group:
             style = "green" if tally.last else "red"
             flows.append(f"{flow.key} {flow.describe()} ", style="dim")
             flows.append(f"✓{len(tally.ok)} ✗{len(tally.blocked)}  ", style=style)
-        devices.add_row(dev.label, view.address or "—",
+        devices.add_row(dev.label, view.address or "—", view.wifi_key or "—",
                         Text(state, style=_STATE_STYLE.get(state, "")), flows)
     outcomes = Table(expand=True, title="expected outcomes", title_justify="left")
     outcomes.add_column("", width=4)

@@ -38,6 +38,8 @@ from mudguard.demo.judge import Judge, Status, Verdict
 
 DEFAULT_PREFIX = "mghd"
 PORTAL_PORT = 8080  # the portal's port on the gateway's LAN address
+WIFI_SSID = "mudguard-demo"
+WIFI_INTERFACE = "wlan0"  # hostapd runs with driver=none: there is no radio here
 START_TIMEOUT = 40.0
 
 
@@ -150,6 +152,7 @@ class Demo:
         self._relay_portal(home, GW4)
         threading.Thread(target=self._check_portal, daemon=True).start()
         self._started = time.time()
+        self._issue_keys(home, state)
         for node, dev in zip(home.nodes, scenario.DEVICES, strict=True):
             self.macs[node.mac] = dev.key
             # Devices get their address by DHCP, as real ones do: drop vhome's static one.
@@ -160,6 +163,30 @@ class Demo:
                          "--interface", node.iface, "--period", str(self.options.period),
                          "--lifetime", str(self.options.duration or 24 * 3600)],
                         stdin=True)
+
+    def _issue_keys(self, home: Any, state: Path) -> None:
+        """Give every device its own WiFi key, as the owner does when onboarding it: the
+        same ``KeyManager.issue`` as ``mudguard keys issue`` (key ring, hostapd's key file
+        written atomically, RELOAD_WPA_PSK to the running hostapd over its control
+        socket). Passphrases are never shown."""
+        from mudguard.keys.ring import KeyRing
+        from mudguard.keys.service import KeyFiles, KeyManager
+
+        manager = KeyManager(KeyRing(state / "keys.db"), KeyFiles(
+            psk_file=state / "hostapd.wpa_psk", pmk_ssid=WIFI_SSID,
+            ctrl_path=state / "hostapd" / WIFI_INTERFACE))
+        for node, dev in zip(home.nodes, scenario.DEVICES, strict=True):
+            try:
+                record = manager.issue(mac=node.mac, now=time.time(), device=dev.label)
+            except Exception as exc:  # shown, and the wifi outcome fails
+                self._note(f"owner: WiFi key for {dev.key} failed: {type(exc).__name__}")
+                continue
+            self.judge.view(dev.key).wifi_key = record.entry.keyid
+            self._note(f"owner: issued {dev.key} its own WiFi key {record.entry.keyid}")
+        manager.ring.close()
+        self.judge.psk_file = state / "hostapd.wpa_psk"
+        self.judge.macs = {n.mac: d.key for n, d in zip(home.nodes, scenario.DEVICES,
+                                                         strict=True)}
 
     def _spawn(self, name: str, ns: str, argv: list[str], *, ready: str | None = None,
                json_ready: bool = False, stdin: bool = False) -> None:
@@ -474,6 +501,11 @@ def gateway_config(*, lan_interface: str, wan_interface: str, lan_prefix: str, g
         f'ca_file = "{ca_file}"',
         f'signature_roots = "{ca_file}"',
         "allow_unsigned = true",
+        "",
+        "[wifi]",
+        "# real hostapd (driver=none: no radio here) reading one key per device",
+        f'ssid = "{WIFI_SSID}"',
+        f'interface = "{WIFI_INTERFACE}"',
         "",
         "[portal]",
         f'address = "{gateway}"',
