@@ -191,8 +191,11 @@ def test_refused_reload_rolls_back_ring_and_file(fake: FakeHostapd, manager: Key
     kept = manager.issue(mac="02:00:00:00:00:01", now=1.0)
     before = manager.files.psk_file.read_text()
     fake.reload_reply = "FAIL\n"
+    fake.commands.clear()
     with pytest.raises(HostapdError, match="FAIL"):
         manager.issue(mac="02:00:00:00:00:02", now=2.0)
+    # hostapd empties its key list before reading: the old file is reloaded at once.
+    assert fake.commands == ["RELOAD_WPA_PSK", "RELOAD_WPA_PSK"]
     with pytest.raises(HostapdError):
         manager.revoke(kept.keyid)
     assert [r.keyid for r in manager.ring.records()] == [kept.keyid]

@@ -9,6 +9,7 @@ and hostapd never disagree about who holds which key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mudguard.errors import MudguardError
 from mudguard.keys.core import (
     ONBOARDING_MAC,
     BindingDecision,
@@ -100,6 +102,10 @@ class KeyManager:
                     self._hostapd(lambda c: c.reload_wpa_psk())
             except BaseException:
                 self._write_files()  # the ring rolled back: put the old keys back
+                # hostapd 2.10 clears its key list before reading the file, so a refused
+                # reload leaves it with the lines before the bad one: reload the old file.
+                with contextlib.suppress(MudguardError, OSError):
+                    self._hostapd(lambda c: c.reload_wpa_psk())
                 raise
         if deauth is not None and deauth != ONBOARDING_MAC:
             self._hostapd(lambda c: c.deauthenticate(deauth))
