@@ -201,3 +201,15 @@ def test_forget_clears_personal_data_and_rejoins_as_new() -> None:
     back = lc.on_seen(f, mac=MAC, now=NOW, ip="192.0.2.6")
     assert back.device.state is S.NEW
     assert back.notices[0].kind is EventKind.JOINED
+
+
+def test_lifecycle_core_imports_no_io_modules() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; before = set(sys.modules); import mudguard.devices.lifecycle; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.split()
+    io = ("asyncio", "socket", "sqlite3", "subprocess", "nftables", "pyroute2", "httpx")
+    assert [m for m in loaded if m.split(".")[0] in io] == []
