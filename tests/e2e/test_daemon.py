@@ -29,6 +29,7 @@ pytestmark = [
 ]
 
 CLOUD = ("198.51.100.21", 56700)  # v2.broker.lifx.co, named by the bulb's MUD file
+GADGET_CLOUD = "198.51.100.25"
 
 
 class Daemon:
@@ -75,7 +76,7 @@ class Daemon:
 def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
     from mudguard.vhome import VirtualHome
 
-    with VirtualHome(prefix="mghr", devices=2) as vhome:
+    with VirtualHome(prefix="mghr", devices=3) as vhome:
         run = scenario.prepare(tmp_path, datetime.now(UTC))
         for address in scenario.internet_addresses():
             vhome.run(vhome.inet_ns, ["ip", "addr", "replace", f"{address}/32", "dev", "lo"])
@@ -97,11 +98,11 @@ def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
             internet.wait(5)
 
 
-def _join(interface: str, mac: str, url: str) -> str:
+def _join(interface: str, mac: str, url: str | None) -> str:
     """Inside the device namespace: DHCP with the MUD URL, configure, return the address."""
     from mudguard.demo.devices import configure
 
-    lease = dhcp.obtain(interface, mac, hostname="lifx-bulb", mud_url=url, timeout=15.0)
+    lease = dhcp.obtain(interface, mac, hostname="device", mud_url=url, timeout=15.0)
     configure(interface, lease)
     return lease.address
 
@@ -118,7 +119,7 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         home_and_config: tuple[Any, Path]) -> None:
     home, config = home_and_config
     log = config.parent / "gateway.log"
-    bulb, stranger = home.nodes
+    bulb, stranger, gadget = home.nodes
     home.run(bulb.ns, ["ip", "addr", "flush", "dev", bulb.iface])
     home.run(bulb.ns, ["ip", "route", "flush", "table", "main"])
     daemon = Daemon(home.gw_ns, config, log)
@@ -151,5 +152,20 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         assert home.tcp(bulb.ns, *CLOUD)
         assert not home.tcp(bulb.ns, scenario.ELSEWHERE, 443)
         assert not home.tcp(stranger.ns, *CLOUD)
+
+        # A device with no MUD file gets the home default (LAN only here); the owner's
+        # CLI grant goes through the daemon's control socket and is enforced at once.
+        home.run(gadget.ns, ["ip", "addr", "flush", "dev", gadget.iface])
+        home.run(gadget.ns, ["ip", "route", "flush", "table", "main"])
+        home.call(gadget.ns, _join, gadget.iface, gadget.mac, None)
+        daemon.wait_for({"event": "device", "mac": gadget.mac, "state": "default"})
+        assert not home.tcp(gadget.ns, GADGET_CLOUD, 443)
+        grant = subprocess.run(
+            [sys.executable, "-m", "mudguard", "device", "grant", gadget.mac, "--internet",
+             "--db", str(config.parent / "state" / "mudguard.db")],
+            capture_output=True, text=True, timeout=60)
+        assert grant.returncode == 0, grant.stderr
+        assert "not running" not in grant.stderr  # it went through the daemon
+        assert home.tcp(gadget.ns, GADGET_CLOUD, 443)
     finally:
         daemon.stop()

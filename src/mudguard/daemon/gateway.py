@@ -13,6 +13,8 @@ changes are serialised and a slow MUD server never stalls DNS answers.
   next lookup fills the right sets) and the event log tells the new state.
 - A watcher alert (NFLOG drops → deviation tracker) quarantines the device through the
   same service (re-enforced at once).
+- Every minute, expired owner grants are dropped and devices past their end of support
+  move to LAN only.
 - At start-up every stored device's policy is re-derived and reconciled with the kernel
   before any socket opens; the ``inet mudguard`` table is left in place at shutdown, so
   a restart never opens a window of unfiltered access.
@@ -152,6 +154,7 @@ class Gateway:
     hook_listener: DhcpHookListener
     children: list[Child] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
+    maintenance_period: float = 60.0
     _worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="svc"))
     _loop: asyncio.AbstractEventLoop | None = None
@@ -226,6 +229,19 @@ class Gateway:
                 return device.mac
         return None
 
+    async def _maintain(self) -> None:
+        """Every ``maintenance_period``: drop expired grants and move devices past their
+        end of support to LAN only (both re-enforce at once)."""
+        while True:
+            await asyncio.sleep(self.maintenance_period)
+            self._submit("expiring grants", self.service.expire_grants)
+
+            def support() -> None:
+                for device in self.service.check_support():
+                    self.events.device(device)
+
+            self._submit("end-of-support check", support)
+
     def _hook_readable(self) -> None:
         sighting = self.hook_listener.receive(timeout=0.05)
         if sighting is not None:
@@ -251,8 +267,10 @@ class Gateway:
             loop.add_reader(self.hook_listener.fileno(), self._hook_readable)
             for child in self.children:
                 await self.call(child.start)
+            maintenance = asyncio.create_task(self._maintain())
             self.events.emit("ready", message="gateway running")
             await stop.wait()
+            maintenance.cancel()
         finally:
             self.events.emit("stopping", message="stopping (rules stay in force)")
             with contextlib.suppress(Exception):
