@@ -345,3 +345,12 @@ def test_maintain_expires_moves_and_refreshes(svc: DeviceService, corpus: Path,
     assert [d.state for d in report.refreshed] == [S.PROFILED]
     assert svc.device(MAC).profile_hash is not None
     assert kinds(svc)[-1] is EventKind.FETCH_FAILED
+
+
+def test_a_moved_lease_leaves_the_old_holder(svc: DeviceService) -> None:
+    other = "02:00:5e:00:53:02"
+    svc.observe(mac=MAC, ip="192.0.2.10")
+    svc.observe(mac=MAC, ip="192.0.2.20")  # renewed with another address
+    assert svc.device(MAC).ipv4 == ("192.0.2.20",)
+    svc.observe(mac=other, ip="192.0.2.20", source=MudSource.DHCP4)
+    assert svc.device(MAC).ipv4 == () and svc.device(other).ipv4 == ("192.0.2.20",)

@@ -178,7 +178,9 @@ def _with_address(device: Device, ip: str | None) -> Device:
     addr = ipaddress.ip_address(ip)
     text = addr.compressed
     if addr.version == 4:
-        return device if text in device.ipv4 else replace(device, ipv4=(text, *device.ipv4)[:4])
+        # One IPv4 lease per device: the newest replaces the old, which dnsmasq may
+        # hand to another device next.
+        return device if device.ipv4 == (text,) else replace(device, ipv4=(text,))
     return device if text in device.ipv6 else replace(device, ipv6=(text, *device.ipv6)[:8])
 
 

@@ -208,6 +208,7 @@ class DeviceService:
         if model and not device.model:
             device = replace(device, model=model)
         outcome = lifecycle.Outcome(device, outcome.notices)
+        self._release_address(device)
         needs_decision = device.state is LifecycleState.NEW or (
             device.mud_url is not None and device.profile_hash is None
             and (before is None or before.mud_url != device.mud_url))
@@ -243,6 +244,18 @@ class DeviceService:
         outcome = lifecycle.Outcome(replace(device, name=clean), (
             lifecycle.Notice(EventKind.RENAMED, {"name": clean}),))
         return self._commit(outcome, enforce=False)
+
+    def _release_address(self, device: Device) -> None:
+        """Addresses now held by ``device`` leave every other device's row (a lease that
+        moved). The enforcer moves them in the kernel when it applies ``device``."""
+        held = set(device.ipv4) | set(device.ipv6)
+        if not held:
+            return
+        for other in self.store.list_devices():
+            if other.mac != device.mac and held & (set(other.ipv4) | set(other.ipv6)):
+                self.store.save_device(replace(
+                    other, ipv4=tuple(a for a in other.ipv4 if a not in held),
+                    ipv6=tuple(a for a in other.ipv6 if a not in held)))
 
     # -- onboarding decisions ----------------------------------------------------------
 
