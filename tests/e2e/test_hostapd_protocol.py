@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from mudguard.keys.core import ONBOARDING_MAC, BindingOutcome, parse_psk_file
 from mudguard.keys.hostapd import HostapdControl, HostapdError, HostapdEvents
 from mudguard.keys.ring import KeyRing
-from mudguard.keys.service import KeyFiles, KeyManager
+from mudguard.keys.service import KeyEventWatcher, KeyFiles, KeyManager
 
 
 class FakeHostapd:
@@ -83,9 +84,12 @@ class FakeHostapd:
             self.sock.sendto(text.encode(errors="surrogateescape"), monitor)
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(timeout=5)
         self.sock.close()
+        self.path.unlink(missing_ok=True)  # as hostapd does on exit
 
 
 @pytest.fixture
@@ -280,3 +284,48 @@ def test_watch_command_binds_an_onboarding_key(fake: FakeHostapd, tmp_path: Path
     assert key.entry.passphrase not in out
     entries = parse_psk_file(files.psk_file.read_text())
     assert [(e.keyid, e.mac) for e in entries] == [(key.keyid, "02:00:00:00:00:0e")]
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_event_watcher_binds_survives_failures_and_reattaches(tmp_path: Path) -> None:
+    path = tmp_path / "mgkwlan1"
+    fake = FakeHostapd(path)
+    manager = KeyManager(KeyRing(tmp_path / "e.db"),
+                         KeyFiles(psk_file=tmp_path / "e.psk", ctrl_path=path))
+    first = manager.issue(mac=None, now=1.0)
+    second = manager.issue(mac=None, now=1.0)
+    seen: list[tuple[str, BindingOutcome]] = []
+    watcher = KeyEventWatcher(manager, path, clock=lambda: 42.0, poll=0.05, retry=0.05,
+                              on_decision=lambda e, d: seen.append((e.mac or "", d.outcome)))
+    watcher.start()
+    try:
+        assert watcher.attached.wait(5)
+        # hostapd refuses the reload: this bind fails, is rolled back, the watcher goes on
+        fake.reload_reply = "FAIL\n"
+        fake.emit(f"<3>AP-STA-CONNECTED 02:00:00:00:00:21 keyid={first.keyid}")
+        assert _wait(lambda: "DEAUTHENTICATE 02:00:00:00:00:21" in fake.commands)
+        fake.reload_reply = "OK\n"
+        fake.emit(f"<3>AP-STA-CONNECTED 02:00:00:00:00:22 keyid={second.keyid}")
+        assert _wait(lambda: bool(seen))
+        assert seen == [("02:00:00:00:00:22", BindingOutcome.BIND)]
+        # hostapd restarts: the watcher notices (PING on an idle socket) and re-attaches
+        fake.close()
+        assert _wait(lambda: not watcher.attached.is_set())
+        fake = FakeHostapd(path)
+        assert _wait(lambda: bool(fake.monitors))
+        fake.emit(f"<3>AP-STA-CONNECTED 02:00:00:00:00:21 keyid={first.keyid}")
+        assert _wait(lambda: len(seen) == 2)
+        assert seen[1] == ("02:00:00:00:00:21", BindingOutcome.BIND)
+    finally:
+        watcher.stop()
+        fake.close()
+    records = {r.keyid: r for r in manager.ring.records()}
+    assert records[first.keyid].entry.mac == "02:00:00:00:00:21"
+    assert records[second.keyid].entry.mac == "02:00:00:00:00:22"
+    assert records[second.keyid].bound_at == 42.0

@@ -257,25 +257,28 @@ def watch(
     seconds: Annotated[float, typer.Option("--seconds", help="Stop after this long (0: never).")
                        ] = 0.0,
 ) -> None:
-    """Follow hostapd's events: bind onboarding keys on first use, disconnect key/MAC
-    mismatches (each is logged as an event)."""
-    from mudguard.keys.hostapd import HostapdEvents
+    """Follow hostapd's events: bind one-time keys, disconnect key/MAC mismatches."""
+    from mudguard.keys.core import BindingDecision, CtrlEvent
+    from mudguard.keys.service import KeyEventWatcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    manager = _manager(db, psk_file, sae_file, ctrl, ssid)
-    end = time.monotonic() + seconds if seconds else float("inf")
-    _stop_on_sigterm()
+
+    def show(event: CtrlEvent, decision: BindingDecision) -> None:
+        console.print(f"{escape(event.mac or '')}: {decision.outcome.value} "
+                      f"{escape(str(event.params.get('keyid')))}")
+
     try:
-        with HostapdEvents(ctrl) as events:
-            while time.monotonic() < end:
-                event = events.next_event(min(1.0, max(0.01, end - time.monotonic())))
-                if event is None:
-                    continue
-                decision = manager.on_event(event, time.time())
-                if decision is not None:
-                    console.print(f"{escape(event.mac or '')}: {decision.outcome.value} "
-                                  f"{escape(str(event.params.get('keyid')))}")
-    except KeyboardInterrupt:
-        pass
+        watcher = KeyEventWatcher(_manager(db, psk_file, sae_file, ctrl, ssid), ctrl,
+                                  on_decision=show)
     except MudguardError as exc:
         raise _fail(exc) from exc
+    end = time.monotonic() + seconds if seconds else float("inf")
+    _stop_on_sigterm()
+    watcher.start()
+    try:
+        while time.monotonic() < end:
+            time.sleep(min(0.5, max(0.01, end - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watcher.stop()

@@ -215,6 +215,7 @@ class HostapdEvents:
 
     def __init__(self, ctrl_path: Path, *, timeout: float = 2.0) -> None:
         self._sock = _CtrlSocket(Path(ctrl_path), timeout)
+        self._pending: list[str] = []
         self._sock.send("ATTACH")
         reply = self._sock.recv()
         if reply is None or reply.strip() != "OK":
@@ -233,13 +234,27 @@ class HostapdEvents:
         Malformed datagrams are skipped (they count against the same timeout)."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            text = self._sock.recv(left)
+            text = self._pending.pop(0) if self._pending else self._sock.recv(left)
             if text is None:
                 return None
             if text.startswith("<"):
                 with contextlib.suppress(MudguardError):
                     return parse_ctrl_event(text)
         return None
+
+    def ping(self) -> bool:
+        """PING on the event socket (events arriving meanwhile are kept for later)."""
+        self._sock.send("PING")
+        deadline = time.monotonic() + self._sock.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            reply = self._sock.recv(left)
+            if reply is None:
+                return False
+            if reply.startswith("<"):
+                self._pending.append(reply)
+            else:
+                return reply.strip() == "PONG"
+        return False
 
     def close(self) -> None:
         """``DETACH`` and wait briefly for its reply (events still in flight are

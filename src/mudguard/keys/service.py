@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +34,16 @@ from mudguard.keys.core import (
     render_psk_file,
     render_sae_password_file,
 )
-from mudguard.keys.hostapd import HostapdControl, HostapdError, file_lock, write_atomic
+from mudguard.keys.hostapd import (
+    HostapdControl,
+    HostapdError,
+    HostapdEvents,
+    file_lock,
+    write_atomic,
+)
 from mudguard.keys.ring import KeyRing, KeyRingError
 
-__all__ = ["DEFAULT_PSK_FILE", "KeyFiles", "KeyManager"]
+__all__ = ["DEFAULT_PSK_FILE", "KeyEventWatcher", "KeyFiles", "KeyManager"]
 
 DEFAULT_PSK_FILE = Path("/var/lib/mudguard/hostapd.wpa_psk")
 
@@ -163,3 +171,72 @@ class KeyManager:
             mac = event.mac
             self._hostapd(lambda c: c.deauthenticate(mac))
         return decision
+
+
+class KeyEventWatcher:
+    """Follows hostapd's events in a thread of its own and applies the binding rule.
+
+    A failure while handling one event is logged and the watcher carries on; if
+    hostapd goes away (restart), it re-attaches every ``retry`` seconds until stopped.
+    ``on_decision`` (optional) sees every decision, e.g. to update the device store.
+    """
+
+    def __init__(self, manager: KeyManager, ctrl_path: Path, *,
+                 clock: Callable[[], float] = time.time,
+                 on_decision: Callable[[CtrlEvent, BindingDecision], None] | None = None,
+                 poll: float = 0.5, retry: float = 1.0) -> None:
+        self.manager = manager
+        self.ctrl_path = ctrl_path
+        self._clock = clock
+        self._on_decision = on_decision
+        self._poll = poll
+        self._retry = retry
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.attached = threading.Event()
+        """Set while attached to hostapd (tests and health checks wait on it)."""
+
+    def start(self) -> None:
+        """Run in a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="hostapd-events", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to finish and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        """Attach, handle events until ``stop()``; re-attach after hostapd restarts."""
+        while not self._stop.is_set():
+            try:
+                with HostapdEvents(self.ctrl_path) as events:
+                    self.attached.set()
+                    self._follow(events)
+            except (HostapdError, OSError) as exc:
+                log.warning("hostapd events at %s: %s; retrying", self.ctrl_path, exc)
+            finally:
+                self.attached.clear()
+            self._stop.wait(self._retry)
+
+    def _follow(self, events: HostapdEvents) -> None:
+        idle = 0.0
+        while not self._stop.is_set():
+            event = events.next_event(self._poll)
+            if event is None:
+                idle += self._poll
+                if idle >= 10 * self._poll:  # hostapd says nothing: check it is still there
+                    if not events.ping():
+                        raise HostapdError("hostapd stopped answering")
+                    idle = 0.0
+                continue
+            idle = 0.0
+            try:
+                decision = self.manager.on_event(event, self._clock())
+            except MudguardError as exc:
+                log.warning("event %s not applied: %s", event.name, exc)
+                continue
+            if decision is not None and self._on_decision is not None:
+                self._on_decision(event, decision)
