@@ -38,14 +38,29 @@ def _ms(values: list[float]) -> tuple[str, str, str]:
     return f"{p50 * 1000:8.1f}", f"{p90 * 1000:8.1f}", f"{ordered[-1] * 1000:8.1f}"
 
 
+def preload(home: OnboardHome, count: int) -> None:
+    """Install ``count`` other devices' rules (and rows) before measuring."""
+    from mudguard.devices import Device
+    from mudguard.policy import LifecycleState
+
+    for n in range(count):
+        device = Device(mac=f"06:00:00:00:{n >> 8:02x}:{n & 0xFF:02x}",
+                        state=LifecycleState.DEFAULT, ipv6=(f"2001:db8:1::2:{n:x}",))
+        home.enforcer.apply_device(device, None, [])
+        home.store.save_device(device)
+
+
 def main() -> int:
     """Onboard N devices and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10)
+    parser.add_argument("--preload", type=int, default=0,
+                        help="devices already installed (home default, IPv6 only) first")
     args = parser.parse_args()
     results: list[Onboarded] = []
     with tempfile.TemporaryDirectory(prefix="mgl-bench-") as tmp, \
             OnboardHome(Path(tmp), devices=args.devices) as home:
+        preload(home, args.preload)
         for i in range(args.devices):
             result = home.onboard(i)
             if result.error or result.device is None or result.device.state.value != "profiled":
@@ -57,7 +72,8 @@ def main() -> int:
     processing = [r.processing for r in results]
     fetch = [r.fetch_seconds for r in results]
     total = [r.enforced - r.dhcp_start for r in results]
-    print(f"onboarding {len(results)} devices one after another (ms)")
+    print(f"onboarding {len(results)} devices one after another, {args.preload} already "
+          f"installed (ms)")
     print(f"{'stage':44} {'p50':>8} {'p90':>8} {'max':>8}")
     for label, values in (("DHCP exchange at the device (baseline)", dhcp),
                           ("udhcpc exit → hook message at the gateway", hook),

@@ -212,3 +212,12 @@ def test_second_connection_sees_committed_writes(tmp_path: Path) -> None:
     with Store(path) as a, Store(path) as b:
         a.save_device(Device(mac=MAC))
         assert b.get_device(MAC) is not None
+
+
+def test_devices_holding_an_address(store: Store) -> None:
+    store.save_device(Device(mac=MAC, ipv4=("192.0.2.10",), ipv6=("2001:db8::10",)))
+    store.save_device(Device(mac="02:00:5e:00:53:02", ipv4=("192.0.2.100",)))
+    assert [d.mac for d in store.devices_holding("192.0.2.10")] == [MAC]
+    assert [d.mac for d in store.devices_holding("2001:db8::10")] == [MAC]
+    assert store.devices_holding("192.0.2.1") == []
+    assert store.devices_holding("%") == []

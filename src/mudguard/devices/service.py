@@ -249,10 +249,9 @@ class DeviceService:
         """Addresses now held by ``device`` leave every other device's row (a lease that
         moved). The enforcer moves them in the kernel when it applies ``device``."""
         held = set(device.ipv4) | set(device.ipv6)
-        if not held:
-            return
-        for other in self.store.list_devices():
-            if other.mac != device.mac and held & (set(other.ipv4) | set(other.ipv6)):
+        others = {d.mac: d for address in held for d in self.store.devices_holding(address)}
+        for other in others.values():
+            if other.mac != device.mac:
                 self.store.save_device(replace(
                     other, ipv4=tuple(a for a in other.ipv4 if a not in held),
                     ipv6=tuple(a for a in other.ipv6 if a not in held)))

@@ -48,6 +48,10 @@ _DEVICE_COLUMNS = (
 )
 # Built once from our own constant column names above (never from input), hence noqa.
 _SELECT_DEVICES = f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices"  # noqa: S608
+_SELECT_HOLDING = (
+    f"{_SELECT_DEVICES} WHERE EXISTS (SELECT 1 FROM json_each(devices.ipv4) "  # noqa: S608
+    "WHERE value = ?1) OR EXISTS (SELECT 1 FROM json_each(devices.ipv6) WHERE value = ?1) "
+    "ORDER BY mac")
 _UPSERT_DEVICE = (
     f"INSERT INTO devices ({', '.join(_DEVICE_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in _DEVICE_COLUMNS)}) ON CONFLICT(mac) DO UPDATE SET "
@@ -165,6 +169,11 @@ class Store:
     def list_devices(self) -> list[Device]:
         """Every device, ordered by MAC."""
         rows = self._read(_SELECT_DEVICES + " ORDER BY mac")
+        return [_device_from_row(row) for row in rows]
+
+    def devices_holding(self, address: str) -> list[Device]:
+        """The devices whose stored addresses include ``address`` (canonical text)."""
+        rows = self._read(_SELECT_HOLDING, (address,))
         return [_device_from_row(row) for row in rows]
 
     def save_device(self, device: Device) -> None:
