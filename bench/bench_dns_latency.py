@@ -14,7 +14,9 @@ Same run, same resolver, five modes:
 - ``libnftables``: fills through libnftables' JSON API (``enforce.nft``);
 
 each applied either by the server's worker thread (the default) or inline on the
-event loop; all of it with the DNS-name table alone, and with 1,000 devices' worth of rules
+event loop. The five guards run side by side on different ports and the device
+asks them in turn, so every mode shares the machine's noise equally. All of it
+with the DNS-name table alone, and with 1,000 devices' worth of rules
 installed in the gateway (per-device chains of 10 rules reached through a verdict
 map, and two table-wide DNS sets per device).
 
@@ -107,19 +109,18 @@ def start_dnsmasq(vh: VirtualHome) -> subprocess.Popen[str]:
     return proc
 
 
-def start_guard(vh: VirtualHome, workdir: str, *, insert: bool, inline: bool,
+def start_guard(vh: VirtualHome, workdir: str, port: int, *, insert: bool, inline: bool,
                 filler: str) -> subprocess.Popen[str]:
     d0 = vh.nodes[0]
     policy = {"lan_prefixes": [str(LAN4), str(LAN6)], "gateway_addresses": [GW4, GW6],
               "config": {"insert": insert, "cache_size": 0},
               "devices": [{"id": d0.mac, "addresses": [d0.ipv4, d0.ipv6], "names": names()}]}
-    path = Path(workdir, "policy.json")
+    path = Path(workdir, f"policy{port}.json")
     path.write_text(json.dumps(policy))
     argv = ["ip", "netns", "exec", vh.gw_ns, sys.executable, "-m", "mudguard.dns.server",
-            "--listen", GW4, "--upstream", DNS4, "--policy", str(path), "--lifetime", "600",
-            "--filler", filler]
-    if inline:
-        argv.append("--inline-fill")
+            "--listen", GW4, "--port", str(port), "--upstream", DNS4, "--policy", str(path),
+            "--lifetime", "900", "--filler", filler]
+    argv += ["--fill", "inline" if inline else "thread"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
@@ -127,26 +128,37 @@ def start_guard(vh: VirtualHome, workdir: str, *, insert: bool, inline: bool,
     return proc
 
 
-def query_loop(server: str, qnames: list[str], rounds: int) -> list[float]:
-    """Inside the device namespace: sequential queries, latency of each in ms."""
+def query_loop(server: str, ports: list[int], qnames: list[str],
+               rounds: int) -> list[list[float]]:
+    """Inside the device namespace: one query at a time, the modes' guards in turn.
+
+    Returns the latencies (ms) per port. Interleaving the guards gives every mode the
+    same share of the machine's noise.
+    """
     import socket
 
     import dns.message
 
-    wires = [dns.message.make_query(n, "A").to_wire() for n in qnames]
-    out: list[float] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    out: list[list[float]] = [[] for _ in ports]
+    socks = []
+    for port in ports:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.settimeout(2.0)
-        sock.connect((server, 53))
+        sock.connect((server, port))
+        socks.append(sock)
+    try:
         for _ in range(rounds):
-            for wire in wires:
-                t0 = time.perf_counter()
-                sock.send(wire)
-                while True:
-                    data = sock.recv(2048)
-                    if data[:2] == wire[:2]:
-                        break
-                out.append((time.perf_counter() - t0) * 1000)
+            for name in qnames:
+                wire = dns.message.make_query(name, "A").to_wire()
+                for i, sock in enumerate(socks):
+                    t0 = time.perf_counter()
+                    sock.send(wire)
+                    while sock.recv(2048)[:2] != wire[:2]:
+                        pass
+                    out[i].append((time.perf_counter() - t0) * 1000)
+    finally:
+        for sock in socks:
+            sock.close()
     return out
 
 
@@ -155,26 +167,32 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def measure(vh: VirtualHome, workdir: str, *, insert: bool, inline: bool, filler: str,
-            rounds: int) -> list[float]:
-    guard = start_guard(vh, workdir, insert=insert, inline=inline, filler=filler)
+def measure(vh: VirtualHome, workdir: str, rounds: int) -> list[list[float]]:
+    """Latencies per mode (``MODES`` order), all guards running side by side."""
+    ports = [5300 + i for i in range(len(MODES))]
+    guards = []
     try:
-        vh.call(vh.nodes[0].ns, query_loop, GW4, names()[:5], 2, timeout=60)  # warm up
-        return vh.call(vh.nodes[0].ns, query_loop, GW4, names(), rounds, timeout=600)
+        for port, (_label, insert, inline, filler) in zip(ports, MODES, strict=True):
+            guards.append(start_guard(vh, workdir, port, insert=insert, inline=inline,
+                                      filler=filler))
+        vh.call(vh.nodes[0].ns, query_loop, GW4, ports, names()[:5], 2, timeout=60)  # warm up
+        return vh.call(vh.nodes[0].ns, query_loop, GW4, ports, names(), rounds, timeout=900)
     finally:
-        guard.terminate()
-        guard.wait(timeout=10)
+        for guard in guards:
+            guard.terminate()
+            guard.wait(timeout=10)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=2000, help="per mode and ruleset")
     parser.add_argument("--devices", type=int, default=1000)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
     rounds = max(1, args.queries // N_NAMES)
     rows = []
+    loads = []
     with VirtualHome(prefix=f"mgdB{os.getpid() % 1000}", devices=1) as vh, \
             tempfile.TemporaryDirectory(prefix="mgd-bench-") as workdir:
         dnsmasq = start_dnsmasq(vh)
@@ -183,26 +201,22 @@ def main() -> None:
                 t0 = time.perf_counter()
                 run(["nft", "-j", "-f", "-"], ns=vh.gw_ns, input_text=json.dumps(ruleset(devices)),
                     timeout=600)
-                load_s = time.perf_counter() - t0
-                base = measure(vh, workdir, insert=False, inline=False, filler="netlink",
-                               rounds=rounds)
-                for label, insert, inline, filler in MODES:
-                    lat = base if not insert else measure(vh, workdir, insert=insert,
-                                                          inline=inline, filler=filler,
-                                                          rounds=rounds)
+                loads.append((devices, time.perf_counter() - t0))
+                per_mode = measure(vh, workdir, rounds)
+                base = per_mode[0]
+                for (label, *_), lat in zip(MODES, per_mode, strict=True):
                     rows.append((devices, label, len(lat), pct(lat, 50), pct(lat, 99),
                                  pct(lat, 50) - pct(base, 50), pct(lat, 99) - pct(base, 99),
-                                 statistics.fmean(lat), load_s))
+                                 statistics.fmean(lat)))
         finally:
             dnsmasq.terminate()
             dnsmasq.wait(timeout=5)
     print(f"{'other devices':>13} | {'mode':<24} | {'n':>5} | {'p50 ms':>7} | {'p99 ms':>7} | "
           f"{'+p50 ms':>7} | {'+p99 ms':>7} | {'mean ms':>7}")
     print("-" * 98)
-    for devices, label, n, p50, p99, d50, d99, mean, _ in rows:
+    for devices, label, n, p50, p99, d50, d99, mean in rows:
         print(f"{devices:>13} | {label:<24} | {n:>5} | {p50:7.3f} | {p99:7.3f} | "
               f"{d50:+7.3f} | {d99:+7.3f} | {mean:7.3f}")
-    loads = sorted({(r[0], r[8]) for r in rows})
     print("ruleset load: " + ", ".join(f"{d} devices {s:.2f} s" for d, s in loads))
 
 
