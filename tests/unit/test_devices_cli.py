@@ -181,3 +181,12 @@ def test_add_by_hand_then_rename(tmp_path: Path) -> None:
     assert code == 0 and "desk lamp" in out
     shown = json.loads(run(db, "device", "show", MAC, "--json")[1])
     assert shown["name"] == "desk lamp" and shown["events"][-1]["kind"] == "renamed"
+
+
+def test_trust_untrust(db: Path) -> None:
+    code, out = run(db, "device", "trust", MAC)
+    assert code == 0 and "trusted" in out
+    code, out = run(db, "device", "untrust", MAC)
+    assert code == 0 and "default" in out
+    code, out = run(db, "device", "untrust", MAC)
+    assert code == 1 and "not trusted" in out

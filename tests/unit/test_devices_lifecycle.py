@@ -213,3 +213,17 @@ def test_lifecycle_core_imports_no_io_modules() -> None:
                             check=True, timeout=60).stdout.split()
     io = ("asyncio", "socket", "sqlite3", "subprocess", "nftables", "pyroute2", "httpx")
     assert [m for m in loaded if m.split(".")[0] in io] == []
+
+
+def test_trust_and_untrust(corpus: Path) -> None:
+    d = Device(mac=MAC, state=S.PROFILED, mud_url=URL, profile_hash="h")
+    t = lc.trust(d, now=NOW)
+    assert t.device.state is S.TRUSTED and not lc.trust(t.device, now=NOW).changed
+    back = lc.untrust(t.device, settings=Settings(), now=NOW, mud=cloud_mud(corpus))
+    assert back.device.state is S.PROFILED
+    with pytest.raises(lc.LifecycleError):
+        lc.untrust(back.device, settings=Settings(), now=NOW)
+    with pytest.raises(lc.LifecycleError, match="release"):
+        lc.trust(replace(d, state=S.QUARANTINED), now=NOW)
+    plain = lc.untrust(lc.trust(Device(mac=MAC), now=NOW).device, settings=Settings(), now=NOW)
+    assert plain.device.state is S.DEFAULT and "no longer trusted" in plain.device.reasons[0]

@@ -336,6 +336,20 @@ def release(mac: MacArg, db: DbOpt = DEFAULT_DB) -> None:
     console.print(f"{d['mac']}: {d['state']}")
 
 
+@device_app.command("trust")
+def trust(mac: MacArg, db: DbOpt = DEFAULT_DB) -> None:
+    """Mark one of your own computers or phones: not restricted."""
+    d = _call(db, {"op": "trust", "mac": mac})["device"]
+    console.print(f"{d['mac']}: {d['state']}")
+
+
+@device_app.command("untrust")
+def untrust(mac: MacArg, db: DbOpt = DEFAULT_DB) -> None:
+    """Withdraw trust: back to what the device's profile allows."""
+    d = _call(db, {"op": "untrust", "mac": mac})["device"]
+    console.print(f"{d['mac']}: {d['state']} ({escape('; '.join(d['reasons']))})")
+
+
 @device_app.command("forget")
 def forget(
     mac: MacArg,

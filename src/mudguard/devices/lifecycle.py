@@ -327,29 +327,48 @@ def quarantine(device: Device, *, reason: str, now: datetime) -> Outcome:
                              *_state_notice(device, updated)))
 
 
+def _derived(device: Device, settings: Settings, now: datetime, mud: MudFile | None,
+             why: str) -> tuple[State, tuple[str, ...]]:
+    """The state a device's profile gives it (after quarantine or trust ends)."""
+    if mud is not None and device.profile_hash is not None:
+        support = _support_reason(mud.is_supported, device.end_of_support, now)
+        if support is not None:
+            return State.OUT_OF_SUPPORT, (support,)
+        return State.PROFILED, (f"MUD profile from {mud.mud_url} enforced",)
+    return State.DEFAULT, (f"{why}; no MUD profile", _default_reason(settings))
+
+
 def release(device: Device, *, settings: Settings, now: datetime,
             mud: MudFile | None = None) -> Outcome:
     """The owner released a quarantined device: back to the state its profile gives."""
     if device.state is not State.QUARANTINED:
         raise LifecycleError(f"{device.mac} is not quarantined")
-    reasons: tuple[str, ...]
-    if mud is not None and device.profile_hash is not None:
-        support = _support_reason(mud.is_supported, device.end_of_support, now)
-        if support is not None:
-            target, reasons = State.OUT_OF_SUPPORT, (support,)
-        else:
-            target, reasons = State.PROFILED, (f"MUD profile from {mud.mud_url} enforced",)
-    else:
-        target, reasons = State.DEFAULT, ("released from quarantine; no MUD profile",
-                                          _default_reason(settings))
+    target, reasons = _derived(device, settings, now, mud, "released from quarantine")
     updated = transition(device, target, reasons, now)
     return Outcome(updated, (Notice(EventKind.RELEASED, {"to": target.value}),
                              *_state_notice(device, updated)))
 
 
 def trust(device: Device, *, now: datetime) -> Outcome:
-    """The owner marks the device as one of their own computers or phones."""
+    """The owner marks the device as one of their own computers or phones (unrestricted).
+
+    A quarantined device must be released first.
+    """
+    if device.state is State.QUARANTINED:
+        raise LifecycleError(f"{device.mac} is quarantined: release it first")
+    if device.state is State.TRUSTED:
+        return Outcome(device)
     updated = transition(device, State.TRUSTED, ("trusted by the owner",), now)
+    return Outcome(updated, _state_notice(device, updated))
+
+
+def untrust(device: Device, *, settings: Settings, now: datetime,
+            mud: MudFile | None = None) -> Outcome:
+    """The owner withdraws trust: back to the state the device's profile gives."""
+    if device.state is not State.TRUSTED:
+        raise LifecycleError(f"{device.mac} is not trusted")
+    target, reasons = _derived(device, settings, now, mud, "no longer trusted")
+    updated = transition(device, target, reasons, now)
     return Outcome(updated, _state_notice(device, updated))
 
 

@@ -11,6 +11,7 @@ take ``mac``)::
     add [mud_url] [source=manual|qr|cert] [manufacturer] [model] [name] | rename [name]
     grant kind=lan|internet|service|deny [host] [port] [protocol] [expires ISO]
     revoke grant_id | approve-url | release | quarantine [reason] | forget [transfer]
+    trust | untrust
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
         return {"revoked": grant_id}
     if op == "approve-url":
         return {"device": service.approve_url(mac).as_dict()}
+    if op == "trust":
+        return {"device": service.trust(mac).as_dict()}
+    if op == "untrust":
+        return {"device": service.untrust(mac).as_dict()}
     if op == "release":
         return {"device": service.release(mac).as_dict()}
     if op == "quarantine":

@@ -493,6 +493,18 @@ class DeviceService:
         return self._commit(lifecycle.release(device, settings=self.store.get_settings(),
                                               now=self.clock(), mud=self.cached_mud(device)))
 
+    @_serialised
+    def trust(self, mac: str) -> Device:
+        """The owner's own computer or phone: not restricted."""
+        return self._commit(lifecycle.trust(self.device(mac), now=self.clock()))
+
+    @_serialised
+    def untrust(self, mac: str) -> Device:
+        """Withdraw trust: back to what the device's profile allows."""
+        device = self.device(mac)
+        return self._commit(lifecycle.untrust(device, settings=self.store.get_settings(),
+                                              now=self.clock(), mud=self.cached_mud(device)))
+
     # -- end of use --------------------------------------------------------------------
 
     @_serialised
