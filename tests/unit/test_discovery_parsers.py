@@ -261,3 +261,18 @@ def test_intake_bad_url_from_known_device_is_recorded(intake: Intake) -> None:
     intake.on_sighting(Sighting(mac=MAC, ip="192.0.2.9", source=MudSource.DHCP4,
                                 mud_url="http://mud.example.com/x"))
     assert intake.service.store.list_events(MAC)[-1].kind is EventKind.URL_REJECTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=600),
+                 st.dictionaries(st.sampled_from(["v", "action", "family", "mac", "ip",
+                                                  "hostname", "mud_url"]),
+                                 st.one_of(st.none(), st.integers(), st.text(max_size=80),
+                                           st.booleans()))
+                 .map(lambda d: json.dumps(d).encode())))
+def test_hook_parser_never_crashes(data: bytes) -> None:
+    try:
+        s = parse_hook_message(data)
+    except SightingError:
+        return
+    assert isinstance(s.mac, str) and s.source in (MudSource.DHCP4, MudSource.DHCP6)

@@ -221,3 +221,10 @@ def test_devices_holding_an_address(store: Store) -> None:
     assert [d.mac for d in store.devices_holding("2001:db8::10")] == [MAC]
     assert store.devices_holding("192.0.2.1") == []
     assert store.devices_holding("%") == []
+
+
+def test_prune_events(store: Store) -> None:
+    old = store.add_event(EventKind.JOINED, NOW - timedelta(days=200), MAC)
+    new = store.add_event(EventKind.SEEN, NOW, MAC)
+    assert store.prune_events(NOW - timedelta(days=180)) == 1
+    assert store.list_events() == [new] and old not in store.list_events()

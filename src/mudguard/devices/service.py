@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
 from mudguard.devices import lifecycle
@@ -82,6 +82,9 @@ class KeyRevoker(Protocol):
         ...
 
 
+EVENT_RETENTION = timedelta(days=180)
+"""How long events (which name devices and addresses) are kept."""
+
 Fetch = Callable[[str], bytes]
 """Fetch a MUD file or its signature by https URL (the MUD fetcher)."""
 
@@ -111,6 +114,7 @@ class Maintenance:
     expired_grants: int
     out_of_support: list[Device]
     refreshed: list[Device]
+    pruned_events: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,9 +545,10 @@ class DeviceService:
     @_serialised
     def maintain(self) -> Maintenance:
         """Periodic upkeep (the daemon runs it every few minutes): drop expired grants,
-        move devices past their end of support to LAN only, and re-fetch profiles whose
-        cache-validity ran out (RFC 8520 §3.5). A failed re-fetch keeps the enforced
-        profile and is told as an event."""
+        move devices past their end of support to LAN only, re-fetch profiles whose
+        cache-validity ran out (RFC 8520 §3.5), and delete events older than
+        ``EVENT_RETENTION`` (personal data kept no longer than useful). A failed
+        re-fetch keeps the enforced profile and is told as an event."""
         now = self.clock()
         expired = self.expire_grants()
         moved = self.check_support()
@@ -555,7 +560,9 @@ class DeviceService:
             cached = self.store.get_mud(device.mud_url)
             if cached is None or not cached.fresh(now):
                 refreshed.append(self.refresh(device.mac))
-        return Maintenance(expired_grants=expired, out_of_support=moved, refreshed=refreshed)
+        pruned = self.store.prune_events(now - EVENT_RETENTION)
+        return Maintenance(expired_grants=expired, out_of_support=moved, refreshed=refreshed,
+                           pruned_events=pruned)
 
     # -- restart -----------------------------------------------------------------------
 

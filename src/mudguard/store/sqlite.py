@@ -240,6 +240,10 @@ class Store:
         params += (max(0, int(limit)),)
         return [_event_from_row(row) for row in self._read(sql, params)]
 
+    def prune_events(self, before: datetime) -> int:
+        """Delete every event older than ``before``; returns how many."""
+        return self._write("DELETE FROM events WHERE at < ?", (_ts(before),)).rowcount
+
     def delete_events(self, mac: str) -> int:
         """Delete every event of one device; returns how many."""
         return self._write("DELETE FROM events WHERE mac = ?", (normalise_mac(mac),)).rowcount
