@@ -228,3 +228,12 @@ def test_prune_events(store: Store) -> None:
     new = store.add_event(EventKind.SEEN, NOW, MAC)
     assert store.prune_events(NOW - timedelta(days=180)) == 1
     assert store.list_events() == [new] and old not in store.list_events()
+
+
+def test_database_is_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "m.db"
+    with Store(path) as s:
+        s.save_device(Device(mac=MAC))
+        for f in (path, path.with_name("m.db-wal")):
+            assert f.stat().st_mode & 0o077 == 0, f
+    assert path.parent.stat().st_mode & 0o077 == 0

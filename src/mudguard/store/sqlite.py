@@ -15,6 +15,7 @@ of ``mudguard.devices._model``.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -76,7 +77,10 @@ class Store:
         """
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Personal data (names, addresses, events): owner-only, and SQLite gives
+            # the -wal and -shm files the database file's mode.
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.RLock()
         self._depth = 0
         try:
