@@ -89,6 +89,8 @@ class EventKind(StrEnum):
     GRANT_REVOKED = "grant-revoked"
     GRANT_EXPIRED = "grant-expired"
     KEY_REVOKED = "key-revoked"
+    KEY_BOUND = "key-bound"  # a device's own WiFi key was bound to its MAC
+    KEY_MISMATCH = "key-mismatch"  # a station used another device's key
     FORGOTTEN = "forgotten"
     TRANSFERRED = "transferred"
 

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
 from mudguard.devices import lifecycle
 from mudguard.devices._model import (
@@ -259,6 +259,26 @@ class DeviceService:
                 self.store.save_device(replace(
                     other, ipv4=tuple(a for a in other.ipv4 if a not in held),
                     ipv6=tuple(a for a in other.ipv6 if a not in held)))
+
+    @_serialised
+    def set_key(self, mac: str, key_id: str | None) -> Device:
+        """Record the WiFi key bound to the device (a station on WiFi is a sighting:
+        an unknown MAC becomes a new device and gets its decision)."""
+        if self.store.get_device(mac) is None:
+            self.observe(mac=mac)
+        device = self.device(mac)
+        if device.key_id == key_id:
+            return device
+        outcome = lifecycle.Outcome(replace(device, key_id=key_id), (
+            lifecycle.Notice(EventKind.KEY_BOUND, {"key_id": key_id}),))
+        return self._commit(outcome, enforce=False)
+
+    def tell(self, kind: EventKind, details: dict[str, Any], mac: str | None = None) -> None:
+        """Record an event from another part of the gateway (keys, watcher). A MAC the
+        store does not know is kept in the details, not as the event's device."""
+        known = mac is not None and self.store.get_device(mac) is not None
+        extra = {} if known or mac is None else {"mac": mac}
+        self.store.add_event(kind, self.clock(), mac if known else None, {**details, **extra})
 
     # -- onboarding decisions ----------------------------------------------------------
 

@@ -6,10 +6,17 @@ root (``mudguard.app``) and the CLI pick what exists on this gateway.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+from mudguard.devices._model import EventKind
+from mudguard.errors import MudguardError
+
 if TYPE_CHECKING:
+    from mudguard.devices.service import DeviceService
     from mudguard.keys.service import KeyManager
+
+log = logging.getLogger(__name__)
 
 
 class KeyManagerRevoker:
@@ -27,3 +34,25 @@ class KeyManagerRevoker:
             return False
         self.manager.revoke(record.entry.keyid)
         return True
+
+
+class KeyEventRecorder:
+    """``KeyManager(notify=...)``: binding-rule events of the WiFi keys into the device
+    store (a bound key sets the device's ``key_id``; a mismatch is an event the owner
+    sees). Never raises into the key manager: a failure is logged."""
+
+    def __init__(self, service: DeviceService) -> None:
+        """Record into ``service``'s store."""
+        self.service = service
+
+    def __call__(self, event: dict[str, str], now: float) -> None:
+        """Take one key event (``now`` is the key manager's clock; the store uses its own)."""
+        kind, mac = event.get("event"), event.get("mac")
+        details = {k: v for k, v in event.items() if k not in ("event", "mac")}
+        try:
+            if kind == "wifi_key_bound" and mac:
+                self.service.set_key(mac, event.get("keyid"))
+            elif kind == "wifi_key_mac_mismatch":
+                self.service.tell(EventKind.KEY_MISMATCH, details, mac)
+        except MudguardError as exc:
+            log.warning("key event %s for %s not recorded: %s", kind, mac, exc)
