@@ -391,10 +391,27 @@ def test_other_opcodes_and_transfers_are_refused() -> None:
     assert answer_of(guard.handle_query(axfr, (DEV_A[0], 1), NOW)).rcode() == dns.rcode.REFUSED
 
 
+def test_an_address_handed_on_moves_to_the_newest_device() -> None:
+    guard = make_guard(GuardConfig(lan_prefixes=(LAN4, LAN6), cache_size=0))
+    guard.update_device("cc:cc", (DEV_A[0],), ["other.example.com"])  # A's IPv4 lease moved
+    book = Playbook(guard)
+    # The new holder's profile decides; A's old names grant nothing on that address.
+    answer_of(book.resolve("cloud.example.com", DEV_A[0],
+                           [("cloud.example.com", "A", "203.0.113.5")]))
+    (fill,) = fills(book.resolve("other.example.com", DEV_A[0],
+                                 [("other.example.com", "A", "203.0.113.6")], now=NOW + 1))
+    assert fill.elements == ((DEV_A[0], "203.0.113.6"),)
+    # A keeps its IPv6 address; an AAAA answer for it no longer pairs with the moved IPv4.
+    (fill6,) = fills(book.resolve("cloud.example.com", DEV_A[1],
+                                  [("cloud.example.com", "AAAA", "2001:db8:f::1")],
+                                  rdtype="AAAA", now=NOW + 2))
+    assert fill6.elements == ((DEV_A[1], "2001:db8:f::1"),)
+    answer_of(book.resolve("cloud.example.com", DEV_A[1],
+                           [("cloud.example.com", "A", "203.0.113.5")], now=NOW + 3))
+
+
 def test_policy_addresses_belong_to_one_device() -> None:
     guard = make_guard()
-    with pytest.raises(ValueError, match="another device"):
-        guard.update_device("cc:cc", (DEV_A[0],), [])
     with pytest.raises(ValueError):
         guard.update_device("cc:cc", ("not-an-address",), [])
     guard.remove_device("aa:aa")

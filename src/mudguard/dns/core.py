@@ -265,15 +265,19 @@ class DnsGuard:
                 whichever family the query came over.
             allowed_names: its profile's DNS names (``DevicePolicy.dns_names()``).
 
+        An address another device held moves to this one (a lease handed on: the
+        newest policy wins, as in the ``Enforcer``); the other device keeps the rest.
+
         Raises:
-            ValueError: an address is not an IP address, or already belongs to
-                another device.
+            ValueError: an address is not an IP address (nothing is changed).
         """
         canon = frozenset(str(ipaddress.ip_address(a)) for a in addresses)
         for address in canon:
             owner = self._by_address.get(address)
             if owner is not None and owner != device:
-                raise ValueError(f"address {address} already belongs to another device")
+                old = self._devices[owner]
+                self._devices[owner] = _Device(old.addresses - {address}, old.names)
+                log.info("address %s moved to another device", address)
         self.remove_device(device)
         self._devices[device] = _Device(canon, frozenset(normalise_name(n) for n in allowed_names))
         for address in canon:
