@@ -212,3 +212,28 @@ def test_pmk_form_file_is_accepted_and_holds_no_passphrase(hostapd: Hostapd) -> 
     manager.revoke(keys[0].keyid)  # RELOAD_WPA_PSK accepted each time, or this raises
     with HostapdControl(hostapd.ctrl) as ctrl:
         assert ctrl.ping()
+
+
+def test_hostapd_accepts_the_radius_key_configuration(tmp_path: Path, netns: str) -> None:
+    """hostapd 2.10 takes the RADIUS path's lines (no psk file needed) and stays up.
+    (It asks the server only when a station authenticates, which needs a radio.)"""
+    from mudguard.keys.radius import hostapd_radius_config
+
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    conf = tmp_path / "hostapd.conf"
+    write_atomic(conf, (
+        f"interface={IFNAME}\ndriver=none\nctrl_interface={tmp_path / 'ctrl'}\n"
+        "ssid=mgk-test\nwpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\n"
+        + hostapd_radius_config("127.0.0.1", 18121, b"radius-secret")))
+    log = tmp_path / "radius.log"
+    proc = _start(netns, conf, log)
+    try:
+        _wait_for(tmp_path / "ctrl" / IFNAME, proc, log)
+        with HostapdControl(tmp_path / "ctrl" / IFNAME) as ctrl:
+            assert ctrl.status()["state"] == "ENABLED"
+            config = ctrl.request("GET_CONFIG")
+            assert "key_mgmt=WPA-PSK" in config
+    finally:
+        _stop(proc)
+    assert "RADIUS Authentication server 127.0.0.1:18121" in log.read_text()
+    assert "radius-secret" not in log.read_text()

@@ -165,3 +165,19 @@ def test_real_radclient_rejected_for_unknown_mac(server: RadiusServer) -> None:
                              SECRET.decode()], input=attrs, capture_output=True, text=True,
                             timeout=15, check=False)
     assert "Received Access-Reject" in result.stdout
+
+
+@pytest.mark.parametrize("secret", [b"", b"two words", b"new\nline=1", b"caf\xc3\xa9"])
+def test_hostapd_radius_lines_refuse_secrets_that_break_the_config(secret: bytes) -> None:
+    from mudguard.keys.radius import RadiusError, hostapd_radius_config
+
+    with pytest.raises(RadiusError):
+        hostapd_radius_config("127.0.0.1", 1812, secret)
+
+
+def test_hostapd_radius_lines() -> None:
+    from mudguard.keys.radius import hostapd_radius_config
+
+    lines = hostapd_radius_config("127.0.0.1", 1812, b"s3cret").splitlines()
+    assert lines[:2] == ["macaddr_acl=2", "wpa_psk_radius=2"]
+    assert "auth_server_shared_secret=s3cret" in lines

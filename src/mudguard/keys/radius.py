@@ -27,7 +27,14 @@ from pyrad.dictionary import Dictionary
 from mudguard.errors import MudguardError
 from mudguard.keys.core import KeyFormatError, PskEntry, normalise_mac
 
-__all__ = ["RadiusConfig", "RadiusError", "RadiusServer", "answer", "radius_dictionary"]
+__all__ = [
+    "RadiusConfig",
+    "RadiusError",
+    "RadiusServer",
+    "answer",
+    "hostapd_radius_config",
+    "radius_dictionary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +122,20 @@ def answer(data: bytes, secret: bytes, lookup: Callable[[str], PskEntry | None],
         reply.AddAttribute(f"Tunnel-Medium-Type:{_TAG}", "IEEE-802")
         reply.AddAttribute(f"Tunnel-Private-Group-Id:{_TAG}", str(entry.vlan))
     return reply.ReplyPacket(), f"accept {mac} keyid={entry.keyid}"
+
+
+def hostapd_radius_config(host: str, port: int, secret: bytes, *,
+                          own_ip: str = "127.0.0.1") -> str:
+    """The hostapd.conf lines that make hostapd ask this server for each station's key:
+    ``macaddr_acl=2`` (ask RADIUS per MAC) and ``wpa_psk_radius=2`` (the PSK must come
+    from the Tunnel-Password). hostapd.conf then holds the secret: write it 0600."""
+    text = secret.decode("ascii", errors="replace")
+    if not text or any(not 0x21 <= ord(ch) <= 0x7E for ch in text):
+        raise RadiusError("the shared secret must be printable ASCII without spaces")
+    return "".join(f"{line}\n" for line in (
+        "macaddr_acl=2", "wpa_psk_radius=2", f"auth_server_addr={host}",
+        f"auth_server_port={int(port)}", f"auth_server_shared_secret={text}",
+        f"own_ip_addr={own_ip}", "nas_identifier=mudguard"))
 
 
 class RadiusServer:
