@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,7 @@ class Guard:
         self.policy.write_text(json.dumps(policy))
         self.log = Path(self.dir, "guard.log")
         self.proc: subprocess.Popen[str] | None = None
+        self.log_text = ""
 
     def __enter__(self) -> Guard:
         if self.own_table:
@@ -172,6 +174,8 @@ class Guard:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        self.log_text = self.log.read_text()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def elements(self, name: str, family: int) -> set[tuple[str, str]]:
         """The set's elements as (device, remote) pairs, read back from the kernel."""
@@ -187,7 +191,8 @@ class Guard:
         return [(e["timeout"], e["expires"]) for e in _elems(out) if "timeout" in e]
 
     def stderr(self) -> str:
-        return self.log.read_text()
+        return self.log_text if self.proc and self.proc.poll() is not None else (
+            self.log.read_text())
 
 
 def _elems(out: str) -> list[dict[str, Any]]:

@@ -334,7 +334,11 @@ class DnsServer:
             self._spawn(self._forward_tcp(cmd))
             return
         family = socket.AF_INET6 if ":" in self.upstream.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)  # EMFILE under a flood
+        except OSError as exc:
+            log.warning("no socket for an upstream query: %s", exc)
+            return  # the core's timer answers SERVFAIL
         try:
             sock.setblocking(False)
             sock.connect((self.upstream.address, self.upstream.port))
@@ -342,7 +346,7 @@ class DnsServer:
         except OSError as exc:
             sock.close()
             log.warning("upstream send failed: %s", exc)
-            return  # the core's timer answers SERVFAIL
+            return
         self._upstream_socks[cmd.query_id] = sock
         self.loop.add_reader(sock.fileno(), self._upstream_readable, cmd.query_id, sock)
 
