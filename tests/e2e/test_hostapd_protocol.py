@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from mudguard.keys.core import ONBOARDING_MAC, BindingOutcome, parse_psk_file
-from mudguard.keys.hostapd import HostapdControl, HostapdError, HostapdEvents
+from mudguard.keys.hostapd import (
+    HostapdControl,
+    HostapdError,
+    HostapdEvents,
+    HostapdNotRunning,
+)
 from mudguard.keys.ring import KeyRing
 from mudguard.keys.service import KeyEventWatcher, KeyFiles, KeyManager
 
@@ -229,8 +234,14 @@ def test_silent_server_times_out_clearly(tmp_path: Path) -> None:
 
 
 def test_missing_socket_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(HostapdError, match="cannot reach hostapd"):
+    with pytest.raises(HostapdNotRunning, match="cannot reach hostapd"):
         HostapdControl(tmp_path / "nope")
+    stale = tmp_path / "stale"  # a socket file left by a killed hostapd
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(stale))
+    sock.close()
+    with pytest.raises(HostapdNotRunning):
+        HostapdControl(stale)
 
 
 def test_binding_events_are_also_handed_to_notify(fake: FakeHostapd, tmp_path: Path) -> None:

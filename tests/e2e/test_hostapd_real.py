@@ -166,17 +166,28 @@ def test_manager_issue_and_revoke_against_real_hostapd(hostapd: Hostapd) -> None
         assert ctrl.ping()
 
 
-def test_manager_rolls_back_when_hostapd_refuses(hostapd: Hostapd, tmp_path: Path) -> None:
-    """If hostapd cannot take the new file (here: it is gone), the ring and the file
-    roll back together: no key is half-issued."""
-    files = KeyFiles(psk_file=tmp_path / "ours", ctrl_path=hostapd.ctrl)
-    manager = KeyManager(KeyRing(tmp_path / "keys.db"), files)
+def test_stopped_hostapd_does_not_block_revocation(hostapd: Hostapd, netns: str) -> None:
+    """With hostapd stopped, issue and revoke still change the file (the truth), and the
+    restarted hostapd starts from it."""
+    files = KeyFiles(psk_file=hostapd.psk_file, ctrl_path=hostapd.ctrl)
+    manager = KeyManager(KeyRing(hostapd.dir / "keys.db"), files)
     kept = manager.issue(mac="02:00:00:00:03:01", now=1.0)
+    gone = manager.issue(mac="02:00:00:00:03:02", now=1.0)
     _stop(hostapd.proc)
-    with pytest.raises(HostapdError):
-        manager.issue(mac="02:00:00:00:03:02", now=2.0)
-    assert [r.keyid for r in manager.ring.records()] == [kept.keyid]
-    assert [e.keyid for e in parse_psk_file(files.psk_file.read_text())] == [kept.keyid]
+    assert not hostapd.ctrl.exists()
+    manager.revoke(gone.keyid)
+    added = manager.issue(mac="02:00:00:00:03:03", now=2.0)
+    assert {e.keyid for e in parse_psk_file(hostapd.psk_file.read_text())} == {
+        kept.keyid, added.keyid}
+    log = hostapd.dir / "restart.log"
+    proc = _start(netns, hostapd.dir / "hostapd.conf", log)
+    try:
+        _wait_for(hostapd.ctrl, proc, log)
+        manager.revoke(added.keyid)  # and it is told again once it runs
+        with HostapdControl(hostapd.ctrl) as ctrl:
+            assert ctrl.ping()
+    finally:
+        _stop(proc)
 
 
 def test_sae_password_lines_are_accepted_by_hostapd(tmp_path: Path, netns: str) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "HostapdControl",
     "HostapdError",
     "HostapdEvents",
+    "HostapdNotRunning",
     "file_lock",
     "write_atomic",
 ]
@@ -50,6 +51,13 @@ class HostapdError(MudguardError):
     """hostapd did not answer, or answered FAIL."""
 
     key = "hostapd_failed"
+
+
+class HostapdNotRunning(HostapdError):
+    """Nothing listens on the control socket (hostapd stopped): it will read the key
+    file when it starts, so there is nothing to tell it now."""
+
+    key = "hostapd_not_running"
 
 
 # --- atomic key files -----------------------------------------------------------------
@@ -115,7 +123,10 @@ class _CtrlSocket:
             self.sock.connect(str(ctrl_path))
         except OSError as exc:
             self.close()
-            raise HostapdError(f"cannot reach hostapd at {ctrl_path}: {exc.strerror}") from exc
+            message = f"cannot reach hostapd at {ctrl_path}: {exc.strerror}"
+            if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+                raise HostapdNotRunning(message) from exc
+            raise HostapdError(message) from exc
         self.sock.settimeout(timeout)
 
     def send(self, command: str) -> None:

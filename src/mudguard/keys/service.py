@@ -38,6 +38,7 @@ from mudguard.keys.hostapd import (
     HostapdControl,
     HostapdError,
     HostapdEvents,
+    HostapdNotRunning,
     file_lock,
     write_atomic,
 )
@@ -97,7 +98,14 @@ class KeyManager:
     def _hostapd(self, action: Callable[[HostapdControl], None]) -> None:
         if self.files.ctrl_path is None:
             return
-        with self._control(self.files.ctrl_path) as control:
+        try:
+            control = self._control(self.files.ctrl_path)
+        except HostapdNotRunning as exc:
+            # The files are the truth: a stopped hostapd reads them when it starts,
+            # so a revocation must not wait for it (nor be undone because of it).
+            log.warning("%s; the key file is written and read at its next start", exc)
+            return
+        with control:
             action(control)
 
     def _apply(self, change: Callable[[], Any], *, deauth: str | None = None) -> None:
