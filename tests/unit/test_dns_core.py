@@ -326,6 +326,16 @@ def test_outstanding_queries_are_capped() -> None:
     assert answer_of(book.ask(query("c.example.com"), DEV_A[0])).rcode() == dns.rcode.SERVFAIL
 
 
+def test_one_flooding_device_cannot_starve_the_others() -> None:
+    book = Playbook(make_guard(GuardConfig(max_outstanding_per_client=3)))
+    fwds = [book.forwarded(query(f"n{i}.example.com"), DEV_A[0]) for i in range(3)]
+    assert answer_of(book.ask(query("n9.example.com"), DEV_A[0])).rcode() == dns.rcode.REFUSED
+    book.forwarded(query("n9.example.com"), DEV_B[0])  # another device is still served
+    answer_of(book.guard.handle_upstream(reply_to(fwds[0], []), NOW))  # one slot frees up
+    book.forwarded(query("n9.example.com"), DEV_A[0])
+    assert book.guard.handle_timer(NOW + 60) and book.guard._per_client == {}
+
+
 # ------------------------------------------------------------------ cache and refresh
 
 

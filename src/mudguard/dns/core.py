@@ -157,6 +157,8 @@ class GuardConfig:
     """An upstream query unanswered for this long gets SERVFAIL."""
     max_outstanding: int = 4096
     """Cap on upstream queries in flight; beyond it devices get SERVFAIL."""
+    max_outstanding_per_client: int = 256
+    """Cap per device address: one flooding device cannot starve the others."""
     cache_size: int = 1024
     """Positive A/AAAA answers kept (0 disables the cache)."""
     insert: bool = True
@@ -235,6 +237,7 @@ class DnsGuard:
     _devices: dict[str, _Device] = field(default_factory=dict, init=False)
     _by_address: dict[str, str] = field(default_factory=dict, init=False)
     _outstanding: dict[int, _Outstanding] = field(default_factory=dict, init=False)
+    _per_client: dict[str, int] = field(default_factory=dict, init=False)
     _pending: dict[int, _PendingFill] = field(default_factory=dict, init=False)
     _cache: OrderedDict[tuple[str, int, int, bool], _CacheEntry] = field(
         default_factory=OrderedDict, init=False)
@@ -353,7 +356,7 @@ class DnsGuard:
         """Expire upstream queries past their deadline (SERVFAIL) and stale cache entries."""
         commands: list[Command] = []
         for query_id in [q for q, o in self._outstanding.items() if o.deadline <= now]:
-            out = self._outstanding.pop(query_id)
+            out = self._pop_outstanding(query_id)
             commands.append(self._error(out.query, out.client, dns.rcode.SERVFAIL, out.tcp))
         for key in [k for k, e in self._cache.items() if e.stored_at + e.ttl <= now]:
             del self._cache[key]
@@ -399,6 +402,8 @@ class DnsGuard:
         if len(self._outstanding) >= self.config.max_outstanding:
             log.warning("too many upstream queries in flight; SERVFAIL to %s", client[0])
             return [self._error(query, client, dns.rcode.SERVFAIL, tcp)]
+        if self._per_client.get(client[0], 0) >= self.config.max_outstanding_per_client:
+            return [self._error(query, client, dns.rcode.REFUSED, tcp)]
         return [self._forward(query, client, now, tcp)]
 
     def _forward(self, query: dns.message.Message, client: Client, now: float,
@@ -411,11 +416,21 @@ class DnsGuard:
             q.name, q.rdtype, q.rdclass, use_edns=0, payload=UPSTREAM_PAYLOAD,
             want_dnssec=bool(query.ednsflags & dns.flags.DO), id=query_id,
             flags=int(query.flags & dns.flags.RD) | int(query.flags & dns.flags.CD))
+        self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
         self._outstanding[query_id] = _Outstanding(
             client, query, (q.name, q.rdtype, q.rdclass), tcp,
             now + self.config.upstream_timeout_s)
         self.counters.forwarded += 1
         return ForwardUpstream(upstream.to_wire(), query_id, tcp)
+
+    def _pop_outstanding(self, query_id: int) -> _Outstanding:
+        out = self._outstanding.pop(query_id)
+        left = self._per_client[out.client[0]] - 1
+        if left:
+            self._per_client[out.client[0]] = left
+        else:
+            del self._per_client[out.client[0]]
+        return out
 
     def _fresh_id(self) -> int:
         for _ in range(64):
@@ -443,7 +458,7 @@ class DnsGuard:
         rq = response.question[0]
         if (rq.name, rq.rdtype, rq.rdclass) != out.question:
             return self._drop("upstream reply for another question")
-        del self._outstanding[query_id]
+        self._pop_outstanding(query_id)
         self._cache_put(out.query, response, now)
         return self._answer(out.query, out.client, _Fresh(response, 0), out.tcp)
 

@@ -253,8 +253,7 @@ class DnsServer:
                 size = struct.unpack("!H", await asyncio.wait_for(
                     reader.readexactly(2), TCP_IDLE_S))[0]
                 data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_S)
-                self._run(self.guard.handle_query(data, client, self.loop.time(), tcp=True),
-                          client)
+                self._run(self.guard.handle_query(data, client, self.loop.time(), tcp=True))
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
             pass
         finally:
