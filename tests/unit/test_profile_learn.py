@@ -264,3 +264,18 @@ def test_tables_are_bounded(tmp_path: Path) -> None:
     obs = observer.finish()
     assert len(obs.services) + len(obs.datagrams) == 3
     assert obs.overflow > 0
+
+
+def test_fast_path_equals_the_general_path(corpus: Path, tmp_path: Path) -> None:
+    from mudguard.profile.capture import dns_answers, read_frames
+
+    captures = [corpus / "pcap" / "madea-smarthome" / MADEA_FIRST,
+                corpus / "pcap" / "smartercoffee" / "Setup-A-8-STA.pcap",
+                write_capture(tmp_path / "h.pcapng", home_frames(), ng=True)]
+    for capture in captures:
+        for device in (None, bytes.fromhex("d80d1733c252"), bytes.fromhex("02000000000a")):
+            general = Observer(device=device)
+            general.add_all(read_packets(capture))
+            fast = Observer(device=device)
+            fast.add_frames(read_frames(capture), dns=dns_answers)
+            assert fast.finish() == general.finish(), (capture.name, device)

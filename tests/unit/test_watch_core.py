@@ -251,3 +251,17 @@ def test_watcher_names_remotes_and_survives_callback_bugs() -> None:
     watcher.on_event = seen.append
     watcher.handle(out("192.0.2.99"))
     assert seen and seen[0].remote_name is None
+
+
+def test_pure_parts_import_no_io_modules() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nbefore = set(sys.modules)\n"
+            "import mudguard.watch, mudguard.watch.nflog, mudguard.watch.tracker\n"
+            "import mudguard.profile.core\n"
+            "print(' '.join(sorted(set(sys.modules) - before)))\n")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    forbidden = ("asyncio", "socket", "sqlite3", "subprocess", "nftables", "pyroute2", "dpkt")
+    assert [m for m in loaded if m.split(".")[0] in forbidden] == []

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from mudguard.mud import parse_mud
 from mudguard.policy import decide
-from mudguard.profile.capture import CaptureError, CaptureStats, read_packets
+from mudguard.profile.capture import CaptureError, CaptureStats, dns_answers, read_frames
 from mudguard.profile.core import (
     LearnOptions,
     NoTrafficError,
@@ -83,7 +83,8 @@ def observe(path: Path, device: bytes | None, quiet: bool) -> tuple[Observations
     observer = Observer(device=device)
     try:
         with _progress(path, quiet) as progress:
-            observer.add_all(read_packets(path, stats=stats, progress=progress))
+            frames = read_frames(path, stats=stats, progress=progress)
+            stats.non_ip += observer.add_frames(frames, dns=dns_answers)
     except CaptureError as exc:
         raise _fail(str(exc), 1) from exc
     obs = observer.finish()

@@ -1,12 +1,11 @@
 """Adapter: stream packets out of pcap and pcapng files, in bounded memory.
 
-The file is read in 1 MiB chunks; records are cut out with ``struct`` and only the
-headers the profile needs are decoded (Ethernet, 802.1Q, IPv4, IPv6 with its
-extension headers, TCP/UDP ports and flags, ICMP type/code). DNS responses are
-decoded with dpkt. dpkt's own pcapng reader builds an object per block and ran at
-~0.18 M packets/s here, which is why the container is cut by hand (a few times
-faster); its formats are simple and documented (pcap: the libpcap file format;
-pcapng: draft-ietf-opsawg-pcapng).
+The file is read in 1 MiB chunks and records are cut out with ``struct``; the pure
+core (``profile.core.decode_ethernet`` and ``Observer.add_frames``) decodes only the
+headers the profile needs. DNS responses are decoded here, with dpkt. dpkt's own
+pcapng reader builds an object per block and ran at ~0.18 M packets/s here, which is
+why the container is cut by hand (a few times faster); its formats are simple and
+documented (pcap: the libpcap file format; pcapng: draft-ietf-opsawg-pcapng).
 
 Malformed input never raises past ``CaptureError`` (a clear message naming the
 offset); a truncated packet is skipped and counted, never guessed.
@@ -22,7 +21,7 @@ from typing import BinaryIO
 import dpkt
 
 from mudguard.errors import RemoteInputError
-from mudguard.profile.core import RawPacket
+from mudguard.profile.core import RawPacket, decode_ethernet
 
 CHUNK = 1 << 20
 MAX_RECORD = 1 << 24  # no legitimate block is bigger; a bigger length means corruption
@@ -32,8 +31,6 @@ PCAP_MAGICS = {
     b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-_EXT_HEADERS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
-_FRAGMENT = 44
 
 
 class CaptureError(RemoteInputError):
@@ -54,9 +51,11 @@ class CaptureStats:
         self.bytes_read = 0
 
 
-def read_packets(path: Path, *, stats: CaptureStats | None = None,
-                 progress: Callable[[int], None] | None = None) -> Iterator[RawPacket]:
-    """Yield every IP packet of a pcap or pcapng file (Ethernet link type).
+def read_frames(path: Path, *, stats: CaptureStats | None = None,
+                progress: Callable[[int], None] | None = None
+                ) -> Iterator[tuple[float, bytes, int]]:
+    """Yield ``(timestamp, Ethernet frame, original length)`` for every packet of a pcap or
+    pcapng file (Ethernet link type only).
 
     Args:
         path: the capture file.
@@ -77,13 +76,25 @@ def read_packets(path: Path, *, stats: CaptureStats | None = None,
             frames = _pcapng_frames(fh, stats, progress)
         else:
             raise CaptureError(f"{path.name}: not a pcap or pcapng file")
-        for ts, frame, length in frames:
+        for record in frames:
             stats.records += 1
-            packet = decode_ethernet(ts, frame, length)
-            if packet is None:
-                stats.non_ip += 1
-            else:
-                yield packet
+            yield record
+
+
+def read_packets(path: Path, *, stats: CaptureStats | None = None,
+                 progress: Callable[[int], None] | None = None) -> Iterator[RawPacket]:
+    """Yield every IP packet of a capture, decoded (``decode_ethernet``, DNS with dpkt).
+
+    ``Observer.add_frames(read_frames(...), dns=dns_answers)`` does the same work
+    faster; this is the general form for other consumers.
+    """
+    stats = stats if stats is not None else CaptureStats()
+    for ts, frame, length in read_frames(path, stats=stats, progress=progress):
+        packet = decode_ethernet(ts, frame, length, dns_answers)
+        if packet is None:
+            stats.non_ip += 1
+        else:
+            yield packet
 
 
 def _chunks(fh: BinaryIO, stats: CaptureStats,
@@ -140,7 +151,8 @@ def _pcapng_frames(fh: BinaryIO, stats: CaptureStats, progress: Callable[[int], 
         offset = 0
         end = len(buf)
         while offset + 12 <= end:
-            if buf[offset:offset + 4] == PCAPNG_MAGIC:  # section header: byte order may change
+            btype, blen = struct.unpack_from(endian + "II", buf, offset)
+            if btype == 0x0A0D0D0A:  # section header (a palindrome): byte order may change
                 magic = buf[offset + 8:offset + 12]
                 if magic == b"\x4d\x3c\x2b\x1a":
                     endian = "<"
@@ -149,7 +161,7 @@ def _pcapng_frames(fh: BinaryIO, stats: CaptureStats, progress: Callable[[int], 
                 else:
                     raise CaptureError("pcapng section header with a bad byte-order magic")
                 interfaces = []
-            btype, blen = struct.unpack_from(endian + "II", buf, offset)
+                blen = struct.unpack_from(endian + "I", buf, offset + 4)[0]
             if blen < 12 or blen % 4 or blen > MAX_RECORD:
                 raise CaptureError(f"corrupt pcapng block (length {blen}) near byte "
                                    f"{stats.bytes_read - end + offset}")
@@ -193,64 +205,6 @@ def _interface(buf: bytes, body: int, end: int, endian: str) -> tuple[int, float
             unit = 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0 ** -value
         pos += 4 + ((length + 3) & ~3)
     return linktype, unit
-
-
-def decode_ethernet(ts: float, frame: bytes, length: int) -> RawPacket | None:
-    """Decode one Ethernet frame's headers; None if it is not an IP packet we can read."""
-    if len(frame) < 34:
-        return None
-    ethertype = (frame[12] << 8) | frame[13]
-    l3 = 14
-    if ethertype == 0x8100 or ethertype == 0x88A8:  # one VLAN tag (or a QinQ outer tag)
-        ethertype = (frame[16] << 8) | frame[17]
-        l3 = 18
-    if ethertype == 0x0800:
-        ihl = (frame[l3] & 0x0F) * 4
-        if ihl < 20 or len(frame) < l3 + ihl:
-            return None
-        proto = frame[l3 + 9]
-        src, dst = frame[l3 + 12:l3 + 16], frame[l3 + 16:l3 + 20]
-        if frame[l3 + 6] & 0x1F or frame[l3 + 7]:  # a later fragment: no L4 header
-            return RawPacket(ts, frame[6:12], frame[0:6], src, dst, proto, 0, 0, 0, length)
-        l4 = l3 + ihl
-    elif ethertype == 0x86DD:
-        if len(frame) < l3 + 40:
-            return None
-        src, dst = frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40]
-        proto, l4 = _ipv6_upper(frame, frame[l3 + 6], l3 + 40)
-    else:
-        return None
-    return _transport(ts, frame, length, src, dst, proto, l4)
-
-
-def _ipv6_upper(frame: bytes, proto: int, pos: int) -> tuple[int, int]:
-    for _ in range(8):  # bounded walk over extension headers
-        if proto in _EXT_HEADERS and len(frame) >= pos + 2:
-            proto, pos = frame[pos], pos + (frame[pos + 1] + 1) * 8
-        elif proto == _FRAGMENT and len(frame) >= pos + 8:
-            if (frame[pos + 2] << 8 | frame[pos + 3]) & 0xFFF8:
-                return frame[pos], len(frame)  # a later fragment: no L4 header
-            proto, pos = frame[pos], pos + 8
-        else:
-            break
-    return proto, pos
-
-
-def _transport(ts: float, frame: bytes, length: int, src: bytes, dst: bytes, proto: int,
-               l4: int) -> RawPacket:
-    a = b = flags = 0
-    dns = None
-    if proto == 6 or proto == 17:
-        if len(frame) >= l4 + 4:
-            a = (frame[l4] << 8) | frame[l4 + 1]
-            b = (frame[l4 + 2] << 8) | frame[l4 + 3]
-        if proto == 6 and len(frame) >= l4 + 14:
-            flags = frame[l4 + 13]
-        elif proto == 17 and a == 53:
-            dns = dns_answers(frame[l4 + 8:])
-    elif (proto == 1 or proto == 58) and len(frame) >= l4 + 2:
-        a, b = frame[l4], frame[l4 + 1]
-    return RawPacket(ts, frame[6:12], frame[0:6], src, dst, proto, a, b, flags, length, dns)
 
 
 def dns_answers(payload: bytes) -> tuple[tuple[str, bytes], ...] | None:

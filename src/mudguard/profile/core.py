@@ -28,7 +28,7 @@ exhaust memory; the reader streams.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -48,6 +48,8 @@ ICMP_ANSWERS = {4: frozenset({0, 3, 4, 5, 11, 12, 14, 16, 18}),
                 6: frozenset({1, 2, 3, 4, 129})}
 ICMP_ECHO_REPLY = {(4, 8): 0, (6, 128): 129}
 BROADCAST_MAC = b"\xff" * 6
+DnsDecoder = Callable[[bytes], "tuple[tuple[str, bytes], ...] | None"]
+_UNSPECIFIED = frozenset({bytes(4), bytes(16)})
 
 
 class RawPacket(NamedTuple):
@@ -166,6 +168,79 @@ class Observer:
         for packet in packets:
             self.add(packet)
 
+    def add_frames(self, frames: Iterable[tuple[float, bytes, int]],
+                   dns: DnsDecoder | None = None) -> int:
+        """Add Ethernet frames ``(timestamp, frame, original length)``; return how many
+        were not IP.
+
+        Same result as ``add(decode_ethernet(...))`` for every frame (a test holds
+        them equal), but the bulk of a capture (unfragmented IPv4 TCP/UDP, no DNS or
+        DHCP answer) is folded in one loop without building a ``RawPacket``: about
+        twice as fast on a large capture. Everything else takes the general path.
+        """
+        device, limits = self.device, self.limits
+        services, conns, senders = self._services, self._conns, self._mac_packets
+        addresses, datagrams = self._mac_addresses, self._datagrams
+        non_ip = 0
+        for ts, frame, length in frames:
+            if device is not None and frame[6:12] != device and frame[0:6] != device:
+                continue
+            if (len(frame) < 54 or frame[12] != 0x08 or frame[13] != 0x00 or frame[14] != 0x45
+                    or frame[23] not in (6, 17) or frame[20] & 0x3F or frame[21]
+                    or (frame[23] == 17 and frame[34] == 0 and frame[35] in (53, 67))):
+                packet = decode_ethernet(ts, frame, length, dns)
+                if packet is None:
+                    non_ip += 1
+                else:
+                    self.add(packet)
+                continue
+            # IPv4, 20-byte header, not a fragment, TCP or UDP, not from port 53/67/547.
+            self.packets += 1
+            if self.first_ts is None:
+                self.first_ts = ts
+            self.last_ts = ts
+            src_mac, dst_mac = frame[6:12], frame[0:6]
+            src, dst = frame[26:30], frame[30:34]
+            if not src_mac[0] & 1:
+                senders[src_mac] = senders.get(src_mac, 0) + 1
+                own = addresses.get(src_mac)
+                if own is None:
+                    own = addresses[src_mac] = set()
+                if (src not in own and len(own) < limits.addresses_per_mac
+                        and src not in _UNSPECIFIED):
+                    own.add(src)
+            proto = frame[23]
+            sport = (frame[34] << 8) | frame[35]
+            dport = (frame[36] << 8) | frame[37]
+            flags = frame[47] if proto == TCP else 0
+            forward = (src, sport) <= (dst, dport)
+            key = (src, sport, dst, dport, proto) if forward else (dst, dport, src, sport, proto)
+            opening = proto == TCP and flags & (SYN | ACK) == SYN
+            first_is_client = conns.get(key)
+            if first_is_client is None or opening:
+                first_is_client = _sender_is_client(proto, sport, dport, flags) == forward
+                if len(conns) >= limits.connections:
+                    del conns[next(iter(conns))]
+                conns[key] = first_is_client
+            if first_is_client == forward:
+                skey = (src_mac, dst_mac, src, dst, proto, dport)
+                client_port = sport
+            else:
+                skey = (dst_mac, src_mac, dst, src, proto, sport)
+                client_port = dport
+            stats = services.get(skey)
+            if stats is None:
+                if len(services) + len(datagrams) >= limits.services:
+                    self.overflow += 1
+                    continue
+                stats = services[skey] = _Stats(ts, client_port)
+            stats.packets += 1
+            stats.bytes += length
+            stats.last = ts
+            if opening:
+                stats.opened = True
+        return non_ip
+
     def add(self, p: RawPacket) -> None:
         """Add one packet."""
         device = self.device
@@ -187,11 +262,16 @@ class Observer:
         mac = p.src_mac
         if mac[0] & 1:  # group (multicast/broadcast) bit: not a device
             return
-        self._mac_packets[mac] = self._mac_packets.get(mac, 0) + 1
-        if any(p.src) and p.src[0] != 0xFE:  # not unspecified, not IPv6 link-local
-            addrs = self._mac_addresses.setdefault(mac, set())
-            if len(addrs) < self.limits.addresses_per_mac:
-                addrs.add(p.src)
+        counts = self._mac_packets
+        counts[mac] = counts.get(mac, 0) + 1
+        src = p.src
+        addrs = self._mac_addresses.get(mac)
+        if addrs is None:
+            addrs = self._mac_addresses[mac] = set()
+        if (src not in addrs and len(addrs) < self.limits.addresses_per_mac
+                and src not in _UNSPECIFIED
+                and not (len(src) == 16 and src[0] == 0xFE)):  # not ::/0.0.0.0, link-local
+            addrs.add(src)
 
     def _add_service(self, p: RawPacket) -> None:
         src, dst, sport, dport, proto = p.src, p.dst, p.a, p.b, p.proto
@@ -286,6 +366,75 @@ def _sender_is_client(proto: int, sport: int, dport: int, flags: int) -> bool:
     # Mid-stream TCP: the low port is the server's. Otherwise conntrack's rule:
     # the first packet's sender opened the flow.
     return not (proto == TCP and sport < 1024 <= dport)
+
+
+# -- decoding Ethernet frames (pure: bytes in) ------------------------------------------------
+
+_EXT_HEADERS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
+_FRAGMENT = 44
+
+
+def decode_ethernet(ts: float, frame: bytes, length: int, dns: DnsDecoder | None = None
+                    ) -> RawPacket | None:
+    """Decode one Ethernet frame's headers; None if it is not an IP packet we can read.
+
+    ``dns`` decodes the payload of UDP packets from port 53 (see ``RawPacket.dns``).
+    """
+    if len(frame) < 34:
+        return None
+    ethertype = (frame[12] << 8) | frame[13]
+    l3 = 14
+    if ethertype == 0x8100 or ethertype == 0x88A8:  # one VLAN tag (or a QinQ outer tag)
+        ethertype = (frame[16] << 8) | frame[17]
+        l3 = 18
+    if ethertype == 0x0800:
+        ihl = (frame[l3] & 0x0F) * 4
+        if ihl < 20 or len(frame) < l3 + ihl:
+            return None
+        proto = frame[l3 + 9]
+        src, dst = frame[l3 + 12:l3 + 16], frame[l3 + 16:l3 + 20]
+        if frame[l3 + 6] & 0x1F or frame[l3 + 7]:  # a later fragment: no L4 header
+            return RawPacket(ts, frame[6:12], frame[0:6], src, dst, proto, 0, 0, 0, length)
+        l4 = l3 + ihl
+    elif ethertype == 0x86DD:
+        if len(frame) < l3 + 40:
+            return None
+        src, dst = frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40]
+        proto, l4 = _ipv6_upper(frame, frame[l3 + 6], l3 + 40)
+    else:
+        return None
+    return _transport(ts, frame, length, src, dst, proto, l4, dns)
+
+
+def _ipv6_upper(frame: bytes, proto: int, pos: int) -> tuple[int, int]:
+    for _ in range(8):  # bounded walk over extension headers
+        if proto in _EXT_HEADERS and len(frame) >= pos + 2:
+            proto, pos = frame[pos], pos + (frame[pos + 1] + 1) * 8
+        elif proto == _FRAGMENT and len(frame) >= pos + 8:
+            if (frame[pos + 2] << 8 | frame[pos + 3]) & 0xFFF8:
+                return frame[pos], len(frame)  # a later fragment: no L4 header
+            proto, pos = frame[pos], pos + 8
+        else:
+            break
+    return proto, pos
+
+
+def _transport(ts: float, frame: bytes, length: int, src: bytes, dst: bytes, proto: int,
+               l4: int, decoder: DnsDecoder | None) -> RawPacket:
+    a = b = flags = 0
+    dns = None
+    if proto == 6 or proto == 17:
+        if len(frame) >= l4 + 4:
+            a = (frame[l4] << 8) | frame[l4 + 1]
+            b = (frame[l4 + 2] << 8) | frame[l4 + 3]
+        if proto == 6 and len(frame) >= l4 + 14:
+            flags = frame[l4 + 13]
+        elif proto == 17 and a == 53 and decoder is not None:
+            dns = decoder(frame[l4 + 8:])
+    elif (proto == 1 or proto == 58) and len(frame) >= l4 + 2:
+        a, b = frame[l4], frame[l4 + 1]
+    return RawPacket(ts, frame[6:12], frame[0:6], src, dst, proto, a, b, flags, length, dns)
+
 
 
 # -- helpers on addresses ----------------------------------------------------------------
