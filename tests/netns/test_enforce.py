@@ -6,6 +6,7 @@ both directions, over IPv4 and IPv6.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -81,7 +82,7 @@ def _gateway(prefix: str, devices: int, **ctx: object) -> Iterator[Gateway]:
 
 @pytest.fixture
 def gw() -> Iterator[Gateway]:
-    yield from _gateway("mgeE", 3, controllers={
+    yield from _gateway(f"mgeE{os.getpid() % 1000}", 3, controllers={
         "https://controller.nist.local": (MFG4,)},
         my_controllers={"https://iot-device.example.com/my-controller": (MFG4, MFG6)})
 
@@ -289,7 +290,7 @@ def _send_one(source: str, dest: str, port: int) -> None:
 
 
 def test_new_connection_rate_cap() -> None:
-    for gw in _gateway("mgeR", 1, new_conn_rate=5, new_conn_burst=5):
+    for gw in _gateway(f"mgeR{os.getpid() % 1000}", 1, new_conn_rate=5, new_conn_burst=5):
         h, d0 = gw.home, gw.d[0]
         gw.trust(d0)
         passed = h.call(d0.ns, _burst_of_udp, CLOUD4, 5683, 40)

@@ -23,6 +23,7 @@ what differs; a missing or foreign base table is reinstalled whole.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,10 +48,11 @@ from mudguard.policy import (
     compile_base,
     compile_device_record,
     decide,
-    dependents,
     device_chain,
     fingerprint_comment,
+    identity_refs,
     map_element,
+    peer_refs,
     remove_device_commands,
 )
 
@@ -98,6 +100,11 @@ class _Entry:
     installed: Installed
     mud: MudFile | None = None
     grants: tuple[Grant, ...] = ()
+    refs: frozenset[tuple[str, str]] = frozenset()  # other devices its rules name
+
+    def __post_init__(self) -> None:
+        if not self.refs:
+            self.refs = peer_refs(self.policy)
 
 
 class Enforcer:
@@ -110,6 +117,7 @@ class Enforcer:
         self._home_default: HomeDefault = home_default
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._owner: dict[str, str] = {}  # address -> MAC whose in chain it maps to
 
     # -- state ------------------------------------------------------------------------------
 
@@ -136,12 +144,15 @@ class Enforcer:
         context = self._context_with(p.device for p in policies)
         cmds = compile_base(context)
         entries: dict[str, _Entry] = {}
+        sets: set[str] = set()
         for policy in policies:
-            device_cmds, record = compile_device_record(policy, context)
+            device_cmds, record = compile_device_record(policy, context, existing_sets=sets)
+            sets.update(record.dns_sets)
             cmds += device_cmds
             entries[record.mac] = _Entry(policy=policy, installed=record)
         self._nft.apply(cmds)
         self._entries = entries
+        self._reindex()
 
     # -- one device ---------------------------------------------------------------------------
 
@@ -165,14 +176,20 @@ class Enforcer:
         context = self._context_with([policy.device], replacing=mac)
         cmds: list[NftCommand] = self._steal_addresses(policy.device)
         device_cmds, record = compile_device_record(
-            policy, context, previous=old.installed if old else None)
+            policy, context, previous=old.installed if old else None,
+            existing_sets=self._sets())
         cmds += device_cmds
         updates = {mac: _Entry(policy=policy, installed=record, mud=mud, grants=tuple(grants))}
         if old is None or _identity(old.policy.device) != _identity(policy.device):
             updates.update(self._recompile_dependents(policy.device, context, cmds))
         self._nft.apply(cmds)
+        self._drop_stolen(record)
         self._entries.update(updates)
-        self._drop_stolen(policy.device)
+        if old is not None:
+            for address in old.installed.ipv4 + old.installed.ipv6:
+                self._owner.pop(address, None)
+        for address in record.ipv4 + record.ipv6:
+            self._owner[address] = mac
 
     def remove_device(self, mac: str) -> None:
         """Remove every rule and map entry of the device (idempotent)."""
@@ -187,8 +204,14 @@ class Enforcer:
         self._nft.apply(cmds)
         del self._entries[mac]
         self._entries.update(updates)
+        for address in entry.installed.ipv4 + entry.installed.ipv6:
+            if self._owner.get(address) == mac:
+                del self._owner[address]
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _sets(self) -> set[str]:
+        return {name for e in self._entries.values() for name in e.installed.dns_sets}
 
     def _context_with(self, devices: Iterable[DeviceFacts], *,
                       replacing: str | None = None) -> HomeContext:
@@ -197,39 +220,44 @@ class Enforcer:
             known[device.mac.lower()] = device
         return dataclasses.replace(self._base_context, devices=tuple(known.values()))
 
+    def _reindex(self) -> None:
+        self._owner = {address: mac for mac, e in self._entries.items()
+                       for address in e.installed.ipv4 + e.installed.ipv6}
+
     def _steal_addresses(self, device: DeviceFacts) -> list[NftCommand]:
         """Unmap addresses that another device held before (DHCP gave them out again)."""
+        mac = device.mac.lower()
+        lost4 = sorted(a for a in _canon(device.ipv4) if self._owner.get(a, mac) != mac)
+        lost6 = sorted(a for a in _canon(device.ipv6) if self._owner.get(a, mac) != mac)
         cmds: list[NftCommand] = []
-        wanted4, wanted6 = set(device.ipv4), set(device.ipv6)
-        for mac, entry in self._entries.items():
-            if mac == device.mac.lower():
-                continue
-            lost4 = sorted(wanted4 & set(entry.installed.ipv4))
-            lost6 = sorted(wanted6 & set(entry.installed.ipv6))
-            if lost4:
-                cmds.append(map_element("delete", IN_DISPATCH4, lost4, None))
-            if lost6:
-                cmds.append(map_element("delete", IN_DISPATCH6, lost6, None))
+        if lost4:
+            cmds.append(map_element("delete", IN_DISPATCH4, lost4, None))
+        if lost6:
+            cmds.append(map_element("delete", IN_DISPATCH6, lost6, None))
         return cmds
 
-    def _drop_stolen(self, device: DeviceFacts) -> None:
-        for mac, entry in self._entries.items():
-            if mac == device.mac.lower():
+    def _drop_stolen(self, record: Installed) -> None:
+        """Forget, in the other devices' records, the addresses ``record`` now holds."""
+        for address in record.ipv4 + record.ipv6:
+            owner = self._owner.get(address)
+            if owner is None or owner == record.mac or owner not in self._entries:
                 continue
+            entry = self._entries[owner]
             rec = entry.installed
-            keep4 = tuple(a for a in rec.ipv4 if a not in device.ipv4)
-            keep6 = tuple(a for a in rec.ipv6 if a not in device.ipv6)
-            if (keep4, keep6) != (rec.ipv4, rec.ipv6):
-                entry.installed = dataclasses.replace(rec, ipv4=keep4, ipv6=keep6)
+            entry.installed = dataclasses.replace(
+                rec, ipv4=tuple(a for a in rec.ipv4 if a != address),
+                ipv6=tuple(a for a in rec.ipv6 if a != address))
 
     def _recompile_dependents(self, changed: DeviceFacts, context: HomeContext,
                               cmds: list[NftCommand]) -> dict[str, _Entry]:
         updates: dict[str, _Entry] = {}
-        policies = [e.policy for e in self._entries.values()]
-        for mac in dependents(policies, changed):
-            entry = self._entries[mac]
+        keys = identity_refs(changed)
+        for mac, entry in self._entries.items():
+            if mac == changed.mac.lower() or not (entry.refs & keys):
+                continue
             device_cmds, record = compile_device_record(entry.policy, context,
-                                                        previous=entry.installed)
+                                                        previous=entry.installed,
+                                                        existing_sets=self._sets())
             cmds += device_cmds
             updates[mac] = dataclasses.replace(entry, installed=record)
         return updates
@@ -273,11 +301,17 @@ class Enforcer:
         if cmds:
             self._nft.apply(cmds)
         self._entries = wanted
+        self._reindex()
         return report
 
 
 def _identity(device: DeviceFacts) -> tuple[Any, ...]:
-    return (device.ipv4, device.ipv6, device.mud_url, device.state)
+    """What other devices' compiled rules depend on (addresses, MUD URL, being present)."""
+    return (device.ipv4, device.ipv6, device.mud_url, device.state is LifecycleState.FORGOTTEN)
+
+
+def _canon(addresses: Iterable[str]) -> list[str]:
+    return [str(ipaddress.ip_address(a)) for a in addresses]
 
 
 @dataclass(slots=True)

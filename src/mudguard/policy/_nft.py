@@ -42,7 +42,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -417,11 +417,17 @@ def map_element(cmd: str, map_name: str, keys: Sequence[str], chain: str | None)
                               "elem": elems}}}
 
 
-def dns_set_commands(names: Iterable[str]) -> list[NftCommand]:
-    """``add set`` commands (idempotent) for the table-wide sets of these DNS names."""
+def dns_set_commands(names: Iterable[str], *,
+                     existing: Collection[str] = ()) -> list[NftCommand]:
+    """``add set`` commands (idempotent) for the table-wide sets of these DNS names.
+
+    Sets named in ``existing`` are left out (they are installed already).
+    """
     cmds: list[NftCommand] = []
     for name in sorted(set(names)):
         for family, addr in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            if dns_set_name(name, family) in existing:
+                continue
             cmds.append({"add": {"set": {"family": FAMILY, "table": TABLE,
                                          "name": dns_set_name(name, family),
                                          "type": [addr, addr], "flags": ["timeout"]}}})
@@ -452,13 +458,19 @@ def compile_device(policy: DevicePolicy, context: HomeContext, *,
 
 def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
                           previous: Installed | None = None,
+                          existing_sets: Collection[str] = (),
                           ) -> tuple[list[NftCommand], Installed]:
     """The batch for one device and the record of what it installs (pure).
 
     The base table (``compile_base``) must already be installed. ``previous`` is
-    what was installed for this device before (its stale addresses are unmapped).
-    Each chain is added, flushed and refilled in the same batch, so the kernel
-    swaps the old rules for the new ones atomically.
+    what was installed for this device before: its stale addresses are unmapped,
+    and map entries it already has are not sent again. ``existing_sets`` are DNS
+    sets already in the table. Each chain is added, flushed and refilled in the
+    same batch, so the kernel swaps the old rules for the new ones atomically.
+
+    Sending only what changed matters for speed: libnftables fetches the elements
+    of every set in the table before it adds any element, and that cost grows
+    with the home (see ``bench/bench_enforce_update.py``).
     """
     device = policy.device
     mac = device.mac.lower()
@@ -473,18 +485,22 @@ def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
     cmds: list[NftCommand] = []
     if previous is not None:
         cmds += unmap_commands(previous, keep4=record.ipv4, keep6=record.ipv6)
-    cmds += dns_set_commands(policy.dns_names())
+    cmds += dns_set_commands(policy.dns_names(), existing=existing_sets)
     for kind in CHAIN_KINDS:
         name = device_chain(mac, kind)
         cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
         cmds.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
         cmds += rules[kind]
-    cmds.append(map_element("add", OUT_DISPATCH, [mac], device_chain(mac, "out")))
-    cmds.append(map_element("add", GW_DISPATCH, [mac], device_chain(mac, "gw")))
-    if record.ipv4:
-        cmds.append(map_element("add", IN_DISPATCH4, record.ipv4, device_chain(mac, "in")))
-    if record.ipv6:
-        cmds.append(map_element("add", IN_DISPATCH6, record.ipv6, device_chain(mac, "in")))
+    known = previous is not None and previous.mac == mac
+    if not known:
+        cmds.append(map_element("add", OUT_DISPATCH, [mac], device_chain(mac, "out")))
+        cmds.append(map_element("add", GW_DISPATCH, [mac], device_chain(mac, "gw")))
+    new4 = [a for a in record.ipv4 if not (known and previous and a in previous.ipv4)]
+    new6 = [a for a in record.ipv6 if not (known and previous and a in previous.ipv6)]
+    if new4:
+        cmds.append(map_element("add", IN_DISPATCH4, new4, device_chain(mac, "in")))
+    if new6:
+        cmds.append(map_element("add", IN_DISPATCH6, new6, device_chain(mac, "in")))
     return cmds, record
 
 
@@ -561,9 +577,36 @@ def compile_base(context: HomeContext) -> list[NftCommand]:
 def compile_home(policies: Iterable[DevicePolicy], context: HomeContext) -> list[NftCommand]:
     """The complete batch for a home: base table, maps, chains, then every device."""
     cmds = compile_base(context)
+    sets: set[str] = set()
     for policy in policies:
-        cmds += compile_device(policy, context)
+        device_cmds, record = compile_device_record(policy, context, existing_sets=sets)
+        cmds += device_cmds
+        sets.update(record.dns_sets)
     return cmds
+
+
+def peer_refs(policy: DevicePolicy) -> frozenset[tuple[str, str]]:
+    """The other devices a policy's rules name: ``("mfg", authority)`` / ``("model", url)``."""
+    refs: set[tuple[str, str]] = set()
+    me = policy.device
+    for rule in policy.rules:
+        if rule.peer is PeerKind.SAME_MANUFACTURER and me.manufacturer:
+            refs.add(("mfg", me.manufacturer))
+        elif rule.peer is PeerKind.MANUFACTURER and rule.peer_value:
+            refs.add(("mfg", rule.peer_value.lower()))
+        elif rule.peer is PeerKind.MODEL and rule.peer_value:
+            refs.add(("model", rule.peer_value))
+    return frozenset(refs)
+
+
+def identity_refs(device: DeviceFacts) -> frozenset[tuple[str, str]]:
+    """The keys under which other policies can name ``device`` (see ``peer_refs``)."""
+    refs: set[tuple[str, str]] = set()
+    if device.manufacturer:
+        refs.add(("mfg", device.manufacturer))
+    if device.mud_url:
+        refs.add(("model", device.mud_url))
+    return frozenset(refs)
 
 
 def dependents(policies: Iterable[DevicePolicy], changed: DeviceFacts) -> list[str]:
@@ -573,22 +616,6 @@ def dependents(policies: Iterable[DevicePolicy], changed: DeviceFacts) -> list[s
     recompiled (same-manufacturer, manufacturer and model peers resolve to the
     addresses of other devices).
     """
-    out: list[str] = []
-    for policy in policies:
-        me = policy.device
-        if me.mac == changed.mac:
-            continue
-        for rule in policy.rules:
-            kind = rule.peer
-            hit = (
-                (kind is PeerKind.SAME_MANUFACTURER and me.manufacturer is not None
-                 and me.manufacturer == changed.manufacturer)
-                or (kind is PeerKind.MANUFACTURER and rule.peer_value is not None
-                    and rule.peer_value.lower() == changed.manufacturer)
-                or (kind is PeerKind.MODEL and rule.peer_value is not None
-                    and rule.peer_value == changed.mud_url)
-            )
-            if hit:
-                out.append(me.mac)
-                break
-    return out
+    keys = identity_refs(changed)
+    return [p.device.mac for p in policies
+            if p.device.mac != changed.mac and peer_refs(p) & keys]

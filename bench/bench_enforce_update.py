@@ -1,0 +1,120 @@
+"""Figure (a): compile + apply time of ONE device update with 1, 100 and 1,000 devices installed.
+
+Real corpus MUD profiles (round-robin over every valid file) are installed for N devices
+in the ``inet mudguard`` table of a fresh network namespace (libnftables, in-process);
+then one device is updated repeatedly (its policy alternates between its profile and
+the home default, so the chain really changes). The per-update time must stay flat as the
+home grows: the ratio column compares against the 1-device home of the same run.
+
+Run as root: ``.venv/bin/python bench/bench_enforce_update.py [--updates 30]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mudguard.enforce import Enforcer, Nft
+from mudguard.mud import MudFile, parse_mud
+from mudguard.policy import (
+    DeviceFacts,
+    DevicePolicy,
+    HomeContext,
+    LifecycleState,
+    compile_device,
+    decide,
+)
+from mudguard.vhome import _netns
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "mud"
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CTX = HomeContext(lan_prefixes=("192.0.2.0/24", "2001:db8:1::/64"),
+                  gateway_addresses=("192.0.2.1", "2001:db8:1::1"), lan_interface="mgebr")
+LAN6 = ipaddress.ip_network("2001:db8:1::/64")
+
+
+def corpus() -> list[MudFile]:
+    """Every valid corpus MUD file."""
+    files = []
+    for path in sorted(CORPUS.rglob("*.json")):
+        result = parse_mud(path.read_bytes())
+        if result.ok and result.mud is not None:
+            files.append(result.mud)
+    return files
+
+
+def device(i: int, mud: MudFile, state: LifecycleState) -> DeviceFacts:
+    """Device ``i``: IPv4 for the first 240 (the LAN /24 is small), IPv6 for all."""
+    ipv4 = (f"192.0.2.{10 + i}",) if i < 240 else ()
+    return DeviceFacts(mac=f"02:6d:67:01:{i >> 8:02x}:{i & 0xFF:02x}", ipv4=ipv4,
+                       ipv6=(str(LAN6[0x1000 + i]),), mud_url=mud.mud_url, state=state)
+
+
+def policy(i: int, mud: MudFile, state: LifecycleState = LifecycleState.PROFILED,
+           ) -> DevicePolicy:
+    """The decided policy of device ``i``."""
+    return decide(device(i, mud, state), mud, (), CTX, now=NOW)
+
+
+def measure(n: int, files: list[MudFile], updates: int) -> dict[str, float]:
+    """Install ``n`` devices, then time ``updates`` updates of device 0."""
+    ns = f"mgeB{os.getpid() % 10000}"
+    _netns.delete(ns)
+    _netns.add(ns)
+    try:
+        enforcer = Enforcer(Nft.in_namespace(ns), CTX, clock=lambda: NOW)
+        policies = [policy(i, files[i % len(files)]) for i in range(n)]
+        rules = sum(len(compile_device(p, CTX)) for p in policies[:50]) / min(n, 50)
+        t0 = time.perf_counter()
+        enforcer.install_home(policies)
+        cold = time.perf_counter() - t0
+        mud0 = files[0]
+        compile_ms: list[float] = []
+        apply_ms: list[float] = []
+        for k in range(updates):
+            state = LifecycleState.DEFAULT if k % 2 == 0 else LifecycleState.PROFILED
+            t1 = time.perf_counter()
+            p0 = policy(0, mud0, state)
+            compile_device(p0, CTX)  # compile alone, for the split
+            t2 = time.perf_counter()
+            enforcer.apply_policy(p0)  # compile + apply, one batch
+            t3 = time.perf_counter()
+            compile_ms.append((t2 - t1) * 1000)
+            apply_ms.append((t3 - t2) * 1000)
+        return {"cold_s": cold, "compile_ms": statistics.median(compile_ms),
+                "update_ms": statistics.median(apply_ms),
+                "update_p90_ms": sorted(apply_ms)[int(0.9 * (len(apply_ms) - 1))],
+                "cmds_per_device": rules}
+    finally:
+        _netns.delete(ns)
+
+
+def main() -> None:
+    """Print the table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1, 100, 1000])
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces and nftables)")
+    files = corpus()
+    print(f"{len(files)} corpus profiles, {args.updates} updates of one device per home size")
+    print(f"{'devices':>8} {'cmds/dev':>9} {'cold install':>13} {'compile p50':>12} "
+          f"{'compile+apply p50':>18} {'p90':>8} {'ratio vs 1':>11}")
+    base: float | None = None
+    for n in args.sizes:
+        r = measure(n, files, args.updates)
+        base = base or r["update_ms"]
+        print(f"{n:>8} {r['cmds_per_device']:>9.0f} {r['cold_s']:>12.2f}s "
+              f"{r['compile_ms']:>10.2f}ms {r['update_ms']:>16.2f}ms "
+              f"{r['update_p90_ms']:>6.2f}ms {r['update_ms'] / base:>10.2f}x")
+
+
+if __name__ == "__main__":
+    main()
