@@ -168,6 +168,7 @@ def test_forget_removes_device_key_and_shows_reset_steps(tmp_path: Path) -> None
         done = client.post(f"/devices/{MAC}/forget", data={"csrf": token})
         assert done.status_code == 200 and "Factory-reset" in done.text
         assert st.store.get_device(MAC) is None
+        assert MAC not in st.psk_file.read_text()  # its WiFi key no longer works
         assert client.get(f"/devices/{MAC}").status_code == 404
 
 

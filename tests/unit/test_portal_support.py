@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from mudguard.devices.service import DeviceService
+from mudguard.devices.wiring import KeyManagerRevoker
 from mudguard.keys.ring import KeyRing
 from mudguard.keys.service import KeyFiles, KeyManager
 from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
@@ -207,7 +208,7 @@ def stack(tmp: Path, *, monotonic: Any = None) -> Iterator[Stack]:
 
         ring = KeyRing(tmp / "keys.db")
         manager = KeyManager(ring, KeyFiles(psk_file=tmp / "hostapd.wpa_psk"))
-        devices = DeviceService(store=store, fetch=fetch)
+        devices = DeviceService(store=store, fetch=fetch, keys=KeyManagerRevoker(manager))
         services = PortalServices(devices=devices, keys=KeyManagerIssuer(manager, SSID))
         extra = {"monotonic": monotonic} if monotonic is not None else {}
         settings = PortalSettings(state_dir=tmp / "portal", **extra)

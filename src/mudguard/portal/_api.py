@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -37,7 +37,9 @@ from mudguard.portal._web import (
 
 router = APIRouter(prefix="/api", tags=["api"])
 
-Mac = Annotated[str, Field(min_length=1, max_length=64)]
+MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:.-]?[0-9A-Fa-f]{2}){5}$"
+Mac = Annotated[str, Path(pattern=MAC_PATTERN, max_length=17,
+                          description="The device's MAC address, e.g. 00:11:22:33:44:55")]
 
 
 class Credentials(BaseModel):
@@ -204,7 +206,7 @@ def add_grant(mac: Mac, body: GrantIn, request: Request, session: Owner) -> dict
 
 
 @router.delete("/devices/{mac}/grants/{grant_id}", status_code=204)
-def revoke_grant(mac: Mac, grant_id: Annotated[int, Field(ge=0, le=2**62)],
+def revoke_grant(mac: Mac, grant_id: Annotated[int, Path(ge=0, le=2**62)],
                  request: Request, session: Owner) -> Response:
     """Remove one permission."""
     state(request).services.devices.revoke_grant(mac, grant_id)
