@@ -359,6 +359,28 @@ def test_cached_answer_refreshes_the_element_for_each_device() -> None:
                       ForwardUpstream)
 
 
+def test_a_shorter_ttl_never_cuts_an_element_already_granted() -> None:
+    book = Playbook(make_guard(GuardConfig(lan_prefixes=(LAN4,), cache_size=0, grace_s=10)))
+    rec = [("cloud.example.com", "A", "203.0.113.5")]
+    (first,) = fills(book.resolve("cloud.example.com", DEV_A[0], rec, ttl=300))
+    book.guard.fill_done(first.token, True, NOW)
+    (second,) = fills(book.resolve("cloud.example.com", DEV_A[0], rec, ttl=60, now=NOW + 10))
+    assert second.timeout_s == 300  # 310 granted at NOW, 10 s ago: not cut to 60 + 10
+    book.guard.fill_done(second.token, True, NOW + 10)
+    book.guard.handle_timer(NOW + 400)  # expired records are forgotten
+    (third,) = fills(book.resolve("cloud.example.com", DEV_A[0], rec, ttl=60, now=NOW + 400))
+    assert third.timeout_s == 70
+
+
+def test_a_failed_fill_is_not_remembered_as_granted() -> None:
+    book = Playbook(make_guard(GuardConfig(lan_prefixes=(LAN4,), cache_size=0, grace_s=10)))
+    rec = [("cloud.example.com", "A", "203.0.113.5")]
+    (first,) = fills(book.resolve("cloud.example.com", DEV_A[0], rec, ttl=300))
+    book.guard.fill_done(first.token, False, NOW)
+    (second,) = fills(book.resolve("cloud.example.com", DEV_A[0], rec, ttl=60, now=NOW + 10))
+    assert second.timeout_s == 70
+
+
 # ------------------------------------------------------------------ malformed queries
 
 

@@ -35,6 +35,9 @@ House rules:
   ``AddSetElements`` (one token) and holds the ``SendAnswer`` until
   ``fill_done(token, ok=True)``; if the fill failed the device gets SERVFAIL, so
   a device never holds an address it cannot reach yet (no race on the first SYN).
+- **Refresh, never cut.** Every answer served (cached or not) re-adds the device's
+  elements with the answer's TTL as timeout, but never sooner than an element the
+  core granted earlier expires (its own record, never a read-back of the kernel).
 - **Names match exactly**, case-insensitively, trailing dot ignored. The query
   name and every name of its CNAME chain (``resolve_chaining``) are looked up in
   the device's allowed names; each one allowed gets the chain's final addresses.
@@ -53,6 +56,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -189,6 +193,7 @@ class _PendingFill:
     query: dns.message.Message
     answer: bytes
     tcp: bool
+    expiries: dict[tuple[str, str, str], float]
 
 
 @dataclass(slots=True)
@@ -238,6 +243,10 @@ class DnsGuard:
     _by_address: dict[str, str] = field(default_factory=dict, init=False)
     _outstanding: dict[int, _Outstanding] = field(default_factory=dict, init=False)
     _per_client: dict[str, int] = field(default_factory=dict, init=False)
+    # (set, device, remote) -> when the element granted last expires (our own record:
+    # the kernel is never read back on the hot path).
+    _granted: dict[tuple[str, str, str], float] = field(default_factory=dict, init=False)
+    _next_prune: float = field(default=0.0, init=False)
     _pending: dict[int, _PendingFill] = field(default_factory=dict, init=False)
     _cache: OrderedDict[tuple[str, int, int, bool], _CacheEntry] = field(
         default_factory=OrderedDict, init=False)
@@ -347,6 +356,7 @@ class DnsGuard:
             return self._drop("unknown fill token")
         if ok:
             self.counters.answered += 1
+            self._granted.update(pending.expiries)
             return [SendAnswer(pending.client, pending.answer, pending.tcp)]
         self.counters.fill_failures += 1
         log.warning("set fill failed; answering SERVFAIL to %s", pending.client[0])
@@ -360,6 +370,10 @@ class DnsGuard:
             commands.append(self._error(out.query, out.client, dns.rcode.SERVFAIL, out.tcp))
         for key in [k for k, e in self._cache.items() if e.stored_at + e.ttl <= now]:
             del self._cache[key]
+        if now >= self._next_prune:
+            self._next_prune = now + 10.0
+            for element in [k for k, until in self._granted.items() if until <= now]:
+                del self._granted[element]
         return commands
 
     def next_timer(self) -> float | None:
@@ -460,7 +474,7 @@ class DnsGuard:
             return self._drop("upstream reply for another question")
         self._pop_outstanding(query_id)
         self._cache_put(out.query, response, now)
-        return self._answer(out.query, out.client, _Fresh(response, 0), out.tcp)
+        return self._answer(out.query, out.client, _Fresh(response, 0, now), out.tcp)
 
     # ----------------------------------------------------------------- answering
 
@@ -481,10 +495,28 @@ class DnsGuard:
             return [SendAnswer(client, wire, tcp)]
         token = self._next_token
         self._next_token += 1
-        self._pending[token] = _PendingFill(client, query, wire, tcp)
+        commands: list[Command] = []
+        expiries: dict[tuple[str, str, str], float] = {}
+        for name, family, elements, timeout in fills:
+            timeout = self._never_shorter(name, elements, timeout, source.now)
+            expiries.update({(name, d, r): source.now + timeout for d, r in elements})
+            commands.append(AddSetElements(token, name, family, elements, timeout))
+        self._pending[token] = _PendingFill(client, query, wire, tcp, expiries)
         self.counters.fills += 1
-        return [AddSetElements(token, name, family, elements, timeout)
-                for name, family, elements, timeout in fills]
+        return commands
+
+    def _never_shorter(self, set_name: str, elements: tuple[tuple[str, str], ...],
+                       timeout: int, now: float) -> int:
+        """``timeout``, raised so that no element already granted expires sooner.
+
+        A device may still hold an earlier answer with a longer TTL than this one;
+        refreshing its element to the shorter TTL would cut it off early.
+        """
+        for device, remote in elements:
+            until = self._granted.get((set_name, device, remote))
+            if until is not None and until - now > timeout:
+                timeout = math.ceil(until - now)
+        return timeout
 
     def _chain(self, response: dns.message.Message,
                age: int) -> tuple[int, list[str], list[IpAddress], int]:
@@ -584,7 +616,7 @@ class DnsGuard:
             del self._cache[key]
             return None
         self._cache.move_to_end(key)
-        return _Fresh(entry.response, age)
+        return _Fresh(entry.response, age, now)
 
     def _cache_put(self, query: dns.message.Message, response: dns.message.Message,
                    now: float) -> None:
@@ -634,6 +666,7 @@ class DnsGuard:
 class _Fresh:
     response: dns.message.Message
     age: int
+    now: float
 
 
 _SECTION = {"answer": 1, "authority": 2, "additional": 3}
