@@ -168,6 +168,20 @@ class GuardConfig:
     insert: bool = True
     """False: resolve only, never fill sets (the benchmark's baseline)."""
 
+    def __post_init__(self) -> None:
+        for name in ("min_timeout_s", "max_timeout_s", "grace_s", "max_addresses",
+                     "max_outstanding", "max_outstanding_per_client", "cache_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.min_timeout_s > self.max_timeout_s:
+            raise ValueError("min_timeout_s must not exceed max_timeout_s")
+        if not isinstance(self.upstream_timeout_s, int | float) or self.upstream_timeout_s <= 0:
+            raise ValueError(f"upstream_timeout_s must be > 0, got {self.upstream_timeout_s!r}")
+        for flag in ("block_private", "insert"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be true or false")
+
 
 # --------------------------------------------------------------------------- state
 

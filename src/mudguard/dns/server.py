@@ -419,7 +419,10 @@ def load_policy_file(path: str) -> tuple[GuardConfig, list[tuple[str, list[str],
     import json
 
     with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"policy file: not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError("policy file: top level must be an object")
     known = set(GuardConfig.__dataclass_fields__)
