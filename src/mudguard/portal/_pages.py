@@ -69,9 +69,19 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
     session = session or current_session(request)
     base = {"lang": lang, "t": lambda key, **kw: translate(lang, key, **kw),
             "session": session, "csrf": session.csrf if session else "",
-            "path": request.url.path, "states": LifecycleState}
+            "path": request.url.path, "states": LifecycleState,
+            "lang_links": {code: _lang_link(request, code) for code in ("en", "fr")}}
     return templates.TemplateResponse(request, name, {**base, **context},
                                       status_code=status)
+
+
+def _lang_link(request: Request, code: str) -> str:
+    """The same page in another language; after a POST, the home page (a POST-only URL
+    cannot be re-fetched)."""
+    if request.method != "GET":
+        return f"/?lang={code}"
+    url = request.url.include_query_params(lang=code)
+    return f"{url.path}?{url.query}"
 
 
 def error_page(request: Request, exc: BaseException, status: int) -> Response:

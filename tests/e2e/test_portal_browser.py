@@ -1,0 +1,229 @@
+"""The owner's portal in a real headless Chromium (Debian's, driven by Playwright):
+first start, login, onboarding by uploading a QR label photo, deciding an alert,
+forgetting a device; a hostile MUD file must not script the page. Screenshots go to
+``artifacts/portal/``.
+
+The portal runs under uvicorn on 127.0.0.1 over the real service stack (SQLite store,
+HTTPS MUD server with a test CA, key manager writing hostapd's PSK file).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from PIL import Image
+
+from mudguard.devices import EventKind
+from mudguard.discovery.qr import QrRecord
+from mudguard.labels import label_png
+from mudguard.policy import LifecycleState
+from mudguard.portal import create_app
+from tests.unit.test_portal_support import DATA, OWNER, PASSWORD, Stack, mud_document, stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "portal"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MAC = "00:11:22:33:44:55"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="Debian's chromium is not installed (scripts/setup.sh)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[str, Stack]]:
+    """The portal served by uvicorn on loopback, over the real stack."""
+    with stack(tmp_path) as st:
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(st.services, st.settings), host="127.0.0.1", port=port,
+            log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        try:
+            yield f"http://127.0.0.1:{port}", st
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """A fresh Chromium profile; collects console errors and any dialog a page opens."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=FLAGS,
+            headless=True, viewport={"width": 1100, "height": 900}, locale="en-CA")
+        context.set_default_timeout(15_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _watch(page: Any) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {"errors": [], "dialogs": []}
+    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+
+    def on_dialog(dialog: Any) -> None:
+        seen["dialogs"].append(f"{dialog.type}: {dialog.message}")
+        dialog.accept()
+
+    page.on("dialog", on_dialog)
+    return seen
+
+
+def _shot(page: Any, name: str) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_owner_journey_in_chromium(live: tuple[str, Stack], browser: Any,
+                                   tmp_path: Path) -> None:
+    base, st = live
+    url = st.server.url("/bulb.json")
+    st.server.put_json("/bulb.json", mud_document(url))
+    page = browser.new_page()
+    seen = _watch(page)
+
+    # First start: the owner account.
+    page.goto(base + "/")
+    assert page.url.endswith("/setup")
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    _shot(page, "01-first-start")
+    page.get_by_role("button", name="Create the account").click()
+    page.wait_for_url("**/devices")
+    assert "No device has joined yet" in page.content()
+
+    # Log out and back in.
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login")
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    assert "Wrong user name or password" in page.content()
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/devices")
+
+    # Onboarding by uploading a photo of the label (JPEG, small and tilted).
+    label = Image.open(io.BytesIO(label_png(QrRecord(
+        mud_url=url, company="Example Lighting", product="Smart bulb", model="LB-2000",
+        mac=MAC)))).convert("RGB")
+    photo = Image.new("RGB", (1400, 1000), (205, 200, 190))
+    photo.paste(label.rotate(4, expand=True, fillcolor=(205, 200, 190)), (120, 180))
+    photo_path = tmp_path / "label-photo.jpg"
+    photo.save(photo_path, format="JPEG", quality=85)
+    page.get_by_role("link", name="Add a device").first.click()
+    page.get_by_label("Photo of the device's QR label").set_input_files(str(photo_path))
+    _shot(page, "02-onboard-form")
+    page.get_by_role("button", name="Check this device").click()
+    page.wait_for_url("**/onboard/check")
+    body = page.content()
+    assert "may send to api.example.com (HTTPS)" in body
+    assert "Not signed" in body
+    assert page.get_by_label("Device MAC address (on its label or box)").input_value() == MAC
+    _shot(page, "03-onboard-preview")
+    page.get_by_role("button", name="Accept and create its WiFi key").click()
+    page.wait_for_url("**/onboard/accept")
+    assert "Its own WiFi key" in page.content()
+    passphrase = page.locator(".passphrase").inner_text().strip()
+    assert passphrase and passphrase in st.psk_file.read_text()
+    qr_box = page.locator("img.wifi-qr").bounding_box()
+    assert qr_box and qr_box["width"] >= 200  # the QR image really rendered
+    _shot(page, "04-onboarded-wifi-key")
+    device = st.store.get_device(MAC)
+    assert device is not None and device.state is LifecycleState.PROFILED
+
+    # An alert: the watcher saw a violation and quarantined the device.
+    st.store.add_event(EventKind.VIOLATION, st.services.now(), MAC,
+                       {"peer": "203.0.113.50", "port": 23, "count": 3,
+                        "reason": "telnet is not in its MUD profile"})
+    st.services.devices.quarantine(MAC, "tried telnet to 203.0.113.50")
+    page.goto(base + "/alerts")
+    assert "needs a decision" in page.content()
+    page.get_by_text("Evidence").first.click()
+    _shot(page, "05-alert")
+    page.get_by_role("button", name="Release from quarantine").first.click()
+    page.wait_for_url("**/alerts")
+    assert "needs a decision" not in page.content()
+    assert st.store.get_device(MAC).state is LifecycleState.PROFILED
+
+    # The device page on a phone-sized screen, then forget it (confirm dialog).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(base + f"/devices/{MAC}")
+    assert page.locator("svg.flows rect.bar-blocked").count() == 12
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    _shot(page, "06-device-phone")
+    page.get_by_role("button", name="Forget this device").click()
+    page.wait_for_url("**/forget")
+    assert "Factory-reset" in page.content()
+    assert any("Forget this device" in d for d in seen["dialogs"])
+    assert st.store.get_device(MAC) is None
+    assert MAC not in st.psk_file.read_text()
+    _shot(page, "07-forgotten")
+
+    # French, by the switch.
+    page.get_by_role("link", name="Français").click()
+    assert "Vos appareils" in page.content() or "Appareils" in page.content()
+    assert not [e for e in seen["errors"] if "Content Security Policy" in e], seen["errors"]
+
+
+def test_hostile_mud_file_cannot_script_the_page(live: tuple[str, Stack], browser: Any) -> None:
+    base, st = live
+    for name in ("script-in-usable-fields.json", "script-in-text-fields.json"):
+        path = DATA / "hostile" / name
+        url = st.server.url("/" + name)
+        st.server.files["/" + name] = (path.read_text().replace("{MUD_URL}", url).encode(),
+                                       "application/mud+json")
+    page = browser.new_page()
+    seen = _watch(page)
+    page.goto(base + "/setup")
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    page.get_by_role("button", name="Create the account").click()
+    page.wait_for_url("**/devices")
+    for name in ("script-in-usable-fields.json", "script-in-text-fields.json"):
+        page.goto(base + "/onboard")
+        page.get_by_label("MUD URL (on its label, starts with https://)").fill(
+            st.server.url("/" + name))
+        page.get_by_label("Device MAC address (on its label or box)").fill(MAC)
+        page.get_by_role("button", name="Check this device").click()
+        page.wait_for_url("**/onboard/check")
+        page.wait_for_timeout(300)
+        assert page.locator("text=<script>").count() >= 1  # shown as text
+        _shot(page, "08-hostile-preview-" + name.removesuffix(".json"))
+        page.get_by_role("button", name="Accept and create its WiFi key").click()
+        page.wait_for_url("**/onboard/accept")
+        page.goto(base + f"/devices/{MAC}/report")
+        page.goto(base + f"/devices/{MAC}")
+        page.wait_for_timeout(300)
+    assert seen["dialogs"] == [], seen["dialogs"]  # no alert() ran
+    assert page.evaluate("typeof window.mudPwned") == "undefined"
