@@ -155,6 +155,8 @@ class HostapdControl:
     """Commands to one hostapd interface's control socket (``<ctrl_interface>/<ifname>``)."""
 
     def __init__(self, ctrl_path: Path, *, timeout: float = 2.0) -> None:
+        """Connect to ``ctrl_path``; each request waits at most ``timeout`` seconds.
+        Raises HostapdNotRunning if nothing listens there."""
         self._sock = _CtrlSocket(Path(ctrl_path), timeout)
 
     def __enter__(self) -> HostapdControl:
@@ -225,6 +227,7 @@ class HostapdEvents:
     """hostapd's event stream: ``ATTACH`` on a socket of its own, then ``<level>TEXT``."""
 
     def __init__(self, ctrl_path: Path, *, timeout: float = 2.0) -> None:
+        """Connect to ``ctrl_path`` and ATTACH; HostapdError if hostapd refuses."""
         self._sock = _CtrlSocket(Path(ctrl_path), timeout)
         self._pending: list[str] = []
         self._sock.send("ATTACH")

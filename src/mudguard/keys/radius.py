@@ -147,6 +147,7 @@ class RadiusServer:
 
     def __init__(self, config: RadiusConfig, lookup: Callable[[str], PskEntry | None],
                  *, poll: float = 0.2) -> None:
+        """Bind the UDP socket now (RadiusError if the address is unusable)."""
         self.config = config
         self._lookup = lookup
         self._dictionary = radius_dictionary()

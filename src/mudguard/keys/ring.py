@@ -60,6 +60,7 @@ class KeyRing:
     """Key records in SQLite. Thread-safe; ``transaction()`` groups changes."""
 
     def __init__(self, path: Path | str) -> None:
+        """Open (creating, mode 0600) the key ring at ``path``; ``":memory:"`` for tests."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
