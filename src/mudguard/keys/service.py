@@ -193,6 +193,7 @@ class KeyEventWatcher:
                  clock: Callable[[], float] = time.time,
                  on_decision: Callable[[CtrlEvent, BindingDecision], None] | None = None,
                  poll: float = 0.5, retry: float = 1.0) -> None:
+        """Nothing runs until ``start()`` (or ``run()`` in the caller's thread)."""
         self.manager = manager
         self.ctrl_path = ctrl_path
         self._clock = clock
