@@ -32,11 +32,15 @@ pytestmark = pytest.mark.root
 SAMPLE = ("rfc/nist-mudfile-local-and-same-mfg-test.json", "rfc/mudmaker-my-controller.json",
           "rfc/brother-DCP-L2540DW.json", "unsw/amazonEchoMud.json")
 JOINED = {"224.0.0.1", "255.255.255.255", "ff02::1"}
-PROBE = """
-table inet mgwprobe {
-    chain forwarded { type filter hook forward priority 10; policy accept; counter; }
-    chain delivered { type filter hook input priority 10; policy accept; counter; }
-}
+# Only the device's frames count: the gateway's other interfaces send IPv6 RS/MLD
+# of their own, which must not look like an accepted packet.
+PROBE = f"""
+table inet mgwprobe {{
+    chain forwarded {{ type filter hook forward priority 10; policy accept;
+        iifname "mgwlan" ether saddr {DEV_MAC} counter; }}
+    chain delivered {{ type filter hook input priority 10; policy accept;
+        iifname "mgwlan" ether saddr {DEV_MAC} counter; }}
+}}
 """
 
 
