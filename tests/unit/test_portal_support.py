@@ -195,7 +195,8 @@ class Stack:
 
 
 @contextmanager
-def stack(tmp: Path, *, monotonic: Any = None) -> Iterator[Stack]:
+def stack(tmp: Path, *, monotonic: Any = None, verify: Any = None,
+          clock: Any = None) -> Iterator[Stack]:
     """Store, device service, key manager and MUD server, all real, all temporary."""
     with mud_server(tmp) as server:
         store = Store(tmp / "mudguard.db")
@@ -208,7 +209,9 @@ def stack(tmp: Path, *, monotonic: Any = None) -> Iterator[Stack]:
 
         ring = KeyRing(tmp / "keys.db")
         manager = KeyManager(ring, KeyFiles(psk_file=tmp / "hostapd.wpa_psk"))
-        devices = DeviceService(store=store, fetch=fetch, keys=KeyManagerRevoker(manager))
+        extra_service = {"clock": clock} if clock is not None else {}
+        devices = DeviceService(store=store, fetch=fetch, keys=KeyManagerRevoker(manager),
+                                verify=verify, **extra_service)
         services = PortalServices(devices=devices, keys=KeyManagerIssuer(manager, SSID))
         extra = {"monotonic": monotonic} if monotonic is not None else {}
         settings = PortalSettings(state_dir=tmp / "portal", **extra)

@@ -319,7 +319,7 @@ def _preview(p: MudPreview) -> dict[str, Any]:
         "mud_url": p.url, "usable": p.usable, "fetch_error": p.fetch_error,
         "findings": [f.as_dict() for f in p.findings],
         "signature": p.signature.value, "signer": p.signer,
-        "signature_detail": p.signature_detail,
+        "signature_detail": p.signature_detail, "signature_error": p.signature_error,
         "allowed": describe_policy(p.mud) if p.mud else None,
         "report": _report(report) if report else None,
     }

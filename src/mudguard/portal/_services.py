@@ -62,6 +62,7 @@ class MudPreview:
     signature: SignatureStatus = SignatureStatus.UNKNOWN
     signer: str | None = None
     signature_detail: str | None = None
+    signature_error: str | None = None  # stable key, e.g. "mud_signature_expired"
     fetch_error: str | None = None
 
     @property
@@ -238,26 +239,32 @@ class PortalServices:
         result = parse_mud(data, expected_url=url)
         if result.mud is None:
             return MudPreview(url=url, mud=None, findings=result.findings)
-        status, signer, detail = self._signature(result.mud, data)
+        status, signer, detail, key = self._signature(result.mud, data)
         return MudPreview(url=url, mud=result.mud, findings=result.findings,
-                          signature=status, signer=signer, signature_detail=detail)
+                          signature=status, signer=signer, signature_detail=detail,
+                          signature_error=key)
 
     def _signature(self, mud: MudFile, data: bytes
-                   ) -> tuple[SignatureStatus, str | None, str | None]:
+                   ) -> tuple[SignatureStatus, str | None, str | None, str | None]:
+        """(status, signer, detail, error key) for the file's detached signature."""
         if not mud.mud_signature:
-            return SignatureStatus.UNSIGNED, None, None
+            return SignatureStatus.UNSIGNED, None, None, None
         fetch, verify = self.devices.fetch, self.devices.verify
         if fetch is None or verify is None:
-            return SignatureStatus.INVALID, None, "no signature verifier is configured"
+            return (SignatureStatus.INVALID, None, "no signature verifier is configured",
+                    "mud_signature_unverifiable")
         try:
             signature = fetch(mud.mud_signature)
         except Exception as exc:  # the file says it is signed: a missing signature is bad
-            return SignatureStatus.INVALID, None, f"the signature could not be fetched: " \
-                                                  f"{_short(exc)}"
+            return (SignatureStatus.INVALID, None,
+                    f"the signature could not be fetched: {_short(exc)}",
+                    "mud_signature_unavailable")
         try:
-            return SignatureStatus.SIGNED_VALID, verify(data, signature, self.now()), None
-        except Exception as exc:  # expired, untrusted, forged: reason in the message
-            return SignatureStatus.INVALID, None, _short(exc)
+            return SignatureStatus.SIGNED_VALID, verify(data, signature, self.now()), None, None
+        except Exception as exc:  # expired, untrusted, forged: the reason is on the error
+            reason = getattr(exc, "reason", None)
+            key = f"mud_signature_{getattr(reason, 'value', 'invalid')}"
+            return SignatureStatus.INVALID, None, _short(exc), key
 
     def onboard(self, *, url: str, mac: str, name: str | None = None,
                 manufacturer: str | None = None, model: str | None = None) -> Onboarded:

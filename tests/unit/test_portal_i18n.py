@@ -1,0 +1,104 @@
+"""Languages: both catalogues and both guidance files are complete; Accept-Language."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mudguard.guidance import ASPECTS, LANGUAGES, MOMENTS, load_guidance
+from mudguard.portal._i18n import catalogue, from_accept_language, pick_language, translate
+
+PORTAL = Path(__file__).resolve().parents[2] / "src/mudguard/portal"
+
+
+def test_catalogues_have_the_same_keys_and_placeholders() -> None:
+    en, fr = catalogue("en"), catalogue("fr")
+    assert set(en) == set(fr)
+    for key in en:
+        assert re.findall(r"{(\w+)}", en[key]) == re.findall(r"{(\w+)}", fr[key]), key
+        assert en[key].strip() and fr[key].strip(), key
+
+
+def test_every_key_a_template_uses_exists() -> None:
+    used: set[str] = set()
+    for template in (PORTAL / "templates").glob("*.html"):
+        used |= set(re.findall(r't\("([a-z_.\-]+)"', template.read_text()))
+    static = {k for k in used if not k.endswith(".")}
+    assert static <= set(catalogue("en")), static - set(catalogue("en"))
+
+
+def test_every_error_key_the_code_raises_is_translated() -> None:
+    keys: set[str] = set()
+    for source in PORTAL.glob("*.py"):
+        keys |= set(re.findall(r'PortalHTTPError\("(\w+)"', source.read_text()))
+        keys |= set(re.findall(r'PortalError\("(\w+)"', source.read_text()))
+    keys |= set(re.findall(r'QrError\("(\w+)"',
+                           (PORTAL.parent / "discovery/qr.py").read_text()))
+    keys |= set(re.findall(r'QrError\("(\w+)"', (PORTAL.parent / "labels/_image.py").read_text()))
+    keys -= {"qr_too_long", "qr_not_text", "qr_control_chars", "qr_bad_element",
+             "qr_duplicate", "qr_bad_text"}  # shown through the generic qr_invalid text
+    # Keys the shared services raise (devices, store, fetch, signatures) reach pages too.
+    from mudguard.devices import MacError
+    from mudguard.devices.lifecycle import LifecycleError, MudUrlError
+    from mudguard.devices.service import DeviceNotFound, GrantError
+    from mudguard.mud.signature import SignatureError
+    from mudguard.store import StoreError
+
+    keys |= {e.key for e in (MacError, LifecycleError, MudUrlError, DeviceNotFound,
+                             GrantError, SignatureError, StoreError)}
+    assert "need_mac" in keys and "bad_transition" in keys
+    missing = {k for k in keys if f"error.{k}" not in catalogue("en")}
+    assert not missing
+
+
+def test_unknown_key_shows_itself_and_bad_placeholders_do_not_crash() -> None:
+    assert translate("fr", "no.such.key") == "no.such.key"
+    assert translate("en", "error.rate_limited") == "Too many attempts. Try again in {seconds} " \
+        "seconds."
+    assert translate("fr", "error.rate_limited", seconds=3).endswith("3 secondes.")
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("fr-CA,fr;q=0.9,en;q=0.8", "fr"),
+    ("en-US,en;q=0.9,fr;q=0.8", "en"),
+    ("de-DE,de;q=0.9", "en"),
+    ("de;q=1, fr;q=0.5", "fr"),
+    ("fr;q=0, en;q=0.1", "en"),
+    ("fr;q=abc", "en"),
+    ("", "en"),
+    ("," * 10_000, "en"),
+])
+def test_accept_language(header: str, expected: str) -> None:
+    assert from_accept_language(header) == expected
+
+
+def test_query_then_cookie_then_header() -> None:
+    assert pick_language("fr", "en", "en") == "fr"
+    assert pick_language(None, "fr", "en") == "fr"
+    assert pick_language("xx", None, "fr") == "fr"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_guidance_matrix_is_complete(language: str) -> None:
+    guidance = load_guidance(language)
+    assert set(guidance.advice) == set(ASPECTS)
+    for row in guidance.advice.values():
+        assert set(row) == set(MOMENTS) and all(len(text) > 40 for text in row.values())
+    topics = {c.topic: c for c in guidance.contacts}
+    assert set(topics) == set(ASPECTS)
+    # Only the organisations' well-known home pages; no invented deep links.
+    assert topics["privacy"].url == "https://www.priv.gc.ca/"
+    assert topics["security"].url == "https://www.cyber.gc.ca/"
+    assert topics["functionality"].url is None
+
+
+def test_guidance_files_are_parallel() -> None:
+    data = PORTAL.parent / "guidance" / "data"
+    en = json.loads((data / "en.json").read_text())
+    fr = json.loads((data / "fr.json").read_text())
+    assert en.keys() == fr.keys()
+    assert [c["url"] for c in en["contacts"]] == [c["url"] for c in fr["contacts"]]
+    assert load_guidance("de").language == "en"
