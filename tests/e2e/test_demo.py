@@ -70,7 +70,8 @@ def test_ctrl_c_tears_the_home_down_and_leaves_the_host_as_it_was() -> None:
                                     text=True).stdout
     routes_before = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
     proc = subprocess.Popen([*DEMO, "--prefix", "mghc", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(3)]  # building…, starting…, portal:
@@ -87,7 +88,7 @@ def test_ctrl_c_tears_the_home_down_and_leaves_the_host_as_it_was() -> None:
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200 and b"mudguard" in response.read().lower()
         assert _leftovers("mghc")  # the home exists while it runs
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:

@@ -192,9 +192,11 @@ class Demo:
                json_ready: bool = False, stdin: bool = False) -> None:
         assert self.run_dir is not None
         log = (self.run_dir / f"{name}.log").open("w")
+        # A session of its own: the terminal's Ctrl-C reaches only the demo, which then
+        # stops the children in order (devices, gateway, Internet) and deletes the home.
         proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE,
                                 stderr=log, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                text=True, bufsize=1)
+                                text=True, bufsize=1, start_new_session=True)
         child = _Child(name, proc, log)
         self.children.append(child)
         assert proc.stdout is not None
@@ -241,7 +243,8 @@ class Demo:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", home.gw_ns, sys.executable, "-m", "mudguard.demo.forward",
              "--fd", str(listener.fileno()), "--to", f"{gateway}:{PORTAL_PORT}"],
-            pass_fds=(listener.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pass_fds=(listener.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
         listener.close()
         self.children.append(_Child("portal relay", proc))  # type: ignore[arg-type]
         self.portal_url = f"http://127.0.0.1:{port}/"
