@@ -86,3 +86,17 @@ def test_hostile_label_fields_are_escaped(tmp_path: Path) -> None:
         assert preview.status_code == 200
         _assert_inert(preview.text)
         assert 'value="&#34;&gt;&lt;script&gt;' in preview.text
+
+
+def test_hostile_device_supplied_names_are_escaped(tmp_path: Path) -> None:
+    """A device chooses its DHCP hostname: it must not script the owner's pages."""
+    with portal(tmp_path) as (client, st, _):
+        st.services.devices.observe(mac="00:11:22:33:44:77",
+                                    hostname='<script>alert(1)</script>"><img src=x onerror=1>',
+                                    manufacturer="<img src=x onerror=alert(2)>")
+        st.services.devices.quarantine("00:11:22:33:44:77", "<script>alert(3)</script>")
+        for page in ("/devices", "/devices/00:11:22:33:44:77", "/alerts"):
+            response = client.get(page)
+            assert response.status_code == 200, page
+            _assert_inert(response.text)
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get("/devices").text
