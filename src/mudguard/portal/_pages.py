@@ -224,7 +224,7 @@ def devices(request: Request) -> Response:
     """Every device with its state."""
     session = _owner(request)
     services = state(request).services
-    open_alerts = sum(1 for a in services.alerts() if a.open)
+    open_alerts = services.open_alert_count()
     return _render(request, "devices.html", {"devices": services.list_devices(),
                                              "open_alerts": open_alerts}, session=session)
 

@@ -164,6 +164,21 @@ class PortalServices:
                 break
         return out
 
+    def open_alert_count(self) -> int:
+        """How many quarantined devices await a decision (reads only their own events)."""
+        count = 0
+        for device in self.devices.store.list_devices():
+            if device.state is not LifecycleState.QUARANTINED:
+                continue
+            last_alert = last_decision = 0
+            for event in self.devices.store.list_events(device.mac, limit=100_000):
+                if event.kind in DECISION_KINDS or event.details.get("decision") == "kept":
+                    last_decision = event.id
+                elif event.kind in ALERT_KINDS:
+                    last_alert = event.id
+            count += last_alert > last_decision
+        return count
+
     def keep_quarantined(self, mac: str) -> Device:
         """The owner looked at the evidence and keeps the device quarantined."""
         device = self.devices.device(mac)
