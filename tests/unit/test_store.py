@@ -117,6 +117,8 @@ def test_events_filter_and_delete(store: Store) -> None:
     assert store.list_events(MAC) == [e1]
     assert len(store.list_events(after_id=e1.id)) == 2
     assert len(store.list_events(limit=1)) == 1
+    assert [e.kind for e in store.list_events(limit=2, newest=True)] == [EventKind.JOINED,
+                                                                           EventKind.NO_MUD]
     assert store.delete_events(MAC) == 1
     assert store.list_events(MAC) == []
 

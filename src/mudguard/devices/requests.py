@@ -100,7 +100,7 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
     if op == "events":
         limit = _int(request, "limit") or 200
         return {"events": [e.as_dict() for e in
-                           service.store.list_events(limit=1_000_000)[-max(1, limit):]]}
+                           service.store.list_events(limit=max(1, limit), newest=True)]}
     if op == "settings":
         return _settings(service, request)
     mac = _text(request, "mac")

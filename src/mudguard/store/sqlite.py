@@ -233,16 +233,21 @@ class Store:
                            details=payload)
 
     def list_events(self, mac: str | None = None, *, after_id: int = 0,
-                    limit: int = 1000) -> list[DeviceEvent]:
-        """Events oldest first, optionally of one device and only those after ``after_id``."""
+                    limit: int = 1000, newest: bool = False) -> list[DeviceEvent]:
+        """Events oldest first, optionally of one device and only those after ``after_id``.
+
+        ``limit`` keeps the oldest ``limit`` events, or with ``newest`` the latest ones
+        (still returned oldest first).
+        """
         sql = "SELECT id, at, kind, mac, details FROM events WHERE id > ?"
         params: tuple[Any, ...] = (int(after_id),)
         if mac is not None:
             sql += " AND mac = ?"
             params += (normalise_mac(mac),)
-        sql += " ORDER BY id LIMIT ?"
+        sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?"
         params += (max(0, int(limit)),)
-        return [_event_from_row(row) for row in self._read(sql, params)]
+        events = [_event_from_row(row) for row in self._read(sql, params)]
+        return events[::-1] if newest else events
 
     def prune_events(self, before: datetime) -> int:
         """Delete every event older than ``before``; returns how many."""
