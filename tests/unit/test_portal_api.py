@@ -183,3 +183,38 @@ def test_api_fuzz_logged_in_no_server_errors(api_env: dict[str, Any]) -> None:
 def test_api_fuzz_anonymous_no_server_errors(api_env: dict[str, Any]) -> None:
     for operation in _operations(api_env["app"]):
         _fuzz(operation, 8)
+
+
+def test_changes_run_in_the_daemons_worker(tmp_path: Path) -> None:
+    """With ``run`` (the daemon's single service worker), every owner change executes
+    there, serialised with discovery and the watcher; reads stay in the portal."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svc")
+    threads: list[str] = []
+
+    def run(change: Any) -> Any:
+        def traced() -> Any:
+            threads.append(threading.current_thread().name)
+            return change()
+
+        return worker.submit(traced).result()
+
+    try:
+        with portal(tmp_path) as (client, st, _):
+            st.services.run = run
+            headers = _api_login(client)
+            url = st.server.url("/bulb.json")
+            st.server.put_json("/bulb.json", mud_document(url))
+            assert client.post("/api/onboard", json={"mud_url": url, "mac": MAC},
+                               headers=headers).status_code == 201
+            assert client.put(f"/api/devices/{MAC}/name", json={"name": "Lamp"},
+                              headers=headers).status_code == 200
+            assert client.post(f"/api/devices/{MAC}/grants", json={"kind": "lan"},
+                               headers=headers).status_code == 201
+            assert client.post(f"/api/devices/{MAC}/forget", json={},
+                               headers=headers).status_code == 200
+            assert len(threads) == 4 and all(name.startswith("svc") for name in threads)
+    finally:
+        worker.shutdown(wait=True)

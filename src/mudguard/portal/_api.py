@@ -199,7 +199,7 @@ def add_grant(mac: Mac, body: GrantIn, request: Request, session: Owner) -> dict
     expires = services.now() + timedelta(seconds=body.expires_in_seconds) \
         if body.expires_in_seconds else None
     protocol = {"tcp": 6, "udp": 17}.get(body.protocol or "")
-    record: GrantRecord = services.devices.grant(
+    record: GrantRecord = services.grant(
         mac, GrantKind(body.kind), host=body.host, port=body.port, protocol=protocol,
         expires=expires)
     return record.as_dict()
@@ -209,14 +209,14 @@ def add_grant(mac: Mac, body: GrantIn, request: Request, session: Owner) -> dict
 def revoke_grant(mac: Mac, grant_id: Annotated[int, Path(ge=0, le=2**62)],
                  request: Request, session: Owner) -> Response:
     """Remove one permission."""
-    state(request).services.devices.revoke_grant(mac, grant_id)
+    state(request).services.revoke_grant(mac, grant_id)
     return Response(status_code=204)
 
 
 @router.post("/devices/{mac}/release")
 def release(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     """Release a quarantined device."""
-    return state(request).services.devices.release(mac).as_dict()
+    return state(request).services.release(mac).as_dict()
 
 
 @router.post("/devices/{mac}/keep-quarantined")
@@ -228,13 +228,13 @@ def keep(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
 @router.post("/devices/{mac}/approve-url")
 def approve(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     """Approve the new MUD URL the device announced."""
-    return state(request).services.devices.approve_url(mac).as_dict()
+    return state(request).services.approve_url(mac).as_dict()
 
 
 @router.post("/devices/{mac}/forget")
 def forget(mac: Mac, body: ForgetIn, request: Request, session: Owner) -> dict[str, Any]:
     """End of use: remove its access, key and data; returns the reset steps."""
-    steps = state(request).services.devices.forget(mac, transfer=body.transfer)
+    steps = state(request).services.forget(mac, transfer=body.transfer)
     return {"mac": steps.mac, "key_revoked": steps.key_revoked, "steps": list(steps.steps),
             "documentation": steps.documentation}
 

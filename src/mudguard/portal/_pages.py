@@ -267,7 +267,7 @@ async def add_grant(request: Request, mac: str) -> Response:
                        "bad_grant")
     if port_text and not port_text.isdigit():
         raise PortalHTTPError("bad_grant", "a port is a number")
-    record = services.devices.grant(
+    record = services.grant(
         mac, kind, host=_text(form, "host", 255) or None,
         port=int(port_text) if port_text else None,
         protocol=protocol if port_text else None,
@@ -280,7 +280,7 @@ async def revoke_grant(request: Request, mac: str, grant_id: int) -> Response:
     """Remove one permission."""
     await _form(request, _owner(request))
     services = state(request).services
-    services.devices.revoke_grant(mac, grant_id)
+    services.revoke_grant(mac, grant_id)
     return RedirectResponse(f"/devices/{normalise_mac(mac)}", status_code=303)
 
 
@@ -288,7 +288,7 @@ async def revoke_grant(request: Request, mac: str, grant_id: int) -> Response:
 async def release(request: Request, mac: str) -> Response:
     """Release a quarantined device."""
     form = await _form(request, _owner(request))
-    device = state(request).services.devices.release(mac)
+    device = state(request).services.release(mac)
     return RedirectResponse(_back(form, f"/devices/{device.mac}"), status_code=303)
 
 
@@ -304,7 +304,7 @@ async def keep(request: Request, mac: str) -> Response:
 async def approve(request: Request, mac: str) -> Response:
     """Approve the MUD URL the device announced."""
     await _form(request, _owner(request))
-    device = state(request).services.devices.approve_url(mac)
+    device = state(request).services.approve_url(mac)
     return RedirectResponse(f"/devices/{device.mac}", status_code=303)
 
 
@@ -314,7 +314,7 @@ async def forget(request: Request, mac: str) -> Response:
     session = _owner(request)
     form = await _form(request, session)
     transfer = _text(form, "transfer") == "1"
-    steps = state(request).services.devices.forget(mac, transfer=transfer)
+    steps = state(request).services.forget(mac, transfer=transfer)
     return _render(request, "forgotten.html", {"steps": steps, "transfer": transfer},
                    session=session)
 

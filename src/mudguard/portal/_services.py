@@ -15,19 +15,22 @@ URL, ``approve_url``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from mudguard.devices import Device, DeviceEvent, EventKind, MudSource, SignatureStatus
+from mudguard.devices import Device, DeviceEvent, EventKind, GrantRecord, MudSource, SignatureStatus
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
-from mudguard.devices.service import DeviceService
+from mudguard.devices.service import DeviceService, ResetInstructions
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.keys.core import WifiCredentials
 from mudguard.mud import Finding, MudFile, parse_mud
-from mudguard.policy import LifecycleState
+from mudguard.policy import GrantKind, LifecycleState
+
+T = TypeVar("T")
 
 MAX_NAME = 64
 ALERT_KINDS = frozenset({EventKind.VIOLATION, EventKind.QUARANTINED})
@@ -105,6 +108,39 @@ class PortalServices:
     devices: DeviceService
     keys: KeyIssuer | None = None
     clock: Callable[[], datetime] | None = None
+    run: Callable[[Callable[[], Any]], Any] | None = None
+    """Runs a change serialised with the daemon's other service calls (its worker);
+    None: the portal's own changes are serialised among themselves."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _serial(self, change: Callable[[], T]) -> T:
+        if self.run is not None:
+            result: T = self.run(change)
+            return result
+        with self._lock:
+            return change()
+
+    # -- owner changes (through the shared device service, one at a time) -------------
+
+    def grant(self, mac: str, kind: GrantKind, **fields: Any) -> GrantRecord:
+        """Give the device an extra permission (``DeviceService.grant``)."""
+        return self._serial(lambda: self.devices.grant(mac, kind, **fields))
+
+    def revoke_grant(self, mac: str, grant_id: int) -> None:
+        """Take a permission back."""
+        self._serial(lambda: self.devices.revoke_grant(mac, grant_id))
+
+    def release(self, mac: str) -> Device:
+        """Release a quarantined device."""
+        return self._serial(lambda: self.devices.release(mac))
+
+    def approve_url(self, mac: str) -> Device:
+        """Approve the MUD URL the device announced."""
+        return self._serial(lambda: self.devices.approve_url(mac))
+
+    def forget(self, mac: str, *, transfer: bool = False) -> ResetInstructions:
+        """End of use: remove access, key and data; the reset steps."""
+        return self._serial(lambda: self.devices.forget(mac, transfer=transfer))
 
     def now(self) -> datetime:
         """The current time (the device service's clock unless one was given)."""
@@ -133,9 +169,13 @@ class PortalServices:
         if not clean or len(clean) > MAX_NAME or not clean.isprintable():
             raise PortalError("bad_name", f"a name must be 1 to {MAX_NAME} printable "
                               "characters")
-        device = replace(self.devices.device(mac), name=clean)
-        self.devices.store.save_device(device)
-        return device
+
+        def change() -> Device:
+            device = replace(self.devices.device(mac), name=clean)
+            self.devices.store.save_device(device)
+            return device
+
+        return self._serial(change)
 
     def mud_for(self, device: Device) -> MudFile | None:
         """The MUD file the device's profile was built from (from the cache)."""
@@ -181,13 +221,16 @@ class PortalServices:
 
     def keep_quarantined(self, mac: str) -> Device:
         """The owner looked at the evidence and keeps the device quarantined."""
-        device = self.devices.device(mac)
-        if device.state is not LifecycleState.QUARANTINED:
-            raise PortalError("not_quarantined", f"{device.mac} is not quarantined",
-                              mac=device.mac)
-        self.devices.store.add_event(EventKind.STATE_CHANGED, self.now(), device.mac,
-                                     {"to": device.state.value, "decision": "kept"})
-        return device
+        def change() -> Device:
+            device = self.devices.device(mac)
+            if device.state is not LifecycleState.QUARANTINED:
+                raise PortalError("not_quarantined", f"{device.mac} is not quarantined",
+                                  mac=device.mac)
+            self.devices.store.add_event(EventKind.STATE_CHANGED, self.now(), device.mac,
+                                         {"to": device.state.value, "decision": "kept"})
+            return device
+
+        return self._serial(change)
 
     # -- flows -----------------------------------------------------------------------
 
@@ -293,10 +336,14 @@ class PortalServices:
             url = check_mud_url(url)
         except MudUrlError as exc:
             raise PortalError("bad_mud_url", str(exc)) from exc
-        device = self.devices.observe(mac=mac, mud_url=url, source=MudSource.QR,
-                                      manufacturer=manufacturer, model=model)
-        if device.pending_mud_url == url:
-            device = self.devices.approve_url(device.mac)
+        def accept() -> Device:
+            device = self.devices.observe(mac=mac, mud_url=url, source=MudSource.QR,
+                                          manufacturer=manufacturer, model=model)
+            if device.pending_mud_url == url:
+                device = self.devices.approve_url(device.mac)
+            return device
+
+        device = self._serial(accept)
         if name:
             device = self.rename(device.mac, name)
         if self.keys is None:
