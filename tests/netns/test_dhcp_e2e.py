@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -181,7 +182,9 @@ class OnboardHome:
                 f"--dhcp-range={LAN4[100]},{LAN4[199]},255.255.255.0,1h",
                 f"--dhcp-option=option:router,{GW4}",
                 f"--dhcp-script={HOOK}", f"--dhcp-leasefile={self.root / 'leases'}",
+                f"--dhcp-hostsfile={self.root / 'dhcp-hosts'}",
                 f"--pid-file={self.root / 'dnsmasq.pid'}", "--user=root", "--group=root"]
+        (self.root / "dhcp-hosts").write_text("")
         self._procs.append(subprocess.Popen(
             argv, env={**os.environ, SOCKET_ENV: str(self.listener.path)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -362,4 +365,30 @@ def test_refresh_with_a_tampered_file_keeps_the_enforced_profile(
     assert "signature-invalid" in [e.kind.value for e in home.store.list_events(good.mac)]
     home.configure(0, result.lease_ip)
     ns = home.home.nodes[0].ns
+    assert home.home.tcp(ns, CLOUD4, 443) and not home.home.tcp(ns, OTHER4, 443)
+
+
+def test_a_renewed_lease_at_another_address_is_enforced(onboard_home: OnboardHome) -> None:
+    home = onboard_home
+    first = home.onboard(0)
+    assert first.device is not None and first.lease_ip is not None
+    node = home.home.nodes[0]
+    # The home's DHCP server is told to give the device another address (dnsmasq
+    # rereads its hosts file on SIGHUP); the device gives its lease back and asks again.
+    (home.root / "dhcp-hosts").write_text(f"{node.mac},{LAN4[180]}\n")
+    os.kill(int((home.root / "dnsmasq.pid").read_text()), signal.SIGHUP)
+    run(["busybox", "udhcpc", "-i", node.iface, "-f", "-q", "-n", "-R", "-t", "5", "-T", "1",
+         "-s", "/bin/true"], ns=node.ns, timeout=20)
+    while home.listener.receive(timeout=0.3) is not None:  # drain (bounded by the socket)
+        pass
+    moved = home.onboard(0)
+    assert moved.error is None, moved.error
+    assert moved.lease_ip == str(LAN4[180]) != first.lease_ip
+    device = home.store.get_device(first.device.mac)
+    assert device is not None and device.ipv4 == (moved.lease_ip,)
+    assert device.state.value == "profiled"
+    home.configure(0, moved.lease_ip)
+    ns = home.home.nodes[0].ns
+    run(["ip", "addr", "del", f"{first.lease_ip}/24", "dev", home.home.nodes[0].iface],
+        ns=ns, check=False)
     assert home.home.tcp(ns, CLOUD4, 443) and not home.home.tcp(ns, OTHER4, 443)

@@ -218,7 +218,11 @@ class DeviceService:
             and (before is None or before.mud_url != device.mud_url))
         if not needs_decision:
             if outcome.changed or before != device:
-                return self._commit(outcome, enforce=False)
+                # A new address must reach the kernel: the rules match the device's
+                # addresses, so a renewed lease elsewhere would otherwise be dropped.
+                moved = before is not None and (before.ipv4, before.ipv6) != (device.ipv4,
+                                                                              device.ipv6)
+                return self._commit(outcome, enforce=moved)
             return device
         # Store the sighting first (no rules yet: a NEW device has none installed,
         # so the default-deny of the ruleset applies), then decide.
