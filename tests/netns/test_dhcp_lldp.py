@@ -105,3 +105,40 @@ def test_lldp_mud_url_over_a_real_wire(wire: tuple[str, str], tmp_path: Path) ->
 
 def test_listener_without_interface_is_off_not_a_crash() -> None:
     assert LldpListener.open("mgl-no-such-if") is None
+
+
+def listen_then_drain(interface: str, ready: Path, sent: Path) -> list[str | None]:
+    """Inside the gateway namespace: wait until frames were sent, then drain them."""
+    with LldpListener(interface) as listener:
+        ready.touch()
+        for _ in range(250):  # bounded wait for the sender (5 s)
+            if sent.exists():
+                break
+            time.sleep(0.02)
+        got: list[str | None] = []
+        listener.drain(lambda info: got.append(info.mud_url))
+        return got
+
+
+def test_drain_reads_queued_frames_without_waiting(wire: tuple[str, str], tmp_path: Path
+                                                  ) -> None:
+    gw, dev = wire
+    tag = gw.split("-")[0]
+    ready, sent = tmp_path / "ready", tmp_path / "sent"
+    out: list[list[str | None]] = []
+    thread = threading.Thread(target=lambda: out.append(_netns.call_in(
+        gw, listen_then_drain, f"{tag}g", ready, sent, timeout=15)))
+    thread.start()
+    try:
+        for _ in range(100):
+            if ready.exists():
+                break
+            time.sleep(0.02)
+        frames = [build_lldp_frame(MAC, mud_url=URL), build_lldp_frame(MAC, mud_url=URL)[:25],
+                  build_lldp_frame(MAC, mud_url=None)]
+        _netns.call_in(dev, send, f"{tag}d", frames, timeout=10)
+        time.sleep(0.1)  # let the kernel queue them
+        sent.touch()
+    finally:
+        thread.join(timeout=20)
+    assert out == [[URL, None]]  # the truncated frame was dropped

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mudguard.devices._model import MudSource
@@ -186,6 +187,24 @@ class LldpListener:
         except LldpError as exc:
             log.warning("ignored an LLDP frame on %s: %s", self.interface, exc)
             return None
+
+    def drain(self, on_info: Callable[[LldpInfo], object], max_frames: int = 64) -> int:
+        """Read the frames already queued, without waiting (for ``loop.add_reader``),
+        passing each valid one to ``on_info``; returns how many were passed."""
+        passed = 0
+        for _ in range(max_frames):
+            try:
+                frame = self._sock.recv(MAX_FRAME + 1, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            try:
+                info = parse_lldp_frame(frame)
+            except LldpError as exc:
+                log.warning("ignored an LLDP frame on %s: %s", self.interface, exc)
+                continue
+            on_info(info)
+            passed += 1
+        return passed
 
     def close(self) -> None:
         """Close the socket."""
