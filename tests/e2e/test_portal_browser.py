@@ -36,6 +36,7 @@ MAC = "00:11:22:33:44:55"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian's chromium is not installed (scripts/setup.sh)")
+pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
 
 
 def _free_port() -> int:
