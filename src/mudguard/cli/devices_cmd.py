@@ -420,6 +420,9 @@ def settings_cmd(
     if allow_unsigned is not None:
         request["allow_unsigned"] = allow_unsigned
     current = _call(db, request, quiet=len(request) == 1)["settings"]
+    if home_default is not None:
+        err_console.print("[yellow]note[/]: devices already on the home default get the new "
+                          "default's rules when the gateway daemon next starts.")
     if as_json:
         _print_json(current)
         return
