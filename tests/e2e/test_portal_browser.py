@@ -228,3 +228,34 @@ def test_hostile_mud_file_cannot_script_the_page(live: tuple[str, Stack], browse
         page.wait_for_timeout(300)
     assert seen["dialogs"] == [], seen["dialogs"]  # no alert() ran
     assert page.evaluate("typeof window.mudPwned") == "undefined"
+
+
+def test_keyboard_only_first_start_and_login(live: tuple[str, Stack], browser: Any) -> None:
+    """Tab and Enter are enough: skip link first, then the labelled fields, then submit."""
+    base, _ = live
+    page = browser.new_page()
+    page.goto(base + "/setup")
+
+    def focused() -> str:
+        return str(page.evaluate("document.activeElement.id || document.activeElement.className"
+                                 " || document.activeElement.tagName"))
+
+    page.keyboard.press("Tab")
+    assert focused() == "skip"  # the first stop is "Skip to content"
+    for _ in range(12):
+        if focused() == "username":
+            break
+        page.keyboard.press("Tab")
+    assert focused() == "username"
+    page.keyboard.type(OWNER)
+    page.keyboard.press("Tab")
+    assert focused() == "password"
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/devices")
+    outline = page.evaluate(
+        "(() => { const a = document.querySelector('nav a'); a.focus();"
+        " return getComputedStyle(a).outlineStyle + ' ' + getComputedStyle(a).outlineWidth; })()")
+    assert outline.startswith("solid 3px"), outline
