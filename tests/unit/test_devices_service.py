@@ -354,3 +354,12 @@ def test_a_moved_lease_leaves_the_old_holder(svc: DeviceService) -> None:
     assert svc.device(MAC).ipv4 == ("192.0.2.20",)
     svc.observe(mac=other, ip="192.0.2.20", source=MudSource.DHCP4)
     assert svc.device(MAC).ipv4 == () and svc.device(other).ipv4 == ("192.0.2.20",)
+
+
+def test_reapplying_a_cached_profile_does_not_extend_its_validity(
+        svc: DeviceService, corpus: Path, clock: Clock) -> None:
+    cache(svc, corpus)  # fetched at NOW
+    clock.now = NOW + timedelta(hours=10)
+    svc.observe(mac=MAC, mud_url=URL)
+    cached = svc.store.get_mud(URL)
+    assert cached is not None and cached.fetched_at == NOW

@@ -336,11 +336,13 @@ class DeviceService:
             outcome = lifecycle.Outcome(forced.device, outcome.notices + forced.notices)
         return self._commit(outcome)
 
-    def _load(self, url: str) -> tuple[bytes, bytes | None]:
+    def _load(self, url: str) -> tuple[bytes, bytes | None, datetime]:
+        """The MUD file, its signature and when they were fetched (a fresh cached copy,
+        or fetched now). Nothing is cached here: see ``_apply_profile``."""
         now = self.clock()
         cached = self.store.get_mud(url)
         if cached is not None and cached.fresh(now):
-            return cached.data, cached.signature
+            return cached.data, cached.signature, cached.fetched_at
         if self.fetch is None:
             raise MudguardError("no MUD fetcher is configured")
         data = self.fetch(url)
@@ -348,18 +350,19 @@ class DeviceService:
         signature = None
         if parsed is not None and parsed.mud_signature:
             signature = self.fetch(parsed.mud_signature)
-        return data, signature
+        return data, signature, now
 
     def _onboard_url(self, device: Device, url: str, *, supported: bool = True) -> Device:
         try:
-            data, signature = self._load(url)
+            data, signature, fetched_at = self._load(url)
         except Exception as exc:  # network or server trouble: tell, keep safe
             return self._no_mud(device, f"the MUD file at {url} could not be fetched: {exc}")
         result = parse_mud(data, expected_url=url)
         if result.mud is None:
             first = result.errors[0] if result.errors else "unusable"
             return self._no_mud(device, f"the MUD file at {url} is invalid: {first}")
-        return self._apply_profile(device, result.mud, data, signature, supported=supported)
+        return self._apply_profile(device, result.mud, data, signature, supported=supported,
+                                   fetched_at=fetched_at)
 
     def _check_signature(self, data: bytes, signature: bytes | None
                          ) -> tuple[SignatureStatus, str | None]:
@@ -375,7 +378,8 @@ class DeviceService:
     def _apply_profile(self, device: Device, mud: MudFile, data: bytes,
                        signature: bytes | None, *, supported: bool = True,
                        checked: tuple[SignatureStatus, str | None] | None = None,
-                       notices: tuple[lifecycle.Notice, ...] = ()) -> Device:
+                       notices: tuple[lifecycle.Notice, ...] = (),
+                       fetched_at: datetime | None = None) -> Device:
         status, signer = checked or self._check_signature(data, signature)
         now = self.clock()
         eos = device.end_of_support if supported else now
@@ -389,7 +393,8 @@ class DeviceService:
         outcome = lifecycle.Outcome(outcome.device, notices + told)
         if outcome.device.profile_hash != new_hash:  # refused: the enforced profile stays
             return self._commit(outcome)
-        cache = CachedMud(url=mud.mud_url, data=data, signature=signature, fetched_at=now,
+        cache = CachedMud(url=mud.mud_url, data=data, signature=signature,
+                          fetched_at=fetched_at or now,
                           cache_validity_hours=mud.cache_validity_hours)
         return self._commit(outcome, mud, cache=cache)
 
@@ -417,7 +422,7 @@ class DeviceService:
         approved = lifecycle.approve_url(device, self.clock())
         url = approved.device.mud_url or ""
         try:
-            data, signature = self._load(url)
+            data, signature, fetched_at = self._load(url)
         except Exception as exc:  # network or server trouble
             self._refuse_approval(device, EventKind.FETCH_FAILED,
                                   f"the new MUD file at {url} could not be fetched: {exc}")
@@ -433,7 +438,8 @@ class DeviceService:
                                   f"{signer or status.value}")
         assert result.mud is not None
         return self._apply_profile(approved.device, result.mud, data, signature,
-                                   checked=(status, signer), notices=approved.notices)
+                                   checked=(status, signer), notices=approved.notices,
+                                   fetched_at=fetched_at)
 
     def _refuse_approval(self, device: Device, kind: EventKind, why: str) -> NoReturn:
         self.store.add_event(kind, self.clock(), device.mac,
