@@ -233,3 +233,30 @@ def test_accessible_forms_and_phone_markup(tmp_path: Path) -> None:
             assert ids <= labelled, (path, ids - labelled)  # ... and a label
         onboard = client.get("/onboard").text
         assert 'accept="image/*"' in onboard and 'capture="environment"' in onboard
+
+
+def test_a_new_mud_url_waits_and_shows_what_would_change(tmp_path: Path) -> None:
+    with portal(tmp_path) as (client, st, _):
+        url = _serve_bulb(st)
+        st.services.onboard(url=url, mac=MAC)
+        wider_url = st.server.url("/bulb-v2.json")
+        wider = mud_document(wider_url)
+        aces = wider["ietf-access-control-list:acls"]["acl"][0]["aces"]["ace"]
+        aces.append({"name": "telemetry", "matches": {
+            "ipv4": {"protocol": 17, "ietf-acldns:dst-dnsname": "telemetry.example.net"},
+            "udp": {"destination-port": {"operator": "eq", "port": 5683}}},
+            "actions": {"forwarding": "accept"}})
+        st.server.put_json("/bulb-v2.json", wider)
+        device = st.services.devices.observe(mac=MAC, mud_url=wider_url)
+        assert device.pending_mud_url == wider_url and device.mud_url == url
+        page = client.get(f"/devices/{MAC}")
+        assert "waiting for your approval" in page.text
+        diff = text_of(client.get(f"/devices/{MAC}/pending").text)
+        assert "It would newly be allowed to may send to telemetry.example.net (UDP port 5683)" \
+            in diff
+        assert "keeps its current, stricter profile" in diff
+        token = page_csrf(client, f"/devices/{MAC}/pending")
+        client.post(f"/devices/{MAC}/approve", data={"csrf": token})
+        device = st.store.get_device(MAC)
+        assert device.mud_url == wider_url and device.pending_mud_url is None
+        assert client.get(f"/devices/{MAC}/pending", follow_redirects=False).status_code == 303

@@ -308,6 +308,27 @@ async def approve(request: Request, mac: str) -> Response:
     return RedirectResponse(f"/devices/{device.mac}", status_code=303)
 
 
+@router.get("/devices/{mac}/pending")
+def pending(request: Request, mac: str) -> Response:
+    """The MUD URL the device announced, beside the profile it has: what would change."""
+    session = _owner(request)
+    services = state(request).services
+    device = services.device(mac)
+    if not device.pending_mud_url:
+        return RedirectResponse(f"/devices/{device.mac}", status_code=303)
+    current = services.mud_for(device)
+    now = describe_policy(current) if current else {"from-device": [], "to-device": []}
+    preview = services.preview(device.pending_mud_url)
+    new = describe_policy(preview.mud) if preview.mud else None
+    changes = None
+    if new is not None:
+        changes = {d: {"added": [x for x in new[d] if x not in now[d]],
+                       "removed": [x for x in now[d] if x not in new[d]]} for d in new}
+    return _render(request, "pending.html", {"device": device, "preview": preview,
+                                             "changes": changes, "current": current},
+                   session=session)
+
+
 @router.post("/devices/{mac}/forget")
 async def forget(request: Request, mac: str) -> Response:
     """End of use: forget (or transfer) the device, then show the reset steps."""
