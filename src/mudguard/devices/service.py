@@ -594,19 +594,6 @@ class DeviceService:
         return Maintenance(expired_grants=expired, out_of_support=moved, refreshed=refreshed,
                            pruned_events=pruned)
 
-    # -- restart -----------------------------------------------------------------------
-
-    @_serialised
-    def restore_all(self) -> list[Device]:
-        """Re-enforce every stored device from the database (daemon start-up)."""
-        restored = []
-        for device in self.store.list_devices():
-            if self.enforcer is not None and device.state is not LifecycleState.NEW:
-                grants = [g.grant for g in self.active_grants(device.mac)]
-                self.enforcer.apply_device(device, self.cached_mud(device), grants)
-            restored.append(device)
-        return restored
-
 
 def _reset_steps(device: Device, transfer: bool) -> tuple[str, ...]:
     steps = [
