@@ -276,3 +276,45 @@ def test_hook_parser_never_crashes(data: bytes) -> None:
     except SightingError:
         return
     assert isinstance(s.mac, str) and s.source in (MudSource.DHCP4, MudSource.DHCP6)
+
+
+def test_dhcp_listen_command_with_the_real_hook(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    sock = tmp_path / "dhcp.sock"
+    env = {**os.environ, "MUDGUARD_DHCP_SOCKET": str(sock)}
+    proc = subprocess.Popen([sys.executable, "-m", "mudguard", "dhcp", "listen", "--count", "2",
+                             "--timeout", "20"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(500):  # bounded wait for the socket (10 s)
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        hook = Path(sys.executable).with_name("mudguard-dhcp-hook")
+        for args, mud in ((["add", MAC, "192.0.2.50", "plug"], URL),
+                          (["old", "00:01:00:01:aa", "2001:db8::50"], None)):
+            hook_env = {**env, "DNSMASQ_MAC": MAC}
+            if mud:
+                hook_env["DNSMASQ_MUD_URL"] = mud
+            subprocess.run([str(hook), *args], env=hook_env, check=True, timeout=20)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(x["source"], x["ip"], x["mud_url"]) for x in lines] == [
+        ("dhcp4", "192.0.2.50", URL), ("dhcp6", "2001:db8::50", None)]
+    assert proc.returncode == 0, err
+
+
+def test_dhcp_listen_says_when_nothing_came(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mudguard.cli.main import app
+
+    result = CliRunner().invoke(app, ["dhcp", "listen", "--socket", str(tmp_path / "s.sock"),
+                                      "--timeout", "0.2"])
+    assert result.exit_code == 1 and "no lease event" in result.output
