@@ -164,10 +164,18 @@ def learn(
     wanted = _parse_mac(device)
     lan_list, gw_list = _home_args(lan, gateway)
     obs, stats = observe(capture, wanted, quiet)
+    _learn_and_write(obs, stats.records, wanted, capture.name, output, mud_url, lan_list,
+                     gw_list)
+
+
+def _learn_and_write(obs: Observations, records: int, wanted: bytes | None, source: str,
+                     output: Path, mud_url: str | None, lan: list[str],
+                     gateway: list[str]) -> None:
+    """Learn the MUD file from observations, check it, and write it atomically."""
     mac = _device(obs, wanted)
-    home = infer_home(obs, mac, lan=lan_list, gateway=gw_list)
+    home = infer_home(obs, mac, lan=lan, gateway=gateway)
     url = mud_url or f"https://learned.mudguard.invalid/{mac.hex()}.json"
-    options = LearnOptions(mud_url=url, systeminfo=f"Learned from {capture.name[:200]} "
+    options = LearnOptions(mud_url=url, systeminfo=f"Learned from {source[:200]} "
                                                    f"for {mac_text(mac)}")
     try:
         document = learn_mud(obs, home, options)
@@ -180,9 +188,46 @@ def learn(
         raise _fail("the learned profile is not valid (a bug in mudguard)", 1)
     _write_atomic(output, json.dumps(document, indent=2) + "\n")
     aces = sum(len(acl["aces"]["ace"]) for acl in document["ietf-access-control-list:acls"]["acl"])
-    err_console.print(f"learned {aces} rules for {mac_text(mac)} from {stats.records} packets "
+    err_console.print(f"learned {aces} rules for {mac_text(mac)} from {records} packets "
                       f"({obs.packets} of the device); gateway {', '.join(home.gateway_ips) or '?'}"
                       f" → {escape(str(output))}")
+
+
+@profile_app.command("learn-live")
+def learn_live(
+    interface: Annotated[str, typer.Argument(help="The interface the device talks through "
+                                                  "(e.g. the gateway's LAN bridge).")],
+    device: Annotated[str, typer.Option("--device", help="The device's MAC.")],
+    seconds: Annotated[float, typer.Option("--seconds", help="How long to watch.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the MUD file.")],
+    mud_url: Annotated[str | None, typer.Option(
+        "--mud-url", help="The MUD URL the file will be published at.")] = None,
+    netns: Annotated[str | None, typer.Option(
+        "--netns", help="Capture inside this network namespace.")] = None,
+    lan: LanOpt = None,
+    gateway: GatewayOpt = None,
+) -> None:
+    """Watch a live device for a while and propose its MUD file (same code as ``learn``).
+
+    The owner reviews the proposal (``mudguard mud show OUT.json``) before using it.
+    """
+    from mudguard.profile.capture import dns_answers
+    from mudguard.profile.live import LiveCapture, LiveCaptureError
+
+    wanted = _parse_mac(device)
+    lan_list, gw_list = _home_args(lan, gateway)
+    if not 0 < seconds <= 7 * 24 * 3600:
+        raise typer.BadParameter("must be in (0, 604800]", param_hint="--seconds")
+    observer = Observer(device=wanted)
+    try:
+        live = LiveCapture(interface, netns=netns)
+    except LiveCaptureError as exc:
+        raise _fail(str(exc), 1) from exc
+    err_console.print(f"watching {escape(interface)} for {seconds:g} s …")
+    observer.add_frames(live.frames(seconds), dns=dns_answers)
+    obs = observer.finish()
+    _learn_and_write(obs, obs.packets, wanted, f"{interface} ({seconds:g} s)", output, mud_url,
+                     lan_list, gw_list)
 
 
 @profile_app.command("check")
