@@ -10,6 +10,8 @@ from typing import Any
 
 import dpkt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mudguard.cli.main import app
@@ -279,3 +281,21 @@ def test_fast_path_equals_the_general_path(corpus: Path, tmp_path: Path) -> None
             fast = Observer(device=device)
             fast.add_frames(read_frames(capture), dns=dns_answers)
             assert fast.finish() == general.finish(), (capture.name, device)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=3000), st.booleans())
+def test_hostile_capture_bytes_never_crash(tmp_path_factory: pytest.TempPathFactory,
+                                           tail: bytes, ng: bool) -> None:
+    """Any bytes after a valid file header: packets or a CaptureError, nothing else."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    good = write_capture(folder / "g.cap", home_frames()[:3], ng=ng).read_bytes()
+    for data in (good[:32] + tail, good + tail, good[: len(good) // 2] + tail):
+        path = folder / "x.cap"
+        path.write_bytes(data)
+        observer = Observer()
+        try:
+            observer.add_all(read_packets(path))
+        except CaptureError:
+            continue
+        observer.finish()

@@ -265,3 +265,13 @@ def test_pure_parts_import_no_io_modules() -> None:
                             check=True).stdout.split()
     forbidden = ("asyncio", "socket", "sqlite3", "subprocess", "nftables", "pyroute2", "dpkt")
     assert [m for m in loaded if m.split(".")[0] in forbidden] == []
+
+
+def test_alert_mac_is_only_the_device_own() -> None:
+    tracker = DeviationTracker(lan_prefixes=LAN)
+    other_mac = "02:00:00:00:00:99"  # a frame claiming another MAC under this device's id
+    events = [FlowEvent(device_id=ID, direction=OUT, family=4, src="192.0.2.10",
+                        dst=f"192.0.2.{h}", protocol=6, dst_port=23, mac=other_mac)
+              for h in range(20, 28)]
+    alerts = feed(tracker, events)
+    assert alerts and alerts[0][1].mac is None

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mudguard.mud import Direction
+from mudguard.policy._names import device_id
 from mudguard.watch.nflog import FlowEvent
 
 
@@ -102,8 +103,8 @@ class DeviationTracker:
         if event.direction is not Direction.FROM_DEVICE:
             return []
         state = self._device(event.device_id)
-        if event.mac and state.mac is None:
-            state.mac = event.mac
+        if event.mac and state.mac is None and device_id(event.mac) == event.device_id:
+            state.mac = event.mac  # only a MAC that is this device's (the id is its hash)
         if state.alerted:
             return []
         t = self.thresholds
