@@ -122,6 +122,11 @@ class Enforcer:
     # -- state ------------------------------------------------------------------------------
 
     @property
+    def nft(self) -> Nft:
+        """The libnftables handle (the DNS guard adds set elements through it)."""
+        return self._nft
+
+    @property
     def context(self) -> HomeContext:
         """The home context with every device currently installed."""
         devices = tuple(e.policy.device for e in self._entries.values())
