@@ -215,6 +215,7 @@ def test_changes_run_in_the_daemons_worker(tmp_path: Path) -> None:
                                headers=headers).status_code == 201
             assert client.post(f"/api/devices/{MAC}/forget", json={},
                                headers=headers).status_code == 200
-            assert len(threads) == 4 and all(name.startswith("svc") for name in threads)
+            # onboard (add + key id), rename, grant, forget
+            assert len(threads) == 5 and all(name.startswith("svc") for name in threads)
     finally:
         worker.shutdown(wait=True)

@@ -260,3 +260,26 @@ def test_a_new_mud_url_waits_and_shows_what_would_change(tmp_path: Path) -> None
         device = st.store.get_device(MAC)
         assert device.mud_url == wider_url and device.pending_mud_url is None
         assert client.get(f"/devices/{MAC}/pending", follow_redirects=False).status_code == 303
+
+
+def test_trust_and_untrust(tmp_path: Path) -> None:
+    with portal(tmp_path) as (client, st, _):
+        st.services.onboard(url=_serve_bulb(st), mac=MAC)
+        token = page_csrf(client, f"/devices/{MAC}")
+        trusted = client.post(f"/devices/{MAC}/trust", data={"csrf": token})
+        assert "Trusted" in trusted.text
+        assert st.store.get_device(MAC).state is LifecycleState.TRUSTED
+        client.post(f"/devices/{MAC}/trust", data={"csrf": token, "undo": "1"})
+        assert st.store.get_device(MAC).state is LifecycleState.PROFILED
+
+
+def test_onboarding_records_the_key_id_on_the_device(tmp_path: Path) -> None:
+    with portal(tmp_path) as (_, st, _):
+        done = st.services.onboard(url=_serve_bulb(st), mac=MAC, name="Bulb")
+        device = st.store.get_device(MAC)
+        assert device.key_id and device.key_id.startswith("dev-")
+        assert f"keyid={device.key_id} {MAC}" in st.psk_file.read_text()
+        assert done.device.key_id == device.key_id
+        # A second onboarding replaces the key: one line per device, never two.
+        st.services.onboard(url=_serve_bulb(st), mac=MAC)
+        assert st.psk_file.read_text().count(MAC) == 1

@@ -9,6 +9,7 @@ from mudguard.portal._app import CSP, SECURITY_HEADERS, create_app, serve
 from mudguard.portal._services import (
     Alert,
     FlowBucket,
+    IssuedKey,
     KeyIssuer,
     MudPreview,
     Onboarded,
@@ -24,6 +25,7 @@ __all__ = [
     "SECURITY_HEADERS",
     "Alert",
     "FlowBucket",
+    "IssuedKey",
     "KeyIssuer",
     "MudPreview",
     "Onboarded",

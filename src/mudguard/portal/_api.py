@@ -231,6 +231,18 @@ def approve(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     return state(request).services.approve_url(mac).as_dict()
 
 
+@router.post("/devices/{mac}/trust")
+def trust(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
+    """One of the owner's own computers or phones: not restricted."""
+    return state(request).services.trust(mac).as_dict()
+
+
+@router.post("/devices/{mac}/untrust")
+def untrust(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
+    """Withdraw trust: back to what the device's profile allows."""
+    return state(request).services.untrust(mac).as_dict()
+
+
 @router.post("/devices/{mac}/forget")
 def forget(mac: Mac, body: ForgetIn, request: Request, session: Owner) -> dict[str, Any]:
     """End of use: remove its access, key and data; returns the reset steps."""

@@ -308,6 +308,15 @@ async def approve(request: Request, mac: str) -> Response:
     return RedirectResponse(f"/devices/{device.mac}", status_code=303)
 
 
+@router.post("/devices/{mac}/trust")
+async def trust(request: Request, mac: str) -> Response:
+    """Mark one of the owner's own computers or phones (not restricted), or undo it."""
+    form = await _form(request, _owner(request))
+    services = state(request).services
+    device = services.untrust(mac) if _text(form, "undo") == "1" else services.trust(mac)
+    return RedirectResponse(f"/devices/{device.mac}", status_code=303)
+
+
 @router.get("/devices/{mac}/pending")
 def pending(request: Request, mac: str) -> Response:
     """The MUD URL the device announced, beside the profile it has: what would change."""

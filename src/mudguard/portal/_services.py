@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -37,11 +37,19 @@ ALERT_KINDS = frozenset({EventKind.VIOLATION, EventKind.QUARANTINED})
 DECISION_KINDS = frozenset({EventKind.RELEASED, EventKind.FORGOTTEN})
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuedKey:
+    """A device's own WiFi key: what its QR code carries, and the key's id."""
+
+    credentials: WifiCredentials
+    key_id: str | None = None
+
+
 class KeyIssuer(Protocol):
     """The WiFi key side: gives a device its own passphrase (the keys adapter)."""
 
-    def issue(self, mac: str) -> WifiCredentials:
-        """Create (or replace) the device's own key and return what its QR code carries."""
+    def issue(self, mac: str) -> IssuedKey:
+        """Create (or replace) the device's own key."""
         ...
 
 
@@ -138,6 +146,14 @@ class PortalServices:
         """Approve the MUD URL the device announced."""
         return self._serial(lambda: self.devices.approve_url(mac))
 
+    def trust(self, mac: str) -> Device:
+        """One of the owner's own computers or phones: not restricted."""
+        return self._serial(lambda: self.devices.trust(mac))
+
+    def untrust(self, mac: str) -> Device:
+        """Back to what the device's profile allows."""
+        return self._serial(lambda: self.devices.untrust(mac))
+
     def forget(self, mac: str, *, transfer: bool = False) -> ResetInstructions:
         """End of use: remove access, key and data; the reset steps."""
         return self._serial(lambda: self.devices.forget(mac, transfer=transfer))
@@ -170,12 +186,7 @@ class PortalServices:
             raise PortalError("bad_name", f"a name must be 1 to {MAX_NAME} printable "
                               "characters")
 
-        def change() -> Device:
-            device = replace(self.devices.device(mac), name=clean)
-            self.devices.store.save_device(device)
-            return device
-
-        return self._serial(change)
+        return self._serial(lambda: self.devices.rename(mac, clean))
 
     def mud_for(self, device: Device) -> MudFile | None:
         """The MUD file the device's profile was built from (from the cache)."""
@@ -226,8 +237,8 @@ class PortalServices:
             if device.state is not LifecycleState.QUARANTINED:
                 raise PortalError("not_quarantined", f"{device.mac} is not quarantined",
                                   mac=device.mac)
-            self.devices.store.add_event(EventKind.STATE_CHANGED, self.now(), device.mac,
-                                         {"to": device.state.value, "decision": "kept"})
+            self.devices.tell(EventKind.STATE_CHANGED,
+                              {"to": device.state.value, "decision": "kept"}, device.mac)
             return device
 
         return self._serial(change)
@@ -337,9 +348,9 @@ class PortalServices:
         except MudUrlError as exc:
             raise PortalError("bad_mud_url", str(exc)) from exc
         def accept() -> Device:
-            device = self.devices.observe(mac=mac, mud_url=url, source=MudSource.QR,
-                                          manufacturer=manufacturer, model=model)
-            if device.pending_mud_url == url:
+            device = self.devices.add_device(mac=mac, mud_url=url, source=MudSource.QR,
+                                             manufacturer=manufacturer, model=model)
+            if device.pending_mud_url == url:  # the owner accepting is the approval
                 device = self.devices.approve_url(device.mac)
             return device
 
@@ -350,10 +361,11 @@ class PortalServices:
             return Onboarded(device=device, credentials=None,
                              key_error="no WiFi key service is configured on this gateway")
         try:
-            credentials = self.keys.issue(device.mac)
+            issued = self.keys.issue(device.mac)
         except MudguardError as exc:
             return Onboarded(device=device, credentials=None, key_error=_short(exc))
-        return Onboarded(device=device, credentials=credentials)
+        device = self._serial(lambda: self.devices.set_key(device.mac, issued.key_id))
+        return Onboarded(device=device, credentials=issued.credentials)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mudguard.keys.core import WifiCredentials
+from mudguard.portal._services import IssuedKey
 
 if TYPE_CHECKING:
     from mudguard.keys.service import KeyManager
@@ -26,10 +27,12 @@ class KeyManagerIssuer:
         self.ssid = ssid
         self.clock = clock
 
-    def issue(self, mac: str) -> WifiCredentials:
-        """Revoke any key the device had, issue a new one, return its WiFi credentials."""
+    def issue(self, mac: str) -> IssuedKey:
+        """Revoke any key the device had, issue a new one, return it with its id."""
         old = self.manager.ring.by_mac(mac)
         if old is not None:
             self.manager.revoke(old.entry.keyid)
         record = self.manager.issue(mac=mac, now=self.clock())
-        return WifiCredentials(ssid=self.ssid, passphrase=record.entry.passphrase)
+        return IssuedKey(credentials=WifiCredentials(ssid=self.ssid,
+                                                     passphrase=record.entry.passphrase),
+                         key_id=record.entry.keyid)
