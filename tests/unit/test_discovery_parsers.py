@@ -318,3 +318,58 @@ def test_dhcp_listen_says_when_nothing_came(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["dhcp", "listen", "--socket", str(tmp_path / "s.sock"),
                                       "--timeout", "0.2"])
     assert result.exit_code == 1 and "no lease event" in result.output
+
+
+# -- rtnetlink neighbour messages ---------------------------------------------------------
+
+def neigh_message(*, family: int = 10, ifindex: int = 3, state: int = 0x02,
+                  dst: bytes | None = None, lladdr: bytes | None = None, kind: int = 28) -> bytes:
+    """An RTM_NEWNEIGH message laid out as the kernel sends it (nlmsghdr, ndmsg, rtattrs)."""
+    import socket as _socket
+
+    def rta(t: int, v: bytes) -> bytes:
+        raw = struct.pack("=HH", 4 + len(v), t) + v
+        return raw + b"\0" * (-len(raw) % 4)
+
+    if dst is None:
+        dst = _socket.inet_pton(_socket.AF_INET6, "2001:db8:1::77")
+    if lladdr is None:
+        lladdr = bytes.fromhex(MAC.replace(":", ""))
+    body = struct.pack("=BxxxiHBB", family, ifindex, state, 0, 1) + rta(1, dst) + rta(2, lladdr)
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def test_neighbour_messages() -> None:
+    from mudguard.discovery.neighbour import parse_neigh_messages
+
+    other = bytes.fromhex("20010db8" + "0" * 22 + "88")
+    two = neigh_message() + neigh_message(state=0x04, dst=other)
+    found = parse_neigh_messages(two, ifindex=3)
+    assert [(s.mac, s.ip, s.source) for s in found] == [
+        (MAC, "2001:db8:1::77", MudSource.NEIGHBOUR), (MAC, "2001:db8::88", MudSource.NEIGHBOUR)]
+    assert parse_neigh_messages(neigh_message(), ifindex=4) == []
+
+
+@pytest.mark.parametrize("message", [
+    neigh_message(family=2, dst=bytes([192, 0, 2, 7])),  # IPv4: leases are the source
+    neigh_message(state=0x20),  # FAILED
+    neigh_message(state=0x01),  # INCOMPLETE
+    neigh_message(kind=29),  # RTM_DELNEIGH
+    neigh_message(dst=bytes.fromhex("fe80" + "0" * 26 + "01")),  # link-local
+    neigh_message(lladdr=b"\x01\x02"),  # not Ethernet
+    neigh_message()[:30],  # truncated
+    b"\xff" * 40,
+])
+def test_neighbour_messages_ignored(message: bytes) -> None:
+    from mudguard.discovery.neighbour import parse_neigh_messages
+
+    assert parse_neigh_messages(message) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_neighbour_parser_never_crashes(data: bytes) -> None:
+    from mudguard.discovery.neighbour import parse_neigh_messages
+
+    for s in parse_neigh_messages(neigh_message() + data):
+        assert s.source is MudSource.NEIGHBOUR

@@ -48,6 +48,7 @@ class MudSource(StrEnum):
     QR = "qr"  # RFC 9238 label
     MANUAL = "manual"  # typed in by the owner
     REPOSITORY = "repository"  # found in a secondary MUD repository
+    NEIGHBOUR = "neighbour"  # the gateway's IPv6 neighbour table (addresses only, no URL)
 
 
 class SignatureStatus(StrEnum):

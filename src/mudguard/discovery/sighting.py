@@ -111,6 +111,8 @@ class Intake:
         with self._lock:
             if self._seen.get(clean.mac) == clean:
                 return None
+            if clean.source is MudSource.NEIGHBOUR and not self._may_add(clean):
+                return None
             try:
                 device = self.service.observe(
                     mac=clean.mac, ip=clean.ip, hostname=clean.hostname, mud_url=clean.mud_url,
@@ -124,6 +126,14 @@ class Intake:
             while len(self._seen) > self._remember:
                 self._seen.popitem(last=False)
             return device
+
+    def _may_add(self, sighting: Sighting) -> bool:
+        """A neighbour entry is the device's own claim: it may only add an address to a
+        known device, and never one another device holds."""
+        store = self.service.store
+        if sighting.ip is None or store.get_device(sighting.mac) is None:
+            return False
+        return all(d.mac == sighting.mac for d in store.devices_holding(sighting.ip))
 
     def forget(self, mac: str) -> None:
         """Drop the remembered sighting of a device (after ``forget``), so it is new again."""
