@@ -363,3 +363,43 @@ def test_reapplying_a_cached_profile_does_not_extend_its_validity(
     svc.observe(mac=MAC, mud_url=URL)
     cached = svc.store.get_mud(URL)
     assert cached is not None and cached.fetched_at == NOW
+
+
+def test_concurrent_owner_and_discovery_calls(svc: DeviceService) -> None:
+    import threading
+
+    macs = [f"02:00:5e:00:54:{i:02x}" for i in range(20)]
+    errors: list[BaseException] = []
+
+    def discovery() -> None:
+        try:
+            for round_ in range(5):
+                for i, mac in enumerate(macs):
+                    svc.observe(mac=mac, ip=f"192.0.2.{100 + (i + round_) % 50}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def owner() -> None:
+        try:
+            for mac in macs:
+                for _ in range(200):  # bounded wait until discovery created it
+                    if svc.store.get_device(mac) is not None:
+                        break
+                    threading.Event().wait(0.005)
+                svc.grant(mac, GrantKind.LAN)
+                svc.rename(mac, "thing")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=discovery), threading.Thread(target=owner),
+               threading.Thread(target=discovery)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    devices = svc.store.list_devices()
+    assert len(devices) == 20 and all(d.name == "thing" for d in devices)
+    assert len(svc.store.list_grants()) == 20
+    held = [a for d in devices for a in d.ipv4]
+    assert len(held) == len(set(held))  # no address held by two devices
