@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 import typer
 
 from mudguard.cli.portal_cmd import parse_listen
+from tests.unit.test_portal_support import make_pki
 
 
 def _free_port() -> int:
@@ -68,3 +70,50 @@ def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_refuses(text: str) -> None:
     with pytest.raises(typer.BadParameter):
         parse_listen(text)
+
+
+def test_portal_command_over_tls(tmp_path: Path) -> None:
+    """With --tls-cert/--tls-key the portal speaks HTTPS (certificate checked against the
+    test CA): HSTS, Secure cookies, and no plain HTTP on that port."""
+    pki = make_pki(ips=("127.0.0.1",))
+    (tmp_path / "ca.pem").write_bytes(pki.ca_pem)
+    (tmp_path / "cert.pem").write_bytes(pki.cert_pem + pki.ca_pem)
+    (tmp_path / "key.pem").write_bytes(pki.key_pem)
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mudguard", "portal", "--listen", f"127.0.0.1:{port}",
+         "--db", str(tmp_path / "mudguard.db"), "--tls-cert", str(tmp_path / "cert.pem"),
+         "--tls-key", str(tmp_path / "key.pem")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    trust = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    try:
+        deadline = time.monotonic() + 30
+        response = None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"https://127.0.0.1:{port}/setup", timeout=2,
+                                     verify=trust)
+                break
+            except httpx.ConnectError:
+                assert process.poll() is None, "portal exited"
+                time.sleep(0.2)
+        assert response is not None and response.status_code == 200
+        assert "max-age" in response.headers["strict-transport-security"]
+        assert "Secure" in response.headers["set-cookie"]
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/setup", timeout=2)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_tls_options_go_together(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "mudguard", "portal", "--listen",
+                           "127.0.0.1:9", "--db", str(tmp_path / "db"), "--tls-cert",
+                           str(tmp_path / "cert.pem")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "go together" in done.stderr

@@ -82,8 +82,8 @@ class Pki:
     key_pem: bytes
 
 
-def make_pki() -> Pki:
-    """A throw-away CA and a leaf for the MUD server."""
+def make_pki(ips: tuple[str, ...] = ()) -> Pki:
+    """A throw-away CA and a leaf for the MUD server (plus IP addresses, if given)."""
     now = datetime.now(UTC) - timedelta(days=1)
 
     def name(cn: str) -> x509.Name:
@@ -107,7 +107,9 @@ def make_pki() -> Pki:
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + timedelta(days=10))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(MUD_HOST)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(MUD_HOST)]
+                + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))

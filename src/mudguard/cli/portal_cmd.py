@@ -59,9 +59,16 @@ def portal(
     psk_file: Annotated[Path | None, typer.Option(
         "--psk-file", help="hostapd's wpa_psk_file (with --keys-db).")] = None,
     ssid: Annotated[str | None, typer.Option("--ssid", help="The WiFi network's name.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", help="PEM certificate (chain) to serve over HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", help="PEM private key of --tls-cert (file, never on the command line).")
+    ] = None,
 ) -> None:
     """Serve the owner's portal and REST API (OpenAPI schema at /openapi.json)."""
     host, port = parse_listen(listen)
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-key")
     from mudguard.app import MudFetcher, signature_verifier
     from mudguard.devices.service import DeviceService
     from mudguard.mud.fetch import FetchConfig
@@ -85,6 +92,7 @@ def portal(
                             verify=signature_verifier(roots), keys=revoker)
     app = create_app(PortalServices(devices=service, keys=issuer),
                      PortalSettings(state_dir=state_dir or db.parent))
-    err_console.print(f"portal on http://{escape(listen)}/ (database {escape(str(db))}); "
+    scheme = "https" if tls_cert is not None else "http"
+    err_console.print(f"portal on {scheme}://{escape(listen)}/ (database {escape(str(db))}); "
                       "changes are enforced by the running daemon")
-    serve(app, host, port)
+    serve(app, host, port, certfile=tls_cert, keyfile=tls_key)

@@ -126,10 +126,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     del mudguard_error, validation_error, http_error, unexpected
 
 
-def serve(app: FastAPI, host: str, port: int, *, log_level: str = "warning") -> None:
-    """Serve ``app`` on exactly ``host:port`` (blocking)."""
+def serve(app: FastAPI, host: str, port: int, *, log_level: str = "warning",
+          certfile: Path | None = None, keyfile: Path | None = None) -> None:
+    """Serve ``app`` on exactly ``host:port`` (blocking); over TLS with a certificate
+    and key (cookies are then Secure and HSTS is sent)."""
+    tls = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)} \
+        if certfile is not None and keyfile is not None else {}
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                server_header=False, proxy_headers=False)
+                server_header=False, proxy_headers=False, **tls)
 
 
 __all__ = ["CSP", "SECURITY_HEADERS", "create_app", "error_fields", "error_key", "serve"]
