@@ -199,3 +199,66 @@ def test_second_listener_on_the_same_group_is_refused_clearly(lab: Lab) -> None:
             NflogSocket(100, netns=lab.gw)
     finally:
         first.close()
+
+
+FLOOD = """
+import socket, time
+start = time.monotonic()
+for i in range(200_000):  # a sustained flood of new connections, bounded to 8 s
+    s = socket.socket(); s.setblocking(False)
+    s.connect_ex((f"198.51.100.{2 + i % 50}", 1024 + i % 50000)); s.close()
+    if time.monotonic() - start > 8:
+        break
+    if i % 100 == 99:
+        time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["open-forwarding", "compiled-rules"])
+def test_flood_of_allowed_connections_is_caught_by_conntrack_events(lab: Lab,
+                                                                    compiled: bool) -> None:
+    # What the device does is allowed (no drop, no log): only conntrack NEW events tell.
+    if compiled:  # the home default "Internet only": allowed, but capped at 50/s per device
+        context = HomeContext(lan_prefixes=("192.0.2.0/24",), gateway_addresses=("192.0.2.1",),
+                              lan_interface=lab.lan_if, wan_interface=lab.other_if)
+        device = DeviceFacts(mac=DEV_MAC, ipv4=("192.0.2.10",), state=LifecycleState.DEFAULT)
+        policy = decide(device, None, (), context, now=datetime.now(UTC))
+        batch = {"nftables": [{"metainfo": {"json_schema_version": 1}},
+                              *compile_base(context), *compile_device(policy, context)]}
+        sh("ip", "netns", "exec", lab.gw, "nft", "-j", "-f", "-", input_text=json.dumps(batch))
+    else:
+        rules = textwrap.dedent("""
+            table inet mgwtest {
+                chain watchtest {
+                    type filter hook forward priority 0; policy accept;
+                    ct state new counter
+                }
+            }""")
+        sh("ip", "netns", "exec", lab.gw, "nft", "-f", "-", input_text=rules)
+    alerts: list[Alert] = []
+
+    async def scenario() -> float:
+        got = asyncio.Event()
+
+        def on_alert(alert: Alert) -> None:
+            alerts.append(alert)
+            got.set()
+
+        watcher = Watcher(on_alert, netns=lab.gw, device_of={"192.0.2.10": DEV_ID}.get)
+        await watcher.start()
+        assert watcher.conntrack is not None, "no conntrack events"
+        try:
+            started = time.monotonic()
+            flood = asyncio.get_running_loop().run_in_executor(None, in_device, lab, FLOOD)
+            await asyncio.wait_for(got.wait(), timeout=15)
+            elapsed = time.monotonic() - started
+            await flood
+            return elapsed
+        finally:
+            await watcher.stop()
+
+    elapsed = asyncio.run(scenario())
+    assert [a.kind for a in alerts] == ["flood"]
+    assert alerts[0].device_id == DEV_ID and "connections" in alerts[0].reason
+    assert elapsed < 10, f"flood alert after {elapsed:.2f} s"
+    print(f"\nconnection flood → alert in {elapsed * 1000:.0f} ms: {alerts[0].reason}")

@@ -275,3 +275,56 @@ def test_alert_mac_is_only_the_device_own() -> None:
               for h in range(20, 28)]
     alerts = feed(tracker, events)
     assert alerts and alerts[0][1].mac is None
+
+
+# -- conntrack NEW events -------------------------------------------------------------------
+
+
+def ct_new(src: str, dst: str, proto: int, sport: int, dport: int, *, flags: int = 0x400) -> bytes:
+    from mudguard.watch.conntrack import CTA_TUPLE_ORIG
+
+    nested = 0x8000
+    ip = attr(1, socket.inet_aton(src)) + attr(2, socket.inet_aton(dst))
+    l4 = attr(1, bytes([proto])) + attr(2, struct.pack("!H", sport)) + \
+        attr(3, struct.pack("!H", dport))
+    orig = attr(1 | nested, ip) + attr(2 | nested, l4)
+    body = struct.pack("=BBH", socket.AF_INET, 0, 0) + attr(CTA_TUPLE_ORIG | nested, orig)
+    return struct.pack("=IHHII", 16 + len(body), 0x100, flags, 0, 0) + body
+
+
+def test_conntrack_new_events_are_parsed() -> None:
+    from mudguard.watch.conntrack import ConnEvent, parse_conntrack
+
+    data = ct_new("192.0.2.10", "203.0.113.5", 6, 40000, 443)
+    data += ct_new("192.0.2.10", "203.0.113.6", 17, 40001, 53, flags=0)  # an update, not NEW
+    assert parse_conntrack(data) == [ConnEvent(family=4, src="192.0.2.10", dst="203.0.113.5",
+                                               protocol=6, src_port=40000, dst_port=443)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_conntrack_hostile_bytes_never_raise(data: bytes) -> None:
+    from mudguard.watch.conntrack import parse_conntrack
+
+    parse_conntrack(data)
+    parse_conntrack(ct_new("192.0.2.10", "203.0.113.5", 6, 1, 2)[:20] + data)
+
+
+def test_connection_flood_of_allowed_destinations() -> None:
+    from mudguard.watch.conntrack import ConnEvent
+
+    alerts: list[Alert] = []
+    clock = iter(x * 0.01 for x in range(10_000))
+    watcher = Watcher(alerts.append, clock=lambda: next(clock),
+                      device_of={"192.0.2.10": ID}.get)
+    stranger = ConnEvent(family=4, src="192.0.2.99", dst="203.0.113.5", protocol=6,
+                         src_port=1, dst_port=443)
+    for _ in range(400):
+        watcher.handle_connection(stranger)  # not a managed device: ignored
+    assert alerts == []
+    for port in range(20000, 20400):
+        watcher.handle_connection(ConnEvent(family=4, src="192.0.2.10", dst="203.0.113.5",
+                                            protocol=6, src_port=port, dst_port=443))
+    assert len(alerts) == 1 and alerts[0].kind == "flood"
+    assert "opened 300 connections in 10 s" in alerts[0].reason
+    assert alerts[0].evidence[0].dst == "203.0.113.5"

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from mudguard.errors import MudguardError
 from mudguard.watch.nflog import (
@@ -137,6 +138,7 @@ class NflogSocket:
 
 
 NameLookup = Callable[[str, str], str | None]  # (device_id, remote address) -> DNS name
+DeviceLookup = Callable[[str], str | None]  # a LAN address -> the device id that holds it
 
 
 class Watcher:
@@ -146,6 +148,7 @@ class Watcher:
                  tracker: DeviationTracker | None = None, netns: str | None = None,
                  names: NameLookup | None = None,
                  on_event: Callable[[FlowEvent], None] | None = None,
+                 device_of: DeviceLookup | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.on_alert = on_alert
         self.on_event = on_event
@@ -154,7 +157,9 @@ class Watcher:
         self.netns = netns
         self.names = names
         self.clock = clock
+        self.device_of = device_of
         self.nflog: NflogSocket | None = None
+        self.conntrack: Any = None  # ConntrackSocket when ``device_of`` is given
         self.events_seen = 0
 
     async def start(self) -> None:
@@ -164,14 +169,56 @@ class Watcher:
         except WatchError as exc:
             log.error("watcher off: %s", exc)
             return
-        asyncio.get_running_loop().add_reader(self.nflog.fileno(), self._readable)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.nflog.fileno(), self._readable)
+        if self.device_of is not None:
+            from mudguard.watch.conntrack import ConntrackSocket
+
+            try:
+                self.conntrack = ConntrackSocket(netns=self.netns)
+            except WatchError as exc:
+                log.error("connection counting off: %s", exc)
+                return
+            loop.add_reader(self.conntrack.fileno(), self._connections)
 
     async def stop(self) -> None:
         """Stop reading and release the group."""
+        loop = asyncio.get_running_loop()
         if self.nflog is not None:
-            asyncio.get_running_loop().remove_reader(self.nflog.fileno())
+            loop.remove_reader(self.nflog.fileno())
             self.nflog.close()
             self.nflog = None
+        if self.conntrack is not None:
+            loop.remove_reader(self.conntrack.fileno())
+            self.conntrack.close()
+            self.conntrack = None
+
+    def _connections(self) -> None:
+        if self.conntrack is None or self.device_of is None:
+            return
+        for conn in self.conntrack.events(block=False):
+            self.handle_connection(conn)
+
+    def handle_connection(self, conn: Any) -> list[Alert]:
+        """Count one new connection (a ``ConnEvent``) for the device that opened it."""
+        assert self.device_of is not None
+        try:
+            device = self.device_of(conn.src)
+        except Exception:
+            log.exception("device lookup failed for %s", conn.src)
+            return []
+        if device is None:
+            return []
+        from mudguard.mud import Direction
+
+        sample = FlowEvent(device_id=device, direction=Direction.FROM_DEVICE,
+                           family=conn.family, src=conn.src, dst=conn.dst,
+                           protocol=conn.protocol, src_port=conn.src_port,
+                           dst_port=conn.dst_port)
+        alerts = self.tracker.observe_connection(device, self.clock(), sample)
+        for alert in alerts:
+            self._safe(self.on_alert, alert)
+        return alerts
 
     def _readable(self) -> None:
         if self.nflog is None:

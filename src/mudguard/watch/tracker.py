@@ -13,6 +13,9 @@ windows and returns an ``Alert`` the first time one of these holds:
   so this means "dropping continuously at close to the log cap"; keep
   ``flood_events`` below ``LOG_RATE × flood_window + LOG_BURST``. The kernel's
   per-device new-connection cap limits the damage before the alert;
+- **connection flood**: ``flood_connections`` new connections (conntrack NEW
+  events, ``observe_connection``) within ``connection_window`` seconds, allowed or
+  not: a flood of destinations the profile allows leaves no drop log;
 - **deviation**: ``deviation_flows`` distinct deviating flows (address,
   protocol, port) within ``deviation_window`` seconds: a device repeatedly doing
   what its profile does not allow (reported as a scan when they all fall within
@@ -50,16 +53,20 @@ class Thresholds:
     flood_events: int = 45
     deviation_window: float = 600.0
     deviation_flows: int = 8
+    # New connections (conntrack), allowed or not: the nft cap is 50/s per device.
+    connection_window: float = 10.0
+    flood_connections: int = 300
     max_events: int = 4096
     max_devices: int = 4096
     evidence: int = 20  # events kept in an alert
 
     def __post_init__(self) -> None:
-        for name in ("scan_window", "flood_window", "deviation_window"):
+        for name in ("scan_window", "flood_window", "deviation_window", "connection_window"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in ("scan_hosts", "lan_scan_hosts", "scan_ports", "flood_events",
-                     "deviation_flows", "max_events", "max_devices", "evidence"):
+                     "deviation_flows", "max_events", "max_devices", "evidence",
+                     "flood_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -87,6 +94,7 @@ class _Device:
     flows: dict[tuple[str, int, int | None], float] = field(default_factory=dict)
     mac: str | None = None
     alerted: bool = False
+    connections: deque[float] = field(default_factory=deque)
 
 
 class DeviationTracker:
@@ -122,6 +130,31 @@ class DeviationTracker:
         state.events.clear()
         state.flows.clear()
         return [alert]
+
+    def observe_connection(self, device_id: str, now: float,
+                           sample: FlowEvent | None = None) -> list[Alert]:
+        """Count one new connection the device opened (a conntrack NEW event).
+
+        A device opening ``flood_connections`` connections within
+        ``connection_window`` seconds floods, whatever its profile allows.
+        """
+        state = self._device(device_id)
+        if state.alerted:
+            return []
+        t = self.thresholds
+        state.connections.append(now)
+        while state.connections and (state.connections[0] < now - t.connection_window
+                                     or len(state.connections) > t.max_events):
+            state.connections.popleft()
+        if len(state.connections) < t.flood_connections:
+            return []
+        state.alerted = True
+        count = len(state.connections)
+        state.connections.clear()
+        where = f" (e.g. {sample.describe()})" if sample is not None else ""
+        return [Alert(device_id=device_id, kind="flood", at=now, mac=state.mac,
+                      reason=f"opened {count} connections in {t.connection_window:g} s{where}",
+                      evidence=(sample,) if sample is not None else ())]
 
     def release(self, device_id: str) -> None:
         """The owner released the device: watch it afresh."""
