@@ -130,10 +130,11 @@ def serve(app: FastAPI, host: str, port: int, *, log_level: str = "warning",
           certfile: Path | None = None, keyfile: Path | None = None) -> None:
     """Serve ``app`` on exactly ``host:port`` (blocking); over TLS with a certificate
     and key (cookies are then Secure and HSTS is sent)."""
-    tls = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)} \
-        if certfile is not None and keyfile is not None else {}
+    tls = certfile is not None and keyfile is not None
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                server_header=False, proxy_headers=False, **tls)
+                server_header=False, proxy_headers=False,
+                ssl_certfile=str(certfile) if tls else None,
+                ssl_keyfile=str(keyfile) if tls else None)
 
 
 __all__ = ["CSP", "SECURITY_HEADERS", "create_app", "error_fields", "error_key", "serve"]
