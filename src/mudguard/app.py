@@ -7,7 +7,8 @@ nothing is created at import time. ``build_gateway(config, events)`` returns the
     store (SQLite) ─┬─ DeviceService ── fetch (HTTPS, SSRF-checked, test CA in the demo)
                     │                ├─ verify (CMS signatures against the configured roots)
                     │                └─ GuardedEnforcer ── Enforcer (nftables) + DnsGuard
-    dnsmasq (DHCP) ── hook socket ── Intake ── DeviceService.observe
+    dnsmasq (DHCP) ── hook socket ──┬─ Intake ── DeviceService.observe
+    LLDP on the LAN ports ──────────┘
     hostapd (driver from config) ── wpa_psk_file ── KeyManager (issue: portal; revoke: forget)
     DnsServer (LAN :53) ── DnsGuard ── nft set fills
     Watcher (NFLOG) ── alerts ── DeviceService.quarantine
@@ -149,6 +150,19 @@ class PortalRunner:
         await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 10)
 
 
+def lldp_listeners(lan_interface: str) -> list[Any]:
+    """One LLDP listener per port of the LAN bridge present now (LLDP frames are
+    link-local: a bridge does not forward them, they arrive on the port), or on the LAN
+    interface itself when it is not a bridge. Without CAP_NET_RAW: none, one log line."""
+    from mudguard.discovery.lldp import LldpListener
+
+    ports_dir = Path("/sys/class/net") / lan_interface / "brif"
+    ports = sorted(p.name for p in ports_dir.iterdir()) if ports_dir.is_dir() \
+        else [lan_interface]
+    listeners = [LldpListener.open(port) for port in ports]
+    return [listener for listener in listeners if listener is not None]
+
+
 class WifiKeys:
     """hostapd with the per-device key file, and the key manager that writes it."""
 
@@ -218,6 +232,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
                       hook_listener=DhcpHookListener(config.dhcp_socket))
+    if config.lldp:
+        gateway.lldp_listeners += lldp_listeners(config.lan_interface)
     if wifi is not None:
         gateway.children.append(wifi)
     if config.dhcp_range:

@@ -169,3 +169,34 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         assert home.tcp(gadget.ns, GADGET_CLOUD, 443)
     finally:
         daemon.stop()
+
+
+def _lldp(interface: str, mac: str, url: str) -> None:
+    from mudguard.demo.devices import announce_lldp
+
+    announce_lldp(interface, mac, url, "printer")
+
+
+def test_mud_url_by_lldp_before_any_address_then_dhcp_is_enforced_for_the_lease(
+        home_and_config: tuple[Any, Path]) -> None:
+    home, config = home_and_config
+    device = home.nodes[0]
+    home.run(device.ns, ["ip", "addr", "flush", "dev", device.iface])
+    home.run(device.ns, ["ip", "route", "flush", "table", "main"])
+    daemon = Daemon(home.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        url = scenario.device("bulb").mud_url
+        assert url is not None
+        home.call(device.ns, _lldp, device.iface, device.mac, url)
+        daemon.wait_for({"event": "sighting", "mac": device.mac, "source": "lldp"})
+        first = daemon.wait_for({"event": "device", "mac": device.mac, "state": "profiled"})
+        assert first["ipv4"] == []  # profiled before it had any address
+        address = home.call(device.ns, _join, device.iface, device.mac, None)
+        daemon.wait_for({"event": "device", "mac": device.mac, "ipv4": [address]})
+        # The new address reached the kernel and the DNS guard: names resolve into sets.
+        assert home.call(device.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+        assert home.tcp(device.ns, *CLOUD)
+        assert not home.tcp(device.ns, scenario.ELSEWHERE, 443)
+    finally:
+        daemon.stop()

@@ -29,6 +29,9 @@ Example (every key optional except the LAN's interface and addresses)::
     [watch]
     nflog_group = 100
 
+    [discovery]
+    lldp = true                           # MUD URLs from LLDP on the LAN bridge's ports
+
     [wifi]
     ssid = "home"                         # enables per-device WiFi keys
     interface = "wlan0"
@@ -82,6 +85,7 @@ class GatewayConfig:
     wifi_ssid: str | None = None
     wifi_interface: str = "wlan0"
     run_hostapd: bool = True
+    lldp: bool = False
 
     @property
     def keys_db(self) -> Path:
@@ -161,7 +165,10 @@ def parse_config(text: str) -> GatewayConfig:
         raise ConfigError(f"the configuration is not valid TOML: {exc}") from None
     gw, dhcp, dns = _section(doc, "gateway"), _section(doc, "dhcp"), _section(doc, "dns")
     mud, portal, watch = _section(doc, "mud"), _section(doc, "portal"), _section(doc, "watch")
-    wifi = _section(doc, "wifi")
+    wifi, discovery = _section(doc, "wifi"), _section(doc, "discovery")
+    lldp = discovery.get("lldp", False)
+    if not isinstance(lldp, bool):
+        raise ConfigError("discovery.lldp must be true or false")
     lan = _interface(_text(gw, "lan_interface", "gateway"), "gateway.lan_interface")
     if lan is None:
         raise ConfigError("gateway.lan_interface is required")
@@ -200,6 +207,7 @@ def parse_config(text: str) -> GatewayConfig:
     wifi_interface = _interface(_text(wifi, "interface", "wifi", "wlan0"), "wifi.interface")
     return GatewayConfig(
         wifi_ssid=ssid, wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd,
+        lldp=lldp,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),

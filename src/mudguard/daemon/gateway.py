@@ -5,7 +5,8 @@ socket, the control socket, the watcher's NFLOG socket); one worker thread carri
 every device service call (fetch, verify, decide, compile, enforce, store), so device
 changes are serialised and a slow MUD server never stalls DNS answers.
 
-- A DHCP lease (dnsmasq's hook) becomes a ``Sighting``; the intake hands it to
+- A DHCP lease (dnsmasq's hook) or an LLDP frame on a LAN port becomes a ``Sighting``;
+  the intake hands it to
   ``DeviceService.observe``, which fetches the MUD file, checks its signature, decides
   and enforces, then stores.
 - Every enforcement goes through ``GuardedEnforcer``: after the kernel accepted a
@@ -38,6 +39,7 @@ from mudguard.daemon.events import EventLog
 from mudguard.devices import Device
 from mudguard.devices.service import DeviceService
 from mudguard.discovery.dhcp import DhcpHookListener
+from mudguard.discovery.lldp import LldpListener
 from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, facts_of
@@ -152,6 +154,7 @@ class Gateway:
     intake: Intake
     events: EventLog
     hook_listener: DhcpHookListener
+    lldp_listeners: list[LldpListener] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     maintenance_period: float = 60.0
@@ -242,6 +245,11 @@ class Gateway:
 
             self._submit("end-of-support check", support)
 
+    def _lldp_readable(self, listener: LldpListener) -> None:
+        info = listener.receive(timeout=0.05)
+        if info is not None:
+            self.on_sighting(info.sighting())
+
     def _hook_readable(self) -> None:
         sighting = self.hook_listener.receive(timeout=0.05)
         if sighting is not None:
@@ -265,6 +273,8 @@ class Gateway:
                 await part.start()
                 started.append(part)
             loop.add_reader(self.hook_listener.fileno(), self._hook_readable)
+            for listener in self.lldp_listeners:
+                loop.add_reader(listener.fileno(), self._lldp_readable, listener)
             for child in self.children:
                 await self.call(child.start)
             maintenance = asyncio.create_task(self._maintain())
@@ -275,6 +285,10 @@ class Gateway:
             self.events.emit("stopping", message="stopping (rules stay in force)")
             with contextlib.suppress(Exception):
                 loop.remove_reader(self.hook_listener.fileno())
+            for listener in self.lldp_listeners:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(listener.fileno())
+                listener.close()
             for child in reversed(self.children):
                 try:
                     child.stop()

@@ -200,6 +200,18 @@ async def _read_hints(program: DeviceProgram) -> None:
         program.hint(line.decode(errors="replace"))
 
 
+def announce_lldp(interface: str, mac: str, mud_url: str, system_name: str) -> None:
+    """Send one LLDP frame with the MUD URL TLV (RFC 8520 §11), as wired printers do."""
+    import socket
+
+    from mudguard.discovery.lldp import build_lldp_frame
+
+    frame = build_lldp_frame(mac, mud_url=mud_url, system_name=system_name)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind((interface, 0))
+        sock.send(frame)
+
+
 def configure(interface: str, lease: dhcp.Lease) -> None:
     """Put the leased address and the default route on the device's interface."""
     from pyroute2 import IPRoute
@@ -239,15 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dev = scenario.device(args.device)
     mac = Path(f"/sys/class/net/{args.interface}/address").read_text().strip()
+    by_lldp = dev.announce == "lldp"
     try:
         lease = dhcp.obtain(args.interface, mac, hostname=dev.hostname,
-                            mud_url=dev.mud_url)
+                            mud_url=None if by_lldp else dev.mud_url)
     except (dhcp.DhcpError, OSError) as exc:
         emit(event="error", device=dev.key, error=f"DHCP: {exc}")
         return 1
     configure(args.interface, lease)
     emit(event="lease", device=dev.key, address=lease.address, router=lease.router,
-         dns=list(lease.dns), mud_url=dev.mud_url)
+         dns=list(lease.dns), mud_url=None if by_lldp else dev.mud_url)
+    if by_lldp and dev.mud_url:
+        announce_lldp(args.interface, mac, dev.mud_url, dev.hostname)
+        emit(event="lldp", device=dev.key, mud_url=dev.mud_url)
     program = DeviceProgram(dev, lease, compromise_after=args.compromise_after)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(live(program, args.period, args.lifetime))

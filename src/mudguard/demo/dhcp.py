@@ -1,5 +1,5 @@
 """A small DHCPv4 client for the demo's devices: DISCOVER, OFFER, REQUEST, ACK, with
-the MUD URL in option 161 (RFC 8520 §10) the way a real device announces it.
+the MUD URL in option 161 (RFC 8520 §9) the way a real device announces it.
 
 It uses plain UDP sockets bound to the device's interface with the broadcast flag set
 (RFC 2131 §4.1), so the server's replies are broadcast and reach a socket that has no
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import dpkt
 
-OPTION_MUD_URL = 161  # RFC 8520 §10
+OPTION_MUD_URL = 161  # RFC 8520 §9
 _DISCOVER, _OFFER, _REQUEST, _ACK, _NAK = 1, 2, 3, 5, 6
 
 

@@ -44,7 +44,7 @@ log = logging.getLogger("mudguard.demo.internet")
 DNS_TTL = 300
 """TTL of every answer (long enough that the demo never races an expiry)."""
 
-MUD_CONTENT_TYPE = "application/mud+json"  # RFC 8520 §12.1
+MUD_CONTENT_TYPE = "application/mud+json"  # the media type RFC 8520 registers
 SIGNATURE_CONTENT_TYPE = "application/pkcs7-signature"
 
 

@@ -351,7 +351,7 @@ class Demo:
         elif source in {d.key for d in scenario.DEVICES}:
             event["device"] = source  # a device speaks only for itself
             self.judge.device_event(event)
-            if event.get("event") in ("lease", "compromised", "scan", "error"):
+            if event.get("event") in ("lease", "lldp", "compromised", "scan", "error"):
                 self._note(f"{source}: {_describe_device_event(event)}")
 
     def _gateway_event(self, event: dict[str, Any]) -> None:
@@ -441,6 +441,8 @@ def _describe_device_event(event: dict[str, Any]) -> str:
     if kind == "lease":
         announced = event.get("mud_url") or "no MUD URL"
         return f"got {event.get('address')} by DHCP, announcing {announced}"
+    if kind == "lldp":
+        return f"announced {event.get('mud_url')} by LLDP"
     if kind == "compromised":
         return "compromised! starts scanning the LAN and flooding the Internet"
     if kind == "scan":
@@ -504,6 +506,9 @@ def gateway_config(*, lan_interface: str, wan_interface: str, lan_prefix: str, g
         f'ca_file = "{ca_file}"',
         f'signature_roots = "{ca_file}"',
         "allow_unsigned = true",
+        "",
+        "[discovery]",
+        "lldp = true  # the printer announces its MUD URL by LLDP",
         "",
         "[wifi]",
         "# real hostapd (driver=none: no radio here) reading one key per device",

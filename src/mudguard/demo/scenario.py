@@ -67,6 +67,7 @@ class DemoDevice:
     supported: bool = True
     flows: tuple[Flow, ...] = ()
     listen_tcp: tuple[int, ...] = ()
+    announce: str = "dhcp"  # how it tells its MUD URL: DHCP option 161 or "lldp"
 
     @property
     def mud_url(self) -> str | None:
@@ -113,7 +114,7 @@ DEVICES: tuple[DemoDevice, ...] = (
                mud_path="/brother/dcp-l2540dw.json", vendor_host="mud.brother.example",
                flows=(Flow(key="cloud", protocol="tcp", port=80, name="update.brother.co.jp"),
                       _ELSEWHERE),
-               listen_tcp=(PRINTER_PORT, 631)),
+               listen_tcp=(PRINTER_PORT, 631), announce="lldp"),
 )
 
 # name -> addresses the fake Internet's DNS answers; (address, port) of every cloud server.
