@@ -239,3 +239,42 @@ def test_database_is_owner_only(tmp_path: Path) -> None:
         for f in (path, path.with_name("m.db-wal")):
             assert f.stat().st_mode & 0o077 == 0, f
     assert path.parent.stat().st_mode & 0o077 == 0
+
+
+def test_a_failing_migration_changes_nothing(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from mudguard.store import _schema
+    from mudguard.store import sqlite as store_sqlite
+
+    path = tmp_path / "m.db"
+    with Store(path) as s:
+        s.save_device(Device(mac=MAC))
+    broken = (*_schema.MIGRATIONS, "ALTER TABLE devices ADD COLUMN colour TEXT;\nNOT SQL")
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS", broken)
+    monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", len(broken))
+    with pytest.raises(StoreError):
+        Store(path)
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    columns = [row[1] for row in raw.execute("PRAGMA table_info(devices)")]
+    raw.close()
+    assert "colour" not in columns  # the half-applied migration was rolled back
+    monkeypatch.undo()
+    with Store(path) as s:  # and the database still opens with the real schema
+        assert s.get_device(MAC) is not None
+
+
+def test_an_added_migration_runs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mudguard.store import _schema
+    from mudguard.store import sqlite as store_sqlite
+
+    path = tmp_path / "m.db"
+    Store(path).close()
+    extended = (*_schema.MIGRATIONS, "ALTER TABLE devices ADD COLUMN colour TEXT")
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS", extended)
+    monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", len(extended))
+    with Store(path) as s:
+        assert s.schema_version() == len(extended)
+        s.save_device(Device(mac=MAC))
+    with Store(path) as s:  # nothing to run the second time
+        assert s.get_device(MAC) is not None
