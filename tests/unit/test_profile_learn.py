@@ -299,3 +299,38 @@ def test_hostile_capture_bytes_never_crash(tmp_path_factory: pytest.TempPathFact
         except CaptureError:
             continue
         observer.finish()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_on_a_terminal_only(corpus: Path, tmp_path: Path, quiet: bool) -> None:
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    capture = corpus / "pcap" / "madea-smarthome" / MADEA_FIRST
+    master, slave = pty.openpty()
+    mudguard = str(Path(sys.executable).with_name("mudguard"))
+    args = [mudguard, "profile", "learn", str(capture), "--device", "d8:0d:17:33:c2:52",
+            "-o", str(tmp_path / "o.json"), *(["-q"] if quiet else [])]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=slave, env={**os.environ, "COLUMNS": "120"})
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=30) == 0
+    text = seen.decode("utf-8", "replace")
+    assert "learned" in text
+    assert ("monitoring_2023" in text and "MB" in text) is not quiet

@@ -207,7 +207,7 @@ def learn_live(
     lan: LanOpt = None,
     gateway: GatewayOpt = None,
 ) -> None:
-    """Watch a live device for a while and propose its MUD file (same code as ``learn``).
+    """Watch a live device for a while and propose its MUD file (same code as "learn").
 
     The owner reviews the proposal (``mudguard mud show OUT.json``) before using it.
     """
