@@ -373,3 +373,13 @@ def test_neighbour_parser_never_crashes(data: bytes) -> None:
 
     for s in parse_neigh_messages(neigh_message() + data):
         assert s.source is MudSource.NEIGHBOUR
+
+
+def test_sources_that_cannot_start_are_off_not_a_crash(tmp_path: Path) -> None:
+    from mudguard.discovery.dhcp import DhcpHookListener
+    from mudguard.discovery.neighbour import NeighbourWatcher
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert DhcpHookListener.open(blocker / "dhcp.sock") is None  # parent is a file
+    assert NeighbourWatcher.open("mgl-no-such-if") is None

@@ -95,6 +95,16 @@ class DhcpHookListener:
         finally:
             os.umask(old)
 
+    @classmethod
+    def open(cls, path: Path | str = DEFAULT_SOCKET) -> DhcpHookListener | None:
+        """The listener, or None (with one log line) when the socket cannot be made:
+        DHCP discovery is then off and everything else runs."""
+        try:
+            return cls(path)
+        except OSError as exc:
+            log.error("DHCP discovery off: cannot bind %s: %s", path, exc.strerror or exc)
+            return None
+
     def fileno(self) -> int:
         """The socket's descriptor (for selectors and ``loop.add_reader``)."""
         return self._sock.fileno()

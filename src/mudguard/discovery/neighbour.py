@@ -103,6 +103,16 @@ class NeighbourWatcher:
             self._sock.close()
             raise
 
+    @classmethod
+    def open(cls, interface: str) -> NeighbourWatcher | None:
+        """The watcher, or None (with one log line) when the interface is missing:
+        neighbour learning is then off and everything else runs."""
+        try:
+            return cls(interface)
+        except OSError as exc:
+            log.error("IPv6 neighbour learning off on %s: %s", interface, exc.strerror or exc)
+            return None
+
     def fileno(self) -> int:
         """The socket's descriptor (for selectors and ``loop.add_reader``)."""
         return self._sock.fileno()
