@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mudguard.devices import Device, EventKind, HomeDefault, MudSource, Settings
 from mudguard.devices import SignatureStatus as Sig
@@ -227,3 +229,32 @@ def test_trust_and_untrust(corpus: Path) -> None:
         lc.trust(replace(d, state=S.QUARANTINED), now=NOW)
     plain = lc.untrust(lc.trust(Device(mac=MAC), now=NOW).device, settings=Settings(), now=NOW)
     assert plain.device.state is S.DEFAULT and "no longer trusted" in plain.device.reasons[0]
+
+
+# -- property: nothing a device sends changes what is enforced for it ---------------------
+
+_URLS = st.sampled_from([URL, "https://iot-device.example.com/other",
+                         "https://evil.example.net/x.json", "http://iot-device.example.com/x",
+                         "https://[::1/x", None])
+_IPS = st.sampled_from(["192.0.2.10", "192.0.2.99", "2001:db8::5", "fe80::1", "127.0.0.1",
+                        "garbage", None])
+_NAMES = st.one_of(st.none(), st.text(max_size=20))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_URLS, _IPS, _NAMES, st.sampled_from(list(MudSource))), max_size=12),
+       st.sampled_from([S.PROFILED, S.OUT_OF_SUPPORT, S.QUARANTINED, S.DEFAULT, S.TRUSTED]))
+def test_sightings_never_change_the_enforced_profile(
+        seen: list[tuple[str | None, str | None, str | None, MudSource]], state: S) -> None:
+    start = Device(mac=MAC, state=state, mud_url=URL, mud_source=MudSource.DHCP4,
+                   profile_hash="h", reasons=("r",))
+    device = start
+    for url, ip, name, source in seen:
+        try:
+            device = lc.on_seen(device, mac=MAC, now=NOW, ip=ip, hostname=name, mud_url=url,
+                                source=source).device
+        except lc.MudUrlError:
+            continue
+    assert (device.state, device.mud_url, device.mud_source, device.profile_hash,
+            device.reasons) == (start.state, start.mud_url, start.mud_source, "h", ("r",))
+    assert device.pending_mud_url in (None, *(u for u, _, _, _ in seen))
