@@ -192,3 +192,14 @@ def test_cli_make_and_read(tmp_path: Path) -> None:
     bad = subprocess.run([*cmd[:6], "http://x.example/y", *cmd[7:]], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 1 and "qr_bad_mud_url" in bad.stderr
+
+
+def test_codec_is_pure() -> None:
+    """The codec imports no I/O: it can run anywhere a label is read."""
+    code = ("import sys, mudguard.discovery.qr\n"
+            "bad = {'socket', 'subprocess', 'sqlite3', 'asyncio', 'nftables', 'pyroute2',"
+            " 'httpx', 'fastapi', 'PIL', 'zxingcpp', 'segno'}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert done.stdout.strip() == "[]"
