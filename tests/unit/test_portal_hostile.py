@@ -10,7 +10,7 @@ import pytest
 
 from mudguard.discovery.qr import QrRecord
 from mudguard.labels import label_png
-from tests.unit.test_portal_support import DATA, page_csrf, portal
+from tests.unit.test_portal_support import DATA, mud_document, page_csrf, portal
 
 CORPUS = sorted((DATA / "hostile").glob("*.json"))
 OUR_SCRIPT = '<script src="/static/app.js" defer></script>'
@@ -100,3 +100,18 @@ def test_hostile_device_supplied_names_are_escaped(tmp_path: Path) -> None:
             assert response.status_code == 200, page
             _assert_inert(response.text)
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get("/devices").text
+
+
+def test_hostile_file_as_a_new_mud_url_renders_inert(tmp_path: Path) -> None:
+    """A device announcing a hostile file as its new MUD URL: the pending page is safe."""
+    with portal(tmp_path) as (client, st, _):
+        url = st.server.url("/good.json")
+        st.server.put_json("/good.json", mud_document(url))
+        st.services.onboard(url=url, mac="00:11:22:33:44:55")
+        for path in CORPUS:
+            hostile = _serve(st, path)
+            device = st.services.devices.observe(mac="00:11:22:33:44:55", mud_url=hostile)
+            assert device.mud_url == url  # nothing changes without the owner
+            page = client.get("/devices/00:11:22:33:44:55/pending")
+            assert page.status_code == 200, path.name
+            _assert_inert(page.text)
