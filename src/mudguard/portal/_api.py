@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, Uplo
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from mudguard.devices import Device, DeviceEvent, GrantRecord
+from mudguard.devices import DeviceEvent, GrantRecord
 from mudguard.discovery.qr import QrError
 from mudguard.guidance import load_guidance
 from mudguard.labels import read_label
@@ -347,7 +347,3 @@ def _report(r: Report) -> dict[str, Any]:
         "destinations": [{"name": d.name, "company": d.company, "country": d.country}
                          for d in r.destinations],
     }
-
-
-def _device(device: Device) -> dict[str, Any]:
-    return device.as_dict()

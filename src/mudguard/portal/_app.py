@@ -55,6 +55,7 @@ class _Headers(BaseHTTPMiddleware):
     the language switch remembered in a cookie."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        """Add the headers (and the language cookie) to the answer."""
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)

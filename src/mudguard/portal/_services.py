@@ -14,7 +14,6 @@ URL, ``approve_url``.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -410,11 +409,6 @@ def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -
                   firmware=mud.firmware_rev, software=mud.software_rev,
                   destinations=tuple(destinations), signature=signature, signer=signer,
                   systeminfo=mud.systeminfo, draft_era=mud.draft_era)
-
-
-def profile_hash(data: bytes) -> str:
-    """The hash the device service records for an enforced MUD file."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _registrable(host: str) -> str:
