@@ -283,3 +283,29 @@ def test_onboarding_records_the_key_id_on_the_device(tmp_path: Path) -> None:
         # A second onboarding replaces the key: one line per device, never two.
         st.services.onboard(url=_serve_bulb(st), mac=MAC)
         assert st.psk_file.read_text().count(MAC) == 1
+
+
+def test_alert_evidence_from_the_watcher_is_shown_and_counted(tmp_path: Path) -> None:
+    """The watcher's ``Alert.as_dict()`` evidence (flows) as event details: a table on the
+    alerts page, blocked flows in the chart, peers on the device page; junk is skipped."""
+    with portal(tmp_path) as (client, st, _):
+        st.services.onboard(url=_serve_bulb(st), mac=MAC)
+        flows = [{"device_id": "d1", "direction": "out", "src": "192.0.2.10",
+                  "dst": f"192.0.2.{20 + i}", "protocol": 6, "src_port": 40000 + i,
+                  "dst_port": 23, "icmp_type": None, "icmp_code": None, "mac": MAC,
+                  "remote_name": None} for i in range(5)]
+        st.services.devices.tell(EventKind.VIOLATION, {
+            "kind": "scan", "reason": "scanned 5 LAN hosts on port 23",
+            "evidence": [*flows, "junk", {"direction": "in"}]}, MAC)
+        st.services.devices.quarantine(MAC, "scanned 5 LAN hosts on port 23")
+        alerts = client.get("/alerts")
+        assert alerts.status_code == 200
+        words = text_of(alerts.text)
+        assert "192.0.2.24:23" in words and "scanned 5 LAN hosts" in words
+        page = client.get(f"/devices/{MAC}")
+        assert "0 allowed and 5 blocked flows" in text_of(page.text)
+        assert "192.0.2.20:23" in text_of(page.text)
+        st.services.devices.tell(EventKind.VIOLATION, {"evidence": "not a list"}, MAC)
+        st.services.devices.tell(EventKind.VIOLATION, {"evidence": {"a": 1}}, MAC)
+        assert client.get("/alerts").status_code == 200
+        assert client.get(f"/devices/{MAC}").status_code == 200

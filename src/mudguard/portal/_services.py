@@ -249,8 +249,8 @@ class PortalServices:
         """Allowed vs blocked flows over the last ``hours``, from the device's events.
 
         A ``violation`` event counts ``details["count"]`` blocked flows (1 when
-        absent); any event may carry ``flows_allowed``/``flows_blocked`` counts
-        (the watcher's periodic summaries).
+        absent), an alert with ``details["evidence"]`` (the watcher's flows) at least
+        that many; any event may carry ``flows_allowed``/``flows_blocked`` counts.
         """
         now = self.now()
         span = timedelta(hours=hours) / buckets
@@ -264,6 +264,8 @@ class PortalServices:
             index = min(buckets - 1, int((event.at - start) / span))
             allowed[index] += _count(event.details.get("flows_allowed"))
             extra = _count(event.details.get("flows_blocked"))
+            if event.kind in ALERT_KINDS:
+                extra = max(extra, len(_evidence(event)))
             if event.kind is EventKind.VIOLATION:
                 extra = max(extra, _count(event.details.get("count"), default=1))
             blocked[index] += extra
@@ -274,16 +276,22 @@ class PortalServices:
         """What the device talked to recently, as the events tell (newest first)."""
         peers: list[dict[str, Any]] = []
         for event in self.events(mac, limit=500):
+            for flow in _evidence(event):
+                outgoing = flow.get("direction") != "in"
+                peer = flow.get("remote_name") or flow.get("dst" if outgoing else "src")
+                if peer:
+                    peers.append({"at": event.at, "peer": str(peer)[:255],
+                                  "port": flow.get("dst_port") if outgoing
+                                  else flow.get("src_port"), "allowed": False})
             peer = event.details.get("peer") or event.details.get("dst") or \
                 event.details.get("host")
-            if peer is None:
-                continue
-            peers.append({"at": event.at, "peer": str(peer)[:255],
-                          "port": event.details.get("port"),
-                          "allowed": event.kind is not EventKind.VIOLATION})
+            if peer is not None:
+                peers.append({"at": event.at, "peer": str(peer)[:255],
+                              "port": event.details.get("port"),
+                              "allowed": event.kind not in ALERT_KINDS})
             if len(peers) >= limit:
                 break
-        return peers
+        return peers[:limit]
 
     # -- onboarding ------------------------------------------------------------------
 
@@ -419,6 +427,15 @@ def _registrable(host: str) -> str:
     """
     labels = [p for p in host.lower().rstrip(".").split(".") if p]
     return ".".join(labels[-2:]) if len(labels) >= 2 else ""
+
+
+def _evidence(event: DeviceEvent) -> list[dict[str, Any]]:
+    """The flows an alert carries as evidence (``details["evidence"]``), well-formed only."""
+    evidence = event.details.get("evidence")
+    if not isinstance(evidence, list):
+        return []
+    return [flow for flow in evidence[:1000]
+            if isinstance(flow, dict) and (flow.get("dst") or flow.get("src"))]
 
 
 def _count(value: object, default: int = 0) -> int:
