@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mudguard.devices import EventKind
 from mudguard.discovery.qr import QrRecord
 from mudguard.labels import label_png
 from tests.unit.test_portal_support import DATA, mud_document, page_csrf, portal
@@ -94,6 +95,12 @@ def test_hostile_device_supplied_names_are_escaped(tmp_path: Path) -> None:
         st.services.devices.observe(mac="00:11:22:33:44:77",
                                     hostname='<script>alert(1)</script>"><img src=x onerror=1>',
                                     manufacturer="<img src=x onerror=alert(2)>")
+        st.services.devices.tell(EventKind.VIOLATION, {
+            "reason": "<script>alert(4)</script>",
+            "evidence": [{"direction": "out", "src": "<img src=x onerror=alert(5)>",
+                          "dst": "<script>alert(6)</script>", "remote_name": '"><svg onload=1>',
+                          "dst_port": "<b>23</b>", "protocol": "<i>6</i>"}]},
+            "00:11:22:33:44:77")
         st.services.devices.quarantine("00:11:22:33:44:77", "<script>alert(3)</script>")
         for page in ("/devices", "/devices/00:11:22:33:44:77", "/alerts"):
             response = client.get(page)
