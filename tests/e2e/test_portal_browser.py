@@ -23,7 +23,8 @@ from PIL import Image
 
 from mudguard.devices import EventKind
 from mudguard.discovery.qr import QrRecord
-from mudguard.labels import label_png
+from mudguard.keys.core import parse_wifi_qr
+from mudguard.labels import label_png, read_qr_texts
 from mudguard.policy import LifecycleState
 from mudguard.portal import create_app
 from tests.unit.test_portal_support import DATA, OWNER, PASSWORD, Stack, mud_document, stack
@@ -158,6 +159,11 @@ def test_owner_journey_in_chromium(live: tuple[str, Stack], browser: Any,
     assert passphrase and passphrase in st.psk_file.read_text()
     qr_box = page.locator("img.wifi-qr").bounding_box()
     assert qr_box and qr_box["width"] >= 200  # the QR image really rendered
+    # What the browser shows is a WiFi QR code a phone can scan, with this device's key.
+    shown = read_qr_texts(page.locator("img.wifi-qr").screenshot())
+    assert len(shown) == 1
+    credentials = parse_wifi_qr(shown[0])
+    assert (credentials.ssid, credentials.passphrase) == ("mudguard-home", passphrase)
     _shot(page, "04-onboarded-wifi-key")
     device = st.store.get_device(MAC)
     assert device is not None and device.state is LifecycleState.PROFILED
