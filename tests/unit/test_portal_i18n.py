@@ -102,3 +102,11 @@ def test_guidance_files_are_parallel() -> None:
     assert en.keys() == fr.keys()
     assert [c["url"] for c in en["contacts"]] == [c["url"] for c in fr["contacts"]]
     assert load_guidance("de").language == "en"
+
+
+def test_every_event_kind_has_a_name_in_both_languages() -> None:
+    from mudguard.devices import EventKind
+
+    for kind in EventKind:
+        for language in ("en", "fr"):
+            assert f"event.{kind.value}" in catalogue(language), (language, kind)

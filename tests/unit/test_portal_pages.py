@@ -129,6 +129,9 @@ def test_device_page_permissions_and_chart(tmp_path: Path) -> None:
         assert revoked.status_code == 200 and st.services.devices.active_grants(MAC) == []
         renamed = client.post(f"/devices/{MAC}/rename", data={"csrf": token, "name": "Desk"})
         assert "Desk" in renamed.text
+        history = text_of(renamed.text)
+        assert "Permission given" in history and "Permission removed" in history
+        assert "Renamed" in history and "Joined the network" in history
 
 
 def test_alert_decisions_release_and_keep(tmp_path: Path) -> None:
