@@ -219,3 +219,21 @@ def test_changes_run_in_the_daemons_worker(tmp_path: Path) -> None:
             assert len(threads) == 5 and all(name.startswith("svc") for name in threads)
     finally:
         worker.shutdown(wait=True)
+
+
+def test_label_maker_api(tmp_path: Path) -> None:
+    from mudguard.labels import read_label
+
+    with portal(tmp_path) as (client, _, _):
+        params = {"mud_url": "https://mud.example.com/lb-2000.json", "mac": "00-11-22-33-44-55",
+                  "company": "Example <Lighting>", "model": "LB-2000", "format": "png"}
+        png = client.get("/api/labels/make", params=params)
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert "attachment" in png.headers["content-disposition"]
+        record = read_label(png.content)
+        assert (record.mac, record.company) == (MAC, "Example <Lighting>")
+        svg = client.get("/api/labels/make", params={**params, "format": "svg"})
+        assert svg.headers["content-type"].startswith("image/svg+xml")
+        assert "Example &lt;Lighting&gt;" in svg.text
+        bad = client.get("/api/labels/make", params={**params, "mud_url": "http://x.example/m"})
+        assert (bad.status_code, bad.json()["error"]) == (400, "qr_bad_mud_url")

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from mudguard.devices import DeviceEvent, GrantRecord
-from mudguard.discovery.qr import QrError
+from mudguard.discovery.qr import QrError, QrRecord
 from mudguard.guidance import load_guidance
-from mudguard.labels import read_label
+from mudguard.labels import label_png, label_svg, read_label
 from mudguard.mud import describe_policy
 from mudguard.policy import GrantKind
 from mudguard.portal._auth import Session, tokens_match
@@ -282,6 +282,27 @@ async def read_label_image(request: Request, session: Owner,
     if len(data) > limit:
         raise QrError("image_too_large", "the picture is too large")
     return read_label(data).as_dict()
+
+
+@router.get("/labels/make", response_class=Response,
+            responses={200: {"content": {"image/svg+xml": {}, "image/png": {}},
+                             "description": "The printable label."}})
+def make_label(request: Request, session: Owner,
+               mud_url: Annotated[str, Query(min_length=1, max_length=1024)],
+               mac: Annotated[str | None, Query(max_length=32)] = None,
+               company: Annotated[str | None, Query(max_length=256)] = None,
+               product: Annotated[str | None, Query(max_length=256)] = None,
+               model: Annotated[str | None, Query(max_length=256)] = None,
+               format: Annotated[Literal["svg", "png"], Query()] = "svg") -> Response:
+    """A printable RFC 9238 label (for manufacturers), as a download."""
+    record = QrRecord(mud_url=mud_url, mac=mac, company=company, product=product,
+                      model=model)
+    if format == "png":
+        body, media = label_png(record), "image/png"
+    else:
+        body, media = label_svg(record).encode("utf-8"), "image/svg+xml"
+    return Response(body, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="mud-label.{format}"'})
 
 
 @router.post("/onboard/preview")
