@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 from pathlib import Path
@@ -194,3 +195,19 @@ def test_owner_account_verify(tmp_path: Path) -> None:
     assert not account.verify(OWNER, PASSWORD + "x")
     assert not account.verify("other", PASSWORD)
     assert not account.verify(OWNER, "p" * 10_000)
+
+
+def test_dns_rebinding_is_refused_when_hosts_are_set(tmp_path: Path) -> None:
+    """A hostile page re-binding its own name to the portal's address: wrong Host, 400,
+    so it cannot create the owner account before the owner does."""
+    with stack(tmp_path) as st:
+        settings = dataclasses.replace(st.settings, allowed_hosts=("192.0.2.1", "gateway.home"))
+        app = create_app(st.services, settings)
+        good = TestClient(app, base_url="http://gateway.home:8080")
+        assert good.get("/setup").status_code == 200
+        assert TestClient(app, base_url="http://192.0.2.1").get("/setup").status_code == 200
+        evil = TestClient(app, base_url="http://attacker.example")
+        assert evil.get("/setup").status_code == 400
+        assert evil.post("/api/setup", json={"username": "x", "password": "y" * 12}
+                         ).status_code == 400
+        assert not (st.settings.state_dir / "owner.json").exists()

@@ -47,6 +47,9 @@ def test_portal_command_serves_the_schema(tmp_path: Path) -> None:
         setup = httpx.get(f"http://127.0.0.1:{port}/", timeout=5, follow_redirects=True)
         assert setup.url.path == "/setup" and "owner account" in setup.text
         assert (tmp_path / "mudguard.db").exists()
+        rebound = httpx.get(f"http://127.0.0.1:{port}/setup", timeout=5,
+                            headers={"Host": "attacker.example"})
+        assert rebound.status_code == 400  # only the listen address is a valid Host
     finally:
         process.terminate()
         try:

@@ -64,6 +64,9 @@ def portal(
     tls_key: Annotated[Path | None, typer.Option(
         "--tls-key", help="PEM private key of --tls-cert (file, never on the command line).")
     ] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", help="A host name the owner's browser uses for the portal "
+        "(repeatable; the listen address is always allowed).")] = None,
 ) -> None:
     """Serve the owner's portal and REST API (OpenAPI schema at /openapi.json)."""
     host, port = parse_listen(listen)
@@ -91,7 +94,8 @@ def portal(
     service = DeviceService(store=store, fetch=MudFetcher(FetchConfig(ca_bundle=ca_file)),
                             verify=signature_verifier(roots), keys=revoker)
     app = create_app(PortalServices(devices=service, keys=issuer),
-                     PortalSettings(state_dir=state_dir or db.parent))
+                     PortalSettings(state_dir=state_dir or db.parent,
+                                    allowed_hosts=(host, *(allowed_host or ()))))
     scheme = "https" if tls_cert is not None else "http"
     err_console.print(f"portal on {scheme}://{escape(listen)}/ (database {escape(str(db))}); "
                       "changes are enforced by the running daemon")

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mudguard.errors import MudguardError
 from mudguard.portal import _api, _pages
@@ -78,6 +79,10 @@ def create_app(services: PortalServices, settings: PortalSettings) -> FastAPI:
     app.state.portal = PortalState(services=services, settings=settings,
                                    owner=OwnerAccount(settings.state_dir / "owner.json"))
     app.add_middleware(_Headers)
+    if settings.allowed_hosts is not None:
+        # A page on another site that re-binds its DNS name to the portal's address is
+        # same-origin for the browser; only the Host header gives it away.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     static = Path(str(resources.files(__package__).joinpath("static")))
     app.mount("/static", StaticFiles(directory=static), name="static")
     app.include_router(_api.router)

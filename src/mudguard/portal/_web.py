@@ -42,6 +42,8 @@ class PortalSettings:
     secure_cookies: bool | None = None  # None: Secure when the request came over https
     monotonic: Callable[[], float] = field(default=time.monotonic)
     max_upload_bytes: int = 12 * 1024 * 1024
+    allowed_hosts: tuple[str, ...] | None = None
+    """Host names/addresses the portal answers to (DNS-rebinding defence); None: any."""
 
 
 @dataclass(slots=True)
