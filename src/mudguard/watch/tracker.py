@@ -32,6 +32,7 @@ owner's release of the device triggers. Memory is bounded: at most
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -105,11 +106,18 @@ class DeviationTracker:
         self.thresholds = thresholds or Thresholds()
         self._lan = tuple(ipaddress.ip_network(p, strict=False) for p in lan_prefixes)
         self._devices: dict[str, _Device] = {}
+        # The watcher observes on the event loop while the device service releases
+        # devices from its worker thread.
+        self._lock = threading.Lock()
 
     def observe(self, event: FlowEvent, now: float) -> list[Alert]:
         """Record one event at ``now`` (seconds); return the alerts it triggers (0 or 1)."""
         if event.direction is not Direction.FROM_DEVICE:
             return []
+        with self._lock:
+            return self._observe(event, now)
+
+    def _observe(self, event: FlowEvent, now: float) -> list[Alert]:
         state = self._device(event.device_id)
         if event.mac and state.mac is None and device_id(event.mac) == event.device_id:
             state.mac = event.mac  # only a MAC that is this device's (the id is its hash)
@@ -138,6 +146,11 @@ class DeviationTracker:
         A device opening ``flood_connections`` connections within
         ``connection_window`` seconds floods, whatever its profile allows.
         """
+        with self._lock:
+            return self._observe_connection(device_id, now, sample)
+
+    def _observe_connection(self, device_id: str, now: float,
+                            sample: FlowEvent | None) -> list[Alert]:
         state = self._device(device_id)
         if state.alerted:
             return []
@@ -158,11 +171,13 @@ class DeviationTracker:
 
     def release(self, device_id: str) -> None:
         """The owner released the device: watch it afresh."""
-        self._devices.pop(device_id, None)
+        with self._lock:
+            self._devices.pop(device_id, None)
 
     def alerted(self, device_id: str) -> bool:
         """True if the device has had its alert and not been released since."""
-        state = self._devices.get(device_id)
+        with self._lock:
+            state = self._devices.get(device_id)
         return state is not None and state.alerted
 
     def _device(self, device_id: str) -> _Device:
