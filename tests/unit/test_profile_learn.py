@@ -334,3 +334,15 @@ def test_progress_bar_on_a_terminal_only(corpus: Path, tmp_path: Path, quiet: bo
     text = seen.decode("utf-8", "replace")
     assert "learned" in text
     assert ("monitoring_2023" in text and "MB" in text) is not quiet
+
+
+def test_mid_stream_reply_first_still_finds_the_server(tmp_path: Path) -> None:
+    """A capture that starts mid-connection with the server's packet (no SYN seen)."""
+    ack = dpkt.tcp.TH_ACK
+    frames = [ether(GW_MAC, DEV_MAC, ip4("198.51.100.5", DEV4, tcp(10101, 51000, ack), 6)),
+              ether(DEV_MAC, GW_MAC, ip4(DEV4, "198.51.100.5", tcp(51000, 10101, ack), 6))]
+    document = learn(tmp_path, write_capture(tmp_path / "m.pcap", frames), "--device", DEV_MAC)
+    found = aces(document)
+    assert [m["tcp"] for name, m in found if name.endswith("v4fr")] == [
+        {"destination-port": {"operator": "eq", "port": 10101},
+         "ietf-mud:direction-initiated": "from-device"}]

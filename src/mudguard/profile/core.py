@@ -10,7 +10,8 @@ Theory of operation (pure: packets in, data out; no I/O, no clock):
    for), the gateway's addresses (who answers DNS and DHCP) and each MAC's
    addresses. Who is the client is decided once per connection, as conntrack
    does: a SYN says it; otherwise the first packet's sender, unless the ports
-   say it is a reply (a well-known port answering an ephemeral one).
+   say it is a reply (a well-known port, or one below the ephemeral range,
+   answering an ephemeral one: captures often start mid-connection).
 2. ``Observer.finish()`` freezes the tables into ``Observations``.
 3. ``learn_mud(observations, device, ...)`` writes an RFC 8520 MUD file (as a
    JSON object), the way MUDgee and mudmaker do: the gateway's services become
@@ -47,6 +48,7 @@ SERVER_PORTS = frozenset({20, 21, 22, 23, 25, 53, 67, 69, 80, 110, 123, 137, 138
 ICMP_ANSWERS = {4: frozenset({0, 3, 4, 5, 11, 12, 14, 16, 18}),
                 6: frozenset({1, 2, 3, 4, 129})}
 ICMP_ECHO_REPLY = {(4, 8): 0, (6, 128): 129}
+EPHEMERAL = 32768  # clients' source ports start here (Linux 32768-60999, IANA 49152-65535)
 BROADCAST_MAC = b"\xff" * 6
 DnsDecoder = Callable[[bytes], "tuple[tuple[str, bytes], ...] | None"]
 _UNSPECIFIED = frozenset({bytes(4), bytes(16)})
@@ -363,6 +365,8 @@ def _sender_is_client(proto: int, sport: int, dport: int, flags: int) -> bool:
         return False
     if dport in SERVER_PORTS and sport not in SERVER_PORTS:
         return True
+    if (sport < EPHEMERAL) != (dport < EPHEMERAL):
+        return dport < EPHEMERAL  # the port outside the ephemeral range is the server's
     # Mid-stream TCP: the low port is the server's. Otherwise conntrack's rule:
     # the first packet's sender opened the flow.
     return not (proto == TCP and sport < 1024 <= dport)
