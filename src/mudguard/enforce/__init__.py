@@ -1,10 +1,13 @@
 """Enforcement adapters: apply compiled nftables batches and keep them true.
 
 ``Nft`` applies libnftables JSON batches atomically; ``Enforcer`` keeps the
-``inet mudguard`` table equal to the home's device policies.
+``inet mudguard`` table equal to the home's device policies; ``LanIsolation``
+makes LAN-to-LAN traffic cross the gateway (bridge port isolation, proxy ARP/ND).
 """
 
 from mudguard.enforce.enforcer import DeviceLike, Enforcer, ReconcileReport, facts_of
+from mudguard.enforce.lan import LanIsolation, LanIsolationError
 from mudguard.enforce.nft import Nft, NftError
 
-__all__ = ["DeviceLike", "Enforcer", "Nft", "NftError", "ReconcileReport", "facts_of"]
+__all__ = ["DeviceLike", "Enforcer", "LanIsolation", "LanIsolationError", "Nft", "NftError",
+           "ReconcileReport", "facts_of"]

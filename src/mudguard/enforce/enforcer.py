@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from mudguard.enforce.lan import LanIsolation, LanIsolationError
 from mudguard.enforce.nft import Nft, NftCommand
 from mudguard.mud import MudFile
 from mudguard.policy import (
@@ -111,8 +112,11 @@ class Enforcer:
     """Installs, replaces and removes device policies in the kernel."""
 
     def __init__(self, nft: Nft, context: HomeContext, *, home_default: HomeDefault = "internet",
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 lan: LanIsolation | None = None) -> None:
+        """``lan``, if given, gets a proxy-ND entry for each installed IPv6 address."""
         self._nft = nft
+        self._lan = lan
         self._base_context = dataclasses.replace(context, devices=())
         self._home_default: HomeDefault = home_default
         self._clock = clock
@@ -158,6 +162,7 @@ class Enforcer:
         self._nft.apply(cmds)
         self._entries = entries
         self._reindex()
+        self._sync_proxies(set(), set(self._owner))
 
     # -- one device ---------------------------------------------------------------------------
 
@@ -190,11 +195,13 @@ class Enforcer:
         self._nft.apply(cmds)
         self._drop_stolen(record)
         self._entries.update(updates)
+        before = set(self._owner)
         if old is not None:
             for address in old.installed.ipv4 + old.installed.ipv6:
                 self._owner.pop(address, None)
         for address in record.ipv4 + record.ipv6:
             self._owner[address] = mac
+        self._sync_proxies(before, set(self._owner))
 
     def remove_device(self, mac: str) -> None:
         """Remove every rule and map entry of the device (idempotent)."""
@@ -209,9 +216,11 @@ class Enforcer:
         self._nft.apply(cmds)
         del self._entries[mac]
         self._entries.update(updates)
+        before = set(self._owner)
         for address in entry.installed.ipv4 + entry.installed.ipv6:
             if self._owner.get(address) == mac:
                 del self._owner[address]
+        self._sync_proxies(before, set(self._owner))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -224,6 +233,24 @@ class Enforcer:
         for device in devices:
             known[device.mac.lower()] = device
         return dataclasses.replace(self._base_context, devices=tuple(known.values()))
+
+    def _sync_proxies(self, before: set[str], after: set[str]) -> None:
+        """Keep the LAN's proxy-ND entries equal to the installed IPv6 addresses.
+
+        After the kernel accepted the rules; a failure here only costs IPv6 lateral
+        reachability (fail closed), so it is logged, not raised.
+        """
+        if self._lan is None:
+            return
+        try:
+            for address in sorted(after - before):
+                if ":" in address:
+                    self._lan.add_proxy(address)
+            for address in sorted(before - after):
+                if ":" in address:
+                    self._lan.remove_proxy(address)
+        except LanIsolationError as exc:
+            log.warning("proxy ND update failed: %s", exc)
 
     def _reindex(self) -> None:
         self._owner = {address: mac for mac, e in self._entries.items()
@@ -307,6 +334,7 @@ class Enforcer:
             self._nft.apply(cmds)
         self._entries = wanted
         self._reindex()
+        self._sync_proxies(set(), set(self._owner))
         return report
 
 

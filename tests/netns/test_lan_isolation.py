@@ -1,0 +1,89 @@
+"""LanIsolation on a plain bridge: without it two devices talk at layer 2 and no rule sees
+them; with it every LAN-to-LAN packet is routed by the gateway and meets the devices' chains."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from mudguard.enforce import Enforcer, LanIsolation, Nft
+from mudguard.policy import DeviceFacts, LifecycleState
+from mudguard.vhome import INTERNET_HOSTS, VDevice, VirtualHome, run
+
+pytestmark = pytest.mark.root
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CLOUD4, CLOUD6 = INTERNET_HOSTS["cloud"]
+
+
+@pytest.fixture
+def plain_home() -> Iterator[VirtualHome]:
+    """A virtual home whose bridge is made plain again: no isolation, no proxies.
+
+    This kernel has br_netfilter built in (bridged frames then meet the inet hooks with
+    the bridge *port* as iifname, so only the receiver's chain would apply); the fixture
+    turns that off in the gateway namespace, like most routers, to show the plain hole.
+    """
+    with VirtualHome(prefix=f"mgeI{os.getpid() % 1000}", devices=2) as home:
+        gw, br = home.gw_ns, home.lan_if
+        for port in LanIsolation(br, netns=gw).ports():
+            run(["bridge", "link", "set", "dev", port, "isolated", "off"], ns=gw)
+        run(["sysctl", "-q", "-w", f"net.ipv4.conf.{br}.proxy_arp=0",
+             f"net.ipv4.conf.{br}.proxy_arp_pvlan=0",
+             # As on a router without br_netfilter: bridged frames skip the inet hooks.
+             "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0",
+             f"net.ipv6.conf.{br}.proxy_ndp=0"], ns=gw)
+        for node in home.nodes:
+            run(["ip", "-6", "neigh", "del", "proxy", node.ipv6, "dev", br], ns=gw)
+            home.serve(node.ns, tcp=[80])
+        home.serve(home.inet_ns, tcp=[443])
+        yield home
+
+
+def _forget_neighbours(home: VirtualHome) -> None:
+    for node in home.nodes:
+        run(["ip", "neigh", "flush", "all"], ns=node.ns)
+
+
+def _facts(node: VDevice, state: LifecycleState) -> DeviceFacts:
+    return DeviceFacts(mac=node.mac, ipv4=(node.ipv4,), ipv6=(node.ipv6,), state=state)
+
+
+def test_isolation_puts_lateral_traffic_under_the_rules(plain_home: VirtualHome) -> None:
+    home = plain_home
+    d0, d1 = home.nodes
+    lan = LanIsolation(home.lan_if, netns=home.gw_ns)
+    assert not any(lan.isolated().values())
+    enforcer = Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: NOW,
+                        lan=lan)
+    enforcer.install_home()
+    for node in (d0, d1):  # home default: Internet only, no lateral LAN
+        enforcer.apply_device(_facts(node, LifecycleState.DEFAULT), None)
+    _forget_neighbours(home)
+    # The hole: on a plain bridge the devices reach each other directly, unseen.
+    assert home.tcp(d0.ns, d1.ipv4, 80)
+    assert d1.mac in run(["ip", "neigh", "show", d1.ipv4], ns=d0.ns).stdout
+
+    assert sorted(lan.setup()) == sorted(lan.ports()) and all(lan.isolated().values())
+    enforcer.install_home([enforcer.policy(d0.mac), enforcer.policy(d1.mac)])  # type: ignore[list-item]
+    _forget_neighbours(home)
+    assert not home.tcp(d0.ns, d1.ipv4, 80, 0.5) and not home.tcp(d0.ns, d1.ipv6, 80, 0.5)
+    assert home.tcp(d0.ns, CLOUD4, 443) and home.tcp(d0.ns, CLOUD6, 443)
+    # LAN allowed: now reachable, through the gateway (ARP and ND answered by it).
+    for node in (d0, d1):
+        enforcer.apply_device(_facts(node, LifecycleState.OUT_OF_SUPPORT), None)
+    assert home.tcp(d0.ns, d1.ipv4, 80) and home.tcp(d0.ns, d1.ipv6, 80)
+    gw_mac = run(["cat", f"/sys/class/net/{home.lan_if}/address"], ns=home.gw_ns).stdout.strip()
+    assert gw_mac in run(["ip", "neigh", "show", d1.ipv6], ns=d0.ns).stdout
+    # The Enforcer keeps the proxy-ND entries: a removed device's address is unproxied.
+    enforcer.remove_device(d1.mac)
+    proxies = run(["ip", "-6", "neigh", "show", "proxy"], ns=home.gw_ns).stdout
+    assert d0.ipv6 in proxies and d1.ipv6 not in proxies
+
+
+def test_bad_names_are_refused() -> None:
+    with pytest.raises(ValueError):
+        LanIsolation("br0; reboot")
