@@ -328,3 +328,24 @@ def test_connection_flood_of_allowed_destinations() -> None:
     assert len(alerts) == 1 and alerts[0].kind == "flood"
     assert "opened 300 connections in 10 s" in alerts[0].reason
     assert alerts[0].evidence[0].dst == "203.0.113.5"
+
+
+def test_address_book_indexes_installed_records() -> None:
+    from dataclasses import dataclass as dc
+
+    from mudguard.watch.listener import AddressBook
+
+    @dc
+    class Record:
+        ipv4: tuple[str, ...]
+        ipv6: tuple[str, ...]
+
+    installed = {MAC: Record(("192.0.2.10",), ("2001:db8:1::10",))}
+    now = [0.0]
+    book = AddressBook(lambda: installed, clock=lambda: now[0])
+    assert book("192.0.2.10") == ID and book("2001:DB8:1::10") == ID
+    assert book("192.0.2.11") is None and book("not an address") is None
+    installed["02:00:00:00:00:0b"] = Record(("192.0.2.11",), ())
+    assert book("192.0.2.11") is None  # the index is at most max_age old
+    now[0] = 1.5
+    assert book("192.0.2.11") == device_id("02:00:00:00:00:0b")

@@ -20,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import ipaddress
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from mudguard.errors import MudguardError
+from mudguard.policy._names import device_id
 from mudguard.watch.nflog import (
     NETLINK_NETFILTER,
     FlowEvent,
@@ -139,6 +141,46 @@ class NflogSocket:
 
 NameLookup = Callable[[str, str], str | None]  # (device_id, remote address) -> DNS name
 DeviceLookup = Callable[[str], str | None]  # a LAN address -> the device id that holds it
+
+
+class AddressBook:
+    """``device_of`` for the ``Watcher``: a LAN address -> the id of the device holding it.
+
+    Built from the enforcer's installed records (``Enforcer.installed``: MAC ->
+    record with ``ipv4``/``ipv6``), re-indexed at most every ``max_age`` seconds, so
+    a lookup per new connection stays a dict lookup::
+
+        Watcher(on_alert, device_of=AddressBook(lambda: enforcer.installed))
+    """
+
+    def __init__(self, records: Callable[[], Mapping[str, Any]], *, max_age: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.records = records
+        self.max_age = max_age
+        self.clock = clock
+        self._index: dict[str, str] = {}
+        self._built: float | None = None
+
+    def __call__(self, address: str) -> str | None:
+        now = self.clock()
+        if self._built is None or now - self._built >= self.max_age:
+            self._rebuild(now)
+        try:
+            return self._index.get(str(ipaddress.ip_address(address)))
+        except ValueError:
+            return None
+
+    def _rebuild(self, now: float) -> None:
+        index: dict[str, str] = {}
+        try:
+            for mac, record in list(self.records().items()):
+                for address in (*record.ipv4, *record.ipv6):
+                    index[str(ipaddress.ip_address(address))] = device_id(mac)
+        except (RuntimeError, ValueError, AttributeError):
+            log.exception("address book: keeping the previous index")
+            return
+        self._index = index
+        self._built = now
 
 
 class Watcher:
