@@ -300,3 +300,20 @@ def test_new_connection_rate_cap() -> None:
 def _burst_of_udp(address: str, port: int, count: int) -> int:
     from mudguard.vhome.probe import udp_exchange
     return sum(udp_exchange(address, port, 0.05) for _ in range(count))
+
+
+def test_icmp_type_rules_and_port_ranges(gw: Gateway,
+                                         corpus_mud: Callable[[str], MudFile]) -> None:
+    """NetatmoCamera (UNSW): ICMP echo to v7.netatmo.net only; the cloud may not ping it.
+    tplinkcamera (UNSW): UDP to any host on ports 1023-65535 (a range), nothing below."""
+    h, d0, d1 = gw.home, gw.d[0], gw.d[1]
+    gw.apply(d0, corpus_mud("unsw/NetatmoCameraMud.json"))
+    gw.fill("v7.netatmo.net", d0, CLOUD4)
+    assert h.ping(d0.ns, CLOUD4)
+    assert not h.ping(d0.ns, OTHER4, 0.5)  # not a name it resolved
+    assert not h.tcp(d0.ns, CLOUD4, 443, 0.5)  # echo only, not TCP
+    assert not h.ping(h.inet_ns, d0.ipv4, 0.5)  # to-device allows echo replies, not requests
+    gw.apply(d1, corpus_mud("unsw/tplinkcameraMud.json"))
+    assert h.udp(d1.ns, OTHER4, 5683) and h.udp(d1.ns, CLOUD4, 5683)  # 5683 in 1023-65535
+    assert not h.udp(d1.ns, CLOUD4, 123, 0.5)  # below the range
+    assert not h.tcp(d1.ns, CLOUD4, 8080, 0.5)  # UDP only
