@@ -114,7 +114,8 @@ class Enforcer:
     def __init__(self, nft: Nft, context: HomeContext, *, home_default: HomeDefault = "internet",
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  lan: LanIsolation | None = None) -> None:
-        """``lan``, if given, gets a proxy-ND entry for each installed IPv6 address."""
+        """``lan``, if given, is set up (``LanIsolation.setup``) by ``install_home`` and
+        ``reconcile``, and gets a proxy-ND entry for each installed IPv6 address."""
         self._nft = nft
         self._lan = lan
         self._base_context = dataclasses.replace(context, devices=())
@@ -162,7 +163,7 @@ class Enforcer:
         self._nft.apply(cmds)
         self._entries = entries
         self._reindex()
-        self._sync_proxies(set(), set(self._owner))
+        self._setup_lan()
 
     # -- one device ---------------------------------------------------------------------------
 
@@ -233,6 +234,16 @@ class Enforcer:
         for device in devices:
             known[device.mac.lower()] = device
         return dataclasses.replace(self._base_context, devices=tuple(known.values()))
+
+    def _setup_lan(self) -> None:
+        """Isolate the LAN bridge's ports and proxy every installed IPv6 address."""
+        if self._lan is None:
+            return
+        try:
+            self._lan.setup()
+        except LanIsolationError as exc:
+            log.error("LAN isolation failed; lateral traffic may bypass the rules: %s", exc)
+        self._sync_proxies(set(), set(self._owner))
 
     def _sync_proxies(self, before: set[str], after: set[str]) -> None:
         """Keep the LAN's proxy-ND entries equal to the installed IPv6 addresses.
@@ -334,7 +345,7 @@ class Enforcer:
             self._nft.apply(cmds)
         self._entries = wanted
         self._reindex()
-        self._sync_proxies(set(), set(self._owner))
+        self._setup_lan()
         return report
 
 
