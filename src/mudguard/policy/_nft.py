@@ -181,13 +181,14 @@ def peer_addresses(rule: Rule, device: DeviceFacts, context: HomeContext) -> lis
 
 
 def _families(rule: Rule) -> list[int]:
+    """The address families a rule applies to: its own, narrowed by ICMP vs ICMPv6."""
     families = [4, 6] if rule.family is None else [rule.family]
     if rule.protocol == 1:
-        families = [f for f in families if f == 4]
-    elif rule.protocol == 58:
-        families = [f for f in families if f == 6]
-    if rule.icmp_type is not None and rule.protocol not in (1, 58):
-        families = [f for f in families if f == (4 if rule.family != 6 else 6)]
+        return [f for f in families if f == 4]
+    if rule.protocol == 58:
+        return [f for f in families if f == 6]
+    if rule.icmp_type is not None:  # an ICMP type without a protocol: the rule's family
+        return families[:1]
     return families
 
 
