@@ -231,7 +231,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     intake = Intake(service)
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
-                      hook_listener=DhcpHookListener(config.dhcp_socket))
+                      hook_listener=DhcpHookListener(config.dhcp_socket),
+                      maintenance_period=config.maintenance_seconds)
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)
     if wifi is not None:

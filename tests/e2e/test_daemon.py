@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,11 @@ def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
             assert internet.stdout is not None and internet.stdout.readline().strip() == "ready"
             (tmp_path / "state").mkdir()
             config = tmp_path / "gateway.toml"
-            config.write_text(gateway_config(
+            text = gateway_config(
                 lan_interface=vhome.lan_if, wan_interface=vhome.wan_if,
                 lan_prefix="192.0.2.0/24", gateway="192.0.2.1", state_dir=tmp_path / "state",
-                ca_file=run.ca_file))
+                ca_file=run.ca_file)
+            config.write_text(text.replace("[gateway]\n", "[gateway]\nmaintenance_seconds = 1\n"))
             yield vhome, config
         finally:
             internet.terminate()
@@ -160,13 +161,21 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         home.call(gadget.ns, _join, gadget.iface, gadget.mac, None)
         daemon.wait_for({"event": "device", "mac": gadget.mac, "state": "default"})
         assert not home.tcp(gadget.ns, GADGET_CLOUD, 443)
+        expires = datetime.now(UTC) + timedelta(seconds=6)
         grant = subprocess.run(
             [sys.executable, "-m", "mudguard", "device", "grant", gadget.mac, "--internet",
+             "--expires", expires.isoformat(),
              "--db", str(config.parent / "state" / "mudguard.db")],
             capture_output=True, text=True, timeout=60)
         assert grant.returncode == 0, grant.stderr
         assert "not running" not in grant.stderr  # it went through the daemon
         assert home.tcp(gadget.ns, GADGET_CLOUD, 443)
+        # The daemon's maintenance (every second here) drops the grant once it expires.
+        deadline = time.monotonic() + 20
+        while home.tcp(gadget.ns, GADGET_CLOUD, 443, timeout=0.5):
+            assert time.monotonic() < deadline, "the expired grant still lets it out"
+            time.sleep(0.5)
+        assert datetime.now(UTC) >= expires
     finally:
         daemon.stop()
 

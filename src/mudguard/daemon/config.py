@@ -9,6 +9,7 @@ Example (every key optional except the LAN's interface and addresses)::
     addresses = ["192.168.1.1"]          # the gateway's own LAN addresses
     state_dir = "/var/lib/mudguard"       # database, leases, sockets
     home_default = "internet"             # devices with no MUD file: "internet" or "lan"
+    maintenance_seconds = 60              # grant expiry, end of support, MUD refresh
 
     [dhcp]
     range = ["192.168.1.100", "192.168.1.199"]
@@ -86,6 +87,7 @@ class GatewayConfig:
     wifi_interface: str = "wlan0"
     run_hostapd: bool = True
     lldp: bool = False
+    maintenance_seconds: float = 60.0
 
     @property
     def keys_db(self) -> Path:
@@ -205,9 +207,13 @@ def parse_config(text: str) -> GatewayConfig:
     if not isinstance(run_hostapd, bool):
         raise ConfigError("wifi.hostapd must be true or false")
     wifi_interface = _interface(_text(wifi, "interface", "wifi", "wlan0"), "wifi.interface")
+    maintenance = gw.get("maintenance_seconds", 60)
+    if not isinstance(maintenance, int | float) or isinstance(maintenance, bool) \
+            or not 1 <= maintenance <= 86_400:
+        raise ConfigError("gateway.maintenance_seconds must be 1-86400")
     return GatewayConfig(
-        wifi_ssid=ssid, wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd,
-        lldp=lldp,
+        maintenance_seconds=float(maintenance), wifi_ssid=ssid,
+        wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),

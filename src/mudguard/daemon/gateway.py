@@ -14,8 +14,8 @@ changes are serialised and a slow MUD server never stalls DNS answers.
   next lookup fills the right sets) and the event log tells the new state.
 - A watcher alert (NFLOG drops → deviation tracker) quarantines the device through the
   same service (re-enforced at once).
-- Every minute, expired owner grants are dropped and devices past their end of support
-  move to LAN only.
+- Every minute, expired owner grants are dropped, devices past their end of support
+  move to LAN only, and MUD files past their cache-validity are fetched again.
 - At start-up every stored device's policy is re-derived and reconciled with the kernel
   before any socket opens; the ``inet mudguard`` table is left in place at shutdown, so
   a restart never opens a window of unfiltered access.
@@ -233,8 +233,8 @@ class Gateway:
         return None
 
     async def _maintain(self) -> None:
-        """Every ``maintenance_period``: drop expired grants and move devices past their
-        end of support to LAN only (both re-enforce at once)."""
+        """Every ``maintenance_period``: drop expired grants, move devices past their end
+        of support to LAN only, refresh expired MUD files (each re-enforces at once)."""
         while True:
             await asyncio.sleep(self.maintenance_period)
             self._submit("expiring grants", self.service.expire_grants)
@@ -244,6 +244,19 @@ class Gateway:
                     self.events.device(device)
 
             self._submit("end-of-support check", support)
+            self._submit("MUD file refresh", self._refresh_expired)
+
+    def _refresh_expired(self) -> None:
+        """Re-fetch the MUD files whose cache-validity ran out (RFC 8520 ``cache-validity``)
+        and re-apply them; a failed fetch keeps the enforced profile (the service's rule)."""
+        now = self.service.clock()
+        for device in self.service.store.list_devices():
+            if device.mud_url is None or device.state in (LifecycleState.FORGOTTEN,
+                                                          LifecycleState.QUARANTINED):
+                continue
+            cached = self.service.store.get_mud(device.mud_url)
+            if cached is None or not cached.fresh(now):
+                self.service.refresh(device.mac)
 
     def _lldp_readable(self, listener: LldpListener) -> None:
         info = listener.receive(timeout=0.05)

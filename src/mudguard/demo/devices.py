@@ -218,9 +218,10 @@ def configure(interface: str, lease: dhcp.Lease) -> None:
 
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=interface)[0]
-        ipr.addr("add", index=index, address=lease.address, prefixlen=lease.prefixlen)
+        # "replace": idempotent, as a DHCP client's renewal must be.
+        ipr.addr("replace", index=index, address=lease.address, prefixlen=lease.prefixlen)
         if lease.router:
-            ipr.route("add", dst="0.0.0.0/0", gateway=lease.router)
+            ipr.route("replace", dst="0.0.0.0/0", gateway=lease.router)
 
 
 async def live(program: DeviceProgram, period: float, lifetime: float) -> None:
