@@ -119,3 +119,17 @@ def test_without_nftables_the_demo_says_what_is_missing(tmp_path: Path) -> None:
                           env={**os.environ, "PATH": str(tmp_path)})
     assert proc.returncode == 2
     assert "nft is missing (apt-get install nftables)" in proc.stderr
+
+
+@needs_root
+def test_a_second_demo_with_the_same_prefix_refuses_to_start() -> None:
+    import fcntl
+    import tempfile
+
+    with (Path(tempfile.gettempdir()) / "mudguard-demo-mghk.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running demo holds it
+        proc = subprocess.run([*DEMO, "--headless", "--prefix", "mghk"], capture_output=True,
+                              text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "another mudguard demo (prefix mghk) is running" in proc.stderr
+    assert _leftovers("mghk") == []

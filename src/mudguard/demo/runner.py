@@ -113,6 +113,7 @@ class Demo:
             raise DemoError("cannot run the demo:\n  - " + "\n  - ".join(problems))
         from mudguard.vhome import VirtualHome
 
+        lock = _exclusive(self.options.prefix)  # a second demo must not tear this one down
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         self.options.echo(f"building the virtual home (namespaces {self.options.prefix}-*)…")
         try:
@@ -125,6 +126,7 @@ class Demo:
                     self._stop()
         finally:
             signal.signal(signal.SIGTERM, previous)
+            lock.close()
 
     # -- start ----------------------------------------------------------------------------
 
@@ -430,6 +432,23 @@ class Demo:
             if child.log is not None:
                 child.log.close()
         self.children.clear()
+
+
+def _exclusive(prefix: str) -> IO[str]:
+    """Hold a lock for ``prefix`` while the demo runs: building the home first deletes
+    any namespace with its prefix (a crashed run's leftovers), so two demos with the same
+    prefix must never run at once."""
+    import fcntl
+
+    path = Path(tempfile.gettempdir()) / f"mudguard-demo-{prefix}.lock"
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise DemoError(f"another mudguard demo (prefix {prefix}) is running; stop it "
+                        "first (Ctrl-C in its terminal)") from None
+    return handle
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
