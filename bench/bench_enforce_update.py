@@ -3,8 +3,10 @@
 Real corpus MUD profiles (round-robin over every valid file) are installed for N devices
 in the ``inet mudguard`` table of a fresh network namespace (libnftables, in-process);
 then one device is updated repeatedly (its policy alternates between its profile and
-the home default, so the chain really changes). The per-update time must stay flat as the
-home grows: the ratio column compares against the 1-device home of the same run.
+the home default, so the chain really changes). Then a fresh Enforcer reconciles the
+same policies against the kernel (a daemon restart: one read-back, nothing to repair).
+The per-update time must stay flat as the home grows: the ratio column compares
+against the 1-device home of the same run.
 
 Run as root: ``.venv/bin/python bench/bench_enforce_update.py [--updates 30]``.
 """
@@ -87,7 +89,14 @@ def measure(n: int, files: list[MudFile], updates: int) -> dict[str, float]:
             t3 = time.perf_counter()
             compile_ms.append((t2 - t1) * 1000)
             apply_ms.append((t3 - t2) * 1000)
-        return {"cold_s": cold, "compile_ms": statistics.median(compile_ms),
+        policies[0] = policy(0, mud0, LifecycleState.DEFAULT if updates % 2 else
+                             LifecycleState.PROFILED)
+        t4 = time.perf_counter()
+        report = Enforcer(Nft.in_namespace(ns), CTX, clock=lambda: NOW).reconcile(policies)
+        reconcile = time.perf_counter() - t4
+        assert not report.repaired and not report.reinstalled_table, report
+        return {"cold_s": cold, "reconcile_s": reconcile,
+                "compile_ms": statistics.median(compile_ms),
                 "update_ms": statistics.median(apply_ms),
                 "update_p90_ms": sorted(apply_ms)[int(0.9 * (len(apply_ms) - 1))],
                 "cmds_per_device": rules}
@@ -105,13 +114,14 @@ def main() -> None:
         sys.exit("needs root (network namespaces and nftables)")
     files = corpus()
     print(f"{len(files)} corpus profiles, {args.updates} updates of one device per home size")
-    print(f"{'devices':>8} {'cmds/dev':>9} {'cold install':>13} {'compile p50':>12} "
-          f"{'compile+apply p50':>18} {'p90':>8} {'ratio vs 1':>11}")
+    print(f"{'devices':>8} {'cmds/dev':>9} {'cold install':>13} {'reconcile':>10} "
+          f"{'compile p50':>12} {'compile+apply p50':>18} {'p90':>8} {'ratio vs 1':>11}")
     base: float | None = None
     for n in args.sizes:
         r = measure(n, files, args.updates)
         base = base or r["update_ms"]
         print(f"{n:>8} {r['cmds_per_device']:>9.0f} {r['cold_s']:>12.2f}s "
+              f"{r['reconcile_s']:>9.2f}s "
               f"{r['compile_ms']:>10.2f}ms {r['update_ms']:>16.2f}ms "
               f"{r['update_p90_ms']:>6.2f}ms {r['update_ms'] / base:>10.2f}x")
 

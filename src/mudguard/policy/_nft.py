@@ -38,6 +38,7 @@ entries, in one batch: the kernel swaps them atomically.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -142,17 +143,25 @@ def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> NftComma
 # -- peers -------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _authority(mud_url: str | None) -> str | None:
+    """``DeviceFacts.manufacturer`` for a MUD URL, cached (a home has few distinct URLs)."""
+    return DeviceFacts(mac="", mud_url=mud_url).manufacturer
+
+
 def _device_peer_addresses(kind: PeerKind, value: str | None, device: DeviceFacts,
                            context: HomeContext) -> list[str]:
     """Addresses of the other devices a manufacturer/model abstraction names (RFC 8520 §8)."""
+    mine = _authority(device.mud_url)
+    wanted = value.lower() if value is not None else None
     out: list[str] = []
     for other in context.devices:
         if other.mac == device.mac or other.state is LifecycleState.FORGOTTEN:
             continue
         if kind is PeerKind.SAME_MANUFACTURER:
-            hit = device.manufacturer is not None and other.manufacturer == device.manufacturer
+            hit = mine is not None and _authority(other.mud_url) == mine
         elif kind is PeerKind.MANUFACTURER:
-            hit = value is not None and other.manufacturer == value.lower()
+            hit = wanted is not None and _authority(other.mud_url) == wanted
         else:
             hit = value is not None and other.mud_url == value
         if hit:
