@@ -25,7 +25,7 @@ _STATE_STYLE = {"profiled": "green", "default": "yellow", "out-of-support": "mag
 
 def render(demo: Demo) -> Group:
     """The whole screen for the demo's current state."""
-    elapsed = time.time() - demo._started if demo._started else 0.0
+    elapsed = time.time() - demo.started_at if demo.started_at else 0.0
     header = Text.assemble(("mudguard demo", "bold"), f"  ·  {elapsed:4.0f}s  ·  portal: ",
                            (demo.portal_url or "starting", "bold cyan underline"),
                            "  ·  Ctrl-C stops and removes the virtual home")

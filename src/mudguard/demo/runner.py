@@ -31,10 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mudguard.demo import scenario
 from mudguard.demo.judge import Judge, Status, Verdict
+
+if TYPE_CHECKING:
+    from mudguard.vhome import VirtualHome
 
 DEFAULT_PREFIX = "mghd"
 PORTAL_PORT = 8080  # the portal's port on the gateway's LAN address
@@ -98,7 +101,7 @@ class Demo:
     portal_url: str | None = None
     run_dir: Path | None = None
     control: Path | None = None
-    _started: float = 0.0
+    started_at: float = 0.0  # wall-clock time the devices were started
     _hinted: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -130,7 +133,7 @@ class Demo:
 
     # -- start ----------------------------------------------------------------------------
 
-    def _start(self, home: Any, root: Path) -> None:
+    def _start(self, home: VirtualHome, root: Path) -> None:
         from mudguard.vhome import GW4, LAN4
 
         self.run_dir = root
@@ -153,7 +156,7 @@ class Demo:
                      "--log-format", "json"], ready="ready", json_ready=True)
         self._relay_portal(home, GW4)
         threading.Thread(target=self._check_portal, daemon=True).start()
-        self._started = time.time()
+        self.started_at = time.time()
         self._issue_keys(home, state)
         for node, dev in zip(home.nodes, scenario.DEVICES, strict=True):
             self.macs[node.mac] = dev.key
@@ -166,7 +169,7 @@ class Demo:
                          "--lifetime", str(self.options.duration or 24 * 3600)],
                         stdin=True)
 
-    def _issue_keys(self, home: Any, state: Path) -> None:
+    def _issue_keys(self, home: VirtualHome, state: Path) -> None:
         """Give every device its own WiFi key, as the owner does when onboarding it: the
         same ``KeyManager.issue`` as ``mudguard keys issue`` (key ring, hostapd's key file
         written atomically, RELOAD_WPA_PSK to the running hostapd over its control
@@ -233,7 +236,7 @@ class Demo:
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
-    def _relay_portal(self, home: Any, gateway: str) -> None:
+    def _relay_portal(self, home: VirtualHome, gateway: str) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -326,7 +329,7 @@ class Demo:
         for verdict in self.judge.outcomes():
             if verdict.status is not Status.PENDING and shown.get(verdict.key) != verdict.status:
                 shown[verdict.key] = verdict.status
-                elapsed = time.time() - self._started
+                elapsed = time.time() - self.started_at
                 self.options.echo(f"[{elapsed:5.1f}s] {format_verdict(verdict)}")
 
     def _drain(self, timeout: float) -> None:
@@ -377,7 +380,7 @@ class Demo:
     def _note(self, text: str) -> None:
         if len(text) > 150:
             text = text[:149] + "…"
-        line = f"{time.time() - self._started:5.1f}s {text}"
+        line = f"{time.time() - self.started_at:5.1f}s {text}"
         self.log_lines.append(line)
         del self.log_lines[:-10]
         if self.options.headless and self.options.verbose:
