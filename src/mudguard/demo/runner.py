@@ -57,7 +57,7 @@ def missing_requirements() -> list[str]:
         problems.append("not running as root: the demo builds network namespaces and "
                         "loads nftables rules (run: sudo ./scripts/run)")
     for tool, package in (("ip", "iproute2"), ("nft", "nftables"),
-                          ("dnsmasq", "dnsmasq-base")):
+                          ("dnsmasq", "dnsmasq-base"), ("hostapd", "hostapd")):
         if shutil.which(tool) is None:
             problems.append(f"{tool} is missing (apt-get install {package})")
     try:
