@@ -232,7 +232,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
                       hook_listener=DhcpHookListener(config.dhcp_socket),
-                      maintenance_period=config.maintenance_seconds)
+                      maintenance_period=config.maintenance_seconds,
+                      violation_period=config.report_seconds)
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)
     if wifi is not None:
@@ -245,8 +246,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
             filler=NftSetFiller(), port=config.dns_port))
     gateway.services.append(Watcher(
-        gateway.on_alert, group=config.nflog_group,
-        tracker=tracker))
+        gateway.on_alert, group=config.nflog_group, tracker=tracker,
+        on_event=gateway.on_drop))
     gateway.services.append(ControlServer(config.control_socket, service, gateway.call))
     if config.portal_address:
         from mudguard.portal import PortalServices, PortalSettings, create_app

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ import pytest
 
 from mudguard.demo import dhcp, scenario
 from mudguard.demo.runner import gateway_config
+from mudguard.devices import EventKind
+from mudguard.store import Store
 
 pytestmark = [
     pytest.mark.root,
@@ -43,14 +45,16 @@ class Daemon:
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.events: list[dict[str, Any]] = []
 
-    def wait_for(self, match: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        """The first event (seen before or after) whose fields include ``match``."""
+    def wait_for(self, match: dict[str, Any], timeout: float = 30.0,
+                 check: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
+        """The first event (seen before or after) whose fields include ``match`` and that
+        passes ``check``."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         seen = 0
         while time.monotonic() < deadline:
             for event in self.events[seen:]:
-                if all(event.get(k) == v for k, v in match.items()):
+                if all(event.get(k) == v for k, v in match.items()) and check(event):
                     return event
             seen = len(self.events)
             line = self.proc.stdout.readline()
@@ -92,7 +96,8 @@ def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
                 lan_interface=vhome.lan_if, wan_interface=vhome.wan_if,
                 lan_prefix="192.0.2.0/24", gateway="192.0.2.1", state_dir=tmp_path / "state",
                 ca_file=run.ca_file)
-            config.write_text(text.replace("[gateway]\n", "[gateway]\nmaintenance_seconds = 1\n"))
+            config.write_text(text.replace("[gateway]\n", "[gateway]\nmaintenance_seconds = 1\n")
+                              .replace("report_seconds = 2", "report_seconds = 1"))
             yield vhome, config
         finally:
             internet.terminate()
@@ -135,6 +140,14 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         assert home.tcp(bulb.ns, *CLOUD)
         assert not home.tcp(bulb.ns, scenario.ELSEWHERE, 443)
         assert not home.tcp(stranger.ns, *CLOUD)  # never onboarded: nothing
+        # The gateway itself saw the blocked attempt (NFLOG) and recorded it for the owner.
+        blocked = f"tcp {scenario.ELSEWHERE} port 443"
+        daemon.wait_for({"event": "drops", "mac": bulb.mac}, check=lambda e: blocked in e["flows"])
+        with Store(config.parent / "state" / "mudguard.db") as store:
+            violations = [e for e in store.list_events(bulb.mac)
+                          if e.kind is EventKind.VIOLATION]
+        assert any(flow["dst"] == scenario.ELSEWHERE and flow["dst_port"] == 443
+                   for event in violations for flow in event.details["evidence"])
 
         assert daemon.stop() == 0
         # Daemon down: the kernel still enforces exactly the same thing.

@@ -148,3 +148,24 @@ def test_hostapd_config_reads_the_per_device_key_file(tmp_path: Path) -> None:
     with pytest.raises(HostapdStartError):
         hostapd_config(interface="wlan0", ssid="x" * 33, psk_file=tmp_path / "psk",
                        ctrl_dir=tmp_path / "ctrl")
+
+
+def test_violation_log_counts_every_drop_and_keeps_bounded_distinct_evidence() -> None:
+    from mudguard.daemon.violations import ViolationLog
+    from mudguard.mud import Direction
+    from mudguard.watch import FlowEvent
+
+    def drop(device: str, port: int) -> FlowEvent:
+        return FlowEvent(device_id=device, direction=Direction.FROM_DEVICE, family=4,
+                         src="192.0.2.100", dst="198.51.100.30", protocol=6, dst_port=port)
+
+    log = ViolationLog(max_evidence=3, max_devices=2)
+    for port in (443, 443, 80, 22, 23, 443):
+        log.add(drop("dev-a", port))
+    log.add(drop("dev-b", 1))
+    log.add(drop("dev-c", 1))  # beyond max_devices: not tracked
+    tallies = log.drain()
+    assert sorted(tallies) == ["dev-a", "dev-b"]
+    assert tallies["dev-a"].count == 6
+    assert [e.dst_port for e in tallies["dev-a"].evidence] == [443, 80, 22]
+    assert log.drain() == {}  # drained: starts afresh

@@ -29,6 +29,7 @@ Example (every key optional except the LAN's interface and addresses)::
 
     [watch]
     nflog_group = 100
+    report_seconds = 10                   # dropped packets summarised per device this often
 
     [discovery]
     lldp = true                           # MUD URLs from LLDP on the LAN bridge's ports
@@ -88,6 +89,7 @@ class GatewayConfig:
     run_hostapd: bool = True
     lldp: bool = False
     maintenance_seconds: float = 60.0
+    report_seconds: float = 10.0
 
     @property
     def keys_db(self) -> Path:
@@ -211,8 +213,12 @@ def parse_config(text: str) -> GatewayConfig:
     if not isinstance(maintenance, int | float) or isinstance(maintenance, bool) \
             or not 1 <= maintenance <= 86_400:
         raise ConfigError("gateway.maintenance_seconds must be 1-86400")
+    report = watch.get("report_seconds", 10)
+    if not isinstance(report, int | float) or isinstance(report, bool) \
+            or not 1 <= report <= 3600:
+        raise ConfigError("watch.report_seconds must be 1-3600")
     return GatewayConfig(
-        maintenance_seconds=float(maintenance), wifi_ssid=ssid,
+        maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),

@@ -12,8 +12,11 @@ changes are serialised and a slow MUD server never stalls DNS answers.
 - Every enforcement goes through ``GuardedEnforcer``: after the kernel accepted a
   device's rules, the DNS guard learns the device's addresses and allowed names (so its
   next lookup fills the right sets) and the event log tells the new state.
-- A watcher alert (NFLOG drops → deviation tracker) quarantines the device through the
-  same service (re-enforced at once).
+- Every dropped packet (NFLOG) is counted per device; every ``violation_period`` one
+  ``violation`` event per device with drops is stored, with a few flows as evidence (the
+  portal's flow history and recent peers).
+- A watcher alert (NFLOG drops → deviation tracker) is stored with its evidence and
+  quarantines the device through the same service (re-enforced at once).
 - Every minute, expired owner grants are dropped, devices past their end of support
   move to LAN only, and MUD files past their cache-validity are fetched again.
 - At start-up every stored device's policy is re-derived and reconciled with the kernel
@@ -36,7 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from mudguard.daemon.events import EventLog
-from mudguard.devices import Device
+from mudguard.daemon.violations import Tally, ViolationLog
+from mudguard.devices import Device, EventKind
 from mudguard.devices.service import DeviceService
 from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.lldp import LldpListener
@@ -45,7 +49,7 @@ from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, facts_of
 from mudguard.mud import MudFile
 from mudguard.policy import DevicePolicy, Grant, LifecycleState, decide, device_id
-from mudguard.watch import Alert, DeviationTracker
+from mudguard.watch import Alert, DeviationTracker, FlowEvent
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +162,8 @@ class Gateway:
     children: list[Child] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     maintenance_period: float = 60.0
+    violation_period: float = 10.0
+    violations: ViolationLog = field(default_factory=ViolationLog)
     _worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="svc"))
     _loop: asyncio.AbstractEventLoop | None = None
@@ -222,6 +228,10 @@ class Gateway:
             if mac is None:
                 log.warning("alert for unknown device %s: %s", alert.device_id, alert.reason)
                 return
+            self.service.store.add_event(
+                EventKind.VIOLATION, self.service.clock(), mac,
+                {"kind": alert.kind, "reason": alert.reason, "count": len(alert.evidence),
+                 "evidence": [e.as_dict() for e in alert.evidence]})
             self.events.device(self.service.quarantine(mac, alert.reason))
 
         self._submit(f"quarantine of {alert.device_id}", quarantine)
@@ -231,6 +241,32 @@ class Gateway:
             if device_id(device.mac) == dev_id:
                 return device.mac
         return None
+
+    def on_drop(self, event: FlowEvent) -> None:
+        """The watcher saw a dropped packet (event loop): count it for the owner."""
+        self.violations.add(event)
+
+    async def _record_violations(self) -> None:
+        """Every ``violation_period``: one ``violation`` event per device that had drops."""
+        while True:
+            await asyncio.sleep(self.violation_period)
+            tallies = self.violations.drain()
+            if tallies:
+                self._submit("recording violations",
+                             functools.partial(self._store_drops, tallies))
+
+    def _store_drops(self, tallies: dict[str, Tally]) -> None:
+        macs = {device_id(d.mac): d.mac for d in self.service.store.list_devices()}
+        now = self.service.clock()
+        for dev_id, tally in tallies.items():
+            mac = macs.get(dev_id)
+            if mac is None:
+                continue
+            self.service.store.add_event(
+                EventKind.VIOLATION, now, mac,
+                {"count": tally.count, "evidence": [e.as_dict() for e in tally.evidence]})
+            self.events.emit("drops", mac=mac, count=tally.count,
+                             flows=[e.describe() for e in tally.evidence[:3]])
 
     async def _maintain(self) -> None:
         """Every ``maintenance_period``: drop expired grants, move devices past their end
@@ -290,10 +326,12 @@ class Gateway:
                 loop.add_reader(listener.fileno(), self._lldp_readable, listener)
             for child in self.children:
                 await self.call(child.start)
-            maintenance = asyncio.create_task(self._maintain())
+            periodic = [asyncio.create_task(self._maintain()),
+                        asyncio.create_task(self._record_violations())]
             self.events.emit("ready", message="gateway running")
             await stop.wait()
-            maintenance.cancel()
+            for task in periodic:
+                task.cancel()
         finally:
             self.events.emit("stopping", message="stopping (rules stay in force)")
             with contextlib.suppress(Exception):

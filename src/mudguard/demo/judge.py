@@ -78,6 +78,7 @@ class DeviceView:
     compromised_at: float | None = None
     granted_at: float | None = None
     wifi_key: str | None = None
+    dropped: int = 0  # packets the gateway dropped (its NFLOG reports)
     first_state: dict[str, float] = field(default_factory=dict)  # state -> first seen time
     flows: dict[str, FlowTally] = field(default_factory=lambda: defaultdict(FlowTally))
     notes: list[str] = field(default_factory=list)

@@ -31,7 +31,7 @@ def render(demo: Demo) -> Group:
                            "  ·  Ctrl-C stops and removes the virtual home")
     devices = Table(expand=True, title="devices on the home LAN", title_justify="left")
     for column in ("device", "address", "WiFi key", "state (gateway)",
-                   "flows: allowed ✓ / blocked ✗"):
+                   "flows: allowed ✓ / blocked ✗", "dropped by gateway"):
         devices.add_column(column)
     for dev in scenario.DEVICES:
         view = demo.judge.view(dev.key)
@@ -45,7 +45,8 @@ def render(demo: Demo) -> Group:
             flows.append(f"{flow.key} {flow.describe()} ", style="dim")
             flows.append(f"✓{len(tally.ok)} ✗{len(tally.blocked)}  ", style=style)
         devices.add_row(dev.label, view.address or "—", view.wifi_key or "—",
-                        Text(state, style=_STATE_STYLE.get(state, "")), flows)
+                        Text(state, style=_STATE_STYLE.get(state, "")), flows,
+                        str(view.dropped))
     outcomes = Table(expand=True, title="expected outcomes", title_justify="left")
     outcomes.add_column("", width=4)
     outcomes.add_column("outcome")

@@ -360,6 +360,11 @@ class Demo:
                 self._note(f"{source}: {_describe_device_event(event)}")
 
     def _gateway_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "drops":
+            who = self.macs.get(str(event.get("mac", "")).lower())
+            if who is not None and isinstance(event.get("count"), int):
+                self.judge.view(who).dropped += event["count"]
+            return
         if event.get("event") != "device":
             if event.get("event") in ("alert", "error"):
                 who = self.macs.get(str(event.get("mac", "")).lower(), "")
@@ -531,6 +536,9 @@ def gateway_config(*, lan_interface: str, wan_interface: str, lan_prefix: str, g
         "",
         "[discovery]",
         "lldp = true  # the printer announces its MUD URL by LLDP",
+        "",
+        "[watch]",
+        "report_seconds = 2  # dropped packets per device, for the live view and the portal",
         "",
         "[wifi]",
         "# real hostapd (driver=none: no radio here) reading one key per device",
