@@ -30,9 +30,12 @@ def render(demo: Demo) -> Group:
                            (demo.portal_url or "starting", "bold cyan underline"),
                            "  ·  Ctrl-C stops and removes the virtual home")
     devices = Table(expand=True, title="devices on the home LAN", title_justify="left")
-    for column in ("device", "address", "WiFi key", "state (gateway)",
-                   "flows: allowed ✓ / blocked ✗", "dropped by gateway"):
-        devices.add_column(column)
+    devices.add_column("device", ratio=2)
+    devices.add_column("address", no_wrap=True)
+    devices.add_column("WiFi key", no_wrap=True)
+    devices.add_column("state", no_wrap=True)
+    devices.add_column("its attempts: ✓ got through / ✗ blocked", ratio=5)
+    devices.add_column("dropped", justify="right", no_wrap=True)
     for dev in scenario.DEVICES:
         view = demo.judge.view(dev.key)
         state = view.state or "—"
@@ -41,9 +44,12 @@ def render(demo: Demo) -> Group:
             tally = view.flows[flow.key]
             if tally.last is None:
                 continue
-            style = "green" if tally.last else "red"
-            flows.append(f"{flow.key} {flow.describe()} ", style="dim")
-            flows.append(f"✓{len(tally.ok)} ✗{len(tally.blocked)}  ", style=style)
+            if flows:
+                flows.append("\n")
+            flows.append(f"{flow.key} ", style="bold")
+            flows.append(f"{flow.name or flow.address}:{flow.port} ", style="dim")
+            flows.append(f"✓{len(tally.ok)} ✗{len(tally.blocked)}",
+                         style="green" if tally.last else "red")
         devices.add_row(dev.label, view.address or "—", view.wifi_key or "—",
                         Text(state, style=_STATE_STYLE.get(state, "")), flows,
                         str(view.dropped))
