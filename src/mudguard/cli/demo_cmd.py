@@ -34,9 +34,12 @@ def demo(
         "--quarantine-within", min=1, help="Seconds the camera may attack before it must "
                                            "be quarantined.")] = 15.0,
 ) -> None:
-    """Build a home in network namespaces (gateway, five devices, a fake Internet) and run
-    the real gateway on it: DHCP with MUD URLs, signed MUD files, nftables, the DNS guard,
-    quarantine and the portal. Ctrl-C removes everything it built."""
+    """Run the real gateway on a virtual home: five devices and a fake Internet.
+
+    Builds network namespaces (gateway, devices, Internet) and runs mudguard in them: DHCP
+    with MUD URLs, signed MUD files, nftables, the DNS guard, quarantine, WiFi keys and the
+    portal. Ctrl-C removes everything it built.
+    """
     from mudguard.demo.runner import Demo, DemoError, DemoOptions
 
     options = DemoOptions(headless=headless, duration=duration, host_port=port, prefix=prefix,

@@ -36,9 +36,13 @@ def run(
         "--log-level", help="Diagnostics on stderr: DEBUG, INFO, WARNING, ERROR.")
     ] = "WARNING",
 ) -> None:
-    """Run the gateway: DHCP (dnsmasq) with MUD URLs, the DNS guard, nftables enforcement,
-    the traffic watcher and the owner's portal, until SIGTERM or Ctrl-C. The rules stay
-    in force after it stops; a restart restores every device from the database."""
+    """Run the gateway daemon until SIGTERM or Ctrl-C.
+
+    DHCP (dnsmasq) with MUD URLs, LLDP, MUD fetch and signature checks, nftables
+    enforcement, the DNS guard, the traffic watcher with quarantine, WiFi keys (hostapd),
+    the owner's portal and the control socket. The rules stay in force after it stops; a
+    restart restores every device from the database.
+    """
     from mudguard.daemon import ConfigError, load_config
     from mudguard.daemon import run as run_daemon
     from mudguard.errors import MudguardError
