@@ -287,7 +287,8 @@ class Demo:
         end = time.monotonic() + duration if duration is not None else None
         shown: dict[str, Status] = {}
         live = None
-        self.options.echo(f"portal: {self.portal_url}  (open it in a browser on this machine)")
+        self.options.echo(f"portal: {self.portal_url}  (open it in a browser on this machine; "
+                          "the first visit sets the owner's password)")
         if not self.options.headless:
             from mudguard.demo.live import start_live
 
