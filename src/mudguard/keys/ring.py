@@ -8,16 +8,12 @@ here; every value is a parameter.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mudguard.errors import MudguardError
 from mudguard.keys.core import KeyRecord, PskEntry, normalise_mac
+from mudguard.store._sqlite import SqliteDatabase
 
 __all__ = ["DEFAULT_KEYS_DB", "KeyRing", "KeyRingError"]
 
@@ -56,59 +52,14 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
                      bound_at=None if bound_at is None else float(bound_at))
 
 
-class KeyRing:
+class KeyRing(SqliteDatabase):
     """Key records in SQLite. Thread-safe; ``transaction()`` groups changes."""
 
-    def __init__(self, path: Path | str) -> None:
-        """Open (creating, mode 0600) the key ring at ``path``; ``":memory:"`` for tests."""
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-        self._lock = threading.RLock()
-        self._depth = 0
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise KeyRingError(f"cannot open the key ring {self.path}: {exc}") from exc
+    error = KeyRingError
+    what = "key ring"
 
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> KeyRing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[KeyRing]:
-        """One atomic write; nested use joins the outer transaction."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self
-                finally:
-                    self._depth -= 1
-                return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield self
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
-            finally:
-                self._depth = 0
+    def _setup(self) -> None:
+        self._db.executescript(_SCHEMA)
 
     def records(self) -> list[KeyRecord]:
         """Every key record, by key id."""

@@ -15,11 +15,7 @@ of ``mudguard.devices._model``.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +35,7 @@ from mudguard.devices._model import (
 from mudguard.errors import MudguardError
 from mudguard.policy import Grant, GrantKind, LifecycleState
 from mudguard.store._schema import MIGRATIONS, SCHEMA_VERSION
+from mudguard.store._sqlite import SqliteDatabase
 
 DEFAULT_DB = Path("/var/lib/mudguard/mudguard.db")
 
@@ -66,45 +63,20 @@ class StoreError(MudguardError):
     key = "store_failed"
 
 
-class Store:
-    """The device database. Thread-safe; close it with ``close()`` or ``with``."""
+class Store(SqliteDatabase):
+    """The device database. Thread-safe; close it with ``close()`` or ``with``.
 
-    def __init__(self, path: Path | str) -> None:
-        """Open (creating if needed) the database at ``path`` and migrate it.
+    ``Store(path)`` opens (creating if needed) the database and migrates it;
+    ``":memory:"`` gives a private in-memory database (tests, dry runs). Raises
+    ``StoreError`` if the file's schema is newer than this code.
+    """
 
-        ``":memory:"`` gives a private in-memory database (tests, dry runs).
-        Raises ``StoreError`` if the file's schema is newer than this code.
-        """
-        self.path = str(path)
-        if self.path != ":memory:":
-            # Personal data (names, addresses, events): owner-only, and SQLite gives
-            # the -wal and -shm files the database file's mode.
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._lock = threading.RLock()
-        self._depth = 0
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False,
-                                       isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+    error = StoreError
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _setup(self) -> None:
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
 
     def schema_version(self) -> int:
         """The database's ``PRAGMA user_version``."""
@@ -130,29 +102,6 @@ class Store:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-
-    @contextmanager
-    def transaction(self) -> Iterator[Store]:
-        """Group calls into one atomic write; nested use joins the outer transaction."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self
-                finally:
-                    self._depth -= 1
-                return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield self
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
-            finally:
-                self._depth = 0
 
     def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self.transaction():
