@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from mudguard.watch.listener import RECV_BUFFER, WatchError, in_netns
-from mudguard.watch.nflog import MAX_MESSAGES, NETLINK_NETFILTER, NflogError, _attributes
+from mudguard.watch.nflog import NETLINK_NETFILTER, NflogError, _attributes, netlink_messages
 
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
@@ -31,7 +31,6 @@ CTA_TUPLE_IP = 1
 CTA_TUPLE_PROTO = 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
-_NLMSG = struct.Struct("=IHHII")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,15 +48,7 @@ class ConnEvent:
 def parse_conntrack(data: bytes) -> list[ConnEvent]:
     """The NEW connections in one netlink datagram (malformed messages are skipped)."""
     events: list[ConnEvent] = []
-    offset = 0
-    for _ in range(MAX_MESSAGES):
-        if offset + _NLMSG.size > len(data):
-            break
-        length, kind, flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
-        if length < _NLMSG.size or offset + length > len(data):
-            break
-        body = data[offset + _NLMSG.size:offset + length]
-        offset += (length + 3) & ~3
+    for kind, flags, _seq, body in netlink_messages(data):
         if kind != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW or not flags & NLM_F_CREATE:
             continue
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mudguard.errors import RemoteInputError
@@ -126,6 +127,23 @@ class Ack:
     error: int
 
 
+def netlink_messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """Walk one netlink datagram: ``(type, flags, seq, body)`` per message.
+
+    A malformed message ends the walk (its length cannot be trusted); at most
+    ``MAX_MESSAGES`` are read.
+    """
+    offset = 0
+    for _ in range(MAX_MESSAGES):
+        if offset + _NLMSG.size > len(data):
+            return
+        length, kind, flags, seq, _pid = _NLMSG.unpack_from(data, offset)
+        if length < _NLMSG.size or offset + length > len(data):
+            return
+        yield kind, flags, seq, data[offset + _NLMSG.size:offset + length]
+        offset += (length + 3) & ~3
+
+
 def parse_datagram(data: bytes) -> tuple[list[NflogPacket], list[Ack]]:
     """Split one netlink datagram into NFLOG packets and ACKs.
 
@@ -134,15 +152,7 @@ def parse_datagram(data: bytes) -> tuple[list[NflogPacket], list[Ack]]:
     """
     packets: list[NflogPacket] = []
     acks: list[Ack] = []
-    offset = 0
-    for _ in range(MAX_MESSAGES):
-        if offset + _NLMSG.size > len(data):
-            break
-        length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, offset)
-        if length < _NLMSG.size or offset + length > len(data):
-            break
-        body = data[offset + _NLMSG.size:offset + length]
-        offset += (length + 3) & ~3
+    for kind, _flags, seq, body in netlink_messages(data):
         if kind == NLMSG_ERROR and len(body) >= 4:
             acks.append(Ack(seq=seq, error=struct.unpack_from("=i", body)[0]))
         elif kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
