@@ -44,7 +44,7 @@ from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_byt
 from mudguard.policy import HomeContext
 from mudguard.store import Store
 from mudguard.watch import DeviationTracker
-from mudguard.watch.listener import Watcher
+from mudguard.watch.listener import AddressBook, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +245,11 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         gateway.services.append(DnsServer(
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
             filler=NftSetFiller(), port=config.dns_port))
+    # device_of: conntrack NEW events count per device (a flood of allowed connections
+    # leaves no drop log), looked up in what the kernel enforces now.
     gateway.services.append(Watcher(
         gateway.on_alert, group=config.nflog_group, tracker=tracker,
-        on_event=gateway.on_drop))
+        on_event=gateway.on_drop, device_of=AddressBook(enforcer.installed)))
     gateway.services.append(ControlServer(config.control_socket, service, gateway.call))
     if config.portal_address:
         from mudguard.portal import PortalServices, PortalSettings, create_app

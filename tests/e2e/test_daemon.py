@@ -5,11 +5,14 @@ access (the rules stay in the kernel, and the restart restores from the database
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -44,21 +47,35 @@ class Daemon:
              "--config", str(config), "--log-format", "json"],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
 
     def wait_for(self, match: dict[str, Any], timeout: float = 30.0,
                  check: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
         """The first event (seen before or after) whose fields include ``match`` and that
-        passes ``check``."""
-        assert self.proc.stdout is not None
+        passes ``check``; fails after ``timeout`` even when the daemon says nothing."""
         deadline = time.monotonic() + timeout
         seen = 0
-        while time.monotonic() < deadline:
+        while True:
             for event in self.events[seen:]:
                 if all(event.get(k) == v for k, v in match.items()) and check(event):
                     return event
             seen = len(self.events)
-            line = self.proc.stdout.readline()
-            if not line:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                self._lines.put(None)  # the daemon has exited: nothing more will come
                 break
             self.events.append(json.loads(line))
         raise AssertionError(f"no event {match} in {self.events}")
@@ -78,9 +95,18 @@ class Daemon:
 
 @pytest.fixture()
 def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    with daemon_home(tmp_path, "mgid") as found:
+        yield found
+
+
+@contextlib.contextmanager
+def daemon_home(tmp_path: Path, prefix: str, devices: int = 3,
+                extra: str = "") -> Iterator[tuple[Any, Path]]:
+    """A virtual home (``prefix``), the fake Internet, and the daemon's configuration for it
+    (``extra`` TOML appended); removed even when the test fails."""
     from mudguard.vhome import VirtualHome
 
-    with VirtualHome(prefix="mghr", devices=3) as vhome:
+    with VirtualHome(prefix=prefix, devices=devices) as vhome:
         run = scenario.prepare(tmp_path, datetime.now(UTC))
         for address in scenario.internet_addresses():
             vhome.run(vhome.inet_ns, ["ip", "addr", "replace", f"{address}/32", "dev", "lo"])
@@ -97,7 +123,7 @@ def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
                 lan_prefix="192.0.2.0/24", gateway="192.0.2.1", state_dir=tmp_path / "state",
                 ca_file=run.ca_file)
             config.write_text(text.replace("[gateway]\n", "[gateway]\nmaintenance_seconds = 1\n")
-                              .replace("report_seconds = 2", "report_seconds = 1"))
+                              .replace("report_seconds = 2", "report_seconds = 1") + extra)
             yield vhome, config
         finally:
             internet.terminate()

@@ -50,7 +50,7 @@ def _leftovers(prefix: str) -> list[str]:
 def test_headless_demo_sees_every_expected_outcome() -> None:
     started = time.monotonic()
     proc = subprocess.run([*DEMO, "--headless", "--duration", "90", "--quarantine-within", "10",
-                           "--prefix", "mght", "--port", "0"],
+                           "--prefix", "mgit", "--port", "0"],
                           capture_output=True, text=True, timeout=140)
     elapsed = time.monotonic() - started
     final = [line for line in proc.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "WAIT")]
@@ -60,7 +60,7 @@ def test_headless_demo_sees_every_expected_outcome() -> None:
         assert line.startswith("PASS") and outcome in line, line
     assert "quarantined" in proc.stdout and " ms after the attack began" in proc.stdout
     assert elapsed < 120
-    assert _leftovers("mght") == []
+    assert _leftovers("mgit") == []
 
 
 @needs_root
@@ -69,7 +69,7 @@ def test_ctrl_c_tears_the_home_down_and_leaves_the_host_as_it_was() -> None:
     ruleset_before = subprocess.run(["nft", "list", "ruleset"], capture_output=True,
                                     text=True).stdout
     routes_before = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
-    proc = subprocess.Popen([*DEMO, "--prefix", "mghc", "--port", "0"],
+    proc = subprocess.Popen([*DEMO, "--prefix", "mgic", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -87,14 +87,14 @@ def test_ctrl_c_tears_the_home_down_and_leaves_the_host_as_it_was() -> None:
                 time.sleep(0.5)
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200 and b"mudguard" in response.read().lower()
-        assert _leftovers("mghc")  # the home exists while it runs
+        assert _leftovers("mgic")  # the home exists while it runs
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert _leftovers("mghc") == []
+    assert _leftovers("mgic") == []
     assert subprocess.run(["nft", "list", "ruleset"], capture_output=True,
                           text=True).stdout == ruleset_before
     assert subprocess.run(["ip", "route"], capture_output=True, text=True).stdout == routes_before
@@ -127,10 +127,10 @@ def test_a_second_demo_with_the_same_prefix_refuses_to_start() -> None:
     import fcntl
     import tempfile
 
-    with (Path(tempfile.gettempdir()) / "mudguard-demo-mghk.lock").open("a") as held:
+    with (Path(tempfile.gettempdir()) / "mudguard-demo-mgik.lock").open("a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running demo holds it
-        proc = subprocess.run([*DEMO, "--headless", "--prefix", "mghk"], capture_output=True,
+        proc = subprocess.run([*DEMO, "--headless", "--prefix", "mgik"], capture_output=True,
                               text=True, timeout=60)
     assert proc.returncode == 2
-    assert "another mudguard demo (prefix mghk) is running" in proc.stderr
-    assert _leftovers("mghk") == []
+    assert "another mudguard demo (prefix mgik) is running" in proc.stderr
+    assert _leftovers("mgik") == []

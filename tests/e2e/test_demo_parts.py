@@ -83,7 +83,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network n
 def home():  # type: ignore[no-untyped-def]
     from mudguard.vhome import VirtualHome
 
-    with VirtualHome(prefix="mghp", devices=1) as vhome:
+    with VirtualHome(prefix="mgip", devices=1) as vhome:
         yield vhome
 
 
