@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import logging
 import threading
@@ -164,29 +165,53 @@ def lldp_listeners(lan_interface: str) -> list[Any]:
 
 
 class WifiKeys:
-    """hostapd with the per-device key file, and the key manager that writes it."""
+    """hostapd with the per-device key file, the key manager that writes it, and the
+    watcher of hostapd's events that applies the binding rule (a one-time key binds to
+    the first MAC that uses it; another device's key with a wrong MAC is refused).
+
+    ``on_key_event(event, now)`` receives the key manager's binding-rule events and
+    ``on_decision(event, decision)`` every decision (both from the watcher's thread).
+    """
 
     def __init__(self, config: GatewayConfig) -> None:
         from mudguard.daemon.hostapd import Hostapd
         from mudguard.keys.ring import KeyRing
-        from mudguard.keys.service import KeyFiles, KeyManager
+        from mudguard.keys.service import KeyEventWatcher, KeyFiles, KeyManager
 
         assert config.wifi_ssid is not None
         self.hostapd = Hostapd(interface=config.wifi_interface, ssid=config.wifi_ssid,
                                psk_file=config.psk_file, state_dir=config.state_dir) \
             if config.run_hostapd else None
+        ctrl_path = self.hostapd.ctrl_path if self.hostapd else config.wifi_ctrl
         self.manager = KeyManager(KeyRing(config.keys_db), KeyFiles(
-            psk_file=config.psk_file, pmk_ssid=config.wifi_ssid,
-            ctrl_path=self.hostapd.ctrl_path if self.hostapd else None))
+            psk_file=config.psk_file, pmk_ssid=config.wifi_ssid, ctrl_path=ctrl_path),
+            notify=self._key_event)
+        self.watcher = KeyEventWatcher(self.manager, ctrl_path, on_decision=self._decided) \
+            if ctrl_path is not None else None
+        self.on_key_event: Callable[[dict[str, str], float], None] | None = None
+        self.on_decision: Callable[[Any, Any], None] | None = None
+
+    def _key_event(self, event: dict[str, str], now: float) -> None:
+        if self.on_key_event is not None:
+            self.on_key_event(event, now)
+
+    def _decided(self, event: Any, decision: Any) -> None:
+        if self.on_decision is not None:
+            self.on_decision(event, decision)
 
     def start(self) -> None:
-        """Start hostapd, then rewrite the key file from the ring and reload it."""
+        """Start hostapd, rewrite the key file from the ring and reload it, then follow
+        hostapd's events."""
         if self.hostapd is not None:
             self.hostapd.start()
         self.manager.sync()
+        if self.watcher is not None:
+            self.watcher.start()
 
     def stop(self) -> None:
-        """Stop hostapd."""
+        """Stop following events, then stop hostapd."""
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.hostapd is not None:
             self.hostapd.stop()
 
@@ -237,6 +262,14 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)
     if wifi is not None:
+        from mudguard.devices.wiring import KeyEventRecorder
+
+        recorder = KeyEventRecorder(service)
+        wifi.on_key_event = lambda event, now: gateway.submit(
+            "WiFi key event", functools.partial(recorder, event, now))
+        wifi.on_decision = lambda event, decision: events.emit(
+            "wifi", mac=event.mac, keyid=event.params.get("keyid"),
+            outcome=decision.outcome.value)
         gateway.children.append(wifi)
     if config.dhcp_range:
         gateway.children.append(Dnsmasq(config))

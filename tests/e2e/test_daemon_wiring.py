@@ -3,15 +3,19 @@ daemon leaves its part unwired (real dnsmasq, hostapd, nftables, conntrack, sock
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mudguard.demo import scenario
+from mudguard.devices import EventKind
+from mudguard.store import Store
 from tests.e2e.test_daemon import CLOUD, Daemon, _join, _resolve, daemon_home
 
 pytestmark = [
@@ -75,3 +79,62 @@ def test_a_flood_of_allowed_connections_quarantines_the_device(home: tuple[Any, 
         assert not vhome.tcp(bulb.ns, *CLOUD)
     finally:
         daemon.stop()
+
+
+def _poll(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """``check()``'s first truthy value within ``timeout`` seconds (bounded polling)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{check} stayed false for {timeout} s")
+
+
+def test_one_time_wifi_key_binds_to_the_first_mac_and_a_borrowed_key_is_an_event(
+        home: tuple[Any, Path]) -> None:
+    # No radio here, so no station can associate with the real hostapd: the daemon follows
+    # the control socket of a system hostapd (`wifi.hostapd = false`), played by a server
+    # speaking hostapd 2.10's control protocol; everything else is the real daemon.
+    from mudguard.demo.runner import WIFI_SSID
+    from mudguard.keys.ring import KeyRing
+    from mudguard.keys.service import KeyFiles, KeyManager
+    from tests.e2e.test_hostapd_protocol import FakeHostapd
+
+    _vhome, config = home
+    state = config.parent / "state"
+    ctrl = config.parent / "mgiwlan0"
+    config.write_text(config.read_text().replace(
+        "[wifi]\n", f'[wifi]\nhostapd = false\nctrl_interface = "{ctrl}"\n'))
+    manager = KeyManager(KeyRing(state / "keys.db"),
+                         KeyFiles(psk_file=state / "hostapd.wpa_psk", pmk_ssid=WIFI_SSID))
+    onboarding = manager.issue(mac=None, device="new plug", now=time.time())
+    owned = manager.issue(mac="02:6d:67:00:01:0a", device="camera", now=time.time())
+    plug, thief = "02:6d:67:00:01:0b", "02:6d:67:00:01:0c"
+    fake = FakeHostapd(ctrl)
+    daemon = Daemon(_vhome.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        _poll(lambda: fake.monitors)  # the daemon attached to hostapd's events
+        fake.emit(f"<3>AP-STA-CONNECTED {plug} keyid={onboarding.keyid}")
+        bound = daemon.wait_for({"event": "wifi", "mac": plug})
+        assert (bound["outcome"], bound["keyid"]) == ("bind", onboarding.keyid)
+        with Store(state / "mudguard.db") as store:
+            device = _poll(lambda: (d := store.get_device(plug)) is not None
+                           and d.key_id == onboarding.keyid and d)
+            assert device.key_id == onboarding.keyid
+        record = KeyRing(state / "keys.db").get(onboarding.keyid)
+        assert record is not None and record.entry.mac == plug
+
+        fake.emit(f"<3>AP-STA-CONNECTED {thief} keyid={owned.keyid}")
+        refused = daemon.wait_for({"event": "wifi", "mac": thief})
+        assert refused["outcome"] == "mismatch"
+        _poll(lambda: f"DEAUTHENTICATE {thief}" in fake.commands)
+        with Store(state / "mudguard.db") as store:
+            mismatches = _poll(lambda: [e for e in store.list_events()
+                                        if e.kind is EventKind.KEY_MISMATCH])
+        assert thief in json.dumps(mismatches[0].details)
+    finally:
+        daemon.stop()
+        fake.close()

@@ -38,6 +38,7 @@ Example (every key optional except the LAN's interface and addresses)::
     ssid = "home"                         # enables per-device WiFi keys
     interface = "wlan0"
     hostapd = true                        # run hostapd (reads the per-device key file)
+    ctrl_interface = "/run/hostapd/wlan0"  # hostapd = false: the system's hostapd's socket
 
 A real home's addresses belong here; the demo writes its own file with documentation
 addresses.
@@ -87,6 +88,7 @@ class GatewayConfig:
     wifi_ssid: str | None = None
     wifi_interface: str = "wlan0"
     run_hostapd: bool = True
+    wifi_ctrl: Path | None = None
     lldp: bool = False
     maintenance_seconds: float = 60.0
     report_seconds: float = 10.0
@@ -208,6 +210,7 @@ def parse_config(text: str) -> GatewayConfig:
     run_hostapd = wifi.get("hostapd", True)
     if not isinstance(run_hostapd, bool):
         raise ConfigError("wifi.hostapd must be true or false")
+    wifi_ctrl = _path(_text(wifi, "ctrl_interface", "wifi"))
     wifi_interface = _interface(_text(wifi, "interface", "wifi", "wlan0"), "wifi.interface")
     maintenance = gw.get("maintenance_seconds", 60)
     if not isinstance(maintenance, int | float) or isinstance(maintenance, bool) \
@@ -220,6 +223,7 @@ def parse_config(text: str) -> GatewayConfig:
     return GatewayConfig(
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
+        wifi_ctrl=wifi_ctrl,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),

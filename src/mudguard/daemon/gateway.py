@@ -175,6 +175,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, fn)
 
+    def submit(self, what: str, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` in the service worker, from any thread; a failure is logged and
+        told as an ``error`` event."""
+        self._submit(what, fn)
+
     def _submit(self, what: str, fn: Callable[[], Any]) -> None:
         def guarded() -> None:
             try:
