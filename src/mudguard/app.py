@@ -8,7 +8,8 @@ nothing is created at import time. ``build_gateway(config, events)`` returns the
                     │                ├─ verify (CMS signatures against the configured roots)
                     │                └─ GuardedEnforcer ── Enforcer (nftables) + DnsGuard
     dnsmasq (DHCP) ── hook socket ──┬─ Intake ── DeviceService.observe
-    LLDP on the LAN ports ──────────┘
+    LLDP on the LAN ports ──────────┤
+    IPv6 neighbour table (SLAAC) ───┘
     hostapd (driver from config) ── wpa_psk_file ── KeyManager (issue: portal; revoke: forget)
     DnsServer (LAN :53) ── DnsGuard ── nft set fills
     Watcher (NFLOG) ── alerts ── DeviceService.quarantine
@@ -261,6 +262,10 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                       violation_period=config.report_seconds)
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)
+    if config.neighbours:
+        from mudguard.discovery.neighbour import NeighbourWatcher
+
+        gateway.neighbours = NeighbourWatcher.open(config.lan_interface)
     if wifi is not None:
         from mudguard.devices.wiring import KeyEventRecorder
 

@@ -138,3 +138,35 @@ def test_one_time_wifi_key_binds_to_the_first_mac_and_a_borrowed_key_is_an_event
     finally:
         daemon.stop()
         fake.close()
+
+
+def _ping6(address: str) -> None:
+    """Inside the device: a few ICMPv6 echoes (answered or not: the neighbour discovery
+    they need is what the gateway learns the address from)."""
+    import subprocess
+
+    subprocess.run(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", address],
+                   capture_output=True, timeout=10, check=False)
+
+
+def test_a_devices_slaac_address_from_the_neighbour_table_is_enforced(
+        home: tuple[Any, Path]) -> None:
+    vhome, config = home
+    bulb = vhome.nodes[0]
+    _fresh(vhome, bulb)
+    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        vhome.call(bulb.ns, _join, bulb.iface, bulb.mac, scenario.device("bulb").mud_url)
+        daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
+        # The device gives itself an IPv6 address (as SLAAC would) and talks to the gateway.
+        vhome.run(bulb.ns, ["ip", "-6", "addr", "add", f"{bulb.ipv6}/64", "dev", bulb.iface,
+                            "nodad"])
+        vhome.call(bulb.ns, _ping6, "2001:db8:1::1")
+        learned = daemon.wait_for({"event": "device", "mac": bulb.mac},
+                                  check=lambda e: bulb.ipv6 in e.get("ipv6", []), timeout=15)
+        assert learned["state"] == "profiled"
+        ruleset = vhome.run(vhome.gw_ns, ["nft", "list", "table", "inet", "mudguard"]).stdout
+        assert bulb.ipv6 in ruleset  # the kernel binds the device's IPv6 source now
+    finally:
+        daemon.stop()

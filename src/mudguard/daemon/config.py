@@ -33,6 +33,8 @@ Example (every key optional except the LAN's interface and addresses)::
 
     [discovery]
     lldp = true                           # MUD URLs from LLDP on the LAN bridge's ports
+    neighbours = true                     # devices' IPv6 (SLAAC) addresses from the
+                                          # gateway's neighbour table
 
     [wifi]
     ssid = "home"                         # enables per-device WiFi keys
@@ -90,6 +92,7 @@ class GatewayConfig:
     run_hostapd: bool = True
     wifi_ctrl: Path | None = None
     lldp: bool = False
+    neighbours: bool = True
     maintenance_seconds: float = 60.0
     report_seconds: float = 10.0
 
@@ -175,6 +178,9 @@ def parse_config(text: str) -> GatewayConfig:
     lldp = discovery.get("lldp", False)
     if not isinstance(lldp, bool):
         raise ConfigError("discovery.lldp must be true or false")
+    neighbours = discovery.get("neighbours", True)
+    if not isinstance(neighbours, bool):
+        raise ConfigError("discovery.neighbours must be true or false")
     lan = _interface(_text(gw, "lan_interface", "gateway"), "gateway.lan_interface")
     if lan is None:
         raise ConfigError("gateway.lan_interface is required")
@@ -223,7 +229,7 @@ def parse_config(text: str) -> GatewayConfig:
     return GatewayConfig(
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
-        wifi_ctrl=wifi_ctrl,
+        wifi_ctrl=wifi_ctrl, neighbours=neighbours,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),

@@ -40,11 +40,12 @@ class EventLog:
 
     def device(self, device: Device) -> None:
         """Tell a device's state if it changed since last told."""
-        key = (device.state, device.reasons, device.signature_status, device.ipv4)
+        key = (device.state, device.reasons, device.signature_status, device.ipv4,
+               device.ipv6)
         with self._lock:
             if self._last_device.get(device.mac) == key:
                 return
             self._last_device[device.mac] = key
         self.emit("device", mac=device.mac, state=device.state.value,
                   reasons=list(device.reasons), signature=device.signature_status.value,
-                  ipv4=list(device.ipv4), mud_url=device.mud_url)
+                  ipv4=list(device.ipv4), ipv6=list(device.ipv6), mud_url=device.mud_url)

@@ -44,6 +44,7 @@ from mudguard.devices import Device, EventKind
 from mudguard.devices.service import DeviceService
 from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.lldp import LldpListener
+from mudguard.discovery.neighbour import NeighbourWatcher
 from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, facts_of
@@ -159,6 +160,7 @@ class Gateway:
     events: EventLog
     hook_listener: DhcpHookListener
     lldp_listeners: list[LldpListener] = field(default_factory=list)
+    neighbours: NeighbourWatcher | None = None
     children: list[Child] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     maintenance_period: float = 60.0
@@ -304,6 +306,15 @@ class Gateway:
         if info is not None:
             self.on_sighting(info.sighting())
 
+    def _neighbours_readable(self) -> None:
+        """IPv6 neighbour entries on the LAN: addresses of known devices (the intake
+        never creates a device from one, nor moves an address another device holds)."""
+        if self.neighbours is None:
+            return
+        self.neighbours.drain(lambda sighting: self._submit(
+            f"neighbour entry of {sighting.mac}",
+            functools.partial(self.intake.on_sighting, sighting)))
+
     def _hook_readable(self) -> None:
         sighting = self.hook_listener.receive(timeout=0.05)
         if sighting is not None:
@@ -329,6 +340,8 @@ class Gateway:
             loop.add_reader(self.hook_listener.fileno(), self._hook_readable)
             for listener in self.lldp_listeners:
                 loop.add_reader(listener.fileno(), self._lldp_readable, listener)
+            if self.neighbours is not None:
+                loop.add_reader(self.neighbours.fileno(), self._neighbours_readable)
             for child in self.children:
                 await self.call(child.start)
             periodic = [asyncio.create_task(self._maintain()),
@@ -345,6 +358,10 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(listener.fileno())
                 listener.close()
+            if self.neighbours is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(self.neighbours.fileno())
+                self.neighbours.close()
             for child in reversed(self.children):
                 try:
                     child.stop()
