@@ -5,6 +5,7 @@ nothing is created at import time. ``build_gateway(config, events)`` returns the
 ``Gateway`` that ``mudguard run`` runs:
 
     store (SQLite) ─┬─ DeviceService ── fetch (HTTPS, SSRF-checked, test CA in the demo)
+                    │                ├─ repositories (HTTPS index.json, local folders)
                     │                ├─ verify (CMS signatures against the configured roots)
                     │                └─ GuardedEnforcer ── Enforcer (nftables) + DnsGuard
     dnsmasq (DHCP) ── hook socket ──┬─ Intake ── DeviceService.observe
@@ -30,12 +31,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mudguard.daemon.config import GatewayConfig
+from mudguard.daemon.config import ConfigError, GatewayConfig
 from mudguard.daemon.control import ControlServer
 from mudguard.daemon.dnsmasq import Dnsmasq
 from mudguard.daemon.events import EventLog
 from mudguard.daemon.gateway import Gateway, GuardedEnforcer
 from mudguard.devices import HomeDefault
+from mudguard.devices.repository import RepositoryError, load_repositories
 from mudguard.devices.service import DeviceService
 from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.sighting import Intake
@@ -250,9 +252,13 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         from mudguard.devices.wiring import KeyManagerRevoker
 
         revoker = KeyManagerRevoker(wifi.manager)
+    try:
+        repositories = load_repositories(config.repositories, fetch)
+    except RepositoryError as exc:
+        raise ConfigError(f"mud.repositories: {exc}") from None
     service = DeviceService(store=store, fetch=fetch,
                             verify=signature_verifier(config.signature_roots),
-                            enforcer=guarded, keys=revoker)
+                            enforcer=guarded, keys=revoker, repositories=repositories)
 
     intake = Intake(service)
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again

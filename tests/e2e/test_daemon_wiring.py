@@ -170,3 +170,45 @@ def test_a_devices_slaac_address_from_the_neighbour_table_is_enforced(
         assert bulb.ipv6 in ruleset  # the kernel binds the device's IPv6 source now
     finally:
         daemon.stop()
+
+
+def test_a_device_without_a_mud_url_gets_its_profile_from_a_configured_repository(
+        tmp_path: Path) -> None:
+    # A local folder repository names the bulb's MUD URL for this maker's OUI; the
+    # device announces nothing, the daemon finds it there and fetches it over HTTPS.
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    (repository / "index.json").write_text(json.dumps({"entries": [
+        {"oui": "02:6d:67",
+         "mud_url": scenario.device("bulb").mud_url}]}))
+    with daemon_home(tmp_path, "mgiw") as (vhome, config):
+        text = config.read_text().replace(
+            "[mud]\n", f'[mud]\nrepositories = ["{repository}"]\n')
+        config.write_text(text)
+        gadget = vhome.nodes[2]
+        _fresh(vhome, gadget)
+        daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+        try:
+            daemon.wait_for({"event": "ready"})
+            vhome.call(gadget.ns, _join, gadget.iface, gadget.mac, None)
+            profiled = daemon.wait_for({"event": "device", "mac": gadget.mac,
+                                        "state": "profiled"})
+            assert profiled["mud_url"] == scenario.device("bulb").mud_url
+            assert vhome.call(gadget.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+            assert vhome.tcp(gadget.ns, *CLOUD)
+            assert not vhome.tcp(gadget.ns, scenario.ELSEWHERE, 443)
+        finally:
+            daemon.stop()
+
+
+def test_a_bad_repository_in_the_configuration_is_a_clear_error() -> None:
+    from mudguard.daemon.config import ConfigError, parse_config
+
+    base = '[gateway]\nlan_interface = "br0"\nlan_prefixes = ["192.0.2.0/24"]\n' \
+           'addresses = ["192.0.2.1"]\n'
+    assert parse_config(base + '[mud]\nrepositories = ["https://r.example/index.json", '
+                               '"/srv/mud"]\n').repositories == (
+        "https://r.example/index.json", "/srv/mud")
+    for bad in ('"http://r.example/index.json"', '"relative/folder"', "3"):
+        with pytest.raises(ConfigError, match="mud.repositories"):
+            parse_config(base + f"[mud]\nrepositories = [{bad}]\n")

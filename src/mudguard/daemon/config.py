@@ -22,6 +22,9 @@ Example (every key optional except the LAN's interface and addresses)::
     ca_file = "/etc/ssl/certs/ca-certificates.crt"   # trust anchors for MUD servers
     signature_roots = "/etc/mudguard/mud-signers.pem" # trust anchors for MUD signatures
     allow_unsigned = true
+    # where to look for devices that announce no MUD URL (first match wins): an
+    # index.json over HTTPS, or a local folder holding index.json and MUD files
+    repositories = ["https://mud.isp.example/index.json", "/etc/mudguard/repository"]
 
     [portal]
     address = "192.168.1.1"
@@ -95,6 +98,7 @@ class GatewayConfig:
     neighbours: bool = True
     maintenance_seconds: float = 60.0
     report_seconds: float = 10.0
+    repositories: tuple[str, ...] = ()
 
     @property
     def keys_db(self) -> Path:
@@ -166,6 +170,17 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
+def _repositories(values: object) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError("mud.repositories must be a list of strings")
+    for value in values:
+        if not (value.startswith("https://") or value.startswith("/")) \
+                or not value.isprintable() or len(value) > 1024:
+            raise ConfigError(f"mud.repositories: {value[:80]!r} is neither an https:// URL "
+                              "nor an absolute folder path")
+    return tuple(values)
+
+
 def parse_config(text: str) -> GatewayConfig:
     """Parse and check a configuration; raise ``ConfigError`` naming the bad key."""
     try:
@@ -198,6 +213,7 @@ def parse_config(text: str) -> GatewayConfig:
     if not _LEASE.match(lease):
         raise ConfigError("dhcp.lease_time must look like 600, 45m, 12h, 1d or infinite")
     upstream = _addresses(dns.get("upstream", []), "dns.upstream")
+    repositories = _repositories(mud.get("repositories", []))
     allow_unsigned = mud.get("allow_unsigned", True)
     if not isinstance(allow_unsigned, bool):
         raise ConfigError("mud.allow_unsigned must be true or false")
@@ -229,7 +245,7 @@ def parse_config(text: str) -> GatewayConfig:
     return GatewayConfig(
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
-        wifi_ctrl=wifi_ctrl, neighbours=neighbours,
+        wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),
