@@ -210,5 +210,5 @@ def test_a_bad_repository_in_the_configuration_is_a_clear_error() -> None:
                                '"/srv/mud"]\n').repositories == (
         "https://r.example/index.json", "/srv/mud")
     for bad in ('"http://r.example/index.json"', '"relative/folder"', "3"):
-        with pytest.raises(ConfigError, match="mud.repositories"):
+        with pytest.raises(ConfigError, match=r"mud\.repositories"):
             parse_config(base + f"[mud]\nrepositories = [{bad}]\n")
