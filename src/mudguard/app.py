@@ -303,7 +303,12 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
             from mudguard.portal.wiring import KeyManagerIssuer
 
             issuer = KeyManagerIssuer(wifi.manager, config.wifi_ssid)
-        app = create_app(PortalServices(devices=service, keys=issuer),
-                         PortalSettings(state_dir=config.state_dir))
+        # Owner changes run on the service worker, serialised with every other device
+        # change; any Host but the gateway's own addresses and names is refused.
+        hosts = tuple(dict.fromkeys((config.portal_address, *config.addresses,
+                                     *config.portal_names)))
+        app = create_app(PortalServices(devices=service, keys=issuer,
+                                        run=gateway.run_in_worker),
+                         PortalSettings(state_dir=config.state_dir, allowed_hosts=hosts))
         gateway.services.append(PortalRunner(app, config.portal_address, config.portal_port))
     return gateway

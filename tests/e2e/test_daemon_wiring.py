@@ -212,3 +212,56 @@ def test_a_bad_repository_in_the_configuration_is_a_clear_error() -> None:
     for bad in ('"http://r.example/index.json"', '"relative/folder"', "3"):
         with pytest.raises(ConfigError, match=r"mud\.repositories"):
             parse_config(base + f"[mud]\nrepositories = [{bad}]\n")
+
+
+def _get(address: str, port: int, host: str) -> int:
+    """Inside a namespace: the status of GET / with this Host header."""
+    import http.client
+
+    conn = http.client.HTTPConnection(address, port, timeout=5)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_the_daemons_portal_refuses_a_rebound_host_name(home: tuple[Any, Path]) -> None:
+    from mudguard.demo.runner import PORTAL_PORT
+
+    vhome, config = home
+    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        own = vhome.call(vhome.gw_ns, _get, "192.0.2.1", PORTAL_PORT, f"192.0.2.1:{PORTAL_PORT}")
+        assert own in (200, 303, 307), own
+        # A page on attacker.example whose name now resolves to the gateway: refused.
+        rebound = vhome.call(vhome.gw_ns, _get, "192.0.2.1", PORTAL_PORT,
+                             f"attacker.example:{PORTAL_PORT}")
+        assert rebound == 400
+    finally:
+        daemon.stop()
+
+
+def test_portal_changes_run_on_the_daemons_service_worker(tmp_path: Path) -> None:
+    # Built, not started: the portal's serialiser hands a change to the gateway's worker.
+    import threading
+
+    from mudguard.app import build_gateway
+    from mudguard.daemon.config import parse_config
+    from mudguard.daemon.events import EventLog
+
+    config = parse_config(
+        '[gateway]\nlan_interface = "mgiwnone"\nlan_prefixes = ["192.0.2.0/24"]\n'
+        f'addresses = ["192.0.2.1"]\nstate_dir = "{tmp_path}"\n'
+        '[discovery]\nneighbours = false\n[portal]\nnames = ["mudguard.home"]\n')
+    gateway = build_gateway(config, EventLog(json_lines=True))
+    portal = next(s for s in gateway.services if type(s).__name__ == "PortalRunner")
+    state = portal.server.config.app.state.portal
+    try:
+        where = state.services._serial(lambda: threading.current_thread().name)
+        assert where.startswith("svc"), where
+        assert set(state.settings.allowed_hosts) == {"192.0.2.1", "mudguard.home"}
+    finally:
+        gateway._worker.shutdown(wait=True)
+        gateway.service.store.close()

@@ -29,6 +29,8 @@ Example (every key optional except the LAN's interface and addresses)::
     [portal]
     address = "192.168.1.1"
     port = 8080
+    names = ["mudguard.home"]             # Host names the portal answers to, besides its
+                                          # addresses (any other Host: refused, DNS rebinding)
 
     [watch]
     nflog_group = 100
@@ -61,6 +63,7 @@ from typing import Any
 from mudguard.errors import MudguardError
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
 _LEASE = re.compile(r"^(infinite|\d{1,7}[smhd]?)$")
 
 
@@ -99,6 +102,7 @@ class GatewayConfig:
     maintenance_seconds: float = 60.0
     report_seconds: float = 10.0
     repositories: tuple[str, ...] = ()
+    portal_names: tuple[str, ...] = ()
 
     @property
     def keys_db(self) -> Path:
@@ -170,6 +174,15 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
+def _host_names(values: object) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError("portal.names must be a list of strings")
+    for value in values:
+        if not _HOST.match(value):
+            raise ConfigError(f"portal.names: {value[:80]!r} is not a host name")
+    return tuple(v.lower() for v in values)
+
+
 def _repositories(values: object) -> tuple[str, ...]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ConfigError("mud.repositories must be a list of strings")
@@ -214,6 +227,7 @@ def parse_config(text: str) -> GatewayConfig:
         raise ConfigError("dhcp.lease_time must look like 600, 45m, 12h, 1d or infinite")
     upstream = _addresses(dns.get("upstream", []), "dns.upstream")
     repositories = _repositories(mud.get("repositories", []))
+    portal_names = _host_names(portal.get("names", []))
     allow_unsigned = mud.get("allow_unsigned", True)
     if not isinstance(allow_unsigned, bool):
         raise ConfigError("mud.allow_unsigned must be true or false")
@@ -246,6 +260,7 @@ def parse_config(text: str) -> GatewayConfig:
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
+        portal_names=portal_names,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),

@@ -177,6 +177,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, fn)
 
+    def run_in_worker(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the service worker and wait for its result (from another thread:
+        the portal's). Its exception is raised here."""
+        return self._worker.submit(fn).result()
+
     def submit(self, what: str, fn: Callable[[], Any]) -> None:
         """Run ``fn`` in the service worker, from any thread; a failure is logged and
         told as an ``error`` event."""

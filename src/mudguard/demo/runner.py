@@ -549,5 +549,7 @@ def gateway_config(*, lan_interface: str, wan_interface: str, lan_prefix: str, g
         "[portal]",
         f'address = "{gateway}"',
         f"port = {PORTAL_PORT}",
+        "# the host's browser reaches the portal through a loopback relay",
+        'names = ["localhost", "127.0.0.1"]',
         "",
     ])
