@@ -94,12 +94,8 @@ def _key_revoker() -> KeyRevoker | None:
     from mudguard.keys.ring import KeyRing
     from mudguard.keys.service import KeyFiles, KeyManager
 
-    psk = Path(os.environ.get("MUDGUARD_PSK_FILE", "/var/lib/mudguard/hostapd.wpa_psk"))
-    sae = os.environ.get("MUDGUARD_SAE_FILE")
-    ctrl = os.environ.get("MUDGUARD_HOSTAPD_CTRL")
-    files = KeyFiles(psk_file=psk, sae_file=Path(sae) if sae else None,
-                     ctrl_path=Path(ctrl) if ctrl else None)
-    return KeyManagerRevoker(KeyManager(KeyRing(path), files))
+    # The same files, written the same way (PMK lines with MUDGUARD_SSID), as `keys`.
+    return KeyManagerRevoker(KeyManager(KeyRing(path), KeyFiles.from_env()))
 
 
 def _call(db: Path, request: dict[str, Any], *, quiet: bool = False) -> dict[str, Any]:
