@@ -5,12 +5,15 @@ to a gateway namespace holding the compiled mudguard table, and the kernel's ver
 
 Frames go out on AF_PACKET sockets (the device's, and the Internet side's for flows to
 the device), so any source address, TCP flag or ICMP type can be sent exactly.
-Conntrack is flushed before each flow, so each is new to the kernel. Left out: flows
-from the gateway itself (its own output) and multicast destinations the gateway has
-not joined (the kernel drops them before any hook)."""
+Conntrack is flushed before each flow, so each is new to the kernel. The gateway joins
+the groups the agreement flows use (mDNS, SSDP, IGMP, MLD), so MUD rules for packets it
+receives itself (``policy/_local.py``) meet the kernel too. Left out: flows from the
+gateway itself (its own output) and multicast destinations the gateway has not joined
+(the kernel drops them before any hook)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -25,6 +28,7 @@ import pytest
 
 from mudguard.mud import Direction, parse_mud
 from mudguard.policy import Flow, compile_home, evaluate
+from mudguard.policy._evaluate import is_local_delivery
 from mudguard.watch.listener import in_netns
 from tests.unit.test_evaluate_agreement import DEV_MAC, GW4, GW6, Scenario, build
 
@@ -32,7 +36,9 @@ pytestmark = pytest.mark.root
 
 SAMPLE = ("rfc/nist-mudfile-local-and-same-mfg-test.json", "rfc/mudmaker-my-controller.json",
           "rfc/brother-DCP-L2540DW.json", "unsw/amazonEchoMud.json")
-JOINED = {"224.0.0.1", "255.255.255.255", "ff02::1"}
+GROUPS4 = ("224.0.0.251", "239.255.255.250", "224.0.0.22")
+GROUPS6 = ("ff02::fb", "ff02::16", "ff05::c")
+JOINED = {"224.0.0.1", "255.255.255.255", "192.0.2.255", "ff02::1", *GROUPS4, *GROUPS6}
 NET_MAC = "02:00:00:00:ff:01"  # the Internet side's router
 # Only the test's frames count: kernels send IPv6 RS/MLD of their own, which must not
 # look like an accepted packet.
@@ -129,14 +135,15 @@ def frame(flow: Flow, gw_mac: str, src_mac: str = DEV_MAC) -> bytes:
         l4 = dpkt.icmp6.ICMP6(type=flow.icmp_type or 0, code=flow.icmp_code or 0,
                               data=b"\0" * 20)
     else:
-        l4 = dpkt.Packet()
+        l4 = b"mg"  # IGMP and others: a bare payload
     dst_mac = bytes.fromhex(gw_mac.replace(":", ""))
-    if flow.dst == "255.255.255.255":
+    dst = ipaddress.ip_address(flow.dst)
+    if flow.dst in ("255.255.255.255", "192.0.2.255"):
         dst_mac = b"\xff" * 6
-    elif flow.dst == "224.0.0.1":
-        dst_mac = bytes.fromhex("01005e000001")
-    elif flow.dst == "ff02::1":
-        dst_mac = bytes.fromhex("333300000001")
+    elif dst.is_multicast and dst.version == 4:
+        dst_mac = bytes.fromhex("01005e") + (int(dst) & 0x7FFFFF).to_bytes(3, "big")
+    elif dst.is_multicast:
+        dst_mac = bytes.fromhex("3333") + dst.packed[-4:]
     if flow.family == 4:
         ip: dpkt.Packet = dpkt.ip.IP(src=socket.inet_aton(flow.src), dst=socket.inet_aton(flow.dst),
                                      p=flow.protocol, ttl=64, data=l4)
@@ -181,8 +188,28 @@ def replayable(flow: Flow) -> bool:
     return dst in JOINED or not (dst.startswith(("224.", "239.", "ff")))
 
 
+def join_groups(lab: Lab) -> list[socket.socket]:
+    """Sockets in the gateway namespace holding memberships of the test's groups."""
+    members: list[socket.socket] = []
+    with in_netns(lab.gw):
+        index = socket.if_nametoindex(lab.lan_if)
+        for group in GROUPS4:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                            socket.inet_aton(group) + socket.inet_aton(GW4))
+            members.append(sock)
+        for group in GROUPS6:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                            socket.inet_pton(socket.AF_INET6, group)
+                            + index.to_bytes(4, "little"))
+            members.append(sock)
+    return members
+
+
 def test_kernel_verdicts_match_the_evaluator(lab: Lab, corpus: Path) -> None:
     sh("ip", "netns", "exec", lab.gw, "nft", "-f", "-", input_text=PROBE)
+    members = join_groups(lab)
     with in_netns(lab.dev):
         sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sender.bind((lab.dev_if, 0))
@@ -190,7 +217,7 @@ def test_kernel_verdicts_match_the_evaluator(lab: Lab, corpus: Path) -> None:
         internet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     internet.bind((lab.net_if, 0))
     inbound = 0
-    checked = allowed = 0
+    checked = allowed = groups = 0
     problems: list[str] = []
     try:
         for relative in SAMPLE:
@@ -211,12 +238,13 @@ def test_kernel_verdicts_match_the_evaluator(lab: Lab, corpus: Path) -> None:
                 else:
                     sender.send(frame(flow, lab.gw_mac))
                 after = counters(lab)
-                local = flow.direction is Direction.FROM_DEVICE and (
-                    flow.dst in (GW4, GW6) or flow.dst in JOINED)
+                local = flow.direction is Direction.FROM_DEVICE and is_local_delivery(
+                    flow.dst, scenario.context)
                 kernel = (after[1] > before[1]) if local else (after[0] > before[0])
                 verdict = evaluate(scenario.policy, flow, scenario.context, scenario.names)
                 checked += 1
                 allowed += kernel
+                groups += kernel and local and flow.dst in (*GROUPS4, *GROUPS6)
                 if kernel != verdict.allowed:
                     problems.append(f"{relative}: {flow}: kernel "
                                     f"{'accept' if kernel else 'drop'}, evaluate "
@@ -224,7 +252,10 @@ def test_kernel_verdicts_match_the_evaluator(lab: Lab, corpus: Path) -> None:
     finally:
         sender.close()
         internet.close()
+        for member in members:
+            member.close()
     assert not problems, "\n".join(problems[:15])
     assert checked > 300 and inbound > 100 and 0.1 < allowed / checked < 0.9, (checked, allowed)
+    assert groups >= 4, groups  # mDNS/SSDP/IGMP rules admitted by the gw chain, for real
     print(f"\nkernel and evaluator agree on {checked} real flows ({inbound} inbound, "
-          f"{allowed} accepted)")
+          f"{allowed} accepted, {groups} to multicast groups)")

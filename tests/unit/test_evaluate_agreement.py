@@ -89,9 +89,10 @@ def build(mud: MudFile, *, state: LifecycleState = LifecycleState.PROFILED) -> S
     context = HomeContext(
         lan_prefixes=("192.0.2.0/24", "2001:db8:1::/64"), gateway_addresses=(GW4, GW6),
         lan_interface=LAN_IF, wan_interface=WAN_IF, portal_ports=(8443,),
-        controllers={c: (f"192.0.2.{60 + i}", f"2001:db8:1::{60 + i:x}")
+        # Controllers include the gateway itself: their rules reach its input too.
+        controllers={c: (f"192.0.2.{60 + i}", f"2001:db8:1::{60 + i:x}", GW4, GW6)
                      for i, c in enumerate(controllers)},
-        my_controllers={mud.mud_url: ("192.0.2.70", "2001:db8:1::70")},
+        my_controllers={mud.mud_url: ("192.0.2.70", "2001:db8:1::70", GW4, GW6)},
         devices=(me, *others))
     policy = decide(me, mud, (), context, now=datetime(2026, 1, 1, tzinfo=UTC))
     pairs: list[tuple[str, str]] = []
@@ -224,10 +225,27 @@ def flows_for_rule(rule: Rule, s: Scenario) -> list[Flow]:
     return out
 
 
+# Destinations the gateway receives itself: its addresses, groups, broadcasts, and a
+# near miss (a unicast LAN address that is not the gateway's).
+LOCAL = {4: (GW4, "224.0.0.251", "239.255.255.250", "224.0.0.22", "255.255.255.255",
+             "192.0.2.255", "192.0.2.78"),
+         6: (GW6, "ff02::fb", "ff02::16", "ff05::c", "2001:db8:1::78")}
+
+
+def local_variants(flow: Flow) -> list[Flow]:
+    """The same opening packet sent to each destination the gateway receives itself."""
+    if flow.direction is not OUT:
+        return []
+    return [replace(flow, dst=dst) for dst in LOCAL[flow.family] if dst != flow.dst]
+
+
 def generate_flows(s: Scenario) -> list[Flow]:
     flows: list[Flow] = []
     for rule in s.policy.rules:
-        flows += flows_for_rule(rule, s)
+        for flow in flows_for_rule(rule, s):
+            flows.append(flow)
+            if not rule.any_source:
+                flows += local_variants(flow)
     for family in (4, 6):  # the usual suspects, whatever the file says
         remote = INTERNET[family] + "201"
         flows += [_flow(OUT, family, remote, 6, sport=40000, dport=443),
@@ -430,7 +448,7 @@ def disagreements(s: Scenario) -> list[str]:
 
 
 def test_evaluator_agrees_with_compiled_rules_on_the_corpus(corpus: Path) -> None:
-    files = flows = accepted = 0
+    files = flows = accepted = local = 0
     problems: list[str] = []
     for name, mud in corpus_muds(corpus):
         for state in (LifecycleState.PROFILED, LifecycleState.QUARANTINED):
@@ -438,12 +456,16 @@ def test_evaluator_agrees_with_compiled_rules_on_the_corpus(corpus: Path) -> Non
             problems += [f"{name} [{state.value}]: {p}" for p in disagreements(scenario)]
             kernel = Kernel(compile_home([scenario.policy], scenario.context), scenario.dns)
             accepted += sum(kernel_verdict(scenario, kernel, f) for f in scenario.flows)
+            local += sum(kernel_verdict(scenario, kernel, f) for f in scenario.flows
+                         if f.dst in LOCAL[f.family] and f.direction is OUT
+                         and f.dst not in (GW4, GW6) and f.dst_port != 53)
             flows += len(scenario.flows)
         files += 1
     assert files >= 40
     assert not problems, "\n".join(problems[:20])
     # Both outcomes are exercised, in volume.
     assert flows > 3000 and 0.15 < accepted / flows < 0.85, (flows, accepted)
+    assert local > 100, local  # multicast/broadcast rules do reach the gateway's input
 
 
 @pytest.mark.parametrize("state", [LifecycleState.NEW, LifecycleState.DEFAULT,
@@ -463,3 +485,18 @@ def test_the_interpreter_is_not_trivially_agreeable(corpus: Path) -> None:
     scenario = build(mud)
     scenario.dns = {}  # the kernel's DNS sets are empty, the evaluator's names are not
     assert disagreements(scenario)
+
+
+def test_evaluator_without_local_delivery_disagrees(corpus: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An evaluator that ignores rules for the gateway's own input (the old gap) is
+    caught: Amazon Echo's mDNS/SSDP/IGMP rules are compiled into its gw chain."""
+    import mudguard.policy._evaluate as evaluator
+
+    mud = parse_mud((corpus / "mud/unsw/amazonEchoMud.json").read_bytes()).mud
+    assert mud is not None
+    scenario = build(mud)
+    assert not disagreements(scenario)
+    monkeypatch.setattr(evaluator, "local_destinations", lambda *a: ())
+    found = disagreements(scenario)
+    assert any("224.0.0.251" in p for p in found) and any("239.255.255.250" in p for p in found)

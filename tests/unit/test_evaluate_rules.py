@@ -289,3 +289,95 @@ def test_forgotten_devices_are_no_peers() -> None:
                        devices=(ME, gone))
     rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.SAME_MANUFACTURER)
     assert not evaluate(policy(rule), out_tcp("192.0.2.11", 80), home, NAMES).allowed
+
+
+# -- MUD rules for destinations the gateway receives itself (_local.py) -------------------
+
+
+def mud_rule(**kw: object) -> Rule:
+    """A rule as decide() makes it from a MUD ACE (``local_delivery``)."""
+    return Rule(direction=OUT, action=Forwarding.ACCEPT, local_delivery=True,
+                origin="acl/ace", **kw)  # type: ignore[arg-type]
+
+
+def out_udp(dst: str, port: int, *, family: int = 4, src: str | None = None) -> Flow:
+    own = "192.0.2.10" if family == 4 else "2001:db8:1::10"
+    return Flow(direction=OUT, family=family, src=src or own, dst=dst, protocol=17,
+                src_port=5353, dst_port=port)
+
+
+@pytest.mark.parametrize(("rule", "flow", "allowed"), [
+    # explicit groups: mDNS, SSDP, IGMP, broadcasts, IPv6 mDNS from link-local
+    (mud_rule(family=4, peer=PeerKind.NETWORK, peer_value="224.0.0.251/32", protocol=17,
+              dst_port=eq(5353)), out_udp("224.0.0.251", 5353), True),
+    (mud_rule(family=4, peer=PeerKind.NETWORK, peer_value="224.0.0.251/32", protocol=17,
+              dst_port=eq(5353)), out_udp("224.0.0.251", 5354), False),
+    (mud_rule(family=4, peer=PeerKind.NETWORK, peer_value="224.0.0.251/32", protocol=17,
+              dst_port=eq(5353)), out_udp("239.255.255.250", 5353), False),
+    (mud_rule(family=4, peer=PeerKind.NETWORK, peer_value="239.255.255.250/32", protocol=17,
+              dst_port=eq(1900), also_local=True), out_udp("239.255.255.250", 1900), True),
+    (mud_rule(family=6, peer=PeerKind.NETWORK, peer_value="ff00::/8", protocol=17,
+              dst_port=eq(5353)), out_udp("ff02::fb", 5353, family=6, src="fe80::1"), True),
+    (mud_rule(family=4, peer=PeerKind.NETWORK, peer_value="255.255.255.255/32", protocol=17,
+              dst_port=eq(6667)), out_udp("255.255.255.255", 6667), True),
+    (mud_rule(family=4, peer=PeerKind.NETWORK, peer_value="192.0.2.255/32", protocol=17,
+              dst_port=eq(6667)), out_udp("192.0.2.255", 6667), True),
+    # a network that contains the gateway's unicast address does not open the gateway
+    (mud_rule(peer=PeerKind.NETWORK, peer_value="0.0.0.0/0", protocol=17),
+     out_udp("192.0.2.1", 123), False),
+    (mud_rule(peer=PeerKind.NETWORK, peer_value="0.0.0.0/0", protocol=17),
+     out_udp("224.0.0.251", 5353), True),
+    # local-networks: the gateway's addresses and the LAN's directed broadcast, no groups
+    (mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=17, dst_port=eq(123)),
+     out_udp("192.0.2.1", 123), True),
+    (mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=17, dst_port=eq(123)),
+     out_udp("2001:db8:1::1", 123, family=6), True),
+    (mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=17, dst_port=eq(6667)),
+     out_udp("192.0.2.255", 6667), True),
+    (mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=17, dst_port=eq(5353)),
+     out_udp("224.0.0.251", 5353), False),
+    # controllers: only when the controller is the gateway
+    (mud_rule(peer=PeerKind.MY_CONTROLLER, protocol=17, dst_port=eq(123)),
+     out_udp("192.0.2.1", 123), False),
+    # ANY, INTERNET and synthesised rules never reach the gateway's services
+    (mud_rule(protocol=17, dst_port=eq(123)), out_udp("192.0.2.1", 123), False),
+    (mud_rule(protocol=17, dst_port=eq(5353)), out_udp("224.0.0.251", 5353), False),
+    (mud_rule(peer=PeerKind.INTERNET, protocol=17), out_udp("224.0.0.251", 5353), False),
+    (Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.LOCAL_NETWORKS,
+          origin="default/lan"), out_udp("192.0.2.1", 123), False),
+])
+def test_mud_rules_reach_the_gateway_only_where_their_peer_covers_it(
+        rule: Rule, flow: Flow, allowed: bool) -> None:
+    verdict = evaluate(policy(rule), flow, HOME, NAMES)
+    assert verdict.allowed is allowed, verdict
+    assert verdict.chain == "gw"
+
+
+def test_my_controller_that_is_the_gateway_reaches_it() -> None:
+    home = HomeContext(lan_prefixes=HOME.lan_prefixes, gateway_addresses=HOME.gateway_addresses,
+                       my_controllers={ME.mud_url or "": ("192.0.2.1",)}, devices=HOME.devices)
+    rule = mud_rule(peer=PeerKind.MY_CONTROLLER, protocol=17, dst_port=eq(123))
+    assert evaluate(policy(rule), out_udp("192.0.2.1", 123), home, NAMES).allowed
+    assert not evaluate(policy(rule), out_udp("192.0.2.1", 124), home, NAMES).allowed
+    assert not evaluate(policy(rule), out_udp("2001:db8:1::1", 123, family=6), home,
+                        NAMES).allowed
+
+
+def test_portal_and_source_binding_still_hold_for_local_rules() -> None:
+    home = HomeContext(lan_prefixes=HOME.lan_prefixes, gateway_addresses=HOME.gateway_addresses,
+                       portal_ports=(8443,), devices=HOME.devices)
+    rule = mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=6)
+    assert evaluate(policy(rule), out_tcp("192.0.2.1", 22), home, NAMES).allowed
+    assert evaluate(policy(rule), out_tcp("192.0.2.1", 8443), home, NAMES).origin == "portal"
+    spoofed = Flow(direction=OUT, family=4, src="192.0.2.99", dst="192.0.2.1", protocol=6,
+                   src_port=4000, dst_port=22)
+    assert evaluate(policy(rule), spoofed, home, NAMES).origin == "source-binding"
+
+
+def test_first_match_order_holds_across_local_rules() -> None:
+    deny = Rule(direction=OUT, action=Forwarding.DROP, peer=PeerKind.NETWORK,
+                peer_value="224.0.0.0/4", local_delivery=True, origin="acl/deny")
+    allow = mud_rule(peer=PeerKind.NETWORK, peer_value="224.0.0.251/32", protocol=17)
+    assert evaluate(policy(deny, allow), out_udp("224.0.0.251", 5353), HOME,
+                    NAMES).origin == "acl/deny"
+    assert evaluate(policy(allow, deny), out_udp("224.0.0.251", 5353), HOME, NAMES).allowed

@@ -271,3 +271,33 @@ def test_gateway_rules_go_to_the_gw_chain_and_to_device_gateway_rules_vanish() -
     cmds = compile_device(policy_of(to_gw, from_gw), CTX)
     assert [r["comment"] for r in rules_in(cmds, "gw") if r.get("comment") == "ntp"]
     assert not [r for r in rules_in(cmds, "in") if r.get("comment") == "from-gw"]
+
+
+def test_mud_group_and_local_rules_also_compile_into_the_gw_chain() -> None:
+    """A MUD rule whose peer covers destinations the gateway receives itself is also
+    compiled into the gw chain, restricted to exactly those destinations."""
+    eq = PortMatch(operator=PortOperator.EQ, port=5353)
+    mdns = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, family=4,
+                peer=PeerKind.NETWORK, peer_value="224.0.0.251/32", also_local=True,
+                protocol=17, dst_port=eq, origin="mdns", local_delivery=True)
+    lan = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT,
+               peer=PeerKind.LOCAL_NETWORKS, protocol=17, origin="lan", local_delivery=True)
+    anything = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, protocol=17,
+                    origin="any", local_delivery=True)
+    default_lan = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT,
+                       peer=PeerKind.LOCAL_NETWORKS, origin="default/lan")
+    cmds = compile_device(policy_of(mdns, lan, anything, default_lan), CTX)
+    gw = {r.get("comment"): r["expr"] for r in rules_in(cmds, "gw")}
+    assert gw["mdns"] == [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                   "right": "224.0.0.251"}},
+        {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}},
+                   "right": 5353}},
+        {"accept": None}]
+    lan_rights = [e["match"]["right"] for c, exprs in
+                  [(r.get("comment"), r["expr"]) for r in rules_in(cmds, "gw")]
+                  if c == "lan" for e in exprs[:1]]
+    assert lan_rights == [{"set": ["192.0.2.1", "192.0.2.255"]}, "2001:db8:1::1"]
+    assert "any" not in gw and "default/lan" not in gw
+    # the portal drop still comes first
+    assert rules_in(cmds, "gw")[0]["comment"].startswith("the portal")

@@ -151,6 +151,7 @@ def ace_rule(ace: Ace, direction: Direction, origin: str, acl_type: AclType | No
         ethertype=eth.ethertype if eth else None,
         eth_dst=eth.dst_mac if eth else None,
         origin=origin,
+        local_delivery=True,
     )
 
 

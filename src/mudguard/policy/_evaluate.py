@@ -11,7 +11,11 @@ walks those chains, so ``evaluate()`` and the kernel give the same verdict:
 - A packet the device sends to the gateway itself (one of its addresses, a
   broadcast or a multicast group) meets the ``gw`` chain: the portal's ports are
   dropped, then the ``any_source`` baseline rules, then the source-address
-  binding (link-local IPv6 allowed), then the other ``PeerKind.GATEWAY`` rules.
+  binding (link-local IPv6 allowed), then, in policy order, the other
+  ``PeerKind.GATEWAY`` rules and the from-device MUD rules whose peer covers the
+  destination among those the gateway receives itself
+  (``_local.local_destinations``: its addresses for local-networks/controller/
+  my-controller, multicast and broadcast groups).
 - Any other packet the device sends meets the ``out`` chain: source-address
   binding (the device's own addresses only), then every from-device rule whose
   peer is not the gateway, in order.
@@ -40,6 +44,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from mudguard.mud import Direction, Forwarding
+from mudguard.policy._local import local_destinations
 from mudguard.policy._model import DevicePolicy, HomeContext, LifecycleState, PeerKind, Rule
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -228,14 +233,20 @@ def _gateway_chain(policy: DevicePolicy, flow: Flow, context: HomeContext,
         return Verdict(action=Forwarding.DROP, chain="gw", reason="portal")
     ordered = [(i, r) for i, r in enumerate(policy.rules) if chain_of(r) == "gw"]
     early = [(i, r) for i, r in ordered if r.any_source]
-    late = [(i, r) for i, r in ordered if not r.any_source]
+    early_ids = {i for i, _ in early}
     for index, rule in early:
         if rule_matches(rule, flow, policy, context, names):
             return Verdict(action=rule.action, rule=rule, index=index, chain="gw")
     if not _source_bound(policy, flow, gateway=True):
         return Verdict(action=Forwarding.DROP, chain="gw", reason="source-binding")
-    for index, rule in late:
-        if rule_matches(rule, flow, policy, context, names):
+    for index, rule in enumerate(policy.rules):
+        if index in early_ids:
+            continue
+        if chain_of(rule) == "gw":
+            hit = rule_matches(rule, flow, policy, context, names)
+        else:
+            hit = _delivered_match(rule, flow, policy, context)
+        if hit:
             return Verdict(action=rule.action, rule=rule, index=index, chain="gw")
     return Verdict(action=Forwarding.DROP, chain="gw", reason="default-drop")
 
@@ -252,6 +263,17 @@ def rule_matches(rule: Rule, flow: Flow, policy: DevicePolicy, context: HomeCont
     if rule.peer is PeerKind.GATEWAY:
         return True  # in the gateway's chain the destination is the gateway by construction
     return _peer_matches(rule, flow, policy, context, names)
+
+
+def _delivered_match(rule: Rule, flow: Flow, policy: DevicePolicy,
+                     context: HomeContext) -> bool:
+    """True if a from-device rule matches a flow the gateway receives itself."""
+    if rule.direction is not flow.direction or flow.family not in _families(rule):
+        return False
+    if not _layer4_matches(rule, flow):
+        return False
+    destinations = local_destinations(rule, policy.device, context)
+    return bool(destinations) and _addr(flow.dst) in _Prefixes(destinations)
 
 
 def _families(rule: Rule) -> tuple[int, ...]:

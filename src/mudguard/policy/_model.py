@@ -102,6 +102,9 @@ class Rule:
     # Applies before the device's source address is checked (DHCP from 0.0.0.0,
     # neighbour discovery from :: or link-local): baseline rules to the gateway only.
     any_source: bool = False
+    # A MUD rule (not a synthesised one): also applies in the gateway's own input
+    # where its peer covers the gateway or a multicast/broadcast group (``_local.py``).
+    local_delivery: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

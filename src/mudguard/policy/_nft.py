@@ -19,8 +19,12 @@ the kernel's per-packet cost does not grow with the number of devices:
   ``return``s to the forward chain, which then applies the receiver's ``in``
   chain if the destination is a managed device), rate-limited NFLOG, drop;
 - ``dev_<id>_in``: its to-device rules (a match accepts), NFLOG, drop;
-- ``dev_<id>_gw``: traffic to the gateway itself: the portal's ports are dropped,
-  then the baseline and the ``PeerKind.GATEWAY`` rules, NFLOG (as ``out``), drop.
+- ``dev_<id>_gw``: traffic to the gateway itself (its addresses, multicast and
+  broadcast): the portal's ports are dropped, then the baseline, the
+  ``PeerKind.GATEWAY`` rules and, in policy order among them, each MUD rule
+  restricted to the destinations the gateway receives itself
+  (``_local.local_destinations``: mDNS/SSDP groups, IGMP/MLD, broadcasts, a
+  controller that is the gateway), NFLOG (as ``out``), drop.
 
 So a LAN-to-LAN flow between two managed devices passes the sender's ``out`` chain
 AND the receiver's ``in`` chain. Only new connections reach the device chains;
@@ -48,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mudguard.mud import Direction, Forwarding, PortMatch, PortOperator
+from mudguard.policy._local import local_destinations
 from mudguard.policy._model import (
     DeviceFacts,
     DevicePolicy,
@@ -300,6 +305,21 @@ def rule_exprs(rule: Rule, device: DeviceFacts, context: HomeContext) -> list[li
     return out
 
 
+def local_rule_exprs(rule: Rule, device: DeviceFacts, context: HomeContext) -> list[list[Expr]]:
+    """The ``gw``-chain variants of a from-device rule: its destinations the gateway
+    receives itself (empty if none), with the rule's own protocol/port/ICMP tests."""
+    destinations = local_destinations(rule, device, context)
+    out: list[list[Expr]] = []
+    if not destinations:
+        return out
+    for family in _families(rule):
+        right = address_set(destinations, family)
+        if right is not None:
+            daddr = _match(_payload(_ipproto(family), "daddr"), right)
+            out.append([daddr, *_transport_exprs(rule, family)])
+    return out
+
+
 # -- device chains -------------------------------------------------------------------------------
 
 
@@ -368,6 +388,9 @@ def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[N
             continue
         for exprs in rule_exprs(rule, device, context):
             chains[kind].append(_rule(names[kind], [*exprs, _verdict(rule, kind)], rule.origin))
+        if kind == "out":
+            for exprs in local_rule_exprs(rule, device, context):
+                chains["gw"].append(_rule(gw, [*exprs, _verdict(rule, "gw")], rule.origin))
     chains["out"] += _final(out, mac, "out", context)
     chains["in"] += _final(names["in"], mac, "in", context)
     chains["gw"] += _final(gw, mac, "out", context)
