@@ -241,6 +241,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                                  gateway_addresses=config.addresses))
     tracker = DeviationTracker(lan_prefixes=config.lan_prefixes)
     guarded = GuardedEnforcer(enforcer, guard, events, tracker=tracker)
+    guarded.home_default = settings.home_default.value
 
     home_networks = tuple(ipaddress.ip_network(p, strict=False) for p in
                           (*config.lan_prefixes, *config.addresses))
@@ -294,7 +295,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     gateway.services.append(Watcher(
         gateway.on_alert, group=config.nflog_group, tracker=tracker,
         on_event=gateway.on_drop, device_of=AddressBook(enforcer.installed)))
-    gateway.services.append(ControlServer(config.control_socket, service, gateway.call))
+    gateway.services.append(ControlServer(config.control_socket, service,
+                                          gateway.call_then_follow))
     if config.portal_address:
         from mudguard.portal import PortalServices, PortalSettings, create_app
 

@@ -265,3 +265,30 @@ def test_portal_changes_run_on_the_daemons_service_worker(tmp_path: Path) -> Non
     finally:
         gateway._worker.shutdown(wait=True)
         gateway.service.store.close()
+
+
+def test_a_changed_home_default_reaches_devices_already_on_it_at_once(
+        home: tuple[Any, Path]) -> None:
+    import subprocess
+    import sys
+
+    from tests.e2e.test_daemon import GADGET_CLOUD
+
+    vhome, config = home
+    gadget = vhome.nodes[2]
+    _fresh(vhome, gadget)
+    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        vhome.call(gadget.ns, _join, gadget.iface, gadget.mac, None)
+        daemon.wait_for({"event": "device", "mac": gadget.mac, "state": "default"})
+        assert not vhome.tcp(gadget.ns, GADGET_CLOUD, 443)  # "lan": no Internet
+        changed = subprocess.run(
+            [sys.executable, "-m", "mudguard", "settings", "--home-default", "internet",
+             "--db", str(config.parent / "state" / "mudguard.db")],
+            capture_output=True, text=True, timeout=60)
+        assert changed.returncode == 0, changed.stderr
+        daemon.wait_for({"event": "home-default", "value": "internet"}, timeout=5)
+        assert vhome.tcp(gadget.ns, GADGET_CLOUD, 443)  # no restart needed
+    finally:
+        daemon.stop()

@@ -418,7 +418,8 @@ def settings_cmd(
     current = _call(db, request, quiet=len(request) == 1)["settings"]
     if home_default is not None:
         err_console.print("[yellow]note[/]: devices already on the home default get the new "
-                          "default's rules when the gateway daemon next starts.")
+                          "default's rules at once when the gateway daemon runs (else when "
+                          "it next starts).")
     if as_json:
         _print_json(current)
         return

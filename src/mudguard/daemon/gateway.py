@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from mudguard.daemon.events import EventLog
@@ -49,7 +50,14 @@ from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, facts_of
 from mudguard.mud import MudFile
-from mudguard.policy import DevicePolicy, Grant, LifecycleState, decide, device_id
+from mudguard.policy import (
+    DevicePolicy,
+    Grant,
+    HomeDefault,
+    LifecycleState,
+    decide,
+    device_id,
+)
 from mudguard.watch import Alert, DeviationTracker, FlowEvent
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,9 @@ class GuardedEnforcer:
         self.guard = guard
         self.events = events
         self.tracker = tracker
+        self.home_default: HomeDefault | None = None
+        """The home default devices without a MUD file get (the owner may change it while
+        the daemon runs); None: the one the enforcer was built with."""
         self.on_removed: Callable[[str], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.RLock()
@@ -97,7 +108,12 @@ class GuardedEnforcer:
                      grants: Sequence[Grant]) -> None:
         """Install the device's rules atomically, then feed the DNS guard and tell."""
         with self._lock:
-            policy = self.enforcer.apply_device(device, mud, grants)
+            if self.home_default is None:
+                policy = self.enforcer.apply_device(device, mud, grants)
+            else:
+                policy = decide(facts_of(device), mud, grants, self.enforcer.context,
+                                home_default=self.home_default, now=datetime.now(UTC))
+                self.enforcer.apply_policy(policy, mud=mud, grants=grants)
             self._on_loop(lambda: self._after(policy, device))
         self.events.device(device)
 
@@ -224,6 +240,28 @@ class Gateway:
         self.events.emit("restored", devices=len(devices),
                          reinstalled=report.reinstalled_table, repaired=len(report.repaired))
 
+    def follow_home_default(self) -> None:
+        """If the owner changed the home default, re-enforce every device on it now
+        (service worker; after each control request and at each maintenance)."""
+        wanted: HomeDefault = \
+            "lan" if self.service.store.get_settings().home_default.value == "lan" \
+            else "internet"
+        if wanted == self.enforcer.home_default:
+            return
+        self.enforcer.home_default = wanted
+        for device in self.service.store.list_devices():
+            if device.state is LifecycleState.DEFAULT:
+                grants = [g.grant for g in self.service.active_grants(device.mac)]
+                self.enforcer.apply_device(device, self.service.cached_mud(device), grants)
+        self.events.emit("home-default", value=wanted)
+
+    async def call_then_follow(self, fn: Callable[[], T]) -> T:
+        """``call`` for owner requests: a changed home default applies at once."""
+        try:
+            return await self.call(fn)
+        finally:
+            await self.call(self.follow_home_default)
+
     def on_sighting(self, sighting: Sighting) -> None:
         """A discovery source saw a device: record and onboard it in the worker."""
         self.events.emit("sighting", mac=sighting.mac, ip=sighting.ip,
@@ -286,6 +324,7 @@ class Gateway:
         while True:
             await asyncio.sleep(self.maintenance_period)
             self._submit("expiring grants", self.service.expire_grants)
+            self._submit("home default", self.follow_home_default)
 
             def support() -> None:
                 for device in self.service.check_support():
