@@ -61,8 +61,13 @@ def _net(text: str) -> IpNetwork:
 
 def group_destinations(context: HomeContext) -> tuple[str, ...]:
     """Multicast, the limited broadcast and each IPv4 LAN prefix's directed broadcast."""
+    return _groups(context.lan_prefixes)
+
+
+@lru_cache(maxsize=256)
+def _groups(lan_prefixes: tuple[str, ...]) -> tuple[str, ...]:
     out = list(GROUPS)
-    for prefix in context.lan_prefixes:
+    for prefix in lan_prefixes:
         net = _net(prefix)
         if net.version == 4 and net.prefixlen < 31:
             out.append(f"{net.broadcast_address}/32")
@@ -113,10 +118,19 @@ def local_destinations(rule: Rule, device: DeviceFacts,
         return ()
     groups = group_destinations(context)
     targets = groups if rule.peer is PeerKind.NETWORK else (*context.gateway_addresses, *groups)
+    # A group delivered to the gateway never leaves the home's link: it is local.
+    local = (*context.lan_prefixes, *groups) if rule.also_local else None
+    return _covered(tuple(peers), tuple(targets), local)
+
+
+@lru_cache(maxsize=4096)
+def _covered(peers: tuple[str, ...], targets: tuple[str, ...],
+             local: tuple[str, ...] | None) -> tuple[str, ...]:
+    """``peers`` ∩ ``targets`` (∩ ``local`` if given), merged, IPv4 first (cached: a home
+    compiles the same few peers over and over)."""
     found = _intersect(peers, targets)
-    if rule.also_local:
-        # A group delivered to the gateway never leaves the home's link: it is local.
-        found = _intersect([str(n) for n in found], (*context.lan_prefixes, *groups))
+    if local is not None:
+        found = _intersect([str(n) for n in found], local)
     v4 = [n for n in found if isinstance(n, ipaddress.IPv4Network)]
     v6 = [n for n in found if isinstance(n, ipaddress.IPv6Network)]
     merged = [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]

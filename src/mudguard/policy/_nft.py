@@ -122,15 +122,24 @@ def address_set(addresses: Iterable[str], family: int) -> Any | None:
 
     Prefixes and addresses are merged first: nftables refuses overlapping intervals.
     """
+    nets = _merged(tuple(addresses), family)
+    if not nets:
+        return None
+    merged = [_addr_value(n) for n in nets]  # fresh dicts: callers own their commands
+    return merged[0] if len(merged) == 1 else {"set": merged}
+
+
+@functools.lru_cache(maxsize=8192)
+def _merged(addresses: tuple[str, ...], family: int
+            ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The ``family`` prefixes among ``addresses``, collapsed (cached: a home compiles
+    the same LAN, gateway and peer lists for every device)."""
     nets: list[Any] = []
     for text in addresses:
         net = ipaddress.ip_network(text, strict=False)
         if net.version == family:
             nets.append(net)
-    if not nets:
-        return None
-    merged = [_addr_value(n) for n in ipaddress.collapse_addresses(nets)]
-    return merged[0] if len(merged) == 1 else {"set": merged}
+    return tuple(ipaddress.collapse_addresses(nets)) if nets else ()
 
 
 def sanitise_comment(text: str) -> str:
