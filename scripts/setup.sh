@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 conntrack tshark hostapd freeradius-utils iputils-ping chromium busybox tcpdump)
+APT_PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 conntrack tshark hostapd freeradius-utils iputils-ping chromium busybox tcpdump procps)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
