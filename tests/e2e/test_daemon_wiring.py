@@ -3,6 +3,7 @@ daemon leaves its part unwired (real dnsmasq, hostapd, nftables, conntrack, sock
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -94,9 +95,12 @@ def _poll(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 def test_one_time_wifi_key_binds_to_the_first_mac_and_a_borrowed_key_is_an_event(
         home: tuple[Any, Path]) -> None:
-    # No radio here, so no station can associate with the real hostapd: the daemon follows
-    # the control socket of a system hostapd (`wifi.hostapd = false`), played by a server
-    # speaking hostapd 2.10's control protocol; everything else is the real daemon.
+    # The mismatch path: hostapd reported a station with a key the ring has bound to
+    # another MAC (a second device that used a one-time key before the bind reached
+    # hostapd's file; with the real hostapd after the bind, see the next test, the MIC
+    # fails first). That race cannot be timed with the real hostapd, so the daemon follows
+    # a system hostapd's socket (`wifi.hostapd = false`, `ctrl_interface`) played by a
+    # server speaking hostapd 2.10's control protocol; everything else is the real daemon.
     from mudguard.demo.runner import WIFI_SSID
     from mudguard.keys.ring import KeyRing
     from mudguard.keys.service import KeyFiles, KeyManager
@@ -291,4 +295,174 @@ def test_a_changed_home_default_reaches_devices_already_on_it_at_once(
         daemon.wait_for({"event": "home-default", "value": "internet"}, timeout=5)
         assert vhome.tcp(gadget.ns, GADGET_CLOUD, 443)  # no restart needed
     finally:
+        daemon.stop()
+
+
+class Station:
+    """A WiFi client of the daemon's real hostapd 2.10, without a radio: its frames go in
+    and out through hostapd's own testing control commands (``ext_mgmt_frame_handling``,
+    ``ext_eapol_frame_io``: MGMT_RX_PROCESS, MGMT_TX_STATUS_PROCESS, EAPOL_RX and the
+    EAPOL-TX events), so hostapd runs its real authentication, association and WPA2 4-way
+    handshake and checks the MIC against its key file."""
+
+    BSSID = bytes(6)  # driver=none: hostapd's own address is all zeros
+    RSN = bytes.fromhex("30140100000fac040100000fac040100000fac020000")  # CCMP, PSK
+
+    def __init__(self, ctrl_path: Path, workdir: Path) -> None:
+        import socket
+
+        self.ctrl_path = ctrl_path
+        self.monitor = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._local = workdir / f"mgista-{os.getpid()}"
+        self._local.unlink(missing_ok=True)
+        self.monitor.bind(str(self._local))
+        self.monitor.settimeout(0.2)
+        self.monitor.connect(str(ctrl_path))
+        assert self._command("ATTACH") == "OK"
+        for setting in ("ext_mgmt_frame_handling", "ext_eapol_frame_io"):
+            assert self.request(f"SET {setting} 1") == "OK"
+
+    def request(self, command: str) -> str:
+        """One control command on a socket of its own; hostapd's reply."""
+        import socket
+
+        path = self._local.with_name(f"{self._local.name}-{time.monotonic_ns()}")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(path))
+            try:
+                sock.settimeout(3)
+                sock.connect(str(self.ctrl_path))
+                sock.send(command.encode())
+                return sock.recv(8192).decode().strip()
+            finally:
+                path.unlink(missing_ok=True)
+
+    def _command(self, command: str) -> str:
+        self.monitor.send(command.encode())
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                reply = self.monitor.recv(8192).decode().strip()
+                if not reply.startswith("<"):
+                    return reply
+        raise AssertionError(f"no reply to {command}")
+
+    def event(self, mac: str, *names: str, timeout: float = 3.0) -> str | None:
+        """The next event about ``mac`` named one of ``names`` (its text after the level),
+        or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                text = self.monitor.recv(8192).decode(errors="replace").split(">", 1)[-1]
+                words = text.split()
+                if len(words) > 1 and words[0] in names and words[1] == mac:
+                    return text
+        return None
+
+    def _mgmt(self, subtype: int, da: bytes, sa: bytes, body: bytes) -> str:
+        import struct
+
+        return (struct.pack("<HH", subtype << 4, 0) + da + sa + self.BSSID + b"\0\0"
+                + body).hex()
+
+    def connect(self, mac: str, passphrase: str, ssid: str) -> bool:
+        """Authenticate, associate and run the 4-way handshake with ``passphrase``;
+        True if hostapd authorised the station (AP-STA-CONNECTED)."""
+        import secrets
+        import struct
+
+        from mudguard.keys.core import (
+            eapol_mic,
+            parse_eapol_key,
+            pmk_from_passphrase,
+            ptk_from_pmk,
+        )
+
+        sta = bytes.fromhex(mac.replace(":", ""))
+        frame = "MGMT_RX_PROCESS freq=2412 datarate=0 ssi_signal=-30 frame="
+        assert self.request(frame + self._mgmt(11, self.BSSID, sta,
+                                               struct.pack("<HHH", 0, 1, 0))) == "OK"
+        assoc = (struct.pack("<HH", 1, 10) + bytes([0, len(ssid)]) + ssid.encode()
+                 + bytes.fromhex("010882848b960c121824") + self.RSN)
+        assert self.request(frame + self._mgmt(0, self.BSSID, sta, assoc)) == "OK"
+        response = self._mgmt(1, sta, self.BSSID, struct.pack("<HHH", 1, 0, 0xC001))
+        assert self.request(f"MGMT_TX_STATUS_PROCESS stype=1 ok=1 buf={response}") == "OK"
+        message1 = self.event(mac, "EAPOL-TX")
+        if message1 is None:
+            return False  # association refused: hostapd has no key for this MAC
+        first = parse_eapol_key(bytes.fromhex(message1.split()[2]))
+        snonce = secrets.token_bytes(32)
+        kck = ptk_from_pmk(pmk_from_passphrase(passphrase, ssid), self.BSSID, sta,
+                           first.nonce, snonce)[:16]
+
+        def key_frame(info: int, replay: int, nonce: bytes, data: bytes) -> str:
+            body = (bytes([2]) + struct.pack("!HHQ", info, 0, replay) + nonce + bytes(48)
+                    + struct.pack("!H", len(data)) + data)
+            whole = struct.pack("!BBH", 1, 3, len(body)) + body
+            return (whole[:81] + eapol_mic(kck, whole, 2) + whole[97:]).hex()
+
+        assert self.request(f"EAPOL_RX {mac} "
+                            f"{key_frame(0x010A, first.replay_counter, snonce, self.RSN)}") == "OK"
+        message3 = self.event(mac, "EAPOL-TX", "AP-STA-POSSIBLE-PSK-MISMATCH")
+        if message3 is None or not message3.startswith("EAPOL-TX"):
+            self.request(f"DEAUTHENTICATE {mac}")  # no retransmitted message 1
+            return False  # hostapd found no key for this MAC whose MIC matches
+        third = parse_eapol_key(bytes.fromhex(message3.split()[2]))
+        assert self.request(f"EAPOL_RX {mac} "
+                            f"{key_frame(0x030A, third.replay_counter, bytes(32), b'')}") == "OK"
+        return self.event(mac, "AP-STA-CONNECTED") is not None
+
+    def close(self) -> None:
+        """Detach and remove the socket."""
+        with contextlib.suppress(OSError):
+            self.monitor.send(b"DETACH")
+        self.monitor.close()
+        self._local.unlink(missing_ok=True)
+
+
+def test_real_hostapd_binds_a_one_time_key_to_the_first_station_and_refuses_the_next(
+        home: tuple[Any, Path]) -> None:
+    from mudguard.demo.runner import WIFI_INTERFACE, WIFI_SSID
+    from mudguard.keys.core import parse_psk_file
+    from mudguard.keys.ring import KeyRing
+    from mudguard.keys.service import KeyFiles, KeyManager
+
+    vhome, config = home
+    state = config.parent / "state"
+    manager = KeyManager(KeyRing(state / "keys.db"),
+                         KeyFiles(psk_file=state / "hostapd.wpa_psk", pmk_ssid=WIFI_SSID))
+    onboarding = manager.issue(mac=None, device="new plug", now=time.time())
+    plug, other, guesser = "02:6d:67:00:02:0b", "02:6d:67:00:02:0c", "02:6d:67:00:02:0d"
+    camera = "02:6d:67:00:02:0e"
+    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+    station = None
+    try:
+        daemon.wait_for({"event": "ready"})
+        station = Station(state / "hostapd" / WIFI_INTERFACE, config.parent)
+        assert not station.connect(guesser, "not-the-key-at-all", WIFI_SSID)  # no such key
+        assert station.connect(plug, onboarding.entry.passphrase, WIFI_SSID)
+        bound = daemon.wait_for({"event": "wifi", "mac": plug})
+        assert (bound["outcome"], bound["keyid"]) == ("bind", onboarding.keyid)
+        with Store(state / "mudguard.db") as store:
+            _poll(lambda: (d := store.get_device(plug)) is not None
+                  and d.key_id == onboarding.keyid)
+        lines = _poll(lambda: [e for e in parse_psk_file(
+            (state / "hostapd.wpa_psk").read_text()) if e.keyid == onboarding.keyid
+            and e.mac == plug])
+        assert len(lines) == 1  # hostapd's file now holds the key for this MAC only
+        # The same key from another device: hostapd itself refuses it now.
+        assert not station.connect(other, onboarding.entry.passphrase, WIFI_SSID)
+        # ... while a device with a key of its own still connects (hostapd is fine).
+        ctrl = state / "hostapd" / WIFI_INTERFACE
+        own = KeyManager(KeyRing(state / "keys.db"), KeyFiles(
+            psk_file=state / "hostapd.wpa_psk", pmk_ssid=WIFI_SSID, ctrl_path=ctrl)).issue(
+            mac=camera, device="camera", now=time.time())
+        assert station.connect(camera, own.entry.passphrase, WIFI_SSID)
+        accepted = daemon.wait_for({"event": "wifi", "mac": camera})
+        assert (accepted["outcome"], accepted["keyid"]) == ("accept", own.keyid)
+        assert not [e for e in daemon.events if e.get("event") == "wifi"
+                    and e.get("mac") in (other, guesser)]
+    finally:
+        if station is not None:
+            station.close()
         daemon.stop()
