@@ -31,7 +31,7 @@ LOCATIONS = {
     "/file": "file:///etc/passwd",
     "/to-gateway": "https://192.168.1.1:443/mud.json",
 }
-HITS: list[str] = []
+hits: list[str] = []
 
 
 class Redirector(BaseHTTPRequestHandler):
@@ -39,12 +39,11 @@ class Redirector(BaseHTTPRequestHandler):
         return
 
     def do_GET(self) -> None:
-        HITS.append(self.path)
+        hits.append(self.path)
         location = LOCATIONS.get(self.path)
         self.send_response(302 if location else 404)
         if location:
-            # send_header would refuse nothing; write the raw header as a server could.
-            self._headers_buffer.append(f"Location: {location}\r\n".encode("latin-1"))
+            self.send_header("Location", location)  # written as is, as a hostile server would
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -90,9 +89,9 @@ def cfg(ca: Path) -> FetchConfig:
 def test_hostile_redirect_is_a_fetch_error(redirector: tuple[int, Path], path: str,
                                           keys: set[str]) -> None:
     port, ca = redirector
-    HITS.clear()
+    hits.clear()
     with pytest.raises(FetchError) as caught:
         fetch_mud_bytes(f"https://{NAME}:{port}{path}", config=cfg(ca))
     assert caught.value.key in keys, caught.value
-    assert HITS == [path]  # the redirect was never followed anywhere
+    assert hits == [path]  # the redirect was never followed anywhere
     assert "secret" not in str(caught.value) or path == "/credentials"

@@ -54,6 +54,9 @@ def parse_hook_message(data: bytes) -> Sighting:
         message = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SightingError(f"hook message is not JSON: {exc}") from None
+    except RecursionError:
+        # A few kilobytes of brackets exhaust json's recursion: a forged datagram.
+        raise SightingError("hook message is nested too deeply") from None
     if not isinstance(message, dict) or message.get("v") != 1:
         raise SightingError("hook message is not a version-1 object")
     if message.get("action") not in _ACTIONS or message.get("family") not in (4, 6):
