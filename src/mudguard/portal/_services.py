@@ -21,7 +21,15 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from mudguard.devices import Device, DeviceEvent, EventKind, GrantRecord, MudSource, SignatureStatus
+from mudguard.devices import (
+    Device,
+    DeviceEvent,
+    EventKind,
+    GrantRecord,
+    MudSource,
+    SignatureStatus,
+    normalise_mac,
+)
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
 from mudguard.errors import MudguardError, RemoteInputError
@@ -348,13 +356,15 @@ class PortalServices:
         and issue its own WiFi key.
 
         Raises:
-            PortalError: ``bad_mud_url``; ``MacError`` for a bad MAC.
+            PortalError: ``bad_mud_url``; ``mac_in_use`` when the MAC is a known device
+                with another MUD URL; ``MacError`` for a bad MAC.
         """
         try:
             url = check_mud_url(url)
         except MudUrlError as exc:
             raise PortalError("bad_mud_url", str(exc)) from exc
         def accept() -> Device:
+            self._refuse_takeover(mac, url)
             device = self.devices.add_device(mac=mac, mud_url=url, source=MudSource.QR,
                                              manufacturer=manufacturer, model=model)
             if device.pending_mud_url == url:  # the owner accepting is the approval
@@ -373,6 +383,16 @@ class PortalServices:
             return Onboarded(device=device, credentials=None, key_error=_short(exc))
         device = self._serial(lambda: self.devices.set_key(device.mac, issued.key_id))
         return Onboarded(device=device, credentials=issued.credentials)
+
+    def _refuse_takeover(self, mac: str, url: str) -> None:
+        """A label (device-supplied) naming the MAC of a device that already has another
+        MUD URL must not replace that device's profile and WiFi key: that change is
+        approved on the device's own page (a URL it announced), or after forgetting it."""
+        known = self.devices.store.get_device(normalise_mac(mac))
+        if (known is not None and known.state is not LifecycleState.FORGOTTEN
+                and known.mud_url not in (None, url) and known.pending_mud_url != url):
+            raise PortalError("mac_in_use", f"{known.mac} is already a known device with "
+                              "another MUD file", mac=known.mac, name=known.name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
