@@ -25,6 +25,7 @@ from mudguard.errors import RemoteInputError
 from mudguard.policy import GrantKind
 
 MAX_TEXT = 512
+MAX_INT = 2 ** 62
 
 
 class RequestError(RemoteInputError):
@@ -39,6 +40,9 @@ def _text(request: dict[str, Any], key: str, *, required: bool = True) -> str | 
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
         raise RequestError(f"'{key}' must be a non-empty string")
+    if not value.isprintable():
+        # Control characters would forge log lines; lone surrogates cannot be stored.
+        raise RequestError(f"'{key}' must be printable text")
     return value
 
 
@@ -48,6 +52,8 @@ def _int(request: dict[str, Any], key: str) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise RequestError(f"'{key}' must be an integer")
+    if not -MAX_INT <= value <= MAX_INT:
+        raise RequestError(f"'{key}' is out of range")  # SQLite integers are 64-bit
     return value
 
 
