@@ -327,11 +327,12 @@ def out_udp(dst: str, port: int, *, family: int = 4, src: str | None = None) -> 
      out_udp("192.0.2.1", 123), False),
     (mud_rule(peer=PeerKind.NETWORK, peer_value="0.0.0.0/0", protocol=17),
      out_udp("224.0.0.251", 5353), True),
-    # local-networks: the gateway's addresses and the LAN's directed broadcast, no groups
+    # local-networks: the LAN's directed broadcast; never the gateway's own services,
+    # no groups
     (mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=17, dst_port=eq(123)),
-     out_udp("192.0.2.1", 123), True),
+     out_udp("192.0.2.1", 123), False),
     (mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=17, dst_port=eq(123)),
-     out_udp("2001:db8:1::1", 123, family=6), True),
+     out_udp("2001:db8:1::1", 123, family=6), False),
     (mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=17, dst_port=eq(6667)),
      out_udp("192.0.2.255", 6667), True),
     (mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=17, dst_port=eq(5353)),
@@ -365,9 +366,12 @@ def test_my_controller_that_is_the_gateway_reaches_it() -> None:
 
 def test_portal_and_source_binding_still_hold_for_local_rules() -> None:
     home = HomeContext(lan_prefixes=HOME.lan_prefixes, gateway_addresses=HOME.gateway_addresses,
-                       portal_ports=(8443,), devices=HOME.devices)
-    rule = mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=6)
+                       portal_ports=(8443,), my_controllers={ME.mud_url or "": ("192.0.2.1",)},
+                       devices=HOME.devices)
+    rule = mud_rule(peer=PeerKind.MY_CONTROLLER, protocol=6)
     assert evaluate(policy(rule), out_tcp("192.0.2.1", 22), home, NAMES).allowed
+    local = mud_rule(peer=PeerKind.LOCAL_NETWORKS, protocol=6)
+    assert not evaluate(policy(local), out_tcp("192.0.2.1", 22), home, NAMES).allowed
     assert evaluate(policy(rule), out_tcp("192.0.2.1", 8443), home, NAMES).origin == "portal"
     spoofed = Flow(direction=OUT, family=4, src="192.0.2.99", dst="192.0.2.1", protocol=6,
                    src_port=4000, dst_port=22)

@@ -297,7 +297,8 @@ def test_mud_group_and_local_rules_also_compile_into_the_gw_chain() -> None:
     lan_rights = [e["match"]["right"] for c, exprs in
                   [(r.get("comment"), r["expr"]) for r in rules_in(cmds, "gw")]
                   if c == "lan" for e in exprs[:1]]
-    assert lan_rights == [{"set": ["192.0.2.1", "192.0.2.255"]}, "2001:db8:1::1"]
+    # local-networks reaches the LAN's broadcast, never the gateway's own services
+    assert lan_rights == ["192.0.2.255"]
     assert "any" not in gw and "default/lan" not in gw
     # the portal drop still comes first
     assert rules_in(cmds, "gw")[0]["comment"].startswith("the portal")

@@ -18,8 +18,12 @@ peer                                        destinations delivered to the gatewa
                                             file cannot know the gateway's unicast
                                             addresses, and ``0.0.0.0/0`` must not open
                                             the gateway's services
-``LOCAL_NETWORKS``                          the gateway's addresses in the LAN prefixes
-                                            and the LAN's directed broadcasts
+``LOCAL_NETWORKS``                          multicast and the LAN's broadcasts only:
+                                            the gateway's own services (its management
+                                            plane) are not "the local network" a
+                                            device may reach; to let a device use a
+                                            gateway service, the owner configures the
+                                            gateway as its (my-)controller
 ``CONTROLLER`` / ``MY_CONTROLLER``          the gateway's addresses and groups among
                                             the controller's addresses
 ``ANY``, ``INTERNET``, ``DNSNAME``, device  nothing: "anything" is not a licence for the
@@ -117,7 +121,8 @@ def local_destinations(rule: Rule, device: DeviceFacts,
     if not peers:
         return ()
     groups = group_destinations(context)
-    targets = groups if rule.peer is PeerKind.NETWORK else (*context.gateway_addresses, *groups)
+    unicast_ok = rule.peer in (PeerKind.CONTROLLER, PeerKind.MY_CONTROLLER)
+    targets = (*context.gateway_addresses, *groups) if unicast_ok else groups
     # A group delivered to the gateway never leaves the home's link: it is local.
     local = (*context.lan_prefixes, *groups) if rule.also_local else None
     return _covered(tuple(peers), tuple(targets), local)
