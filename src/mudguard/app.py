@@ -13,7 +13,8 @@ nothing is created at import time. ``build_gateway(config, events)`` returns the
     IPv6 neighbour table (SLAAC) ───┘
     hostapd (driver from config) ── wpa_psk_file ── KeyManager (issue: portal; revoke: forget)
     DnsServer (LAN :53) ── DnsGuard ── nft set fills
-    Watcher (NFLOG) ── alerts ── DeviceService.quarantine
+    Watcher (NFLOG + conntrack) ── alerts ── DeviceService.quarantine
+      └─ evidence named by DnsNames (what the device resolved: the DNS server's fills)
     Portal (FastAPI, LAN side) ── PortalServices ── DeviceService
     ControlServer (unix socket) ── DeviceService
 """
@@ -36,6 +37,7 @@ from mudguard.daemon.control import ControlServer
 from mudguard.daemon.dnsmasq import Dnsmasq
 from mudguard.daemon.events import EventLog
 from mudguard.daemon.gateway import Gateway, GuardedEnforcer
+from mudguard.daemon.names import DnsNames
 from mudguard.devices import HomeDefault
 from mudguard.devices.repository import RepositoryError, load_repositories
 from mudguard.devices.service import DeviceService
@@ -286,15 +288,18 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     if config.dhcp_range:
         gateway.children.append(Dnsmasq(config))
 
+    address_book = AddressBook(enforcer.installed)
+    names = DnsNames()  # the watcher's evidence names what the device looked up
+    guarded.on_policy = names.learn
     if config.dns_upstream:
         gateway.services.append(DnsServer(
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
-            filler=NftSetFiller(), port=config.dns_port))
+            filler=names.filler(NftSetFiller()), port=config.dns_port))
     # device_of: conntrack NEW events count per device (a flood of allowed connections
     # leaves no drop log), looked up in what the kernel enforces now.
     gateway.services.append(Watcher(
         gateway.on_alert, group=config.nflog_group, tracker=tracker,
-        on_event=gateway.on_drop, device_of=AddressBook(enforcer.installed)))
+        on_event=gateway.on_drop, device_of=address_book, names=names))
     gateway.services.append(ControlServer(config.control_socket, service,
                                           gateway.call_then_follow))
     if config.portal_address:

@@ -466,3 +466,26 @@ def test_real_hostapd_binds_a_one_time_key_to_the_first_station_and_refuses_the_
         if station is not None:
             station.close()
         daemon.stop()
+
+
+def test_blocked_flows_are_named_by_what_the_device_resolved(home: tuple[Any, Path]) -> None:
+    vhome, config = home
+    bulb = vhome.nodes[0]
+    _fresh(vhome, bulb)
+    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        vhome.call(bulb.ns, _join, bulb.iface, bulb.mac, scenario.device("bulb").mud_url)
+        daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
+        assert vhome.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+        assert not vhome.tcp(bulb.ns, CLOUD[0], 443)  # its cloud, but not on that port
+        named = "tcp v2.broker.lifx.co port 443"
+        daemon.wait_for({"event": "drops", "mac": bulb.mac}, check=lambda e: named in e["flows"])
+        with Store(config.parent / "state" / "mudguard.db") as store:
+            evidence = [flow for event in store.list_events(bulb.mac)
+                        if event.kind is EventKind.VIOLATION
+                        for flow in event.details["evidence"]]
+        assert any(f["remote_name"] == "v2.broker.lifx.co" and f["dst_port"] == 443
+                   for f in evidence), evidence
+    finally:
+        daemon.stop()

@@ -97,6 +97,8 @@ class GuardedEnforcer:
         self.guard = guard
         self.events = events
         self.tracker = tracker
+        self.on_policy: Callable[[DevicePolicy], None] | None = None
+        """Told every policy fed to the DNS guard (e.g. the watcher's DNS names)."""
         self.home_default: HomeDefault | None = None
         """The home default devices without a MUD file get (the owner may change it while
         the daemon runs); None: the one the enforcer was built with."""
@@ -140,6 +142,8 @@ class GuardedEnforcer:
             self.guard.apply_policy(policy)
         except ValueError as exc:  # an address another device still holds
             log.warning("DNS guard: %s: %s", policy.device.mac, exc)
+        if self.on_policy is not None:
+            self.on_policy(policy)
 
     def _on_loop(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the event loop (the guard's only thread) and wait for it."""
