@@ -80,7 +80,7 @@ class ControlServer:
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting exhausts the parser's stack
             return {"ok": False, "error": "bad_request", "message": "not JSON"}
         if not isinstance(request, dict):
             return {"ok": False, "error": "bad_request", "message": "send one JSON object"}
