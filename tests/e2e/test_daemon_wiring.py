@@ -73,9 +73,12 @@ def test_a_flood_of_allowed_connections_quarantines_the_device(home: tuple[Any, 
         daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
         assert vhome.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
         assert vhome.tcp(bulb.ns, *CLOUD)
+        started = time.time()
         vhome.call(bulb.ns, _flood, *CLOUD, timeout=20)
         alert = daemon.wait_for({"event": "alert", "mac": bulb.mac}, timeout=10)
         assert alert["kind"] == "flood" and "connections" in alert["message"], alert
+        print(f"\nflood of allowed connections → daemon alert in "
+              f"{alert['t'] - started:.2f} s: {alert['message']}")
         daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "quarantined"})
         assert not vhome.tcp(bulb.ns, *CLOUD)
     finally:
