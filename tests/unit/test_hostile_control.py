@@ -3,10 +3,8 @@
 Served for real on a unix socket by ``ControlServer`` on an asyncio loop, over a real
 store and device service. What holds: the socket is owner-only; malformed JSON,
 non-objects, oversize lines, wrong types and unknown operations get an
-``{"ok": false}`` reply and the server keeps serving. What does not (reported, the
-module belongs to the daemon's owners): a line of nested brackets under the size cap
-raises ``RecursionError`` out of ``json.loads``, which ``_answer`` does not catch, so
-the client gets no reply (the server survives).
+``{"ok": false}`` reply and the server keeps serving, including a line of nested
+brackets under the size cap (``RecursionError`` from ``json.loads``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -167,7 +167,7 @@ def on_seen(device: Device | None, *, mac: str, now: datetime, ip: str | None = 
         notices.append(Notice(EventKind.SEEN, {"ip": ip, "hostname": hostname}))
     updated = replace(updated, last_seen=now)
     if mud_url is not None:
-        updated, url_notices = _announce_url(updated, mud_url, source)
+        updated, url_notices = _announce_url(updated, mud_url, source, now)
         notices.extend(url_notices)
     return Outcome(updated, tuple(notices))
 
@@ -184,9 +184,28 @@ def _with_address(device: Device, ip: str | None) -> Device:
     return device if text in device.ipv6 else replace(device, ipv6=(text, *device.ipv6)[:8])
 
 
-def _announce_url(device: Device, url: str, source: MudSource | None
+FIRST_URL_GRACE: Final = timedelta(minutes=10)
+"""How long after a device is first seen a MUD URL it announces itself is still its
+first one (a WiFi station is seen at association, its DHCP option 161 a moment later)."""
+
+# Sources anyone on the LAN can forge for another device's MAC: an LLDP frame's source
+# address and a DHCP request's chaddr are whatever the sender writes.
+_FORGEABLE: Final = frozenset({MudSource.DHCP4, MudSource.DHCP6, MudSource.LLDP})
+
+
+def _takes_first_url(device: Device, source: MudSource | None, now: datetime) -> bool:
+    if device.mud_url is not None or device.state not in (State.NEW, State.DEFAULT):
+        return False
+    if device.state is State.NEW or source not in _FORGEABLE or device.first_seen is None:
+        return True
+    # A device long on the home default suddenly "announcing" a MUD URL may be another
+    # device forging its MAC to give it access (local-networks, …): the owner decides.
+    return now - device.first_seen <= FIRST_URL_GRACE
+
+
+def _announce_url(device: Device, url: str, source: MudSource | None, now: datetime
                   ) -> tuple[Device, tuple[Notice, ...]]:
-    if device.mud_url is None and device.state in (State.NEW, State.DEFAULT):
+    if _takes_first_url(device, source, now):
         # First MUD URL of the device: nothing to be stricter than, take it.
         return replace(device, mud_url=url, mud_source=source,
                        pending_mud_url=None, pending_source=None), ()
