@@ -191,7 +191,9 @@ def _optional_text(di: str, value: str | None) -> str | None:
 
 
 def _check_text(di: str, value: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS or _CONTROL.search(value):
+    # isprintable also refuses format characters (U+202E RIGHT-TO-LEFT OVERRIDE, zero
+    # widths) with which a label could make the owner read another maker or model.
+    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS or not value.isprintable():
         raise QrError("qr_bad_text", f"the {di} field must be printable text of at most "
                       f"{MAX_TEXT_CHARS} characters")
     return value
@@ -200,7 +202,7 @@ def _check_text(di: str, value: str) -> str:
 def _check_url(url: str) -> str:
     """RFC 8520 §3.1: "The MUD URL MUST use the "https" scheme"."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS or \
-            _CONTROL.search(url) or any(c.isspace() for c in url):
+            not url.isprintable() or any(c.isspace() for c in url):
         raise QrError("qr_bad_mud_url", "the MUD URL is empty, too long or contains "
                       "spaces or control characters")
     try:
