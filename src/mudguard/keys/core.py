@@ -256,12 +256,17 @@ def _parse_psk_line(raw: str, number: int) -> PskEntry:
                 raise KeyFormatError(f"line {number}: vlanid must be a number")
             vlan = int(value)
         else:
-            raise KeyFormatError(f"line {number}: unknown field {name[:20]!r}")
+            # Not echoed: with the MAC missing, this "field" is the passphrase.
+            raise KeyFormatError(f"line {number}: unknown field before the MAC (only "
+                                 "keyid= and vlanid= are used)")
         index += 1
     if index + 1 >= len(tokens):
         raise KeyFormatError(f"line {number}: needs a MAC and a passphrase")
     if keyid is None:
         raise KeyFormatError(f"line {number}: no keyid= (mudguard names every key)")
+    if _MAC_RE.fullmatch(tokens[index].strip().lower()) is None:
+        # Not echoed: a line missing its MAC has the passphrase's first word here.
+        raise KeyFormatError(f"line {number}: the field after keyid= is not a MAC address")
     try:
         return PskEntry(keyid=keyid, mac=tokens[index], vlan=vlan,
                         passphrase=" ".join(tokens[index + 1 :]))
