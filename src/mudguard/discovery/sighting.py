@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from mudguard.devices._model import Device, MudSource, normalise_mac
 from mudguard.devices.lifecycle import MudUrlError
@@ -25,6 +26,11 @@ from mudguard.errors import RemoteInputError
 log = logging.getLogger(__name__)
 
 MAX_HOSTNAME = 253
+NEW_LLDP_DEVICES = 32
+"""At most this many unknown MACs become devices from LLDP frames per ``NEW_LLDP_WINDOW``:
+a frame's source MAC is whatever its sender writes, so one device could otherwise fill
+the store (and the ruleset) with invented devices."""
+NEW_LLDP_WINDOW = timedelta(minutes=10)
 
 
 class SightingError(RemoteInputError):
@@ -96,6 +102,7 @@ class Intake:
         self._seen: OrderedDict[str, Sighting] = OrderedDict()
         self._remember = remember
         self._lock = threading.Lock()
+        self._lldp_new: list[datetime] = []
 
     def on_sighting(self, sighting: Sighting) -> Device | None:
         """Take one sighting; return the device if anything changed, else None.
@@ -113,6 +120,10 @@ class Intake:
                 return None
             if clean.source is MudSource.NEIGHBOUR and not self._may_add(clean):
                 return None
+            if clean.source is MudSource.LLDP and not self._may_create_from_lldp(clean):
+                log.warning("ignored an LLDP frame from new MAC %s: more than %d new devices "
+                            "from LLDP in %s", clean.mac, NEW_LLDP_DEVICES, NEW_LLDP_WINDOW)
+                return None
             try:
                 device = self.service.observe(
                     mac=clean.mac, ip=clean.ip, hostname=clean.hostname, mud_url=clean.mud_url,
@@ -126,6 +137,17 @@ class Intake:
             while len(self._seen) > self._remember:
                 self._seen.popitem(last=False)
             return device
+
+    def _may_create_from_lldp(self, sighting: Sighting) -> bool:
+        """A known MAC always; a new one while under the LLDP new-device budget."""
+        if self.service.store.get_device(sighting.mac) is not None:
+            return True
+        now = self.service.clock()
+        self._lldp_new = [t for t in self._lldp_new if now - t < NEW_LLDP_WINDOW]
+        if len(self._lldp_new) >= NEW_LLDP_DEVICES:
+            return False
+        self._lldp_new.append(now)
+        return True
 
     def _may_add(self, sighting: Sighting) -> bool:
         """A neighbour entry is the device's own claim: it may only add an address to a
