@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mudguard.errors import MudguardError
 from mudguard.portal import _api, _pages
@@ -71,6 +72,54 @@ class _Headers(BaseHTTPMiddleware):
         return response
 
 
+class _BodyLimit:
+    """Refuse (413) any request body over ``limit`` bytes, announced or streamed, before
+    a handler reads it into memory: JSON bodies have no other bound."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", ())).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+        state = {"over": False, "started": False}
+
+        async def counted() -> Message:
+            nonlocal seen
+            if state["over"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                # Stop reading: the handler sees a disconnect, and its answer is replaced.
+                state["over"] = True
+                return {"type": "http.disconnect"}
+            return message
+
+        async def tracked(message: Message) -> None:
+            if state["over"] and not state["started"]:
+                return
+            state["started"] = state["started"] or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted, tracked)
+        if state["over"] and not state["started"]:
+            await self._refuse(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"error": "too_large", "message": "the request body is "
+                                 "too large"}, status_code=413, headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
 def create_app(services: PortalServices, settings: PortalSettings) -> FastAPI:
     """The owner's portal and its REST API (OpenAPI schema at ``/openapi.json``)."""
     app = FastAPI(title="mudguard portal", version="1",
@@ -79,6 +128,8 @@ def create_app(services: PortalServices, settings: PortalSettings) -> FastAPI:
     app.state.portal = PortalState(services=services, settings=settings,
                                    owner=OwnerAccount(settings.state_dir / "owner.json"))
     app.add_middleware(_Headers)
+    # The largest legitimate body is a label photo in a form (see ``_pages._form``).
+    app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes + 65536)
     if settings.allowed_hosts is not None:
         # A page on another site that re-binds its DNS name to the portal's address is
         # same-origin for the browser; only the Host header gives it away.
