@@ -18,6 +18,7 @@ is the adapter (a raw NETLINK_ROUTE socket bound to the neighbour group).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import struct
@@ -85,6 +86,49 @@ def parse_neigh_messages(data: bytes, *, ifindex: int | None = None) -> list[Sig
     return sightings
 
 
+RTM_NEWADDR, RTM_GETADDR, NLMSG_DONE, NLMSG_ERROR = 20, 22, 3, 2
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFA_ADDRESS = 1
+_IFADDRMSG = struct.Struct("=BBBBI")
+
+
+def parse_addr_messages(data: bytes, *, ifindex: int) -> tuple[list[ipaddress.IPv6Network], bool]:
+    """The IPv6 prefixes (not link-local) of interface ``ifindex`` in one read of an
+    RTM_GETADDR dump, and whether the dump ended. Never raises."""
+    prefixes: list[ipaddress.IPv6Network] = []
+    offset = 0
+    while offset + _NLMSG.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
+        if length < _NLMSG.size or offset + length > len(data):
+            return prefixes, True
+        body = data[offset + _NLMSG.size:offset + length]
+        offset += (length + 3) & ~3
+        if kind in (NLMSG_DONE, NLMSG_ERROR):
+            return prefixes, True
+        if kind != RTM_NEWADDR or len(body) < _IFADDRMSG.size:
+            continue
+        family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(body)
+        address = _attributes(body[_IFADDRMSG.size:]).get(IFA_ADDRESS, b"")
+        if family != socket.AF_INET6 or index != ifindex or len(address) != 16:
+            continue
+        network = ipaddress.IPv6Network((address, prefixlen), strict=False)
+        if not network.is_link_local:
+            prefixes.append(network)
+    return prefixes, False
+
+
+def on_link(sightings: list[Sighting], prefixes: list[ipaddress.IPv6Network]) -> list[Sighting]:
+    """The sightings whose address is in one of the LAN's own prefixes.
+
+    The kernel makes a neighbour entry for the source of any neighbour solicitation, so
+    a device can "claim" an address of another prefix (an Internet server's, the
+    upstream resolver's): taken as the device's, it would put that address's traffic
+    from every other device through this device's rules.
+    """
+    return [s for s in sightings if s.ip is not None
+            and any(ipaddress.ip_address(s.ip) in net for net in prefixes)]
+
+
 class NeighbourWatcher:
     """Reads neighbour-table announcements for one interface (the LAN bridge).
 
@@ -97,11 +141,37 @@ class NeighbourWatcher:
         self.interface = interface
         self.ifindex = socket.if_nametoindex(interface)
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        # A second socket (opened here, so in the same namespace) asks for the LAN's
+        # current prefixes; they change with the ISP's delegation, so per read.
+        self._addr = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
             self._sock.bind((0, RTMGRP_NEIGH))
+            self._addr.bind((0, 0))
         except OSError:
             self._sock.close()
+            self._addr.close()
             raise
+        self._seq = 0
+
+    def prefixes(self) -> list[ipaddress.IPv6Network]:
+        """The interface's IPv6 prefixes now (link-local excluded); empty on failure."""
+        self._seq += 1
+        request = _NLMSG.pack(_NLMSG.size + _IFADDRMSG.size, RTM_GETADDR,
+                              NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0)
+        request += _IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, 0)
+        found: list[ipaddress.IPv6Network] = []
+        try:
+            self._addr.settimeout(1.0)
+            self._addr.send(request)
+            for _ in range(64):  # bounded: a dump is a few reads
+                part, done = parse_addr_messages(self._addr.recv(MAX_BUFFER),
+                                                 ifindex=self.ifindex)
+                found += part
+                if done:
+                    return found
+        except OSError as exc:
+            log.warning("cannot read the IPv6 prefixes of %s: %s", self.interface, exc)
+        return found
 
     @classmethod
     def open(cls, interface: str) -> NeighbourWatcher | None:
@@ -124,7 +194,7 @@ class NeighbourWatcher:
             data = self._sock.recv(MAX_BUFFER)
         except TimeoutError:
             return []
-        return parse_neigh_messages(data, ifindex=self.ifindex)
+        return on_link(parse_neigh_messages(data, ifindex=self.ifindex), self.prefixes())
 
     def drain(self, on_sighting: Callable[[Sighting], object], max_reads: int = 64) -> int:
         """Pass the sightings already queued to ``on_sighting`` without waiting."""
@@ -134,14 +204,16 @@ class NeighbourWatcher:
                 data = self._sock.recv(MAX_BUFFER, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
-            for sighting in parse_neigh_messages(data, ifindex=self.ifindex):
+            sightings = parse_neigh_messages(data, ifindex=self.ifindex)
+            for sighting in on_link(sightings, self.prefixes() if sightings else []):
                 on_sighting(sighting)
                 passed += 1
         return passed
 
     def close(self) -> None:
-        """Close the socket."""
+        """Close the sockets."""
         self._sock.close()
+        self._addr.close()
 
     def __enter__(self) -> NeighbourWatcher:
         return self
