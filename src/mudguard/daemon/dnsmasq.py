@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from mudguard.child import stop_child
 from mudguard.daemon.config import GatewayConfig
 from mudguard.errors import MudguardError
 
@@ -109,11 +110,4 @@ class Dnsmasq:
 
     def stop(self) -> None:
         """Stop dnsmasq (SIGTERM, then SIGKILL after 5 s)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_child(self.proc)

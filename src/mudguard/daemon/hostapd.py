@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from mudguard.child import stop_child
 from mudguard.errors import MudguardError
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,4 @@ class Hostapd:
 
     def stop(self) -> None:
         """Stop hostapd (SIGTERM, then SIGKILL after 5 s)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_child(self.proc)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from mudguard.child import stop_child
 from mudguard.policy import HomeContext
 from mudguard.vhome import _netns, probe
 from mudguard.vhome._netns import NetnsError
@@ -123,13 +124,7 @@ class VirtualHome:
     def teardown(self) -> None:
         """Stop servers and delete every namespace of this home (safe to call twice)."""
         for proc in self._procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=3)
+            stop_child(proc, grace_s=3)
         self._procs.clear()
         for ns in self.namespaces():
             _netns.delete(ns)
