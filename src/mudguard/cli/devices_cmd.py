@@ -28,6 +28,7 @@ from mudguard.devices import HomeDefault
 from mudguard.devices.requests import handle_request
 from mudguard.devices.service import DeviceService, KeyRevoker
 from mudguard.errors import MudguardError
+from mudguard.mud import MAX_MUD_BYTES
 from mudguard.store import DEFAULT_DB, Store
 
 device_app = typer.Typer(help="One device: show it, grant or revoke access, forget it.",
@@ -323,6 +324,33 @@ def approve_url(mac: MacArg, db: DbOpt = DEFAULT_DB) -> None:
     d = _call(db, {"op": "approve-url", "mac": mac})["device"]
     console.print(f"{d['mac']}: MUD URL {escape(d['mud_url'] or '')} approved; "
                   f"state {d['state']} ({escape('; '.join(d['reasons']))})")
+
+
+@device_app.command("apply-profile")
+def apply_profile(mac: MacArg,
+                  mud_file: Annotated[Path, typer.Argument(
+                      help="The proposed MUD file (from `profile learn` or `learn-live`).")],
+                  db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    """Approve a profile learned from the device's traffic: it becomes the device's
+    enforced profile (a MUD URL the device announces later still needs approve-url)."""
+    try:
+        raw = mud_file.read_bytes()[:MAX_MUD_BYTES + 1]
+        text = raw.decode("utf-8")
+        # Compact: the control socket takes one short line; the compact bytes are the
+        # profile that is enforced and hashed.
+        text = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    except OSError as exc:
+        raise _fail("io", f"cannot read {mud_file}: {exc.strerror}") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _fail("bad_profile", f"{mud_file} is not a JSON MUD file: {exc}; "
+                                   "nothing changed") from exc
+    d = _call(db, {"op": "apply-profile", "mac": mac, "mud": text})["device"]
+    if as_json:
+        _print_json({"device": d})
+        return
+    console.print(f"{d['mac']}: learned profile {escape(d['mud_url'] or '')} applied "
+                  f"({d['signature_status']}); state {d['state']} "
+                  f"({escape('; '.join(d['reasons']))})")
 
 
 @device_app.command("release")

@@ -49,6 +49,7 @@ class MudSource(StrEnum):
     MANUAL = "manual"  # typed in by the owner
     REPOSITORY = "repository"  # found in a secondary MUD repository
     NEIGHBOUR = "neighbour"  # the gateway's IPv6 neighbour table (addresses only, no URL)
+    LEARNED = "learned"  # a profile learned from observed traffic, approved by the owner
 
 
 class SignatureStatus(StrEnum):
@@ -58,6 +59,7 @@ class SignatureStatus(StrEnum):
     UNSIGNED = "unsigned"
     INVALID = "invalid"
     UNKNOWN = "unknown"  # not checked yet (no MUD file)
+    OWNER_APPROVED = "owner_approved"  # a learned profile: no maker signed it, the owner did
 
 
 class HomeDefault(StrEnum):
@@ -77,6 +79,7 @@ class EventKind(StrEnum):
     PROFILE_CHANGED = "profile-changed"
     URL_CHANGED = "url-changed"  # the device announced another MUD URL: needs approval
     URL_APPROVED = "url-approved"
+    LEARNED_APPLIED = "learned-applied"  # the owner applied a profile learned from traffic
     URL_REJECTED = "url-rejected"  # a non-https or malformed MUD URL
     NO_MUD = "no-mud"  # no MUD file anywhere: limited default, owner asked
     FETCH_FAILED = "fetch-failed"

@@ -11,7 +11,7 @@ take ``mac``)::
     add [mud_url] [source=manual|qr|cert] [manufacturer] [model] [name] | rename [name]
     grant kind=lan|internet|service|deny [host] [port] [protocol] [expires ISO]
     revoke grant_id | approve-url | release | quarantine [reason] | forget [transfer]
-    trust | untrust
+    trust | untrust | apply-profile mud (the learned MUD file's JSON text)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from mudguard.devices._model import HomeDefault, MudSource, Settings
 from mudguard.devices.service import DeviceService
 from mudguard.errors import RemoteInputError
+from mudguard.mud import MAX_MUD_BYTES
 from mudguard.policy import GrantKind
 
 MAX_TEXT = 512
@@ -151,6 +152,16 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
         return {"revoked": grant_id}
     if op == "approve-url":
         return {"device": service.approve_url(mac).as_dict()}
+    if op == "apply-profile":
+        mud = request.get("mud")
+        if not isinstance(mud, str) or not mud or len(mud) > MAX_MUD_BYTES:
+            raise RequestError(f"'mud' must be the MUD file's JSON text "
+                               f"(at most {MAX_MUD_BYTES} characters)")
+        try:
+            data = mud.encode()
+        except UnicodeEncodeError:
+            raise RequestError("'mud' must be valid text") from None
+        return {"device": service.apply_learned(mac, data).as_dict()}
     if op == "trust":
         return {"device": service.trust(mac).as_dict()}
     if op == "untrust":

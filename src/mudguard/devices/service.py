@@ -55,6 +55,12 @@ class ApprovalError(MudguardError):
     key = "url_not_approved"
 
 
+class ProfileError(RemoteInputError):
+    """A proposed (learned) profile the owner asked to apply was refused; nothing changed."""
+
+    key = "bad_profile"
+
+
 class GrantError(RemoteInputError):
     """An owner grant that is malformed or not allowed in the device's state."""
 
@@ -404,11 +410,72 @@ class DeviceService:
 
     @_serialised
     def refresh(self, mac: str) -> Device:
-        """Re-fetch (when the cache expired) and re-apply the device's profile."""
+        """Re-fetch (when the cache expired) and re-apply the device's profile. A learned
+        profile is not published anywhere: it is re-applied from the cache, never fetched."""
         device = self.device(mac)
         if device.mud_url is None:
             return self.decide(mac)
+        if device.mud_source is MudSource.LEARNED:
+            return self._reapply_learned(device)
         return self._onboard_url(device, device.mud_url)
+
+    # -- learned profiles --------------------------------------------------------------
+
+    @_serialised
+    def apply_learned(self, mac: str, data: bytes) -> Device:
+        """The owner approved a profile learned from the device's traffic (``profile
+        learn``): check it, enforce it and make it the device's profile.
+
+        The device then has ``mud_source`` LEARNED and signature status
+        OWNER_APPROVED; the file is cached under its own ``mud-url`` (never fetched).
+        A MUD URL the device announces later waits for ``approve_url``. Raises
+        ``ProfileError`` (nothing changed) for an invalid file or a ``mud-url`` that
+        another device uses.
+        """
+        device = self.device(mac)
+        result = parse_mud(data)
+        if result.mud is None:
+            why = "; ".join(str(e) for e in result.errors[:5])[:600]
+            raise ProfileError(f"the proposed profile is invalid: {why}; nothing changed")
+        mud = result.mud
+        others = [d.mac for d in self.store.list_devices()
+                  if d.mac != device.mac and mud.mud_url in (d.mud_url, d.pending_mud_url)]
+        if others:
+            raise ProfileError(f"the proposed profile's mud-url {mud.mud_url} is another "
+                               f"device's ({others[0]}): learn it with its own --mud-url; "
+                               "nothing changed")
+        now = self.clock()
+        new_hash = hashlib.sha256(data).hexdigest()
+        learned = replace(device, mud_url=mud.mud_url, mud_source=MudSource.LEARNED)
+        outcome = lifecycle.on_profile(learned, mud, profile_hash=new_hash,
+                                       signature=SignatureStatus.OWNER_APPROVED, signer=None,
+                                       settings=self.store.get_settings(), now=now)
+        updated = outcome.device
+        if updated.state is LifecycleState.PROFILED:
+            updated = replace(updated, reasons=(
+                f"profile learned from its traffic, approved by the owner ({mud.mud_url})",))
+        told = lifecycle.Notice(EventKind.LEARNED_APPLIED, {
+            "mud_url": mud.mud_url, "hash": new_hash, "previous_mud_url": device.mud_url,
+            "previous_source": device.mud_source.value if device.mud_source else None})
+        cache = CachedMud(url=mud.mud_url, data=data, signature=None, fetched_at=now,
+                          cache_validity_hours=mud.cache_validity_hours)
+        applied = self._commit(lifecycle.Outcome(updated, (told, *outcome.notices)), mud,
+                               cache=cache)
+        if (device.mud_source is MudSource.LEARNED and device.mud_url
+                and device.mud_url != mud.mud_url):
+            self.store.delete_mud(device.mud_url)  # the replaced proposal is nobody's now
+        return applied
+
+    def _reapply_learned(self, device: Device) -> Device:
+        assert device.mud_url is not None
+        cached = self.store.get_mud(device.mud_url)
+        mud = self.cached_mud(device)
+        if cached is None or mud is None:
+            return self._no_mud(device, "its learned profile is no longer in the cache")
+        # Nothing to re-fetch: the owner's approval does not expire, so the copy is
+        # renewed (the daemon's refresh loop then leaves it alone).
+        return self._commit(lifecycle.Outcome(device), mud,
+                            cache=replace(cached, fetched_at=self.clock()))
 
     @_serialised
     def approve_url(self, mac: str) -> Device:
