@@ -4,7 +4,9 @@ and a profile really learned (``profile learn``) from a corpus capture."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mudguard.cli.main import app
+from mudguard.daemon.control import ControlServer
 from mudguard.devices import CachedMud, EventKind, MudSource
 from mudguard.devices import SignatureStatus as Sig
 from mudguard.devices.requests import RequestError, handle_request
@@ -233,3 +236,56 @@ def test_cli_apply_profile_refuses_bad_files(tmp_path: Path, content: bytes | No
     assert result.exit_code == 1 and f"({key})" in result.output, result.output
     with Store(db) as store:
         assert store.get_device(MAC) == before
+
+
+class Daemon:
+    """The daemon's real control server on ``control.sock`` beside the database, on an
+    event loop in a thread (service calls run in worker threads, as in the daemon)."""
+
+    def __init__(self, db: Path) -> None:
+        self.store = Store(db)
+        self.service = DeviceService(store=self.store)
+        self.loop = asyncio.new_event_loop()
+        self.server = ControlServer(db.parent / "control.sock", self.service,
+                                    lambda fn: asyncio.to_thread(fn))
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+        self.store.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    db = tmp_path / "state" / "mudguard.db"
+    db.parent.mkdir()
+    running = Daemon(db)
+    running.service.observe(mac=MAC, ip="192.0.2.10")
+    yield running
+    running.close()
+
+
+def test_cli_apply_profile_through_the_daemon(daemon: Daemon, proposal: Path) -> None:
+    db = daemon.store.path
+    result = runner.invoke(app, ["device", "apply-profile", MAC, str(proposal), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "owner_approved" in result.output and "not running" not in result.output
+    assert daemon.service.device(MAC).mud_source is MudSource.LEARNED
+
+
+def test_cli_apply_profile_too_large_for_the_daemon(daemon: Daemon, proposal: Path,
+                                                     tmp_path: Path) -> None:
+    doc = json.loads(proposal.read_bytes())
+    doc["ietf-mud:mud"]["systeminfo"] = "x" * 20000  # valid JSON, too long for one request
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(doc))
+    before = daemon.service.device(MAC)
+    result = runner.invoke(app, ["device", "apply-profile", MAC, str(big),
+                                 "--db", str(daemon.store.path)])
+    assert result.exit_code == 1 and "(too_large)" in result.output, result.output
+    assert daemon.service.device(MAC) == before

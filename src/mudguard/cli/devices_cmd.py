@@ -344,7 +344,14 @@ def apply_profile(mac: MacArg,
     except (UnicodeDecodeError, ValueError) as exc:
         raise _fail("bad_profile", f"{mud_file} is not a JSON MUD file: {exc}; "
                                    "nothing changed") from exc
-    d = _call(db, {"op": "apply-profile", "mac": mac, "mud": text})["device"]
+    from mudguard.daemon.control import MAX_REQUEST
+
+    request = {"op": "apply-profile", "mac": mac, "mud": text}
+    size = len(json.dumps(request).encode()) + 1
+    if size > MAX_REQUEST and _control_socket(db) is not None:
+        raise _fail("too_large", f"the proposal is {size} bytes as a request; the running "
+                                 f"daemon takes at most {MAX_REQUEST}: nothing changed")
+    d = _call(db, request)["device"]
     if as_json:
         _print_json({"device": d})
         return
