@@ -19,7 +19,12 @@ from mudguard.daemon.control import ControlServer
 from mudguard.devices import CachedMud, EventKind, MudSource
 from mudguard.devices import SignatureStatus as Sig
 from mudguard.devices.requests import RequestError, handle_request
-from mudguard.devices.service import DeviceNotFound, DeviceService, ProfileError
+from mudguard.devices.service import (
+    ApprovalError,
+    DeviceNotFound,
+    DeviceService,
+    ProfileError,
+)
 from mudguard.policy import LifecycleState as S
 from mudguard.store import Store
 
@@ -289,3 +294,34 @@ def test_cli_apply_profile_too_large_for_the_daemon(daemon: Daemon, proposal: Pa
                                  "--db", str(daemon.store.path)])
     assert result.exit_code == 1 and "(too_large)" in result.output, result.output
     assert daemon.service.device(MAC) == before
+
+
+def test_a_device_announcing_anothers_learned_url_does_not_get_it(svc: DeviceService,
+                                                                  proposal: Path) -> None:
+    victim = svc.apply_learned(MAC, proposal.read_bytes())
+    assert victim.mud_url is not None
+    # A new device (or one forging DHCP option 161) names the learned profile's URL.
+    hostile = svc.observe(mac=OTHER, ip="192.0.2.11", mud_url=victim.mud_url,
+                          source=MudSource.DHCP4)
+    assert hostile.state is S.DEFAULT and hostile.profile_hash is None
+    assert svc.cached_mud(hostile) is None
+    assert EventKind.NO_MUD in kinds(svc, OTHER)
+    # Forgetting it leaves the learned profile the other device's rules come from.
+    svc.forget(OTHER)
+    assert svc.cached_mud(svc.device(MAC)) is not None
+    assert svc.device(MAC) == victim
+
+
+def test_approving_anothers_learned_url_is_refused(svc: DeviceService, proposal: Path,
+                                                   corpus: Path) -> None:
+    victim = svc.apply_learned(MAC, proposal.read_bytes())
+    assert victim.mud_url is not None
+    url, data = maker_file(corpus)
+    svc.store.put_mud(CachedMud(url=url, data=data, fetched_at=NOW))
+    svc.observe(mac=OTHER, ip="192.0.2.11", mud_url=url, source=MudSource.DHCP4)
+    held = svc.observe(mac=OTHER, mud_url=victim.mud_url, source=MudSource.LLDP)
+    assert held.pending_mud_url == victim.mud_url
+    with pytest.raises(ApprovalError, match="another device's learned profile"):
+        svc.approve_url(OTHER)
+    assert svc.device(OTHER) == held and svc.device(MAC) == victim
+    assert svc.cached_mud(victim) is not None

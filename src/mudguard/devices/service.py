@@ -322,6 +322,9 @@ class DeviceService:
                 return self._no_mud(device, f"the repository's MUD file for it is invalid "
                                             f"({match.repository})")
             url = result.mud.mud_url
+            if self._learned_by_other(url, device.mac):
+                return self._no_mud(device, f"the repository's MUD file for it names another "
+                                            f"device's learned profile ({match.repository})")
             device = replace(device, mud_url=url, mud_source=MudSource.REPOSITORY)
             return self._apply_profile(device, result.mud, match.mud_data, None,
                                        supported=entry.supported)
@@ -358,7 +361,16 @@ class DeviceService:
             signature = self.fetch(parsed.mud_signature)
         return data, signature, now
 
+    def _learned_by_other(self, url: str, mac: str) -> str | None:
+        """The MAC of another device whose owner-approved learned profile ``url`` names."""
+        return next((d.mac for d in self.store.list_devices() if d.mac != mac
+                     and d.mud_url == url and d.mud_source is MudSource.LEARNED), None)
+
     def _onboard_url(self, device: Device, url: str, *, supported: bool = True) -> Device:
+        if self._learned_by_other(url, device.mac):
+            # A learned profile is one device's, approved by the owner for it alone: a
+            # device announcing its URL (a forged or copied one) never gets it.
+            return self._no_mud(device, f"{url} names another device's learned profile")
         try:
             data, signature, fetched_at = self._load(url)
         except Exception as exc:  # network or server trouble: tell, keep safe
@@ -488,6 +500,9 @@ class DeviceService:
         device = self.device(mac)
         approved = lifecycle.approve_url(device, self.clock())
         url = approved.device.mud_url or ""
+        if self._learned_by_other(url, device.mac):
+            self._refuse_approval(device, EventKind.FETCH_FAILED,
+                                  f"{url} names another device's learned profile")
         try:
             data, signature, fetched_at = self._load(url)
         except Exception as exc:  # network or server trouble
@@ -625,8 +640,9 @@ class DeviceService:
         now = self.clock()
         with self.store.transaction():
             self.store.delete_device(device.mac)
-            if device.mud_url:
-                self.store.delete_mud(device.mud_url)
+            if device.mud_url and not any(d.mud_url == device.mud_url
+                                          for d in self.store.list_devices()):
+                self.store.delete_mud(device.mud_url)  # no other device's rules use it
             kind = EventKind.TRANSFERRED if transfer else EventKind.FORGOTTEN
             # Home-wide event: no MAC, name or address survives the forget.
             self.store.add_event(kind, now, None, {
