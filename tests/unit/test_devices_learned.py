@@ -89,7 +89,9 @@ def test_learned_profile_is_applied_and_owner_approved(svc: DeviceService,
     assert svc.store.get_device(MAC) == d
     mud = svc.cached_mud(d)  # what the daemon enforces at restore
     assert mud is not None and mud.mud_url == url
-    assert EventKind.LEARNED_APPLIED in kinds(svc) and EventKind.PROFILE_APPLIED in kinds(svc)
+    applied = [e for e in svc.store.list_events(MAC) if e.kind is EventKind.PROFILE_APPLIED]
+    assert [e.details["source"] for e in applied] == ["learned"]
+    assert applied[0].details["approved_by"] == "owner"
     assert d.as_dict()["signature_status"] == "owner_approved"
     assert d.as_dict()["mud_source"] == "learned"
 

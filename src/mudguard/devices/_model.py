@@ -79,7 +79,6 @@ class EventKind(StrEnum):
     PROFILE_CHANGED = "profile-changed"
     URL_CHANGED = "url-changed"  # the device announced another MUD URL: needs approval
     URL_APPROVED = "url-approved"
-    LEARNED_APPLIED = "learned-applied"  # the owner applied a profile learned from traffic
     URL_REJECTED = "url-rejected"  # a non-https or malformed MUD URL
     NO_MUD = "no-mud"  # no MUD file anywhere: limited default, owner asked
     FETCH_FAILED = "fetch-failed"

@@ -466,13 +466,16 @@ class DeviceService:
         if updated.state is LifecycleState.PROFILED:
             updated = replace(updated, reasons=(
                 f"profile learned from its traffic, approved by the owner ({mud.mud_url})",))
-        told = lifecycle.Notice(EventKind.LEARNED_APPLIED, {
-            "mud_url": mud.mud_url, "hash": new_hash, "previous_mud_url": device.mud_url,
-            "previous_source": device.mud_source.value if device.mud_source else None})
+        # The profile-applied/-changed event says where it came from (the portal names
+        # every event kind; a learned profile is one more source of the same event).
+        learned_from = {"source": MudSource.LEARNED.value, "approved_by": "owner",
+                        "previous_mud_url": device.mud_url}
+        told = tuple(lifecycle.Notice(n.kind, {**n.details, **learned_from})
+                     if n.kind in (EventKind.PROFILE_APPLIED, EventKind.PROFILE_CHANGED)
+                     else n for n in outcome.notices)
         cache = CachedMud(url=mud.mud_url, data=data, signature=None, fetched_at=now,
                           cache_validity_hours=mud.cache_validity_hours)
-        applied = self._commit(lifecycle.Outcome(updated, (told, *outcome.notices)), mud,
-                               cache=cache)
+        applied = self._commit(lifecycle.Outcome(updated, told), mud, cache=cache)
         if (device.mud_source is MudSource.LEARNED and device.mud_url
                 and device.mud_url != mud.mud_url):
             self.store.delete_mud(device.mud_url)  # the replaced proposal is nobody's now
