@@ -334,7 +334,8 @@ def apply_profile(mac: MacArg,
     """Approve a profile learned from the device's traffic: it becomes the device's
     enforced profile (a MUD URL the device announces later still needs approve-url)."""
     try:
-        raw = mud_file.read_bytes()[:MAX_MUD_BYTES + 1]
+        with mud_file.open("rb") as handle:
+            raw = handle.read(MAX_MUD_BYTES + 1)  # bounded: the parser refuses more anyway
         text = raw.decode("utf-8")
         # Compact: the control socket takes one short line; the compact bytes are the
         # profile that is enforced and hashed.
