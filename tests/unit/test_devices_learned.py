@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mudguard.cli.main import app
-from mudguard.daemon.control import ControlServer
+from mudguard.daemon.control import MAX_REQUEST, ControlServer
 from mudguard.devices import CachedMud, EventKind, MudSource
 from mudguard.devices import SignatureStatus as Sig
 from mudguard.devices.requests import RequestError, handle_request
@@ -25,6 +25,7 @@ from mudguard.devices.service import (
     DeviceService,
     ProfileError,
 )
+from mudguard.mud import MAX_MUD_BYTES
 from mudguard.policy import LifecycleState as S
 from mudguard.store import Store
 
@@ -285,16 +286,33 @@ def test_cli_apply_profile_through_the_daemon(daemon: Daemon, proposal: Path) ->
     assert daemon.service.device(MAC).mud_source is MudSource.LEARNED
 
 
-def test_cli_apply_profile_too_large_for_the_daemon(daemon: Daemon, proposal: Path,
-                                                     tmp_path: Path) -> None:
+def test_cli_apply_profile_of_20_kib_goes_through_the_daemon(daemon: Daemon, proposal: Path,
+                                                              tmp_path: Path) -> None:
     doc = json.loads(proposal.read_bytes())
-    doc["ietf-mud:mud"]["systeminfo"] = "x" * 20000  # valid JSON, too long for one request
+    acl = doc["ietf-access-control-list:acls"]["acl"][0]
+    first = acl["aces"]["ace"][0]
+    copies = [{**first, "name": f"copy-{i}"} for i in range(200)]
+    acl["aces"]["ace"] = [*acl["aces"]["ace"], *copies]  # far above the old 16 KiB line
+    larger = tmp_path / "larger.json"
+    larger.write_text(json.dumps(doc))
+    result = runner.invoke(app, ["device", "apply-profile", MAC, str(larger),
+                                 "--db", str(daemon.store.path)])
+    assert result.exit_code == 0, result.output
+    assert daemon.service.device(MAC).signature_status is Sig.OWNER_APPROVED
+
+
+def test_cli_apply_profile_larger_than_a_mud_file_is_refused(daemon: Daemon, proposal: Path,
+                                                              tmp_path: Path) -> None:
+    # Any request the daemon would refuse is already larger than a MUD file may be.
+    assert MAX_REQUEST > 2 * MAX_MUD_BYTES
+    doc = json.loads(proposal.read_bytes())
+    doc["ietf-mud:mud"]["systeminfo"] = "x" * (MAX_MUD_BYTES + 1)
     big = tmp_path / "big.json"
     big.write_text(json.dumps(doc))
     before = daemon.service.device(MAC)
     result = runner.invoke(app, ["device", "apply-profile", MAC, str(big),
                                  "--db", str(daemon.store.path)])
-    assert result.exit_code == 1 and "(too_large)" in result.output, result.output
+    assert result.exit_code == 1 and "nothing changed" in result.output, result.output
     assert daemon.service.device(MAC) == before
 
 

@@ -29,10 +29,13 @@ from typing import Any
 from mudguard.devices.requests import handle_request
 from mudguard.devices.service import DeviceService
 from mudguard.errors import MudguardError
+from mudguard.mud import MAX_MUD_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST = 16 * 1024
+# A request may carry a whole MUD file (apply-profile: up to MAX_MUD_BYTES, which JSON escaping
+# can grow); the socket is owner-only, so the bound is about memory, not trust.
+MAX_REQUEST = 3 * MAX_MUD_BYTES
 Runner = Callable[[Callable[[], Any]], Awaitable[Any]]
 """Runs a blocking service call off the event loop (the daemon's service worker)."""
 
