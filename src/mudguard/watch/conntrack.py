@@ -13,13 +13,12 @@ Pure parsing (``parse_conntrack``) plus a small socket adapter
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
 
-from mudguard.watch.listener import RECV_BUFFER, WatchError, in_netns
+from mudguard.watch.listener import RECV_BUFFER, WatchError, in_netns, receive_datagram
 from mudguard.watch.nflog import NETLINK_NETFILTER, NflogError, _attributes, netlink_messages
 
 NFNL_SUBSYS_CTNETLINK = 1
@@ -109,15 +108,8 @@ class ConntrackSocket:
 
     def events(self, *, block: bool = True) -> list[ConnEvent]:
         """The new connections of one datagram ([] on timeout or a buffer overrun)."""
-        try:
-            data = self.sock.recv(RECV_BUFFER, 0 if block else socket.MSG_DONTWAIT)
-        except (TimeoutError, BlockingIOError):
-            return []
-        except OSError as exc:
-            if exc.errno == errno.ENOBUFS:  # the kernel dropped events: we were too slow
-                return []
-            raise
-        return parse_conntrack(data)
+        data = receive_datagram(self.sock, block=block, what="conntrack events")
+        return [] if data is None else parse_conntrack(data)
 
     def close(self) -> None:
         """Close the socket."""

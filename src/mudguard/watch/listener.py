@@ -50,6 +50,20 @@ RECV_BUFFER = 1 << 20
 NETNS_DIR = Path("/run/netns")
 
 
+
+def receive_datagram(sock: socket.socket, *, block: bool, what: str) -> bytes | None:
+    """One netlink datagram from ``sock``; None on timeout, when nothing waits (``block``
+    False), or after a receive-buffer overrun (the kernel dropped messages: logged)."""
+    try:
+        return sock.recv(RECV_BUFFER, 0 if block else socket.MSG_DONTWAIT)
+    except (TimeoutError, BlockingIOError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENOBUFS:
+            log.warning("%s: receive buffer overrun, events lost", what)
+            return None
+        raise
+
 class WatchError(MudguardError):
     """The NFLOG socket could not be opened or bound."""
 
@@ -116,15 +130,9 @@ class NflogSocket:
 
     def receive(self, *, block: bool = True) -> list[NflogPacket]:
         """The packets of one datagram ([] on timeout, or at once when ``block`` is False)."""
-        try:
-            data = self.sock.recv(RECV_BUFFER, 0 if block else socket.MSG_DONTWAIT)
-        except (TimeoutError, BlockingIOError):
+        data = receive_datagram(self.sock, block=block, what=f"NFLOG group {self.group}")
+        if data is None:
             return []
-        except OSError as exc:
-            if exc.errno == errno.ENOBUFS:  # the kernel dropped messages: we were too slow
-                log.warning("NFLOG group %d: receive buffer overrun, events lost", self.group)
-                return []
-            raise
         packets, _acks = parse_datagram(data)
         return [p for p in packets if p.group == self.group]
 
