@@ -23,10 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from mudguard.devices.service import DeviceService
@@ -37,6 +33,7 @@ from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_byt
 from mudguard.portal import PortalServices, PortalSettings, create_app
 from mudguard.portal.wiring import KeyManagerIssuer
 from mudguard.store import Store
+from tests.pki import make_cert
 
 MUD_HOST = "mud.example.com"
 DATA = Path(__file__).resolve().parent.parent / "data" / "portal"
@@ -85,39 +82,11 @@ class Pki:
 def make_pki(ips: tuple[str, ...] = ()) -> Pki:
     """A throw-away CA and a leaf for the MUD server (plus IP addresses, if given)."""
     now = datetime.now(UTC) - timedelta(days=1)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("portal test CA"))
-          .issuer_name(name("portal test CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now)
-          .not_valid_after(now + timedelta(days=10))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                       key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(name(MUD_HOST)).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + timedelta(days=10))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(MUD_HOST)]
-                + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return Pki(ca_pem=ca.public_bytes(serialization.Encoding.PEM),
-               cert_pem=leaf.public_bytes(serialization.Encoding.PEM),
-               key_pem=key.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+    until = now + timedelta(days=10)
+    ca = make_cert("portal test CA", ca=True, not_before=now, not_after=until)
+    leaf = make_cert(MUD_HOST, issuer=ca, dns=(MUD_HOST,), ips=ips, not_before=now,
+                     not_after=until)
+    return Pki(ca_pem=ca.cert_pem(), cert_pem=leaf.cert_pem(), key_pem=leaf.key_pem())
 
 
 @dataclass
