@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,10 @@ MAC = "02:00:5e:00:53:21"
 URL = "https://mud.example.com/lldp-camera.json"
 
 
-@pytest.fixture
-def wire() -> Iterator[tuple[str, str]]:
-    tag = f"mgl{os.getpid() % 10000}"
+@contextmanager
+def veth_wire(tag: str, mac: str) -> Iterator[tuple[str, str]]:
+    """Two namespaces ``<tag>-lg`` and ``<tag>-ld`` joined by a veth; the device end has
+    ``mac``. Yields (gateway ns, device ns); removes both even when a test fails."""
     gw, dev = f"{tag}-lg", f"{tag}-ld"
     for ns in (gw, dev):
         _netns.delete(ns)
@@ -38,13 +40,19 @@ def wire() -> Iterator[tuple[str, str]]:
     try:
         run(["ip", "-n", gw, "link", "add", f"{tag}g", "type", "veth", "peer", "name",
              f"{tag}d", "netns", dev])
-        run(["ip", "-n", dev, "link", "set", f"{tag}d", "address", MAC])
+        run(["ip", "-n", dev, "link", "set", f"{tag}d", "address", mac])
         run(["ip", "-n", gw, "link", "set", f"{tag}g", "up"])
         run(["ip", "-n", dev, "link", "set", f"{tag}d", "up"])
         yield gw, dev
     finally:
         for ns in (gw, dev):
             _netns.delete(ns)
+
+
+@pytest.fixture
+def wire() -> Iterator[tuple[str, str]]:
+    with veth_wire(f"mgl{os.getpid() % 10000}", MAC) as ends:
+        yield ends
 
 
 def listen(interface: str, count: int, seconds: float, ready: Path) -> list[LldpInfo | None]:

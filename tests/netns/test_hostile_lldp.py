@@ -24,8 +24,7 @@ from mudguard.discovery.lldp import build_lldp_frame
 from mudguard.discovery.sighting import Intake
 from mudguard.policy import LifecycleState
 from mudguard.store import Store
-from mudguard.vhome import _netns, run
-from tests.netns.test_dhcp_lldp import exchange
+from tests.netns.test_dhcp_lldp import exchange, veth_wire
 
 pytestmark = pytest.mark.root
 
@@ -38,21 +37,8 @@ EVIL = "https://mud.example.com/local-networks-everything.json"
 def wire() -> Iterator[tuple[str, str]]:
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    tag = f"mgr{os.getpid() % 10000}"
-    gw, dev = f"{tag}-lg", f"{tag}-ld"
-    for ns in (gw, dev):
-        _netns.delete(ns)
-        _netns.add(ns)
-    try:
-        run(["ip", "-n", gw, "link", "add", f"{tag}g", "type", "veth", "peer", "name",
-             f"{tag}d", "netns", dev])
-        run(["ip", "-n", dev, "link", "set", f"{tag}d", "address", ATTACKER])
-        run(["ip", "-n", gw, "link", "set", f"{tag}g", "up"])
-        run(["ip", "-n", dev, "link", "set", f"{tag}d", "up"])
-        yield gw, dev
-    finally:
-        for ns in (gw, dev):
-            _netns.delete(ns)
+    with veth_wire(f"mgr{os.getpid() % 10000}", ATTACKER) as ends:
+        yield ends
 
 
 class Clock:
