@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from mudguard.child import stop_child
 from mudguard.devices import EventKind, MudSource
 from mudguard.devices.service import DeviceService
 from mudguard.discovery.dhcp import SOCKET_ENV, DhcpHookListener
@@ -43,13 +45,15 @@ def _need(binary: str) -> None:
         pytest.skip(f"{binary} is not installed (scripts/setup.sh installs it)")
 
 
-@pytest.fixture
-def dhcp_home(tmp_path: Path) -> Iterator[DhcpHome]:
+@contextmanager
+def dnsmasq_home(prefix: str, tmp_path: Path) -> Iterator[DhcpHome]:
+    """A two-device virtual home whose devices get their address from a real dnsmasq
+    running the real ``mudguard-dhcp-hook``; skips when a binary is missing."""
     _need("dnsmasq")
     _need("busybox")
     if not HOOK.is_file():
         pytest.skip(f"{HOOK} missing: run pip install -e . to create the entry point")
-    with VirtualHome(prefix=f"mgl{os.getpid() % 10000}", devices=2) as home, \
+    with VirtualHome(prefix=prefix, devices=2) as home, \
             Store(tmp_path / "m.db") as store, \
             DhcpHookListener(tmp_path / "dhcp.sock") as listener:
         for node in home.nodes:  # the devices get their address by DHCP here
@@ -68,12 +72,13 @@ def dhcp_home(tmp_path: Path) -> Iterator[DhcpHome]:
         try:
             yield DhcpHome(home, listener, Intake(DeviceService(store=store)), proc, log)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_child(proc)
+
+
+@pytest.fixture
+def dhcp_home(tmp_path: Path) -> Iterator[DhcpHome]:
+    with dnsmasq_home(f"mgl{os.getpid() % 10000}", tmp_path) as home:
+        yield home
 
 
 def udhcpc(home: VirtualHome, index: int, *options: str) -> str:
