@@ -39,6 +39,22 @@ def _fresh(home: Any, node: Any) -> None:
     home.run(node.ns, ["ip", "route", "flush", "table", "main"])
 
 
+@contextlib.contextmanager
+def _profiled_bulb(vhome: Any, config: Path) -> Iterator[tuple[Daemon, Any]]:
+    """The daemon running, the bulb joined by DHCP, profiled and resolving its cloud."""
+    bulb = vhome.nodes[0]
+    _fresh(vhome, bulb)
+    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        vhome.call(bulb.ns, _join, bulb.iface, bulb.mac, scenario.device("bulb").mud_url)
+        daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
+        assert vhome.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+        yield daemon, bulb
+    finally:
+        daemon.stop()
+
+
 def _flood(address: str, port: int) -> int:
     """Inside the device: open (and drop) new TCP connections to an allowed peer for up
     to 8 s; return how many were attempted."""
@@ -64,14 +80,7 @@ def test_a_flood_of_allowed_connections_quarantines_the_device(home: tuple[Any, 
     # Every connection goes to the bulb's own cloud (allowed: no drop, no NFLOG record);
     # only conntrack's new-connection events, counted per device, can tell.
     vhome, config = home
-    bulb = vhome.nodes[0]
-    _fresh(vhome, bulb)
-    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
-    try:
-        daemon.wait_for({"event": "ready"})
-        vhome.call(bulb.ns, _join, bulb.iface, bulb.mac, scenario.device("bulb").mud_url)
-        daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
-        assert vhome.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+    with _profiled_bulb(vhome, config) as (daemon, bulb):
         assert vhome.tcp(bulb.ns, *CLOUD)
         started = time.time()
         vhome.call(bulb.ns, _flood, *CLOUD, timeout=20)
@@ -81,8 +90,6 @@ def test_a_flood_of_allowed_connections_quarantines_the_device(home: tuple[Any, 
               f"{alert['t'] - started:.2f} s: {alert['message']}")
         daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "quarantined"})
         assert not vhome.tcp(bulb.ns, *CLOUD)
-    finally:
-        daemon.stop()
 
 
 def _poll(check: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -473,14 +480,7 @@ def test_real_hostapd_binds_a_one_time_key_to_the_first_station_and_refuses_the_
 
 def test_blocked_flows_are_named_by_what_the_device_resolved(home: tuple[Any, Path]) -> None:
     vhome, config = home
-    bulb = vhome.nodes[0]
-    _fresh(vhome, bulb)
-    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
-    try:
-        daemon.wait_for({"event": "ready"})
-        vhome.call(bulb.ns, _join, bulb.iface, bulb.mac, scenario.device("bulb").mud_url)
-        daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
-        assert vhome.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+    with _profiled_bulb(vhome, config) as (daemon, bulb):
         assert not vhome.tcp(bulb.ns, CLOUD[0], 443)  # its cloud, but not on that port
         named = "tcp v2.broker.lifx.co port 443"
         daemon.wait_for({"event": "drops", "mac": bulb.mac}, check=lambda e: named in e["flows"])
@@ -490,5 +490,3 @@ def test_blocked_flows_are_named_by_what_the_device_resolved(home: tuple[Any, Pa
                         for flow in event.details["evidence"]]
         assert any(f["remote_name"] == "v2.broker.lifx.co" and f["dst_port"] == 443
                    for f in evidence), evidence
-    finally:
-        daemon.stop()
