@@ -114,7 +114,8 @@ def start_guard(vh: VirtualHome, workdir: str, port: int, *, insert: bool, inlin
     d0 = vh.nodes[0]
     policy = {"lan_prefixes": [str(LAN4), str(LAN6)], "gateway_addresses": [GW4, GW6],
               "config": {"insert": insert, "cache_size": 0},
-              "devices": [{"id": d0.mac, "addresses": [d0.ipv4, d0.ipv6], "names": names()}]}
+              "devices": [{"id": d0.mac, "addresses": [d0.ipv4, d0.ipv6], "names": names(),
+                           "table": TABLE}]}
     path = Path(workdir, f"policy{port}.json")
     path.write_text(json.dumps(policy))
     argv = ["ip", "netns", "exec", vh.gw_ns, sys.executable, "-m", "mudguard.dns.server",

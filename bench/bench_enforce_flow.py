@@ -27,12 +27,12 @@ from bench_enforce_update import corpus, policy
 
 from mudguard.enforce import Enforcer, Nft
 from mudguard.policy import (
-    TABLE,
     DeviceFacts,
     DevicePolicy,
     LifecycleState,
     decide,
     dns_set_name,
+    shard_table,
 )
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome, run
 
@@ -95,8 +95,8 @@ def main() -> None:
 
         def install(extra: list[DevicePolicy]) -> None:
             enforcer.install_home([mine, *extra])
-            enforcer.nft.add_set_elements(TABLE, dns_set_name(NAME, 4), [(node.ipv4, CLOUD4)],
-                                          timeout_s=3600)
+            enforcer.nft.add_set_elements(shard_table(node.mac), dns_set_name(NAME, 4),
+                                          [(node.ipv4, CLOUD4)], timeout_s=3600)
             assert home.tcp(node.ns, CLOUD4, 443), "the allowed flow must pass"
             assert not home.tcp(node.ns, INTERNET_HOSTS["other"][0], 443, 0.3)
 

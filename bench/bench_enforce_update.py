@@ -1,12 +1,17 @@
 """Figure (a): compile + apply time of ONE device update with 1, 100 and 1,000 devices installed.
 
 Real corpus MUD profiles (round-robin over every valid file) are installed for N devices
-in the ``inet mudguard`` table of a fresh network namespace (libnftables, in-process);
-then one device is updated repeatedly (its policy alternates between its profile and
-the home default, so the chain really changes). Then a fresh Enforcer reconciles the
-same policies against the kernel (a daemon restart: one read-back, nothing to repair).
-The per-update time must stay flat as the home grows: the ratio column compares
-against the 1-device home of the same run.
+in the ``inet mudguard`` table of a fresh network namespace; then one device is updated
+repeatedly (its policy alternates between its profile and the home default, so the
+chain really changes). Then a fresh Enforcer reconciles the same policies against the
+kernel (a daemon restart: one read-back, nothing to repair).
+
+Each home size runs twice in the same run: ``libnftables`` sends every batch through
+libnftables (which fetches the table's chains and sets first), ``netlink`` is what the
+gateway does (device batches translated by ``enforce/bytecode.py`` and sent over
+nfnetlink). The per-update time must stay flat as the home grows: "vs 1" compares
+against the 1-device home of the same mode, "vs libnft" against libnftables at the
+same size.
 
 Run as root: ``.venv/bin/python bench/bench_enforce_update.py [--updates 30]``.
 """
@@ -64,13 +69,14 @@ def policy(i: int, mud: MudFile, state: LifecycleState = LifecycleState.PROFILED
     return decide(device(i, mud, state), mud, (), CTX, now=NOW)
 
 
-def measure(n: int, files: list[MudFile], updates: int) -> dict[str, float]:
+def measure(n: int, files: list[MudFile], updates: int, *, netlink: bool) -> dict[str, float]:
     """Install ``n`` devices, then time ``updates`` updates of device 0."""
     ns = f"mgeB{os.getpid() % 10000}"
     _netns.delete(ns)
     _netns.add(ns)
     try:
-        enforcer = Enforcer(Nft.in_namespace(ns), CTX, clock=lambda: NOW)
+        nft = Nft.in_namespace(ns, netlink=netlink)
+        enforcer = Enforcer(nft, CTX, clock=lambda: NOW)
         policies = [policy(i, files[i % len(files)]) for i in range(n)]
         rules = sum(len(compile_device(p, CTX)) for p in policies[:50]) / min(n, 50)
         t0 = time.perf_counter()
@@ -92,9 +98,11 @@ def measure(n: int, files: list[MudFile], updates: int) -> dict[str, float]:
         policies[0] = policy(0, mud0, LifecycleState.DEFAULT if updates % 2 else
                              LifecycleState.PROFILED)
         t4 = time.perf_counter()
-        report = Enforcer(Nft.in_namespace(ns), CTX, clock=lambda: NOW).reconcile(policies)
+        report = Enforcer(Nft.in_namespace(ns, netlink=netlink), CTX,
+                          clock=lambda: NOW).reconcile(policies)
         reconcile = time.perf_counter() - t4
         assert not report.repaired and not report.reinstalled_table, report
+        assert nft.netlink_batches >= (updates if netlink else 0)
         return {"cold_s": cold, "reconcile_s": reconcile,
                 "compile_ms": statistics.median(compile_ms),
                 "update_ms": statistics.median(apply_ms),
@@ -114,17 +122,22 @@ def main() -> None:
         sys.exit("needs root (network namespaces and nftables)")
     files = corpus()
     print(f"{len(files)} corpus profiles, {args.updates} updates of one device per home size")
-    print(f"{'devices':>8} {'cmds/dev':>9} {'cold install':>13} {'reconcile':>10} "
-          f"{'compile p50':>12} {'compile+apply p50':>18} {'p90':>8} {'ratio vs 1':>11}")
-    base: float | None = None
+    print(f"{'devices':>8} {'path':>12} {'cmds/dev':>9} {'cold install':>13} {'reconcile':>10} "
+          f"{'compile p50':>12} {'compile+apply p50':>18} {'p90':>8} {'vs 1':>6} "
+          f"{'vs libnft':>10}")
+    base: dict[bool, float] = {}
     for n in args.sizes:
-        r = measure(n, files, args.updates)
-        base = base or r["update_ms"]
-        print(f"{n:>8} {r['cmds_per_device']:>9.0f} {r['cold_s']:>12.2f}s "
-              f"{r['reconcile_s']:>9.2f}s "
-              f"{r['compile_ms']:>10.2f}ms {r['update_ms']:>16.2f}ms "
-              f"{r['update_p90_ms']:>6.2f}ms {r['update_ms'] / base:>10.2f}x")
-
+        reference = 0.0
+        for netlink in (False, True):
+            r = measure(n, files, args.updates, netlink=netlink)
+            base.setdefault(netlink, r["update_ms"])
+            reference = reference or r["update_ms"]
+            print(f"{n:>8} {'netlink' if netlink else 'libnftables':>12} "
+                  f"{r['cmds_per_device']:>9.0f} {r['cold_s']:>12.2f}s "
+                  f"{r['reconcile_s']:>9.2f}s "
+                  f"{r['compile_ms']:>10.2f}ms {r['update_ms']:>16.2f}ms "
+                  f"{r['update_p90_ms']:>6.2f}ms {r['update_ms'] / base[netlink]:>5.2f}x "
+                  f"{r['update_ms'] / reference:>9.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -143,7 +143,10 @@ class Guard:
                   "config": config,
                   "devices": [{"id": vh.nodes[i].mac,
                                "addresses": [vh.nodes[i].ipv4, vh.nodes[i].ipv6],
-                               "names": list(names)} for i, names in devices]}
+                               "names": list(names)}
+                              # its own single table, or the compiler's device shards
+                              | ({"table": TABLE} if own_table else {})
+                              for i, names in devices]}
         self.policy = Path(self.dir, "policy.json")
         self.policy.write_text(json.dumps(policy))
         self.log = Path(self.dir, "guard.log")

@@ -72,8 +72,9 @@ def elements(ns: str, set_name: str) -> dict[tuple[str, ...], dict[str, Any]]:
 def test_fill_adds_pairs_with_their_timeout(ns: str) -> None:
     assert fill(ns,
                 AddSetElements(1, S4, 4, (("192.0.2.10", "198.51.100.1"),
-                                          ("192.0.2.10", "198.51.100.2")), 300),
-                AddSetElements(1, S6, 6, (("2001:db8:1::10", "2001:db8:ff::1"),), 40)) is None
+                                          ("192.0.2.10", "198.51.100.2")), 300, TABLE),
+                AddSetElements(1, S6, 6, (("2001:db8:1::10", "2001:db8:ff::1"),), 40,
+                               TABLE)) is None
     got4, got6 = elements(ns, S4), elements(ns, S6)
     assert set(got4) == {("192.0.2.10", "198.51.100.1"), ("192.0.2.10", "198.51.100.2")}
     assert all(e["timeout"] == 300 and e["expires"] >= 298 for e in got4.values())
@@ -82,7 +83,7 @@ def test_fill_adds_pairs_with_their_timeout(ns: str) -> None:
 
 
 def test_refill_restarts_the_expiry(ns: str) -> None:
-    cmd = AddSetElements(1, S4, 4, (("192.0.2.10", "198.51.100.1"),), 10)
+    cmd = AddSetElements(1, S4, 4, (("192.0.2.10", "198.51.100.1"),), 10, TABLE)
     assert fill(ns, cmd) is None
     time.sleep(2.2)
     (before,) = elements(ns, S4).values()
@@ -93,9 +94,9 @@ def test_refill_restarts_the_expiry(ns: str) -> None:
 
 
 def test_missing_set_fails_the_whole_batch(ns: str) -> None:
-    good = AddSetElements(1, S4, 4, (("192.0.2.10", "198.51.100.1"),), 60)
+    good = AddSetElements(1, S4, 4, (("192.0.2.10", "198.51.100.1"),), 60, TABLE)
     bad = AddSetElements(1, dns_set_name("absent.example", 4), 4,
-                         (("192.0.2.10", "198.51.100.2"),), 60)
+                         (("192.0.2.10", "198.51.100.2"),), 60, TABLE)
     assert fill(ns, good, bad) == f"2:{bad.set_name}"  # ENOENT
     assert elements(ns, S4) == {}  # atomic: the good half was rolled back too
     assert fill(ns, good) is None
@@ -103,13 +104,13 @@ def test_missing_set_fails_the_whole_batch(ns: str) -> None:
 
 def test_wrong_family_is_refused_by_the_kernel_or_before(ns: str) -> None:
     with pytest.raises(ValueError, match="mixed families"):
-        fill(ns, AddSetElements(1, S4, 4, (("192.0.2.10", "2001:db8:ff::1"),), 60))
+        fill(ns, AddSetElements(1, S4, 4, (("192.0.2.10", "2001:db8:ff::1"),), 60, TABLE))
     # An IPv6 pair into the IPv4 set: the key length is wrong, the kernel says so.
-    assert fill(ns, AddSetElements(1, S4, 6, (("2001:db8:1::10", "2001:db8:ff::1"),), 60)) \
-        is not None
+    assert fill(ns, AddSetElements(1, S4, 6, (("2001:db8:1::10", "2001:db8:ff::1"),), 60,
+                                   TABLE)) is not None
 
 
 def test_a_large_answer_goes_in_one_batch(ns: str) -> None:
     pairs = tuple((f"192.0.2.{10 + d}", f"198.51.100.{a}") for d in range(4) for a in range(1, 65))
-    assert fill(ns, AddSetElements(1, S4, 4, pairs, 120)) is None
+    assert fill(ns, AddSetElements(1, S4, 4, pairs, 120, TABLE)) is None
     assert len(elements(ns, S4)) == 256

@@ -16,12 +16,12 @@ import pytest
 from mudguard.enforce import Enforcer, Nft
 from mudguard.mud import MudFile
 from mudguard.policy import (
-    TABLE,
     DeviceFacts,
     DevicePolicy,
     HomeContext,
     LifecycleState,
     dns_set_name,
+    shard_table,
 )
 from mudguard.vhome import GW4, GW6, INTERNET_HOSTS, VDevice, VirtualHome, call_in, run
 
@@ -63,8 +63,8 @@ class Gateway:
         for addr in remote:
             family = 6 if ":" in addr else 4
             local = node.ipv6 if family == 6 else node.ipv4
-            self.nft.add_set_elements(TABLE, dns_set_name(name, family), [(local, addr)],
-                                      timeout_s=timeout_s)
+            self.nft.add_set_elements(shard_table(node.mac), dns_set_name(name, family),
+                                      [(local, addr)], timeout_s=timeout_s)
 
 
 def _gateway(prefix: str, devices: int, **ctx: object) -> Iterator[Gateway]:

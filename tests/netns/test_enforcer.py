@@ -20,6 +20,8 @@ from mudguard.policy import (
     LifecycleState,
     decide,
     device_chain,
+    shard_names,
+    shard_table,
 )
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome, run
 
@@ -50,7 +52,7 @@ def facts(home: VirtualHome, i: int, state: LifecycleState = LifecycleState.DEFA
 
 
 def listing(home: VirtualHome) -> str:
-    return run(["nft", "list", "table", "inet", TABLE], ns=home.gw_ns).stdout
+    return run(["nft", "list", "ruleset"], ns=home.gw_ns).stdout
 
 
 def test_update_swaps_policy_and_removal_closes(home: VirtualHome) -> None:
@@ -78,9 +80,9 @@ def test_address_change_and_address_reuse(home: VirtualHome) -> None:
     assert "192.0.2.200" not in text and home.nodes[0].ipv4 in text
     # DHCP hands d0's address to d1: the map entry moves to d1's chain in one batch.
     enf.apply_device(facts(home, 1, ipv4=(home.nodes[0].ipv4,)), None)
-    maps = json.loads(run(["nft", "-j", "list", "map", "inet", TABLE, "in_dispatch4"],
-                          ns=home.gw_ns).stdout)
-    elems = next(i["map"]["elem"] for i in maps["nftables"] if "map" in i)
+    maps = json.loads(run(["nft", "-j", "list", "maps"], ns=home.gw_ns).stdout)
+    elems = [e for i in maps["nftables"] if i.get("map", {}).get("name") == "in_dispatch4"
+             for e in i["map"].get("elem", [])]
     assert elems == [[home.nodes[0].ipv4, {"jump": {"target": device_chain(home.nodes[1].mac,
                                                                            "in")}}]]
     assert enf.installed()[home.nodes[0].mac].ipv4 == ()
@@ -108,18 +110,23 @@ def test_reconcile_after_restart(home: VirtualHome) -> None:
     assert not report.reinstalled_table and report.repaired == [] and len(report.ok) == 2
     # Someone deletes a rule of d0 and adds a stray device chain: both get repaired.
     out0 = device_chain(home.nodes[0].mac, "out")
-    rules = json.loads(run(["nft", "-j", "-a", "list", "chain", "inet", TABLE, out0],
+    shard0 = shard_table(home.nodes[0].mac)
+    rules = json.loads(run(["nft", "-j", "-a", "list", "chain", "inet", shard0, out0],
                            ns=home.gw_ns).stdout)
     handle = next(i["rule"]["handle"] for i in rules["nftables"] if "rule" in i)
-    run(["nft", "delete", "rule", "inet", TABLE, out0, "handle", str(handle)], ns=home.gw_ns)
-    run(["nft", "add", "chain", "inet", TABLE, "dev_000000000000_out"], ns=home.gw_ns)
-    run(["nft", "add", "element", "inet", TABLE, OUT_DISPATCH,
+    run(["nft", "delete", "rule", "inet", shard0, out0, "handle", str(handle)], ns=home.gw_ns)
+    stray_shard = shard_names()[-1]
+    run(["nft", "add", "chain", "inet", stray_shard, "dev_000000000000_out"], ns=home.gw_ns)
+    run(["nft", "add", "element", "inet", stray_shard, OUT_DISPATCH,
          "{ 02:00:00:00:99:99 : jump dev_000000000000_out }"], ns=home.gw_ns)
+    run(["nft", "add", "element", "inet", TABLE, "known_macs", "{ 02:00:00:00:99:99 }"],
+        ns=home.gw_ns)
     third = enforcer(home)
     report = third.reconcile([p0, p1])
     assert report.repaired == [home.nodes[0].mac]
     assert report.removed_chains == ["dev_000000000000_out"]
     assert third.reconcile([p0, p1]).ok == [home.nodes[0].mac, home.nodes[1].mac]
+    assert "02:00:00:00:99:99" not in listing(home)  # the stray MAC is unknown again
     assert home.tcp(home.nodes[0].ns, CLOUD4, 443)
     # The table is gone (e.g. a reboot): reinstalled whole.
     run(["nft", "delete", "table", "inet", TABLE], ns=home.gw_ns)

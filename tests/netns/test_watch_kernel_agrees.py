@@ -27,7 +27,7 @@ import dpkt
 import pytest
 
 from mudguard.mud import Direction, parse_mud
-from mudguard.policy import Flow, compile_home, evaluate
+from mudguard.policy import Flow, compile_home, evaluate, shard_table
 from mudguard.policy._evaluate import is_local_delivery
 from mudguard.watch.listener import in_netns
 from tests.unit.test_evaluate_agreement import DEV_MAC, GW4, GW6, Scenario, build
@@ -44,10 +44,10 @@ NET_MAC = "02:00:00:00:ff:01"  # the Internet side's router
 # look like an accepted packet.
 PROBE = f"""
 table inet mgwprobe {{
-    chain forwarded {{ type filter hook forward priority 10; policy accept;
+    chain forwarded {{ type filter hook forward priority 20; policy accept;
         iifname "mgwlan" ether saddr {DEV_MAC} counter;
         iifname "mgwwan" ether saddr {NET_MAC} counter; }}
-    chain delivered {{ type filter hook input priority 10; policy accept;
+    chain delivered {{ type filter hook input priority 20; policy accept;
         iifname "mgwlan" ether saddr {DEV_MAC} counter; }}
 }}
 """
@@ -174,7 +174,8 @@ def counters(lab: Lab) -> tuple[int, int]:
 def install(lab: Lab, scenario: Scenario) -> None:
     commands = compile_home([scenario.policy], scenario.context)
     for set_name, pairs in scenario.dns.items():
-        commands.append({"add": {"element": {"family": "inet", "table": "mudguard",
+        commands.append({"add": {"element": {"family": "inet",
+                                             "table": shard_table(scenario.policy.device.mac),
                                              "name": set_name,
                                              "elem": [{"concat": list(p)} for p in pairs]}}})
     batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}

@@ -45,7 +45,7 @@ def test_a_good_policy_file_loads(tmp_path: Path) -> None:
     config, devices = load_policy_file(str(policy))
     assert (config.min_timeout_s, config.cache_size, config.lan_prefixes) == (
         5, 0, ("192.0.2.0/24",))
-    assert devices == [("02:6d:67:00:00:00", ["192.0.2.10"], ["cloud.example.com"])]
+    assert devices == [("02:6d:67:00:00:00", ["192.0.2.10"], ["cloud.example.com"], None)]
 
 
 def test_config_bounds() -> None:

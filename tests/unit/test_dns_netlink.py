@@ -8,15 +8,8 @@ import struct
 import pytest
 
 from mudguard.dns.core import AddSetElements
-from mudguard.dns.netlink import (
-    NFNL_SUBSYS_NFTABLES,
-    NFPROTO_INET,
-    NFT_MSG_NEWSETELEM,
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    encode_key,
-    encode_newsetelem,
-)
+from mudguard.dns.netlink import NFT_MSG_NEWSETELEM, encode_key, encode_newsetelem
+from mudguard.enforce.nfnetlink import NLM_F_CREATE
 
 
 def attrs(data: bytes) -> list[tuple[int, bytes]]:
@@ -31,15 +24,12 @@ def attrs(data: bytes) -> list[tuple[int, bytes]]:
 
 def test_message_layout_matches_the_kernel_abi() -> None:
     cmd = AddSetElements(1, "dns4_0123456789ab", 4,
-                         (("192.0.2.10", "198.51.100.7"), ("192.0.2.10", "198.51.100.8")), 310)
-    msg = encode_newsetelem(cmd, "mudguard", seq=42)
-    length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", msg)
-    assert length == len(msg) and seq == 42
-    assert kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
-    assert flags & NLM_F_CREATE and flags & NLM_F_ACK
-    assert msg[16] == NFPROTO_INET
-    (table, name, elements) = attrs(msg[20:])
-    assert table == (1, b"mudguard\0") and name == (2, b"dns4_0123456789ab\0")
+                         (("192.0.2.10", "198.51.100.7"), ("192.0.2.10", "198.51.100.8")), 310,
+                         "mudguard_03")
+    msg = encode_newsetelem(cmd, origin=7)
+    assert msg.kind == NFT_MSG_NEWSETELEM and msg.flags & NLM_F_CREATE and msg.origin == 7
+    (table, name, elements) = attrs(msg.body)
+    assert table == (1, b"mudguard_03\0") and name == (2, b"dns4_0123456789ab\0")
     listed = attrs(elements[1])
     assert [k for k, _ in listed] == [1, 1]
     key, timeout, expires = attrs(listed[0][1])

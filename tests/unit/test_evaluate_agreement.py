@@ -260,11 +260,15 @@ def generate_flows(s: Scenario) -> list[Flow]:
 
 class Kernel:
     """Runs one packet through the compiled batch the way nftables would (the subset the
-    compiler emits). Rate limits are assumed not exceeded; logs do nothing."""
+    compiler emits): every table's base chain for the hook in priority order, a drop
+    anywhere final, an accept passing the packet on. Rate limits are assumed not
+    exceeded; logs do nothing."""
 
     def __init__(self, commands: list[dict[str, Any]], dns: dict[str, set[tuple[str, str]]]):
-        self.chains: dict[str, list[list[dict[str, Any]]]] = {}
-        self.maps: dict[str, dict[str, str]] = {}
+        self.chains: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
+        self.base: list[tuple[int, str, str, str, str]] = []  # prio, table, name, hook, policy
+        self.maps: dict[tuple[str, str], dict[str, str]] = {}
+        self.plain: dict[tuple[str, str], set[Any]] = {}
         self.sets = {name: {tuple(map(_canon, pair)) for pair in pairs}
                      for name, pairs in dns.items()}
         for command in commands:
@@ -273,49 +277,66 @@ class Kernel:
     def _load(self, command: dict[str, Any]) -> None:
         (verb, body), = command.items()
         (kind, obj), = body.items()
+        if kind == "table":
+            if verb == "delete":
+                name = obj["name"]
+                for store in (self.chains, self.maps, self.plain):
+                    for key in [k for k in store if k[0] == name]:
+                        del store[key]
+                self.base = [b for b in self.base if b[1] != name]
+            return
+        table = obj["table"]
         if kind == "chain":
             if verb == "add":
-                self.chains.setdefault(obj["name"], [])
+                self.chains.setdefault((table, obj["name"]), [])
+                if "hook" in obj:
+                    self.base.append((obj["prio"], table, obj["name"], obj["hook"],
+                                      obj["policy"]))
+                    self.base.sort()
             elif verb == "flush":
-                self.chains[obj["name"]] = []
+                self.chains[(table, obj["name"])] = []
         elif kind == "rule" and verb == "add":
-            self.chains[obj["chain"]].append(obj["expr"])
+            self.chains[(table, obj["chain"])].append(obj["expr"])
         elif kind == "map" and verb == "add":
-            self.maps.setdefault(obj["name"], {})
-        elif kind == "element" and obj["name"] in self.maps:
+            self.maps.setdefault((table, obj["name"]), {})
+        elif kind == "set" and verb == "add" and "type" in obj \
+                and not isinstance(obj["type"], list):
+            self.plain.setdefault((table, obj["name"]), set())
+        elif kind == "element" and (table, obj["name"]) in self.maps:
             for key, verdict in obj["elem"]:
-                self.maps[obj["name"]][_canon(key)] = verdict["jump"]["target"]
-        elif kind == "table" and verb == "delete":
-            self.chains.clear()
-            self.maps.clear()
+                self.maps[(table, obj["name"])][_canon(key)] = verdict["jump"]["target"]
+        elif kind == "element" and (table, obj["name"]) in self.plain:
+            target = self.plain[(table, obj["name"])]
+            for key in obj["elem"]:
+                (target.add if verb == "add" else target.discard)(_canon(key))
 
     def accepts(self, flow: Flow, gateway: bool, from_gateway: bool) -> bool:
         packet = _packet(flow)
-        if from_gateway:
-            return self._base("output", packet, "accept")
-        return self._base("input" if gateway else "forward", packet,
-                          "accept" if gateway else "drop")
+        hook = "output" if from_gateway else "input" if gateway else "forward"
+        chains = [b for b in self.base if b[3] == hook]
+        assert chains, f"no base chain on {hook}"
+        for _prio, table, name, _hook, policy in chains:
+            verdict = self._run(table, name, packet, 0) or policy
+            if verdict == "drop":
+                return False
+        return True
 
-    def _base(self, chain: str, packet: dict[Any, Any], policy: str) -> bool:
-        verdict = self._run(chain, packet, 0)
-        return (verdict or policy) == "accept"
-
-    def _run(self, chain: str, packet: dict[Any, Any], depth: int) -> str | None:
+    def _run(self, table: str, chain: str, packet: dict[Any, Any], depth: int) -> str | None:
         assert depth < 8
-        for exprs in self.chains[chain]:
-            verdict = self._rule(exprs, packet, depth)
+        for exprs in self.chains[(table, chain)]:
+            verdict = self._rule(table, exprs, packet, depth)
             if verdict == "return":
                 return None
             if verdict is not None:
                 return verdict
         return None
 
-    def _rule(self, exprs: list[dict[str, Any]], packet: dict[Any, Any],
+    def _rule(self, table: str, exprs: list[dict[str, Any]], packet: dict[Any, Any],
               depth: int) -> str | None:
         for expr in exprs:
             (kind, arg), = expr.items()
             if kind == "match":
-                if not self._match(arg, packet):
+                if not self._match(table, arg, packet):
                     return None
             elif kind == "limit":
                 if arg.get("inv"):
@@ -325,14 +346,15 @@ class Kernel:
             elif kind in ("accept", "drop", "return"):
                 return kind
             elif kind == "jump":
-                verdict = self._run(arg["target"], packet, depth + 1)
+                verdict = self._run(table, arg["target"], packet, depth + 1)
                 if verdict is not None:
                     return verdict
             elif kind == "vmap":
                 key = self._value(arg["key"], packet)
-                target = self.maps[arg["data"].lstrip("@")].get(_canon(key)) if key else None
+                entries = self.maps[(table, arg["data"].lstrip("@"))]
+                target = entries.get(_canon(key)) if key else None
                 if target is not None:
-                    verdict = self._run(target, packet, depth + 1)
+                    verdict = self._run(table, target, packet, depth + 1)
                     if verdict is not None:
                         return verdict
             else:
@@ -353,15 +375,19 @@ class Kernel:
             return None if flags is None else frozenset(flags) & frozenset(arg[1])
         raise AssertionError(f"interpreter does not know {kind!r}")
 
-    def _match(self, match: dict[str, Any], packet: dict[Any, Any]) -> bool:
+    def _match(self, table: str, match: dict[str, Any], packet: dict[Any, Any]) -> bool:
         value = self._value(match["left"], packet)
         if value is None:
             return False  # nft's implicit protocol dependency: no such header, no match
         right, op = match["right"], match["op"]
         if isinstance(right, str) and right.startswith("@"):
             name = right[1:]
-            hit = (_canon(value) in self.maps[name] if name in self.maps
-                   else tuple(map(_canon, value)) in self.sets.get(name, set()))
+            if (table, name) in self.maps:
+                hit = _canon(value) in self.maps[(table, name)]
+            elif (table, name) in self.plain:
+                hit = _canon(value) in self.plain[(table, name)]
+            else:
+                hit = tuple(map(_canon, value)) in self.sets.get(name, set())
         elif isinstance(value, frozenset):
             hit = value == frozenset([right] if isinstance(right, str) else right)
         else:

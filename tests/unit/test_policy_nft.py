@@ -18,7 +18,11 @@ from mudguard.mud import Direction, Forwarding, PortMatch, PortOperator, parse_m
 from mudguard.policy import (
     GW_DISPATCH,
     IN_DISPATCH4,
+    KNOWN_MACS,
+    MANAGED4,
+    MANAGED6,
     OUT_DISPATCH,
+    SHARDS,
     TABLE,
     DeviceFacts,
     DevicePolicy,
@@ -36,6 +40,8 @@ from mudguard.policy import (
     device_id,
     dns_set_name,
     log_prefix,
+    shard_names,
+    shard_table,
 )
 from mudguard.policy._nft import sanitise_comment
 from tests.conftest import CORPUS
@@ -85,16 +91,31 @@ def corpus_policies() -> Iterator[tuple[str, DevicePolicy]]:
 
 def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     cmds = compile_base(CTX)
-    chains = {c["add"]["chain"]["name"]: c["add"]["chain"] for c in cmds
-              if "chain" in c.get("add", {})}
-    assert chains["forward"]["policy"] == "drop"
-    maps = {c["add"]["map"]["name"] for c in cmds if "map" in c.get("add", {})}
-    assert maps == {"out_dispatch", "gw_dispatch", "in_dispatch4", "in_dispatch6"}
-    forward = [c["add"]["rule"]["expr"] for c in cmds
-               if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == "forward"]
+    chains = {(c["add"]["chain"]["table"], c["add"]["chain"]["name"]): c["add"]["chain"]
+              for c in cmds if "chain" in c.get("add", {})}
+    assert chains[(TABLE, "forward")]["policy"] == "drop"
+    # The main table decides after every shard (a shard's drop is final, its accept not).
+    for shard in shard_names():
+        assert chains[(shard, "forward")]["policy"] == "accept"
+        assert chains[(shard, "forward")]["prio"] < chains[(TABLE, "forward")]["prio"]
+        assert chains[(shard, "input")]["prio"] < chains[(TABLE, "input")]["prio"]
+    assert len(shard_names()) == SHARDS
+    maps = {(c["add"]["map"]["table"], c["add"]["map"]["name"]) for c in cmds
+            if "map" in c.get("add", {})}
+    assert maps == {(shard, m) for shard in shard_names()
+                    for m in ("out_dispatch", "gw_dispatch", "in_dispatch4", "in_dispatch6")}
+    sets = {c["add"]["set"]["name"] for c in cmds if "set" in c.get("add", {})}
+    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6}
+
+    def rules(table: str, chain: str) -> list[list[dict[str, object]]]:
+        return [c["add"]["rule"]["expr"] for c in cmds if "rule" in c.get("add", {})
+                and (c["add"]["rule"]["table"], c["add"]["rule"]["chain"]) == (table, chain)]
+
+    forward = rules(TABLE, "forward")
     assert forward[0][-1] == {"accept": None}  # established first
     assert {"drop": None} in forward[2]  # unknown LAN MACs: nothing forwarded
-    assert [e for e in forward[3] if "vmap" in e]
+    assert forward[2][1]["match"]["right"] == "@" + KNOWN_MACS
+    assert [e for e in rules(shard_names()[0], "forward")[2] if "vmap" in e]
 
 
 def test_every_corpus_file_compiles_deterministically_with_our_names_only() -> None:
@@ -160,6 +181,13 @@ def test_device_chains_shape() -> None:
     assert gw[0]["comment"].startswith("the portal")
     elements = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in cmds
                 if "element" in c.get("add", {})}
+    tables = {c["add"]["element"]["name"]: c["add"]["element"]["table"] for c in cmds
+              if "element" in c.get("add", {})}
+    assert tables[OUT_DISPATCH] == tables[IN_DISPATCH4] == shard_table(MAC)
+    assert tables[KNOWN_MACS] == tables[MANAGED4] == TABLE
+    assert elements[KNOWN_MACS] == [MAC] and elements[MANAGED4] == ["192.0.2.10"]
+    assert {r["table"] for kind in ("out", "in", "gw") for r in rules_in(cmds, kind)} == {
+        shard_table(MAC)}
     assert elements[OUT_DISPATCH] == [[MAC, {"jump": {"target": device_chain(MAC, "out")}}]]
     assert elements[GW_DISPATCH] == [[MAC, {"jump": {"target": device_chain(MAC, "gw")}}]]
     assert elements[IN_DISPATCH4] == [["192.0.2.10", {"jump": {"target":
@@ -236,7 +264,9 @@ def test_update_unmaps_stale_addresses_and_fingerprint_changes() -> None:
     moved = policy_of(ipv4=("192.0.2.99",))
     cmds, second = compile_device_record(moved, CTX, previous=first)
     deletes = [c["delete"]["element"] for c in cmds if "delete" in c]
-    assert deletes == [{"family": "inet", "table": TABLE, "name": IN_DISPATCH4,
+    assert deletes == [{"family": "inet", "table": shard_table(MAC), "name": IN_DISPATCH4,
+                        "elem": ["192.0.2.10"]},
+                       {"family": "inet", "table": TABLE, "name": MANAGED4,
                         "elem": ["192.0.2.10"]}]
     assert first.fingerprint != second.fingerprint
     assert rules_in(cmds, "out")[-1]["comment"] == f"policy {second.fingerprint}"

@@ -73,7 +73,7 @@ import dns.rdatatype
 import dns.rrset
 
 from mudguard.policy._model import DevicePolicy
-from mudguard.policy._names import dns_set_name
+from mudguard.policy._names import dns_set_name, shard_table
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class ForwardUpstream:
 
 @dataclass(frozen=True, slots=True)
 class AddSetElements:
-    """Add (device address, answer address) pairs to a table-wide nft set.
+    """Add (device address, answer address) pairs to an nft set of the device's shard.
 
     All commands of one answer share ``token``; apply them (ideally in one
     batch), then call ``DnsGuard.fill_done(token, ok, now)`` exactly once.
@@ -114,6 +114,7 @@ class AddSetElements:
     family: int
     elements: tuple[tuple[str, str], ...]
     timeout_s: int
+    table: str  # the asking device's shard table (``policy.shard_table``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,7 @@ class GuardConfig:
 class _Device:
     addresses: frozenset[str]
     names: frozenset[str]
+    table: str
 
 
 @dataclass(slots=True)
@@ -281,7 +283,7 @@ class DnsGuard:
     # ----------------------------------------------------------------- policy
 
     def update_device(self, device: str, addresses: Iterable[str],
-                      allowed_names: Iterable[str]) -> None:
+                      allowed_names: Iterable[str], *, table: str | None = None) -> None:
         """Set (or replace) what one device may resolve into its sets.
 
         Args:
@@ -290,6 +292,8 @@ class DnsGuard:
                 element per IPv4 address, an AAAA answer one per IPv6 address,
                 whichever family the query came over.
             allowed_names: its profile's DNS names (``DevicePolicy.dns_names()``).
+            table: the nft table holding its DNS sets; by default its shard's
+                (``policy.shard_table(device)``: ``device`` is then its MAC).
 
         An address another device held moves to this one (a lease handed on: the
         newest policy wins, as in the ``Enforcer``); the other device keeps the rest.
@@ -302,17 +306,20 @@ class DnsGuard:
             owner = self._by_address.get(address)
             if owner is not None and owner != device:
                 old = self._devices[owner]
-                self._devices[owner] = _Device(old.addresses - {address}, old.names)
+                self._devices[owner] = _Device(old.addresses - {address}, old.names, old.table)
                 log.info("address %s moved to another device", address)
         self.remove_device(device)
-        self._devices[device] = _Device(canon, frozenset(normalise_name(n) for n in allowed_names))
+        self._devices[device] = _Device(canon, frozenset(normalise_name(n) for n in allowed_names),
+                                        table or shard_table(device))
         for address in canon:
             self._by_address[address] = device
 
     def apply_policy(self, policy: DevicePolicy) -> None:
         """Feed one device's decided policy: its addresses and its DNS names."""
         facts = policy.device
-        self.update_device(facts.mac.lower(), (*facts.ipv4, *facts.ipv6), policy.dns_names())
+        mac = facts.mac.lower()
+        self.update_device(mac, (*facts.ipv4, *facts.ipv6), policy.dns_names(),
+                           table=shard_table(mac))
 
     def remove_device(self, device: str) -> None:
         """Forget a device: its later queries resolve but grant nothing."""
@@ -321,9 +328,10 @@ class DnsGuard:
             for address in old.addresses:
                 self._by_address.pop(address, None)
 
-    def update_client(self, address: str, allowed_names: Iterable[str]) -> None:
+    def update_client(self, address: str, allowed_names: Iterable[str], *,
+                      table: str | None = None) -> None:
         """``update_device`` for a device known by one address only."""
-        self.update_device(address, (address,), allowed_names)
+        self.update_device(address, (address,), allowed_names, table=table)
 
     def remove_client(self, address: str) -> None:
         """``remove_device`` for a device registered with ``update_client``."""
@@ -511,10 +519,10 @@ class DnsGuard:
         self._next_token += 1
         commands: list[Command] = []
         expiries: dict[tuple[str, str, str], float] = {}
-        for name, family, elements, timeout in fills:
+        for name, family, elements, timeout, table in fills:
             timeout = self._never_shorter(name, elements, timeout, source.now)
             expiries.update({(name, d, r): source.now + timeout for d, r in elements})
-            commands.append(AddSetElements(token, name, family, elements, timeout))
+            commands.append(AddSetElements(token, name, family, elements, timeout, table))
         self._pending[token] = _PendingFill(client, query, wire, tcp, expiries)
         self.counters.fills += 1
         return commands
@@ -569,7 +577,7 @@ class DnsGuard:
 
     def _fills(self, client_address: str, query: dns.message.Message, chain_names: list[str],
                addresses: list[IpAddress],
-               ttl: int) -> list[tuple[str, int, tuple[tuple[str, str], ...], int]]:
+               ttl: int) -> list[tuple[str, int, tuple[tuple[str, str], ...], int, str]]:
         if not self.config.insert or not addresses:
             return []
         device_key = self._by_address.get(_canon(client_address))
@@ -586,7 +594,8 @@ class DnsGuard:
         elements = tuple((m, str(a)) for m in mine for a in addresses)
         timeout = (min(max(ttl, self.config.min_timeout_s), self.config.max_timeout_s)
                    + self.config.grace_s)
-        return [(dns_set_name(name, family), family, elements, timeout) for name in granted]
+        return [(dns_set_name(name, family), family, elements, timeout, device.table)
+                for name in granted]
 
     def _render(self, query: dns.message.Message, response: dns.message.Message, age: int,
                 answer_cap: int, tcp: bool) -> bytes:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections.abc import Iterable, Sequence
@@ -47,7 +48,6 @@ from mudguard.dns.core import (
     GuardConfig,
     SendAnswer,
 )
-from mudguard.policy._names import TABLE
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class SetFiller(Protocol):
         """Apply all of ``commands`` in one transaction."""
 
 
-def element_batch(commands: Iterable[AddSetElements], table: str = TABLE) -> list[dict[str, Any]]:
+def element_batch(commands: Iterable[AddSetElements]) -> list[dict[str, Any]]:
     """libnftables JSON that adds (or refreshes) the elements of ``commands``.
 
     ``expires`` is set along with ``timeout``: re-adding an element that exists
@@ -75,16 +75,15 @@ def element_batch(commands: Iterable[AddSetElements], table: str = TABLE) -> lis
     for cmd in commands:
         elems = [{"elem": {"val": {"concat": [device, remote]}, "timeout": cmd.timeout_s,
                            "expires": cmd.timeout_s}} for device, remote in cmd.elements]
-        batch.append({"add": {"element": {"family": "inet", "table": table,
+        batch.append({"add": {"element": {"family": "inet", "table": cmd.table,
                                           "name": cmd.set_name, "elem": elems}}})
     return batch
 
 
 class NftSetFiller:
-    """``SetFiller`` for the ``inet mudguard`` table's DNS sets.
+    """``SetFiller`` for the DNS sets of the device shards (each command names its table).
 
     Args:
-        table: the table holding the sets.
         via: ``"netlink"`` (default): one nfnetlink batch per answer
             (``dns.netlink.NetlinkSetFiller``), whose cost does not grow with the
             ruleset; its socket is opened on first use, in the namespace of the thread
@@ -92,35 +91,33 @@ class NftSetFiller:
             through ``enforce.nft.Nft`` (4–5 ms per answer with 1,000 devices installed).
     """
 
-    def __init__(self, table: str = TABLE, via: str = "netlink") -> None:
+    def __init__(self, via: str = "netlink") -> None:
         if via not in ("netlink", "libnftables"):
             raise ValueError(f"via must be 'netlink' or 'libnftables', got {via!r}")
-        self._table = table
         self._via = via
         self.inline_ok = via == "netlink"
         """True when a fill is cheap enough to run on the event loop."""
         self._impl: SetFiller | None = None
         if via == "libnftables":
-            self._impl = _LibnftablesFiller(table)
+            self._impl = _LibnftablesFiller()
 
     def fill(self, commands: Sequence[AddSetElements]) -> None:
         """Apply all of ``commands`` in one kernel transaction (raises on refusal)."""
         if self._impl is None:
             from mudguard.dns.netlink import NetlinkSetFiller
 
-            self._impl = NetlinkSetFiller(self._table)
+            self._impl = NetlinkSetFiller()
         self._impl.fill(commands)
 
 
 class _LibnftablesFiller:
-    def __init__(self, table: str) -> None:
+    def __init__(self) -> None:
         from mudguard.enforce.nft import Nft
 
-        self._nft = Nft()
-        self._table = table
+        self._nft = Nft(netlink=False)  # the reference path, for comparisons
 
     def fill(self, commands: Sequence[AddSetElements]) -> None:
-        self._nft.apply(element_batch(commands, self._table))
+        self._nft.apply(element_batch(commands))
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,11 +404,14 @@ class DnsServer:
 # --------------------------------------------------------------------------- stand-alone
 
 
-def load_policy_file(path: str) -> tuple[GuardConfig, list[tuple[str, list[str], list[str]]]]:
+def load_policy_file(path: str) -> tuple[GuardConfig,
+                                          list[tuple[str, list[str], list[str], str | None]]]:
     """Read a guard's configuration and devices from a JSON file.
 
     Format: ``{"lan_prefixes": [...], "gateway_addresses": [...], "config": {GuardConfig
-    fields}, "devices": [{"id": "...", "addresses": [...], "names": [...]}]}``.
+    fields}, "devices": [{"id": "...", "addresses": [...], "names": [...], "table": "..."}]}``;
+    ``table`` (optional) is the nft table holding the device's DNS sets, by default the
+    shard of ``id`` taken as a MAC (``policy.shard_table``).
 
     Raises:
         ValueError: the file is not valid JSON of that shape (the message says where).
@@ -436,8 +436,12 @@ def load_policy_file(path: str) -> tuple[GuardConfig, list[tuple[str, list[str],
     for i, dev in enumerate(data.get("devices", [])):
         if not isinstance(dev, dict) or not isinstance(dev.get("id"), str):
             raise ValueError(f"policy file: devices[{i}] needs an 'id' string")
+        table = dev.get("table")
+        if table is not None and not (isinstance(table, str)
+                                      and re.fullmatch(r"[A-Za-z0-9_]{1,64}", table)):
+            raise ValueError(f"policy file: devices[{i}].table is not a table name")
         devices.append((dev["id"], [str(a) for a in dev.get("addresses", [])],
-                        [str(n) for n in dev.get("names", [])]))
+                        [str(n) for n in dev.get("names", [])], table))
     return config, devices
 
 
@@ -467,8 +471,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config, devices = load_policy_file(args.policy)
         guard = DnsGuard(config)
-        for device, addresses, names in devices:
-            guard.update_device(device, addresses, names)
+        for device, addresses, names, table in devices:
+            guard.update_device(device, addresses, names, table=table)
     except (OSError, ValueError, TypeError) as exc:
         parser.exit(2, f"mudguard.dns.server: {exc}\n")
 

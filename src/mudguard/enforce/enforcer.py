@@ -1,4 +1,4 @@
-"""Adapter: keep the kernel's ``inet mudguard`` table equal to the home's policies.
+"""Adapter: keep the kernel's ``inet mudguard`` tables equal to the home's policies.
 
 Theory of operation. The ``Enforcer`` owns one ``Nft`` handle and a record of
 what it installed (``Installed`` per device). It never reads the ruleset back
@@ -9,15 +9,15 @@ accepted the batch (firewalld's order). If a device's addresses or MUD URL
 change, the devices whose rules name it (same-manufacturer, manufacturer,
 model) are recompiled in the same batch.
 
-Fail closed: ``install_home`` replaces the whole table in one transaction whose
-base chains drop everything from unknown LAN devices; a device update swaps its
-chains atomically, so a packet sees the old policy or the new one, never a gap
-and never more than either.
+Fail closed: ``install_home`` replaces the main and shard tables in one
+transaction whose base chains drop everything from unknown LAN devices; a device
+update swaps its chains atomically, so a packet sees the old policy or the new
+one, never a gap and never more than either.
 
 ``reconcile(policies)`` is for start-up after a crash or restart: it reads the
-table back once, compares it with what the policies compile to (chain
-presence, rule counts, the fingerprint comment, map entries), and repairs only
-what differs; a missing or foreign base table is reinstalled whole.
+tables back once, compares them with what the policies compile to (chain
+presence, rule counts, the fingerprint comment, map and main-set entries), and
+repairs only what differs; a missing or foreign base is reinstalled whole.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -37,6 +38,9 @@ from mudguard.policy import (
     GW_DISPATCH,
     IN_DISPATCH4,
     IN_DISPATCH6,
+    KNOWN_MACS,
+    MANAGED4,
+    MANAGED6,
     OUT_DISPATCH,
     TABLE,
     DeviceFacts,
@@ -52,9 +56,12 @@ from mudguard.policy import (
     device_chain,
     fingerprint_comment,
     identity_refs,
+    main_set_element,
     map_element,
     peer_refs,
     remove_device_commands,
+    shard_names,
+    shard_table,
 )
 
 log = logging.getLogger(__name__)
@@ -123,6 +130,9 @@ class Enforcer:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
         self._owner: dict[str, str] = {}  # address -> MAC whose in chain it maps to
+        # shard table -> DNS set name -> how many installed devices reference it; kept
+        # with ``_entries`` so an update costs the same whatever the home's size.
+        self._dns_refs: dict[str, Counter[str]] = {}
 
     # -- state ------------------------------------------------------------------------------
 
@@ -154,15 +164,15 @@ class Enforcer:
         context = self._context_with(p.device for p in policies)
         cmds = compile_base(context)
         entries: dict[str, _Entry] = {}
-        sets: set[str] = set()
+        sets: dict[str, set[str]] = {}
         for policy in policies:
-            device_cmds, record = compile_device_record(policy, context, existing_sets=sets)
-            sets.update(record.dns_sets)
+            in_shard = sets.setdefault(shard_table(policy.device.mac), set())
+            device_cmds, record = compile_device_record(policy, context, existing_sets=in_shard)
+            in_shard.update(record.dns_sets)
             cmds += device_cmds
             entries[record.mac] = _Entry(policy=policy, installed=record)
         self._nft.apply(cmds)
-        self._entries = entries
-        self._reindex()
+        self._set_entries(entries)
         self._setup_lan()
 
     # -- one device ---------------------------------------------------------------------------
@@ -188,21 +198,21 @@ class Enforcer:
         cmds: list[NftCommand] = self._steal_addresses(policy.device)
         device_cmds, record = compile_device_record(
             policy, context, previous=old.installed if old else None,
-            existing_sets=self._sets())
+            existing_sets=self._sets(shard_table(mac)))
         cmds += device_cmds
         updates = {mac: _Entry(policy=policy, installed=record, mud=mud, grants=tuple(grants))}
         if old is None or _identity(old.policy.device) != _identity(policy.device):
             updates.update(self._recompile_dependents(policy.device, context, cmds))
         self._nft.apply(cmds)
         self._drop_stolen(record)
-        self._entries.update(updates)
-        before = set(self._owner)
-        if old is not None:
-            for address in old.installed.ipv4 + old.installed.ipv6:
-                self._owner.pop(address, None)
-        for address in record.ipv4 + record.ipv6:
+        self._update_entries(updates)
+        before = set(old.installed.ipv4 + old.installed.ipv6) if old is not None else set()
+        for address in before:
+            self._owner.pop(address, None)
+        after = set(record.ipv4 + record.ipv6)
+        for address in after:
             self._owner[address] = mac
-        self._sync_proxies(before, set(self._owner))
+        self._sync_proxies(after - before, before - after)
 
     def remove_device(self, mac: str) -> None:
         """Remove every rule and map entry of the device (idempotent)."""
@@ -215,18 +225,45 @@ class Enforcer:
         context = self._context_with([], replacing=mac)
         updates = self._recompile_dependents(gone, context, cmds)
         self._nft.apply(cmds)
-        del self._entries[mac]
-        self._entries.update(updates)
-        before = set(self._owner)
+        self._unindex(self._entries.pop(mac))
+        self._update_entries(updates)
+        freed: set[str] = set()
         for address in entry.installed.ipv4 + entry.installed.ipv6:
             if self._owner.get(address) == mac:
                 del self._owner[address]
-        self._sync_proxies(before, set(self._owner))
+                freed.add(address)
+        self._sync_proxies(set(), freed)
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _sets(self) -> set[str]:
-        return {name for e in self._entries.values() for name in e.installed.dns_sets}
+    def _sets(self, table: str) -> Collection[str]:
+        """The DNS sets installed in one shard table."""
+        return self._dns_refs.get(table, {}).keys()
+
+    def _set_entries(self, entries: dict[str, _Entry]) -> None:
+        """Replace the whole record (install, reconcile) and rebuild its indexes."""
+        self._entries = {}
+        self._dns_refs = {}
+        self._update_entries(entries)
+        self._reindex()
+
+    def _update_entries(self, updates: dict[str, _Entry]) -> None:
+        """Record new entries for some devices, keeping the DNS-set index in step."""
+        for mac, entry in updates.items():
+            old = self._entries.get(mac)
+            if old is not None:
+                self._unindex(old)
+            self._entries[mac] = entry
+            refs = self._dns_refs.setdefault(entry.installed.table, Counter())
+            refs.update(entry.installed.dns_sets)
+
+    def _unindex(self, entry: _Entry) -> None:
+        refs = self._dns_refs.get(entry.installed.table)
+        if refs is not None:
+            refs.subtract(entry.installed.dns_sets)
+            for name in entry.installed.dns_sets:
+                if refs[name] <= 0:
+                    del refs[name]
 
     def _context_with(self, devices: Iterable[DeviceFacts], *,
                       replacing: str | None = None) -> HomeContext:
@@ -243,9 +280,9 @@ class Enforcer:
             self._lan.setup()
         except LanIsolationError as exc:
             log.error("LAN isolation failed; lateral traffic may bypass the rules: %s", exc)
-        self._sync_proxies(set(), set(self._owner))
+        self._sync_proxies(set(self._owner), set())
 
-    def _sync_proxies(self, before: set[str], after: set[str]) -> None:
+    def _sync_proxies(self, added: set[str], removed: set[str]) -> None:
         """Keep the LAN's proxy-ND entries equal to the installed IPv6 addresses.
 
         After the kernel accepted the rules; a failure here only costs IPv6 lateral
@@ -254,10 +291,10 @@ class Enforcer:
         if self._lan is None:
             return
         try:
-            for address in sorted(after - before):
+            for address in sorted(added):
                 if ":" in address:
                     self._lan.add_proxy(address)
-            for address in sorted(before - after):
+            for address in sorted(removed):
                 if ":" in address:
                     self._lan.remove_proxy(address)
         except LanIsolationError as exc:
@@ -270,13 +307,15 @@ class Enforcer:
     def _steal_addresses(self, device: DeviceFacts) -> list[NftCommand]:
         """Unmap addresses that another device held before (DHCP gave them out again)."""
         mac = device.mac.lower()
-        lost4 = sorted(a for a in _canon(device.ipv4) if self._owner.get(a, mac) != mac)
-        lost6 = sorted(a for a in _canon(device.ipv6) if self._owner.get(a, mac) != mac)
         cmds: list[NftCommand] = []
-        if lost4:
-            cmds.append(map_element("delete", IN_DISPATCH4, lost4, None))
-        if lost6:
-            cmds.append(map_element("delete", IN_DISPATCH6, lost6, None))
+        for addresses, dispatch in ((device.ipv4, IN_DISPATCH4), (device.ipv6, IN_DISPATCH6)):
+            lost: dict[str, list[str]] = {}  # the previous holder's shard -> addresses
+            for address in _canon(addresses):
+                owner = self._owner.get(address, mac)
+                if owner != mac:
+                    lost.setdefault(shard_table(owner), []).append(address)
+            for table, keys in sorted(lost.items()):
+                cmds.append(map_element("delete", dispatch, sorted(keys), None, table=table))
         return cmds
 
     def _drop_stolen(self, record: Installed) -> None:
@@ -298,9 +337,9 @@ class Enforcer:
         for mac, entry in self._entries.items():
             if mac == changed.mac.lower() or not (entry.refs & keys):
                 continue
-            device_cmds, record = compile_device_record(entry.policy, context,
-                                                        previous=entry.installed,
-                                                        existing_sets=self._sets())
+            device_cmds, record = compile_device_record(
+                entry.policy, context, previous=entry.installed,
+                existing_sets=self._sets(entry.installed.table))
             cmds += device_cmds
             updates[mac] = dataclasses.replace(entry, installed=record)
         return updates
@@ -310,13 +349,14 @@ class Enforcer:
     def reconcile(self, policies: Iterable[DevicePolicy]) -> ReconcileReport:
         """Make the kernel match ``policies`` after a restart; repair only what differs.
 
-        Reads the table back once (slow on big rulesets: start-up only).
+        Reads the tables back once (over nfnetlink: chains, rules, map and set entries).
         """
         policies = list(policies)
         report = ReconcileReport()
         try:
-            items = self._nft.list_json("table", "inet", TABLE)
-        except Exception:  # no table at all (or unreadable): start from scratch
+            items = self._nft.read_tables({TABLE, *shard_names()})
+        except Exception:  # unreadable: start from scratch
+            log.exception("could not read the tables back; reinstalling them")
             items = []
         kernel = _KernelView.parse(items)
         if not kernel.has_base():
@@ -324,7 +364,7 @@ class Enforcer:
             report.reinstalled_table = True
             return report
         context = self._context_with(p.device for p in policies)
-        self._entries = {}
+        self._set_entries({})
         cmds: list[NftCommand] = []
         wanted: dict[str, _Entry] = {}
         for policy in policies:
@@ -341,10 +381,10 @@ class Enforcer:
         for mac, chains in kernel.foreign_devices(set(wanted)).items():
             cmds += kernel.remove_foreign(mac, chains)
             report.removed_chains.extend(chains)
+        cmds += kernel.stale_main_elements(e.installed for e in wanted.values())
         if cmds:
             self._nft.apply(cmds)
-        self._entries = wanted
-        self._reindex()
+        self._set_entries(wanted)
         self._setup_lan()
         return report
 
@@ -360,41 +400,52 @@ def _canon(addresses: Iterable[str]) -> list[str]:
 
 @dataclass(slots=True)
 class _KernelView:
-    """The parts of a read-back table that reconcile compares."""
+    """The parts of the read-back main and shard tables that reconcile compares."""
 
-    chains: set[str] = field(default_factory=set)
+    chains: dict[str, str] = field(default_factory=dict)  # device chain -> its table
+    base: dict[str, set[str]] = field(default_factory=dict)  # table -> its base chain names
     rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    maps: dict[str, dict[str, str]] = field(default_factory=dict)  # map -> key -> chain
+    maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # -> key -> chain
+    sets: dict[str, set[str]] = field(default_factory=dict)  # main-table set -> elements
 
     @classmethod
     def parse(cls, items: list[dict[str, Any]]) -> _KernelView:
-        """Build the view from ``nft -j list table`` items."""
+        """Build the view from ``nft -j list ruleset`` items (other tables are ignored)."""
         view = cls()
+        ours = {TABLE, *shard_names()}
         for item in items:
-            if "chain" in item:
-                view.chains.add(item["chain"]["name"])
-            elif "rule" in item:
-                view.rules.setdefault(item["rule"]["chain"], []).append(item["rule"])
-            elif "map" in item:
-                entries: dict[str, str] = {}
-                for elem in item["map"].get("elem", []):
-                    key, verdict = elem[0], elem[1]
-                    if isinstance(key, dict):  # {"elem": {"val": ...}} forms
-                        key = key.get("elem", {}).get("val", key)
-                    target = verdict.get("jump", {}).get("target", "")
-                    entries[str(key)] = target
-                view.maps[item["map"]["name"]] = entries
+            kind, body = next(iter(item.items()))
+            if not isinstance(body, dict) or body.get("family") != "inet" \
+                    or body.get("table") not in ours:
+                continue
+            table = body["table"]
+            if kind == "chain" and "hook" in body:
+                view.base.setdefault(table, set()).add(body["name"])
+            elif kind == "chain":
+                view.chains[body["name"]] = table
+            elif kind == "rule":
+                view.rules.setdefault(body["chain"], []).append(body)
+            elif kind == "map":
+                view.maps[(table, body["name"])] = _map_entries(body)
+            elif kind == "set" and table == TABLE:
+                view.sets[body["name"]] = {_element_key(e) for e in body.get("elem", [])}
         return view
 
     def has_base(self) -> bool:
-        """True if the base chains and all four dispatch maps exist."""
-        return ({"forward", "input", "output"} <= self.chains
-                and {OUT_DISPATCH, GW_DISPATCH, IN_DISPATCH4, IN_DISPATCH6} <= set(self.maps))
+        """True if the main table and every shard have their base chains, maps and sets."""
+        if not ({"forward", "input", "output"} <= self.base.get(TABLE, set())
+                and {KNOWN_MACS, MANAGED4, MANAGED6} <= set(self.sets)):
+            return False
+        return all({"forward", "input"} <= self.base.get(shard, set())
+                   and all((shard, m) in self.maps
+                           for m in (OUT_DISPATCH, GW_DISPATCH, IN_DISPATCH4, IN_DISPATCH6))
+                   for shard in shard_names())
 
     def matches(self, record: Installed) -> bool:
-        """True if the kernel holds exactly ``record``'s chains, fingerprint and map entries."""
+        """True if the kernel holds exactly ``record``'s chains, fingerprint and entries."""
         out, inn, gw = record.chains
-        if not {out, inn, gw} <= self.chains:
+        table = record.table
+        if any(self.chains.get(c) != table for c in (out, inn, gw)):
             return False
         counts = tuple(len(self.rules.get(c, [])) for c in (out, inn, gw))
         if counts != record.rule_counts:
@@ -402,21 +453,27 @@ class _KernelView:
         last = self.rules.get(out, [{}])[-1]
         if last.get("comment") != fingerprint_comment(record.fingerprint):
             return False
-        if self.maps[OUT_DISPATCH].get(record.mac) != out:
+        if self.maps[(table, OUT_DISPATCH)].get(record.mac) != out:
             return False
-        if self.maps[GW_DISPATCH].get(record.mac) != gw:
+        if self.maps[(table, GW_DISPATCH)].get(record.mac) != gw:
             return False
-        have4 = {k for k, v in self.maps[IN_DISPATCH4].items() if v == inn}
-        have6 = {k for k, v in self.maps[IN_DISPATCH6].items() if v == inn}
-        return have4 == set(record.ipv4) and have6 == set(record.ipv6)
+        if record.mac not in self.sets[KNOWN_MACS]:
+            return False
+        have4 = {k for k, v in self.maps[(table, IN_DISPATCH4)].items() if v == inn}
+        have6 = {k for k, v in self.maps[(table, IN_DISPATCH6)].items() if v == inn}
+        return (have4 == set(record.ipv4) and have6 == set(record.ipv6)
+                and set(record.ipv4) <= self.sets[MANAGED4]
+                and set(record.ipv6) <= self.sets[MANAGED6])
 
     def installed_guess(self, mac: str) -> Installed:
         """What the kernel holds for ``mac`` (addresses mapped to its in chain)."""
         inn = device_chain(mac, "in")
-        return Installed(mac=mac,
-                         ipv4=tuple(k for k, v in self.maps[IN_DISPATCH4].items() if v == inn),
-                         ipv6=tuple(k for k, v in self.maps[IN_DISPATCH6].items() if v == inn),
-                         dns_sets=())
+        table = shard_table(mac)
+        return Installed(
+            mac=mac,
+            ipv4=tuple(k for k, v in self.maps[(table, IN_DISPATCH4)].items() if v == inn),
+            ipv6=tuple(k for k, v in self.maps[(table, IN_DISPATCH6)].items() if v == inn),
+            dns_sets=())
 
     def unmap_foreign(self, record: Installed, previous: Installed) -> list[NftCommand]:
         """Delete map entries for the device's addresses that point elsewhere or are stale."""
@@ -424,16 +481,21 @@ class _KernelView:
         inn = device_chain(record.mac, "in")
         for name, wanted, old in ((IN_DISPATCH4, record.ipv4, previous.ipv4),
                                   (IN_DISPATCH6, record.ipv6, previous.ipv6)):
-            entries = self.maps[name]
             stale = [a for a in old if a not in wanted]
-            foreign = [a for a in wanted if a in entries and entries[a] != inn]
-            if stale or foreign:
-                cmds.append(map_element("delete", name, sorted(set(stale + foreign)), None))
-                for a in stale + foreign:
-                    entries.pop(a, None)
+            for shard in shard_names():
+                entries = self.maps[(shard, name)]
+                gone = sorted({a for a in stale + list(wanted)
+                               if a in entries and entries[a] != inn}
+                              | {a for a in stale if entries.get(a) == inn})
+                if gone:
+                    cmds.append(map_element("delete", name, gone, None, table=shard))
+                    for a in gone:
+                        entries.pop(a, None)
+        table = record.table
         for name, chain in ((OUT_DISPATCH, record.chains[0]), (GW_DISPATCH, record.chains[2])):
-            if record.mac in self.maps[name] and self.maps[name][record.mac] != chain:
-                cmds.append(map_element("delete", name, [record.mac], None))
+            current = self.maps[(table, name)].get(record.mac)
+            if current is not None and current != chain:
+                cmds.append(map_element("delete", name, [record.mac], None, table=table))
         return cmds
 
     def foreign_devices(self, wanted: set[str]) -> dict[str, list[str]]:
@@ -446,10 +508,40 @@ class _KernelView:
         """Unmap and delete stray device chains."""
         cmds: list[NftCommand] = []
         for chain in chains:
+            table = self.chains[chain]
             for name in (OUT_DISPATCH, GW_DISPATCH, IN_DISPATCH4, IN_DISPATCH6):
-                keys = sorted(k for k, v in self.maps[name].items() if v == chain)
+                entries = self.maps.get((table, name), {})  # the main table has no maps
+                keys = sorted(k for k, v in entries.items() if v == chain)
                 if keys:
-                    cmds.append(map_element("delete", name, keys, None))
-            body = {"family": "inet", "table": TABLE, "name": chain}
+                    cmds.append(map_element("delete", name, keys, None, table=table))
+            body = {"family": "inet", "table": table, "name": chain}
             cmds += [{"flush": {"chain": body}}, {"delete": {"chain": body}}]
         return cmds
+
+    def stale_main_elements(self, wanted: Iterable[Installed]) -> list[NftCommand]:
+        """Delete main-set elements (known MACs, managed addresses) no wanted device holds."""
+        records = list(wanted)
+        keep = {KNOWN_MACS: {r.mac for r in records},
+                MANAGED4: {a for r in records for a in r.ipv4},
+                MANAGED6: {a for r in records for a in r.ipv6}}
+        cmds: list[NftCommand] = []
+        for name, kept in keep.items():
+            stale = sorted(self.sets.get(name, set()) - kept)
+            if stale:
+                cmds.append(main_set_element("delete", name, stale))
+        return cmds
+
+
+def _element_key(elem: Any) -> str:
+    if isinstance(elem, dict):  # {"elem": {"val": ...}} forms
+        elem = elem.get("elem", {}).get("val", elem)
+    return str(elem)
+
+
+def _map_entries(body: dict[str, Any]) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for elem in body.get("elem", []):
+        key, verdict = elem[0], elem[1]
+        target = verdict.get("jump", {}).get("target", "")
+        entries[_element_key(key)] = target
+    return entries

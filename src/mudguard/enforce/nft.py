@@ -1,9 +1,13 @@
 """Adapter: apply libnftables JSON batches to the kernel (one batch, one transaction).
 
-Every change goes through ``Nft.apply(commands)``: the commands are wrapped with
-the metainfo object and handed to libnftables' ``json_cmd`` exactly once, so the
-kernel applies all of them or none (firewalld's ``set_rules``). A failure raises
-``NftError`` with nft's message and the batch.
+Every change goes through ``Nft.apply(commands)``, and the kernel applies all of a
+batch or none of it. A batch within ``bytecode.py``'s vocabulary (what a device
+update sends: its chains, rules, sets, map entries) is translated there and sent
+over ``nfnetlink.py``'s socket, at a cost that does not grow with the ruleset;
+anything else (the base table, base chains, verdict-map rules) and every check
+goes to libnftables' ``json_cmd``, wrapped with the metainfo object (firewalld's
+``set_rules``). A refusal raises ``NftError`` with the kernel's or nft's message
+and the batch.
 
 Runs in the calling process's network namespace; tests enter a namespace with
 ``ip netns exec`` or ``setns`` before constructing it.
@@ -14,9 +18,13 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
+from mudguard.enforce.bytecode import Unsupported, encode_batch
+from mudguard.enforce.nfnetlink import NfnetlinkError, NfnetlinkSocket
+from mudguard.enforce.readback import read_tables
 from mudguard.errors import MudguardError
 
 log = logging.getLogger(__name__)
@@ -37,10 +45,18 @@ class NftError(MudguardError):
 
 
 class Nft:
-    """A libnftables handle that applies JSON batches atomically."""
+    """A libnftables handle (and a netlink socket) that applies JSON batches atomically.
 
-    def __init__(self) -> None:
+    ``netlink=False`` sends every batch through libnftables (the reference path,
+    for comparisons and benchmarks).
+    """
+
+    def __init__(self, *, netlink: bool = True) -> None:
         import nftables  # pip-nftables: loads Debian's libnftables
+
+        self._netlink = NfnetlinkSocket() if netlink else None
+        self._lock = threading.Lock()
+        self.netlink_batches = 0  # batches sent over the socket (tests and benches read it)
 
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
@@ -51,7 +67,7 @@ class Nft:
         self._lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
 
     @classmethod
-    def in_namespace(cls, ns: str) -> Nft:
+    def in_namespace(cls, ns: str, *, netlink: bool = True) -> Nft:
         """A handle bound to network namespace ``ns`` (for tests, the demo, the daemon).
 
         libnftables opens its netlink socket when the context is created, and a
@@ -59,8 +75,6 @@ class Nft:
         on a short-lived thread that first enters ``ns``, and every later call made
         through it, from any thread, acts on ``ns`` only.
         """
-        import threading
-
         from mudguard.vhome._netns import enter
 
         box: dict[str, Nft | BaseException] = {}
@@ -68,7 +82,7 @@ class Nft:
         def make() -> None:
             try:
                 enter(ns)
-                box["nft"] = cls()
+                box["nft"] = cls(netlink=netlink)
             except BaseException as exc:  # re-raised in the caller's thread
                 box["error"] = exc
 
@@ -92,16 +106,54 @@ class Nft:
         """
         if not commands:
             return
-        batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
-        self._set_dry_run(check_only)
-        try:
-            rc, _output, error = self._nft.json_cmd(batch)
-        finally:
-            self._set_dry_run(False)
+        with self._lock:
+            if not check_only and self._send_netlink(commands):
+                return
+            batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
+            self._set_dry_run(check_only)
+            try:
+                rc, _output, error = self._nft.json_cmd(batch)
+            finally:
+                self._set_dry_run(False)
         if rc != 0:
             raise NftError(rc, error, commands)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("applied %d nft commands: %s", len(commands), json.dumps(commands))
+
+    def _send_netlink(self, commands: Sequence[NftCommand]) -> bool:
+        """Send the batch over nfnetlink; False if it is outside the translator's vocabulary."""
+        if self._netlink is None:
+            return False
+        try:
+            messages = encode_batch(commands)
+        except Unsupported as why:
+            log.debug("batch through libnftables: %s", why)
+            return False
+        try:
+            self._netlink.send_batch(messages)
+        except NfnetlinkError as exc:
+            raise NftError(exc.code, f"{exc}: {json.dumps(commands[exc.origin])}",
+                           commands) from exc
+        self.netlink_batches += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("applied %d nft commands over netlink", len(commands))
+        return True
+
+    def read_tables(self, tables: Collection[str]) -> list[dict[str, Any]]:
+        """Chains, rules, maps and plain sets of these ``inet`` tables, as listing items.
+
+        Over nfnetlink when this handle has a socket (milliseconds, where libnftables'
+        listing takes seconds on a large home), else through ``list ruleset``.
+        """
+        with self._lock:
+            if self._netlink is not None:
+                return read_tables(self._netlink, tables)
+        items = []
+        for item in self.list_json("ruleset"):
+            body = next(iter(item.values()), None)
+            if isinstance(body, dict) and body.get("table") in tables:
+                items.append(item)
+        return items
 
     def list_json(self, *what: str) -> list[dict[str, Any]]:
         """Read part of the ruleset back (e.g. ``"table", "inet", "mudguard"``).

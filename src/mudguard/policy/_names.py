@@ -7,10 +7,19 @@ without sharing state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 TABLE = "mudguard"
-"""The one ``inet`` table that holds all of mudguard's rules."""
+"""The main ``inet`` table: base chains after the shards, known devices, the default drop."""
+
+SHARDS = 16
+"""Device tables. The kernel re-validates a whole table (every chain reachable from
+its base chains) at each commit that adds a rule, so a device update in one table
+holding every device would cost time in proportion to the home. Devices are spread
+over ``SHARDS`` tables by a hash of their MAC: an update re-validates one shard.
+Every packet passes each shard's base chain once (their first rule accepts
+established traffic), a cost fixed by ``SHARDS``, not by the number of devices."""
 
 
 def _digest(text: str, length: int = 12) -> str:
@@ -20,6 +29,29 @@ def _digest(text: str, length: int = 12) -> str:
 def device_id(mac: str) -> str:
     """A short stable id for a device, from its MAC (lower-case, colon separated)."""
     return _digest("device:" + mac.lower())
+
+
+def shard_index(mac: str) -> int:
+    """The shard (0..SHARDS-1) that holds a device's chains, maps and DNS sets."""
+    return int(device_id(mac)[:4], 16) % SHARDS
+
+
+@functools.lru_cache(maxsize=65536)
+def shard_table(mac: str) -> str:
+    """The ``inet`` table that holds a device's chains, dispatch entries and DNS sets."""
+    return shard_name(shard_index(mac))
+
+
+def shard_name(index: int) -> str:
+    """The name of shard ``index``'s table."""
+    if not 0 <= index < SHARDS:
+        raise ValueError(f"shard index out of range: {index}")
+    return f"{TABLE}_{index:02d}"
+
+
+def shard_names() -> list[str]:
+    """Every shard table's name, in order."""
+    return [shard_name(i) for i in range(SHARDS)]
 
 
 def dns_set_name(dnsname: str, family: int) -> str:
@@ -44,6 +76,13 @@ def device_chain(mac: str, direction: str) -> str:
         raise ValueError(f"direction must be 'out', 'in' or 'gw', got {direction!r}")
     return f"dev_{device_id(mac)}_{direction}"
 
+
+KNOWN_MACS = "known_macs"
+"""Main-table set: the MAC of every managed device (others are unknown: nothing forwarded)."""
+MANAGED4 = "managed4"
+"""Main-table set: every managed device's IPv4 addresses (its ``in`` chain has run)."""
+MANAGED6 = "managed6"
+"""Main-table set: every managed device's IPv6 addresses."""
 
 OUT_DISPATCH = "out_dispatch"
 """Verdict map: device MAC -> jump to its ``out`` chain (forward hook)."""

@@ -1,18 +1,35 @@
 """Compile device policies to libnftables JSON commands (pure: no I/O, never text).
 
-Theory of operation. One ``inet mudguard`` table holds everything::
+Theory of operation. Devices live in ``SHARDS`` device tables (``inet
+mudguard_00`` …, chosen by a hash of the MAC: ``shard_table``), each with its own
+dispatch maps, device chains and DNS sets, and base chains at priority 0; the main
+``inet mudguard`` table runs after them (priority 10) and decides the rest::
 
-    forward (policy drop)                        input (policy accept)
-      ct state established,related accept          ct state established,related accept
-      ct state invalid drop                        iifname LAN ether saddr vmap @gw_dispatch
-      iifname LAN ether saddr != @out_dispatch drop   iifname LAN <DHCP, ND> accept
-      iifname LAN ether saddr vmap @out_dispatch   iifname LAN drop
-      ip daddr vmap @in_dispatch4                output (policy accept)
-      ip6 daddr vmap @in_dispatch6                 oifname LAN <ICMP redirects> drop
-      iifname LAN accept
+    mudguard_NN forward (policy accept)           mudguard forward (policy drop)
+      ct state established,related accept           ct state established,related accept
+      ct state invalid drop                          ct state invalid drop
+      iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
+      ip daddr vmap @in_dispatch4                    ip daddr @managed4 accept
+      ip6 daddr vmap @in_dispatch6                   ip6 daddr @managed6 accept
+    mudguard_NN input (policy accept)                iifname LAN accept
+      ct state established,related accept         mudguard input (policy accept)
+      iifname LAN ether saddr vmap @gw_dispatch      ct state established,related accept
+                                                     iifname LAN ether saddr @known_macs accept
+                                                     iifname LAN <DHCP, ND> accept
+                                                     iifname LAN drop
+                                                   mudguard output: no ICMP redirects to the LAN
 
-Each managed device has three chains, reached only through the verdict maps, so
-the kernel's per-packet cost does not grow with the number of devices:
+A drop in any table is final and an accept only passes the packet on to the next
+table, so a packet from the LAN is forwarded only if its sender's ``out`` chain let
+it through (its shard) and, when it goes to a managed device, the receiver's ``in``
+chain too (the receiver's shard); the main table then accepts what came from a
+known device or went to a managed address and drops everything else. Why shards:
+the kernel re-validates a whole table at each commit that adds a rule; one table
+per device would put a table's base chain on every packet's path, one table for
+all would make each update cost in proportion to the home.
+
+Each managed device has three chains, reached only through its shard's verdict
+maps, so the kernel's per-packet cost does not grow with the number of devices:
 
 - ``dev_<id>_out``: new-connection rate cap, source-address binding (a device's
   packets must carry its own addresses), its from-device rules (a match
@@ -32,12 +49,13 @@ replies are accepted by conntrack first, which is what ``direction-initiated``
 builds on: a rule whose packets may not open the TCP connection compiles to a
 ``ct direction reply`` match (it can never admit a new connection).
 
-DNS names compile to the table-wide sets ``dns_set_name(name, 4|6)`` of
-``device address . remote address`` pairs; the resolver fills them. Names from a
-MUD file only ever reach a rule's ``comment``, sanitised.
+DNS names compile to the shard-wide sets ``dns_set_name(name, 4|6)`` of
+``device address . remote address`` pairs; the resolver fills the set in the
+asking device's shard. Names from a MUD file only ever reach a rule's
+``comment``, sanitised.
 
 Updating one device re-sends only its chains (add + flush + rules) and its map
-entries, in one batch: the kernel swaps them atomically.
+and main-set entries, in one batch: the kernel swaps them atomically.
 """
 
 from __future__ import annotations
@@ -65,11 +83,16 @@ from mudguard.policy._names import (
     GW_DISPATCH,
     IN_DISPATCH4,
     IN_DISPATCH6,
+    KNOWN_MACS,
+    MANAGED4,
+    MANAGED6,
     OUT_DISPATCH,
     TABLE,
     device_chain,
     dns_set_name,
     log_prefix,
+    shard_names,
+    shard_table,
 )
 
 NftCommand = dict[str, Any]
@@ -147,8 +170,9 @@ def sanitise_comment(text: str) -> str:
     return _COMMENT_UNSAFE.sub("_", text)[:MAX_COMMENT]
 
 
-def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> NftCommand:
-    body: dict[str, Any] = {"family": FAMILY, "table": TABLE, "chain": chain, "expr": exprs}
+def _rule(chain: str, exprs: list[Expr], comment: str | None = None, *,
+          table: str = TABLE) -> NftCommand:
+    body: dict[str, Any] = {"family": FAMILY, "table": table, "chain": chain, "expr": exprs}
     if comment:
         body["comment"] = sanitise_comment(comment)
     return {"add": {"rule": body}}
@@ -345,7 +369,8 @@ def _chain_of(rule: Rule) -> str | None:
     return "out" if rule.direction is Direction.FROM_DEVICE else "in"
 
 
-def _source_binding(device: DeviceFacts, chain: str, *, gateway: bool) -> list[NftCommand]:
+def _source_binding(device: DeviceFacts, chain: str, *, gateway: bool,
+                    table: str) -> list[NftCommand]:
     """Drop packets that do not carry the device's own addresses (anti-spoofing)."""
     cmds: list[NftCommand] = []
     for family, addresses in ((4, device.ipv4), (6, device.ipv6)):
@@ -358,14 +383,16 @@ def _source_binding(device: DeviceFacts, chain: str, *, gateway: bool) -> list[N
             exprs = [_match(_meta("nfproto"), "ipv4" if family == 4 else "ipv6"), {"drop": None}]
         else:
             exprs = [_match(_payload(ip, "saddr"), right, "!="), {"drop": None}]
-        cmds.append(_rule(chain, exprs, f"source must be the device own IPv{family}"))
+        cmds.append(_rule(chain, exprs, f"source must be the device own IPv{family}",
+                          table=table))
     return cmds
 
 
 def _final(chain: str, mac: str, direction: str, context: HomeContext) -> list[NftCommand]:
     log = [{"limit": {"rate": LOG_RATE, "per": "second", "burst": LOG_BURST}},
            {"log": {"prefix": log_prefix(mac, direction), "group": context.log_group}}]
-    return [_rule(chain, log), _rule(chain, [{"drop": None}])]
+    table = shard_table(mac)
+    return [_rule(chain, log, table=table), _rule(chain, [{"drop": None}], table=table)]
 
 
 def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[NftCommand]]:
@@ -373,33 +400,38 @@ def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[N
     device = policy.device
     mac = device.mac.lower()
     names = {kind: device_chain(mac, kind) for kind in CHAIN_KINDS}
+    table = shard_table(mac)
+
+    def add(chain: str, exprs: list[Expr], comment: str | None = None) -> NftCommand:
+        return _rule(chain, exprs, comment, table=table)
+
     chains: dict[str, list[NftCommand]] = {kind: [] for kind in CHAIN_KINDS}
     out, gw = names["out"], names["gw"]
     rate = {"limit": {"rate": context.new_conn_rate, "per": "second",
                       "burst": context.new_conn_burst, "inv": True}}
-    chains["out"].append(_rule(out, [_match(_ct("state"), "new"), rate, {"drop": None}],
-                               "new-connection rate cap"))
-    chains["out"] += _source_binding(device, out, gateway=False)
+    chains["out"].append(add(out, [_match(_ct("state"), "new"), rate, {"drop": None}],
+                             "new-connection rate cap"))
+    chains["out"] += _source_binding(device, out, gateway=False, table=table)
     if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
         ports = sorted(set(context.portal_ports))
         right = ports[0] if len(ports) == 1 else {"set": ports}
-        chains["gw"].append(_rule(gw, [_match(_payload("tcp", "dport"), right), {"drop": None}],
-                                  "the portal is not for managed devices"))
+        chains["gw"].append(add(gw, [_match(_payload("tcp", "dport"), right), {"drop": None}],
+                                "the portal is not for managed devices"))
     early = [r for r in policy.rules if r.any_source and _chain_of(r) == "gw"]
     late = [r for r in policy.rules if r not in early]
     for rule in early:
         for exprs in rule_exprs(rule, device, context):
-            chains["gw"].append(_rule(gw, [*exprs, _verdict(rule, "gw")], rule.origin))
-    chains["gw"] += _source_binding(device, gw, gateway=True)
+            chains["gw"].append(add(gw, [*exprs, _verdict(rule, "gw")], rule.origin))
+    chains["gw"] += _source_binding(device, gw, gateway=True, table=table)
     for rule in late:
         kind = _chain_of(rule)
         if kind is None:
             continue
         for exprs in rule_exprs(rule, device, context):
-            chains[kind].append(_rule(names[kind], [*exprs, _verdict(rule, kind)], rule.origin))
+            chains[kind].append(add(names[kind], [*exprs, _verdict(rule, kind)], rule.origin))
         if kind == "out":
             for exprs in local_rule_exprs(rule, device, context):
-                chains["gw"].append(_rule(gw, [*exprs, _verdict(rule, "gw")], rule.origin))
+                chains["gw"].append(add(gw, [*exprs, _verdict(rule, "gw")], rule.origin))
     chains["out"] += _final(out, mac, "out", context)
     chains["in"] += _final(names["in"], mac, "in", context)
     chains["gw"] += _final(gw, mac, "out", context)
@@ -430,6 +462,11 @@ class Installed:
         """The device's chain names (out, in, gw)."""
         return tuple(device_chain(self.mac, kind) for kind in CHAIN_KINDS)
 
+    @property
+    def table(self) -> str:
+        """The shard table that holds the device's chains, maps entries and DNS sets."""
+        return shard_table(self.mac)
+
 
 def fingerprint_comment(fingerprint: str) -> str:
     """The comment carried by a device's last ``out`` rule."""
@@ -452,25 +489,32 @@ def _canon(addresses: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted({str(ipaddress.ip_address(a)) for a in addresses}))
 
 
-def map_element(cmd: str, map_name: str, keys: Sequence[str], chain: str | None) -> NftCommand:
-    """An ``add``/``delete`` of dispatch-map elements (``chain`` None: keys only)."""
+def map_element(cmd: str, map_name: str, keys: Sequence[str], chain: str | None, *,
+                table: str) -> NftCommand:
+    """An ``add``/``delete`` of dispatch-map elements in a shard (``chain`` None: keys only)."""
     elems: list[Any] = [[k, {"jump": {"target": chain}}] for k in keys] if chain else list(keys)
-    return {cmd: {"element": {"family": FAMILY, "table": TABLE, "name": map_name,
+    return {cmd: {"element": {"family": FAMILY, "table": table, "name": map_name,
                               "elem": elems}}}
 
 
-def dns_set_commands(names: Iterable[str], *,
-                     existing: Collection[str] = ()) -> list[NftCommand]:
-    """``add set`` commands (idempotent) for the table-wide sets of these DNS names.
+def main_set_element(cmd: str, set_name: str, keys: Sequence[str]) -> NftCommand:
+    """An ``add``/``delete`` of elements of a main-table set (``known_macs``, ``managed4/6``)."""
+    return {cmd: {"element": {"family": FAMILY, "table": TABLE, "name": set_name,
+                              "elem": list(keys)}}}
 
-    Sets named in ``existing`` are left out (they are installed already).
+
+def dns_set_commands(names: Iterable[str], *, table: str,
+                     existing: Collection[str] = ()) -> list[NftCommand]:
+    """``add set`` commands (idempotent) for a shard's sets of these DNS names.
+
+    Sets named in ``existing`` are left out (they are installed in ``table`` already).
     """
     cmds: list[NftCommand] = []
     for name in sorted(set(names)):
         for family, addr in ((4, "ipv4_addr"), (6, "ipv6_addr")):
             if dns_set_name(name, family) in existing:
                 continue
-            cmds.append({"add": {"set": {"family": FAMILY, "table": TABLE,
+            cmds.append({"add": {"set": {"family": FAMILY, "table": table,
                                          "name": dns_set_name(name, family),
                                          "type": [addr, addr], "flags": ["timeout"]}}})
     return cmds
@@ -478,14 +522,16 @@ def dns_set_commands(names: Iterable[str], *,
 
 def unmap_commands(previous: Installed, *, keep4: Iterable[str] = (),
                    keep6: Iterable[str] = ()) -> list[NftCommand]:
-    """Delete a device's address entries from the in-dispatch maps, except ``keep``."""
+    """Delete a device's address entries (its shard's in-dispatch maps, the main table's
+    managed sets), except ``keep``."""
     cmds: list[NftCommand] = []
     gone4 = sorted(set(previous.ipv4) - set(keep4))
     gone6 = sorted(set(previous.ipv6) - set(keep6))
-    if gone4:
-        cmds.append(map_element("delete", IN_DISPATCH4, gone4, None))
-    if gone6:
-        cmds.append(map_element("delete", IN_DISPATCH6, gone6, None))
+    for gone, dispatch, managed in ((gone4, IN_DISPATCH4, MANAGED4),
+                                    (gone6, IN_DISPATCH6, MANAGED6)):
+        if gone:
+            cmds.append(map_element("delete", dispatch, gone, None, table=previous.table))
+            cmds.append(main_set_element("delete", managed, gone))
     return cmds
 
 
@@ -507,7 +553,7 @@ def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
     The base table (``compile_base``) must already be installed. ``previous`` is
     what was installed for this device before: its stale addresses are unmapped,
     and map entries it already has are not sent again. ``existing_sets`` are DNS
-    sets already in the table. Each chain is added, flushed and refilled in the
+    sets already in the device's shard table. Each chain is added, flushed and refilled in the
     same batch, so the kernel swaps the old rules for the new ones atomically.
 
     Sending only what changed matters for speed: libnftables fetches the elements
@@ -524,82 +570,123 @@ def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
     record = Installed(mac=mac, ipv4=ipv4, ipv6=ipv6, dns_sets=tuple(sets),
                        fingerprint=fingerprint,
                        rule_counts=(len(rules["out"]), len(rules["in"]), len(rules["gw"])))
+    table = record.table
     cmds: list[NftCommand] = []
     if previous is not None:
         cmds += unmap_commands(previous, keep4=record.ipv4, keep6=record.ipv6)
-    cmds += dns_set_commands(policy.dns_names(), existing=existing_sets)
+    cmds += dns_set_commands(policy.dns_names(), table=table, existing=existing_sets)
     for kind in CHAIN_KINDS:
         name = device_chain(mac, kind)
-        cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
-        cmds.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
+        cmds.append({"add": {"chain": {"family": FAMILY, "table": table, "name": name}}})
+        cmds.append({"flush": {"chain": {"family": FAMILY, "table": table, "name": name}}})
         cmds += rules[kind]
     known = previous is not None and previous.mac == mac
     if not known:
-        cmds.append(map_element("add", OUT_DISPATCH, [mac], device_chain(mac, "out")))
-        cmds.append(map_element("add", GW_DISPATCH, [mac], device_chain(mac, "gw")))
+        cmds.append(map_element("add", OUT_DISPATCH, [mac], device_chain(mac, "out"),
+                                table=table))
+        cmds.append(map_element("add", GW_DISPATCH, [mac], device_chain(mac, "gw"), table=table))
+        cmds.append(main_set_element("add", KNOWN_MACS, [mac]))
     new4 = [a for a in record.ipv4 if not (known and previous and a in previous.ipv4)]
     new6 = [a for a in record.ipv6 if not (known and previous and a in previous.ipv6)]
-    if new4:
-        cmds.append(map_element("add", IN_DISPATCH4, new4, device_chain(mac, "in")))
-    if new6:
-        cmds.append(map_element("add", IN_DISPATCH6, new6, device_chain(mac, "in")))
+    for new, dispatch, managed in ((new4, IN_DISPATCH4, MANAGED4), (new6, IN_DISPATCH6, MANAGED6)):
+        if new:
+            cmds.append(map_element("add", dispatch, new, device_chain(mac, "in"), table=table))
+            cmds.append(main_set_element("add", managed, new))
     return cmds, record
 
 
 def remove_device_commands(previous: Installed) -> list[NftCommand]:
-    """The batch that removes one device: map entries first, then its chains."""
-    cmds = [map_element("delete", OUT_DISPATCH, [previous.mac], None),
-            map_element("delete", GW_DISPATCH, [previous.mac], None)]
+    """The batch that removes one device: main-set and map entries first, then its chains."""
+    table = previous.table
+    cmds = [main_set_element("delete", KNOWN_MACS, [previous.mac]),
+            map_element("delete", OUT_DISPATCH, [previous.mac], None, table=table),
+            map_element("delete", GW_DISPATCH, [previous.mac], None, table=table)]
     cmds += unmap_commands(previous)
     for name in previous.chains:
-        cmds.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
-        cmds.append({"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
+        cmds.append({"flush": {"chain": {"family": FAMILY, "table": table, "name": name}}})
+        cmds.append({"delete": {"chain": {"family": FAMILY, "table": table, "name": name}}})
     return cmds
 
 
-def _base_chain(name: str, hook: str, policy: str) -> NftCommand:
-    return {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, "type": "filter",
-                              "hook": hook, "prio": 0, "policy": policy}}}
+def _base_chain(name: str, hook: str, policy: str, *, table: str = TABLE,
+                prio: int = 0) -> NftCommand:
+    return {"add": {"chain": {"family": FAMILY, "table": table, "name": name, "type": "filter",
+                              "hook": hook, "prio": prio, "policy": policy}}}
 
 
-def _map(name: str, key: str) -> NftCommand:
-    return {"add": {"map": {"family": FAMILY, "table": TABLE, "name": name, "type": key,
+def _map(name: str, key: str, table: str) -> NftCommand:
+    return {"add": {"map": {"family": FAMILY, "table": table, "name": name, "type": key,
                             "map": "verdict"}}}
 
 
-def compile_base(context: HomeContext) -> list[NftCommand]:
-    """The table, dispatch maps and base chains (replacing any previous table).
+def _fresh_table(name: str) -> list[NftCommand]:
+    table = {"family": FAMILY, "name": name}
+    # add-then-delete: "delete" of a missing table fails (firewalld does the same).
+    return [{"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}}]
 
-    Installed before any device: with no device in the maps, nothing from the LAN
-    is forwarded (fail closed) and only DHCP and neighbour discovery reach the
-    gateway.
+
+SHARD_PRIORITY: Final = 0
+MAIN_PRIORITY: Final = 10  # after every shard: a shard's drop is final, its accept is not
+
+
+def compile_shard(table: str, context: HomeContext) -> list[NftCommand]:
+    """One device table: its dispatch maps and base chains (no device yet: all pass on)."""
+    lan = _match(_meta("iifname"), context.lan_interface)
+    est = _match(_ct("state"), ["established", "related"], "in")
+    ether_saddr = _payload("ether", "saddr")
+    cmds = _fresh_table(table) + [
+        _map(OUT_DISPATCH, "ether_addr", table), _map(GW_DISPATCH, "ether_addr", table),
+        _map(IN_DISPATCH4, "ipv4_addr", table), _map(IN_DISPATCH6, "ipv6_addr", table),
+        _base_chain("forward", "forward", "accept", table=table, prio=SHARD_PRIORITY),
+        _base_chain("input", "input", "accept", table=table, prio=SHARD_PRIORITY),
+    ]
+    rule = functools.partial(_rule, table=table)
+    cmds += [
+        rule("forward", [est, {"accept": None}]),
+        rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
+        rule("forward", [lan, {"vmap": {"key": ether_saddr, "data": "@" + OUT_DISPATCH}}]),
+        rule("forward", [{"vmap": {"key": _payload("ip", "daddr"), "data": "@" + IN_DISPATCH4}}]),
+        rule("forward", [{"vmap": {"key": _payload("ip6", "daddr"),
+                                   "data": "@" + IN_DISPATCH6}}]),
+        rule("input", [est, {"accept": None}]),
+        rule("input", [lan, {"vmap": {"key": ether_saddr, "data": "@" + GW_DISPATCH}}]),
+    ]
+    return cmds
+
+
+def _set(name: str, key: str) -> NftCommand:
+    return {"add": {"set": {"family": FAMILY, "table": TABLE, "name": name, "type": key}}}
+
+
+def compile_base(context: HomeContext) -> list[NftCommand]:
+    """The main table and every shard table (replacing any previous ones).
+
+    Installed before any device: with no device known, nothing from the LAN is
+    forwarded (fail closed) and only DHCP and neighbour discovery reach the gateway.
     """
     lan = context.lan_interface
     iif = _match(_meta("iifname"), lan)
     est = _match(_ct("state"), ["established", "related"], "in")
-    table = {"family": FAMILY, "name": TABLE}
-    cmds: list[NftCommand] = [
-        # add-then-delete: "delete" of a missing table fails (firewalld does the same).
-        {"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}},
-        _map(OUT_DISPATCH, "ether_addr"), _map(GW_DISPATCH, "ether_addr"),
-        _map(IN_DISPATCH4, "ipv4_addr"), _map(IN_DISPATCH6, "ipv6_addr"),
-        _base_chain("forward", "forward", "drop"),
-        _base_chain("input", "input", "accept"),
-        _base_chain("output", "output", "accept"),
-    ]
     ether_saddr = _payload("ether", "saddr")
+    cmds: list[NftCommand] = [*_fresh_table(TABLE),
+        _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
+        _base_chain("forward", "forward", "drop", prio=MAIN_PRIORITY),
+        _base_chain("input", "input", "accept", prio=MAIN_PRIORITY),
+        _base_chain("output", "output", "accept", prio=MAIN_PRIORITY),
+    ]
     cmds += [
         _rule("forward", [est, {"accept": None}]),
         _rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
-        _rule("forward", [iif, _match(ether_saddr, "@" + OUT_DISPATCH, "!="), {"drop": None}],
+        _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
-        _rule("forward", [iif, {"vmap": {"key": ether_saddr, "data": "@" + OUT_DISPATCH}}]),
-        _rule("forward", [{"vmap": {"key": _payload("ip", "daddr"), "data": "@" + IN_DISPATCH4}}]),
-        _rule("forward", [{"vmap": {"key": _payload("ip6", "daddr"),
-                                    "data": "@" + IN_DISPATCH6}}]),
+        _rule("forward", [_match(_payload("ip", "daddr"), "@" + MANAGED4), {"accept": None}],
+              "passed the receiver in chain"),
+        _rule("forward", [_match(_payload("ip6", "daddr"), "@" + MANAGED6), {"accept": None}],
+              "passed the receiver in chain"),
         _rule("forward", [iif, {"accept": None}], "passed the sender out chain"),
         _rule("input", [est, {"accept": None}]),
-        _rule("input", [iif, {"vmap": {"key": ether_saddr, "data": "@" + GW_DISPATCH}}]),
+        _rule("input", [iif, _match(ether_saddr, "@" + KNOWN_MACS), {"accept": None}],
+              "passed the device gw chain"),
         _rule("input", [iif, _match(_payload("udp", "sport"), 68),
                         _match(_payload("udp", "dport"), 67), {"accept": None}],
               "unknown device: DHCPv4 only"),
@@ -613,17 +700,21 @@ def compile_base(context: HomeContext) -> list[NftCommand]:
         _rule("output", [_match(_meta("oifname"), lan), _match(_payload("icmpv6", "type"), 137),
                          {"drop": None}], "no redirects: lateral traffic stays routed"),
     ]
+    for table in shard_names():
+        cmds += compile_shard(table, context)
     return cmds
 
 
 def compile_home(policies: Iterable[DevicePolicy], context: HomeContext) -> list[NftCommand]:
-    """The complete batch for a home: base table, maps, chains, then every device."""
+    """The complete batch for a home: main and shard tables, then every device."""
     cmds = compile_base(context)
-    sets: set[str] = set()
+    sets: dict[str, set[str]] = {}
     for policy in policies:
-        device_cmds, record = compile_device_record(policy, context, existing_sets=sets)
+        table = shard_table(policy.device.mac)
+        in_shard = sets.setdefault(table, set())
+        device_cmds, record = compile_device_record(policy, context, existing_sets=in_shard)
         cmds += device_cmds
-        sets.update(record.dns_sets)
+        in_shard.update(record.dns_sets)
     return cmds
 
 
