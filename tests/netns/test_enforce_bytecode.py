@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from mudguard.enforce import Nft, NftError
-from mudguard.enforce.bytecode import Unsupported, encode_batch
+from mudguard.enforce.bytecode import encode_batch
 from mudguard.mud import parse_mud
 from mudguard.policy import (
     TABLE,
@@ -161,22 +161,6 @@ def test_a_refused_batch_changes_nothing_and_names_the_command(
         netlink.apply(batch)
     assert "#2" in str(caught.value) and "no_such_chain" in str(caught.value)
     assert _listing(ns_nl) == before
-
-
-@pytest.mark.parametrize("command", [
-    {"add": {"table": {"family": "inet", "name": "mudguard"}}},
-    {"add": {"chain": {"family": "inet", "table": "mudguard", "name": "forward",
-                       "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}},
-    {"add": {"rule": {"family": "inet", "table": "mudguard", "chain": "c",
-                      "expr": [{"counter": None}]}}},
-    {"add": {"rule": {"family": "ip", "table": "mudguard", "chain": "c", "expr": []}}},
-    {"add": {"rule": {"family": "inet", "table": "mudguard", "chain": "c",
-                      "expr": [{"match": {"op": "==", "left": {"payload": {
-                          "protocol": "sctp", "field": "dport"}}, "right": 1}}]}}},
-])
-def test_outside_the_vocabulary_goes_to_libnftables(command: dict[str, Any]) -> None:
-    with pytest.raises(Unsupported):
-        encode_batch([command])
 
 
 def test_readback_matches_nfts_own_listing(pair: tuple[Nft, Nft, str, str]) -> None:

@@ -134,6 +134,8 @@ class Nft:
         except NfnetlinkError as exc:
             raise NftError(exc.code, f"{exc}: {json.dumps(commands[exc.origin])}",
                            commands) from exc
+        except OSError as exc:  # the socket failed: callers handle it as a refusal
+            raise NftError(exc.errno or -1, f"netlink: {exc}", commands) from exc
         self.netlink_batches += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("applied %d nft commands over netlink", len(commands))
