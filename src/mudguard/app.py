@@ -45,7 +45,7 @@ from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.sighting import Intake
 from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
-from mudguard.enforce import Enforcer, Nft
+from mudguard.enforce import Enforcer, LanIsolation, Nft
 from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
 from mudguard.policy import HomeContext
 from mudguard.store import Store
@@ -169,6 +169,20 @@ def lldp_listeners(lan_interface: str) -> list[Any]:
     return [listener for listener in listeners if listener is not None]
 
 
+def lan_isolation(config: GatewayConfig) -> LanIsolation | None:
+    """``LanIsolation`` for the LAN bridge (ports isolated, proxy ARP/ND: device-to-device
+    traffic is routed through the rules), or None when it is off or the LAN interface is
+    not a bridge (then there is nothing at layer 2 to close)."""
+    if not config.isolate_lan:
+        log.warning("gateway.isolate_lan is off: devices on the LAN bridge reach each other "
+                    "without crossing their rules")
+        return None
+    if not (Path("/sys/class/net") / config.lan_interface / "bridge").is_dir():
+        log.info("LAN interface %s is not a bridge: no ports to isolate", config.lan_interface)
+        return None
+    return LanIsolation(config.lan_interface)
+
+
 class WifiKeys:
     """hostapd with the per-device key file, the key manager that writes it, and the
     watcher of hostapd's events that applies the binding rule (a one-time key binds to
@@ -238,7 +252,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
         portal_ports=(config.portal_port,) if config.portal_address else (),
         log_group=config.nflog_group)
-    enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value)
+    enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value,
+                        lan=lan_isolation(config))
     guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,
                                  gateway_addresses=config.addresses))
     tracker = DeviationTracker(lan_prefixes=config.lan_prefixes)

@@ -37,6 +37,9 @@ def test_a_good_configuration_parses_with_defaults() -> None:
     assert (config.dns_port, config.portal_address, config.portal_port) == (53, "192.0.2.1", 8080)
     assert config.database == Path("/tmp/mg/mudguard.db")
     assert config.dhcp_range == ("192.0.2.100", "192.0.2.199")
+    assert config.isolate_lan is True
+    off = GOOD.replace('home_default = "lan"', 'home_default = "lan"\nisolate_lan = false')
+    assert parse_config(off).isolate_lan is False
 
 
 def test_the_demo_writes_a_configuration_the_daemon_accepts(tmp_path: Path) -> None:
@@ -60,6 +63,8 @@ def test_the_demo_writes_a_configuration_the_daemon_accepts(tmp_path: Path) -> N
     (GOOD.replace('range = ["192.0.2.100", "192.0.2.199"]', 'range = ["192.0.2.100"]'),
      "dhcp.range"),
     (GOOD + '[mud]\nallow_unsigned = "yes"\n', "allow_unsigned"),
+    (GOOD.replace('home_default = "lan"', 'home_default = "lan"\nisolate_lan = 1'),
+     "isolate_lan"),
 ])
 def test_bad_configurations_are_refused_naming_the_key(text: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
@@ -145,6 +150,7 @@ def test_hostapd_config_reads_the_per_device_key_file(tmp_path: Path) -> None:
     text = hostapd_config(interface="wlan0", ssid="home", psk_file=tmp_path / "psk",
                           ctrl_dir=tmp_path / "ctrl")
     assert f"wpa_psk_file={tmp_path / 'psk'}\n" in text and "driver=none\n" in text
+    assert "ap_isolate=1\n" in text  # stations reach each other only through the gateway
     with pytest.raises(HostapdStartError):
         hostapd_config(interface="wlan0", ssid="x" * 33, psk_file=tmp_path / "psk",
                        ctrl_dir=tmp_path / "ctrl")

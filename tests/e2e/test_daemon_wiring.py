@@ -490,3 +490,33 @@ def test_blocked_flows_are_named_by_what_the_device_resolved(home: tuple[Any, Pa
                         for flow in event.details["evidence"]]
         assert any(f["remote_name"] == "v2.broker.lifx.co" and f["dst_port"] == 443
                    for f in evidence), evidence
+
+
+def test_the_lan_bridge_ports_are_isolated_at_start_and_when_a_port_appears(
+        home: tuple[Any, Path]) -> None:
+    """Without isolation two devices on the bridge talk at layer 2, past their rules."""
+    vhome, config = home
+    port = f"{vhome.prefix}p0"
+    vhome.run(vhome.gw_ns, ["bridge", "link", "set", "dev", port, "isolated", "off"])
+
+    def isolated() -> dict[str, bool]:
+        links = json.loads(vhome.run(vhome.gw_ns, ["bridge", "-d", "-j", "link", "show"]).stdout)
+        return {link["ifname"]: bool(link.get("isolated")) for link in links
+                if link.get("master") == vhome.lan_if}
+
+    assert isolated()[port] is False
+    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        assert isolated()[port] is True
+        # A port added while the daemon runs (a WiFi interface coming up, say).
+        late = f"{vhome.prefix}px"
+        vhome.run(vhome.gw_ns, ["ip", "link", "add", late, "type", "veth", "peer", "name",
+                                f"{vhome.prefix}py"])
+        vhome.run(vhome.gw_ns, ["ip", "link", "set", late, "master", vhome.lan_if, "up"])
+        deadline = time.monotonic() + 10  # the maintenance period is 1 s here
+        while not isolated().get(late) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert isolated()[late] is True
+    finally:
+        daemon.stop()

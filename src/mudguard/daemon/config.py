@@ -10,6 +10,8 @@ Example (every key optional except the LAN's interface and addresses)::
     state_dir = "/var/lib/mudguard"       # database, leases, sockets
     home_default = "internet"             # devices with no MUD file: "internet" or "lan"
     maintenance_seconds = 60              # grant expiry, end of support, MUD refresh
+    isolate_lan = true                    # a bridge LAN: ports isolated, proxy ARP/ND, so
+                                          # device-to-device traffic crosses the rules
 
     [dhcp]
     range = ["192.168.1.100", "192.168.1.199"]
@@ -103,6 +105,7 @@ class GatewayConfig:
     report_seconds: float = 10.0
     repositories: tuple[str, ...] = ()
     portal_names: tuple[str, ...] = ()
+    isolate_lan: bool = True
 
     @property
     def keys_db(self) -> Path:
@@ -248,6 +251,9 @@ def parse_config(text: str) -> GatewayConfig:
         raise ConfigError("wifi.hostapd must be true or false")
     wifi_ctrl = _path(_text(wifi, "ctrl_interface", "wifi"))
     wifi_interface = _interface(_text(wifi, "interface", "wifi", "wlan0"), "wifi.interface")
+    isolate_lan = gw.get("isolate_lan", True)
+    if not isinstance(isolate_lan, bool):
+        raise ConfigError("gateway.isolate_lan must be true or false")
     maintenance = gw.get("maintenance_seconds", 60)
     if not isinstance(maintenance, int | float) or isinstance(maintenance, bool) \
             or not 1 <= maintenance <= 86_400:
@@ -260,7 +266,7 @@ def parse_config(text: str) -> GatewayConfig:
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
-        portal_names=portal_names,
+        portal_names=portal_names, isolate_lan=isolate_lan,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),

@@ -324,7 +324,8 @@ class Gateway:
 
     async def _maintain(self) -> None:
         """Every ``maintenance_period``: drop expired grants, move devices past their end
-        of support to LAN only, refresh expired MUD files (each re-enforces at once)."""
+        of support to LAN only, refresh expired MUD files (each re-enforces at once),
+        isolate LAN bridge ports that appeared since."""
         while True:
             await asyncio.sleep(self.maintenance_period)
             self._submit("expiring grants", self.service.expire_grants)
@@ -336,6 +337,7 @@ class Gateway:
 
             self._submit("end-of-support check", support)
             self._submit("MUD file refresh", self._refresh_expired)
+            self._submit("LAN port isolation", self.enforcer.enforcer.isolate_lan_ports)
 
     def _refresh_expired(self) -> None:
         """Re-fetch the MUD files whose cache-validity ran out (RFC 8520 ``cache-validity``)

@@ -32,12 +32,16 @@ class HostapdStartError(MudguardError):
 
 def hostapd_config(*, interface: str, ssid: str, psk_file: Path, ctrl_dir: Path,
                    driver: str = "none") -> str:
-    """hostapd.conf for WPA2-PSK with per-device keys from ``psk_file``."""
+    """hostapd.conf for WPA2-PSK with per-device keys from ``psk_file``.
+
+    ``ap_isolate=1``: stations never reach each other inside the access point; their
+    traffic goes to the gateway, where each device's rules apply.
+    """
     if not _SSID.match(ssid) or "\n" in ssid:
         raise HostapdStartError("the SSID must be 1-32 printable ASCII characters")
     return "".join(f"{line}\n" for line in (
         f"interface={interface}", f"driver={driver}", f"ctrl_interface={ctrl_dir}",
-        f"ssid={ssid}", "wpa=2", "wpa_key_mgmt=WPA-PSK", "rsn_pairwise=CCMP",
+        f"ssid={ssid}", "ap_isolate=1", "wpa=2", "wpa_key_mgmt=WPA-PSK", "rsn_pairwise=CCMP",
         f"wpa_psk_file={psk_file}"))
 
 

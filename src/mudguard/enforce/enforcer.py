@@ -234,6 +234,18 @@ class Enforcer:
                 freed.add(address)
         self._sync_proxies(set(), freed)
 
+    def isolate_lan_ports(self) -> list[str]:
+        """Isolate the LAN bridge's ports again (a port may have appeared since); the
+        ports, or nothing without LAN isolation. Failures are logged, not raised."""
+        if self._lan is None:
+            return []
+        try:
+            return self._lan.isolate_ports()
+        except LanIsolationError as exc:
+            log.error("LAN port isolation failed; lateral traffic may bypass the rules: %s",
+                      exc)
+            return []
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _sets(self, table: str) -> Collection[str]:
