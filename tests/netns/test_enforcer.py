@@ -170,3 +170,35 @@ def test_hostile_mud_names_stay_comments(home: VirtualHome) -> None:
     assert not home.tcp(home.nodes[0].ns, CLOUD4, 443, 0.5)  # nothing was opened
     policy = decide(dev, result.mud, (), enf.context, now=NOW)
     assert policy.dns_names() == {"x.example.com"}
+
+
+def test_dns_sets_no_device_names_any_more_are_deleted(home: VirtualHome,
+                                                        corpus_mud) -> None:  # type: ignore[no-untyped-def]
+    """A shard keeps a DNS name's sets while one of its devices names it, no longer."""
+    mud = corpus_mud("rfc/mudmaker-cloud-service.json")  # one dst-dnsname rule
+    enf = enforcer(home)
+    enf.install_home()
+    first = "02:00:00:00:77:01"
+    second = next(f"02:00:00:00:77:{i:02x}" for i in range(2, 256)
+                  if shard_table(f"02:00:00:00:77:{i:02x}") == shard_table(first))
+    table = shard_table(first)
+
+    def sets() -> set[str]:
+        out = json.loads(run(["nft", "-j", "list", "sets", "inet"], ns=home.gw_ns).stdout)
+        return {i["set"]["name"] for i in out["nftables"]
+                if "set" in i and i["set"]["table"] == table}
+
+    def device(mac: str, octet: int, state: LifecycleState) -> DeviceFacts:
+        return DeviceFacts(mac=mac, ipv4=(f"192.0.2.{octet}",), mud_url=mud.mud_url,
+                           state=state)
+
+    enf.apply_device(device(first, 201, LifecycleState.PROFILED), mud)
+    enf.apply_device(device(second, 202, LifecycleState.PROFILED), mud)
+    named = {s for s in sets() if s.startswith("dns")}
+    assert len(named) == 2  # the name's IPv4 and IPv6 sets, shared by both
+    enf.apply_device(device(first, 201, LifecycleState.OUT_OF_SUPPORT), mud)
+    assert named <= sets()  # the second device still names it
+    enf.remove_device(second)
+    assert not named & sets()  # nobody does: deleted in the same batch
+    enf.apply_device(device(first, 201, LifecycleState.PROFILED), mud)
+    assert named <= sets()  # and back when it is named again

@@ -44,7 +44,7 @@ NftCommand = dict[str, Any]
 # nf_tables.h message types and attributes
 NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN = 3, 5
 NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 6, 8
-NFT_MSG_NEWSET = 9
+NFT_MSG_NEWSET, NFT_MSG_DELSET = 9, 11
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 3
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_USERDATA = 1, 2, 4, 7
@@ -764,6 +764,11 @@ def _command(batch: _Batch, command: Any) -> None:
         _add_rule(batch, body)
     elif obj == "set" and verb == "add":
         _add_set(batch, body)
+    elif obj == "set" and verb == "delete":
+        if set(body) - {"family", "table", "name"} or body.get("family") != "inet":
+            raise Unsupported("set deletion")
+        batch.add(NFT_MSG_DELSET, 0, attr_str(NFTA_SET_TABLE, _table(body))
+                  + attr_str(NFTA_SET_NAME, _name(body)))
     elif obj == "element" and verb in ("add", "delete"):
         _set_elements(batch, body, delete=verb == "delete")
     else:

@@ -203,6 +203,7 @@ class Enforcer:
         updates = {mac: _Entry(policy=policy, installed=record, mud=mud, grants=tuple(grants))}
         if old is None or _identity(old.policy.device) != _identity(policy.device):
             updates.update(self._recompile_dependents(policy.device, context, cmds))
+        cmds += self._unused_sets(updates, [])
         self._nft.apply(cmds)
         self._drop_stolen(record)
         self._update_entries(updates)
@@ -224,6 +225,7 @@ class Enforcer:
         gone = dataclasses.replace(entry.policy.device, state=LifecycleState.FORGOTTEN)
         context = self._context_with([], replacing=mac)
         updates = self._recompile_dependents(gone, context, cmds)
+        cmds += self._unused_sets(updates, [entry])
         self._nft.apply(cmds)
         self._unindex(self._entries.pop(mac))
         self._update_entries(updates)
@@ -251,6 +253,25 @@ class Enforcer:
     def _sets(self, table: str) -> Collection[str]:
         """The DNS sets installed in one shard table."""
         return self._dns_refs.get(table, {}).keys()
+
+    def _unused_sets(self, updates: dict[str, _Entry],
+                     removed: Iterable[_Entry]) -> list[NftCommand]:
+        """``delete set`` for the DNS sets no device of their shard names after this batch.
+
+        Sent last in the batch: the rules that looked them up are flushed before it.
+        """
+        delta: Counter[tuple[str, str]] = Counter()
+        gone = [*removed, *(self._entries[m] for m in updates if m in self._entries)]
+        for entry in gone:
+            delta.subtract((entry.installed.table, n) for n in entry.installed.dns_sets)
+        for entry in updates.values():
+            delta.update((entry.installed.table, n) for n in entry.installed.dns_sets)
+        cmds: list[NftCommand] = []
+        for (table, name), change in sorted(delta.items()):
+            if change < 0 and self._dns_refs.get(table, Counter())[name] + change <= 0:
+                cmds.append({"delete": {"set": {"family": "inet", "table": table,
+                                                "name": name}}})
+        return cmds
 
     def _set_entries(self, entries: dict[str, _Entry]) -> None:
         """Replace the whole record (install, reconcile) and rebuild its indexes."""
