@@ -199,3 +199,25 @@ def test_readback_matches_nfts_own_listing(pair: tuple[Nft, Nft, str, str]) -> N
     assert shape(got) == shape(listed)
     assert any(kind == "map" and elems for kind, _t, _n, elems in
                [s for s in shape(got) if s[0] == "map"])
+
+
+def test_a_batch_of_thousands_of_rules_goes_in_whole(pair: tuple[Nft, Nft, str, str]) -> None:
+    """One acknowledgement per message must all come back (a lost one would make an
+    applied batch look refused): 30,000 rules, one transaction."""
+    _reference, netlink, _ns_ref, ns_nl = pair
+    netlink.apply(compile_base(HomeContext(lan_prefixes=("192.0.2.0/24",),
+                                           gateway_addresses=("192.0.2.1",))))
+    chain = {"family": "inet", "table": TABLE, "name": "dev_bulk_out"}
+    batch: list[dict[str, Any]] = [{"add": {"chain": chain}}]
+    batch += [{"add": {"rule": {**{k: chain[k] for k in ("family", "table")},
+                                "chain": "dev_bulk_out",
+                                "expr": [{"match": {"op": "==", "left": {"payload": {
+                                    "protocol": "tcp", "field": "dport"}}, "right": 1 + i}},
+                                    {"accept": None}]}}} for i in range(30_000)]
+    before = netlink.netlink_batches
+    netlink.apply(batch)
+    assert netlink.netlink_batches == before + 1
+    out = subprocess.run(["ip", "netns", "exec", ns_nl, "nft", "-j", "list", "chain", "inet",
+                          TABLE, "dev_bulk_out"], capture_output=True, text=True,
+                         check=True).stdout
+    assert sum(1 for i in json.loads(out)["nftables"] if "rule" in i) == 30_000

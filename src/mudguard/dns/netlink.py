@@ -114,4 +114,5 @@ class NetlinkSetFiller:
         try:
             self._socket.send_batch(messages)
         except NfnetlinkError as exc:
-            raise NetlinkFillError(exc.code, commands[exc.origin].set_name) from exc
+            name = commands[exc.origin].set_name if exc.origin >= 0 else "(the commit)"
+            raise NetlinkFillError(exc.code, name) from exc

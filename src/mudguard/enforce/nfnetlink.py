@@ -44,6 +44,18 @@ _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NFGEN = struct.Struct("!BBH")  # nfgenmsg: family, version, res_id (big-endian)
 _ATTR = struct.Struct("=HH")  # nlattr: len, type
 _SNDBUF_MIN = 1 << 20
+_RCVBUF_MIN = 1 << 21
+
+
+def _grow(sock: socket.socket, current: int, want: int, force: int, plain: int) -> int:
+    """Raise a socket buffer to ``want`` bytes (forced as root); the size now asked for."""
+    if want <= current:
+        return current
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, want)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, plain, want)
+    return want
 
 
 def attr(kind: int, payload: bytes) -> bytes:
@@ -117,7 +129,8 @@ class NfnetlinkError(MudguardError):
     key = "nft_netlink_refused"
 
     def __init__(self, code: int, origin: int) -> None:
-        super().__init__(f"kernel refused command #{origin}: {os.strerror(code)} "
+        what = f"command #{origin}" if origin >= 0 else "the transaction's commit"
+        super().__init__(f"kernel refused {what}: {os.strerror(code)} "
                          f"({errno.errorcode.get(code, code)})")
         self.code = code
         self.origin = origin
@@ -132,12 +145,13 @@ class NfnetlinkSocket:
     def __init__(self, timeout_s: float = 5.0) -> None:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self._sock.settimeout(timeout_s)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
         # Errors carry only the header of the refused message, not all of it back.
         self._sock.setsockopt(270, NETLINK_CAP_ACK, 1)  # SOL_NETLINK
         self._sock.bind((0, 0))
         self._sndbuf = 0
         self._seq = 1
+        self._timeout = timeout_s
+        _grow(self._sock, 0, _RCVBUF_MIN, 33, socket.SO_RCVBUF)  # SO_RCVBUFFORCE
 
     def close(self) -> None:
         """Close the socket."""
@@ -146,30 +160,66 @@ class NfnetlinkSocket:
     def send_batch(self, messages: Sequence[Message]) -> None:
         """Send ``messages`` as one transaction and wait until the kernel took all of them.
 
+        Only the last message asks for an acknowledgement: the kernel reports every
+        refused message and a failed commit (on the batch's first sequence number)
+        anyway, and all of it before that acknowledgement, since it handles the whole
+        batch inside ``send``. One reply per message would be one socket buffer per
+        message: tens of thousands of them overflow the receive queue.
+
         Raises:
-            NfnetlinkError: the kernel refused one message; the batch was rolled back.
+            NfnetlinkError: the kernel refused a message or the commit; nothing applied.
             OSError: the socket failed or the kernel did not answer in time.
         """
         if not messages:
             return
-        first = self._seq
-        self._seq += len(messages) + 2
-        origins = {first + 1 + i: m.origin for i, m in enumerate(messages)}
+        first = self._next_seq(len(messages) + 2)
+        last = first + len(messages)
         frames = [_frame(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first, NFNL_SUBSYS_NFTABLES)]
         frames += [_frame((NFNL_SUBSYS_NFTABLES << 8) | m.kind,
-                          NLM_F_REQUEST | NLM_F_ACK | m.flags, seq, 0, m.body)
-                   for seq, m in zip(origins, messages, strict=True)]
-        frames.append(_frame(NFNL_MSG_BATCH_END, NLM_F_REQUEST, first + len(messages) + 1,
-                             NFNL_SUBSYS_NFTABLES))
+                          NLM_F_REQUEST | m.flags | (NLM_F_ACK if seq == last else 0),
+                          seq, 0, m.body)
+                   for seq, m in enumerate(messages, start=first + 1)]
+        frames.append(_frame(NFNL_MSG_BATCH_END, NLM_F_REQUEST, last + 1, NFNL_SUBSYS_NFTABLES))
         data = b"".join(frames)
-        self._ensure_sndbuf(len(data))
+        self._ensure_buffers(len(data))
         self._sock.send(data)
-        self._await_acks(origins)
+        try:
+            self._await_outcome(first, last, [m.origin for m in messages])
+        finally:
+            self._sock.settimeout(self._timeout)
+
+    def _await_outcome(self, first: int, last: int, origins: list[int]) -> None:
+        refused: tuple[int, int] | None = None
+        for _ in range(len(origins) + 16):  # bounded: at most one reply per message
+            try:
+                data = self._sock.recv(1 << 20)
+            except TimeoutError:
+                if refused is not None:
+                    break  # processing stopped at the refusal: no acknowledgement follows
+                raise
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, kind, _flags, seq, _pid = _HDR.unpack_from(data, offset)
+                if length < _HDR.size:
+                    break
+                if kind == NLMSG_ERROR and first <= seq <= last:
+                    (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
+                    if code != 0 and refused is None:  # the commit (first) or a message
+                        refused = (-code, origins[seq - first - 1] if seq > first else -1)
+                    if seq == last:
+                        if refused is not None:
+                            raise NfnetlinkError(*refused)
+                        return
+                offset += (length + 3) & ~3
+            if refused is not None:
+                self._sock.settimeout(0.2)  # the rest is queued already, if it comes
+        if refused is not None:
+            raise NfnetlinkError(*refused)
+        raise OSError(errno.EPROTO, "netlink: no acknowledgement for the batch")
 
     def dump(self, kind: int, body: bytes, max_messages: int) -> list[bytes]:
         """One dump request (``NLM_F_DUMP``); the payloads of its answers (bounded)."""
-        seq = self._seq
-        self._seq += 1
+        seq = self._next_seq(1)
         self._sock.send(_frame((NFNL_SUBSYS_NFTABLES << 8) | kind,
                                NLM_F_REQUEST | NLM_F_DUMP, seq, 0, body))
         out: list[bytes] = []
@@ -193,41 +243,15 @@ class NfnetlinkSocket:
                 offset += (length + 3) & ~3
         raise OSError(errno.EMSGSIZE, f"netlink dump longer than {max_messages} messages")
 
-    def _ensure_sndbuf(self, size: int) -> None:
-        want = max(_SNDBUF_MIN, 2 * size)
-        if want <= self._sndbuf:
-            return
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, 32, want)  # SO_SNDBUFFORCE (root)
-        except PermissionError:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, want)
-        self._sndbuf = want
+    def _next_seq(self, count: int) -> int:
+        """The first of ``count`` sequence numbers (32-bit on the wire: wraps)."""
+        if self._seq + count >= 1 << 31:
+            self._seq = 1
+        first = self._seq
+        self._seq += count
+        return first
 
-    def _await_acks(self, origins: dict[int, int]) -> None:
-        waiting = set(origins)
-        refused: tuple[int, int] | None = None
-        for _ in range(4 * len(origins) + 16):  # bounded: several acks arrive per read
-            if not waiting:
-                break
-            try:
-                data = self._sock.recv(1 << 20)
-            except TimeoutError:
-                if refused is not None:
-                    break  # the kernel may stop answering after the refusal
-                raise
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, kind, _flags, seq, _pid = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
-                if kind == NLMSG_ERROR and seq in waiting:
-                    (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
-                    waiting.discard(seq)
-                    if code != 0 and refused is None:
-                        refused = (-code, origins[seq])
-                offset += (length + 3) & ~3
-        if refused is not None:
-            raise NfnetlinkError(*refused)
-        if waiting:
-            raise OSError(errno.EPROTO, f"netlink: {len(waiting)} acknowledgements missing")
-
+    def _ensure_buffers(self, size: int) -> None:
+        """Room in the send buffer for a batch of ``size`` bytes."""
+        self._sndbuf = _grow(self._sock, self._sndbuf, max(_SNDBUF_MIN, 2 * size),
+                             32, socket.SO_SNDBUF)  # SO_SNDBUFFORCE

@@ -132,8 +132,8 @@ class Nft:
         try:
             self._netlink.send_batch(messages)
         except NfnetlinkError as exc:
-            raise NftError(exc.code, f"{exc}: {json.dumps(commands[exc.origin])}",
-                           commands) from exc
+            culprit = f": {json.dumps(commands[exc.origin])}" if exc.origin >= 0 else ""
+            raise NftError(exc.code, f"{exc}{culprit}", commands) from exc
         except OSError as exc:  # the socket failed: callers handle it as a refusal
             raise NftError(exc.errno or -1, f"netlink: {exc}", commands) from exc
         self.netlink_batches += 1
