@@ -20,7 +20,7 @@ changes are serialised and a slow MUD server never stalls DNS answers.
 - Every minute, expired owner grants are dropped, devices past their end of support
   move to LAN only, and MUD files past their cache-validity are fetched again.
 - At start-up every stored device's policy is re-derived and reconciled with the kernel
-  before any socket opens; the ``inet mudguard`` table is left in place at shutdown, so
+  before any socket opens; the ``inet mudguard`` tables are left in place at shutdown, so
   a restart never opens a window of unfiltered access.
 """
 

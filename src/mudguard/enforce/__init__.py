@@ -1,8 +1,9 @@
 """Enforcement adapters: apply compiled nftables batches and keep them true.
 
-``Nft`` applies libnftables JSON batches atomically; ``Enforcer`` keeps the
-``inet mudguard`` table equal to the home's device policies; ``LanIsolation``
-makes LAN-to-LAN traffic cross the gateway (bridge port isolation, proxy ARP/ND).
+``Nft`` applies libnftables JSON batches atomically (device batches straight over
+nfnetlink); ``Enforcer`` keeps the ``inet mudguard`` tables (main and device shards)
+equal to the home's device policies; ``LanIsolation`` makes LAN-to-LAN traffic cross
+the gateway (bridge port isolation, proxy ARP/ND).
 """
 
 from mudguard.enforce.enforcer import DeviceLike, Enforcer, ReconcileReport, facts_of

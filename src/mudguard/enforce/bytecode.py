@@ -21,6 +21,7 @@ and its end + 1 flagged as an end).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 import sys
@@ -233,10 +234,13 @@ def _data(value: bytes) -> bytes:
     return attr(NFTA_DATA_VALUE, value)
 
 
+# The leaf builders are pure and a home repeats the same few thousand of them: cached.
+@functools.lru_cache(maxsize=8192)
 def _cmp(op: str, value: bytes, reg: int = NFT_REG_1) -> bytes:
     return _expr("cmp", attr_u32(1, reg), attr_u32(2, NFT_CMP[op]), nested(3, _data(value)))
 
 
+@functools.lru_cache(maxsize=1024)
 def _load(f: _Field, reg: int, length: int | None = None) -> bytes:
     if f.kind == "payload":
         return _expr("payload", attr_u32(1, reg), attr_u32(2, f.base), attr_u32(3, f.offset),
@@ -246,11 +250,13 @@ def _load(f: _Field, reg: int, length: int | None = None) -> bytes:
     return _expr("ct", attr_u32(1, reg), attr_u32(2, f.key))
 
 
+@functools.lru_cache(maxsize=1024)
 def _bitwise(length: int, mask: bytes, reg: int = NFT_REG_1) -> bytes:
     return _expr("bitwise", attr_u32(1, reg), attr_u32(2, reg), attr_u32(3, length),
                  nested(4, _data(mask)), nested(5, _data(b"\0" * length)))
 
 
+@functools.lru_cache(maxsize=4096)
 def verdict_data(verdict: str, chain: str | None = None) -> bytes:
     """``NFTA_DATA_VERDICT`` for ``accept``/``drop``/``return``/``jump chain``…"""
     code = attr(NFTA_VERDICT_CODE, struct.pack("!i", VERDICTS[verdict]))
@@ -392,6 +398,7 @@ def _match(rule: _Rule, match: Any) -> None:
     rule.note_explicit(f, op, right)
 
 
+@functools.lru_cache(maxsize=4096)
 def _lookup(name: str, ident: int | None, op: str) -> bytes:
     if op not in ("==", "!="):
         raise Unsupported(f"set lookup with {op!r}")
@@ -658,17 +665,20 @@ def _statement(rule: _Rule, stmt: Any) -> None:
     if kind == "match":
         _match(rule, body)
     elif kind in ("accept", "drop", "return", "continue") and body is None:
-        rule.append(_expr("immediate", attr_u32(1, NFT_REG_VERDICT),
-                                nested(2, verdict_data(kind))))
+        rule.append(_immediate(kind, None))
     elif kind in ("jump", "goto") and isinstance(body, dict):
-        rule.append(_expr("immediate", attr_u32(1, NFT_REG_VERDICT),
-                                nested(2, verdict_data(kind, _chain(body)))))
+        rule.append(_immediate(kind, _chain(body)))
     elif kind == "limit" and isinstance(body, dict):
         rule.append(_limit(body))
     elif kind == "log" and isinstance(body, dict):
         rule.append(_log(body))
     else:
         raise Unsupported(f"statement {kind!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _immediate(verdict: str, chain: str | None) -> bytes:
+    return _expr("immediate", attr_u32(1, NFT_REG_VERDICT), nested(2, verdict_data(verdict, chain)))
 
 
 def _limit(body: dict[str, Any]) -> bytes:
