@@ -6,6 +6,7 @@ proves it with packets in ``tests/netns/test_enforce.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -332,3 +333,43 @@ def test_mud_group_and_local_rules_also_compile_into_the_gw_chain() -> None:
     assert "any" not in gw and "default/lan" not in gw
     # the portal drop still comes first
     assert rules_in(cmds, "gw")[0]["comment"].startswith("the portal")
+
+
+def test_a_peer_index_resolves_as_the_scan_does() -> None:
+    """The Enforcer's incremental index and a scan of the home give the same rules."""
+    import random
+
+    from mudguard.policy import PeerIndex
+
+    rng = random.Random(7)
+    policies = list(corpus_policies())
+    urls: list[str | None] = [None]
+    for _name, policy in policies:  # URLs the corpus's same-maker/maker/model rules name
+        urls.append(policy.device.mud_url)
+        for rule in policy.rules:
+            if rule.peer is PeerKind.MANUFACTURER and rule.peer_value:
+                urls.append(f"https://{rule.peer_value}/another-model")
+            elif rule.peer is PeerKind.MODEL and rule.peer_value:
+                urls.append(rule.peer_value)
+    states = [LifecycleState.PROFILED, LifecycleState.FORGOTTEN, LifecycleState.DEFAULT]
+    devices: dict[str, DeviceFacts] = {}
+    index = PeerIndex.of(())
+    for step in range(1500):
+        mac = f"02:00:00:00:01:{rng.randrange(60):02x}"
+        previous = devices.get(mac)
+        if previous is not None and rng.random() < 0.2:
+            index = index.with_device(mac, previous, None)
+            del devices[mac]
+        else:
+            facts = DeviceFacts(mac=mac, ipv4=(f"192.0.2.{step % 200 + 20}",),
+                                mud_url=rng.choice(urls), state=rng.choice(states))
+            index = index.with_device(mac, previous, facts)
+            devices[mac] = facts
+        assert index == PeerIndex.of(devices.values())
+    scanned = dataclasses.replace(CTX, devices=tuple(devices.values()))
+    indexed = dataclasses.replace(scanned, peers=index)
+    named = 0
+    for name, policy in policies:
+        assert compile_device(policy, indexed) == compile_device(policy, scanned), name
+        named += compile_device(policy, scanned) != compile_device(policy, CTX)
+    assert named >= 3  # some corpus rules really do name the random devices

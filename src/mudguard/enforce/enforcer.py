@@ -50,6 +50,7 @@ from mudguard.policy import (
     HomeDefault,
     Installed,
     LifecycleState,
+    PeerIndex,
     compile_base,
     compile_device_record,
     decide,
@@ -133,6 +134,10 @@ class Enforcer:
         # shard table -> DNS set name -> how many installed devices reference it; kept
         # with ``_entries`` so an update costs the same whatever the home's size.
         self._dns_refs: dict[str, Counter[str]] = {}
+        # Every installed device's facts, and the same by manufacturer and model: what
+        # the compiler resolves peers from, kept here so an update never scans the home.
+        self._devices: dict[str, DeviceFacts] = {}
+        self._peers = PeerIndex.of(())
 
     # -- state ------------------------------------------------------------------------------
 
@@ -144,8 +149,8 @@ class Enforcer:
     @property
     def context(self) -> HomeContext:
         """The home context with every device currently installed."""
-        devices = tuple(e.policy.device for e in self._entries.values())
-        return dataclasses.replace(self._base_context, devices=devices)
+        return dataclasses.replace(self._base_context, devices=tuple(self._devices.values()),
+                                   peers=self._peers)
 
     def installed(self) -> dict[str, Installed]:
         """The record of what is installed, by MAC (a copy)."""
@@ -216,6 +221,8 @@ class Enforcer:
         self._nft.apply(cmds)
         self._drop_stolen(record)
         self._update_entries(updates)
+        if context.peers is not None:
+            self._peers = context.peers
         before = set(old.installed.ipv4 + old.installed.ipv6) if old is not None else set()
         for address in before:
             self._owner.pop(address, None)
@@ -237,7 +244,10 @@ class Enforcer:
         cmds += self._unused_sets(updates, [entry])
         self._nft.apply(cmds)
         self._unindex(self._entries.pop(mac))
+        self._devices.pop(mac, None)
         self._update_entries(updates)
+        if context.peers is not None:
+            self._peers = context.peers
         freed: set[str] = set()
         for address in entry.installed.ipv4 + entry.installed.ipv6:
             if self._owner.get(address) == mac:
@@ -286,16 +296,20 @@ class Enforcer:
         """Replace the whole record (install, reconcile) and rebuild its indexes."""
         self._entries = {}
         self._dns_refs = {}
+        self._devices = {}
         self._update_entries(entries)
+        self._peers = PeerIndex.of(self._devices.values())
         self._reindex()
 
     def _update_entries(self, updates: dict[str, _Entry]) -> None:
-        """Record new entries for some devices, keeping the DNS-set index in step."""
+        """Record new entries for some devices, keeping the DNS-set index in step (the
+        peer index is the caller's: it compiled with it)."""
         for mac, entry in updates.items():
             old = self._entries.get(mac)
             if old is not None:
                 self._unindex(old)
             self._entries[mac] = entry
+            self._devices[mac] = entry.policy.device
             refs = self._dns_refs.setdefault(entry.installed.table, Counter())
             refs.update(entry.installed.dns_sets)
 
@@ -309,10 +323,21 @@ class Enforcer:
 
     def _context_with(self, devices: Iterable[DeviceFacts], *,
                       replacing: str | None = None) -> HomeContext:
-        known = {mac: e.policy.device for mac, e in self._entries.items() if mac != replacing}
-        for device in devices:
+        """The context with ``devices`` added to (or, for ``replacing``, in place of) the
+        installed ones; its peer index is updated, not rebuilt, for one device."""
+        given = list(devices)
+        known = dict(self._devices)
+        if replacing is not None:
+            known.pop(replacing, None)
+        for device in given:
             known[device.mac.lower()] = device
-        return dataclasses.replace(self._base_context, devices=tuple(known.values()))
+        if replacing is not None and len(given) <= 1:
+            peers = self._peers.with_device(replacing, self._devices.get(replacing),
+                                            given[0] if given else None)
+        else:
+            peers = PeerIndex.of(known.values())
+        return dataclasses.replace(self._base_context, devices=tuple(known.values()),
+                                   peers=peers)
 
     def _setup_lan(self) -> None:
         """Isolate the LAN bridge's ports and proxy every installed IPv6 address."""

@@ -10,8 +10,10 @@ from mudguard.policy._model import (
     GrantKind,
     HomeContext,
     LifecycleState,
+    PeerIndex,
     PeerKind,
     Rule,
+    peer_device_addresses,
 )
 from mudguard.policy._names import (
     GW_DISPATCH,
@@ -75,6 +77,7 @@ __all__ = [
     "LifecycleState",
     "NameMap",
     "NftCommand",
+    "PeerIndex",
     "PeerKind",
     "Rule",
     "Verdict",
@@ -98,6 +101,7 @@ __all__ = [
     "main_set_element",
     "map_element",
     "mud_rules",
+    "peer_device_addresses",
     "peer_refs",
     "registrable_domain",
     "remove_device_commands",

@@ -45,7 +45,14 @@ from functools import lru_cache
 
 from mudguard.mud import Direction, Forwarding
 from mudguard.policy._local import local_destinations
-from mudguard.policy._model import DevicePolicy, HomeContext, LifecycleState, PeerKind, Rule
+from mudguard.policy._model import (
+    DevicePolicy,
+    HomeContext,
+    LifecycleState,
+    PeerKind,
+    Rule,
+    peer_device_addresses,
+)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -375,26 +382,7 @@ def _peer_addresses(rule: Rule, remote: IpAddress, policy: DevicePolicy, context
     if kind is PeerKind.MY_CONTROLLER:
         url = policy.device.mud_url or ""
         return _Prefixes(context.my_controllers.get(url, ()))
-    return _Prefixes(_device_addresses(kind, value, policy, context))
-
-
-def _device_addresses(kind: PeerKind, value: str | None, policy: DevicePolicy,
-                      context: HomeContext) -> tuple[str, ...]:
-    """Addresses of the other devices a manufacturer/model abstraction names (RFC 8520 §8)."""
-    me = policy.device
-    out: list[str] = []
-    for other in context.devices:
-        if other.mac == me.mac or other.state is LifecycleState.FORGOTTEN:
-            continue
-        if kind is PeerKind.SAME_MANUFACTURER:
-            hit = me.manufacturer is not None and other.manufacturer == me.manufacturer
-        elif kind is PeerKind.MANUFACTURER:
-            hit = value is not None and other.manufacturer == value.lower()
-        else:  # PeerKind.MODEL
-            hit = value is not None and other.mud_url == value
-        if hit:
-            out.extend(other.ipv4 + other.ipv6)
-    return tuple(out)
+    return _Prefixes(peer_device_addresses(kind, value, policy.device, context))
 
 
 def _in_any(address: IpAddress, prefixes: Iterable[str]) -> bool:

@@ -16,10 +16,12 @@ Pure: no I/O, no clock (times are parameters).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from mudguard.mud import Direction, Forwarding, MudFile, PortMatch
 
@@ -121,11 +123,68 @@ class DeviceFacts:
     @property
     def manufacturer(self) -> str | None:
         """RFC 8520 §8: a device's manufacturer is the authority of its MUD URL."""
-        if not self.mud_url:
-            return None
-        from urllib.parse import urlsplit
+        return authority_of(self.mud_url)
 
-        return (urlsplit(self.mud_url).hostname or "").lower() or None
+
+@functools.lru_cache(maxsize=4096)
+def authority_of(mud_url: str | None) -> str | None:
+    """The authority (lower-case host) of a MUD URL: its manufacturer (RFC 8520 §8)."""
+    if not mud_url:
+        return None
+    return (urlsplit(mud_url).hostname or "").lower() or None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIndex:
+    """The home's devices by manufacturer (MUD URL authority) and by model (MUD URL),
+    each as MAC -> addresses, forgotten devices left out.
+
+    Kept by the ``Enforcer`` as devices come, change and go, so resolving a
+    same-manufacturer, manufacturer or model peer costs the same in any home; without
+    one, ``HomeContext.devices`` is scanned.
+    """
+
+    makers: Mapping[str, Mapping[str, tuple[str, ...]]]
+    models: Mapping[str, Mapping[str, tuple[str, ...]]]
+
+    @classmethod
+    def of(cls, devices: Iterable[DeviceFacts]) -> PeerIndex:
+        """The index of ``devices``."""
+        index = cls({}, {})
+        for device in devices:
+            index = index.with_device(device.mac, None, device)
+        return index
+
+    def with_device(self, mac: str, previous: DeviceFacts | None,
+                    facts: DeviceFacts | None) -> PeerIndex:
+        """A new index where ``mac`` (indexed as ``previous``, or absent) is ``facts``
+        (None: gone). Costs the number of makers and models plus the two groups touched,
+        not the number of devices."""
+        makers = dict(self.makers)
+        models = dict(self.models)
+        if previous is not None:
+            _regroup(makers, previous.manufacturer, mac, None)
+            _regroup(models, previous.mud_url, mac, None)
+        if facts is not None and facts.state is not LifecycleState.FORGOTTEN:
+            addresses = facts.ipv4 + facts.ipv6
+            _regroup(makers, facts.manufacturer, mac, addresses)
+            _regroup(models, facts.mud_url, mac, addresses)
+        return PeerIndex(makers, models)
+
+
+def _regroup(space: dict[str, Mapping[str, tuple[str, ...]]], key: str | None, mac: str,
+             addresses: tuple[str, ...] | None) -> None:
+    if key is None:
+        return
+    group = dict(space.get(key, {}))
+    if addresses is None:
+        group.pop(mac, None)
+    else:
+        group[mac] = addresses
+    if group:
+        space[key] = group
+    else:
+        space.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +206,35 @@ class HomeContext:
     new_conn_rate: int = 50  # per second
     new_conn_burst: int = 100  # packets
     log_group: int = 100  # NFLOG group of the "mg <device_id> <out|in>" drop logs
+    # ``devices`` by manufacturer and model, if the caller keeps one (else they are scanned).
+    peers: PeerIndex | None = None
+
+
+def peer_device_addresses(kind: PeerKind, value: str | None, me: DeviceFacts,
+                          context: HomeContext) -> tuple[str, ...]:
+    """Addresses of the other devices a manufacturer/model abstraction names (RFC 8520 §8):
+    ``SAME_MANUFACTURER`` (``me``'s maker), ``MANUFACTURER`` (``value``: an authority) or
+    ``MODEL`` (``value``: a MUD URL)."""
+    if kind is PeerKind.SAME_MANUFACTURER:
+        key, by_maker = me.manufacturer, True
+    elif kind is PeerKind.MANUFACTURER:
+        key, by_maker = (value.lower() if value else None), True
+    elif kind is PeerKind.MODEL:
+        key, by_maker = value, False
+    else:
+        raise ValueError(f"not a device abstraction: {kind}")
+    if key is None:
+        return ()
+    if context.peers is not None:
+        group = (context.peers.makers if by_maker else context.peers.models).get(key, {})
+        return tuple(a for mac, addresses in group.items() if mac != me.mac for a in addresses)
+    out: list[str] = []
+    for other in context.devices:
+        if other.mac == me.mac or other.state is LifecycleState.FORGOTTEN:
+            continue
+        if (other.manufacturer if by_maker else other.mud_url) == key:
+            out.extend(other.ipv4 + other.ipv6)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

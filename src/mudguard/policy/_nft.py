@@ -78,6 +78,7 @@ from mudguard.policy._model import (
     LifecycleState,
     PeerKind,
     Rule,
+    peer_device_addresses,
 )
 from mudguard.policy._names import (
     GW_DISPATCH,
@@ -181,32 +182,6 @@ def _rule(chain: str, exprs: list[Expr], comment: str | None = None, *,
 # -- peers -------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
-def _authority(mud_url: str | None) -> str | None:
-    """``DeviceFacts.manufacturer`` for a MUD URL, cached (a home has few distinct URLs)."""
-    return DeviceFacts(mac="", mud_url=mud_url).manufacturer
-
-
-def _device_peer_addresses(kind: PeerKind, value: str | None, device: DeviceFacts,
-                           context: HomeContext) -> list[str]:
-    """Addresses of the other devices a manufacturer/model abstraction names (RFC 8520 §8)."""
-    mine = _authority(device.mud_url)
-    wanted = value.lower() if value is not None else None
-    out: list[str] = []
-    for other in context.devices:
-        if other.mac == device.mac or other.state is LifecycleState.FORGOTTEN:
-            continue
-        if kind is PeerKind.SAME_MANUFACTURER:
-            hit = mine is not None and _authority(other.mud_url) == mine
-        elif kind is PeerKind.MANUFACTURER:
-            hit = wanted is not None and _authority(other.mud_url) == wanted
-        else:
-            hit = value is not None and other.mud_url == value
-        if hit:
-            out.extend(other.ipv4 + other.ipv6)
-    return out
-
-
 def peer_addresses(rule: Rule, device: DeviceFacts, context: HomeContext) -> list[str] | None:
     """Addresses/prefixes a rule's peer stands for; ``None`` means "no address test".
 
@@ -224,7 +199,7 @@ def peer_addresses(rule: Rule, device: DeviceFacts, context: HomeContext) -> lis
         return list(context.controllers.get(value or "", ()))
     if kind is PeerKind.MY_CONTROLLER:
         return list(context.my_controllers.get(device.mud_url or "", ()))
-    return _device_peer_addresses(kind, value, device, context)
+    return list(peer_device_addresses(kind, value, device, context))
 
 
 def _families(rule: Rule) -> list[int]:
