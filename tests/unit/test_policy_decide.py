@@ -153,6 +153,12 @@ def test_trusted_ignores_grants_and_reaches_everything_out() -> None:
 @pytest.mark.parametrize(("host", "domain"), [
     ("mud.example.com", "example.com"), ("a.b.example.co.uk", "example.co.uk"),
     ("EXAMPLE.com.", "example.com"), ("192.0.2.1", None), ("", None), (None, None),
+    # The whole Public Suffix List, private section too: a maker on a shared host owns
+    # only its own part of it, never the host's whole domain.
+    ("mud.vendor.github.io", "vendor.github.io"), ("github.io", None),
+    ("bucket.s3.amazonaws.com", "bucket.s3.amazonaws.com"), ("a.b.example.com.br",
+                                                             "example.com.br"),
+    ("[2001:db8::1]", None),
 ])
 def test_registrable_domain(host: str | None, domain: str | None) -> None:
     assert registrable_domain(host) == domain

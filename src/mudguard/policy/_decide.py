@@ -29,10 +29,13 @@ Owner grants do not apply to quarantined or forgotten devices.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Final, Literal
+
+from publicsuffixlist import PublicSuffixList
 
 from mudguard.mud import DRAFT_CONTROLLER_CLASSES, Ace, AclType, Direction, Forwarding, MudFile
 from mudguard.policy._baseline import baseline_rules
@@ -52,19 +55,19 @@ HomeDefault = Literal["internet", "lan"]
 FROM, TO = Direction.FROM_DEVICE, Direction.TO_DEVICE
 ACCEPT = Forwarding.ACCEPT
 
-# Public suffixes of more than one label that makers commonly use; a full Public
-# Suffix List is not needed to find "the maker's domain" for the quarantine rule.
-_MULTI_LABEL_SUFFIXES: Final = frozenset({
-    "co.uk", "org.uk", "ac.uk", "co.jp", "ne.jp", "or.jp", "com.au", "net.au", "org.au",
-    "com.br", "com.cn", "net.cn", "com.tw", "co.kr", "co.nz", "co.in", "com.sg", "com.hk",
-    "com.mx", "co.za", "com.tr",
-})
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The Public Suffix List bundled with ``publicsuffixlist`` (ICANN and private
+    sections: ``vendor.github.io`` is its owner's, not GitHub's). Read once."""
+    return PublicSuffixList()
 
 
+@functools.lru_cache(maxsize=4096)
 def registrable_domain(host: str | None) -> str | None:
     """The registrable part of a host name: ``mud.example.co.uk`` -> ``example.co.uk``.
 
-    Returns ``None`` for empty input and for IP address literals.
+    Returns ``None`` for empty input, IP address literals, and names that are a public
+    suffix themselves (``github.io``: no one maker owns it).
     """
     if not host:
         return None
@@ -74,9 +77,8 @@ def registrable_domain(host: str | None) -> str | None:
         return None
     except ValueError:
         pass
-    labels = host.split(".")
-    keep = 3 if ".".join(labels[-2:]) in _MULTI_LABEL_SUFFIXES else 2
-    return ".".join(labels[-keep:])
+    domain: str | None = _public_suffixes().privatesuffix(host)
+    return domain
 
 
 def in_domain(name: str, domain: str) -> bool:
