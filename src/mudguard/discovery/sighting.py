@@ -31,6 +31,14 @@ NEW_LLDP_DEVICES = 32
 a frame's source MAC is whatever its sender writes, so one device could otherwise fill
 the store (and the ruleset) with invented devices."""
 NEW_LLDP_WINDOW = timedelta(minutes=10)
+NEW_DHCP_DEVICES = 128
+"""At most this many unknown MACs become devices from DHCP (v4 and v6) per
+``NEW_LLDP_WINDOW``: a DHCP client chooses its own hardware address, so one device
+changing it at will could otherwise do the same. Generous for a home's first start (all
+its devices asking at once); a MAC over budget stays unknown (nothing of it forwarded)
+until a later request finds room."""
+MAX_DEVICES = 4096
+"""No new device from discovery once the store holds this many (owners add by hand)."""
 
 
 class SightingError(RemoteInputError):
@@ -96,13 +104,18 @@ def normalise(sighting: Sighting) -> Sighting:
 class Intake:
     """The single funnel from discovery sources to the device services. Thread-safe."""
 
-    def __init__(self, service: DeviceService, *, remember: int = 4096) -> None:
-        """``remember`` bounds how many recent sightings are kept for de-duplication."""
+    def __init__(self, service: DeviceService, *, remember: int = 4096,
+                 max_devices: int = MAX_DEVICES) -> None:
+        """``remember`` bounds how many recent sightings are kept for de-duplication;
+        ``max_devices`` how many devices discovery may fill the store with."""
         self.service = service
         self._seen: OrderedDict[str, Sighting] = OrderedDict()
         self._remember = remember
+        self._max_devices = max_devices
         self._lock = threading.Lock()
-        self._lldp_new: list[datetime] = []
+        self._new: dict[str, list[datetime]] = {"lldp": [], "dhcp": []}
+        self.refused_new = 0
+        """New MACs refused by a budget or the cap (a hostile or broken device's mark)."""
 
     def on_sighting(self, sighting: Sighting) -> Device | None:
         """Take one sighting; return the device if anything changed, else None.
@@ -120,9 +133,7 @@ class Intake:
                 return None
             if clean.source is MudSource.NEIGHBOUR and not self._may_add(clean):
                 return None
-            if clean.source is MudSource.LLDP and not self._may_create_from_lldp(clean):
-                log.warning("ignored an LLDP frame from new MAC %s: more than %d new devices "
-                            "from LLDP in %s", clean.mac, NEW_LLDP_DEVICES, NEW_LLDP_WINDOW)
+            if not self._may_create(clean):
                 return None
             try:
                 device = self.service.observe(
@@ -138,16 +149,30 @@ class Intake:
                 self._seen.popitem(last=False)
             return device
 
-    def _may_create_from_lldp(self, sighting: Sighting) -> bool:
-        """A known MAC always; a new one while under the LLDP new-device budget."""
-        if self.service.store.get_device(sighting.mac) is not None:
+    def _may_create(self, sighting: Sighting) -> bool:
+        """A known MAC always; a new one while under its source's new-device budget
+        (LLDP, DHCP: whatever MAC the sender writes) and the store's cap."""
+        budget = {MudSource.LLDP: ("lldp", NEW_LLDP_DEVICES),
+                  MudSource.DHCP4: ("dhcp", NEW_DHCP_DEVICES),
+                  MudSource.DHCP6: ("dhcp", NEW_DHCP_DEVICES)}.get(sighting.source)
+        if budget is None or self.service.store.get_device(sighting.mac) is not None:
             return True
+        kind, limit = budget
         now = self.service.clock()
-        self._lldp_new = [t for t in self._lldp_new if now - t < NEW_LLDP_WINDOW]
-        if len(self._lldp_new) >= NEW_LLDP_DEVICES:
-            return False
-        self._lldp_new.append(now)
-        return True
+        recent = [t for t in self._new[kind] if now - t < NEW_LLDP_WINDOW]
+        self._new[kind] = recent
+        if len(recent) >= limit:
+            why = f"more than {limit} new devices from {kind} in {NEW_LLDP_WINDOW}"
+        elif self.service.store.count_devices() >= self._max_devices:
+            why = f"the home already has {self._max_devices} devices"
+        else:
+            recent.append(now)
+            return True
+        self.refused_new += 1
+        if self.refused_new in (1, 10) or self.refused_new % 100 == 0:
+            log.warning("ignored new MAC %s from %s: %s (%d refused so far)", sighting.mac,
+                        sighting.source.value, why, self.refused_new)
+        return False
 
     def _may_add(self, sighting: Sighting) -> bool:
         """A neighbour entry is the device's own claim: it may only add an address to a

@@ -119,6 +119,10 @@ class Store(SqliteDatabase):
         rows = self._read(_SELECT_DEVICES + " WHERE mac = ?", (normalise_mac(mac),))
         return _device_from_row(rows[0]) if rows else None
 
+    def count_devices(self) -> int:
+        """How many devices the store holds."""
+        return int(self._read("SELECT COUNT(*) FROM devices")[0][0])
+
     def list_devices(self) -> list[Device]:
         """Every device, ordered by MAC."""
         rows = self._read(_SELECT_DEVICES + " ORDER BY mac")
