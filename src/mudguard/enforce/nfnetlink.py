@@ -8,9 +8,10 @@ set by name itself: a batch sent here costs the same whatever else is installed.
 
 The wire format is the kernel's ``nf_tables`` netlink ABI
 (``include/uapi/linux/netfilter/nf_tables.h``, ``nfnetlink.h``): a batch is
-``NFNL_MSG_BATCH_BEGIN``, the messages, ``NFNL_MSG_BATCH_END``; each message asks
-for an acknowledgement so a refusal is tied to the message (and so the command)
-that caused it; the kernel then applies none of the batch.
+``NFNL_MSG_BATCH_BEGIN``, the messages, ``NFNL_MSG_BATCH_END``; the kernel reports
+each refused message by its sequence number (so by the command that caused it) and
+then applies none of the batch; the last message asks for an acknowledgement, which
+closes the batch's replies. Dumps (``NLM_F_DUMP``) read objects back for reconcile.
 """
 
 from __future__ import annotations
