@@ -47,7 +47,7 @@ from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
 from mudguard.enforce import Enforcer, LanIsolation, Nft
 from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
-from mudguard.policy import HomeContext
+from mudguard.policy import HomeContext, set_shard_count
 from mudguard.store import Store
 from mudguard.watch import DeviationTracker
 from mudguard.watch.listener import AddressBook, Watcher
@@ -247,6 +247,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         settings = wanted
         store.save_settings(settings)
 
+    set_shard_count(config.device_tables)  # before anything compiles or fills a set
     context = HomeContext(
         lan_prefixes=config.lan_prefixes, gateway_addresses=config.addresses,
         lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",

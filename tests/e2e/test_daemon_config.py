@@ -37,7 +37,9 @@ def test_a_good_configuration_parses_with_defaults() -> None:
     assert (config.dns_port, config.portal_address, config.portal_port) == (53, "192.0.2.1", 8080)
     assert config.database == Path("/tmp/mg/mudguard.db")
     assert config.dhcp_range == ("192.0.2.100", "192.0.2.199")
-    assert config.isolate_lan is True
+    assert config.isolate_lan is True and config.device_tables == 16
+    assert parse_config(GOOD.replace('home_default = "lan"', 'home_default = "lan"\n'
+                                     'device_tables = 1')).device_tables == 1
     off = GOOD.replace('home_default = "lan"', 'home_default = "lan"\nisolate_lan = false')
     assert parse_config(off).isolate_lan is False
 
@@ -65,6 +67,10 @@ def test_the_demo_writes_a_configuration_the_daemon_accepts(tmp_path: Path) -> N
     (GOOD + '[mud]\nallow_unsigned = "yes"\n', "allow_unsigned"),
     (GOOD.replace('home_default = "lan"', 'home_default = "lan"\nisolate_lan = 1'),
      "isolate_lan"),
+    (GOOD.replace('home_default = "lan"', 'home_default = "lan"\ndevice_tables = 65'),
+     "device_tables"),
+    (GOOD.replace('home_default = "lan"', 'home_default = "lan"\ndevice_tables = true'),
+     "device_tables"),
 ])
 def test_bad_configurations_are_refused_naming_the_key(text: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):

@@ -20,6 +20,7 @@ from mudguard.policy import (
     LifecycleState,
     decide,
     device_chain,
+    set_shard_count,
     shard_names,
     shard_table,
 )
@@ -202,3 +203,32 @@ def test_dns_sets_no_device_names_any_more_are_deleted(home: VirtualHome,
     assert not named & sets()  # nobody does: deleted in the same batch
     enf.apply_device(device(first, 201, LifecycleState.PROFILED), mud)
     assert named <= sets()  # and back when it is named again
+
+
+def test_fewer_device_tables_after_a_restart_leave_no_table_behind(home: VirtualHome) -> None:
+    """An owner lowers ``gateway.device_tables``: reconcile reinstalls, the surplus shard
+    tables (whose drops would still apply) are gone, and devices work in the new ones."""
+    first = enforcer(home)
+    first.install_home()
+    p0 = first.apply_device(facts(home, 0, LifecycleState.PROFILED, mud_url=None), None)
+    p1 = first.apply_device(facts(home, 1, LifecycleState.OUT_OF_SUPPORT), None)
+
+    def tables() -> set[str]:
+        out = json.loads(run(["nft", "-j", "list", "tables"], ns=home.gw_ns).stdout)
+        return {i["table"]["name"] for i in out["nftables"] if "table" in i}
+
+    assert len(tables()) == 17
+    try:
+        set_shard_count(2)
+        report = enforcer(home).reconcile([p0, p1])
+        assert report.reinstalled_table
+        assert tables() == {TABLE, *shard_names()} and len(shard_names()) == 2
+        assert home.tcp(home.nodes[0].ns, CLOUD4, 443)
+        assert not home.tcp(home.nodes[1].ns, CLOUD4, 443, 0.5)
+        assert enforcer(home).reconcile([p0, p1]).ok == sorted([p0.device.mac, p1.device.mac])
+    finally:
+        set_shard_count(16)
+    report = enforcer(home).reconcile([p0, p1])  # and back up
+    assert report.reinstalled_table and len(tables()) == 17
+    with pytest.raises(ValueError):
+        set_shard_count(0)

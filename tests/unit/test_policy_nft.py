@@ -23,7 +23,6 @@ from mudguard.policy import (
     MANAGED4,
     MANAGED6,
     OUT_DISPATCH,
-    SHARDS,
     TABLE,
     DeviceFacts,
     DevicePolicy,
@@ -41,6 +40,7 @@ from mudguard.policy import (
     device_id,
     dns_set_name,
     log_prefix,
+    shard_count,
     shard_names,
     shard_table,
 )
@@ -100,7 +100,7 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
         assert chains[(shard, "forward")]["policy"] == "accept"
         assert chains[(shard, "forward")]["prio"] < chains[(TABLE, "forward")]["prio"]
         assert chains[(shard, "input")]["prio"] < chains[(TABLE, "input")]["prio"]
-    assert len(shard_names()) == SHARDS
+    assert len(shard_names()) == shard_count() == 16
     maps = {(c["add"]["map"]["table"], c["add"]["map"]["name"]) for c in cmds
             if "map" in c.get("add", {})}
     assert maps == {(shard, m) for shard in shard_names()

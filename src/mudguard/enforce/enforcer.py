@@ -63,6 +63,7 @@ from mudguard.policy import (
     remove_device_commands,
     shard_names,
     shard_table,
+    surplus_shard_names,
 )
 
 log = logging.getLogger(__name__)
@@ -418,7 +419,7 @@ class Enforcer:
         policies = list(policies)
         report = ReconcileReport()
         try:
-            items = self._nft.read_tables({TABLE, *shard_names()})
+            items = self._nft.read_tables({TABLE, *shard_names(), *surplus_shard_names()})
         except Exception:  # unreadable: start from scratch
             log.exception("could not read the tables back; reinstalling them")
             items = []
@@ -471,16 +472,22 @@ class _KernelView:
     rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # -> key -> chain
     sets: dict[str, set[str]] = field(default_factory=dict)  # main-table set -> elements
+    surplus: set[str] = field(default_factory=set)  # shard tables beyond the setting
 
     @classmethod
     def parse(cls, items: list[dict[str, Any]]) -> _KernelView:
         """Build the view from ``nft -j list ruleset`` items (other tables are ignored)."""
         view = cls()
         ours = {TABLE, *shard_names()}
+        surplus = set(surplus_shard_names())
         for item in items:
             kind, body = next(iter(item.items()))
-            if not isinstance(body, dict) or body.get("family") != "inet" \
-                    or body.get("table") not in ours:
+            if not isinstance(body, dict) or body.get("family") != "inet":
+                continue
+            if body.get("table") in surplus:
+                view.surplus.add(body["table"])
+                continue
+            if body.get("table") not in ours:
                 continue
             table = body["table"]
             if kind == "chain" and "hook" in body:
@@ -496,8 +503,9 @@ class _KernelView:
         return view
 
     def has_base(self) -> bool:
-        """True if the main table and every shard have their base chains, maps and sets."""
-        if not ({"forward", "input", "output"} <= self.base.get(TABLE, set())
+        """True if the main table and every shard have their base chains, maps and sets,
+        and no shard table is left from a bigger setting (its drops would still apply)."""
+        if self.surplus or not ({"forward", "input", "output"} <= self.base.get(TABLE, set())
                 and {KNOWN_MACS, MANAGED4, MANAGED6} <= set(self.sets)):
             return False
         return all({"forward", "input"} <= self.base.get(shard, set())

@@ -19,7 +19,21 @@ its base chains) at each commit that adds a rule, so a device update in one tabl
 holding every device would cost time in proportion to the home. Devices are spread
 over ``SHARDS`` tables by a hash of their MAC: an update re-validates one shard.
 Every packet passes each shard's base chain once (their first rule accepts
-established traffic), a cost fixed by ``SHARDS``, not by the number of devices."""
+established traffic), a cost fixed by ``SHARDS``, not by the number of devices.
+A process sets it once, before compiling anything (``set_shard_count``)."""
+MAX_SHARDS = 64
+"""The most device tables a home may have (names ``mudguard_00`` .. ``mudguard_63``)."""
+
+
+def set_shard_count(count: int) -> None:
+    """Use ``count`` device tables from now on (1 = the best forwarding rate, 16 = a
+    device's update flat up to thousands of devices). Call at start-up, before any
+    compile; the Enforcer's reconcile then removes the tables beyond ``count``."""
+    global SHARDS
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SHARDS:
+        raise ValueError(f"the number of device tables must be 1-{MAX_SHARDS}, got {count!r}")
+    SHARDS = count
+    shard_table.cache_clear()
 
 
 def _digest(text: str, length: int = 12) -> str:
@@ -43,8 +57,8 @@ def shard_table(mac: str) -> str:
 
 
 def shard_name(index: int) -> str:
-    """The name of shard ``index``'s table."""
-    if not 0 <= index < SHARDS:
+    """The name of shard ``index``'s table (any index a home may ever have used)."""
+    if not 0 <= index < MAX_SHARDS:
         raise ValueError(f"shard index out of range: {index}")
     return f"{TABLE}_{index:02d}"
 
@@ -52,6 +66,16 @@ def shard_name(index: int) -> str:
 def shard_names() -> list[str]:
     """Every shard table's name, in order."""
     return [shard_name(i) for i in range(SHARDS)]
+
+
+def shard_count() -> int:
+    """How many device tables this process uses."""
+    return SHARDS
+
+
+def surplus_shard_names() -> list[str]:
+    """The names of shard tables beyond ``SHARDS`` (left from a bigger setting)."""
+    return [shard_name(i) for i in range(SHARDS, MAX_SHARDS)]
 
 
 def dns_set_name(dnsname: str, family: int) -> str:

@@ -94,6 +94,7 @@ from mudguard.policy._names import (
     log_prefix,
     shard_names,
     shard_table,
+    surplus_shard_names,
 )
 
 NftCommand = dict[str, Any]
@@ -677,6 +678,8 @@ def compile_base(context: HomeContext) -> list[NftCommand]:
     ]
     for table in shard_names():
         cmds += compile_shard(table, context)
+    for table in surplus_shard_names():  # left from a bigger setting: their drops are final
+        cmds += _fresh_table(table)[:2]
     return cmds
 
 
