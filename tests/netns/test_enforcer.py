@@ -232,3 +232,54 @@ def test_fewer_device_tables_after_a_restart_leave_no_table_behind(home: Virtual
     assert report.reinstalled_table and len(tables()) == 17
     with pytest.raises(ValueError):
         set_shard_count(0)
+
+
+PINGER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.settimeout(1.0)
+for line in sys.stdin:  # one datagram per line, on the same flow
+    s.send(b"ping")
+    try:
+        print("echo" if s.recv(100) == b"ping" else "other", flush=True)
+    except OSError:
+        print("silence", flush=True)
+"""
+
+
+def test_a_narrowed_policy_cuts_the_connections_the_old_one_allowed(home: VirtualHome) -> None:
+    """Established flows pass before any device chain: without forgetting them, a device
+    quarantined mid-conversation would keep talking to its peer."""
+    import subprocess
+    import sys
+
+    home.serve(home.inet_ns, udp=[7777])
+    enf = enforcer(home)
+    enf.install_home()
+    node = home.nodes[0]
+    enf.apply_device(facts(home, 0), None)  # the home default: Internet
+    flow = subprocess.Popen(["ip", "netns", "exec", node.ns, sys.executable, "-c", PINGER,
+                             CLOUD4, "7777"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert flow.stdin is not None and flow.stdout is not None
+
+    def exchange() -> str:
+        assert flow.stdin is not None and flow.stdout is not None
+        flow.stdin.write("go\n")
+        flow.stdin.flush()
+        return flow.stdout.readline().strip()
+
+    try:
+        assert exchange() == "echo"
+        enf.apply_device(facts(home, 0, LifecycleState.TRUSTED), None)  # wider: kept
+        assert exchange() == "echo"
+        enf.apply_device(facts(home, 0, LifecycleState.QUARANTINED), None)
+        assert exchange() == "silence"  # the same flow, now new again: dropped
+        enf.apply_device(facts(home, 0), None)
+        assert exchange() == "echo"  # allowed again: it passes afresh
+        enf.remove_device(node.mac)
+        assert exchange() == "silence"
+    finally:
+        flow.kill()
+        flow.wait(5)

@@ -217,6 +217,11 @@ class Enforcer:
             updates.update(self._recompile_dependents(policy.device, context, cmds))
         cmds += self._unused_sets(updates, [])
         self._nft.apply(cmds)
+        if old is not None and old.installed.fingerprint != record.fingerprint \
+                and policy.state is not LifecycleState.TRUSTED:
+            # Established connections are accepted before any device chain: the old
+            # policy's would outlive the new one. (Trusted: nothing to take back.)
+            self._nft.forget_connections(old.installed.ipv4 + old.installed.ipv6)
         self._drop_stolen(record)
         self._update_entries(updates)
         if context.peers is not None:
@@ -241,6 +246,7 @@ class Enforcer:
         updates = self._recompile_dependents(gone, context, cmds)
         cmds += self._unused_sets(updates, [entry])
         self._nft.apply(cmds)
+        self._nft.forget_connections(entry.installed.ipv4 + entry.installed.ipv6)
         self._unindex(self._entries.pop(mac))
         self._devices.pop(mac, None)
         self._update_entries(updates)

@@ -119,8 +119,9 @@ class Message:
     origin: int = 0
 
 
-def _frame(kind: int, flags: int, seq: int, res_id: int, body: bytes = b"") -> bytes:
-    payload = _NFGEN.pack(NFPROTO_INET, 0, res_id) + body
+def _frame(kind: int, flags: int, seq: int, res_id: int, body: bytes = b"",
+           family: int = NFPROTO_INET) -> bytes:
+    payload = _NFGEN.pack(family, 0, res_id) + body
     return _HDR.pack(_HDR.size + len(payload), kind, flags, seq, 0) + payload
 
 
@@ -218,11 +219,12 @@ class NfnetlinkSocket:
             raise NfnetlinkError(*refused)
         raise OSError(errno.EPROTO, "netlink: no acknowledgement for the batch")
 
-    def dump(self, kind: int, body: bytes, max_messages: int) -> list[bytes]:
+    def dump(self, kind: int, body: bytes, max_messages: int, *,
+             subsystem: int = NFNL_SUBSYS_NFTABLES, family: int = NFPROTO_INET) -> list[bytes]:
         """One dump request (``NLM_F_DUMP``); the payloads of its answers (bounded)."""
         seq = self._next_seq(1)
-        self._sock.send(_frame((NFNL_SUBSYS_NFTABLES << 8) | kind,
-                               NLM_F_REQUEST | NLM_F_DUMP, seq, 0, body))
+        self._sock.send(_frame((subsystem << 8) | kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0,
+                               body, family))
         out: list[bytes] = []
         while len(out) < max_messages:
             data = self._sock.recv(1 << 20)
@@ -243,6 +245,24 @@ class NfnetlinkSocket:
                     out.append(data[start: offset + length])
                 offset += (length + 3) & ~3
         raise OSError(errno.EMSGSIZE, f"netlink dump longer than {max_messages} messages")
+
+    def request(self, subsystem: int, kind: int, family: int, body: bytes) -> int:
+        """One acknowledged request outside a batch; 0, or the kernel's errno."""
+        seq = self._next_seq(1)
+        self._sock.send(_frame((subsystem << 8) | kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0,
+                               body, family))
+        for _ in range(64):  # bounded: stale replies are skipped
+            data = self._sock.recv(65536)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, msg_kind, _flags, msg_seq, _pid = _HDR.unpack_from(data, offset)
+                if length < _HDR.size:
+                    break
+                if msg_kind == NLMSG_ERROR and msg_seq == seq:
+                    (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
+                    return int(-code)
+                offset += (length + 3) & ~3
+        raise OSError(errno.EPROTO, "netlink: no acknowledgement for the request")
 
     def _next_seq(self, count: int) -> int:
         """The first of ``count`` sequence numbers (32-bit on the wire: wraps)."""

@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from mudguard.enforce.bytecode import Unsupported, encode_batch
+from mudguard.enforce.conntrack import forget_connections
 from mudguard.enforce.nfnetlink import NfnetlinkError, NfnetlinkSocket
 from mudguard.enforce.readback import read_tables
 from mudguard.errors import MudguardError
@@ -54,7 +55,8 @@ class Nft:
     def __init__(self, *, netlink: bool = True) -> None:
         import nftables  # pip-nftables: loads Debian's libnftables
 
-        self._netlink = NfnetlinkSocket() if netlink else None
+        self._socket = NfnetlinkSocket()  # in this namespace: see in_namespace
+        self._netlink = self._socket if netlink else None
         self._lock = threading.Lock()
         self.netlink_batches = 0  # batches sent over the socket (tests and benches read it)
 
@@ -156,6 +158,18 @@ class Nft:
             if isinstance(body, dict) and body.get("table") in tables:
                 items.append(item)
         return items
+
+    def forget_connections(self, addresses: Iterable[str]) -> int:
+        """Delete the tracked connections with one of ``addresses`` at either end (after a
+        device's access narrowed); how many. Never raises: the rules are in force already,
+        a failure here is logged and leaves only old connections alive."""
+        try:
+            with self._lock:
+                return forget_connections(self._socket, addresses)
+        except (OSError, ValueError) as exc:
+            log.warning("could not forget tracked connections of %s: %s",
+                        ", ".join(addresses), exc)
+            return 0
 
     def list_json(self, *what: str) -> list[dict[str, Any]]:
         """Read part of the ruleset back (e.g. ``"table", "inet", "mudguard"``).
