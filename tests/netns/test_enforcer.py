@@ -266,6 +266,7 @@ def test_a_narrowed_policy_cuts_the_connections_the_old_one_allowed(home: Virtua
 
     def exchange() -> str:
         assert flow.stdin is not None and flow.stdout is not None
+        assert enf.nft.settle()  # the old connections are forgotten behind the update
         flow.stdin.write("go\n")
         flow.stdin.flush()
         return flow.stdout.readline().strip()

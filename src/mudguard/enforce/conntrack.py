@@ -2,8 +2,10 @@
 
 Every table accepts ``ct state established,related`` before any device chain, so a
 connection the old policy let in would outlive a narrower one (a quarantined camera
-keeping its line to a command server). After such an update the ``Enforcer`` deletes
-the connections that have one of the device's addresses at either end; the next
+keeping its line to a command server). After such an update the ``Enforcer`` has the
+connections deleted that have one of the device's addresses at either end (behind the
+update, on the ``Nft`` handle's worker: the kernel walks its whole conntrack table for
+each dump, ≈7 ms per family whatever it holds); the next
 packet of a flow the new policy still allows is looked at afresh (a TCP flow whose
 rule wants a device-initiated SYN starts over), the others are dropped.
 

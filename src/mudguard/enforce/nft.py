@@ -18,7 +18,9 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import queue
 import threading
+import time
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -58,6 +60,11 @@ class Nft:
         self._socket = NfnetlinkSocket()  # in this namespace: see in_namespace
         self._netlink = self._socket if netlink else None
         self._lock = threading.Lock()
+        # Forgetting connections walks the whole conntrack table in the kernel (≈7 ms per
+        # family whatever it holds): it runs behind the update, on its own socket.
+        self._ct_socket = NfnetlinkSocket()
+        self._ct_queue: queue.Queue[tuple[str, ...]] = queue.Queue(maxsize=4096)
+        self._ct_worker: threading.Thread | None = None
         self.netlink_batches = 0  # batches sent over the socket (tests and benches read it)
 
         self._nft = nftables.Nftables()
@@ -159,17 +166,41 @@ class Nft:
                 items.append(item)
         return items
 
-    def forget_connections(self, addresses: Iterable[str]) -> int:
-        """Delete the tracked connections with one of ``addresses`` at either end (after a
-        device's access narrowed); how many. Never raises: the rules are in force already,
-        a failure here is logged and leaves only old connections alive."""
+    def forget_connections(self, addresses: Iterable[str]) -> None:
+        """Have the tracked connections with one of ``addresses`` at either end deleted
+        (after a device's access narrowed), on a worker thread, in order; ``settle``
+        waits for it. Never raises: the rules are in force already."""
+        wanted = tuple(addresses)
+        if not wanted:
+            return
+        with self._lock:
+            if self._ct_worker is None:
+                self._ct_worker = threading.Thread(target=self._forget_loop, daemon=True,
+                                                   name="conntrack-forget")
+                self._ct_worker.start()
         try:
-            with self._lock:
-                return forget_connections(self._socket, addresses)
-        except (OSError, ValueError) as exc:
-            log.warning("could not forget tracked connections of %s: %s",
-                        ", ".join(addresses), exc)
-            return 0
+            self._ct_queue.put_nowait(wanted)
+        except queue.Full:
+            log.error("conntrack forget queue full: connections of %s stay", ", ".join(wanted))
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until every requested ``forget_connections`` is done; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._ct_queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self._ct_queue.unfinished_tasks
+
+    def _forget_loop(self) -> None:
+        while True:
+            addresses = self._ct_queue.get()
+            try:
+                count = forget_connections(self._ct_socket, addresses)
+                log.debug("forgot %d connections of %s", count, ", ".join(addresses))
+            except (OSError, ValueError) as exc:
+                log.warning("could not forget tracked connections of %s: %s",
+                            ", ".join(addresses), exc)
+            finally:
+                self._ct_queue.task_done()
 
     def list_json(self, *what: str) -> list[dict[str, Any]]:
         """Read part of the ruleset back (e.g. ``"table", "inet", "mudguard"``).
