@@ -6,6 +6,10 @@ repeatedly (its policy alternates between its profile and the home default, so t
 chain really changes). Then a fresh Enforcer reconciles the same policies against the
 kernel (a daemon restart: one read-back, nothing to repair).
 
+After each update the old policy's tracked connections are forgotten behind it (a
+worker thread; the kernel walks its whole conntrack table): the bench waits for that
+outside the timed update and shows it as "then forget".
+
 Each home size runs twice in the same run: ``libnftables`` sends every batch through
 libnftables (which fetches the table's chains and sets first), ``netlink`` is what the
 gateway does (device batches translated by ``enforce/bytecode.py`` and sent over
@@ -85,6 +89,7 @@ def measure(n: int, files: list[MudFile], updates: int, *, netlink: bool) -> dic
         mud0 = files[0]
         compile_ms: list[float] = []
         apply_ms: list[float] = []
+        forget_ms: list[float] = []
         for k in range(updates):
             state = LifecycleState.DEFAULT if k % 2 == 0 else LifecycleState.PROFILED
             t1 = time.perf_counter()
@@ -93,8 +98,10 @@ def measure(n: int, files: list[MudFile], updates: int, *, netlink: bool) -> dic
             t2 = time.perf_counter()
             enforcer.apply_policy(p0)  # compile + apply, one batch
             t3 = time.perf_counter()
+            nft.settle()  # the old policy's connections, forgotten behind the update
             compile_ms.append((t2 - t1) * 1000)
             apply_ms.append((t3 - t2) * 1000)
+            forget_ms.append((time.perf_counter() - t3) * 1000)
         policies[0] = policy(0, mud0, LifecycleState.DEFAULT if updates % 2 else
                              LifecycleState.PROFILED)
         t4 = time.perf_counter()
@@ -107,6 +114,7 @@ def measure(n: int, files: list[MudFile], updates: int, *, netlink: bool) -> dic
                 "compile_ms": statistics.median(compile_ms),
                 "update_ms": statistics.median(apply_ms),
                 "update_p90_ms": sorted(apply_ms)[int(0.9 * (len(apply_ms) - 1))],
+                "forget_ms": statistics.median(forget_ms),
                 "cmds_per_device": rules}
     finally:
         _netns.delete(ns)
@@ -124,7 +132,7 @@ def main() -> None:
     print(f"{len(files)} corpus profiles, {args.updates} updates of one device per home size")
     print(f"{'devices':>8} {'path':>12} {'cmds/dev':>9} {'cold install':>13} {'reconcile':>10} "
           f"{'compile p50':>12} {'compile+apply p50':>18} {'p90':>8} {'vs 1':>6} "
-          f"{'vs libnft':>10}")
+          f"{'vs libnft':>10} {'then forget':>12}")
     base: dict[bool, float] = {}
     for n in args.sizes:
         reference = 0.0
@@ -137,7 +145,7 @@ def main() -> None:
                   f"{r['reconcile_s']:>9.2f}s "
                   f"{r['compile_ms']:>10.2f}ms {r['update_ms']:>16.2f}ms "
                   f"{r['update_p90_ms']:>6.2f}ms {r['update_ms'] / base[netlink]:>5.2f}x "
-                  f"{r['update_ms'] / reference:>9.2f}x")
+                  f"{r['update_ms'] / reference:>9.2f}x {r['forget_ms']:>10.2f}ms")
 
 if __name__ == "__main__":
     main()
