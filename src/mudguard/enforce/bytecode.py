@@ -25,7 +25,7 @@ import functools
 import ipaddress
 import struct
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -504,15 +504,15 @@ def _intervals(f: _Field, items: list[Any]) -> list[tuple[int, int]] | None:
 
 def _set_type(f: _Field) -> tuple[int, bytes]:
     """(NFTA_SET_KEY_TYPE, key byte order userdata) for a field's values."""
-    ids = {"ipv4": 7, "ipv6": 8, "ether": 9, "be": 0, "nfproto": 0, "l4proto": 12}
-    if f.value_type not in ids:
+    names = {"ipv4": "ipv4_addr", "ipv6": "ipv6_addr", "ether": "ether_addr",
+             "l4proto": "inet_proto", "be": "inet_service" if f.length == 2 else None,
+             "nfproto": None}
+    if f.value_type not in names:
         raise Unsupported(f"a set of {f.value_type}")
+    name = names[f.value_type]
+    # No name: nft uses the field's own type (e.g. icmpv6_type); integer (0) is fine.
+    type_id = _TYPE_IDS[name] if name else 0
     big_endian = f.value_type in ("ipv4", "ipv6", "ether", "be")
-    type_id = ids[f.value_type]
-    if f.value_type == "be" and f.length == 2:
-        type_id = _TYPE_IDS["inet_service"]
-    elif f.value_type == "be":
-        type_id = 0  # nft uses the field's own type (e.g. icmpv6_type); integer is fine
     return type_id, _udata_byteorder(2 if big_endian else 1)
 
 
@@ -798,8 +798,3 @@ def encode_batch(commands: Sequence[NftCommand]) -> list[Message]:
         _command(batch, command)
     return batch.messages
 
-
-def describe(messages: Sequence[Message]) -> Iterator[str]:
-    """One line per message (for debug logs)."""
-    for m in messages:
-        yield f"#{m.origin} type={m.kind} flags={m.flags:#x} {len(m.body)} bytes"

@@ -22,16 +22,21 @@ import logging
 import socket
 from collections.abc import Iterable
 
-from mudguard.enforce.nfnetlink import NfnetlinkSocket, iter_attrs, parse_attrs
+from mudguard.enforce.nfnetlink import NfnetlinkSocket, iter_raw_attrs, parse_attrs
+from mudguard.watch.conntrack import (
+    CTA_IP_V4_DST,
+    CTA_IP_V4_SRC,
+    CTA_IP_V6_DST,
+    CTA_IP_V6_SRC,
+    CTA_TUPLE_IP,
+    CTA_TUPLE_ORIG,
+    NFNL_SUBSYS_CTNETLINK,
+)
 
 log = logging.getLogger(__name__)
 
-NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 1, 2
-CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_ZONE = 1, 2, 18
-CTA_TUPLE_IP = 1
-CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
-NLA_F_NESTED = 0x8000
+CTA_TUPLE_REPLY, CTA_ZONE = 2, 18
 _MAX_ENTRIES = 1_000_000
 
 
@@ -52,7 +57,7 @@ def forget_connections(sock: NfnetlinkSocket, addresses: Iterable[str]) -> int:
             continue
         for payload in sock.dump(IPCTNL_MSG_CT_GET, b"", _MAX_ENTRIES,
                                  subsystem=NFNL_SUBSYS_CTNETLINK, family=family):
-            raw = {kind: (header, value) for kind, header, value in _raw_attrs(payload)}
+            raw = {kind: (whole, value) for kind, whole, value in iter_raw_attrs(payload)}
             orig, reply = raw.get(CTA_TUPLE_ORIG), raw.get(CTA_TUPLE_REPLY)
             if orig is None:
                 continue
@@ -67,13 +72,3 @@ def forget_connections(sock: NfnetlinkSocket, addresses: Iterable[str]) -> int:
                 log.warning("conntrack delete refused: %s", errno.errorcode.get(code, code))
     return deleted
 
-
-def _raw_attrs(data: bytes) -> list[tuple[int, bytes, bytes]]:
-    """(type, the whole attribute as sent, its payload) for each top-level attribute."""
-    out = []
-    offset = 0
-    for kind, value in iter_attrs(data):
-        length = 4 + len(value)
-        out.append((kind, data[offset: offset + length] + b"\0" * (-length % 4), value))
-        offset += (length + 3) & ~3
-    return out

@@ -95,13 +95,20 @@ def parse_attrs(data: bytes) -> dict[int, bytes]:
 
 def iter_attrs(data: bytes) -> list[tuple[int, bytes]]:
     """Every attribute of a netlink payload in order, as (type without flags, payload)."""
-    out: list[tuple[int, bytes]] = []
+    return [(kind, payload) for kind, _whole, payload in iter_raw_attrs(data)]
+
+
+def iter_raw_attrs(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Every attribute in order as (type without flags, the attribute as sent, padded,
+    its payload): what a request needs to send an attribute back unchanged."""
+    out: list[tuple[int, bytes, bytes]] = []
     offset = 0
     while offset + _ATTR.size <= len(data):
         length, kind = _ATTR.unpack_from(data, offset)
         if length < _ATTR.size:
             break
-        out.append((kind & 0x3FFF, data[offset + _ATTR.size: offset + length]))
+        whole = data[offset: offset + length]
+        out.append((kind & 0x3FFF, whole + b"\0" * (-len(whole) % 4), whole[_ATTR.size:]))
         offset += (length + 3) & ~3
     return out
 

@@ -39,6 +39,11 @@ def _text(raw: bytes | None) -> str:
     return (raw or b"").split(b"\0", 1)[0].decode("ascii", "replace")
 
 
+def _u32(attrs: dict[int, bytes], kind: int) -> int:
+    """A big-endian 32-bit attribute, 0 if absent."""
+    return int(struct.unpack("!I", attrs.get(kind, b"\0\0\0\0")[:4])[0])
+
+
 def _comment(udata: bytes | None) -> str | None:
     """The rule comment in libnftnl's userdata TLVs (type 0)."""
     data = udata or b""
@@ -106,14 +111,14 @@ def read_tables(sock: NfnetlinkSocket, tables: Collection[str]) -> list[dict[str
     for payload in sock.dump(NFT_MSG_GETSET, b"", _MAX):
         a = parse_attrs(payload)
         table = _text(a.get(NFTA_SET_TABLE))
-        (flags,) = struct.unpack("!I", a.get(NFTA_SET_FLAGS, b"\0\0\0\0")[:4])
+        flags = _u32(a, NFTA_SET_FLAGS)
         if table not in tables or flags & NFT_SET_ANONYMOUS:
             continue
         name = _text(a.get(NFTA_SET_NAME))
         kind = "map" if flags & NFT_SET_MAP else "set"
         body: dict[str, Any] = {"family": "inet", "table": table, "name": name}
-        (key_len,) = struct.unpack("!I", a.get(NFTA_SET_KEY_LEN, b"\0\0\0\0")[:4])
-        if kind == "map" or key_len in (4, 6, 16):  # not the DNS pair sets: reconcile
-            body["elem"] = _elements(sock, table, name)  # never needs their contents
+        # Not the DNS pair sets (8 or 32-byte keys): reconcile never needs their contents.
+        if kind == "map" or _u32(a, NFTA_SET_KEY_LEN) in (4, 6, 16):
+            body["elem"] = _elements(sock, table, name)
         items.append({kind: body})
     return items
