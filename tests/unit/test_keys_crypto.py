@@ -14,14 +14,17 @@ from mudguard.keys.core import (
     EapolObservation,
     PskEntry,
     eapol_mic,
-    find_handshakes,
-    handshake_matches,
-    identify_key,
     parse_eapol_key,
     pmk_from_passphrase,
     ptk_from_pmk,
 )
 from mudguard.keys.core import _prf_sha1 as prf_sha1
+from mudguard.keys.handshake import (
+    find_handshakes,
+    handshake_matches,
+    identify_handshakes,
+    identify_key,
+)
 
 DECOYS = ["12345679", "dictionarx", "password", "Harkonen", "linksys-key", "abcd-efgh-jkmn-pqrs"]
 
@@ -52,36 +55,52 @@ def test_prf_matches_ieee_vector() -> None:
 
 def test_real_handshake_harkonen(corpus: Path) -> None:
     handshakes = read_handshakes(corpus / "wifi" / "wpa2.eapol.cap")
-    assert len(handshakes) == 1
-    hs = handshakes[0]
+    found = identify_handshakes(handshakes, "Harkonen", entries("12345678"))
+    assert len(found) == 1  # one message 2 (message 4 carries no SNonce)
+    hs = found[0].handshake
     assert (hs.aa, hs.spa) == ("00:14:6c:7e:40:80", "00:13:46:fe:32:0c")
-    assert hs.message2.version == 2  # HMAC-SHA1 MIC, AES key wrap
-    found = identify_key(hs, "Harkonen", entries("12345678"))
-    assert found is not None and found.keyid == "the-one"
-    assert identify_key(hs, "harkonen", entries("12345678")) is None  # the SSID is the salt
+    assert hs.mic_frame.version == 2 and hs.akm == 2  # HMAC-SHA1 MIC, AKM PSK
+    assert hs.replay_checked and found[0].entry.keyid == "the-one"
+    assert identify_key(hs, "Harkonen", entries("12345678")) == found[0].entry
+    assert identify_handshakes(handshakes, "harkonen", entries("12345678")) == []  # SSID salt
 
 
 def test_real_handshakes_linksys_three_exchanges(corpus: Path) -> None:
     handshakes = read_handshakes(corpus / "wifi" / "wpa2-psk-linksys.cap")
     # Three 4-way exchanges (frames 50/51, 89/90, 339/340); the second's message 2
     # has the Secure bit set (a re-key), which must not hide it.
-    assert len(handshakes) == 3
-    assert len({hs.anonce for hs in handshakes}) == 3
-    for hs in handshakes:
-        found = identify_key(hs, "linksys", entries("dictionary"))
-        assert found is not None and found.keyid == "the-one"
+    found = identify_handshakes(handshakes, "linksys", entries("dictionary"))
+    assert [r.entry.keyid for r in found] == ["the-one"] * 3
+    assert len({r.handshake.anonce for r in found}) == 3
+    assert all(r.handshake.replay_checked and r.correction is None for r in found)
+
+
+def test_real_captures_without_message_1(corpus: Path, tmp_path: Path) -> None:
+    # The same real exchanges with every message 1 dropped: message 3 gives the ANonce.
+    for name, ssid, real, count in (("wpa2.eapol.cap", "Harkonen", "12345678", 1),
+                                    ("wpa2-psk-linksys.cap", "linksys", "dictionary", 3)):
+        path = tmp_path / name
+        with path.open("wb") as handle:
+            writer = dpkt.pcap.Writer(handle, linktype=dpkt.pcap.DLT_EN10MB)
+            for obs in eapol_observations(corpus / "wifi" / name):
+                if parse_eapol_key(obs.eapol).message != 1:
+                    macs = bytes.fromhex((obs.dst + obs.src).replace(":", ""))
+                    writer.writepkt(macs + struct.pack("!H", 0x888E) + obs.eapol, ts=obs.ts)
+        found = identify_handshakes(read_handshakes(path), ssid, entries(real))
+        assert [(r.entry.keyid, r.handshake.pairing) for r in found] == \
+            [("the-one", "M2+M3")] * count
 
 
 def test_tampered_mic_or_nonce_matches_nothing(corpus: Path) -> None:
     hs = read_handshakes(corpus / "wifi" / "wpa2.eapol.cap")[0]
     pmk = pmk_from_passphrase("12345678", "Harkonen")
     assert handshake_matches(hs, pmk)
-    raw = bytearray(hs.message2.raw)
+    raw = bytearray(hs.mic_frame.raw)
     raw[90] ^= 0x01  # a MIC bit
     bad = parse_eapol_key(bytes(raw))
     assert not handshake_matches(type(hs)(hs.aa, hs.spa, hs.anonce, bad), pmk)
     other_anonce = bytes([hs.anonce[0] ^ 1]) + hs.anonce[1:]
-    assert not handshake_matches(type(hs)(hs.aa, hs.spa, other_anonce, hs.message2), pmk)
+    assert not handshake_matches(type(hs)(hs.aa, hs.spa, other_anonce, hs.mic_frame), pmk)
 
 
 def test_mic_versions() -> None:
@@ -121,9 +140,8 @@ def _ethernet_capture(src: Path, dst: Path) -> None:
 def test_ethernet_capture_identifies_too(corpus: Path, tmp_path: Path) -> None:
     eth = tmp_path / "eth.pcap"
     _ethernet_capture(corpus / "wifi" / "wpa2-psk-linksys.cap", eth)
-    handshakes = read_handshakes(eth)
-    assert len(handshakes) == 3
-    assert identify_key(handshakes[0], "linksys", entries("dictionary")) is not None
+    found = identify_handshakes(read_handshakes(eth), "linksys", entries("dictionary"))
+    assert len(found) == 3
 
 
 def test_capture_without_eapol_has_no_handshake(corpus: Path) -> None:
@@ -144,7 +162,7 @@ def test_truncated_capture_is_a_clear_error(corpus: Path, tmp_path: Path) -> Non
     path = tmp_path / "cut.pcap"
     path.write_bytes(data[: len(data) // 2 + 7])
     # The frames before the cut are still read (the first two exchanges), no crash.
-    assert len(read_handshakes(path)) == 2
+    assert len(identify_handshakes(read_handshakes(path), "linksys", entries("dictionary"))) == 2
 
 
 def test_pmk_form_psk_file_identifies_too(corpus: Path) -> None:

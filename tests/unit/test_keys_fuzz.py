@@ -14,7 +14,6 @@ from mudguard.keys.core import (
     KeyFormatError,
     PskEntry,
     WifiCredentials,
-    find_handshakes,
     parse_ctrl_event,
     parse_eapol_key,
     parse_psk_file,
@@ -24,6 +23,7 @@ from mudguard.keys.core import (
     render_psk_file,
     wifi_qr_payload,
 )
+from mudguard.keys.handshake import find_handshakes
 
 printable = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E),
                     min_size=8, max_size=63).filter(lambda p: p == p.strip(" "))

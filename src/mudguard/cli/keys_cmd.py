@@ -18,7 +18,9 @@ from rich.table import Table
 from mudguard.errors import MudguardError
 
 if TYPE_CHECKING:
+    from mudguard.keys.capture import CaptureContents
     from mudguard.keys.core import PskEntry
+    from mudguard.keys.handshake import Handshake, Identification
     from mudguard.keys.service import KeyManager
 
 keys_app = typer.Typer(help="A WiFi key of its own for every device (hostapd).",
@@ -149,41 +151,119 @@ def qr(
     console.print(f"QR code written to {escape(str(output))}")
 
 
-@keys_app.command("identify")
+EXIT_SAE = 3
+"""``keys identify``: the capture holds only WPA3-SAE handshakes."""
+
+
+@keys_app.command("identify", epilog=(
+    "Exit status: 0 a key was identified (one keyid= line per key on stdout; a psk file "
+    "line without keyid= prints 'keyid= line=N'); 1 no handshake, no key matches, or a "
+    "bad file; 3 the capture holds only WPA3-SAE handshakes: SAE derives a new PMK in "
+    "every session, so a handshake cannot tell which password was used."))
 def identify(
-    capture: Annotated[Path, typer.Argument(help="A pcap/pcapng with a WPA2 4-way handshake.")],
+    capture: Annotated[Path, typer.Argument(
+        help="A pcap/pcapng (802.11, radiotap, Prism, AVS, PPI or Ethernet) holding a "
+             "WPA/WPA2 4-way handshake: any two messages carrying both nonces and a MIC.")],
     ssid: Annotated[str, typer.Option("--ssid", help="The network's SSID (the PMK salt).")],
-    psk_file: Annotated[Path, typer.Option("--psk-file", help="The wpa_psk_file to test.")],
+    psk_file: Annotated[Path, typer.Option(
+        "--psk-file", help="The hostapd wpa_psk_file to test (passphrase or 64-hex PMK "
+                           "lines; keyid= optional).")],
+    nonce_corrections: Annotated[int, typer.Option(
+        "--nonce-corrections", min=0, max=1024,
+        help="Also try the ANonce of an unanswered message 1 counted ±N in its last 4 "
+             "bytes, little/big-endian (hashcat's nonce-error-corrections; 0: never).")] = 8,
 ) -> None:
     """Print keyid=<id> of the psk-file entry whose passphrase the handshake used."""
-    from mudguard.keys.capture import read_handshakes
-    from mudguard.keys.core import identify_key, parse_psk_file
+    from mudguard.keys.capture import read_capture
+    from mudguard.keys.core import read_psk_file_lines
 
     for path in (capture, psk_file):
         if not path.is_file():
             err_console.print(f"[red]error[/]: no such file: {escape(str(path))}")
             raise typer.Exit(1)
     try:
-        entries = parse_psk_file(psk_file.read_text(encoding="ascii", errors="strict"))
-        handshakes = read_handshakes(capture)
+        lines = read_psk_file_lines(psk_file.read_text(encoding="ascii", errors="strict"))
+        contents = read_capture(capture)
     except (MudguardError, UnicodeDecodeError) as exc:
         raise _fail(exc) from exc
+    handshakes = _psk_handshakes(contents, ssid)
     if not handshakes:
-        err_console.print("[red]error[/]: no complete handshake (message 1 and 2) in the capture")
         raise typer.Exit(1)
-    found: list[str] = []
-    for handshake in handshakes:
-        entry = identify_key(handshake, ssid, entries)
-        if entry is not None and entry.keyid not in found:
-            found.append(entry.keyid)
-            err_console.print(f"station {handshake.spa} with AP {handshake.aa}: "
-                              f"key {escape(entry.keyid)}")
-    if not found:
-        err_console.print(f"[red]error[/]: none of the {len(entries)} keys matches the "
-                          f"{len(handshakes)} handshake(s) (wrong SSID or key not in the file)")
+    from mudguard.keys.handshake import identify_handshakes
+
+    found = identify_handshakes(handshakes, ssid, [line.entry for line in lines],
+                                corrections=nonce_corrections)
+    by_entry = {id(line.entry): line for line in lines}
+    printed: list[str] = []
+    for result in found:
+        line = by_entry[id(result.entry)]
+        name = f"keyid={line.keyid}" if line.keyid is not None else f"keyid= line={line.number}"
+        err_console.print(f"station {result.handshake.spa} with AP {result.handshake.aa}: "
+                          f"{escape(name)} ({_how(result)})")
+        if name not in printed:
+            printed.append(name)
+    if not printed:
+        stations = len({(hs.aa, hs.spa) for hs in handshakes})
+        err_console.print(f"[red]error[/]: none of the {len(lines)} keys matches the "
+                          f"handshake(s) of {stations} station(s) (wrong SSID or key not in "
+                          "the file)")
         raise typer.Exit(1)
-    for keyid in found:
-        console.print(f"keyid={escape(keyid)}")
+    for name in printed:
+        console.print(escape(name))
+
+
+def _psk_handshakes(contents: CaptureContents, ssid: str) -> list[Handshake]:
+    """The candidates a psk file can explain; says why the others are left out, and
+    exits (1, or EXIT_SAE) when none is left."""
+    from mudguard.keys.handshake import HandshakeKind
+
+    kept: list[Handshake] = []
+    sae: set[tuple[str, str]] = set()
+    other: set[tuple[str, str, int | None]] = set()
+    elsewhere: set[tuple[str, str]] = set()
+    for hs in contents.handshakes:
+        announced = contents.ssids.get(hs.aa, set())
+        if announced and ssid.encode("utf-8") not in announced:
+            elsewhere.add((hs.aa, b", ".join(sorted(announced)).decode("utf-8", "replace")))
+        elif hs.kind is HandshakeKind.SAE:
+            sae.add((hs.aa, hs.spa))
+        elif hs.kind is HandshakeKind.OTHER:
+            other.add((hs.aa, hs.spa, hs.akm))
+        else:
+            kept.append(hs)
+    for aa, names in sorted(elsewhere):
+        err_console.print(f"AP {aa} announces SSID {escape(names)!r}, not {escape(ssid)!r}: "
+                          "its handshakes are left out")
+    for aa, spa, akm in sorted(other, key=str):
+        err_console.print(f"station {spa} with AP {aa}: AKM {akm} is not a PSK (802.1X, FT "
+                          "or OWE): no psk file line makes its PMK")
+    for aa, spa in sorted(sae):
+        err_console.print(f"station {spa} with AP {aa}: WPA3-SAE handshake; SAE derives a "
+                          "new PMK in every session, so it cannot identify a key")
+    if not kept and sae and not other and not elsewhere:
+        err_console.print("[red]error[/] (wifi_sae_handshake): only WPA3-SAE handshakes in "
+                          "the capture: a handshake cannot identify an SAE password (use "
+                          "hostapd's sae_password id= and AP-STA-CONNECTED instead)")
+        raise typer.Exit(EXIT_SAE)
+    if not contents.handshakes:
+        err_console.print("[red]error[/]: no complete handshake in the capture (an ANonce from "
+                          "message 1 or 3, an SNonce and MIC from message 2, or message 4 "
+                          "carrying the SNonce)")
+    elif not kept:
+        err_console.print("[red]error[/]: no WPA/WPA2-PSK handshake left to test")
+    return kept
+
+
+def _how(result: Identification) -> str:
+    """How the key was found: the message pair, replay counters, nonce correction."""
+    hs = result.handshake
+    parts = [hs.pairing, "WPA1" if hs.mic_frame.version == 1 else
+             "PSK-SHA256" if hs.mic_frame.version == 3 else "WPA2"]
+    if not hs.replay_checked:
+        parts.append("replay counters differ")
+    if result.correction is not None:
+        parts.append(f"ANonce corrected {result.correction}")
+    return ", ".join(parts)
 
 
 def _stop_on_sigterm() -> None:

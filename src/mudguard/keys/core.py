@@ -1,5 +1,6 @@
 """Per-device WiFi keys, pure: passphrases, hostapd key files, WiFi QR payloads,
-WPA2 key derivation and handshake identification, and the key/MAC binding rule.
+WPA/WPA2 key derivation and EAPOL-Key frames (handshake pairing and identification:
+``handshake.py``), and the key/MAC binding rule.
 
 Data in, data out: no sockets, no files, no clock (``now`` is a parameter).
 The adapters around it are ``hostapd.py`` (control socket, atomic file writer),
@@ -32,18 +33,15 @@ __all__ = [
     "DeviceFrameError",
     "EapolKey",
     "EapolObservation",
-    "Handshake",
     "KeyFormatError",
     "KeyRecord",
     "PskEntry",
+    "PskFileLine",
     "StationInfo",
     "WifiCredentials",
     "decide_connection",
     "eapol_mic",
-    "find_handshakes",
     "generate_passphrase",
-    "handshake_matches",
-    "identify_key",
     "is_raw_psk",
     "normalise_mac",
     "parse_ctrl_event",
@@ -55,6 +53,7 @@ __all__ = [
     "pmk_from_passphrase",
     "psk_file_line",
     "ptk_from_pmk",
+    "read_psk_file_lines",
     "render_psk_file",
     "render_sae_password_file",
     "sae_password_line",
@@ -230,17 +229,38 @@ def _check_unique(entries: Sequence[PskEntry]) -> None:
 
 def parse_psk_file(text: str) -> list[PskEntry]:
     """Parse a ``wpa_psk_file`` the way hostapd 2.10 does (comments, ``name=value``
-    tokens, MAC, rest of line as passphrase). Errors name the line, never the secret."""
-    entries: list[PskEntry] = []
-    for number, raw in enumerate(text.split("\n"), start=1):
-        if raw.startswith("#") or raw == "":
-            continue
-        entries.append(_parse_psk_line(raw, number))
+    tokens, MAC, rest of line as passphrase). Errors name the line, never the secret.
+    mudguard names every key: a line without ``keyid=`` is an error here."""
+    entries = [line.entry for line in read_psk_file_lines(text, require_keyid=True)]
     _check_unique(entries)
     return entries
 
 
-def _parse_psk_line(raw: str, number: int) -> PskEntry:
+@dataclass(frozen=True, slots=True)
+class PskFileLine:
+    """One line of a ``wpa_psk_file`` as hostapd reads it, ``keyid=`` optional."""
+
+    number: int
+    keyid: str | None
+    """None for a line without ``keyid=`` (hostapd accepts it; the entry then holds
+    the placeholder ``line-N``)."""
+    entry: PskEntry
+
+
+def read_psk_file_lines(text: str, *, require_keyid: bool = False) -> list[PskFileLine]:
+    """Every key line of any hostapd ``wpa_psk_file`` (passphrase or 64-hex PMK), with
+    its line number; key ids, where present, unique."""
+    lines: list[PskFileLine] = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if raw.startswith("#") or raw == "":
+            continue
+        entry, named = _parse_psk_line(raw, number, require_keyid)
+        lines.append(PskFileLine(number, entry.keyid if named else None, entry))
+    _check_unique([line.entry for line in lines if line.keyid is not None])
+    return lines
+
+
+def _parse_psk_line(raw: str, number: int, require_keyid: bool) -> tuple[PskEntry, bool]:
     if len(raw) > _MAX_PSK_LINE:
         raise KeyFormatError(f"line {number}: longer than {_MAX_PSK_LINE} characters")
     tokens = raw.split(" ")
@@ -262,14 +282,17 @@ def _parse_psk_line(raw: str, number: int) -> PskEntry:
         index += 1
     if index + 1 >= len(tokens):
         raise KeyFormatError(f"line {number}: needs a MAC and a passphrase")
+    named = keyid is not None
     if keyid is None:
-        raise KeyFormatError(f"line {number}: no keyid= (mudguard names every key)")
+        if require_keyid:
+            raise KeyFormatError(f"line {number}: no keyid= (mudguard names every key)")
+        keyid = f"line-{number}"
     if _MAC_RE.fullmatch(tokens[index].strip().lower()) is None:
         # Not echoed: a line missing its MAC has the passphrase's first word here.
         raise KeyFormatError(f"line {number}: the field after keyid= is not a MAC address")
     try:
         return PskEntry(keyid=keyid, mac=tokens[index], vlan=vlan,
-                        passphrase=" ".join(tokens[index + 1 :]))
+                        passphrase=" ".join(tokens[index + 1 :])), named
     except KeyFormatError as exc:
         raise KeyFormatError(f"line {number}: {exc}") from None
 
@@ -457,21 +480,31 @@ class EapolKey:
         return self.key_info & 0x7
 
     @property
-    def is_message1(self) -> bool:
-        """Pairwise, ACK set, no MIC: the authenticator's first message."""
-        ki = self.key_info
-        return bool(ki & _KI_PAIRWISE and ki & _KI_ACK and not ki & _KI_MIC)
+    def message(self) -> int:
+        """Which message of the pairwise 4-way handshake this is (1..4), 0 for any other
+        key frame (group key handshake, request, malformed flags).
 
-    @property
-    def is_message2(self) -> bool:
-        """Pairwise, MIC set, no ACK/Install, a nonce: the supplicant's reply (or a
-        message 4 that repeats the nonce; pairing by replay counter tells them apart).
-
-        Secure may be set: a station re-keying an established PTK sets it in message 2.
+        ACK marks the authenticator: without MIC message 1, with MIC and Install
+        message 3. Without ACK, with MIC, the supplicant: message 2 carries its RSN/WPA
+        element in the key data, message 4 carries none. The Secure bit is not used: a
+        station re-keying an established PTK sets it in message 2 too.
         """
         ki = self.key_info
-        return bool(ki & _KI_PAIRWISE and ki & _KI_MIC and not ki & (_KI_ACK | _KI_INSTALL)
-                    and any(self.nonce))
+        if not ki & _KI_PAIRWISE:
+            return 0
+        if ki & _KI_ACK:
+            if not ki & _KI_MIC:
+                return 1
+            return 3 if ki & _KI_INSTALL else 0
+        if not ki & _KI_MIC or ki & _KI_INSTALL:
+            return 0
+        return 2 if self.key_data else 4
+
+    @property
+    def key_data(self) -> bytes:
+        """The key data field (message 2: the station's RSN or WPA element)."""
+        (length,) = struct.unpack("!H", self.raw[_KEY_HEADER_LEN - 2 : _KEY_HEADER_LEN])
+        return self.raw[_KEY_HEADER_LEN : _KEY_HEADER_LEN + length]
 
     def zeroed_mic(self) -> bytes:
         """The frame with its MIC field zeroed: what the MIC is computed over."""
@@ -503,59 +536,8 @@ class EapolObservation:
     src: str
     dst: str
     eapol: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Handshake:
-    """Messages 1 and 2 of a 4-way handshake: enough to test a candidate key."""
-
-    aa: str
-    """The authenticator (AP) MAC."""
-    spa: str
-    """The supplicant (station) MAC."""
-    anonce: bytes
-    message2: EapolKey
-
-
-def find_handshakes(observations: Iterable[EapolObservation]) -> list[Handshake]:
-    """Pair each message 2 with the message 1 of the same AP, station and replay counter
-    (message 4 echoes message 3's counter, which no message 1 carries).
-
-    Frames that are not EAPOL-Key are skipped: a capture holds many things.
-    """
-    last_m1: dict[tuple[str, str, int], bytes] = {}
-    found: list[Handshake] = []
-    for obs in observations:
-        try:
-            key = parse_eapol_key(obs.eapol)
-        except DeviceFrameError:
-            continue
-        if key.is_message1:
-            last_m1[(obs.src, obs.dst, key.replay_counter)] = key.nonce
-        elif key.is_message2:
-            anonce = last_m1.get((obs.dst, obs.src, key.replay_counter))
-            if anonce is not None:
-                del last_m1[(obs.dst, obs.src, key.replay_counter)]
-                found.append(Handshake(aa=obs.dst, spa=obs.src, anonce=anonce, message2=key))
-    return found
-
-
-def handshake_matches(handshake: Handshake, pmk: bytes) -> bool:
-    """True if message 2's MIC verifies under the PTK that ``pmk`` gives."""
-    m2 = handshake.message2
-    ptk = ptk_from_pmk(pmk, _mac_bytes(handshake.aa), _mac_bytes(handshake.spa),
-                       handshake.anonce, m2.nonce, sha256=m2.version == 3)
-    expected = eapol_mic(ptk[:16], m2.zeroed_mic(), m2.version)
-    return hmac.compare_digest(expected, m2.mic)
-
-
-def identify_key(handshake: Handshake, ssid: bytes | str,
-                 entries: Iterable[PskEntry]) -> PskEntry | None:
-    """The entry whose passphrase the handshake used, or None."""
-    for entry in entries:
-        if handshake_matches(handshake, entry.pmk(ssid)):
-            return entry
-    return None
+    ts: float = 0.0
+    """Capture time (seconds): pairing tolerates messages minutes apart, not hours."""
 
 
 # --- hostapd control-interface text ---------------------------------------------------
