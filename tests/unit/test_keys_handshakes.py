@@ -351,3 +351,19 @@ def test_wireshark_verifies_the_built_handshakes(tmp_path: Path, version: int) -
 
     assert kcks(REAL) == [ex.kck.hex()]
     assert kcks(DECOYS[0]) == []
+
+
+def test_a_flood_of_message_1_stays_bounded() -> None:
+    # 5,000 messages 1 with fresh ANonces (a deauthentication flood), then the real
+    # exchange: at most 8 ANonces are tried per station message, the real one first.
+    from mudguard.keys.core import EapolObservation
+
+    ex = Exchange(REAL, SSID, replay=9000)
+    flood = [EapolObservation(AP, STA, ex.m1(replay=i, anonce=i.to_bytes(32, "big")),
+                              ts=float(i) / 100) for i in range(1, 5001)]
+    real = [EapolObservation(AP, STA, ex.m1(), ts=60.0),
+            EapolObservation(STA, AP, ex.m2(), ts=60.1)]
+    handshakes = find_handshakes(flood + real)
+    assert len(handshakes) == 8 and handshakes[0].anonce == ex.anonce
+    found = identify_handshakes(handshakes, SSID, entries())
+    assert [(r.entry.keyid, r.handshake.replay_checked) for r in found] == [("the-one", True)]

@@ -173,7 +173,7 @@ def identify(
         help="Also try the ANonce of an unanswered message 1 counted ±N in its last 4 "
              "bytes, little/big-endian (hashcat's nonce-error-corrections; 0: never).")] = 8,
 ) -> None:
-    """Print keyid=<id> of the psk-file entry whose passphrase the handshake used."""
+    """Print keyid=<id> of the psk-file entry whose passphrase (or PMK) the handshake used."""
     from mudguard.keys.capture import read_capture
     from mudguard.keys.core import read_psk_file_lines
 

@@ -28,6 +28,7 @@ MIC and KDF) or an SAE AKM in message 2 marks it.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import hmac
 import struct
@@ -73,6 +74,7 @@ DEFAULT_WINDOW = 600.0
 pairs within its EAPOL timeout; real captures show message 1 minutes early)."""
 _MAX_ANONCES = 8
 """Distinct ANonces tried per station message (a capture can hold many re-keys)."""
+_NEAREST = 128
 DEFAULT_NONCE_CORRECTIONS = 8
 """hashcat's default --nonce-error-corrections."""
 
@@ -194,12 +196,18 @@ def _replay_checked(ap: EapolKey, station: EapolKey) -> bool:
     return ap.replay_counter == station.replay_counter + expected
 
 
-def _candidates(link: _Link, station: _Seen, window: float) -> list[tuple[_Seen, bool]]:
-    """The ANonce messages to try with one station message: replay-checked first, then
-    the nearest in time; one per distinct ANonce."""
-    near = [(ap, _replay_checked(ap.key, station.key)) for ap in link.ap_messages
-            if abs(ap.ts - station.ts) <= window]
-    near.sort(key=lambda item: (not item[1], abs(item[0].ts - station.ts)))
+def _candidates(link: _Link, times: Sequence[float], station: _Seen,
+                window: float) -> list[tuple[_Seen, bool]]:
+    """The ANonce messages to try with one station message: replay-checked first (message
+    1 before message 3, same ANonce), then the nearest in time; one per distinct ANonce.
+    At most ``_NEAREST`` messages either side are looked at (a deauthentication flood
+    can leave thousands)."""
+    here = bisect.bisect_left(times, station.ts)
+    low = max(bisect.bisect_left(times, station.ts - window), here - _NEAREST)
+    high = min(bisect.bisect_right(times, station.ts + window), here + _NEAREST)
+    near = [(ap, _replay_checked(ap.key, station.key)) for ap in link.ap_messages[low:high]]
+    near.sort(key=lambda item: (not item[1], item[0].key.message if item[1] else 0,
+                                abs(item[0].ts - station.ts)))
     seen: set[bytes] = set()
     chosen: list[tuple[_Seen, bool]] = []
     for ap, checked in near:
@@ -215,10 +223,12 @@ def find_handshakes(observations: Iterable[EapolObservation], *,
     station message (see the module docstring for the pairs)."""
     found: list[Handshake] = []
     for (aa, spa), link in _links(observations).items():
+        link.ap_messages.sort(key=lambda seen: seen.ts)  # stable: capture order kept
+        times = [seen.ts for seen in link.ap_messages]
         for station in link.station_messages:
             if not any(station.key.nonce):
                 continue  # a standard message 4: no SNonce, nothing to pair
-            for ap, checked in _candidates(link, station, window):
+            for ap, checked in _candidates(link, times, station, window):
                 numbers = sorted((ap.key.message, station.key.message))
                 found.append(Handshake(aa=aa, spa=spa, anonce=ap.key.nonce,
                                        mic_frame=station.key,
@@ -269,38 +279,43 @@ class Identification:
 
 
 class _PmkCache:
-    """One PBKDF2 per psk file line, however many handshakes are tested."""
+    """One PBKDF2 per psk file line, however many handshakes are tested; the lines that
+    already explained a station are tried first for its other messages."""
 
     def __init__(self, ssid: bytes | str, entries: Sequence[PskEntry]) -> None:
         self._ssid = ssid
         self._entries = entries
         self._pmks: dict[int, bytes] = {}
 
-    def items(self) -> Iterator[tuple[PskEntry, bytes]]:
-        for index, entry in enumerate(self._entries):
+    def items(self, first: Sequence[int] = ()) -> Iterator[tuple[int, bytes]]:
+        """(line index, PMK), the ``first`` lines before the others."""
+        order = [*first, *(i for i in range(len(self._entries)) if i not in first)]
+        for index in order:
             if index not in self._pmks:
-                self._pmks[index] = entry.pmk(self._ssid)
-            yield entry, self._pmks[index]
+                self._pmks[index] = self._entries[index].pmk(self._ssid)
+            yield index, self._pmks[index]
 
 
-def _exact(group: Sequence[Handshake], pmks: _PmkCache) -> Identification | None:
-    for entry, pmk in pmks.items():
-        for handshake in group:
-            if handshake_matches(handshake, pmk):
-                return Identification(handshake, entry)
-    return None
-
-
-def _corrected(group: Sequence[Handshake], pmks: _PmkCache,
-               limit: int) -> Identification | None:
-    # Only an ANonce from a message 1 the station may not have answered needs it:
-    # a replay-checked one, or message 3's, is the ANonce the PTK used.
-    unsure = [hs for hs in group if not hs.replay_checked and hs.pairing.startswith("M1")]
-    for entry, pmk in pmks.items():
+def _search(group: Sequence[Handshake], pmks: _PmkCache, first: Sequence[int],
+            corrections: int) -> tuple[int, Handshake, str | None] | None:
+    """The first (line, candidate, correction) that verifies: replay-checked candidates,
+    then the others, then (only when no candidate is replay-checked: the ANonce the
+    station answered may be unseen) nonce corrections of message 1's ANonce."""
+    checked = [hs for hs in group if hs.replay_checked]
+    unchecked = [hs for hs in group if not hs.replay_checked]
+    for tier in (checked, unchecked):
+        for index, pmk in pmks.items(first):
+            for handshake in tier:
+                if handshake_matches(handshake, pmk):
+                    return index, handshake, None
+    if checked or corrections <= 0:
+        return None
+    unsure = [hs for hs in unchecked if hs.pairing.startswith("M1")]
+    for index, pmk in pmks.items(first):
         for handshake in unsure:
-            for label, anonce in nonce_corrections(handshake.anonce, limit):
+            for label, anonce in nonce_corrections(handshake.anonce, corrections):
                 if _mic_verifies(handshake, pmk, anonce):
-                    return Identification(handshake, entry, label)
+                    return index, handshake, label
     return None
 
 
@@ -308,22 +323,24 @@ def identify_handshakes(handshakes: Iterable[Handshake], ssid: bytes | str,
                         entries: Sequence[PskEntry], *,
                         corrections: int = DEFAULT_NONCE_CORRECTIONS) -> list[Identification]:
     """For each station message (PSK kinds only), the entry whose key made its MIC, with
-    the first candidate ANonce that verifies; nonce corrections (``corrections`` > 0)
-    only when no ANonce verifies as seen. Station messages no entry explains are left
-    out."""
+    the first candidate ANonce that verifies (see :func:`_search` for the order and when
+    nonce corrections are tried). Station messages no entry explains are left out."""
     groups: dict[tuple[str, str, bytes], list[Handshake]] = {}
     for handshake in handshakes:
         if handshake.kind is HandshakeKind.PSK:
             key = (handshake.aa, handshake.spa, handshake.mic_frame.raw)
             groups.setdefault(key, []).append(handshake)
     pmks = _PmkCache(ssid, entries)
+    known: dict[tuple[str, str], list[int]] = {}
     found: list[Identification] = []
-    for group in groups.values():
-        result = _exact(group, pmks)
-        if result is None and corrections > 0:
-            result = _corrected(group, pmks, corrections)
+    for (aa, spa, _raw), group in groups.items():
+        first = known.setdefault((aa, spa), [])
+        result = _search(group, pmks, first, corrections)
         if result is not None:
-            found.append(result)
+            index, handshake, label = result
+            if index not in first:
+                first.append(index)
+            found.append(Identification(handshake, entries[index], label))
     return found
 
 
