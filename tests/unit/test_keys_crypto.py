@@ -174,3 +174,15 @@ def test_pmk_form_psk_file_identifies_too(corpus: Path) -> None:
     hs = read_handshakes(corpus / "wifi" / "wpa2.eapol.cap")[0]
     found = identify_key(hs, "Harkonen", parsed)
     assert found is not None and found.keyid == "the-one" and found.vlan == 7
+
+
+@pytest.mark.parametrize("link", ["802.11", "radiotap", "prism", "avs", "ppi", "ethernet"])
+def test_real_frames_under_every_link_type(corpus: Path, tmp_path: Path, link: str) -> None:
+    # The linksys capture's own EAPOL frames, re-wrapped as each link type shows them.
+    from tests.wpa_frames import LINKTYPES, wrap, write_pcap
+
+    frames = [(obs.ts, wrap(link, obs.src, obs.dst, obs.eapol, bssid="00:0b:86:c2:a4:85"))
+              for obs in eapol_observations(corpus / "wifi" / "wpa2-psk-linksys.cap")]
+    path = write_pcap(tmp_path / "c.pcap", LINKTYPES[link], frames)
+    found = identify_handshakes(read_handshakes(path), "linksys", entries("dictionary"))
+    assert [r.entry.keyid for r in found] == ["the-one"] * 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tests.wpa_frames import (
     LINKTYPES,
     STA,
     Exchange,
+    avs,
     beacon,
     capture,
     dot11_data,
@@ -150,17 +152,24 @@ def test_every_link_type_and_file_format(tmp_path: Path, link: str, pcapng: bool
     assert [r.entry.keyid for r in identify(path)] == ["the-one"]
 
 
-@pytest.mark.parametrize("variant", ["qos", "four_address", "fcs"])
+def _variant(variant: str, src: str, dst: str, eapol: bytes) -> bytes:
+    if variant == "fcs":
+        return radiotap(dot11_data(src, dst, AP, eapol), fcs=True)
+    if variant == "prism_big_endian":
+        return struct.pack(">II", 0x44, 144) + bytes(136) + dot11_data(src, dst, AP, eapol)
+    if variant == "avs_as_prism":  # some drivers put an AVS header under DLT 119
+        return avs(dot11_data(src, dst, AP, eapol))
+    return radiotap(dot11_data(src, dst, AP, eapol, **{variant: True}))
+
+
+@pytest.mark.parametrize("variant", ["qos", "four_address", "fcs", "prism_big_endian",
+                                     "avs_as_prism"])
 def test_80211_frame_variants(tmp_path: Path, variant: str) -> None:
     ex = Exchange(REAL, SSID)
-    frames = []
-    for ts, src, dst, eapol in messages(ex, "12"):
-        if variant == "fcs":
-            frames.append((ts, radiotap(dot11_data(src, dst, AP, eapol), fcs=True)))
-        else:
-            frames.append((ts, radiotap(dot11_data(src, dst, AP, eapol,
-                                                   **{variant: True}))))
-    path = write_pcap(tmp_path / "c.pcap", 127, frames)
+    frames = [(ts, _variant(variant, src, dst, eapol))
+              for ts, src, dst, eapol in messages(ex, "12")]
+    linktype = 119 if variant.endswith(("prism", "endian")) else 127
+    path = write_pcap(tmp_path / "c.pcap", linktype, frames)
     assert [r.entry.keyid for r in identify(path)] == ["the-one"]
 
 
