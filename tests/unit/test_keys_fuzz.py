@@ -91,3 +91,26 @@ def test_control_text_parsers_never_crash(text: str) -> None:
         parse_ctrl_event(text)
     with contextlib.suppress(KeyFormatError):
         parse_sta_reply(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([1, 105, 119, 127, 163, 192]), st.binary(max_size=400),
+       st.binary(max_size=200))
+def test_link_layer_decoders_never_crash(linktype: int, header: bytes, eapol: bytes) -> None:
+    # Any bytes in front of (and as) an EAPOL body: skipped or decoded, never an exception.
+    from mudguard.keys.capture import _DECODERS
+
+    for frame in (header, header + b"\xaa\xaa\x03\x00\x00\x00\x88\x8e" + eapol):
+        _DECODERS[linktype](frame, 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.binary(min_size=99, max_size=160),
+                          st.floats(0, 1e6)), max_size=12))
+def test_pairing_any_key_frames_never_crashes(frames: list[tuple[bool, bytes, float]]) -> None:
+    ap, sta = "02:00:00:00:00:01", "02:00:00:00:00:02"
+    observations = [EapolObservation(ap, sta, b"\x02\x03\x00\x5f\x02" + data[5:], ts=ts)
+                    if from_ap else EapolObservation(sta, ap, b"\x02\x03" + data[2:], ts=ts)
+                    for from_ap, data, ts in frames]
+    for handshake in find_handshakes(observations):
+        assert any(handshake.anonce) and any(handshake.snonce)
