@@ -98,10 +98,10 @@ class KnowledgeBase:
         default = self.source_weights.get(field_name, 0.5)
         out: list[Claim] = []
         if field_name in DOMAIN_FIELDS:
-            rule = self._domain(value)
-            if rule is not None:
-                weight = default if rule.weight is None else rule.weight
-                out += [Claim(a, v, weight) for a, v in rule.claims]
+            domain = self._domain(value)
+            if domain is not None:
+                weight = default if domain.weight is None else domain.weight
+                out += [Claim(a, v, weight) for a, v in domain.claims]
         for rule in self.rules:
             if field_name not in rule.fields:
                 continue

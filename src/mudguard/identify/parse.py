@@ -204,7 +204,7 @@ def _mdns_record(msg: bytes, pos: int, out: list[Fact | None]) -> int:
     name, pos = _read_name(msg, pos)
     if pos + 10 > len(msg):
         raise ValueError("truncated record")
-    rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
+    rtype, _cls, _ttl, rdlen = (int(v) for v in struct.unpack_from("!HHIH", msg, pos))
     pos += 10
     rdata_end = pos + rdlen
     if rdata_end > len(msg):
