@@ -329,3 +329,18 @@ def test_cli_on_the_smartercoffee_setup_capture(corpus: Path) -> None:
     hostname = next(e for e in document["evidence"] if "hostname" in e["says"])
     assert hostname["packet"] == 3 and "ESP_07AEFB" in hostname["says"]
     assert not document["trusted_candidate"]
+
+
+def test_identify_core_imports_no_io_modules() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nbefore = set(sys.modules)\n"
+            "import mudguard.identify.parse, mudguard.identify.knowledge, "
+            "mudguard.identify.decide\n"
+            "print(' '.join(sorted(set(sys.modules) - before)))\n")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    forbidden = ("asyncio", "socket", "sqlite3", "subprocess", "nftables", "pyroute2", "httpx",
+                 "mudguard.profile", "mudguard.store")
+    assert [m for m in loaded if m.startswith(forbidden)] == []
