@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from scapy.layers.dhcp import BOOTP, DHCP
-from scapy.layers.dns import DNS, DNSRR
+from scapy.layers.dns import DNS, DNSRR, DNSRRSRV
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from typer.testing import CliRunner
@@ -344,3 +344,14 @@ def test_identify_core_imports_no_io_modules() -> None:
     forbidden = ("asyncio", "socket", "sqlite3", "subprocess", "nftables", "pyroute2", "httpx",
                  "mudguard.profile", "mudguard.store")
     assert [m for m in loaded if m.startswith(forbidden)] == []
+
+
+def test_mdns_host_names_and_srv_targets_are_device_names(kb: KnowledgeBase) -> None:
+    records = [DNSRRSRV(rrname="Roomba-3176C0._http._tcp.local", port=8009,
+                        target="Roomba-3176C0.local"),
+               DNSRR(rrname="Roomba-3176C0.local", type="A", rdata="192.0.2.40")]
+    payload = bytes(DNS(qr=1, aa=1, qd=[], an=records))
+    facts = parse_mdns(payload)
+    assert ("mdns_host", "Roomba-3176C0") in facts
+    result = identify(mac("02:00:00:00:00:09"), [Clue(f, v, 1) for f, v in facts], kb)
+    assert result.manufacturer == "iRobot"

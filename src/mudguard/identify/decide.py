@@ -41,6 +41,7 @@ from mudguard.identify.knowledge import (
 SOURCES = {
     "hostname": "dhcp", "vendor_class": "dhcp", "prl": "dhcp",
     "mdns_service": "mdns", "mdns_instance": "mdns", "mdns_txt": "mdns", "mdns_query": "mdns",
+    "mdns_host": "mdns",
     "ssdp_server": "ssdp", "ssdp_usn": "ssdp", "ssdp_type": "ssdp", "ssdp_search": "ssdp",
     "lldp_name": "lldp", "lldp_desc": "lldp", "dns_name": "dns", "sni": "tls_sni",
     "cert_org": "tls_certificate", "cert_cn": "tls_certificate",
@@ -51,6 +52,7 @@ LABELS = {
     "hostname": "DHCP hostname (option 12/81)", "vendor_class": "DHCP vendor class (option 60)",
     "prl": "DHCP parameter request list (option 55)", "mdns_service": "mDNS announces service",
     "mdns_instance": "mDNS instance name", "mdns_txt": "mDNS TXT", "mdns_query": "mDNS asks for",
+    "mdns_host": "mDNS host name",
     "ssdp_server": "SSDP SERVER", "ssdp_usn": "SSDP USN", "ssdp_type": "SSDP NT/ST",
     "ssdp_search": "SSDP M-SEARCH for", "lldp_name": "LLDP system name",
     "lldp_desc": "LLDP system description", "dns_name": "DNS query for",
@@ -258,7 +260,7 @@ def _decide_kind(claims: Sequence[Claim]) -> tuple[str | None, float]:
 def _evidence(scored: Sequence[tuple[Clue, list[Claim]]]) -> Iterable[Evidence]:
     count = 0
     for clue, claims in scored:
-        if not claims and clue.field not in ("hostname", "vendor_class", "oui", "mdns_instance",
+        if not claims and clue.field not in ("hostname", "vendor_class", "oui", "mdns_host",
                                              "user_agent", "lldp_name", "ssdp_server"):
             continue
         supports: dict[str, str] = {}

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DOMAIN_FIELDS = frozenset({"dns_name", "sni", "http_host", "cert_cn"})
+NAME_FIELDS = frozenset({"hostname", "mdns_instance", "mdns_host", "lldp_name"})
+"""Names a device gives itself: the ``hostname`` rules apply to each."""
 ATTRIBUTES = ("manufacturer", "kind", "model", "platform")
 
 
@@ -103,7 +105,8 @@ class KnowledgeBase:
                 weight = default if domain.weight is None else domain.weight
                 out += [Claim(a, v, weight) for a, v in domain.claims]
         for rule in self.rules:
-            if field_name not in rule.fields:
+            if field_name not in rule.fields and not (
+                    field_name in NAME_FIELDS and "hostname" in rule.fields):
                 continue
             found = rule.pattern.search(value)
             if found is None:

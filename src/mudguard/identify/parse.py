@@ -8,7 +8,8 @@ JSON consumer unescaped.
 
 Fields (the knowledge base's rules name them):
 ``hostname``, ``vendor_class``, ``prl`` (DHCPv4 options 12/81, 60, 55);
-``mdns_service``, ``mdns_instance``, ``mdns_txt`` (announcements: PTR, SRV, TXT),
+``mdns_service``, ``mdns_instance``, ``mdns_txt``, ``mdns_host`` (announcements:
+PTR, SRV, TXT, A/AAAA),
 ``mdns_query`` (service types the device looks for);
 ``ssdp_server``, ``ssdp_usn``, ``ssdp_type``; ``lldp_name``, ``lldp_desc``;
 ``dns_name`` (DNS questions), ``sni`` (TLS ClientHello server_name),
@@ -169,8 +170,9 @@ def parse_dns_query(payload: bytes) -> list[Fact]:
 
 def parse_mdns(payload: bytes) -> list[Fact]:
     """Facts of an mDNS message: from a response (an announcement) the service
-    types (``mdns_service``), instance names (``mdns_instance``) and TXT strings
-    (``mdns_txt``); from a query the service types asked for (``mdns_query``)."""
+    types (``mdns_service``), instance names (``mdns_instance``), TXT strings
+    (``mdns_txt``) and host names (``mdns_host``); from a query the service types
+    asked for (``mdns_query``)."""
     header = _dns_header(payload)
     if header is None:
         return []
@@ -200,6 +202,14 @@ def _service_type(name: str) -> str:
     return name.lower().rstrip(".")
 
 
+def _local_host(name: str) -> str:
+    """``Roku-1234`` out of ``Roku-1234.local``; a reverse-lookup name gives nothing."""
+    host = name.rstrip(".")
+    if host.lower().endswith((".arpa",)):
+        return ""
+    return host[:-6] if host.lower().endswith(".local") else host
+
+
 def _mdns_record(msg: bytes, pos: int, out: list[Fact | None]) -> int:
     name, pos = _read_name(msg, pos)
     if pos + 10 > len(msg):
@@ -215,9 +225,14 @@ def _mdns_record(msg: bytes, pos: int, out: list[Fact | None]) -> int:
             out.append(_fact("mdns_service", _service_type(name)))
             instance = target.split("._")[0] if "._" in target else ""
             out.append(_fact("mdns_instance", instance))
-    elif rtype == 33 and "._" in name:  # SRV: the instance's own name
+    elif rtype == 33 and "._" in name:  # SRV: the instance's own name, and its host
         out.append(_fact("mdns_service", _service_type(name)))
         out.append(_fact("mdns_instance", name.split("._")[0]))
+        if rdlen > 6:
+            target, _ = _read_name(msg, pos + 6)
+            out.append(_fact("mdns_host", _local_host(target)))
+    elif rtype in (1, 28):  # A/AAAA: the device's own host name
+        out.append(_fact("mdns_host", _local_host(name)))
     elif rtype == 16:  # TXT: length-prefixed strings
         txt_pos = pos
         for _ in range(32):
