@@ -126,3 +126,26 @@ def test_cli_survives_a_capture_of_broken_frames(tmp_path: Path) -> None:
     assert any("EVIL" in text for text in says)
     assert not any(CONTROL.search(text) for text in says)
     assert "\x1b" not in result.stdout
+
+
+def test_a_device_flooding_names_and_addresses_stays_bounded(tmp_path: Path) -> None:
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from mudguard.identify.capture import MAX_CLUES, MAX_NAMES, MAX_REMOTES, scan_capture
+
+    device = "02:11:22:33:44:66"
+    frames = [bytes(Ether(src=device, dst="02:00:00:00:00:01")
+                    / IP(src="192.0.2.9", dst=f"198.51.{100 + i // 250}.{i % 250 + 1}")
+                    / UDP(sport=40000, dport=53) / DNS(qd=[DNSQR(qname=f"n{i}.example.com")]))
+              for i in range(600)]
+    scan = scan_capture(write_pcap(tmp_path / "flood.pcap", frames))
+    found = scan.devices[bytes.fromhex(device.replace(":", ""))]
+    assert len(found.clues) == MAX_CLUES
+    assert len(found.names) <= MAX_NAMES and len(found.remotes) == MAX_REMOTES
+    result = runner.invoke(app, ["identify", str(tmp_path / "flood.pcap"), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["kind"] in ("phone", "computer")  # many destinations
+    assert len(document["evidence"]) <= 48

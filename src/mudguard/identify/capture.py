@@ -37,9 +37,9 @@ from mudguard.profile.capture import CaptureStats, read_frames
 OUI_FILE_ENV = "MUDGUARD_OUI_FILE"
 OUI_FILES = (Path("/usr/share/wireshark/manuf"),)
 MAX_DEVICES = 4096
-MAX_CLUES = 256  # distinct clues kept per device
-MAX_REMOTES = 4096
-MAX_NAMES = 1024
+MAX_CLUES = 128  # distinct clues kept per device
+MAX_REMOTES = 256  # enough to tell "many" (the threshold is 40)
+MAX_NAMES = 256
 MAX_TLS_STREAMS = 4096
 TLS_BUFFER = 16384  # server bytes kept per connection: enough for a certificate chain
 TCP, UDP = 6, 17
