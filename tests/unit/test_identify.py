@@ -355,3 +355,11 @@ def test_mdns_host_names_and_srv_targets_are_device_names(kb: KnowledgeBase) -> 
     assert ("mdns_host", "Roomba-3176C0") in facts
     result = identify(mac("02:00:00:00:00:09"), [Clue(f, v, 1) for f, v in facts], kb)
     assert result.manufacturer == "iRobot"
+
+
+def test_an_oui_alone_never_proposes_trust(kb: KnowledgeBase) -> None:
+    registry = OuiRegistry.from_manuf("E4:5F:01\tRaspberr\tRaspberry Pi Trading Ltd\n")
+    result = identify(mac("e4:5f:01:c3:64:86"), [Clue("mdns_query", "_ipp._tcp", 5)], kb,
+                      registry)
+    assert result.manufacturer == "Raspberry Pi"
+    assert not result.trusted_candidate
