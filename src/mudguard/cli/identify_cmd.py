@@ -39,9 +39,11 @@ clear, HTTP User-Agent, and the shape of its traffic. Phones and computers
 (randomised MACs, many destinations) get "trusted_candidate": true.
 
 With --json, the output is one JSON object. With --device: the object for that
-MAC: mac, manufacturer, model, kind, platform (null when unknown), confidence,
-confidence_detail, trusted_candidate, kind_candidates, evidence (a list of
-{source, packet, says, supports, weight}). Without --device: the same keys for
+MAC: mac, manufacturer, model, kind, platform (null when unknown; platform is the
+Wi-Fi module or cloud platform), confidence (the mean of confidence_detail's
+manufacturer and kind, each 0 when unknown), trusted_candidate, kind_candidates
+(the best-supported kinds; kind is null when two tie), evidence (a list of
+{source, packet (frame number), says, supports, weight}). Without --device: the same keys for
 the busiest device (the MAC that sent the most frames, the gateway excluded),
 plus "devices": the objects of every device in the capture, busiest first.
 
