@@ -279,7 +279,9 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                             verify=signature_verifier(config.signature_roots),
                             enforcer=guarded, keys=revoker, repositories=repositories)
 
-    intake = Intake(service)
+    from mudguard.identify.live import DhcpIdentifier
+
+    intake = Intake(service, enrich=DhcpIdentifier.load().enrich)
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
                       hook_listener=DhcpHookListener(config.dhcp_socket),

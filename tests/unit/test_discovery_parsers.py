@@ -297,7 +297,7 @@ def test_dhcp_listen_command_with_the_real_hook(tmp_path: Path) -> None:
         hook = Path(sys.executable).with_name("mudguard-dhcp-hook")
         for args, mud in ((["add", MAC, "192.0.2.50", "plug"], URL),
                           (["old", "00:01:00:01:aa", "2001:db8::50"], None)):
-            hook_env = {**env, "DNSMASQ_MAC": MAC}
+            hook_env = {**env, "DNSMASQ_MAC": MAC, "DNSMASQ_VENDOR_CLASS": "udhcp 1.36.1"}
             if mud:
                 hook_env["DNSMASQ_MUD_URL"] = mud
             subprocess.run([str(hook), *args], env=hook_env, check=True, timeout=20)
@@ -307,6 +307,7 @@ def test_dhcp_listen_command_with_the_real_hook(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert [(x["source"], x["ip"], x["mud_url"]) for x in lines] == [
         ("dhcp4", "192.0.2.50", URL), ("dhcp6", "2001:db8::50", None)]
+    assert lines[0]["vendor_class"] == "udhcp 1.36.1"
     assert proc.returncode == 0, err
 
 

@@ -34,11 +34,13 @@ def listen(
     count: Annotated[int, typer.Option("--count", min=1, max=100_000)] = 10,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, max=3600)] = 60.0,
 ) -> None:
-    """Print the lease events dnsmasq's hook sends (MAC, address, source, MUD URL)."""
+    """Print the lease events dnsmasq's hook sends (MAC, address, source, MUD URL,
+    hostname, vendor class, parameter request list)."""
     def show(sighting: Sighting) -> None:
         typer.echo(json.dumps({"mac": sighting.mac, "ip": sighting.ip,
                                "source": sighting.source.value, "mud_url": sighting.mud_url,
-                               "hostname": sighting.hostname}))
+                               "hostname": sighting.hostname,
+                               "vendor_class": sighting.vendor_class, "prl": sighting.prl}))
         sys.stdout.flush()
 
     try:

@@ -246,6 +246,12 @@ class DeviceService:
         """
         device = self.observe(mac=mac, mud_url=mud_url, source=source if mud_url else None,
                               manufacturer=manufacturer, model=model)
+        if (manufacturer and manufacturer != device.manufacturer) or (
+                model and model != device.model):
+            # The owner's label outranks a maker inferred from traffic (mudguard.identify).
+            device = self._commit(lifecycle.Outcome(replace(
+                device, manufacturer=manufacturer or device.manufacturer,
+                model=model or device.model), ()), enforce=False)
         return self.rename(device.mac, name) if name is not None else device
 
     @_serialised

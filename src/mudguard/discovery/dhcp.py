@@ -62,7 +62,7 @@ def parse_hook_message(data: bytes) -> Sighting:
     if message.get("action") not in _ACTIONS or message.get("family") not in (4, 6):
         raise SightingError("hook message has no valid action or family")
     fields: dict[str, str | None] = {}
-    for key in ("mac", "ip", "hostname", "mud_url"):
+    for key in ("mac", "ip", "hostname", "mud_url", "vendor_class", "prl"):
         value = message.get(key)
         if value is not None and not isinstance(value, str):
             raise SightingError(f"hook message field {key} must be text")
@@ -72,7 +72,8 @@ def parse_hook_message(data: bytes) -> Sighting:
     if fields["mac"] and fields["mac"].count("-") == 1:
         raise SightingError("hook message is for a non-Ethernet hardware type")
     return Sighting(mac=fields["mac"], ip=fields["ip"], hostname=fields["hostname"],
-                    mud_url=fields["mud_url"],
+                    mud_url=fields["mud_url"], vendor_class=fields["vendor_class"],
+                    prl=fields["prl"],
                     source=MudSource.DHCP6 if message["family"] == 6 else MudSource.DHCP4)
 
 

@@ -41,6 +41,9 @@ def hook_message(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any] 
         or None,
         "mud_url": env.get("DNSMASQ_MUD_URL") or None,
         "interface": env.get("DNSMASQ_INTERFACE") or None,
+        # for ``mudguard.identify``: DHCPv4 options 60 and 55 (decimal codes, commas)
+        "vendor_class": env.get("DNSMASQ_VENDOR_CLASS", "")[:256] or None,
+        "prl": env.get("DNSMASQ_REQUESTED_OPTIONS", "")[:512] or None,
     }
 
 

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -58,6 +59,8 @@ class Sighting:
     hostname: str | None = None
     manufacturer: str | None = None  # QR label B000, certificate subject, …
     model: str | None = None
+    vendor_class: str | None = None  # DHCPv4 option 60 (for ``mudguard.identify``)
+    prl: str | None = None  # DHCPv4 option 55, decimal codes joined by commas
 
 
 def usable_address(text: str | None) -> str | None:
@@ -98,17 +101,22 @@ def normalise(sighting: Sighting) -> Sighting:
                    hostname=clean_text(sighting.hostname),
                    mud_url=sighting.mud_url.strip() if sighting.mud_url else None,
                    manufacturer=clean_text(sighting.manufacturer, 128),
-                   model=clean_text(sighting.model, 128))
+                   model=clean_text(sighting.model, 128),
+                   vendor_class=clean_text(sighting.vendor_class, 256),
+                   prl=clean_text(sighting.prl, 512))
 
 
 class Intake:
     """The single funnel from discovery sources to the device services. Thread-safe."""
 
     def __init__(self, service: DeviceService, *, remember: int = 4096,
-                 max_devices: int = MAX_DEVICES) -> None:
+                 max_devices: int = MAX_DEVICES,
+                 enrich: Callable[[Sighting], Sighting] | None = None) -> None:
         """``remember`` bounds how many recent sightings are kept for de-duplication;
-        ``max_devices`` how many devices discovery may fill the store with."""
+        ``max_devices`` how many devices discovery may fill the store with; ``enrich``
+        adds what can be inferred (``mudguard.identify``: the maker from DHCP clues)."""
         self.service = service
+        self._enrich = enrich
         self._seen: OrderedDict[str, Sighting] = OrderedDict()
         self._remember = remember
         self._max_devices = max_devices
@@ -128,6 +136,7 @@ class Intake:
         except SightingError as exc:
             log.warning("ignored a %s sighting: %s", sighting.source.value, exc)
             return None
+        clean = self._enriched(clean)
         with self._lock:
             if self._seen.get(clean.mac) == clean:
                 return None
@@ -148,6 +157,16 @@ class Intake:
             while len(self._seen) > self._remember:
                 self._seen.popitem(last=False)
             return device
+
+    def _enriched(self, sighting: Sighting) -> Sighting:
+        """The sighting with inferred facts added; unchanged if the enricher fails."""
+        if self._enrich is None:
+            return sighting
+        try:
+            return self._enrich(sighting)
+        except Exception:  # one inference bug never stops discovery
+            log.exception("identifying %s failed", sighting.mac)
+            return sighting
 
     def _may_create(self, sighting: Sighting) -> bool:
         """A known MAC always; a new one while under its source's new-device budget

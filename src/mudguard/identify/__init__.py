@@ -1,0 +1,6 @@
+"""Identify a device without a MUD file: maker, model, kind, from passive clues.
+
+``parse`` (packet payloads → facts), ``knowledge`` (the shipped knowledge base and
+the OUI registry, compiled), ``decide`` (clues → an explained identification) are
+pure; ``capture`` is the adapter that reads captures and the data files.
+"""

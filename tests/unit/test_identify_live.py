@@ -1,0 +1,79 @@
+"""The daemon's identifier: DHCP lease clues → the device's maker, never over a label."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mudguard.devices import MudSource
+from mudguard.devices.service import DeviceService
+from mudguard.discovery.dhcp import hook_message, parse_hook_message
+from mudguard.discovery.sighting import Intake, Sighting
+from mudguard.identify.capture import load_knowledge
+from mudguard.identify.knowledge import OuiRegistry
+from mudguard.identify.live import DhcpIdentifier
+from mudguard.store import Store
+
+NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+SENSI = "34:6f:92:1d:ba:50"
+ESP = "5c:cf:7f:07:ae:fb"
+OUI = OuiRegistry.from_manuf("34:6F:92\tWhiteRod\tWhite Rodgers Division\n"
+                             "5C:CF:7F\tEspressi\tEspressif Inc.\n")
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[DeviceService]:
+    store = Store(tmp_path / "m.db")
+    yield DeviceService(store=store, clock=lambda: NOW)
+    store.close()
+
+
+@pytest.fixture
+def intake(service: DeviceService) -> Intake:
+    return Intake(service, enrich=DhcpIdentifier(load_knowledge(), OUI).enrich)
+
+
+def lease(mac: str, hostname: str, env: dict[str, str] | None = None) -> Sighting:
+    message = hook_message(["add", mac, "192.0.2.50", hostname], env or {})
+    return parse_hook_message(json.dumps(message).encode())
+
+
+def test_hook_carries_vendor_class_and_parameter_request_list() -> None:
+    sighting = lease(SENSI, "Sensi-1DBA50", {"DNSMASQ_VENDOR_CLASS": "udhcp 1.30.1",
+                                             "DNSMASQ_REQUESTED_OPTIONS": "1,3,6,15"})
+    assert (sighting.vendor_class, sighting.prl) == ("udhcp 1.30.1", "1,3,6,15")
+
+
+def test_dhcp_lease_stores_the_inferred_maker(intake: Intake, service: DeviceService) -> None:
+    intake.on_sighting(lease(SENSI, "Sensi-1DBA50"))
+    assert service.store.get_device(SENSI).manufacturer == "Emerson (Sensi)"
+
+
+def test_a_module_maker_is_not_stored_as_the_maker(intake: Intake,
+                                                   service: DeviceService) -> None:
+    intake.on_sighting(lease(ESP, "ESP_07AEFB"))
+    device = service.store.get_device(ESP)
+    assert device is not None and device.manufacturer is None
+
+
+def test_the_owners_label_replaces_an_inferred_maker(intake: Intake,
+                                                     service: DeviceService) -> None:
+    intake.on_sighting(lease(SENSI, "Sensi-1DBA50"))
+    service.add_device(mac=SENSI, source=MudSource.QR, manufacturer="Copeland",
+                       model="ST75")
+    device = service.store.get_device(SENSI)
+    assert (device.manufacturer, device.model) == ("Copeland", "ST75")
+    intake.on_sighting(lease(SENSI, "Sensi-1DBA50", {"DNSMASQ_VENDOR_CLASS": "x"}))
+    assert service.store.get_device(SENSI).manufacturer == "Copeland"
+
+
+def test_a_failing_identifier_never_stops_discovery(service: DeviceService) -> None:
+    def broken(sighting: Sighting) -> Sighting:
+        raise RuntimeError("bug")
+
+    Intake(service, enrich=broken).on_sighting(lease(SENSI, "Sensi-1DBA50"))
+    assert service.store.get_device(SENSI) is not None
