@@ -86,6 +86,17 @@ def upstream_resolver(servers: Sequence[str], timeout: float = 3.0
     return resolve
 
 
+def fetch_config(config: GatewayConfig) -> FetchConfig:
+    """How the daemon fetches MUD files: names resolved by the configured upstream DNS,
+    never from the home's prefixes or the gateway's configured addresses, nor from any
+    address the kernel says is the gateway's own (the fetcher's default check, read live
+    at each fetch: a WAN address from DHCP or SLAAC is not in the configuration)."""
+    home_networks = tuple(ipaddress.ip_network(p, strict=False) for p in
+                          (*config.lan_prefixes, *config.addresses))
+    return FetchConfig(ca_bundle=config.ca_file, blocked_prefixes=home_networks,
+                       resolver=upstream_resolver(config.dns_upstream))
+
+
 class MudFetcher:
     """``DeviceService.fetch``: a MUD file, or the signature a fetched MUD file named."""
 
@@ -261,10 +272,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     guarded = GuardedEnforcer(enforcer, guard, events, tracker=tracker)
     guarded.home_default = settings.home_default.value
 
-    home_networks = tuple(ipaddress.ip_network(p, strict=False) for p in
-                          (*config.lan_prefixes, *config.addresses))
-    fetch = MudFetcher(FetchConfig(ca_bundle=config.ca_file, blocked_prefixes=home_networks,
-                                   resolver=upstream_resolver(config.dns_upstream)))
+    fetch = MudFetcher(fetch_config(config))
     wifi = WifiKeys(config) if config.wifi_ssid else None
     revoker = None
     if wifi is not None:
