@@ -45,7 +45,7 @@ from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.sighting import Intake
 from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
-from mudguard.enforce import Enforcer, LanIsolation, Nft
+from mudguard.enforce import Enforcer, LanIsolation, LanPortWatcher, Nft
 from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
 from mudguard.policy import HomeContext, set_shard_count
 from mudguard.store import Store
@@ -264,8 +264,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
         portal_ports=(config.portal_port,) if config.portal_address else (),
         log_group=config.nflog_group)
-    enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value,
-                        lan=lan_isolation(config))
+    lan = lan_isolation(config)
+    enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value, lan=lan)
     guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,
                                  gateway_addresses=config.addresses))
     tracker = DeviationTracker(lan_prefixes=config.lan_prefixes)
@@ -295,6 +295,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                       violation_period=config.report_seconds)
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)
+    if lan is not None:  # subscribed now: a port joining during start-up is not missed
+        gateway.lan_ports = LanPortWatcher.open(lan)
     if config.neighbours:
         from mudguard.discovery.neighbour import NeighbourWatcher
 
