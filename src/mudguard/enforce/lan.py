@@ -39,6 +39,7 @@ import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mudguard.errors import MudguardError
 
@@ -147,18 +148,25 @@ MAX_READS = 64
 """Reads per wake-up; the rest waits for the next one (the loop stays responsive)."""
 
 
-def ports_to_isolate(data: bytes, bridge_index: int) -> list[str] | None:
+def _marshal() -> Any:
+    """pyroute2's rtnetlink parser (imported on first use: ≈0.4 s, so the watcher makes
+    its own when it opens, not when the first port appears)."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    return MarshalRtnl()
+
+
+def ports_to_isolate(data: bytes, bridge_index: int, *, marshal: Any = None
+                     ) -> list[str] | None:
     """The ports of the bridge ``bridge_index`` that one read of link announcements
     shows not isolated (a port that just joined, or whose isolation was turned off).
 
     An announcement without the port's flag counts as not isolated (isolating twice is
     harmless). None if the read cannot be parsed: the caller isolates every port.
     """
-    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
     found: list[str] = []
     try:
-        for message in MarshalRtnl().parse(data):
+        for message in (marshal or _marshal()).parse(data):
             if message["header"]["type"] != RTM_NEWLINK \
                     or message.get_attr("IFLA_MASTER") != bridge_index:
                 continue
@@ -201,6 +209,7 @@ class LanPortWatcher:
     def __init__(self, isolation: LanIsolation) -> None:
         """Subscribe to the link announcements of the calling thread's namespace."""
         self.isolation = isolation
+        self._marshal = _marshal()
         self._sock = socket.socket(socket.AF_NETLINK,
                                    socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                                    socket.NETLINK_ROUTE)
@@ -243,7 +252,7 @@ class LanPortWatcher:
                     log.warning("LAN link announcements were lost: isolating every port")
                     return None
                 raise
-            found = ports_to_isolate(data, bridge_index)
+            found = ports_to_isolate(data, bridge_index, marshal=self._marshal)
             if found is None:
                 return None
             ports += [p for p in found if p not in ports]
