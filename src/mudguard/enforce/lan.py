@@ -247,11 +247,10 @@ class LanPortWatcher:
                 data = self._sock.recv(1 << 16)
             except BlockingIOError:
                 break
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # the kernel dropped announcements
-                    log.warning("LAN link announcements were lost: isolating every port")
-                    return None
-                raise
+            except OSError as exc:  # ENOBUFS: the kernel dropped announcements
+                log.warning("LAN link announcements were lost (%s): isolating every port",
+                            errno.errorcode.get(exc.errno or 0, exc))
+                return None
             found = ports_to_isolate(data, bridge_index, marshal=self._marshal)
             if found is None:
                 return None
