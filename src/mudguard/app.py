@@ -45,7 +45,7 @@ from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.sighting import Intake
 from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
-from mudguard.enforce import Enforcer, LanIsolation, Nft
+from mudguard.enforce import Enforcer, LanIsolation, LanPortWatcher, Nft
 from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
 from mudguard.policy import HomeContext, set_shard_count
 from mudguard.store import Store
@@ -84,6 +84,17 @@ def upstream_resolver(servers: Sequence[str], timeout: float = 3.0
         raise OSError(f"cannot resolve {host}")
 
     return resolve
+
+
+def fetch_config(config: GatewayConfig) -> FetchConfig:
+    """How the daemon fetches MUD files: names resolved by the configured upstream DNS,
+    never from the home's prefixes or the gateway's configured addresses, nor from any
+    address the kernel says is the gateway's own (the fetcher's default check, read live
+    at each fetch: a WAN address from DHCP or SLAAC is not in the configuration)."""
+    home_networks = tuple(ipaddress.ip_network(p, strict=False) for p in
+                          (*config.lan_prefixes, *config.addresses))
+    return FetchConfig(ca_bundle=config.ca_file, blocked_prefixes=home_networks,
+                       resolver=upstream_resolver(config.dns_upstream))
 
 
 class MudFetcher:
@@ -253,18 +264,15 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
         portal_ports=(config.portal_port,) if config.portal_address else (),
         log_group=config.nflog_group)
-    enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value,
-                        lan=lan_isolation(config))
+    lan = lan_isolation(config)
+    enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value, lan=lan)
     guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,
                                  gateway_addresses=config.addresses))
     tracker = DeviationTracker(lan_prefixes=config.lan_prefixes)
     guarded = GuardedEnforcer(enforcer, guard, events, tracker=tracker)
     guarded.home_default = settings.home_default.value
 
-    home_networks = tuple(ipaddress.ip_network(p, strict=False) for p in
-                          (*config.lan_prefixes, *config.addresses))
-    fetch = MudFetcher(FetchConfig(ca_bundle=config.ca_file, blocked_prefixes=home_networks,
-                                   resolver=upstream_resolver(config.dns_upstream)))
+    fetch = MudFetcher(fetch_config(config))
     wifi = WifiKeys(config) if config.wifi_ssid else None
     revoker = None
     if wifi is not None:
@@ -289,6 +297,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                       violation_period=config.report_seconds)
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)
+    if lan is not None:  # subscribed now: a port joining during start-up is not missed
+        gateway.lan_ports = LanPortWatcher.open(lan)
     if config.neighbours:
         from mudguard.discovery.neighbour import NeighbourWatcher
 

@@ -520,3 +520,45 @@ def test_the_lan_bridge_ports_are_isolated_at_start_and_when_a_port_appears(
         assert isolated()[late] is True
     finally:
         daemon.stop()
+
+
+def test_a_port_joining_the_lan_bridge_is_isolated_at_once_not_at_maintenance(
+        home: tuple[Any, Path]) -> None:
+    """The daemon follows the kernel's link announcements: a port added while it runs
+    (or whose isolation someone turns off) is isolated within well under a second, long
+    before the maintenance pass (an hour here) and before any device on it is onboarded."""
+    vhome, config = home
+    config.write_text(config.read_text().replace("maintenance_seconds = 1",
+                                                 "maintenance_seconds = 3600"))
+
+    def isolated() -> dict[str, bool]:
+        links = json.loads(vhome.run(vhome.gw_ns, ["bridge", "-d", "-j", "link", "show"]).stdout)
+        return {link["ifname"]: bool(link.get("isolated")) for link in links
+                if link.get("master") == vhome.lan_if}
+
+    def seconds_until_isolated(port: str, started: float) -> float:
+        for _ in range(100):  # 100 polls of a few ms: bounded in count and time
+            if isolated().get(port):
+                break
+            time.sleep(0.01)
+        return time.monotonic() - started
+
+    daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+    try:
+        daemon.wait_for({"event": "ready"})
+        late = f"{vhome.prefix}px"
+        vhome.run(vhome.gw_ns, ["ip", "link", "add", late, "type", "veth", "peer", "name",
+                                f"{vhome.prefix}py"])
+        started = time.monotonic()
+        vhome.run(vhome.gw_ns, ["ip", "link", "set", late, "master", vhome.lan_if, "up"])
+        joined = seconds_until_isolated(late, started)
+        assert isolated()[late] is True and joined < 0.5, joined
+        daemon.wait_for({"event": "lan-ports-isolated"}, check=lambda e: late in e["ports"])
+        # Someone turns the isolation of a running port off: it is back on at once.
+        port = f"{vhome.prefix}p0"
+        started = time.monotonic()
+        vhome.run(vhome.gw_ns, ["bridge", "link", "set", "dev", port, "isolated", "off"])
+        turned_off = seconds_until_isolated(port, started)
+        assert isolated()[port] is True and turned_off < 0.5, turned_off
+    finally:
+        daemon.stop()

@@ -90,3 +90,54 @@ def test_isolation_puts_lateral_traffic_under_the_rules(plain_home: VirtualHome)
 def test_bad_names_are_refused() -> None:
     with pytest.raises(ValueError):
         LanIsolation("br0; reboot")
+
+
+def _watch_a_port_join(bridge: str, prefix: str) -> dict[str, object]:
+    """Inside the gateway: follow link announcements, add a port (and later turn its
+    isolation off), and isolate what the watcher names; bounded in count and time."""
+    import select
+    import subprocess
+    import time
+
+    from mudguard.enforce import LanPortWatcher
+
+    lan = LanIsolation(bridge)
+    watcher = LanPortWatcher(lan)
+    port = f"{prefix}qa"
+
+    def until_isolated(started: float) -> tuple[list[str] | None, float]:
+        named: list[str] | None = []
+        while time.monotonic() - started < 2.0 and not lan.isolated().get(port):
+            if select.select([watcher.fileno()], [], [], 0.2)[0]:
+                named = watcher.pending()
+                watcher.isolate(named)
+        return named, time.monotonic() - started
+
+    try:
+        subprocess.run(["ip", "link", "add", port, "type", "veth", "peer", "name",
+                        f"{prefix}qb"], check=True)
+        started = time.monotonic()
+        subprocess.run(["ip", "link", "set", port, "master", bridge, "up"], check=True)
+        named, joined = until_isolated(started)
+        # Its own change is announced with the flag set: nothing more to do.
+        quiet = not select.select([watcher.fileno()], [], [], 0.3)[0] or \
+            watcher.pending() == []
+        started = time.monotonic()
+        subprocess.run(["bridge", "link", "set", "dev", port, "isolated", "off"], check=True)
+        _renamed, turned_off = until_isolated(started)
+        return {"named": named, "joined": joined, "quiet": quiet, "turned_off": turned_off,
+                "isolated": lan.isolated()}
+    finally:
+        watcher.close()
+
+
+def test_a_port_joining_the_bridge_is_isolated_as_the_kernel_announces_it(
+        plain_home: VirtualHome) -> None:
+    home = plain_home
+    found = home.call(home.gw_ns, _watch_a_port_join, home.lan_if, home.prefix, timeout=30)
+    port = f"{home.prefix}qa"
+    assert found["named"] == [port]
+    assert found["isolated"][port] is True  # type: ignore[index]
+    assert found["joined"] < 0.5 and found["turned_off"] < 0.5, found
+    assert found["quiet"], "the watcher chased its own change"
+

@@ -239,6 +239,33 @@ def test_configured_home_prefix_is_refused() -> None:
     assert check_address(ipaddress.ip_address("2001:db8::1"), home) is None
 
 
+def test_every_checked_address_is_put_to_the_gateway_check() -> None:
+    """After the fixed lists, each address (and one carried inside IPv6) is put to the
+    live check of the gateway's own addresses (the netns tier tests the kernel's)."""
+    asked: list[str] = []
+
+    def ours(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        asked.append(str(address))
+        return f"{address} is an address of the gateway itself" \
+            if str(address) == "203.0.113.1" else None
+
+    config = FetchConfig(gateway_check=ours, resolver=lambda host, port: ["203.0.113.1"])
+    error = failure("https://mud.example.com/x", config)
+    assert (error.key, error.reason) == ("blocked_address",
+                                         "203.0.113.1 is an address of the gateway itself")
+    assert check_address(ipaddress.ip_address("::ffff:203.0.113.1"), config) is not None
+    assert check_address(ipaddress.ip_address("203.0.113.2"), config) is None
+    assert "203.0.113.2" in asked
+
+
+def test_the_kernel_names_the_interface_of_an_own_address() -> None:
+    from mudguard.mud.own_address import gateway_reason
+
+    why = gateway_reason(ipaddress.ip_address("127.0.0.1"))
+    assert why is not None and "gateway itself (interface lo)" in why
+    assert gateway_reason(ipaddress.ip_address("127.0.0.77")) is not None  # local route
+
+
 def test_any_forbidden_answer_condemns_the_name() -> None:
     mixed = FetchConfig(resolver=lambda host, port: ["203.0.113.5", "10.0.0.1"])
     assert failure("https://mud.example.com/x", mixed).key == "blocked_address"

@@ -17,6 +17,9 @@ changes are serialised and a slow MUD server never stalls DNS answers.
   portal's flow history and recent peers).
 - A watcher alert (NFLOG drops → deviation tracker) is stored with its evidence and
   quarantines the device through the same service (re-enforced at once).
+- A port that joins the LAN bridge (or whose isolation is turned off) is isolated as
+  soon as the kernel announces it (``LanPortWatcher``), before its first device can be
+  onboarded; the maintenance pass isolates every port again as a backstop.
 - Every minute, expired owner grants are dropped, devices past their end of support
   move to LAN only, and MUD files past their cache-validity are fetched again.
 - At start-up every stored device's policy is re-derived and reconciled with the kernel
@@ -48,7 +51,7 @@ from mudguard.discovery.lldp import LldpListener
 from mudguard.discovery.neighbour import NeighbourWatcher
 from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import DnsGuard
-from mudguard.enforce import Enforcer, facts_of
+from mudguard.enforce import Enforcer, LanPortWatcher, facts_of
 from mudguard.mud import MudFile
 from mudguard.policy import (
     DevicePolicy,
@@ -181,6 +184,7 @@ class Gateway:
     hook_listener: DhcpHookListener
     lldp_listeners: list[LldpListener] = field(default_factory=list)
     neighbours: NeighbourWatcher | None = None
+    lan_ports: LanPortWatcher | None = None
     children: list[Child] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     maintenance_period: float = 60.0
@@ -365,6 +369,22 @@ class Gateway:
             f"neighbour entry of {sighting.mac}",
             functools.partial(self.intake.on_sighting, sighting)))
 
+    def _lan_ports_readable(self) -> None:
+        """The kernel announced links: isolate the LAN bridge's new (or un-isolated)
+        ports now, off the loop (``bridge`` runs as a process) and not behind the
+        service worker's queue (a slow MUD fetch must not delay it)."""
+        if self.lan_ports is None or self._loop is None:
+            return
+        ports = self.lan_ports.pending()
+        if ports == []:
+            return
+        future = self._loop.run_in_executor(None, self.lan_ports.isolate, ports)
+        future.add_done_callback(self._told_isolated)
+
+    def _told_isolated(self, done: asyncio.Future[list[str]]) -> None:
+        if not done.cancelled() and done.exception() is None and done.result():
+            self.events.emit("lan-ports-isolated", ports=done.result())
+
     def _hook_readable(self) -> None:
         sighting = self.hook_listener.receive(timeout=0.05)
         if sighting is not None:
@@ -392,6 +412,9 @@ class Gateway:
                 loop.add_reader(listener.fileno(), self._lldp_readable, listener)
             if self.neighbours is not None:
                 loop.add_reader(self.neighbours.fileno(), self._neighbours_readable)
+            if self.lan_ports is not None:
+                loop.add_reader(self.lan_ports.fileno(), self._lan_ports_readable)
+                self._lan_ports_readable()  # what was announced during the start-up
             for child in self.children:
                 await self.call(child.start)
             periodic = [asyncio.create_task(self._maintain()),
@@ -412,6 +435,10 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(self.neighbours.fileno())
                 self.neighbours.close()
+            if self.lan_ports is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(self.lan_ports.fileno())
+                self.lan_ports.close()
             for child in reversed(self.children):
                 try:
                     child.stop()

@@ -13,6 +13,7 @@ from mudguard.devices._model import (
     MudSource,
     Settings,
     SignatureStatus,
+    device_mac,
     normalise_mac,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "MudSource",
     "Settings",
     "SignatureStatus",
+    "device_mac",
     "normalise_mac",
 ]

@@ -38,6 +38,24 @@ def normalise_mac(text: str) -> str:
     return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
+def device_mac(text: str) -> str:
+    """``text`` as a normalised MAC if it can name a device: a unicast 48-bit address.
+
+    A device is an Ethernet station with its own address, so the all-zero MAC, the
+    broadcast MAC and every group (multicast) MAC, whose I/G bit (the lowest bit of the
+    first octet, IEEE 802 §8.2) is set, are refused: they name no single station, and a
+    forged frame or lease with one must not become a device. Raises ``MacError``.
+    """
+    mac = normalise_mac(text)
+    if mac == "00:00:00:00:00:00":
+        raise MacError(f"{mac} is the all-zero MAC, not a device")
+    if mac == "ff:ff:ff:ff:ff:ff":
+        raise MacError(f"{mac} is the broadcast MAC, not a device")
+    if int(mac[:2], 16) & 1:
+        raise MacError(f"{mac} is a multicast (group) MAC, not a device")
+    return mac
+
+
 class MudSource(StrEnum):
     """Where a device's MUD URL came from."""
 
@@ -230,5 +248,6 @@ __all__ = [
     "MudSource",
     "Settings",
     "SignatureStatus",
+    "device_mac",
     "normalise_mac",
 ]

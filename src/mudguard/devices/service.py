@@ -34,6 +34,7 @@ from mudguard.devices._model import (
     GrantRecord,
     MudSource,
     SignatureStatus,
+    device_mac,
     normalise_mac,
 )
 from mudguard.devices.repository import Repository, RepositoryMatch, lookup_all
@@ -199,9 +200,10 @@ class DeviceService:
         arrived, decide its access (profile, repository, or the home default).
 
         Raises ``MudUrlError`` for a MUD URL RFC 8520 forbids (nothing changes, but
-        the rejection is recorded as an event).
+        the rejection is recorded as an event); ``MacError`` for a MAC that cannot name
+        a device (malformed, all-zero, broadcast, multicast), before anything is read.
         """
-        key = normalise_mac(mac)
+        key = device_mac(mac)
         before = self.store.get_device(key)
         now = self.clock()
         try:

@@ -14,7 +14,10 @@ and environment into one JSON object and sends it as one datagram to the daemon'
 unix socket. It builds no command and runs nothing; if the daemon is not
 listening it says so on stderr (dnsmasq logs it) and exits 0 so DHCP carries on.
 The daemon side (``DhcpHookListener``) reads datagrams, parses each strictly
-(``parse_hook_message``) into a ``Sighting`` and gives it to the intake.
+(``parse_hook_message``) into a ``Sighting`` checked as the intake checks it (a MAC
+that can name a device, usable addresses, cleaned text: ``sighting.normalise``) and
+gives it to the intake. ``hook_verdict`` runs the same checks, plus the MUD URL rule
+the device service applies next, for ``mudguard dhcp listen``.
 """
 
 from __future__ import annotations
@@ -27,16 +30,18 @@ import socket
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mudguard.devices._model import MudSource
+from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.discovery.dhcp_hook import ACTIONS as _ACTIONS
 from mudguard.discovery.dhcp_hook import DEFAULT_SOCKET as _HOOK_SOCKET
 from mudguard.discovery.dhcp_hook import MAX_MESSAGE, SOCKET_ENV, hook_message
 from mudguard.discovery.dhcp_hook import main as _hook_main
-from mudguard.discovery.sighting import Sighting, SightingError
+from mudguard.discovery.sighting import Sighting, SightingError, normalise
 
 __all__ = ["DEFAULT_SOCKET", "MAX_MESSAGE", "SOCKET_ENV", "DhcpHookListener", "hook_main",
-           "hook_message", "parse_hook_message"]
+           "hook_message", "hook_verdict", "parse_hook_message", "read_hook_message"]
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +49,19 @@ DEFAULT_SOCKET = Path(_HOOK_SOCKET)
 
 
 def parse_hook_message(data: bytes) -> Sighting:
-    """Parse one datagram from the hook into a ``Sighting``; raise ``SightingError``.
+    """Parse one datagram from the hook into a ``Sighting`` the intake would take;
+    raise ``SightingError``.
 
-    Strict: a JSON object of known keys with string values of bounded size.
+    Strict: a JSON object of known keys with string values of bounded size, whose MAC
+    can name a device (not all-zero, broadcast, multicast or malformed); the address
+    is dropped if unusable and text is cleaned (``sighting.normalise``).
     """
+    return normalise(read_hook_message(data))
+
+
+def read_hook_message(data: bytes) -> Sighting:
+    """One datagram from the hook as it came (structure checked, values not yet);
+    raise ``SightingError``."""
     if len(data) > MAX_MESSAGE:
         raise SightingError(f"hook message of {len(data)} bytes; limit {MAX_MESSAGE}")
     try:
@@ -75,6 +89,33 @@ def parse_hook_message(data: bytes) -> Sighting:
                     mud_url=fields["mud_url"], vendor_class=fields["vendor_class"],
                     prl=fields["prl"],
                     source=MudSource.DHCP6 if message["family"] == 6 else MudSource.DHCP4)
+
+
+def hook_verdict(data: bytes) -> dict[str, Any]:
+    """What the daemon makes of one hook datagram, by the same checks in the same order:
+    the message's structure, the MAC, address and text (``parse_hook_message``), then the
+    MUD URL rule the device service applies (RFC 8520, ``check_mud_url``).
+
+    Returns ``{"verdict": "accepted", "mac", "ip", "source", "mud_url", "hostname",
+    "vendor_class", "prl"}``
+    (plus ``ignored_ip`` when the address cannot identify a device) or ``{"verdict":
+    "refused", "error": KEY, "reason": TEXT}``. Whether an accepted MAC becomes a new
+    device also depends on the daemon's store (known devices, new-device budgets).
+    """
+    try:
+        raw = read_hook_message(data)
+        clean = normalise(raw)
+        if clean.mud_url is not None:
+            check_mud_url(clean.mud_url)
+    except (SightingError, MudUrlError) as exc:
+        return {"verdict": "refused", "error": exc.key, "reason": str(exc)[:300]}
+    verdict: dict[str, Any] = {
+        "verdict": "accepted", "mac": clean.mac, "ip": clean.ip,
+        "source": clean.source.value, "mud_url": clean.mud_url, "hostname": clean.hostname,
+        "vendor_class": clean.vendor_class, "prl": clean.prl}
+    if raw.ip and clean.ip is None:
+        verdict["ignored_ip"] = raw.ip
+    return verdict
 
 
 def hook_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -133,6 +174,20 @@ class DhcpHookListener:
         except SightingError as exc:
             log.warning("ignored a DHCP hook message: %s", exc)
             return None
+
+    def verdicts(self, on_verdict: Callable[[dict[str, Any]], object], *, max_messages: int,
+                 timeout: float) -> int:
+        """Read up to ``max_messages`` datagrams, waiting at most ``timeout`` s for each,
+        and pass ``hook_verdict`` of each (accepted or refused) to ``on_verdict``;
+        returns how many were read."""
+        read = 0
+        for _ in range(max_messages):
+            data = self._recv(timeout)
+            if data is None:
+                break
+            on_verdict(hook_verdict(data))
+            read += 1
+        return read
 
     def serve(self, on_sighting: Callable[[Sighting], object], *, max_messages: int,
               timeout: float) -> int:

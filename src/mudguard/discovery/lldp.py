@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mudguard.devices._model import MudSource
+from mudguard.devices._model import MacError, MudSource, device_mac
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.discovery.sighting import Sighting
 from mudguard.errors import RemoteInputError
@@ -99,7 +99,11 @@ def parse_lldp_frame(frame: bytes) -> LldpInfo:
     chassis, port, ttl_raw = (value for _, value in tlvs[:3])
     if len(ttl_raw) != 2 or not 2 <= len(chassis) <= 256 or not 2 <= len(port) <= 256:
         raise LldpError("mandatory TLV of the wrong length")
-    info = LldpInfo(mac=":".join(f"{b:02x}" for b in src), chassis_id=chassis, port_id=port,
+    try:  # IEEE 802.3: a source address is an individual one; a forged frame's may not be
+        mac = device_mac(src.hex())
+    except MacError as exc:
+        raise LldpError(f"source {exc}") from None
+    info = LldpInfo(mac=mac, chassis_id=chassis, port_id=port,
                     ttl=struct.unpack("!H", ttl_raw)[0])
     name: str | None = None
     url: str | None = None

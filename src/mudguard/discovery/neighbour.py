@@ -24,7 +24,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from mudguard.devices._model import MudSource
+from mudguard.devices._model import MacError, MudSource, device_mac
 from mudguard.discovery.sighting import Sighting, usable_address
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,9 @@ def _attributes(data: bytes) -> dict[int, bytes]:
 def parse_neigh_messages(data: bytes, *, ifindex: int | None = None) -> list[Sighting]:
     """The IPv6 neighbour sightings in one rtnetlink read (several messages possible).
 
-    Only new/updated entries in a usable state with a 6-byte link-layer address and a
-    usable (not link-local, loopback, multicast…) address; with ``ifindex``, only
-    entries of that interface. Malformed messages end the parse; never raises.
+    Only new/updated entries in a usable state with a unicast 6-byte link-layer address
+    (``device_mac``) and a usable (not link-local, loopback, multicast…) address; with
+    ``ifindex``, only entries of that interface. Malformed messages end the parse; never raises.
     """
     sightings: list[Sighting] = []
     offset = 0
@@ -81,7 +81,10 @@ def parse_neigh_messages(data: bytes, *, ifindex: int | None = None) -> list[Sig
         address = usable_address(socket.inet_ntop(socket.AF_INET6, dst))
         if address is None:
             continue
-        mac = ":".join(f"{b:02x}" for b in lladdr)
+        try:  # an entry claiming an all-zero or group link-layer address names no device
+            mac = device_mac(lladdr.hex())
+        except MacError:
+            continue
         sightings.append(Sighting(mac=mac, ip=address, source=MudSource.NEIGHBOUR))
     return sightings
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from mudguard.devices._model import MacError, device_mac
 from mudguard.errors import RemoteInputError
 
 RS = "\x1e"
@@ -223,7 +224,10 @@ def _normalise_mac(text: str) -> str:
     digits = re.sub(r"[:\-.]", "", text.strip().lower()) if isinstance(text, str) else ""
     if len(text) > 32 or not _MAC_DIGITS.match(digits):
         raise QrError("qr_bad_mac", "the MAC address on the label is not six octets")
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    try:  # all-zero, broadcast, multicast: a label naming one names no device
+        return device_mac(digits)
+    except MacError as exc:
+        raise QrError("qr_bad_mac", f"the MAC address on the label: {exc}") from None
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from mudguard.devices._model import Device, MudSource, normalise_mac
+from mudguard.devices._model import Device, MudSource, device_mac, normalise_mac
 from mudguard.devices.lifecycle import MudUrlError
 from mudguard.devices.service import DeviceService
 from mudguard.errors import RemoteInputError
@@ -89,14 +89,13 @@ def clean_text(text: str | None, limit: int = MAX_HOSTNAME) -> str | None:
 def normalise(sighting: Sighting) -> Sighting:
     """The sighting with its MAC normalised, unusable addresses dropped, text cleaned.
 
-    Raises ``SightingError`` for a MAC that is not one.
+    Raises ``SightingError`` for a MAC that cannot name a device (malformed, all-zero,
+    broadcast, multicast: ``device_mac``).
     """
     try:
-        mac = normalise_mac(sighting.mac)
+        mac = device_mac(sighting.mac)
     except RemoteInputError as exc:
         raise SightingError(str(exc)) from None
-    if int(mac[:2], 16) & 1:
-        raise SightingError(f"{mac} is a multicast MAC, not a device")
     return replace(sighting, mac=mac, ip=usable_address(sighting.ip),
                    hostname=clean_text(sighting.hostname),
                    mud_url=sighting.mud_url.strip() if sighting.mud_url else None,

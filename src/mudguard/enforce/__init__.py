@@ -7,8 +7,9 @@ the gateway (bridge port isolation, proxy ARP/ND).
 """
 
 from mudguard.enforce.enforcer import DeviceLike, Enforcer, ReconcileReport, facts_of
-from mudguard.enforce.lan import LanIsolation, LanIsolationError
+from mudguard.enforce.lan import LanIsolation, LanIsolationError, LanPortWatcher
 from mudguard.enforce.nft import Nft, NftError
 
-__all__ = ["DeviceLike", "Enforcer", "LanIsolation", "LanIsolationError", "Nft", "NftError",
+__all__ = ["DeviceLike", "Enforcer", "LanIsolation", "LanIsolationError",
+           "LanPortWatcher", "Nft", "NftError",
            "ReconcileReport", "facts_of"]

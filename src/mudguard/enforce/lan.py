@@ -17,17 +17,29 @@ For WiFi, hostapd's ``ap_isolate=1`` does the same inside the access point.
 Runs in the calling process's network namespace, or in ``netns`` (through
 ``ip netns exec``, for tests and the demo); commands are argv lists (no shell) and
 the interface name is checked first.
+
+A port that joins the bridge while the gateway runs (a WiFi interface coming up, a
+USB Ethernet adapter) is isolated at once, not at the next maintenance pass:
+``LanPortWatcher`` follows the kernel's link announcements (rtnetlink
+``RTMGRP_LINK``, parsed with pyroute2) and names every port of the bridge that an
+announcement shows not isolated: a new port, or one whose isolation someone turned
+off. Setting ``isolated on`` is announced again with the flag set, so the watcher does
+not chase its own changes. If announcements were lost (the socket's buffer
+overflowed) or cannot be read, every port is isolated again (fail closed).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
 import re
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mudguard.errors import MudguardError
 
@@ -100,6 +112,12 @@ class LanIsolation:
             self._run(["bridge", "link", "set", "dev", port, "isolated", "on"])
         return ports
 
+    def isolate_port(self, port: str) -> None:
+        """Set ``isolated on`` on one port (idempotent)."""
+        if not _IFNAME.match(port):
+            raise LanIsolationError(f"not an interface name: {port!r}")
+        self._run(["bridge", "link", "set", "dev", port, "isolated", "on"])
+
     def isolated(self) -> dict[str, bool]:
         """Each port and whether it is isolated."""
         links = json.loads(self._run(["bridge", "-d", "-j", "link", "show"]) or "[]")
@@ -122,3 +140,143 @@ class LanIsolation:
             self._run(["ip", "-6", "neigh", "del", "proxy", str(ip), "dev", self.bridge])
         except LanIsolationError:
             log.debug("no proxy entry for %s", ip)
+
+
+RTMGRP_LINK = 0x1
+RTM_NEWLINK = 16
+MAX_READS = 64
+"""Reads per wake-up; the rest waits for the next one (the loop stays responsive)."""
+
+
+def _marshal() -> Any:
+    """pyroute2's rtnetlink parser (imported on first use: ≈0.4 s, so the watcher makes
+    its own when it opens, not when the first port appears)."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    return MarshalRtnl()
+
+
+def ports_to_isolate(data: bytes, bridge_index: int, *, marshal: Any = None
+                     ) -> list[str] | None:
+    """The ports of the bridge ``bridge_index`` that one read of link announcements
+    shows not isolated (a port that just joined, or whose isolation was turned off).
+
+    An announcement without the port's flag counts as not isolated (isolating twice is
+    harmless). None if the read cannot be parsed: the caller isolates every port.
+    """
+    found: list[str] = []
+    try:
+        for message in (marshal or _marshal()).parse(data):
+            if message["header"]["type"] != RTM_NEWLINK \
+                    or message.get_attr("IFLA_MASTER") != bridge_index:
+                continue
+            name = message.get_attr("IFLA_IFNAME")
+            if not isinstance(name, str) or not _IFNAME.match(name) or name in found:
+                continue
+            if _port_isolated(message) is not True:
+                found.append(name)
+    except Exception as exc:  # a parse failure of pyroute2: never trust a partial read
+        log.warning("unreadable link announcement (%s): isolating every LAN port", exc)
+        return None
+    return found
+
+
+def _port_isolated(message: object) -> bool | None:
+    """The port's ``isolated`` flag as the announcement gives it, or None if it does not.
+
+    AF_BRIDGE announcements carry it in ``IFLA_PROTINFO``; the others in the port's
+    ``IFLA_LINKINFO`` slave data.
+    """
+    get = message.get_attr  # type: ignore[attr-defined]
+    protinfo = get("IFLA_PROTINFO")
+    if protinfo is not None and hasattr(protinfo, "get_attr"):
+        flag = protinfo.get_attr("IFLA_BRPORT_ISOLATED")
+        if flag is not None:
+            return bool(flag)
+    linkinfo = get("IFLA_LINKINFO")
+    slave = linkinfo.get_attr("IFLA_INFO_SLAVE_DATA") if linkinfo is not None else None
+    if slave is not None and hasattr(slave, "get_attr"):
+        flag = slave.get_attr("IFLA_BRPORT_ISOLATED")
+        if flag is not None:
+            return bool(flag)
+    return None
+
+
+class LanPortWatcher:
+    """Isolates a LAN bridge port as soon as the kernel announces it (see the module
+    docstring). Open it *before* the first full isolation, so no port falls between."""
+
+    def __init__(self, isolation: LanIsolation) -> None:
+        """Subscribe to the link announcements of the calling thread's namespace."""
+        self.isolation = isolation
+        self._marshal = _marshal()
+        self._sock = socket.socket(socket.AF_NETLINK,
+                                   socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                                   socket.NETLINK_ROUTE)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            self._sock.bind((0, RTMGRP_LINK))
+        except OSError:
+            self._sock.close()
+            raise
+
+    @classmethod
+    def open(cls, isolation: LanIsolation) -> LanPortWatcher | None:
+        """The watcher, or None (one error line: new ports then wait for maintenance)."""
+        try:
+            return cls(isolation)
+        except OSError as exc:
+            log.error("cannot follow LAN link announcements (%s): a new bridge port is "
+                      "isolated only at the next maintenance pass", exc.strerror or exc)
+            return None
+
+    def fileno(self) -> int:
+        """The netlink socket's descriptor (for ``loop.add_reader``)."""
+        return self._sock.fileno()
+
+    def pending(self) -> list[str] | None:
+        """Read what the kernel announced; the ports to isolate, or None for all of
+        them (announcements lost, unreadable, or the bridge renumbered)."""
+        try:
+            bridge_index = socket.if_nametoindex(self.isolation.bridge)
+        except OSError:
+            return None
+        ports: list[str] = []
+        for _ in range(MAX_READS):
+            try:
+                data = self._sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # ENOBUFS: the kernel dropped announcements
+                log.warning("LAN link announcements were lost (%s): isolating every port",
+                            errno.errorcode.get(exc.errno or 0, exc))
+                return None
+            found = ports_to_isolate(data, bridge_index, marshal=self._marshal)
+            if found is None:
+                return None
+            ports += [p for p in found if p not in ports]
+        return ports
+
+    def isolate(self, ports: list[str] | None) -> list[str]:
+        """Isolate ``ports`` (None: every port of the bridge); the ports isolated.
+        Failures are logged, not raised (a vanished port, a missing tool)."""
+        if ports is None:
+            try:
+                return self.isolation.isolate_ports()
+            except LanIsolationError as exc:
+                log.error("LAN port isolation failed; lateral traffic may bypass the "
+                          "rules until the next pass: %s", exc)
+                return []
+        done: list[str] = []
+        for port in ports:
+            try:
+                self.isolation.isolate_port(port)
+            except LanIsolationError as exc:  # gone again, or the tool failed
+                log.error("isolating LAN port %s failed: %s", port, exc)
+                continue
+            done.append(port)
+        return done
+
+    def close(self) -> None:
+        """Stop following announcements."""
+        self._sock.close()

@@ -3,7 +3,9 @@
 Theory of operation: a MUD URL comes from a device, so it is hostile until
 proven otherwise. ``fetch_mud_bytes`` resolves the host itself, refuses any
 address that would reach the gateway or the home (loopback, private, link-local,
-ULA, multicast, unspecified, reserved and the configured home prefixes), then
+ULA, multicast, unspecified, reserved, the configured home prefixes, and every
+address the kernel says is the gateway's own, on any interface, read live at each
+check: ``own_address.gateway_reason``), then
 connects to *that checked address*, sending the name only as SNI and Host, so a
 second DNS answer cannot move the connection somewhere else (no DNS-rebinding
 window). Each redirect is a new URL and goes through the same checks. The body is
@@ -30,6 +32,7 @@ import httpx
 
 from mudguard.errors import RemoteInputError
 from mudguard.mud._parse import MAX_MUD_BYTES, parse_mud
+from mudguard.mud.own_address import gateway_reason
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -63,6 +66,8 @@ class FetchError(RemoteInputError):
 
 
 Resolver = Callable[[str, int], Sequence[str]]
+GatewayCheck = Callable[[IPAddress], str | None]
+"""Why an address reaches the gateway itself (its own, on any interface), or None."""
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -84,6 +89,9 @@ class FetchConfig:
     total_timeout: float = 30.0
     max_redirects: int = 3
     resolver: Resolver = system_resolver
+    gateway_check: GatewayCheck = gateway_reason
+    """Asked for every address about to be connected to (after each resolution and
+    redirect); the default reads the gateway's addresses from the kernel, live."""
     unsafe_allow: tuple[IPNetwork, ...] = field(default=())
     """For tests only: prefixes exempt from the address refusal (e.g. 127.0.0.1/32)."""
 
@@ -123,7 +131,9 @@ def check_address(address: IPAddress, config: FetchConfig) -> str | None:
     for net in FORBIDDEN_NETWORKS + config.blocked_prefixes:
         if net.version == address.version and address in net:
             return f"{address} is in {net}, which a MUD URL must never reach"
-    return None
+    # The gateway's own addresses change while it runs (DHCP on the WAN, SLAAC): asked
+    # of the kernel at each check, never taken from the configuration alone.
+    return config.gateway_check(address)
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData, UploadFile
 
-from mudguard.devices import MacError, normalise_mac
+from mudguard.devices import MacError, device_mac, normalise_mac
 from mudguard.discovery.qr import QrError
 from mudguard.errors import MudguardError
 from mudguard.guidance import ASPECTS, MOMENTS, load_guidance
@@ -401,7 +401,7 @@ async def onboard_check(request: Request) -> Response:
         if not url:
             raise PortalHTTPError("need_label_or_url")
         if mac:
-            mac = normalise_mac(mac)
+            mac = device_mac(mac)
         preview = state(request).services.preview(url)
     except (QrError, PortalHTTPError, MacError, MudguardError) as exc:
         return _render(request, "onboard.html", {

@@ -28,6 +28,7 @@ from mudguard.devices import (
     GrantRecord,
     MudSource,
     SignatureStatus,
+    device_mac,
     normalise_mac,
 )
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
@@ -359,6 +360,7 @@ class PortalServices:
             PortalError: ``bad_mud_url``; ``mac_in_use`` when the MAC is a known device
                 with another MUD URL; ``MacError`` for a bad MAC.
         """
+        mac = device_mac(mac)  # before anything: a label may name no device's MAC
         try:
             url = check_mud_url(url)
         except MudUrlError as exc:

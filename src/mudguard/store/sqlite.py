@@ -30,6 +30,7 @@ from mudguard.devices._model import (
     MudSource,
     Settings,
     SignatureStatus,
+    device_mac,
     normalise_mac,
 )
 from mudguard.errors import MudguardError
@@ -134,7 +135,11 @@ class Store(SqliteDatabase):
         return [_device_from_row(row) for row in rows]
 
     def save_device(self, device: Device) -> None:
-        """Insert or replace the device's row (keeps its grants)."""
+        """Insert or replace the device's row (keeps its grants).
+
+        Raises ``MacError`` for a MAC that cannot name a device (all-zero, broadcast,
+        multicast, malformed): the store never holds one, whichever path sent it.
+        """
         self._write(_UPSERT_DEVICE, _device_to_row(device))
 
     def delete_device(self, mac: str) -> bool:
@@ -280,7 +285,7 @@ def _dt_required(value: str) -> datetime:
 
 def _device_to_row(d: Device) -> tuple[Any, ...]:
     return (
-        normalise_mac(d.mac), d.state.value, json.dumps(list(d.reasons)),
+        device_mac(d.mac), d.state.value, json.dumps(list(d.reasons)),
         json.dumps(list(d.ipv4)), json.dumps(list(d.ipv6)), d.name, d.hostname, d.mud_url,
         d.mud_source.value if d.mud_source else None, d.pending_mud_url,
         d.pending_source.value if d.pending_source else None, d.manufacturer, d.model,
