@@ -71,8 +71,11 @@ def parse_hook_message(data: bytes) -> Sighting:
         raise SightingError("hook message has no MAC (a DHCPv6 client dnsmasq cannot map)")
     if fields["mac"] and fields["mac"].count("-") == 1:
         raise SightingError("hook message is for a non-Ethernet hardware type")
+    ended = message["action"] == "del"
+    if ended and not fields["ip"]:
+        raise SightingError("hook message ends a lease but names no address")
     return Sighting(mac=fields["mac"], ip=fields["ip"], hostname=fields["hostname"],
-                    mud_url=fields["mud_url"],
+                    mud_url=None if ended else fields["mud_url"], lease_ended=ended,
                     source=MudSource.DHCP6 if message["family"] == 6 else MudSource.DHCP4)
 
 
