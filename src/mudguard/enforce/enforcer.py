@@ -3,11 +3,19 @@
 Theory of operation. The ``Enforcer`` owns one ``Nft`` handle and a record of
 what it installed (``Installed`` per device). It never reads the ruleset back
 on a hot path: ``apply_policy`` compiles one device, adds the commands that
-unmap its stale addresses (and addresses another device held before), and
-applies everything in ONE batch; the record changes only after the kernel
-accepted the batch (firewalld's order). If a device's addresses or MUD URL
-change, the devices whose rules name it (same-manufacturer, manufacturer,
-model) are recompiled in the same batch.
+unmap its stale addresses, and applies everything in ONE batch; the record
+changes only after the kernel accepted the batch (firewalld's order). If a
+device's addresses or MUD URL change, the devices whose rules name it
+(same-manufacturer, manufacturer, model) are recompiled in the same batch.
+
+A moved lease (``addresses_taken``): an address the device now holds that another
+installed device held leaves that device in the same batch. Its chains are
+recompiled without it (their source binding no longer accepts it), its map
+entries go, the DNS-set elements learned under it are deleted (read back from the
+shard: only the kernel knows what a restarted daemon granted), and its tracked
+connections using it are forgotten; it keeps its other addresses. An address a
+device gives up itself (renumbered, forgotten) loses its DNS-set elements too, so
+the next holder of an address never inherits what the previous one looked up.
 
 Fail closed: ``install_home`` replaces the main and shard tables and every device
 in one transaction whose base chains drop everything from unknown LAN devices; a
@@ -67,6 +75,10 @@ from mudguard.policy import (
 )
 
 log = logging.getLogger(__name__)
+
+ELEMENTS_PER_COMMAND = 512
+"""Set elements per ``add``/``delete element`` command: one netlink attribute holds at
+most 64 KiB, about 2,000 DNS pair elements."""
 
 
 class DeviceLike(Protocol):
@@ -437,11 +449,12 @@ class Enforcer:
             for name, elements in sorted(pairs.items()):
                 stale = [{"concat": [device, remote]} for device, remote in elements
                          if device in addresses]
-                if stale:
+                for start in range(0, len(stale), ELEMENTS_PER_COMMAND):
                     # Added first: an element that timed out since the read would make
                     # a bare delete fail the whole batch (ENOENT); add-then-delete in
                     # one transaction removes it either way (firewalld's table trick).
-                    body = {"family": "inet", "table": table, "name": name, "elem": stale}
+                    body = {"family": "inet", "table": table, "name": name,
+                            "elem": stale[start:start + ELEMENTS_PER_COMMAND]}
                     cmds += [{"add": {"element": body}}, {"delete": {"element": body}}]
         return cmds
 
