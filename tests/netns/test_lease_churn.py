@@ -297,6 +297,11 @@ def test_dns_destinations_learned_under_an_address_do_not_move_with_it(
                 # X looked NAME up: the resolver put (A . answer) in the shard's set.
                 lan.nft.add_set_elements(shard_table(x.mac), dns_set_name(NAME, 4),
                                          [(A4, DNS_DEST4)], timeout_s=600)
+                # ... and many more names' answers (more than one delete command holds).
+                many = [(A4, f"{prefix}.{i}") for prefix in ("192.0.2", "198.51.100",
+                                                             "203.0.113") for i in range(1, 255)]
+                lan.nft.add_set_elements(shard_table(x.mac), dns_set_name(NAME, 4),
+                                         [p for p in many if p[1] != DNS_DEST4], timeout_s=600)
                 lan.send(0, A4, DNS_DEST4, "x learned")
                 assert lan.collect({"x learned"}) == {"x learned"}
                 lan.lease(1, A4)
