@@ -392,3 +392,77 @@ def test_a_renewed_lease_at_another_address_is_enforced(onboard_home: OnboardHom
     run(["ip", "addr", "del", f"{first.lease_ip}/24", "dev", home.home.nodes[0].iface],
         ns=ns, check=False)
     assert home.home.tcp(ns, CLOUD4, 443) and not home.home.tcp(ns, OTHER4, 443)
+
+
+def _release_lease(node: Any, timeout: float = 20.0) -> None:
+    """The device's DHCP client takes a lease and gives it back (udhcpc releases on
+    SIGUSR2 while bound: ``-q -R`` quits before it is bound and releases nothing)."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", node.ns, "busybox", "udhcpc", "-i", node.iface, "-f", "-t", "5",
+         "-T", "1", "-s", "/bin/true"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line or "lease of " in line:
+                break
+        proc.send_signal(signal.SIGUSR2)
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line or "entering released state" in line:
+                break
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_a_released_lease_given_to_another_device_leaves_the_first(tmp_path: Path) -> None:
+    """dnsmasq's own ``del`` (the device released its lease) takes the address off the
+    device at once; the address, leased to another device next, is that device's only."""
+    for binary in ("dnsmasq", "busybox"):
+        if shutil.which(binary) is None:
+            pytest.skip(f"{binary} is not installed (scripts/setup.sh installs it)")
+    if not HOOK.is_file():
+        pytest.skip(f"{HOOK} missing: run pip install -e . to create the entry point")
+    with OnboardHome(tmp_path, devices=2) as home:
+        x, y = home.home.nodes
+        first = home.onboard(0)
+        assert first.error is None and first.lease_ip is not None, first.error
+        lease = first.lease_ip
+        home.configure(0, lease)
+        assert home.home.tcp(x.ns, CLOUD4, 443)
+        _release_lease(x)  # dnsmasq runs the hook with "del"
+
+        def handle_hook_messages() -> list[bool]:
+            """Every hook message, handled as the daemon does, until the release."""
+            seen: list[bool] = []
+            for _ in range(8):  # bounded: a renewal and its release are a few messages
+                sighting = home.listener.receive(timeout=3.0)
+                if sighting is None:
+                    break
+                home.intake.on_sighting(sighting)
+                seen.append(sighting.lease_ended)
+                if sighting.lease_ended:
+                    break
+            return seen
+
+        assert home.in_gateway(handle_hook_messages)[-1:] == [True]
+        assert home.store.get_device(x.mac).ipv4 == ()  # type: ignore[union-attr]
+        assert not home.home.tcp(x.ns, CLOUD4, 443, 0.5)  # X still uses it: dropped
+        # The DHCP server hands the address to Y next.
+        (home.root / "dhcp-hosts").write_text(f"{y.mac},{lease}\n")
+        os.kill(int((home.root / "dnsmasq.pid").read_text()), signal.SIGHUP)
+        second = home.onboard(1)
+        assert second.error is None and second.lease_ip == lease, second.error
+        assert home.store.get_device(y.mac).ipv4 == (lease,)  # type: ignore[union-attr]
+        assert home.store.get_device(x.mac).ipv4 == ()  # type: ignore[union-attr]
+        assert not home.home.tcp(x.ns, CLOUD4, 443, 0.5)  # X spoofing Y's address
+        run(["ip", "addr", "del", f"{lease}/24", "dev", x.iface], ns=x.ns)
+        home.configure(1, lease)
+        assert home.home.tcp(y.ns, CLOUD4, 443) and not home.home.tcp(y.ns, OTHER4, 443, 0.5)

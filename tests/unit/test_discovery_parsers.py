@@ -144,8 +144,11 @@ def test_hook_main_without_daemon_exits_zero(tmp_path: Path, capsys: pytest.Capt
     assert "unavailable" in capsys.readouterr().err
 
 
-def test_hook_ignores_del_and_tftp() -> None:
-    assert hook_message(["del", MAC, "192.0.2.50"], {}) is None
+def test_hook_sends_an_ended_lease_and_ignores_tftp() -> None:
+    message = hook_message(["del", MAC, "192.0.2.50"], {})
+    assert message is not None and (message["action"], message["ip"]) == ("del", "192.0.2.50")
+    sighting = parse_hook_message(json.dumps(message).encode())
+    assert sighting.lease_ended and sighting.ip == "192.0.2.50"
     assert hook_message(["tftp", "10", "192.0.2.50", "/file"], {}) is None
     assert hook_message([], {}) is None
 

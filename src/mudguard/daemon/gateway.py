@@ -111,8 +111,15 @@ class GuardedEnforcer:
 
     def apply_device(self, device: Device, mud: MudFile | None,
                      grants: Sequence[Grant]) -> None:
-        """Install the device's rules atomically, then feed the DNS guard and tell."""
+        """Install the device's rules atomically, then feed the DNS guard and tell.
+
+        The DNS guard first stops granting under the addresses that change hands (a
+        moved lease), so no answer fills an element for the previous holder while the
+        kernel batch deletes its elements.
+        """
         with self._lock:
+            addresses = (*device.ipv4, *device.ipv6)
+            self._on_loop(lambda: self.guard.before_update(device.mac.lower(), addresses))
             if self.home_default is None:
                 policy = self.enforcer.apply_device(device, mud, grants)
             else:

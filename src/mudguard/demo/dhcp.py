@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import dpkt
 
 OPTION_MUD_URL = 161  # RFC 8520 §9
-_DISCOVER, _OFFER, _REQUEST, _ACK, _NAK = 1, 2, 3, 5, 6
+_DISCOVER, _OFFER, _REQUEST, _ACK, _NAK, _RELEASE = 1, 2, 3, 5, 6, 7
 
 
 class DhcpError(RuntimeError):
@@ -91,8 +91,9 @@ def _lease(msg: dpkt.dhcp.DHCP) -> Lease:
 
 
 def obtain(interface: str, mac: str, *, hostname: str | None, mud_url: str | None,
-           timeout: float = 20.0, retry: float = 2.0) -> Lease:
-    """Get a lease on ``interface``, announcing ``mud_url``; raise ``DhcpError`` on timeout."""
+           timeout: float = 20.0, retry: float = 2.0, requested: str | None = None) -> Lease:
+    """Get a lease on ``interface``, announcing ``mud_url`` (asking for the address
+    ``requested``, if given); raise ``DhcpError`` on timeout."""
     xid = int.from_bytes(os.urandom(4), "big")
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -100,7 +101,8 @@ def obtain(interface: str, mac: str, *, hostname: str | None, mud_url: str | Non
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
         sock.bind(("0.0.0.0", 68))  # noqa: S104 - no address yet; bound to the interface
-        offer = _exchange(sock, build(_DISCOVER, mac, xid, hostname=hostname, mud_url=mud_url),
+        offer = _exchange(sock, build(_DISCOVER, mac, xid, hostname=hostname, mud_url=mud_url,
+                                      requested=requested),
                           xid, _OFFER, deadline, retry)
         offered = socket.inet_ntoa(struct.pack("!I", offer.yiaddr))
         server = dict(offer.opts).get(dpkt.dhcp.DHCP_OPT_SERVER_ID, b"")
@@ -130,3 +132,18 @@ def _exchange(sock: socket.socket, wire: bytes, xid: int, want: int, deadline: f
             if kind == want:
                 return msg
     raise DhcpError("no answer from a DHCP server in time")
+
+
+def release(lease: Lease, mac: str) -> None:
+    """Give ``lease`` back to its server (DHCPRELEASE, unicast from the leased address,
+    which must still be configured)."""
+    msg = dpkt.dhcp.DHCP(
+        op=dpkt.dhcp.DHCP_OP_REQUEST, chaddr=_mac_bytes(mac),
+        xid=int.from_bytes(os.urandom(4), "big"),
+        ciaddr=struct.unpack("!I", socket.inet_aton(lease.address))[0],
+        opts=[(dpkt.dhcp.DHCP_OPT_MSGTYPE, bytes([_RELEASE])),
+              (dpkt.dhcp.DHCP_OPT_SERVER_ID, socket.inet_aton(lease.server))])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((lease.address, 68))
+        sock.sendto(bytes(msg), (lease.server, 67))

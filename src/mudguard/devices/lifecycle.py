@@ -184,6 +184,38 @@ def _with_address(device: Device, ip: str | None) -> Device:
     return device if text in device.ipv6 else replace(device, ipv6=(text, *device.ipv6)[:8])
 
 
+def without_addresses(device: Device, addresses: frozenset[str] | set[str]) -> Device:
+    """``device`` without ``addresses`` (canonical text), keeping its other addresses."""
+    return replace(device, ipv4=tuple(a for a in device.ipv4 if a not in addresses),
+                   ipv6=tuple(a for a in device.ipv6 if a not in addresses))
+
+
+def addresses_moving(taker: Device, holders: list[Device]) -> list[Device]:
+    """The devices in ``holders`` that hold one of ``taker``'s addresses, each without
+    them: a lease handed on (or a renumbered device's address given out again) leaves
+    its previous holder at once, which keeps the rest of its addresses."""
+    held = frozenset(taker.ipv4) | frozenset(taker.ipv6)
+    moved: dict[str, Device] = {}
+    for other in holders:
+        if other.mac != taker.mac and held & (set(other.ipv4) | set(other.ipv6)):
+            moved[other.mac] = without_addresses(other, held)
+    return list(moved.values())
+
+
+def on_lease_ended(device: Device, *, ip: str, now: datetime) -> Outcome:
+    """The DHCP server says the device's lease of ``ip`` ended (released or expired):
+    the device no longer holds the address. Unchanged if it did not hold it (a lease
+    it had already given up, or an address since handed to another device)."""
+    try:
+        text = ipaddress.ip_address(ip).compressed
+    except ValueError:
+        return Outcome(device)
+    if text not in device.ipv4 and text not in device.ipv6:
+        return Outcome(device)
+    return Outcome(replace(without_addresses(device, {text}), last_seen=now),
+                   (Notice(EventKind.SEEN, {"lease_ended": text}),))
+
+
 FIRST_URL_GRACE: Final = timedelta(minutes=10)
 """How long after a device is first seen a MUD URL it announces itself is still its
 first one (a WiFi station is seen at association, its DHCP option 161 a moment later)."""

@@ -173,7 +173,11 @@ class DeviceService:
     # -- persistence with kernel first -------------------------------------------------
 
     def _commit(self, outcome: lifecycle.Outcome, mud: MudFile | None = None, *,
-                enforce: bool = True, cache: CachedMud | None = None) -> Device:
+                enforce: bool = True, cache: CachedMud | None = None,
+                released: Sequence[Device] = ()) -> Device:
+        """Enforce ``outcome`` (unless told not to), then store it, its events and the
+        devices it ``released`` addresses from, in one transaction. The enforcer takes
+        addresses from their previous holders in the device's own batch."""
         device = outcome.device
         if enforce and self.enforcer is not None:
             if mud is None and cache is None:
@@ -185,6 +189,8 @@ class DeviceService:
         with self.store.transaction():
             if cache is not None:  # only a profile that is now enforced replaces the cache
                 self.store.put_mud(cache)
+            for other in released:
+                self.store.save_device(other)
             self.store.save_device(device)
             for notice in outcome.notices:
                 self.store.add_event(notice.kind, now, device.mac, notice.details)
@@ -220,21 +226,25 @@ class DeviceService:
         if model and not device.model:
             device = replace(device, model=model)
         outcome = lifecycle.Outcome(device, outcome.notices)
-        self._release_address(device)
+        released = lifecycle.addresses_moving(device, self._holders(device))
         needs_decision = device.state is LifecycleState.NEW or (
             device.mud_url is not None and device.profile_hash is None
             and (before is None or before.mud_url != device.mud_url))
         if not needs_decision:
-            if outcome.changed or before != device:
+            if outcome.changed or before != device or released:
                 # A new address must reach the kernel: the rules match the device's
                 # addresses, so a renewed lease elsewhere would otherwise be dropped.
-                moved = before is not None and (before.ipv4, before.ipv6) != (device.ipv4,
-                                                                              device.ipv6)
-                return self._commit(outcome, enforce=moved)
+                # The enforcer takes it from its previous holder in the same batch.
+                moved = bool(released) or (before is not None and (
+                    before.ipv4, before.ipv6) != (device.ipv4, device.ipv6))
+                return self._commit(outcome, enforce=moved, released=released)
             return device
-        # Store the sighting first (no rules yet: a NEW device has none installed,
-        # so the default-deny of the ruleset applies), then decide.
-        self._commit(outcome, enforce=False)
+        # No rules for the addresses yet (a NEW device has none installed, so the
+        # default-deny of the ruleset applies), but their previous holders lose them
+        # now, not once the decision (a MUD fetch away) is enforced. Then store the
+        # sighting and decide.
+        self._narrow_in_kernel(released)
+        self._commit(outcome, enforce=False, released=released)
         return self.decide(key)
 
     @_serialised
@@ -267,16 +277,40 @@ class DeviceService:
             lifecycle.Notice(EventKind.RENAMED, {"name": clean}),))
         return self._commit(outcome, enforce=False)
 
-    def _release_address(self, device: Device) -> None:
-        """Addresses now held by ``device`` leave every other device's row (a lease that
-        moved). The enforcer moves them in the kernel when it applies ``device``."""
+    def _holders(self, device: Device) -> list[Device]:
+        """The stored devices holding one of ``device``'s addresses (itself included)."""
         held = set(device.ipv4) | set(device.ipv6)
-        others = {d.mac: d for address in held for d in self.store.devices_holding(address)}
-        for other in others.values():
-            if other.mac != device.mac:
-                self.store.save_device(replace(
-                    other, ipv4=tuple(a for a in other.ipv4 if a not in held),
-                    ipv6=tuple(a for a in other.ipv6 if a not in held)))
+        return list({d.mac: d for address in sorted(held)
+                     for d in self.store.devices_holding(address)}.values())
+
+    def _narrow_in_kernel(self, released: Sequence[Device]) -> None:
+        """Enforce each device that lost addresses (kernel only; ``_commit`` stores them).
+
+        A NEW device has no rules installed: there is nothing to narrow.
+        """
+        if self.enforcer is None:
+            return
+        for other in released:
+            if other.state not in (LifecycleState.NEW, LifecycleState.FORGOTTEN):
+                grants = [g.grant for g in self.active_grants(other.mac)]
+                self.enforcer.apply_device(other, self.cached_mud(other), grants)
+
+    @_serialised
+    def lease_ended(self, mac: str, ip: str) -> Device | None:
+        """The DHCP server says the device's lease of ``ip`` ended (released or expired):
+        the address leaves the device at once, kernel first, then the store.
+
+        Returns the device (unchanged if it no longer held the address), or None if
+        the MAC is unknown.
+        """
+        device = self.store.get_device(normalise_mac(mac))
+        if device is None:
+            return None
+        outcome = lifecycle.on_lease_ended(device, ip=ip, now=self.clock())
+        if not outcome.changed:
+            return device
+        enforce = device.state not in (LifecycleState.NEW, LifecycleState.FORGOTTEN)
+        return self._commit(outcome, enforce=enforce)
 
     @_serialised
     def set_key(self, mac: str, key_id: str | None) -> Device:

@@ -85,9 +85,12 @@ def read_hook_message(data: bytes) -> Sighting:
         raise SightingError("hook message has no MAC (a DHCPv6 client dnsmasq cannot map)")
     if fields["mac"] and fields["mac"].count("-") == 1:
         raise SightingError("hook message is for a non-Ethernet hardware type")
+    ended = message["action"] == "del"
+    if ended and not fields["ip"]:
+        raise SightingError("hook message ends a lease but names no address")
     return Sighting(mac=fields["mac"], ip=fields["ip"], hostname=fields["hostname"],
-                    mud_url=fields["mud_url"], vendor_class=fields["vendor_class"],
-                    prl=fields["prl"],
+                    mud_url=None if ended else fields["mud_url"], lease_ended=ended,
+                    vendor_class=fields["vendor_class"], prl=fields["prl"],
                     source=MudSource.DHCP6 if message["family"] == 6 else MudSource.DHCP4)
 
 
@@ -97,8 +100,8 @@ def hook_verdict(data: bytes) -> dict[str, Any]:
     MUD URL rule the device service applies (RFC 8520, ``check_mud_url``).
 
     Returns ``{"verdict": "accepted", "mac", "ip", "source", "mud_url", "hostname",
-    "vendor_class", "prl"}``
-    (plus ``ignored_ip`` when the address cannot identify a device) or ``{"verdict":
+    "vendor_class", "prl"}`` (plus ``lease_ended`` for a released or expired lease,
+    ``ignored_ip`` when the address cannot identify a device) or ``{"verdict":
     "refused", "error": KEY, "reason": TEXT}``. Whether an accepted MAC becomes a new
     device also depends on the daemon's store (known devices, new-device budgets).
     """
@@ -113,6 +116,8 @@ def hook_verdict(data: bytes) -> dict[str, Any]:
         "verdict": "accepted", "mac": clean.mac, "ip": clean.ip,
         "source": clean.source.value, "mud_url": clean.mud_url, "hostname": clean.hostname,
         "vendor_class": clean.vendor_class, "prl": clean.prl}
+    if clean.lease_ended:
+        verdict["lease_ended"] = True
     if raw.ip and clean.ip is None:
         verdict["ignored_ip"] = raw.ip
     return verdict

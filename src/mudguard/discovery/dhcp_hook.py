@@ -21,7 +21,7 @@ from typing import Any
 DEFAULT_SOCKET = "/run/mudguard/dhcp.sock"
 SOCKET_ENV = "MUDGUARD_DHCP_SOCKET"
 MAX_MESSAGE = 4096  # one lease event; option 161 is at most 255 octets
-ACTIONS = ("add", "old")  # "del": the lease ended; the device is still known
+ACTIONS = ("add", "old", "del")  # "del": the lease ended (released or expired)
 
 
 def hook_message(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any] | None:

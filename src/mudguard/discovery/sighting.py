@@ -5,8 +5,10 @@ each produce a ``Sighting(mac, ip, source, mud_url, hostname)``. All of them go 
 ``Intake.on_sighting()``, which keys by the normalised MAC, drops link-local,
 loopback and other unusable addresses, skips sightings that change nothing
 (a lease renewal, a periodic LLDP frame), and hands the rest to
-``DeviceService.observe()``. A bad sighting (a non-https MUD URL, a malformed MAC)
-is logged and changes nothing; one source's bad data never stops the others.
+``DeviceService.observe()``; a lease that ended (dnsmasq's ``del``) goes to
+``DeviceService.lease_ended()`` and takes the address off the device at once. A
+bad sighting (a non-https MUD URL, a malformed MAC) is logged and changes nothing;
+one source's bad data never stops the others.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Sighting:
     model: str | None = None
     vendor_class: str | None = None  # DHCPv4 option 60 (for ``mudguard.identify``)
     prl: str | None = None  # DHCPv4 option 55, decimal codes joined by commas
+    lease_ended: bool = False  # the DHCP server says the lease of ``ip`` ended
 
 
 def usable_address(text: str | None) -> str | None:
@@ -135,8 +138,11 @@ class Intake:
         except SightingError as exc:
             log.warning("ignored a %s sighting: %s", sighting.source.value, exc)
             return None
-        clean = self._enriched(clean)
+        if not clean.lease_ended:
+            clean = self._enriched(clean)
         with self._lock:
+            if clean.lease_ended:
+                return self._lease_ended(clean)
             if self._seen.get(clean.mac) == clean:
                 return None
             if clean.source is MudSource.NEIGHBOUR and not self._may_add(clean):
@@ -151,6 +157,11 @@ class Intake:
             except MudUrlError as exc:
                 log.warning("%s from %s: %s", clean.source.value, clean.mac, exc)
                 return None
+            if clean.ip is not None:
+                # The address left whoever had it: their same lease again is news.
+                for mac in [m for m, s in self._seen.items() if s.ip == clean.ip
+                            and m != clean.mac]:
+                    del self._seen[mac]
             self._seen[clean.mac] = clean
             self._seen.move_to_end(clean.mac)
             while len(self._seen) > self._remember:
@@ -166,6 +177,14 @@ class Intake:
         except Exception:  # one inference bug never stops discovery
             log.exception("identifying %s failed", sighting.mac)
             return sighting
+
+    def _lease_ended(self, sighting: Sighting) -> Device | None:
+        """The address leaves the device at once (kernel, then store); the device's
+        next lease is a sighting again, even if it brings the same address back."""
+        self._seen.pop(sighting.mac, None)
+        if sighting.ip is None:
+            return None
+        return self.service.lease_ended(sighting.mac, sighting.ip)
 
     def _may_create(self, sighting: Sighting) -> bool:
         """A known MAC always; a new one while under its source's new-device budget

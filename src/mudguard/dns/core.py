@@ -59,7 +59,7 @@ import logging
 import math
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -302,17 +302,55 @@ class DnsGuard:
             ValueError: an address is not an IP address (nothing is changed).
         """
         canon = frozenset(str(ipaddress.ip_address(a)) for a in addresses)
-        for address in canon:
-            owner = self._by_address.get(address)
-            if owner is not None and owner != device:
-                old = self._devices[owner]
-                self._devices[owner] = _Device(old.addresses - {address}, old.names, old.table)
-                log.info("address %s moved to another device", address)
+        self.release_addresses(canon, keep=device)
+        held = self._devices.get(device)
+        if held is not None:
+            self._forget_granted(held.addresses - canon)  # addresses it gave up
         self.remove_device(device)
         self._devices[device] = _Device(canon, frozenset(normalise_name(n) for n in allowed_names),
                                         table or shard_table(device))
         for address in canon:
             self._by_address[address] = device
+
+    def release_addresses(self, addresses: Iterable[str], *, keep: str | None = None) -> None:
+        """Addresses leave every device but ``keep`` at once (a lease about to move):
+        no later answer grants anything under them to their previous holder, and the
+        elements recorded as granted under them are forgotten (the next holder's
+        lifetimes start afresh). The enforcer deletes those elements in the kernel.
+
+        Raises:
+            ValueError: an address is not an IP address (nothing is changed).
+        """
+        canon = frozenset(str(ipaddress.ip_address(a)) for a in addresses)
+        moved: set[str] = set()
+        for address in canon:
+            owner = self._by_address.get(address)
+            if owner is not None and owner != keep:
+                old = self._devices[owner]
+                self._devices[owner] = _Device(old.addresses - {address}, old.names, old.table)
+                del self._by_address[address]
+                moved.add(address)
+                log.info("address %s left its device", address)
+        self._forget_granted(moved)
+
+    def before_update(self, device: str, addresses: Iterable[str]) -> None:
+        """Called before the enforcer gives ``device`` exactly ``addresses``: every other
+        device loses them, and ``device`` stops being granted under the addresses it is
+        giving up (it learns the new ones with its policy, once the kernel has them).
+
+        Raises:
+            ValueError: an address is not an IP address (nothing is changed).
+        """
+        canon = frozenset(str(ipaddress.ip_address(a)) for a in addresses)
+        self.release_addresses(canon, keep=device)
+        held = self._devices.get(device)
+        if held is not None and held.addresses - canon:
+            self.release_addresses(held.addresses - canon)
+
+    def _forget_granted(self, addresses: Collection[str]) -> None:
+        if addresses:
+            for element in [k for k in self._granted if k[1] in addresses]:
+                del self._granted[element]
 
     def apply_policy(self, policy: DevicePolicy) -> None:
         """Feed one device's decided policy: its addresses and its DNS names."""

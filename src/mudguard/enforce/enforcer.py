@@ -3,11 +3,19 @@
 Theory of operation. The ``Enforcer`` owns one ``Nft`` handle and a record of
 what it installed (``Installed`` per device). It never reads the ruleset back
 on a hot path: ``apply_policy`` compiles one device, adds the commands that
-unmap its stale addresses (and addresses another device held before), and
-applies everything in ONE batch; the record changes only after the kernel
-accepted the batch (firewalld's order). If a device's addresses or MUD URL
-change, the devices whose rules name it (same-manufacturer, manufacturer,
-model) are recompiled in the same batch.
+unmap its stale addresses, and applies everything in ONE batch; the record
+changes only after the kernel accepted the batch (firewalld's order). If a
+device's addresses or MUD URL change, the devices whose rules name it
+(same-manufacturer, manufacturer, model) are recompiled in the same batch.
+
+A moved lease (``addresses_taken``): an address the device now holds that another
+installed device held leaves that device in the same batch. Its chains are
+recompiled without it (their source binding no longer accepts it), its map
+entries go, the DNS-set elements learned under it are deleted (read back from the
+shard: only the kernel knows what a restarted daemon granted), and its tracked
+connections using it are forgotten; it keeps its other addresses. An address a
+device gives up itself (renumbered, forgotten) loses its DNS-set elements too, so
+the next holder of an address never inherits what the previous one looked up.
 
 Fail closed: ``install_home`` replaces the main and shard tables and every device
 in one transaction whose base chains drop everything from unknown LAN devices; a
@@ -26,7 +34,7 @@ import dataclasses
 import ipaddress
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -67,6 +75,10 @@ from mudguard.policy import (
 )
 
 log = logging.getLogger(__name__)
+
+ELEMENTS_PER_COMMAND = 512
+"""Set elements per ``add``/``delete element`` command: one netlink attribute holds at
+most 64 KiB, about 2,000 DNS pair elements."""
 
 
 class DeviceLike(Protocol):
@@ -203,18 +215,43 @@ class Enforcer:
 
     def apply_policy(self, policy: DevicePolicy, *, mud: MudFile | None = None,
                      grants: Sequence[Grant] = ()) -> None:
-        """Install or replace one device's policy (and its dependents) in one batch."""
+        """Install or replace one device's policy (and its dependents) in one batch.
+
+        An address the device now holds that another installed device held (a lease
+        handed on, a renumbered device) leaves that device in the same batch: its
+        chains stop accepting it as a source, its map entries go, the DNS-set elements
+        learned under it are deleted, and its tracked connections are forgotten. An
+        address the device itself gave up loses its DNS-set elements the same way.
+        """
         mac = policy.device.mac.lower()
         old = self._entries.get(mac)
-        context = self._context_with([policy.device], replacing=mac)
-        cmds: list[NftCommand] = self._steal_addresses(policy.device)
+        taken = addresses_taken(self._owner, mac, policy.device.ipv4 + policy.device.ipv6)
+        narrowed = {other: _without(self._entries[other].policy, lost)
+                    for other, lost in taken.items() if other in self._entries}
+        context = self._context_replacing([policy.device,
+                                           *(p.device for p in narrowed.values())])
+        cmds: list[NftCommand] = []
+        updates: dict[str, _Entry] = {}
+        for other, narrower in sorted(narrowed.items()):
+            entry = self._entries[other]
+            other_cmds, other_record = compile_device_record(
+                narrower, context, previous=entry.installed,
+                existing_sets=self._sets(entry.installed.table))
+            cmds += other_cmds  # its map entries go before this device's are added
+            updates[other] = dataclasses.replace(entry, policy=narrower, installed=other_record)
         device_cmds, record = compile_device_record(
             policy, context, previous=old.installed if old else None,
             existing_sets=self._sets(shard_table(mac)))
         cmds += device_cmds
-        updates = {mac: _Entry(policy=policy, installed=record, mud=mud, grants=tuple(grants))}
+        updates[mac] = _Entry(policy=policy, installed=record, mud=mud, grants=tuple(grants))
+        changed = [p.device for p in narrowed.values()]
         if old is None or _identity(old.policy.device) != _identity(policy.device):
-            updates.update(self._recompile_dependents(policy.device, context, cmds))
+            changed.append(policy.device)
+        updates.update(self._recompile_dependents(changed, context, cmds, skip=set(updates)))
+        given_up = _addresses(old.installed) - _addresses(record) if old else set()
+        cmds += self._forget_dns_elements(
+            [(shard_table(o), lost) for o, lost in sorted(taken.items())]
+            + [(record.table, given_up)])
         cmds += self._unused_sets(updates, [])
         self._nft.apply(cmds)
         if old is not None and old.installed.fingerprint != record.fingerprint \
@@ -222,14 +259,17 @@ class Enforcer:
             # Established connections are accepted before any device chain: the old
             # policy's would outlive the new one. (Trusted: nothing to take back.)
             self._nft.forget_connections(old.installed.ipv4 + old.installed.ipv6)
-        self._drop_stolen(record)
+        lost_elsewhere = sorted(a for lost in taken.values() for a in lost)
+        if lost_elsewhere:
+            # The previous holders' connections from (and to) the addresses they lost.
+            self._nft.forget_connections(lost_elsewhere)
         self._update_entries(updates)
         if context.peers is not None:
             self._peers = context.peers
-        before = set(old.installed.ipv4 + old.installed.ipv6) if old is not None else set()
-        for address in before:
+        before = _addresses(old.installed) if old is not None else set()
+        for address in before | set(lost_elsewhere):
             self._owner.pop(address, None)
-        after = set(record.ipv4 + record.ipv6)
+        after = _addresses(record)
         for address in after:
             self._owner[address] = mac
         self._sync_proxies(after - before, before - after)
@@ -243,7 +283,8 @@ class Enforcer:
         cmds = remove_device_commands(entry.installed)
         gone = dataclasses.replace(entry.policy.device, state=LifecycleState.FORGOTTEN)
         context = self._context_with([], replacing=mac)
-        updates = self._recompile_dependents(gone, context, cmds)
+        updates = self._recompile_dependents([gone], context, cmds, skip={mac})
+        cmds += self._forget_dns_elements([(entry.installed.table, _addresses(entry.installed))])
         cmds += self._unused_sets(updates, [entry])
         self._nft.apply(cmds)
         self._nft.forget_connections(entry.installed.ipv4 + entry.installed.ipv6)
@@ -375,38 +416,59 @@ class Enforcer:
         self._owner = {address: mac for mac, e in self._entries.items()
                        for address in e.installed.ipv4 + e.installed.ipv6}
 
-    def _steal_addresses(self, device: DeviceFacts) -> list[NftCommand]:
-        """Unmap addresses that another device held before (DHCP gave them out again)."""
-        mac = device.mac.lower()
+    def _context_replacing(self, devices: Sequence[DeviceFacts]) -> HomeContext:
+        """The context with each of ``devices`` in place of its installed self (the
+        device being applied and the devices it takes addresses from)."""
+        if len(devices) == 1:
+            return self._context_with(devices, replacing=devices[0].mac.lower())
+        known = dict(self._devices)
+        peers = self._peers
+        for device in devices:
+            mac = device.mac.lower()
+            peers = peers.with_device(mac, known.get(mac), device)
+            known[mac] = device
+        return dataclasses.replace(self._base_context, devices=tuple(known.values()),
+                                   peers=peers)
+
+    def _forget_dns_elements(self, lost: Iterable[tuple[str, Collection[str]]]
+                             ) -> list[NftCommand]:
+        """``delete element`` for every DNS-set element learned under an address its
+        device no longer holds (``lost``: shard table, addresses), so whoever gets the
+        address next never inherits the destinations its previous holder looked up.
+
+        Reads the shard's DNS sets back (the kernel, not the DNS guard's memory, knows
+        what a restarted daemon granted before); only when an address is lost.
+        """
+        wanted: dict[str, set[str]] = {}
+        for table, addresses in lost:
+            if addresses and self._sets(table):
+                wanted.setdefault(table, set()).update(addresses)
         cmds: list[NftCommand] = []
-        for addresses, dispatch in ((device.ipv4, IN_DISPATCH4), (device.ipv6, IN_DISPATCH6)):
-            lost: dict[str, list[str]] = {}  # the previous holder's shard -> addresses
-            for address in _canon(addresses):
-                owner = self._owner.get(address, mac)
-                if owner != mac:
-                    lost.setdefault(shard_table(owner), []).append(address)
-            for table, keys in sorted(lost.items()):
-                cmds.append(map_element("delete", dispatch, sorted(keys), None, table=table))
+        for table, addresses in sorted(wanted.items()):
+            pairs = self._nft.read_pairs(table, sorted(self._sets(table)))
+            for name, elements in sorted(pairs.items()):
+                stale = [{"concat": [device, remote]} for device, remote in elements
+                         if device in addresses]
+                for start in range(0, len(stale), ELEMENTS_PER_COMMAND):
+                    # Added first: an element that timed out since the read would make
+                    # a bare delete fail the whole batch (ENOENT); add-then-delete in
+                    # one transaction removes it either way (firewalld's table trick).
+                    body = {"family": "inet", "table": table, "name": name,
+                            "elem": stale[start:start + ELEMENTS_PER_COMMAND]}
+                    cmds += [{"add": {"element": body}}, {"delete": {"element": body}}]
         return cmds
 
-    def _drop_stolen(self, record: Installed) -> None:
-        """Forget, in the other devices' records, the addresses ``record`` now holds."""
-        for address in record.ipv4 + record.ipv6:
-            owner = self._owner.get(address)
-            if owner is None or owner == record.mac or owner not in self._entries:
-                continue
-            entry = self._entries[owner]
-            rec = entry.installed
-            entry.installed = dataclasses.replace(
-                rec, ipv4=tuple(a for a in rec.ipv4 if a != address),
-                ipv6=tuple(a for a in rec.ipv6 if a != address))
-
-    def _recompile_dependents(self, changed: DeviceFacts, context: HomeContext,
-                              cmds: list[NftCommand]) -> dict[str, _Entry]:
+    def _recompile_dependents(self, changed: Sequence[DeviceFacts], context: HomeContext,
+                              cmds: list[NftCommand], *, skip: Collection[str] = ()
+                              ) -> dict[str, _Entry]:
+        """Recompile, once each, the installed devices whose rules name one of ``changed``
+        (same manufacturer, model, ...), except those in ``skip``."""
         updates: dict[str, _Entry] = {}
-        keys = identity_refs(changed)
+        keys: frozenset[tuple[str, str]] = frozenset().union(*map(identity_refs, changed))
+        if not keys:
+            return updates
         for mac, entry in self._entries.items():
-            if mac == changed.mac.lower() or not (entry.refs & keys):
+            if mac in skip or not (entry.refs & keys):
                 continue
             device_cmds, record = compile_device_record(
                 entry.policy, context, previous=entry.installed,
@@ -467,6 +529,35 @@ def _identity(device: DeviceFacts) -> tuple[Any, ...]:
 
 def _canon(addresses: Iterable[str]) -> list[str]:
     return [str(ipaddress.ip_address(a)) for a in addresses]
+
+
+def _addresses(record: Installed) -> set[str]:
+    return set(record.ipv4 + record.ipv6)
+
+
+def addresses_taken(owner: Mapping[str, str], mac: str,
+                    addresses: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Which installed devices lose which addresses when ``mac`` holds ``addresses``
+    (pure): every address ``owner`` maps to another device moves to ``mac``; each
+    previous holder keeps the rest of its addresses.
+
+    Raises ``ValueError`` for a malformed address (nothing is decided).
+    """
+    mac = mac.lower()
+    taken: dict[str, set[str]] = {}
+    for address in _canon(addresses):
+        holder = owner.get(address)
+        if holder is not None and holder != mac:
+            taken.setdefault(holder, set()).add(address)
+    return {holder: frozenset(lost) for holder, lost in taken.items()}
+
+
+def _without(policy: DevicePolicy, lost: Collection[str]) -> DevicePolicy:
+    """``policy`` for the same device without the addresses it ``lost``."""
+    facts = policy.device
+    return dataclasses.replace(policy, device=dataclasses.replace(
+        facts, ipv4=tuple(a for a in facts.ipv4 if _canon([a])[0] not in lost),
+        ipv6=tuple(a for a in facts.ipv6 if _canon([a])[0] not in lost)))
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from typing import Any
 from mudguard.enforce.bytecode import Unsupported, encode_batch
 from mudguard.enforce.conntrack import forget_connections
 from mudguard.enforce.nfnetlink import NfnetlinkError, NfnetlinkSocket
-from mudguard.enforce.readback import read_tables
+from mudguard.enforce.readback import read_pairs, read_tables
 from mudguard.errors import MudguardError
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,33 @@ class Nft:
             if isinstance(body, dict) and body.get("table") in tables:
                 items.append(item)
         return items
+
+    def read_pairs(self, table: str, names: Collection[str]
+                   ) -> dict[str, list[tuple[str, str]]]:
+        """The (device address, remote address) elements of the DNS pair sets ``names``
+        of the ``inet`` table ``table``, by set name (a missing set reads as empty).
+
+        Over nfnetlink when this handle has a socket, else through libnftables.
+        """
+        with self._lock:
+            if self._netlink is not None:
+                return read_pairs(self._netlink, table, names)
+        pairs: dict[str, list[tuple[str, str]]] = {}
+        for name in names:
+            try:
+                items = self.list_json("set", "inet", table, name)
+            except NftError:
+                items = []
+            found: list[tuple[str, str]] = []
+            for item in items:
+                for elem in item.get("set", {}).get("elem", []):
+                    value = elem.get("elem", {}).get("val", elem) if isinstance(elem, dict) \
+                        else elem
+                    parts = value.get("concat") if isinstance(value, dict) else None
+                    if isinstance(parts, list) and len(parts) == 2:
+                        found.append((str(parts[0]), str(parts[1])))
+            pairs[name] = found
+        return pairs
 
     def forget_connections(self, addresses: Iterable[str]) -> None:
         """Have the tracked connections with one of ``addresses`` at either end deleted

@@ -10,12 +10,14 @@ listing so ``Enforcer`` reads either.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import struct
 from collections.abc import Collection
 from typing import Any
 
 from mudguard.enforce.nfnetlink import (
+    NfnetlinkError,
     NfnetlinkSocket,
     attr_str,
     iter_attrs,
@@ -122,3 +124,38 @@ def read_tables(sock: NfnetlinkSocket, tables: Collection[str]) -> list[dict[str
             body["elem"] = _elements(sock, table, name)
         items.append({kind: body})
     return items
+
+
+def _pair(raw: bytes) -> tuple[str, str] | None:
+    """A DNS pair set's key (device address . remote address), or None if not one."""
+    if len(raw) not in (8, 32):
+        return None
+    half = len(raw) // 2
+    return str(ipaddress.ip_address(raw[:half])), str(ipaddress.ip_address(raw[half:]))
+
+
+def read_pairs(sock: NfnetlinkSocket, table: str,
+               names: Collection[str]) -> dict[str, list[tuple[str, str]]]:
+    """The (device address, remote address) elements of the DNS pair sets ``names`` in
+    the ``inet`` table ``table`` (a set that does not exist reads as empty)."""
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for name in names:
+        body = (attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
+                + attr_str(NFTA_SET_ELEM_LIST_SET, name))
+        found: list[tuple[str, str]] = []
+        try:
+            payloads = sock.dump(NFT_MSG_GETSETELEM, body, _MAX)
+        except NfnetlinkError as exc:
+            if exc.code != errno.ENOENT:
+                raise
+            payloads = []
+        for payload in payloads:
+            elements = parse_attrs(payload).get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
+            for _kind, raw in iter_attrs(elements):
+                key = parse_attrs(parse_attrs(raw).get(NFTA_SET_ELEM_KEY, b"")).get(
+                    NFTA_DATA_VALUE, b"")
+                pair = _pair(key)
+                if pair is not None:
+                    found.append(pair)
+        pairs[name] = found
+    return pairs
