@@ -244,7 +244,9 @@ def _learn_and_write(obs: Observations, records: int, wanted: bytes | str | None
 def learn_live(
     interface: Annotated[str, typer.Argument(help="The interface the device talks through "
                                                   "(e.g. the gateway's LAN bridge).")],
-    device: Annotated[str, typer.Option("--device", help="The device's MAC.")],
+    device: Annotated[str, typer.Option(
+        "--device", help="The device's MAC (or its IP address on an interface without "
+                         "MACs, e.g. a tunnel).")],
     seconds: Annotated[float, typer.Option("--seconds", help="How long to watch.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the MUD file.")],
     mud_url: Annotated[str | None, typer.Option(
@@ -262,12 +264,10 @@ def learn_live(
     from mudguard.profile.live import LiveCapture, LiveCaptureError
 
     wanted = _parse_mac(device)
-    if not isinstance(wanted, bytes):
-        raise typer.BadParameter("a MAC address is needed here", param_hint="--device")
     lan_list, gw_list = _home_args(lan, gateway)
     if not 0 < seconds <= 7 * 24 * 3600:
         raise typer.BadParameter("must be in (0, 604800]", param_hint="--seconds")
-    observer = Observer(device=wanted)
+    observer = Observer(device=wanted if isinstance(wanted, bytes) else None)
     try:
         live = LiveCapture(interface, netns=netns)
     except LiveCaptureError as exc:
