@@ -9,9 +9,12 @@ from typing import Any
 
 import dpkt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mudguard.cli.main import app
+from mudguard.profile.link import link_decoder
 from tests.unit.test_profile_learn import (
     DEV4,
     DEV6,
@@ -146,3 +149,28 @@ def test_unsupported_link_type_is_named(tmp_path: Path) -> None:
     text = " ".join(result.output.split())
     assert "link type 220 (USB Linux mmapped) is not supported" in text
     assert "Linux cooked SLL (113)" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(linktype=st.sampled_from([0, 101, 105, 113, 127, 192, 228, 229, 276]),
+       data=st.binary(max_size=120))
+def test_link_decoders_never_raise_on_hostile_bytes(linktype: int, data: bytes) -> None:
+    decoder = link_decoder(linktype)
+    assert decoder is not None
+    frame = decoder.ethernet(data)
+    assert frame is None or (len(frame) >= 14 and frame[12:14] in (b"\x08\x00", b"\x86\xdd"))
+
+
+def test_check_table_is_capped(tmp_path: Path) -> None:
+    """Thousands of deviating ports: the table shows the first 200 and says how many more."""
+    from tests.unit.test_profile_flows import dhcp_answer, mud_file
+
+    frames = [dhcp_answer()] + [
+        ether(DEV_MAC, GW_MAC, ip4(DEV4, NET4, tcp(port, 443, dpkt.tcp.TH_SYN), 6))
+        for port in range(40000, 40300)]
+    capture = write(tmp_path / "many.pcap", frames, 1)
+    mud = mud_file(tmp_path / "none.json", [{"ipv4": {"protocol": 17}}], [])
+    result = runner.invoke(app, ["profile", "check", str(capture), "--device", DEV_MAC,
+                                 "--mud", str(mud), "-q"])
+    assert result.exit_code == 1
+    assert "and 100 more" in result.stdout

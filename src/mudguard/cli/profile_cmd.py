@@ -202,9 +202,12 @@ def learn_command(
 ) -> None:
     """Write a MUD file (RFC 8520) that allows exactly what the device did in the capture.
 
-    DNS answers in the capture name Internet peers; the gateway's services become
-    my-controller, home addresses local-networks; TCP direction comes from SYNs.
-    Without --device the capture must hold one device; otherwise choose one.
+    DNS answers in the capture (else the TLS server name) name Internet peers; the
+    gateway's services become my-controller, home addresses local-networks; TCP
+    direction comes from SYNs (else the ports; else it is left open). A device too
+    varied for one file gets ports merged into ranges and, if still too many, Internet
+    peers replaced by any address (with a warning). Without --device the capture must
+    hold one device; otherwise choose one.
     """
     wanted = _parse_mac(device)
     lan_list, gw_list = _home_args(lan, gateway)
@@ -320,6 +323,9 @@ def check(
     raise typer.Exit(1 if deviations else 0)
 
 
+TABLE_ROWS = 200  # the table shows this many deviations; --json lists them all
+
+
 def _print_table(deviations: list[Any], total: int) -> None:
     if not deviations:
         console.print(f"[green]all {total} flows are allowed by the profile[/]")
@@ -328,7 +334,7 @@ def _print_table(deviations: list[Any], total: int) -> None:
     for column in ("device", "dir", "src", "dst", "name", "proto", "ports", "packets",
                    "first seen", "rule"):
         table.add_column(column)
-    for d in deviations:
+    for d in deviations[:TABLE_ROWS]:
         f = d.flow
         ports = (f"{f.src_port}→{f.dst_port}" if f.dst_port is not None
                  else f"type {f.icmp_type}/{f.icmp_code}" if f.icmp_type is not None else "")
@@ -337,3 +343,5 @@ def _print_table(deviations: list[Any], total: int) -> None:
                d.as_dict()["first_seen"], d.origin)
         table.add_row(*(escape(str(cell)) for cell in row))
     console.print(table)
+    if len(deviations) > TABLE_ROWS:
+        console.print(f"… and {len(deviations) - TABLE_ROWS} more (--json lists every one)")
