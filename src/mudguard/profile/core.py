@@ -959,8 +959,8 @@ def compact(specs: list[_Spec], budget: int) -> tuple[list[_Spec], list[str]]:
         return specs, warnings
     count = len(specs)
     specs = _port_ranges(specs, PORT_RANGES)
-    warnings.append(f"the device used {count} distinct services, more than one profile "
-                    f"should hold ({budget} rules): ports merged into ranges")
+    warnings.append(f"{count} rules learned, more than one profile should hold ({budget}): "
+                    f"ports merged into ranges")
     if len(specs) > budget:
         specs, peers = _any_peer(specs, internet_only=True)
         warnings.append(f"{peers} Internet peers replaced by ANY address (rules keep their "
