@@ -242,11 +242,6 @@ def with_eth_destination(flow: Flow, context: HomeContext) -> Flow:
     return flow
 
 
-def _same_mac(left: str, right: str) -> bool:
-    """Two MAC texts name the same address (case and ``-``/``:`` separators aside)."""
-    return left.lower().replace("-", ":") == right.lower().replace("-", ":")
-
-
 def chain_of(rule: Rule) -> str | None:
     """The device chain a rule is compiled into (None: not filtered at all)."""
     if rule.peer is PeerKind.GATEWAY:
@@ -344,7 +339,7 @@ def _layer4_matches(rule: Rule, flow: Flow) -> bool:
         if rule.ethertype != wanted:
             return False
     if rule.eth_dst is not None and (flow.eth_dst is None
-                                     or not _same_mac(rule.eth_dst, flow.eth_dst)):
+                                     or rule.eth_dst.lower() != flow.eth_dst.lower()):
         return False
     has_ports = rule.protocol in (TCP, UDP) and bool(rule.src_port or rule.dst_port)
     typed_icmp = rule.icmp_type is not None
