@@ -150,6 +150,10 @@ def test_closing_only_connection_is_never_opened_by_the_peer(tmp_path: Path) -> 
     # The device's port is never offered to the peer as a server port.
     assert not any(name.endswith("v4to") and "destination-port" in t for name, t in tcp_aces)
     assert deviations == []
+    # Against a profile without them, the flows are listed, saying the opener is a guess.
+    other = check(tmp_path / "c.pcap", mud_file(tmp_path / "udp.json",
+                                                 [{"ipv4": {"protocol": 17}}], []))
+    assert {(f["protocol"], f["opener_known"]) for f in other} == {(6, False)}
 
 
 def test_syn_decides_even_after_a_closing_packet(tmp_path: Path) -> None:

@@ -761,6 +761,7 @@ class ObservedFlow:
             "packets": self.packets,
             "bytes": self.bytes,
             "first_seen": datetime.fromtimestamp(self.first_seen, UTC).isoformat(),
+            "opener_known": self.decided,
         }
 
 

@@ -8,10 +8,10 @@ types (tcpdump.org "LINK-LAYER HEADER TYPES"):
 - 1 Ethernet: read as is (no decoder).
 - 113 Linux cooked (SLL) and 276 SLL2 (``tcpdump -i any``): the header names only
   the sender's MAC and the packet type (to this host, broadcast, multicast,
-  outgoing). The destination MAC is the group MAC for multicast and broadcast, else
-  the MAC last seen sending from the destination IP address (what an Ethernet
-  frame would carry), else the capturing host's own for a packet to it, else
-  unknown (``core.UNKNOWN_MAC``).
+  outgoing). The destination MAC is the group MAC for multicast and broadcast, the
+  capturing host's own (seen on its outgoing packets) for a packet to it, else the
+  MAC last seen sending from the destination IP address, else unknown
+  (``core.UNKNOWN_MAC``): a receiver is known once it has sent something.
 - 101 raw IP (also 12 and 14, raw IP on some systems), 228 IPv4, 229 IPv6, 0 BSD
   loopback and 108 OpenBSD loopback: no MAC at all; each IP address gets a
   stand-in MAC (``core.SYNTHETIC_OUI`` + 3 bytes of its hash), group addresses their
@@ -154,7 +154,8 @@ class CookedDecoder(LinkDecoder):
             self.macs[src_ip] = src
         dst = group_mac(dst_ip) or (BROADCAST if kind == 1 else None)
         if dst is None:
-            dst = self.macs.get(dst_ip) or (self.host if kind == 0 else None) or UNKNOWN_MAC
+            # To this host: its own MAC; else the MAC last seen sending from that address.
+            dst = (self.host if kind == 0 else None) or self.macs.get(dst_ip) or UNKNOWN_MAC
         return dst + src + proto + packet
 
 
