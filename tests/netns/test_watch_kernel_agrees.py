@@ -260,3 +260,42 @@ def test_kernel_verdicts_match_the_evaluator(lab: Lab, corpus: Path) -> None:
     assert groups >= 4, groups  # mDNS/SSDP/IGMP rules admitted by the gw chain, for real
     print(f"\nkernel and evaluator agree on {checked} real flows ({inbound} inbound, "
           f"{allowed} accepted, {groups} to multicast groups)")
+
+
+def test_reports_from_unspecified_sources_agree(lab: Lab, corpus: Path) -> None:
+    """A joining device's MLDv2 report from ``::`` to ff02::16 and IGMP report from
+    0.0.0.0 to 224.0.0.22 are accepted by the kernel and the evaluator alike (baseline,
+    before the source binding); anything else from those sources is dropped by both."""
+    sh("ip", "netns", "exec", lab.gw, "nft", "-f", "-", input_text=PROBE)
+    members = join_groups(lab)
+    with in_netns(lab.dev):
+        sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sender.bind((lab.dev_if, 0))
+    mud = parse_mud((corpus / "mud" / SAMPLE[0]).read_bytes()).mud
+    assert mud is not None
+    scenario = build(mud)
+    install(lab, scenario)
+    out = Direction.FROM_DEVICE
+    cases = [
+        (Flow(direction=out, family=6, src="::", dst="ff02::16", protocol=58, icmp_type=143,
+              icmp_code=0), True),
+        (Flow(direction=out, family=4, src="0.0.0.0", dst="224.0.0.22", protocol=2), True),
+        (Flow(direction=out, family=6, src="::", dst="ff02::16", protocol=58, icmp_type=128,
+              icmp_code=0), False),
+        (Flow(direction=out, family=4, src="0.0.0.0", dst="224.0.0.22", protocol=17,
+              src_port=5000, dst_port=5000), False),
+    ]
+    found = []
+    try:
+        for flow, expected in cases:
+            sh("ip", "netns", "exec", lab.gw, "conntrack", "-F")
+            before = counters(lab)
+            sender.send(frame(flow, lab.gw_mac))
+            kernel = counters(lab)[1] > before[1]
+            verdict = evaluate(scenario.policy, flow, scenario.context, scenario.names)
+            found.append((flow.dst, flow.protocol, kernel, verdict.allowed, expected))
+    finally:
+        sender.close()
+        for member in members:
+            member.close()
+    assert all(kernel == allowed == expected for *_, kernel, allowed, expected in found), found

@@ -33,6 +33,7 @@ from mudguard.policy import (
 
 OUT, IN = Direction.FROM_DEVICE, Direction.TO_DEVICE
 DEV_MAC = "02:00:00:00:00:0a"
+GW_MAC = "02:00:00:00:00:01"  # the gateway's LAN side: every unicast frame's destination
 DEV4, DEV6 = "192.0.2.10", "2001:db8:1::10"
 GW4, GW6 = "192.0.2.1", "2001:db8:1::1"
 LAN_IF, WAN_IF = "mgwlan", "mgwwan"
@@ -437,6 +438,7 @@ def _packet(flow: Flow) -> dict[Any, Any]:
         ("meta", "protocol"): 0x0800 if flow.family == 4 else 0x86DD,
         ("meta", "l4proto"): flow.protocol,
         ("ether", "saddr"): DEV_MAC if device_sends else "02:00:00:00:ff:ff",
+        ("ether", "daddr"): _frame_destination(flow),
         (ip, "saddr"): flow.src, (ip, "daddr"): flow.dst,
         ("ct", "state"): "new", ("ct", "direction"): "original",
     }
@@ -451,6 +453,19 @@ def _packet(flow: Flow) -> dict[Any, Any]:
         packet[(icmp, "type")] = flow.icmp_type
         packet[(icmp, "code")] = flow.icmp_code
     return packet
+
+
+def _frame_destination(flow: Flow) -> str:
+    """The destination MAC of the opening packet's frame, as the gateway receives it:
+    a multicast group's MAC, the broadcast MAC, else the gateway's own."""
+    dst = ipaddress.ip_address(flow.dst)
+    if flow.dst in ("255.255.255.255", "192.0.2.255"):
+        return "ff:ff:ff:ff:ff:ff"
+    if dst.is_multicast and dst.version == 4:
+        return "01:00:5e:" + ":".join(f"{b:02x}" for b in (int(dst) & 0x7FFFFF).to_bytes(3, "big"))
+    if dst.is_multicast:
+        return "33:33:" + ":".join(f"{b:02x}" for b in dst.packed[-4:])
+    return GW_MAC
 
 
 def kernel_verdict(s: Scenario, kernel: Kernel, flow: Flow) -> bool:

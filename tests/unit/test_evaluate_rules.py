@@ -197,6 +197,31 @@ def test_ethertype_and_family() -> None:
     assert not evaluate(policy(fam4), out_tcp("2001:db8:f::5", 80, family=6), HOME, NAMES).allowed
 
 
+def test_ethernet_destination_is_the_one_the_ip_destination_implies() -> None:
+    """``destination-mac-address`` rules match as ``ether daddr`` does: the broadcast MAC
+    for broadcasts, the group MAC for multicast, a named MAC only when the flow names it."""
+    def udp(dst: str, eth_dst: str | None = None, family: int = 4) -> Flow:
+        src = "192.0.2.10" if family == 4 else "2001:db8:1::10"
+        return Flow(direction=OUT, family=family, src=src, dst=dst, protocol=17,
+                    src_port=9999, dst_port=9999, eth_dst=eth_dst)
+
+    def allowed(mac: str, flow: Flow) -> bool:
+        peer = f"{flow.dst}/{32 if flow.family == 4 else 128}"
+        rule = Rule(direction=OUT, action=Forwarding.ACCEPT, peer=PeerKind.NETWORK,
+                    peer_value=peer, eth_dst=mac, local_delivery=True, origin="a/eth")
+        return evaluate(policy(rule), flow, HOME, NAMES).allowed
+
+    broadcast = "ff:ff:ff:ff:ff:ff"
+    assert allowed(broadcast, udp("255.255.255.255"))
+    assert allowed(broadcast, udp("192.0.2.255"))  # the LAN's directed broadcast
+    assert not allowed(broadcast, udp("203.0.113.5"))  # unicast: the next hop's MAC
+    assert not allowed(broadcast, udp("224.0.0.251"))
+    assert allowed("01:00:5e:00:00:fb", udp("224.0.0.251"))
+    assert allowed("33:33:00:00:00:fb", udp("ff02::fb", family=6))
+    assert allowed("02:00:00:00:00:99", udp("203.0.113.5", eth_dst="02:00:00:00:00:99"))
+    assert not allowed("02:00:00:00:00:99", udp("203.0.113.5"))
+
+
 def test_reject_is_reported_as_reject() -> None:
     rule = Rule(direction=OUT, action=Forwarding.REJECT, protocol=6)
     verdict = evaluate(policy(rule), out_tcp("203.0.113.5", 80), HOME, NAMES)

@@ -164,13 +164,14 @@ def test_registrable_domain(host: str | None, domain: str | None) -> None:
     assert registrable_domain(host) == domain
 
 
-def test_baseline_has_no_ntp_and_nothing_beyond_dhcp_dns_nd() -> None:
+def test_baseline_has_no_ntp_and_nothing_beyond_dhcp_dns_nd_mld_igmp() -> None:
     for rule in BASELINE_RULES:
         assert rule.peer is PeerKind.GATEWAY and rule.direction is Direction.FROM_DEVICE
         ports = {p.port for p in (rule.src_port, rule.dst_port) if p}
         assert ports <= {67, 68, 546, 547, 53} and 123 not in ports
+        assert rule.protocol in (6, 17, 58, 2)
         if rule.protocol == 58:
-            assert rule.icmp_type in (133, 135, 136)
+            assert rule.icmp_type in (133, 135, 136, 143)
 
 
 def test_every_valid_corpus_file_decides(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from mudguard.profile.core import (
     device_flows,
     home_context,
     infer_home,
-    learn_mud,
+    learn,
     mac_bytes,
     mac_text,
 )
@@ -41,9 +41,12 @@ profile_app = typer.Typer(help="Learn a device's MUD profile from traffic, or ch
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-CaptureArg = Annotated[Path, typer.Argument(help="A pcap or pcapng capture (Ethernet).")]
+CaptureArg = Annotated[Path, typer.Argument(
+    help="A pcap or pcapng capture (Ethernet, Linux cooked SLL/SLL2, raw IP, loopback, "
+         "unencrypted 802.11/radiotap).")]
 DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", help="The device's MAC. Needed when the capture holds several devices.")]
+    "--device", help="The device's MAC (or one of its IP addresses, for captures without "
+                     "MACs). Needed when the capture holds several devices.")]
 LanOpt = Annotated[list[str] | None, typer.Option(
     "--lan", help="A home LAN prefix (repeatable). Default: the /24 and /64 around the "
                   "device's own addresses, plus link-local.")]
@@ -75,12 +78,17 @@ def _progress(path: Path, quiet: bool) -> Iterator[Any]:
         yield lambda done: bar.update(task, completed=done)
 
 
-def observe(path: Path, device: bytes | None, quiet: bool) -> tuple[Observations, CaptureStats]:
-    """Stream a capture into an ``Observer`` (bounded memory) and freeze the result."""
+def observe(path: Path, device: bytes | str | None, quiet: bool
+            ) -> tuple[Observations, CaptureStats]:
+    """Stream a capture into an ``Observer`` (bounded memory) and freeze the result.
+
+    ``device`` is a MAC (only its frames are kept), an IP address (all are kept and
+    the device is found by address afterwards), or None.
+    """
     if not path.is_file():
         raise _fail(f"no such file: {path}")
     stats = CaptureStats()
-    observer = Observer(device=device)
+    observer = Observer(device=device if isinstance(device, bytes) else None)
     try:
         with _progress(path, quiet) as progress:
             frames = read_frames(path, stats=stats, progress=progress)
@@ -91,11 +99,28 @@ def observe(path: Path, device: bytes | None, quiet: bool) -> tuple[Observations
     if obs.overflow:
         err_console.print(f"[yellow]warning[/]: {obs.overflow} flows not kept "
                           "(tables full); the result may be incomplete")
+    _skipped(stats)
     return obs, stats
 
 
-def _device(obs: Observations, device: bytes | None) -> bytes:
-    """The device to profile: the one asked for, or the only one in the capture."""
+def _skipped(stats: CaptureStats) -> None:
+    """Say what the capture held that could not be read."""
+    from mudguard.profile.link import LINKTYPE_NAMES, supported_text
+
+    if stats.encrypted:
+        err_console.print(f"[yellow]warning[/]: {stats.encrypted} encrypted 802.11 data frames "
+                          "skipped: decrypt the capture first (e.g. with the network's key)")
+    for linktype, count in sorted(stats.unsupported.items()):
+        err_console.print(f"[yellow]warning[/]: {count} packets on link type {linktype} "
+                          f"({LINKTYPE_NAMES.get(linktype, 'not supported')}) skipped; "
+                          f"supported: {supported_text()}")
+
+
+def _device(obs: Observations, device: bytes | str | None) -> bytes:
+    """The device to profile: the one asked for (by MAC or address), the only one in the
+    capture, or the only one that takes part in every flow of it."""
+    if isinstance(device, str):
+        return _device_by_address(obs, device)
     if device is not None:
         if device not in obs.mac_packets and not obs.packets:
             raise _fail(f"no packets of {mac_text(device)} in the capture", 1)
@@ -103,6 +128,9 @@ def _device(obs: Observations, device: bytes | None) -> bytes:
     candidates = obs.device_macs()
     if len(candidates) == 1:
         return mac_bytes(candidates[0][0])
+    central = obs.central_device()
+    if central is not None:
+        return central
     if not candidates:
         raise _fail("no device sends IP packets in the capture", 1)
     listing = ", ".join(f"{mac} ({count} packets)" for mac, count in candidates[:10])
@@ -110,13 +138,30 @@ def _device(obs: Observations, device: bytes | None) -> bytes:
                 f"{listing}")
 
 
-def _parse_mac(text: str | None) -> bytes | None:
+def _device_by_address(obs: Observations, address: str) -> bytes:
+    import ipaddress
+
+    packed = ipaddress.ip_address(address).packed
+    holders = sorted(mac for mac, own in obs.mac_addresses.items() if packed in own)
+    if not holders:
+        raise _fail(f"no device with address {address} in the capture", 1)
+    return holders[0]
+
+
+def _parse_mac(text: str | None) -> bytes | str | None:
+    """The ``--device`` value: 6 MAC bytes, or an IP address's text."""
+    import ipaddress
+
     if text is None:
         return None
     try:
         return mac_bytes(text)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--device") from exc
+        try:
+            return str(ipaddress.ip_address(text.strip()))
+        except ValueError:
+            raise typer.BadParameter(f"{exc} (nor an IP address)",
+                                     param_hint="--device") from exc
 
 
 def _home_args(lan: list[str] | None, gateway: list[str] | None) -> tuple[list[str], list[str]]:
@@ -145,7 +190,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 @profile_app.command("learn")
-def learn(
+def learn_command(
     capture: CaptureArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the MUD file.")],
     device: DeviceOpt = None,
@@ -157,9 +202,12 @@ def learn(
 ) -> None:
     """Write a MUD file (RFC 8520) that allows exactly what the device did in the capture.
 
-    DNS answers in the capture name Internet peers; the gateway's services become
-    my-controller, home addresses local-networks; TCP direction comes from SYNs.
-    Without --device the capture must hold one device; otherwise choose one.
+    DNS answers in the capture (else the TLS server name) name Internet peers; the
+    gateway's services become my-controller, home addresses local-networks; TCP
+    direction comes from SYNs (else the ports; else it is left open). A device too
+    varied for one file gets ports merged into ranges and, if still too many, Internet
+    peers replaced by any address (with a warning). Without --device the capture must
+    hold one device; otherwise choose one.
     """
     wanted = _parse_mac(device)
     lan_list, gw_list = _home_args(lan, gateway)
@@ -168,19 +216,21 @@ def learn(
                      gw_list)
 
 
-def _learn_and_write(obs: Observations, records: int, wanted: bytes | None, source: str,
+def _learn_and_write(obs: Observations, records: int, wanted: bytes | str | None, source: str,
                      output: Path, mud_url: str | None, lan: list[str],
                      gateway: list[str]) -> None:
     """Learn the MUD file from observations, check it, and write it atomically."""
     mac = _device(obs, wanted)
     home = infer_home(obs, mac, lan=lan, gateway=gateway)
     url = mud_url or f"https://learned.mudguard.invalid/{mac.hex()}.json"
-    options = LearnOptions(mud_url=url, systeminfo=f"Learned from {source[:200]} "
-                                                   f"for {mac_text(mac)}")
+    options = LearnOptions(mud_url=url, systeminfo=f"Learned for {mac_text(mac)} from {source}")
     try:
-        document = learn_mud(obs, home, options)
+        learned = learn(obs, home, options)
     except NoTrafficError as exc:
         raise _fail(str(exc), 1) from exc
+    for warning in learned.warnings:
+        err_console.print(f"[yellow]warning[/]: {escape(warning)}")
+    document = learned.document
     result = parse_mud(document)
     if not result.ok:  # our own output must always be valid: a bug if not
         for finding in result.errors:
@@ -197,7 +247,9 @@ def _learn_and_write(obs: Observations, records: int, wanted: bytes | None, sour
 def learn_live(
     interface: Annotated[str, typer.Argument(help="The interface the device talks through "
                                                   "(e.g. the gateway's LAN bridge).")],
-    device: Annotated[str, typer.Option("--device", help="The device's MAC.")],
+    device: Annotated[str, typer.Option(
+        "--device", help="The device's MAC (or its IP address on an interface without "
+                         "MACs, e.g. a tunnel).")],
     seconds: Annotated[float, typer.Option("--seconds", help="How long to watch.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the MUD file.")],
     mud_url: Annotated[str | None, typer.Option(
@@ -218,7 +270,7 @@ def learn_live(
     lan_list, gw_list = _home_args(lan, gateway)
     if not 0 < seconds <= 7 * 24 * 3600:
         raise typer.BadParameter("must be in (0, 604800]", param_hint="--seconds")
-    observer = Observer(device=wanted)
+    observer = Observer(device=wanted if isinstance(wanted, bytes) else None)
     try:
         live = LiveCapture(interface, netns=netns)
     except LiveCaptureError as exc:
@@ -262,13 +314,16 @@ def check(
     context = home_context(home, result.mud.mud_url)
     policy = decide(device_facts(home, result.mud.mud_url), result.mud, (), context,
                     now=datetime.now(UTC))
-    flows = device_flows(obs, mac)
+    flows = device_flows(obs, mac, every_port=True)
     deviations = check_flows(policy, flows, context, obs.names_for(mac))
     if as_json:
         print(json.dumps([d.as_dict() for d in deviations], indent=2))
     else:
         _print_table(deviations, len(flows))
     raise typer.Exit(1 if deviations else 0)
+
+
+TABLE_ROWS = 200  # the table shows this many deviations; --json lists them all
 
 
 def _print_table(deviations: list[Any], total: int) -> None:
@@ -279,7 +334,7 @@ def _print_table(deviations: list[Any], total: int) -> None:
     for column in ("device", "dir", "src", "dst", "name", "proto", "ports", "packets",
                    "first seen", "rule"):
         table.add_column(column)
-    for d in deviations:
+    for d in deviations[:TABLE_ROWS]:
         f = d.flow
         ports = (f"{f.src_port}→{f.dst_port}" if f.dst_port is not None
                  else f"type {f.icmp_type}/{f.icmp_code}" if f.icmp_type is not None else "")
@@ -288,3 +343,5 @@ def _print_table(deviations: list[Any], total: int) -> None:
                d.as_dict()["first_seen"], d.origin)
         table.add_row(*(escape(str(cell)) for cell in row))
     console.print(table)
+    if len(deviations) > TABLE_ROWS:
+        console.print(f"… and {len(deviations) - TABLE_ROWS} more (--json lists every one)")

@@ -8,7 +8,12 @@ file says, and nothing else from here:
 - DNS to the gateway (UDP and TCP 53): the gateway is the home's resolver, and
   resolving through it is what fills the device's DNS-name sets;
 - ICMPv6 router solicitation and neighbour solicitation/advertisement to the
-  gateway (RFC 4861), from link-local or unspecified addresses too.
+  gateway (RFC 4861), from link-local or unspecified addresses too;
+- multicast listener reports to the gateway's input, from any source: MLDv2
+  reports (ICMPv6 143, RFC 3810 §5.2.13 allows ``::`` while the device's address
+  is tentative) and IGMP (protocol 2; RFC 3376 §4.2.13 allows 0.0.0.0 before an
+  address). A device sends them while it joins the network, before its address
+  is bound; dropping them at the source binding logged a deviation per join.
 
 NTP is NOT baseline: a device reaches a time server only if its MUD file says so.
 The README's "Baseline traffic" section mirrors this list; keep them in step.
@@ -24,10 +29,12 @@ from mudguard.policy._model import PeerKind, Rule
 UDP: Final = 17
 TCP: Final = 6
 ICMPV6: Final = 58
+IGMP: Final = 2
 
 ND_ROUTER_SOLICIT: Final = 133
 ND_NEIGHBOR_SOLICIT: Final = 135
 ND_NEIGHBOR_ADVERT: Final = 136
+MLDV2_REPORT: Final = 143
 
 
 def _eq(port: int) -> PortMatch:
@@ -47,6 +54,9 @@ BASELINE_RULES: Final[tuple[Rule, ...]] = (
     *(_to_gateway(f"baseline/nd-{icmp_type}", family=6, protocol=ICMPV6, icmp_type=icmp_type,
                   any_source=True)
       for icmp_type in (ND_ROUTER_SOLICIT, ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT)),
+    _to_gateway("baseline/mld-report", family=6, protocol=ICMPV6, icmp_type=MLDV2_REPORT,
+                any_source=True),
+    _to_gateway("baseline/igmp", family=4, protocol=IGMP, any_source=True),
     _to_gateway("baseline/dns-udp", protocol=UDP, dst_port=_eq(53)),
     _to_gateway("baseline/dns-tcp", protocol=TCP, dst_port=_eq(53)),
 )
@@ -54,5 +64,6 @@ BASELINE_RULES: Final[tuple[Rule, ...]] = (
 
 
 def baseline_rules() -> tuple[Rule, ...]:
-    """The rules every managed (not forgotten) device gets: DHCP, DNS and ND to the gateway."""
+    """The rules every managed (not forgotten) device gets: DHCP, DNS, ND and multicast
+    listener reports to the gateway."""
     return BASELINE_RULES

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from mudguard.mud import Direction, Forwarding
@@ -96,6 +96,8 @@ class Flow:
     icmp_type: int | None = None
     icmp_code: int | None = None
     opens: bool = True
+    # The Ethernet destination the gateway received the packet with; None: what the
+    # IP destination implies (a group MAC for multicast/broadcast, else unknown).
     eth_dst: str | None = None
 
     def __post_init__(self) -> None:
@@ -184,6 +186,7 @@ def evaluate(policy: DevicePolicy, flow: Flow, context: HomeContext, names: Name
         The first matching rule's verdict, or a drop with its reason
         (``default-drop``, ``source-binding``, ``portal``).
     """
+    flow = with_eth_destination(flow, context)
     if flow.direction is Direction.TO_DEVICE:
         if _addr(flow.src) in _Prefixes(context.gateway_addresses):
             return Verdict(action=Forwarding.ACCEPT, reason="gateway-output")
@@ -208,6 +211,35 @@ def is_local_delivery(address: str, context: HomeContext) -> bool:
             if net.version == 4 and net.prefixlen < 31 and ip == net.broadcast_address:
                 return True
     return False
+
+
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+def with_eth_destination(flow: Flow, context: HomeContext) -> Flow:
+    """``flow`` with the Ethernet destination its packet necessarily carries.
+
+    A multicast IP destination travels to its group MAC (RFC 1112 §6.4:
+    01:00:5e + the low 23 bits; RFC 2464 §7: 33:33 + the low 32 bits), a
+    broadcast one (255.255.255.255, the LAN's directed broadcast) to
+    ff:ff:ff:ff:ff:ff; the kernel's ``ether daddr`` sees exactly that. A unicast
+    destination's MAC (the gateway's, or a LAN peer's) is not implied: only an
+    ``eth_dst`` the flow names can match a rule's unicast MAC.
+    """
+    if flow.eth_dst is not None:
+        return flow
+    ip = _addr(flow.dst)
+    if ip.is_multicast:
+        if ip.version == 4:
+            low = int(ip) & 0x7FFFFF
+            mac = bytes((0x01, 0x00, 0x5E, low >> 16, (low >> 8) & 0xFF, low & 0xFF))
+        else:
+            mac = b"\x33\x33" + ip.packed[-4:]
+        return replace(flow, eth_dst=":".join(f"{b:02x}" for b in mac))
+    if ip.version == 4 and is_local_delivery(flow.dst, context) and (
+            int(ip) == 0xFFFFFFFF or ip not in _Prefixes(context.gateway_addresses)):
+        return replace(flow, eth_dst=BROADCAST_MAC)
+    return flow
 
 
 def chain_of(rule: Rule) -> str | None:

@@ -7,6 +7,10 @@ pcapng reader builds an object per block and ran at ~0.18 M packets/s here, whic
 why the container is cut by hand (a few times faster); its formats are simple and
 documented (pcap: the libpcap file format; pcapng: draft-ietf-opsawg-pcapng).
 
+Link types: Ethernet as is; the others are turned into Ethernet frames by
+``profile.link`` (Linux cooked SLL/SLL2, raw IP, BSD loopback, 802.11 and
+radiotap data frames when unencrypted); any other is refused by name.
+
 Malformed input never raises past ``CaptureError`` (a clear message naming the
 offset); a truncated packet is skipped and counted, never guessed.
 """
@@ -22,10 +26,10 @@ import dpkt
 
 from mudguard.errors import RemoteInputError
 from mudguard.profile.core import RawPacket, decode_ethernet
+from mudguard.profile.link import LINKTYPE_ETHERNET, LinkDecoder, UnsupportedLink, link_decoder
 
 CHUNK = 1 << 20
 MAX_RECORD = 1 << 24  # no legitimate block is bigger; a bigger length means corruption
-LINKTYPE_ETHERNET = 1
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
     b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9),
@@ -42,20 +46,24 @@ class CaptureError(RemoteInputError):
 class CaptureStats:
     """What the reader saw: records, decoded packets, skipped ones, bytes read."""
 
-    __slots__ = ("bytes_read", "non_ip", "records", "truncated")
+    __slots__ = ("bytes_read", "encrypted", "link_types", "non_ip", "records", "truncated",
+                 "unsupported")
 
     def __init__(self) -> None:
         self.records = 0
         self.non_ip = 0
         self.truncated = 0
         self.bytes_read = 0
+        self.encrypted = 0  # protected 802.11 data frames (nothing to read without the key)
+        self.unsupported: dict[int, int] = {}  # pcapng link type -> records skipped
+        self.link_types: set[int] = set()
 
 
 def read_frames(path: Path, *, stats: CaptureStats | None = None,
                 progress: Callable[[int], None] | None = None
                 ) -> Iterator[tuple[float, bytes, int]]:
     """Yield ``(timestamp, Ethernet frame, original length)`` for every packet of a pcap or
-    pcapng file (Ethernet link type only).
+    pcapng file (other link types turned into Ethernet frames, see ``profile.link``).
 
     Args:
         path: the capture file.
@@ -116,8 +124,11 @@ def _pcap_frames(fh: BinaryIO, stats: CaptureStats, progress: Callable[[int], No
         raise CaptureError("pcap file header is truncated")
     endian, resolution = PCAP_MAGICS[header[:4]]
     linktype = struct.unpack(endian + "I", header[20:24])[0] & 0x0FFFFFFF
-    if linktype != LINKTYPE_ETHERNET:
-        raise CaptureError(f"link type {linktype} is not supported (only Ethernet, 1)")
+    try:
+        decoder = link_decoder(linktype)
+    except UnsupportedLink as exc:
+        raise CaptureError(str(exc)) from None
+    stats.link_types.add(linktype)
     stats.bytes_read = 24
     record = struct.Struct(endian + "IIII")
     buf = b""
@@ -135,7 +146,12 @@ def _pcap_frames(fh: BinaryIO, stats: CaptureStats, progress: Callable[[int], No
                 break
             start = offset + 16
             offset = start + caplen
-            yield sec + frac * resolution, buf[start:offset], origlen
+            if decoder is None:
+                yield sec + frac * resolution, buf[start:offset], origlen
+            else:
+                frame = _converted(decoder, buf[start:offset], stats)
+                if frame is not None:
+                    yield sec + frac * resolution, frame, origlen
     if offset < len(buf):
         stats.truncated += 1  # the file ends inside a record
 
@@ -144,6 +160,7 @@ def _pcapng_frames(fh: BinaryIO, stats: CaptureStats, progress: Callable[[int], 
                    ) -> Iterator[tuple[float, bytes, int]]:
     endian = "<"
     interfaces: list[tuple[int, float]] = []  # (linktype, seconds per timestamp unit)
+    decoders: dict[int, LinkDecoder | None] = {}
     buf = b""
     offset = 0
     for chunk in _chunks(fh, stats, progress):
@@ -174,19 +191,49 @@ def _pcapng_frames(fh: BinaryIO, stats: CaptureStats, progress: Callable[[int], 
                 if iface >= len(interfaces) or caplen > blen - 32:
                     raise CaptureError("pcapng packet names an unknown interface or overruns")
                 linktype, unit = interfaces[iface]
+                data = buf[body + 20:body + 20 + caplen]
                 if linktype == LINKTYPE_ETHERNET:
-                    yield ((hi << 32) | lo) * unit, buf[body + 20:body + 20 + caplen], origlen
+                    yield ((hi << 32) | lo) * unit, data, origlen
                 else:
-                    stats.non_ip += 1
+                    frame = _pcapng_frame(linktype, data, decoders, stats)
+                    if frame is not None:
+                        yield ((hi << 32) | lo) * unit, frame, origlen
             elif btype == 1:  # interface description block
                 interfaces.append(_interface(buf, body, offset - 4, endian))
             elif btype == 3 and interfaces:  # simple packet block
                 origlen = struct.unpack_from(endian + "I", buf, body)[0]
                 caplen = min(origlen, blen - 16)
-                if interfaces[0][0] == LINKTYPE_ETHERNET:
-                    yield 0.0, buf[body + 4:body + 4 + caplen], origlen
+                frame = _pcapng_frame(interfaces[0][0], buf[body + 4:body + 4 + caplen],
+                                      decoders, stats)
+                if frame is not None:
+                    yield 0.0, frame, origlen
     if offset < len(buf):
         stats.truncated += 1
+
+
+def _converted(decoder: LinkDecoder, data: bytes, stats: CaptureStats) -> bytes | None:
+    frame = decoder.ethernet(data)
+    if frame is None and decoder.last_encrypted:
+        stats.encrypted += 1
+    return frame
+
+
+def _pcapng_frame(linktype: int, data: bytes, decoders: dict[int, LinkDecoder | None],
+                  stats: CaptureStats) -> bytes | None:
+    """One pcapng packet as an Ethernet frame; None if its link type is not read."""
+    if linktype not in decoders:
+        try:
+            decoders[linktype] = link_decoder(linktype)
+            stats.link_types.add(linktype)
+        except UnsupportedLink:
+            decoders[linktype] = None
+    decoder = decoders[linktype]
+    if decoder is None:
+        if linktype == LINKTYPE_ETHERNET:
+            return data
+        stats.unsupported[linktype] = stats.unsupported.get(linktype, 0) + 1
+        return None
+    return _converted(decoder, data, stats)
 
 
 def _interface(buf: bytes, body: int, end: int, endian: str) -> tuple[int, float]:

@@ -8,10 +8,17 @@ Theory of operation (pure: packets in, data out; no I/O, no clock):
    ephemeral port is collapsed), *datagrams* (ICMP by type/code and other IP
    protocols), DNS answers per device (address → the name the device asked
    for), the gateway's addresses (who answers DNS and DHCP) and each MAC's
-   addresses. Who is the client is decided once per connection, as conntrack
-   does: a SYN says it; otherwise the first packet's sender, unless the ports
-   say it is a reply (a well-known port, or one below the ephemeral range,
-   answering an ephemeral one: captures often start mid-connection).
+   addresses. Who is the client is decided once per connection: a SYN (or
+   SYN-ACK) says it; otherwise the ports (a well-known port, or one below the
+   ephemeral range, answering an ephemeral one: captures often start
+   mid-connection). A TCP connection seen without its SYN whose ports say
+   nothing is never attributed from its packets (the first one seen may be the
+   peer's FIN or RST): the higher port is taken as the client's and the
+   direction stays undecided (the learned ACE names no ``direction-initiated``).
+   UDP follows conntrack: the first datagram's sender opened the flow. Each
+   service keeps its clients' real ports (bounded), so ``profile check`` decides
+   every flow with its own ports. TLS ClientHellos give the server name (SNI)
+   that names a peer no DNS answer in the capture named.
 2. ``Observer.finish()`` freezes the tables into ``Observations``.
 3. ``learn_mud(observations, device, ...)`` writes an RFC 8520 MUD file (as a
    JSON object), the way MUDgee and mudmaker do: the gateway's services become
@@ -28,14 +35,17 @@ exhaust memory; the reader streams.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from mudguard.mud import Direction
-from mudguard.policy._evaluate import Flow, NameMap, evaluate
+from mudguard.mud._parse import MAX_MUD_BYTES
+from mudguard.policy._evaluate import Flow, NameMap, Verdict, evaluate
 from mudguard.policy._model import DeviceFacts, DevicePolicy, HomeContext, LifecycleState
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
@@ -73,6 +83,7 @@ class RawPacket(NamedTuple):
     tcp_flags: int
     length: int
     dns: tuple[tuple[str, bytes], ...] | None = None
+    sni: str | None = None  # the server name of a TLS ClientHello the packet carries
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,12 +94,26 @@ class Limits:
     connections: int = 262_144
     dns_pairs: int = 200_000
     addresses_per_mac: int = 16
+    client_ports: int = 1_000_000  # (service, client port) pairs kept for ``profile check``
+
+
+def _add_port(ports: dict[int, int], port: int, length: int) -> None:
+    """Count one packet of ``length`` bytes for a client port already in ``ports``.
+
+    A port's entry packs its packets (low 32 bits) and bytes (above): one int per port.
+    """
+    ports[port] += 1 + (length << 32)
+
+
+def _unpack_port(entry: int) -> tuple[int, int]:
+    """``(packets, bytes)`` of a packed port entry (see ``_add_port``)."""
+    return entry & 0xFFFFFFFF, entry >> 32
 
 
 class _Stats:
     """Counters for one service or datagram kind (mutable, only inside ``Observer``)."""
 
-    __slots__ = ("bytes", "first", "last", "opened", "packets", "port")
+    __slots__ = ("bytes", "decided", "first", "last", "opened", "packets", "port", "ports")
 
     def __init__(self, ts: float, port: int) -> None:
         self.packets = 0
@@ -97,6 +122,8 @@ class _Stats:
         self.last = ts
         self.port = port  # a sample client port (for TCP/UDP)
         self.opened = False  # a SYN was seen
+        self.decided = False  # a SYN or the ports told who opened a connection of it
+        self.ports: dict[int, int] = {}  # client port -> packed (packets, bytes)
 
 
 # (client mac, server mac, client ip, server ip, protocol, server port)
@@ -115,6 +142,9 @@ class Counts:
     last: float
     client_port: int
     opened: bool
+    decided: bool = True  # who opened it is known (a SYN, or the ports), not guessed
+    # client port -> (packets, bytes)
+    client_ports: Mapping[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +162,8 @@ class Observations:
     first_ts: float | None
     last_ts: float | None
     overflow: int = 0  # entries not stored because a table was full
+    # client mac -> address -> server name of its TLS ClientHello
+    sni: Mapping[bytes, Mapping[bytes, str]] = field(default_factory=dict)
 
     def device_macs(self) -> list[tuple[str, int]]:
         """Unicast source MACs other than the gateway's, most packets first."""
@@ -139,9 +171,28 @@ class Observations:
                  if m not in self.gateway_macs]
         return sorted(found, key=lambda item: (-item[1], item[0]))
 
+    def central_device(self) -> bytes | None:
+        """The one device MAC that takes part in every flow, if exactly one does (a
+        capture of one device whose gateway did not show itself, or one without MACs)."""
+        candidates = {mac_bytes(text) for text, _ in self.device_macs()}
+        for key in (*self.services, *self.datagrams):
+            candidates &= {key[0], key[1]}
+            if not candidates:
+                return None
+        return next(iter(candidates)) if len(candidates) == 1 else None
+
     def names_for(self, mac: bytes) -> NameMap:
-        """The DNS answers the device with ``mac`` received, as a ``NameMap``."""
-        pairs = ((name, ip_text(addr)) for addr, name in self.dns.get(mac, {}).items())
+        """The DNS answers the device with ``mac`` received, as a ``NameMap``, plus the
+        server names (SNI) of its TLS connections to addresses no answer named.
+
+        A capture often starts after the device resolved its cloud (the answer is
+        cached): the ClientHello still says which name it meant, the name it will
+        resolve through the gateway's DNS when enforced.
+        """
+        answers = self.dns.get(mac, {})
+        pairs = [(name, ip_text(addr)) for addr, name in answers.items()]
+        pairs += [(name, ip_text(addr)) for addr, name in self.sni.get(mac, {}).items()
+                  if addr not in answers]
         return NameMap.build(pairs)
 
 
@@ -157,9 +208,11 @@ class Observer:
         self.last_ts: float | None = None
         self._services: dict[ServiceKey, _Stats] = {}
         self._datagrams: dict[DatagramKey, _Stats] = {}
-        self._conns: dict[tuple[bytes, int, bytes, int, int], bool] = {}
+        self._conns: dict[tuple[bytes, int, bytes, int, int], int] = {}  # state bits
         self._dns: dict[bytes, dict[bytes, str]] = {}
         self._dns_count = 0
+        self._sni: dict[bytes, dict[bytes, str]] = {}
+        self._port_entries = 0
         self._gateway_ips: set[bytes] = set()
         self._gateway_macs: set[bytes] = set()
         self._mac_addresses: dict[bytes, set[bytes]] = {}
@@ -189,14 +242,16 @@ class Observer:
                 continue
             if (len(frame) < 54 or frame[12] != 0x08 or frame[13] != 0x00 or frame[14] != 0x45
                     or frame[23] not in (6, 17) or frame[20] & 0x3F or frame[21]
-                    or (frame[23] == 17 and frame[34] == 0 and frame[35] in (53, 67))):
+                    or (frame[23] == 17 and frame[34] == 0 and frame[35] in (53, 67))
+                    or (frame[23] == 6 and _may_be_client_hello(frame, 34))):
                 packet = decode_ethernet(ts, frame, length, dns)
                 if packet is None:
                     non_ip += 1
                 else:
                     self.add(packet)
                 continue
-            # IPv4, 20-byte header, not a fragment, TCP or UDP, not from port 53/67/547.
+            # IPv4, 20-byte header, not a fragment, TCP or UDP, not from port 53/67,
+            # not a TLS ClientHello.
             self.packets += 1
             if self.first_ts is None:
                 self.first_ts = ts
@@ -218,13 +273,13 @@ class Observer:
             forward = (src, sport) <= (dst, dport)
             key = (src, sport, dst, dport, proto) if forward else (dst, dport, src, sport, proto)
             opening = proto == TCP and flags & (SYN | ACK) == SYN
-            first_is_client = conns.get(key)
-            if first_is_client is None or opening:
-                first_is_client = _sender_is_client(proto, sport, dport, flags) == forward
-                if len(conns) >= limits.connections:
+            state = conns.get(key)
+            if state is None or (proto == TCP and flags & SYN):
+                state = _connection_state(proto, sport, dport, flags, forward)
+                if key not in conns and len(conns) >= limits.connections:
                     del conns[next(iter(conns))]
-                conns[key] = first_is_client
-            if first_is_client == forward:
+                conns[key] = state
+            if (state & _FIRST_IS_CLIENT) == forward:
                 skey = (src_mac, dst_mac, src, dst, proto, dport)
                 client_port = sport
             else:
@@ -241,7 +296,20 @@ class Observer:
             stats.last = ts
             if opening:
                 stats.opened = True
+            if state & _DECIDED:
+                stats.decided = True
+            if client_port in stats.ports:
+                _add_port(stats.ports, client_port, length)
+            else:
+                self._new_port(stats, client_port, length)
         return non_ip
+
+    def _new_port(self, stats: _Stats, port: int, length: int) -> None:
+        if self._port_entries >= self.limits.client_ports:
+            self.overflow += 1
+            return
+        self._port_entries += 1
+        stats.ports[port] = 1 + (length << 32)
 
     def add(self, p: RawPacket) -> None:
         """Add one packet."""
@@ -259,6 +327,8 @@ class Observer:
             self._add_datagram(p)
         if p.dns:
             self._add_dns(p)
+        if p.sni:
+            self._add_sni(p)
 
     def _note_sender(self, p: RawPacket) -> None:
         mac = p.src_mac
@@ -280,14 +350,13 @@ class Observer:
         forward = (src, sport) <= (dst, dport)
         key = (src, sport, dst, dport, proto) if forward else (dst, dport, src, sport, proto)
         opening = proto == TCP and p.tcp_flags & (SYN | ACK) == SYN
-        first_is_client = self._conns.get(key)
-        if first_is_client is None or opening:
-            sender_is_client = _sender_is_client(proto, sport, dport, p.tcp_flags)
-            first_is_client = sender_is_client == forward
-            if len(self._conns) >= self.limits.connections:
+        state = self._conns.get(key)
+        if state is None or (proto == TCP and p.tcp_flags & SYN):
+            state = _connection_state(proto, sport, dport, p.tcp_flags, forward)
+            if key not in self._conns and len(self._conns) >= self.limits.connections:
                 del self._conns[next(iter(self._conns))]  # forget the oldest connection
-            self._conns[key] = first_is_client
-        if first_is_client == forward:
+            self._conns[key] = state
+        if (state & _FIRST_IS_CLIENT) == forward:
             skey = (p.src_mac, p.dst_mac, src, dst, proto, dport)
             client_port = sport
         else:
@@ -296,6 +365,11 @@ class Observer:
         stats = self._stats(self._services, skey, p.ts, client_port, p.length)
         if stats is not None:
             stats.opened = stats.opened or opening
+            stats.decided = stats.decided or bool(state & _DECIDED)
+            if client_port in stats.ports:
+                _add_port(stats.ports, client_port, p.length)
+            else:
+                self._new_port(stats, client_port, p.length)
             if p.proto == UDP and p.a in (67, 547):
                 self._gateway(p)
 
@@ -337,14 +411,27 @@ class Observer:
                 self._dns_count += 1
             answers[address] = name
 
+    def _add_sni(self, p: RawPacket) -> None:
+        assert p.sni is not None
+        names = self._sni.setdefault(p.src_mac, {})
+        if p.dst not in names:
+            if self._dns_count >= self.limits.dns_pairs:
+                self.overflow += 1
+                return
+            self._dns_count += 1
+        names[p.dst] = p.sni
+
     def finish(self) -> Observations:
         """Freeze what was seen."""
         def counts(s: _Stats) -> Counts:
+            ports = {port: _unpack_port(entry) for port, entry in s.ports.items()}
             return Counts(packets=s.packets, bytes=s.bytes, first=s.first, last=s.last,
-                          client_port=s.port, opened=s.opened)
+                          client_port=s.port, opened=s.opened, decided=s.decided,
+                          client_ports=ports)
         return Observations(
             packets=self.packets,
-            services={k: counts(v) for k, v in self._services.items()},
+            services={k: counts(v) for k, v in self._services.items()
+                      if not _settled_otherwise(k, v, self._services)},
             datagrams={k: counts(v) for k, v in self._datagrams.items()},
             dns={mac: dict(table) for mac, table in self._dns.items()},
             gateway_ips=frozenset(self._gateway_ips),
@@ -354,22 +441,55 @@ class Observer:
             first_ts=self.first_ts,
             last_ts=self.last_ts,
             overflow=self.overflow,
+            sni={mac: dict(table) for mac, table in self._sni.items()},
         )
 
 
-def _sender_is_client(proto: int, sport: int, dport: int, flags: int) -> bool:
-    """Who opened a connection whose first seen packet this is."""
+_FIRST_IS_CLIENT, _DECIDED = 1, 2  # bits of a connection's state
+
+
+def _settled_otherwise(key: ServiceKey, stats: _Stats, services: Mapping[ServiceKey, _Stats]
+                       ) -> bool:
+    """True for a guessed TCP service whose every connection a SYN later showed the
+    other way round (the same port pairs, counted under the mirrored service)."""
+    if stats.decided or key[4] != TCP or not stats.ports:
+        return False
+    client_mac, server_mac, client_ip, server_ip, proto, port = key
+    for client_port in stats.ports:
+        mirrored = services.get((server_mac, client_mac, server_ip, client_ip, proto,
+                                 client_port))
+        if mirrored is None or not mirrored.decided or port not in mirrored.ports:
+            return False
+    return True
+
+
+def _connection_state(proto: int, sport: int, dport: int, flags: int, forward: bool) -> int:
+    """A connection's state from one of its packets: whether the endpoint that sorts
+    first (``forward``: the sender) is the client, and whether that is known."""
+    sender_is_client = _sender_is_client(proto, sport, dport, flags)
+    decided = sender_is_client is not None
+    if sender_is_client is None:  # a guess that never looks at who sent what
+        sender_is_client = sport > dport if sport != dport else forward
+    return (sender_is_client == forward) | (_DECIDED if decided else 0)
+
+
+def _sender_is_client(proto: int, sport: int, dport: int, flags: int) -> bool | None:
+    """Who opened a connection this packet belongs to: True if its sender did,
+    False if its receiver did, None if the packet cannot tell (TCP without SYN
+    whose ports say nothing: a FIN or RST is as likely the peer's as the opener's)."""
     if proto == TCP and flags & SYN:
         return not flags & ACK  # SYN: the sender opens; SYN-ACK: the receiver did
     if sport in SERVER_PORTS and dport not in SERVER_PORTS:
         return False
     if dport in SERVER_PORTS and sport not in SERVER_PORTS:
         return True
+    if proto == TCP and (sport < 1024) != (dport < 1024):
+        return dport < 1024  # a well-known port is the server's
     if (sport < EPHEMERAL) != (dport < EPHEMERAL):
         return dport < EPHEMERAL  # the port outside the ephemeral range is the server's
-    # Mid-stream TCP: the low port is the server's. Otherwise conntrack's rule:
-    # the first packet's sender opened the flow.
-    return not (proto == TCP and sport < 1024 <= dport)
+    if proto == TCP:
+        return None
+    return True  # conntrack's rule: the first datagram's sender opened the flow
 
 
 # -- decoding Ethernet frames (pure: bytes in) ------------------------------------------------
@@ -427,17 +547,81 @@ def _transport(ts: float, frame: bytes, length: int, src: bytes, dst: bytes, pro
                l4: int, decoder: DnsDecoder | None) -> RawPacket:
     a = b = flags = 0
     dns = None
+    sni = None
     if proto == 6 or proto == 17:
         if len(frame) >= l4 + 4:
             a = (frame[l4] << 8) | frame[l4 + 1]
             b = (frame[l4 + 2] << 8) | frame[l4 + 3]
         if proto == 6 and len(frame) >= l4 + 14:
             flags = frame[l4 + 13]
+            if _may_be_client_hello(frame, l4):
+                sni = tls_server_name(frame[l4 + ((frame[l4 + 12] >> 4) << 2):])
         elif proto == 17 and a == 53 and decoder is not None:
             dns = decoder(frame[l4 + 8:])
     elif (proto == 1 or proto == 58) and len(frame) >= l4 + 2:
         a, b = frame[l4], frame[l4 + 1]
-    return RawPacket(ts, frame[6:12], frame[0:6], src, dst, proto, a, b, flags, length, dns)
+    return RawPacket(ts, frame[6:12], frame[0:6], src, dst, proto, a, b, flags, length, dns,
+                     sni)
+
+
+def _may_be_client_hello(frame: bytes, l4: int) -> bool:
+    """True if the TCP segment at ``l4`` starts with a TLS handshake record holding a
+    ClientHello (content type 22, handshake type 1)."""
+    if len(frame) < l4 + 13:
+        return False
+    data = l4 + ((frame[l4 + 12] >> 4) << 2)
+    return len(frame) > data + 5 and frame[data] == 0x16 and frame[data + 5] == 1
+
+
+_HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def tls_server_name(record: bytes) -> str | None:
+    """The host name of a TLS ClientHello's ``server_name`` extension (RFC 6066 §3),
+    lower-cased; None if ``record`` is not a whole enough ClientHello or names none.
+
+    Only the first TCP segment is read: a ClientHello cut before its SNI names nothing.
+    """
+    try:
+        if record[0] != 0x16 or record[5] != 1:
+            return None
+        pos = 9 + 2 + 32  # record header, handshake header, version, random
+        pos += 1 + record[pos]  # session id
+        pos += 2 + int.from_bytes(record[pos:pos + 2], "big")  # cipher suites
+        pos += 1 + record[pos]  # compression methods
+        end = min(len(record), pos + 2 + int.from_bytes(record[pos:pos + 2], "big"))
+        pos += 2
+        for _ in range(64):  # extensions: bounded walk
+            if pos + 4 > end:
+                return None
+            kind = int.from_bytes(record[pos:pos + 2], "big")
+            size = int.from_bytes(record[pos + 2:pos + 4], "big")
+            if kind == 0:
+                return _host_name(record[pos + 4:pos + 4 + size])
+            pos += 4 + size
+    except IndexError:
+        return None
+    return None
+
+
+def _host_name(extension: bytes) -> str | None:
+    """The first ``host_name`` entry of a server_name extension body, checked."""
+    if len(extension) < 5 or extension[2] != 0:
+        return None
+    size = int.from_bytes(extension[3:5], "big")
+    if len(extension) < 5 + size:
+        return None  # cut short: never a guessed name
+    raw = extension[5:5 + size].lower().rstrip(b".")
+    if not 0 < len(raw) <= 253:
+        return None
+    if not set(raw) <= _HOST_CHARS or b".." in raw or raw.startswith((b".", b"-")):
+        return None
+    name = raw.decode("ascii")
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name if "." in name else None
+    return None  # an address literal is not a name (RFC 6066 forbids it)
 
 
 
@@ -514,6 +698,15 @@ def _sort_ip(text: str) -> tuple[int, int]:
 
 # -- flows of one device ----------------------------------------------------------------
 
+# Link-layer addresses a capture without them gets (``profile.capture``): never real.
+UNKNOWN_MAC = bytes(6)
+SYNTHETIC_OUI = b"\x02\x6d\x67"  # locally administered "mg": one per IP address
+
+
+def is_real_mac(mac: bytes) -> bool:
+    """False for the stand-ins of captures without link-layer addresses."""
+    return mac != UNKNOWN_MAC and mac[:3] != SYNTHETIC_OUI
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObservedFlow:
@@ -534,6 +727,10 @@ class ObservedFlow:
     first_seen: float
     last_seen: float
     remote_name: str | None = None
+    # The Ethernet destination the gateway received the opening packet with (the
+    # device's frames only: a frame to the device is not what the gateway received).
+    eth_dst: str | None = None
+    decided: bool = True  # who opened it is known (SYN, ports), not guessed
 
     @property
     def remote(self) -> str:
@@ -544,7 +741,8 @@ class ObservedFlow:
         """The ``Flow`` the policy evaluator decides."""
         return Flow(direction=self.direction, family=self.family, src=self.src, dst=self.dst,
                     protocol=self.protocol, src_port=self.src_port, dst_port=self.dst_port,
-                    icmp_type=self.icmp_type, icmp_code=self.icmp_code, opens=True)
+                    icmp_type=self.icmp_type, icmp_code=self.icmp_code, opens=True,
+                    eth_dst=self.eth_dst)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form (``profile check --json``)."""
@@ -563,14 +761,19 @@ class ObservedFlow:
             "packets": self.packets,
             "bytes": self.bytes,
             "first_seen": datetime.fromtimestamp(self.first_seen, UTC).isoformat(),
+            "opener_known": self.decided,
         }
 
 
-def device_flows(obs: Observations, device: bytes) -> list[ObservedFlow]:
+def device_flows(obs: Observations, device: bytes, *, every_port: bool = False
+                 ) -> list[ObservedFlow]:
     """Every flow the device opened or was sent, in first-seen order.
 
-    ICMP answers (echo replies, errors) are left out: the kernel accepts them as
-    part of the flow they answer (conntrack ``established``/``related``).
+    One flow per service (client port: the first one seen), or with ``every_port``
+    one per client port the service was used from, with that port's counts (what
+    ``profile check`` decides: a rule may pin client ports). ICMP answers (echo
+    replies, errors) are left out: the kernel accepts them as part of the flow they
+    answer (conntrack ``established``/``related``).
     """
     names = obs.names_for(device)
     mac = mac_text(device)
@@ -580,11 +783,19 @@ def device_flows(obs: Observations, device: bytes) -> list[ObservedFlow]:
             continue
         direction = Direction.FROM_DEVICE if cmac == device else Direction.TO_DEVICE
         remote = ip_text(sip if cmac == device else cip)
-        out.append(ObservedFlow(
-            device=mac, direction=direction, family=4 if len(cip) == 4 else 6,
-            src=ip_text(cip), dst=ip_text(sip), protocol=proto, src_port=c.client_port,
-            dst_port=port, icmp_type=None, icmp_code=None, packets=c.packets, bytes=c.bytes,
-            first_seen=c.first, last_seen=c.last, remote_name=_first(names.names_of(remote))))
+        eth_dst = (mac_text(smac) if direction is Direction.FROM_DEVICE and is_real_mac(smac)
+                   else None)
+        name = _first(names.names_of(remote))
+        uses: Iterable[tuple[int, tuple[int, int]]] = (
+            sorted(c.client_ports.items()) if every_port and c.client_ports
+            else ((c.client_port, (c.packets, c.bytes)),))
+        for client_port, (packets, size) in uses:
+            out.append(ObservedFlow(
+                device=mac, direction=direction, family=4 if len(cip) == 4 else 6,
+                src=ip_text(cip), dst=ip_text(sip), protocol=proto, src_port=client_port,
+                dst_port=port, icmp_type=None, icmp_code=None, packets=packets, bytes=size,
+                first_seen=c.first, last_seen=c.last, remote_name=name, eth_dst=eth_dst,
+                decided=c.decided))
     for (smac, dmac, src, dst, proto, itype, icode), c in obs.datagrams.items():
         if device not in (smac, dmac) or len(src) != len(dst):
             continue
@@ -594,13 +805,15 @@ def device_flows(obs: Observations, device: bytes) -> list[ObservedFlow]:
         direction = Direction.FROM_DEVICE if smac == device else Direction.TO_DEVICE
         remote = ip_text(dst if smac == device else src)
         icmp = proto in (ICMP, ICMPV6)
+        eth_dst = (mac_text(dmac) if direction is Direction.FROM_DEVICE and is_real_mac(dmac)
+                   else None)
         out.append(ObservedFlow(
             device=mac, direction=direction, family=family, src=ip_text(src), dst=ip_text(dst),
             protocol=proto, src_port=None, dst_port=None,
             icmp_type=itype if icmp else None, icmp_code=icode if icmp else None,
             packets=c.packets, bytes=c.bytes, first_seen=c.first, last_seen=c.last,
-            remote_name=_first(names.names_of(remote))))
-    out.sort(key=lambda f: (f.first_seen, f.direction.value, f.src, f.dst))
+            remote_name=_first(names.names_of(remote)), eth_dst=eth_dst))
+    out.sort(key=lambda f: (f.first_seen, f.direction.value, f.src, f.dst, f.src_port or 0))
     return out
 
 
@@ -610,24 +823,68 @@ def _first(names: tuple[str, ...]) -> str | None:
 
 # -- learning a MUD file ------------------------------------------------------------------
 
+SYSTEMINFO_CHARS = 60  # RFC 8520: systeminfo "SHOULD NOT exceed 60 characters"
+MAX_LEARNED_ACES = 1500  # well inside one file's limits (4,096 ACEs, 1 MiB)
+PORT_RANGES = 8  # ranges one learned rule keeps when ports must be merged
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LearnOptions:
-    """What the learned MUD file says about itself."""
+    """What the learned MUD file says about itself, and how big it may grow."""
 
     mud_url: str
     systeminfo: str = "Profile learned from observed traffic"
     mfg_name: str | None = None
     model_name: str | None = None
     cache_validity_hours: int = 48
+    max_aces: int = MAX_LEARNED_ACES
 
 
 class NoTrafficError(ValueError):
     """The capture holds no IP flow of the device: nothing to learn from."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Learned:
+    """A learned MUD file, and what had to be widened to make it fit one file."""
+
+    document: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Spec:
+    """One learned ACE, before it is written as JSON (so it can be compacted)."""
+
+    family: int
+    direction: Direction
+    peer_kind: str  # my-controller, local-networks, dnsname, network, group, any
+    peer_value: str | None
+    protocol: int
+    port_side: str | None = None  # "destination-port" or "source-port"
+    low: int = 0
+    high: int = 0
+    initiated: Direction | None = None
+    icmp_type: int | None = None
+
+
 def learn_mud(obs: Observations, home: CaptureHome, options: LearnOptions) -> dict[str, Any]:
-    """Write an RFC 8520 MUD file (a JSON object) allowing exactly what was observed.
+    """Write an RFC 8520 MUD file (a JSON object) allowing exactly what was observed
+    (``learn`` also returns the warnings of a file that had to be compacted).
+
+    Raises:
+        NoTrafficError: the device has no IP flow in the observations.
+    """
+    return learn(obs, home, options).document
+
+
+def learn(obs: Observations, home: CaptureHome, options: LearnOptions) -> Learned:
+    """Learn the device's MUD file; always one valid file.
+
+    A device that spoke to more peers and ports than one file may hold (over
+    ``options.max_aces`` rules) gets a compacted file, widened step by step until
+    it fits: ports merged into ranges, then Internet peers replaced by any address,
+    then one port range per rule; each step is named in ``Learned.warnings``.
 
     Raises:
         NoTrafficError: the device has no IP flow in the observations.
@@ -635,21 +892,33 @@ def learn_mud(obs: Observations, home: CaptureHome, options: LearnOptions) -> di
     flows = device_flows(obs, home.device)
     if not flows:
         raise NoTrafficError(f"no IP traffic of {mac_text(home.device)} in the capture")
-    aces: dict[tuple[int, Direction], dict[str, dict[str, Any]]] = {}
-    for flow in flows:
-        for family, direction, matches in _aces_for(flow, home):
-            key = _canonical(matches)
-            aces.setdefault((family, direction), {}).setdefault(key, matches)
+    specs = list(dict.fromkeys(spec for flow in flows for spec in _specs_for(flow, home)))
+    budget = max(1, options.max_aces)
+    for _ in range(16):  # halve the budget until the JSON fits the file size limit
+        compacted, warnings = compact(specs, budget)
+        document = _document(compacted, obs, home, options)
+        if len(json.dumps(document, indent=2)) < MAX_MUD_BYTES - 1024 or budget == 1:
+            return Learned(document=document, warnings=tuple(warnings))
+        budget //= 2
+    return Learned(document=document, warnings=tuple(warnings))
+
+
+def _document(specs: list[_Spec], obs: Observations, home: CaptureHome,
+              options: LearnOptions) -> dict[str, Any]:
+    groups: dict[tuple[int, Direction], list[_Spec]] = {}
+    for spec in specs:
+        groups.setdefault((spec.family, spec.direction), []).append(spec)
     tag = mac_text(home.device).replace(":", "")
     acls: list[dict[str, Any]] = []
     policies: dict[Direction, list[dict[str, str]]] = {Direction.FROM_DEVICE: [],
                                                       Direction.TO_DEVICE: []}
-    for (family, direction), entries in sorted(aces.items(), key=lambda i: (i[0][0], i[0][1])):
+    for (family, direction), entries in sorted(groups.items(), key=lambda i: (i[0][0], i[0][1])):
         short = "fr" if direction is Direction.FROM_DEVICE else "to"
         name = f"mud-{tag}-v{family}{short}"
         acls.append({"name": name, "type": f"ipv{family}-acl-type", "aces": {"ace": [
-            {"name": f"{short}{family}-{i}", "matches": m, "actions": {"forwarding": "accept"}}
-            for i, m in enumerate(entries.values())]}})
+            {"name": f"{short}{family}-{i}", "matches": _matches(spec),
+             "actions": {"forwarding": "accept"}}
+            for i, spec in enumerate(entries)]}})
         policies[direction].append({"name": name})
     mud: dict[str, Any] = {
         "mud-version": 1,
@@ -658,7 +927,7 @@ def learn_mud(obs: Observations, home: CaptureHome, options: LearnOptions) -> di
             "%Y-%m-%dT%H:%M:%SZ"),
         "cache-validity": options.cache_validity_hours,
         "is-supported": True,
-        "systeminfo": options.systeminfo,
+        "systeminfo": short_systeminfo(options.systeminfo),
         "from-device-policy": {"access-lists": {"access-list": policies[Direction.FROM_DEVICE]}},
         "to-device-policy": {"access-lists": {"access-list": policies[Direction.TO_DEVICE]}},
     }
@@ -669,10 +938,91 @@ def learn_mud(obs: Observations, home: CaptureHome, options: LearnOptions) -> di
     return {"ietf-mud:mud": mud, "ietf-access-control-list:acls": {"acl": acls}}
 
 
-def _canonical(matches: Mapping[str, Any]) -> str:
-    import json
+def short_systeminfo(text: str) -> str:
+    """``text`` on one line, cut to RFC 8520's 60 characters (an ellipsis marks a cut)."""
+    flat = " ".join(text.split()) or "Learned profile"
+    return flat if len(flat) <= SYSTEMINFO_CHARS else flat[:SYSTEMINFO_CHARS - 1] + "…"
 
-    return json.dumps(matches, sort_keys=True)
+
+# -- compacting a learned file that would not fit -------------------------------------------
+
+
+def compact(specs: list[_Spec], budget: int) -> tuple[list[_Spec], list[str]]:
+    """At most ``budget`` ACEs allowing at least what ``specs`` allow, and what was widened.
+
+    Steps, each only while still over the budget: ports of otherwise equal rules
+    merged into at most ``PORT_RANGES`` ranges (closing the smallest gaps first);
+    Internet peers (DNS names, unicast addresses outside the home) replaced by any
+    address; one port range per rule; every peer replaced by any address.
+    """
+    warnings: list[str] = []
+    if len(specs) <= budget:
+        return specs, warnings
+    count = len(specs)
+    specs = _port_ranges(specs, PORT_RANGES)
+    warnings.append(f"{count} rules learned, more than one profile should hold ({budget}): "
+                    f"ports merged into ranges")
+    if len(specs) > budget:
+        specs, peers = _any_peer(specs, internet_only=True)
+        warnings.append(f"{peers} Internet peers replaced by ANY address (rules keep their "
+                        "protocol and ports): review before applying")
+    if len(specs) > budget:
+        specs = _port_ranges(specs, 1)
+        warnings.append("ports merged into one range per rule")
+    if len(specs) > budget:
+        specs, peers = _any_peer(specs, internet_only=False)
+        specs = _port_ranges(specs, 1)
+        warnings.append(f"{peers} home peers replaced by ANY address as well")
+    return specs, warnings
+
+
+def _port_ranges(specs: list[_Spec], limit: int) -> list[_Spec]:
+    """Rules that differ only in their port merged into at most ``limit`` ranges each."""
+    groups: dict[_Spec, list[tuple[int, int]]] = {}
+    for spec in specs:
+        key = replace(spec, low=0, high=0)
+        groups.setdefault(key, []).append((spec.low, spec.high))
+    out: list[_Spec] = []
+    for key, ports in groups.items():
+        if key.port_side is None or len(ports) <= limit:
+            out += [replace(key, low=low, high=high) for low, high in ports]
+        else:
+            out += [replace(key, low=low, high=high) for low, high in _merge(ports, limit)]
+    return list(dict.fromkeys(out))
+
+
+def _merge(ranges: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """At most ``limit`` ranges covering ``ranges``, closing the smallest gaps."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
+        else:
+            merged.append((low, high))
+    if len(merged) <= limit:
+        return merged
+    gaps = sorted(range(len(merged) - 1), key=lambda i: (merged[i + 1][0] - merged[i][1], i))
+    close = set(gaps[:len(merged) - limit])
+    out = [merged[0]]
+    for i in range(1, len(merged)):
+        if i - 1 in close:
+            out[-1] = (out[-1][0], merged[i][1])
+        else:
+            out.append(merged[i])
+    return out
+
+
+def _any_peer(specs: list[_Spec], *, internet_only: bool) -> tuple[list[_Spec], int]:
+    """Peers replaced by any address (only Internet ones with ``internet_only``)."""
+    wild = ("dnsname", "network") if internet_only else ("dnsname", "network", "group",
+                                                          "local-networks", "my-controller")
+    replaced = {(s.peer_kind, s.peer_value) for s in specs if s.peer_kind in wild}
+    out = [replace(s, peer_kind="any", peer_value=None) if s.peer_kind in wild else s
+           for s in specs]
+    return list(dict.fromkeys(out)), len(replaced)
+
+
+# -- one flow's ACEs --------------------------------------------------------------------------
 
 
 Peer = tuple[str, str | None]  # ("my-controller"|"local-networks"|"dnsname"|"network", value)
@@ -702,34 +1052,34 @@ def _is_subnet_broadcast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
     return False
 
 
-def _aces_for(flow: ObservedFlow, home: CaptureHome
-              ) -> list[tuple[int, Direction, dict[str, Any]]]:
+def _specs_for(flow: ObservedFlow, home: CaptureHome) -> list[_Spec]:
     """The ACE(s) that allow one flow: its opening direction and, for replies, the other."""
     out_dir, in_dir = Direction.FROM_DEVICE, Direction.TO_DEVICE
     opener = flow.direction
     answer = in_dir if opener is out_dir else out_dir
-    peer = classify_peer(flow.remote, home, flow.remote_name)
     one_way = _is_group(flow.remote, home)  # multicast/broadcast: nobody answers from there
-    fam = flow.family
-    result: list[tuple[int, Direction, dict[str, Any]]] = []
+    kind, value = classify_peer(flow.remote, home, flow.remote_name)
+    if one_way:
+        kind = "group"
+    base = _Spec(family=flow.family, direction=opener, peer_kind=kind, peer_value=value,
+                 protocol=flow.protocol)
     if flow.protocol in (TCP, UDP):
         server_port = flow.dst_port
         assert server_port is not None
-        server_is_device = opener is in_dir
-        result.append((fam, opener, _l4(flow, peer, opener, server_port, server_is_device,
-                                        towards_server=True)))
-        if not one_way:
-            result.append((fam, answer, _l4(flow, peer, answer, server_port, server_is_device,
-                                            towards_server=False)))
-        return result
+        # TCP: the side that opened, when the capture tells it (else no such test).
+        initiated = opener if flow.protocol == TCP and flow.decided else None
+        opening = replace(base, port_side="destination-port", low=server_port,
+                          high=server_port, initiated=initiated)
+        if one_way:
+            return [opening]
+        return [opening, replace(opening, direction=answer, port_side="source-port")]
     if flow.protocol in (ICMP, ICMPV6) and flow.icmp_type is not None:
-        result.append((fam, opener, _icmp(flow, peer, opener, flow.icmp_type)))
-        reply = ICMP_ECHO_REPLY.get((fam, flow.icmp_type))
+        result = [replace(base, icmp_type=flow.icmp_type)]
+        reply = ICMP_ECHO_REPLY.get((flow.family, flow.icmp_type))
         if reply is not None and not one_way:
-            result.append((fam, answer, _icmp(flow, peer, answer, reply)))
+            result.append(replace(base, direction=answer, icmp_type=reply))
         return result
-    result.append((fam, opener, _ip_part(fam, flow.protocol, peer, opener)))
-    return result
+    return [base]
 
 
 def _is_group(address: str, home: CaptureHome) -> bool:
@@ -737,39 +1087,30 @@ def _is_group(address: str, home: CaptureHome) -> bool:
     return ip.is_multicast or address == "255.255.255.255" or _is_subnet_broadcast(ip, home)
 
 
-def _ip_part(family: int, protocol: int, peer: Peer, direction: Direction) -> dict[str, Any]:
-    """The ``ipv4``/``ipv6`` (and ``ietf-mud:mud``) part of an ACE's matches."""
-    ip: dict[str, Any] = {"protocol": protocol}
+def _matches(spec: _Spec) -> dict[str, Any]:
+    """The ACE ``matches`` object of one learned rule."""
+    ip: dict[str, Any] = {"protocol": spec.protocol}
     matches: dict[str, Any] = {}
-    kind, value = peer
-    outgoing = direction is Direction.FROM_DEVICE
-    if kind == "dnsname":
-        ip["ietf-acldns:dst-dnsname" if outgoing else "ietf-acldns:src-dnsname"] = value
-    elif kind == "network":
-        side = "destination" if outgoing else "source"
-        ip[f"{side}-ipv{family}-network"] = value
-    else:
-        matches["ietf-mud:mud"] = {kind: [None]}
+    outgoing = spec.direction is Direction.FROM_DEVICE
+    family = spec.family
+    if spec.peer_kind == "dnsname":
+        ip["ietf-acldns:dst-dnsname" if outgoing else "ietf-acldns:src-dnsname"] = \
+            spec.peer_value
+    elif spec.peer_kind in ("network", "group"):
+        ip[f"{'destination' if outgoing else 'source'}-ipv{family}-network"] = spec.peer_value
+    elif spec.peer_kind != "any":
+        matches["ietf-mud:mud"] = {spec.peer_kind: [None]}
     matches[f"ipv{family}"] = ip
-    return matches
-
-
-def _l4(flow: ObservedFlow, peer: Peer, direction: Direction, server_port: int,
-        server_is_device: bool, *, towards_server: bool) -> dict[str, Any]:
-    matches = _ip_part(flow.family, flow.protocol, peer, direction)
-    port = {"operator": "eq", "port": server_port}
-    transport: dict[str, Any] = {"destination-port" if towards_server else "source-port": port}
-    if flow.protocol == TCP:
-        initiated = Direction.TO_DEVICE if server_is_device else Direction.FROM_DEVICE
-        transport["ietf-mud:direction-initiated"] = initiated.value
-    matches["tcp" if flow.protocol == TCP else "udp"] = transport
-    return matches
-
-
-def _icmp(flow: ObservedFlow, peer: Peer, direction: Direction, icmp_type: int
-          ) -> dict[str, Any]:
-    matches = _ip_part(flow.family, flow.protocol, peer, direction)
-    matches["icmp"] = {"type": icmp_type}
+    if spec.port_side is not None:
+        port: dict[str, Any] = (
+            {"operator": "eq", "port": spec.low} if spec.low == spec.high
+            else {"lower-port": spec.low, "upper-port": spec.high})
+        transport: dict[str, Any] = {spec.port_side: port}
+        if spec.protocol == TCP and spec.initiated is not None:
+            transport["ietf-mud:direction-initiated"] = spec.initiated.value
+        matches["tcp" if spec.protocol == TCP else "udp"] = transport
+    if spec.icmp_type is not None:
+        matches["icmp"] = {"type": spec.icmp_type}
     return matches
 
 
@@ -808,10 +1149,40 @@ def device_facts(home: CaptureHome, mud_url: str | None) -> DeviceFacts:
 
 def check_flows(policy: DevicePolicy, flows: Iterable[ObservedFlow], context: HomeContext,
                 names: NameMap) -> list[Deviation]:
-    """Every flow the policy does not accept, decided by ``evaluate()`` (the compiler's rules)."""
+    """Every flow the policy does not accept, decided by ``evaluate()`` (the compiler's rules).
+
+    Each flow is decided with its own ports; flows whose ports no port test of the
+    policy tells apart (same side of every bound) share one evaluation.
+    """
+    bounds = _port_bounds(policy, context)
+    verdicts: dict[tuple[Flow, int, int], Verdict] = {}
     out: list[Deviation] = []
     for flow in flows:
-        verdict = evaluate(policy, flow.to_flow(), context, names)
+        probe = flow.to_flow()
+        key = (replace(probe, src_port=None, dst_port=None),
+               _port_class(bounds, probe.src_port), _port_class(bounds, probe.dst_port))
+        verdict = verdicts.get(key)
+        if verdict is None:
+            verdict = verdicts[key] = evaluate(policy, probe, context, names)
         if not verdict.allowed:
             out.append(Deviation(flow=flow, action=verdict.action.value, origin=verdict.origin))
     return out
+
+
+def _port_bounds(policy: DevicePolicy, context: HomeContext) -> list[int]:
+    """Every port at which some port test of the policy may change its answer."""
+    bounds: set[int] = set()
+    for rule in policy.rules:
+        for match in (rule.src_port, rule.dst_port):
+            if match is None:
+                continue
+            for value in (match.port, match.lower, match.upper):
+                if value is not None:
+                    bounds.update((value, value + 1))
+    for port in context.portal_ports:
+        bounds.update((port, port + 1))
+    return sorted(bounds)
+
+
+def _port_class(bounds: list[int], port: int | None) -> int:
+    return -1 if port is None else bisect.bisect_right(bounds, port)

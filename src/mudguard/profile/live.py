@@ -4,7 +4,9 @@
 receives (an ``AF_PACKET`` socket, optionally opened inside a network namespace)
 and yields them as ``(timestamp, frame, length)``, the same records the capture
 reader yields, so ``Observer.add_frames`` and ``learn_mud`` learn a live device
-with exactly the code that learns from a file. Bounded in time and in frames.
+with exactly the code that learns from a file. An interface without Ethernet
+headers (a tunnel: raw IP; a monitor-mode radio: radiotap) is read through the
+capture reader's link decoders (``profile.link``). Bounded in time and in frames.
 Needs CAP_NET_RAW.
 """
 
@@ -15,10 +17,26 @@ import time
 from collections.abc import Iterator
 
 from mudguard.errors import MudguardError
+from mudguard.profile.link import LinkDecoder, link_decoder
 from mudguard.watch.listener import in_netns
 
 ETH_P_ALL = 0x0003
 SNAP = 2048  # headers and DNS answers; the rest of a frame is never looked at
+# Linux ARPHRD_* hardware types -> capture link type (pcap's LINKTYPE_*).
+HARDWARE_LINKTYPES = {1: 1, 772: 1, 65534: 101, 768: 101, 776: 101, 801: 105, 803: 127}
+
+
+def decoder_for_hardware(hatype: int) -> LinkDecoder | None:
+    """The link decoder for an interface's ARPHRD type (None: Ethernet frames as is).
+
+    Raises:
+        LiveCaptureError: a hardware type whose frames are not read.
+    """
+    linktype = HARDWARE_LINKTYPES.get(hatype)
+    if linktype is None:
+        raise LiveCaptureError(f"interfaces of hardware type {hatype} are not supported "
+                               "(Ethernet, tunnels with raw IP, 802.11 monitor/radiotap)")
+    return link_decoder(linktype)
 
 
 class LiveCaptureError(MudguardError):
@@ -39,9 +57,13 @@ class LiveCapture:
             raise LiveCaptureError("capturing frames needs CAP_NET_RAW") from exc
         try:
             self.sock.bind((interface, ETH_P_ALL))
+            self.decoder = decoder_for_hardware(self.sock.getsockname()[3])
         except OSError as exc:
             self.sock.close()
             raise LiveCaptureError(f"cannot capture on {interface!r}: {exc.strerror}") from exc
+        except LiveCaptureError:
+            self.sock.close()
+            raise
 
     def frames(self, seconds: float, *, max_frames: int = 10_000_000
                ) -> Iterator[tuple[float, bytes, int]]:
@@ -60,7 +82,10 @@ class LiveCapture:
                     length = self.sock.recv_into(buffer, SNAP, socket.MSG_TRUNC)  # real length
                 except TimeoutError:
                     continue
-                yield time.time(), bytes(buffer[:min(length, SNAP)]), length
+                raw = bytes(buffer[:min(length, SNAP)])
+                frame = raw if self.decoder is None else self.decoder.ethernet(raw)
+                if frame is not None:
+                    yield time.time(), frame, length
         finally:
             self.sock.close()
 
