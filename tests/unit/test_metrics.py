@@ -151,3 +151,28 @@ def test_metrics_are_off_by_default() -> None:
 def test_metrics_listen_refuses_other_addresses(listen: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
         parse_config(GATEWAY + f'[metrics]\nlisten = "{listen}"\n')
+
+
+def test_the_grafana_dashboard_names_only_metrics_the_endpoint_exports(
+        metrics: GatewayMetrics) -> None:
+    import json
+    import re
+
+    metrics.count_drop(FlowEvent(device_id="d", direction=Direction.FROM_DEVICE, family=4,
+                                 src="192.0.2.11", dst="203.0.113.5", protocol=6))
+    metrics.count_alert(Alert(device_id="d", kind="scan", reason="r", at=1.0, evidence=()))
+    metrics.fetch_errors.labels(reason="x").inc()
+    metrics.key_decisions.labels(outcome="bound").inc()
+    from mudguard.enforce import Enforcer, Nft
+    from mudguard.policy import HomeContext
+
+    metrics.collector.enforcer = Enforcer(Nft(), HomeContext(  # nothing applied: no device
+        lan_prefixes=("192.0.2.0/24",), gateway_addresses=("192.0.2.1",),
+        lan_interface="br-lan", wan_interface=""))
+    exported = set(_samples(generate_latest(metrics.registry).decode()))
+    names = {name for name, _labels in exported}
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" /
+                            "grafana-mudguard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\bmudguard_[a-z0-9_]+", e)}
+    assert used and used <= names, used - names
