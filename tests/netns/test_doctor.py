@@ -112,3 +112,28 @@ def test_doctor_names_the_program_holding_the_dhcp_port(netns: str, tmp_path: Pa
     assert (rc, port["status"]) == (1, "fail")
     assert "isc-dhcp-stand-in.py" in port["detail"], port
     assert "stop or reconfigure" in port["fix"]
+
+
+def test_doctor_reads_the_configuration_for_interfaces_and_wifi(netns: str,
+                                                                tmp_path: Path) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "add", "br-lan", "type",
+                    "bridge"], check=True)
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\nlan_interface = "br-lan"\nwan_interface = "wan0"\n'
+                      'lan_prefixes = ["192.0.2.0/24"]\naddresses = ["192.0.2.1"]\n'
+                      '[wifi]\nssid = "home"\ninterface = "wlan0"\n')
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "mudguard",
+                           "doctor", "--json", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    checks = by_name(json.loads(done.stdout))
+    assert done.returncode == 1
+    assert checks["gateway.lan_interface"]["status"] == "ok"
+    assert checks["gateway.wan_interface"]["status"] == "fail"
+    assert "no interface wan0" in checks["gateway.wan_interface"]["detail"]
+    assert checks["hostapd"]["status"] == "fail"  # WiFi configured, no radio here
+    assert "no interface wlan0" in checks["hostapd"]["detail"]
+    assert "port udp/67" not in checks  # no [dhcp] range: dnsmasq is not started
+    config.write_text("[gateway]\n")
+    bad = subprocess.run([sys.executable, "-m", "mudguard", "doctor", "--config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "lan_interface is required" in bad.stderr

@@ -17,7 +17,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from mudguard.daemon.config import ConfigError, parse_config
-from mudguard.daemon.metrics import GatewayMetrics, MetricsServer
+from mudguard.daemon.metrics import GatewayMetrics, MetricsError, MetricsServer
 from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.keys.core import ONBOARDING_MAC, KeyRecord, PskEntry
 from mudguard.keys.ring import KeyRing
@@ -176,3 +176,15 @@ def test_the_grafana_dashboard_names_only_metrics_the_endpoint_exports(
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\bmudguard_[a-z0-9_]+", e)}
     assert used and used <= names, used - names
+
+
+def test_a_taken_port_is_a_clear_error(metrics: GatewayMetrics) -> None:
+    first = MetricsServer(metrics.registry, "127.0.0.1", 0)
+    asyncio.run(first.start())
+    try:
+        second = MetricsServer(metrics.registry, "127.0.0.1", first.bound_port)
+        with pytest.raises(MetricsError, match=f"cannot listen on 127.0.0.1 port "
+                           f"{first.bound_port}: .*change metrics.listen"):
+            asyncio.run(second.start())
+    finally:
+        asyncio.run(first.stop())

@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from mudguard.enforce.nft import Nft, NftCommand
+from mudguard.errors import MudguardError
 from mudguard.policy import Installed, LifecycleState, device_id
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,12 @@ class KeyRecords(Protocol):
 
     def records(self) -> Sequence[Any]:
         """Every key record (each with ``entry.is_onboarding``)."""
+
+
+class MetricsError(MudguardError):
+    """The metrics endpoint cannot listen where it is configured to."""
+
+    key = "metrics_failed"
 
 
 class GatewayMetrics:
@@ -331,11 +338,15 @@ class MetricsServer:
         return int(self._server.server_address[1])
 
     async def start(self) -> None:
-        """Bind and serve (raises ``OSError`` if the address is taken)."""
+        """Bind and serve; ``MetricsError`` if the address is taken or not ours."""
         from prometheus_client import start_http_server
 
-        self._server, self._thread = start_http_server(self.port, self.address,
-                                                       registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(self.port, self.address,
+                                                           registry=self.registry)
+        except OSError as exc:
+            raise MetricsError(f"metrics: cannot listen on {self.address} port {self.port}: "
+                               f"{exc.strerror or exc}; change metrics.listen") from exc
         log.info("metrics on http://%s:%d/metrics", self.address, self.bound_port)
 
     async def stop(self) -> None:
