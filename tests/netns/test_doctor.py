@@ -137,3 +137,11 @@ def test_doctor_reads_the_configuration_for_interfaces_and_wifi(netns: str,
     bad = subprocess.run([sys.executable, "-m", "mudguard", "doctor", "--config", str(config)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "lan_interface is required" in bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs faketime (libfaketime)")
+def test_doctor_fails_on_a_clock_set_in_the_past(netns: str) -> None:
+    rc, report = doctor(netns, prefix=("faketime", "2020-01-01 00:00:00"))
+    clock = by_name(report)["clock"]
+    assert (rc, clock["status"]) == (1, "fail")
+    assert "2020-01-01" in clock["detail"] and "timedatectl set-ntp true" in clock["fix"]
