@@ -2,11 +2,12 @@
 # Installs everything mudguard needs on a fresh Debian 12 machine; safe to run twice.
 # apt packages: the real components the gateway drives (nftables, dnsmasq, hostapd, conntrack,
 # tshark for captures, libwireshark-data for the OUI registry (manuf) of `mudguard identify`,
-# freeradius-utils for radclient, chromium for the portal's browser tests).
+# freeradius-utils for radclient, chromium for the portal's browser tests, faketime for the
+# doctor's wrong-clock test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 conntrack tshark libwireshark-data hostapd freeradius-utils iputils-ping chromium busybox tcpdump procps)
+APT_PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 conntrack tshark libwireshark-data hostapd freeradius-utils iputils-ping chromium busybox tcpdump procps faketime)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

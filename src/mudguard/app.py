@@ -264,15 +264,23 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
         portal_ports=(config.portal_port,) if config.portal_address else (),
         log_group=config.nflog_group)
+    metrics = None
+    if config.metrics_listen is not None:
+        from mudguard.daemon.metrics import GatewayMetrics, TimedFiller, TimedNft
+
+        metrics = GatewayMetrics()
+    nft = TimedNft(metrics) if metrics else Nft()  # metrics: each batch's latency
     lan = lan_isolation(config)
-    enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value, lan=lan)
+    enforcer = Enforcer(nft, context, home_default=settings.home_default.value, lan=lan)
     guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,
                                  gateway_addresses=config.addresses))
     tracker = DeviationTracker(lan_prefixes=config.lan_prefixes)
     guarded = GuardedEnforcer(enforcer, guard, events, tracker=tracker)
     guarded.home_default = settings.home_default.value
 
-    fetch = MudFetcher(fetch_config(config))
+    fetch: Callable[[str], bytes] = MudFetcher(fetch_config(config))
+    if metrics is not None:
+        fetch = metrics.counting_fetch(fetch)
     wifi = WifiKeys(config) if config.wifi_ssid else None
     revoker = None
     if wifi is not None:
@@ -322,12 +330,14 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     if config.dns_upstream:
         gateway.services.append(DnsServer(
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
-            filler=names.filler(NftSetFiller()), port=config.dns_port))
+            filler=names.filler(TimedFiller(NftSetFiller(), metrics) if metrics
+                                else NftSetFiller()), port=config.dns_port))
     # device_of: conntrack NEW events count per device (a flood of allowed connections
     # leaves no drop log), looked up in what the kernel enforces now.
     gateway.services.append(Watcher(
-        gateway.on_alert, group=config.nflog_group, tracker=tracker,
-        on_event=gateway.on_drop, device_of=address_book, names=names))
+        metrics.counting_alerts(gateway.on_alert) if metrics else gateway.on_alert,
+        group=config.nflog_group, tracker=tracker, device_of=address_book, names=names,
+        on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop))
     gateway.services.append(ControlServer(config.control_socket, service,
                                           gateway.call_then_follow))
     if config.portal_address:
@@ -346,4 +356,12 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                                         run=gateway.run_in_worker),
                          PortalSettings(state_dir=config.state_dir, allowed_hosts=hosts))
         gateway.services.append(PortalRunner(app, config.portal_address, config.portal_port))
+    if metrics is not None and config.metrics_listen is not None:
+        from mudguard.daemon.metrics import MetricsServer
+
+        metrics.watch(store=store, enforcer=enforcer, guard=guard,
+                      keys=wifi.manager.ring if wifi is not None else None)
+        if wifi is not None:
+            wifi.on_decision = metrics.counting_decisions(wifi.on_decision)
+        gateway.services.append(MetricsServer(metrics.registry, *config.metrics_listen))
     return gateway

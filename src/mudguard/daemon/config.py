@@ -46,6 +46,10 @@ Example (every key optional except the LAN's interface and addresses)::
     neighbours = true                     # devices' IPv6 (SLAAC) addresses from the
                                           # gateway's neighbour table
 
+    [metrics]
+    listen = "127.0.0.1:9469"             # OpenMetrics for Prometheus (off without this
+                                          # key); loopback or a gateway.addresses entry only
+
     [wifi]
     ssid = "home"                         # enables per-device WiFi keys
     interface = "wlan0"
@@ -110,6 +114,7 @@ class GatewayConfig:
     portal_names: tuple[str, ...] = ()
     isolate_lan: bool = True
     device_tables: int = 16
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def keys_db(self) -> Path:
@@ -201,6 +206,27 @@ def _repositories(values: object) -> tuple[str, ...]:
     return tuple(values)
 
 
+def parse_listen(value: object, allowed: tuple[str, ...]) -> tuple[str, int]:
+    """``metrics.listen`` ("ADDRESS:PORT", "[IPv6]:PORT") as (address, port); only a
+    loopback address or one of ``allowed`` (the gateway's LAN addresses) is accepted."""
+    if not isinstance(value, str):
+        raise ConfigError("metrics.listen must be a string like \"127.0.0.1:9469\"")
+    host, sep, port_text = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(host)
+        port = int(port_text) if sep and port_text.isdigit() else -1
+    except ValueError:
+        raise ConfigError(f"metrics.listen: {value[:80]!r} is not ADDRESS:PORT") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"metrics.listen: {value[:80]!r} is not ADDRESS:PORT")
+    if not address.is_loopback and str(address) not in allowed:
+        raise ConfigError(f"metrics.listen: {address} is neither a loopback address nor one of "
+                          "gateway.addresses; the metrics name every device of the home, so "
+                          "they are served only on the gateway itself or its LAN address")
+    return str(address), port
+
+
 def parse_config(text: str) -> GatewayConfig:
     """Parse and check a configuration; raise ``ConfigError`` naming the bad key."""
     try:
@@ -210,6 +236,7 @@ def parse_config(text: str) -> GatewayConfig:
     gw, dhcp, dns = _section(doc, "gateway"), _section(doc, "dhcp"), _section(doc, "dns")
     mud, portal, watch = _section(doc, "mud"), _section(doc, "portal"), _section(doc, "watch")
     wifi, discovery = _section(doc, "wifi"), _section(doc, "discovery")
+    metrics = _section(doc, "metrics")
     lldp = discovery.get("lldp", False)
     if not isinstance(lldp, bool):
         raise ConfigError("discovery.lldp must be true or false")
@@ -275,6 +302,8 @@ def parse_config(text: str) -> GatewayConfig:
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
         portal_names=portal_names, isolate_lan=isolate_lan, device_tables=device_tables,
+        metrics_listen=parse_listen(metrics["listen"], addresses) if "listen" in metrics
+        else None,
         lan_interface=lan,
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),

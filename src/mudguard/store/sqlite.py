@@ -124,6 +124,11 @@ class Store(SqliteDatabase):
         """How many devices the store holds."""
         return int(self._read("SELECT COUNT(*) FROM devices")[0][0])
 
+    def count_by_state(self) -> dict[LifecycleState, int]:
+        """How many devices are in each lifecycle state (states with none are left out)."""
+        rows = self._read("SELECT state, COUNT(*) FROM devices GROUP BY state")
+        return {LifecycleState(state): int(count) for state, count in rows}
+
     def list_devices(self) -> list[Device]:
         """Every device, ordered by MAC."""
         rows = self._read(_SELECT_DEVICES + " ORDER BY mac")
