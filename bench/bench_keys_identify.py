@@ -16,12 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from bench_data import SMALL_CORPUS
 
 from mudguard.keys.capture import read_handshakes
 from mudguard.keys.core import PskEntry, identify_key, parse_psk_file, render_psk_file
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = SMALL_CORPUS
 CAPTURE = CORPUS / "wifi" / "wpa2-psk-linksys.cap"
 SSID, REAL = "linksys", "dictionary"
 
