@@ -29,7 +29,8 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
+
+from bench_data import SMALL_CORPUS
 
 from mudguard.enforce import Enforcer, Nft
 from mudguard.mud import MudFile, parse_mud
@@ -43,7 +44,7 @@ from mudguard.policy import (
 )
 from mudguard.vhome import _netns
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "mud"
+CORPUS = SMALL_CORPUS / "mud"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CTX = HomeContext(lan_prefixes=("192.0.2.0/24", "2001:db8:1::/64"),
                   gateway_addresses=("192.0.2.1", "2001:db8:1::1"), lan_interface="mgebr")

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from bench_data import SMALL_CORPUS
 
 from mudguard.keys.capture import read_handshakes
 from mudguard.keys.core import PskEntry, parse_psk_file, render_psk_file
 from mudguard.keys.handshake import identify_handshakes
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = SMALL_CORPUS
 CAPTURE = CORPUS / "wifi" / "wpa2-psk-linksys.cap"
 SSID, REAL = "linksys", "dictionary"
 

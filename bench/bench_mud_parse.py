@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_data import SMALL_CORPUS
+
 from mudguard.mud import parse_mud
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "mud"
+CORPUS = SMALL_CORPUS / "mud"
 
 
 def measure(label: str, files: list[bytes], work: Callable[[bytes], object], rounds: int,

@@ -1,9 +1,10 @@
 """Packets per second of ``mudguard profile learn`` and ``profile check`` on a large capture,
 against tcpdump, tshark and per-packet parsing (scapy, dpkt) of the same file, same run.
 
-The input is the MADEA smart-home night (16 pcapng files, 320,000 packets, 48.5 MB,
-``../shared/corpus/pcap/madea-smarthome``) joined with ``mergecap -a`` as its
-PROVENANCE.md says, then appended to itself ``--repeat`` times (default 10: 3.2 M
+The input is the MADEA smart-home night (16 pcapng files, 320,000 packets, 48.5 MB; not
+in the repository: ``$MUDGUARD_BIG_CORPUS`` or ``../shared/corpus``, see ``bench_data.py``,
+which says how to get it when it is missing) joined in capture order with ``mergecap -a``,
+then appended to itself ``--repeat`` times (default 10: 3.2 M
 packets, 485 MB). The profiled device is the Nest camera (84% of the packets: the
 worst case for the flow tables). Peak memory of ``profile learn`` on 1× and on the
 repeated file shows that memory does not grow with the capture.
@@ -25,24 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MADEA = REPO.parent / "shared" / "corpus" / "pcap" / "madea-smarthome"
+from bench_data import madea_night
+
 DEVICE = "64:16:66:49:3e:cb"  # Nest camera
 MUDGUARD = str(Path(sys.executable).with_name("mudguard"))
 
 
-def chronological_files() -> list[Path]:
-    """The 16 files in capture order (the order of PROVENANCE.md's mergecap command)."""
-    text = (MADEA / "PROVENANCE.md").read_text()
-    names = re.findall(r"madea-smarthome/(monitoring_[0-9_-]+\.cap)", text)[-16:]
-    assert len(names) == 16, "PROVENANCE.md no longer lists the 16 files"
-    return [MADEA / n for n in names]
-
-
-def build_inputs(folder: Path, repeat: int) -> tuple[Path, Path]:
+def build_inputs(night: list[Path], folder: Path, repeat: int) -> tuple[Path, Path]:
+    """The night joined in capture order (320k packets), and that appended ``repeat`` times."""
     one = folder / "madea-320k.pcapng"
-    subprocess.run(["mergecap", "-a", "-w", str(one), *map(str, chronological_files())],
-                   check=True)
+    subprocess.run(["mergecap", "-a", "-w", str(one), *map(str, night)], check=True)
     many = folder / f"madea-{repeat}x.pcapng"
     subprocess.run(["mergecap", "-a", "-w", str(many), *[str(one)] * repeat], check=True)
     return one, many
@@ -112,19 +105,20 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the inputs in this folder")
     parser.add_argument("--rounds", type=int, default=2, help="runs per tool (best is kept)")
     args = parser.parse_args()
+    night = madea_night()  # before any work: says how to get the captures if missing
     global ROUNDS
     ROUNDS = max(1, args.rounds)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="mgwbench-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        run(folder, args.repeat, args.sample)
+        run(night, folder, args.repeat, args.sample)
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def run(folder: Path, repeat: int, sample: int) -> None:
-    one, big = build_inputs(folder, repeat)
+def run(night: list[Path], folder: Path, repeat: int, sample: int) -> None:
+    one, big = build_inputs(night, folder, repeat)
     packets = count_packets(big)
     size_mb = big.stat().st_size / 1e6
     mud = folder / "nest.json"

@@ -59,7 +59,9 @@ def test_headless_demo_sees_every_expected_outcome() -> None:
     for line, outcome in zip(final, OUTCOMES, strict=True):
         assert line.startswith("PASS") and outcome in line, line
     assert "quarantined" in proc.stdout and " ms after the attack began" in proc.stdout
-    assert elapsed < 120
+    # It stopped once every outcome had passed (the help says so), not at --duration 90:
+    # running to the limit would take 90 s plus building and tearing down the home.
+    assert elapsed < 90
     assert _leftovers("mgit") == []
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mudguard.mud import ParseResult, Severity, parse_mud
+from tests.conftest import CORPUS as CORPUS_DIR
 
-CORPUS_MUD = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "mud"
+CORPUS_MUD = CORPUS_DIR / "mud"
 CORPUS = [json.loads(p.read_bytes()) for p in sorted(CORPUS_MUD.rglob("*.json"))]
 
 FUZZ = settings(max_examples=300, deadline=None,

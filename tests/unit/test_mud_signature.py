@@ -24,6 +24,7 @@ from mudguard.mud.signature import (
     sign_mud,
     verify_mud_signature,
 )
+from tests.conftest import CORPUS
 from tests.unit.test_mud_fetch import Issued, make_cert
 
 BEFORE_EXPIRY = datetime(2019, 1, 1, tzinfo=UTC)
@@ -256,7 +257,7 @@ def test_unsigned_file() -> None:
 
 # -- hostile signatures never crash the verifier ----------------------------------------------
 
-LUMINAIRE = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "mud" / "signed"
+LUMINAIRE = CORPUS / "mud" / "signed"
 
 
 # Mutations can give an embedded certificate a non-positive serial; cryptography warns

@@ -16,6 +16,8 @@ from tests.unit.test_profile_learn import (
     DEV4,
     DEV_MAC,
     GW_MAC,
+    MADEA_FIRST,
+    MADEA_KASA_LATER,
     ether,
     home_frames,
     ip4,
@@ -78,8 +80,8 @@ def test_doing_something_else_is_reported(tmp_path: Path,
 
 def test_corpus_device_against_its_own_learned_profile(corpus: Path, tmp_path: Path) -> None:
     folder = corpus / MADEA
-    first = folder / "monitoring_2023-6-12_21_50_58.cap"
-    later = folder / "monitoring_2023-6-12_22_15_49.cap"
+    first = folder / MADEA_FIRST
+    later = folder / MADEA_KASA_LATER
     mud = tmp_path / "kasa.json"
     assert run("learn", str(first), "--device", KASA, "-o", str(mud))[0] == 0
     assert run("check", str(first), "--device", KASA, "--mud", str(mud))[0] == 0
@@ -89,7 +91,7 @@ def test_corpus_device_against_its_own_learned_profile(corpus: Path, tmp_path: P
 
 
 def test_another_device_deviates_from_the_kasa_profile(corpus: Path, tmp_path: Path) -> None:
-    first = corpus / MADEA / "monitoring_2023-6-12_21_50_58.cap"
+    first = corpus / MADEA / MADEA_FIRST
     mud = tmp_path / "kasa.json"
     assert run("learn", str(first), "--device", KASA, "-o", str(mud))[0] == 0
     code, out = run("check", str(first), "--device", "50:8a:06:4b:c5:c7", "--mud", str(mud),
@@ -114,7 +116,7 @@ def _self_check(corpus: Path, tmp_path: Path) -> dict[str, list[dict[str, object
     import csv
 
     folder = corpus / MADEA
-    capture = folder / "monitoring_2023-6-12_21_50_58.cap"
+    capture = folder / MADEA_FIRST
     out: dict[str, list[dict[str, object]]] = {}
     with (folder / "Device_MAC_Name_Mapping.csv").open() as fh:
         for row in csv.DictReader(fh):
@@ -144,7 +146,7 @@ def test_profile_without_group_rules_flags_group_traffic(corpus: Path, tmp_path:
     import ipaddress
 
     folder = corpus / MADEA
-    capture = folder / "monitoring_2023-6-12_21_50_58.cap"
+    capture = folder / MADEA_FIRST
     flagged = 0
     with (folder / "Device_MAC_Name_Mapping.csv").open() as fh:
         rows = list(csv.DictReader(fh))

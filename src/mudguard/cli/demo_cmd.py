@@ -17,11 +17,15 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     headless: Annotated[bool, typer.Option(
-        "--headless", help="No live view: print a line per expected outcome; exit 0 only "
-                           "if every one happened.")] = False,
+        "--headless", help="No live view: print a line per expected outcome; stop as soon "
+                           "as every one has happened (exit 0), or at --duration (exit 1 "
+                           "if any is missing).")] = False,
     duration: Annotated[float | None, typer.Option(
-        "--duration", min=5, help="Stop after SECONDS (headless default 90; the live view "
-                                  "runs until Ctrl-C).", metavar="SECONDS")] = None,
+        "--duration", min=5, metavar="SECONDS",
+        help="The longest the home runs once built. Headless (default 90): it stops "
+             "earlier, as soon as every expected outcome has happened. Live view (default: "
+             "until Ctrl-C): it keeps running even when every outcome is seen early.")
+    ] = None,
     port: Annotated[int, typer.Option(
         "--port", min=0, max=65535,
         help="Host loopback port that leads to the portal (0: any free port).")] = 8480,

@@ -35,6 +35,10 @@ def run(
     log_level: Annotated[str, typer.Option(
         "--log-level", help="Diagnostics on stderr: DEBUG, INFO, WARNING, ERROR.")
     ] = "WARNING",
+    print_example_config: Annotated[bool, typer.Option(
+        "--print-example-config",
+        help="Print a complete commented configuration (every key, its default and "
+             "meaning; docs/configuration.md) and exit.")] = False,
 ) -> None:
     """Run the gateway daemon until SIGTERM or Ctrl-C.
 
@@ -43,6 +47,11 @@ def run(
     the owner's portal and the control socket. The rules stay in force after it stops; a
     restart restores every device from the database.
     """
+    if print_example_config:
+        from mudguard.daemon.config_reference import example_config
+
+        typer.echo(example_config(), nl=False)
+        raise typer.Exit(0)
     from mudguard.daemon import ConfigError, load_config
     from mudguard.daemon import run as run_daemon
     from mudguard.errors import MudguardError

@@ -1,61 +1,10 @@
 """The gateway daemon's configuration: a TOML file, checked before anything starts.
 
-Example (every key optional except the LAN's interface and addresses)::
-
-    [gateway]
-    lan_interface = "br-lan"
-    wan_interface = "wan0"
-    lan_prefixes = ["192.168.1.0/24"]
-    addresses = ["192.168.1.1"]          # the gateway's own LAN addresses
-    state_dir = "/var/lib/mudguard"       # database, leases, sockets
-    home_default = "internet"             # devices with no MUD file: "internet" or "lan"
-    maintenance_seconds = 60              # grant expiry, end of support, MUD refresh
-    isolate_lan = true                    # a bridge LAN: ports isolated, proxy ARP/ND, so
-                                          # device-to-device traffic crosses the rules
-    device_tables = 16                    # nftables tables the devices are spread over:
-                                          # 16 keeps a device's update flat in big homes,
-                                          # 1 forwards small packets fastest (1-64)
-
-    [dhcp]
-    range = ["192.168.1.100", "192.168.1.199"]
-    lease_time = "12h"
-
-    [dns]
-    upstream = ["192.0.2.53"]             # the resolver the DNS guard forwards to
-
-    [mud]
-    ca_file = "/etc/ssl/certs/ca-certificates.crt"   # trust anchors for MUD servers
-    signature_roots = "/etc/mudguard/mud-signers.pem" # trust anchors for MUD signatures
-    allow_unsigned = true
-    # where to look for devices that announce no MUD URL (first match wins): an
-    # index.json over HTTPS, or a local folder holding index.json and MUD files
-    repositories = ["https://mud.isp.example/index.json", "/etc/mudguard/repository"]
-
-    [portal]
-    address = "192.168.1.1"
-    port = 8080
-    names = ["mudguard.home"]             # Host names the portal answers to, besides its
-                                          # addresses (any other Host: refused, DNS rebinding)
-
-    [watch]
-    nflog_group = 100
-    report_seconds = 10                   # dropped packets summarised per device this often
-
-    [discovery]
-    lldp = true                           # MUD URLs from LLDP on the LAN bridge's ports
-    neighbours = true                     # devices' IPv6 (SLAAC) addresses from the
-                                          # gateway's neighbour table
-
-    [metrics]
-    listen = "127.0.0.1:9469"             # OpenMetrics for Prometheus (off without this
-                                          # key); loopback or a gateway.addresses entry only
-
-    [wifi]
-    ssid = "home"                         # enables per-device WiFi keys
-    interface = "wlan0"
-    hostapd = true                        # run hostapd (reads the per-device key file)
-    ctrl_interface = "/run/hostapd/wlan0"  # hostapd = false: the system's hostapd's socket
-
+``CONFIG_KEYS`` is the one description of the file: every ``[section] key`` the parser
+accepts, with its default and meaning. The parser takes its defaults from it and refuses
+any other key; ``mudguard run --print-example-config`` and ``docs/configuration.md`` are
+generated from it (``mudguard.daemon.config_reference``), and a test keeps all three
+equal. Only ``[gateway] lan_interface``, ``lan_prefixes`` and ``addresses`` are required.
 A real home's addresses belong here; the demo writes its own file with documentation
 addresses.
 """
@@ -142,6 +91,186 @@ class GatewayConfig:
         return self.state_dir / "control.sock"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigKey:
+    """One ``[section] key`` of the file: the field it sets, its default and its meaning."""
+
+    section: str
+    name: str
+    field: str  # the GatewayConfig attribute it sets
+    kind: str  # the value's form, for people
+    meaning: str
+    example: object  # a valid value other than the default, for the docs and tests
+    default: object = None  # the TOML value used when the key is absent; None: unset
+    default_text: str | None = None  # how to say a default that is not a constant
+    required: bool = False
+
+    @property
+    def dotted(self) -> str:
+        """``section.name``, as error messages say it."""
+        return f"{self.section}.{self.name}"
+
+
+CONFIG_SECTIONS: dict[str, str] = {
+    "gateway": "The home network the gateway serves and where it keeps its state.",
+    "dhcp": "The DHCP server (dnsmasq, run by the daemon) that hands out leases and "
+            "receives devices' MUD URLs.",
+    "dns": "The DNS guard: the gateway's resolver for the LAN, which learns the addresses "
+           "of the names MUD files allow.",
+    "mud": "Fetching MUD files and checking their signatures.",
+    "portal": "The owner's web portal.",
+    "watch": "The traffic watcher: packets the rules drop, summarised per device.",
+    "discovery": "Other ways the gateway learns about devices.",
+    "metrics": "OpenMetrics (Prometheus) endpoint of the daemon's health and figures.",
+    "wifi": "Per-device WiFi keys (WPA2-PSK, one key per device, through hostapd).",
+}
+
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey(section="gateway", name="lan_interface", field="lan_interface",
+              kind="interface name", required=True, example="br-lan",
+              meaning="The LAN interface the devices are on (best a bridge: see isolate_lan)."),
+    ConfigKey(section="gateway", name="wan_interface", field="wan_interface",
+              kind="interface name", example="wan0", default_text="unset",
+              meaning="The Internet-side interface. Recorded only: the rules tell the LAN "
+                      "from the Internet by lan_prefixes, not by interface."),
+    ConfigKey(section="gateway", name="lan_prefixes", field="lan_prefixes",
+              kind="list of IP prefixes", required=True, example=["192.168.1.0/24"],
+              meaning="The home's LAN prefixes (IPv4 and IPv6): what counts as local-networks "
+                      "and is never fetched from."),
+    ConfigKey(section="gateway", name="addresses", field="addresses",
+              kind="list of IP addresses", required=True, example=["192.168.1.1"],
+              meaning="The gateway's own LAN addresses: DHCP router and DNS server, where the "
+                      "DNS guard listens, and the portal's default address (the first)."),
+    ConfigKey(section="gateway", name="state_dir", field="state_dir", kind="folder path",
+              default="/var/lib/mudguard", example="/srv/mudguard",
+              meaning="The database, the WiFi key ring, leases and the control socket "
+                      "(created 0700)."),
+    ConfigKey(section="gateway", name="home_default", field="home_default",
+              kind='"internet" or "lan"', example="lan",
+              default_text="unset: the owner's choice kept in the database (first start: "
+                           '"internet")',
+              meaning="What devices without a usable MUD file may reach: the Internet only, "
+                      "or the home LAN only. Set here, it replaces the owner's choice at "
+                      "every start."),
+    ConfigKey(section="gateway", name="maintenance_seconds", field="maintenance_seconds",
+              kind="seconds, 1-86400", default=60, example=300,
+              meaning="How often grants expire, devices pass their end of support and MUD "
+                      "files are refreshed."),
+    ConfigKey(section="gateway", name="isolate_lan", field="isolate_lan", kind="true or false",
+              default=True, example=False,
+              meaning="On a bridge LAN: isolate the ports and answer ARP/ND for them, so "
+                      "device-to-device traffic crosses the rules. Off: devices on the "
+                      "bridge reach each other without any rule."),
+    ConfigKey(section="gateway", name="device_tables", field="device_tables",
+              kind="integer, 1-64", default=16, example=1,
+              meaning="nftables tables the devices are spread over: 16 keeps one device's "
+                      "update flat in big homes, 1 forwards small packets fastest."),
+    ConfigKey(section="dhcp", name="range", field="dhcp_range",
+              kind="[first, last] IP addresses", example=["192.168.1.100", "192.168.1.199"],
+              default_text="unset: no DHCP server",
+              meaning="The addresses dnsmasq leases, inside a LAN prefix that holds one of "
+                      "the gateway's addresses. Unset: the daemon runs no DHCP server and "
+                      "learns no MUD URL from DHCP."),
+    ConfigKey(section="dhcp", name="lease_time", field="lease_time",
+              kind="600, 45m, 12h, 1d or infinite", default="1h", example="12h",
+              meaning="How long a lease lasts (dnsmasq's lease time)."),
+    ConfigKey(section="dns", name="upstream", field="dns_upstream", kind="list of IP addresses",
+              default=[], example=["192.0.2.53"],
+              meaning="The resolvers the DNS guard forwards to (the first) and the MUD fetcher "
+                      "asks (in order). Empty: no DNS service on the LAN, rules naming hosts "
+                      "learn no addresses, and MUD URLs with names cannot be fetched."),
+    ConfigKey(section="dns", name="port", field="dns_port", kind="port, 1-65535", default=53,
+              example=5353, meaning="The port the DNS guard listens on, on every gateway "
+                                    "address."),
+    ConfigKey(section="mud", name="ca_file", field="ca_file", kind="PEM file path",
+              example="/etc/ssl/certs/ca-certificates.crt",
+              default_text="unset: the system's CAs",
+              meaning="Trust anchors for the HTTPS servers MUD files are fetched from."),
+    ConfigKey(section="mud", name="signature_roots", field="signature_roots",
+              kind="PEM file path", example="/etc/mudguard/mud-signers.pem",
+              default_text="unset: no signature can be verified",
+              meaning="Trust anchors for MUD file signatures (RFC 8520 §13.2). Unset: a "
+                      "signed MUD file counts as invalidly signed and the device gets the "
+                      "home default."),
+    ConfigKey(section="mud", name="allow_unsigned", field="allow_unsigned",
+              kind="true or false", default=True, example=False,
+              meaning="Accept MUD files without a signature. False: an unsigned file is "
+                      "refused and the device gets the home default. Replaces the owner's "
+                      "choice at every start."),
+    ConfigKey(section="mud", name="repositories", field="repositories",
+              kind="list of https:// URLs or absolute folder paths", default=[],
+              example=["https://mud.isp.example/index.json", "/etc/mudguard/repository"],
+              meaning="Where to look for devices that announce no MUD URL, first match "
+                      "wins: an index.json over HTTPS, or a local folder holding index.json "
+                      "and MUD files."),
+    ConfigKey(section="portal", name="address", field="portal_address", kind="IP address",
+              example="192.168.1.2", default_text="the first of gateway.addresses",
+              meaning='The address the portal listens on. "" (empty): no portal.'),
+    ConfigKey(section="portal", name="port", field="portal_port", kind="port, 1-65535",
+              default=8080, example=8443, meaning="The portal's port."),
+    ConfigKey(section="portal", name="names", field="portal_names", kind="list of host names",
+              default=[], example=["mudguard.home"],
+              meaning="Host names the portal answers to besides its addresses; any other "
+                      "Host header is refused (DNS rebinding)."),
+    ConfigKey(section="watch", name="nflog_group", field="nflog_group", kind="integer, 0-65535",
+              default=100, example=7,
+              meaning="The NFLOG group the rules log dropped packets to and the watcher "
+                      "reads."),
+    ConfigKey(section="watch", name="report_seconds", field="report_seconds",
+              kind="seconds, 1-3600", default=10, example=2,
+              meaning="How often dropped packets are summarised per device."),
+    ConfigKey(section="discovery", name="lldp", field="lldp", kind="true or false",
+              default=False, example=True,
+              meaning="Read MUD URLs from LLDP on the LAN bridge's ports (or the LAN "
+                      "interface)."),
+    ConfigKey(section="discovery", name="neighbours", field="neighbours", kind="true or false",
+              default=True, example=False,
+              meaning="Learn devices' IPv6 (SLAAC) addresses from the gateway's neighbour "
+                      "table."),
+    ConfigKey(section="metrics", name="listen", field="metrics_listen",
+              kind="ADDRESS:PORT ([IPv6]:PORT for IPv6)", example="127.0.0.1:9469",
+              default_text="unset: no metrics endpoint",
+              meaning="Serve OpenMetrics for Prometheus here. Loopback or one of "
+                      "gateway.addresses only: the metrics name every device of the home."),
+    ConfigKey(section="wifi", name="ssid", field="wifi_ssid",
+              kind="1-32 printable ASCII characters", example="home",
+              default_text="unset: no WiFi keys",
+              meaning="The network's name. Set, it enables per-device WiFi keys."),
+    ConfigKey(section="wifi", name="interface", field="wifi_interface", kind="interface name",
+              default="wlan0", example="wlan1", meaning="The WiFi interface hostapd runs on."),
+    ConfigKey(section="wifi", name="hostapd", field="run_hostapd", kind="true or false",
+              default=True, example=False,
+              meaning="Run hostapd (it reads the per-device key file). False: the system's "
+                      "hostapd, followed through ctrl_interface."),
+    ConfigKey(section="wifi", name="ctrl_interface", field="wifi_ctrl", kind="socket path",
+              example="/run/hostapd/wlan0",
+              default_text="unset: the daemon's own hostapd's socket",
+              meaning="With hostapd = false: the system hostapd's control socket (key "
+                      "file reloads, events that bind one-time keys to devices). Unset then: "
+                      "the key file is still written, read at hostapd's next start."),
+)
+_KEYS = {(key.section, key.name): key for key in CONFIG_KEYS}
+
+
+def _known_keys_only(doc: dict[str, Any]) -> None:
+    """Refuse a section or key the parser does not know (a typo would be silently lost)."""
+    for section, table in doc.items():
+        if section not in CONFIG_SECTIONS:
+            raise ConfigError(f"unknown section [{section}]; the sections are "
+                              + ", ".join(f"[{name}]" for name in CONFIG_SECTIONS))
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        for name in table:
+            if (section, name) not in _KEYS:
+                known = ", ".join(k.name for k in CONFIG_KEYS if k.section == section)
+                raise ConfigError(f"unknown key {section}.{name}; [{section}] takes {known}")
+
+
+def _default(section: str, name: str) -> Any:
+    """The value a key takes when the file leaves it out (from ``CONFIG_KEYS``)."""
+    return _KEYS[(section, name)].default
+
+
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
     value = doc.get(name, {})
     if not isinstance(value, dict):
@@ -149,8 +278,14 @@ def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def _get(table: dict[str, Any], section: str, key: str) -> Any:
+    """``table[key]``, or the key's default from ``CONFIG_KEYS``."""
+    return table.get(key, _default(section, key))
+
+
 def _text(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str | None:
-    value = table.get(key, default)
+    """A string key (``where`` is its section), its schema default, or ``default``."""
+    value = table.get(key, default if default is not None else _default(where, key))
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{where}.{key} must be a string")
     return value
@@ -233,14 +368,15 @@ def parse_config(text: str) -> GatewayConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"the configuration is not valid TOML: {exc}") from None
+    _known_keys_only(doc)
     gw, dhcp, dns = _section(doc, "gateway"), _section(doc, "dhcp"), _section(doc, "dns")
     mud, portal, watch = _section(doc, "mud"), _section(doc, "portal"), _section(doc, "watch")
     wifi, discovery = _section(doc, "wifi"), _section(doc, "discovery")
     metrics = _section(doc, "metrics")
-    lldp = discovery.get("lldp", False)
+    lldp = _get(discovery, "discovery", "lldp")
     if not isinstance(lldp, bool):
         raise ConfigError("discovery.lldp must be true or false")
-    neighbours = discovery.get("neighbours", True)
+    neighbours = _get(discovery, "discovery", "neighbours")
     if not isinstance(neighbours, bool):
         raise ConfigError("discovery.neighbours must be true or false")
     lan = _interface(_text(gw, "lan_interface", "gateway"), "gateway.lan_interface")
@@ -256,13 +392,13 @@ def parse_config(text: str) -> GatewayConfig:
         if len(first_last) != 2:
             raise ConfigError("dhcp.range must be [first, last]")
         dhcp_range = (first_last[0], first_last[1])
-    lease = _text(dhcp, "lease_time", "dhcp", "1h") or "1h"
+    lease = _text(dhcp, "lease_time", "dhcp") or "1h"
     if not _LEASE.match(lease):
         raise ConfigError("dhcp.lease_time must look like 600, 45m, 12h, 1d or infinite")
-    upstream = _addresses(dns.get("upstream", []), "dns.upstream")
-    repositories = _repositories(mud.get("repositories", []))
-    portal_names = _host_names(portal.get("names", []))
-    allow_unsigned = mud.get("allow_unsigned", True)
+    upstream = _addresses(_get(dns, "dns", "upstream"), "dns.upstream")
+    repositories = _repositories(_get(mud, "mud", "repositories"))
+    portal_names = _host_names(_get(portal, "portal", "names"))
+    allow_unsigned = _get(mud, "mud", "allow_unsigned")
     if not isinstance(allow_unsigned, bool):
         raise ConfigError("mud.allow_unsigned must be true or false")
     portal_address = _text(portal, "address", "portal", addresses[0])
@@ -271,29 +407,29 @@ def parse_config(text: str) -> GatewayConfig:
     home_default = _text(gw, "home_default", "gateway")
     if home_default not in (None, "internet", "lan"):
         raise ConfigError('gateway.home_default must be "internet" or "lan"')
-    group = watch.get("nflog_group", 100)
+    group = _get(watch, "watch", "nflog_group")
     if not isinstance(group, int) or not 0 <= group <= 65535:
         raise ConfigError("watch.nflog_group must be 0-65535")
     ssid = _text(wifi, "ssid", "wifi")
     if ssid is not None and not re.match(r"^[\x20-\x7e]{1,32}$", ssid):
         raise ConfigError("wifi.ssid must be 1-32 printable ASCII characters")
-    run_hostapd = wifi.get("hostapd", True)
+    run_hostapd = _get(wifi, "wifi", "hostapd")
     if not isinstance(run_hostapd, bool):
         raise ConfigError("wifi.hostapd must be true or false")
     wifi_ctrl = _path(_text(wifi, "ctrl_interface", "wifi"))
-    wifi_interface = _interface(_text(wifi, "interface", "wifi", "wlan0"), "wifi.interface")
-    device_tables = gw.get("device_tables", 16)
+    wifi_interface = _interface(_text(wifi, "interface", "wifi"), "wifi.interface")
+    device_tables = _get(gw, "gateway", "device_tables")
     if isinstance(device_tables, bool) or not isinstance(device_tables, int) \
             or not 1 <= device_tables <= 64:
         raise ConfigError("gateway.device_tables must be 1-64")
-    isolate_lan = gw.get("isolate_lan", True)
+    isolate_lan = _get(gw, "gateway", "isolate_lan")
     if not isinstance(isolate_lan, bool):
         raise ConfigError("gateway.isolate_lan must be true or false")
-    maintenance = gw.get("maintenance_seconds", 60)
+    maintenance = _get(gw, "gateway", "maintenance_seconds")
     if not isinstance(maintenance, int | float) or isinstance(maintenance, bool) \
             or not 1 <= maintenance <= 86_400:
         raise ConfigError("gateway.maintenance_seconds must be 1-86400")
-    report = watch.get("report_seconds", 10)
+    report = _get(watch, "watch", "report_seconds")
     if not isinstance(report, int | float) or isinstance(report, bool) \
             or not 1 <= report <= 3600:
         raise ConfigError("watch.report_seconds must be 1-3600")
@@ -308,14 +444,14 @@ def parse_config(text: str) -> GatewayConfig:
         wan_interface=_interface(_text(gw, "wan_interface", "gateway"),
                                  "gateway.wan_interface"),
         lan_prefixes=prefixes, addresses=addresses,
-        state_dir=Path(_text(gw, "state_dir", "gateway", "/var/lib/mudguard") or "."),
+        state_dir=Path(_text(gw, "state_dir", "gateway") or "."),
         home_default=home_default,
         dhcp_range=dhcp_range, lease_time=lease, dns_upstream=upstream,
-        dns_port=_port(dns.get("port", 53), "dns.port"),
+        dns_port=_port(_get(dns, "dns", "port"), "dns.port"),
         ca_file=_path(_text(mud, "ca_file", "mud")),
         signature_roots=_path(_text(mud, "signature_roots", "mud")),
         allow_unsigned=allow_unsigned, portal_address=portal_address,
-        portal_port=_port(portal.get("port", 8080), "portal.port"), nflog_group=group)
+        portal_port=_port(_get(portal, "portal", "port"), "portal.port"), nflog_group=group)
 
 
 def load_config(path: Path) -> GatewayConfig:
