@@ -1,7 +1,7 @@
 """Accuracy of ``mudguard identify`` on labelled captures of real devices.
 
-Inputs (the big data set is found through ``MUDGUARD_BIG_CORPUS``, default
-``../shared/corpus`` beside the repository):
+Inputs (the big data set is found by ``bench_data.madea_night``: ``$MUDGUARD_BIG_CORPUS``,
+else the reference corpus beside the repository; the small one is in ``tests/data/corpus``):
 
 - ``pcap/madea-smarthome``: one night of a 14-device smart home (16 pcapng files,
   read one after the other as one capture), labelled by the dataset's
@@ -23,11 +23,10 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import sys
 import time
-from pathlib import Path
+
+from bench_data import SMALL_CORPUS, MissingData, madea_night
 
 from mudguard.identify.capture import (
     identify_scan,
@@ -37,9 +36,6 @@ from mudguard.identify.capture import (
 )
 from mudguard.identify.knowledge import KnowledgeBase, OuiRegistry
 from mudguard.profile.core import mac_bytes
-
-REPO = Path(__file__).resolve().parent.parent
-BIG = Path(os.environ.get("MUDGUARD_BIG_CORPUS", REPO.parent / "shared" / "corpus"))
 
 # mac: (label, maker aliases, kind, split)
 TRUTH = {
@@ -64,14 +60,6 @@ TRUTH = {
 }
 
 
-def madea_files() -> list[Path]:
-    """The 16 MADEA files in capture order (PROVENANCE.md's mergecap command)."""
-    folder = BIG / "pcap" / "madea-smarthome"
-    names = re.findall(r"madea-smarthome/(monitoring_[0-9_-]+\.cap)",
-                       (folder / "PROVENANCE.md").read_text())[-16:]
-    return [folder / n for n in names]
-
-
 def main() -> int:
     """Identify every labelled device and print per-device results and accuracies."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -79,16 +67,17 @@ def main() -> int:
     parser.add_argument("--per-file", action="store_true",
                         help="also identify each MADEA file (20-30 min) on its own")
     args = parser.parse_args()
-    if not (BIG / "pcap" / "madea-smarthome" / "PROVENANCE.md").is_file():
-        print(f"bench_identify: the labelled captures are missing under {BIG}/pcap "
-              "(set MUDGUARD_BIG_CORPUS to the corpus folder)", file=sys.stderr)
-        return 2
+    try:
+        night = madea_night()
+    except MissingData as missing:
+        print(f"bench_identify: {missing}", file=sys.stderr)
+        return 1
     kb, oui = load_knowledge(), load_oui_registry()
     if oui is None:
         print("bench_identify: no OUI registry (install libwireshark-data)", file=sys.stderr)
     coffee = "5c:cf:7f:07:ae:fb"
-    inputs = {"madea-smarthome": (madea_files(), [m for m in TRUTH if m != coffee]),
-              "smartercoffee": (sorted((BIG / "pcap" / "smartercoffee").glob("*.pcap")),
+    inputs = {"madea-smarthome": (night, [m for m in TRUTH if m != coffee]),
+              "smartercoffee": (sorted((SMALL_CORPUS / "pcap" / "smartercoffee").glob("*.pcap")),
                                 [coffee])}
     rows: list[tuple[str, str, bool, bool, str, str]] = []
     named_kinds: dict[str, list[int]] = {}  # split → [kinds named, of which right]
@@ -141,7 +130,7 @@ def main() -> int:
 def per_file(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None:
     """Accuracy when each 20-30 min file is a capture of its own (device × file samples)."""
     counts: dict[str, list[int]] = {}
-    for path in madea_files():
+    for path in madea_night():
         scan = scan_captures([path])
         for mac, (_label, aliases, kind, split) in TRUTH.items():
             device = scan.devices.get(mac_bytes(mac))
