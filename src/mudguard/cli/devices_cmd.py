@@ -361,6 +361,48 @@ def apply_profile(mac: MacArg,
                   f"({escape('; '.join(d['reasons']))})")
 
 
+@device_app.command("export-profile")
+def export_profile_cmd(
+        mac: MacArg,
+        output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the "
+                                             "export (JSON), for `mudguard repo build`.",
+                                             dir_okay=False)],
+        consent: Annotated[bool, typer.Option(
+            "--consent", help="I agree to share this device's approved profile with a "
+            "repository (without it nothing is written).")] = False,
+        feature: Annotated[list[str] | None, typer.Option(
+            "--feature", help="An identification feature, FIELD=VALUE (e.g. "
+            "vendor_class=udhcp 1.30.1, mdns_service=_hap._tcp); repeatable.")] = None,
+        generalise: Annotated[bool, typer.Option(
+            "--generalise", help="Replace home addresses and names in the profile by "
+            "local-networks instead of refusing.")] = False,
+        db: DbOpt = DEFAULT_DB) -> None:
+    """Export the device's owner-approved learned profile for a community or ISP
+    repository: maker, model, OUI and features only (never its MAC or home addresses)."""
+    from mudguard.repo.files import export_from_store
+
+    features: dict[str, list[str]] = {}
+    for item in feature or []:
+        name, sep, value = item.partition("=")
+        if not sep or not value:
+            raise typer.BadParameter(f"--feature {item!r}: expected FIELD=VALUE")
+        features.setdefault(name.strip(), []).append(value.strip())
+    try:
+        with Store(db) as store:
+            exported = export_from_store(store, mac, consent=consent, identify=features,
+                                         generalise=generalise)
+        output.write_text(json.dumps(exported, indent=2, ensure_ascii=False) + "\n")
+    except MudguardError as exc:
+        raise _fail(exc.key, f"{exc}; nothing written") from exc
+    except OSError as exc:
+        raise _fail("io", str(exc)) from exc
+    for change in exported.get("changes", []):
+        console.print(f"  changed: {escape(change)}")
+    console.print(f"exported {escape(str(output))}: {escape(exported.get('manufacturer') or '?')} "
+                  f"{escape(exported.get('model') or '')} (OUI {exported['oui']}); give it to "
+                  "the repository's maintainer")
+
+
 @device_app.command("release")
 def release(mac: MacArg, db: DbOpt = DEFAULT_DB) -> None:
     """Let a quarantined device out (back to what its profile allows)."""

@@ -11,8 +11,13 @@ Index format (``index.json``, the same for a local folder and an HTTPS source)::
       {"manufacturer": "Example Inc", "model": "Plug 1", "oui": "02:00:5e",
        "mud_url": "https://mud.example.com/plug1.json",    # or
        "mud_file": "plug1.json",                           # folder-relative (folder only)
-       "end_of_support": "2027-01-01", "supported": true}
+       "end_of_support": "2027-01-01", "supported": true,
+       "signature_file": "plug1.p7s"}                      # optional (folder only)
     ]}
+
+``mudguard repo build`` writes this format with both ``mud_url`` (for HTTPS) and
+``mud_file`` + ``signature_file`` (for a folder), plus keys readers ignore
+(``format``, ``sha256``, ``identify``: see ``mudguard.repo.core``).
 
 Parsing is pure (``parse_index``); ``FolderRepository`` reads files under its
 folder only (no path leaves it) and ``HttpsRepository`` gets its index through the
@@ -56,6 +61,7 @@ class RepositoryEntry:
     oui: str | None = None
     mud_url: str | None = None
     mud_file: str | None = None
+    signature_file: str | None = None
     end_of_support: datetime | None = None
     supported: bool = True
 
@@ -67,6 +73,7 @@ class RepositoryMatch:
     repository: str  # where it came from (folder path or index URL)
     entry: RepositoryEntry
     mud_data: bytes | None = None  # the MUD file, when the entry carried one
+    signature: bytes | None = None  # its detached signature, when the entry named one
 
 
 def _fold(text: str | None) -> str | None:
@@ -77,7 +84,7 @@ def _parse_entry(raw: Any) -> RepositoryEntry:
     if not isinstance(raw, dict):
         raise RepositoryError("entry is not an object")
     strings = {k: raw.get(k) for k in ("manufacturer", "model", "oui", "mud_url", "mud_file",
-                                        "end_of_support")}
+                                        "signature_file", "end_of_support")}
     for key, value in strings.items():
         if value is not None and (not isinstance(value, str) or len(value) > 512):
             raise RepositoryError(f"{key} must be text of at most 512 characters")
@@ -105,7 +112,8 @@ def _parse_entry(raw: Any) -> RepositoryEntry:
         raise RepositoryError("an entry needs manufacturer and model, or an oui")
     return RepositoryEntry(manufacturer=strings["manufacturer"], model=strings["model"],
                            oui=oui, mud_url=strings["mud_url"], mud_file=strings["mud_file"],
-                           end_of_support=eos, supported=supported)
+                           signature_file=strings["signature_file"] if strings["mud_file"]
+                           else None, end_of_support=eos, supported=supported)
 
 
 def parse_index(data: bytes) -> tuple[list[RepositoryEntry], list[str]]:
@@ -181,7 +189,9 @@ class FolderRepository:
         if entry is None:
             return None
         data = self._read(entry.mud_file) if entry.mud_file else None
-        return RepositoryMatch(repository=self.name, entry=entry, mud_data=data)
+        signature = self._read(entry.signature_file) if data and entry.signature_file else None
+        return RepositoryMatch(repository=self.name, entry=entry, mud_data=data,
+                               signature=signature)
 
 
 class HttpsRepository:

@@ -334,7 +334,7 @@ class DeviceService:
                 return self._no_mud(device, f"the repository's MUD file for it names another "
                                             f"device's learned profile ({match.repository})")
             device = replace(device, mud_url=url, mud_source=MudSource.REPOSITORY)
-            return self._apply_profile(device, result.mud, match.mud_data, None,
+            return self._apply_profile(device, result.mud, match.mud_data, match.signature,
                                        supported=entry.supported)
         if entry.mud_url is not None:
             device = replace(device, mud_url=entry.mud_url, mud_source=MudSource.REPOSITORY)
