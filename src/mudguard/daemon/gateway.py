@@ -258,7 +258,8 @@ class Gateway:
             return
         self.enforcer.home_default = wanted
         for device in self.service.store.list_devices():
-            if device.state is LifecycleState.DEFAULT:
+            if device.state in (LifecycleState.DEFAULT, LifecycleState.LEARNING,
+                                LifecycleState.PROPOSED):
                 grants = [g.grant for g in self.service.active_grants(device.mac)]
                 self.enforcer.apply_device(device, self.service.cached_mud(device), grants)
         self.events.emit("home-default", value=wanted)

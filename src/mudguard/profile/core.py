@@ -29,7 +29,7 @@ exhaust memory; the reader streams.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -635,6 +635,19 @@ def learn_mud(obs: Observations, home: CaptureHome, options: LearnOptions) -> di
     flows = device_flows(obs, home.device)
     if not flows:
         raise NoTrafficError(f"no IP traffic of {mac_text(home.device)} in the capture")
+    return learn_mud_from_flows(flows, home, options, obs.last_ts or 0.0)
+
+
+def learn_mud_from_flows(flows: Sequence[ObservedFlow], home: CaptureHome,
+                         options: LearnOptions, last_update: float) -> dict[str, Any]:
+    """``learn_mud`` from flows already gathered (a capture's, or the gateway's
+    conntrack records of a learning device); ``last_update`` is a Unix time.
+
+    Raises:
+        NoTrafficError: ``flows`` is empty.
+    """
+    if not flows:
+        raise NoTrafficError(f"no IP traffic of {mac_text(home.device)} to learn from")
     aces: dict[tuple[int, Direction], dict[str, dict[str, Any]]] = {}
     for flow in flows:
         for family, direction, matches in _aces_for(flow, home):
@@ -654,7 +667,7 @@ def learn_mud(obs: Observations, home: CaptureHome, options: LearnOptions) -> di
     mud: dict[str, Any] = {
         "mud-version": 1,
         "mud-url": options.mud_url,
-        "last-update": datetime.fromtimestamp(obs.last_ts or 0.0, UTC).strftime(
+        "last-update": datetime.fromtimestamp(last_update, UTC).strftime(
             "%Y-%m-%dT%H:%M:%SZ"),
         "cache-validity": options.cache_validity_hours,
         "is-supported": True,
