@@ -254,3 +254,36 @@ def test_cli_learn_end_now_then_lock(tmp_path: Path) -> None:
     assert json.loads(locked.stdout)["device"]["state"] == "profiled"
     twice = runner.invoke(app, ["device", "learn", MAC, "--lock", "--db", str(db)])
     assert twice.exit_code == 1 and "no learned profile" in twice.output
+
+
+# -- the daemon's recorder (event loop side, then the worker's flush) ----------------------
+
+def test_the_recorder_names_and_records_a_learning_devices_connections(
+        svc: DeviceService, clock: Clock) -> None:
+    from mudguard.daemon.learning import LearningRecorder
+    from mudguard.watch.conntrack import ConnEvent
+
+    recorder = LearningRecorder()
+    device = svc.observe(mac=MAC, ip=IP)
+    recorder.follow(device)  # the enforcer just installed its (home default) rules
+    recorder.on_answer(IP, "Cloud.Example.com.", ("203.0.113.10",))
+    recorder.on_answer("192.168.1.99", "other.example.net", ("203.0.113.11",))  # not learning
+    for event in (ConnEvent(family=4, src=IP, dst="203.0.113.10", protocol=6, src_port=40000,
+                            dst_port=443),
+                  ConnEvent(family=4, src=IP, dst="203.0.113.10", protocol=6, src_port=40001,
+                            dst_port=443),  # the same flow again
+                  ConnEvent(family=4, src="192.168.1.99", dst="203.0.113.11", protocol=6,
+                            src_port=1, dst_port=443)):
+        recorder.on_connection(event)
+    assert recorder.flush(svc) == []
+    record = svc.store.get_learning(MAC)
+    assert record is not None
+    assert record.flows == (("from-device", 4, 6, IP, "203.0.113.10", 443,
+                             "cloud.example.com"),)
+    clock.now = NOW + timedelta(days=4)
+    (ended,) = recorder.flush(svc)
+    assert ended.state is S.PROPOSED
+    recorder.on_connection(ConnEvent(family=4, src=IP, dst="203.0.113.12", protocol=17,
+                                     src_port=5, dst_port=123))
+    recorder.flush(svc)  # no longer learning: nothing recorded, nothing pending
+    assert svc.store.get_learning(MAC).flows == record.flows  # type: ignore[union-attr]

@@ -41,6 +41,13 @@ Example (every key optional except the LAN's interface and addresses)::
     nflog_group = 100
     report_seconds = 10                   # dropped packets summarised per device this often
 
+    [devices]
+    learning = true                       # learn, then lock: a device with no MUD file
+                                          # anywhere is learned from its connections
+                                          # (conntrack), then its profile is proposed
+    learning_days = 3                     # how long (the owner's setting; 0: off)
+    lock_automatically = false            # lock the learned profile without asking
+
     [discovery]
     lldp = true                           # MUD URLs from LLDP on the LAN bridge's ports
     neighbours = true                     # devices' IPv6 (SLAAC) addresses from the
@@ -110,6 +117,10 @@ class GatewayConfig:
     portal_names: tuple[str, ...] = ()
     isolate_lan: bool = True
     device_tables: int = 16
+    learning: bool = False
+    learning_days: float | None = None  # None: the owner's setting in the database
+    lock_automatically: bool | None = None
+    learning_flush_seconds: float = 5.0  # recorded flows written to the database this often
 
     @property
     def keys_db(self) -> Path:
@@ -135,6 +146,23 @@ class GatewayConfig:
     def control_socket(self) -> Path:
         """The owner's control socket (root only)."""
         return self.state_dir / "control.sock"
+
+
+def _learning(devices: dict[str, Any]) -> tuple[bool, float | None, bool | None, float]:
+    learning = devices.get("learning", False)
+    if not isinstance(learning, bool):
+        raise ConfigError("devices.learning must be true or false")
+    days = devices.get("learning_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float)
+                             or not 0 <= days <= 365):
+        raise ConfigError("devices.learning_days must be 0-365")
+    auto_lock = devices.get("lock_automatically")
+    if auto_lock is not None and not isinstance(auto_lock, bool):
+        raise ConfigError("devices.lock_automatically must be true or false")
+    flush = devices.get("learning_flush_seconds", 5)
+    if isinstance(flush, bool) or not isinstance(flush, int | float) or not 0.1 <= flush <= 600:
+        raise ConfigError("devices.learning_flush_seconds must be 0.1-600")
+    return learning, None if days is None else float(days), auto_lock, float(flush)
 
 
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -210,6 +238,7 @@ def parse_config(text: str) -> GatewayConfig:
     gw, dhcp, dns = _section(doc, "gateway"), _section(doc, "dhcp"), _section(doc, "dns")
     mud, portal, watch = _section(doc, "mud"), _section(doc, "portal"), _section(doc, "watch")
     wifi, discovery = _section(doc, "wifi"), _section(doc, "discovery")
+    learning, learning_days, auto_lock, flush = _learning(_section(doc, "devices"))
     lldp = discovery.get("lldp", False)
     if not isinstance(lldp, bool):
         raise ConfigError("discovery.lldp must be true or false")
@@ -271,6 +300,8 @@ def parse_config(text: str) -> GatewayConfig:
             or not 1 <= report <= 3600:
         raise ConfigError("watch.report_seconds must be 1-3600")
     return GatewayConfig(
+        learning=learning, learning_days=learning_days, lock_automatically=auto_lock,
+        learning_flush_seconds=flush,
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,

@@ -594,6 +594,12 @@ class DeviceService:
         self.store.delete_learning(device.mac)
         return kept
 
+    @_serialised
+    def maintain_learning(self) -> tuple[Device, ...]:
+        """End the learning periods that are due (``maintain`` and the daemon's learning
+        timer); the devices whose learning ended."""
+        return self._end_due_learning(self.clock())
+
     def _end_due_learning(self, now: datetime) -> tuple[Device, ...]:
         ended = []
         for record in self.store.list_learning():
