@@ -29,6 +29,19 @@ pytestmark = [
 LEARNING_SECONDS = 12.0
 
 
+def _scan(address: str, first: int, count: int) -> None:
+    """Inside the device: one non-blocking TCP connect to each of ``count`` ports."""
+    import socket
+    import time
+
+    for port in range(first, first + count):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((address, port))
+        time.sleep(0.02)
+        s.close()
+
+
 def _cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mudguard", "device", *args, "--db", str(db)],
                           capture_output=True, text=True, timeout=60)
@@ -71,6 +84,12 @@ def test_a_device_without_mud_is_learned_proposed_and_locked_by_the_owner(
             assert vhome.tcp(gadget.ns, GADGET_CLOUD, 443)
             assert not vhome.tcp(gadget.ns, scenario.ELSEWHERE, 443)
             assert not vhome.tcp(gadget.ns, scenario.ELSEWHERE, 80)
+            # Deviations from the locked profile are reported and quarantined exactly as
+            # for a maker's MUD file: a port scan of another host.
+            vhome.call(gadget.ns, _scan, scenario.ELSEWHERE, 2000, 40, timeout=20)
+            alert = daemon.wait_for({"event": "alert", "mac": gadget.mac}, timeout=15)
+            assert alert["kind"] == "scan", alert
+            daemon.wait_for({"event": "device", "mac": gadget.mac, "state": "quarantined"})
             with Store(db) as store:
                 device = store.get_device(gadget.mac)
                 assert device is not None and device.mud_source is not None

@@ -287,3 +287,20 @@ def test_the_recorder_names_and_records_a_learning_devices_connections(
                                      src_port=5, dst_port=123))
     recorder.flush(svc)  # no longer learning: nothing recorded, nothing pending
     assert svc.store.get_learning(MAC).flows == record.flows  # type: ignore[union-attr]
+
+
+def test_a_repository_match_comes_before_learning(svc: DeviceService, tmp_path: Path,
+                                                 corpus: Path) -> None:
+    from mudguard.devices.repository import FolderRepository
+
+    folder = tmp_path / "repository"
+    folder.mkdir()
+    data = (corpus / "mud/rfc/mudmaker-cloud-service.json").read_bytes()
+    (folder / "plug.json").write_bytes(data)
+    (folder / "index.json").write_text(json.dumps({"entries": [
+        {"manufacturer": "Example Inc", "model": "Plug 1", "mud_file": "plug.json"}]}))
+    svc.repositories = [FolderRepository(folder)]
+    known = svc.observe(mac=MAC, ip=IP, manufacturer="Example Inc", model="Plug 1")
+    assert known.state is S.PROFILED and svc.store.get_learning(MAC) is None
+    unknown = svc.observe(mac="02:00:5e:00:53:02", manufacturer="Example Inc", model="Plug 2")
+    assert unknown.state is S.LEARNING

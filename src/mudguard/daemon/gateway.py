@@ -360,6 +360,9 @@ class Gateway:
 
             self._submit("end-of-support check", support)
             self._submit("MUD file refresh", self._refresh_expired)
+            # Learning periods end even when the recorder is off ([devices] learning
+            # switched off while devices were learning): their proposals still come.
+            self._submit("learning periods", self.service.maintain_learning)
             self._submit("LAN port isolation", self.enforcer.enforcer.isolate_lan_ports)
 
     def _refresh_expired(self) -> None:
