@@ -15,6 +15,10 @@ House rules:
 - Out of support (``is-supported: false`` or past its end-of-support date) means
   LAN only, with the reason recorded.
 - Quarantine wins over everything but ``forget``; release re-derives the state.
+- Learn, then lock (``devices.learning``): a device with no MUD file anywhere may be
+  LEARNING (home default, flows recorded) then PROPOSED (home default, a learned
+  profile waits); only the owner's lock (or their "lock automatically" setting) makes
+  it PROFILED, and only from NEW or DEFAULT can learning start.
 """
 
 from __future__ import annotations
