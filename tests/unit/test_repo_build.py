@@ -422,3 +422,18 @@ def test_a_home_exports_its_approved_learned_profile_only_with_consent(
         plug = other.observe(mac="02:00:5e:77:00:01", manufacturer="Example Inc",
                              model="Plug 1")
         assert plug.state is S.PROFILED and plug.signature_status is Sig.SIGNED_VALID
+
+
+def test_a_hostname_pattern_with_the_oui_tells_a_makers_models_apart(
+        pki: dict[str, Any], tmp_path: Path, service: DeviceService) -> None:
+    source = write(tmp_path / "plug3.json", export(
+        learned(**{"model-name": "Plug 3"}), manufacturer="Example Inc", model="Plug 3",
+        oui="02:00:61", identify={"hostname_pattern": ["Plug-*"]}))
+    repo = build(pki, [source], tmp_path / "repo").directory
+    service.repositories = [FolderRepository(repo)]
+    plug = service.observe(mac="02:00:61:00:00:01", hostname="PLUG-3a9f")
+    assert plug.state is S.PROFILED and plug.model == "Plug 3"
+    camera = service.observe(mac="02:00:61:00:00:02", hostname="camera-1")  # same maker
+    assert camera.state is S.DEFAULT
+    stranger = service.observe(mac="02:00:62:00:00:03", hostname="plug-1")  # another OUI
+    assert stranger.state is S.DEFAULT

@@ -317,7 +317,7 @@ class DeviceService:
             return self._onboard_url(device, device.mud_url)
         errors: list[str] = []
         match = lookup_all(self.repositories, mac=device.mac, manufacturer=device.manufacturer,
-                           model=device.model, errors=errors)
+                           model=device.model, errors=errors, hostname=device.hostname)
         if match is not None:
             return self._onboard_repository(device, match)
         why = "the device announced no MUD URL and no repository knows it"
