@@ -437,3 +437,18 @@ def test_a_hostname_pattern_with_the_oui_tells_a_makers_models_apart(
     assert camera.state is S.DEFAULT
     stranger = service.observe(mac="02:00:62:00:00:03", hostname="plug-1")  # another OUI
     assert stranger.state is S.DEFAULT
+
+
+@pytest.mark.parametrize("identify", [
+    "Plug-*", ["Plug-*"], {"hostname_pattern": "Plug-*"}, {"hostname_pattern": [1, None]},
+    {"hostname_pattern": ["x" * 100 + "*"]}, {"hostname_pattern": ["plug-1"]},
+])
+def test_a_hostile_identify_in_an_index_is_ignored_never_trusted(identify: Any) -> None:
+    from mudguard.devices.repository import match_entry
+
+    raw = {"entries": [{"oui": "02:00:61", "model": "Plug 3", "manufacturer": "Example Inc",
+                        "mud_url": "https://r.example/p.json", "identify": identify}]}
+    entries, findings = parse_index(json.dumps(raw).encode())
+    assert findings == [] and entries[0].hostname_patterns == ()
+    assert match_entry(entries, mac="02:00:61:00:00:01", manufacturer=None, model=None,
+                       hostname="plug-1") is None
