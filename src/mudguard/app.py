@@ -37,6 +37,7 @@ from mudguard.daemon.control import ControlServer
 from mudguard.daemon.dnsmasq import Dnsmasq
 from mudguard.daemon.events import EventLog
 from mudguard.daemon.gateway import Gateway, GuardedEnforcer
+from mudguard.daemon.learning import LearningRecorder
 from mudguard.daemon.names import DnsNames
 from mudguard.devices import HomeDefault
 from mudguard.devices.repository import RepositoryError, load_repositories
@@ -254,6 +255,10 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     wanted = dataclasses.replace(settings, allow_unsigned=config.allow_unsigned)
     if config.home_default is not None:
         wanted = dataclasses.replace(wanted, home_default=HomeDefault(config.home_default))
+    if config.learning_days is not None:
+        wanted = dataclasses.replace(wanted, learning_days=config.learning_days)
+    if config.lock_automatically is not None:
+        wanted = dataclasses.replace(wanted, lock_automatically=config.lock_automatically)
     if wanted != settings:
         settings = wanted
         store.save_settings(settings)
@@ -293,7 +298,9 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         raise ConfigError(f"mud.repositories: {exc}") from None
     service = DeviceService(store=store, fetch=fetch,
                             verify=signature_verifier(config.signature_roots),
-                            enforcer=guarded, keys=revoker, repositories=repositories)
+                            enforcer=guarded, keys=revoker, repositories=repositories,
+                            learns=config.learning, lan_prefixes=config.lan_prefixes,
+                            gateway_ips=config.addresses)
 
     from mudguard.identify.live import DhcpIdentifier
 
@@ -334,10 +341,17 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                                 else NftSetFiller()), port=config.dns_port))
     # device_of: conntrack NEW events count per device (a flood of allowed connections
     # leaves no drop log), looked up in what the kernel enforces now.
+    learner = LearningRecorder(names) if config.learning else None
+    gateway.learning = learner
+    if learner is not None:
+        guarded.on_device = learner.follow
+        guard.on_answer = learner.on_answer
+    gateway.learning_period = config.learning_flush_seconds
     gateway.services.append(Watcher(
         metrics.counting_alerts(gateway.on_alert) if metrics else gateway.on_alert,
         group=config.nflog_group, tracker=tracker, device_of=address_book, names=names,
-        on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop))
+        on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop,
+        on_connection=learner.on_connection if learner is not None else None))
     gateway.services.append(ControlServer(config.control_socket, service,
                                           gateway.call_then_follow))
     if config.portal_address:

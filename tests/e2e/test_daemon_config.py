@@ -71,10 +71,21 @@ def test_the_demo_writes_a_configuration_the_daemon_accepts(tmp_path: Path) -> N
      "device_tables"),
     (GOOD.replace('home_default = "lan"', 'home_default = "lan"\ndevice_tables = true'),
      "device_tables"),
+    (GOOD + "[devices]\nlearning = 1\n", "devices.learning must"),
+    (GOOD + "[devices]\nlearning_days = -1\n", "devices.learning_days"),
+    (GOOD + '[devices]\nlock_automatically = "no"\n', "devices.lock_automatically"),
 ])
 def test_bad_configurations_are_refused_naming_the_key(text: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
         parse_config(text)
+
+
+def test_the_devices_section_turns_learning_on() -> None:
+    assert parse_config(GOOD).learning is False
+    config = parse_config(GOOD + "[devices]\nlearning = true\nlearning_days = 0.01\n"
+                          "lock_automatically = true\nlearning_flush_seconds = 0.5\n")
+    assert (config.learning, config.learning_days, config.lock_automatically,
+            config.learning_flush_seconds) == (True, 0.01, True, 0.5)
 
 
 def test_dnsmasq_serves_dhcp_only_with_the_mud_hook() -> None:

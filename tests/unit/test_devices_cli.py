@@ -118,7 +118,8 @@ def test_events_and_settings(db: Path) -> None:
     code, out = run(db, "events", "--device", MAC, "--json")
     assert code == 0 and {e["mac"] for e in json.loads(out)} == {MAC}
     code, out = run(db, "settings", "--home-default", "lan", "--require-signed", "--json")
-    assert json.loads(out) == {"home_default": "lan", "allow_unsigned": False}
+    assert json.loads(out) == {"home_default": "lan", "allow_unsigned": False,
+                               "learning_days": 3.0, "lock_automatically": False}
     code, out = run(db, "settings")
     assert "lan" in out and "no" in out
 

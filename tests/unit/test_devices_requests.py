@@ -43,7 +43,8 @@ def test_round_trip_of_every_operation(svc: DeviceService) -> None:
     assert q["state"] == "quarantined"
     assert handle_request(svc, {"op": "release", "mac": MAC})["device"]["state"] == "default"
     s = handle_request(svc, {"op": "settings", "home_default": "lan", "allow_unsigned": False})
-    assert s == {"settings": {"home_default": "lan", "allow_unsigned": False}}
+    assert s == {"settings": {"home_default": "lan", "allow_unsigned": False,
+                              "learning_days": 3.0, "lock_automatically": False}}
     kinds = [e["kind"] for e in handle_request(svc, {"op": "events"})["events"]]
     assert "quarantined" in kinds and "released" in kinds
     done = handle_request(svc, {"op": "forget", "mac": MAC, "transfer": True})["forgotten"]

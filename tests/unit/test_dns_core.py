@@ -471,3 +471,19 @@ def test_private_ranges_can_be_allowed_for_homes_that_need_them() -> None:
     (fill,) = fills(book.resolve("cloud.example.com", DEV_A[0],
                                  [("cloud.example.com", "A", "10.1.2.3")]))
     assert fill.elements == ((DEV_A[0], "10.1.2.3"),)
+
+
+def test_every_answer_with_addresses_is_told_to_the_observer() -> None:
+    # A device being learned has no name sets (home default): the observer (the daemon's
+    # learning recorder) is how its peers get their names.
+    told: list[tuple[str, str, tuple[str, ...]]] = []
+    guard = make_guard()
+    guard.on_answer = lambda client, name, addresses: told.append((client, name, addresses))
+    book = Playbook(guard)
+    out = book.resolve("www.Unrelated.example", "192.0.2.50",
+                       [("www.unrelated.example", "CNAME", "edge.cdn.example."),
+                        ("edge.cdn.example", "A", "198.51.100.7"),
+                        ("edge.cdn.example", "A", "10.0.0.1")])  # a private one is never told
+    assert any(isinstance(c, SendAnswer) for c in out)
+    book.resolve("nothing.example", "192.0.2.50", [])
+    assert told == [("192.0.2.50", "www.unrelated.example", ("198.51.100.7",))]

@@ -361,6 +361,95 @@ def apply_profile(mac: MacArg,
                   f"({escape('; '.join(d['reasons']))})")
 
 
+@device_app.command("learn")
+def learn(mac: MacArg,
+          end_now: Annotated[bool, typer.Option("--end-now", help="End its learning period "
+                                                "now and propose the learned profile.")] = False,
+          lock: Annotated[bool, typer.Option("--lock", help="Lock it to the learned profile "
+                                             "(ends learning first if needed).")] = False,
+          keep_default: Annotated[bool, typer.Option(
+              "--keep-default", help="Keep the home default; forget what was learned.")] = False,
+          start: Annotated[bool, typer.Option("--start", help="Learn a device on the home "
+                                              "default again.")] = False,
+          show_proposal: Annotated[bool, typer.Option(
+              "--show-proposal", help="Print the proposed MUD file.")] = False,
+          db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    """Learn, then lock: a device without a MUD file is learned, then its owner locks it
+    to what it did (or keeps the home default). Without an action: show its learning."""
+    chosen = [name for name, on in (("end-now", end_now), ("lock", lock),
+                                    ("keep-default", keep_default), ("start", start)) if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter("choose one of --end-now, --lock, --keep-default, --start")
+    reply = _call(db, {"op": "learn", "mac": mac, "action": chosen[0] if chosen else "show"},
+                  quiet=not chosen)
+    if as_json:
+        _print_json(reply)
+        return
+    d, record = reply["device"], reply["learning"]
+    console.print(f"{d['mac']}: {d['state']} ({escape('; '.join(d['reasons']))})")
+    if record is not None:
+        console.print(f"  learning {record['started'][:16]} → {record['until'][:16]}: "
+                      f"{record['flows']} distinct flows"
+                      + (f" ({record['dropped']} more not kept)" if record["dropped"] else ""))
+        if record["proposal"] is not None:
+            _print_proposal(record["proposal"], show_proposal)
+
+
+def _print_proposal(text: str, whole: bool) -> None:
+    from mudguard.mud import describe_policy, parse_mud
+
+    mud = parse_mud(text.encode()).mud
+    if whole or mud is None:
+        typer.echo(text)
+        return
+    console.print("  proposed profile (lock it with --lock):")
+    for lines in describe_policy(mud).values():
+        for line in lines:
+            console.print(f"    {escape(line)}")
+
+
+@device_app.command("export-profile")
+def export_profile_cmd(
+        mac: MacArg,
+        output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the "
+                                             "export (JSON), for `mudguard repo build`.",
+                                             dir_okay=False)],
+        consent: Annotated[bool, typer.Option(
+            "--consent", help="I agree to share this device's approved profile with a "
+            "repository (without it nothing is written).")] = False,
+        feature: Annotated[list[str] | None, typer.Option(
+            "--feature", help="An identification feature, FIELD=VALUE (e.g. "
+            "vendor_class=udhcp 1.30.1, mdns_service=_hap._tcp); repeatable.")] = None,
+        generalise: Annotated[bool, typer.Option(
+            "--generalise", help="Replace home addresses and names in the profile by "
+            "local-networks instead of refusing.")] = False,
+        db: DbOpt = DEFAULT_DB) -> None:
+    """Export the device's owner-approved learned profile for a community or ISP
+    repository: maker, model, OUI and features only (never its MAC or home addresses)."""
+    from mudguard.repo.files import export_from_store
+
+    features: dict[str, list[str]] = {}
+    for item in feature or []:
+        name, sep, value = item.partition("=")
+        if not sep or not value:
+            raise typer.BadParameter(f"--feature {item!r}: expected FIELD=VALUE")
+        features.setdefault(name.strip(), []).append(value.strip())
+    try:
+        with Store(db) as store:
+            exported = export_from_store(store, mac, consent=consent, identify=features,
+                                         generalise=generalise)
+        output.write_text(json.dumps(exported, indent=2, ensure_ascii=False) + "\n")
+    except MudguardError as exc:
+        raise _fail(exc.key, f"{exc}; nothing written") from exc
+    except OSError as exc:
+        raise _fail("io", str(exc)) from exc
+    for change in exported.get("changes", []):
+        console.print(f"  changed: {escape(change)}")
+    console.print(f"exported {escape(str(output))}: {escape(exported.get('manufacturer') or '?')} "
+                  f"{escape(exported.get('model') or '')} (OUI {exported['oui']}); give it to "
+                  "the repository's maintainer")
+
+
 @device_app.command("release")
 def release(mac: MacArg, db: DbOpt = DEFAULT_DB) -> None:
     """Let a quarantined device out (back to what its profile allows)."""
@@ -443,6 +532,12 @@ def settings_cmd(
     allow_unsigned: Annotated[bool | None, typer.Option(
         "--allow-unsigned/--require-signed", help="Accept MUD files without a signature.")]
     = None,
+    learning_days: Annotated[float | None, typer.Option(
+        "--learning-days", min=0, max=365, help="How long a device without a MUD file is "
+        "learned before its profile is proposed (0: no learning).")] = None,
+    lock_automatically: Annotated[bool | None, typer.Option(
+        "--lock-automatically/--ask-before-locking", help="Lock a learned profile without "
+        "asking (default: ask).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show or change the home's settings."""
@@ -451,6 +546,10 @@ def settings_cmd(
         request["home_default"] = home_default.value
     if allow_unsigned is not None:
         request["allow_unsigned"] = allow_unsigned
+    if learning_days is not None:
+        request["learning_days"] = learning_days
+    if lock_automatically is not None:
+        request["lock_automatically"] = lock_automatically
     current = _call(db, request, quiet=len(request) == 1)["settings"]
     if home_default is not None:
         err_console.print("[yellow]note[/]: devices already on the home default get the new "
@@ -461,3 +560,6 @@ def settings_cmd(
         return
     console.print(f"home default:   {current['home_default']}")
     console.print(f"allow unsigned: {'yes' if current['allow_unsigned'] else 'no'}")
+    console.print(f"learning days:  {current['learning_days']:g}")
+    console.print(f"lock learned:   "
+                  f"{'automatically' if current['lock_automatically'] else 'ask the owner'}")

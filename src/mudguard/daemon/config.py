@@ -64,6 +64,10 @@ class GatewayConfig:
     isolate_lan: bool = True
     device_tables: int = 16
     metrics_listen: tuple[str, int] | None = None
+    learning: bool = False
+    learning_days: float | None = None  # None: the owner's setting in the database
+    lock_automatically: bool | None = None
+    learning_flush_seconds: float = 5.0  # recorded flows written to the database this often
 
     @property
     def keys_db(self) -> Path:
@@ -120,6 +124,8 @@ CONFIG_SECTIONS: dict[str, str] = {
     "mud": "Fetching MUD files and checking their signatures.",
     "portal": "The owner's web portal.",
     "watch": "The traffic watcher: packets the rules drop, summarised per device.",
+    "devices": "Devices without a MUD file anywhere: learn what they do, then lock them "
+               "to it.",
     "discovery": "Other ways the gateway learns about devices.",
     "metrics": "OpenMetrics (Prometheus) endpoint of the daemon's health and figures.",
     "wifi": "Per-device WiFi keys (WPA2-PSK, one key per device, through hostapd).",
@@ -219,6 +225,24 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(section="watch", name="report_seconds", field="report_seconds",
               kind="seconds, 1-3600", default=10, example=2,
               meaning="How often dropped packets are summarised per device."),
+    ConfigKey(section="devices", name="learning", field="learning", kind="true or false",
+              default=False, example=True,
+              meaning="Learn, then lock: a device with no MUD file and no repository match is "
+                      "learned from its connections (conntrack), then its profile is "
+                      "proposed to the owner."),
+    ConfigKey(section="devices", name="learning_days", field="learning_days",
+              kind="days, 0-365", example=1,
+              default_text="unset: the owner's setting in the database (first start: 3)",
+              meaning="How long a device is learned before its profile is proposed (0: no "
+                      "learning). Set here, it replaces the owner's choice at every start."),
+    ConfigKey(section="devices", name="lock_automatically", field="lock_automatically",
+              kind="true or false", example=True,
+              default_text="unset: the owner's setting in the database (first start: false)",
+              meaning="Lock a device to its learned profile without asking the owner."),
+    ConfigKey(section="devices", name="learning_flush_seconds",
+              field="learning_flush_seconds", kind="seconds, 0.1-600", default=5, example=2,
+              meaning="How often recorded connections of learning devices are written to "
+                      "the database."),
     ConfigKey(section="discovery", name="lldp", field="lldp", kind="true or false",
               default=False, example=True,
               meaning="Read MUD URLs from LLDP on the LAN bridge's ports (or the LAN "
@@ -269,6 +293,23 @@ def _known_keys_only(doc: dict[str, Any]) -> None:
 def _default(section: str, name: str) -> Any:
     """The value a key takes when the file leaves it out (from ``CONFIG_KEYS``)."""
     return _KEYS[(section, name)].default
+
+
+def _learning(devices: dict[str, Any]) -> tuple[bool, float | None, bool | None, float]:
+    learning = devices.get("learning", False)
+    if not isinstance(learning, bool):
+        raise ConfigError("devices.learning must be true or false")
+    days = devices.get("learning_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float)
+                             or not 0 <= days <= 365):
+        raise ConfigError("devices.learning_days must be 0-365")
+    auto_lock = devices.get("lock_automatically")
+    if auto_lock is not None and not isinstance(auto_lock, bool):
+        raise ConfigError("devices.lock_automatically must be true or false")
+    flush = devices.get("learning_flush_seconds", 5)
+    if isinstance(flush, bool) or not isinstance(flush, int | float) or not 0.1 <= flush <= 600:
+        raise ConfigError("devices.learning_flush_seconds must be 0.1-600")
+    return learning, None if days is None else float(days), auto_lock, float(flush)
 
 
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -373,6 +414,7 @@ def parse_config(text: str) -> GatewayConfig:
     mud, portal, watch = _section(doc, "mud"), _section(doc, "portal"), _section(doc, "watch")
     wifi, discovery = _section(doc, "wifi"), _section(doc, "discovery")
     metrics = _section(doc, "metrics")
+    learning, learning_days, auto_lock, flush = _learning(_section(doc, "devices"))
     lldp = _get(discovery, "discovery", "lldp")
     if not isinstance(lldp, bool):
         raise ConfigError("discovery.lldp must be true or false")
@@ -434,6 +476,8 @@ def parse_config(text: str) -> GatewayConfig:
             or not 1 <= report <= 3600:
         raise ConfigError("watch.report_seconds must be 1-3600")
     return GatewayConfig(
+        learning=learning, learning_days=learning_days, lock_automatically=auto_lock,
+        learning_flush_seconds=flush,
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,

@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from mudguard.daemon.events import EventLog
+from mudguard.daemon.learning import LearningRecorder
 from mudguard.daemon.violations import Tally, ViolationLog
 from mudguard.devices import Device, EventKind
 from mudguard.devices.service import DeviceService
@@ -106,6 +107,8 @@ class GuardedEnforcer:
         """The home default devices without a MUD file get (the owner may change it while
         the daemon runs); None: the one the enforcer was built with."""
         self.on_removed: Callable[[str], None] | None = None
+        self.on_device: Callable[[Device], None] | None = None
+        """Told every device whose rules were just installed (e.g. the learning recorder)."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.RLock()
 
@@ -127,6 +130,8 @@ class GuardedEnforcer:
                                 home_default=self.home_default, now=datetime.now(UTC))
                 self.enforcer.apply_policy(policy, mud=mud, grants=grants)
             self._on_loop(lambda: self._after(policy, device))
+        if self.on_device is not None:
+            self.on_device(device)
         self.events.device(device)
 
     def remove_device(self, mac: str) -> None:
@@ -197,6 +202,8 @@ class Gateway:
     maintenance_period: float = 60.0
     violation_period: float = 10.0
     violations: ViolationLog = field(default_factory=ViolationLog)
+    learning: LearningRecorder | None = None  # learn, then lock ([devices] learning)
+    learning_period: float = 5.0
     _worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="svc"))
     _loop: asyncio.AbstractEventLoop | None = None
@@ -265,7 +272,8 @@ class Gateway:
             return
         self.enforcer.home_default = wanted
         for device in self.service.store.list_devices():
-            if device.state is LifecycleState.DEFAULT:
+            if device.state in (LifecycleState.DEFAULT, LifecycleState.LEARNING,
+                                LifecycleState.PROPOSED):
                 grants = [g.grant for g in self.service.active_grants(device.mac)]
                 self.enforcer.apply_device(device, self.service.cached_mud(device), grants)
         self.events.emit("home-default", value=wanted)
@@ -333,6 +341,17 @@ class Gateway:
             self.events.emit("drops", mac=mac, count=tally.count,
                              flows=[e.describe() for e in tally.evidence[:3]])
 
+    async def _record_learning(self, recorder: LearningRecorder) -> None:
+        """Every ``learning_period``: the learning devices' recorded connections go to the
+        database and learning periods that are due end (their proposals are told)."""
+        def flush() -> None:
+            for device in recorder.flush(self.service):
+                self.events.emit("learning-ended", mac=device.mac, state=device.state.value)
+
+        while True:
+            self._submit("recording learned flows", flush)
+            await asyncio.sleep(self.learning_period)
+
     async def _maintain(self) -> None:
         """Every ``maintenance_period``: drop expired grants, move devices past their end
         of support to LAN only, refresh expired MUD files (each re-enforces at once),
@@ -348,6 +367,9 @@ class Gateway:
 
             self._submit("end-of-support check", support)
             self._submit("MUD file refresh", self._refresh_expired)
+            # Learning periods end even when the recorder is off ([devices] learning
+            # switched off while devices were learning): their proposals still come.
+            self._submit("learning periods", self.service.maintain_learning)
             self._submit("LAN port isolation", self.enforcer.enforcer.isolate_lan_ports)
 
     def _refresh_expired(self) -> None:
@@ -426,6 +448,8 @@ class Gateway:
                 await self.call(child.start)
             periodic = [asyncio.create_task(self._maintain()),
                         asyncio.create_task(self._record_violations())]
+            if self.learning is not None:
+                periodic.append(asyncio.create_task(self._record_learning(self.learning)))
             self.events.emit("ready", message="gateway running")
             await stop.wait()
             for task in periodic:

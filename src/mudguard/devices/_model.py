@@ -228,6 +228,20 @@ class Settings:
 
     home_default: HomeDefault = HomeDefault.INTERNET
     allow_unsigned: bool = True
+    learning_days: float = 3.0  # how long a device without a MUD file is learned
+    lock_automatically: bool = False  # lock a learned profile without asking the owner
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Learning:
+    """A device being learned (or learned): its period, flows and proposal."""
+
+    mac: str
+    started: datetime
+    until: datetime
+    flows: tuple[tuple[Any, ...], ...] = ()  # distinct flows, see ``devices.learning``
+    dropped: int = 0  # distinct flows past the bound, not kept
+    proposal: bytes | None = None  # the learned MUD file, once made
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -243,6 +257,7 @@ __all__ = [
     "GrantKind",
     "GrantRecord",
     "HomeDefault",
+    "Learning",
     "LifecycleState",
     "MacError",
     "MudSource",

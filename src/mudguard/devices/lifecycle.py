@@ -15,6 +15,10 @@ House rules:
 - Out of support (``is-supported: false`` or past its end-of-support date) means
   LAN only, with the reason recorded.
 - Quarantine wins over everything but ``forget``; release re-derives the state.
+- Learn, then lock (``devices.learning``): a device with no MUD file anywhere may be
+  LEARNING (home default, flows recorded) then PROPOSED (home default, a learned
+  profile waits); only the owner's lock (or their "lock automatically" setting) makes
+  it PROFILED, and only from NEW or DEFAULT can learning start.
 """
 
 from __future__ import annotations
@@ -43,9 +47,13 @@ _ANY_LIVE: Final[set[State]] = {State.PROFILED, State.DEFAULT, State.OUT_OF_SUPP
                                 State.QUARANTINED, State.TRUSTED, State.FORGOTTEN}
 
 TRANSITIONS: Final[dict[State, set[State]]] = {
-    State.NEW: _ANY_LIVE | {State.NEW},
+    State.NEW: _ANY_LIVE | {State.NEW, State.LEARNING},
     State.PROFILED: _ANY_LIVE,
-    State.DEFAULT: _ANY_LIVE,
+    State.DEFAULT: _ANY_LIVE | {State.LEARNING},
+    # Learn, then lock: the home default while the flows are recorded; at the end a
+    # proposal waits for the owner (or is locked at once when the owner chose that).
+    State.LEARNING: _ANY_LIVE | {State.LEARNING, State.PROPOSED},
+    State.PROPOSED: _ANY_LIVE | {State.LEARNING},
     State.OUT_OF_SUPPORT: _ANY_LIVE,
     # Leaving quarantine happens only through ``release()`` (an owner decision).
     State.QUARANTINED: _ANY_LIVE,
@@ -226,7 +234,8 @@ _FORGEABLE: Final = frozenset({MudSource.DHCP4, MudSource.DHCP6, MudSource.LLDP}
 
 
 def _takes_first_url(device: Device, source: MudSource | None, now: datetime) -> bool:
-    if device.mud_url is not None or device.state not in (State.NEW, State.DEFAULT):
+    if device.mud_url is not None or device.state not in (State.NEW, State.DEFAULT,
+                                                          State.LEARNING, State.PROPOSED):
         return False
     if device.state is State.NEW or source not in _FORGEABLE or device.first_seen is None:
         return True
@@ -353,6 +362,54 @@ def on_no_mud(device: Device, *, why: str, settings: Settings, now: datetime) ->
     ask = Notice(EventKind.NO_MUD, {"reason": why, "default": settings.home_default.value,
                                     "action": "grant LAN/Internet/services with: device grant"})
     return Outcome(updated, (ask, *_state_notice(device, updated)))
+
+
+def start_learning(device: Device, *, why: str, until: datetime, settings: Settings,
+                   now: datetime) -> Outcome:
+    """No MUD file and no repository match: LEARNING until ``until`` (the home default
+    applies meanwhile while the gateway records the device's flows).
+
+    A device with an enforced profile, quarantined, trusted or out of support is not
+    put to learning (``on_no_mud`` decides for it).
+    """
+    if device.profile_hash is not None or device.state in (
+            State.QUARANTINED, State.TRUSTED, State.OUT_OF_SUPPORT, State.PROFILED):
+        return on_no_mud(device, why=why, settings=settings, now=now)
+    when = until.strftime("%Y-%m-%d %H:%M UTC")
+    updated = transition(device, State.LEARNING, (
+        why, f"learning what it does until {when}; {_default_reason(settings)[4:]}"), now)
+    ask = Notice(EventKind.NO_MUD, {"reason": why, "default": settings.home_default.value,
+                                    "learning_until": until.isoformat(),
+                                    "action": "end learning early with: device learn --end-now"})
+    return Outcome(updated, (ask, *_state_notice(device, updated)))
+
+
+def end_learning(device: Device, *, proposal_ready: bool, settings: Settings,
+                 now: datetime) -> Outcome:
+    """The learning period ended (or the owner ended it early): PROPOSED when a profile
+    could be learned, else back to the home default. Raises ``LifecycleError`` if the
+    device is not learning."""
+    if device.state is not State.LEARNING:
+        raise LifecycleError(f"{device.mac} is not learning")
+    if proposal_ready:
+        updated = transition(device, State.PROPOSED, (
+            "learning ended: a profile learned from its traffic awaits the owner "
+            "(lock it with: device learn --lock; or --keep-default)",
+            _default_reason(settings)), now)
+    else:
+        updated = transition(device, State.DEFAULT, (
+            "learning ended with no traffic to learn from", _default_reason(settings)), now)
+    return Outcome(updated, _state_notice(device, updated))
+
+
+def keep_default(device: Device, *, settings: Settings, now: datetime) -> Outcome:
+    """The owner keeps the home default instead of a learned profile. Raises
+    ``LifecycleError`` unless the device is learning or has a proposal waiting."""
+    if device.state not in (State.LEARNING, State.PROPOSED):
+        raise LifecycleError(f"{device.mac} is not learning and has no proposal")
+    updated = transition(device, State.DEFAULT, ("the owner kept the home default",
+                                                 _default_reason(settings)), now)
+    return Outcome(updated, _state_notice(device, updated))
 
 
 def check_support(device: Device, now: datetime) -> Outcome:

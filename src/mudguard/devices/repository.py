@@ -11,8 +11,15 @@ Index format (``index.json``, the same for a local folder and an HTTPS source)::
       {"manufacturer": "Example Inc", "model": "Plug 1", "oui": "02:00:5e",
        "mud_url": "https://mud.example.com/plug1.json",    # or
        "mud_file": "plug1.json",                           # folder-relative (folder only)
-       "end_of_support": "2027-01-01", "supported": true}
+       "end_of_support": "2027-01-01", "supported": true,
+       "signature_file": "plug1.p7s"}                      # optional (folder only)
     ]}
+
+``mudguard repo build`` writes this format with both ``mud_url`` (for HTTPS) and
+``mud_file`` + ``signature_file`` (for a folder), plus keys readers ignore
+(``format``, ``sha256``, ``identify``: see ``mudguard.repo.core``). Of the
+identification features, ``identify.hostname_pattern`` (globs like ``Plug-*``) is
+matched here: with the entry's OUI it picks one model among a maker's.
 
 Parsing is pure (``parse_index``); ``FolderRepository`` reads files under its
 folder only (no path leaves it) and ``HttpsRepository`` gets its index through the
@@ -23,6 +30,7 @@ never trusted.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import time
@@ -56,6 +64,8 @@ class RepositoryEntry:
     oui: str | None = None
     mud_url: str | None = None
     mud_file: str | None = None
+    signature_file: str | None = None
+    hostname_patterns: tuple[str, ...] = ()  # identify.hostname_pattern (with an oui)
     end_of_support: datetime | None = None
     supported: bool = True
 
@@ -67,6 +77,7 @@ class RepositoryMatch:
     repository: str  # where it came from (folder path or index URL)
     entry: RepositoryEntry
     mud_data: bytes | None = None  # the MUD file, when the entry carried one
+    signature: bytes | None = None  # its detached signature, when the entry named one
 
 
 def _fold(text: str | None) -> str | None:
@@ -77,7 +88,7 @@ def _parse_entry(raw: Any) -> RepositoryEntry:
     if not isinstance(raw, dict):
         raise RepositoryError("entry is not an object")
     strings = {k: raw.get(k) for k in ("manufacturer", "model", "oui", "mud_url", "mud_file",
-                                        "end_of_support")}
+                                        "signature_file", "end_of_support")}
     for key, value in strings.items():
         if value is not None and (not isinstance(value, str) or len(value) > 512):
             raise RepositoryError(f"{key} must be text of at most 512 characters")
@@ -101,10 +112,16 @@ def _parse_entry(raw: Any) -> RepositoryEntry:
     supported = raw.get("supported", True)
     if not isinstance(supported, bool):
         raise RepositoryError("supported must be true or false")
+    identify = raw.get("identify")
+    patterns = identify.get("hostname_pattern") if isinstance(identify, dict) else None
+    hostname_patterns = tuple(p for p in patterns[:8] if isinstance(p, str) and len(p) <= 64
+                              and "*" in p) if isinstance(patterns, list) else ()
     if not (strings["manufacturer"] and strings["model"]) and oui is None:
         raise RepositoryError("an entry needs manufacturer and model, or an oui")
     return RepositoryEntry(manufacturer=strings["manufacturer"], model=strings["model"],
                            oui=oui, mud_url=strings["mud_url"], mud_file=strings["mud_file"],
+                           signature_file=strings["signature_file"] if strings["mud_file"]
+                           else None, hostname_patterns=hostname_patterns if oui else (),
                            end_of_support=eos, supported=supported)
 
 
@@ -133,17 +150,23 @@ def parse_index(data: bytes) -> tuple[list[RepositoryEntry], list[str]]:
 
 
 def match_entry(entries: Iterable[RepositoryEntry], *, mac: str, manufacturer: str | None,
-                model: str | None) -> RepositoryEntry | None:
-    """The best entry for a device: manufacturer + model first, then the MAC's OUI."""
+                model: str | None, hostname: str | None = None) -> RepositoryEntry | None:
+    """The best entry for a device: manufacturer + model first, then the MAC's OUI with
+    a hostname pattern the device's DHCP hostname matches (``Plug-*``: the identification
+    feature that tells a maker's models apart), then the OUI alone."""
     mfg, mdl = _fold(manufacturer), _fold(model)
     oui = normalise_mac(mac)[:8]
-    by_oui = None
+    by_oui = by_feature = None
+    name = hostname.lower() if hostname else None
     for entry in entries:
         if mfg and mdl and _fold(entry.manufacturer) == mfg and _fold(entry.model) == mdl:
             return entry
+        if by_feature is None and name and entry.oui == oui and any(
+                fnmatch.fnmatchcase(name, p.lower()) for p in entry.hostname_patterns):
+            by_feature = entry
         if by_oui is None and entry.oui == oui and not entry.model:
             by_oui = entry
-    return by_oui
+    return by_feature or by_oui
 
 
 class Repository(Protocol):
@@ -152,7 +175,7 @@ class Repository(Protocol):
     name: str
 
     def lookup(self, *, mac: str, manufacturer: str | None,
-               model: str | None) -> RepositoryMatch | None:
+               model: str | None, hostname: str | None = None) -> RepositoryMatch | None:
         """The repository's entry for the device, or None."""
         ...
 
@@ -174,14 +197,17 @@ class FolderRepository:
         return path.read_bytes()
 
     def lookup(self, *, mac: str, manufacturer: str | None,
-               model: str | None) -> RepositoryMatch | None:
+               model: str | None, hostname: str | None = None) -> RepositoryMatch | None:
         """The folder's entry for the device (with its MUD file's bytes), or None."""
         entries, _findings = parse_index(self._read("index.json"))
-        entry = match_entry(entries, mac=mac, manufacturer=manufacturer, model=model)
+        entry = match_entry(entries, mac=mac, manufacturer=manufacturer, model=model,
+                            hostname=hostname)
         if entry is None:
             return None
         data = self._read(entry.mud_file) if entry.mud_file else None
-        return RepositoryMatch(repository=self.name, entry=entry, mud_data=data)
+        signature = self._read(entry.signature_file) if data and entry.signature_file else None
+        return RepositoryMatch(repository=self.name, entry=entry, mud_data=data,
+                               signature=signature)
 
 
 class HttpsRepository:
@@ -211,12 +237,13 @@ class HttpsRepository:
         return entries
 
     def lookup(self, *, mac: str, manufacturer: str | None,
-               model: str | None) -> RepositoryMatch | None:
+               model: str | None, hostname: str | None = None) -> RepositoryMatch | None:
         """The remote entry for the device, or None. ``mud_file`` entries are ignored
         (a remote index must point at MUD URLs, which the device then keeps)."""
         usable = [e for e in self._entries()
                   if e.mud_url or not e.supported or e.end_of_support]
-        entry = match_entry(usable, mac=mac, manufacturer=manufacturer, model=model)
+        entry = match_entry(usable, mac=mac, manufacturer=manufacturer, model=model,
+                            hostname=hostname)
         return None if entry is None else RepositoryMatch(repository=self.name, entry=entry)
 
 
@@ -241,12 +268,14 @@ def load_repositories(specs: Sequence[str], fetch: Callable[[str], bytes] | None
 
 
 def lookup_all(repositories: Sequence[Repository], *, mac: str, manufacturer: str | None,
-               model: str | None, errors: list[str] | None = None) -> RepositoryMatch | None:
+               model: str | None, errors: list[str] | None = None,
+               hostname: str | None = None) -> RepositoryMatch | None:
     """Ask each repository in order; the first match wins. A failing repository is
     skipped (its error appended to ``errors``), never fatal."""
     for repository in repositories:
         try:
-            match = repository.lookup(mac=mac, manufacturer=manufacturer, model=model)
+            match = repository.lookup(mac=mac, manufacturer=manufacturer, model=model,
+                                      hostname=hostname)
         except Exception as exc:  # one bad source must not stop onboarding
             if errors is not None:
                 errors.append(f"{repository.name}: {exc}")

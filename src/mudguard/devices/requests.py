@@ -12,10 +12,13 @@ take ``mac``)::
     grant kind=lan|internet|service|deny [host] [port] [protocol] [expires ISO]
     revoke grant_id | approve-url | release | quarantine [reason] | forget [transfer]
     trust | untrust | apply-profile mud (the learned MUD file's JSON text)
+    learn action=start|end-now|lock|keep-default|show (learn, then lock)
+    settings also takes [learning_days] [lock_automatically]
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,17 +83,50 @@ def _settings(service: DeviceService, request: dict[str, Any]) -> dict[str, Any]
     current = service.store.get_settings()
     default = _text(request, "home_default", required=False)
     unsigned = _bool(request, "allow_unsigned")
-    if default is not None or unsigned is not None:
+    auto_lock = _bool(request, "lock_automatically")
+    days = request.get("learning_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float)
+                             or not 0 <= days <= 365):
+        raise RequestError("'learning_days' must be a number of days from 0 (off) to 365")
+    if any(v is not None for v in (default, unsigned, auto_lock, days)):
         try:
             home_default = HomeDefault(default) if default else current.home_default
         except ValueError:
             raise RequestError("'home_default' must be internet or lan") from None
-        current = Settings(home_default=home_default,
-                           allow_unsigned=current.allow_unsigned if unsigned is None
-                           else unsigned)
+        current = replace(current, home_default=home_default,
+                          allow_unsigned=current.allow_unsigned if unsigned is None
+                          else unsigned,
+                          lock_automatically=current.lock_automatically if auto_lock is None
+                          else auto_lock,
+                          learning_days=current.learning_days if days is None
+                          else float(days))
         service.store.save_settings(current)
-    return {"settings": {"home_default": current.home_default.value,
-                         "allow_unsigned": current.allow_unsigned}}
+    return {"settings": _settings_dict(current)}
+
+
+def _settings_dict(settings: Settings) -> dict[str, Any]:
+    return {"home_default": settings.home_default.value,
+            "allow_unsigned": settings.allow_unsigned,
+            "learning_days": settings.learning_days,
+            "lock_automatically": settings.lock_automatically}
+
+
+def _learn(service: DeviceService, mac: str, request: dict[str, Any]) -> dict[str, Any]:
+    action = request.get("action")
+    actions = {"start": service.start_learning, "end-now": service.end_learning,
+               "lock": service.lock_learned, "keep-default": service.keep_default}
+    if action == "show":
+        device = service.device(mac)
+    elif isinstance(action, str) and action in actions:
+        device = actions[action](mac)
+    else:
+        raise RequestError("'action' must be start, end-now, lock, keep-default or show")
+    record = service.store.get_learning(device.mac)
+    proposal = record.proposal if record is not None else None
+    return {"device": device.as_dict(), "learning": None if record is None else {
+        "started": record.started.isoformat(), "until": record.until.isoformat(),
+        "flows": len(record.flows), "dropped": record.dropped,
+        "proposal": proposal.decode() if proposal is not None else None}}
 
 
 def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +198,8 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
         except UnicodeEncodeError:
             raise RequestError("'mud' must be valid text") from None
         return {"device": service.apply_learned(mac, data).as_dict()}
+    if op == "learn":
+        return _learn(service, mac, request)
     if op == "trust":
         return {"device": service.trust(mac).as_dict()}
     if op == "untrust":

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
-from mudguard.devices import lifecycle
+from mudguard.devices import learning, lifecycle
 from mudguard.devices._model import (
     CachedMud,
     Device,
@@ -122,6 +122,7 @@ class Maintenance:
     out_of_support: list[Device]
     refreshed: list[Device]
     pruned_events: int = 0
+    learning_ended: tuple[Device, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,11 @@ class DeviceService:
     keys: KeyRevoker | None = None
     repositories: Sequence[Repository] = ()
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Learn, then lock: only where something records the flows (the daemon's conntrack
+    # watcher); elsewhere a device without a MUD file gets the home default at once.
+    learns: bool = False
+    lan_prefixes: tuple[str, ...] = ()  # the home's LAN, for the learner
+    gateway_ips: tuple[str, ...] = ()  # the gateway's addresses (my-controller)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     # -- reading -----------------------------------------------------------------------
@@ -345,13 +351,28 @@ class DeviceService:
             return self._onboard_url(device, device.mud_url)
         errors: list[str] = []
         match = lookup_all(self.repositories, mac=device.mac, manufacturer=device.manufacturer,
-                           model=device.model, errors=errors)
+                           model=device.model, errors=errors, hostname=device.hostname)
         if match is not None:
             return self._onboard_repository(device, match)
         why = "the device announced no MUD URL and no repository knows it"
         if errors:
             why += f" ({len(errors)} repositories failed: {'; '.join(errors)[:300]})"
+        if device.state in (LifecycleState.LEARNING, LifecycleState.PROPOSED):
+            return self._commit(lifecycle.Outcome(device))  # learning goes on
+        if self.learns and settings.learning_days > 0 and device.profile_hash is None \
+                and device.state in (LifecycleState.NEW, LifecycleState.DEFAULT):
+            return self._start_learning(device, why)
         return self._commit(lifecycle.on_no_mud(device, why=why, settings=settings, now=now))
+
+    def _start_learning(self, device: Device, why: str) -> Device:
+        settings = self.store.get_settings()
+        now = self.clock()
+        until = learning.learning_until(now, settings)
+        started = self._commit(lifecycle.start_learning(device, why=why, until=until,
+                                                        settings=settings, now=now))
+        if started.state is LifecycleState.LEARNING:
+            self.store.start_learning(started.mac, now, until)
+        return started
 
     def _onboard_repository(self, device: Device, match: RepositoryMatch) -> Device:
         entry = match.entry
@@ -368,7 +389,7 @@ class DeviceService:
                 return self._no_mud(device, f"the repository's MUD file for it names another "
                                             f"device's learned profile ({match.repository})")
             device = replace(device, mud_url=url, mud_source=MudSource.REPOSITORY)
-            return self._apply_profile(device, result.mud, match.mud_data, None,
+            return self._apply_profile(device, result.mud, match.mud_data, match.signature,
                                        supported=entry.supported)
         if entry.mud_url is not None:
             device = replace(device, mud_url=entry.mud_url, mud_source=MudSource.REPOSITORY)
@@ -533,6 +554,94 @@ class DeviceService:
         # renewed (the daemon's refresh loop then leaves it alone).
         return self._commit(lifecycle.Outcome(device), mud,
                             cache=replace(cached, fetched_at=self.clock()))
+
+    # -- learn, then lock ----------------------------------------------------------------
+
+    def record_flows(self, mac: str, records: Sequence[learning.FlowRecord]) -> int:
+        """Add flow records of a LEARNING device (the daemon's conntrack watcher); how
+        many were new. Any other device: nothing (0)."""
+        device = self.store.get_device(mac)
+        if device is None or device.state is not LifecycleState.LEARNING:
+            return 0
+        return self.store.add_learned_flows(device.mac, [list(r) for r in records],
+                                            learning.MAX_FLOWS)
+
+    @_serialised
+    def start_learning(self, mac: str) -> Device:
+        """The owner asks to learn a device on the home default (learning again).
+        Raises ``LifecycleError`` for a device with a profile or in another state."""
+        device = self.device(mac)
+        if device.state is not LifecycleState.DEFAULT or device.profile_hash is not None:
+            raise lifecycle.LifecycleError(f"{device.mac} is {device.state.value}: only a "
+                                           "device on the home default can be learned")
+        return self._start_learning(device, "the owner asked to learn it")
+
+    @_serialised
+    def end_learning(self, mac: str) -> Device:
+        """End the device's learning period (its time is up, or the owner ends it early):
+        build the proposal from its flows; PROPOSED (or DEFAULT when nothing was seen).
+        With ``lock_automatically`` the proposal is locked at once."""
+        device = self.device(mac)
+        record = self.store.get_learning(device.mac)
+        if device.state is not LifecycleState.LEARNING or record is None:
+            raise lifecycle.LifecycleError(f"{device.mac} is not learning")
+        now = self.clock()
+        settings = self.store.get_settings()
+        proposal = learning.propose(record, device, now=now, lan_prefixes=self.lan_prefixes,
+                                    gateway_ips=self.gateway_ips)
+        self.store.set_proposal(device.mac, proposal)
+        ended = self._commit(lifecycle.end_learning(device, proposal_ready=proposal is not None,
+                                                    settings=settings, now=now))
+        if proposal is None:
+            self.store.delete_learning(device.mac)
+        elif settings.lock_automatically:
+            return self.lock_learned(device.mac)
+        return ended
+
+    def proposal(self, mac: str) -> bytes | None:
+        """The learned profile waiting for the owner, if any."""
+        record = self.store.get_learning(mac)
+        return record.proposal if record is not None else None
+
+    @_serialised
+    def lock_learned(self, mac: str) -> Device:
+        """The owner locks the device to its learned profile (a LEARNING device's
+        period ends now). Raises ``LifecycleError`` if nothing was learned."""
+        device = self.device(mac)
+        if device.state is LifecycleState.LEARNING:
+            device = self.end_learning(mac)
+            if device.state is not LifecycleState.PROPOSED:
+                return device  # locked automatically, or nothing learned
+        proposal = self.proposal(device.mac)
+        if device.state is not LifecycleState.PROPOSED or proposal is None:
+            raise lifecycle.LifecycleError(f"{device.mac} has no learned profile to lock")
+        locked = self.apply_learned(device.mac, proposal)
+        self.store.delete_learning(device.mac)
+        return locked
+
+    @_serialised
+    def keep_default(self, mac: str) -> Device:
+        """The owner keeps the home default instead of learning or of the proposal."""
+        device = self.device(mac)
+        kept = self._commit(lifecycle.keep_default(device, settings=self.store.get_settings(),
+                                                   now=self.clock()))
+        self.store.delete_learning(device.mac)
+        return kept
+
+    @_serialised
+    def maintain_learning(self) -> tuple[Device, ...]:
+        """End the learning periods that are due (``maintain`` and the daemon's learning
+        timer); the devices whose learning ended."""
+        return self._end_due_learning(self.clock())
+
+    def _end_due_learning(self, now: datetime) -> tuple[Device, ...]:
+        ended = []
+        for record in self.store.list_learning():
+            device = self.store.get_device(record.mac)
+            if device is not None and device.state is LifecycleState.LEARNING \
+                    and record.until <= now:
+                ended.append(self.end_learning(record.mac))
+        return tuple(ended)
 
     @_serialised
     def approve_url(self, mac: str) -> Device:
@@ -704,7 +813,8 @@ class DeviceService:
     def maintain(self) -> Maintenance:
         """Periodic upkeep (the daemon runs it every few minutes): drop expired grants,
         move devices past their end of support to LAN only, re-fetch profiles whose
-        cache-validity ran out (RFC 8520 §3.5), and delete events older than
+        cache-validity ran out (RFC 8520 §3.5), end learning periods that are due,
+        and delete events older than
         ``EVENT_RETENTION`` (personal data kept no longer than useful). A failed
         re-fetch keeps the enforced profile and is told as an event."""
         now = self.clock()
@@ -720,7 +830,7 @@ class DeviceService:
                 refreshed.append(self.refresh(device.mac))
         pruned = self.store.prune_events(now - EVENT_RETENTION)
         return Maintenance(expired_grants=expired, out_of_support=moved, refreshed=refreshed,
-                           pruned_events=pruned)
+                           pruned_events=pruned, learning_ended=self._end_due_learning(now))
 
 
 def _reset_steps(device: Device, transfer: bool) -> tuple[str, ...]:

@@ -59,7 +59,7 @@ import logging
 import math
 import secrets
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -269,6 +269,10 @@ class DnsGuard:
     _next_token: int = field(default=1, init=False)
     _blocked: tuple[IpNetwork, ...] = field(default=(), init=False)
     counters: _Counters = field(default_factory=_Counters, init=False)
+    on_answer: Callable[[str, str, tuple[str, ...]], None] | None = field(
+        default=None, init=False)
+    """Told (client address, name asked, accepted addresses) of every answer with
+    addresses: how a device being learned gets its peers named (``daemon.learning``)."""
 
     def __post_init__(self) -> None:
         blocked: list[IpNetwork] = []
@@ -549,6 +553,8 @@ class DnsGuard:
         # caching the A record longer than the CNAME would outlive its element.
         cap = chain_ttl if addresses else self.config.max_timeout_s
         wire = self._render(query, source.response, source.age, cap, tcp)
+        if self.on_answer is not None and addresses and chain_names:
+            self.on_answer(client[0], chain_names[0], tuple(str(a) for a in addresses))
         fills = self._fills(client[0], query, chain_names, addresses, chain_ttl)
         if not fills:
             self.counters.answered += 1

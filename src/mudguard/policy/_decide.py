@@ -291,7 +291,8 @@ def decide(device: DeviceFacts, mud: MudFile | None, grants: Iterable[Grant],
         assert mud is not None
         body = mud_rules(mud)
         reasons.append(f"MUD profile {mud.mud_url}")
-    elif state is LifecycleState.DEFAULT:
+    elif state in (LifecycleState.DEFAULT, LifecycleState.LEARNING, LifecycleState.PROPOSED):
+        # Learning and a waiting proposal change nothing until the owner locks it.
         body = _default_rules(home_default)
         reasons.append(f"no MUD profile: home default ({home_default} only)")
     elif state is LifecycleState.OUT_OF_SUPPORT:

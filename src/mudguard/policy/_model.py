@@ -48,6 +48,8 @@ class LifecycleState(StrEnum):
     NEW = "new"  # seen, nothing decided yet: onboarding default
     PROFILED = "profiled"  # MUD profile enforced
     DEFAULT = "default"  # no MUD file found: the home's limited default
+    LEARNING = "learning"  # no MUD file: home default while its flows are recorded
+    PROPOSED = "proposed"  # learning ended: home default, a learned profile awaits the owner
     OUT_OF_SUPPORT = "out-of-support"  # LAN only
     QUARANTINED = "quarantined"  # deviation: only what quarantine allows
     TRUSTED = "trusted"  # the owner's own computers and phones: not restricted

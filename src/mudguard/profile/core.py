@@ -38,7 +38,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -892,18 +892,41 @@ def learn(obs: Observations, home: CaptureHome, options: LearnOptions) -> Learne
     flows = device_flows(obs, home.device)
     if not flows:
         raise NoTrafficError(f"no IP traffic of {mac_text(home.device)} in the capture")
+    return learn_from_flows(flows, home, options, obs.last_ts or 0.0)
+
+
+def learn_from_flows(flows: Sequence[ObservedFlow], home: CaptureHome,
+                     options: LearnOptions, last_update: float) -> Learned:
+    """``learn`` from flows already gathered (a capture's, or the gateway's conntrack
+    records of a learning device); ``last_update`` is a Unix time.
+
+    Raises:
+        NoTrafficError: ``flows`` is empty.
+    """
+    if not flows:
+        raise NoTrafficError(f"no IP traffic of {mac_text(home.device)} to learn from")
     specs = list(dict.fromkeys(spec for flow in flows for spec in _specs_for(flow, home)))
     budget = max(1, options.max_aces)
     for _ in range(16):  # halve the budget until the JSON fits the file size limit
         compacted, warnings = compact(specs, budget)
-        document = _document(compacted, obs, home, options)
+        document = _document(compacted, last_update, home, options)
         if len(json.dumps(document, indent=2)) < MAX_MUD_BYTES - 1024 or budget == 1:
             return Learned(document=document, warnings=tuple(warnings))
         budget //= 2
     return Learned(document=document, warnings=tuple(warnings))
 
 
-def _document(specs: list[_Spec], obs: Observations, home: CaptureHome,
+def learn_mud_from_flows(flows: Sequence[ObservedFlow], home: CaptureHome,
+                         options: LearnOptions, last_update: float) -> dict[str, Any]:
+    """The MUD document ``learn_from_flows`` writes (its warnings dropped).
+
+    Raises:
+        NoTrafficError: ``flows`` is empty.
+    """
+    return learn_from_flows(flows, home, options, last_update).document
+
+
+def _document(specs: list[_Spec], last_update: float, home: CaptureHome,
               options: LearnOptions) -> dict[str, Any]:
     groups: dict[tuple[int, Direction], list[_Spec]] = {}
     for spec in specs:
@@ -923,7 +946,7 @@ def _document(specs: list[_Spec], obs: Observations, home: CaptureHome,
     mud: dict[str, Any] = {
         "mud-version": 1,
         "mud-url": options.mud_url,
-        "last-update": datetime.fromtimestamp(obs.last_ts or 0.0, UTC).strftime(
+        "last-update": datetime.fromtimestamp(last_update, UTC).strftime(
             "%Y-%m-%dT%H:%M:%SZ"),
         "cache-validity": options.cache_validity_hours,
         "is-supported": True,

@@ -65,6 +65,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: learning (issue #16): a device without a MUD file learned for a period; its
+    # distinct flows (bounded JSON list) and, at the end, the proposed MUD file.
+    """
+    CREATE TABLE learning (
+        mac TEXT PRIMARY KEY REFERENCES devices(mac) ON DELETE CASCADE,
+        started TEXT NOT NULL,
+        until TEXT NOT NULL,
+        flows TEXT NOT NULL DEFAULT '[]',
+        dropped INTEGER NOT NULL DEFAULT 0,
+        proposal BLOB
+    );
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

@@ -27,6 +27,7 @@ from mudguard.devices._model import (
     EventKind,
     GrantRecord,
     HomeDefault,
+    Learning,
     MudSource,
     Settings,
     SignatureStatus,
@@ -153,6 +154,7 @@ class Store(SqliteDatabase):
         with self.transaction():
             self._db.execute("DELETE FROM events WHERE mac = ?", (key,))
             self._db.execute("DELETE FROM grants WHERE mac = ?", (key,))
+            self._db.execute("DELETE FROM learning WHERE mac = ?", (key,))
             return self._db.execute("DELETE FROM devices WHERE mac = ?", (key,)).rowcount > 0
 
     # -- grants ------------------------------------------------------------------------
@@ -247,6 +249,64 @@ class Store(SqliteDatabase):
         """Drop a cached MUD file; True if it was cached."""
         return self._write("DELETE FROM mud_cache WHERE url = ?", (url,)).rowcount > 0
 
+    # -- learning ----------------------------------------------------------------------
+
+    def start_learning(self, mac: str, started: datetime, until: datetime) -> None:
+        """Begin (or restart) recording the device's flows until ``until``."""
+        self._write("INSERT INTO learning (mac, started, until) VALUES (?, ?, ?) "
+                    "ON CONFLICT(mac) DO UPDATE SET started = excluded.started, "
+                    "until = excluded.until, flows = '[]', dropped = 0, proposal = NULL",
+                    (normalise_mac(mac), _ts(started), _ts(until)))
+
+    def get_learning(self, mac: str) -> Learning | None:
+        """The device's learning record, or None."""
+        rows = self._read("SELECT mac, started, until, flows, dropped, proposal FROM learning "
+                          "WHERE mac = ?", (normalise_mac(mac),))
+        return _learning_from_row(rows[0]) if rows else None
+
+    def list_learning(self) -> list[Learning]:
+        """Every learning record, ordered by MAC."""
+        rows = self._read("SELECT mac, started, until, flows, dropped, proposal FROM learning "
+                          "ORDER BY mac")
+        return [_learning_from_row(row) for row in rows]
+
+    def add_learned_flows(self, mac: str, flows: list[list[Any]], limit: int) -> int:
+        """Add distinct flows to a learning record, keeping at most ``limit`` (the rest
+        are counted as dropped); how many were new. No record: nothing (0)."""
+        key = normalise_mac(mac)
+        with self.transaction():
+            row = self._db.execute("SELECT flows, dropped FROM learning WHERE mac = ? AND "
+                                   "proposal IS NULL", (key,)).fetchone()
+            if row is None:
+                return 0
+            known = [list(f) for f in json.loads(row[0])]
+            seen = {json.dumps(f) for f in known}
+            added = dropped = 0
+            for flow in flows:
+                text = json.dumps(list(flow))
+                if text in seen:
+                    continue
+                if len(known) >= limit:
+                    dropped += 1
+                    continue
+                seen.add(text)
+                known.append(list(flow))
+                added += 1
+            if added or dropped:
+                self._db.execute("UPDATE learning SET flows = ?, dropped = dropped + ? "
+                                 "WHERE mac = ?", (json.dumps(known), dropped, key))
+            return added
+
+    def set_proposal(self, mac: str, proposal: bytes | None) -> None:
+        """Store the learned profile proposed to the owner (None: none could be made)."""
+        self._write("UPDATE learning SET proposal = ? WHERE mac = ?",
+                    (proposal, normalise_mac(mac)))
+
+    def delete_learning(self, mac: str) -> bool:
+        """Drop the device's learning record; True if it had one."""
+        return self._write("DELETE FROM learning WHERE mac = ?",
+                           (normalise_mac(mac),)).rowcount > 0
+
     # -- settings ----------------------------------------------------------------------
 
     def get_settings(self) -> Settings:
@@ -258,19 +318,38 @@ class Store(SqliteDatabase):
             home_default=HomeDefault(values.get("home_default", defaults.home_default.value)),
             allow_unsigned=values.get("allow_unsigned",
                                       "1" if defaults.allow_unsigned else "0") == "1",
+            learning_days=_float(values.get("learning_days"), defaults.learning_days),
+            lock_automatically=values.get("lock_automatically",
+                                          "1" if defaults.lock_automatically else "0") == "1",
         )
 
     def save_settings(self, settings: Settings) -> None:
         """Store the home's settings."""
         with self.transaction():
             for key, value in (("home_default", settings.home_default.value),
-                               ("allow_unsigned", "1" if settings.allow_unsigned else "0")):
+                               ("allow_unsigned", "1" if settings.allow_unsigned else "0"),
+                               ("learning_days", repr(float(settings.learning_days))),
+                               ("lock_automatically",
+                                "1" if settings.lock_automatically else "0")):
                 self._db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
                                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                                  (key, value))
 
 
 # -- row conversion (module-private) ----------------------------------------------------
+
+def _float(text: str | None, default: float) -> float:
+    try:
+        return float(text) if text is not None else default
+    except ValueError:
+        return default
+
+
+def _learning_from_row(row: sqlite3.Row) -> Learning:
+    return Learning(mac=str(row[0]), started=_dt_required(row[1]), until=_dt_required(row[2]),
+                    flows=tuple(tuple(f) for f in json.loads(row[3])), dropped=int(row[4]),
+                    proposal=bytes(row[5]) if row[5] is not None else None)
+
 
 def _ts(value: datetime | None) -> str | None:
     if value is None:

@@ -199,8 +199,10 @@ class Watcher:
                  names: NameLookup | None = None,
                  on_event: Callable[[FlowEvent], None] | None = None,
                  device_of: DeviceLookup | None = None,
+                 on_connection: Callable[[Any], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.on_alert = on_alert
+        self.on_connection = on_connection  # every accepted connection (learning)
         self.on_event = on_event
         self.group = group
         self.tracker = tracker or DeviationTracker()
@@ -247,6 +249,7 @@ class Watcher:
         if self.conntrack is None or self.device_of is None:
             return
         for conn in self.conntrack.events(block=False):
+            self._safe(self.on_connection, conn)
             self.handle_connection(conn)
 
     def handle_connection(self, conn: Any) -> list[Alert]:

@@ -1,0 +1,1 @@
+"""Secondary MUD repositories: build and check (``mudguard repo``)."""
