@@ -41,7 +41,8 @@ _HOME_APPS = {(17, 56700): "LIFX", (6, 56700): "LIFX", (6, 8008): "Google Cast",
               (6, 9100): "printing", (6, 631): "printing"}
 _DRAFT_CLASS_SERVICE = {"urn:ietf:params:mud:dns": "DNS", "urn:ietf:params:mud:dhcp": "DHCP",
                         "urn:ietf:params:mud:ntp": "NTP"}
-_ETHERTYPES = {0x888E: "svc.eapol", 0x0806: "svc.arp", 0x88CC: "svc.lldp"}
+_ETHERTYPES = {0x888E: "svc.eapol", 0x0806: "svc.arp", 0x88CC: "svc.lldp",
+               0x0800: "svc.everything", 0x86DD: "svc.everything"}
 _ND_TYPES = frozenset({133, 134, 135, 136})
 
 
@@ -158,7 +159,7 @@ def _outgoing(rule: Rule, words: _Words, maker: tuple[str, ...], t: Translate) -
                   PeerKind.MODEL, PeerKind.MY_CONTROLLER, PeerKind.CONTROLLER):
         _add_to(words.home, (f"allow.home.{peer.value}", value or ""),
                 _home_service(rule, t))
-    elif rule.ethertype is not None:
+    elif rule.ethertype is not None and rule.protocol is None:
         _add_to(words.home, ("allow.home.local-networks", ""), service)
     else:  # ANY or INTERNET: the whole Internet
         key = "allow.internet.granted" if rule.origin.startswith("grant/") else \
@@ -219,7 +220,7 @@ def _blocked(rule: Rule, t: Translate) -> str:
 def service_words(rule: Rule, t: Translate) -> str:
     """A rule's protocol and port as a person names them ("HTTPS", "UDP port 3478")."""
     protocol = rule.protocol
-    if rule.ethertype is not None:
+    if protocol is None and rule.ethertype is not None:
         return t(_ETHERTYPES.get(rule.ethertype, "svc.layer2"))
     if protocol in (6, 17):
         name = "TCP" if protocol == 6 else "UDP"
