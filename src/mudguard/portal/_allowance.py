@@ -109,6 +109,9 @@ def describe_allowance(policy: DevicePolicy, t: Translate) -> Allowance:
     if any(r.origin == "grant/internet" for r in policy.rules) and policy.state in (
             LifecycleState.OUT_OF_SUPPORT, LifecycleState.DEFAULT):
         summary += ".internet"
+    if policy.state is LifecycleState.QUARANTINED and any(
+            not r.origin.startswith("baseline/") for r in policy.rules):
+        summary += ".maker"  # the quarantine keeps the maker's own (update) servers
     return Allowance(state=policy.state, summary=t(summary),
                      groups=groups, risks=tuple(words.risks),
                      technical=tuple(technical_line(r) for r in policy.rules))
