@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mudguard.mud import MudFile, parse_mud
+from mudguard.mud import MudFile, describe_policy, parse_mud
 from mudguard.policy import (
     DeviceFacts,
     Grant,
@@ -57,6 +57,11 @@ def test_no_jargon_in_the_main_text_in_any_state(corpus: Path, lang: str,
         text = allowance.main_text()
         assert not JARGON.search(text), (path.name, JARGON.search(text))
         assert "255.255.255.255" not in text and "224.0.0" not in text
+    # The old description (every ACE as a sentence) is what this catches.
+    old = describe_policy(_mud(corpus, "tplinkcameraMud.json"))
+    assert JARGON.search("\n".join(old["from-device"]))
+    assert not JARGON.search(_allowance(_mud(corpus, "tplinkcameraMud.json"),
+                                        LifecycleState.PROFILED, lang).main_text())
     # The technical fold keeps the rule-level detail.
     technical = "\n".join(_allowance(_mud(corpus, "tplinkcameraMud.json"),
                                      LifecycleState.PROFILED).technical)
@@ -140,9 +145,12 @@ def test_risks_in_french(corpus: Path) -> None:
 def test_new_french_strings_use_a_narrow_no_break_space_before_high_punctuation() -> None:
     fr = catalogue("fr")
     prefixes = ("allow.", "alert.", "risk.", "svc.")
-    for key, text in fr.items():
-        if key.startswith(prefixes) or key in ("error.not_dismissable", "error.bad_alert"):
-            assert not re.search(r"(?<!\u202f)[:;?!](\s|$)", text), (key, text)
+    checked = [key for key in fr if key.startswith(prefixes) or key in (
+        "error.not_dismissable", "error.bad_alert")]
+    assert len(checked) > 80 and set(checked) <= set(catalogue("en"))
+    assert sum("\u202f" in fr[key] for key in checked) >= 15
+    for key in checked:
+        assert not re.search(r"(?<!\u202f)[:;?!](\s|$)", fr[key]), (key, fr[key])
 
 
 def _main_allowance(html: str) -> str:
