@@ -10,7 +10,13 @@ from pathlib import Path
 
 from mudguard.devices import Device, DeviceEvent, EventKind
 from mudguard.policy import LifecycleState
-from mudguard.portal._incidents import AlertKind, build_incidents, open_incidents
+from mudguard.portal._incidents import (
+    AlertKind,
+    Incident,
+    IncidentBook,
+    build_incidents,
+    open_incidents,
+)
 from tests.unit.test_portal_pages import _serve_bulb
 from tests.unit.test_portal_support import page_csrf, portal, text_of
 
@@ -112,6 +118,19 @@ def test_a_quarantine_of_a_device_no_longer_quarantined_is_not_open() -> None:
     events.add(EventKind.QUARANTINED, reason="x")
     assert open_incidents(build_incidents(events.items, {MAC: _device()})) == []
     assert open_incidents(build_incidents(events.items, {})) == []
+
+
+def test_a_quarantine_older_than_the_events_read_is_still_an_open_alert() -> None:
+    """Only the newest events are read: a long flood must not hide a quarantine."""
+    events = _Events()
+    for _ in range(20):
+        events.add(EventKind.VIOLATION, count=5)
+    quarantined = _device(state=LifecycleState.QUARANTINED, reasons=("telnet scan",))
+    incidents = build_incidents(events.items, {MAC: quarantined})
+    assert [(i.kind, i.open, i.count) for i in incidents] == [
+        (AlertKind.QUARANTINE, True, 100)]
+    assert incidents[0].reasons == ("telnet scan",)
+    assert incidents[0].actions == ("keep", "release")
 
 
 def test_new_devices_url_changes_and_signature_problems() -> None:
@@ -218,3 +237,40 @@ def test_the_api_lists_incidents_with_the_old_fields_and_the_new_ones(tmp_path: 
         assert not any(a["open"] for a in client.get("/api/alerts").json())
         refused = client.post(f"/api/alerts/{MAC}/quarantine/dismiss", headers=headers)
         assert refused.status_code == 409 and refused.json()["error"] == "not_dismissable"
+
+
+def _shape(incidents: list[Incident]) -> list[tuple[object, ...]]:
+    return [(i.kind, i.mac, i.open, i.count, i.events, i.destination_count, i.closed_by)
+            for i in incidents]
+
+
+def test_fed_in_pieces_the_book_tells_the_same_as_all_at_once() -> None:
+    events = _Events()
+    for i in range(30):
+        events.add(EventKind.VIOLATION, mac=(MAC, LAMP)[i % 2], count=2,
+                   evidence=[_flow(f"198.51.100.{i % 4}", 23)])
+        if i == 10:
+            events.add(EventKind.QUARANTINED, reason="scan")
+        if i == 20:
+            events.add(EventKind.ALERT_DISMISSED, mac=LAMP, alert="violation")
+    devices = {MAC: _device(state=LifecycleState.QUARANTINED), LAMP: _device(LAMP)}
+    book = IncidentBook()
+    book.feed(events.items[:12], devices)  # the first read holds the quarantine
+    for start in range(12, len(events.items), 7):
+        book.feed(events.items[start:start + 7], devices)
+    assert _shape(book.incidents(devices)) == _shape(build_incidents(events.items, devices))
+    assert book.last_id == len(events.items)
+
+
+def test_the_services_read_only_new_events_and_stay_right(tmp_path: Path) -> None:
+    with portal(tmp_path) as (_client, st, _):
+        st.services.onboard(url=_serve_bulb(st), mac=MAC, name="Camera")
+        st.services.devices.tell(EventKind.VIOLATION, {"count": 1}, MAC)
+        assert [i.count for i in st.services.incidents()] == [1]
+        for _ in range(5):
+            st.services.devices.tell(EventKind.VIOLATION, {"count": 2}, MAC)
+        st.services.devices.quarantine(MAC, "scan")
+        every = st.store.list_events(limit=100_000)
+        devices = {d.mac: d for d in st.store.list_devices()}
+        assert _shape(st.services.incidents()) == _shape(build_incidents(every, devices))
+        assert _shape(st.services.incidents())[0][:4] == (AlertKind.QUARANTINE, MAC, True, 11)

@@ -26,9 +26,10 @@ Closed incidents stay (history) with when and how they ended.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -38,6 +39,7 @@ from mudguard.policy import LifecycleState
 MAX_DESTINATIONS = 5  # named in an incident's summary; the rest are counted
 MAX_REASONS = 5
 MAX_SAMPLES = 5
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class AlertKind(StrEnum):
@@ -191,9 +193,9 @@ class _Builder:
             names.get(address, address)
         entry = self.flows.setdefault((label, outgoing), [0, set(), home])
         entry[0] += 1
-        service = service_of(flow.get("protocol"),
-                             flow.get("dst_port") if outgoing else flow.get("src_port"),
-                             flow.get("icmp_type"))
+        service = _service_of_flow(flow.get("protocol"),
+                                   flow.get("dst_port") if outgoing else flow.get("src_port"),
+                                   flow.get("icmp_type"))
         if service is not None and len(entry[1]) < 8:
             entry[1].add(service)
 
@@ -248,45 +250,89 @@ def build_incidents(events: Iterable[DeviceEvent], devices: Mapping[str, Device]
         devices: the home's devices by MAC (names and addresses label the evidence; the
             state decides whether a quarantine is still open).
     """
-    names = _address_names(devices.values())
-    open_now: dict[tuple[str, AlertKind], _Builder] = {}
-    closed: list[_Builder] = []
+    book = IncidentBook()
+    book.feed(events, devices)
+    return book.incidents(devices)
 
-    def close(mac: str, kinds: Iterable[AlertKind], how: str, at: datetime) -> None:
-        for kind in kinds:
-            builder = open_now.pop((mac, kind), None)
-            if builder is not None:
-                builder.closed_at, builder.closed_by = at, how
-                closed.append(builder)
 
-    def start(mac: str, kind: AlertKind, event: DeviceEvent) -> _Builder:
-        builder = open_now.get((mac, kind))
-        if builder is None:
-            builder = open_now[(mac, kind)] = _Builder(kind=kind, mac=mac, first=event,
-                                                       latest=event)
-        return builder
+@dataclass(slots=True)
+class IncidentBook:
+    """The incidents, kept up to date event by event: what the portal holds between
+    pages so that each page reads only the events that came since (``last_id``).
 
-    for event in events:
+    The first ``feed`` may start in the middle of history: a quarantined device whose
+    quarantine began earlier gets a stand-in ``quarantined`` event, so it is never lost.
+    At most ``max_closed`` decided incidents are kept (the newest).
+    """
+
+    max_closed: int = 500
+    last_id: int = 0
+    _open: dict[tuple[str, AlertKind], _Builder] = field(default_factory=dict)
+    _closed: list[_Builder] = field(default_factory=list)
+    _fed: bool = False
+
+    def feed(self, events: Iterable[DeviceEvent], devices: Mapping[str, Device]) -> None:
+        """Apply ``events`` (oldest first, ids above ``last_id``); the first feed is
+        the whole window of history read (it decides which quarantines began before)."""
+        batch = list(events)
+        if not self._fed:
+            batch = _with_lost_quarantines(batch, devices)
+            self._fed = True
+        names = _address_names(devices.values())
+        for event in batch:
+            self.last_id = max(self.last_id, event.id)
+            self._apply(event, names)
+        if len(self._closed) > self.max_closed:
+            del self._closed[:len(self._closed) - self.max_closed]
+
+    def incidents(self, devices: Mapping[str, Device]) -> list[Incident]:
+        """Every incident now: open ones first, then the decided ones, newest first."""
+        builders = (*self._open.values(), *self._closed)
+        return sorted((b.freeze(devices.get(b.mac or "")) for b in builders), key=_order)
+
+    def _apply(self, event: DeviceEvent, names: Mapping[str, str]) -> None:
         mac = event.mac
         if mac is None:
-            continue
+            return
         closing = _closing(event)
         if closing is not None:
-            close(mac, closing[0], closing[1], event.at)
-            continue
+            for ended in closing[0]:
+                done = self._open.pop((mac, ended), None)
+                if done is not None:
+                    done.closed_at, done.closed_by = event.at, closing[1]
+                    self._closed.append(done)
+            return
         kind = _opens(event)
         if kind is None:
-            continue
-        if kind is AlertKind.VIOLATION and (mac, AlertKind.QUARANTINE) in open_now:
+            return
+        if kind is AlertKind.VIOLATION and (mac, AlertKind.QUARANTINE) in self._open:
             kind = AlertKind.QUARANTINE  # evidence of the quarantine under way
-        builder = start(mac, kind, event)
+        builder = self._open.get((mac, kind))
+        if builder is None:
+            builder = self._open[(mac, kind)] = _Builder(kind=kind, mac=mac, first=event,
+                                                         latest=event)
         if kind is AlertKind.QUARANTINE:
-            folded = open_now.pop((mac, AlertKind.VIOLATION), None)
+            folded = self._open.pop((mac, AlertKind.VIOLATION), None)
             if folded is not None:
                 builder.absorb(folded)
         builder.add(event, names)
-    incidents = [b.freeze(devices.get(b.mac or "")) for b in (*open_now.values(), *closed)]
-    return sorted(incidents, key=_order)
+
+
+def _with_lost_quarantines(events: list[DeviceEvent], devices: Mapping[str, Device]
+                           ) -> list[DeviceEvent]:
+    """``events`` preceded by a stand-in ``quarantined`` event for every quarantined device
+    whose quarantine began before the oldest event read (a long flood of blocked traffic
+    can push it out): its quarantine stays an open alert, never silently lost."""
+    told = {e.mac for e in events if e.kind in (
+        EventKind.QUARANTINED, EventKind.RELEASED, EventKind.FORGOTTEN, EventKind.TRANSFERRED)
+        or e.details.get("decision") == "kept"}
+    start = events[0].at if events else None
+    lost = [DeviceEvent(id=0, at=start or d.last_seen or d.first_seen or _EPOCH,
+                        kind=EventKind.QUARANTINED, mac=d.mac,
+                        details={"reason": "; ".join(d.reasons)[:500]} if d.reasons else {})
+            for d in devices.values()
+            if d.state is LifecycleState.QUARANTINED and d.mac not in told]
+    return [*lost, *events]
 
 
 def _order(incident: Incident) -> tuple[int, int, float]:
@@ -349,6 +395,19 @@ _WELL_KNOWN = {
     (17, 56700): "LIFX", (6, 8009): "Cast", (6, 8008): "Cast",
 }
 _PROTOCOL_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
+
+
+def _service_of_flow(protocol: object, port: object, icmp_type: object) -> Service | None:
+    """``service_of``, remembered for plain values (the same few services recur)."""
+    key = (protocol, port, icmp_type)
+    if all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in key):
+        return _cached_service(protocol, port, icmp_type)
+    return service_of(protocol, port, icmp_type)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_service(protocol: object, port: object, icmp_type: object) -> Service | None:
+    return service_of(protocol, port, icmp_type)
 
 
 def service_of(protocol: object, port: object, icmp_type: object = None) -> Service | None:

@@ -47,7 +47,7 @@ from mudguard.portal._incidents import (
     DISMISSABLE,
     AlertKind,
     Incident,
-    build_incidents,
+    IncidentBook,
     evidence_flows,
     open_incidents,
 )
@@ -55,7 +55,8 @@ from mudguard.portal._incidents import (
 T = TypeVar("T")
 
 MAX_NAME = 64
-MAX_ALERT_EVENTS = 100_000  # the newest events the alerts are built from
+MAX_ALERT_EVENTS = 20_000  # the newest events the alerts start from (then: only new ones)
+MAX_ALERT_BATCHES = 100  # of 10,000 new events each, per call
 ALERT_KINDS = frozenset({EventKind.VIOLATION, EventKind.QUARANTINED})
 DECISION_KINDS = frozenset({EventKind.RELEASED, EventKind.FORGOTTEN})
 
@@ -144,6 +145,8 @@ class PortalServices:
     """Runs a change serialised with the daemon's other service calls (its worker);
     None: the portal's own changes are serialised among themselves."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _book: IncidentBook | None = field(default=None, repr=False)
+    _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _serial(self, change: Callable[[], T]) -> T:
         if self.run is not None:
@@ -220,10 +223,30 @@ class PortalServices:
 
     def incidents(self) -> list[Incident]:
         """Every alert as an incident (one per device and kind while it lasts): open
-        ones first, then the decided ones (history)."""
-        events = self.devices.store.list_events(limit=MAX_ALERT_EVENTS, newest=True)
-        devices = {d.mac: d for d in self.devices.store.list_devices()}
-        return build_incidents(events, devices)
+        ones first, then the decided ones (history).
+
+        The incidents are kept between calls: each call reads only the events that came
+        since (the first reads the newest ``MAX_ALERT_EVENTS``)."""
+        store = self.devices.store
+        with self._book_lock:
+            newest = store.list_events(limit=1, newest=True)
+            book = self._book
+            if book is None or (newest and newest[-1].id < book.last_id) or \
+                    (not newest and book.last_id):
+                book = self._book = IncidentBook()  # first call, or the events were reset
+                batches = [store.list_events(limit=MAX_ALERT_EVENTS, newest=True)]
+            else:
+                batches = []
+                for _ in range(MAX_ALERT_BATCHES):
+                    batch = store.list_events(after_id=book.last_id if not batches
+                                              else batches[-1][-1].id, limit=10_000)
+                    if not batch:
+                        break
+                    batches.append(batch)
+            devices = {d.mac: d for d in store.list_devices()}
+            for batch in batches:
+                book.feed(batch, devices)
+            return book.incidents(devices)
 
     def alerts(self, limit: int = 200) -> list[Incident]:
         """The incidents, open ones first, at most ``limit`` (``open`` until decided)."""
