@@ -194,3 +194,21 @@ def test_the_device_page_follows_the_state_and_the_grants(tmp_path: Path) -> Non
             assert 'data-testid="allowance-technical"' in page
         assert _main_allowance(client.get(f"/devices/{mac}?lang=en").text).startswith(
             "Quarantined: only the gateway's basics and its maker's own servers (for a fix).")
+
+
+def test_the_onboarding_preview_says_it_in_words_too(tmp_path: Path) -> None:
+    from tests.unit.test_portal_pages import _serve_bulb
+    from tests.unit.test_portal_support import page_csrf, portal
+
+    with portal(tmp_path) as (client, st, _):
+        url = _serve_bulb(st)
+        token = page_csrf(client, "/onboard")
+        for lang, words in (("en", "its maker's cloud (example.com: 1 server)"),
+                            ("fr", "le cloud de son fabricant (example.com\u202f: 1 serveur)")):
+            preview = client.post(f"/onboard/check?lang={lang}", data={
+                "csrf": token, "mud_url": url, "mac": ""})
+            assert preview.status_code == 200
+            main = _main_allowance(preview.text)  # (whitespace collapsed: U+202F too)
+            assert words.replace("\u202f", " ") in main and not JARGON.search(main)
+            assert lang == "en" or "example.com\u202f: 1 serveur" in preview.text
+            assert "details" in preview.text and "api.example.com" in preview.text

@@ -434,9 +434,13 @@ async def onboard_check(request: Request) -> Response:
         return _render(request, "onboard.html", {
             "error": error_key(exc), "fields": getattr(exc, "fields", {}) or {},
             "mud_url": url, "mac": mac}, status=400, session=session)
+    services = state(request).services
     return _render(request, "preview.html", {
         "preview": preview, "mac": mac, "maker": maker, "model": model,
         "policy": describe_policy(preview.mud) if preview.mud else None,
+        "allowance": describe_allowance(
+            services.profile_policy(preview.mud, mac or None),
+            functools.partial(translate, language(request))) if preview.mud else None,
         "report": _preview_report(preview), **_guidance(request)}, session=session)
 
 

@@ -273,6 +273,14 @@ class PortalServices:
 
         return self._serial(change)
 
+    def profile_policy(self, mud: MudFile, mac: str | None = None) -> DevicePolicy:
+        """What a device with this MUD file would be allowed once accepted (onboarding
+        preview): the profiled state's rules, no grants."""
+        facts = DeviceFacts(mac=(mac or "00:00:00:00:00:00").lower(), mud_url=mud.mud_url,
+                            state=LifecycleState.PROFILED)
+        return decide(facts, mud, (), HomeContext(lan_prefixes=(), gateway_addresses=()),
+                      now=self.now())
+
     def effective_policy(self, device: Device) -> DevicePolicy:
         """What the device may do now: its state's rules with the owner's active grants
         (the same ``decide()`` the enforcer runs)."""
