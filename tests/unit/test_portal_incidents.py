@@ -160,6 +160,20 @@ def test_forgetting_a_device_closes_all_its_alerts() -> None:
     events.add(EventKind.FORGOTTEN)
     incidents = build_incidents(events.items, {MAC: _device(state=LifecycleState.FORGOTTEN)})
     assert {i.closed_by for i in incidents} == {"forgotten"} and len(incidents) == 2
+    assert build_incidents(events.items, {}) == []  # deleted: nothing of it is shown
+
+
+def test_a_forgotten_device_leaves_no_alert_behind(tmp_path: Path) -> None:
+    """Forgetting deletes the device's events; the alerts kept between pages follow."""
+    with portal(tmp_path) as (client, st, _):
+        st.services.onboard(url=_serve_bulb(st), mac=MAC, name="Camera")
+        st.services.devices.tell(EventKind.VIOLATION, {"count": 1, "evidence": [
+            _flow("198.51.100.7", 23)]}, MAC)
+        st.services.devices.quarantine(MAC, "scan")
+        assert len(st.services.incidents()) == 1
+        st.services.forget(MAC)
+        assert st.services.incidents() == []
+        assert "198.51.100.7" not in client.get("/alerts").text
 
 
 def _badge(html: str) -> int:

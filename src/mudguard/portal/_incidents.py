@@ -21,7 +21,8 @@ While an incident is open, later events of its kind update it (count, last time,
 destinations) instead of adding another alert. While a device is quarantined, its blocked
 traffic is evidence of the quarantine, so it counts on the quarantine incident, and an
 open violation incident of the device is folded into the quarantine when it starts.
-Closed incidents stay (history) with when and how they ended.
+Closed incidents stay (history) with when and how they ended. Forgetting a device deletes
+it and its events: its incidents go with it (none is shown for a device the store lacks).
 """
 
 from __future__ import annotations
@@ -286,7 +287,12 @@ class IncidentBook:
             del self._closed[:len(self._closed) - self.max_closed]
 
     def incidents(self, devices: Mapping[str, Device]) -> list[Incident]:
-        """Every incident now: open ones first, then the decided ones, newest first."""
+        """Every incident now: open ones first, then the decided ones, newest first.
+
+        A device the store no longer has was forgotten: its incidents (and their
+        evidence) are dropped, as the store dropped its events."""
+        self._open = {k: b for k, b in self._open.items() if b.mac in devices}
+        self._closed = [b for b in self._closed if b.mac in devices]
         builders = (*self._open.values(), *self._closed)
         return sorted((b.freeze(devices.get(b.mac or "")) for b in builders), key=_order)
 
