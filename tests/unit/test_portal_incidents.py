@@ -288,3 +288,10 @@ def test_the_services_read_only_new_events_and_stay_right(tmp_path: Path) -> Non
         devices = {d.mac: d for d in st.store.list_devices()}
         assert _shape(st.services.incidents()) == _shape(build_incidents(every, devices))
         assert _shape(st.services.incidents())[0][:4] == (AlertKind.QUARANTINE, MAC, True, 11)
+
+
+def test_alert_times_are_short_today() -> None:
+    from mudguard.portal._pages import short_time
+
+    assert short_time(T0, T0 + timedelta(hours=2)) == "14:02"
+    assert short_time(T0, T0 + timedelta(days=1)) == "2026-05-01 14:02"

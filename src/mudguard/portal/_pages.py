@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import jinja2
@@ -76,7 +76,8 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             "path": request.url.path, "states": LifecycleState,
             "lang_links": {code: _lang_link(request, code) for code in ("en", "fr")},
             "services_text": lambda services: ", ".join(
-                service_text(s, functools.partial(translate, lang)) for s in services)}
+                service_text(s, functools.partial(translate, lang)) for s in services),
+            "short_time": lambda at: short_time(at, state(request).services.now())}
     if session is not None and "open_alerts" not in context:
         try:
             base["open_alerts"] = state(request).services.open_alert_count()
@@ -84,6 +85,12 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             base["open_alerts"] = 0
     return templates.TemplateResponse(request, name, {**base, **context},
                                       status_code=status)
+
+
+def short_time(at: datetime, now: datetime) -> str:
+    """"14:02" today, "2026-05-01 14:02" another day (in the times' own zone)."""
+    return at.strftime("%H:%M" if at.date() == now.astimezone(at.tzinfo).date()
+                       else "%Y-%m-%d %H:%M")
 
 
 def _lang_link(request: Request, code: str) -> str:
