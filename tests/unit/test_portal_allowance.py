@@ -212,3 +212,10 @@ def test_the_onboarding_preview_says_it_in_words_too(tmp_path: Path) -> None:
             assert words.replace("\u202f", " ") in main and not JARGON.search(main)
             assert lang == "en" or "example.com\u202f: 1 serveur" in preview.text
             assert "details" in preview.text and "api.example.com" in preview.text
+
+
+def test_names_are_listed_under_their_domain_and_answers_are_not_inbound(corpus: Path) -> None:
+    groups = _groups(_allowance(_mud(corpus, "chromecastUltraMud.json"),
+                                LifecycleState.PROFILED))
+    assert "googleapis.com: 4 servers" in groups["online"]  # not four lines of one each
+    assert groups["inbound"] == ("other devices at home (Google Cast app)",)  # not 8.8.8.8

@@ -14,11 +14,14 @@ every sentence comes from the catalogue, so both languages say the same thing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from publicsuffixlist import PublicSuffixList
 
 from mudguard.mud import Direction, Forwarding, PortMatch, PortOperator
 from mudguard.policy import DevicePolicy, LifecycleState, PeerKind, Rule, registrable_domain
@@ -102,7 +105,8 @@ def describe_allowance(policy: DevicePolicy, t: Translate) -> Allowance:
         elif rule.direction is FROM:
             _outgoing(rule, words, maker, t)
         elif rule.initiated is not FROM and not (
-                rule.peer is PeerKind.DNSNAME and (rule.peer, rule.peer_value) in outgoing):
+                rule.peer in (PeerKind.DNSNAME, PeerKind.NETWORK)
+                and (rule.peer, rule.peer_value) in outgoing):
             _inbound(rule, words, t)  # a server it talks to answering is no news
     groups = _groups(words, t)
     summary = f"allow.state.{policy.state.value}"
@@ -149,7 +153,7 @@ def _outgoing(rule: Rule, words: _Words, maker: tuple[str, ...], t: Translate) -
             service = _DRAFT_CLASS_SERVICE[value]
         _add_unique(words.gateway, service)
     elif peer is PeerKind.DNSNAME and value:
-        domain = registrable_domain(value) or value
+        domain = display_domain(value)
         if (rule.protocol, _port(rule.dst_port)) == (17, 123):
             _add_unique(words.time, value)
         elif _is_maker(domain, maker):
@@ -208,7 +212,7 @@ def _inbound(rule: Rule, words: _Words, t: Translate) -> None:
             _add_to(words.inbound, ("allow.in.from", who), service)
             return
     if peer is PeerKind.DNSNAME and rule.peer_value:
-        who = registrable_domain(rule.peer_value) or rule.peer_value
+        who = display_domain(rule.peer_value)
         _add_to(words.inbound, ("allow.in.from", who), service)
         return
     _add_to(words.inbound, ("allow.in.home", ""), _home_service(rule, t))
@@ -278,6 +282,20 @@ def technical_line(rule: Rule) -> str:
     if rule.initiated is not None:
         parts.append(f"initiated {rule.initiated.value}")
     return " ".join(parts)
+
+
+@functools.cache
+def _icann_suffixes() -> PublicSuffixList:
+    """The ICANN section of the Public Suffix List: ``ajax.googleapis.com`` is shown under
+    ``googleapis.com`` (display only; grants use ``registrable_domain``)."""
+    return PublicSuffixList(only_icann=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def display_domain(name: str) -> str:
+    """The domain a DNS name is listed under ("tplinkcloud.com: 5 servers")."""
+    domain: str | None = _icann_suffixes().privatesuffix(name.lower().rstrip("."))
+    return domain or registrable_domain(name) or name
 
 
 def _maker_hints(policy: DevicePolicy) -> tuple[str, ...]:
