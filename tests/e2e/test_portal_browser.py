@@ -335,6 +335,7 @@ def test_alerts_are_incidents_and_the_allowance_is_in_words(
         assert "secondary" not in (first.get_attribute("class") or "")  # the primary
         assert first.inner_text() == ("Keep it quarantined" if lang == "en"
                                       else "Le garder en quarantaine")
+        assert ("and 1 more" if lang == "en" else "et 1 autre\n") in quarantine.inner_text() + "\n"
         lamp = page.locator(f"[data-kind=violation][data-mac='{LAMP}']").inner_text()
         assert ("blocked 200 times" if lang == "en" else "bloqué 200 fois") in lamp
         height = page.evaluate("document.documentElement.scrollHeight")
