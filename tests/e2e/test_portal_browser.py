@@ -10,6 +10,7 @@ HTTPS MUD server with a test CA, key manager writing hostapd's PSK file).
 from __future__ import annotations
 
 import io
+import re
 import socket
 import threading
 import time
@@ -175,9 +176,9 @@ def test_owner_journey_in_chromium(live: tuple[str, Stack], browser: Any,
     st.services.devices.quarantine(MAC, "tried telnet to 203.0.113.50")
     page.goto(base + "/alerts")
     assert "needs a decision" in page.content()
-    page.get_by_text("Evidence").first.click()
+    page.get_by_text("Technical details").first.click()
     _shot(page, "05-alert")
-    page.get_by_role("button", name="Release from quarantine").first.click()
+    page.get_by_role("button", name="Release it").first.click()
     page.wait_for_url("**/alerts")
     assert "needs a decision" not in page.content()
     assert st.store.get_device(MAC).state is LifecycleState.PROFILED
@@ -265,3 +266,100 @@ def test_keyboard_only_first_start_and_login(live: tuple[str, Stack], browser: A
         "(() => { const a = document.querySelector('nav a'); a.focus();"
         " return getComputedStyle(a).outlineStyle + ' ' + getComputedStyle(a).outlineWidth; })()")
     assert outline.startswith("solid 3px"), outline
+
+
+CAMERA, LAMP = "00:11:22:33:44:55", "00:11:22:33:44:66"
+MAIN_JARGON = re.compile(r"urn:|/\d{1,3}\b|0x[0-9a-f]{2}", re.IGNORECASE)
+
+
+def _flood(st: Stack, corpus: Path) -> None:
+    """A home after a few minutes of trouble: a camera (the UNSW TP-Link camera's MUD file)
+    that got quarantined and keeps being blocked, a lamp blocked 200 times."""
+    import json
+
+    doc = json.loads((corpus / "mud/unsw/tplinkcameraMud.json").read_text())
+    camera_url = st.server.url("/camera.json")
+    doc["ietf-mud:mud"]["mud-url"] = camera_url
+    st.server.put_json("/camera.json", doc)
+    lamp_url = st.server.url("/lamp.json")
+    st.server.put_json("/lamp.json", mud_document(lamp_url))
+    st.services.onboard(url=camera_url, mac=CAMERA, name="Garden camera")
+    st.services.onboard(url=lamp_url, mac=LAMP, name="Desk lamp")
+    flow = {"direction": "out", "src": "192.0.2.10", "protocol": 6, "src_port": 40000}
+    for i in range(200):
+        st.services.devices.tell(EventKind.VIOLATION, {"count": 1, "evidence": [
+            {**flow, "dst": f"198.51.100.{7 + i % 3}", "dst_port": 23}]}, LAMP)
+    st.services.devices.tell(EventKind.VIOLATION, {
+        "kind": "scan", "reason": "scanned 5 LAN hosts on port 23",
+        "evidence": [{**flow, "dst": f"192.0.2.{20 + i}", "dst_port": 23} for i in range(5)]},
+        CAMERA)
+    st.services.devices.quarantine(CAMERA, "scanned 5 LAN hosts on port 23")
+    for _ in range(50):
+        st.services.devices.tell(EventKind.VIOLATION, {"count": 4, "evidence": [
+            {**flow, "dst": "203.0.113.5", "dst_port": 443, "remote_name": "ipc.example.net"}]},
+            CAMERA)
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_alerts_are_incidents_and_the_allowance_is_in_words(
+        live: tuple[str, Stack], browser: Any, corpus: Path, width: int) -> None:
+    """At phone and desk widths, in English and French: the badge equals the alerts
+    listed, one open alert per device and kind, the quarantine is there with the safe
+    choice first, and the main allowance text has no URN, prefix or hex."""
+    base, st = live
+    _flood(st, corpus)
+    page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    seen = _watch(page)
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    page.goto(base + "/setup")
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    page.get_by_role("button", name="Create the account").click()
+    page.wait_for_url("**/devices")
+    for lang in ("en", "fr"):
+        page.goto(base + f"/alerts?lang={lang}")
+        cards = page.locator("[data-testid=open-alerts] > li")
+        keys = [(cards.nth(i).get_attribute("data-mac"), cards.nth(i).get_attribute("data-kind"))
+                for i in range(cards.count())]
+        assert len(keys) == len(set(keys)), keys  # at most one per device and kind
+        assert set(keys) == {(CAMERA, "quarantine"), (LAMP, "violation")}
+        badge = int(page.get_by_test_id("alert-badge").inner_text())
+        assert badge == cards.count() == int(page.get_by_test_id("alerts-listed").inner_text())
+        quarantine = page.locator(f"[data-kind=quarantine][data-mac='{CAMERA}']")
+        buttons = quarantine.locator(".decide button")
+        assert buttons.count() == 2
+        first = buttons.nth(0)
+        assert "secondary" not in (first.get_attribute("class") or "")  # the primary
+        assert first.inner_text() == ("Keep it quarantined" if lang == "en"
+                                      else "Le garder en quarantaine")
+        assert ("and 1 more" if lang == "en" else "et 1 autre\n") in quarantine.inner_text() + "\n"
+        lamp = page.locator(f"[data-kind=violation][data-mac='{LAMP}']").inner_text()
+        assert ("blocked 200 times" if lang == "en" else "bloqué 200 fois") in lamp
+        height = page.evaluate("document.documentElement.scrollHeight")
+        assert height < 4000, height  # not 28,000 px of identical cards
+        _shot(page, f"20-alerts-{lang}-{width}")
+        page.goto(base + f"/devices/{CAMERA}?lang={lang}")
+        main = page.get_by_test_id("allowance-main").inner_text()
+        assert not MAIN_JARGON.search(main), MAIN_JARGON.search(main)
+        assert "tplinkcloud" not in main  # quarantined: only the gateway's basics
+        _shot(page, f"21-camera-{lang}-{width}")
+        page.goto(base + f"/devices/{LAMP}?lang={lang}")
+        assert int(page.get_by_test_id("alert-badge").inner_text()) == badge
+        _shot(page, f"21-device-{lang}-{width}")
+    # The owner keeps the camera quarantined and has seen the lamp's alert: none open.
+    page.goto(base + "/alerts?lang=en")
+    page.locator(f"[data-kind=quarantine][data-mac='{CAMERA}']").get_by_role(
+        "button", name="Keep it quarantined").click()
+    page.wait_for_url("**/alerts")
+    page.locator(f"[data-kind=violation][data-mac='{LAMP}']").get_by_role(
+        "button", name="I've seen it").click()
+    page.wait_for_url("**/alerts")
+    assert page.get_by_test_id("alert-badge").count() == 0
+    assert page.locator("[data-testid=open-alerts] > li").count() == 0
+    assert page.locator(".closed-alerts > li").count() == 2
+    _shot(page, f"22-alerts-decided-{width}")
+    assert [u for u in missing if not u.endswith("/favicon.ico")] == [], missing
+    assert [e for e in seen["errors"] if "404" not in e] == [], seen["errors"]

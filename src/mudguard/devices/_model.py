@@ -114,6 +114,7 @@ class EventKind(StrEnum):
     KEY_MISMATCH = "key-mismatch"  # a station used another device's key
     FORGOTTEN = "forgotten"
     TRANSFERRED = "transferred"
+    ALERT_DISMISSED = "alert-dismissed"  # the owner saw an alert (details: "alert" kind)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

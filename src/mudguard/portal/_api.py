@@ -7,6 +7,7 @@ Errors are ``{"error": <stable key>, "message": <sentence>, ...fields}``.
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -20,7 +21,10 @@ from mudguard.guidance import load_guidance
 from mudguard.labels import label_png, label_svg, read_label
 from mudguard.mud import describe_policy
 from mudguard.policy import GrantKind
+from mudguard.portal._allowance import Allowance, describe_allowance
 from mudguard.portal._auth import Session, tokens_match
+from mudguard.portal._i18n import translate
+from mudguard.portal._incidents import AlertKind, Incident, service_text
 from mudguard.portal._services import MudPreview, Report, build_report
 from mudguard.portal._web import (
     SESSION_COOKIE,
@@ -30,6 +34,7 @@ from mudguard.portal._web import (
     error_fields,
     error_key,
     error_status,
+    language,
     now_mono,
     secure,
     state,
@@ -165,8 +170,11 @@ def get_device(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     services = state(request).services
     device = services.device(mac)
     mud = services.mud_for(device)
+    words = functools.partial(translate, language(request))
     return {**device.as_dict(),
             "allowed": describe_policy(mud) if mud else None,
+            "allowance": _allowance(describe_allowance(services.effective_policy(device),
+                                                       words)),
             "grants": [g.as_dict() for g in services.devices.active_grants(device.mac)]}
 
 
@@ -265,10 +273,18 @@ def device_report(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
 
 @router.get("/alerts")
 def alerts(request: Request, session: Owner) -> list[dict[str, Any]]:
-    """Violations and quarantines, newest first, with whether they await a decision."""
-    return [{**_event(a.event), "open": a.open,
-             "device": a.device.as_dict() if a.device else None}
-            for a in state(request).services.alerts()]
+    """The alerts as incidents (one per device and kind while it lasts), open ones first
+    (``open``: awaits the owner), then the decided ones. ``id``/``at``/``kind``/``details``
+    are the incident's newest event; ``alert`` is the incident's kind."""
+    return [_incident(i) for i in state(request).services.alerts()]
+
+
+@router.post("/alerts/{mac}/{kind}/dismiss")
+def dismiss_alert(mac: Mac, kind: Literal["violation", "new-device", "url-changed",
+                                          "signature", "quarantine"],
+                  request: Request, session: Owner) -> dict[str, Any]:
+    """The owner saw an alert that needs no decision (a quarantine needs one: 409)."""
+    return state(request).services.dismiss_alert(mac, AlertKind(kind)).as_dict()
 
 
 # -- onboarding and reports ------------------------------------------------------------
@@ -344,6 +360,32 @@ def guidance(lang: Annotated[Literal["en", "fr"], Query()] = "en") -> dict[str, 
 
 def _event(event: DeviceEvent) -> dict[str, Any]:
     return event.as_dict()
+
+
+def _incident(incident: Incident) -> dict[str, Any]:
+    words = functools.partial(translate, "en")
+    return {**_event(incident.latest), "open": incident.open,
+            "device": incident.device.as_dict() if incident.device else None,
+            "alert": incident.kind.value, "count": incident.count,
+            "events": incident.events, "first_at": incident.first_at.isoformat(),
+            "last_at": incident.last_at.isoformat(), "reason": incident.reason,
+            "reasons": list(incident.reasons),
+            "destinations": [{"name": d.name, "outgoing": d.outgoing, "flows": d.flows,
+                              "home_device": d.home_device,
+                              "services": [service_text(s, words) for s in d.services]}
+                             for d in incident.destinations],
+            "destination_count": incident.destination_count,
+            "actions": list(incident.actions),
+            "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
+            "closed_by": incident.closed_by}
+
+
+def _allowance(allowance: Allowance) -> dict[str, Any]:
+    return {"state": allowance.state.value, "summary": allowance.summary,
+            "risks": list(allowance.risks),
+            "groups": [{"key": g.key, "title": g.title, "items": list(g.items)}
+                       for g in allowance.groups],
+            "technical": list(allowance.technical)}
 
 
 def _preview(p: MudPreview) -> dict[str, Any]:

@@ -8,7 +8,8 @@ MUD file, a label or a device is marked safe: the templates never use ``|safe``.
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+import functools
+from datetime import datetime, timedelta
 from typing import Any
 
 import jinja2
@@ -25,9 +26,11 @@ from mudguard.keys.core import wifi_qr_payload
 from mudguard.labels import qr_png, read_label
 from mudguard.mud import describe_policy
 from mudguard.policy import GrantKind, LifecycleState
+from mudguard.portal._allowance import describe_allowance
 from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
+from mudguard.portal._incidents import AlertKind, open_incidents, service_text
 from mudguard.portal._services import MudPreview, build_report
 from mudguard.portal._web import (
     PRE_COOKIE,
@@ -54,6 +57,7 @@ _env = jinja2.Environment(
 )
 templates = Jinja2Templates(env=_env)
 
+MAX_HISTORY = 50  # decided alerts shown under the open ones
 EXPIRY = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7),
           "never": None}
 
@@ -70,9 +74,23 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
     base = {"lang": lang, "t": lambda key, **kw: translate(lang, key, **kw),
             "session": session, "csrf": session.csrf if session else "",
             "path": request.url.path, "states": LifecycleState,
-            "lang_links": {code: _lang_link(request, code) for code in ("en", "fr")}}
+            "lang_links": {code: _lang_link(request, code) for code in ("en", "fr")},
+            "services_text": lambda services: ", ".join(
+                service_text(s, functools.partial(translate, lang)) for s in services),
+            "short_time": lambda at: short_time(at, state(request).services.now())}
+    if session is not None and "open_alerts" not in context:
+        try:
+            base["open_alerts"] = state(request).services.open_alert_count()
+        except MudguardError:  # the store's trouble: the page (maybe its error) still shows
+            base["open_alerts"] = 0
     return templates.TemplateResponse(request, name, {**base, **context},
                                       status_code=status)
+
+
+def short_time(at: datetime, now: datetime) -> str:
+    """"14:02" today, "2026-05-01 14:02" another day (in the times' own zone)."""
+    return at.strftime("%H:%M" if at.date() == now.astimezone(at.tzinfo).date()
+                       else "%Y-%m-%d %H:%M")
 
 
 def _lang_link(request: Request, code: str) -> str:
@@ -236,9 +254,12 @@ def device_detail(request: Request, mac: str) -> Response:
     services = state(request).services
     device = services.device(mac)
     mud = services.mud_for(device)
+    lang = language(request)
     return _render(request, "device.html", {
         "device": device,
         "policy": describe_policy(mud) if mud else None,
+        "allowance": describe_allowance(services.effective_policy(device),
+                                        functools.partial(translate, lang)),
         "chart": flow_chart(services.flow_history(device.mac)),
         "peers": services.recent_peers(device.mac),
         "grants": services.devices.active_grants(device.mac),
@@ -366,10 +387,23 @@ def device_report(request: Request, mac: str) -> Response:
 
 @router.get("/alerts")
 def alerts(request: Request) -> Response:
-    """Violations and quarantines, with one-click decisions."""
+    """The open alerts (one per device and kind, with its decisions, the safe one first),
+    then the decided ones."""
     session = _owner(request)
-    return _render(request, "alerts.html", {"alerts": state(request).services.alerts()},
-                   session=session)
+    incidents = state(request).services.incidents()
+    current = open_incidents(incidents)
+    return _render(request, "alerts.html", {
+        "alerts": current, "open_alerts": len(current),
+        "history": [i for i in incidents if not i.open][:MAX_HISTORY]}, session=session)
+
+
+@router.post("/alerts/dismiss")
+async def dismiss_alert(request: Request) -> Response:
+    """The owner saw an alert that needs no decision: it leaves the open list."""
+    form = await _form(request, _owner(request))
+    kind = _choice(_text(form, "kind"), {k.value: k for k in AlertKind}, "bad_alert")
+    state(request).services.dismiss_alert(_text(form, "mac", 64), kind)
+    return RedirectResponse("/alerts", status_code=303)
 
 
 # -- onboarding by label ----------------------------------------------------------------
@@ -407,9 +441,13 @@ async def onboard_check(request: Request) -> Response:
         return _render(request, "onboard.html", {
             "error": error_key(exc), "fields": getattr(exc, "fields", {}) or {},
             "mud_url": url, "mac": mac}, status=400, session=session)
+    services = state(request).services
     return _render(request, "preview.html", {
         "preview": preview, "mac": mac, "maker": maker, "model": model,
         "policy": describe_policy(preview.mud) if preview.mud else None,
+        "allowance": describe_allowance(
+            services.profile_policy(preview.mud, mac or None),
+            functools.partial(translate, language(request))) if preview.mud else None,
         "report": _preview_report(preview), **_guidance(request)}, session=session)
 
 
@@ -474,3 +512,4 @@ def _choice(value: str, options: dict[str, Any], key: str) -> Any:
 def _back(form: FormData, default: str) -> str:
     """Where to go after a decision: the alerts page if it came from there."""
     return "/alerts" if _text(form, "from") == "alerts" else default
+

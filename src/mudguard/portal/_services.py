@@ -36,11 +36,28 @@ from mudguard.devices.service import DeviceService, ResetInstructions
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.keys.core import WifiCredentials
 from mudguard.mud import Finding, MudFile, parse_mud
-from mudguard.policy import GrantKind, LifecycleState
+from mudguard.policy import (
+    DeviceFacts,
+    DevicePolicy,
+    GrantKind,
+    HomeContext,
+    LifecycleState,
+    decide,
+)
+from mudguard.portal._incidents import (
+    DISMISSABLE,
+    AlertKind,
+    Incident,
+    IncidentBook,
+    evidence_flows,
+    open_incidents,
+)
 
 T = TypeVar("T")
 
 MAX_NAME = 64
+MAX_ALERT_EVENTS = 20_000  # the newest events the alerts start from (then: only new ones)
+MAX_ALERT_BATCHES = 100  # of 10,000 new events each, per call
 ALERT_KINDS = frozenset({EventKind.VIOLATION, EventKind.QUARANTINED})
 DECISION_KINDS = frozenset({EventKind.RELEASED, EventKind.FORGOTTEN})
 
@@ -101,7 +118,8 @@ class Onboarded:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Alert:
-    """A violation or quarantine the owner should decide about."""
+    """A violation or quarantine the owner should decide about (one event; the portal
+    now shows ``Incident``s, which group them)."""
 
     event: DeviceEvent
     device: Device | None
@@ -128,6 +146,8 @@ class PortalServices:
     """Runs a change serialised with the daemon's other service calls (its worker);
     None: the portal's own changes are serialised among themselves."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _book: IncidentBook | None = field(default=None, repr=False)
+    _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _serial(self, change: Callable[[], T]) -> T:
         if self.run is not None:
@@ -202,41 +222,78 @@ class PortalServices:
 
     # -- alerts ----------------------------------------------------------------------
 
-    def alerts(self, limit: int = 200) -> list[Alert]:
-        """Violations and quarantines, newest first; ``open`` until the owner decided."""
-        events = self.devices.store.list_events(limit=100_000)
-        last_decision: dict[str, int] = {}
-        for event in events:
-            if event.mac and (event.kind in DECISION_KINDS or
-                              event.details.get("decision") == "kept"):
-                last_decision[event.mac] = event.id
-        devices = {d.mac: d for d in self.devices.store.list_devices()}
-        out = []
-        for event in reversed(events):
-            if event.kind not in ALERT_KINDS or event.details.get("decision"):
-                continue
-            device = devices.get(event.mac) if event.mac else None
-            is_open = device is not None and event.id > last_decision.get(device.mac, 0) \
-                and device.state is LifecycleState.QUARANTINED
-            out.append(Alert(event=event, device=device, open=is_open))
-            if len(out) >= limit:
-                break
-        return out
+    def incidents(self) -> list[Incident]:
+        """Every alert as an incident (one per device and kind while it lasts): open
+        ones first, then the decided ones (history).
+
+        The incidents are kept between calls: each call reads only the events that came
+        since (the first reads the newest ``MAX_ALERT_EVENTS``)."""
+        store = self.devices.store
+        with self._book_lock:
+            newest = store.list_events(limit=1, newest=True)
+            book = self._book
+            if book is None or (newest and newest[-1].id < book.last_id) or \
+                    (not newest and book.last_id):
+                book = self._book = IncidentBook()  # first call, or the events were reset
+                batches = [store.list_events(limit=MAX_ALERT_EVENTS, newest=True)]
+            else:
+                batches = []
+                for _ in range(MAX_ALERT_BATCHES):
+                    batch = store.list_events(after_id=book.last_id if not batches
+                                              else batches[-1][-1].id, limit=10_000)
+                    if not batch:
+                        break
+                    batches.append(batch)
+            devices = {d.mac: d for d in store.list_devices()}
+            for batch in batches:
+                book.feed(batch, devices)
+            return book.incidents(devices)
+
+    def alerts(self, limit: int = 200) -> list[Incident]:
+        """The incidents, open ones first, at most ``limit`` (``open`` until decided)."""
+        return self.incidents()[:limit]
 
     def open_alert_count(self) -> int:
-        """How many quarantined devices await a decision (reads only their own events)."""
-        count = 0
-        for device in self.devices.store.list_devices():
-            if device.state is not LifecycleState.QUARANTINED:
-                continue
-            last_alert = last_decision = 0
-            for event in self.devices.store.list_events(device.mac, limit=100_000):
-                if event.kind in DECISION_KINDS or event.details.get("decision") == "kept":
-                    last_decision = event.id
-                elif event.kind in ALERT_KINDS:
-                    last_alert = event.id
-            count += last_alert > last_decision
-        return count
+        """How many alerts await the owner: exactly the open incidents the page lists."""
+        return len(open_incidents(self.incidents()))
+
+    def dismiss_alert(self, mac: str, kind: AlertKind) -> Device:
+        """The owner saw the alert: it leaves the open list (and stays in the history).
+
+        Raises:
+            PortalError: ``not_dismissable`` for a quarantine (it needs a decision).
+        """
+        if kind not in DISMISSABLE:
+            raise PortalError("not_dismissable", f"a {kind.value} alert needs a decision",
+                              kind=kind.value)
+
+        def change() -> Device:
+            device = self.devices.device(mac)
+            self.devices.tell(EventKind.ALERT_DISMISSED, {"alert": kind.value}, device.mac)
+            return device
+
+        return self._serial(change)
+
+    def profile_policy(self, mud: MudFile, mac: str | None = None) -> DevicePolicy:
+        """What a device with this MUD file would be allowed once accepted (onboarding
+        preview): the profiled state's rules, no grants."""
+        facts = DeviceFacts(mac=(mac or "00:00:00:00:00:00").lower(), mud_url=mud.mud_url,
+                            state=LifecycleState.PROFILED)
+        return decide(facts, mud, (), HomeContext(lan_prefixes=(), gateway_addresses=()),
+                      now=self.now())
+
+    def effective_policy(self, device: Device) -> DevicePolicy:
+        """What the device may do now: its state's rules with the owner's active grants
+        (the same ``decide()`` the enforcer runs)."""
+        facts = DeviceFacts(mac=device.mac.lower(), ipv4=tuple(device.ipv4),
+                            ipv6=tuple(device.ipv6), mud_url=device.mud_url,
+                            state=device.state, name=device.name)
+        grants = [g.grant for g in self.devices.active_grants(device.mac)]
+        home_default = self.devices.store.get_settings().home_default.value
+        return decide(facts, self.mud_for(device), grants,
+                      HomeContext(lan_prefixes=(), gateway_addresses=()),
+                      home_default="lan" if home_default == "lan" else "internet",
+                      now=self.now())
 
     def keep_quarantined(self, mac: str) -> Device:
         """The owner looked at the evidence and keeps the device quarantined."""
@@ -274,7 +331,7 @@ class PortalServices:
             allowed[index] += _count(event.details.get("flows_allowed"))
             extra = _count(event.details.get("flows_blocked"))
             if event.kind in ALERT_KINDS:
-                extra = max(extra, len(_evidence(event)))
+                extra = max(extra, len(evidence_flows(event)))
             if event.kind is EventKind.VIOLATION:
                 extra = max(extra, _count(event.details.get("count"), default=1))
             blocked[index] += extra
@@ -285,7 +342,7 @@ class PortalServices:
         """What the device talked to recently, as the events tell (newest first)."""
         peers: list[dict[str, Any]] = []
         for event in self.events(mac, limit=500):
-            for flow in _evidence(event):
+            for flow in evidence_flows(event):
                 outgoing = flow.get("direction") != "in"
                 peer = flow.get("remote_name") or flow.get("dst" if outgoing else "src")
                 if peer:
@@ -449,15 +506,6 @@ def _registrable(host: str) -> str:
     """
     labels = [p for p in host.lower().rstrip(".").split(".") if p]
     return ".".join(labels[-2:]) if len(labels) >= 2 else ""
-
-
-def _evidence(event: DeviceEvent) -> list[dict[str, Any]]:
-    """The flows an alert carries as evidence (``details["evidence"]``), well-formed only."""
-    evidence = event.details.get("evidence")
-    if not isinstance(evidence, list):
-        return []
-    return [flow for flow in evidence[:1000]
-            if isinstance(flow, dict) and (flow.get("dst") or flow.get("src"))]
 
 
 def _count(value: object, default: int = 0) -> int:

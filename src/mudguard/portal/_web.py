@@ -29,7 +29,8 @@ LANG_COOKIE = "mg_lang"
 STATUS = {
     "device_not_found": 404, "not_found": 404, "not_logged_in": 401, "bad_login": 401,
     "bad_csrf": 403, "rate_limited": 429, "owner_exists": 409, "bad_transition": 409,
-    "not_quarantined": 409, "mac_in_use": 409, "no_fetcher": 503, "store_failed": 503, "bug": 500,
+    "not_quarantined": 409, "not_dismissable": 409, "mac_in_use": 409, "no_fetcher": 503,
+    "store_failed": 503, "bug": 500,
     "internal": 500, "error": 500,
 }
 
