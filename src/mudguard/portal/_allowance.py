@@ -145,10 +145,15 @@ def _groups(words: _Words, t: Translate) -> tuple[AllowanceGroup, ...]:
                  for g in GROUPS if items[g])
 
 
+_JOINING_ORIGINS = frozenset({"baseline/mld-report", "baseline/igmp"})
+
+
 def _outgoing(rule: Rule, words: _Words, maker: tuple[str, ...], t: Translate) -> None:
     service = service_words(rule, t)
     peer, value = rule.peer, rule.peer_value
     if peer is PeerKind.GATEWAY:
+        if rule.origin in _JOINING_ORIGINS:
+            return  # multicast group reports a device sends while joining: no news to an owner
         if value in _DRAFT_CLASS_SERVICE and rule.protocol is None:
             service = _DRAFT_CLASS_SERVICE[value]
         _add_unique(words.gateway, service)
