@@ -235,6 +235,17 @@ class WifiKeys:
             self.hostapd.stop()
 
 
+def home_context(config: GatewayConfig) -> HomeContext:
+    """The home's context for ``config`` (no device yet); sets the number of device
+    tables first, as everything compiled after it must use the same."""
+    set_shard_count(config.device_tables)  # before anything compiles or fills a set
+    return HomeContext(
+        lan_prefixes=config.lan_prefixes, gateway_addresses=config.addresses,
+        lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
+        portal_ports=(config.portal_port,) if config.portal_address else (),
+        log_group=config.nflog_group)
+
+
 def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     """Build and wire every part of the gateway for ``config`` (nothing starts yet)."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -247,12 +258,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         settings = wanted
         store.save_settings(settings)
 
-    set_shard_count(config.device_tables)  # before anything compiles or fills a set
-    context = HomeContext(
-        lan_prefixes=config.lan_prefixes, gateway_addresses=config.addresses,
-        lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
-        portal_ports=(config.portal_port,) if config.portal_address else (),
-        log_group=config.nflog_group)
+    context = home_context(config)
     enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value,
                         lan=lan_isolation(config))
     guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,

@@ -132,6 +132,12 @@ class GatewayConfig:
         return self.state_dir / "dhcp.sock"
 
     @property
+    def base_file(self) -> Path:
+        """The static base ruleset an early-boot unit loads (``nft -j -f``); the daemon
+        rewrites it at each start so it stays in step with this configuration."""
+        return self.state_dir / "base.json"
+
+    @property
     def control_socket(self) -> Path:
         """The owner's control socket (root only)."""
         return self.state_dir / "control.sock"

@@ -39,6 +39,8 @@ from mudguard.policy._names import (
 from mudguard.policy._nft import (
     Installed,
     NftCommand,
+    base_mark,
+    base_ruleset,
     compile_base,
     compile_device,
     compile_device_record,
@@ -82,6 +84,8 @@ __all__ = [
     "PeerKind",
     "Rule",
     "Verdict",
+    "base_mark",
+    "base_ruleset",
     "baseline_rules",
     "compile_base",
     "compile_device",

@@ -634,12 +634,44 @@ def _set(name: str, key: str) -> NftCommand:
     return {"add": {"set": {"family": FAMILY, "table": TABLE, "name": name, "type": key}}}
 
 
+BASE_MARK_PREFIX: Final = "mudguard base "
+"""The comment on the main forward chain's first rule: ``mudguard base <digest>``."""
+
+
 def compile_base(context: HomeContext) -> list[NftCommand]:
     """The main table and every shard table (replacing any previous ones).
 
-    Installed before any device: with no device known, nothing from the LAN is
-    forwarded (fail closed) and only DHCP and neighbour discovery reach the gateway.
+    Installed before any device (one small transaction, also the static ruleset an
+    early-boot unit loads: ``mudguard base``): with no device known, nothing from the
+    LAN is forwarded (fail closed) and only DHCP and neighbour discovery reach the
+    gateway. The main forward chain's first rule carries ``base_mark(context)``, a
+    digest of the whole base, so a start-up can tell this base from another
+    (another LAN interface, shard count or mudguard version) without comparing rules.
     """
+    cmds = _base_commands(context)
+    first = next(c["add"]["rule"] for c in cmds if "rule" in c.get("add", {}))
+    first["comment"] = BASE_MARK_PREFIX + _base_digest(cmds)
+    return cmds
+
+
+def base_ruleset(context: HomeContext) -> dict[str, Any]:
+    """``compile_base`` as a whole libnftables JSON document: what ``nft -j -f FILE``
+    loads at boot (``mudguard base``), the same base the daemon then takes over."""
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *compile_base(context)]}
+
+
+def base_mark(context: HomeContext) -> str:
+    """The comment that marks ``compile_base(context)``'s base in the kernel."""
+    return BASE_MARK_PREFIX + _base_digest(_base_commands(context))
+
+
+def _base_digest(cmds: list[NftCommand]) -> str:
+    text = json.dumps(cmds, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _base_commands(context: HomeContext) -> list[NftCommand]:
+    """``compile_base`` without its mark."""
     lan = context.lan_interface
     iif = _match(_meta("iifname"), lan)
     est = _match(_ct("state"), ["established", "related"], "in")
@@ -651,7 +683,7 @@ def compile_base(context: HomeContext) -> list[NftCommand]:
         _base_chain("output", "output", "accept", prio=MAIN_PRIORITY),
     ]
     cmds += [
-        _rule("forward", [est, {"accept": None}]),
+        _rule("forward", [est, {"accept": None}]),  # first rule: compile_base marks it
         _rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
         _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
