@@ -47,7 +47,6 @@ from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
 from mudguard.enforce import Enforcer, LanIsolation, Nft
 from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
-from mudguard.policy import HomeContext, set_shard_count
 from mudguard.store import Store
 from mudguard.watch import DeviationTracker
 from mudguard.watch.listener import AddressBook, Watcher
@@ -235,17 +234,6 @@ class WifiKeys:
             self.hostapd.stop()
 
 
-def home_context(config: GatewayConfig) -> HomeContext:
-    """The home's context for ``config`` (no device yet); sets the number of device
-    tables first, as everything compiled after it must use the same."""
-    set_shard_count(config.device_tables)  # before anything compiles or fills a set
-    return HomeContext(
-        lan_prefixes=config.lan_prefixes, gateway_addresses=config.addresses,
-        lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
-        portal_ports=(config.portal_port,) if config.portal_address else (),
-        log_group=config.nflog_group)
-
-
 def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     """Build and wire every part of the gateway for ``config`` (nothing starts yet)."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -258,7 +246,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         settings = wanted
         store.save_settings(settings)
 
-    context = home_context(config)
+    context = config.home_context()
     enforcer = Enforcer(Nft(), context, home_default=settings.home_default.value,
                         lan=lan_isolation(config))
     guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,

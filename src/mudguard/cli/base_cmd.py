@@ -39,12 +39,11 @@ def base(
     boot, then works); it rewrites <state_dir>/base.json at each start. See
     docs/boot.md.
     """
-    from mudguard.app import home_context
-    from mudguard.daemon import ConfigError, load_config
+    from mudguard.daemon.config import ConfigError, load_config
     from mudguard.enforce.boot import base_ruleset_text, write_base_ruleset
 
     try:
-        context = home_context(load_config(config))
+        context = load_config(config).home_context()
     except ConfigError as exc:
         err_console.print(f"[bold red]mudguard base:[/] {exc}")
         raise typer.Exit(2) from None
