@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from mudguard.enforce import Enforcer, Nft
-from mudguard.policy import DeviceFacts, LifecycleState, decide
+from mudguard.enforce import enforcer as enforcer_module
+from mudguard.policy import DeviceFacts, LifecycleState, decide, shard_index
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome
 
 pytestmark = pytest.mark.root
@@ -249,3 +250,33 @@ def test_close_lan_keeps_a_running_home_and_replaces_another_base(home: VirtualH
                       clock=lambda: now).reconcile([policy])
     assert report.reinstalled_table
     assert home.tcp(d1.ns, CLOUD4, 443)
+
+
+def test_a_device_whose_rules_are_not_in_yet_receives_nothing(
+        home: VirtualHome, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One device per batch; the first one installed may send anywhere on the LAN
+    # (trusted); the other's own rules refuse it. Between the two batches the second
+    # device has no rules of its own yet: the base must not let the first one in.
+    monkeypatch.setattr(enforcer_module, "DEVICES_PER_BATCH", 1)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    first, second = sorted(home.nodes, key=lambda n: shard_index(n.mac))
+    home.serve(second.ns, tcp=[8080])
+    states = {first.mac: LifecycleState.TRUSTED, second.mac: LifecycleState.DEFAULT}
+    devices = [DeviceFacts(mac=n.mac, ipv4=(n.ipv4,), ipv6=(n.ipv6,), state=states[n.mac])
+               for n in (second, first)]
+    context = home.context(devices=tuple(devices))
+    policies = [decide(d, None, (), context, now=now) for d in devices]
+    enforcer = Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: now)
+    assert enforcer.close_lan()
+    seen: list[tuple[list[str], bool, bool]] = []
+
+    def between(macs: list[str]) -> None:
+        seen.append((macs, home.tcp(first.ns, second.ipv4, 8080, 0.3),
+                     home.tcp(first.ns, second.ipv6, 8080, 0.3)))
+
+    enforcer.reconcile(policies, on_batch=between)
+    assert seen[0] == ([first.mac], False, False)  # installed sender, receiver pending
+    assert seen[1] == ([second.mac], False, False)  # the receiver's own rules refuse it
+    assert home.tcp(first.ns, CLOUD4, 443) and home.tcp(second.ns, CLOUD4, 443)
+    assert home.run(home.gw_ns, ["nft", "list", "set", "inet", "mudguard", "pending4"]
+                    ).stdout.count("elements") == 0  # nothing left pending

@@ -15,10 +15,13 @@ everything forwarded from or to a LAN device that is not installed yet; then it
 adds the devices ``DEVICES_PER_BATCH`` at a time, each batch one transaction, so a
 device gains its own access as soon as its batch is in and never more than its
 policy (a cold install of 1,000 devices as one transaction left the LAN with no
-firewall at all for its 5 s). ``close_lan`` installs the base alone unless the
-kernel already holds this very base (its mark: ``base_mark``), e.g. the static
-base an early-boot unit loaded (``mudguard base``): the daemon calls it first at
-start-up and takes that base over without ever flushing it. A device update swaps
+firewall at all for its 5 s). The addresses of the devices still to come are in the
+main table's pending sets (``_Pending``): nothing is forwarded to them, whatever the
+sender's rules allow, until their own batch maps their ``in`` chain and takes them
+out. ``close_lan`` installs the base alone unless the kernel already holds this very
+base (its mark: ``base_mark``), e.g. the static base an early-boot unit loaded
+(``mudguard base``): the daemon calls it first at start-up and takes that base over
+without ever flushing it. A device update swaps
 its chains atomically, so a packet sees the old policy or the new one, never a gap
 and never more than either.
 
@@ -51,6 +54,8 @@ from mudguard.policy import (
     MANAGED4,
     MANAGED6,
     OUT_DISPATCH,
+    PENDING4,
+    PENDING6,
     TABLE,
     DeviceFacts,
     DevicePolicy,
@@ -214,7 +219,8 @@ class Enforcer:
         """
         policies = list(policies)
         context = self._context_with(p.device for p in policies)
-        self._install_base()
+        pending = _Pending.of(p.device for p in policies)
+        self._install_base(pending.add_commands())
         sets: dict[str, set[str]] = {}
 
         def batch_of(chunk: list[DevicePolicy]) -> tuple[list[NftCommand], dict[str, _Entry]]:
@@ -226,15 +232,17 @@ class Enforcer:
                                                             existing_sets=in_shard)
                 in_shard.update(record.dns_sets)
                 cmds += device_cmds
+                cmds += pending.take(record)
                 entries[record.mac] = _Entry(policy=policy, installed=record)
             return cmds, entries
 
         self._apply_batches((batch_of(chunk) for chunk in _chunks(_by_shard(policies))),
                             on_batch)
 
-    def _install_base(self) -> None:
-        """Replace the main and shard tables with the base alone; forget every device."""
-        self._nft.apply(compile_base(self._base_context))
+    def _install_base(self, extra: Sequence[NftCommand] = ()) -> None:
+        """Replace the main and shard tables with the base alone (and ``extra``, in the
+        same transaction); forget every device."""
+        self._nft.apply([*compile_base(self._base_context), *extra])
         self._set_entries({})
         self._isolate_lan()
 
@@ -511,6 +519,8 @@ class Enforcer:
             removals += kernel.remove_foreign(mac, chains)
             report.removed_chains.extend(chains)
         removals += kernel.stale_main_elements(wanted)
+        pending = _Pending.of(wanted, installed=kernel.sets)
+        removals += kernel.replace_pending(pending)
         self._nft.apply(removals)  # only takes away: first
         self._isolate_lan()
 
@@ -526,6 +536,7 @@ class Enforcer:
                     continue
                 cmds += kernel.unmap_foreign(record, kernel.installed_guess(mac))
                 cmds += device_cmds
+                cmds += pending.take(record)
                 report.repaired.append(mac)
             return cmds, entries
 
@@ -558,6 +569,46 @@ def _chunks(items: Sequence[_T], size: int | None = None) -> Iterator[list[_T]]:
     step = size or DEVICES_PER_BATCH
     for start in range(0, len(items), step):
         yield list(items[start:start + step])
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The addresses of devices about to be installed at start-up (main-table sets
+    ``pending4/6``): nothing is forwarded to them until their own batch, which takes
+    them out in the same transaction that maps their ``in`` chain."""
+
+    ipv4: set[str] = field(default_factory=set)
+    ipv6: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, devices: Iterable[DeviceFacts],
+           installed: dict[str, set[str]] | None = None) -> _Pending:
+        """The devices' addresses, less those already mapped to an installed device
+        (``installed``: the kernel's main-table sets; its ``in`` chain applies)."""
+        have = installed or {}
+        pending = cls()
+        for device in devices:
+            pending.ipv4.update(_canon(device.ipv4))
+            pending.ipv6.update(_canon(device.ipv6))
+        pending.ipv4 -= have.get(MANAGED4, set())
+        pending.ipv6 -= have.get(MANAGED6, set())
+        return pending
+
+    def add_commands(self) -> list[NftCommand]:
+        """Add every pending address to the kernel's sets."""
+        return [main_set_element("add", name, sorted(keys))
+                for name, keys in ((PENDING4, self.ipv4), (PENDING6, self.ipv6)) if keys]
+
+    def take(self, record: Installed) -> list[NftCommand]:
+        """Commands that take ``record``'s addresses out of the pending sets (once)."""
+        cmds: list[NftCommand] = []
+        for name, keys, mine in ((PENDING4, self.ipv4, record.ipv4),
+                                 (PENDING6, self.ipv6, record.ipv6)):
+            taken = sorted(a for a in mine if a in keys)
+            if taken:
+                keys.difference_update(taken)
+                cmds.append(main_set_element("delete", name, taken))
+        return cmds
 
 
 @dataclass(slots=True)
@@ -694,6 +745,16 @@ class _KernelView:
             body = {"family": "inet", "table": table, "name": chain}
             cmds += [{"flush": {"chain": body}}, {"delete": {"chain": body}}]
         return cmds
+
+    def replace_pending(self, pending: _Pending) -> list[NftCommand]:
+        """Make the kernel's pending sets hold exactly ``pending`` (a run killed mid-way
+        left its own)."""
+        cmds: list[NftCommand] = []
+        for name in (PENDING4, PENDING6):
+            left = sorted(self.sets.get(name, set()))
+            if left:
+                cmds.append(main_set_element("delete", name, left))
+        return cmds + pending.add_commands()
 
     def stale_main_elements(self, wanted: Iterable[DeviceFacts]) -> list[NftCommand]:
         """Delete main-set elements (known MACs, managed addresses) no wanted device holds."""

@@ -11,9 +11,11 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
       iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
       ip daddr vmap @in_dispatch4                    ip daddr @managed4 accept
       ip6 daddr vmap @in_dispatch6                   ip6 daddr @managed6 accept
-    mudguard_NN input (policy accept)                iifname LAN accept
-      ct state established,related accept         mudguard input (policy accept)
-      iifname LAN ether saddr vmap @gw_dispatch      ct state established,related accept
+    mudguard_NN input (policy accept)                ip daddr @pending4 drop
+      ct state established,related accept            ip6 daddr @pending6 drop
+      iifname LAN ether saddr vmap @gw_dispatch      iifname LAN accept
+                                                   mudguard input (policy accept)
+                                                     ct state established,related accept
                                                      iifname LAN ether saddr @known_macs accept
                                                      iifname LAN <DHCP, ND> accept
                                                      iifname LAN drop
@@ -88,6 +90,8 @@ from mudguard.policy._names import (
     MANAGED4,
     MANAGED6,
     OUT_DISPATCH,
+    PENDING4,
+    PENDING6,
     TABLE,
     device_chain,
     dns_set_name,
@@ -474,7 +478,8 @@ def map_element(cmd: str, map_name: str, keys: Sequence[str], chain: str | None,
 
 
 def main_set_element(cmd: str, set_name: str, keys: Sequence[str]) -> NftCommand:
-    """An ``add``/``delete`` of elements of a main-table set (``known_macs``, ``managed4/6``)."""
+    """An ``add``/``delete`` of elements of a main-table set (``known_macs``, ``managed4/6``,
+    ``pending4/6``)."""
     return {cmd: {"element": {"family": FAMILY, "table": TABLE, "name": set_name,
                               "elem": list(keys)}}}
 
@@ -678,6 +683,7 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
     ether_saddr = _payload("ether", "saddr")
     cmds: list[NftCommand] = [*_fresh_table(TABLE),
         _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
+        _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"),
         _base_chain("forward", "forward", "drop", prio=MAIN_PRIORITY),
         _base_chain("input", "input", "accept", prio=MAIN_PRIORITY),
         _base_chain("output", "output", "accept", prio=MAIN_PRIORITY),
@@ -691,6 +697,10 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
               "passed the receiver in chain"),
         _rule("forward", [_match(_payload("ip6", "daddr"), "@" + MANAGED6), {"accept": None}],
               "passed the receiver in chain"),
+        _rule("forward", [_match(_payload("ip", "daddr"), "@" + PENDING4), {"drop": None}],
+              "receiver's rules not in yet"),
+        _rule("forward", [_match(_payload("ip6", "daddr"), "@" + PENDING6), {"drop": None}],
+              "receiver's rules not in yet"),
         _rule("forward", [iif, {"accept": None}], "passed the sender out chain"),
         _rule("input", [est, {"accept": None}]),
         _rule("input", [iif, _match(ether_saddr, "@" + KNOWN_MACS), {"accept": None}],
