@@ -252,29 +252,39 @@ def test_close_lan_keeps_a_running_home_and_replaces_another_base(home: VirtualH
     assert home.tcp(d1.ns, CLOUD4, 443)
 
 
+@pytest.mark.parametrize("moved", [False, True], ids=["fresh", "address-moved"])
 def test_a_device_whose_rules_are_not_in_yet_receives_nothing(
-        home: VirtualHome, monkeypatch: pytest.MonkeyPatch) -> None:
+        home: VirtualHome, monkeypatch: pytest.MonkeyPatch, moved: bool) -> None:
     # One device per batch; the first one installed may send anywhere on the LAN
     # (trusted); the other's own rules refuse it. Between the two batches the second
     # device has no rules of its own yet: the base must not let the first one in.
+    # "address-moved": the last run gave the second device's addresses to a device
+    # forgotten since (trusted: it accepted everything), still in the kernel.
     monkeypatch.setattr(enforcer_module, "DEVICES_PER_BATCH", 1)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     first, second = sorted(home.nodes, key=lambda n: shard_index(n.mac))
     home.serve(second.ns, tcp=[8080])
+    enforcer = Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: now)
+    if moved:
+        gone = DeviceFacts(mac="02:6d:67:00:aa:aa", ipv4=(second.ipv4,), ipv6=(second.ipv6,),
+                           state=LifecycleState.TRUSTED)
+        enforcer.install_home([decide(gone, None, (), home.context(devices=(gone,)),
+                                      now=now)])
+        enforcer = Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: now)
     states = {first.mac: LifecycleState.TRUSTED, second.mac: LifecycleState.DEFAULT}
     devices = [DeviceFacts(mac=n.mac, ipv4=(n.ipv4,), ipv6=(n.ipv6,), state=states[n.mac])
                for n in (second, first)]
     context = home.context(devices=tuple(devices))
     policies = [decide(d, None, (), context, now=now) for d in devices]
-    enforcer = Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: now)
-    assert enforcer.close_lan()
+    assert enforcer.close_lan() is not moved
     seen: list[tuple[list[str], bool, bool]] = []
 
     def between(macs: list[str]) -> None:
         seen.append((macs, home.tcp(first.ns, second.ipv4, 8080, 0.3),
                      home.tcp(first.ns, second.ipv6, 8080, 0.3)))
 
-    enforcer.reconcile(policies, on_batch=between)
+    report = enforcer.reconcile(policies, on_batch=between)
+    assert report.removed_chains if moved else not report.removed_chains
     assert seen[0] == ([first.mac], False, False)  # installed sender, receiver pending
     assert seen[1] == ([second.mac], False, False)  # the receiver's own rules refuse it
     assert home.tcp(first.ns, CLOUD4, 443) and home.tcp(second.ns, CLOUD4, 443)

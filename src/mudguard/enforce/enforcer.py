@@ -519,7 +519,7 @@ class Enforcer:
             removals += kernel.remove_foreign(mac, chains)
             report.removed_chains.extend(chains)
         removals += kernel.stale_main_elements(wanted)
-        pending = _Pending.of(wanted, installed=kernel.sets)
+        pending = _Pending.of(wanted, mapped=kernel.installed_guess)
         removals += kernel.replace_pending(pending)
         self._nft.apply(removals)  # only takes away: first
         self._isolate_lan()
@@ -582,16 +582,16 @@ class _Pending:
 
     @classmethod
     def of(cls, devices: Iterable[DeviceFacts],
-           installed: dict[str, set[str]] | None = None) -> _Pending:
-        """The devices' addresses, less those already mapped to an installed device
-        (``installed``: the kernel's main-table sets; its ``in`` chain applies)."""
-        have = installed or {}
+           mapped: Callable[[str], Installed] | None = None) -> _Pending:
+        """The devices' addresses, less those the kernel already maps to the device's
+        own ``in`` chain (``mapped(mac)``: then its rules, old or new, apply)."""
         pending = cls()
         for device in devices:
-            pending.ipv4.update(_canon(device.ipv4))
-            pending.ipv6.update(_canon(device.ipv6))
-        pending.ipv4 -= have.get(MANAGED4, set())
-        pending.ipv6 -= have.get(MANAGED6, set())
+            have = mapped(device.mac.lower()) if mapped is not None else None
+            pending.ipv4.update(a for a in _canon(device.ipv4)
+                                if have is None or a not in have.ipv4)
+            pending.ipv6.update(a for a in _canon(device.ipv6)
+                                if have is None or a not in have.ipv6)
         return pending
 
     def add_commands(self) -> list[NftCommand]:

@@ -9,10 +9,10 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
       ct state established,related accept           ct state established,related accept
       ct state invalid drop                          ct state invalid drop
       iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
-      ip daddr vmap @in_dispatch4                    ip daddr @managed4 accept
-      ip6 daddr vmap @in_dispatch6                   ip6 daddr @managed6 accept
-    mudguard_NN input (policy accept)                ip daddr @pending4 drop
-      ct state established,related accept            ip6 daddr @pending6 drop
+      ip daddr vmap @in_dispatch4                    ip daddr @pending4 drop
+      ip6 daddr vmap @in_dispatch6                   ip6 daddr @pending6 drop
+    mudguard_NN input (policy accept)                ip daddr @managed4 accept
+      ct state established,related accept            ip6 daddr @managed6 accept
       iifname LAN ether saddr vmap @gw_dispatch      iifname LAN accept
                                                    mudguard input (policy accept)
                                                      ct state established,related accept
@@ -693,14 +693,14 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
         _rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
         _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
-        _rule("forward", [_match(_payload("ip", "daddr"), "@" + MANAGED4), {"accept": None}],
-              "passed the receiver in chain"),
-        _rule("forward", [_match(_payload("ip6", "daddr"), "@" + MANAGED6), {"accept": None}],
-              "passed the receiver in chain"),
         _rule("forward", [_match(_payload("ip", "daddr"), "@" + PENDING4), {"drop": None}],
               "receiver's rules not in yet"),
         _rule("forward", [_match(_payload("ip6", "daddr"), "@" + PENDING6), {"drop": None}],
               "receiver's rules not in yet"),
+        _rule("forward", [_match(_payload("ip", "daddr"), "@" + MANAGED4), {"accept": None}],
+              "passed the receiver in chain"),
+        _rule("forward", [_match(_payload("ip6", "daddr"), "@" + MANAGED6), {"accept": None}],
+              "passed the receiver in chain"),
         _rule("forward", [iif, {"accept": None}], "passed the sender out chain"),
         _rule("input", [est, {"accept": None}]),
         _rule("input", [iif, _match(ether_saddr, "@" + KNOWN_MACS), {"accept": None}],
