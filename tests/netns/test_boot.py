@@ -11,6 +11,7 @@ none.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import queue
@@ -28,7 +29,14 @@ import pytest
 
 from mudguard.enforce import Enforcer, Nft
 from mudguard.enforce import enforcer as enforcer_module
-from mudguard.policy import DeviceFacts, LifecycleState, decide, shard_index
+from mudguard.policy import (
+    PENDING6,
+    DeviceFacts,
+    LifecycleState,
+    decide,
+    main_set_element,
+    shard_index,
+)
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome
 
 pytestmark = pytest.mark.root
@@ -290,3 +298,20 @@ def test_a_device_whose_rules_are_not_in_yet_receives_nothing(
     assert home.tcp(first.ns, CLOUD4, 443) and home.tcp(second.ns, CLOUD4, 443)
     assert home.run(home.gw_ns, ["nft", "list", "set", "inet", "mudguard", "pending4"]
                     ).stdout.count("elements") == 0  # nothing left pending
+
+
+def test_thousands_of_addresses_in_one_element_command_go_over_netlink(
+        home: VirtualHome) -> None:
+    # Reconcile's first transaction marks every device still to come as pending: 5,000
+    # IPv6 addresses are more than one netlink attribute holds (64 KiB).
+    nft = Nft.in_namespace(home.gw_ns)
+    Enforcer(nft, home.context()).close_lan()
+    addresses = [str(ipaddress.ip_address("2001:db8:1::1:0") + i) for i in range(5000)]
+    before = nft.netlink_batches
+    nft.apply([main_set_element("add", PENDING6, addresses)])
+    assert nft.netlink_batches == before + 1
+    listed = json.loads(home.run(home.gw_ns, ["nft", "-j", "list", "set", "inet", "mudguard",
+                                              PENDING6]).stdout)
+    elements = next(i["set"] for i in listed["nftables"] if "set" in i)["elem"]
+    assert len(elements) == 5000
+    nft.apply([main_set_element("delete", PENDING6, addresses)])
