@@ -35,7 +35,6 @@ from mudguard.policy import (
     LifecycleState,
     decide,
     main_set_element,
-    shard_index,
 )
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome
 
@@ -270,7 +269,7 @@ def test_a_device_whose_rules_are_not_in_yet_receives_nothing(
     # forgotten since (trusted: it accepted everything), still in the kernel.
     monkeypatch.setattr(enforcer_module, "DEVICES_PER_BATCH", 1)
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    first, second = sorted(home.nodes, key=lambda n: shard_index(n.mac))
+    first, second = home.nodes  # installed in this order
     home.serve(second.ns, tcp=[8080])
     enforcer = Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: now)
     if moved:
@@ -281,7 +280,7 @@ def test_a_device_whose_rules_are_not_in_yet_receives_nothing(
         enforcer = Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: now)
     states = {first.mac: LifecycleState.TRUSTED, second.mac: LifecycleState.DEFAULT}
     devices = [DeviceFacts(mac=n.mac, ipv4=(n.ipv4,), ipv6=(n.ipv6,), state=states[n.mac])
-               for n in (second, first)]
+               for n in (first, second)]
     context = home.context(devices=tuple(devices))
     policies = [decide(d, None, (), context, now=now) for d in devices]
     assert enforcer.close_lan() is not moved

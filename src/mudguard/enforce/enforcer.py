@@ -76,7 +76,6 @@ from mudguard.policy import (
     map_element,
     peer_refs,
     remove_device_commands,
-    shard_index,
     shard_names,
     shard_table,
     surplus_shard_names,
@@ -236,7 +235,7 @@ class Enforcer:
                 entries[record.mac] = _Entry(policy=policy, installed=record)
             return cmds, entries
 
-        self._apply_batches((batch_of(chunk) for chunk in _chunks(_by_shard(policies))),
+        self._apply_batches((batch_of(chunk) for chunk in _chunks(policies)),
                             on_batch)
 
     def _install_base(self, extra: Sequence[NftCommand] = ()) -> None:
@@ -540,11 +539,8 @@ class Enforcer:
                 report.repaired.append(mac)
             return cmds, entries
 
-        self._apply_batches((batch_of(chunk) for chunk in _chunks(_by_shard(policies))),
+        self._apply_batches((batch_of(chunk) for chunk in _chunks(policies)),
                             on_batch)
-        order = {p.device.mac.lower(): i for i, p in enumerate(policies)}
-        report.ok.sort(key=order.__getitem__)  # in the caller's order, not the batches'
-        report.repaired.sort(key=order.__getitem__)
         return report
 
 
@@ -555,13 +551,6 @@ def _identity(device: DeviceFacts) -> tuple[Any, ...]:
 
 def _canon(addresses: Iterable[str]) -> list[str]:
     return [str(ipaddress.ip_address(a)) for a in addresses]
-
-
-def _by_shard(policies: Iterable[DevicePolicy]) -> list[DevicePolicy]:
-    """The policies grouped by device table (otherwise in their order): a batch then
-    touches one or two tables, and the kernel re-validates only the tables a commit
-    touched (at 5,000 devices the unsorted batches took twice as long)."""
-    return sorted(policies, key=lambda p: shard_index(p.device.mac))
 
 
 def _chunks(items: Sequence[_T], size: int | None = None) -> Iterator[list[_T]]:
