@@ -48,7 +48,6 @@ from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
 from mudguard.enforce import Enforcer, LanIsolation, LanPortWatcher, Nft
 from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
-from mudguard.policy import HomeContext, set_shard_count
 from mudguard.store import Store
 from mudguard.watch import DeviationTracker
 from mudguard.watch.listener import AddressBook, Watcher
@@ -263,12 +262,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         settings = wanted
         store.save_settings(settings)
 
-    set_shard_count(config.device_tables)  # before anything compiles or fills a set
-    context = HomeContext(
-        lan_prefixes=config.lan_prefixes, gateway_addresses=config.addresses,
-        lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
-        portal_ports=(config.portal_port,) if config.portal_address else (),
-        log_group=config.nflog_group)
+    context = config.home_context()
     metrics = None
     if config.metrics_listen is not None:
         from mudguard.daemon.metrics import GatewayMetrics, TimedFiller, TimedNft

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mudguard.errors import MudguardError
+from mudguard.policy import HomeContext, set_shard_count
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
@@ -88,6 +89,22 @@ class GatewayConfig:
     def dhcp_socket(self) -> Path:
         """Where dnsmasq's hook sends lease events."""
         return self.state_dir / "dhcp.sock"
+
+    def home_context(self) -> HomeContext:
+        """The home's context (no device yet). Sets the number of device tables first:
+        everything compiled after it must use the same."""
+        set_shard_count(self.device_tables)  # before anything compiles or fills a set
+        return HomeContext(
+            lan_prefixes=self.lan_prefixes, gateway_addresses=self.addresses,
+            lan_interface=self.lan_interface, wan_interface=self.wan_interface or "",
+            portal_ports=(self.portal_port,) if self.portal_address else (),
+            log_group=self.nflog_group)
+
+    @property
+    def base_file(self) -> Path:
+        """The static base ruleset an early-boot unit loads (``nft -j -f``); the daemon
+        rewrites it at each start so it stays in step with this configuration."""
+        return self.state_dir / "base.json"
 
     @property
     def control_socket(self) -> Path:
