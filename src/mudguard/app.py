@@ -313,7 +313,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
             "wifi", mac=event.mac, keyid=event.params.get("keyid"),
             outcome=decision.outcome.value)
         gateway.children.append(wifi)
-    if config.dhcp_range:
+    if config.dhcp_range or config.dhcp_range6:
         gateway.children.append(Dnsmasq(config))
 
     address_book = AddressBook(enforcer.installed)

@@ -18,6 +18,9 @@ Example (every key optional except the LAN's interface and addresses)::
 
     [dhcp]
     range = ["192.168.1.100", "192.168.1.199"]
+    range6 = ["2001:db8:1::100", "2001:db8:1::1ff"]  # stateful DHCPv6 + router
+                                          # advertisements (managed flag): IPv6 devices
+                                          # announce their MUD URL in option 112
     lease_time = "12h"
 
     [dns]
@@ -110,6 +113,7 @@ class GatewayConfig:
     portal_names: tuple[str, ...] = ()
     isolate_lan: bool = True
     device_tables: int = 16
+    dhcp_range6: tuple[str, str] | None = None
 
     @property
     def keys_db(self) -> Path:
@@ -201,6 +205,16 @@ def _repositories(values: object) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _range6(dhcp: dict[str, object]) -> tuple[str, str] | None:
+    """``dhcp.range6``: the first and last IPv6 address DHCPv6 hands out, if set."""
+    if "range6" not in dhcp:
+        return None
+    first_last = _addresses(dhcp["range6"], "dhcp.range6")
+    if len(first_last) != 2 or any(ipaddress.ip_address(a).version != 6 for a in first_last):
+        raise ConfigError("dhcp.range6 must be [first, last] IPv6 addresses")
+    return (first_last[0], first_last[1])
+
+
 def parse_config(text: str) -> GatewayConfig:
     """Parse and check a configuration; raise ``ConfigError`` naming the bad key."""
     try:
@@ -229,6 +243,7 @@ def parse_config(text: str) -> GatewayConfig:
         if len(first_last) != 2:
             raise ConfigError("dhcp.range must be [first, last]")
         dhcp_range = (first_last[0], first_last[1])
+    dhcp_range6 = _range6(dhcp)
     lease = _text(dhcp, "lease_time", "dhcp", "1h") or "1h"
     if not _LEASE.match(lease):
         raise ConfigError("dhcp.lease_time must look like 600, 45m, 12h, 1d or infinite")
@@ -281,7 +296,7 @@ def parse_config(text: str) -> GatewayConfig:
         lan_prefixes=prefixes, addresses=addresses,
         state_dir=Path(_text(gw, "state_dir", "gateway", "/var/lib/mudguard") or "."),
         home_default=home_default,
-        dhcp_range=dhcp_range, lease_time=lease, dns_upstream=upstream,
+        dhcp_range=dhcp_range, dhcp_range6=dhcp_range6, lease_time=lease, dns_upstream=upstream,
         dns_port=_port(dns.get("port", 53), "dns.port"),
         ca_file=_path(_text(mud, "ca_file", "mud")),
         signature_roots=_path(_text(mud, "signature_roots", "mud")),
