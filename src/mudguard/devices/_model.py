@@ -140,6 +140,11 @@ class Device:
     key_id: str | None = None
     first_seen: datetime | None = None
     last_seen: datetime | None = None
+    # Acceptable MUD URL updates (draft-ietf-iotops-mud-acceptable-urls), trust on
+    # first use: the signer of the first signed MUD file accepted for the device, and
+    # the canonical ``mud-url`` of the newest file that signer signed (the "root").
+    pinned_signer: str | None = None
+    root_mud_url: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``--json`` output and the portal's API)."""
@@ -164,6 +169,8 @@ class Device:
             "key_id": self.key_id,
             "first_seen": _iso(self.first_seen),
             "last_seen": _iso(self.last_seen),
+            "pinned_signer": self.pinned_signer,
+            "root_mud_url": self.root_mud_url,
         }
 
 

@@ -65,6 +65,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     );
     """,
+    # 2 (h18, issue #18 item 4): acceptable MUD URL updates, trust on first use: the
+    # signer pinned from the device's first accepted signed MUD file and the root URL.
+    """
+    ALTER TABLE devices ADD COLUMN pinned_signer TEXT;
+    ALTER TABLE devices ADD COLUMN root_mud_url TEXT
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
