@@ -106,6 +106,7 @@ class EventKind(StrEnum):
     VIOLATION = "violation"
     QUARANTINED = "quarantined"
     RELEASED = "released"
+    QUARANTINE_EXCEPTION = "quarantine-exception"  # the owner kept an ACE open in quarantine
     GRANTED = "granted"
     GRANT_REVOKED = "grant-revoked"
     GRANT_EXPIRED = "grant-expired"
@@ -145,6 +146,9 @@ class Device:
     # the canonical ``mud-url`` of the newest file that signer signed (the "root").
     pinned_signer: str | None = None
     root_mud_url: str | None = None
+    # draft-richardson-shg-mud-quarantined-access: ACE names of its MUD file the owner
+    # keeps open while the device is quarantined (besides those the file names).
+    quarantine_exceptions: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``--json`` output and the portal's API)."""
@@ -171,6 +175,7 @@ class Device:
             "last_seen": _iso(self.last_seen),
             "pinned_signer": self.pinned_signer,
             "root_mud_url": self.root_mud_url,
+            "quarantine_exceptions": list(self.quarantine_exceptions),
         }
 
 

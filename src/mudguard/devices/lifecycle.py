@@ -258,13 +258,15 @@ def approve_url(device: Device, now: datetime) -> Outcome:
 
     The services then fetch and apply its profile. The owner's decision replaces the
     trust-on-first-use pin: the approved file's signer (if it is signed) is pinned
-    afresh. Raises ``LifecycleError`` if nothing is pending.
+    afresh. The owner's quarantine exceptions named ACEs of the old file: they go (an
+    ACE of the same name in the new file may allow something else). Raises
+    ``LifecycleError`` if nothing is pending.
     """
     if device.pending_mud_url is None:
         raise LifecycleError(f"{device.mac} has no pending MUD URL to approve")
     updated = replace(device, mud_url=device.pending_mud_url, mud_source=device.pending_source,
                       pending_mud_url=None, pending_source=None, last_seen=device.last_seen or now,
-                      pinned_signer=None, root_mud_url=None)
+                      pinned_signer=None, root_mud_url=None, quarantine_exceptions=())
     notice = Notice(EventKind.URL_APPROVED, {"old": device.mud_url, "new": updated.mud_url,
                                              "by": "owner"})
     return Outcome(updated, (notice,))
@@ -308,12 +310,14 @@ def signer_problem(device: Device, signature: SignatureStatus, signer: str | Non
 def accept_url(device: Device, now: datetime) -> Outcome:
     """The pending MUD URL passed both acceptable-URL tests (same base, same signer):
     it becomes the device's MUD URL without the owner, and the event says why. The
-    pin stays; the services then apply the new file, which becomes the root."""
+    pin stays; the services then apply the new file, which becomes the root. The
+    owner's quarantine exceptions (ACEs of the old file) go, as with ``approve_url``."""
     if device.pending_mud_url is None:
         raise BugError(f"{device.mac} has no pending MUD URL to accept")
     base = url_base(device.root_mud_url or "")
     updated = replace(device, mud_url=device.pending_mud_url, mud_source=device.pending_source,
-                      pending_mud_url=None, pending_source=None, last_seen=now)
+                      pending_mud_url=None, pending_source=None, last_seen=now,
+                      quarantine_exceptions=())
     notice = Notice(EventKind.URL_APPROVED, {
         "old": device.mud_url, "new": updated.mud_url, "by": "acceptable-url",
         "reason": f"same base ({base}) and same signer ({device.pinned_signer}) as its "

@@ -62,6 +62,12 @@ class ProfileError(RemoteInputError):
     key = "bad_profile"
 
 
+class QuarantineExceptionError(RemoteInputError):
+    """An owner quarantine exception that names no ACE of the device's MUD file."""
+
+    key = "bad_quarantine_exception"
+
+
 class GrantError(RemoteInputError):
     """An owner grant that is malformed or not allowed in the device's state."""
 
@@ -695,6 +701,39 @@ class DeviceService:
         """Restrict the device to what quarantine allows, with the reason."""
         return self._commit(lifecycle.quarantine(self.device(mac), reason=reason,
                                                  now=self.clock()))
+
+    @_serialised
+    def quarantine_exception(self, mac: str, ace_name: str, *, add: bool) -> Device:
+        """Add (or remove) an owner's quarantine exception: an ACE of the device's MUD
+        file that stays open while it is quarantined, besides those the file names
+        (draft-richardson-shg-mud-quarantined-access). Enforced at once if it is
+        quarantined. Raises ``QuarantineExceptionError`` (nothing changed) for a name
+        that is no ACE of its enforced MUD file, or one that is not an exception."""
+        device = self.device(mac)
+        name = ace_name.strip()
+        present = name in device.quarantine_exceptions
+        if add and not present:
+            mud = self.cached_mud(device)
+            if mud is None:
+                raise QuarantineExceptionError(
+                    f"{device.mac} has no MUD profile: an exception names one of its ACEs")
+            aces = {ace.name for acl in mud.acls for ace in acl.aces}
+            if name not in aces:
+                raise QuarantineExceptionError(
+                    f"no ACE {name[:64]!r} in {device.mac}'s MUD file (it has: "
+                    f"{', '.join(sorted(aces))[:400]}); nothing changed")
+            kept = (*device.quarantine_exceptions, name)
+        elif not add and present:
+            kept = tuple(n for n in device.quarantine_exceptions if n != name)
+        else:
+            raise QuarantineExceptionError(
+                f"{name[:64]!r} is {'already' if add else 'not'} a quarantine exception of "
+                f"{device.mac}; nothing changed")
+        outcome = lifecycle.Outcome(replace(device, quarantine_exceptions=kept), (
+            lifecycle.Notice(EventKind.QUARANTINE_EXCEPTION,
+                             {"ace": name, "action": "added" if add else "removed",
+                              "exceptions": list(kept)}),))
+        return self._commit(outcome, enforce=device.state is LifecycleState.QUARANTINED)
 
     @_serialised
     def release(self, mac: str) -> Device:

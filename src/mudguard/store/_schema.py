@@ -71,6 +71,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE devices ADD COLUMN pinned_signer TEXT;
     ALTER TABLE devices ADD COLUMN root_mud_url TEXT
     """,
+    # 3 (h18, issue #18 item 5): the owner's per-device quarantine exceptions (ACE names).
+    """
+    ALTER TABLE devices ADD COLUMN quarantine_exceptions TEXT NOT NULL DEFAULT '[]'
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
