@@ -108,6 +108,16 @@ def test_same_base_and_same_signer_is_accepted_with_the_reason(
     assert svc.observe(mac=MAC, mud_url=newer).mud_url == newer
 
 
+def test_a_url_accepted_before_is_a_rollback_and_waits(
+        svc: DeviceService, corpus: Path, maker: Maker) -> None:
+    first = onboard(svc, corpus, maker)
+    new = publish(svc, corpus, BASE + "v2.json", maker.signer)
+    assert svc.observe(mac=MAC, mud_url=new).past_root_urls == (first.mud_url, new)
+    back = svc.observe(mac=MAC, mud_url=first.mud_url)  # same base, same signer, but old
+    assert back.mud_url == new and back.pending_mud_url == first.mud_url
+    assert "possible rollback" in url_events(svc)[-1]["held_because"]
+
+
 def test_a_renewed_signing_certificate_keeps_the_identity(
         svc: DeviceService, corpus: Path, maker: Maker) -> None:
     onboard(svc, corpus, maker)
@@ -208,6 +218,7 @@ def test_the_pin_survives_a_restart_and_an_old_database_is_migrated(tmp_path: Pa
     with Store(path) as store:  # schema 1 → current: the device keeps, with no pin
         old = store.get_device(MAC)
         assert old is not None and (old.pinned_signer, old.root_mud_url) == (None, None)
+        assert old.past_root_urls == () and old.quarantine_exceptions == ()
         store.save_device(Device(mac=MAC, pinned_signer="CN=s (CA key 01)",
                                  root_mud_url=BASE + "v1.json",
                                  last_seen=datetime.now(UTC) - timedelta(days=1)))

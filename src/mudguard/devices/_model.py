@@ -146,6 +146,8 @@ class Device:
     # the canonical ``mud-url`` of the newest file that signer signed (the "root").
     pinned_signer: str | None = None
     root_mud_url: str | None = None
+    # Every root so far, oldest first (bounded): announcing one again is a rollback.
+    past_root_urls: tuple[str, ...] = ()
     # draft-richardson-shg-mud-quarantined-access: ACE names of its MUD file the owner
     # keeps open while the device is quarantined (besides those the file names).
     quarantine_exceptions: tuple[str, ...] = ()
@@ -175,6 +177,7 @@ class Device:
             "last_seen": _iso(self.last_seen),
             "pinned_signer": self.pinned_signer,
             "root_mud_url": self.root_mud_url,
+            "past_root_urls": list(self.past_root_urls),
             "quarantine_exceptions": list(self.quarantine_exceptions),
         }
 

@@ -274,6 +274,10 @@ def approve_url(device: Device, now: datetime) -> Outcome:
 
 # -- acceptable MUD URL updates (draft-ietf-iotops-mud-acceptable-urls-00 §5) -----------
 
+MAX_PAST_ROOTS: Final = 64
+"""How many earlier root MUD URLs a device keeps, to refuse rollbacks automatically."""
+
+
 def url_base(url: str) -> str:
     """The URL up to and including its last "/" (the draft's simplified Base-URI test:
     "remove everything to the right of the last (rightmost) '/'"), query and fragment
@@ -291,6 +295,10 @@ def url_update_problem(device: Device, new_url: str) -> str | None:
     base = url_base(device.root_mud_url)
     if url_base(new_url) != base:
         return f"{new_url} is not under {base}, the base of its accepted MUD URL"
+    if new_url in device.past_root_urls:
+        # draft §5.1: "if a device ever suggests a URL that was previously used, then
+        # the MUD manager should suspect that is a rollback attack".
+        return f"{new_url} was accepted before and replaced since: a possible rollback"
     return None
 
 
@@ -331,11 +339,13 @@ def _pinned(device: Device, mud: MudFile, signature: SignatureStatus,
     first valid signer is pinned; a file from the pinned signer becomes the root."""
     if signature is not SignatureStatus.SIGNED_VALID or signer is None:
         return device
-    if device.pinned_signer is None:
-        return replace(device, pinned_signer=signer, root_mud_url=mud.mud_url)
-    if signer == device.pinned_signer:
-        return replace(device, root_mud_url=mud.mud_url)
-    return device  # another signer (a refresh): the pin and root stay
+    if device.pinned_signer is not None and signer != device.pinned_signer:
+        return device  # another signer (a refresh): the pin and root stay
+    past = device.past_root_urls
+    if mud.mud_url not in past:
+        past = (*past, mud.mud_url)[-MAX_PAST_ROOTS:]
+    return replace(device, pinned_signer=signer, root_mud_url=mud.mud_url,
+                   past_root_urls=past)
 
 
 # -- profiles ----------------------------------------------------------------------------

@@ -69,7 +69,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # signer pinned from the device's first accepted signed MUD file and the root URL.
     """
     ALTER TABLE devices ADD COLUMN pinned_signer TEXT;
-    ALTER TABLE devices ADD COLUMN root_mud_url TEXT
+    ALTER TABLE devices ADD COLUMN root_mud_url TEXT;
+    ALTER TABLE devices ADD COLUMN past_root_urls TEXT NOT NULL DEFAULT '[]'
     """,
     # 3 (h18, issue #18 item 5): the owner's per-device quarantine exceptions (ACE names).
     """
