@@ -118,6 +118,16 @@ def test_a_url_accepted_before_is_a_rollback_and_waits(
     assert "possible rollback" in url_events(svc)[-1]["held_because"]
 
 
+def test_a_quarantined_device_never_changes_its_url_alone(
+        svc: DeviceService, corpus: Path, maker: Maker) -> None:
+    first = onboard(svc, corpus, maker)
+    svc.quarantine(MAC, "suspect traffic")
+    new = publish(svc, corpus, BASE + "v2.json", maker.signer)
+    held = svc.observe(mac=MAC, mud_url=new)
+    assert held.mud_url == first.mud_url and held.pending_mud_url == new
+    assert "quarantined" in url_events(svc)[-1]["held_because"]
+
+
 def test_a_renewed_signing_certificate_keeps_the_identity(
         svc: DeviceService, corpus: Path, maker: Maker) -> None:
     onboard(svc, corpus, maker)

@@ -289,6 +289,9 @@ def url_base(url: str) -> str:
 def url_update_problem(device: Device, new_url: str) -> str | None:
     """Why ``new_url`` cannot replace the device's MUD URL without the owner, judged
     before anything is fetched; None when only its file's signer is left to check."""
+    if device.state is State.QUARANTINED:
+        # A quarantined device is suspect: its new file could enable more in quarantine.
+        return "it is quarantined: only the owner may change its MUD URL"
     if device.pinned_signer is None or device.root_mud_url is None:
         return ("no signed MUD file has been accepted for this device yet, so there is no "
                 "signer to trust on first use")
