@@ -124,7 +124,9 @@ class MudFetcher:
 def signature_verifier(roots: Path | None) -> Callable[[bytes, bytes, datetime], str] | None:
     """``DeviceService.verify`` against the PEM trust anchors in ``roots`` (None: none).
 
-    Returns the signer's subject; raises ``SignatureError`` with its reason otherwise.
+    Returns the signer's identity (its subject and the key id of the CA that issued
+    it, ``signature.signer_identity``); raises ``SignatureError`` with its reason
+    otherwise.
     """
     if roots is None:
         return None
@@ -135,7 +137,7 @@ def signature_verifier(roots: Path | None) -> Callable[[bytes, bytes, datetime],
     def verify(data: bytes, sig: bytes, at: datetime) -> str:
         status = signature.verify_mud_signature(data, sig, trust_anchors=anchors, at=at)
         status.raise_if_invalid()
-        return status.signer_subject or "an unnamed signer"
+        return status.signer_identity or status.signer_subject or "an unnamed signer"
 
     return verify
 
@@ -322,7 +324,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
             "wifi", mac=event.mac, keyid=event.params.get("keyid"),
             outcome=decision.outcome.value)
         gateway.children.append(wifi)
-    if config.dhcp_range:
+    if config.dhcp_range or config.dhcp_range6:
         gateway.children.append(Dnsmasq(config))
 
     address_book = AddressBook(enforcer.installed)

@@ -121,6 +121,8 @@ class DeviceLike(Protocol):
     def mud_url(self) -> str | None: ...
     @property
     def name(self) -> str | None: ...
+    @property
+    def quarantine_exceptions(self) -> tuple[str, ...]: ...
 
 
 def facts_of(device: DeviceLike | DeviceFacts) -> DeviceFacts:
@@ -128,7 +130,8 @@ def facts_of(device: DeviceLike | DeviceFacts) -> DeviceFacts:
     if isinstance(device, DeviceFacts):
         return device
     return DeviceFacts(mac=device.mac.lower(), ipv4=tuple(device.ipv4), ipv6=tuple(device.ipv6),
-                       mud_url=device.mud_url, state=device.state, name=device.name)
+                       mud_url=device.mud_url, state=device.state, name=device.name,
+                       quarantine_exceptions=tuple(device.quarantine_exceptions))
 
 
 @dataclass(slots=True)
