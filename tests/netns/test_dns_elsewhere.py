@@ -220,3 +220,82 @@ range = ["192.0.2.200", "192.0.2.220"]
         stop_child(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     assert f"dns={GW4} " in bound and f"router={GW4}" in bound
+
+
+# -- IPv6: the router advertisements name the gateway's resolver (RDNSS) ---------------
+
+ND_ROUTER_SOLICIT, ND_ROUTER_ADVERT, ND_OPT_RDNSS = 133, 134, 25
+
+
+def _rdnss_from_router_advert(interface: str, timeout: float) -> list[str]:
+    """Inside the device: solicit a router advertisement, return its RDNSS addresses
+    (RFC 8106 option 25); [] if none came within ``timeout`` seconds."""
+    import ipaddress
+    import socket
+    import struct
+    import time
+
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        index = socket.if_nametoindex(interface)
+        deadline = time.monotonic() + timeout
+        next_solicit = 0.0
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_solicit:  # the kernel fills in the checksum
+                sock.sendto(struct.pack("!BBHI", ND_ROUTER_SOLICIT, 0, 0, 0),
+                            ("ff02::2", 0, 0, index))
+                next_solicit = time.monotonic() + 1.0
+            sock.settimeout(max(0.05, min(1.0, deadline - time.monotonic())))
+            try:
+                packet = sock.recv(2048)
+            except TimeoutError:
+                continue
+            if len(packet) < 16 or packet[0] != ND_ROUTER_ADVERT:
+                continue
+            found: list[str] = []
+            offset = 16
+            for _ in range(64):  # bounded walk over the options
+                if offset + 2 > len(packet) or packet[offset + 1] == 0:
+                    break
+                kind, length = packet[offset], packet[offset + 1] * 8
+                if kind == ND_OPT_RDNSS:
+                    for at in range(offset + 8, offset + length, 16):
+                        found.append(str(ipaddress.IPv6Address(packet[at:at + 16])))
+                offset += length
+            return found
+        return []
+    finally:
+        sock.close()
+
+
+def test_router_advertisements_name_the_gateways_ipv6_resolver(home: VirtualHome) -> None:
+    """dnsmasq serves no DNS (``--port=0``): without ``option6:dns-server`` its RAs would
+    carry no RDNSS (or its link-local address, where the guard does not listen)."""
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is needed (scripts/setup.sh installs it)")
+    tmp = Path(tempfile.mkdtemp(prefix="mgE-ra-"))
+    config = parse_config(f"""
+[gateway]
+lan_interface = "{home.lan_if}"
+lan_prefixes = ["{LAN4}", "{LAN6}"]
+addresses = ["{GW4}", "{GW6}"]
+state_dir = "{tmp}"
+[dhcp]
+range = ["192.0.2.200", "192.0.2.220"]
+""")
+    argv = dnsmasq_argv(config, hook="/bin/true")
+    if not any(a.startswith("--enable-ra") for a in argv):  # RA on, SLAAC only, for the test
+        argv += ["--enable-ra", f"--dhcp-range=::,constructor:{home.lan_if},ra-only"]
+    proc = subprocess.Popen(["ip", "netns", "exec", home.gw_ns, *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    node = home.nodes[0]
+    try:
+        time.sleep(0.3)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        servers = home.call(node.ns, _rdnss_from_router_advert, node.iface, 8.0, timeout=20)
+    finally:
+        stop_child(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert servers == [GW6]
