@@ -238,3 +238,23 @@ range = ["192.0.2.100", "192.0.2.199"]
         check = subprocess.run([binary, "--test", *argv[1:]], capture_output=True, text=True,
                                timeout=10)
         assert check.returncode == 0, check.stderr
+
+
+def test_allowed_connections_to_another_resolver_are_told_too() -> None:
+    """A profile allowing any peer on 53 lets the flow through (no drop log): the
+    conntrack NEW event is classified instead; a LAN resolver it allows is not told."""
+    from mudguard.watch.conntrack import ConnEvent
+
+    told: list[ResolverUse] = []
+    watcher = Watcher(lambda _alert: None, resolvers=ResolverWatch(GATEWAY, lan_prefixes=LAN),
+                      on_dns_elsewhere=told.append,
+                      device_of={"192.0.2.10": DEV}.get)
+    for dst, port in (("198.51.100.53", 53), ("198.51.100.53", 53), ("192.0.2.53", 53),
+                      ("192.0.2.1", 53), ("1.1.1.1", 443), ("198.51.100.10", 443)):
+        watcher.handle_connection(ConnEvent(family=4, src="192.0.2.10", dst=dst, protocol=UDP,
+                                            src_port=40000, dst_port=port))
+    watcher.handle_connection(ConnEvent(family=4, src="192.0.2.99", dst="8.8.8.8",
+                                        protocol=UDP, src_port=1, dst_port=53))  # not ours
+    assert [(u.server, u.transport, u.allowed) for u in told] == [
+        ("198.51.100.53", Transport.DO53, True), ("1.1.1.1", Transport.DOH, True)]
+    assert "allows this server" in told[0].explain()
