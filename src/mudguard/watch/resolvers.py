@@ -37,8 +37,10 @@ misconfigured, not compromised. They still count toward scan and flood detection
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -160,7 +162,9 @@ def _name(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(address: str) -> str:
+    """The normal form of an address (cached: classifying runs per logged packet)."""
     return str(ipaddress.ip_address(address))
 
 
@@ -180,7 +184,9 @@ class ResolverWatch:
         self.max_devices = max_devices
         self.max_servers = max_servers
         self._learned: OrderedDict[str, str] = OrderedDict()  # address -> DoH name
-        self._forms = tuple(dns.name.from_text(n).to_wire() or b"" for n in self.doh.names)
+        # The names' wire forms, searched in an answer's bytes before anything is parsed.
+        self._forms = re.compile(b"|".join(
+            re.escape(dns.name.from_text(n).to_wire() or b"") for n in sorted(self.doh.names)))
         self._told: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -197,17 +203,19 @@ class ResolverWatch:
             server = _address(event.dst)
         except ValueError:
             return None
-        if server in self.gateway or (allowed and self._on_lan(server)):
+        if server in self.gateway:
             return None
         name = self._doh_name(server, event.remote_name)
+        if port == HTTPS_PORT and name is None:
+            return None
+        if allowed and self._on_lan(server):
+            return None
         if port == DNS_PORT:
             transport = Transport.DO53
         elif port == DOT_PORT:
             transport = Transport.DOT if event.protocol == TCP else Transport.DOQ
-        elif name is not None:
-            transport = Transport.DOH
         else:
-            return None
+            transport = Transport.DOH
         return ResolverUse(device_id=event.device_id, transport=transport, server=server,
                            server_name=name, allowed=allowed, event=event)
 
@@ -251,8 +259,7 @@ class ResolverWatch:
         Cheap when it is not one: the answer's bytes are searched for the names'
         wire forms before anything is parsed. Malformed answers are ignored.
         """
-        lowered = wire.lower()
-        if not any(form in lowered for form in self._forms):
+        if self._forms.search(wire.lower()) is None:
             return
         try:
             response = dns.message.from_wire(wire)
