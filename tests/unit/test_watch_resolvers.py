@@ -118,10 +118,17 @@ def test_doh_addresses_are_learnt_from_the_gateways_answers(watch: ResolverWatch
     use = watch.classify(flow("198.51.100.77", 443, TCP))
     assert use is not None and use.server_name == "cloudflare-dns.com"
     assert watch.classify(flow("2001:db8:ff:1::77", 443, TCP)) is not None
-    # Through a CNAME chain too.
-    watch.learn_answer(answer("my-doh.example", "198.51.100.78", cname="dns.google."))
+    # Through the CNAME chain of a DoH name too (an operator's CDN name).
+    watch.learn_answer(answer("dns.google", "198.51.100.78", cname="cdn.example.net."))
     chained = watch.classify(flow("198.51.100.78", 443, TCP))
     assert chained is not None and chained.server_name == "dns.google"
+
+
+def test_a_name_the_device_chose_cannot_mark_an_address_as_doh(watch: ResolverWatch) -> None:
+    """``c2.example CNAME dns.google`` with a forged address: not learnt, else the
+    device's blocked flows to that address would stop counting toward quarantine."""
+    watch.learn_answer(answer("c2.example", "198.51.100.66", cname="dns.google."))
+    assert watch.classify(flow("198.51.100.66", 443, TCP)) is None
 
 
 def test_other_answers_teach_nothing_and_junk_is_ignored(watch: ResolverWatch) -> None:

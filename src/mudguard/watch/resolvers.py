@@ -18,7 +18,8 @@ What counts as resolving elsewhere (a packet the device sent, ``classify``):
 - **doh**: TCP or UDP port 443 to a known DNS-over-HTTPS endpoint: an address of the
   packaged list (``doh_endpoints.json``, with its provenance), an address the
   gateway's own resolver gave for one of the list's names (``learn_answer``: the list's
-  addresses go stale, the names do not), or a flow whose remote name (the watcher's
+  addresses go stale, the names do not; only answers whose question is one of the
+  names), or a flow whose remote name (the watcher's
   ``remote_name``) is one of the names.
 
 A flow the device's policy *allowed* (seen as a conntrack NEW event) to a resolver on
@@ -275,23 +276,28 @@ class ResolverWatch:
 
 def doh_answer_addresses(response: dns.message.Message,
                          names: frozenset[str]) -> list[tuple[str, str]]:
-    """(DoH name, address) for each A/AAAA record the answer gives, when the question
-    (or a name of its CNAME chain) is a known DoH name."""
+    """(DoH name, address) for each A/AAAA record of the answer's CNAME chain, when the
+    question itself is a known DoH name.
+
+    Only the question counts: a name the device chose (``x.example CNAME dns.google``
+    with forged records for ``dns.google``) would otherwise let a device mark any
+    address as a DoH endpoint, and its blocked flows there would stop counting
+    toward quarantine.
+    """
     if not response.question:
         return []
     asked = _name(response.question[0].name.to_text())
+    if asked not in names:
+        return []
     chain = {asked}
     for rrset in response.answer:
         if rrset.rdtype == dns.rdatatype.CNAME and _name(rrset.name.to_text()) in chain:
             chain.update(_name(r.target.to_text()) for r in rrset)
-    doh_name = next((n for n in sorted(chain) if n in names), None)
-    if doh_name is None:
-        return []
     found: list[tuple[str, str]] = []
     for rrset in response.answer:
         if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) \
                 and _name(rrset.name.to_text()) in chain:
-            found.extend((doh_name, _address(r.address)) for r in rrset)
+            found.extend((asked, _address(r.address)) for r in rrset)
     return found
 
 
