@@ -265,3 +265,22 @@ def test_allowed_connections_to_another_resolver_are_told_too() -> None:
     assert [(u.server, u.transport, u.allowed) for u in told] == [
         ("198.51.100.53", Transport.DO53, True), ("1.1.1.1", Transport.DOH, True)]
     assert "allows this server" in told[0].explain()
+
+
+def test_many_distinct_resolvers_count_toward_quarantine_again() -> None:
+    """Port 53 or 853 is no free pass: beyond a device's first 4 resolvers (a public
+    pair in each family) its flows count as deviation again."""
+    alerts: list[object] = []
+    times = iter(range(0, 10_000, 20))
+    told: list[ResolverUse] = []
+    watcher = Watcher(alerts.append, tracker=DeviationTracker(Thresholds(deviation_flows=3)),
+                      resolvers=ResolverWatch(GATEWAY, lan_prefixes=LAN),
+                      on_dns_elsewhere=told.append, clock=lambda: float(next(times)))
+    for host in range(1, 5):  # 4 resolvers, UDP and TCP: 8 flows, exempt
+        watcher.handle(flow(f"198.51.100.{host}", 53))
+        watcher.handle(flow(f"198.51.100.{host}", 853, TCP))
+    assert alerts == []
+    for host in range(5, 8):  # 3 more "resolvers": counted, quarantined
+        watcher.handle(flow(f"198.51.100.{host}", 853, TCP))
+    assert [getattr(a, "kind", None) for a in alerts] == ["deviation"]
+    assert len(told) == 7

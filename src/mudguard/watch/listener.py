@@ -299,7 +299,8 @@ class Watcher:
                 event = replace(event, remote_name=name)
         self._safe(self.on_event, event)
         use = self._resolver_use(event, allowed=False)
-        alerts = self.tracker.observe(event, self.clock(), deviation=use is None)
+        exempt = use is not None and self.resolvers is not None and self.resolvers.exempt(use)
+        alerts = self.tracker.observe(event, self.clock(), deviation=not exempt)
         for alert in alerts:
             self._safe(self.on_alert, alert)
         return alerts

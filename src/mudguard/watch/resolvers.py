@@ -30,10 +30,13 @@ not see those lookups).
 
 Each device is told once per server (``ResolverWatch.first``), not once per packet,
 and bounded: ``max_devices`` devices, ``max_servers`` servers each (least recently seen
-forgotten first). These flows do not count toward the deviation quarantine (see
-``DeviationTracker.observe``): RFC 9726 makes using the network's resolver a SHOULD
-and allows a listed fallback, so a device with a hard-wired public resolver is
-misconfigured, not compromised. They still count toward scan and flood detection.
+forgotten first). Flows to a device's first ``max_exempt`` resolvers do not count
+toward the deviation quarantine (``exempt``, ``DeviationTracker.observe``): RFC 9726
+makes using the network's resolver a SHOULD and allows a listed fallback, so a device
+with a hard-wired public resolver pair (two addresses per family) is misconfigured,
+not compromised. Beyond that many distinct servers the flows count again (malware
+must not get a free pass by talking on port 53 or 853), and all of them always count
+toward scan and flood detection.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from typing import Any
@@ -169,6 +172,12 @@ def _address(address: str) -> str:
     return str(ipaddress.ip_address(address))
 
 
+@dataclass(slots=True)
+class _Told:
+    servers: OrderedDict[str, None] = field(default_factory=OrderedDict)  # LRU, bounded
+    exempt: set[str] = field(default_factory=set)  # the first ``max_exempt`` servers
+
+
 class ResolverWatch:
     """Classifies flows as resolving elsewhere and tells each device+server once.
 
@@ -178,17 +187,19 @@ class ResolverWatch:
 
     def __init__(self, gateway_addresses: Iterable[str], *,
                  lan_prefixes: Iterable[str] = (), doh: DohEndpoints | None = None,
-                 max_devices: int = 4096, max_servers: int = 64) -> None:
+                 max_devices: int = 4096, max_servers: int = 64,
+                 max_exempt: int = 4) -> None:
         self.gateway = frozenset(_address(a) for a in gateway_addresses)
         self.lan = tuple(ipaddress.ip_network(p, strict=False) for p in lan_prefixes)
         self.doh = doh if doh is not None else load_doh_endpoints()
         self.max_devices = max_devices
         self.max_servers = max_servers
+        self.max_exempt = max_exempt
         self._learned: OrderedDict[str, str] = OrderedDict()  # address -> DoH name
         # The names' wire forms, searched in an answer's bytes before anything is parsed.
         self._forms = re.compile(b"|".join(
             re.escape(dns.name.from_text(n).to_wire() or b"") for n in sorted(self.doh.names)))
-        self._told: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+        self._told: OrderedDict[str, _Told] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- classification ----------------------------------------------------------------
@@ -238,19 +249,28 @@ class ResolverWatch:
     def first(self, use: ResolverUse) -> bool:
         """True the first time this device is seen using this server (then False)."""
         with self._lock:
-            servers = self._told.pop(use.device_id, None)
-            if servers is None:
-                servers = OrderedDict()
+            told = self._told.pop(use.device_id, None)
+            if told is None:
+                told = _Told()
                 if len(self._told) >= self.max_devices:
                     self._told.popitem(last=False)
-            self._told[use.device_id] = servers
-            if use.server in servers:
-                servers.move_to_end(use.server)
+            self._told[use.device_id] = told
+            if len(told.exempt) < self.max_exempt:
+                told.exempt.add(use.server)
+            if use.server in told.servers:
+                told.servers.move_to_end(use.server)
                 return False
-            servers[use.server] = None
-            if len(servers) > self.max_servers:
-                servers.popitem(last=False)
+            told.servers[use.server] = None
+            if len(told.servers) > self.max_servers:
+                told.servers.popitem(last=False)
             return True
+
+    def exempt(self, use: ResolverUse) -> bool:
+        """True if this server is one of the device's first ``max_exempt`` resolvers
+        (after ``first``): its flows do not count toward deviation quarantine."""
+        with self._lock:
+            told = self._told.get(use.device_id)
+            return told is not None and use.server in told.exempt
 
     # -- learning DoH addresses from the gateway's own answers -------------------------
 

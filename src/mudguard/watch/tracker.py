@@ -19,9 +19,10 @@ windows and returns an ``Alert`` the first time one of these holds:
 - **deviation**: ``deviation_flows`` distinct deviating flows (address,
   protocol, port) within ``deviation_window`` seconds: a device repeatedly doing
   what its profile does not allow (reported as a scan when they all fall within
-  ``scan_window``). Flows to another DNS resolver (``watch.resolvers``) are told to
-  the owner once per server instead and do not count here (RFC 9726 §6.5 makes the
-  network's resolver a SHOULD): they still count toward scan and flood.
+  ``scan_window``). Flows to a device's first few other DNS resolvers
+  (``watch.resolvers``) are told to the owner once per server instead and do not
+  count here (RFC 9726 §6.5 makes the network's resolver a SHOULD): they still count
+  toward scan and flood.
 
 Only packets the device *sent* count (``out``): a device does not deserve
 quarantine because something on the Internet knocked on its door. After an
