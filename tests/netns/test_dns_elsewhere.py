@@ -299,3 +299,89 @@ range = ["192.0.2.200", "192.0.2.220"]
         stop_child(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     assert servers == [GW6]
+
+
+# -- DHCPv6: a stateless client (Information-request) learns the resolver (option 23) --
+
+DHCP6_INFORMATION_REQUEST, DHCP6_REPLY = 11, 7
+OPTION_CLIENTID, OPTION_ORO, OPTION_DNS_SERVERS = 1, 6, 23
+
+
+def _dhcp6_dns_servers(interface: str, mac: str, timeout: float) -> list[str]:
+    """Inside the device: an RFC 8415 Information-request asking for option 23; the
+    DNS servers of the Reply ([] if none came within ``timeout`` seconds)."""
+    import ipaddress
+    import os
+    import socket
+    import struct
+    import time
+
+    xid = os.urandom(3)
+    duid = struct.pack("!HH", 3, 1) + bytes.fromhex(mac.replace(":", ""))  # DUID-LL
+    options = (struct.pack("!HH", OPTION_CLIENTID, len(duid)) + duid
+               + struct.pack("!HHH", OPTION_ORO, 2, OPTION_DNS_SERVERS))
+    message = bytes([DHCP6_INFORMATION_REQUEST]) + xid + options
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        sock.bind(("::", 546))
+        index = socket.if_nametoindex(interface)
+        deadline = time.monotonic() + timeout
+        next_send = 0.0
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_send:
+                sock.sendto(message, ("ff02::1:2", 547, 0, index))
+                next_send = time.monotonic() + 1.0
+            sock.settimeout(max(0.05, min(1.0, deadline - time.monotonic())))
+            try:
+                reply = sock.recv(2048)
+            except TimeoutError:
+                continue
+            if len(reply) < 4 or reply[0] != DHCP6_REPLY or reply[1:4] != xid:
+                continue
+            servers: list[str] = []
+            offset = 4
+            for _ in range(64):  # bounded walk over the options
+                if offset + 4 > len(reply):
+                    break
+                code, length = struct.unpack_from("!HH", reply, offset)
+                body = reply[offset + 4:offset + 4 + length]
+                if code == OPTION_DNS_SERVERS:
+                    servers += [str(ipaddress.IPv6Address(body[i:i + 16]))
+                                for i in range(0, len(body) - 15, 16)]
+                offset += 4 + length
+            return servers
+        return []
+    finally:
+        sock.close()
+
+
+def test_dhcpv6_information_request_gets_the_gateways_ipv6_resolver(home: VirtualHome) -> None:
+    """Option 23 (RFC 3646) from the daemon's dnsmasq names the address the DNS guard
+    binds, not dnsmasq's own (which serves no DNS)."""
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is needed (scripts/setup.sh installs it)")
+    tmp = Path(tempfile.mkdtemp(prefix="mgE-d6-"))
+    config = parse_config(f"""
+[gateway]
+lan_interface = "{home.lan_if}"
+lan_prefixes = ["{LAN4}", "{LAN6}"]
+addresses = ["{GW4}", "{GW6}"]
+state_dir = "{tmp}"
+[dhcp]
+range = ["192.0.2.200", "192.0.2.220"]
+""")
+    argv = dnsmasq_argv(config, hook="/bin/true")
+    if not any(a.startswith("--dhcp-range=") and ":" in a for a in argv):  # stateless DHCPv6
+        argv += ["--enable-ra", f"--dhcp-range=::,constructor:{home.lan_if},ra-stateless"]
+    proc = subprocess.Popen(["ip", "netns", "exec", home.gw_ns, *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    node = home.nodes[0]
+    try:
+        time.sleep(0.3)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        servers = home.call(node.ns, _dhcp6_dns_servers, node.iface, node.mac, 8.0, timeout=20)
+    finally:
+        stop_child(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert servers == [GW6]
