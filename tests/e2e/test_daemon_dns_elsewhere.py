@@ -1,6 +1,6 @@
 """``mudguard run`` tells the owner when a device resolves with another DNS server
-(RFC 9726): one ``dns-elsewhere`` event per server with its explanation, stored as a
-violation, and no quarantine (real daemon, dnsmasq, nftables, NFLOG)."""
+(RFC 9726): one ``dns-elsewhere`` event per server with its explanation, stored in the
+device's history, and no quarantine (real daemon, dnsmasq, nftables, NFLOG)."""
 
 from __future__ import annotations
 
@@ -75,8 +75,7 @@ def test_the_daemon_tells_a_device_resolving_elsewhere_once_per_server(
         assert len(told) == 2, told
         with Store(config.parent / "state" / "mudguard.db") as store:
             stored = [e.details for e in store.list_events(bulb.mac)
-                      if e.kind is EventKind.VIOLATION
-                      and e.details.get("kind") == "dns-elsewhere"]
+                      if e.kind is EventKind.DNS_ELSEWHERE]
         assert {(d["transport"], d["server"]) for d in stored} == {
             ("do53", PUBLIC_RESOLVER), ("dot", DOT_RESOLVER)}
         assert all(d["message_key"].startswith("dns_elsewhere.") for d in stored)

@@ -18,7 +18,7 @@ changes are serialised and a slow MUD server never stalls DNS answers.
 - A watcher alert (NFLOG drops → deviation tracker) is stored with its evidence and
   quarantines the device through the same service (re-enforced at once).
 - A device seen using another DNS resolver (``watch.resolvers``, RFC 9726) is told
-  once per server as a ``dns-elsewhere`` violation with its explanation; no quarantine.
+  once per server as a ``dns-elsewhere`` event with its explanation; no quarantine.
 - A port that joins the LAN bridge (or whose isolation is turned off) is isolated as
   soon as the kernel announces it (``LanPortWatcher``), before its first device can be
   onboarded; the maintenance pass isolates every port again as a backstop.
@@ -312,8 +312,8 @@ class Gateway:
             mac = self._mac_of(use.device_id)
             self.events.emit("dns-elsewhere", mac=mac, **describe_use(use))
             if mac is not None:
-                self.service.store.add_event(EventKind.VIOLATION, self.service.clock(), mac,
-                                             use.as_dict())
+                self.service.store.add_event(EventKind.DNS_ELSEWHERE, self.service.clock(),
+                                             mac, use.as_dict())
 
         self._submit(f"DNS use of {use.device_id}", record)
 
