@@ -51,6 +51,7 @@ from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_byt
 from mudguard.store import Store
 from mudguard.watch import DeviationTracker
 from mudguard.watch.listener import AddressBook, Watcher
+from mudguard.watch.resolvers import ResolverWatch
 
 log = logging.getLogger(__name__)
 
@@ -330,11 +331,15 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     address_book = AddressBook(enforcer.installed)
     names = DnsNames()  # the watcher's evidence names what the device looked up
     guarded.on_policy = names.learn
+    # Devices resolving with another DNS server are told once per server (RFC 9726);
+    # the guard's answers teach it the current addresses of known DoH names.
+    resolvers = ResolverWatch(config.addresses, lan_prefixes=config.lan_prefixes)
     if config.dns_upstream:
         gateway.services.append(DnsServer(
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
             filler=names.filler(TimedFiller(NftSetFiller(), metrics) if metrics
-                                else NftSetFiller()), port=config.dns_port))
+                                else NftSetFiller()), port=config.dns_port,
+            on_answer=resolvers.learn_answer))
     # device_of: conntrack NEW events count per device (a flood of allowed connections
     # leaves no drop log), looked up in what the kernel enforces now.
     learner = LearningRecorder(names) if config.learning else None
@@ -346,6 +351,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     gateway.services.append(Watcher(
         metrics.counting_alerts(gateway.on_alert) if metrics else gateway.on_alert,
         group=config.nflog_group, tracker=tracker, device_of=address_book, names=names,
+        resolvers=resolvers, on_dns_elsewhere=gateway.on_dns_elsewhere,
         on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop,
         on_connection=learner.on_connection if learner is not None else None))
     gateway.services.append(ControlServer(config.control_socket, service,

@@ -100,7 +100,33 @@ def dnsmasq_argv(config: GatewayConfig, *, binary: str = "dnsmasq",
         f"--dhcp-leasefile={state / 'dnsmasq.leases'}",
         f"--pid-file={state / 'dnsmasq.pid'}",
         f"--dhcp-script={hook or hook_path()}",
+        *dns_advertising_options(config),
     ]
+
+
+def dns_advertising_options(config: GatewayConfig) -> list[str]:
+    """dnsmasq options that announce the gateway's resolver over IPv6 (RFC 9726 §6.5).
+
+    DHCPv4 option 6 is set with the router above. ``option6:dns-server`` is DHCPv6
+    option 23 (RFC 3646) and, when router advertisements are on, the RDNSS option
+    of every RA (RFC 8106): without it dnsmasq would announce its link-local
+    address, where the DNS guard does not listen (``--port=0``: dnsmasq serves no
+    DNS). Only the gateway's IPv6 addresses inside a LAN prefix are named, the ones
+    the DNS guard binds.
+
+    Not announced: DNR (RFC 9463: DHCPv4 option 162, DHCPv6 option 144, RA option
+    144). DNR describes *encrypted* resolvers (an authentication domain name, ALPN
+    for DoT/DoH/DoQ); the gateway serves plain DNS only, which options 6/23 and
+    RDNSS already announce, so a DNR option would promise a service that does not
+    exist.
+    """
+    networks = [ipaddress.ip_network(p) for p in config.lan_prefixes]
+    servers = [a for a in config.addresses
+               if ipaddress.ip_address(a).version == 6
+               and any(ipaddress.ip_address(a) in n for n in networks if n.version == 6)]
+    if not servers:
+        return []
+    return ["--dhcp-option=option6:dns-server," + ",".join(f"[{a}]" for a in servers)]
 
 
 class Dnsmasq:

@@ -17,6 +17,8 @@ changes are serialised and a slow MUD server never stalls DNS answers.
   portal's flow history and recent peers).
 - A watcher alert (NFLOG drops → deviation tracker) is stored with its evidence and
   quarantines the device through the same service (re-enforced at once).
+- A device seen using another DNS resolver (``watch.resolvers``, RFC 9726) is told
+  once per server as a ``dns-elsewhere`` event with its explanation; no quarantine.
 - A port that joins the LAN bridge (or whose isolation is turned off) is isolated as
   soon as the kernel announces it (``LanPortWatcher``), before its first device can be
   onboarded; the maintenance pass isolates every port again as a backstop.
@@ -64,6 +66,7 @@ from mudguard.policy import (
     device_id,
 )
 from mudguard.watch import Alert, DeviationTracker, FlowEvent
+from mudguard.watch.resolvers import ResolverUse, describe_use
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +318,19 @@ class Gateway:
             self.events.device(self.service.quarantine(mac, alert.reason))
 
         self._submit(f"quarantine of {alert.device_id}", quarantine)
+
+    def on_dns_elsewhere(self, use: ResolverUse) -> None:
+        """The watcher saw a device use another DNS resolver (once per server): tell the
+        owner why its named peers may fail (RFC 9726). Not a quarantine."""
+
+        def record() -> None:
+            mac = self._mac_of(use.device_id)
+            self.events.emit("dns-elsewhere", mac=mac, **describe_use(use))
+            if mac is not None:
+                self.service.store.add_event(EventKind.DNS_ELSEWHERE, self.service.clock(),
+                                             mac, use.as_dict())
+
+        self._submit(f"DNS use of {use.device_id}", record)
 
     def _mac_of(self, dev_id: str) -> str | None:
         for device in self.service.store.list_devices():

@@ -104,6 +104,7 @@ class EventKind(StrEnum):
     OUT_OF_SUPPORT = "out-of-support"
     STATE_CHANGED = "state-changed"
     VIOLATION = "violation"
+    DNS_ELSEWHERE = "dns-elsewhere"  # resolves with another DNS server (RFC 9726): told
     QUARANTINED = "quarantined"
     RELEASED = "released"
     QUARANTINE_EXCEPTION = "quarantine-exception"  # the owner kept an ACE open in quarantine

@@ -33,7 +33,7 @@ import logging
 import re
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -154,12 +154,17 @@ class DnsServer:
         port: 53 in production; tests may use another.
         inline_fill: apply fills on the event loop (True) or in the worker thread
             (False); None (default): inline when the filler's ``inline_ok`` says so.
+        on_answer: told the wire of every answer sent to a device (the watcher learns
+            the addresses of DNS-over-HTTPS names from it, ``ResolverWatch.learn_answer``);
+            its failure is logged, the answer is sent regardless.
     """
 
     def __init__(self, guard: DnsGuard, *, listen: Sequence[str], upstream: Upstream,
                  filler: SetFiller | None, port: int = 53,
-                 inline_fill: bool | None = None) -> None:
+                 inline_fill: bool | None = None,
+                 on_answer: Callable[[bytes], None] | None = None) -> None:
         self.guard = guard
+        self.on_answer = on_answer
         self.listen = tuple(listen)
         self.upstream = upstream
         self.filler = filler
@@ -259,6 +264,11 @@ class DnsServer:
             writer.close()
 
     def _send(self, cmd: SendAnswer) -> None:
+        if self.on_answer is not None:  # before sending: learnt before the device connects
+            try:
+                self.on_answer(cmd.wire)
+            except Exception:
+                log.exception("answer observer failed")
         if cmd.tcp:
             writer = self._tcp_clients.get(cmd.client)
             if writer is not None and not writer.is_closing():

@@ -10,9 +10,11 @@ namespace's kernel afterwards.
 the socket with ``loop.add_reader`` (no thread, no polling), turns each logged
 packet into a ``FlowEvent``, names the remote address when a ``names`` lookup
 is given, feeds ``DeviationTracker.observe`` and hands each ``Alert`` to
-``on_alert``. A bug in a callback is logged and the watcher keeps running
-(enforcement never depends on it). Without CAP_NET_ADMIN it logs one clear
-line and stays off.
+``on_alert``. With a ``resolvers`` watch, a flow to another DNS resolver (dropped, or
+allowed and seen as a new connection) is told once per device and server to
+``on_dns_elsewhere`` (``watch.resolvers``, RFC 9726). A bug in a callback is logged
+and the watcher keeps running (enforcement never depends on it). Without
+CAP_NET_ADMIN it logs one clear line and stays off.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from mudguard.watch.nflog import (
     parse_datagram,
     unbind_message,
 )
+from mudguard.watch.resolvers import ResolverUse, ResolverWatch
 from mudguard.watch.tracker import Alert, DeviationTracker
 
 log = logging.getLogger(__name__)
@@ -200,9 +203,13 @@ class Watcher:
                  on_event: Callable[[FlowEvent], None] | None = None,
                  device_of: DeviceLookup | None = None,
                  on_connection: Callable[[Any], None] | None = None,
+                 resolvers: ResolverWatch | None = None,
+                 on_dns_elsewhere: Callable[[ResolverUse], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.on_alert = on_alert
         self.on_connection = on_connection  # every accepted connection (learning)
+        self.resolvers = resolvers
+        self.on_dns_elsewhere = on_dns_elsewhere
         self.on_event = on_event
         self.group = group
         self.tracker = tracker or DeviationTracker()
@@ -268,6 +275,7 @@ class Watcher:
                            family=conn.family, src=conn.src, dst=conn.dst,
                            protocol=conn.protocol, src_port=conn.src_port,
                            dst_port=conn.dst_port)
+        self._resolver_use(sample, allowed=True)
         alerts = self.tracker.observe_connection(device, self.clock(), sample)
         for alert in alerts:
             self._safe(self.on_alert, alert)
@@ -293,10 +301,26 @@ class Watcher:
 
                 event = replace(event, remote_name=name)
         self._safe(self.on_event, event)
-        alerts = self.tracker.observe(event, self.clock())
+        use = self._resolver_use(event, allowed=False)
+        exempt = use is not None and self.resolvers is not None and self.resolvers.exempt(use)
+        alerts = self.tracker.observe(event, self.clock(), deviation=not exempt)
         for alert in alerts:
             self._safe(self.on_alert, alert)
         return alerts
+
+    def _resolver_use(self, event: FlowEvent, *, allowed: bool) -> ResolverUse | None:
+        """Classify a flow as resolving elsewhere (RFC 9726); tell the first per
+        device and server to ``on_dns_elsewhere``."""
+        if self.resolvers is None:
+            return None
+        try:
+            use = self.resolvers.classify(event, allowed=allowed)
+            if use is not None and self.resolvers.first(use):
+                self._safe(self.on_dns_elsewhere, use)
+        except Exception:
+            log.exception("resolver classification failed for %s", event.describe())
+            return None
+        return use
 
     @staticmethod
     def _safe(callback: Callable[..., None] | None, value: object) -> None:

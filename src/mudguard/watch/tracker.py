@@ -19,7 +19,10 @@ windows and returns an ``Alert`` the first time one of these holds:
 - **deviation**: ``deviation_flows`` distinct deviating flows (address,
   protocol, port) within ``deviation_window`` seconds: a device repeatedly doing
   what its profile does not allow (reported as a scan when they all fall within
-  ``scan_window``).
+  ``scan_window``). Flows to a device's first few other DNS resolvers
+  (``watch.resolvers``) are told to the owner once per server instead and do not
+  count here (RFC 9726 §6.5 makes the network's resolver a SHOULD): they still count
+  toward scan and flood.
 
 Only packets the device *sent* count (``out``): a device does not deserve
 quarantine because something on the Internet knocked on its door. After an
@@ -110,14 +113,20 @@ class DeviationTracker:
         # devices from its worker thread.
         self._lock = threading.Lock()
 
-    def observe(self, event: FlowEvent, now: float) -> list[Alert]:
-        """Record one event at ``now`` (seconds); return the alerts it triggers (0 or 1)."""
+    def observe(self, event: FlowEvent, now: float, *,
+                deviation: bool = True) -> list[Alert]:
+        """Record one event at ``now`` (seconds); return the alerts it triggers (0 or 1).
+
+        ``deviation=False``: the event counts toward scan and flood only, not toward
+        the distinct deviating flows (a device resolving with another DNS server,
+        ``watch.resolvers``: misconfigured, not compromised).
+        """
         if event.direction is not Direction.FROM_DEVICE:
             return []
         with self._lock:
-            return self._observe(event, now)
+            return self._observe(event, now, deviation)
 
-    def _observe(self, event: FlowEvent, now: float) -> list[Alert]:
+    def _observe(self, event: FlowEvent, now: float, deviation: bool) -> list[Alert]:
         state = self._device(event.device_id)
         if event.mac and state.mac is None and device_id(event.mac) == event.device_id:
             state.mac = event.mac  # only a MAC that is this device's (the id is its hash)
@@ -127,9 +136,10 @@ class DeviationTracker:
         state.events.append((now, event))
         if len(state.events) > t.max_events:
             state.events.popleft()
-        key = (event.dst, event.protocol, event.dst_port)
-        state.flows.pop(key, None)  # re-inserted: dict order is recency order
-        state.flows[key] = now
+        if deviation:
+            key = (event.dst, event.protocol, event.dst_port)
+            state.flows.pop(key, None)  # re-inserted: dict order is recency order
+            state.flows[key] = now
         self._prune(state, now)
         alert = self._judge(event.device_id, state, now)
         if alert is None:
