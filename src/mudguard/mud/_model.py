@@ -18,6 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mudguard.mud.transparency import Transparency
 
 
 class Direction(StrEnum):
@@ -277,6 +281,8 @@ class MudFile:
     documentation: str | None = None
     extensions: tuple[Extension, ...] = ()
     draft_era: bool = False
+    transparency: Transparency | None = None
+    """RFC 9472: where the SBOM and vulnerability information are (validated)."""
 
     def acl(self, name: str) -> Acl:
         """The ACL called ``name`` (the parser guarantees every policy name exists)."""
