@@ -52,6 +52,7 @@ from mudguard.portal._incidents import (
     evidence_flows,
     open_incidents,
 )
+from mudguard.portal._transparency import TransparencyView, transparency_view
 
 T = TypeVar("T")
 
@@ -480,6 +481,7 @@ class Report:
     signer: str | None
     systeminfo: str | None
     draft_era: bool
+    transparency: TransparencyView | None = None
 
 
 def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -> Report:
@@ -495,7 +497,8 @@ def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -
                   supported=mud.is_supported, last_update=mud.last_update,
                   firmware=mud.firmware_rev, software=mud.software_rev,
                   destinations=tuple(destinations), signature=signature, signer=signer,
-                  systeminfo=mud.systeminfo, draft_era=mud.draft_era)
+                  systeminfo=mud.systeminfo, draft_era=mud.draft_era,
+                  transparency=transparency_view(mud))
 
 
 def _registrable(host: str) -> str:
