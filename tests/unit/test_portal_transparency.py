@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from mudguard.mud import parse_mud
@@ -66,3 +67,34 @@ def test_the_view_shows_contacts_without_their_scheme() -> None:
     view = transparency_view(mud, retrieved=True)
     assert not view.published and view.retrieved is None  # nothing published to retrieve
     assert view.sbom_contact == Contact(href="tel:+1-415-555-1212", text="+1-415-555-1212")
+
+
+def test_the_report_says_whether_mudguard_retrieved_the_list(tmp_path: Path) -> None:
+    from mudguard.devices.transparency import TransparencyChecker
+    from mudguard.mud.fetch import fetch_local_sbom, fetch_transparency_bytes
+
+    with portal(tmp_path) as (client, st, _):
+        sbom = st.server.url("/sbom.json")
+        st.server.files["/sbom.json"] = (b'{"bomFormat": "CycloneDX"}',
+                                         "application/vnd.cyclonedx+json")
+        url = _serve(st, "/bulb.json", {"sboms": [{"version-info": "2.1", "sbom-url": sbom}]})
+        st.services.onboard(url=url, mac=MAC)
+        fetching = st.server.fetch_config()
+        checker = TransparencyChecker(
+            fetch_cloud=lambda u: fetch_transparency_bytes(u, config=fetching),
+            fetch_device=lambda a, s: fetch_local_sbom(a, s, config=fetching),
+            clock=st.services.now)
+        st.services.transparency = checker
+        device = st.store.get_device(MAC)
+        mud = st.services.mud_for(device)
+        assert device is not None and mud is not None
+        outcome = checker.check(device, mud)
+        assert outcome is not None and outcome.retrieved
+        words = text_of(client.get(f"/devices/{MAC}/report").text)
+        assert f"Software list published yes, {sbom} (mudguard retrieved it)" in words
+        french = html.unescape(text_of(client.get(f"/devices/{MAC}/report?lang=fr").text))
+        assert f"Liste des logiciels publiée oui, {sbom} (mudguard l'a récupérée)" in french
+        st.server.files.pop("/sbom.json")
+        checker.check(device, mud)
+        words = text_of(client.get(f"/devices/{MAC}/report?lang=en").text)
+        assert "(mudguard could not retrieve it: " in words and "404" in words

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -33,6 +33,7 @@ from mudguard.devices import (
 )
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
+from mudguard.devices.transparency import TransparencyChecker
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.keys.core import WifiCredentials
 from mudguard.mud import Finding, MudFile, parse_mud
@@ -149,6 +150,8 @@ class PortalServices:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _book: IncidentBook | None = field(default=None, repr=False)
     _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    transparency: TransparencyChecker | None = None
+    """The daemon's RFC 9472 SBOM checker (what it retrieved shows in the report)."""
 
     def _serial(self, change: Callable[[], T]) -> T:
         if self.run is not None:
@@ -220,6 +223,15 @@ class PortalServices:
     def mud_for(self, device: Device) -> MudFile | None:
         """The MUD file the device's profile was built from (from the cache)."""
         return self.devices.cached_mud(device)
+
+    def device_report(self, device: Device, mud: MudFile) -> Report:
+        """The report for a known device, with what the SBOM check retrieved."""
+        report = build_report(mud, device.signature_status, device.signer)
+        found = self.transparency.result(device) if self.transparency else None
+        if found is None:
+            return report
+        return replace(report, transparency=transparency_view(
+            mud, retrieved=found.retrieved, retrieval_error=found.error))
 
     # -- alerts ----------------------------------------------------------------------
 
