@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mudguard.mud import Severity, parse_mud
-from mudguard.mud.transparency import LocalScheme, SbomEntry, Transparency
+from mudguard.mud.transparency import LocalScheme, SbomEntry, Transparency, is_link
 from tests.unit.test_mud_parse import base
 
 KEY = "ietf-mud-transparency:transparency"
@@ -74,8 +74,6 @@ BAD: list[tuple[object, str]] = [
      f"{T}: choice vuln-retrieval-method takes one case, got cloud, vuln-contact-info"),
     ({"vuln-url": "https://a.example/v"},
      f"{T}.vuln-url: expected a list (YANG leaf-list), got a string"),
-    ({"vuln-url": ["javascript:alert(1)"]}, f"{T}.vuln-url[0]: scheme 'javascript' refused "
-     "(mudguard fetches and links only http and https URLs)"),
     ({"sbom-contact-uri": "ftp://a.example/x"}, f"{T}.sbom-contact-uri: scheme 'ftp' refused "
      "(RFC 9472: a contact URI must be tel, http, https or mailto)"),
     ({"sboms": [{"sbom-url": "https://a.example/s"}]},
@@ -107,6 +105,19 @@ def test_a_member_of_another_module_inside_is_a_warning() -> None:
         f"{T}.extra: member of a module mudguard does not implement; ignored")
     result = parse_mud(doc).mud
     assert result is not None and result.transparency is not None
+
+
+def test_a_document_url_of_another_scheme_is_kept_as_text_with_a_warning() -> None:
+    doc = with_transparency({"vuln-url": ["javascript:alert(1)"],
+                             "sboms": [{"version-info": "1", "sbom-url": "ftp://a.example/s"}]})
+    warnings = messages(doc, Severity.WARNING)
+    assert (f"{T}.vuln-url[0]: scheme 'javascript': shown as text, never fetched "
+            "(mudguard fetches and links only http and https URLs)") in warnings
+    assert any(w.startswith(f"{T}.sboms[0].sbom-url: scheme 'ftp'") for w in warnings)
+    mud = parse_mud(doc).mud
+    assert mud is not None and mud.transparency is not None
+    assert mud.transparency.vuln_urls == ("javascript:alert(1)",)
+    assert not is_link("javascript:alert(1)") and is_link("HTTPS://a.example/v")
 
 
 def test_the_container_is_read_only_when_the_extension_is_listed() -> None:
@@ -198,10 +209,8 @@ def test_yangson_accepts_what_mudguard_accepts(yang: Any, container: dict[str, A
 @pytest.mark.parametrize(("container", "_error"), BAD)
 def test_yangson_rejects_what_mudguard_rejects(yang: Any, container: object,
                                                _error: str) -> None:
-    # Where mudguard is stricter than the YANG types, by design: URIs it fetches or links
-    # must be http(s), contact URIs follow the RFC's prose (tel, http, https, mailto);
-    # yangson does not check the inet:uri pattern.
+    # Where mudguard is stricter than the YANG types, by design: contact URIs follow the
+    # RFC's prose (tel, http, https, mailto); yangson does not check the inet:uri pattern.
     doc = with_transparency(container)
-    stricter = ("javascript:" in json.dumps(container) or "ftp://" in json.dumps(container)
-                or "not a uri" in json.dumps(container))
+    stricter = "ftp://" in json.dumps(container) or "not a uri" in json.dumps(container)
     assert yang_accepts(yang, doc) is stricter

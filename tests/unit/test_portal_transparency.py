@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 from mudguard.mud import parse_mud
-from mudguard.portal._transparency import Contact, transparency_view
+from mudguard.portal._transparency import Link, transparency_view
 from tests.unit.test_portal_support import mud_document, portal, text_of
 
 MAC = "00:11:22:33:44:55"
@@ -66,7 +66,7 @@ def test_the_view_shows_contacts_without_their_scheme() -> None:
     assert mud is not None
     view = transparency_view(mud, retrieved=True)
     assert not view.published and view.retrieved is None  # nothing published to retrieve
-    assert view.sbom_contact == Contact(href="tel:+1-415-555-1212", text="+1-415-555-1212")
+    assert view.sbom_contact == Link(href="tel:+1-415-555-1212", text="+1-415-555-1212")
 
 
 def test_the_report_says_whether_mudguard_retrieved_the_list(tmp_path: Path) -> None:
@@ -98,3 +98,12 @@ def test_the_report_says_whether_mudguard_retrieved_the_list(tmp_path: Path) -> 
         checker.check(device, mud)
         words = text_of(client.get(f"/devices/{MAC}/report?lang=en").text)
         assert "(mudguard could not retrieve it: " in words and "404" in words
+
+
+def test_a_url_that_is_not_http_is_shown_as_text_never_linked(tmp_path: Path) -> None:
+    with portal(tmp_path) as (client, st, _):
+        url = _serve(st, "/odd.json", {"vuln-url": ["javascript:alert(1)", CSAF]})
+        page = client.get("/report", params={"mud_url": url})
+        assert "Known vulnerabilities javascript:alert(1), " + CSAF in text_of(page.text)
+        assert 'href="javascript:' not in page.text
+        assert f'<a href="{CSAF}"' in page.text

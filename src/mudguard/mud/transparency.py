@@ -6,8 +6,8 @@ Theory of operation: the ``ietf-mud-transparency`` module (RFC 9472 §4, vendore
 that module's rules (two YANG choices, a keyed list, an identityref) and returns the
 typed ``Transparency`` with a ``Finding`` per problem, never raising. Beyond YANG,
 every URI must be one mudguard can show safely: the RFC's prose limits the contact
-URIs to tel, http, https and mailto, and SBOM / vulnerability URLs are fetched or
-shown as links, so only http and https are taken there.
+URIs to tel, http, https and mailto (an error otherwise), and SBOM / vulnerability
+URLs of another scheme are kept with a warning but never fetched nor linked.
 
 Pure: no I/O. Fetching is ``mudguard.mud.fetch.fetch_transparency_bytes`` (cloud) and
 ``fetch_local_sbom`` (the device itself, ``/.well-known/sbom``).
@@ -79,6 +79,11 @@ class Transparency:
     def sbom_urls(self) -> tuple[str, ...]:
         """Every SBOM URL the ``sboms`` list names, in order."""
         return tuple(entry.url for entry in self.sboms if entry.url)
+
+
+def is_link(url: str) -> bool:
+    """True for an http or https URL: the only ones fetched or shown as links."""
+    return url.split(":", 1)[0].lower() in LINK_SCHEMES
 
 
 class _Findings:
@@ -222,11 +227,11 @@ def _contact_uri(value: object, path: tuple[PathPart, ...], found: _Findings) ->
 
 def _link(value: object, path: tuple[PathPart, ...], found: _Findings) -> str | None:
     return _uri(value, path, found, LINK_SCHEMES,
-                "mudguard fetches and links only http and https URLs")
+                "mudguard fetches and links only http and https URLs", strict=False)
 
 
 def _uri(value: object, path: tuple[PathPart, ...], found: _Findings,
-         schemes: frozenset[str], why: str) -> str | None:
+         schemes: frozenset[str], why: str, *, strict: bool = True) -> str | None:
     text = _string(value, path, found, max_len=_MAX_URI)
     if text is None:
         return None
@@ -238,8 +243,12 @@ def _uri(value: object, path: tuple[PathPart, ...], found: _Findings,
         found.error(path, f"expected a URI (inet:uri), got {text!r}")
         return None
     if parts.scheme.lower() not in schemes:
-        found.error(path, f"scheme {parts.scheme!r} refused ({why})")
-        return None
+        if strict:
+            found.error(path, f"scheme {parts.scheme!r} refused ({why})")
+            return None
+        # A valid inet:uri: kept, but shown as text only, never fetched nor linked.
+        found.warn(path, f"scheme {parts.scheme!r}: shown as text, never fetched ({why})")
+        return text
     if parts.scheme.lower() in LINK_SCHEMES and not parts.hostname:
         found.error(path, f"no host in {text!r}")
         return None
