@@ -126,3 +126,14 @@ def test_an_outcome_is_for_one_mud_file(
     check.check(device_for(mud), mud)
     moved = Device(mac=MAC, state=LifecycleState.PROFILED, mud_url="https://other.example/x")
     assert check.result(moved) is None
+
+
+def test_a_device_being_asked_is_not_claimed_twice(
+        checker: tuple[TransparencyChecker, Clock, list[Any]], server: Server) -> None:
+    check, _clock, _asked = checker
+    mud = mud_with({"sboms": [{"version-info": "1", "sbom-url": server.url("/sbom.spdx.json")}]})
+    device = device_for(mud)
+    assert check.claim(device, mud)
+    assert not check.claim(device, mud)  # queued, not yet asked
+    check.check(device, mud)
+    assert not check.claim(device, mud)  # asked: fresh for its cache-validity

@@ -400,7 +400,7 @@ class Gateway:
             if device.state in (LifecycleState.FORGOTTEN, LifecycleState.QUARANTINED):
                 continue
             mud = self.service.cached_mud(device)
-            if mud is not None and checker.due(device, mud):
+            if mud is not None and checker.claim(device, mud):
                 self._sbom_worker.submit(self._check_one, checker, device, mud)
 
     def _check_one(self, checker: TransparencyChecker, device: Device, mud: MudFile) -> None:

@@ -57,6 +57,7 @@ class TransparencyChecker:
         self._fetch_device = fetch_device
         self._clock = clock
         self._results: OrderedDict[str, SbomCheck] = OrderedDict()
+        self._asking: set[str] = set()
         self._lock = threading.Lock()
 
     def result(self, device: Device) -> SbomCheck | None:
@@ -72,9 +73,27 @@ class TransparencyChecker:
         found = self.result(device)
         return found is None or self._clock() >= found.valid_until
 
+    def claim(self, device: Device, mud: MudFile) -> bool:
+        """``due``, and not already being asked: then marked as being asked until its
+        ``check`` ends (a slow device is never queued twice)."""
+        if not self.due(device, mud):
+            return False
+        with self._lock:
+            if device.mac in self._asking:
+                return False
+            self._asking.add(device.mac)
+        return True
+
     def check(self, device: Device, mud: MudFile) -> SbomCheck | None:
         """Retrieve the SBOM now (no fresh-ness test: see ``due``); None if the file
         names none the gateway can ask for."""
+        try:
+            return self._check(device, mud)
+        finally:
+            with self._lock:
+                self._asking.discard(device.mac)
+
+    def _check(self, device: Device, mud: MudFile) -> SbomCheck | None:
         source = _source(device, mud)
         if source is None:
             return None
