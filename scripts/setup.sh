@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 conntrack tshark libwireshark-data hostapd freeradius-utils iputils-ping chromium busybox tcpdump procps faketime)
+APT_PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 conntrack tshark libwireshark-data hostapd freeradius-utils iputils-ping chromium busybox tcpdump procps faketime isc-dhcp-client)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -55,7 +55,6 @@ from mudguard.mud.fetch import (
     fetch_signature_bytes,
     fetch_transparency_bytes,
 )
-from mudguard.policy import HomeContext, set_shard_count
 from mudguard.store import Store
 from mudguard.watch import DeviationTracker
 from mudguard.watch.listener import AddressBook, Watcher
@@ -144,7 +143,9 @@ def transparency_checker(config: GatewayConfig, clock: Callable[[], datetime]
 def signature_verifier(roots: Path | None) -> Callable[[bytes, bytes, datetime], str] | None:
     """``DeviceService.verify`` against the PEM trust anchors in ``roots`` (None: none).
 
-    Returns the signer's subject; raises ``SignatureError`` with its reason otherwise.
+    Returns the signer's identity (its subject and the key id of the CA that issued
+    it, ``signature.signer_identity``); raises ``SignatureError`` with its reason
+    otherwise.
     """
     if roots is None:
         return None
@@ -155,7 +156,7 @@ def signature_verifier(roots: Path | None) -> Callable[[bytes, bytes, datetime],
     def verify(data: bytes, sig: bytes, at: datetime) -> str:
         status = signature.verify_mud_signature(data, sig, trust_anchors=anchors, at=at)
         status.raise_if_invalid()
-        return status.signer_subject or "an unnamed signer"
+        return status.signer_identity or status.signer_subject or "an unnamed signer"
 
     return verify
 
@@ -282,12 +283,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         settings = wanted
         store.save_settings(settings)
 
-    set_shard_count(config.device_tables)  # before anything compiles or fills a set
-    context = HomeContext(
-        lan_prefixes=config.lan_prefixes, gateway_addresses=config.addresses,
-        lan_interface=config.lan_interface, wan_interface=config.wan_interface or "",
-        portal_ports=(config.portal_port,) if config.portal_address else (),
-        log_group=config.nflog_group)
+    context = config.home_context()
     metrics = None
     if config.metrics_listen is not None:
         from mudguard.daemon.metrics import GatewayMetrics, TimedFiller, TimedNft
@@ -348,7 +344,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
             "wifi", mac=event.mac, keyid=event.params.get("keyid"),
             outcome=decision.outcome.value)
         gateway.children.append(wifi)
-    if config.dhcp_range:
+    if config.dhcp_range or config.dhcp_range6:
         gateway.children.append(Dnsmasq(config))
 
     address_book = AddressBook(enforcer.installed)

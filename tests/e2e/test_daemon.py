@@ -157,6 +157,10 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
     daemon = Daemon(home.gw_ns, config, log)
     try:
         daemon.wait_for({"event": "ready"})
+        # An empty kernel: the LAN was closed (the base) before any device was restored,
+        # and the base the boot unit loads next time was written beside the database.
+        assert daemon.wait_for({"event": "lan-closed"})["ms"] < 5000
+        assert (config.parent / "state" / "base.json").is_file()
         url = scenario.device("bulb").mud_url
         address = home.call(bulb.ns, _join, bulb.iface, bulb.mac, url)
         daemon.wait_for({"event": "sighting", "mac": bulb.mac, "mud_url": url})
@@ -185,6 +189,7 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         daemon = Daemon(home.gw_ns, config, log)
         restored = daemon.wait_for({"event": "restored"})
         assert (restored["devices"], restored["reinstalled"]) == (1, False)
+        assert not [e for e in daemon.events if e["event"] == "lan-closed"]  # taken over
         again = daemon.wait_for({"event": "device", "mac": bulb.mac})
         assert (again["state"], again["ipv4"]) == ("profiled", [address])
         daemon.wait_for({"event": "ready"})

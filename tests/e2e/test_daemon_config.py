@@ -97,6 +97,41 @@ def test_dnsmasq_serves_dhcp_only_with_the_mud_hook() -> None:
     assert "--interface=br-lan" in argv
 
 
+DUAL = GOOD.replace('lan_prefixes = ["192.0.2.0/24"]',
+                   'lan_prefixes = ["192.0.2.0/24", "2001:db8:1::/64"]').replace(
+    'addresses = ["192.0.2.1"]', 'addresses = ["192.0.2.1", "2001:db8:1::1"]')
+
+
+def test_dnsmasq_serves_dhcpv6_with_router_advertisements_when_range6_is_set() -> None:
+    text = DUAL.replace("[dhcp]\n", '[dhcp]\nrange6 = ["2001:db8:1::100", "2001:db8:1::1ff"]\n')
+    argv = dnsmasq_argv(parse_config(text), hook="/usr/bin/mudguard-dhcp-hook")
+    assert "--enable-ra" in argv
+    assert "--dhcp-range=2001:db8:1::100,2001:db8:1::1ff,64,1h" in argv
+    assert "--dhcp-option=option6:dns-server,[2001:db8:1::1]" in argv
+    assert "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,1h" in argv  # v4 kept
+    v6_only = parse_config(text.replace('range = ["192.0.2.100", "192.0.2.199"]\n', ""))
+    assert v6_only.dhcp_range is None
+    argv = dnsmasq_argv(v6_only, hook="/bin/true")
+    assert "--enable-ra" in argv and not any("255.255.255.0" in a for a in argv)
+    assert "--enable-ra" not in dnsmasq_argv(parse_config(DUAL), hook="/bin/true")
+
+
+@pytest.mark.parametrize(("range6", "complaint"), [
+    ('["2001:db8:1::100"]', "dhcp.range6"),
+    ('["192.0.2.100", "192.0.2.199"]', "IPv6 addresses"),
+])
+def test_a_bad_dhcpv6_range_is_refused(range6: str, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        parse_config(DUAL.replace("[dhcp]\n", f"[dhcp]\nrange6 = {range6}\n"))
+
+
+def test_dnsmasq_refuses_a_dhcpv6_range_outside_the_lan() -> None:
+    config = parse_config(DUAL.replace("[dhcp]\n", '[dhcp]\nrange6 = ["2001:db8:9::1", '
+                                                    '"2001:db8:9::9"]\n'))
+    with pytest.raises(DnsmasqError, match=r"dhcp\.range6 .* not inside a LAN prefix"):
+        dnsmasq_argv(config, hook="/bin/true")
+
+
 def test_dnsmasq_refuses_a_range_outside_the_lan() -> None:
     config = parse_config(GOOD.replace('"192.0.2.199"', '"198.51.100.9"'))
     with pytest.raises(DnsmasqError, match="not inside a LAN prefix"):

@@ -3,6 +3,7 @@ them; with it every LAN-to-LAN packet is routed by the gateway and meets the dev
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -141,3 +142,43 @@ def test_a_port_joining_the_bridge_is_isolated_as_the_kernel_announces_it(
     assert found["joined"] < 0.5 and found["turned_off"] < 0.5, found
     assert found["quiet"], "the watcher chased its own change"
 
+
+
+def test_the_bridge_guard_closes_a_port_that_is_not_isolated_yet(
+        plain_home: VirtualHome) -> None:
+    """A port whose isolation is off (one that just joined, before the watcher's ≈20 ms,
+    or one someone turned off) still bridges nothing to its neighbours: the bridge-family
+    guard drops port-to-port frames, while the gateway keeps serving both devices."""
+    home = plain_home
+    d0, d1 = home.nodes
+    lan = LanIsolation(home.lan_if, netns=home.gw_ns)
+    nft = Nft.in_namespace(home.gw_ns)
+    enforcer = Enforcer(nft, home.context(), clock=lambda: NOW, lan=lan)
+    enforcer.install_home()
+    for node in (d0, d1):  # LAN allowed, so only the layer-2 path is in question
+        enforcer.apply_device(_facts(node, LifecycleState.OUT_OF_SUPPORT), None)
+    assert lan.bridge_guarded()
+    for port in lan.ports():  # the race: ports not isolated
+        run(["bridge", "link", "set", "dev", port, "isolated", "off"], ns=home.gw_ns)
+    assert not any(lan.isolated().values())
+    # Each is told the other's real MAC (as devices that skipped proxy ARP would learn
+    # it): their frames must cross the bridge port to port, where the guard drops them.
+    _forget_neighbours(home)
+    for me, peer in ((d0, d1), (d1, d0)):
+        route = run(["ip", "-j", "route", "get", peer.ipv4], ns=me.ns).stdout
+        out_if = json.loads(route)[0]["dev"]
+        run(["ip", "neigh", "replace", peer.ipv4, "lladdr", peer.mac, "dev", out_if, "nud",
+             "permanent"], ns=me.ns)
+    assert not home.tcp(d0.ns, d1.ipv4, 80, 0.5)
+    # Without the guard the same frames are bridged straight through (the hole it closes).
+    run(["nft", "delete", "table", "bridge", "mudguard_lan"], ns=home.gw_ns)
+    assert home.tcp(d0.ns, d1.ipv4, 80, 1.0)
+    # The gateway's own path is unaffected: told the gateway's MAC again (proxy ARP),
+    # d0 reaches d1 routed through it, under both devices' rules (LAN allowed).
+    lan.guard_bridge()
+    for me, peer in ((d0, d1), (d1, d0)):  # permanent entries: a flush keeps them
+        route = run(["ip", "-j", "route", "get", peer.ipv4], ns=me.ns).stdout
+        run(["ip", "neigh", "del", peer.ipv4, "dev", json.loads(route)[0]["dev"]], ns=me.ns)
+    assert home.tcp(d0.ns, d1.ipv4, 80, 1.0)
+    assert json.loads(run(["nft", "-j", "list", "table", "bridge", "mudguard_lan"],
+                          ns=home.gw_ns).stdout)

@@ -24,7 +24,7 @@ from mudguard.mud import describe_policy, parse_mud
 from mudguard.policy import DeviceFacts, HomeContext, decide
 from mudguard.policy import LifecycleState as S
 from mudguard.store import Store
-from mudguard.store._schema import MIGRATIONS
+from mudguard.store._schema import MIGRATIONS, SCHEMA_VERSION
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 MAC = "02:00:5e:00:53:01"
@@ -233,7 +233,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with Store(path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION
         assert store.get_device(MAC) is not None and store.list_learning() == []
 
 

@@ -141,3 +141,20 @@ def test_chain_replacement_and_comments() -> None:
     assert [m.origin for m in messages] == [0, 1, 2]
     udata = parse_attrs(messages[2].body)[7]
     assert udata == bytes([0, len("policy 0123") + 1]) + b"policy 0123\0"
+
+
+def test_an_ipv6_address_shaped_like_a_mac_is_an_address() -> None:
+    # 17 characters and 5 colons, like a MAC: once taken for one (then refused whole).
+    cmd = {"add": {"element": {"family": "inet", "table": "mudguard", "name": "pending6",
+                               "elem": ["2001:db8:1::1:100"]}}}
+    (message,) = encode_batch([cmd])
+    assert ipaddress.ip_address("2001:db8:1::1:100").packed in message.body
+
+
+def test_long_element_lists_are_split_below_the_attribute_limit() -> None:
+    addresses = [str(ipaddress.ip_address("2001:db8:1::1:0") + i) for i in range(5000)]
+    cmd = {"add": {"element": {"family": "inet", "table": "mudguard", "name": "pending6",
+                               "elem": addresses}}}
+    messages = encode_batch([cmd])
+    assert len(messages) > 1 and all(len(m.body) < 65535 for m in messages)
+    assert sum(m.body.count(b"\x20\x01\x0d\xb8") for m in messages) == 5000

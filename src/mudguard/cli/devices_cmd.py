@@ -457,6 +457,22 @@ def release(mac: MacArg, db: DbOpt = DEFAULT_DB) -> None:
     console.print(f"{d['mac']}: {d['state']}")
 
 
+@device_app.command("quarantine-exception")
+def quarantine_exception(
+        mac: MacArg,
+        action: Annotated[str, typer.Argument(help="add or remove")],
+        ace_name: Annotated[str, typer.Argument(help="The name of an ACE of its MUD file.")],
+        db: DbOpt = DEFAULT_DB) -> None:
+    """Keep one ACE of the device's MUD file open while it is quarantined (e.g. its
+    firmware update server), besides those its MUD file names; or remove it."""
+    if action not in ("add", "remove"):
+        raise _fail("bad_request", "the action must be add or remove")
+    d = _call(db, {"op": "quarantine-exception", "mac": mac, "action": action,
+                   "ace": ace_name})["device"]
+    kept = ", ".join(d["quarantine_exceptions"]) or "none"
+    console.print(f"{d['mac']}: quarantine exceptions: {escape(kept)}")
+
+
 @device_app.command("trust")
 def trust(mac: MacArg, db: DbOpt = DEFAULT_DB) -> None:
     """Mark one of your own computers or phones: not restricted."""

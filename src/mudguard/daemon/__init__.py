@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from mudguard.daemon.config import ConfigError, GatewayConfig, load_config, parse_config
 from mudguard.daemon.events import EventLog
+
+if TYPE_CHECKING:
+    from mudguard.daemon.gateway import Gateway
 
 __all__ = ["ConfigError", "EventLog", "GatewayConfig", "load_config", "parse_config", "run"]
 
@@ -24,5 +28,19 @@ def run(config: GatewayConfig, *, json_lines: bool = False, log_level: str = "WA
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     events = EventLog(json_lines=json_lines)
     gateway = build_gateway(config, events)
+    _refresh_base_file(config, gateway)
     asyncio.run(gateway.run())
     return 0
+
+
+def _refresh_base_file(config: GatewayConfig, gateway: Gateway) -> None:
+    """Keep the static base the boot unit loads in step with this configuration."""
+    from mudguard.enforce.boot import write_base_ruleset
+
+    try:
+        if write_base_ruleset(config.base_file, gateway.enforcer.enforcer.context):
+            logging.getLogger(__name__).info("wrote the boot base ruleset %s",
+                                             config.base_file)
+    except OSError as exc:  # the running gateway does not need it: the next boot does
+        logging.getLogger(__name__).warning("could not write the boot base ruleset %s: %s",
+                                            config.base_file, exc)

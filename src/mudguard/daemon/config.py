@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mudguard.errors import MudguardError
+from mudguard.policy import HomeContext, set_shard_count
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
@@ -68,6 +69,7 @@ class GatewayConfig:
     learning_days: float | None = None  # None: the owner's setting in the database
     lock_automatically: bool | None = None
     learning_flush_seconds: float = 5.0  # recorded flows written to the database this often
+    dhcp_range6: tuple[str, str] | None = None
 
     @property
     def keys_db(self) -> Path:
@@ -88,6 +90,22 @@ class GatewayConfig:
     def dhcp_socket(self) -> Path:
         """Where dnsmasq's hook sends lease events."""
         return self.state_dir / "dhcp.sock"
+
+    def home_context(self) -> HomeContext:
+        """The home's context (no device yet). Sets the number of device tables first:
+        everything compiled after it must use the same."""
+        set_shard_count(self.device_tables)  # before anything compiles or fills a set
+        return HomeContext(
+            lan_prefixes=self.lan_prefixes, gateway_addresses=self.addresses,
+            lan_interface=self.lan_interface, wan_interface=self.wan_interface or "",
+            portal_ports=(self.portal_port,) if self.portal_address else (),
+            log_group=self.nflog_group)
+
+    @property
+    def base_file(self) -> Path:
+        """The static base ruleset an early-boot unit loads (``nft -j -f``); the daemon
+        rewrites it at each start so it stays in step with this configuration."""
+        return self.state_dir / "base.json"
 
     @property
     def control_socket(self) -> Path:
@@ -177,6 +195,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               meaning="The addresses dnsmasq leases, inside a LAN prefix that holds one of "
                       "the gateway's addresses. Unset: the daemon runs no DHCP server and "
                       "learns no MUD URL from DHCP."),
+    ConfigKey(section="dhcp", name="range6", field="dhcp_range6",
+              kind="[first, last] IPv6 addresses", example=["2001:db8:1::100", "2001:db8:1::1ff"],
+              default_text="unset: no DHCPv6",
+              meaning="Serve stateful DHCPv6 with router advertisements (managed flag) from "
+                      "these addresses: IPv6 devices announce their MUD URL in option 112 "
+                      "(RFC 8520 §10)."),
     ConfigKey(section="dhcp", name="lease_time", field="lease_time",
               kind="600, 45m, 12h, 1d or infinite", default="1h", example="12h",
               meaning="How long a lease lasts (dnsmasq's lease time)."),
@@ -403,6 +427,16 @@ def parse_listen(value: object, allowed: tuple[str, ...]) -> tuple[str, int]:
     return str(address), port
 
 
+def _range6(dhcp: dict[str, object]) -> tuple[str, str] | None:
+    """``dhcp.range6``: the first and last IPv6 address DHCPv6 hands out, if set."""
+    if "range6" not in dhcp:
+        return None
+    first_last = _addresses(dhcp["range6"], "dhcp.range6")
+    if len(first_last) != 2 or any(ipaddress.ip_address(a).version != 6 for a in first_last):
+        raise ConfigError("dhcp.range6 must be [first, last] IPv6 addresses")
+    return (first_last[0], first_last[1])
+
+
 def parse_config(text: str) -> GatewayConfig:
     """Parse and check a configuration; raise ``ConfigError`` naming the bad key."""
     try:
@@ -434,6 +468,7 @@ def parse_config(text: str) -> GatewayConfig:
         if len(first_last) != 2:
             raise ConfigError("dhcp.range must be [first, last]")
         dhcp_range = (first_last[0], first_last[1])
+    dhcp_range6 = _range6(dhcp)
     lease = _text(dhcp, "lease_time", "dhcp") or "1h"
     if not _LEASE.match(lease):
         raise ConfigError("dhcp.lease_time must look like 600, 45m, 12h, 1d or infinite")
@@ -490,7 +525,7 @@ def parse_config(text: str) -> GatewayConfig:
         lan_prefixes=prefixes, addresses=addresses,
         state_dir=Path(_text(gw, "state_dir", "gateway") or "."),
         home_default=home_default,
-        dhcp_range=dhcp_range, lease_time=lease, dns_upstream=upstream,
+        dhcp_range=dhcp_range, dhcp_range6=dhcp_range6, lease_time=lease, dns_upstream=upstream,
         dns_port=_port(_get(dns, "dns", "port"), "dns.port"),
         ca_file=_path(_text(mud, "ca_file", "mud")),
         signature_roots=_path(_text(mud, "signature_roots", "mud")),

@@ -1,8 +1,9 @@
 """Adapter: the home's DHCP server, real dnsmasq, run in the foreground as a child.
 
 dnsmasq serves DHCP only (``--port=0``: DNS is mudguard's DNS guard) on the LAN
-interface. Each lease change runs ``mudguard-dhcp-hook``, which sends the lease and the
-device's MUD URL (option 161, ``DNSMASQ_MUD_URL``) to the daemon's unix socket
+interface: DHCPv4 (``dhcp.range``) and/or stateful DHCPv6 with router advertisements
+(``dhcp.range6``). Each lease change runs ``mudguard-dhcp-hook``, which sends the lease and
+the device's MUD URL (DHCPv4 option 161 or DHCPv6 option 112) to the daemon's unix socket
 (``mudguard.discovery.dhcp``). Everything on its command line comes from the checked
 configuration: addresses are parsed as addresses, never text from a device.
 """
@@ -42,27 +43,55 @@ def hook_path() -> str:
     return found
 
 
-def dnsmasq_argv(config: GatewayConfig, *, binary: str = "dnsmasq",
-                 hook: str | None = None) -> list[str]:
-    """dnsmasq's command line for ``config`` (DHCPv4 on the LAN interface, no DNS)."""
-    if config.dhcp_range is None:
-        raise DnsmasqError("no dhcp.range is configured")
-    first, last = config.dhcp_range
+def _lan_of(config: GatewayConfig, first: str, last: str, key: str
+            ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
+    """The LAN prefix holding the range ``first``-``last`` and the gateway's address in it."""
     network = next((ipaddress.ip_network(p) for p in config.lan_prefixes
                     if ipaddress.ip_address(first) in ipaddress.ip_network(p)), None)
     if network is None or ipaddress.ip_address(last) not in network:
-        raise DnsmasqError(f"dhcp.range {first}-{last} is not inside a LAN prefix")
+        raise DnsmasqError(f"{key} {first}-{last} is not inside a LAN prefix")
     router = next((a for a in config.addresses if ipaddress.ip_address(a) in network), None)
     if router is None:
         raise DnsmasqError(f"no gateway address in {network}")
+    return network, router
+
+
+def _dhcp4_args(config: GatewayConfig) -> list[str]:
+    if config.dhcp_range is None:
+        return []
+    first, last = config.dhcp_range
+    network, router = _lan_of(config, first, last, "dhcp.range")
+    return [f"--dhcp-range={first},{last},{network.netmask},{config.lease_time}",
+            f"--dhcp-option=option:router,{router}",
+            f"--dhcp-option=option:dns-server,{router}"]
+
+
+def _dhcp6_args(config: GatewayConfig) -> list[str]:
+    """Stateful DHCPv6 (RFC 8415) with router advertisements: the RAs carry the managed
+    flag and the on-link prefix but no autonomous flag, so a device gets its address from
+    DHCPv6 and announces its MUD URL in option 112 (RFC 8520 §10), which dnsmasq hands to
+    the hook. (Stateless DHCPv6 makes no lease, so dnsmasq never runs the hook for it.)"""
+    if config.dhcp_range6 is None:
+        return []
+    first, last = config.dhcp_range6
+    network, router = _lan_of(config, first, last, "dhcp.range6")
+    return ["--enable-ra",
+            f"--dhcp-range={first},{last},{network.prefixlen},{config.lease_time}",
+            f"--dhcp-option=option6:dns-server,[{router}]"]
+
+
+def dnsmasq_argv(config: GatewayConfig, *, binary: str = "dnsmasq",
+                 hook: str | None = None) -> list[str]:
+    """dnsmasq's command line for ``config`` (DHCPv4 and/or DHCPv6 with router
+    advertisements on the LAN interface, no DNS)."""
+    if config.dhcp_range is None and config.dhcp_range6 is None:
+        raise DnsmasqError("neither dhcp.range nor dhcp.range6 is configured")
     state = config.state_dir
     return [
         binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
         "--port=0", f"--interface={config.lan_interface}", "--bind-interfaces",
         "--except-interface=lo", "--user=root", "--group=root",
-        f"--dhcp-range={first},{last},{network.netmask},{config.lease_time}",
-        f"--dhcp-option=option:router,{router}",
-        f"--dhcp-option=option:dns-server,{router}",
+        *_dhcp4_args(config), *_dhcp6_args(config),
         # No ICMP check before offering an address: dnsmasq waits up to 3 s per offer,
         # one offer at a time, so five devices booting together waited 15 s. The gateway
         # is the only DHCP server on the LAN and proxy-ARPs for it.

@@ -36,6 +36,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -242,8 +243,13 @@ class Gateway:
     # -- start-up --------------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Re-derive every stored device's policy and make the kernel match (start-up)."""
+        """Close the LAN (the base, unless it is in already), then re-derive every stored
+        device's policy and make the kernel match, device batch by device batch."""
         enforcer = self.enforcer.enforcer
+        started = time.monotonic()
+        if enforcer.close_lan():  # before anything else: no device unrestricted meanwhile
+            self.events.emit("lan-closed", ms=round((time.monotonic() - started) * 1000, 1),
+                             message="base installed: devices wait for their policies")
         devices = [d for d in self.service.store.list_devices()
                    if d.state is not LifecycleState.FORGOTTEN]
         context = dataclasses.replace(enforcer.context,
@@ -264,7 +270,8 @@ class Gateway:
                 self._submit(f"onboarding of {device.mac}",
                              functools.partial(self.service.decide, device.mac))
         self.events.emit("restored", devices=len(devices),
-                         reinstalled=report.reinstalled_table, repaired=len(report.repaired))
+                         reinstalled=report.reinstalled_table, repaired=len(report.repaired),
+                         seconds=round(time.monotonic() - started, 2))
 
     def follow_home_default(self) -> None:
         """If the owner changed the home default, re-enforce every device on it now

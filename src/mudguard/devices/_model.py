@@ -106,6 +106,7 @@ class EventKind(StrEnum):
     VIOLATION = "violation"
     QUARANTINED = "quarantined"
     RELEASED = "released"
+    QUARANTINE_EXCEPTION = "quarantine-exception"  # the owner kept an ACE open in quarantine
     GRANTED = "granted"
     GRANT_REVOKED = "grant-revoked"
     GRANT_EXPIRED = "grant-expired"
@@ -141,6 +142,16 @@ class Device:
     key_id: str | None = None
     first_seen: datetime | None = None
     last_seen: datetime | None = None
+    # Acceptable MUD URL updates (draft-ietf-iotops-mud-acceptable-urls), trust on
+    # first use: the signer of the first signed MUD file accepted for the device, and
+    # the canonical ``mud-url`` of the newest file that signer signed (the "root").
+    pinned_signer: str | None = None
+    root_mud_url: str | None = None
+    # Every root so far, oldest first (bounded): announcing one again is a rollback.
+    past_root_urls: tuple[str, ...] = ()
+    # draft-richardson-shg-mud-quarantined-access: ACE names of its MUD file the owner
+    # keeps open while the device is quarantined (besides those the file names).
+    quarantine_exceptions: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``--json`` output and the portal's API)."""
@@ -165,6 +176,10 @@ class Device:
             "key_id": self.key_id,
             "first_seen": _iso(self.first_seen),
             "last_seen": _iso(self.last_seen),
+            "pinned_signer": self.pinned_signer,
+            "root_mud_url": self.root_mud_url,
+            "past_root_urls": list(self.past_root_urls),
+            "quarantine_exceptions": list(self.quarantine_exceptions),
         }
 
 

@@ -11,7 +11,9 @@ only place that says which state may follow which.
 House rules:
 - A device never gains access silently: a new MUD URL on a device that already has
   one is held as ``pending_mud_url`` (the stricter, old profile stays) until the
-  owner approves it (RFC 8520 §1.6 and §4, below).
+  owner approves it (RFC 8520 §1.6 and §4, below). The one exception is
+  draft-ietf-iotops-mud-acceptable-urls: a URL under the same base whose file is
+  signed by the signer pinned from the device's first signed file (``accept_url``).
 - Out of support (``is-supported: false`` or past its end-of-support date) means
   LAN only, with the reason recorded.
 - Quarantine wins over everything but ``forget``; release re-derives the state.
@@ -263,15 +265,99 @@ def _announce_url(device: Device, url: str, source: MudSource | None, now: datet
 def approve_url(device: Device, now: datetime) -> Outcome:
     """The owner approved the pending MUD URL: it becomes the device's MUD URL.
 
-    The services then fetch and apply its profile. Raises ``LifecycleError`` if
-    nothing is pending.
+    The services then fetch and apply its profile. The owner's decision replaces the
+    trust-on-first-use pin: the approved file's signer (if it is signed) is pinned
+    afresh. The owner's quarantine exceptions named ACEs of the old file: they go (an
+    ACE of the same name in the new file may allow something else). Raises
+    ``LifecycleError`` if nothing is pending.
     """
     if device.pending_mud_url is None:
         raise LifecycleError(f"{device.mac} has no pending MUD URL to approve")
     updated = replace(device, mud_url=device.pending_mud_url, mud_source=device.pending_source,
-                      pending_mud_url=None, pending_source=None, last_seen=device.last_seen or now)
-    notice = Notice(EventKind.URL_APPROVED, {"old": device.mud_url, "new": updated.mud_url})
+                      pending_mud_url=None, pending_source=None, last_seen=device.last_seen or now,
+                      pinned_signer=None, root_mud_url=None, quarantine_exceptions=())
+    notice = Notice(EventKind.URL_APPROVED, {"old": device.mud_url, "new": updated.mud_url,
+                                             "by": "owner"})
     return Outcome(updated, (notice,))
+
+
+# -- acceptable MUD URL updates (draft-ietf-iotops-mud-acceptable-urls-00 §5) -----------
+
+MAX_PAST_ROOTS: Final = 64
+"""How many earlier root MUD URLs a device keeps, to refuse rollbacks automatically."""
+
+
+def url_base(url: str) -> str:
+    """The URL up to and including its last "/" (the draft's simplified Base-URI test:
+    "remove everything to the right of the last (rightmost) '/'"), query and fragment
+    dropped first so that a "/" in them does not count."""
+    cut = url.split("#", 1)[0].split("?", 1)[0]
+    return cut[: cut.rfind("/") + 1]
+
+
+def url_update_problem(device: Device, new_url: str) -> str | None:
+    """Why ``new_url`` cannot replace the device's MUD URL without the owner, judged
+    before anything is fetched; None when only its file's signer is left to check."""
+    if device.state is State.QUARANTINED:
+        # A quarantined device is suspect: its new file could enable more in quarantine.
+        return "it is quarantined: only the owner may change its MUD URL"
+    if device.pinned_signer is None or device.root_mud_url is None:
+        return ("no signed MUD file has been accepted for this device yet, so there is no "
+                "signer to trust on first use")
+    base = url_base(device.root_mud_url)
+    if url_base(new_url) != base:
+        return f"{new_url} is not under {base}, the base of its accepted MUD URL"
+    if new_url in device.past_root_urls:
+        # draft §5.1: "if a device ever suggests a URL that was previously used, then
+        # the MUD manager should suspect that is a rollback attack".
+        return f"{new_url} was accepted before and replaced since: a possible rollback"
+    return None
+
+
+def signer_problem(device: Device, signature: SignatureStatus, signer: str | None
+                   ) -> str | None:
+    """Why the new URL's MUD file (checked: ``signature``, ``signer``) cannot be accepted
+    automatically; None when it is signed by the pinned signer."""
+    if signature is SignatureStatus.UNSIGNED:
+        return "the new MUD file is unsigned"
+    if signature is not SignatureStatus.SIGNED_VALID:
+        return f"the new MUD file's signature is not valid: {signer or signature.value}"
+    if signer != device.pinned_signer:
+        return f"the new MUD file is signed by {signer}, not by {device.pinned_signer}"
+    return None
+
+
+def accept_url(device: Device, now: datetime) -> Outcome:
+    """The pending MUD URL passed both acceptable-URL tests (same base, same signer):
+    it becomes the device's MUD URL without the owner, and the event says why. The
+    pin stays; the services then apply the new file, which becomes the root. The
+    owner's quarantine exceptions (ACEs of the old file) go, as with ``approve_url``."""
+    if device.pending_mud_url is None:
+        raise BugError(f"{device.mac} has no pending MUD URL to accept")
+    base = url_base(device.root_mud_url or "")
+    updated = replace(device, mud_url=device.pending_mud_url, mud_source=device.pending_source,
+                      pending_mud_url=None, pending_source=None, last_seen=now,
+                      quarantine_exceptions=())
+    notice = Notice(EventKind.URL_APPROVED, {
+        "old": device.mud_url, "new": updated.mud_url, "by": "acceptable-url",
+        "reason": f"same base ({base}) and same signer ({device.pinned_signer}) as its "
+                  "accepted signed MUD file (draft-ietf-iotops-mud-acceptable-urls)"})
+    return Outcome(updated, (notice,))
+
+
+def _pinned(device: Device, mud: MudFile, signature: SignatureStatus,
+            signer: str | None) -> Device:
+    """The device with its trust-on-first-use pin after ``mud`` was accepted: the
+    first valid signer is pinned; a file from the pinned signer becomes the root."""
+    if signature is not SignatureStatus.SIGNED_VALID or signer is None:
+        return device
+    if device.pinned_signer is not None and signer != device.pinned_signer:
+        return device  # another signer (a refresh): the pin and root stay
+    past = device.past_root_urls
+    if mud.mud_url not in past:
+        past = (*past, mud.mud_url)[-MAX_PAST_ROOTS:]
+    return replace(device, pinned_signer=signer, root_mud_url=mud.mud_url,
+                   past_root_urls=past)
 
 
 # -- profiles ----------------------------------------------------------------------------
@@ -292,8 +378,9 @@ def on_profile(device: Device, mud: MudFile, *, profile_hash: str,
         kind = EventKind.SIGNATURE_INVALID
         return _refuse_profile(device, why, kind, settings, now)
     eos = end_of_support or device.end_of_support
-    updated = replace(device, profile_hash=profile_hash, signature_status=signature,
-                      signer=signer, manufacturer=mud.mfg_name or device.manufacturer,
+    updated = replace(_pinned(device, mud, signature, signer), profile_hash=profile_hash,
+                      signature_status=signature, signer=signer,
+                      manufacturer=mud.mfg_name or device.manufacturer,
                       model=mud.model_name or device.model, end_of_support=eos)
     notices: list[Notice] = []
     if device.profile_hash is None:

@@ -11,6 +11,7 @@ take ``mac``)::
     add [mud_url] [source=manual|qr|cert] [manufacturer] [model] [name] | rename [name]
     grant kind=lan|internet|service|deny [host] [port] [protocol] [expires ISO]
     revoke grant_id | approve-url | release | quarantine [reason] | forget [transfer]
+    quarantine-exception ace action=add|remove
     trust | untrust | apply-profile mud (the learned MUD file's JSON text)
     learn action=start|end-now|lock|keep-default|show (learn, then lock)
     settings also takes [learning_days] [lock_automatically]
@@ -209,6 +210,16 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
     if op == "quarantine":
         reason = _text(request, "reason", required=False) or "quarantined by the owner"
         return {"device": service.quarantine(mac, reason).as_dict()}
+    if op == "quarantine-exception":
+        action = request.get("action")
+        if action not in ("add", "remove"):
+            raise RequestError("'action' must be add or remove")
+        ace = _text(request, "ace")
+        assert ace is not None
+        if len(ace) > 64 or not ace.isprintable():
+            raise RequestError("'ace' must be an ACE name (1-64 printable characters)")
+        return {"device": service.quarantine_exception(mac, ace, add=action == "add")
+                .as_dict()}
     if op == "forget":
         steps = service.forget(mac, transfer=bool(_bool(request, "transfer")))
         return {"forgotten": {"mac": steps.mac, "key_revoked": steps.key_revoked,

@@ -62,6 +62,12 @@ class ProfileError(RemoteInputError):
     key = "bad_profile"
 
 
+class QuarantineExceptionError(RemoteInputError):
+    """An owner quarantine exception that names no ACE of the device's MUD file."""
+
+    key = "bad_quarantine_exception"
+
+
 class GrantError(RemoteInputError):
     """An owner grant that is malformed or not allowed in the device's state."""
 
@@ -237,12 +243,15 @@ class DeviceService:
             device.mud_url is not None and device.profile_hash is None
             and (before is None or before.mud_url != device.mud_url))
         if not needs_decision:
+            # A new address must reach the kernel: the rules match the device's
+            # addresses, so a renewed lease elsewhere would otherwise be dropped.
+            # The enforcer takes it from its previous holder in the same batch.
+            moved = bool(released) or (before is not None and (
+                before.ipv4, before.ipv6) != (device.ipv4, device.ipv6))
+            if device.pending_mud_url is not None and (
+                    before is None or before.pending_mud_url != device.pending_mud_url):
+                return self._judge_new_url(outcome, released, enforce=moved)
             if outcome.changed or before != device or released:
-                # A new address must reach the kernel: the rules match the device's
-                # addresses, so a renewed lease elsewhere would otherwise be dropped.
-                # The enforcer takes it from its previous holder in the same batch.
-                moved = bool(released) or (before is not None and (
-                    before.ipv4, before.ipv6) != (device.ipv4, device.ipv6))
                 return self._commit(outcome, enforce=moved, released=released)
             return device
         # No rules for the addresses yet (a NEW device has none installed, so the
@@ -677,6 +686,52 @@ class DeviceService:
                                    checked=(status, signer), notices=approved.notices,
                                    fetched_at=fetched_at)
 
+    def _judge_new_url(self, outcome: lifecycle.Outcome, released: Sequence[Device], *,
+                       enforce: bool) -> Device:
+        """A device announced a new MUD URL (held as pending in ``outcome``): accept it
+        without the owner if it is an acceptable update (same base as its accepted
+        URL, file signed by its pinned signer: draft-ietf-iotops-mud-acceptable-urls);
+        otherwise it waits for ``approve_url`` and the url-changed event says why."""
+        device = outcome.device
+        url = device.pending_mud_url
+        assert url is not None
+        why = lifecycle.url_update_problem(device, url)
+        accepted: tuple[MudFile, bytes, bytes | None, datetime,
+                        tuple[SignatureStatus, str | None]] | None = None
+        if why is None:
+            why, accepted = self._fetch_acceptable(device, url)
+        if accepted is None:
+            told = tuple(lifecycle.Notice(n.kind, {**n.details, "held_because": why})
+                         if n.kind is EventKind.URL_CHANGED else n for n in outcome.notices)
+            return self._commit(lifecycle.Outcome(device, told), enforce=enforce,
+                                released=released)
+        self._commit(outcome, enforce=enforce, released=released)
+        auto = lifecycle.accept_url(device, self.clock())
+        mud, data, signature, fetched_at, checked = accepted
+        return self._apply_profile(auto.device, mud, data, signature, checked=checked,
+                                   notices=auto.notices, fetched_at=fetched_at)
+
+    def _fetch_acceptable(self, device: Device, url: str) -> tuple[
+            str | None, tuple[MudFile, bytes, bytes | None, datetime,
+                              tuple[SignatureStatus, str | None]] | None]:
+        """Fetch and check the new URL's file: (None, the file) if its signer is the
+        pinned one, else (why not, None)."""
+        if self._learned_by_other(url, device.mac):
+            return f"{url} names another device's learned profile", None
+        try:
+            data, signature, fetched_at = self._load(url)
+        except Exception as exc:  # network or server trouble: the owner decides later
+            return f"the new MUD file could not be fetched: {exc}", None
+        result = parse_mud(data, expected_url=url)
+        if result.mud is None:
+            first = result.errors[0] if result.errors else "unusable"
+            return f"the new MUD file is invalid: {first}", None
+        status, signer = self._check_signature(data, signature)
+        why = lifecycle.signer_problem(device, status, signer)
+        if why is not None:
+            return why, None
+        return None, (result.mud, data, signature, fetched_at, (status, signer))
+
     def _refuse_approval(self, device: Device, kind: EventKind, why: str) -> NoReturn:
         self.store.add_event(kind, self.clock(), device.mac,
                              {"reason": why, "pending": device.pending_mud_url})
@@ -755,6 +810,39 @@ class DeviceService:
         """Restrict the device to what quarantine allows, with the reason."""
         return self._commit(lifecycle.quarantine(self.device(mac), reason=reason,
                                                  now=self.clock()))
+
+    @_serialised
+    def quarantine_exception(self, mac: str, ace_name: str, *, add: bool) -> Device:
+        """Add (or remove) an owner's quarantine exception: an ACE of the device's MUD
+        file that stays open while it is quarantined, besides those the file names
+        (draft-richardson-shg-mud-quarantined-access). Enforced at once if it is
+        quarantined. Raises ``QuarantineExceptionError`` (nothing changed) for a name
+        that is no ACE of its enforced MUD file, or one that is not an exception."""
+        device = self.device(mac)
+        name = ace_name.strip()
+        present = name in device.quarantine_exceptions
+        if add and not present:
+            mud = self.cached_mud(device)
+            if mud is None:
+                raise QuarantineExceptionError(
+                    f"{device.mac} has no MUD profile: an exception names one of its ACEs")
+            aces = {ace.name for acl in mud.acls for ace in acl.aces}
+            if name not in aces:
+                raise QuarantineExceptionError(
+                    f"no ACE {name[:64]!r} in {device.mac}'s MUD file (it has: "
+                    f"{', '.join(sorted(aces))[:400]}); nothing changed")
+            kept = (*device.quarantine_exceptions, name)
+        elif not add and present:
+            kept = tuple(n for n in device.quarantine_exceptions if n != name)
+        else:
+            raise QuarantineExceptionError(
+                f"{name[:64]!r} is {'already' if add else 'not'} a quarantine exception of "
+                f"{device.mac}; nothing changed")
+        outcome = lifecycle.Outcome(replace(device, quarantine_exceptions=kept), (
+            lifecycle.Notice(EventKind.QUARANTINE_EXCEPTION,
+                             {"ace": name, "action": "added" if add else "removed",
+                              "exceptions": list(kept)}),))
+        return self._commit(outcome, enforce=device.state is LifecycleState.QUARANTINED)
 
     @_serialised
     def release(self, mac: str) -> Device:

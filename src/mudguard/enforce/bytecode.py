@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import re
 import socket
 import struct
 import sys
@@ -597,12 +598,15 @@ def _add_set(batch: _Batch, body: dict[str, Any]) -> None:
     batch.add(NFT_MSG_NEWSET, NLM_F_CREATE, b"".join(attrs))
 
 
+_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
+
+
 def _guess_key(value: Any) -> bytes:
     """An element key from its text: a MAC, an address, or a concatenation of those."""
     if isinstance(value, dict) and "concat" in value and isinstance(value["concat"], list):
         parts = [_guess_key(v) for v in value["concat"]]
         return b"".join(p.ljust(4 * _slots(len(p)), b"\0") for p in parts)
-    if isinstance(value, str) and value.count(":") == 5 and len(value) == 17:
+    if isinstance(value, str) and _MAC.fullmatch(value):  # not "2001:db8:1::1:100"
         return _ether(value)
     if isinstance(value, str):
         # inet_pton first: ten times faster than ipaddress, which matters for the
@@ -624,10 +628,25 @@ def _set_elements(batch: _Batch, body: dict[str, Any], *, delete: bool) -> None:
     if not isinstance(items, list) or not items:
         raise Unsupported("element list")
     elements = [_set_element(item, delete=delete) for item in items]
-    batch.add(NFT_MSG_DELSETELEM if delete else NFT_MSG_NEWSETELEM, 0 if delete else NLM_F_CREATE,
-              b"".join([attr_str(NFTA_SET_ELEM_LIST_TABLE, _table(body)),
-                        attr_str(NFTA_SET_ELEM_LIST_SET, _name(body)),
-                        nested(NFTA_SET_ELEM_LIST_ELEMENTS, *elements)]))
+    head = [attr_str(NFTA_SET_ELEM_LIST_TABLE, _table(body)),
+            attr_str(NFTA_SET_ELEM_LIST_SET, _name(body))]
+    group: list[bytes] = []
+    size = 0
+    for element in [*elements, b""]:  # b"": the end
+        if group and (not element or size + len(element) > _ELEMENTS_PER_MESSAGE):
+            # A netlink attribute holds at most 64 KiB: a long list (thousands of
+            # addresses at start-up) goes in several messages of the same batch.
+            batch.add(NFT_MSG_DELSETELEM if delete else NFT_MSG_NEWSETELEM,
+                      0 if delete else NLM_F_CREATE,
+                      b"".join([*head, nested(NFTA_SET_ELEM_LIST_ELEMENTS, *group)]))
+            group, size = [], 0
+        if element:
+            group.append(element)
+            size += len(element)
+
+
+_ELEMENTS_PER_MESSAGE = 32768
+"""Bytes of elements in one set-element message (the nested attribute's limit is 64 KiB)."""
 
 
 def _set_element(item: Any, *, delete: bool) -> bytes:

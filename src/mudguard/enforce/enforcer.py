@@ -17,15 +17,27 @@ connections using it are forgotten; it keeps its other addresses. An address a
 device gives up itself (renumbered, forgotten) loses its DNS-set elements too, so
 the next holder of an address never inherits what the previous one looked up.
 
-Fail closed: ``install_home`` replaces the main and shard tables and every device
-in one transaction whose base chains drop everything from unknown LAN devices; a
-device update swaps its chains atomically, so a packet sees the old policy or the
-new one, never a gap and never more than either.
+Fail closed, at boot too: ``install_home`` first replaces the main and shard tables
+with the base alone, in one small transaction (milliseconds) whose chains drop
+everything forwarded from or to a LAN device that is not installed yet; then it
+adds the devices ``DEVICES_PER_BATCH`` at a time, each batch one transaction, so a
+device gains its own access as soon as its batch is in and never more than its
+policy (a cold install of 1,000 devices as one transaction left the LAN with no
+firewall at all for its 5 s). The addresses of the devices still to come are in the
+main table's pending sets (``_Pending``): nothing is forwarded to them, whatever the
+sender's rules allow, until their own batch maps their ``in`` chain and takes them
+out. ``close_lan`` installs the base alone unless the kernel already holds this very
+base (its mark: ``base_mark``), e.g. the static base an early-boot unit loaded
+(``mudguard base``): the daemon calls it first at start-up and takes that base over
+without ever flushing it. A device update swaps
+its chains atomically, so a packet sees the old policy or the new one, never a gap
+and never more than either.
 
 ``reconcile(policies)`` is for start-up after a crash or restart: it reads the
 tables back once, compares them with what the policies compile to (chain
 presence, rule counts, the fingerprint comment, map and main-set entries), and
-repairs only what differs; a missing or foreign base is reinstalled whole.
+repairs only what differs, in batches too (what it takes away first, then the
+devices); a missing or foreign base is reinstalled (``install_home``).
 """
 
 from __future__ import annotations
@@ -34,10 +46,10 @@ import dataclasses
 import ipaddress
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from mudguard.enforce.lan import LanIsolation, LanIsolationError
 from mudguard.enforce.nft import Nft, NftCommand
@@ -50,6 +62,8 @@ from mudguard.policy import (
     MANAGED4,
     MANAGED6,
     OUT_DISPATCH,
+    PENDING4,
+    PENDING6,
     TABLE,
     DeviceFacts,
     DevicePolicy,
@@ -59,6 +73,7 @@ from mudguard.policy import (
     Installed,
     LifecycleState,
     PeerIndex,
+    base_mark,
     compile_base,
     compile_device_record,
     decide,
@@ -80,6 +95,16 @@ ELEMENTS_PER_COMMAND = 512
 """Set elements per ``add``/``delete element`` command: one netlink attribute holds at
 most 64 KiB, about 2,000 DNS pair elements."""
 
+DEVICES_PER_BATCH = 100
+"""Devices per transaction when a whole home is installed or repaired at start-up: small
+enough that each device waits little for its own batch, large enough that the batches'
+fixed costs stay small (``bench/bench_boot.py``)."""
+
+_T = TypeVar("_T")
+
+BatchHook = Callable[[list[str]], None]
+"""Told the MACs of each batch of devices the kernel has just accepted."""
+
 
 class DeviceLike(Protocol):
     """Anything with a device's facts (the store's ``Device`` fits)."""
@@ -96,6 +121,8 @@ class DeviceLike(Protocol):
     def mud_url(self) -> str | None: ...
     @property
     def name(self) -> str | None: ...
+    @property
+    def quarantine_exceptions(self) -> tuple[str, ...]: ...
 
 
 def facts_of(device: DeviceLike | DeviceFacts) -> DeviceFacts:
@@ -103,7 +130,8 @@ def facts_of(device: DeviceLike | DeviceFacts) -> DeviceFacts:
     if isinstance(device, DeviceFacts):
         return device
     return DeviceFacts(mac=device.mac.lower(), ipv4=tuple(device.ipv4), ipv6=tuple(device.ipv6),
-                       mud_url=device.mud_url, state=device.state, name=device.name)
+                       mud_url=device.mud_url, state=device.state, name=device.name,
+                       quarantine_exceptions=tuple(device.quarantine_exceptions))
 
 
 @dataclass(slots=True)
@@ -176,28 +204,76 @@ class Enforcer:
 
     # -- whole home ---------------------------------------------------------------------------
 
-    def install_home(self, policies: Iterable[DevicePolicy] = ()) -> None:
-        """Replace the tables in one transaction: base (main and shard tables, maps,
-        base chains), then every given device.
+    def close_lan(self) -> bool:
+        """Install the base alone (no device: nothing forwarded from or to the LAN)
+        unless the main table already carries this base's mark; True if installed.
 
-        One batch through libnftables (the base is outside the nfnetlink translator's
-        vocabulary): ≈5 s for 1,000 devices, about what translating it in Python would
-        cost, and the old rules stay in force until the new ones are all in.
+        One small transaction; reads back only the main table. Called first at
+        start-up, before the home's policies are even decided: a base loaded at boot
+        (``mudguard base``) or left by the last run is taken over as it is.
+        """
+        try:
+            items = self._nft.read_tables({TABLE})
+        except Exception:  # unreadable: install it (closed either way)
+            log.exception("could not read the main table back; installing the base")
+            items = []
+        if _KernelView.parse(items).base_mark == base_mark(self._base_context):
+            return False
+        self._install_base()
+        return True
+
+    def install_home(self, policies: Iterable[DevicePolicy] = (), *,
+                     on_batch: BatchHook | None = None) -> None:
+        """Replace the tables with the base (one small transaction), then add every
+        given device, ``DEVICES_PER_BATCH`` per transaction (``on_batch`` is told each).
+
+        A device not in yet has nothing forwarded (the base's drop); one whose batch
+        is in has its policy. If a batch is refused, ``NftError`` is raised and the
+        devices of the batches before it stay installed (and recorded).
         """
         policies = list(policies)
         context = self._context_with(p.device for p in policies)
-        cmds = compile_base(context)
-        entries: dict[str, _Entry] = {}
+        pending = _Pending.of(p.device for p in policies)
+        self._install_base(pending.add_commands())
         sets: dict[str, set[str]] = {}
-        for policy in policies:
-            in_shard = sets.setdefault(shard_table(policy.device.mac), set())
-            device_cmds, record = compile_device_record(policy, context, existing_sets=in_shard)
-            in_shard.update(record.dns_sets)
-            cmds += device_cmds
-            entries[record.mac] = _Entry(policy=policy, installed=record)
-        self._nft.apply(cmds)
-        self._set_entries(entries)
-        self._setup_lan()
+
+        def batch_of(chunk: list[DevicePolicy]) -> tuple[list[NftCommand], dict[str, _Entry]]:
+            cmds: list[NftCommand] = []
+            entries: dict[str, _Entry] = {}
+            for policy in chunk:
+                in_shard = sets.setdefault(shard_table(policy.device.mac), set())
+                device_cmds, record = compile_device_record(policy, context,
+                                                            existing_sets=in_shard)
+                in_shard.update(record.dns_sets)
+                cmds += device_cmds
+                cmds += pending.take(record)
+                entries[record.mac] = _Entry(policy=policy, installed=record)
+            return cmds, entries
+
+        self._apply_batches((batch_of(chunk) for chunk in _chunks(policies)),
+                            on_batch)
+
+    def _install_base(self, extra: Sequence[NftCommand] = ()) -> None:
+        """Replace the main and shard tables with the base alone (and ``extra``, in the
+        same transaction); forget every device."""
+        self._nft.apply([*compile_base(self._base_context), *extra])
+        self._set_entries({})
+        self._isolate_lan()
+
+    def _apply_batches(self, batches: Iterable[tuple[list[NftCommand], dict[str, _Entry]]],
+                       on_batch: BatchHook | None) -> None:
+        """Apply each batch in its own transaction and record its devices once the
+        kernel accepted it; the indexes are rebuilt at the end, even after a refusal."""
+        try:
+            for cmds, entries in batches:
+                self._nft.apply(cmds)
+                self._update_entries(entries)
+                if on_batch is not None:
+                    on_batch(list(entries))
+        finally:
+            self._peers = PeerIndex.of(self._devices.values())
+            self._reindex()
+            self._sync_proxies(set(self._owner), set())
 
     # -- one device ---------------------------------------------------------------------------
 
@@ -384,15 +460,14 @@ class Enforcer:
         return dataclasses.replace(self._base_context, devices=tuple(known.values()),
                                    peers=peers)
 
-    def _setup_lan(self) -> None:
-        """Isolate the LAN bridge's ports and proxy every installed IPv6 address."""
+    def _isolate_lan(self) -> None:
+        """Isolate the LAN bridge's ports (proxy ARP, no redirects): with the base."""
         if self._lan is None:
             return
         try:
             self._lan.setup()
         except LanIsolationError as exc:
             log.error("LAN isolation failed; lateral traffic may bypass the rules: %s", exc)
-        self._sync_proxies(set(self._owner), set())
 
     def _sync_proxies(self, added: set[str], removed: set[str]) -> None:
         """Keep the LAN's proxy-ND entries equal to the installed IPv6 addresses.
@@ -479,10 +554,14 @@ class Enforcer:
 
     # -- reconcile ----------------------------------------------------------------------------
 
-    def reconcile(self, policies: Iterable[DevicePolicy]) -> ReconcileReport:
+    def reconcile(self, policies: Iterable[DevicePolicy], *,
+                  on_batch: BatchHook | None = None) -> ReconcileReport:
         """Make the kernel match ``policies`` after a restart; repair only what differs.
 
         Reads the tables back once (over nfnetlink: chains, rules, map and set entries).
+        What it takes away (stray devices, stale entries) goes in one transaction, then
+        the devices to repair ``DEVICES_PER_BATCH`` per transaction (``on_batch`` is
+        told each), so a home restored onto a bare base gains access device by device.
         """
         policies = list(policies)
         report = ReconcileReport()
@@ -492,33 +571,41 @@ class Enforcer:
             log.exception("could not read the tables back; reinstalling them")
             items = []
         kernel = _KernelView.parse(items)
-        if not kernel.has_base():
-            self.install_home(policies)
+        if not kernel.has_base(base_mark(self._base_context)):
+            self.install_home(policies, on_batch=on_batch)
             report.reinstalled_table = True
             return report
         context = self._context_with(p.device for p in policies)
         self._set_entries({})
-        cmds: list[NftCommand] = []
-        wanted: dict[str, _Entry] = {}
-        for policy in policies:
-            mac = policy.device.mac.lower()
-            previous = kernel.installed_guess(mac)
-            device_cmds, record = compile_device_record(policy, context)
-            wanted[mac] = _Entry(policy=policy, installed=record)
-            if kernel.matches(record):
-                report.ok.append(mac)
-                continue
-            cmds += kernel.unmap_foreign(record, previous)
-            cmds += device_cmds
-            report.repaired.append(mac)
-        for mac, chains in kernel.foreign_devices(set(wanted)).items():
-            cmds += kernel.remove_foreign(mac, chains)
+        wanted = [p.device for p in policies]
+        removals: list[NftCommand] = []
+        for mac, chains in kernel.foreign_devices({d.mac.lower() for d in wanted}).items():
+            removals += kernel.remove_foreign(mac, chains)
             report.removed_chains.extend(chains)
-        cmds += kernel.stale_main_elements(e.installed for e in wanted.values())
-        if cmds:
-            self._nft.apply(cmds)
-        self._set_entries(wanted)
-        self._setup_lan()
+        removals += kernel.stale_main_elements(wanted)
+        pending = _Pending.of(wanted, mapped=kernel.installed_guess)
+        removals += kernel.replace_pending(pending)
+        self._nft.apply(removals)  # only takes away: first
+        self._isolate_lan()
+
+        def batch_of(chunk: list[DevicePolicy]) -> tuple[list[NftCommand], dict[str, _Entry]]:
+            cmds: list[NftCommand] = []
+            entries: dict[str, _Entry] = {}
+            for policy in chunk:
+                mac = policy.device.mac.lower()
+                device_cmds, record = compile_device_record(policy, context)
+                entries[mac] = _Entry(policy=policy, installed=record)
+                if kernel.matches(record):
+                    report.ok.append(mac)
+                    continue
+                cmds += kernel.unmap_foreign(record, kernel.installed_guess(mac))
+                cmds += device_cmds
+                cmds += pending.take(record)
+                report.repaired.append(mac)
+            return cmds, entries
+
+        self._apply_batches((batch_of(chunk) for chunk in _chunks(policies)),
+                            on_batch)
         return report
 
 
@@ -560,6 +647,53 @@ def _without(policy: DevicePolicy, lost: Collection[str]) -> DevicePolicy:
         ipv6=tuple(a for a in facts.ipv6 if _canon([a])[0] not in lost)))
 
 
+def _chunks(items: Sequence[_T], size: int | None = None) -> Iterator[list[_T]]:
+    """``items`` in consecutive lists of ``size`` (``DEVICES_PER_BATCH``)."""
+    step = size or DEVICES_PER_BATCH
+    for start in range(0, len(items), step):
+        yield list(items[start:start + step])
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The addresses of devices about to be installed at start-up (main-table sets
+    ``pending4/6``): nothing is forwarded to them until their own batch, which takes
+    them out in the same transaction that maps their ``in`` chain."""
+
+    ipv4: set[str] = field(default_factory=set)
+    ipv6: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, devices: Iterable[DeviceFacts],
+           mapped: Callable[[str], Installed] | None = None) -> _Pending:
+        """The devices' addresses, less those the kernel already maps to the device's
+        own ``in`` chain (``mapped(mac)``: then its rules, old or new, apply)."""
+        pending = cls()
+        for device in devices:
+            have = mapped(device.mac.lower()) if mapped is not None else None
+            pending.ipv4.update(a for a in _canon(device.ipv4)
+                                if have is None or a not in have.ipv4)
+            pending.ipv6.update(a for a in _canon(device.ipv6)
+                                if have is None or a not in have.ipv6)
+        return pending
+
+    def add_commands(self) -> list[NftCommand]:
+        """Add every pending address to the kernel's sets."""
+        return [main_set_element("add", name, sorted(keys))
+                for name, keys in ((PENDING4, self.ipv4), (PENDING6, self.ipv6)) if keys]
+
+    def take(self, record: Installed) -> list[NftCommand]:
+        """Commands that take ``record``'s addresses out of the pending sets (once)."""
+        cmds: list[NftCommand] = []
+        for name, keys, mine in ((PENDING4, self.ipv4, record.ipv4),
+                                 (PENDING6, self.ipv6, record.ipv6)):
+            taken = sorted(a for a in mine if a in keys)
+            if taken:
+                keys.difference_update(taken)
+                cmds.append(main_set_element("delete", name, taken))
+        return cmds
+
+
 @dataclass(slots=True)
 class _KernelView:
     """The parts of the read-back main and shard tables that reconcile compares."""
@@ -570,6 +704,7 @@ class _KernelView:
     maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # -> key -> chain
     sets: dict[str, set[str]] = field(default_factory=dict)  # main-table set -> elements
     surplus: set[str] = field(default_factory=set)  # shard tables beyond the setting
+    base_mark: str | None = None  # the main forward chain's first rule's comment
 
     @classmethod
     def parse(cls, items: list[dict[str, Any]]) -> _KernelView:
@@ -593,16 +728,21 @@ class _KernelView:
                 view.chains[body["name"]] = table
             elif kind == "rule":
                 view.rules.setdefault(body["chain"], []).append(body)
+                if table == TABLE and body["chain"] == "forward" and view.base_mark is None:
+                    view.base_mark = body.get("comment", "")
             elif kind == "map":
                 view.maps[(table, body["name"])] = _map_entries(body)
             elif kind == "set" and table == TABLE:
                 view.sets[body["name"]] = {_element_key(e) for e in body.get("elem", [])}
         return view
 
-    def has_base(self) -> bool:
-        """True if the main table and every shard have their base chains, maps and sets,
-        and no shard table is left from a bigger setting (its drops would still apply)."""
-        if self.surplus or not ({"forward", "input", "output"} <= self.base.get(TABLE, set())
+    def has_base(self, mark: str) -> bool:
+        """True if the main table carries ``mark`` (``base_mark``: the same base), it and
+        every shard have their base chains, maps and sets, and no shard table is left
+        from a bigger setting (its drops would still apply)."""
+        if self.base_mark != mark or self.surplus:
+            return False
+        if not ({"forward", "input", "output"} <= self.base.get(TABLE, set())
                 and {KNOWN_MACS, MANAGED4, MANAGED6} <= set(self.sets)):
             return False
         return all({"forward", "input"} <= self.base.get(shard, set())
@@ -683,16 +823,28 @@ class _KernelView:
                 keys = sorted(k for k, v in entries.items() if v == chain)
                 if keys:
                     cmds.append(map_element("delete", name, keys, None, table=table))
+                for key in keys:  # a wanted device's repair must not delete it again
+                    del entries[key]
             body = {"family": "inet", "table": table, "name": chain}
             cmds += [{"flush": {"chain": body}}, {"delete": {"chain": body}}]
         return cmds
 
-    def stale_main_elements(self, wanted: Iterable[Installed]) -> list[NftCommand]:
+    def replace_pending(self, pending: _Pending) -> list[NftCommand]:
+        """Make the kernel's pending sets hold exactly ``pending`` (a run killed mid-way
+        left its own)."""
+        cmds: list[NftCommand] = []
+        for name in (PENDING4, PENDING6):
+            left = sorted(self.sets.get(name, set()))
+            if left:
+                cmds.append(main_set_element("delete", name, left))
+        return cmds + pending.add_commands()
+
+    def stale_main_elements(self, wanted: Iterable[DeviceFacts]) -> list[NftCommand]:
         """Delete main-set elements (known MACs, managed addresses) no wanted device holds."""
-        records = list(wanted)
-        keep = {KNOWN_MACS: {r.mac for r in records},
-                MANAGED4: {a for r in records for a in r.ipv4},
-                MANAGED6: {a for r in records for a in r.ipv6}}
+        devices = list(wanted)
+        keep = {KNOWN_MACS: {d.mac.lower() for d in devices},
+                MANAGED4: {a for d in devices for a in _canon(d.ipv4)},
+                MANAGED6: {a for d in devices for a in _canon(d.ipv6)}}
         cmds: list[NftCommand] = []
         for name, kept in keep.items():
             stale = sorted(self.sets.get(name, set()) - kept)

@@ -11,7 +11,13 @@ path on the gateway's LAN bridge:
   (``proxy_ndp`` + one proxy entry per address, kept by the Enforcer), so a device
   that asks for its neighbour's MAC gets the gateway's, and the packet is routed;
 - the gateway sends no ICMP redirects to the LAN (the base ruleset also drops
-  them), which would tell devices to go direct.
+  them), which would tell devices to go direct;
+- a bridge-family table (``bridge mudguard_lan``) drops every frame the bridge would
+  forward from one of its ports to another, so a port is closed to its neighbours even
+  before it is isolated (a port joining the bridge, or one whose isolation someone
+  turned off, is open for the ≈20 ms the watcher below takes to isolate it; with the
+  guard it never is). Frames to and from the gateway itself (the bridge's input and
+  output) are untouched.
 
 For WiFi, hostapd's ``ap_isolate=1`` does the same inside the access point.
 Runs in the calling process's network namespace, or in ``netns`` (through
@@ -54,8 +60,42 @@ class LanIsolationError(MudguardError):
     key = "lan_isolation_failed"
 
 
-def _run(argv: Sequence[str]) -> str:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
+BRIDGE_GUARD_TABLE = "mudguard_lan"
+
+
+def bridge_guard_ruleset(bridge: str, other_ports: Sequence[str] | None = None) -> str:
+    """The ``nft -f`` text of the bridge guard for ``bridge`` (replaces any older one in
+    one transaction: the table is declared, deleted and made again).
+
+    ``other_ports`` None: the rule names the bridge (``meta ibrname``, which needs the
+    kernel's bridge meta support). Otherwise (kernels without it) every bridged frame is
+    dropped except those arriving on ``other_ports``, the ports of the namespace's other
+    bridges when the guard was made (a port later added to another bridge is closed
+    until the next guard: it fails closed).
+    """
+    for name in (bridge, *(other_ports or ())):
+        if not _IFNAME.match(name):
+            raise ValueError(f"not an interface name: {name!r}")
+    if other_ports is None:
+        rules = [f'meta ibrname "{bridge}" counter drop comment "port to port: never"']
+    else:
+        keep = ", ".join(f'"{port}"' for port in other_ports)
+        rules = ([f"iifname {{ {keep} }} accept comment \"other bridges\""] if keep else []) \
+            + ['counter drop comment "port to port: never"']
+    body = "".join(f"    {rule}\n" for rule in rules)
+    return (f"table bridge {BRIDGE_GUARD_TABLE}\n"
+            f"delete table bridge {BRIDGE_GUARD_TABLE}\n"
+            f"table bridge {BRIDGE_GUARD_TABLE} {{\n"
+            "  chain forward {\n"
+            "    type filter hook forward priority -200; policy accept;\n"
+            f"{body}"
+            "  }\n"
+            "}\n")
+
+
+def _run(argv: Sequence[str], stdin: str | None = None) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False,
+                          input=stdin)
     if proc.returncode != 0:
         raise LanIsolationError(f"{' '.join(argv)}: {proc.stderr.strip()}")
     return proc.stdout
@@ -72,9 +112,9 @@ class LanIsolation:
         self.bridge = bridge
         self.netns = netns
 
-    def _run(self, argv: Sequence[str]) -> str:
+    def _run(self, argv: Sequence[str], stdin: str | None = None) -> str:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return _run([*prefix, *argv])
+        return _run([*prefix, *argv], stdin)
 
     def _sysctl(self, key: str, value: str) -> None:
         if self.netns:
@@ -98,7 +138,34 @@ class LanIsolation:
         self._sysctl("net.ipv6.conf.all.proxy_ndp", "1")
         self._sysctl(f"net.ipv6.conf.{br}.proxy_ndp", "1")
         self._sysctl(f"net.ipv6.neigh.{br}.proxy_delay", "0")
+        self.guard_bridge()
         return self.isolate_ports()
+
+    def guard_bridge(self) -> None:
+        """Install the bridge guard: no frame is bridged from one port to another."""
+        try:
+            self._run(["nft", "-f", "-"], bridge_guard_ruleset(self.bridge))
+        except LanIsolationError as exc:
+            if "not supported" not in str(exc):
+                raise
+            # No bridge meta keys in this kernel: drop all bridged frames but other
+            # bridges' ports.
+            self._run(["nft", "-f", "-"], bridge_guard_ruleset(self.bridge,
+                                                               self._other_bridge_ports()))
+
+    def _other_bridge_ports(self) -> list[str]:
+        links = json.loads(self._run(["ip", "-j", "link", "show"]) or "[]")
+        return [link["ifname"] for link in links
+                if link.get("master") not in (None, self.bridge)
+                and _IFNAME.match(link.get("ifname", ""))]
+
+    def bridge_guarded(self) -> bool:
+        """True if the kernel holds the bridge guard for this bridge."""
+        try:
+            out = self._run(["nft", "-j", "list", "table", "bridge", BRIDGE_GUARD_TABLE])
+        except LanIsolationError:
+            return False
+        return "port to port: never" in out
 
     def ports(self) -> list[str]:
         """The bridge's ports."""

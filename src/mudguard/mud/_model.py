@@ -281,6 +281,9 @@ class MudFile:
     documentation: str | None = None
     extensions: tuple[Extension, ...] = ()
     draft_era: bool = False
+    quarantine_ace_names: tuple[str, ...] | None = None
+    """draft-richardson-shg-mud-quarantined-access: the ACEs that stay enabled while the
+    device is quarantined (None: the file has no ``QUARANTINE_MEMBER``)."""
     transparency: Transparency | None = None
     """RFC 9472: where the SBOM and vulnerability information are (validated)."""
 
@@ -319,6 +322,8 @@ class MudFile:
             mud["extensions"] = [e.name for e in self.extensions]
             for extension in self.extensions:
                 mud.update(extension.data)
+        if self.quarantine_ace_names is not None:
+            mud[QUARANTINE_MEMBER] = quarantine_json(self.quarantine_ace_names)
         for key, names in (("from-device-policy", self.from_device_policy),
                            ("to-device-policy", self.to_device_policy)):
             mud[key] = {"access-lists": {"access-list": [{"name": n} for n in names]}}
@@ -414,3 +419,15 @@ def _matches_json(m: Matches) -> dict[str, object]:
             "my-controller": empty if u.my_controller else None,
         })
     return out
+
+
+QUARANTINE_MODULE = "ietf-mud-quarantine"
+QUARANTINE_MEMBER = "ietf-mud-quarantine:quaranteed-device-policy"
+"""draft-richardson-shg-mud-quarantined-access-02: module ``ietf-mud-quarantine``
+augments ``/ietf-mud:mud`` with container ``quaranteed-device-policy`` (sic), holding
+list ``enabled-ace-names`` keyed by leaf ``ace-name`` (a leafref to an ACE's name)."""
+
+
+def quarantine_json(names: tuple[str, ...]) -> dict[str, object]:
+    """The ``quaranteed-device-policy`` container (RFC 7951 JSON) enabling ``names``."""
+    return {"enabled-ace-names": [{"ace-name": name} for name in names]}

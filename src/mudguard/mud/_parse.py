@@ -23,6 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mudguard.mud._model import (
+    QUARANTINE_MEMBER,
+    QUARANTINE_MODULE,
     Ace,
     Acl,
     AclType,
@@ -62,6 +64,9 @@ KNOWN_EXTENSIONS: Mapping[str, tuple[str, ...]] = {
     "transparency": ("ietf-mud-transparency:transparency",),
     # RFC 9761 / draft-ietf-opsawg-ol: ownership and licensing statements.
     "ol": ("ietf-ol:ol",),
+    # draft-richardson-shg-mud-quarantined-access (the draft names no extension string;
+    # its module's name is the natural one). Parsed by ``_parse_quarantine``.
+    QUARANTINE_MODULE: (QUARANTINE_MEMBER,),
 }
 
 # Draft-era controller classes (pre-RFC MUD files, e.g. the UNSW corpus) naming the
@@ -293,6 +298,8 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
              "documentation", "mud-signature", "extensions", "from-device-policy",
              "to-device-policy"}
     extension_members = {m for e in extensions for m in KNOWN_EXTENSIONS.get(e.name, ())}
+    extension_members.add(QUARANTINE_MEMBER)
+    quarantine = _parse_quarantine(mud, path, w, acls)
     for key in mud:
         if key in known or key in extension_members:
             continue
@@ -311,6 +318,7 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
         mfg_name=strings["mfg-name"], model_name=strings["model-name"],
         firmware_rev=strings["firmware-rev"], software_rev=strings["software-rev"],
         documentation=documentation, extensions=extensions, draft_era=draft,
+        quarantine_ace_names=quarantine,
         transparency=transparency,
     )
 
@@ -935,3 +943,49 @@ def _kind(value: object) -> str:
 def _show(value: object) -> str:
     text = json.dumps(value, ensure_ascii=True) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _parse_quarantine(mud: dict[str, Any], path: tuple[PathPart, ...], w: _Walker,
+                      acls: tuple[Acl, ...]) -> tuple[str, ...] | None:
+    """draft-richardson-shg-mud-quarantined-access-02: the names in
+    ``quaranteed-device-policy``/``enabled-ace-names`` (None: no such container).
+
+    A name that matches no ACE of the file is a warning and enables nothing: the list
+    can only narrow what a quarantined device may do, never widen it.
+    """
+    if QUARANTINE_MEMBER not in mud:
+        return None
+    where = path + (QUARANTINE_MEMBER,)
+    container = w.obj(mud[QUARANTINE_MEMBER], where)
+    if container is None:
+        return ()
+    for key in container:
+        if key != "enabled-ace-names":
+            w.warn(where + (key,), "not part of quaranteed-device-policy; ignored")
+    items = w.lst(container.get("enabled-ace-names", []), where + ("enabled-ace-names",))
+    ace_names = {ace.name for acl in acls for ace in acl.aces}
+    names: list[str] = []
+    for i, item in enumerate(items or []):
+        at = where + ("enabled-ace-names", i)
+        name = _enabled_ace_name(item, at, w)
+        if name is None or name in names:
+            continue
+        if name not in ace_names:
+            w.warn(at, f"no ACE named {_show(name)} in this file: it enables nothing "
+                   "while the device is quarantined")
+            continue
+        names.append(name)
+    return tuple(names)
+
+
+def _enabled_ace_name(item: object, at: tuple[PathPart, ...], w: _Walker) -> str | None:
+    if isinstance(item, str):  # a leaf-list spelling of the keyed list
+        w.warn(at, 'a bare name; the YANG list entry is {"ace-name": NAME}')
+        return w.string(item, at, max_len=64)
+    entry = w.obj(item, at)
+    if entry is None:
+        return None
+    if "ace-name" not in entry:
+        w.error(at + ("ace-name",), "missing: the list's key")
+        return None
+    return w.string(entry["ace-name"], at + ("ace-name",), max_len=64)

@@ -86,6 +86,9 @@ class SignatureStatus:
     detail: str = ""
     signer_subject: str | None = None
     """The signer certificate's subject (RFC 4514), when one was found."""
+    signer_identity: str | None = None
+    """Who signed, as pinned for acceptable MUD URL updates (``signer_identity()``);
+    set only for a valid signature."""
 
     @property
     def valid(self) -> bool:
@@ -314,7 +317,36 @@ def _check_with(signer: x509.Certificate, info: asn1_cms.SignerInfo, data: bytes
     if path_problem is not None:
         return _invalid(path_problem[0], path_problem[1], subject)
     return SignatureStatus(state=SignatureState.SIGNED_VALID, signer_subject=subject,
-                           detail=f"signed by {subject}")
+                           detail=f"signed by {subject}",
+                           signer_identity=signer_identity(signer, embedded, anchors))
+
+
+def _key_id(cert: x509.Certificate) -> str:
+    """The certificate's subject key identifier (its extension, else RFC 5280
+    §4.2.1.2 method 1 over its public key), in hex."""
+    try:
+        return cert.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier).value.digest.hex()
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest.hex()
+
+
+def signer_identity(signer: x509.Certificate, embedded: Sequence[x509.Certificate],
+                    anchors: Sequence[x509.Certificate]) -> str:
+    """The signer as draft-ietf-iotops-mud-acceptable-urls-00 §5 pins it: "an equivalent
+    End Entity (same trusted CA and same Subject Name)", the CA named by its subject key
+    identifier. So ``"<EE subject> (CA key <SKI of the certificate that issued it>)"``:
+    a renewed signing certificate (new key, same name, same CA) keeps the identity;
+    another product's signing name, or the same name under another CA, does not. A
+    self-issued signer that is itself a trust anchor is its own CA."""
+    subject = signer.subject.rfc4514_string()
+    if any(signer == anchor for anchor in anchors):
+        issuer: x509.Certificate | None = signer
+    else:
+        issuer = _issuer_among(signer, anchors) or _issuer_among(
+            signer, [c for c in embedded if c != signer and _is_ca(c)])
+    ca = _key_id(issuer) if issuer is not None else "unknown"
+    return f"{subject} (CA key {ca})"
 
 
 def _verify_raw(cert: x509.Certificate, info: asn1_cms.SignerInfo, signature: bytes,

@@ -18,7 +18,10 @@ state                     rules
 PROFILED                  the MUD ACEs (falls back to DEFAULT when no MUD file)
 DEFAULT                   the home default: "internet" (Internet only) or "lan"
 OUT_OF_SUPPORT            LAN only
-QUARANTINED               MUD rules whose DNS name lies in the maker's domain
+QUARANTINED               the ACEs the MUD file enables during quarantine
+                          (draft-richardson-shg-mud-quarantined-access), else
+                          MUD rules whose DNS name lies in the maker's domain;
+                          plus the ACEs the owner excepted for the device
 TRUSTED                   everything out; anything from the LAN in
 NEW                       baseline only
 FORGOTTEN                 nothing at all (not even the baseline)
@@ -187,15 +190,38 @@ def _default_rules(home_default: HomeDefault) -> tuple[Rule, ...]:
 
 
 def _quarantine_rules(device: DeviceFacts, mud: MudFile | None) -> tuple[Rule, ...]:
-    """Only the MUD rules towards the maker's own domain (its update server)."""
+    """What stays open while quarantined, in the file's order: exactly the ACEs the MUD
+    file names in ``quaranteed-device-policy`` when it has that extension, else the
+    MUD rules towards the maker's own domain (its update server); and in both cases
+    the ACEs the owner excepted for this device. An ACE is named by its name, in
+    whichever policy ACL it appears (a v4 and a v6 ACL often share names)."""
     if mud is None:
         return ()
+    keep = set(device.quarantine_exceptions)
+    if mud.quarantine_ace_names is not None:
+        keep.update(mud.quarantine_ace_names)
+        return tuple(r for r in mud_rules(mud) if _ace_name(r) in keep)
     domain = registrable_domain(device.manufacturer or _host(mud.mud_url))
-    if domain is None:
-        return ()
     return tuple(r for r in mud_rules(mud)
-                 if r.peer is PeerKind.DNSNAME and r.peer_value and in_domain(r.peer_value, domain)
-                 and r.action is ACCEPT)
+                 if _ace_name(r) in keep or (
+                     domain is not None and r.peer is PeerKind.DNSNAME and r.peer_value
+                     and in_domain(r.peer_value, domain) and r.action is ACCEPT))
+
+
+def _ace_name(rule: Rule) -> str:
+    """The ACE name of a MUD rule (its origin is ``<acl name>/<ace name>``)."""
+    return rule.origin.rpartition("/")[2]
+
+
+def _quarantine_reason(device: DeviceFacts, mud: MudFile | None) -> str:
+    if mud is not None and mud.quarantine_ace_names is not None:
+        reason = ("quarantined: only the ACEs its MUD file enables during quarantine ("
+                  + (", ".join(mud.quarantine_ace_names) or "none") + ")")
+    else:
+        reason = "quarantined: only the maker's update servers"
+    if device.quarantine_exceptions:
+        reason += ", and the owner's exceptions (" + ", ".join(device.quarantine_exceptions) + ")"
+    return reason
 
 
 def _host(url: str) -> str | None:
@@ -300,7 +326,7 @@ def decide(device: DeviceFacts, mud: MudFile | None, grants: Iterable[Grant],
         reasons.append("out of support: LAN only")
     elif state is LifecycleState.QUARANTINED:
         body = _quarantine_rules(device, mud)
-        reasons.append("quarantined: only the maker's update servers")
+        reasons.append(_quarantine_reason(device, mud))
     elif state is LifecycleState.TRUSTED:
         body = _trusted_rules()
         reasons.append("trusted by the owner: not restricted")

@@ -121,6 +121,8 @@ class DeviceFacts:
     mud_url: str | None = None
     state: LifecycleState = LifecycleState.NEW
     name: str | None = None
+    quarantine_exceptions: tuple[str, ...] = ()
+    """ACE names of its MUD file the owner keeps open while it is quarantined."""
 
     @property
     def manufacturer(self) -> str | None:

@@ -107,6 +107,11 @@ MANAGED4 = "managed4"
 """Main-table set: every managed device's IPv4 addresses (its ``in`` chain has run)."""
 MANAGED6 = "managed6"
 """Main-table set: every managed device's IPv6 addresses."""
+PENDING4 = "pending4"
+"""Main-table set: IPv4 addresses of devices whose rules are not in yet (start-up): nothing
+is forwarded to them, whatever the sender's rules allow, until their own ``in`` chain is."""
+PENDING6 = "pending6"
+"""Main-table set: the same for IPv6."""
 
 OUT_DISPATCH = "out_dispatch"
 """Verdict map: device MAC -> jump to its ``out`` chain (forward hook)."""

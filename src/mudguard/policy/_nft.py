@@ -9,11 +9,13 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
       ct state established,related accept           ct state established,related accept
       ct state invalid drop                          ct state invalid drop
       iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
-      ip daddr vmap @in_dispatch4                    ip daddr @managed4 accept
-      ip6 daddr vmap @in_dispatch6                   ip6 daddr @managed6 accept
-    mudguard_NN input (policy accept)                iifname LAN accept
-      ct state established,related accept         mudguard input (policy accept)
-      iifname LAN ether saddr vmap @gw_dispatch      ct state established,related accept
+      ip daddr vmap @in_dispatch4                    ip daddr @pending4 drop
+      ip6 daddr vmap @in_dispatch6                   ip6 daddr @pending6 drop
+    mudguard_NN input (policy accept)                ip daddr @managed4 accept
+      ct state established,related accept            ip6 daddr @managed6 accept
+      iifname LAN ether saddr vmap @gw_dispatch      iifname LAN accept
+                                                   mudguard input (policy accept)
+                                                     ct state established,related accept
                                                      iifname LAN ether saddr @known_macs accept
                                                      iifname LAN <DHCP, ND> accept
                                                      iifname LAN drop
@@ -88,6 +90,8 @@ from mudguard.policy._names import (
     MANAGED4,
     MANAGED6,
     OUT_DISPATCH,
+    PENDING4,
+    PENDING6,
     TABLE,
     device_chain,
     dns_set_name,
@@ -474,7 +478,8 @@ def map_element(cmd: str, map_name: str, keys: Sequence[str], chain: str | None,
 
 
 def main_set_element(cmd: str, set_name: str, keys: Sequence[str]) -> NftCommand:
-    """An ``add``/``delete`` of elements of a main-table set (``known_macs``, ``managed4/6``)."""
+    """An ``add``/``delete`` of elements of a main-table set (``known_macs``, ``managed4/6``,
+    ``pending4/6``)."""
     return {cmd: {"element": {"family": FAMILY, "table": TABLE, "name": set_name,
                               "elem": list(keys)}}}
 
@@ -634,27 +639,64 @@ def _set(name: str, key: str) -> NftCommand:
     return {"add": {"set": {"family": FAMILY, "table": TABLE, "name": name, "type": key}}}
 
 
+BASE_MARK_PREFIX: Final = "mudguard base "
+"""The comment on the main forward chain's first rule: ``mudguard base <digest>``."""
+
+
 def compile_base(context: HomeContext) -> list[NftCommand]:
     """The main table and every shard table (replacing any previous ones).
 
-    Installed before any device: with no device known, nothing from the LAN is
-    forwarded (fail closed) and only DHCP and neighbour discovery reach the gateway.
+    Installed before any device (one small transaction, also the static ruleset an
+    early-boot unit loads: ``mudguard base``): with no device known, nothing from the
+    LAN is forwarded (fail closed) and only DHCP and neighbour discovery reach the
+    gateway. The main forward chain's first rule carries ``base_mark(context)``, a
+    digest of the whole base, so a start-up can tell this base from another
+    (another LAN interface, shard count or mudguard version) without comparing rules.
     """
+    cmds = _base_commands(context)
+    first = next(c["add"]["rule"] for c in cmds if "rule" in c.get("add", {}))
+    first["comment"] = BASE_MARK_PREFIX + _base_digest(cmds)
+    return cmds
+
+
+def base_ruleset(context: HomeContext) -> dict[str, Any]:
+    """``compile_base`` as a whole libnftables JSON document: what ``nft -j -f FILE``
+    loads at boot (``mudguard base``), the same base the daemon then takes over."""
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *compile_base(context)]}
+
+
+def base_mark(context: HomeContext) -> str:
+    """The comment that marks ``compile_base(context)``'s base in the kernel."""
+    return BASE_MARK_PREFIX + _base_digest(_base_commands(context))
+
+
+def _base_digest(cmds: list[NftCommand]) -> str:
+    text = json.dumps(cmds, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _base_commands(context: HomeContext) -> list[NftCommand]:
+    """``compile_base`` without its mark."""
     lan = context.lan_interface
     iif = _match(_meta("iifname"), lan)
     est = _match(_ct("state"), ["established", "related"], "in")
     ether_saddr = _payload("ether", "saddr")
     cmds: list[NftCommand] = [*_fresh_table(TABLE),
         _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
+        _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"),
         _base_chain("forward", "forward", "drop", prio=MAIN_PRIORITY),
         _base_chain("input", "input", "accept", prio=MAIN_PRIORITY),
         _base_chain("output", "output", "accept", prio=MAIN_PRIORITY),
     ]
     cmds += [
-        _rule("forward", [est, {"accept": None}]),
+        _rule("forward", [est, {"accept": None}]),  # first rule: compile_base marks it
         _rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
         _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
+        _rule("forward", [_match(_payload("ip", "daddr"), "@" + PENDING4), {"drop": None}],
+              "receiver's rules not in yet"),
+        _rule("forward", [_match(_payload("ip6", "daddr"), "@" + PENDING6), {"drop": None}],
+              "receiver's rules not in yet"),
         _rule("forward", [_match(_payload("ip", "daddr"), "@" + MANAGED4), {"accept": None}],
               "passed the receiver in chain"),
         _rule("forward", [_match(_payload("ip6", "daddr"), "@" + MANAGED6), {"accept": None}],

@@ -77,6 +77,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         proposal BLOB
     );
     """,
+    # 3 (issue #18 item 4): acceptable MUD URL updates, trust on first use: the
+    # signer pinned from the device's first accepted signed MUD file and the root URL.
+    """
+    ALTER TABLE devices ADD COLUMN pinned_signer TEXT;
+    ALTER TABLE devices ADD COLUMN root_mud_url TEXT;
+    ALTER TABLE devices ADD COLUMN past_root_urls TEXT NOT NULL DEFAULT '[]'
+    """,
+    # 4 (issue #18 item 5): the owner's per-device quarantine exceptions (ACE names).
+    """
+    ALTER TABLE devices ADD COLUMN quarantine_exceptions TEXT NOT NULL DEFAULT '[]'
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

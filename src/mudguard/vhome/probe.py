@@ -8,9 +8,15 @@ network.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import json
+import selectors
 import socket
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 
 def _family(address: str) -> socket.AddressFamily:
@@ -68,3 +74,62 @@ def udp_port_bound(address: str, port: int) -> bool:
         except OSError:
             return True
         return False
+
+
+def tcp_probe_loop(address: str, port: int, *, stop_file: Path, interval: float = 0.003,
+                   connect_timeout: float = 0.05, max_seconds: float = 60.0,
+                   max_probes: int = 30000) -> list[tuple[float, bool]]:
+    """Start a TCP connection to ``address``:``port`` every ``interval`` seconds until
+    ``stop_file`` exists (or the bounds); return each attempt as (wall-clock time it
+    started, completed within ``connect_timeout``). Non-blocking: attempts overlap, so
+    a dropped SYN does not slow the loop down."""
+    family = _family(address)
+    results: list[tuple[float, bool]] = []
+    pending: dict[socket.socket, tuple[int, float]] = {}  # -> (index, monotonic start)
+    selector = selectors.DefaultSelector()
+    deadline = time.monotonic() + max_seconds
+    next_start = time.monotonic()
+
+    def finish(sock: socket.socket, ok: bool) -> None:
+        index, _ = pending.pop(sock)
+        results[index] = (results[index][0], ok)
+        selector.unregister(sock)
+        sock.close()
+
+    try:
+        while time.monotonic() < deadline and (pending or len(results) < max_probes):
+            now = time.monotonic()
+            stopping = stop_file.exists() or len(results) >= max_probes
+            if not stopping and now >= next_start:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                results.append((time.time(), False))
+                code = sock.connect_ex((address, port))
+                if code not in (0, errno.EINPROGRESS):
+                    sock.close()
+                else:
+                    pending[sock] = (len(results) - 1, now)
+                    selector.register(sock, selectors.EVENT_WRITE)
+                next_start = now + interval
+            elif stopping and not pending:
+                break
+            for key, _ in selector.select(timeout=interval / 3):
+                sock = key.fileobj  # type: ignore[assignment]
+                finish(sock, sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+            now = time.monotonic()
+            for sock, (_, started) in list(pending.items()):
+                if now - started > connect_timeout:
+                    finish(sock, False)
+    finally:
+        for sock in list(pending):
+            finish(sock, False)
+        selector.close()
+    return results
+
+
+def probe_loop_main(argv: list[str] | None = None) -> None:
+    """``ADDRESS PORT STOP_FILE SECONDS``: run ``tcp_probe_loop`` in this namespace and
+    print its attempts as one JSON list (for a test that runs it as a process)."""
+    address, port, stop, seconds = (argv if argv is not None else sys.argv[1:])[:4]
+    print(json.dumps(tcp_probe_loop(address, int(port), stop_file=Path(stop),
+                                    max_seconds=float(seconds))))
