@@ -42,12 +42,19 @@ from mudguard.daemon.names import DnsNames
 from mudguard.devices import HomeDefault
 from mudguard.devices.repository import RepositoryError, load_repositories
 from mudguard.devices.service import DeviceService
+from mudguard.devices.transparency import TransparencyChecker
 from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.sighting import Intake
 from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
 from mudguard.enforce import Enforcer, LanIsolation, LanPortWatcher, Nft
-from mudguard.mud.fetch import FetchConfig, fetch_mud_bytes, fetch_signature_bytes
+from mudguard.mud.fetch import (
+    FetchConfig,
+    fetch_local_sbom,
+    fetch_mud_bytes,
+    fetch_signature_bytes,
+    fetch_transparency_bytes,
+)
 from mudguard.store import Store
 from mudguard.watch import DeviationTracker
 from mudguard.watch.listener import AddressBook, Watcher
@@ -120,6 +127,18 @@ class MudFetcher:
             with self._lock:
                 self._signature_urls.add(parsed.mud_signature)
         return data
+
+
+def transparency_checker(config: GatewayConfig, clock: Callable[[], datetime]
+                         ) -> TransparencyChecker:
+    """The RFC 9472 SBOM checker: cloud SBOMs through the MUD fetcher's guards, a
+    device's own SBOM from exactly its address (``fetch_local_sbom``)."""
+    fetching = fetch_config(config)
+    return TransparencyChecker(
+        fetch_cloud=lambda url: fetch_transparency_bytes(url, config=fetching),
+        fetch_device=lambda address, scheme: fetch_local_sbom(address, scheme,
+                                                              config=fetching),
+        clock=clock)
 
 
 def signature_verifier(roots: Path | None) -> Callable[[bytes, bytes, datetime], str] | None:
@@ -306,7 +325,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
                       hook_listener=DhcpHookListener(config.dhcp_socket),
                       maintenance_period=config.maintenance_seconds,
-                      violation_period=config.report_seconds)
+                      violation_period=config.report_seconds,
+                      transparency=transparency_checker(config, service.clock))
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)
     if lan is not None:  # subscribed now: a port joining during start-up is not missed
@@ -369,7 +389,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         hosts = tuple(dict.fromkeys((config.portal_address, *config.addresses,
                                      *config.portal_names)))
         app = create_app(PortalServices(devices=service, keys=issuer,
-                                        run=gateway.run_in_worker),
+                                        run=gateway.run_in_worker,
+                                        transparency=gateway.transparency),
                          PortalSettings(state_dir=config.state_dir, allowed_hosts=hosts))
         gateway.services.append(PortalRunner(app, config.portal_address, config.portal_port))
     if metrics is not None and config.metrics_listen is not None:

@@ -272,7 +272,7 @@ def test_mud_url_must_equal_the_fetched_url() -> None:
 
 def test_transparency_extension_is_understood() -> None:
     """RFC 9472: the transparency extension's member is kept, with no warning."""
-    sbom = {"sbom-local-well-known": [None]}
+    sbom = {"sbom-local-well-known": "https"}
     doc = edit(base(), (*MUD, "extensions"), ["transparency"])
     doc = edit(doc, (*MUD, "ietf-mud-transparency:transparency"), sbom)
     result = parse_mud(json.dumps(doc))

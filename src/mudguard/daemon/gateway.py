@@ -50,6 +50,7 @@ from mudguard.daemon.learning import LearningRecorder
 from mudguard.daemon.violations import Tally, ViolationLog
 from mudguard.devices import Device, EventKind
 from mudguard.devices.service import DeviceService
+from mudguard.devices.transparency import TransparencyChecker
 from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.lldp import LldpListener
 from mudguard.discovery.neighbour import NeighbourWatcher
@@ -208,6 +209,9 @@ class Gateway:
     violations: ViolationLog = field(default_factory=ViolationLog)
     learning: LearningRecorder | None = None  # learn, then lock ([devices] learning)
     learning_period: float = 5.0
+    transparency: TransparencyChecker | None = None  # RFC 9472 SBOM retrieval
+    _sbom_worker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="sbom"))
     _worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="svc"))
     _loop: asyncio.AbstractEventLoop | None = None
@@ -394,6 +398,7 @@ class Gateway:
             # switched off while devices were learning): their proposals still come.
             self._submit("learning periods", self.service.maintain_learning)
             self._submit("LAN port isolation", self.enforcer.enforcer.isolate_lan_ports)
+            self._submit("SBOM check", self._check_transparency)
 
     def _refresh_expired(self) -> None:
         """Re-fetch the MUD files whose cache-validity ran out (RFC 8520 ``cache-validity``)
@@ -406,6 +411,30 @@ class Gateway:
             cached = self.service.store.get_mud(device.mud_url)
             if cached is None or not cached.fresh(now):
                 self.service.refresh(device.mac)
+
+    def _check_transparency(self) -> None:
+        """Hand the profiled devices whose MUD file publishes an SBOM with no fresh
+        outcome to the SBOM worker (RFC 9472): fetching never holds up the service
+        worker, and each is asked at most once per cache-validity."""
+        checker = self.transparency
+        if checker is None:
+            return
+        for device in self.service.store.list_devices():
+            if device.state in (LifecycleState.FORGOTTEN, LifecycleState.QUARANTINED):
+                continue
+            mud = self.service.cached_mud(device)
+            if mud is not None and checker.claim(device, mud):
+                self._sbom_worker.submit(self._check_one, checker, device, mud)
+
+    def _check_one(self, checker: TransparencyChecker, device: Device, mud: MudFile) -> None:
+        try:
+            outcome = checker.check(device, mud)
+        except Exception:  # one device's SBOM must not stop the others
+            log.exception("SBOM check of %s failed", device.mac)
+            return
+        if outcome is not None:
+            self.events.emit("sbom", mac=device.mac, retrieved=outcome.retrieved,
+                             source=outcome.source, error=outcome.error)
 
     def _lldp_readable(self, listener: LldpListener) -> None:
         info = listener.receive(timeout=0.05)
@@ -503,6 +532,7 @@ class Gateway:
                     await part.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(part).__name__)
+            self._sbom_worker.shutdown(wait=False, cancel_futures=True)  # time-bounded fetches
             self._worker.shutdown(wait=True, cancel_futures=True)
             self.hook_listener.close()
             self.events.emit("stopped")

@@ -18,6 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mudguard.mud.transparency import Transparency
 
 
 class Direction(StrEnum):
@@ -280,6 +284,8 @@ class MudFile:
     quarantine_ace_names: tuple[str, ...] | None = None
     """draft-richardson-shg-mud-quarantined-access: the ACEs that stay enabled while the
     device is quarantined (None: the file has no ``QUARANTINE_MEMBER``)."""
+    transparency: Transparency | None = None
+    """RFC 9472: where the SBOM and vulnerability information are (validated)."""
 
     def acl(self, name: str) -> Acl:
         """The ACL called ``name`` (the parser guarantees every policy name exists)."""

@@ -45,6 +45,7 @@ from mudguard.mud._model import (
     Severity,
     TransportMatch,
 )
+from mudguard.mud.transparency import TRANSPARENCY_KEY, Transparency, parse_transparency
 
 MAX_MUD_BYTES = 1 << 20
 """A MUD file larger than 1 MiB is refused before decoding (the fetcher caps too)."""
@@ -289,6 +290,7 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
                for key in ("mfg-name", "model-name", "firmware-rev", "software-rev")}
     documentation = _optional(mud, "documentation", path, lambda v, p: w.uri(v, p))
     extensions = _parse_extensions(mud, path, w)
+    transparency = _transparency(mud, extensions, path, w)
     from_names = _policy_names(mud, "from-device-policy", path, w, acls)
     to_names = _policy_names(mud, "to-device-policy", path, w, acls)
     known = {"mud-version", "mud-url", "last-update", "cache-validity", "is-supported",
@@ -317,7 +319,18 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
         firmware_rev=strings["firmware-rev"], software_rev=strings["software-rev"],
         documentation=documentation, extensions=extensions, draft_era=draft,
         quarantine_ace_names=quarantine,
+        transparency=transparency,
     )
+
+
+def _transparency(mud: dict[str, Any], extensions: tuple[Extension, ...],
+                  path: tuple[PathPart, ...], w: _Walker) -> Transparency | None:
+    # RFC 9472: the container is used when the file lists the "transparency" extension.
+    if TRANSPARENCY_KEY not in mud or not any(e.name == "transparency" for e in extensions):
+        return None
+    parsed, findings = parse_transparency(mud[TRANSPARENCY_KEY], path + (TRANSPARENCY_KEY,))
+    w.findings.extend(findings)
+    return parsed
 
 
 SYSTEMINFO_DISPLAY_CHARS = 60

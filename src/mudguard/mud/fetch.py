@@ -229,7 +229,8 @@ def _fetch(url: str, config: FetchConfig, *, accept: str, allowed_types: tuple[s
 def _pinned_url(target: _Target) -> str:
     parts = urlsplit(target.url)
     host = f"[{target.address}]" if target.address.version == 6 else str(target.address)
-    return urlunsplit(("https", f"{host}:{target.port}", parts.path or "/", parts.query, ""))
+    return urlunsplit((parts.scheme, f"{host}:{target.port}", parts.path or "/", parts.query,
+                       ""))
 
 
 def _get(client: httpx.Client, target: _Target, accept: str, allowed_types: tuple[str, ...],
@@ -385,3 +386,99 @@ def fetch_mud(url: str, *, now: datetime, cache: MudCache, config: FetchConfig |
         raise
     cache.put(url, data, now=now)
     return FetchResult(data=data, url=url, from_cache=False)
+
+
+# -- RFC 9472: SBOMs and vulnerability information ----------------------------------------
+
+TRANSPARENCY_MEDIA_TYPES = ("application/json", "application/spdx+json",
+                            "application/vnd.cyclonedx+json", "application/csaf+json",
+                            "application/vnd.cyclonedx+xml", "application/xml", "text/spdx")
+"""What an SBOM (SPDX, CycloneDX) or vulnerability document (CSAF, VEX) is served as."""
+MAX_TRANSPARENCY_BYTES = 4 << 20
+LOCAL_SCHEMES = {"https": 443, "http": 80}
+WELL_KNOWN_SBOM = "/.well-known/sbom"
+"""RFC 9472 registers the ``sbom`` well-known URI: a device serves its own SBOM there."""
+_TRANSPARENCY_ACCEPT = ", ".join(TRANSPARENCY_MEDIA_TYPES[:4])
+
+
+def fetch_transparency_bytes(url: str, *, config: FetchConfig | None = None) -> bytes:
+    """Fetch an SBOM or vulnerability document a MUD file names (``sbom-url``,
+    ``vuln-url``), with every guard of ``fetch_mud_bytes``: https only, never the
+    LAN or the gateway, each redirect checked again, size and time capped."""
+    return _fetch(url, config or FetchConfig(), accept=_TRANSPARENCY_ACCEPT,
+                  allowed_types=TRANSPARENCY_MEDIA_TYPES, limit=MAX_TRANSPARENCY_BYTES)
+
+
+def fetch_local_sbom(device: IPAddress, scheme: str, *, config: FetchConfig | None = None,
+                     port: int | None = None) -> bytes:
+    """Ask the device itself for its SBOM (RFC 9472 ``sbom-local-well-known``).
+
+    The one exception to "never fetch from the LAN": exactly ``device``, the address
+    the gateway knows for it, at ``/.well-known/sbom``. A redirect is followed only
+    to the same address (and never from https down to http); anything else, in the
+    LAN or not, is refused. A device has no certificate a CA vouches for, so https
+    here gives privacy on the air, not proof of identity: the answer is shown as the
+    device's own claim, never used for policy.
+
+    Raises:
+        FetchError: ``unsupported_scheme`` (coap, coaps), ``blocked_address`` (the
+            gateway itself, loopback, multicast, unspecified), ``redirect``, and
+            the fetch failures of ``fetch_mud_bytes``.
+    """
+    cfg = config or FetchConfig()
+    url = _local_url(device, scheme, port)
+    _check_device_address(device, url, cfg)
+    deadline = time.monotonic() + cfg.total_timeout
+    timeout = httpx.Timeout(cfg.read_timeout, connect=cfg.connect_timeout)
+    with httpx.Client(verify=_device_tls(), timeout=timeout, follow_redirects=False,
+                      trust_env=False) as client:
+        current = url
+        for _hop in range(cfg.max_redirects + 1):
+            parts = urlsplit(current)
+            target = _Target(url=current, host=str(device),
+                             port=parts.port or LOCAL_SCHEMES[parts.scheme], address=device)
+            answer = _get(client, target, _TRANSPARENCY_ACCEPT, TRANSPARENCY_MEDIA_TYPES,
+                          MAX_TRANSPARENCY_BYTES, deadline)
+            if isinstance(answer, bytes):
+                return answer
+            current = _device_redirect(current, answer, device)
+    raise FetchError(key="redirect", url=url, reason=f"more than {cfg.max_redirects} redirects")
+
+
+def _local_url(device: IPAddress, scheme: str, port: int | None) -> str:
+    if scheme not in LOCAL_SCHEMES:
+        raise FetchError(key="unsupported_scheme", url=f"{scheme}://{device}{WELL_KNOWN_SBOM}",
+                         reason=f"mudguard asks devices over http or https, not {scheme}")
+    host = f"[{device}]" if device.version == 6 else str(device)
+    return f"{scheme}://{host}:{port or LOCAL_SCHEMES[scheme]}{WELL_KNOWN_SBOM}"
+
+
+def _check_device_address(device: IPAddress, url: str, config: FetchConfig) -> None:
+    if (device.is_loopback or device.is_multicast or device.is_unspecified
+            or device.is_link_local):
+        raise FetchError(key="blocked_address", url=url,
+                         reason=f"{device} is not a device's address")
+    why = config.gateway_check(device)
+    if why is not None:
+        raise FetchError(key="blocked_address", url=url, reason=why)
+
+
+def _device_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _device_redirect(url: str, location: str, device: IPAddress) -> str:
+    following = httpx.URL(url).join(location)
+    try:
+        same = ipaddress.ip_address(following.host) == device
+    except ValueError:
+        same = False
+    if not same or following.scheme not in LOCAL_SCHEMES:
+        raise FetchError(key="redirect", url=url,
+                         reason=f"the device redirected to {following}; only its own address "
+                         "is asked")
+    return str(following)

@@ -377,7 +377,7 @@ def device_report(request: Request, mac: str) -> Response:
     services = state(request).services
     device = services.device(mac)
     mud = services.mud_for(device)
-    report = build_report(mud, device.signature_status, device.signer) if mud else None
+    report = services.device_report(device, mud) if mud else None
     return _render(request, "report.html", {"device": device, "report": report,
                                             "preview": None, **_guidance(request)},
                    session=session)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -33,6 +33,7 @@ from mudguard.devices import (
 )
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
+from mudguard.devices.transparency import TransparencyChecker
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.keys.core import WifiCredentials
 from mudguard.mud import Finding, MudFile, parse_mud
@@ -52,6 +53,7 @@ from mudguard.portal._incidents import (
     evidence_flows,
     open_incidents,
 )
+from mudguard.portal._transparency import TransparencyView, transparency_view
 
 T = TypeVar("T")
 
@@ -148,6 +150,8 @@ class PortalServices:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _book: IncidentBook | None = field(default=None, repr=False)
     _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    transparency: TransparencyChecker | None = None
+    """The daemon's RFC 9472 SBOM checker (what it retrieved shows in the report)."""
 
     def _serial(self, change: Callable[[], T]) -> T:
         if self.run is not None:
@@ -219,6 +223,15 @@ class PortalServices:
     def mud_for(self, device: Device) -> MudFile | None:
         """The MUD file the device's profile was built from (from the cache)."""
         return self.devices.cached_mud(device)
+
+    def device_report(self, device: Device, mud: MudFile) -> Report:
+        """The report for a known device, with what the SBOM check retrieved."""
+        report = build_report(mud, device.signature_status, device.signer)
+        found = self.transparency.result(device) if self.transparency else None
+        if found is None:
+            return report
+        return replace(report, transparency=transparency_view(
+            mud, retrieved=found.retrieved, retrieval_error=found.error))
 
     # -- alerts ----------------------------------------------------------------------
 
@@ -480,6 +493,7 @@ class Report:
     signer: str | None
     systeminfo: str | None
     draft_era: bool
+    transparency: TransparencyView | None = None
 
 
 def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -> Report:
@@ -495,7 +509,8 @@ def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -
                   supported=mud.is_supported, last_update=mud.last_update,
                   firmware=mud.firmware_rev, software=mud.software_rev,
                   destinations=tuple(destinations), signature=signature, signer=signer,
-                  systeminfo=mud.systeminfo, draft_era=mud.draft_era)
+                  systeminfo=mud.systeminfo, draft_era=mud.draft_era,
+                  transparency=transparency_view(mud))
 
 
 def _registrable(host: str) -> str:
