@@ -14,6 +14,7 @@ through a programming mistake. Size and depth are bounded before decoding.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -329,8 +330,14 @@ def _transparency(mud: dict[str, Any], extensions: tuple[Extension, ...],
     if TRANSPARENCY_KEY not in mud or not any(e.name == "transparency" for e in extensions):
         return None
     parsed, findings = parse_transparency(mud[TRANSPARENCY_KEY], path + (TRANSPARENCY_KEY,))
-    w.findings.extend(findings)
-    return parsed
+    # The container only says where a software list is published; it never changes
+    # what the device may reach. A container mudguard cannot read is therefore ignored
+    # with warnings, never a reason to refuse the whole file (and the device's profile).
+    broken = any(f.severity is Severity.ERROR for f in findings)
+    w.findings.extend(dataclasses.replace(f, severity=Severity.WARNING,
+                                          message=f"{f.message} (transparency ignored)")
+                      if f.severity is Severity.ERROR else f for f in findings)
+    return None if broken else parsed
 
 
 SYSTEMINFO_DISPLAY_CHARS = 60
