@@ -45,6 +45,10 @@ Example (every key optional except the LAN's interface and addresses)::
     lldp = true                           # MUD URLs from LLDP on the LAN bridge's ports
     neighbours = true                     # devices' IPv6 (SLAAC) addresses from the
                                           # gateway's neighbour table
+    dhcp_sniff = true                     # leases read off the LAN interface as dnsmasq
+                                          # ACKs them (no process per lease)
+    dhcp_hook = true                      # dnsmasq's --dhcp-script too (lease ends,
+                                          # DHCPv6, and what the sniffer misses)
 
     [metrics]
     listen = "127.0.0.1:9469"             # OpenMetrics for Prometheus (off without this
@@ -108,6 +112,8 @@ class GatewayConfig:
     wifi_ctrl: Path | None = None
     lldp: bool = False
     neighbours: bool = True
+    dhcp_sniff: bool = True
+    dhcp_hook: bool = True
     maintenance_seconds: float = 60.0
     report_seconds: float = 10.0
     repositories: tuple[str, ...] = ()
@@ -243,6 +249,9 @@ def parse_config(text: str) -> GatewayConfig:
     neighbours = discovery.get("neighbours", True)
     if not isinstance(neighbours, bool):
         raise ConfigError("discovery.neighbours must be true or false")
+    dhcp_sniff, dhcp_hook = discovery.get("dhcp_sniff", True), discovery.get("dhcp_hook", True)
+    if not isinstance(dhcp_sniff, bool) or not isinstance(dhcp_hook, bool):
+        raise ConfigError("discovery.dhcp_sniff and discovery.dhcp_hook must be true or false")
     lan = _interface(_text(gw, "lan_interface", "gateway"), "gateway.lan_interface")
     if lan is None:
         raise ConfigError("gateway.lan_interface is required")
@@ -301,6 +310,7 @@ def parse_config(text: str) -> GatewayConfig:
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
+        dhcp_sniff=dhcp_sniff, dhcp_hook=dhcp_hook,
         portal_names=portal_names, isolate_lan=isolate_lan, device_tables=device_tables,
         metrics_listen=parse_listen(metrics["listen"], addresses) if "listen" in metrics
         else None,

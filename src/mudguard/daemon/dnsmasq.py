@@ -70,8 +70,7 @@ def dnsmasq_argv(config: GatewayConfig, *, binary: str = "dnsmasq",
         "--dhcp-authoritative", "--log-facility=-", "--log-dhcp",
         f"--dhcp-leasefile={state / 'dnsmasq.leases'}",
         f"--pid-file={state / 'dnsmasq.pid'}",
-        f"--dhcp-script={hook or hook_path()}",
-    ]
+    ] + ([f"--dhcp-script={hook or hook_path()}"] if config.dhcp_hook else [])
 
 
 class Dnsmasq:

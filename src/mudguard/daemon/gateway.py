@@ -47,6 +47,7 @@ from mudguard.daemon.violations import Tally, ViolationLog
 from mudguard.devices import Device, EventKind
 from mudguard.devices.service import DeviceService
 from mudguard.discovery.dhcp import DhcpHookListener
+from mudguard.discovery.dhcp_sniff import DhcpSniffer
 from mudguard.discovery.lldp import LldpListener
 from mudguard.discovery.neighbour import NeighbourWatcher
 from mudguard.discovery.sighting import Intake, Sighting
@@ -190,6 +191,7 @@ class Gateway:
     events: EventLog
     hook_listener: DhcpHookListener
     lldp_listeners: list[LldpListener] = field(default_factory=list)
+    dhcp_sniffer: DhcpSniffer | None = None
     neighbours: NeighbourWatcher | None = None
     lan_ports: LanPortWatcher | None = None
     children: list[Child] = field(default_factory=list)
@@ -392,6 +394,12 @@ class Gateway:
         if not done.cancelled() and done.exception() is None and done.result():
             self.events.emit("lan-ports-isolated", ports=done.result())
 
+    def _sniffer_readable(self) -> None:
+        """DHCP frames on the LAN: a lease dnsmasq just ACKed is onboarded now, without
+        waiting for its hook (whose later copy the intake drops as unchanged)."""
+        if self.dhcp_sniffer is not None:
+            self.dhcp_sniffer.drain(self.on_sighting)
+
     def _hook_readable(self) -> None:
         sighting = self.hook_listener.receive(timeout=0.05)
         if sighting is not None:
@@ -417,6 +425,8 @@ class Gateway:
             loop.add_reader(self.hook_listener.fileno(), self._hook_readable)
             for listener in self.lldp_listeners:
                 loop.add_reader(listener.fileno(), self._lldp_readable, listener)
+            if self.dhcp_sniffer is not None:
+                loop.add_reader(self.dhcp_sniffer.fileno(), self._sniffer_readable)
             if self.neighbours is not None:
                 loop.add_reader(self.neighbours.fileno(), self._neighbours_readable)
             if self.lan_ports is not None:
@@ -438,6 +448,10 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(listener.fileno())
                 listener.close()
+            if self.dhcp_sniffer is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(self.dhcp_sniffer.fileno())
+                self.dhcp_sniffer.close()
             if self.neighbours is not None:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(self.neighbours.fileno())
