@@ -309,7 +309,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     if config.dhcp_range and config.dhcp_sniff:  # the leases of the dnsmasq we run
         from mudguard.discovery.dhcp_sniff import DhcpSniffer
 
-        gateway.dhcp_sniffer = DhcpSniffer.open(config.lan_interface)
+        gateway.dhcp_sniffer = DhcpSniffer.open(config.lan_interface, config.addresses)
     if lan is not None:  # subscribed now: a port joining during start-up is not missed
         gateway.lan_ports = LanPortWatcher.open(lan)
     if config.neighbours:

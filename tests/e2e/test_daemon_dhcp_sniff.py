@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dpkt
 import pytest
 
 from mudguard.demo import scenario
@@ -155,5 +156,60 @@ def test_a_forged_ack_creates_and_moves_nothing(tmp_path: Path) -> None:
             moved = [e for e in daemon.events if e.get("event") == "device"
                      and e["mac"] == victim.mac and e["ipv4"] != [held]]
             assert moved == []
+        finally:
+            daemon.stop()
+
+
+def _send_udp(source: str, destination: str, payload: bytes) -> None:
+    """Inside a device namespace: one datagram from port 67 (a server's port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 67))
+        sock.sendto(payload, (destination, 68))
+
+
+def _routed(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, payload: bytes) -> bytes:
+    """A UDP 67 → 68 frame to the gateway's MAC for it to route on (``dst_ip``)."""
+    udp = dpkt.udp.UDP(sport=67, dport=68, data=payload)
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=socket.inet_aton(src_ip), dst=socket.inet_aton(dst_ip), p=17,
+                    ttl=64, data=udp)
+    ip.len = len(ip)
+    return bytes(dpkt.ethernet.Ethernet(src=bytes.fromhex(src_mac.replace(":", "")),
+                                        dst=bytes.fromhex(dst_mac.replace(":", "")), data=ip))
+
+
+def test_an_ack_routed_through_the_gateway_is_never_a_lease(tmp_path: Path) -> None:
+    """Devices reach each other through the gateway (isolated ports): a forged ACK one
+    sends to another leaves the gateway's LAN interface with the gateway's MAC as its
+    source, like dnsmasq's own. Only the gateway's own address as the IP source (which
+    the kernel never forwards: a martian) tells them apart."""
+    with daemon_home(tmp_path, "mgsr", devices=3) as (home, config):
+        victim, attacker, witness = home.nodes
+        daemon = Daemon(home.gw_ns, config, tmp_path / "gateway.log")
+        try:
+            daemon.wait_for({"event": "ready"})
+            addresses = {}
+            for node in (victim, attacker):
+                addresses[node.mac] = udhcpc(home, node)
+                daemon.wait_for({"event": "device", "mac": node.mac, "state": "default"})
+                run(["ip", "addr", "add", f"{addresses[node.mac]}/24", "dev", node.iface],
+                    ns=node.ns)
+                run(["ip", "route", "replace", "default", "via", "192.0.2.1"], ns=node.ns)
+            held = addresses[victim.mac]
+            invented = "02:66:66:66:66:67"
+            home.call(attacker.ns, _send_frames, attacker.iface, [request(
+                src=invented, chaddr=invented, xid=9,
+                options=[(54, bytes([192, 0, 2, 254]))])])
+            forged = ack(chaddr=invented, xid=9, address=held)[14 + 20 + 8:]  # DHCP only
+            home.call(attacker.ns, _send_udp, addresses[attacker.mac], held, forged)
+            # the same, claiming the gateway's own address as its source: a martian
+            gateway_mac = run(["cat", f"/sys/class/net/{home.lan_if}/address"],
+                              ns=home.gw_ns).stdout.strip()
+            home.call(attacker.ns, _send_frames, attacker.iface,
+                      [_routed(attacker.mac, gateway_mac, "192.0.2.1", held, forged)])
+            udhcpc(home, witness)
+            daemon.wait_for({"event": "device", "mac": witness.mac, "state": "default"})
+            assert not [e for e in daemon.events if e.get("mac") == invented]
+            assert not in_kernel(home, invented)
         finally:
             daemon.stop()

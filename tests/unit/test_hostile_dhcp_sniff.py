@@ -27,6 +27,7 @@ GATEWAY = "02:00:00:00:00:01"
 DEVICE = "02:00:00:00:00:42"
 OTHER = "02:00:00:00:00:43"
 URL = "https://mud.example.com/plug.json"
+SERVERS = ("192.0.2.1",)  # the gateway's own address, where dnsmasq answers from
 
 
 def _mac(text: str) -> bytes:
@@ -41,11 +42,14 @@ def dhcp(op: int, kind: int, *, chaddr: str = DEVICE, xid: int = 0x1234, yiaddr:
                                 opts=opts))
 
 
-def frame(payload: bytes, *, src: str, reply: bool = False) -> bytes:
+def frame(payload: bytes, *, src: str, reply: bool = False, src_ip: str | None = None,
+          sport: int | None = None) -> bytes:
     """``payload`` in Ethernet/IPv4/UDP as it crosses the LAN (client 68 → server 67)."""
-    udp = dpkt.udp.UDP(sport=67 if reply else 68, dport=68 if reply else 67, data=payload)
+    udp = dpkt.udp.UDP(sport=sport or (67 if reply else 68), dport=68 if reply else 67,
+                       data=payload)
     udp.ulen = len(udp)
-    ip = dpkt.ip.IP(src=bytes([192, 0, 2, 1]) if reply else bytes(4), dst=b"\xff" * 4,
+    source = src_ip or ("192.0.2.1" if reply else "0.0.0.0")
+    ip = dpkt.ip.IP(src=bytes(int(p) for p in source.split(".")), dst=b"\xff" * 4,
                     p=17, data=udp)
     ip.len = len(ip)
     return bytes(dpkt.ethernet.Ethernet(src=_mac(src), dst=b"\xff" * 6, data=ip))
@@ -63,11 +67,12 @@ def request(*, src: str = DEVICE, chaddr: str = DEVICE, xid: int = 0x1234,
 
 
 def ack(*, src: str = GATEWAY, chaddr: str = DEVICE, xid: int = 0x1234,
-        address: str = "192.0.2.120") -> bytes:
+        address: str = "192.0.2.120", src_ip: str | None = None,
+        sport: int | None = None) -> bytes:
     yiaddr, = struct.unpack("!I", bytes(int(p) for p in address.split(".")))
     payload = dhcp(2, 5, chaddr=chaddr, xid=xid, yiaddr=yiaddr,
                    extra=[(51, struct.pack("!I", 3600)), (54, bytes([192, 0, 2, 1]))])
-    return frame(payload, src=src, reply=True)
+    return frame(payload, src=src, reply=True, src_ip=src_ip, sport=sport)
 
 
 def feed(matcher: LeaseMatcher, raw: bytes, *, outgoing: bool, now: float = 0.0) -> object:
@@ -85,7 +90,7 @@ def test_a_request_carries_the_devices_options() -> None:
 
 
 def test_the_gateways_ack_to_a_seen_request_is_a_lease() -> None:
-    matcher = LeaseMatcher()
+    matcher = LeaseMatcher(SERVERS)
     assert feed(matcher, request(), outgoing=False) is None
     sighting = feed(matcher, ack(), outgoing=True, now=0.01)
     assert sighting is not None
@@ -96,7 +101,7 @@ def test_the_gateways_ack_to_a_seen_request_is_a_lease() -> None:
 
 def test_the_sniffed_lease_equals_the_hooks_copy_so_the_intake_drops_the_second() -> None:
     """dnsmasq's hook describes the same lease the same way (``Intake`` compares them)."""
-    matcher = LeaseMatcher()
+    matcher = LeaseMatcher(SERVERS)
     feed(matcher, request(), outgoing=False)
     sniffed = feed(matcher, ack(), outgoing=True)
     env = {"DNSMASQ_MUD_URL": URL, "DNSMASQ_VENDOR_CLASS": "udhcp 1.36.1",
@@ -107,19 +112,22 @@ def test_the_sniffed_lease_equals_the_hooks_copy_so_the_intake_drops_the_second(
 
 
 def test_an_ack_a_device_sends_is_never_a_lease() -> None:
-    matcher = LeaseMatcher()
+    matcher = LeaseMatcher(SERVERS)
     feed(matcher, request(), outgoing=False)
     # received on the gateway's interface: whoever sent it, not the gateway
     assert feed(matcher, ack(), outgoing=False) is None
     # outgoing but not from the interface's own MAC (a frame the gateway forwarded)
     assert feed(matcher, ack(src=OTHER), outgoing=True) is None
-    assert matcher.refused == 2
+    # outgoing from the gateway's MAC, but routed: a device's ACK to another device
+    assert feed(matcher, ack(src_ip="192.0.2.130"), outgoing=True) is None
+    assert feed(matcher, ack(sport=6767), outgoing=True) is None  # not a server's port
+    assert matcher.refused == 4
     # the request is still waiting for the gateway's real answer
     assert feed(matcher, ack(), outgoing=True) is not None
 
 
 def test_options_only_from_a_request_sent_by_its_own_hardware_address() -> None:
-    matcher = LeaseMatcher()
+    matcher = LeaseMatcher(SERVERS)
     # OTHER sends a REQUEST naming DEVICE's hardware address, with a MUD URL of its choice
     feed(matcher, request(src=OTHER, chaddr=DEVICE), outgoing=False)
     assert feed(matcher, ack(), outgoing=True) is None  # left to the hook
@@ -127,7 +135,7 @@ def test_options_only_from_a_request_sent_by_its_own_hardware_address() -> None:
 
 
 def test_an_ack_matches_only_its_own_transaction() -> None:
-    matcher = LeaseMatcher()
+    matcher = LeaseMatcher(SERVERS)
     feed(matcher, request(xid=1), outgoing=False)
     assert feed(matcher, ack(xid=2), outgoing=True) is None
     assert feed(matcher, ack(chaddr=OTHER, xid=1), outgoing=True) is None
@@ -136,13 +144,13 @@ def test_an_ack_matches_only_its_own_transaction() -> None:
 
 
 def test_an_old_request_is_not_matched() -> None:
-    matcher = LeaseMatcher(window=30.0)
+    matcher = LeaseMatcher(SERVERS, window=30.0)
     feed(matcher, request(), outgoing=False, now=0.0)
     assert feed(matcher, ack(), outgoing=True, now=31.0) is None
 
 
 def test_requests_kept_are_bounded() -> None:
-    matcher = LeaseMatcher(remember=8)
+    matcher = LeaseMatcher(SERVERS, remember=8)
     for xid in range(100):
         feed(matcher, request(xid=xid), outgoing=False)
     assert feed(matcher, ack(xid=0), outgoing=True) is None  # pushed out
@@ -150,7 +158,7 @@ def test_requests_kept_are_bounded() -> None:
 
 
 def test_an_inform_answer_is_no_lease() -> None:
-    matcher = LeaseMatcher()
+    matcher = LeaseMatcher(SERVERS)
     feed(matcher, request(), outgoing=False)
     assert feed(matcher, ack(address="0.0.0.0"), outgoing=True) is None
 
@@ -207,5 +215,5 @@ def test_a_mutated_request_raises_only_a_frame_error(at: int, value: int,
         message = parse_dhcp_frame(bytes(raw))
     except DhcpFrameError:
         return
-    matcher = LeaseMatcher()
+    matcher = LeaseMatcher(SERVERS)
     matcher.feed(message, outgoing=outgoing, gateway_mac=GATEWAY, now=0.0)

@@ -9,8 +9,13 @@ second path: lease ends (``del``), DHCPv6, and whatever this one misses; the int
 drops the hook's copy of a lease it already took (an unchanged sighting).
 
 What is trusted (every frame on the LAN is hostile input):
-- an ACK only if the gateway's kernel sent it (``PACKET_OUTGOING`` on the LAN
-  interface, source MAC = the interface's own): a device forging an ACK gets nothing;
+- an ACK only if the gateway itself sent it: outgoing on the LAN interface
+  (``PACKET_OUTGOING``), source MAC = the interface's own, and from UDP port 67 of
+  one of the gateway's own addresses. The last matters: devices on isolated ports
+  reach each other through the gateway, so a forged ACK one sends another also
+  leaves the LAN interface, outgoing, with the gateway's MAC; but the kernel never
+  forwards a packet whose source is one of its own addresses (a martian, unless
+  ``accept_local`` is set), so such an ACK cannot carry the gateway's address;
 - the device's options (MUD URL 161, hostname 12, vendor class 60, PRL 55) only from
   the client's REQUEST with the same transaction ID and hardware address as the ACK,
   sent from that hardware address (Ethernet source = chaddr); an ACK with no such
@@ -32,7 +37,7 @@ import re
 import socket
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from mudguard.devices._model import MacError, MudSource, device_mac
@@ -78,6 +83,8 @@ class DhcpMessage:
     """The parts of one DHCPv4 message the gateway uses. Text fields are as sent."""
 
     src_mac: str  # the Ethernet source, normalised
+    src_ip: str  # the IPv4 source
+    src_port: int  # the UDP source port
     op: int
     message_type: int
     xid: int
@@ -97,8 +104,9 @@ def _mac(raw: bytes, what: str) -> str:
         raise DhcpFrameError(f"{what}: {exc}") from None
 
 
-def _udp_payload(frame: bytes) -> bytes:
-    """The UDP payload of an Ethernet/IPv4/UDP frame to or from port 67/68."""
+def _udp_payload(frame: bytes) -> tuple[str, int, bytes]:
+    """The IPv4 source, UDP source port and UDP payload of an Ethernet/IPv4/UDP frame
+    to or from port 67/68."""
     if len(frame) > MAX_FRAME:
         raise DhcpFrameError(f"frame of {len(frame)} bytes; limit {MAX_FRAME}")
     if len(frame) < 14 + 20 + 8:
@@ -119,7 +127,7 @@ def _udp_payload(frame: bytes) -> bytes:
     sport, dport, length = struct.unpack_from("!HHH", frame, udp)
     if {sport, dport} & {67, 68} == set() or not 8 <= length <= total - ihl:
         raise DhcpFrameError("not a DHCP datagram")
-    return frame[udp + 8:udp + length]
+    return str(ipaddress.IPv4Address(frame[26:30])), sport, frame[udp + 8:udp + length]
 
 
 def _options(raw: bytes) -> dict[int, bytes]:
@@ -172,7 +180,7 @@ def parse_dhcp_frame(frame: bytes) -> DhcpMessage:
     frame's checksum late), the BOOTP fixed part, the magic cookie and every option's
     length; a message without option 53 is plain BOOTP and refused.
     """
-    payload = _udp_payload(frame)
+    src_ip, src_port, payload = _udp_payload(frame)
     if len(payload) < _BOOTP_FIXED + 4:
         raise DhcpFrameError(f"DHCP message of {len(payload)} bytes is truncated")
     op, htype, hlen = payload[0], payload[1], payload[2]
@@ -187,7 +195,8 @@ def parse_dhcp_frame(frame: bytes) -> DhcpMessage:
     lease = options.get(_OPT_LEASE)
     prl = options.get(_OPT_PRL)
     return DhcpMessage(
-        src_mac=_mac(frame[6:12], "Ethernet source"), op=op, message_type=kind[0],
+        src_mac=_mac(frame[6:12], "Ethernet source"), src_ip=src_ip, src_port=src_port,
+        op=op, message_type=kind[0],
         xid=struct.unpack_from("!I", payload, 4)[0], chaddr=_mac(payload[28:34], "chaddr"),
         yiaddr=_address(payload[16:20]),
         lease_seconds=struct.unpack("!I", lease)[0] if lease and len(lease) == 4 else None,
@@ -199,13 +208,18 @@ def parse_dhcp_frame(frame: bytes) -> DhcpMessage:
 class LeaseMatcher:
     """Pairs the gateway's ACKs with their clients' REQUESTs. Pure; not thread-safe.
 
-    ``feed`` takes every parsed message with whether the gateway sent it and the
-    gateway's MAC; it returns a ``Sighting`` for an ACK the gateway sent whose REQUEST
-    it saw, else None. At most ``remember`` REQUESTs are kept, each ``window`` seconds.
+    ``feed`` takes every parsed message with whether it left the LAN interface and the
+    interface's MAC; it returns a ``Sighting`` for an ACK the gateway sent (outgoing,
+    from its MAC, from port 67 of one of ``server_addresses``) whose REQUEST it saw,
+    else None. At most ``remember`` REQUESTs are kept, each ``window`` seconds.
     """
 
-    def __init__(self, *, remember: int = 256, window: float = 30.0) -> None:
-        """``remember``: REQUESTs kept (oldest dropped first); ``window``: their life (s)."""
+    def __init__(self, server_addresses: Collection[str], *, remember: int = 256,
+                 window: float = 30.0) -> None:
+        """``server_addresses``: the gateway's own IPv4 addresses (dnsmasq answers from
+        them); ``remember``: REQUESTs kept (oldest dropped first); ``window``: their
+        life (s)."""
+        self._servers = frozenset(server_addresses)
         self._requests: OrderedDict[tuple[int, str], tuple[float, DhcpMessage]] = OrderedDict()
         self._remember = remember
         self._window = window
@@ -235,8 +249,9 @@ class LeaseMatcher:
 
     def _lease(self, ack: DhcpMessage, *, outgoing: bool, gateway_mac: str,
                now: float) -> Sighting | None:
-        if not outgoing or ack.src_mac != gateway_mac:
-            self.refused += 1  # an ACK a device sent: never a lease
+        if (not outgoing or ack.src_mac != gateway_mac or ack.src_port != 67
+                or ack.src_ip not in self._servers):
+            self.refused += 1  # an ACK a device sent, even routed by us: never a lease
             return None
         seen = self._requests.pop((ack.xid, ack.chaddr), None)
         if ack.yiaddr is None:
@@ -260,15 +275,17 @@ def _attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int]
 class DhcpSniffer:
     """DHCPv4 on one interface (AF_PACKET + BPF; needs CAP_NET_RAW) → lease sightings."""
 
-    def __init__(self, interface: str, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, interface: str, server_addresses: Collection[str], *,
+                 clock: Callable[[], float] | None = None) -> None:
         """Open the socket; raises ``PermissionError`` without CAP_NET_RAW (see ``open``).
+        ``server_addresses``: the gateway's own addresses (where dnsmasq answers from).
 
         The filter is attached before the socket is bound, so no frame of another kind
         is ever queued."""
         import time
 
         self.interface = interface
-        self.matcher = LeaseMatcher()
+        self.matcher = LeaseMatcher(server_addresses)
         self._clock = clock or time.monotonic
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
@@ -279,11 +296,11 @@ class DhcpSniffer:
             raise
 
     @classmethod
-    def open(cls, interface: str) -> DhcpSniffer | None:
+    def open(cls, interface: str, server_addresses: Collection[str]) -> DhcpSniffer | None:
         """The sniffer, or None (with one log line) when the capability or interface is
         missing: leases then come by dnsmasq's hook only."""
         try:
-            return cls(interface)
+            return cls(interface, server_addresses)
         except PermissionError:
             log.error("DHCP sniffing off on %s: needs CAP_NET_RAW (the hook still works)",
                       interface)
