@@ -78,6 +78,8 @@ def main() -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--hook-only", action="store_true",
+                        help="leases by dnsmasq's hook only (discovery.dhcp_sniff = false)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces, nftables)", file=sys.stderr)
@@ -94,9 +96,11 @@ def main() -> int:
         assert internet.stdout is not None and internet.stdout.readline().strip() == "ready"
         (root / "state").mkdir()
         config = root / "gateway.toml"
+        sniff = "false" if args.hook_only else "true"
         config.write_text(gateway_config(
             lan_interface=home.lan_if, wan_interface=home.wan_if, lan_prefix="192.0.2.0/24",
-            gateway="192.0.2.1", state_dir=root / "state", ca_file=run.ca_file))
+            gateway="192.0.2.1", state_dir=root / "state", ca_file=run.ca_file)
+            .replace("[discovery]\n", f"[discovery]\ndhcp_sniff = {sniff}\n"))
         daemon = subprocess.Popen(["ip", "netns", "exec", home.gw_ns, sys.executable, "-m",
                                    "mudguard", "run", "--config", str(config),
                                    "--log-format", "json"],
@@ -121,7 +125,8 @@ def main() -> int:
             internet.wait(10)
     leaks = sum(1 for _, _, leak in results if leak)
     print(f"{args.devices} devices booting together through `mudguard run` "
-          f"(same signed MUD URL; the first fetch fills the cache)")
+          f"(same signed MUD URL; the first fetch fills the cache; leases by "
+          f"{'the hook only' if args.hook_only else 'the sniffer and the hook'})")
     print(f"{'stage':<16} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}")
     print(_row("dhcp (baseline)", [d for d, _, _ in results]))
     print(_row("lease → cloud", [c for _, c, _ in results]))

@@ -9,6 +9,7 @@ nothing is created at import time. ``build_gateway(config, events)`` returns the
                     │                ├─ verify (CMS signatures against the configured roots)
                     │                └─ GuardedEnforcer ── Enforcer (nftables) + DnsGuard
     dnsmasq (DHCP) ── hook socket ──┬─ Intake ── DeviceService.observe
+    DHCP ACKs sniffed on the LAN ───┤
     LLDP on the LAN ports ──────────┤
     IPv6 neighbour table (SLAAC) ───┘
     hostapd (driver from config) ── wpa_psk_file ── KeyManager (issue: portal; revoke: forget)
@@ -329,6 +330,10 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                       transparency=transparency_checker(config, service.clock))
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)
+    if config.dhcp_range and config.dhcp_sniff:  # the leases of the dnsmasq we run
+        from mudguard.discovery.dhcp_sniff import DhcpSniffer
+
+        gateway.dhcp_sniffer = DhcpSniffer.open(config.lan_interface, config.addresses)
     if lan is not None:  # subscribed now: a port joining during start-up is not missed
         gateway.lan_ports = LanPortWatcher.open(lan)
     if config.neighbours:

@@ -58,6 +58,8 @@ class GatewayConfig:
     wifi_ctrl: Path | None = None
     lldp: bool = False
     neighbours: bool = True
+    dhcp_sniff: bool = True
+    dhcp_hook: bool = True
     maintenance_seconds: float = 60.0
     report_seconds: float = 10.0
     repositories: tuple[str, ...] = ()
@@ -275,6 +277,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               default=True, example=False,
               meaning="Learn devices' IPv6 (SLAAC) addresses from the gateway's neighbour "
                       "table."),
+    ConfigKey(section="discovery", name="dhcp_sniff", field="dhcp_sniff", kind="true or false",
+              default=True, example=False,
+              meaning="Read leases off the LAN interface as dnsmasq acknowledges them "
+                      "(AF_PACKET, needs CAP_NET_RAW): a lease reaches the rules without "
+                      "starting a process."),
+    ConfigKey(section="discovery", name="dhcp_hook", field="dhcp_hook", kind="true or false",
+              default=True, example=False,
+              meaning="Run dnsmasq's --dhcp-script too: lease ends, DHCPv6 and what the "
+                      "sniffer misses. Off, nothing reports lease ends (a test knob)."),
     ConfigKey(section="metrics", name="listen", field="metrics_listen",
               kind="ADDRESS:PORT ([IPv6]:PORT for IPv6)", example="127.0.0.1:9469",
               default_text="unset: no metrics endpoint",
@@ -455,6 +466,10 @@ def parse_config(text: str) -> GatewayConfig:
     neighbours = _get(discovery, "discovery", "neighbours")
     if not isinstance(neighbours, bool):
         raise ConfigError("discovery.neighbours must be true or false")
+    dhcp_sniff = _get(discovery, "discovery", "dhcp_sniff")
+    dhcp_hook = _get(discovery, "discovery", "dhcp_hook")
+    if not isinstance(dhcp_sniff, bool) or not isinstance(dhcp_hook, bool):
+        raise ConfigError("discovery.dhcp_sniff and discovery.dhcp_hook must be true or false")
     lan = _interface(_text(gw, "lan_interface", "gateway"), "gateway.lan_interface")
     if lan is None:
         raise ConfigError("gateway.lan_interface is required")
@@ -516,6 +531,7 @@ def parse_config(text: str) -> GatewayConfig:
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
+        dhcp_sniff=dhcp_sniff, dhcp_hook=dhcp_hook,
         portal_names=portal_names, isolate_lan=isolate_lan, device_tables=device_tables,
         metrics_listen=parse_listen(metrics["listen"], addresses) if "listen" in metrics
         else None,

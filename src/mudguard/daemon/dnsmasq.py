@@ -99,9 +99,8 @@ def dnsmasq_argv(config: GatewayConfig, *, binary: str = "dnsmasq",
         "--dhcp-authoritative", "--log-facility=-", "--log-dhcp",
         f"--dhcp-leasefile={state / 'dnsmasq.leases'}",
         f"--pid-file={state / 'dnsmasq.pid'}",
-        f"--dhcp-script={hook or hook_path()}",
         *dns_advertising_options(config),
-    ]
+    ] + ([f"--dhcp-script={hook or hook_path()}"] if config.dhcp_hook else [])
 
 
 def dns_advertising_options(config: GatewayConfig) -> list[str]:

@@ -1,12 +1,14 @@
 """DHCP discovery: the MUD URL from DHCPv4 option 161 and DHCPv6 option 112.
 
-Why a dnsmasq ``--dhcp-script`` hook and not our own DHCP listener: dnsmasq already
-is the home's DHCP server (and resolver). It parses options 161 and 112 itself
-and hands the MUD URL to the hook as ``DNSMASQ_MUD_URL`` for both families, with
-the lease's address and the client's MAC. A listener of our own would have to
-sniff port 67/547 with raw sockets beside dnsmasq, re-implement DHCP parsing (more
-hostile-input surface) and would still not know which lease was granted. The hook
-is event-driven (run by dnsmasq per lease change), never a polled log file.
+Two paths bring a lease to the intake. The fast one (``dhcp_sniff``) reads dnsmasq's
+DHCPv4 ACK off the LAN interface as it leaves, with the options of the client's own
+REQUEST: no process per lease. This one, dnsmasq's ``--dhcp-script`` hook, stays as
+the second path: dnsmasq parses options 161 and 112 itself and hands the MUD URL to
+the hook as ``DNSMASQ_MUD_URL`` for both families, with the lease's address and the
+client's MAC; it alone reports lease ends (``del``) and DHCPv6 leases, and catches
+whatever the sniffer missed. The intake drops the hook's copy of a lease the sniffer
+already took (an unchanged sighting). The hook is event-driven (run by dnsmasq per
+lease change), never a polled log file.
 
 The hook (``mudguard-dhcp-hook``, ``dhcp_hook.main``) is tiny and imports only the
 standard library (dnsmasq waits for it on every lease): it turns its arguments
