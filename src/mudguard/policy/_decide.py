@@ -32,12 +32,25 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Final, Literal
 
 from publicsuffixlist import PublicSuffixList
 
-from mudguard.mud import DRAFT_CONTROLLER_CLASSES, Ace, AclType, Direction, Forwarding, MudFile
+from mudguard.mud import (
+    GATEWAY_SERVICES,
+    Ace,
+    AclType,
+    Direction,
+    Forwarding,
+    Matches,
+    MudFile,
+    PortMatch,
+    PortOperator,
+    ace_limits,
+    service_ports,
+)
 from mudguard.policy._baseline import baseline_rules
 from mudguard.policy._model import (
     DeviceFacts,
@@ -91,7 +104,8 @@ def in_domain(name: str, domain: str) -> bool:
 
 
 def _peer(ace: Ace, direction: Direction) -> tuple[PeerKind, str | None, bool]:
-    """The far side of an ACE: (kind, value, also_local)."""
+    """The far side of an ACE: (kind, value, also_local). Only the far side's fields count:
+    the device's own side never becomes the peer (``ace_limits`` reports it)."""
     m, ip = ace.matches.mud, ace.matches.ip
     local = bool(m and m.local_networks)
     if m is not None:
@@ -104,7 +118,7 @@ def _peer(ace: Ace, direction: Direction) -> tuple[PeerKind, str | None, bool]:
         if m.my_controller:
             return PeerKind.MY_CONTROLLER, None, local
         if m.controller:
-            if m.controller in DRAFT_CONTROLLER_CLASSES:
+            if m.controller in GATEWAY_SERVICES:
                 return PeerKind.GATEWAY, m.controller, False
             return PeerKind.CONTROLLER, m.controller, local
     if ip is not None:
@@ -123,20 +137,31 @@ _ACL_FAMILY: Final = {AclType.IPV4: 4, AclType.MIXED_ETH_IPV4: 4,
                       AclType.IPV6: 6, AclType.MIXED_ETH_IPV6: 6}
 
 
-def ace_rule(ace: Ace, direction: Direction, origin: str, acl_type: AclType | None = None) -> Rule:
-    """One MUD ACE as a flat symbolic rule (packet fields relative to ``direction``).
+def ace_rules(ace: Ace, direction: Direction, origin: str,
+              acl_type: AclType | None = None) -> tuple[Rule, ...]:
+    """One MUD ACE as flat symbolic rules (packet fields relative to ``direction``).
+
+    Fail closed (see the module's field table): an ACE whose match can never hold gives
+    no rule; an accepting ACE with anything mudguard cannot enforce gives no rule (it
+    allows nothing); a dropping one gives its rule without those fields (it drops more).
+    A dropping TCP ACE ignores ``direction-initiated`` for the same reason. A gateway
+    service class (``GATEWAY_SERVICES``) gives one rule per service port the ACE allows.
 
     The address family comes from the ACE's ``ipv4``/``ipv6`` match, else from the
     ACL's type (an ``ipv4-acl-type`` ACL with only a MUD abstraction is IPv4 only).
     """
+    limits = ace_limits(ace, direction)
+    if any(limit.never for limit in limits):
+        return ()
+    if limits and ace.action is ACCEPT:
+        return ()
     matches = ace.matches
     kind, value, also_local = _peer(ace, direction)
     transport, icmp, eth = matches.transport, matches.icmp, matches.eth
-    protocol = matches.protocol
     initiated = None
-    if transport is not None and transport.protocol == 6:
+    if transport is not None and transport.protocol == 6 and ace.action is ACCEPT:
         initiated = transport.direction_initiated  # RFC 8520 §2.1: TCP only
-    return Rule(
+    rule = Rule(
         direction=direction,
         action=ace.action,
         family=(matches.ip.version if matches.ip is not None
@@ -144,7 +169,7 @@ def ace_rule(ace: Ace, direction: Direction, origin: str, acl_type: AclType | No
         peer=kind,
         peer_value=value,
         also_local=also_local,
-        protocol=protocol,
+        protocol=matches.protocol,
         src_port=transport.src_port if transport else None,
         dst_port=transport.dst_port if transport else None,
         icmp_type=icmp.type if icmp else None,
@@ -155,6 +180,24 @@ def ace_rule(ace: Ace, direction: Direction, origin: str, acl_type: AclType | No
         origin=origin,
         local_delivery=True,
     )
+    if kind is PeerKind.GATEWAY and value is not None and value in GATEWAY_SERVICES:
+        return _service_rules(rule, matches, GATEWAY_SERVICES[value])
+    return (rule,)
+
+
+def _service_rules(rule: Rule, matches: Matches,
+                   service: tuple[tuple[int, int], ...]) -> tuple[Rule, ...]:
+    """``rule`` narrowed to each (protocol, port) of a gateway service the ACE allows."""
+    out: list[Rule] = []
+    outgoing = rule.direction is FROM
+    for protocol, port in service_ports(matches, rule.direction, service):
+        service_port = PortMatch(operator=PortOperator.EQ, port=port)  # inside the ACE's own
+        same = matches.transport is not None and matches.transport.protocol == protocol
+        device_port = (rule.src_port if outgoing else rule.dst_port) if same else None
+        src, dst = (device_port, service_port) if outgoing else (service_port, device_port)
+        out.append(replace(rule, protocol=protocol, src_port=src, dst_port=dst,
+                           initiated=rule.initiated if protocol == 6 and same else None))
+    return tuple(out)
 
 
 def mud_rules(mud: MudFile) -> tuple[Rule, ...]:
@@ -164,7 +207,7 @@ def mud_rules(mud: MudFile) -> tuple[Rule, ...]:
         for acl_name in names:
             acl = mud.acl(acl_name)
             for ace in acl.aces:
-                rules.append(ace_rule(ace, direction, f"{acl_name}/{ace.name}", acl.type))
+                rules += ace_rules(ace, direction, f"{acl_name}/{ace.name}", acl.type)
     return tuple(rules)
 
 
@@ -235,8 +278,6 @@ def grant_rules(grant: Grant) -> tuple[Rule, ...]:
     action = Forwarding.DROP if grant.kind is GrantKind.DENY else ACCEPT
     port = None
     if grant.port is not None:
-        from mudguard.mud import PortMatch, PortOperator
-
         port = PortMatch(operator=PortOperator.EQ, port=grant.port)
     protocol = grant.protocol
     if port is not None and protocol is None:

@@ -268,7 +268,9 @@ def rule_matches(rule: Rule, flow: Flow, policy: DevicePolicy, context: HomeCont
     if not _layer4_matches(rule, flow):
         return False
     if rule.peer is PeerKind.GATEWAY:
-        return True  # in the gateway's chain the destination is the gateway by construction
+        # In the gateway's chain the destination is the gateway by construction; a MUD
+        # service class (``GATEWAY_SERVICES``) reaches the gateway's own addresses only.
+        return rule.peer_value is None or _addr(flow.dst) in _Prefixes(context.gateway_addresses)
     return _peer_matches(rule, flow, policy, context, names)
 
 
@@ -298,6 +300,7 @@ def _families(rule: Rule) -> tuple[int, ...]:
 
 def _needs_family(rule: Rule) -> bool:
     return (rule.family is not None or rule.peer not in (PeerKind.ANY, PeerKind.GATEWAY)
+            or (rule.peer is PeerKind.GATEWAY and rule.peer_value is not None)
             or rule.also_local or rule.protocol in (ICMP, ICMPV6) or rule.icmp_type is not None)
 
 

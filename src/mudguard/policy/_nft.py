@@ -217,7 +217,14 @@ def _families(rule: Rule) -> list[int]:
 
 def _needs_family(rule: Rule) -> bool:
     return (rule.family is not None or rule.peer not in (PeerKind.ANY, PeerKind.GATEWAY)
+            or _gateway_service(rule)
             or rule.also_local or rule.protocol in (1, 58) or rule.icmp_type is not None)
+
+
+def _gateway_service(rule: Rule) -> bool:
+    """A MUD rule naming one of the gateway's services (``GATEWAY_SERVICES``): it reaches
+    the gateway's own addresses only, never a group or broadcast the gateway receives."""
+    return rule.peer is PeerKind.GATEWAY and rule.peer_value is not None
 
 
 def _peer_exprs(rule: Rule, family: int, device: DeviceFacts,
@@ -302,6 +309,11 @@ def rule_exprs(rule: Rule, device: DeviceFacts, context: HomeContext) -> list[li
             return [_transport_exprs(rule, None)]
         for family in _families(rule):
             fam = [_match(_meta("nfproto"), "ipv4" if family == 4 else "ipv6")]
+            if _gateway_service(rule):
+                right = address_set(context.gateway_addresses, family)
+                if right is None:
+                    continue
+                fam = [_match(_payload(_ipproto(family), "daddr"), right)]
             variants.append(fam + _transport_exprs(rule, family))
         return variants
     if not _needs_family(rule):
