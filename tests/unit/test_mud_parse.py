@@ -234,12 +234,12 @@ WARNINGS: list[tuple[tuple[str | int, ...], object, str]] = [
     (("ietf-access-control-list:acls", "acl", 1, "aces", "ace", 0, "matches", "ipv4"),
      {"protocol": 6, "ietf-acldns:dst-dnsname": "cloud.example.com"},
      "acls.acl[1].aces.ace[0].matches.ipv4.dst-dnsname: names the device's own side in a "
-     "to-device ACL (RFC 8520 §8); the device's address never comes from a DNS answer, so it "
-     "never matches: the ACE matches nothing"),
+     "to-device ACL (RFC 8520 §8), not the peer; mudguard never turns it into a peer: the "
+     "ACE allows nothing"),
     (IP0, {"protocol": 6, "ietf-acldns:src-dnsname": "cloud.example.com"},
      "acls.acl[0].aces.ace[0].matches.ipv4.src-dnsname: names the device's own side in a "
-     "from-device ACL (RFC 8520 §8); the device's address never comes from a DNS answer, so it "
-     "never matches: the ACE matches nothing"),
+     "from-device ACL (RFC 8520 §8), not the peer; mudguard never turns it into a peer: the "
+     "ACE allows nothing"),
     (IP0, {"protocol": 6, "source-ipv4-network": "198.51.100.0/24"},
      "acls.acl[0].aces.ace[0].matches.ipv4.source-ipv4-network: tests the device's own "
      "address in a from-device ACL, which mudguard does not enforce (the peer is the other "

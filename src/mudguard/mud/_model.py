@@ -417,10 +417,12 @@ def ace_limits(ace: Ace, direction: Direction) -> tuple[Limit, ...]:
     if ip is not None:
         fam = f"ipv{ip.version}"
         if ip.src_dnsname if out_going else ip.dst_dnsname:
+            # Not ``never``: an answer could hold the device's own address, so a drop
+            # that names it is kept (without the name: it drops more).
             out.append(Limit(
-                field=f"{fam}.ietf-acldns:{'src' if out_going else 'dst'}-dnsname", never=True,
-                reason=f"names the device's own side in a {direction.value} ACL (RFC 8520 §8); "
-                       "the device's address never comes from a DNS answer, so it never matches"))
+                field=f"{fam}.ietf-acldns:{'src' if out_going else 'dst'}-dnsname",
+                reason=f"names the device's own side in a {direction.value} ACL (RFC 8520 §8), "
+                       "not the peer; mudguard never turns it into a peer"))
         if ip.src_network if out_going else ip.dst_network:
             side = "source" if out_going else "destination"
             out.append(Limit(field=f"{fam}.{side}-{fam}-network",
