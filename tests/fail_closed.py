@@ -137,7 +137,7 @@ def _mutate_ace(ace: dict[str, Any], rng: random.Random) -> None:
         m.setdefault(proto, {})[side] = _port_spec(rng)
     elif choice == 5:  # a header field
         container = rng.choice(list(HEADERS))
-        if container == "ipv4" and fam == 6 or container == "ipv6" and fam == 4:
+        if (container == "ipv4" and fam == 6) or (container == "ipv6" and fam == 4):
             container = ipkey
         if container in ("tcp", "udp", "icmp") and container not in m:
             return
@@ -227,8 +227,9 @@ def _mud_values(doc: dict[str, Any], key: str) -> list[str]:
     return sorted(set(out))
 
 
-def place(doc: dict[str, Any], mud: MudFile) -> Trial:
-    """The device of ``mud`` in a home where every abstraction of its file has a peer."""
+def place(doc: dict[str, Any], mud: MudFile, *, gateway_controls: bool = True) -> Trial:
+    """The device of ``mud`` in a home where every abstraction of its file has a peer
+    (with ``gateway_controls``, the gateway is also one of every controller class)."""
     classes = _mud_values(doc, "controller")
     makers = _mud_values(doc, "manufacturer")
     models = _mud_values(doc, "model")
@@ -243,7 +244,8 @@ def place(doc: dict[str, Any], mud: MudFile) -> Trial:
     for i, url in enumerate(models):
         others.append(DeviceFacts(mac=f"02:00:00:00:03:{i:02x}", ipv4=(f"192.0.2.{40 + i}",),
                                   mud_url=url, state=LifecycleState.PROFILED))
-    controllers = {c: (f"192.0.2.{60 + i}", f"2001:db8:1::{60 + i:x}", GW[4], GW[6])
+    on_gateway = (GW[4], GW[6]) if gateway_controls else ()
+    controllers = {c: (f"192.0.2.{60 + i}", f"2001:db8:1::{60 + i:x}", *on_gateway)
                    for i, c in enumerate(classes)}
     mine = ("192.0.2.70", "2001:db8:1::70", GW[4], GW[6])
     context = HomeContext(lan_prefixes=LAN, gateway_addresses=(GW[4], GW[6]),
