@@ -5,7 +5,8 @@ file's RFC 7951 JSON directly, sharing no code with ``mudguard.policy``: given t
 home and one concrete flow (the packet that opens it), does the file allow it?
 
 - The device's from-device ACLs judge flows it sends, its to-device ACLs flows it
-  receives; ACLs in policy order, ACEs in file order, the first ACE whose every
+  receives; ACLs in policy order (an ``ipv4-acl-type`` ACL only IPv4 flows, an
+  ``ipv6-acl-type`` one only IPv6), ACEs in file order, the first ACE whose every
   member matches decides (accept allows, drop/reject refuse); none matches: refused.
 - A member is a test on the flow. Members it knows: ipv4/ipv6 (family, protocol,
   networks, DNS names), tcp/udp (ports, direction-initiated), icmp (type, code),
@@ -33,6 +34,8 @@ from urllib.parse import urlsplit
 
 FROM, TO = "from-device", "to-device"
 LINK_GROUPS = ("224.0.0.0/4", "255.255.255.255/32", "ff00::/8")
+ACL_FAMILIES = {"ipv4-acl-type": (4,), "mixed-eth-ipv4-acl-type": (4,),
+                "ipv6-acl-type": (6,), "mixed-eth-ipv6-acl-type": (6,)}
 SERVICES = {"urn:ietf:params:mud:dns": {(17, 53), (6, 53)},
             "urn:ietf:params:mud:ntp": {(17, 123)}}
 
@@ -264,6 +267,9 @@ def file_allows(doc: Mapping[str, Any], flow: OFlow, home: Home) -> bool:
     names = [entry["name"] for entry in policy.get("access-lists", {}).get("access-list", [])]
     acls = {acl["name"]: acl for acl in doc["ietf-access-control-list:acls"]["acl"]}
     for name in names:
+        families = ACL_FAMILIES.get(str(acls[name].get("type", "")).split(":")[-1], (4, 6))
+        if flow.family not in families:
+            continue  # RFC 8519: an ipv4-acl-type ACL matches IPv4 packets only, and so on
         for ace in acls[name].get("aces", {}).get("ace", []):
             if ace_matches(ace.get("matches", {}), flow, home):
                 return str(ace["actions"]["forwarding"]).split(":")[-1] == "accept"
