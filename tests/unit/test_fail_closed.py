@@ -321,3 +321,49 @@ def test_the_property_catches_a_compiler_that_ignores_limits(corpus: Path,
     assert check(mutant, random.Random(1), count=200).widenings
     assert allows(mutant, out(4, GW[4], 17, 53), place(
         mutant, parse_mud(json.dumps(mutant)).mud).home)  # type: ignore[arg-type]
+
+
+def test_descriptions_say_when_an_ace_allows_nothing() -> None:
+    from mudguard.mud import describe_policy
+
+    doc = mud_doc([{"ipv4": {"protocol": 6, "ietf-acldns:src-dnsname": "a.example.com"},
+                    "tcp": {"destination-port": {"port": 443}}},
+                   {"ipv4": {"protocol": 6, "ietf-acldns:dst-dnsname": "a.example.com"},
+                    "tcp": {"destination-port": {"port": 443}}}])
+    mud = parse_mud(json.dumps(doc)).mud
+    assert mud is not None
+    assert describe_policy(mud)["from-device"] == [
+        "may send to anyone (HTTPS) (not enforced as written (src-dnsname): allows nothing)",
+        "may send to a.example.com (HTTPS)"]
+
+
+def test_a_suite_style_file_with_a_bare_class_name_is_usable(tmp_path: Path) -> None:
+    """Issue #14: accepted with a warning; the class grants only what the owner maps."""
+    from datetime import UTC, datetime
+
+    from mudguard.policy import DeviceFacts, HomeContext, LifecycleState, decide
+
+    data = (Path(__file__).parent.parent / "data/mud-suites/bacnet-thermostat.json").read_bytes()
+    result = parse_mud(data)
+    assert result.ok and result.mud is not None
+    assert [w.where for w in result.warnings] == [
+        "acls.acl[0].aces.ace[0].matches.mud.controller",
+        "acls.acl[0].aces.ace[1].matches.mud.controller",
+        "acls.acl[1].aces.ace[0].matches.mud.controller"]
+    path = tmp_path / "bacnet.json"
+    path.write_bytes(data)
+    assert CliRunner().invoke(app, ["mud", "check", str(path)]).exit_code == 0
+    doc = json.loads(data)
+    assert kernel_accepts(doc, out(4, "192.0.2.60", 17, 47808))  # the owner's BACnet hub
+    assert not kernel_accepts(doc, out(4, CLOUD[4], 17, 47808))
+    assert kernel_accepts(doc, out(4, GW[4], 17, 123))  # NTP class: the gateway's UDP 123
+    me = DeviceFacts(mac="02:00:00:00:00:0a", ipv4=("192.0.2.10",), mud_url=result.mud.mud_url,
+                     state=LifecycleState.PROFILED)
+    unmapped = decide(me, result.mud, (), HomeContext(lan_prefixes=(), gateway_addresses=()),
+                      now=datetime(2026, 1, 2, tzinfo=UTC))
+    from mudguard.policy import compile_device
+
+    rules = [c["add"]["rule"] for c in compile_device(unmapped, HomeContext(
+        lan_prefixes=("192.0.2.0/24",), gateway_addresses=("192.0.2.1",)))
+        if "rule" in c.get("add", {})]
+    assert not [r for r in rules if "bacnet-fr/to-bms" in r.get("comment", "")]

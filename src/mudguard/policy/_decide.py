@@ -25,6 +25,69 @@ FORGOTTEN                 nothing at all (not even the baseline)
 ========================  =========================================================
 
 Owner grants do not apply to quarantined or forgotten devices.
+
+Fail closed (issue #13): the kernel never allows what the MUD file does not name.
+Every match field of RFC 8519 (``ietf-packet-fields``) and RFC 8520 is either
+enforced or makes the ACE allow nothing; ``mudguard.mud.ace_limits`` decides which,
+the parser warns about each one (``mud check`` prints it) and ``ace_rules`` obeys.
+"Allows nothing" means: an accepting ACE gives no rule; a dropping ACE gives its
+rule without that field, so it drops more, never less (skipping a drop would let a
+later accept through). A field that can never hold (a well-known class whose
+service the ACE excludes) gives no rule whatever the action. Tested against a
+literal oracle over random mutants of the corpus (``tests/fail_closed.py``).
+
+==================================  =====================================================
+field (container.member)            handling
+==================================  =====================================================
+eth.ethertype                       enforced (``meta protocol``)
+eth.destination-mac-address         enforced (``ether daddr``)
+eth.source-mac-address, both masks  allows nothing (warning)
+ipv4/ipv6.protocol                  enforced (``meta l4proto``, or implied by the
+                                    transport/ICMP match)
+destination network (from-device),  enforced: the peer (``ip daddr`` / ``ip saddr``);
+source network (to-device)          the device's own address is bound separately
+source network (from-device),       the device's own side: allows nothing (warning);
+destination network (to-device)     never becomes "any peer". Choice: a MUD file
+                                    cannot know the home's addressing, so a test of
+                                    the device's own address is not enforced
+acldns dst-dnsname (from-device),   enforced: the peer, through the device's DNS sets
+src-dnsname (to-device)
+acldns src-dnsname (from-device),   the device's own side: allows nothing (warning)
+dst-dnsname (to-device)
+ipv4/ipv6 dscp, ecn, ttl, length,   allows nothing (warning): a per-packet header
+ipv6 flow-label, ipv4 ihl, flags,   field; the gateway judges a flow by its opening
+offset, identification              packet and conntrack admits the rest, and the
+                                    forward hook sees a decremented TTL and
+                                    reassembled fragments
+tcp/udp source-port,                enforced (``th sport``/``dport``: eq, neq, lte,
+destination-port                    gte, range)
+tcp sequence-number, acknowledge-   allows nothing (warning)
+ment-number, data-offset,
+reserved, flags, window-size,
+urgent-pointer, options; udp length
+icmp type, code                     enforced, each on its own (``icmp``/``icmpv6``)
+icmp rest-of-header                 allows nothing (warning)
+egress-/ingress-interface           the file is refused (error): a MUD file cannot
+                                    name the gateway's interfaces
+mud direction-initiated (tcp)       enforced on accepts (a bare SYN, or ``ct direction
+                                    reply``); a drop ignores it (drops more)
+mud manufacturer, same-manufac-     enforced: addresses of the home's devices with that
+turer, model                        MUD URL authority / MUD URL
+mud local-networks                  enforced: the LAN prefixes (and the groups and
+                                    broadcasts that never leave the link); beside
+                                    another peer, both must hold
+mud my-controller                   enforced: the owner's controllers for this MUD URL
+mud controller                      ``urn:ietf:params:mud:dns``: the gateway's own
+                                    addresses, UDP/TCP 53; ``...:ntp``: UDP 123 (each
+                                    intersected with the rest of the ACE: an ACE that
+                                    excludes the service matches nothing); any other
+                                    class (``...:gateway``, ``...:dhcp``, URIs, bare
+                                    names like ``bacnet``): the owner's controllers of
+                                    that class only, never the gateway as a whole
+two peers in one ACE (e.g.          allows nothing (warning): peers are not intersected
+manufacturer + model, controller    (local-networks aside)
++ a network)
+==================================  =====================================================
 """
 
 from __future__ import annotations
