@@ -385,7 +385,10 @@ def flows(trial: Trial, rng: random.Random, count: int) -> Iterator[OFlow]:
         remote = aim.get("remote") or rng.choice(trial.remotes[family])
         if direction == TO and remote in trial.home.gateway:
             remote = WAN_HOST[family]  # the gateway's own output is not filtered
-        if direction == TO and ipaddress.ip_address(remote).is_multicast:
+        if direction == TO and (ipaddress.ip_address(remote).is_multicast
+                                or remote == "255.255.255.255"):
+            # A multicast or limited-broadcast source is a martian: the kernel drops it
+            # before any hook (ip_route_input, ip6_rcv), so no rule ever judges it.
             remote = WAN_HOST[family]
         protocol = aim.get("protocol")
         if not isinstance(protocol, int) or rng.random() < 0.1:
