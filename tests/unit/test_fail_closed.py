@@ -261,6 +261,11 @@ def test_the_daemon_never_profiles_a_file_with_duplicate_members(tmp_path: Path)
         device = svc.observe(mac="02:00:5e:00:53:01", ip="192.0.2.10", mud_url=URL,
                              source=MudSource.DHCP4)
         assert device.state is not LifecycleState.PROFILED
+        # The owner's upload of a learned profile takes the same parser.
+        from mudguard.devices.service import ProfileError
+
+        with pytest.raises(ProfileError, match="member name given more than once"):
+            svc.apply_learned(device.mac, DUPLICATE.encode())
         fine = DUPLICATE.replace(', "forwarding": "accept"', "")
         store.put_mud(CachedMud(url=URL, data=fine.encode(), fetched_at=now,
                                 cache_validity_hours=48))
