@@ -465,3 +465,14 @@ def test_unenforced_fields_survive_normalisation() -> None:
                                                           ("ipv4", "identification")}
     again = parse_mud(mud.to_json()).mud
     assert again is not None and again.acls == mud.acls
+
+
+def test_an_icmp_match_must_carry_its_familys_protocol() -> None:
+    """ICMPv6's 58 in an IPv4 match (or 1 in IPv6) never matches: refused, never
+    silently read as the family's own ICMP."""
+    doc = edit(base(), (*ACE0, "matches"), {"ipv4": {"protocol": 58}, "icmp": {"type": 8}})
+    errors = [str(e) for e in parse_mud(json.dumps(doc)).errors]
+    assert errors == ["acls.acl[0].aces.ace[0].matches: protocol 58 contradicts the icmp match "
+                      "in IPv4 (expected 1)"]
+    fine = edit(base(), (*ACE0, "matches"), {"ipv4": {"protocol": 1}, "icmp": {"type": 8}})
+    assert parse_mud(json.dumps(fine)).ok

@@ -674,8 +674,11 @@ def _check_protocol(m: Matches, obj: dict[str, Any], path: tuple[PathPart, ...],
         w.error(path + ("ipv4" if m.ip.version == 4 else "ipv6", "protocol"),
                 f"protocol {declared} contradicts the "
                 f"{'tcp' if m.transport.protocol == 6 else 'udp'} match")
-    if m.icmp is not None and declared not in (1, 58):
-        w.error(path, f"protocol {declared} contradicts the icmp match")
+    icmp_protocol = 1 if m.ip.version == 4 else 58
+    if m.icmp is not None and declared != icmp_protocol:
+        # ICMP in IPv4 is protocol 1, ICMPv6 in IPv6 is 58; anything else never matches.
+        w.error(path, f"protocol {declared} contradicts the icmp match in IPv{m.ip.version} "
+                f"(expected {icmp_protocol})")
 
 
 def _check_acl_type(m: Matches, acl_type: AclType | None, path: tuple[PathPart, ...],
