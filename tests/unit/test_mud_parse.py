@@ -215,12 +215,45 @@ WARNINGS: list[tuple[tuple[str | int, ...], object, str]] = [
      "beside a port range; ignored"),
     ((*ACE0, "matches", "ietf-mud:mud"), {"controller": "urn:ietf:params:mud:gateway"},
      "acls.acl[0].aces.ace[0].matches.mud.controller: draft-era controller class "
-     "'urn:ietf:params:mud:gateway': mapped to the gateway's own service"),
+     "'urn:ietf:params:mud:gateway': treated as a controller class the owner maps to "
+     "addresses (never the gateway as a whole); unmapped, it grants nothing"),
+    ((*ACE0, "matches", "ietf-mud:mud"), {"controller": "urn:ietf:params:mud:ntp"},
+     "acls.acl[0].aces.ace[0].matches.mud.controller: draft-era controller class "
+     "'urn:ietf:params:mud:ntp': the gateway's own service on UDP 123 only"),
+    # A class that names the gateway's DNS, in an ACE that says TCP 443: never matches.
+    ((*ACE0, "matches", "ietf-mud:mud"), {"controller": "urn:ietf:params:mud:dns"},
+     "acls.acl[0].aces.ace[0].matches.mud.controller: urn:ietf:params:mud:dns is the "
+     "gateway's service on UDP 53, TCP 53, which the rest of the ACE excludes: the ACE "
+     "matches nothing"),
+    # Real qualification suites write bare class names (issue #14).
+    ((*ACE0, "matches", "ietf-mud:mud"), {"controller": "bacnet"},
+     "acls.acl[0].aces.ace[0].matches.mud.controller: controller class 'bacnet' is not an "
+     "absolute URI (RFC 8520 wants one); treated as an opaque class the owner maps to "
+     "addresses: unmapped, it grants nothing"),
     # dst-dnsname in a to-device ACL names the device's own side (RFC 8520 §8).
     (("ietf-access-control-list:acls", "acl", 1, "aces", "ace", 0, "matches", "ipv4"),
      {"protocol": 6, "ietf-acldns:dst-dnsname": "cloud.example.com"},
-     "acls.acl[1].aces.ace[0].matches: dst-dnsname in a to-device ACL names the device's own "
-     "side; it never matches"),
+     "acls.acl[1].aces.ace[0].matches.ipv4.dst-dnsname: names the device's own side in a "
+     "to-device ACL (RFC 8520 §8), not the peer; mudguard never turns it into a peer: the "
+     "ACE allows nothing"),
+    (IP0, {"protocol": 6, "ietf-acldns:src-dnsname": "cloud.example.com"},
+     "acls.acl[0].aces.ace[0].matches.ipv4.src-dnsname: names the device's own side in a "
+     "from-device ACL (RFC 8520 §8), not the peer; mudguard never turns it into a peer: the "
+     "ACE allows nothing"),
+    (IP0, {"protocol": 6, "source-ipv4-network": "198.51.100.0/24"},
+     "acls.acl[0].aces.ace[0].matches.ipv4.source-ipv4-network: tests the device's own "
+     "address in a from-device ACL, which mudguard does not enforce (the peer is the other "
+     "side): the ACE allows nothing"),
+    (IP0, {"protocol": 6, "ttl": 64, "ietf-acldns:dst-dnsname": "cloud.example.com"},
+     "acls.acl[0].aces.ace[0].matches.ipv4.ttl: a header field mudguard does not enforce: "
+     "the ACE allows nothing"),
+    ((*TCP0, "flags"), "syn",
+     "acls.acl[0].aces.ace[0].matches.tcp.flags: a header field mudguard does not enforce: "
+     "the ACE allows nothing"),
+    ((*ACE0, "matches", "ietf-mud:mud"), {"manufacturer": "maker.example.com",
+                                          "model": "https://maker.example.com/lamp"},
+     "acls.acl[0].aces.ace[0].matches.mud.model: a second peer beside "
+     "ietf-mud:mud.manufacturer; mudguard does not intersect peers: the ACE allows nothing"),
     (("ietf-access-control-list:acls", "acl", 1), {"name": "spare", "type": "ipv4-acl-type",
                                                    "aces": {"ace": []}},
      "acls.acl[1]: ACL 'spare' is not used by either policy"),
@@ -394,3 +427,52 @@ def test_ace_count_is_bounded() -> None:
     doc["ietf-access-control-list:acls"]["acl"][0]["aces"]["ace"] = [
         dict(ace, name=f"a{i}") for i in range(4097)]
     assert "acls.acl[0]: more than 4096 ACEs in one file" in findings(doc, Severity.ERROR)
+
+
+# -- issue #13 class 4: duplicate member names ------------------------------------------------
+
+
+def test_duplicate_member_names_are_refused_with_their_path() -> None:
+    """``"forwarding": "drop", "forwarding": "accept"`` used to become accept (last wins)."""
+    text = json.dumps(base()).replace('"forwarding": "accept"',
+                                      '"forwarding": "drop", "forwarding": "accept"', 1)
+    result = parse_mud(text)
+    assert not result.ok and result.mud is None
+    assert [str(e) for e in result.errors] == [
+        "acls.acl[0].aces.ace[0].actions.forwarding: member name given more than once; JSON "
+        "objects in a MUD file have unique member names (RFC 7951)"]
+
+
+def test_duplicates_anywhere_are_refused_and_distinct_names_are_not() -> None:
+    doc = json.dumps(base())
+    twice = doc.replace('"mud-version": 1', '"mud-version": 1, "mud-version": 1', 1)
+    assert [e.where for e in parse_mud(twice).errors] == ["mud.mud-version"]
+    assert parse_mud(doc).ok
+
+
+# -- issue #13 class 3: fields mudguard does not enforce are kept, never dropped ----------------
+
+
+def test_unenforced_fields_survive_normalisation() -> None:
+    """A field the model does not enforce stays in ``to_json``: re-parsing the normalised
+    file must not give an ACE wider than the original."""
+    doc = edit(base(), (*ACE0, "matches", "tcp", "flags"), "syn")
+    doc = edit(doc, (*ACE0, "matches", "ipv4", "identification"), 7)
+    mud = parse_mud(json.dumps(doc)).mud
+    assert mud is not None
+    matches = mud.acls[0].aces[0].matches
+    assert {(c, k) for c, k, _ in matches.unenforced} == {("tcp", "flags"),
+                                                          ("ipv4", "identification")}
+    again = parse_mud(mud.to_json()).mud
+    assert again is not None and again.acls == mud.acls
+
+
+def test_an_icmp_match_must_carry_its_familys_protocol() -> None:
+    """ICMPv6's 58 in an IPv4 match (or 1 in IPv6) never matches: refused, never
+    silently read as the family's own ICMP."""
+    doc = edit(base(), (*ACE0, "matches"), {"ipv4": {"protocol": 58}, "icmp": {"type": 8}})
+    errors = [str(e) for e in parse_mud(json.dumps(doc)).errors]
+    assert errors == ["acls.acl[0].aces.ace[0].matches: protocol 58 contradicts the icmp match "
+                      "in IPv4 (expected 1)"]
+    fine = edit(base(), (*ACE0, "matches"), {"ipv4": {"protocol": 1}, "icmp": {"type": 8}})
+    assert parse_mud(json.dumps(fine)).ok

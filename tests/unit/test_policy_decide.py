@@ -48,12 +48,17 @@ def test_profiled_is_baseline_then_every_ace_in_order() -> None:
                             for n in mud.from_device_policy + mud.to_device_policy)
 
 
-def test_draft_controller_classes_become_the_gateway() -> None:
+def test_draft_controller_classes_name_a_gateway_service_or_a_configured_controller() -> None:
+    """urn:ietf:params:mud:dns is the gateway's DNS service (a gateway rule on port 53);
+    urn:ietf:params:mud:gateway is an ordinary controller class (owner-mapped), never the
+    gateway as a whole."""
     rules = mud_rules(load("unsw/SmartThingsMud.json"))
     gateway = [r for r in rules if r.peer is PeerKind.GATEWAY]
-    assert {r.peer_value for r in gateway} == {"urn:ietf:params:mud:dns",
-                                               "urn:ietf:params:mud:gateway"}
-    assert not [r for r in rules if r.peer is PeerKind.CONTROLLER]
+    assert {r.peer_value for r in gateway} == {"urn:ietf:params:mud:dns"}
+    assert {(r.protocol, r.dst_port.port if r.dst_port else None, r.src_port.port
+             if r.src_port else None) for r in gateway} == {(17, 53, None), (17, None, 53)}
+    assert {r.peer_value for r in rules if r.peer is PeerKind.CONTROLLER} == {
+        "urn:ietf:params:mud:gateway"}
 
 
 @pytest.mark.parametrize(("relative", "kind"), [

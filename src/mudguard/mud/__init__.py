@@ -6,6 +6,7 @@ Pure: no I/O. Fetching lives in ``mudguard.mud.fetch`` and signature checks in
 
 from mudguard.mud._describe import describe_ace, describe_peer, describe_policy, describe_service
 from mudguard.mud._model import (
+    GATEWAY_SERVICES,
     Ace,
     Acl,
     AclType,
@@ -16,6 +17,7 @@ from mudguard.mud._model import (
     Forwarding,
     IcmpMatch,
     IpMatch,
+    Limit,
     Matches,
     MudFile,
     MudMatch,
@@ -24,12 +26,15 @@ from mudguard.mud._model import (
     PortOperator,
     Severity,
     TransportMatch,
+    ace_limits,
     render_path,
+    service_ports,
 )
 from mudguard.mud._parse import DRAFT_CONTROLLER_CLASSES, MAX_MUD_BYTES, parse_mud
 
 __all__ = [
     "DRAFT_CONTROLLER_CLASSES",
+    "GATEWAY_SERVICES",
     "MAX_MUD_BYTES",
     "Ace",
     "Acl",
@@ -41,6 +46,7 @@ __all__ = [
     "Forwarding",
     "IcmpMatch",
     "IpMatch",
+    "Limit",
     "Matches",
     "MudFile",
     "MudMatch",
@@ -49,10 +55,12 @@ __all__ = [
     "PortOperator",
     "Severity",
     "TransportMatch",
+    "ace_limits",
     "describe_ace",
     "describe_peer",
     "describe_policy",
     "describe_service",
     "parse_mud",
     "render_path",
+    "service_ports",
 ]

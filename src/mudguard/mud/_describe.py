@@ -7,7 +7,15 @@ escaping).
 
 from __future__ import annotations
 
-from mudguard.mud._model import Ace, Direction, Forwarding, Matches, MudFile, PortMatch
+from mudguard.mud._model import (
+    Ace,
+    Direction,
+    Forwarding,
+    Matches,
+    MudFile,
+    PortMatch,
+    ace_limits,
+)
 
 _WELL_KNOWN_PORTS = {
     (6, 443): "HTTPS", (6, 80): "HTTP", (17, 53): "DNS", (6, 53): "DNS", (17, 123): "NTP",
@@ -88,6 +96,12 @@ def describe_ace(ace: Ace, direction: Direction) -> str:
         sentence += ", connections opened by the device"
     elif initiated is Direction.TO_DEVICE:
         sentence += ", connections opened by the other side"
+    limits = ace_limits(ace, direction)
+    if any(limit.never for limit in limits) or (limits and ace.action is Forwarding.ACCEPT):
+        # What the gateway enforces, not what the file hoped for (``ace_limits``).
+        fields = ", ".join(sorted({limit.field.split(".")[-1].split(":")[-1]
+                                   for limit in limits}))
+        sentence += f" (not enforced as written ({fields}): allows nothing)"
     return sentence
 
 

@@ -14,6 +14,7 @@ House rules:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -222,6 +223,10 @@ class Matches:
     icmp: IcmpMatch | None = None
     eth: EthMatch | None = None
     mud: MudMatch | None = None
+    # Fields present in the file that mudguard does not model: (container, member, JSON
+    # text of the value), container "" for a member of ``matches`` itself. Kept so the
+    # policy layer can refuse to widen (see ``ace_limits``) and ``to_json`` can re-emit them.
+    unenforced: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def protocol(self) -> int | None:
@@ -306,7 +311,8 @@ class MudFile:
 
         Draft-era spellings come out in RFC form, so the result is what mudguard
         enforces, in the standard's words; header fields mudguard does not model
-        (e.g. IPv4 ``ihl``) are left out.
+        (e.g. IPv4 ``ihl``) are written back as read (``Matches.unenforced``), so the
+        normalised file is never wider than the original.
         """
         mud: dict[str, object] = {
             "mud-version": self.mud_version, "mud-url": self.mud_url,
@@ -339,6 +345,125 @@ class MudFile:
                 if ip is not None:
                     names.update(n.lower() for n in (ip.src_dnsname, ip.dst_dnsname) if n)
         return frozenset(names)
+
+
+GATEWAY_SERVICES: Mapping[str, tuple[tuple[int, int], ...]] = {
+    "urn:ietf:params:mud:dns": ((17, 53), (6, 53)),
+    "urn:ietf:params:mud:ntp": ((17, 123),),
+}
+"""Well-known controller classes that name one service of the gateway itself:
+(protocol, port) pairs. Every other class (``urn:ietf:params:mud:gateway``, ``...:dhcp``,
+any URI or bare class name) resolves to the controllers the owner configured for it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limit:
+    """Why an ACE cannot be enforced exactly as written in one direction.
+
+    ``never``: the match can never hold, so the ACE matches nothing whatever its action.
+    Otherwise mudguard cannot enforce ``field``: an accepting ACE then allows nothing
+    and a dropping one is enforced without the field (it drops more, never less).
+    """
+
+    field: str  # the member, as ``ipv4.ttl`` or ``ietf-mud:mud.model``
+    reason: str
+    never: bool = False
+
+
+def service_ports(matches: Matches, direction: Direction,
+                  service: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """The (protocol, port) pairs of a gateway ``service`` the rest of the ACE still allows
+    (the service's port is the destination from the device, the source towards it)."""
+    if matches.icmp is not None:
+        return ()
+    out: list[tuple[int, int]] = []
+    for protocol, port in service:
+        if matches.protocol is not None and matches.protocol != protocol:
+            continue
+        t = matches.transport
+        side = None if t is None else (t.dst_port if direction is Direction.FROM_DEVICE
+                                      else t.src_port)
+        if side is not None and not side.contains(port):
+            continue
+        out.append((protocol, port))
+    return tuple(out)
+
+
+def _peer_fields(m: Matches, direction: Direction) -> list[str]:
+    """The members of an ACE that name its peer (the far side), local-networks aside."""
+    found: list[str] = []
+    if m.mud is not None:
+        u = m.mud
+        for flag, name in ((u.same_manufacturer, "same-manufacturer"),
+                           (bool(u.manufacturer), "manufacturer"), (bool(u.model), "model"),
+                           (u.my_controller, "my-controller"),
+                           (bool(u.controller), "controller")):
+            if flag:
+                found.append(f"ietf-mud:mud.{name}")
+    ip = m.ip
+    if ip is not None:
+        fam = f"ipv{ip.version}"
+        out_going = direction is Direction.FROM_DEVICE
+        if ip.dst_dnsname if out_going else ip.src_dnsname:
+            found.append(f"{fam}.ietf-acldns:{'dst' if out_going else 'src'}-dnsname")
+        if ip.dst_network if out_going else ip.src_network:
+            side = "destination" if out_going else "source"
+            found.append(f"{fam}.{side}-{fam}-network")
+    return found
+
+
+_UNENFORCED = "a header field mudguard does not enforce"
+
+
+def ace_limits(ace: Ace, direction: Direction) -> tuple[Limit, ...]:
+    """Everything that keeps ``ace`` from being enforced exactly as written in ``direction``.
+
+    The policy layer turns an ACE with limits into no rule at all (an accept: it allows
+    nothing) or a rule without the unenforced fields (a drop: it drops more); the parser
+    reports each limit as a warning, so ``mud check`` shows them.
+    """
+    m, ip = ace.matches, ace.matches.ip
+    out: list[Limit] = []
+    out_going = direction is Direction.FROM_DEVICE
+    if ip is not None:
+        fam = f"ipv{ip.version}"
+        if ip.src_dnsname if out_going else ip.dst_dnsname:
+            # Not ``never``: an answer could hold the device's own address, so a drop
+            # that names it is kept (without the name: it drops more).
+            out.append(Limit(
+                field=f"{fam}.ietf-acldns:{'src' if out_going else 'dst'}-dnsname",
+                reason=f"names the device's own side in a {direction.value} ACL (RFC 8520 §8), "
+                       "not the peer; mudguard never turns it into a peer"))
+        if ip.src_network if out_going else ip.dst_network:
+            side = "source" if out_going else "destination"
+            out.append(Limit(field=f"{fam}.{side}-{fam}-network",
+                             reason=f"tests the device's own address in a {direction.value} "
+                                    "ACL, which mudguard does not enforce (the peer is the "
+                                    "other side)"))
+        for attr, key in (("dscp", "dscp"), ("ecn", "ecn"), ("ttl", "ttl"),
+                          ("length", "length"), ("flow_label", "flow-label")):
+            if getattr(ip, attr) is not None:
+                out.append(Limit(field=f"{fam}.{key}", reason=_UNENFORCED))
+    if m.eth is not None:
+        for attr, key in (("src_mac", "source-mac-address"),
+                          ("src_mac_mask", "source-mac-address-mask"),
+                          ("dst_mac_mask", "destination-mac-address-mask")):
+            if getattr(m.eth, attr) is not None:
+                out.append(Limit(field=f"eth.{key}", reason=_UNENFORCED))
+    for container, key, _text in m.unenforced:
+        out.append(Limit(field=f"{container}.{key}" if container else key, reason=_UNENFORCED))
+    peers = _peer_fields(m, direction)
+    for extra in peers[1:]:
+        out.append(Limit(field=extra, reason=f"a second peer beside {peers[0]}; mudguard "
+                                            "does not intersect peers"))
+    controller = m.mud.controller if m.mud is not None else None
+    service = GATEWAY_SERVICES.get(controller or "")
+    if service is not None and not service_ports(m, direction, service):
+        wanted = ", ".join(f"{'TCP' if p == 6 else 'UDP'} {n}" for p, n in service)
+        out.append(Limit(field="ietf-mud:mud.controller", never=True,
+                         reason=f"{controller} is the gateway's service on {wanted}, which the "
+                                "rest of the ACE excludes"))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -409,6 +534,10 @@ def _matches_json(m: Matches) -> dict[str, object]:
             "destination-mac-address": e.dst_mac,
             "destination-mac-address-mask": e.dst_mac_mask, "ethertype": e.ethertype,
         })
+    for container, key, text in m.unenforced:
+        inner = out.setdefault(container, {}) if container else out
+        assert isinstance(inner, dict)
+        inner[key] = json.loads(text)
     if m.mud is not None:
         u = m.mud
         empty = [None]

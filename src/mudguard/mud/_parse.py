@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mudguard.mud._model import (
+    GATEWAY_SERVICES,
     QUARANTINE_MEMBER,
     QUARANTINE_MODULE,
     Ace,
@@ -45,6 +46,7 @@ from mudguard.mud._model import (
     PortOperator,
     Severity,
     TransportMatch,
+    ace_limits,
 )
 from mudguard.mud.transparency import TRANSPARENCY_KEY, Transparency, parse_transparency
 
@@ -210,9 +212,12 @@ def _decode(data: bytes | str | Mapping[str, Any], walker: _Walker) -> dict[str,
             walker.error((), f"not UTF-8 text (byte {exc.start})")
             return None
         try:
-            document = json.loads(text, parse_constant=_reject_constant)
+            document = json.loads(text, parse_constant=_reject_constant,
+                                  object_pairs_hook=_Members)
         except (ValueError, RecursionError) as exc:
             walker.error((), f"not valid JSON: {exc}")
+            return None
+        if _report_duplicates(document, (), walker):
             return None
     if _depth(document) > MAX_JSON_DEPTH:
         walker.error((), f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
@@ -221,6 +226,43 @@ def _decode(data: bytes | str | Mapping[str, Any], walker: _Walker) -> dict[str,
         walker.error((), f"expected a JSON object, got {_kind(document)}")
         return None
     return document
+
+
+class _Members(dict[str, Any]):
+    """A decoded JSON object that remembers member names given more than once."""
+
+    duplicates: tuple[str, ...]
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        seen: list[str] = []
+        for key, value in pairs:
+            if key in self and key not in seen:
+                seen.append(key)
+            self[key] = value
+        self.duplicates = tuple(seen)
+
+
+def _report_duplicates(value: object, path: tuple[PathPart, ...], walker: _Walker,
+                       level: int = 0) -> bool:
+    """Report every member name an object repeats (RFC 7951 §5.4 / RFC 8259 §4: a YANG
+    document's member names are unique; which copy a reader keeps is undefined, so
+    ``"forwarding": "drop", "forwarding": "accept"`` must not quietly become accept)."""
+    if level > MAX_JSON_DEPTH:
+        return False
+    found = False
+    if isinstance(value, _Members):
+        for key in value.duplicates:
+            walker.error(path + (key,), "member name given more than once; JSON objects in "
+                         "a MUD file have unique member names (RFC 7951)")
+            found = True
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found |= _report_duplicates(child, path + (key,), walker, level + 1)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found |= _report_duplicates(child, path + (index,), walker, level + 1)
+    return found
 
 
 def _reject_constant(name: str) -> object:
@@ -421,17 +463,25 @@ def _check_acl_usage(acls: tuple[Acl, ...], from_names: tuple[str, ...],
             w.warn((ACLS_KEY, "acl", i), f"ACL {_show(acl.name)} is not used by either policy")
         if acl.name in from_names and acl.name in to_names:
             w.warn((ACLS_KEY, "acl", i), f"ACL {_show(acl.name)} is used in both directions")
-        direction = Direction.FROM_DEVICE if acl.name in from_names else Direction.TO_DEVICE
-        for j, ace in enumerate(acl.aces):
-            ip = ace.matches.ip
-            if ip is None:
+        for direction, names in ((Direction.FROM_DEVICE, from_names),
+                                 (Direction.TO_DEVICE, to_names)):
+            if acl.name not in names:
                 continue
-            # RFC 8520 §8: dst-dnsname belongs in from-device ACLs, src-dnsname in to-device.
-            wrong = ip.src_dnsname if direction is Direction.FROM_DEVICE else ip.dst_dnsname
-            if wrong:
-                w.warn((ACLS_KEY, "acl", i, "aces", "ace", j, "matches"),
-                       f"{'src' if direction is Direction.FROM_DEVICE else 'dst'}-dnsname in a "
-                       f"{direction.value} ACL names the device's own side; it never matches")
+            for j, ace in enumerate(acl.aces):
+                _warn_limits(ace, direction, (ACLS_KEY, "acl", i, "aces", "ace", j, "matches"), w)
+
+
+def _warn_limits(ace: Ace, direction: Direction, path: tuple[PathPart, ...], w: _Walker) -> None:
+    """One warning per thing mudguard cannot enforce as written, saying what it does instead."""
+    for limit in ace_limits(ace, direction):
+        if limit.never:
+            outcome = "the ACE matches nothing"
+        elif ace.action is Forwarding.ACCEPT:
+            outcome = "the ACE allows nothing"
+        else:
+            outcome = f"left out, so the ACE ({ace.action.value}) applies more widely"
+        where = path + tuple(limit.field.split(".", 1))
+        w.warn(where, f"{limit.reason}: {outcome}")
 
 
 def _parse_acls(value: object, path: tuple[PathPart, ...], w: _Walker) -> tuple[Acl, ...]:
@@ -586,12 +636,36 @@ def _parse_matches(value: object, path: tuple[PathPart, ...], w: _Walker,
             w.error(path + (key,), "unknown match")
     if "egress-interface" in obj or "ingress-interface" in obj:
         w.error(path, "interface matches have no meaning in a MUD file")
-    matches = Matches(ip=ip, transport=transport, icmp=icmp, eth=eth, mud=mud)
+    matches = Matches(ip=ip, transport=transport, icmp=icmp, eth=eth, mud=mud,
+                      unenforced=_unmodelled(obj))
     _check_protocol(matches, obj, path, w)
     _check_acl_type(matches, acl_type, path, w)
     if any(f.severity is Severity.ERROR for f in w.findings[start:]):
         return None
     return matches
+
+
+# RFC 8519 header fields mudguard reads but does not model: present in an ACE, they make
+# it allow nothing (an accept) or are left out (a drop drops more); see ``ace_limits``.
+UNMODELLED_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "ipv4": ("ihl", "flags", "offset", "identification"),
+    "tcp": ("sequence-number", "acknowledgement-number", "data-offset", "reserved", "flags",
+            "window-size", "urgent-pointer", "options"),
+    "udp": ("length",),
+    "icmp": ("rest-of-header",),
+}
+
+
+def _unmodelled(obj: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    found: list[tuple[str, str, str]] = []
+    for container, keys in UNMODELLED_FIELDS.items():
+        inner = obj.get(container)
+        if not isinstance(inner, dict):
+            continue
+        for key in keys:
+            if key in inner:
+                found.append((container, key, json.dumps(inner[key], sort_keys=True)))
+    return tuple(found)
 
 
 def _move_draft_ports(obj: dict[str, Any], path: tuple[PathPart, ...], w: _Walker) -> None:
@@ -628,8 +702,11 @@ def _check_protocol(m: Matches, obj: dict[str, Any], path: tuple[PathPart, ...],
         w.error(path + ("ipv4" if m.ip.version == 4 else "ipv6", "protocol"),
                 f"protocol {declared} contradicts the "
                 f"{'tcp' if m.transport.protocol == 6 else 'udp'} match")
-    if m.icmp is not None and declared not in (1, 58):
-        w.error(path, f"protocol {declared} contradicts the icmp match")
+    icmp_protocol = 1 if m.ip.version == 4 else 58
+    if m.icmp is not None and declared != icmp_protocol:
+        # ICMP in IPv4 is protocol 1, ICMPv6 in IPv6 is 58; anything else never matches.
+        w.error(path, f"protocol {declared} contradicts the icmp match in IPv{m.ip.version} "
+                f"(expected {icmp_protocol})")
 
 
 def _check_acl_type(m: Matches, acl_type: AclType | None, path: tuple[PathPart, ...],
@@ -671,10 +748,6 @@ def _parse_ip(value: object, path: tuple[PathPart, ...], w: _Walker, version: in
             "ttl": ("ttl", 0, 255), "length": ("length", 0, 65535)}
     if version == 6:
         ints["flow-label"] = ("flow_label", 0, (1 << 20) - 1)
-    else:
-        for extra in ("ihl", "flags", "offset", "identification"):
-            if extra in obj:
-                w.warn(path + (extra,), "IPv4 header field not enforced by mudguard")
     for key, (attr, lo, hi) in ints.items():
         if key in obj:
             fields[attr] = w.integer(obj[key], path + (key,), lo, hi)
@@ -751,8 +824,6 @@ def _parse_transport(value: object, path: tuple[PathPart, ...], w: _Walker, prot
     for key in obj:
         if key not in allowed:
             w.error(path + (key,), "unknown member of the transport match")
-        elif key not in ("source-port", "destination-port", "ietf-mud:direction-initiated"):
-            w.warn(path + (key,), "header field not enforced by mudguard")
     return TransportMatch(protocol=protocol, src_port=src, dst_port=dst,
                           direction_initiated=direction)
 
@@ -816,8 +887,6 @@ def _parse_icmp(value: object, path: tuple[PathPart, ...], w: _Walker) -> IcmpMa
             w.error(path + (key,), "unknown member of the icmp match")
     icmp_type = w.integer(obj["type"], path + ("type",), 0, 255) if "type" in obj else None
     code = w.integer(obj["code"], path + ("code",), 0, 255) if "code" in obj else None
-    if "rest-of-header" in obj:
-        w.warn(path + ("rest-of-header",), "rest-of-header is not enforced by mudguard")
     return IcmpMatch(type=icmp_type, code=code)
 
 
@@ -873,11 +942,7 @@ def _parse_mud_match(value: object, path: tuple[PathPart, ...], w: _Walker) -> M
     if "model" in obj:
         fields["model"] = w.uri(obj["model"], path + ("model",))
     if "controller" in obj:
-        controller = w.uri(obj["controller"], path + ("controller",))
-        if controller in DRAFT_CONTROLLER_CLASSES:
-            w.warn(path + ("controller",), f"draft-era controller class {_show(controller)}: "
-                   "mapped to the gateway's own service")
-        fields["controller"] = controller
+        fields["controller"] = _controller(obj["controller"], path + ("controller",), w)
     for key, attr in (("same-manufacturer", "same_manufacturer"),
                       ("local-networks", "local_networks"), ("my-controller", "my_controller")):
         if key in obj:
@@ -893,6 +958,36 @@ def _parse_mud_match(value: object, path: tuple[PathPart, ...], w: _Walker) -> M
     if set_count > 1:
         w.warn(path, "several MUD abstractions in one ACE: all must hold at once")
     return match
+
+
+_CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~:/@+-]*$")
+
+
+def _controller(value: object, path: tuple[PathPart, ...], w: _Walker) -> str | None:
+    text = w.string(value, path, max_len=2048)
+    if text is None:
+        return None
+    if not urlsplit(text).scheme:
+        # Qualification suites write bare class names ("bacnet"); the class is opaque
+        # either way: only the owner's mapping gives it addresses.
+        if not _CLASS_NAME.match(text):
+            w.error(path, f"expected a controller class URI, got {_show(text)}")
+            return None
+        w.warn(path, f"controller class {_show(text)} is not an absolute URI (RFC 8520 wants "
+               "one); treated as an opaque class the owner maps to addresses: unmapped, it "
+               "grants nothing")
+        return text
+    text = w.uri(text, path)
+    if text is not None and text in GATEWAY_SERVICES:
+        ports = " and ".join(f"{'TCP' if p == 6 else 'UDP'} {n}"
+                             for p, n in GATEWAY_SERVICES[text])
+        w.warn(path, f"draft-era controller class {_show(text)}: the gateway's own service on "
+               f"{ports} only")
+    elif text in DRAFT_CONTROLLER_CLASSES:
+        w.warn(path, f"draft-era controller class {_show(text)}: treated as a controller class "
+               "the owner maps to addresses (never the gateway as a whole); unmapped, it "
+               "grants nothing")
+    return text
 
 
 def _date_time(value: object, path: tuple[PathPart, ...], w: _Walker) -> datetime | None:

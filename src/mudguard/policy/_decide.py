@@ -28,6 +28,69 @@ FORGOTTEN                 nothing at all (not even the baseline)
 ========================  =========================================================
 
 Owner grants do not apply to quarantined or forgotten devices.
+
+Fail closed (issue #13): the kernel never allows what the MUD file does not name.
+Every match field of RFC 8519 (``ietf-packet-fields``) and RFC 8520 is either
+enforced or makes the ACE allow nothing; ``mudguard.mud.ace_limits`` decides which,
+the parser warns about each one (``mud check`` prints it) and ``ace_rules`` obeys.
+"Allows nothing" means: an accepting ACE gives no rule; a dropping ACE gives its
+rule without that field, so it drops more, never less (skipping a drop would let a
+later accept through). A field that can never hold (a well-known class whose
+service the ACE excludes) gives no rule whatever the action. Tested against a
+literal oracle over random mutants of the corpus (``tests/fail_closed.py``).
+
+==================================  =====================================================
+field (container.member)            handling
+==================================  =====================================================
+eth.ethertype                       enforced (``meta protocol``)
+eth.destination-mac-address         enforced (``ether daddr``)
+eth.source-mac-address, both masks  allows nothing (warning)
+ipv4/ipv6.protocol                  enforced (``meta l4proto``, or implied by the
+                                    transport/ICMP match)
+destination network (from-device),  enforced: the peer (``ip daddr`` / ``ip saddr``);
+source network (to-device)          the device's own address is bound separately
+source network (from-device),       the device's own side: allows nothing (warning);
+destination network (to-device)     never becomes "any peer". Choice: a MUD file
+                                    cannot know the home's addressing, so a test of
+                                    the device's own address is not enforced
+acldns dst-dnsname (from-device),   enforced: the peer, through the device's DNS sets
+src-dnsname (to-device)
+acldns src-dnsname (from-device),   the device's own side: allows nothing (warning)
+dst-dnsname (to-device)
+ipv4/ipv6 dscp, ecn, ttl, length,   allows nothing (warning): a per-packet header
+ipv6 flow-label, ipv4 ihl, flags,   field; the gateway judges a flow by its opening
+offset, identification              packet and conntrack admits the rest, and the
+                                    forward hook sees a decremented TTL and
+                                    reassembled fragments
+tcp/udp source-port,                enforced (``th sport``/``dport``: eq, neq, lte,
+destination-port                    gte, range)
+tcp sequence-number, acknowledge-   allows nothing (warning)
+ment-number, data-offset,
+reserved, flags, window-size,
+urgent-pointer, options; udp length
+icmp type, code                     enforced, each on its own (``icmp``/``icmpv6``)
+icmp rest-of-header                 allows nothing (warning)
+egress-/ingress-interface           the file is refused (error): a MUD file cannot
+                                    name the gateway's interfaces
+mud direction-initiated (tcp)       enforced on accepts (a bare SYN, or ``ct direction
+                                    reply``); a drop ignores it (drops more)
+mud manufacturer, same-manufac-     enforced: addresses of the home's devices with that
+turer, model                        MUD URL authority / MUD URL
+mud local-networks                  enforced: the LAN prefixes (and the groups and
+                                    broadcasts that never leave the link); beside
+                                    another peer, both must hold
+mud my-controller                   enforced: the owner's controllers for this MUD URL
+mud controller                      ``urn:ietf:params:mud:dns``: the gateway's own
+                                    addresses, UDP/TCP 53; ``...:ntp``: UDP 123 (each
+                                    intersected with the rest of the ACE: an ACE that
+                                    excludes the service matches nothing); any other
+                                    class (``...:gateway``, ``...:dhcp``, URIs, bare
+                                    names like ``bacnet``): the owner's controllers of
+                                    that class only, never the gateway as a whole
+two peers in one ACE (e.g.          allows nothing (warning): peers are not intersected
+manufacturer + model, controller    (local-networks aside)
++ a network)
+==================================  =====================================================
 """
 
 from __future__ import annotations
@@ -35,12 +98,25 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Final, Literal
 
 from publicsuffixlist import PublicSuffixList
 
-from mudguard.mud import DRAFT_CONTROLLER_CLASSES, Ace, AclType, Direction, Forwarding, MudFile
+from mudguard.mud import (
+    GATEWAY_SERVICES,
+    Ace,
+    AclType,
+    Direction,
+    Forwarding,
+    Matches,
+    MudFile,
+    PortMatch,
+    PortOperator,
+    ace_limits,
+    service_ports,
+)
 from mudguard.policy._baseline import baseline_rules
 from mudguard.policy._model import (
     DeviceFacts,
@@ -94,7 +170,8 @@ def in_domain(name: str, domain: str) -> bool:
 
 
 def _peer(ace: Ace, direction: Direction) -> tuple[PeerKind, str | None, bool]:
-    """The far side of an ACE: (kind, value, also_local)."""
+    """The far side of an ACE: (kind, value, also_local). Only the far side's fields count:
+    the device's own side never becomes the peer (``ace_limits`` reports it)."""
     m, ip = ace.matches.mud, ace.matches.ip
     local = bool(m and m.local_networks)
     if m is not None:
@@ -107,7 +184,7 @@ def _peer(ace: Ace, direction: Direction) -> tuple[PeerKind, str | None, bool]:
         if m.my_controller:
             return PeerKind.MY_CONTROLLER, None, local
         if m.controller:
-            if m.controller in DRAFT_CONTROLLER_CLASSES:
+            if m.controller in GATEWAY_SERVICES:
                 return PeerKind.GATEWAY, m.controller, False
             return PeerKind.CONTROLLER, m.controller, local
     if ip is not None:
@@ -126,20 +203,31 @@ _ACL_FAMILY: Final = {AclType.IPV4: 4, AclType.MIXED_ETH_IPV4: 4,
                       AclType.IPV6: 6, AclType.MIXED_ETH_IPV6: 6}
 
 
-def ace_rule(ace: Ace, direction: Direction, origin: str, acl_type: AclType | None = None) -> Rule:
-    """One MUD ACE as a flat symbolic rule (packet fields relative to ``direction``).
+def ace_rules(ace: Ace, direction: Direction, origin: str,
+              acl_type: AclType | None = None) -> tuple[Rule, ...]:
+    """One MUD ACE as flat symbolic rules (packet fields relative to ``direction``).
+
+    Fail closed (see the module's field table): an ACE whose match can never hold gives
+    no rule; an accepting ACE with anything mudguard cannot enforce gives no rule (it
+    allows nothing); a dropping one gives its rule without those fields (it drops more).
+    A dropping TCP ACE ignores ``direction-initiated`` for the same reason. A gateway
+    service class (``GATEWAY_SERVICES``) gives one rule per service port the ACE allows.
 
     The address family comes from the ACE's ``ipv4``/``ipv6`` match, else from the
     ACL's type (an ``ipv4-acl-type`` ACL with only a MUD abstraction is IPv4 only).
     """
+    limits = ace_limits(ace, direction)
+    if any(limit.never for limit in limits):
+        return ()
+    if limits and ace.action is ACCEPT:
+        return ()
     matches = ace.matches
     kind, value, also_local = _peer(ace, direction)
     transport, icmp, eth = matches.transport, matches.icmp, matches.eth
-    protocol = matches.protocol
     initiated = None
-    if transport is not None and transport.protocol == 6:
+    if transport is not None and transport.protocol == 6 and ace.action is ACCEPT:
         initiated = transport.direction_initiated  # RFC 8520 §2.1: TCP only
-    return Rule(
+    rule = Rule(
         direction=direction,
         action=ace.action,
         family=(matches.ip.version if matches.ip is not None
@@ -147,7 +235,7 @@ def ace_rule(ace: Ace, direction: Direction, origin: str, acl_type: AclType | No
         peer=kind,
         peer_value=value,
         also_local=also_local,
-        protocol=protocol,
+        protocol=matches.protocol,
         src_port=transport.src_port if transport else None,
         dst_port=transport.dst_port if transport else None,
         icmp_type=icmp.type if icmp else None,
@@ -158,6 +246,24 @@ def ace_rule(ace: Ace, direction: Direction, origin: str, acl_type: AclType | No
         origin=origin,
         local_delivery=True,
     )
+    if kind is PeerKind.GATEWAY and value is not None and value in GATEWAY_SERVICES:
+        return _service_rules(rule, matches, GATEWAY_SERVICES[value])
+    return (rule,)
+
+
+def _service_rules(rule: Rule, matches: Matches,
+                   service: tuple[tuple[int, int], ...]) -> tuple[Rule, ...]:
+    """``rule`` narrowed to each (protocol, port) of a gateway service the ACE allows."""
+    out: list[Rule] = []
+    outgoing = rule.direction is FROM
+    for protocol, port in service_ports(matches, rule.direction, service):
+        service_port = PortMatch(operator=PortOperator.EQ, port=port)  # inside the ACE's own
+        same = matches.transport is not None and matches.transport.protocol == protocol
+        device_port = (rule.src_port if outgoing else rule.dst_port) if same else None
+        src, dst = (device_port, service_port) if outgoing else (service_port, device_port)
+        out.append(replace(rule, protocol=protocol, src_port=src, dst_port=dst,
+                           initiated=rule.initiated if protocol == 6 and same else None))
+    return tuple(out)
 
 
 def mud_rules(mud: MudFile) -> tuple[Rule, ...]:
@@ -167,7 +273,7 @@ def mud_rules(mud: MudFile) -> tuple[Rule, ...]:
         for acl_name in names:
             acl = mud.acl(acl_name)
             for ace in acl.aces:
-                rules.append(ace_rule(ace, direction, f"{acl_name}/{ace.name}", acl.type))
+                rules += ace_rules(ace, direction, f"{acl_name}/{ace.name}", acl.type)
     return tuple(rules)
 
 
@@ -261,8 +367,6 @@ def grant_rules(grant: Grant) -> tuple[Rule, ...]:
     action = Forwarding.DROP if grant.kind is GrantKind.DENY else ACCEPT
     port = None
     if grant.port is not None:
-        from mudguard.mud import PortMatch, PortOperator
-
         port = PortMatch(operator=PortOperator.EQ, port=grant.port)
     protocol = grant.protocol
     if port is not None and protocol is None:

@@ -300,7 +300,9 @@ def rule_matches(rule: Rule, flow: Flow, policy: DevicePolicy, context: HomeCont
     if not _layer4_matches(rule, flow):
         return False
     if rule.peer is PeerKind.GATEWAY:
-        return True  # in the gateway's chain the destination is the gateway by construction
+        # In the gateway's chain the destination is the gateway by construction; a MUD
+        # service class (``GATEWAY_SERVICES``) reaches the gateway's own addresses only.
+        return rule.peer_value is None or _addr(flow.dst) in _Prefixes(context.gateway_addresses)
     return _peer_matches(rule, flow, policy, context, names)
 
 
@@ -322,7 +324,7 @@ def _families(rule: Rule) -> tuple[int, ...]:
         families = tuple(f for f in families if f == 4)
     elif rule.protocol == ICMPV6:
         families = tuple(f for f in families if f == 6)
-    if rule.icmp_type is not None and rule.protocol not in (ICMP, ICMPV6):
+    if _typed_icmp(rule) and rule.protocol not in (ICMP, ICMPV6):
         wanted = 6 if rule.family == 6 else 4
         families = tuple(f for f in families if f == wanted)
     return families
@@ -330,7 +332,13 @@ def _families(rule: Rule) -> tuple[int, ...]:
 
 def _needs_family(rule: Rule) -> bool:
     return (rule.family is not None or rule.peer not in (PeerKind.ANY, PeerKind.GATEWAY)
-            or rule.also_local or rule.protocol in (ICMP, ICMPV6) or rule.icmp_type is not None)
+            or (rule.peer is PeerKind.GATEWAY and rule.peer_value is not None)
+            or rule.also_local or rule.protocol in (ICMP, ICMPV6) or _typed_icmp(rule))
+
+
+def _typed_icmp(rule: Rule) -> bool:
+    """The rule tests the ICMP type or code (``_nft._typed_icmp``)."""
+    return rule.icmp_type is not None or rule.icmp_code is not None
 
 
 def _layer4_matches(rule: Rule, flow: Flow) -> bool:
@@ -342,7 +350,7 @@ def _layer4_matches(rule: Rule, flow: Flow) -> bool:
                                      or rule.eth_dst.lower() != flow.eth_dst.lower()):
         return False
     has_ports = rule.protocol in (TCP, UDP) and bool(rule.src_port or rule.dst_port)
-    typed_icmp = rule.icmp_type is not None
+    typed_icmp = _typed_icmp(rule)
     if (rule.protocol is not None and not has_ports and not typed_icmp
             and flow.protocol != rule.protocol):
         return False
@@ -356,7 +364,7 @@ def _layer4_matches(rule: Rule, flow: Flow) -> bool:
         # "icmp type" in IPv4, "icmpv6 type" in IPv6: the payload match implies the protocol.
         if flow.protocol != (ICMP if flow.family == 4 else ICMPV6):
             return False
-        if flow.icmp_type != rule.icmp_type:
+        if rule.icmp_type is not None and flow.icmp_type != rule.icmp_type:
             return False
         if rule.icmp_code is not None and flow.icmp_code != rule.icmp_code:
             return False

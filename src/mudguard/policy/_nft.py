@@ -214,14 +214,26 @@ def _families(rule: Rule) -> list[int]:
         return [f for f in families if f == 4]
     if rule.protocol == 58:
         return [f for f in families if f == 6]
-    if rule.icmp_type is not None:  # an ICMP type without a protocol: the rule's family
+    if _typed_icmp(rule):  # an ICMP type/code without a protocol: the rule's family
         return families[:1]
     return families
 
 
+def _typed_icmp(rule: Rule) -> bool:
+    """The rule tests the ICMP type or code (either alone is a test: never dropped)."""
+    return rule.icmp_type is not None or rule.icmp_code is not None
+
+
 def _needs_family(rule: Rule) -> bool:
     return (rule.family is not None or rule.peer not in (PeerKind.ANY, PeerKind.GATEWAY)
-            or rule.also_local or rule.protocol in (1, 58) or rule.icmp_type is not None)
+            or _gateway_service(rule)
+            or rule.also_local or rule.protocol in (1, 58) or _typed_icmp(rule))
+
+
+def _gateway_service(rule: Rule) -> bool:
+    """A MUD rule naming one of the gateway's services (``GATEWAY_SERVICES``): it reaches
+    the gateway's own addresses only, never a group or broadcast the gateway receives."""
+    return rule.peer is PeerKind.GATEWAY and rule.peer_value is not None
 
 
 def _peer_exprs(rule: Rule, family: int, device: DeviceFacts,
@@ -271,17 +283,18 @@ def _transport_exprs(rule: Rule, family: int | None) -> list[Expr]:
         exprs.append(_match(_meta("protocol"), rule.ethertype))
     if rule.eth_dst is not None:
         exprs.append(_match(_payload("ether", "daddr"), rule.eth_dst.lower()))
-    icmp = rule.protocol in (1, 58) or rule.icmp_type is not None
-    if rule.protocol is not None and not has_ports and not (icmp and rule.icmp_type is not None):
+    typed = _typed_icmp(rule)
+    if rule.protocol is not None and not has_ports and not typed:
         exprs.append(_match(_meta("l4proto"), rule.protocol))
     if proto is not None:
         if rule.src_port:
             exprs.append(_port_expr(proto, "sport", rule.src_port))
         if rule.dst_port:
             exprs.append(_port_expr(proto, "dport", rule.dst_port))
-    if icmp and rule.icmp_type is not None:
+    if typed:
         icmp_proto = "icmp" if family == 4 else "icmpv6"
-        exprs.append(_match(_payload(icmp_proto, "type"), rule.icmp_type))
+        if rule.icmp_type is not None:
+            exprs.append(_match(_payload(icmp_proto, "type"), rule.icmp_type))
         if rule.icmp_code is not None:
             exprs.append(_match(_payload(icmp_proto, "code"), rule.icmp_code))
     if rule.protocol == 6 and rule.initiated is not None:
@@ -306,6 +319,11 @@ def rule_exprs(rule: Rule, device: DeviceFacts, context: HomeContext) -> list[li
             return [_transport_exprs(rule, None)]
         for family in _families(rule):
             fam = [_match(_meta("nfproto"), "ipv4" if family == 4 else "ipv6")]
+            if _gateway_service(rule):
+                right = address_set(context.gateway_addresses, family)
+                if right is None:
+                    continue
+                fam = [_match(_payload(_ipproto(family), "daddr"), right)]
             variants.append(fam + _transport_exprs(rule, family))
         return variants
     if not _needs_family(rule):

@@ -100,6 +100,8 @@ def describe_allowance(policy: DevicePolicy, t: Translate) -> Allowance:
     outgoing = {(r.peer, r.peer_value) for r in policy.rules
                 if r.direction is FROM and r.action is Forwarding.ACCEPT}
     for rule in policy.rules:
+        if rule.peer is PeerKind.CONTROLLER and rule.action is Forwarding.ACCEPT:
+            continue  # a controller class grants only what the owner mapped: nothing yet
         if rule.action is not Forwarding.ACCEPT:
             _add_unique(words.blocked, _blocked(rule, t))
         elif rule.direction is FROM:
