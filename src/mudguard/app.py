@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mudguard.daemon.activity import ActivityLog
 from mudguard.daemon.config import ConfigError, GatewayConfig
 from mudguard.daemon.control import ControlServer
 from mudguard.daemon.dnsmasq import Dnsmasq
@@ -166,6 +167,19 @@ class PortalRunner:
         """Ask uvicorn to finish and wait for the thread."""
         self.server.should_exit = True
         await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 10)
+
+
+def _both(first: Callable[[Any], None],
+          second: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    """One watcher callback that calls ``first`` then ``second`` (when given)."""
+    if second is None:
+        return first
+
+    def both(value: Any) -> None:
+        first(value)
+        second(value)
+
+    return both
 
 
 def lldp_listeners(lan_interface: str) -> list[Any]:
@@ -347,11 +361,13 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         guarded.on_device = learner.follow
         guard.on_answer = learner.on_answer
     gateway.learning_period = config.learning_flush_seconds
+    activity = gateway.activity = ActivityLog(address_book, names)
     gateway.services.append(Watcher(
         metrics.counting_alerts(gateway.on_alert) if metrics else gateway.on_alert,
         group=config.nflog_group, tracker=tracker, device_of=address_book, names=names,
         on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop,
-        on_connection=learner.on_connection if learner is not None else None))
+        on_connection=_both(activity.on_connection,
+                            learner.on_connection if learner is not None else None)))
     gateway.services.append(ControlServer(config.control_socket, service,
                                           gateway.call_then_follow))
     if config.portal_address:

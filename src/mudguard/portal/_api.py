@@ -175,7 +175,16 @@ def get_device(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
             "allowed": describe_policy(mud) if mud else None,
             "allowance": _allowance(describe_allowance(services.effective_policy(device),
                                                        words)),
-            "grants": [g.as_dict() for g in services.devices.active_grants(device.mac)]}
+            "grants": [g.as_dict() for g in services.devices.active_grants(device.mac)],
+            "activity": _activity(services, device.mac)}
+
+
+def _activity(services: Any, mac: str) -> dict[str, Any]:
+    """The last 24 hours: allowed and blocked connections, and per destination."""
+    buckets = services.flow_history(mac)
+    return {"allowed": sum(b.allowed for b in buckets),
+            "blocked": sum(b.blocked for b in buckets),
+            "destinations": [a.as_dict() for a in services.recent_activity(mac)]}
 
 
 @router.get("/devices/{mac}/events")

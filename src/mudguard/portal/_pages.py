@@ -31,7 +31,7 @@ from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
-from mudguard.portal._services import MudPreview, build_report
+from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
     PRE_COOKIE,
     SESSION_COOKIE,
@@ -261,9 +261,9 @@ def device_detail(request: Request, mac: str) -> Response:
         "allowance": describe_allowance(services.effective_policy(device),
                                         functools.partial(translate, lang)),
         "chart": flow_chart(services.flow_history(device.mac)),
-        "peers": services.recent_peers(device.mac),
+        "activity": services.recent_activity(device.mac),
         "grants": services.devices.active_grants(device.mac),
-        "events": services.events(device.mac, limit=20),
+        "history": collapse_history(services.events(device.mac, limit=500)),
         "grant_kinds": list(GrantKind),
     }, session=session)
 

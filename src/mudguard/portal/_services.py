@@ -31,6 +31,14 @@ from mudguard.devices import (
     device_mac,
     normalise_mac,
 )
+from mudguard.devices.activity import (
+    ActivityCount,
+    DestinationActivity,
+    activity_buckets,
+    clean_destination,
+    group_by_destination,
+    hour_of,
+)
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
 from mudguard.errors import MudguardError, RemoteInputError
@@ -314,17 +322,21 @@ class PortalServices:
                      ) -> list[FlowBucket]:
         """Allowed vs blocked flows over the last ``hours``, from the device's events.
 
-        A ``violation`` event counts ``details["count"]`` blocked flows (1 when
+        Allowed: the daemon's hourly counts of the connections the kernel accepted
+        (conntrack, the store's ``activity`` rows). Blocked: the drop log, as events:
+        a ``violation`` event counts ``details["count"]`` blocked flows (1 when
         absent), an alert with ``details["evidence"]`` (the watcher's flows) at least
         that many; any event may carry ``flows_allowed``/``flows_blocked`` counts.
         """
         now = self.now()
         span = timedelta(hours=hours) / buckets
         start = now - timedelta(hours=hours)
-        allowed = [0] * buckets
+        device = self.devices.device(mac)
+        allowed, _blocked = activity_buckets(self.devices.store.list_activity(device.mac,
+                                                                              start),
+                                             start=start, span=span, buckets=buckets)
         blocked = [0] * buckets
-        for event in self.devices.store.list_events(self.devices.device(mac).mac,
-                                                    limit=100_000):
+        for event in self.devices.store.list_events(device.mac, limit=100_000):
             if not start <= event.at <= now:
                 continue
             index = min(buckets - 1, int((event.at - start) / span))
@@ -337,6 +349,28 @@ class PortalServices:
             blocked[index] += extra
         return [FlowBucket(start=start + span * i, allowed=allowed[i], blocked=blocked[i])
                 for i in range(buckets)]
+
+    def recent_activity(self, mac: str, *, hours: int = 24,
+                        limit: int = 20) -> list[DestinationActivity]:
+        """What the device talked to in the last ``hours``, one line per destination
+        (its allowed and blocked counts and last time), the most recent first.
+
+        The daemon's hourly counts, plus the flows of the watcher's alerts (which the
+        drop log does not count)."""
+        device = self.devices.device(mac)
+        since = self.now() - timedelta(hours=hours)
+        counts = list(self.devices.store.list_activity(device.mac, since))
+        for event in self.events(device.mac, limit=500):
+            if event.kind not in ALERT_KINDS or "kind" not in event.details:
+                continue  # the drop log's own summaries are in the counts already
+            for flow in evidence_flows(event):
+                outgoing = flow.get("direction") != "in"
+                peer = flow.get("remote_name") or flow.get("dst" if outgoing else "src")
+                if peer:
+                    counts.append(ActivityCount(hour=hour_of(event.at), last_at=event.at,
+                                                destination=clean_destination(peer),
+                                                blocked=1))
+        return group_by_destination(counts, since=since, limit=limit)
 
     def recent_peers(self, mac: str, limit: int = 20) -> list[dict[str, Any]]:
         """What the device talked to recently, as the events tell (newest first)."""
@@ -480,6 +514,38 @@ class Report:
     signer: str | None
     systeminfo: str | None
     draft_era: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryLine:
+    """Repeats of one event in a row, as one line of a device's history."""
+
+    event: DeviceEvent  # the newest of them
+    count: int
+    first_at: datetime
+
+    @property
+    def at(self) -> datetime:
+        """When it last happened."""
+        return self.event.at
+
+
+def collapse_history(events: list[DeviceEvent], limit: int = 20) -> list[HistoryLine]:
+    """Newest-first events as history lines: consecutive events of the same kind and
+    reason become one line ("Blocked traffic ×20, last 14:02"), at most ``limit``."""
+    lines: list[HistoryLine] = []
+    for event in events:
+        if lines:
+            last = lines[-1]
+            if (last.event.kind is event.kind
+                    and last.event.details.get("reason") == event.details.get("reason")):
+                lines[-1] = HistoryLine(event=last.event, count=last.count + 1,
+                                        first_at=event.at)
+                continue
+        if len(lines) >= limit:
+            break
+        lines.append(HistoryLine(event=event, count=1, first_at=event.at))
+    return lines
 
 
 def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -> Report:
