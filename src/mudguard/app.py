@@ -318,7 +318,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
 
     from mudguard.identify.live import DhcpIdentifier
 
-    intake = Intake(service, enrich=DhcpIdentifier.load().enrich)
+    identifier = DhcpIdentifier.load()
+    intake = Intake(service, enrich=identifier.enrich)
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
                       hook_listener=DhcpHookListener(config.dhcp_socket),
@@ -383,7 +384,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         hosts = tuple(dict.fromkeys((config.portal_address, *config.addresses,
                                      *config.portal_names)))
         app = create_app(PortalServices(devices=service, keys=issuer,
-                                        run=gateway.run_in_worker),
+                                        run=gateway.run_in_worker, oui=identifier.oui,
+                                        knowledge=identifier.kb),
                          PortalSettings(state_dir=config.state_dir, allowed_hosts=hosts))
         gateway.services.append(PortalRunner(app, config.portal_address, config.portal_port))
     if metrics is not None and config.metrics_listen is not None:

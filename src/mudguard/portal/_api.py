@@ -161,7 +161,9 @@ def logout(request: Request, session: Owner) -> Response:
 @router.get("/devices")
 def list_devices(request: Request, session: Owner) -> list[dict[str, Any]]:
     """Every device the gateway knows."""
-    return [d.as_dict() for d in state(request).services.list_devices()]
+    services = state(request).services
+    return [{**d.as_dict(), "identity": services.identity(d).as_dict()}
+            for d in services.list_devices()]
 
 
 @router.get("/devices/{mac}")
@@ -172,6 +174,7 @@ def get_device(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     mud = services.mud_for(device)
     words = functools.partial(translate, language(request))
     return {**device.as_dict(),
+            "identity": services.identity(device, mud).as_dict(),
             "allowed": describe_policy(mud) if mud else None,
             "allowance": _allowance(describe_allowance(services.effective_policy(device),
                                                        words)),
@@ -274,7 +277,8 @@ def device_report(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     services = state(request).services
     device = services.device(mac)
     mud = services.mud_for(device)
-    report = build_report(mud, device.signature_status, device.signer) if mud else None
+    report = build_report(mud, device.signature_status, device.signer,
+                          services.identity(device, mud)) if mud else None
     return {"mac": device.mac, "report": _report(report) if report else None}
 
 
@@ -416,6 +420,7 @@ def _report(r: Report) -> dict[str, Any]:
         "last_update": r.last_update.isoformat(), "firmware": r.firmware,
         "software": r.software, "signature": r.signature.value, "signer": r.signer,
         "systeminfo": r.systeminfo, "draft_era": r.draft_era,
+        "signer_subject": r.signer_subject, "identity_source": r.identity_source,
         "destinations": [{"name": d.name, "company": d.company, "country": d.country}
                          for d in r.destinations],
     }

@@ -243,7 +243,9 @@ def devices(request: Request) -> Response:
     session = _owner(request)
     services = state(request).services
     open_alerts = services.open_alert_count()
-    return _render(request, "devices.html", {"devices": services.list_devices(),
+    listed = services.list_devices()
+    return _render(request, "devices.html", {"devices": listed,
+                                             "identities": services.identities(listed),
                                              "open_alerts": open_alerts}, session=session)
 
 
@@ -257,6 +259,7 @@ def device_detail(request: Request, mac: str) -> Response:
     lang = language(request)
     return _render(request, "device.html", {
         "device": device,
+        "identity": services.identity(device, mud),
         "policy": describe_policy(mud) if mud else None,
         "allowance": describe_allowance(services.effective_policy(device),
                                         functools.partial(translate, lang)),
@@ -377,7 +380,8 @@ def device_report(request: Request, mac: str) -> Response:
     services = state(request).services
     device = services.device(mac)
     mud = services.mud_for(device)
-    report = build_report(mud, device.signature_status, device.signer) if mud else None
+    report = build_report(mud, device.signature_status, device.signer,
+                          services.identity(device, mud)) if mud else None
     return _render(request, "report.html", {"device": device, "report": report,
                                             "preview": None, **_guidance(request)},
                    session=session)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -39,9 +39,11 @@ from mudguard.devices.activity import (
     group_by_destination,
     hour_of,
 )
+from mudguard.devices.identity import Identity, device_identity, signer_organisation
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
 from mudguard.errors import MudguardError, RemoteInputError
+from mudguard.identify.knowledge import KnowledgeBase, OuiRegistry
 from mudguard.keys.core import WifiCredentials
 from mudguard.mud import Finding, MudFile, parse_mud
 from mudguard.policy import (
@@ -57,6 +59,7 @@ from mudguard.portal._incidents import (
     AlertKind,
     Incident,
     IncidentBook,
+    _address_names,
     evidence_flows,
     open_incidents,
 )
@@ -153,6 +156,8 @@ class PortalServices:
     run: Callable[[Callable[[], Any]], Any] | None = None
     """Runs a change serialised with the daemon's other service calls (its worker);
     None: the portal's own changes are serialised among themselves."""
+    oui: OuiRegistry | None = None  # the MAC prefix registry (``load_oui_registry``)
+    knowledge: KnowledgeBase | None = None  # tells module makers from device makers
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _book: IncidentBook | None = field(default=None, repr=False)
     _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -223,6 +228,16 @@ class PortalServices:
                               "characters")
 
         return self._serial(lambda: self.devices.rename(mac, clean))
+
+    def identity(self, device: Device, mud: MudFile | None = None) -> Identity:
+        """Who made the device and which model it is, and how the gateway knows
+        (``device_identity``: MUD file, label, recorded, OUI)."""
+        return device_identity(device, mud if mud is not None else self.mud_for(device),
+                               oui_registry=self.oui, knowledge=self.knowledge)
+
+    def identities(self, devices: list[Device]) -> dict[str, Identity]:
+        """``identity`` of each device, by MAC."""
+        return {device.mac: self.identity(device) for device in devices}
 
     def mud_for(self, device: Device) -> MudFile | None:
         """The MUD file the device's profile was built from (from the cache)."""
@@ -370,7 +385,10 @@ class PortalServices:
                     counts.append(ActivityCount(hour=hour_of(event.at), last_at=event.at,
                                                 destination=clean_destination(peer),
                                                 blocked=1))
-        return group_by_destination(counts, since=since, limit=limit)
+        names = _address_names(self.devices.store.list_devices())
+        return [replace(line, destination=names[line.destination])
+                if line.destination in names else line
+                for line in group_by_destination(counts, since=since, limit=limit)]
 
     def recent_peers(self, mac: str, limit: int = 20) -> list[dict[str, Any]]:
         """What the device talked to recently, as the events tell (newest first)."""
@@ -511,9 +529,11 @@ class Report:
     software: str | None
     destinations: tuple[Destination, ...]
     signature: SignatureStatus
-    signer: str | None
+    signer: str | None  # the signer's organisation (its certificate's O=)
     systeminfo: str | None
     draft_era: bool
+    signer_subject: str | None = None  # the signer certificate's full name (details)
+    identity_source: str | None = None  # where the maker came from (IdentitySource)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -548,20 +568,28 @@ def collapse_history(events: list[DeviceEvent], limit: int = 20) -> list[History
     return lines
 
 
-def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -> Report:
-    """The report for one MUD file (pure)."""
+def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None,
+                 identity: Identity | None = None) -> Report:
+    """The report for one MUD file (pure): the maker and model from ``identity`` when
+    given (a device's), else the file's own; never the MUD server's host name."""
     host = (urlsplit(mud.mud_url).hostname or "").lower()
     maker_domain = _registrable(host)
     destinations = []
     for name in sorted(mud.dns_names()):
         company = "maker" if maker_domain and _registrable(name) == maker_domain else "unknown"
         destinations.append(Destination(name=name, company=company, country="unknown"))
-    return Report(url=mud.mud_url, manufacturer=mud.mfg_name or host or None,
-                  model=mud.model_name, documentation=mud.documentation,
+    maker, model = mud.mfg_name, mud.model_name
+    source = None
+    if identity is not None:
+        maker, model = identity.maker, identity.model
+        source = identity.source.value if identity.source else None
+    return Report(url=mud.mud_url, manufacturer=maker, model=model,
+                  documentation=mud.documentation,
                   supported=mud.is_supported, last_update=mud.last_update,
                   firmware=mud.firmware_rev, software=mud.software_rev,
-                  destinations=tuple(destinations), signature=signature, signer=signer,
-                  systeminfo=mud.systeminfo, draft_era=mud.draft_era)
+                  destinations=tuple(destinations), signature=signature,
+                  signer=signer_organisation(signer), systeminfo=mud.systeminfo,
+                  draft_era=mud.draft_era, signer_subject=signer, identity_source=source)
 
 
 def _registrable(host: str) -> str:
