@@ -178,3 +178,17 @@ def test_the_portal_reads_allowed_counts_from_the_store(tmp_path: Path) -> None:
         store.add_activity(MAC, NOW - timedelta(minutes=30), {"a.example": (192, 0)})
         buckets = services.flow_history(MAC)
         assert sum(b.allowed for b in buckets) == 192 and sum(b.blocked for b in buckets) == 0
+
+
+def test_the_gateways_own_address_is_told_as_the_gateway(tmp_path: Path) -> None:
+    with Store(tmp_path / "m.db") as store:
+        store.save_device(Device(mac=MAC, state=LifecycleState.PROFILED))
+        store.save_device(Device(mac="00:11:22:33:44:66", state=LifecycleState.TRUSTED,
+                                 name="Laptop", ipv4=("192.0.2.77",)))
+        services = PortalServices(devices=DeviceService(store=store, clock=lambda: NOW,
+                                                        gateway_ips=("192.0.2.1",)))
+        store.add_activity(MAC, NOW - timedelta(minutes=3), {"192.0.2.1": (9, 0),
+                                                             "192.0.2.77": (0, 2)})
+        lines = {line.destination: line for line in services.recent_activity(MAC)}
+        assert lines["192.0.2.1"].gateway and lines["192.0.2.1"].allowed == 9
+        assert lines["Laptop"].blocked == 2 and not lines["Laptop"].gateway

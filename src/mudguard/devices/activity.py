@@ -38,11 +38,13 @@ class DestinationActivity:
     allowed: int
     blocked: int
     last_at: datetime
+    gateway: bool = False  # the gateway itself (its DNS, DHCP, time services)
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form (API)."""
         return {"destination": self.destination, "allowed": self.allowed,
-                "blocked": self.blocked, "last": self.last_at.isoformat()}
+                "blocked": self.blocked, "last": self.last_at.isoformat(),
+                "gateway": self.gateway}
 
 
 def hour_of(at: datetime) -> datetime:

@@ -386,8 +386,10 @@ class PortalServices:
                                                 destination=clean_destination(peer),
                                                 blocked=1))
         names = _address_names(self.devices.store.list_devices())
+        gateway = set(self.devices.gateway_ips)
         return [replace(line, destination=names[line.destination])
-                if line.destination in names else line
+                if line.destination in names
+                else replace(line, gateway=True) if line.destination in gateway else line
                 for line in group_by_destination(counts, since=since, limit=limit)]
 
     def recent_peers(self, mac: str, limit: int = 20) -> list[dict[str, Any]]:
