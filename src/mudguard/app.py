@@ -358,8 +358,9 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     # leaves no drop log), looked up in what the kernel enforces now.
     learner = LearningRecorder(names) if config.learning else None
     gateway.learning = learner
+    guarded.on_device = _both(address_book.invalidate,
+                              learner.follow if learner is not None else None)
     if learner is not None:
-        guarded.on_device = learner.follow
         guard.on_answer = learner.on_answer
     gateway.learning_period = config.learning_flush_seconds
     activity = gateway.activity = ActivityLog(address_book, names)
