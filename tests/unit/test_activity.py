@@ -192,3 +192,21 @@ def test_the_gateways_own_address_is_told_as_the_gateway(tmp_path: Path) -> None
         lines = {line.destination: line for line in services.recent_activity(MAC)}
         assert lines["192.0.2.1"].gateway and lines["192.0.2.1"].allowed == 9
         assert lines["Laptop"].blocked == 2 and not lines["Laptop"].gateway
+
+
+def test_a_version_2_database_gains_the_activity_table_and_keeps_its_devices(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    from mudguard.store._schema import MIGRATIONS
+
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + MIGRATIONS[1] + "; PRAGMA user_version = 2;")
+    db.execute("INSERT INTO devices (mac, state) VALUES (?, 'profiled')", (MAC,))
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        assert store.schema_version() == 3 and store.get_device(MAC) is not None
+        store.add_activity(MAC, NOW, {"a.example": (1, 0)})
+        assert [r.allowed for r in store.list_activity(MAC, NOW - timedelta(hours=1))] == [1]
