@@ -31,14 +31,7 @@ from mudguard.devices import (
     device_mac,
     normalise_mac,
 )
-from mudguard.devices.activity import (
-    ActivityCount,
-    DestinationActivity,
-    activity_buckets,
-    clean_destination,
-    group_by_destination,
-    hour_of,
-)
+from mudguard.devices.activity import DestinationActivity, activity_buckets, group_by_destination
 from mudguard.devices.identity import Identity, device_identity, signer_organisation
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
@@ -338,7 +331,9 @@ class PortalServices:
         """Allowed vs blocked flows over the last ``hours``, from the device's events.
 
         Allowed: the daemon's hourly counts of the connections the kernel accepted
-        (conntrack, the store's ``activity`` rows). Blocked: the drop log, as events:
+        (conntrack, the store's ``activity`` rows). Blocked: the drop log's summaries,
+        as events (a watcher's alert is not counted again: its flows were drops already
+        in the summaries, or allowed connections):
         a ``violation`` event counts ``details["count"]`` blocked flows (1 when
         absent), an alert with ``details["evidence"]`` (the watcher's flows) at least
         that many; any event may carry ``flows_allowed``/``flows_blocked`` counts.
@@ -352,7 +347,7 @@ class PortalServices:
                                              start=start, span=span, buckets=buckets)
         blocked = [0] * buckets
         for event in self.devices.store.list_events(device.mac, limit=100_000):
-            if not start <= event.at <= now:
+            if not start <= event.at <= now or _watcher_alert(event):
                 continue
             index = min(buckets - 1, int((event.at - start) / span))
             allowed[index] += _count(event.details.get("flows_allowed"))
@@ -368,23 +363,11 @@ class PortalServices:
     def recent_activity(self, mac: str, *, hours: int = 24,
                         limit: int = 20) -> list[DestinationActivity]:
         """What the device talked to in the last ``hours``, one line per destination
-        (its allowed and blocked counts and last time), the most recent first.
-
-        The daemon's hourly counts, plus the flows of the watcher's alerts (which the
-        drop log does not count)."""
+        (its allowed and blocked counts and last time), the most recent first: the
+        daemon's hourly counts (a LAN device by its name, the gateway marked)."""
         device = self.devices.device(mac)
         since = self.now() - timedelta(hours=hours)
-        counts = list(self.devices.store.list_activity(device.mac, since))
-        for event in self.events(device.mac, limit=500):
-            if event.kind not in ALERT_KINDS or "kind" not in event.details:
-                continue  # the drop log's own summaries are in the counts already
-            for flow in evidence_flows(event):
-                outgoing = flow.get("direction") != "in"
-                peer = flow.get("remote_name") or flow.get("dst" if outgoing else "src")
-                if peer:
-                    counts.append(ActivityCount(hour=hour_of(event.at), last_at=event.at,
-                                                destination=clean_destination(peer),
-                                                blocked=1))
+        counts = self.devices.store.list_activity(device.mac, since)
         names = _address_names(self.devices.store.list_devices())
         gateway = set(self.devices.gateway_ips)
         return [replace(line, destination=names[line.destination])
@@ -602,6 +585,11 @@ def _registrable(host: str) -> str:
     """
     labels = [p for p in host.lower().rstrip(".").split(".") if p]
     return ".".join(labels[-2:]) if len(labels) >= 2 else ""
+
+
+def _watcher_alert(event: DeviceEvent) -> bool:
+    """A watcher's alert (``kind``: scan, flood, …), not one of the drop log's summaries."""
+    return event.kind is EventKind.VIOLATION and "kind" in event.details
 
 
 def _count(value: object, default: int = 0) -> int:
