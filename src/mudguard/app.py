@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mudguard.daemon.activity import ActivityLog
 from mudguard.daemon.config import ConfigError, GatewayConfig
 from mudguard.daemon.control import ControlServer
 from mudguard.daemon.dnsmasq import Dnsmasq
@@ -190,6 +191,19 @@ class PortalRunner:
         await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 10)
 
 
+def _both(first: Callable[[Any], None],
+          second: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    """One watcher callback that calls ``first`` then ``second`` (when given)."""
+    if second is None:
+        return first
+
+    def both(value: Any) -> None:
+        first(value)
+        second(value)
+
+    return both
+
+
 def lldp_listeners(lan_interface: str) -> list[Any]:
     """One LLDP listener per port of the LAN bridge present now (LLDP frames are
     link-local: a bridge does not forward them, they arrive on the port), or on the LAN
@@ -321,7 +335,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
 
     from mudguard.identify.live import DhcpIdentifier
 
-    intake = Intake(service, enrich=DhcpIdentifier.load().enrich)
+    identifier = DhcpIdentifier.load()
+    intake = Intake(service, enrich=identifier.enrich)
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
                       hook_listener=DhcpHookListener(config.dhcp_socket),
@@ -369,16 +384,19 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     # leaves no drop log), looked up in what the kernel enforces now.
     learner = LearningRecorder(names) if config.learning else None
     gateway.learning = learner
+    guarded.on_device = _both(address_book.invalidate,
+                              learner.follow if learner is not None else None)
     if learner is not None:
-        guarded.on_device = learner.follow
         guard.on_answer = learner.on_answer
     gateway.learning_period = config.learning_flush_seconds
+    activity = gateway.activity = ActivityLog(address_book, names)
     gateway.services.append(Watcher(
         metrics.counting_alerts(gateway.on_alert) if metrics else gateway.on_alert,
         group=config.nflog_group, tracker=tracker, device_of=address_book, names=names,
         resolvers=resolvers, on_dns_elsewhere=gateway.on_dns_elsewhere,
         on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop,
-        on_connection=learner.on_connection if learner is not None else None))
+        on_connection=_both(activity.on_connection,
+                            learner.on_connection if learner is not None else None)))
     gateway.services.append(ControlServer(config.control_socket, service,
                                           gateway.call_then_follow))
     if config.portal_address:
@@ -395,7 +413,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                                      *config.portal_names)))
         app = create_app(PortalServices(devices=service, keys=issuer,
                                         run=gateway.run_in_worker,
-                                        transparency=gateway.transparency),
+                                        transparency=gateway.transparency,
+                                        oui=identifier.oui, knowledge=identifier.kb),
                          PortalSettings(state_dir=config.state_dir, allowed_hosts=hosts))
         gateway.services.append(PortalRunner(app, config.portal_address, config.portal_port))
     if metrics is not None and config.metrics_listen is not None:

@@ -562,3 +562,44 @@ def test_a_port_joining_the_lan_bridge_is_isolated_at_once_not_at_maintenance(
         assert isolated()[port] is True and turned_off < 0.5, turned_off
     finally:
         daemon.stop()
+
+
+def test_allowed_connections_through_the_daemon_are_counted_by_destination(
+        tmp_path: Path) -> None:
+    # Real TCP connections to the bulb's allowed cloud: the kernel accepts them, so no
+    # drop is logged; only conntrack's NEW events (counted in the daemon) show them.
+    from mudguard.devices.service import DeviceService
+    from mudguard.portal import PortalServices
+    from mudguard.portal._api import _activity
+
+    with daemon_home(tmp_path, "mgac") as (vhome, config), \
+            _profiled_bulb(vhome, config) as (_daemon, bulb):
+        for _ in range(5):
+            assert vhome.tcp(bulb.ns, *CLOUD)
+        assert not vhome.tcp(bulb.ns, CLOUD[0], 443)  # its cloud, but not on that port
+        with Store(config.parent / "state" / "mudguard.db") as store:
+            services = PortalServices(devices=DeviceService(store=store))
+
+            seen: list[dict[str, Any]] = []
+
+            def counted() -> dict[str, Any] | None:
+                seen.append(_activity(services, bulb.mac))
+                cloud = [line for line in seen[-1]["destinations"]
+                         if line["destination"] == "v2.broker.lifx.co"]
+                return seen[-1] if cloud and cloud[0]["allowed"] >= 5 and \
+                    cloud[0]["blocked"] >= 1 else None
+
+            try:
+                activity = _poll(counted, timeout=15)
+            except AssertionError:
+                raise AssertionError(f"not counted: {seen[-1:]}, log: "
+                                     f"{(config.parent / 'gateway.log').read_text()[-3000:]}"
+                                     ) from None
+        lines = {line["destination"]: line for line in activity["destinations"]}
+        cloud = lines["v2.broker.lifx.co"]
+        # Exactly its five connections: none lost, even the first ones right after its
+        # rules were installed (the address book is re-indexed on each install).
+        assert cloud["allowed"] == 5 and cloud["blocked"] >= 1, activity
+        assert activity["allowed"] >= 5 and activity["blocked"] >= 1
+        print(f"\nactivity of the bulb: {activity['allowed']} allowed, "
+              f"{activity['blocked']} blocked; {sorted(lines)}")

@@ -363,3 +363,41 @@ def test_alerts_are_incidents_and_the_allowance_is_in_words(
     _shot(page, f"22-alerts-decided-{width}")
     assert [u for u in missing if not u.endswith("/favicon.ico")] == [], missing
     assert [e for e in seen["errors"] if "404" not in e] == [], seen["errors"]
+
+
+def test_the_device_page_shows_true_activity_in_chromium(live: tuple[str, Stack],
+                                                        browser: Any) -> None:
+    """A healthy bulb with 192 allowed connections and a few blocked: green bars with a
+    height, one "Recent" line per destination, the history collapsed, on a phone."""
+    from datetime import timedelta
+
+    base, st = live
+    url = st.server.url("/bulb.json")
+    st.server.put_json("/bulb.json", mud_document(url))
+    st.services.onboard(url=url, mac=MAC, name="Bulb")
+    now = st.services.now()
+    st.store.add_activity(MAC, now - timedelta(minutes=30), {"v2.broker.lifx.co": (192, 0)})
+    st.store.add_activity(MAC, now - timedelta(minutes=5), {"203.0.113.5": (0, 3)})
+    for minutes in (3, 2, 1):
+        st.store.add_event(EventKind.VIOLATION, now - timedelta(minutes=minutes), MAC,
+                           {"count": 1})
+    page = browser.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(base + "/setup")
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    page.get_by_role("button", name="Create the account").click()
+    page.wait_for_url("**/devices")
+    page.goto(base + f"/devices/{MAC}")
+    summary = page.locator("figcaption.activity-summary").inner_text()
+    assert "192 allowed, 3 blocked connections in the last 24 h" in summary
+    heights = [float(h or 0) for h in page.locator("svg.flows rect.bar-allowed")
+               .evaluate_all("rects => rects.map(r => r.getAttribute('height'))")]
+    assert max(heights) > 50  # the busiest slot: the allowed connections, in green
+    rows = page.locator("table.activity tbody tr")
+    assert rows.count() == 2
+    assert "v2.broker.lifx.co" in rows.nth(1).inner_text()
+    assert "×3, last" in page.locator("ul.history").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    _shot(page, "08-device-activity")

@@ -105,12 +105,11 @@ def test_device_page_permissions_and_chart(tmp_path: Path) -> None:
         now = st.services.now()
         st.store.add_event(EventKind.VIOLATION, now - timedelta(hours=1), MAC,
                            {"peer": "203.0.113.9", "port": 23, "count": 4})
-        st.store.add_event(EventKind.SEEN, now - timedelta(hours=2), MAC,
-                           {"flows_allowed": 12, "peer": "api.example.com", "port": 443})
+        st.store.add_activity(MAC, now - timedelta(hours=2), {"api.example.com": (12, 0)})
         page = client.get(f"/devices/{MAC}")
         words = text_of(page.text)
-        assert "12 allowed and 4 blocked flows" in words
-        assert "203.0.113.9:23" in words and "api.example.com:443" in words
+        assert "12 allowed, 4 blocked connections in the last 24 h" in words
+        assert "api.example.com 12 0" in words
         assert page.text.count('class="bar-blocked"') == 12
         token = page_csrf(client, f"/devices/{MAC}")
         added = client.post(f"/devices/{MAC}/grants", data={
@@ -290,7 +289,7 @@ def test_onboarding_records_the_key_id_on_the_device(tmp_path: Path) -> None:
 
 def test_alert_evidence_from_the_watcher_is_shown_and_counted(tmp_path: Path) -> None:
     """The watcher's ``Alert.as_dict()`` evidence (flows) as event details: a table on the
-    alerts page, blocked flows in the chart, peers on the device page; junk is skipped."""
+    alerts page, blocked flows in the chart counted once with the drop log; junk is skipped."""
     with portal(tmp_path) as (client, st, _):
         st.services.onboard(url=_serve_bulb(st), mac=MAC)
         flows = [{"device_id": "d1", "direction": "out", "src": "192.0.2.10",
@@ -305,9 +304,10 @@ def test_alert_evidence_from_the_watcher_is_shown_and_counted(tmp_path: Path) ->
         assert alerts.status_code == 200
         words = text_of(alerts.text)
         assert "192.0.2.24:23" in words and "scanned 5 LAN hosts" in words
+        # The daemon also summarised those drops (the drop log): counted once, not twice.
+        st.services.devices.tell(EventKind.VIOLATION, {"count": 5, "evidence": flows}, MAC)
         page = client.get(f"/devices/{MAC}")
-        assert "0 allowed and 5 blocked flows" in text_of(page.text)
-        assert "192.0.2.20:23" in text_of(page.text)
+        assert "0 allowed, 5 blocked connections" in text_of(page.text)
         st.services.devices.tell(EventKind.VIOLATION, {"evidence": "not a list"}, MAC)
         st.services.devices.tell(EventKind.VIOLATION, {"evidence": {"a": 1}}, MAC)
         assert client.get("/alerts").status_code == 200

@@ -349,3 +349,26 @@ def test_address_book_indexes_installed_records() -> None:
     assert book("192.0.2.11") is None  # the index is at most max_age old
     now[0] = 1.5
     assert book("192.0.2.11") == device_id("02:00:00:00:00:0b")
+
+
+def test_address_book_finds_a_device_enforced_a_moment_ago() -> None:
+    # Its first connections come within a second of its rules: they count too.
+    from dataclasses import dataclass as dc
+
+    from mudguard.watch.listener import AddressBook
+
+    @dc
+    class Record:
+        ipv4: tuple[str, ...]
+        ipv6: tuple[str, ...]
+
+    installed: dict[str, Record] = {}
+    now = [0.0]
+    book = AddressBook(lambda: installed, clock=lambda: now[0])
+    assert book("192.0.2.148") is None
+    installed[MAC] = Record(("192.0.2.148",), ())
+    now[0] = 0.2  # well within max_age
+    assert book("192.0.2.148") == ID
+    installed["02:00:00:00:00:0c"] = Record(("192.0.2.149",), ())
+    book.invalidate()  # the enforcer just installed its rules: found at once
+    assert book("192.0.2.149") == device_id("02:00:00:00:00:0c")

@@ -93,7 +93,10 @@ def portal(
         issuer = KeyManagerIssuer(manager, ssid or "mudguard")
     service = DeviceService(store=store, fetch=MudFetcher(FetchConfig(ca_bundle=ca_file)),
                             verify=signature_verifier(roots), keys=revoker)
-    app = create_app(PortalServices(devices=service, keys=issuer),
+    from mudguard.identify.capture import load_knowledge, load_oui_registry
+
+    app = create_app(PortalServices(devices=service, keys=issuer, oui=load_oui_registry(),
+                                    knowledge=load_knowledge()),
                      PortalSettings(state_dir=state_dir or db.parent,
                                     allowed_hosts=(host, *(allowed_host or ()))))
     scheme = "https" if tls_cert is not None else "http"

@@ -46,11 +46,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from mudguard.daemon.activity import ActivityLog
 from mudguard.daemon.events import EventLog
 from mudguard.daemon.learning import LearningRecorder
 from mudguard.daemon.violations import Tally, ViolationLog
 from mudguard.devices import Device, EventKind
-from mudguard.devices.service import DeviceService
+from mudguard.devices.service import ACTIVITY_RETENTION, DeviceService
 from mudguard.devices.transparency import TransparencyChecker
 from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.dhcp_sniff import DhcpSniffer
@@ -210,6 +211,7 @@ class Gateway:
     maintenance_period: float = 60.0
     violation_period: float = 10.0
     violations: ViolationLog = field(default_factory=ViolationLog)
+    activity: ActivityLog | None = None  # allowed connections (the watcher's conntrack)
     learning: LearningRecorder | None = None  # learn, then lock ([devices] learning)
     learning_period: float = 5.0
     transparency: TransparencyChecker | None = None  # RFC 9472 SBOM retrieval
@@ -350,13 +352,34 @@ class Gateway:
         self.violations.add(event)
 
     async def _record_violations(self) -> None:
-        """Every ``violation_period``: one ``violation`` event per device that had drops."""
+        """Every ``violation_period``: one ``violation`` event per device that had drops,
+        and every device's allowed and blocked counts per destination (``activity``)."""
         while True:
             await asyncio.sleep(self.violation_period)
             tallies = self.violations.drain()
+            allowed = self.activity.drain() if self.activity is not None else {}
             if tallies:
                 self._submit("recording violations",
                              functools.partial(self._store_drops, tallies))
+            if tallies or allowed:
+                self._submit("recording activity",
+                             functools.partial(self._store_activity, allowed, tallies))
+
+    def _store_activity(self, allowed: dict[str, dict[str, int]],
+                        tallies: dict[str, Tally]) -> None:
+        """Add the period's counts to the devices' hourly activity rows."""
+        macs = {device_id(d.mac): d.mac for d in self.service.store.list_devices()}
+        now = self.service.clock()
+        for dev_id in {*allowed, *tallies}:
+            mac = macs.get(dev_id)
+            if mac is None:
+                continue
+            counts: dict[str, tuple[int, int]] = {
+                name: (n, 0) for name, n in allowed.get(dev_id, {}).items()}
+            tally = tallies.get(dev_id)
+            for name, n in (tally.by_destination.items() if tally is not None else ()):
+                counts[name] = (counts.get(name, (0, 0))[0], n)
+            self.service.store.add_activity(mac, now, counts)
 
     def _store_drops(self, tallies: dict[str, Tally]) -> None:
         macs = {device_id(d.mac): d.mac for d in self.service.store.list_devices()}
@@ -367,7 +390,9 @@ class Gateway:
                 continue
             self.service.store.add_event(
                 EventKind.VIOLATION, now, mac,
-                {"count": tally.count, "evidence": [e.as_dict() for e in tally.evidence]})
+                {"count": tally.count, "evidence": [e.as_dict() for e in tally.evidence],
+                 "destinations": dict(sorted(tally.by_destination.items(),
+                                             key=lambda item: -item[1])[:10])})
             self.events.emit("drops", mac=mac, count=tally.count,
                              flows=[e.describe() for e in tally.evidence[:3]])
 
@@ -400,6 +425,9 @@ class Gateway:
             # Learning periods end even when the recorder is off ([devices] learning
             # switched off while devices were learning): their proposals still come.
             self._submit("learning periods", self.service.maintain_learning)
+            self._submit("activity retention", functools.partial(
+                self.service.store.prune_activity,
+                self.service.clock() - ACTIVITY_RETENTION))
             self._submit("LAN port isolation", self.enforcer.enforcer.isolate_lan_ports)
             self._submit("SBOM check", self._check_transparency)
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mudguard.devices.activity import OTHER, clean_destination
 from mudguard.watch import FlowEvent
+
+MAX_DESTINATIONS = 64  # per device between drains; the rest count as "other"
 
 
 @dataclass(slots=True)
@@ -20,6 +23,7 @@ class Tally:
 
     count: int = 0
     evidence: list[FlowEvent] = field(default_factory=list)
+    by_destination: dict[str, int] = field(default_factory=dict)  # name (or address) -> drops
     _seen: set[tuple[object, ...]] = field(default_factory=set)
 
 
@@ -39,6 +43,11 @@ class ViolationLog:
                 return
             tally = self._tallies[event.device_id] = Tally()
         tally.count += 1
+        destination = clean_destination(event.remote_name or event.remote)
+        if destination not in tally.by_destination and \
+                len(tally.by_destination) >= MAX_DESTINATIONS:
+            destination = OTHER
+        tally.by_destination[destination] = tally.by_destination.get(destination, 0) + 1
         key = (event.direction, event.protocol, event.remote, event.dst_port, event.icmp_type)
         if key not in tally._seen and len(tally.evidence) < self.max_evidence:
             tally._seen.add(key)

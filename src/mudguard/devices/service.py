@@ -96,6 +96,7 @@ class KeyRevoker(Protocol):
 
 
 EVENT_RETENTION = timedelta(days=180)
+ACTIVITY_RETENTION = timedelta(days=8)  # hourly counts: the chart looks a week back at most
 """How long events (which name devices and addresses) are kept."""
 
 Fetch = Callable[[str], bytes]
@@ -917,6 +918,7 @@ class DeviceService:
             if cached is None or not cached.fresh(now):
                 refreshed.append(self.refresh(device.mac))
         pruned = self.store.prune_events(now - EVENT_RETENTION)
+        self.store.prune_activity(now - ACTIVITY_RETENTION)
         return Maintenance(expired_grants=expired, out_of_support=moved, refreshed=refreshed,
                            pruned_events=pruned, learning_ended=self._end_due_learning(now))
 

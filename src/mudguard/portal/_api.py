@@ -161,7 +161,9 @@ def logout(request: Request, session: Owner) -> Response:
 @router.get("/devices")
 def list_devices(request: Request, session: Owner) -> list[dict[str, Any]]:
     """Every device the gateway knows."""
-    return [d.as_dict() for d in state(request).services.list_devices()]
+    services = state(request).services
+    return [{**d.as_dict(), "identity": services.identity(d).as_dict()}
+            for d in services.list_devices()]
 
 
 @router.get("/devices/{mac}")
@@ -172,10 +174,20 @@ def get_device(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     mud = services.mud_for(device)
     words = functools.partial(translate, language(request))
     return {**device.as_dict(),
+            "identity": services.identity(device, mud).as_dict(),
             "allowed": describe_policy(mud) if mud else None,
             "allowance": _allowance(describe_allowance(services.effective_policy(device),
                                                        words)),
-            "grants": [g.as_dict() for g in services.devices.active_grants(device.mac)]}
+            "grants": [g.as_dict() for g in services.devices.active_grants(device.mac)],
+            "activity": _activity(services, device.mac)}
+
+
+def _activity(services: Any, mac: str) -> dict[str, Any]:
+    """The last 24 hours: allowed and blocked connections, and per destination."""
+    buckets = services.flow_history(mac)
+    return {"allowed": sum(b.allowed for b in buckets),
+            "blocked": sum(b.blocked for b in buckets),
+            "destinations": [a.as_dict() for a in services.recent_activity(mac)]}
 
 
 @router.get("/devices/{mac}/events")
@@ -265,7 +277,7 @@ def device_report(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     services = state(request).services
     device = services.device(mac)
     mud = services.mud_for(device)
-    report = build_report(mud, device.signature_status, device.signer) if mud else None
+    report = services.device_report(device, mud) if mud else None
     return {"mac": device.mac, "report": _report(report) if report else None}
 
 
@@ -407,6 +419,7 @@ def _report(r: Report) -> dict[str, Any]:
         "last_update": r.last_update.isoformat(), "firmware": r.firmware,
         "software": r.software, "signature": r.signature.value, "signer": r.signer,
         "systeminfo": r.systeminfo, "draft_era": r.draft_era,
+        "signer_subject": r.signer_subject, "identity_source": r.identity_source,
         "destinations": [{"name": d.name, "company": d.company, "country": d.country}
                          for d in r.destinations],
     }

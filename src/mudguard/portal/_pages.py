@@ -31,7 +31,7 @@ from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
-from mudguard.portal._services import MudPreview, build_report
+from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
     PRE_COOKIE,
     SESSION_COOKIE,
@@ -243,7 +243,9 @@ def devices(request: Request) -> Response:
     session = _owner(request)
     services = state(request).services
     open_alerts = services.open_alert_count()
-    return _render(request, "devices.html", {"devices": services.list_devices(),
+    listed = services.list_devices()
+    return _render(request, "devices.html", {"devices": listed,
+                                             "identities": services.identities(listed),
                                              "open_alerts": open_alerts}, session=session)
 
 
@@ -257,13 +259,14 @@ def device_detail(request: Request, mac: str) -> Response:
     lang = language(request)
     return _render(request, "device.html", {
         "device": device,
+        "identity": services.identity(device, mud),
         "policy": describe_policy(mud) if mud else None,
         "allowance": describe_allowance(services.effective_policy(device),
                                         functools.partial(translate, lang)),
         "chart": flow_chart(services.flow_history(device.mac)),
-        "peers": services.recent_peers(device.mac),
+        "activity": services.recent_activity(device.mac),
         "grants": services.devices.active_grants(device.mac),
-        "events": services.events(device.mac, limit=20),
+        "history": collapse_history(services.events(device.mac, limit=500)),
         "grant_kinds": list(GrantKind),
     }, session=session)
 

@@ -31,10 +31,13 @@ from mudguard.devices import (
     device_mac,
     normalise_mac,
 )
+from mudguard.devices.activity import DestinationActivity, activity_buckets, group_by_destination
+from mudguard.devices.identity import Identity, device_identity, signer_organisation
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
 from mudguard.devices.transparency import TransparencyChecker
 from mudguard.errors import MudguardError, RemoteInputError
+from mudguard.identify.knowledge import KnowledgeBase, OuiRegistry
 from mudguard.keys.core import WifiCredentials
 from mudguard.mud import Finding, MudFile, parse_mud
 from mudguard.policy import (
@@ -50,6 +53,7 @@ from mudguard.portal._incidents import (
     AlertKind,
     Incident,
     IncidentBook,
+    _address_names,
     evidence_flows,
     open_incidents,
 )
@@ -147,6 +151,8 @@ class PortalServices:
     run: Callable[[Callable[[], Any]], Any] | None = None
     """Runs a change serialised with the daemon's other service calls (its worker);
     None: the portal's own changes are serialised among themselves."""
+    oui: OuiRegistry | None = None  # the MAC prefix registry (``load_oui_registry``)
+    knowledge: KnowledgeBase | None = None  # tells module makers from device makers
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _book: IncidentBook | None = field(default=None, repr=False)
     _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -220,13 +226,24 @@ class PortalServices:
 
         return self._serial(lambda: self.devices.rename(mac, clean))
 
+    def identity(self, device: Device, mud: MudFile | None = None) -> Identity:
+        """Who made the device and which model it is, and how the gateway knows
+        (``device_identity``: MUD file, label, recorded, OUI)."""
+        return device_identity(device, mud if mud is not None else self.mud_for(device),
+                               oui_registry=self.oui, knowledge=self.knowledge)
+
+    def identities(self, devices: list[Device]) -> dict[str, Identity]:
+        """``identity`` of each device, by MAC."""
+        return {device.mac: self.identity(device) for device in devices}
+
     def mud_for(self, device: Device) -> MudFile | None:
         """The MUD file the device's profile was built from (from the cache)."""
         return self.devices.cached_mud(device)
 
     def device_report(self, device: Device, mud: MudFile) -> Report:
         """The report for a known device, with what the SBOM check retrieved."""
-        report = build_report(mud, device.signature_status, device.signer)
+        report = build_report(mud, device.signature_status, device.signer,
+                              self.identity(device, mud))
         found = self.transparency.result(device) if self.transparency else None
         if found is None:
             return report
@@ -327,18 +344,24 @@ class PortalServices:
                      ) -> list[FlowBucket]:
         """Allowed vs blocked flows over the last ``hours``, from the device's events.
 
-        A ``violation`` event counts ``details["count"]`` blocked flows (1 when
+        Allowed: the daemon's hourly counts of the connections the kernel accepted
+        (conntrack, the store's ``activity`` rows). Blocked: the drop log's summaries,
+        as events (a watcher's alert is not counted again: its flows were drops already
+        in the summaries, or allowed connections):
+        a ``violation`` event counts ``details["count"]`` blocked flows (1 when
         absent), an alert with ``details["evidence"]`` (the watcher's flows) at least
         that many; any event may carry ``flows_allowed``/``flows_blocked`` counts.
         """
         now = self.now()
         span = timedelta(hours=hours) / buckets
         start = now - timedelta(hours=hours)
-        allowed = [0] * buckets
+        device = self.devices.device(mac)
+        allowed, _blocked = activity_buckets(self.devices.store.list_activity(device.mac,
+                                                                              start),
+                                             start=start, span=span, buckets=buckets)
         blocked = [0] * buckets
-        for event in self.devices.store.list_events(self.devices.device(mac).mac,
-                                                    limit=100_000):
-            if not start <= event.at <= now:
+        for event in self.devices.store.list_events(device.mac, limit=100_000):
+            if not start <= event.at <= now or _watcher_alert(event):
                 continue
             index = min(buckets - 1, int((event.at - start) / span))
             allowed[index] += _count(event.details.get("flows_allowed"))
@@ -350,6 +373,21 @@ class PortalServices:
             blocked[index] += extra
         return [FlowBucket(start=start + span * i, allowed=allowed[i], blocked=blocked[i])
                 for i in range(buckets)]
+
+    def recent_activity(self, mac: str, *, hours: int = 24,
+                        limit: int = 20) -> list[DestinationActivity]:
+        """What the device talked to in the last ``hours``, one line per destination
+        (its allowed and blocked counts and last time), the most recent first: the
+        daemon's hourly counts (a LAN device by its name, the gateway marked)."""
+        device = self.devices.device(mac)
+        since = self.now() - timedelta(hours=hours)
+        counts = self.devices.store.list_activity(device.mac, since)
+        names = _address_names(self.devices.store.list_devices())
+        gateway = set(self.devices.gateway_ips)
+        return [replace(line, destination=names[line.destination])
+                if line.destination in names
+                else replace(line, gateway=True) if line.destination in gateway else line
+                for line in group_by_destination(counts, since=since, limit=limit)]
 
     def recent_peers(self, mac: str, limit: int = 20) -> list[dict[str, Any]]:
         """What the device talked to recently, as the events tell (newest first)."""
@@ -490,26 +528,68 @@ class Report:
     software: str | None
     destinations: tuple[Destination, ...]
     signature: SignatureStatus
-    signer: str | None
+    signer: str | None  # the signer's organisation (its certificate's O=)
     systeminfo: str | None
     draft_era: bool
     transparency: TransparencyView | None = None
+    signer_subject: str | None = None  # the signer certificate's full name (details)
+    identity_source: str | None = None  # where the maker came from (IdentitySource)
 
 
-def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None) -> Report:
-    """The report for one MUD file (pure)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryLine:
+    """Repeats of one event in a row, as one line of a device's history."""
+
+    event: DeviceEvent  # the newest of them
+    count: int
+    first_at: datetime
+
+    @property
+    def at(self) -> datetime:
+        """When it last happened."""
+        return self.event.at
+
+
+def collapse_history(events: list[DeviceEvent], limit: int = 20) -> list[HistoryLine]:
+    """Newest-first events as history lines: consecutive events of the same kind and
+    reason become one line ("Blocked traffic ×20, last 14:02"), at most ``limit``."""
+    lines: list[HistoryLine] = []
+    for event in events:
+        if lines:
+            last = lines[-1]
+            if (last.event.kind is event.kind
+                    and last.event.details.get("reason") == event.details.get("reason")):
+                lines[-1] = HistoryLine(event=last.event, count=last.count + 1,
+                                        first_at=event.at)
+                continue
+        if len(lines) >= limit:
+            break
+        lines.append(HistoryLine(event=event, count=1, first_at=event.at))
+    return lines
+
+
+def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None,
+                 identity: Identity | None = None) -> Report:
+    """The report for one MUD file (pure): the maker and model from ``identity`` when
+    given (a device's), else the file's own; never the MUD server's host name."""
     host = (urlsplit(mud.mud_url).hostname or "").lower()
     maker_domain = _registrable(host)
     destinations = []
     for name in sorted(mud.dns_names()):
         company = "maker" if maker_domain and _registrable(name) == maker_domain else "unknown"
         destinations.append(Destination(name=name, company=company, country="unknown"))
-    return Report(url=mud.mud_url, manufacturer=mud.mfg_name or host or None,
-                  model=mud.model_name, documentation=mud.documentation,
+    maker, model = mud.mfg_name, mud.model_name
+    source = None
+    if identity is not None:
+        maker, model = identity.maker, identity.model
+        source = identity.source.value if identity.source else None
+    return Report(url=mud.mud_url, manufacturer=maker, model=model,
+                  documentation=mud.documentation,
                   supported=mud.is_supported, last_update=mud.last_update,
                   firmware=mud.firmware_rev, software=mud.software_rev,
-                  destinations=tuple(destinations), signature=signature, signer=signer,
-                  systeminfo=mud.systeminfo, draft_era=mud.draft_era,
+                  destinations=tuple(destinations), signature=signature,
+                  signer=signer_organisation(signer), systeminfo=mud.systeminfo,
+                  draft_era=mud.draft_era, signer_subject=signer, identity_source=source,
                   transparency=transparency_view(mud))
 
 
@@ -521,6 +601,11 @@ def _registrable(host: str) -> str:
     """
     labels = [p for p in host.lower().rstrip(".").split(".") if p]
     return ".".join(labels[-2:]) if len(labels) >= 2 else ""
+
+
+def _watcher_alert(event: DeviceEvent) -> bool:
+    """A watcher's alert (``kind``: scan, flood, …), not one of the drop log's summaries."""
+    return event.kind is EventKind.VIOLATION and "kind" in event.details
 
 
 def _count(value: object, default: int = 0) -> int:

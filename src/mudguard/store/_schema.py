@@ -88,6 +88,21 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE devices ADD COLUMN quarantine_exceptions TEXT NOT NULL DEFAULT '[]'
     """,
+    # 5: activity (issue #15): a device's allowed connections (conntrack) and blocked
+    # packets (drop log), counted per hour and destination by the daemon (one row per
+    # device, hour and destination: never a row per packet or per connection).
+    """
+    CREATE TABLE activity (
+        mac TEXT NOT NULL REFERENCES devices(mac) ON DELETE CASCADE,
+        hour TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        allowed INTEGER NOT NULL DEFAULT 0,
+        blocked INTEGER NOT NULL DEFAULT 0,
+        last_at TEXT NOT NULL,
+        PRIMARY KEY (mac, hour, destination)
+    );
+    CREATE INDEX activity_hour ON activity(hour);
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

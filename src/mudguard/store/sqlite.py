@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from mudguard.devices._model import (
     device_mac,
     normalise_mac,
 )
+from mudguard.devices.activity import ActivityCount, clean_destination, hour_of
 from mudguard.errors import MudguardError
 from mudguard.policy import Grant, GrantKind, LifecycleState
 from mudguard.store._schema import MIGRATIONS, SCHEMA_VERSION
@@ -156,6 +158,7 @@ class Store(SqliteDatabase):
             self._db.execute("DELETE FROM events WHERE mac = ?", (key,))
             self._db.execute("DELETE FROM grants WHERE mac = ?", (key,))
             self._db.execute("DELETE FROM learning WHERE mac = ?", (key,))
+            self._db.execute("DELETE FROM activity WHERE mac = ?", (key,))
             return self._db.execute("DELETE FROM devices WHERE mac = ?", (key,)).rowcount > 0
 
     # -- grants ------------------------------------------------------------------------
@@ -222,6 +225,46 @@ class Store(SqliteDatabase):
     def delete_events(self, mac: str) -> int:
         """Delete every event of one device; returns how many."""
         return self._write("DELETE FROM events WHERE mac = ?", (normalise_mac(mac),)).rowcount
+
+    # -- activity (connections per device, hour and destination) ------------------------
+
+    def add_activity(self, mac: str, at: datetime,
+                     counts: Mapping[str, tuple[int, int]]) -> None:
+        """Add (allowed, blocked) counts per destination to the device's row for the hour
+        of ``at`` (a device the store does not hold is skipped)."""
+        key = normalise_mac(mac)
+        hour, stamp = _ts(hour_of(at)), _ts(at)
+        rows = [(key, hour, clean_destination(name), max(0, int(a)), max(0, int(b)), stamp)
+                for name, (a, b) in counts.items() if a or b]
+        if not rows:
+            return
+        with self.transaction():
+            if self._db.execute("SELECT 1 FROM devices WHERE mac = ?", (key,)).fetchone() \
+                    is None:
+                return
+            self._db.executemany(
+                "INSERT INTO activity (mac, hour, destination, allowed, blocked, last_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(mac, hour, destination) DO UPDATE SET "
+                "allowed = allowed + excluded.allowed, blocked = blocked + excluded.blocked, "
+                "last_at = max(last_at, excluded.last_at)", rows)
+
+    def list_activity(self, mac: str, since: datetime) -> list[ActivityCount]:
+        """The device's counts of the hours that were still active at ``since`` or later."""
+        rows = self._read("SELECT hour, destination, allowed, blocked, last_at FROM activity "
+                          "WHERE mac = ? AND last_at >= ? ORDER BY hour",
+                          (normalise_mac(mac), _ts(since)))
+        return [ActivityCount(hour=_dt_required(r[0]), destination=str(r[1]),
+                              allowed=int(r[2]), blocked=int(r[3]),
+                              last_at=_dt_required(r[4])) for r in rows]
+
+    def prune_activity(self, before: datetime) -> int:
+        """Delete the counts of hours that ended before ``before``; returns how many."""
+        return self._write("DELETE FROM activity WHERE last_at < ?", (_ts(before),)).rowcount
+
+    def delete_activity(self, mac: str) -> int:
+        """Delete every count of one device; returns how many."""
+        return self._write("DELETE FROM activity WHERE mac = ?",
+                           (normalise_mac(mac),)).rowcount
 
     # -- cached MUD files --------------------------------------------------------------
 

@@ -158,16 +158,19 @@ class AddressBook:
     """``device_of`` for the ``Watcher``: a LAN address -> the id of the device holding it.
 
     Built from the enforcer's installed records (``Enforcer.installed``: MAC ->
-    record with ``ipv4``/``ipv6``), re-indexed at most every ``max_age`` seconds, so
-    a lookup per new connection stays a dict lookup::
+    record with ``ipv4``/``ipv6``), re-indexed every ``max_age`` seconds, and on a miss
+    when the index is older than ``miss_age`` (a device enforced a moment ago is found
+    from its first connection), so a lookup per new connection stays a dict lookup::
 
         Watcher(on_alert, device_of=AddressBook(lambda: enforcer.installed))
     """
 
     def __init__(self, records: Callable[[], Mapping[str, Any]], *, max_age: float = 1.0,
+                 miss_age: float = 0.1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.records = records
         self.max_age = max_age
+        self.miss_age = miss_age
         self.clock = clock
         self._index: dict[str, str] = {}
         self._built: float | None = None
@@ -177,9 +180,19 @@ class AddressBook:
         if self._built is None or now - self._built >= self.max_age:
             self._rebuild(now)
         try:
-            return self._index.get(str(ipaddress.ip_address(address)))
+            key = str(ipaddress.ip_address(address))
         except ValueError:
             return None
+        found = self._index.get(key)
+        if found is None and self._built is not None and now - self._built >= self.miss_age:
+            self._rebuild(now)
+            found = self._index.get(key)
+        return found
+
+    def invalidate(self, _device: object = None) -> None:
+        """Rules were just installed (any thread): the next lookup re-indexes, so the
+        device's first connections are counted for it."""
+        self._built = None
 
     def _rebuild(self, now: float) -> None:
         index: dict[str, str] = {}
