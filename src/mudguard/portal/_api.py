@@ -63,11 +63,14 @@ class NameIn(BaseModel):
 class GrantIn(BaseModel):
     """An extra permission: LAN, Internet, one service, or a block; optional expiry."""
 
-    kind: Literal["lan", "internet", "service", "deny"]
+    kind: Literal["lan", "internet", "service", "deny", "pause"]
     host: str | None = Field(default=None, max_length=255)
     port: int | None = Field(default=None, ge=1, le=65535)
     protocol: Literal["tcp", "udp"] | None = None
     expires_in_seconds: int | None = Field(default=None, ge=60, le=366 * 86400)
+    schedule: str | None = Field(default=None, max_length=80,
+                                 description="daily window 'HH:MM-HH:MM [ZONE]' (pause at "
+                                             "bedtime); the gateway's zone when none")
 
 
 class ForgetIn(BaseModel):
@@ -209,7 +212,7 @@ def add_grant(mac: Mac, body: GrantIn, request: Request, session: Owner) -> dict
     protocol = {"tcp": 6, "udp": 17}.get(body.protocol or "")
     record: GrantRecord = services.grant(
         mac, GrantKind(body.kind), host=body.host, port=body.port, protocol=protocol,
-        expires=expires)
+        expires=expires, schedule=_with_zone(body.schedule, services.zone()))
     return record.as_dict()
 
 
@@ -410,3 +413,10 @@ def _report(r: Report) -> dict[str, Any]:
         "destinations": [{"name": d.name, "company": d.company, "country": d.country}
                          for d in r.destinations],
     }
+
+
+def _with_zone(schedule: str | None, zone: str) -> str | None:
+    """A schedule with the gateway's zone added when it names none."""
+    if schedule is None or " " in schedule.strip():
+        return schedule
+    return f"{schedule.strip()} {zone}"

@@ -33,6 +33,7 @@ from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
 from mudguard.portal._services import MudPreview, build_report
 from mudguard.portal._web import (
+    LANG_COOKIE,
     PRE_COOKIE,
     SESSION_COOKIE,
     PortalHTTPError,
@@ -264,7 +265,7 @@ def device_detail(request: Request, mac: str) -> Response:
         "peers": services.recent_peers(device.mac),
         "grants": services.devices.active_grants(device.mac),
         "events": services.events(device.mac, limit=20),
-        "grant_kinds": list(GrantKind),
+        "grant_kinds": [k for k in GrantKind if k is not GrantKind.PAUSE],
     }, session=session)
 
 
@@ -293,6 +294,23 @@ async def add_grant(request: Request, mac: str) -> Response:
         port=int(port_text) if port_text else None,
         protocol=protocol if port_text else None,
         expires=services.now() + expiry if expiry is not None else None)
+    return RedirectResponse(f"/devices/{record.mac}", status_code=303)
+
+
+@router.post("/devices/{mac}/pause")
+async def pause(request: Request, mac: str) -> Response:
+    """Pause the device's Internet now (for a while, or until resumed) or every day
+    in a window (bedtime), in the gateway's time zone."""
+    form = await _form(request, _owner(request))
+    services = state(request).services
+    length = _choice(_text(form, "for") or "1h", {**EXPIRY, "schedule": "schedule"},
+                     "bad_grant")
+    schedule = None
+    if length == "schedule":
+        schedule = f"{_text(form, 'from', 8)}-{_text(form, 'to', 8)} {services.zone()}"
+        length = None
+    record = services.grant(mac, GrantKind.PAUSE, schedule=schedule,
+                            expires=services.now() + length if length is not None else None)
     return RedirectResponse(f"/devices/{record.mac}", status_code=303)
 
 
@@ -381,6 +399,69 @@ def device_report(request: Request, mac: str) -> Response:
     return _render(request, "report.html", {"device": device, "report": report,
                                             "preview": None, **_guidance(request)},
                    session=session)
+
+
+# -- settings ---------------------------------------------------------------------------
+
+@router.get("/settings")
+def settings_page(request: Request) -> Response:
+    """The home's settings: default for devices without a profile, signed profiles
+    only, the WiFi name, the owner's password, the language."""
+    session = _owner(request)
+    saved = request.query_params.get("saved") == "1"
+    return _settings_render(request, session, "settings.saved" if saved else None)
+
+
+def _settings_render(request: Request, session: Session, message: str | None, *,
+                     error: str | None = None, status: int = 200,
+                     fields: dict[str, Any] | None = None) -> Response:
+    services = state(request).services
+    return _render(request, "settings.html", {
+        "settings": services.devices.store.get_settings(), "ssid": services.wifi_name(),
+        "zone": services.zone(), "message": message, "error": error,
+        "fields": fields or {}}, status=status,
+        session=session)
+
+
+@router.post("/settings")
+async def save_settings(request: Request) -> Response:
+    """Save the home default and the signed-only choice (and the language cookie)."""
+    session = _owner(request)
+    form = await _form(request, session)
+    home_default = _choice(_text(form, "home_default"), {"internet": "internet", "lan": "lan"},
+                           "bad_setting")
+    state(request).services.save_settings(home_default=home_default,
+                                          signed_only=_text(form, "signed_only") == "1")
+    lang = _choice(_text(form, "lang") or language(request), {"en": "en", "fr": "fr"},
+                   "bad_setting")
+    response = RedirectResponse(f"/settings?saved=1&lang={lang}", status_code=303)
+    response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True,
+                        samesite="strict", secure=secure(request))
+    return response
+
+
+@router.post("/settings/password")
+async def change_password(request: Request) -> Response:
+    """Change the owner's password: the current one is required (login rate limits
+    apply to it); every other session is closed."""
+    session = _owner(request)
+    form = await _form(request, session)
+    portal, client, now = state(request), client_key(request), now_mono(request)
+    wait = portal.limiter.retry_after(client, now)
+    if wait > 0:
+        return _settings_render(request, session, None, error="rate_limited", status=429,
+                                fields={"seconds": int(wait) + 1})
+    new = _text(form, "new_password", 1024)
+    if new != _text(form, "new_password_again", 1024):
+        return _settings_render(request, session, None, error="password_mismatch", status=400)
+    try:
+        portal.owner.change_password(_text(form, "current_password", 1024), new)
+    except AuthInputError as exc:
+        if exc.key == "wrong_password":
+            portal.limiter.failed(client, now)
+        return _settings_render(request, session, None, error=exc.key, status=400)
+    portal.sessions.close_others(request.cookies.get(SESSION_COOKIE))
+    return _settings_render(request, session, "settings.password.changed")
 
 
 # -- alerts -----------------------------------------------------------------------------

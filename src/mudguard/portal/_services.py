@@ -14,9 +14,10 @@ URL, ``approve_url``.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -26,7 +27,9 @@ from mudguard.devices import (
     DeviceEvent,
     EventKind,
     GrantRecord,
+    HomeDefault,
     MudSource,
+    Settings,
     SignatureStatus,
     device_mac,
     normalise_mac,
@@ -37,6 +40,7 @@ from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.keys.core import WifiCredentials
 from mudguard.mud import Finding, MudFile, parse_mud
 from mudguard.policy import (
+    DailyWindow,
     DeviceFacts,
     DevicePolicy,
     GrantKind,
@@ -145,6 +149,8 @@ class PortalServices:
     run: Callable[[Callable[[], Any]], Any] | None = None
     """Runs a change serialised with the daemon's other service calls (its worker);
     None: the portal's own changes are serialised among themselves."""
+    time_zone: str | None = None
+    """The zone daily schedules are read in; None: the gateway's own (``local_zone``)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _book: IncidentBook | None = field(default=None, repr=False)
     _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -185,6 +191,27 @@ class PortalServices:
     def forget(self, mac: str, *, transfer: bool = False) -> ResetInstructions:
         """End of use: remove access, key and data; the reset steps."""
         return self._serial(lambda: self.devices.forget(mac, transfer=transfer))
+
+    def wifi_name(self) -> str | None:
+        """The home WiFi's name (``[wifi] ssid`` of the configuration), when known."""
+        ssid = getattr(self.keys, "ssid", None)
+        return ssid if isinstance(ssid, str) else None
+
+    def save_settings(self, *, home_default: str, signed_only: bool) -> Settings:
+        """Store the home default and whether unsigned MUD files are refused (the daemon
+        follows a new home default after the change)."""
+        def change() -> Settings:
+            current = self.devices.store.get_settings()
+            updated = replace(current, home_default=HomeDefault(home_default),
+                              allow_unsigned=not signed_only)
+            self.devices.store.save_settings(updated)
+            return updated
+        return self._serial(change)
+
+    def zone(self) -> str:
+        """The gateway's time zone (IANA name) for daily schedules: ``TZ``, else the
+        ``/etc/localtime`` link, else UTC."""
+        return self.time_zone or local_zone()
 
     def now(self) -> datetime:
         """The current time (the device service's clock unless one was given)."""
@@ -517,3 +544,20 @@ def _count(value: object, default: int = 0) -> int:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:300]
+
+
+def local_zone() -> str:
+    """The machine's IANA time zone name: ``TZ``, else where ``/etc/localtime`` points,
+    else ``UTC``."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            target = os.readlink("/etc/localtime")
+        except OSError:
+            target = ""
+        name = target.partition("zoneinfo/")[2]
+    try:
+        DailyWindow.parse(f"00:00-01:00 {name}")
+    except ValueError:
+        return "UTC"
+    return name or "UTC"

@@ -77,6 +77,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         proposal BLOB
     );
     """,
+    # 4 (issue #15; numbered 4 because #15's other helper may take 3 — at the merge this
+    # entry goes after it): a grant's daily schedule, "HH:MM-HH:MM ZONE" (bedtime pause).
+    """
+    ALTER TABLE grants ADD COLUMN schedule TEXT;
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
