@@ -31,6 +31,7 @@ from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
+from mudguard.portal._reasons import reason_text, reset_step_text
 from mudguard.portal._services import MudPreview, build_report
 from mudguard.portal._web import (
     LANG_COOKIE,
@@ -78,7 +79,10 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             "lang_links": {code: _lang_link(request, code) for code in ("en", "fr")},
             "services_text": lambda services: ", ".join(
                 service_text(s, functools.partial(translate, lang)) for s in services),
-            "short_time": lambda at: short_time(at, state(request).services.now())}
+            "short_time": lambda at: short_time(at, state(request).services.now()),
+            "reason_text": lambda reason: reason_text(str(reason), functools.partial(
+                translate, lang)),
+            "step_text": lambda step: reset_step_text(step, functools.partial(translate, lang))}
     if session is not None and "open_alerts" not in context:
         try:
             base["open_alerts"] = state(request).services.open_alert_count()

@@ -60,6 +60,9 @@ from mudguard.portal._incidents import (
 T = TypeVar("T")
 
 MAX_NAME = 64
+FETCH_ERROR_KEYS = frozenset({"bad_url", "blocked_address", "ca_bundle", "content_type", "dns",
+                              "http_status", "not_https", "protocol", "redirect", "timeout",
+                              "too_large"})  # ``mud.fetch.FetchError.key``; else "other"
 MAX_ALERT_EVENTS = 20_000  # the newest events the alerts start from (then: only new ones)
 MAX_ALERT_BATCHES = 100  # of 10,000 new events each, per call
 ALERT_KINDS = frozenset({EventKind.VIOLATION, EventKind.QUARANTINED})
@@ -104,6 +107,7 @@ class MudPreview:
     signature_detail: str | None = None
     signature_error: str | None = None  # stable key, e.g. "mud_signature_expired"
     fetch_error: str | None = None
+    fetch_error_key: str | None = None  # the fetcher's key ("dns", "timeout", …), for words
 
     @property
     def usable(self) -> bool:
@@ -404,7 +408,9 @@ class PortalServices:
         try:
             data = fetch(url)
         except Exception as exc:  # network, TLS, size, status: all the server's problem
-            return MudPreview(url=url, mud=None, fetch_error=_short(exc))
+            key = getattr(exc, "key", None)
+            return MudPreview(url=url, mud=None, fetch_error=_short(exc),
+                              fetch_error_key=key if key in FETCH_ERROR_KEYS else "other")
         result = parse_mud(data, expected_url=url)
         if result.mud is None:
             return MudPreview(url=url, mud=None, findings=result.findings)
