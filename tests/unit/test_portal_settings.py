@@ -169,3 +169,29 @@ def test_the_api_takes_a_pause_with_a_schedule(tmp_path: Path) -> None:
             "kind": "pause", "schedule": "21:30-07:00"}, headers={"X-CSRF-Token": token})
         assert made.status_code == 201, made.text
         assert made.json()["schedule"] == "21:30-07:00 UTC"
+
+
+def test_check_before_buying_reads_the_box_label(tmp_path: Path) -> None:
+    """Before buying, the owner photographs the QR label: no URL typed by hand."""
+    from mudguard.discovery.qr import QrRecord
+    from mudguard.labels import label_png
+    from tests.unit.test_portal_pages import _serve_bulb
+
+    with portal(tmp_path) as (client, st, _):
+        url = _serve_bulb(st)
+        token = page_csrf(client, "/report")
+        label = label_png(QrRecord(mud_url=url, company="Example Lighting", model="LB-2000"))
+        read = client.post("/report/label", data={"csrf": token},
+                           files={"label": ("box.png", label, "image/png")},
+                           follow_redirects=False)
+        assert read.status_code == 303 and read.headers["location"].startswith("/report?")
+        report = client.get(read.headers["location"])
+        assert report.status_code == 200 and "api.example.com" in text_of(report.text)
+        assert st.store.list_devices() == []  # looking grants nothing
+        not_a_label = client.post("/report/label", data={"csrf": token},
+                                  files={"label": ("cat.png", b"\x89PNG not really",
+                                                   "image/png")})
+        assert not_a_label.status_code == 400 and 'role="alert"' in not_a_label.text
+        forged = client.post("/report/label", data={"csrf": "forged"},
+                             files={"label": ("box.png", label, "image/png")})
+        assert forged.status_code == 403

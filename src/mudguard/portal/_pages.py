@@ -11,6 +11,7 @@ import base64
 import functools
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -572,9 +573,34 @@ def report(request: Request, mud_url: str = "") -> Response:
     session = _owner(request)
     preview = state(request).services.preview(mud_url[:2048]) if mud_url else None
     return _render(request, "report.html", {
-        "device": None, "preview": preview, "mud_url": mud_url[:2048],
+        "device": None, "preview": preview, "mud_url": mud_url[:2048], "label_error": None,
         "report": _preview_report(preview) if preview else None, **_guidance(request)},
         session=session)
+
+
+@router.post("/report/label")
+async def report_from_label(request: Request) -> Response:
+    """Before buying: a photo of the box's QR label (RFC 9238) gives the MUD URL, so the
+    owner types nothing; then the report, as for a typed URL."""
+    session = _owner(request)
+    form = await _form(request, session)
+    upload = form.get("label")
+    limit = state(request).settings.max_upload_bytes
+    try:
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise PortalHTTPError("need_label_or_url")
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise QrError("image_too_large", "the picture is too large")
+        record = read_label(data)
+        if not record.mud_url:
+            raise PortalHTTPError("need_label_or_url")
+    except (QrError, PortalHTTPError) as exc:
+        return _render(request, "report.html", {
+            "device": None, "preview": None, "mud_url": "", "report": None,
+            "label_error": error_key(exc), **_guidance(request)}, status=400, session=session)
+    return RedirectResponse(f"/report?{urlencode({'mud_url': record.mud_url})}",
+                            status_code=303)
 
 
 def _preview_report(preview: MudPreview) -> Any:
