@@ -195,3 +195,29 @@ def test_check_before_buying_reads_the_box_label(tmp_path: Path) -> None:
         forged = client.post("/report/label", data={"csrf": "forged"},
                              files={"label": ("box.png", label, "image/png")})
         assert forged.status_code == 403
+
+
+def test_check_before_buying_by_picking_a_model_from_a_repository(tmp_path: Path) -> None:
+    """The gateway's secondary repositories list the devices they know: the owner picks
+    one instead of typing its URL."""
+    import json
+
+    from mudguard.devices.repository import FolderRepository
+    from tests.unit.test_portal_pages import _serve_bulb
+
+    with portal(tmp_path) as (client, st, _):
+        url = _serve_bulb(st)
+        folder = tmp_path / "repository"
+        folder.mkdir()
+        (folder / "index.json").write_text(json.dumps({"entries": [
+            {"manufacturer": "Example Lighting", "model": "LB-2000", "mud_url": url},
+            {"manufacturer": "Example Lighting", "model": "Old lamp", "oui": "02:00:5e"},
+        ]}))
+        st.services.devices.repositories = (FolderRepository(folder),)
+        page = client.get("/report")
+        assert f'<option value="{url}"' in page.text and "Example Lighting LB-2000" in page.text
+        assert "Old lamp" not in page.text  # no MUD URL: nothing to check
+        report = client.get("/report", params={"mud_url": url})
+        assert "api.example.com" in text_of(report.text)
+        (folder / "index.json").write_text("not json")  # a broken repository: no list
+        assert client.get("/report").status_code == 200

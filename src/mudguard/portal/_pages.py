@@ -574,6 +574,7 @@ def report(request: Request, mud_url: str = "") -> Response:
     preview = state(request).services.preview(mud_url[:2048]) if mud_url else None
     return _render(request, "report.html", {
         "device": None, "preview": preview, "mud_url": mud_url[:2048], "label_error": None,
+        "models": state(request).services.known_models(),
         "report": _preview_report(preview) if preview else None, **_guidance(request)},
         session=session)
 
@@ -598,6 +599,7 @@ async def report_from_label(request: Request) -> Response:
     except (QrError, PortalHTTPError) as exc:
         return _render(request, "report.html", {
             "device": None, "preview": None, "mud_url": "", "report": None,
+            "models": state(request).services.known_models(),
             "label_error": error_key(exc), **_guidance(request)}, status=400, session=session)
     return RedirectResponse(f"/report?{urlencode({'mud_url': record.mud_url})}",
                             status_code=303)

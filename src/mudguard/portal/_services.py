@@ -196,6 +196,21 @@ class PortalServices:
         """End of use: remove access, key and data; the reset steps."""
         return self._serial(lambda: self.devices.forget(mac, transfer=transfer))
 
+    def known_models(self, limit: int = 500) -> list[tuple[str, str]]:
+        """(maker and model, MUD URL) of every device kind the gateway's repositories
+        name with a MUD URL, sorted, for "check before buying"; a repository that cannot
+        be read now is skipped (its lookups report it during onboarding)."""
+        found: dict[str, str] = {}
+        for repository in self.devices.repositories:
+            try:
+                entries = repository.known_devices()
+            except (MudguardError, OSError, ValueError):
+                continue
+            for entry in entries:
+                if entry.mud_url and entry.manufacturer and entry.model:
+                    found.setdefault(f"{entry.manufacturer} {entry.model}"[:120], entry.mud_url)
+        return sorted(found.items(), key=lambda item: item[0].casefold())[:limit]
+
     def wifi_name(self) -> str | None:
         """The home WiFi's name (``[wifi] ssid`` of the configuration), when known."""
         ssid = getattr(self.keys, "ssid", None)
