@@ -221,3 +221,17 @@ def test_check_before_buying_by_picking_a_model_from_a_repository(tmp_path: Path
         assert "api.example.com" in text_of(report.text)
         (folder / "index.json").write_text("not json")  # a broken repository: no list
         assert client.get("/report").status_code == 200
+
+
+def test_the_device_page_says_the_internet_is_paused(tmp_path: Path) -> None:
+    from mudguard.portal._allowance import describe_allowance
+    from mudguard.portal._i18n import translate
+
+    now = datetime(2026, 12, 2, 22, 0, tzinfo=UTC)
+    context = HomeContext(lan_prefixes=("192.0.2.0/24",), gateway_addresses=("192.0.2.1",))
+    policy = decide(_facts(), None, [Grant(kind=GrantKind.PAUSE)], context, now=now)
+    for lang, words in (("en", "never: the Internet, while you pause it"),
+                        ("fr", "jamais\u202f: Internet, tant que vous le mettez en pause")):
+        allowance = describe_allowance(policy, lambda key, **kw: translate(lang, key, **kw))
+        blocked = [i for g in allowance.groups if g.key == "blocked" for i in g.items]
+        assert any(i.startswith(words) for i in blocked), blocked
