@@ -4,6 +4,7 @@ portal pages)."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def test_check_before_buying_by_picking_a_model_from_a_repository(tmp_path: Path
         assert client.get("/report").status_code == 200
 
 
-def test_the_device_page_says_the_internet_is_paused(tmp_path: Path) -> None:
+def test_the_device_page_says_the_internet_is_paused() -> None:
     from mudguard.portal._allowance import describe_allowance
     from mudguard.portal._i18n import translate
 
@@ -232,6 +233,6 @@ def test_the_device_page_says_the_internet_is_paused(tmp_path: Path) -> None:
     policy = decide(_facts(), None, [Grant(kind=GrantKind.PAUSE)], context, now=now)
     for lang, words in (("en", "never: the Internet, while you pause it"),
                         ("fr", "jamais\u202f: Internet, tant que vous le mettez en pause")):
-        allowance = describe_allowance(policy, lambda key, **kw: translate(lang, key, **kw))
+        allowance = describe_allowance(policy, functools.partial(translate, lang))
         blocked = [i for g in allowance.groups if g.key == "blocked" for i in g.items]
         assert any(i.startswith(words) for i in blocked), blocked
