@@ -236,3 +236,28 @@ def test_the_device_page_says_the_internet_is_paused() -> None:
         allowance = describe_allowance(policy, functools.partial(translate, lang))
         blocked = [i for g in allowance.groups if g.key == "blocked" for i in g.items]
         assert any(i.startswith(words) for i in blocked), blocked
+
+
+def test_the_cli_pauses_at_bedtime(tmp_path: Path) -> None:
+    """``mudguard device grant MAC --pause --schedule 21:30-07:00``: same grant, same words."""
+    from typer.testing import CliRunner
+
+    from mudguard.cli.main import app
+    from mudguard.devices.service import DeviceService
+    from mudguard.store import Store
+
+    db = tmp_path / "home.db"
+    with Store(db) as store:
+        DeviceService(store=store).observe(mac=MAC, ip="192.0.2.15")
+    result = CliRunner().invoke(app, ["device", "grant", MAC, "--pause", "--schedule",
+                                      "21:30-07:00 Europe/Paris", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "may not talk to the Internet (paused) daily 21:30-07:00 Europe/Paris" in \
+        " ".join(result.output.split())
+    bad = CliRunner().invoke(app, ["device", "grant", MAC, "--pause", "--schedule", "late",
+                                   "--db", str(db)])
+    assert bad.exit_code != 0
+    with Store(db) as store:
+        (record,) = store.list_grants(MAC)
+        assert record.grant.kind is GrantKind.PAUSE
+        assert record.grant.schedule == "21:30-07:00 Europe/Paris"

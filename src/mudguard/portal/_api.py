@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from mudguard.devices import DeviceEvent, GrantRecord
+from mudguard.devices.wiring import with_zone
 from mudguard.discovery.qr import QrError, QrRecord
 from mudguard.guidance import load_guidance
 from mudguard.labels import label_png, label_svg, read_label
@@ -212,7 +213,7 @@ def add_grant(mac: Mac, body: GrantIn, request: Request, session: Owner) -> dict
     protocol = {"tcp": 6, "udp": 17}.get(body.protocol or "")
     record: GrantRecord = services.grant(
         mac, GrantKind(body.kind), host=body.host, port=body.port, protocol=protocol,
-        expires=expires, schedule=_with_zone(body.schedule, services.zone()))
+        expires=expires, schedule=with_zone(body.schedule, services.zone()))
     return record.as_dict()
 
 
@@ -413,10 +414,3 @@ def _report(r: Report) -> dict[str, Any]:
         "destinations": [{"name": d.name, "company": d.company, "country": d.country}
                          for d in r.destinations],
     }
-
-
-def _with_zone(schedule: str | None, zone: str) -> str | None:
-    """A schedule with the gateway's zone added when it names none."""
-    if schedule is None or " " in schedule.strip():
-        return schedule
-    return f"{schedule.strip()} {zone}"

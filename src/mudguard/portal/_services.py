@@ -14,7 +14,6 @@ URL, ``approve_url``.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,11 +35,11 @@ from mudguard.devices import (
 )
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
+from mudguard.devices.wiring import local_zone
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.keys.core import WifiCredentials
 from mudguard.mud import Finding, MudFile, parse_mud
 from mudguard.policy import (
-    DailyWindow,
     DeviceFacts,
     DevicePolicy,
     GrantKind,
@@ -565,20 +564,3 @@ def _count(value: object, default: int = 0) -> int:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:300]
-
-
-def local_zone() -> str:
-    """The machine's IANA time zone name: ``TZ``, else where ``/etc/localtime`` points,
-    else ``UTC``."""
-    name = os.environ.get("TZ", "").lstrip(":")
-    if not name:
-        try:
-            target = os.readlink("/etc/localtime")
-        except OSError:
-            target = ""
-        name = target.partition("zoneinfo/")[2]
-    try:
-        DailyWindow.parse(f"00:00-01:00 {name}")
-    except ValueError:
-        return "UTC"
-    return name or "UTC"
