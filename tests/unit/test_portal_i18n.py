@@ -193,6 +193,7 @@ def test_reasons_history_and_reset_steps_are_french() -> None:
                 "home LAN", "new device: deciding its access", "released from quarantine",
                 "learning ended with no traffic to learn from",
                 "MUD profile from https://x.example/m.json enforced"]
+    reasons += _watcher_reasons()
     fr = functools.partial(translate, "fr")
     for reason in reasons:
         text = reason_text(reason, fr)
@@ -202,3 +203,34 @@ def test_reasons_history_and_reset_steps_are_french() -> None:
     for transfer in (False, True):
         for step in _reset_steps(device, transfer):
             assert reset_step_text(step, fr) != step
+
+
+
+def _watcher_reasons() -> list[str]:
+    """The reasons the real deviation tracker gives: a LAN scan, an Internet scan, a port
+    probe, and a connection flood."""
+    from mudguard.mud import Direction
+    from mudguard.watch.nflog import FlowEvent
+    from mudguard.watch.tracker import DeviationTracker, Thresholds
+
+    def blocked(dst: str, port: int) -> FlowEvent:
+        return FlowEvent(device_id="dev", direction=Direction.FROM_DEVICE, family=4,
+                         src="192.0.2.2", dst=dst, protocol=6, src_port=40000, dst_port=port)
+
+    made: list[str] = []
+    for target in (lambda i: (f"192.0.2.{10 + i}", 23), lambda i: (f"203.0.113.{10 + i}", 23),
+                   lambda i: ("203.0.113.9", 1000 + i)):
+        tracker = DeviationTracker(Thresholds(), lan_prefixes=("192.0.2.0/24",))
+        for i in range(200):
+            alerts = tracker.observe(blocked(*target(i)), now=i / 100)
+            if alerts:
+                made.append(alerts[0].reason)
+                break
+    flood = DeviationTracker(Thresholds())
+    for i in range(5000):
+        alerts = flood.observe_connection("dev", now=i / 5000, sample=blocked("203.0.113.9", 443))
+        if alerts:
+            made.append(alerts[0].reason)
+            break
+    assert len(made) == 4, made
+    return made

@@ -8,6 +8,7 @@ MUD file, a label or a device is marked safe: the templates never use ``|safe``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 from datetime import datetime, timedelta
 from typing import Any
@@ -476,7 +477,9 @@ def alerts(request: Request) -> Response:
     """The open alerts (one per device and kind, with its decisions, the safe one first),
     then the decided ones."""
     session = _owner(request)
-    incidents = state(request).services.incidents()
+    words = functools.partial(translate, language(request))
+    incidents = [dataclasses.replace(i, reasons=tuple(reason_text(r, words) for r in i.reasons))
+                 for i in state(request).services.incidents()]
     current = open_incidents(incidents)
     return _render(request, "alerts.html", {
         "alerts": current, "open_alerts": len(current),

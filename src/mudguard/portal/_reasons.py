@@ -58,6 +58,23 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(?P<repository>.+) knows the device but has no MUD file",
          "reason.repository_no_mud"),
         (r"(?P<why>.+); no MUD profile", "reason.no_profile"),
+        # the watcher's alerts (``watch.tracker``): the examples stay as they are
+        (r"scanned the home network: (?P<count>\d+) addresses in (?P<seconds>[\d.]+) s "
+         r"\((?P<sample>.*)\)", "reason.watch.lan_scan"),
+        (r"scanned (?P<count>\d+) addresses in (?P<seconds>[\d.]+) s \((?P<sample>.*)\)",
+         "reason.watch.scan"),
+        (r"probed (?P<count>\d+) ports of one address in (?P<seconds>[\d.]+) s "
+         r"\((?P<sample>.*)\)", "reason.watch.ports"),
+        (r"(?P<count>\d+) blocked packets in (?P<seconds>[\d.]+) s, the most the gateway "
+         r"logs \((?P<sample>.*)\)", "reason.watch.flood"),
+        (r"tried (?P<count>\d+) different blocked connections in (?P<seconds>[\d.]+) s "
+         r"\((?P<sample>.*)\)", "reason.watch.tried"),
+        (r"(?P<count>\d+) different connections its profile does not allow within "
+         r"(?P<seconds>[\d.]+) s \((?P<sample>.*)\)", "reason.watch.deviation"),
+        (r"opened (?P<count>\d+) connections in (?P<seconds>[\d.]+) s \(e\.g\. "
+         r"(?P<sample>.*)\)", "reason.watch.connections"),
+        (r"opened (?P<count>\d+) connections in (?P<seconds>[\d.]+) s",
+         "reason.watch.connections.plain"),
     ))
 
 # Fields that are themselves reasons (translated in turn).
