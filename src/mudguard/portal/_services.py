@@ -152,6 +152,9 @@ class PortalServices:
     run: Callable[[Callable[[], Any]], Any] | None = None
     """Runs a change serialised with the daemon's other service calls (its worker);
     None: the portal's own changes are serialised among themselves."""
+    settings_changed: Callable[[], Any] | None = None
+    """Called (serialised, like the change) after the owner saves the settings: the
+    daemon re-enforces the devices on the home default at once."""
     time_zone: str | None = None
     """The zone daily schedules are read in; None: the gateway's own (``local_zone``)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -223,6 +226,8 @@ class PortalServices:
             updated = replace(current, home_default=HomeDefault(home_default),
                               allow_unsigned=not signed_only)
             self.devices.store.save_settings(updated)
+            if self.settings_changed is not None:
+                self.settings_changed()
             return updated
         return self._serial(change)
 
