@@ -38,18 +38,27 @@ def test_settings_change_each_setting_and_need_the_csrf_token(tmp_path: Path) ->
         assert refused.status_code == 403
         assert st.store.get_settings().home_default is HomeDefault.INTERNET
         saved = client.post("/settings", data={"csrf": token, "home_default": "lan",
-                                               "signed_only": "1", "lang": "fr"})
+                                               "signed_only": "1", "lang": "fr",
+                                               "learning_days": "7", "lock_automatically": "1"})
         assert saved.status_code == 200 and "Réglages enregistrés." in saved.text
         settings = st.store.get_settings()
         assert settings.home_default is HomeDefault.LAN and not settings.allow_unsigned
+        assert settings.learning_days == 7.0 and settings.lock_automatically
+        assert 'value="7"' in saved.text
         assert client.cookies.get("mg_lang") == "fr"
         back = client.post("/settings", data={"csrf": token, "home_default": "internet",
                                               "lang": "en"})
         assert back.status_code == 200 and "Settings saved." in back.text
         settings = st.store.get_settings()
         assert settings.home_default is HomeDefault.INTERNET and settings.allow_unsigned
+        assert not settings.lock_automatically and settings.learning_days == 7.0
         bad = client.post("/settings", data={"csrf": token, "home_default": "everything"})
         assert bad.status_code == 400
+        for days in ("-1", "366", "two"):
+            refused = client.post("/settings", data={"csrf": token, "home_default": "lan",
+                                                     "learning_days": days})
+            assert refused.status_code == 400
+        assert st.store.get_settings().home_default is HomeDefault.INTERNET
 
 
 def test_password_change_needs_the_current_password(tmp_path: Path) -> None:

@@ -436,8 +436,13 @@ async def save_settings(request: Request) -> Response:
     form = await _form(request, session)
     home_default = _choice(_text(form, "home_default"), {"internet": "internet", "lan": "lan"},
                            "bad_setting")
-    state(request).services.save_settings(home_default=home_default,
-                                          signed_only=_text(form, "signed_only") == "1")
+    days_text = _text(form, "learning_days", 8)  # absent: unchanged
+    if days_text and (not days_text.isdigit() or not 0 <= int(days_text) <= 365):
+        raise PortalHTTPError("bad_setting", "learning days are 0 (off) to 365")
+    state(request).services.save_settings(
+        home_default=home_default, signed_only=_text(form, "signed_only") == "1",
+        learning_days=float(days_text) if days_text else None,
+        lock_automatically=_text(form, "lock_automatically") == "1")
     lang = _choice(_text(form, "lang") or language(request), {"en": "en", "fr": "fr"},
                    "bad_setting")
     response = RedirectResponse(f"/settings?saved=1&lang={lang}", status_code=303)

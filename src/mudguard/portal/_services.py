@@ -218,13 +218,21 @@ class PortalServices:
         ssid = getattr(self.keys, "ssid", None)
         return ssid if isinstance(ssid, str) else None
 
-    def save_settings(self, *, home_default: str, signed_only: bool) -> Settings:
-        """Store the home default and whether unsigned MUD files are refused (the daemon
-        follows a new home default after the change)."""
+    def save_settings(self, *, home_default: str, signed_only: bool,
+                      learning_days: float | None = None,
+                      lock_automatically: bool | None = None) -> Settings:
+        """Store the home default, whether unsigned MUD files are refused and, when
+        given, how long a device without a MUD file is learned and whether its learned
+        profile is locked without asking (the daemon follows a new home default after
+        the change)."""
         def change() -> Settings:
             current = self.devices.store.get_settings()
             updated = replace(current, home_default=HomeDefault(home_default),
                               allow_unsigned=not signed_only)
+            if learning_days is not None:
+                updated = replace(updated, learning_days=learning_days)
+            if lock_automatically is not None:
+                updated = replace(updated, lock_automatically=lock_automatically)
             self.devices.store.save_settings(updated)
             if self.settings_changed is not None:
                 self.settings_changed()
