@@ -75,6 +75,8 @@ def test_every_page_fits_a_phone_and_passes_axe_in_both_languages(
             if wider > 0:
                 problems.append(f"{path} {lang}: {wider} px sideways")
             problems += [f"{path} {lang}: {v}" for v in _serious(page)]
+            if path == f"/devices/{LAMP}":
+                _shot(page, f"phone-device-paused-{lang}")
         _shot(page, f"phone-settings-{lang}")
         # The pages a form leads to: the preview of a typed MUD URL, and an error page.
         page.goto(base + f"/onboard?lang={lang}")
