@@ -276,6 +276,12 @@ def test_portal_changes_run_on_the_daemons_service_worker(tmp_path: Path) -> Non
         where = state.services._serial(lambda: threading.current_thread().name)
         assert where.startswith("svc"), where
         assert set(state.settings.allowed_hosts) == {"192.0.2.1", "mudguard.home"}
+        # The settings page's home default reaches the enforcer at once (not at the next
+        # maintenance), on the worker.
+        before = gateway.enforcer.home_default
+        other = "lan" if before == "internet" else "internet"
+        state.services.save_settings(home_default=other, signed_only=False)
+        assert gateway.enforcer.home_default == other
     finally:
         gateway._worker.shutdown(wait=True)
         gateway.service.store.close()

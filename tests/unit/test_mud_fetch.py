@@ -430,3 +430,15 @@ def test_error_is_a_remote_input_error() -> None:
     error = failure("http://mud.example.com/x", FetchConfig())
     assert isinstance(error, RemoteInputError)
     assert str(error) == "http://mud.example.com/x: only https URLs are fetched"
+
+
+def test_a_resolver_failure_says_cannot_resolve_once() -> None:
+    """The daemon's resolver already says "cannot resolve HOST": not doubled."""
+    def refuse(host: str, port: int) -> list[str]:
+        raise OSError(f"cannot resolve {host}")
+
+    error = failure("https://mud.example.com/x", FetchConfig(resolver=refuse))
+    assert (error.key, error.reason) == ("dns", "cannot resolve mud.example.com")
+    plain = failure("https://mud.example.com/x", FetchConfig(
+        resolver=lambda host, port: (_ for _ in ()).throw(OSError("Name or service unknown"))))
+    assert plain.reason == "cannot resolve mud.example.com: Name or service unknown"

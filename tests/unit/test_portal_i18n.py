@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -110,3 +111,126 @@ def test_every_event_kind_has_a_name_in_both_languages() -> None:
     for kind in EventKind:
         for language in ("en", "fr"):
             assert f"event.{kind.value}" in catalogue(language), (language, kind)
+
+
+# -- issue #15: French complete, one catalogue per language, French typography ------------
+
+NNBSP = "\u202f"  # narrow no-break space: French puts it before : ; ? ! and inside « »
+_KEY_USE = (
+    re.compile(r'(?<![\w.])t\(\s*["\']([a-z0-9_.\-]+)["\']'),  # templates and t(...) helpers
+    re.compile(r'translate\(\s*\w+,\s*["\']([a-z0-9_.\-]+)["\']'),
+)
+
+
+def _keys_used(text: str) -> set[str]:
+    found: set[str] = set()
+    for pattern in _KEY_USE:
+        found |= set(pattern.findall(text))
+    return {k for k in found if not k.endswith(".") and k != "key"}  # "event." ~ kind: built
+
+
+def test_every_key_passed_to_the_translator_exists_in_both_languages() -> None:
+    used: set[str] = set()
+    for path in [*(PORTAL / "templates").glob("*.html"), *PORTAL.glob("*.py")]:
+        used |= _keys_used(path.read_text(encoding="utf-8"))
+    assert len(used) > 150  # the scan sees the templates and the Python helpers
+    for language in ("en", "fr"):
+        missing = used - set(catalogue(language))
+        assert not missing, (language, sorted(missing))
+
+
+def _prose(value: str) -> str:
+    """The text of a message without its placeholders and URLs."""
+    return re.sub(r"https?://\S+|\{\w+\}", "X", value)
+
+
+def test_french_puts_a_narrow_no_break_space_before_high_punctuation() -> None:
+    wrong = {}
+    for key, value in catalogue("fr").items():
+        for match in re.finditer(r"(.?)([:;?!])", _prose(value)):
+            if match.group(1) != NNBSP:
+                wrong[key] = value
+        if re.search(r"«(?!\u202f)|(?<!\u202f)»", value):
+            wrong[key] = value
+    assert not wrong, wrong
+    for key, value in catalogue("en").items():  # and English has none of that
+        assert NNBSP not in value, key
+
+
+def test_templates_leave_punctuation_to_the_catalogue() -> None:
+    """A colon or question mark written after a translated string in a template would be
+    English typography in French: it belongs in the message (``common.colon``)."""
+    for template in (PORTAL / "templates").glob("*.html"):
+        for line in template.read_text(encoding="utf-8").splitlines():
+            assert not re.search(r"(\}\}|%\})\s?[;?!]|(\}\}|%\}) ?:(?!\{\{)", line), \
+                (template.name, line.strip()[:120])
+
+
+def test_reasons_history_and_reset_steps_are_french() -> None:
+    """The sentences the device service writes reach the owner in French."""
+    from datetime import UTC, datetime
+
+    from mudguard.devices import Device, Settings
+    from mudguard.devices import lifecycle as life
+    from mudguard.devices.service import _reset_steps
+    from mudguard.portal._reasons import reason_text, reset_step_text
+
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    device = Device(mac="02:00:00:00:00:01", state=life.State.NEW)
+    lan = Settings(home_default=life.HomeDefault.LAN)
+    outcomes = [
+        life.on_no_mud(device, why="the MUD file at https://x.example/m.json could not be "
+                       "fetched: cannot resolve x.example", settings=Settings(), now=now),
+        life.on_no_mud(device, why="Acme repository knows the device but has no MUD file",
+                       settings=lan, now=now),
+        life.start_learning(device, why="the owner asked to learn it", until=now,
+                            settings=Settings(), now=now),
+        life.trust(device, now=now),
+    ]
+    reasons = [r for o in outcomes for r in o.device.reasons]
+    reasons += ["its end of support was 2026-01-01: restricted to the home LAN",
+                "its maker no longer supports it (is-supported: false): restricted to the "
+                "home LAN", "new device: deciding its access", "released from quarantine",
+                "learning ended with no traffic to learn from",
+                "MUD profile from https://x.example/m.json enforced"]
+    reasons += _watcher_reasons()
+    fr = functools.partial(translate, "fr")
+    for reason in reasons:
+        text = reason_text(reason, fr)
+        assert text != reason and "the " not in text and "applies" not in text, (reason, text)
+    assert "cannot resolve x.example" in reason_text(reasons[0], fr)  # the data stays
+    assert reason_text("a watcher's own words", fr) == "a watcher's own words"
+    for transfer in (False, True):
+        for step in _reset_steps(device, transfer):
+            assert reset_step_text(step, fr) != step
+
+
+
+def _watcher_reasons() -> list[str]:
+    """The reasons the real deviation tracker gives: a LAN scan, an Internet scan, a port
+    probe, and a connection flood."""
+    from mudguard.mud import Direction
+    from mudguard.watch.nflog import FlowEvent
+    from mudguard.watch.tracker import DeviationTracker, Thresholds
+
+    def blocked(dst: str, port: int) -> FlowEvent:
+        return FlowEvent(device_id="dev", direction=Direction.FROM_DEVICE, family=4,
+                         src="192.0.2.2", dst=dst, protocol=6, src_port=40000, dst_port=port)
+
+    made: list[str] = []
+    for target in (lambda i: (f"192.0.2.{10 + i}", 23), lambda i: (f"203.0.113.{10 + i}", 23),
+                   lambda i: ("203.0.113.9", 1000 + i)):
+        tracker = DeviationTracker(Thresholds(), lan_prefixes=("192.0.2.0/24",))
+        for i in range(200):
+            alerts = tracker.observe(blocked(*target(i)), now=i / 100)
+            if alerts:
+                made.append(alerts[0].reason)
+                break
+    flood = DeviationTracker(Thresholds())
+    for i in range(5000):
+        alerts = flood.observe_connection("dev", now=i / 5000, sample=blocked("203.0.113.9", 443))
+        if alerts:
+            made.append(alerts[0].reason)
+            break
+    assert len(made) == 4, made
+    return made

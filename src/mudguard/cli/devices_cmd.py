@@ -27,6 +27,7 @@ from rich.table import Table
 from mudguard.devices import HomeDefault
 from mudguard.devices.requests import handle_request
 from mudguard.devices.service import DeviceService, KeyRevoker
+from mudguard.devices.wiring import with_zone
 from mudguard.errors import MudguardError
 from mudguard.mud import MAX_MUD_BYTES
 from mudguard.store import DEFAULT_DB, Store
@@ -179,12 +180,14 @@ def show(mac: MacArg, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
 
 
 def _grant_words(g: dict[str, Any]) -> str:
-    target = {"lan": "the home LAN", "internet": "the Internet"}.get(str(g["kind"]))
+    target = {"lan": "the home LAN", "internet": "the Internet",
+              "pause": "the Internet (paused)"}.get(str(g["kind"]))
     if target is None:
         target = str(g["host"]) + (f" port {g['port']}" if g["port"] else "")
-    verb = "may not talk to" if g["kind"] == "deny" else "may talk to"
+    verb = "may not talk to" if g["kind"] in ("deny", "pause") else "may talk to"
     until = f" until {g['expires']}" if g["expires"] else ""
-    return escape(f"{verb} {target}{until}")
+    daily = f" daily {g['schedule']}" if g.get("schedule") else ""
+    return escape(f"{verb} {target}{daily}{until}")
 
 
 def _parse_expiry(text: str | None) -> str | None:
@@ -221,6 +224,11 @@ def grant(
     service: Annotated[str | None, typer.Option(
         "--service", help="Allow one host or address, HOST[:PORT].")] = None,
     deny: Annotated[str | None, typer.Option("--deny", help="Deny one host or network.")] = None,
+    pause: Annotated[bool, typer.Option(
+        "--pause", help="Pause its Internet (the home LAN still works).")] = False,
+    schedule: Annotated[str | None, typer.Option(
+        "--schedule", help="Only daily in HH:MM-HH:MM [ZONE] (bedtime: 21:30-07:00); "
+        "the gateway's time zone when none.")] = None,
     udp: Annotated[bool, typer.Option("--udp", help="The service's port is UDP.")] = False,
     expires: Annotated[str | None, typer.Option(
         "--expires", help="When the grant ends: 30m, 12h, 7d or an ISO date/time.")] = None,
@@ -228,12 +236,15 @@ def grant(
 ) -> None:
     """Give the device one more permission (recorded, shown, revocable)."""
     chosen = [k for k, on in (("lan", lan), ("internet", internet),
-                              ("service", service is not None), ("deny", deny is not None))
+                              ("service", service is not None), ("deny", deny is not None),
+                              ("pause", pause))
               if on]
     if len(chosen) != 1:
-        raise typer.BadParameter("give exactly one of --lan, --internet, --service, --deny")
+        raise typer.BadParameter("give exactly one of --lan, --internet, --service, --deny, "
+                                 "--pause")
     request: dict[str, Any] = {"op": "grant", "mac": mac, "kind": chosen[0],
-                               "expires": _parse_expiry(expires)}
+                               "expires": _parse_expiry(expires),
+                               "schedule": with_zone(schedule)}
     if service or deny:
         host, port = _split_service(service or deny or "")
         request |= {"host": host, "port": port, "protocol": (17 if udp else 6) if port else None}

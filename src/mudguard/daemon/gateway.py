@@ -408,12 +408,14 @@ class Gateway:
             await asyncio.sleep(self.learning_period)
 
     async def _maintain(self) -> None:
-        """Every ``maintenance_period``: drop expired grants, move devices past their end
+        """Every ``maintenance_period``: drop expired grants, open and close the daily
+        windows of scheduled grants (a bedtime pause), move devices past their end
         of support to LAN only, refresh expired MUD files (each re-enforces at once),
         isolate LAN bridge ports that appeared since."""
         while True:
             await asyncio.sleep(self.maintenance_period)
             self._submit("expiring grants", self.service.expire_grants)
+            self._submit("paused schedules", self.service.apply_schedules)
             self._submit("home default", self.follow_home_default)
 
             def support() -> None:

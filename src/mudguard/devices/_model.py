@@ -203,6 +203,7 @@ class GrantRecord:
             "protocol": self.grant.protocol,
             "port": self.grant.port,
             "expires": _iso(self.grant.expires),
+            "schedule": self.grant.schedule,
             "created_at": _iso(self.created_at),
         }
 

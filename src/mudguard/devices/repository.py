@@ -179,6 +179,10 @@ class Repository(Protocol):
         """The repository's entry for the device, or None."""
         ...
 
+    def known_devices(self) -> list[RepositoryEntry]:
+        """Every usable entry (the portal's "check before buying" lists them)."""
+        ...
+
 
 class FolderRepository:
     """A local folder with an ``index.json`` and MUD files beside it."""
@@ -195,6 +199,10 @@ class FolderRepository:
         if path.stat().st_size > MAX_INDEX_BYTES:
             raise RepositoryError(f"{relative!r} is too large")
         return path.read_bytes()
+
+    def known_devices(self) -> list[RepositoryEntry]:
+        """Every usable entry of the folder's index."""
+        return parse_index(self._read("index.json"))[0]
 
     def lookup(self, *, mac: str, manufacturer: str | None,
                model: str | None, hostname: str | None = None) -> RepositoryMatch | None:
@@ -235,6 +243,10 @@ class HttpsRepository:
         entries, _findings = parse_index(self._fetch(self.index_url))
         self._cached = (now, entries)
         return entries
+
+    def known_devices(self) -> list[RepositoryEntry]:
+        """Every usable entry of the remote index (kept ``max_age`` seconds)."""
+        return list(self._entries())
 
     def lookup(self, *, mac: str, manufacturer: str | None,
                model: str | None, hostname: str | None = None) -> RepositoryMatch | None:

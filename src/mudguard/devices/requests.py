@@ -9,7 +9,8 @@ take ``mac``)::
 
     devices | device | events [limit] | settings [home_default] [allow_unsigned]
     add [mud_url] [source=manual|qr|cert] [manufacturer] [model] [name] | rename [name]
-    grant kind=lan|internet|service|deny [host] [port] [protocol] [expires ISO]
+    grant kind=lan|internet|service|deny|pause [host] [port] [protocol] [expires ISO]
+          [schedule "HH:MM-HH:MM ZONE"]
     revoke grant_id | approve-url | release | quarantine [reason] | forget [transfer]
     quarantine-exception ace action=add|remove
     trust | untrust | apply-profile mud (the learned MUD file's JSON text)
@@ -176,10 +177,12 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
         try:
             kind = GrantKind(str(request.get("kind")))
         except ValueError:
-            raise RequestError("'kind' must be lan, internet, service or deny") from None
+            raise RequestError("'kind' must be lan, internet, service, deny or pause") \
+                from None
         record = service.grant(mac, kind, host=_text(request, "host", required=False),
                                port=_int(request, "port"), protocol=_int(request, "protocol"),
-                               expires=_when(request, "expires"))
+                               expires=_when(request, "expires"),
+                               schedule=_text(request, "schedule", required=False))
         return {"grant": record.as_dict()}
     if op == "revoke":
         grant_id = _int(request, "grant_id")

@@ -40,7 +40,7 @@ from mudguard.devices._model import (
 from mudguard.devices.repository import Repository, RepositoryMatch, lookup_all
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.mud import MudFile, parse_mud
-from mudguard.policy import Grant, GrantKind, LifecycleState
+from mudguard.policy import DailyWindow, Grant, GrantKind, LifecycleState
 from mudguard.store.sqlite import Store
 
 
@@ -159,6 +159,8 @@ class DeviceService:
     lan_prefixes: tuple[str, ...] = ()  # the home's LAN, for the learner
     gateway_ips: tuple[str, ...] = ()  # the gateway's addresses (my-controller)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    _schedule_seen: dict[int, bool] = field(default_factory=dict, repr=False, compare=False)
+    """Whether each scheduled grant was in its window at the last ``apply_schedules``."""
 
     # -- reading -----------------------------------------------------------------------
 
@@ -170,9 +172,10 @@ class DeviceService:
         return device
 
     def active_grants(self, mac: str) -> list[GrantRecord]:
-        """The device's grants that have not expired."""
+        """The device's grants that have not expired (a scheduled one also outside its
+        window: it is the owner's standing decision)."""
         now = self.clock()
-        return [g for g in self.store.list_grants(mac) if g.grant.active(now)]
+        return [g for g in self.store.list_grants(mac) if not g.grant.expired(now)]
 
     def cached_mud(self, device: Device) -> MudFile | None:
         """The parsed MUD file the device's profile was built from, if cached."""
@@ -753,12 +756,15 @@ class DeviceService:
     @_serialised
     def grant(self, mac: str, kind: GrantKind, *, host: str | None = None,
               port: int | None = None, protocol: int | None = None,
-              expires: datetime | None = None) -> GrantRecord:
-        """Add an owner grant (validated), enforce it, and record a GRANTED event."""
+              expires: datetime | None = None, schedule: str | None = None) -> GrantRecord:
+        """Add an owner grant (validated), enforce it, and record a GRANTED event.
+
+        A ``PAUSE`` grant cuts the device's Internet (the LAN and the gateway's basic
+        services stay) until ``expires``, or daily in ``schedule`` ("21:30-07:00 ZONE")."""
         device = self.device(mac)
         now = self.clock()
         grant = validate_grant(Grant(kind=kind, host=host, port=port, protocol=protocol,
-                                     expires=expires), now)
+                                     expires=expires, schedule=schedule), now)
         if device.state in (LifecycleState.FORGOTTEN, LifecycleState.QUARANTINED):
             raise GrantError(f"{device.mac} is {device.state.value}: release it first")
         if self.enforcer is not None:
@@ -778,7 +784,7 @@ class DeviceService:
             raise GrantError(f"{device.mac} has no grant {grant_id}")
         if self.enforcer is not None:
             now = self.clock()
-            keep = [g.grant for g in grants if g.id != grant_id and g.grant.active(now)]
+            keep = [g.grant for g in grants if g.id != grant_id and not g.grant.expired(now)]
             self.enforcer.apply_device(device, self.cached_mud(device), keep)
         with self.store.transaction():
             self.store.delete_grant(device.mac, grant_id)
@@ -791,11 +797,11 @@ class DeviceService:
         now = self.clock()
         count = 0
         for record in self.store.list_grants():
-            if not record.grant.active(now):
+            if record.grant.expired(now):
                 device = self.store.get_device(record.mac)
                 if device is not None and self.enforcer is not None:
                     keep = [g.grant for g in self.store.list_grants(record.mac)
-                            if g.id != record.id and g.grant.active(now)]
+                            if g.id != record.id and not g.grant.expired(now)]
                     self.enforcer.apply_device(device, self.cached_mud(device), keep)
                 with self.store.transaction():
                     self.store.delete_grant(record.mac, record.id)
@@ -803,6 +809,27 @@ class DeviceService:
                                          record.as_dict())
                 count += 1
         return count
+
+    @_serialised
+    def apply_schedules(self) -> tuple[str, ...]:
+        """Re-enforce each device whose scheduled grants (a bedtime pause) came into or
+        left their window since the last call; returns their MACs. The daemon's upkeep
+        calls it every minute, so a window opens in the kernel within that delay."""
+        now = self.clock()
+        changed: set[str] = set()
+        for record in self.store.list_grants():
+            if record.grant.schedule is None or record.grant.expired(now):
+                continue
+            active = record.grant.active(now)
+            if self._schedule_seen.get(record.id) is not active:
+                changed.add(record.mac)
+            self._schedule_seen[record.id] = active
+        for mac in sorted(changed):
+            device = self.store.get_device(mac)
+            if device is not None and self.enforcer is not None:
+                self.enforcer.apply_device(device, self.cached_mud(device),
+                                           [g.grant for g in self.active_grants(mac)])
+        return tuple(sorted(changed))
 
     # -- quarantine (called by the watcher and the owner) ------------------------------
 
@@ -908,6 +935,7 @@ class DeviceService:
         re-fetch keeps the enforced profile and is told as an event."""
         now = self.clock()
         expired = self.expire_grants()
+        self.apply_schedules()
         moved = self.check_support()
         refreshed: list[Device] = []
         for device in self.store.list_devices():
@@ -949,7 +977,12 @@ def validate_grant(grant: Grant, now: datetime) -> Grant:
         raise GrantError("a port must be 1-65535")
     if grant.protocol is not None and grant.protocol not in (6, 17):
         raise GrantError("protocol must be 6 (tcp) or 17 (udp)")
-    if grant.kind in (GrantKind.LAN, GrantKind.INTERNET):
+    if grant.schedule is not None:
+        try:
+            grant = replace(grant, schedule=str(DailyWindow.parse(grant.schedule)))
+        except ValueError as exc:
+            raise GrantError(str(exc)) from None
+    if grant.kind in (GrantKind.LAN, GrantKind.INTERNET, GrantKind.PAUSE):
         if grant.host is not None or grant.port is not None:
             raise GrantError(f"a {grant.kind.value} grant takes no host or port")
         return grant

@@ -7,10 +7,12 @@ root (``mudguard.app``) and the CLI pick what exists on this gateway.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from mudguard.devices._model import EventKind
 from mudguard.errors import MudguardError
+from mudguard.policy import DailyWindow
 
 if TYPE_CHECKING:
     from mudguard.devices.service import DeviceService
@@ -56,3 +58,27 @@ class KeyEventRecorder:
                 self.service.tell(EventKind.KEY_MISMATCH, details, mac)
         except MudguardError as exc:
             log.warning("key event %s for %s not recorded: %s", kind, mac, exc)
+
+
+def local_zone() -> str:
+    """The gateway's IANA time zone, which daily schedules (a bedtime pause) are read in:
+    ``TZ``, else where ``/etc/localtime`` points, else ``UTC``."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            target = os.readlink("/etc/localtime")
+        except OSError:
+            target = ""
+        name = target.partition("zoneinfo/")[2]
+    try:
+        DailyWindow.parse(f"00:00-01:00 {name}")
+    except ValueError:
+        return "UTC"
+    return name or "UTC"
+
+
+def with_zone(schedule: str | None, zone: str | None = None) -> str | None:
+    """A daily schedule with the gateway's zone added when it names none."""
+    if schedule is None or " " in schedule.strip():
+        return schedule
+    return f"{schedule.strip()} {zone or local_zone()}"

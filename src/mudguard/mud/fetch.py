@@ -65,6 +65,15 @@ class FetchError(RemoteInputError):
         self.reason = reason
 
 
+def _resolve_failure(host: str, exc: BaseException) -> str:
+    """Why ``host`` did not resolve, saying "cannot resolve" once: a resolver whose own
+    message already names the host (the daemon's upstream resolver) is not repeated."""
+    detail = str(exc)
+    if host in detail:
+        return detail
+    return f"cannot resolve {host}: {detail}" if detail else f"cannot resolve {host}"
+
+
 Resolver = Callable[[str, int], Sequence[str]]
 GatewayCheck = Callable[[IPAddress], str | None]
 """Why an address reaches the gateway itself (its own, on any interface), or None."""
@@ -184,7 +193,7 @@ def _target(url: str, config: FetchConfig) -> _Target:
             candidates = [ipaddress.ip_address(a.split("%", 1)[0])
                           for a in config.resolver(host, port)]
         except (OSError, UnicodeError, ValueError) as exc:
-            raise FetchError(key="dns", url=url, reason=f"cannot resolve {host}: {exc}") from None
+            raise FetchError(key="dns", url=url, reason=_resolve_failure(host, exc)) from None
     if not candidates:
         raise FetchError(key="dns", url=url, reason=f"{host} has no address")
     for candidate in candidates:

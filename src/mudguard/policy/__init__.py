@@ -4,6 +4,7 @@ from mudguard.policy._baseline import BASELINE_RULES, baseline_rules
 from mudguard.policy._decide import HomeDefault, decide, mud_rules, registrable_domain
 from mudguard.policy._evaluate import DEFAULT_DROP, Flow, NameMap, Verdict, evaluate
 from mudguard.policy._model import (
+    DailyWindow,
     DeviceFacts,
     DevicePolicy,
     Grant,
@@ -73,6 +74,7 @@ __all__ = [
     "PENDING4",
     "PENDING6",
     "TABLE",
+    "DailyWindow",
     "DeviceFacts",
     "DevicePolicy",
     "Flow",

@@ -8,7 +8,8 @@ evaluator both read those rules, so they cannot disagree.
 Rule order is evaluation order (first match wins):
 
 1. the baseline (``_baseline.py``), unless the device is forgotten;
-2. the owner's DENY grants (so they override what follows);
+2. the owner's DENY and PAUSE grants (so they override what follows; a PAUSE, which
+   drops the Internet both ways, also holds for a trusted device);
 3. what the state allows (table below);
 4. the owner's other active grants (LAN, INTERNET, SERVICE).
 
@@ -359,6 +360,11 @@ def _host_peer(host: str | None) -> tuple[PeerKind, str | None]:
 def grant_rules(grant: Grant) -> tuple[Rule, ...]:
     """The rules one owner grant adds (DENY grants drop, the others accept)."""
     origin = f"grant/{grant.kind.value}"
+    if grant.kind is GrantKind.PAUSE:  # Internet dropped; the LAN and the baseline stay
+        return (Rule(direction=FROM, action=Forwarding.DROP, peer=PeerKind.INTERNET,
+                     origin=origin),
+                Rule(direction=TO, action=Forwarding.DROP, peer=PeerKind.INTERNET,
+                     origin=origin))
     if grant.kind is GrantKind.LAN:
         return _lan_only(origin)
     if grant.kind is GrantKind.INTERNET:
@@ -378,9 +384,11 @@ def grant_rules(grant: Grant) -> tuple[Rule, ...]:
 def _split_grants(grants: Iterable[Grant], now: datetime) -> tuple[list[Rule], list[Rule]]:
     deny: list[Rule] = []
     allow: list[Rule] = []
-    order = {GrantKind.DENY: 0, GrantKind.SERVICE: 1, GrantKind.LAN: 2, GrantKind.INTERNET: 3}
+    order = {GrantKind.PAUSE: 0, GrantKind.DENY: 0, GrantKind.SERVICE: 1, GrantKind.LAN: 2,
+             GrantKind.INTERNET: 3}
     for grant in sorted((g for g in grants if g.active(now)), key=lambda g: order[g.kind]):
-        (deny if grant.kind is GrantKind.DENY else allow).extend(grant_rules(grant))
+        narrowing = grant.kind in (GrantKind.DENY, GrantKind.PAUSE)
+        (deny if narrowing else allow).extend(grant_rules(grant))
     return deny, allow
 
 
@@ -441,5 +449,9 @@ def decide(device: DeviceFacts, mud: MudFile | None, grants: Iterable[Grant],
     allow: list[Rule] = []
     if state not in (LifecycleState.QUARANTINED, LifecycleState.TRUSTED):
         deny, allow = _split_grants(grants, now)
+    elif state is LifecycleState.TRUSTED:  # the owner's own phone paused at bedtime too
+        deny, _ = _split_grants((g for g in grants if g.kind is GrantKind.PAUSE), now)
+    if any(r.origin == "grant/pause" for r in deny):
+        reasons.append("paused by the owner: no Internet")
     rules = (*baseline_rules(), *deny, *body, *allow)
     return DevicePolicy(device=device, state=state, rules=rules, mud=mud, reasons=tuple(reasons))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mudguard.mud import Direction, Forwarding, MudFile, PortMatch
 
@@ -63,6 +64,7 @@ class GrantKind(StrEnum):
     INTERNET = "internet"  # may talk to anything outside the home
     SERVICE = "service"  # may talk to one named host (and optional port)
     DENY = "deny"  # may not talk to one named host or network
+    PAUSE = "pause"  # Internet paused (LAN basics kept), now or on a daily schedule
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,10 +76,70 @@ class Grant:
     protocol: int | None = None
     port: int | None = None
     expires: datetime | None = None
+    schedule: str | None = None
+    """A daily window the grant holds in, ``"HH:MM-HH:MM ZONE"`` (``"21:30-07:00
+    Europe/Paris"``; the end may be the next morning); None: at all times."""
+
+    def expired(self, now: datetime) -> bool:
+        """True once the grant's expiry has passed (it can be deleted)."""
+        return self.expires is not None and now >= self.expires
 
     def active(self, now: datetime) -> bool:
-        """True unless the grant has expired at ``now``."""
-        return self.expires is None or now < self.expires
+        """True unless the grant has expired at ``now`` or ``now`` is outside its
+        daily window."""
+        if self.expired(now):
+            return False
+        return self.schedule is None or DailyWindow.parse(self.schedule).holds(now)
+
+
+@dataclass(frozen=True, slots=True)
+class DailyWindow:
+    """A time of day range in a time zone (bedtime: ``21:30-07:00 Europe/Paris``)."""
+
+    start: int  # minutes after midnight
+    end: int  # minutes after midnight; before ``start``: the window runs past midnight
+    zone: str = "UTC"
+
+    @staticmethod
+    def parse(text: str) -> DailyWindow:
+        """Read ``"HH:MM-HH:MM [ZONE]"``; ``ValueError`` with the reason when malformed."""
+        times, _, zone = text.strip().partition(" ")
+        first, sep, second = times.partition("-")
+        if not sep:
+            raise ValueError("a schedule is HH:MM-HH:MM")
+        window = DailyWindow(_minutes(first), _minutes(second), zone.strip() or "UTC")
+        if window.start == window.end:
+            raise ValueError("a schedule's start and end differ")
+        _zone(window.zone)
+        return window
+
+    def holds(self, now: datetime) -> bool:
+        """True when ``now`` (aware) falls in the window, in the window's zone."""
+        local = now.astimezone(_zone(self.zone))
+        minute = local.hour * 60 + local.minute
+        if self.start < self.end:
+            return self.start <= minute < self.end
+        return minute >= self.start or minute < self.end
+
+    def __str__(self) -> str:
+        return (f"{self.start // 60:02d}:{self.start % 60:02d}-"
+                f"{self.end // 60:02d}:{self.end % 60:02d} {self.zone}")
+
+
+def _minutes(text: str) -> int:
+    hours, sep, minutes = text.strip().partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2
+            and int(hours) < 24 and int(minutes) < 60):
+        raise ValueError(f"{text[:16]!r} is not a time HH:MM")
+    return int(hours) * 60 + int(minutes)
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name[:40]!r} is not a known time zone") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -226,6 +226,8 @@ def _inbound(rule: Rule, words: _Words, t: Translate) -> None:
 
 
 def _blocked(rule: Rule, t: Translate) -> str:
+    if rule.origin == "grant/pause":
+        return t("allow.blocked", who=t("allow.who.paused"))
     if rule.peer_value and rule.peer in (PeerKind.DNSNAME, PeerKind.NETWORK):
         return t("allow.blocked", who=rule.peer_value)
     return t("allow.blocked", who=t("allow.who.anyone"))

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from mudguard.devices import DeviceEvent, GrantRecord
+from mudguard.devices.wiring import with_zone
 from mudguard.discovery.qr import QrError, QrRecord
 from mudguard.guidance import load_guidance
 from mudguard.labels import label_png, label_svg, read_label
@@ -63,11 +64,14 @@ class NameIn(BaseModel):
 class GrantIn(BaseModel):
     """An extra permission: LAN, Internet, one service, or a block; optional expiry."""
 
-    kind: Literal["lan", "internet", "service", "deny"]
+    kind: Literal["lan", "internet", "service", "deny", "pause"]
     host: str | None = Field(default=None, max_length=255)
     port: int | None = Field(default=None, ge=1, le=65535)
     protocol: Literal["tcp", "udp"] | None = None
     expires_in_seconds: int | None = Field(default=None, ge=60, le=366 * 86400)
+    schedule: str | None = Field(default=None, max_length=80,
+                                 description="daily window 'HH:MM-HH:MM [ZONE]' (pause at "
+                                             "bedtime); the gateway's zone when none")
 
 
 class ForgetIn(BaseModel):
@@ -221,7 +225,7 @@ def add_grant(mac: Mac, body: GrantIn, request: Request, session: Owner) -> dict
     protocol = {"tcp": 6, "udp": 17}.get(body.protocol or "")
     record: GrantRecord = services.grant(
         mac, GrantKind(body.kind), host=body.host, port=body.port, protocol=protocol,
-        expires=expires)
+        expires=expires, schedule=with_zone(body.schedule, services.zone()))
     return record.as_dict()
 
 

@@ -99,6 +99,28 @@ class OwnerAccount:
             good = False
         return good and same_user
 
+    def change_password(self, current: str, new: str) -> None:
+        """Replace the owner's password after checking the current one (atomic rename;
+        the file stays owner-only).
+
+        Raises:
+            AuthInputError: ``wrong_password`` (not the current one) or ``weak_password``.
+        """
+        username = self.username()
+        if username is None or not self.verify(username, current):
+            raise AuthInputError("wrong_password", "the current password is wrong")
+        check_password(new)
+        record = {"username": username, "password_hash": _hasher.hash(new)}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".owner-")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(record, out)
+            os.replace(tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
     def username(self) -> str | None:
         """The owner's user name, or None before first start."""
         if not self.exists():
@@ -149,6 +171,11 @@ class SessionStore:
                           last_seen=now)
         self.sessions[token] = session
         return token, session
+
+    def close_others(self, token: str | None) -> None:
+        """Close every session but ``token``'s (after a password change)."""
+        for other in [t for t in self.sessions if t != token]:
+            del self.sessions[other]
 
     def get(self, token: str | None, now: float) -> Session | None:
         """The live session for ``token`` (and touch it), or None."""

@@ -8,9 +8,11 @@ MUD file, a label or a device is marked safe: the templates never use ``|safe``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -31,8 +33,10 @@ from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
+from mudguard.portal._reasons import reason_text, reset_step_text
 from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
+    LANG_COOKIE,
     PRE_COOKIE,
     SESSION_COOKIE,
     PortalHTTPError,
@@ -77,7 +81,10 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             "lang_links": {code: _lang_link(request, code) for code in ("en", "fr")},
             "services_text": lambda services: ", ".join(
                 service_text(s, functools.partial(translate, lang)) for s in services),
-            "short_time": lambda at: short_time(at, state(request).services.now())}
+            "short_time": lambda at: short_time(at, state(request).services.now()),
+            "reason_text": lambda reason: reason_text(str(reason), functools.partial(
+                translate, lang)),
+            "step_text": lambda step: reset_step_text(step, functools.partial(translate, lang))}
     if session is not None and "open_alerts" not in context:
         try:
             base["open_alerts"] = state(request).services.open_alert_count()
@@ -267,7 +274,7 @@ def device_detail(request: Request, mac: str) -> Response:
         "activity": services.recent_activity(device.mac),
         "grants": services.devices.active_grants(device.mac),
         "history": collapse_history(services.events(device.mac, limit=500)),
-        "grant_kinds": list(GrantKind),
+        "grant_kinds": [k for k in GrantKind if k is not GrantKind.PAUSE],
     }, session=session)
 
 
@@ -296,6 +303,23 @@ async def add_grant(request: Request, mac: str) -> Response:
         port=int(port_text) if port_text else None,
         protocol=protocol if port_text else None,
         expires=services.now() + expiry if expiry is not None else None)
+    return RedirectResponse(f"/devices/{record.mac}", status_code=303)
+
+
+@router.post("/devices/{mac}/pause")
+async def pause(request: Request, mac: str) -> Response:
+    """Pause the device's Internet now (for a while, or until resumed) or every day
+    in a window (bedtime), in the gateway's time zone."""
+    form = await _form(request, _owner(request))
+    services = state(request).services
+    length = _choice(_text(form, "for") or "1h", {**EXPIRY, "schedule": "schedule"},
+                     "bad_grant")
+    schedule = None
+    if length == "schedule":
+        schedule = f"{_text(form, 'from', 8)}-{_text(form, 'to', 8)} {services.zone()}"
+        length = None
+    record = services.grant(mac, GrantKind.PAUSE, schedule=schedule,
+                            expires=services.now() + length if length is not None else None)
     return RedirectResponse(f"/devices/{record.mac}", status_code=303)
 
 
@@ -386,6 +410,74 @@ def device_report(request: Request, mac: str) -> Response:
                    session=session)
 
 
+# -- settings ---------------------------------------------------------------------------
+
+@router.get("/settings")
+def settings_page(request: Request) -> Response:
+    """The home's settings: default for devices without a profile, signed profiles
+    only, the WiFi name, the owner's password, the language."""
+    session = _owner(request)
+    saved = request.query_params.get("saved") == "1"
+    return _settings_render(request, session, "settings.saved" if saved else None)
+
+
+def _settings_render(request: Request, session: Session, message: str | None, *,
+                     error: str | None = None, status: int = 200,
+                     fields: dict[str, Any] | None = None) -> Response:
+    services = state(request).services
+    return _render(request, "settings.html", {
+        "settings": services.devices.store.get_settings(), "ssid": services.wifi_name(),
+        "zone": services.zone(), "message": message, "error": error,
+        "fields": fields or {}}, status=status,
+        session=session)
+
+
+@router.post("/settings")
+async def save_settings(request: Request) -> Response:
+    """Save the home default and the signed-only choice (and the language cookie)."""
+    session = _owner(request)
+    form = await _form(request, session)
+    home_default = _choice(_text(form, "home_default"), {"internet": "internet", "lan": "lan"},
+                           "bad_setting")
+    days_text = _text(form, "learning_days", 8)  # absent: unchanged
+    if days_text and (not days_text.isdigit() or not 0 <= int(days_text) <= 365):
+        raise PortalHTTPError("bad_setting", "learning days are 0 (off) to 365")
+    state(request).services.save_settings(
+        home_default=home_default, signed_only=_text(form, "signed_only") == "1",
+        learning_days=float(days_text) if days_text else None,
+        lock_automatically=_text(form, "lock_automatically") == "1")
+    lang = _choice(_text(form, "lang") or language(request), {"en": "en", "fr": "fr"},
+                   "bad_setting")
+    response = RedirectResponse(f"/settings?saved=1&lang={lang}", status_code=303)
+    response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True,
+                        samesite="strict", secure=secure(request))
+    return response
+
+
+@router.post("/settings/password")
+async def change_password(request: Request) -> Response:
+    """Change the owner's password: the current one is required (login rate limits
+    apply to it); every other session is closed."""
+    session = _owner(request)
+    form = await _form(request, session)
+    portal, client, now = state(request), client_key(request), now_mono(request)
+    wait = portal.limiter.retry_after(client, now)
+    if wait > 0:
+        return _settings_render(request, session, None, error="rate_limited", status=429,
+                                fields={"seconds": int(wait) + 1})
+    new = _text(form, "new_password", 1024)
+    if new != _text(form, "new_password_again", 1024):
+        return _settings_render(request, session, None, error="password_mismatch", status=400)
+    try:
+        portal.owner.change_password(_text(form, "current_password", 1024), new)
+    except AuthInputError as exc:
+        if exc.key == "wrong_password":
+            portal.limiter.failed(client, now)
+        return _settings_render(request, session, None, error=exc.key, status=400)
+    portal.sessions.close_others(request.cookies.get(SESSION_COOKIE))
+    return _settings_render(request, session, "settings.password.changed")
+
+
 # -- alerts -----------------------------------------------------------------------------
 
 @router.get("/alerts")
@@ -393,7 +485,9 @@ def alerts(request: Request) -> Response:
     """The open alerts (one per device and kind, with its decisions, the safe one first),
     then the decided ones."""
     session = _owner(request)
-    incidents = state(request).services.incidents()
+    words = functools.partial(translate, language(request))
+    incidents = [dataclasses.replace(i, reasons=tuple(reason_text(r, words) for r in i.reasons))
+                 for i in state(request).services.incidents()]
     current = open_incidents(incidents)
     return _render(request, "alerts.html", {
         "alerts": current, "open_alerts": len(current),
@@ -490,9 +584,36 @@ def report(request: Request, mud_url: str = "") -> Response:
     session = _owner(request)
     preview = state(request).services.preview(mud_url[:2048]) if mud_url else None
     return _render(request, "report.html", {
-        "device": None, "preview": preview, "mud_url": mud_url[:2048],
+        "device": None, "preview": preview, "mud_url": mud_url[:2048], "label_error": None,
+        "models": state(request).services.known_models(),
         "report": _preview_report(preview) if preview else None, **_guidance(request)},
         session=session)
+
+
+@router.post("/report/label")
+async def report_from_label(request: Request) -> Response:
+    """Before buying: a photo of the box's QR label (RFC 9238) gives the MUD URL, so the
+    owner types nothing; then the report, as for a typed URL."""
+    session = _owner(request)
+    form = await _form(request, session)
+    upload = form.get("label")
+    limit = state(request).settings.max_upload_bytes
+    try:
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise PortalHTTPError("need_label_or_url")
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise QrError("image_too_large", "the picture is too large")
+        record = read_label(data)
+        if not record.mud_url:
+            raise PortalHTTPError("need_label_or_url")
+    except (QrError, PortalHTTPError) as exc:
+        return _render(request, "report.html", {
+            "device": None, "preview": None, "mud_url": "", "report": None,
+            "models": state(request).services.known_models(),
+            "label_error": error_key(exc), **_guidance(request)}, status=400, session=session)
+    return RedirectResponse(f"/report?{urlencode({'mud_url': record.mud_url})}",
+                            status_code=303)
 
 
 def _preview_report(preview: MudPreview) -> Any:

@@ -26,7 +26,9 @@ from mudguard.devices import (
     DeviceEvent,
     EventKind,
     GrantRecord,
+    HomeDefault,
     MudSource,
+    Settings,
     SignatureStatus,
     device_mac,
     normalise_mac,
@@ -36,6 +38,7 @@ from mudguard.devices.identity import Identity, device_identity, signer_organisa
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
 from mudguard.devices.transparency import TransparencyChecker
+from mudguard.devices.wiring import local_zone
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.identify.knowledge import KnowledgeBase, OuiRegistry
 from mudguard.keys.core import WifiCredentials
@@ -62,6 +65,9 @@ from mudguard.portal._transparency import TransparencyView, transparency_view
 T = TypeVar("T")
 
 MAX_NAME = 64
+FETCH_ERROR_KEYS = frozenset({"bad_url", "blocked_address", "ca_bundle", "content_type", "dns",
+                              "http_status", "not_https", "protocol", "redirect", "timeout",
+                              "too_large"})  # ``mud.fetch.FetchError.key``; else "other"
 MAX_ALERT_EVENTS = 20_000  # the newest events the alerts start from (then: only new ones)
 MAX_ALERT_BATCHES = 100  # of 10,000 new events each, per call
 ALERT_KINDS = frozenset({EventKind.VIOLATION, EventKind.QUARANTINED})
@@ -106,6 +112,7 @@ class MudPreview:
     signature_detail: str | None = None
     signature_error: str | None = None  # stable key, e.g. "mud_signature_expired"
     fetch_error: str | None = None
+    fetch_error_key: str | None = None  # the fetcher's key ("dns", "timeout", …), for words
 
     @property
     def usable(self) -> bool:
@@ -153,6 +160,11 @@ class PortalServices:
     None: the portal's own changes are serialised among themselves."""
     oui: OuiRegistry | None = None  # the MAC prefix registry (``load_oui_registry``)
     knowledge: KnowledgeBase | None = None  # tells module makers from device makers
+    settings_changed: Callable[[], Any] | None = None
+    """Called (serialised, like the change) after the owner saves the settings: the
+    daemon re-enforces the devices on the home default at once."""
+    time_zone: str | None = None
+    """The zone daily schedules are read in; None: the gateway's own (``local_zone``)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _book: IncidentBook | None = field(default=None, repr=False)
     _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -195,6 +207,52 @@ class PortalServices:
     def forget(self, mac: str, *, transfer: bool = False) -> ResetInstructions:
         """End of use: remove access, key and data; the reset steps."""
         return self._serial(lambda: self.devices.forget(mac, transfer=transfer))
+
+    def known_models(self, limit: int = 500) -> list[tuple[str, str]]:
+        """(maker and model, MUD URL) of every device kind the gateway's repositories
+        name with a MUD URL, sorted, for "check before buying"; a repository that cannot
+        be read now is skipped (its lookups report it during onboarding)."""
+        found: dict[str, str] = {}
+        for repository in self.devices.repositories:
+            try:
+                entries = repository.known_devices()
+            except (MudguardError, OSError, ValueError):
+                continue
+            for entry in entries:
+                if entry.mud_url and entry.manufacturer and entry.model:
+                    found.setdefault(f"{entry.manufacturer} {entry.model}"[:120], entry.mud_url)
+        return sorted(found.items(), key=lambda item: item[0].casefold())[:limit]
+
+    def wifi_name(self) -> str | None:
+        """The home WiFi's name (``[wifi] ssid`` of the configuration), when known."""
+        ssid = getattr(self.keys, "ssid", None)
+        return ssid if isinstance(ssid, str) else None
+
+    def save_settings(self, *, home_default: str, signed_only: bool,
+                      learning_days: float | None = None,
+                      lock_automatically: bool | None = None) -> Settings:
+        """Store the home default, whether unsigned MUD files are refused and, when
+        given, how long a device without a MUD file is learned and whether its learned
+        profile is locked without asking (the daemon follows a new home default after
+        the change)."""
+        def change() -> Settings:
+            current = self.devices.store.get_settings()
+            updated = replace(current, home_default=HomeDefault(home_default),
+                              allow_unsigned=not signed_only)
+            if learning_days is not None:
+                updated = replace(updated, learning_days=learning_days)
+            if lock_automatically is not None:
+                updated = replace(updated, lock_automatically=lock_automatically)
+            self.devices.store.save_settings(updated)
+            if self.settings_changed is not None:
+                self.settings_changed()
+            return updated
+        return self._serial(change)
+
+    def zone(self) -> str:
+        """The gateway's time zone (IANA name) for daily schedules: ``TZ``, else the
+        ``/etc/localtime`` link, else UTC."""
+        return self.time_zone or local_zone()
 
     def now(self) -> datetime:
         """The current time (the device service's clock unless one was given)."""
@@ -428,7 +486,9 @@ class PortalServices:
         try:
             data = fetch(url)
         except Exception as exc:  # network, TLS, size, status: all the server's problem
-            return MudPreview(url=url, mud=None, fetch_error=_short(exc))
+            key = getattr(exc, "key", None)
+            return MudPreview(url=url, mud=None, fetch_error=_short(exc),
+                              fetch_error_key=key if key in FETCH_ERROR_KEYS else "other")
         result = parse_mud(data, expected_url=url)
         if result.mud is None:
             return MudPreview(url=url, mud=None, findings=result.findings)

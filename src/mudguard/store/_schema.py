@@ -103,6 +103,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX activity_hour ON activity(hour);
     """,
+    # 6 (issue #15): a grant's daily schedule, "HH:MM-HH:MM ZONE" (bedtime pause).
+    """
+    ALTER TABLE grants ADD COLUMN schedule TEXT;
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

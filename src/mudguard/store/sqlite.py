@@ -167,16 +167,17 @@ class Store(SqliteDatabase):
         """Store an owner grant for an existing device and return it with its id."""
         key = normalise_mac(mac)
         cursor = self._write(
-            "INSERT INTO grants (mac, kind, host, protocol, port, expires, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO grants (mac, kind, host, protocol, port, expires, created_at, "
+            "schedule) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, grant.kind.value, grant.host, grant.protocol, grant.port,
-             _ts(grant.expires), _ts(created_at)))
+             _ts(grant.expires), _ts(created_at), grant.schedule))
         return GrantRecord(id=int(cursor.lastrowid or 0), mac=key, grant=grant,
                            created_at=created_at)
 
     def list_grants(self, mac: str | None = None) -> list[GrantRecord]:
         """The grants of one device (or of every device), oldest first."""
-        sql = "SELECT id, mac, kind, host, protocol, port, expires, created_at FROM grants"
+        sql = ("SELECT id, mac, kind, host, protocol, port, expires, created_at, schedule "
+               "FROM grants")
         if mac is None:
             rows = self._read(sql + " ORDER BY id")
         else:
@@ -443,9 +444,9 @@ def _device_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Device:
 
 
 def _grant_from_row(row: sqlite3.Row | tuple[Any, ...]) -> GrantRecord:
-    id_, mac, kind, host, protocol, port, expires, created_at = row
+    id_, mac, kind, host, protocol, port, expires, created_at, schedule = row
     grant = Grant(kind=GrantKind(kind), host=host, protocol=protocol, port=port,
-                  expires=_dt(expires))
+                  expires=_dt(expires), schedule=schedule)
     return GrantRecord(id=int(id_), mac=mac, grant=grant, created_at=_dt_required(created_at))
 
 

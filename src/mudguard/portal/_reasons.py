@@ -1,0 +1,109 @@
+"""The gateway's reasons and reset steps in the owner's language.
+
+The device service stores a device's reasons (why it is in its state) and the
+events' ``reason`` as English sentences, some with data inside (a URL, a date, the
+error of a fetch); the CLI and the API show them as they are. The pages put each
+known sentence through a table of anchored patterns to a catalogue key, with the
+data as its fields; a reason made of two (``"{why}; no MUD profile"``) is translated
+part by part. A sentence no pattern knows (a watcher's quarantine detail) is shown
+as it is: never blank, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+Translate = Callable[..., str]
+
+# (pattern, key); the named groups are the message's fields. Order: specific first.
+_REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern + r"\Z", re.DOTALL), key) for pattern, key in (
+        (r"new device: deciding its access", "reason.new"),
+        (r"MUD profile from (?P<url>\S+) enforced", "reason.profiled"),
+        (r"profile learned from its traffic, approved by the owner \((?P<url>\S+)\)",
+         "reason.learned_approved"),
+        (r"its maker no longer supports it \(is-supported: false\): restricted to the home "
+         r"LAN", "reason.unsupported"),
+        (r"its end of support was (?P<date>[\d-]+): restricted to the home LAN",
+         "reason.end_of_support"),
+        (r"the home's default applies: home LAN only, no Internet", "reason.default.lan"),
+        (r"the home's default applies: Internet only, no other devices on the LAN",
+         "reason.default.internet"),
+        (r"home's default applies: home LAN only, no Internet", "reason.default.lan"),
+        (r"home's default applies: Internet only, no other devices on the LAN",
+         "reason.default.internet"),
+        (r"the MUD file's signature is invalid", "reason.signature_invalid"),
+        (r"the MUD file is unsigned and this home requires signatures", "reason.unsigned"),
+        (r"learning what it does until (?P<when>[\d-]+ [\d:]+ UTC); (?P<rest>.+)",
+         "reason.learning"),
+        (r"learning ended: a profile learned from its traffic awaits the owner \(lock it "
+         r"with: device learn --lock; or --keep-default\)", "reason.proposed"),
+        (r"learning ended with no traffic to learn from", "reason.learned_nothing"),
+        (r"the owner kept the home default", "reason.kept_default"),
+        (r"the owner asked to learn it", "reason.owner_learns"),
+        (r"its learned profile is no longer in the cache", "reason.learned_lost"),
+        (r"released from quarantine", "reason.released"),
+        (r"trusted by the owner", "reason.trusted"),
+        (r"no longer trusted", "reason.untrusted"),
+        (r"forgotten by the owner", "reason.forgotten"),
+        (r"the MUD file at (?P<url>\S+) could not be fetched: (?P<detail>.+)",
+         "reason.fetch_failed"),
+        (r"the MUD file at (?P<url>\S+) is invalid: (?P<detail>.+)", "reason.mud_invalid"),
+        (r"(?P<url>\S+) names another device's learned profile", "reason.learned_by_other"),
+        (r"the repository's MUD file for it is invalid \((?P<repository>.+)\)",
+         "reason.repository_invalid"),
+        (r"the repository's MUD file for it names another device's learned profile "
+         r"\((?P<repository>.+)\)", "reason.repository_learned_by_other"),
+        (r"(?P<repository>.+) knows the device but has no MUD file",
+         "reason.repository_no_mud"),
+        (r"(?P<why>.+); no MUD profile", "reason.no_profile"),
+        # the watcher's alerts (``watch.tracker``): the examples stay as they are
+        (r"scanned the home network: (?P<count>\d+) addresses in (?P<seconds>[\d.]+) s "
+         r"\((?P<sample>.*)\)", "reason.watch.lan_scan"),
+        (r"scanned (?P<count>\d+) addresses in (?P<seconds>[\d.]+) s \((?P<sample>.*)\)",
+         "reason.watch.scan"),
+        (r"probed (?P<count>\d+) ports of one address in (?P<seconds>[\d.]+) s "
+         r"\((?P<sample>.*)\)", "reason.watch.ports"),
+        (r"(?P<count>\d+) blocked packets in (?P<seconds>[\d.]+) s, the most the gateway "
+         r"logs \((?P<sample>.*)\)", "reason.watch.flood"),
+        (r"tried (?P<count>\d+) different blocked connections in (?P<seconds>[\d.]+) s "
+         r"\((?P<sample>.*)\)", "reason.watch.tried"),
+        (r"(?P<count>\d+) different connections its profile does not allow within "
+         r"(?P<seconds>[\d.]+) s \((?P<sample>.*)\)", "reason.watch.deviation"),
+        (r"opened (?P<count>\d+) connections in (?P<seconds>[\d.]+) s \(e\.g\. "
+         r"(?P<sample>.*)\)", "reason.watch.connections"),
+        (r"opened (?P<count>\d+) connections in (?P<seconds>[\d.]+) s",
+         "reason.watch.connections.plain"),
+    ))
+
+# Fields that are themselves reasons (translated in turn).
+_NESTED = frozenset({"rest", "why"})
+
+RESET_STEPS: tuple[tuple[str, str], ...] = (
+    ("Its network access and its own WiFi key have been removed", "reset.removed"),
+    ("Factory-reset the device", "reset.factory"),
+    ("Remove it from the maker's app or cloud account", "reset.account"),
+    ("Give the new owner the device only after the reset", "reset.transfer"),
+)
+
+
+def reason_text(reason: str, t: Translate, depth: int = 0) -> str:
+    """``reason`` in the language of ``t`` when it is one the gateway writes; else as is."""
+    for pattern, key in _REASONS:
+        match = pattern.match(reason)
+        if match is None:
+            continue
+        fields = {name: reason_text(value, t, depth + 1)
+                  if name in _NESTED and depth < 3 else value
+                  for name, value in match.groupdict().items()}
+        return t(key, **fields)
+    return reason
+
+
+def reset_step_text(step: str, t: Translate) -> str:
+    """A reset step (``DeviceService.forget``) in the language of ``t``."""
+    for start, key in RESET_STEPS:
+        if step.startswith(start):
+            return t(key)
+    return step
