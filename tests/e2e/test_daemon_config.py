@@ -227,3 +227,22 @@ def test_violation_log_counts_every_drop_and_keeps_bounded_distinct_evidence() -
     assert tallies["dev-a"].count == 6
     assert [e.dst_port for e in tallies["dev-a"].evidence] == [443, 80, 22]
     assert log.drain() == {}  # drained: starts afresh
+
+
+def test_controller_classes_map_to_the_owners_addresses_and_reach_the_home_context() -> None:
+    """``[mud] controllers``: the owner's addresses per controller class (RFC 8520), the
+    only way a class other than dns/ntp grants anything; bad entries are refused."""
+    from mudguard.daemon.config import ConfigError, parse_config
+
+    base = ('[gateway]\nlan_interface = "br0"\nlan_prefixes = ["192.0.2.0/24"]\n'
+            'addresses = ["192.0.2.1"]\n')
+    config = parse_config(base + '[mud]\ncontrollers = { "bacnet" = ["192.0.2.20"], '
+                                 '"urn:ietf:params:mud:gateway" = ["192.0.2.1"] }\n')
+    assert config.controllers == {"bacnet": ("192.0.2.20",),
+                                  "urn:ietf:params:mud:gateway": ("192.0.2.1",)}
+    assert dict(config.home_context().controllers) == dict(config.controllers)
+    assert parse_config(base).home_context().controllers == {}
+    for bad in ('controllers = { "bacnet" = ["not-an-address"] }',
+                'controllers = { "bacnet" = [] }', 'controllers = ["192.0.2.20"]'):
+        with pytest.raises(ConfigError):
+            parse_config(base + "[mud]\n" + bad + "\n")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ class GatewayConfig:
     neighbours: bool = True
     dhcp_sniff: bool = True
     dhcp_hook: bool = True
+    controllers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # controller class (a MUD "controller" URI or bare name) -> the owner's addresses
     maintenance_seconds: float = 60.0
     report_seconds: float = 10.0
     repositories: tuple[str, ...] = ()
@@ -101,7 +104,7 @@ class GatewayConfig:
             lan_prefixes=self.lan_prefixes, gateway_addresses=self.addresses,
             lan_interface=self.lan_interface, wan_interface=self.wan_interface or "",
             portal_ports=(self.portal_port,) if self.portal_address else (),
-            log_group=self.nflog_group)
+            log_group=self.nflog_group, controllers=dict(self.controllers))
 
     @property
     def base_file(self) -> Path:
@@ -235,6 +238,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               meaning="Where to look for devices that announce no MUD URL, first match "
                       "wins: an index.json over HTTPS, or a local folder holding index.json "
                       "and MUD files."),
+    ConfigKey(section="mud", name="controllers", field="controllers",
+              kind="table: controller class = list of IP addresses", default={},
+              example={"urn:ietf:params:mud:gateway": ["192.168.1.1"],
+                       "bacnet": ["192.168.1.20"]},
+              meaning="The controllers of each class MUD files name (RFC 8520 \"controller\": "
+                      "a URI, or a bare name as some suites write). An ACE naming a class "
+                      "reaches exactly these addresses; an unmapped class grants nothing. "
+                      "(urn:ietf:params:mud:dns and :ntp need no entry: they open the "
+                      "gateway's own DNS or NTP.)"),
     ConfigKey(section="portal", name="address", field="portal_address", kind="IP address",
               example="192.168.1.2", default_text="the first of gateway.addresses",
               meaning='The address the portal listens on. "" (empty): no portal.'),
@@ -406,6 +418,23 @@ def _host_names(values: object) -> tuple[str, ...]:
     return tuple(v.lower() for v in values)
 
 
+def _controllers(value: object) -> dict[str, tuple[str, ...]]:
+    """``mud.controllers``: class -> addresses, each checked."""
+    if not isinstance(value, dict):
+        raise ConfigError("mud.controllers must be a table: class = [addresses]")
+    if len(value) > 256:
+        raise ConfigError("mud.controllers: at most 256 classes")
+    mapped: dict[str, tuple[str, ...]] = {}
+    for name, addresses in value.items():
+        if not name or len(name) > 255 or not name.isprintable():
+            raise ConfigError(f"mud.controllers: {name[:80]!r} is not a controller class")
+        found = _addresses(addresses, f"mud.controllers.{name[:80]}")
+        if not found or len(found) > 64:
+            raise ConfigError(f"mud.controllers.{name[:80]} must list 1-64 addresses")
+        mapped[name] = tuple(found)
+    return mapped
+
+
 def _repositories(values: object) -> tuple[str, ...]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ConfigError("mud.repositories must be a list of strings")
@@ -489,6 +518,7 @@ def parse_config(text: str) -> GatewayConfig:
         raise ConfigError("dhcp.lease_time must look like 600, 45m, 12h, 1d or infinite")
     upstream = _addresses(_get(dns, "dns", "upstream"), "dns.upstream")
     repositories = _repositories(_get(mud, "mud", "repositories"))
+    controllers = _controllers(_get(mud, "mud", "controllers"))
     portal_names = _host_names(_get(portal, "portal", "names"))
     allow_unsigned = _get(mud, "mud", "allow_unsigned")
     if not isinstance(allow_unsigned, bool):
@@ -531,7 +561,7 @@ def parse_config(text: str) -> GatewayConfig:
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
-        dhcp_sniff=dhcp_sniff, dhcp_hook=dhcp_hook,
+        dhcp_sniff=dhcp_sniff, dhcp_hook=dhcp_hook, controllers=controllers,
         portal_names=portal_names, isolate_lan=isolate_lan, device_tables=device_tables,
         metrics_listen=parse_listen(metrics["listen"], addresses) if "listen" in metrics
         else None,

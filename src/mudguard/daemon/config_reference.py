@@ -21,7 +21,7 @@ _DEFAULT_PATH = "/etc/mudguard/gateway.toml"
 
 
 def toml_value(value: object) -> str:
-    """``value`` written as TOML (strings, booleans, numbers and lists of them)."""
+    """``value`` written as TOML (strings, booleans, numbers, lists and inline tables)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -30,6 +30,11 @@ def toml_value(value: object) -> str:
         return json.dumps(value, ensure_ascii=False)  # a TOML basic string
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}"
+                                for k, v in value.items()) + " }"
     raise TypeError(f"no TOML form for {value!r}")
 
 
