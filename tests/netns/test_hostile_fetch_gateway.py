@@ -14,11 +14,9 @@ the listener was there to see one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -28,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from mudguard.vhome import INTERNET_HOSTS, VirtualHome, enter
+from mudguard.vhome import INTERNET_HOSTS, VirtualHome
+from tests.netns.https_servers import https_server_in
 from tests.pki import make_cert
 from tests.unit.test_mud_parse import base
 
@@ -76,39 +75,10 @@ class Redirector(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-@contextlib.contextmanager
-def https_server_in(ns: str, address: str, cert_file: Path) -> Iterator[None]:
-    """The redirector on ``address``:443 in namespace ``ns`` (its thread entered it)."""
-    ready: list[ThreadingHTTPServer | BaseException] = []
-    started = threading.Event()
-
-    def run() -> None:
-        try:
-            enter(ns)  # this thread only: setns(2) moves the calling thread
-            server = ThreadingHTTPServer((address, 443), Redirector)
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(cert_file)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-            ready.append(server)
-        except BaseException as exc:
-            ready.append(exc)
-            raise
-        finally:
-            started.set()
-        server.serve_forever(poll_interval=0.05)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10)
-    server = ready[0]
-    if isinstance(server, BaseException):
-        raise server
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def redirector_in(ns: str, address: str, cert_file: Path) -> Any:
+    """The redirector on ``address``:443 in namespace ``ns``."""
+    return https_server_in(ns, lambda: ThreadingHTTPServer((address, 443), Redirector),
+                           cert_file)
 
 
 def fetch_everything_in_the_gateway(config_text: str, wan_if: str) -> dict[str, Any]:
@@ -191,7 +161,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VirtualHome
                               lan_prefix="192.0.2.0/24", gateway=LAN4, state_dir=tmp / "state",
                               ca_file=tmp / "ca.pem")
         (tmp / "gateway.toml").write_text(text)
-        with https_server_in(vhome.inet_ns, cloud4, tmp / "server.pem"):
+        with redirector_in(vhome.inet_ns, cloud4, tmp / "server.pem"):
             yield vhome, tmp
 
 

@@ -11,12 +11,9 @@ the device's own address is followed.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import socketserver
-import ssl
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -28,7 +25,8 @@ import pytest
 from mudguard.enforce import Enforcer, Nft
 from mudguard.mud import parse_mud
 from mudguard.policy import DeviceFacts, LifecycleState
-from mudguard.vhome import GW4, VirtualHome, enter
+from mudguard.vhome import GW4, VirtualHome
+from tests.netns.https_servers import https_server_in
 from tests.pki import make_cert
 
 pytestmark = [pytest.mark.root,
@@ -74,41 +72,16 @@ class QuietServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         return
 
 
-@contextlib.contextmanager
 def https_in(ns: str, address: str, port: int, cert_file: Path,
-             location: str | None = None) -> Iterator[Any]:
-    """An HTTPS server on ``address``:``port`` in namespace ``ns`` (its thread entered it)."""
-    ready: list[Any] = []
-    started = threading.Event()
+             location: str | None = None) -> Any:
+    """An HTTPS server on ``address``:``port`` in namespace ``ns`` that records what it
+    was asked (``seen``) and redirects to ``location`` when set."""
+    def make() -> Any:
+        server: Any = QuietServer((address, port), DeviceServer)
+        server.seen, server.location = [], location
+        return server
 
-    def run() -> None:
-        try:
-            enter(ns)  # this thread only
-            server: Any = QuietServer((address, port), DeviceServer)
-            server.seen, server.location = [], location
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(cert_file)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-            ready.append(server)
-        except BaseException as exc:
-            ready.append(exc)
-            raise
-        finally:
-            started.set()
-        server.serve_forever(poll_interval=0.05)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10)
-    server = ready[0]
-    if isinstance(server, BaseException):
-        raise server
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    return https_server_in(ns, make, cert_file)
 
 
 def ask_the_device(address: str, ports: list[int]) -> dict[int, tuple[str, str]]:
