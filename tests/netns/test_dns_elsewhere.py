@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from mudguard.child import stop_child
-from mudguard.daemon.config import parse_config
+from mudguard.daemon.config import GatewayConfig, parse_config
 from mudguard.daemon.dnsmasq import dnsmasq_argv
 from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, Upstream
@@ -218,7 +218,7 @@ range = ["192.0.2.200", "192.0.2.220"]
         bound = (tmp / "bound.txt").read_text()
     finally:
         stop_child(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(config.state_dir, ignore_errors=True)
     assert f"dns={GW4} " in bound and f"router={GW4}" in bound
 
 
@@ -270,13 +270,10 @@ def _rdnss_from_router_advert(interface: str, timeout: float) -> list[str]:
         sock.close()
 
 
-def test_router_advertisements_name_the_gateways_ipv6_resolver(home: VirtualHome) -> None:
-    """dnsmasq serves no DNS (``--port=0``): without ``option6:dns-server`` its RAs would
-    carry no RDNSS (or its link-local address, where the guard does not listen)."""
-    if shutil.which("dnsmasq") is None:
-        pytest.skip("dnsmasq is needed (scripts/setup.sh installs it)")
-    tmp = Path(tempfile.mkdtemp(prefix="mgE-ra-"))
-    config = parse_config(f"""
+def _gateway_config(home: VirtualHome, prefix: str) -> GatewayConfig:
+    """The daemon's configuration for this home (both families), state in a new folder."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    return parse_config(f"""
 [gateway]
 lan_interface = "{home.lan_if}"
 lan_prefixes = ["{LAN4}", "{LAN6}"]
@@ -285,6 +282,14 @@ state_dir = "{tmp}"
 [dhcp]
 range = ["192.0.2.200", "192.0.2.220"]
 """)
+
+
+def test_router_advertisements_name_the_gateways_ipv6_resolver(home: VirtualHome) -> None:
+    """dnsmasq serves no DNS (``--port=0``): without ``option6:dns-server`` its RAs would
+    carry no RDNSS (or its link-local address, where the guard does not listen)."""
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is needed (scripts/setup.sh installs it)")
+    config = _gateway_config(home, "mgE-ra-")
     argv = dnsmasq_argv(config, hook="/bin/true")
     if not any(a.startswith("--enable-ra") for a in argv):  # RA on, SLAAC only, for the test
         argv += ["--enable-ra", f"--dhcp-range=::,constructor:{home.lan_if},ra-only"]
@@ -297,7 +302,7 @@ range = ["192.0.2.200", "192.0.2.220"]
         servers = home.call(node.ns, _rdnss_from_router_advert, node.iface, 8.0, timeout=20)
     finally:
         stop_child(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(config.state_dir, ignore_errors=True)
     assert servers == [GW6]
 
 
@@ -361,16 +366,7 @@ def test_dhcpv6_information_request_gets_the_gateways_ipv6_resolver(home: Virtua
     binds, not dnsmasq's own (which serves no DNS)."""
     if shutil.which("dnsmasq") is None:
         pytest.skip("dnsmasq is needed (scripts/setup.sh installs it)")
-    tmp = Path(tempfile.mkdtemp(prefix="mgE-d6-"))
-    config = parse_config(f"""
-[gateway]
-lan_interface = "{home.lan_if}"
-lan_prefixes = ["{LAN4}", "{LAN6}"]
-addresses = ["{GW4}", "{GW6}"]
-state_dir = "{tmp}"
-[dhcp]
-range = ["192.0.2.200", "192.0.2.220"]
-""")
+    config = _gateway_config(home, "mgE-d6-")
     argv = dnsmasq_argv(config, hook="/bin/true")
     if not any(a.startswith("--dhcp-range=") and ":" in a for a in argv):  # stateless DHCPv6
         argv += ["--enable-ra", f"--dhcp-range=::,constructor:{home.lan_if},ra-stateless"]
@@ -383,5 +379,5 @@ range = ["192.0.2.200", "192.0.2.220"]
         servers = home.call(node.ns, _dhcp6_dns_servers, node.iface, node.mac, 8.0, timeout=20)
     finally:
         stop_child(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(config.state_dir, ignore_errors=True)
     assert servers == [GW6]
