@@ -86,3 +86,21 @@ def test_a_new_devices_own_first_url_is_still_taken(wire: tuple[str, str],
         Intake(service).on_sighting(sighting)
         printer = service.device(PRINTER)
         assert printer.mud_url == EVIL and printer.pending_mud_url is None
+
+
+@pytest.mark.parametrize("bad", ["00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:fb",
+                                 "33:33:00:00:00:01"])
+def test_frames_from_no_device_mac_never_become_devices(wire: tuple[str, str],
+                                                        tmp_path: Path, bad: str) -> None:
+    """Real LLDP frames whose Ethernet source is all-zero, broadcast or multicast, sent
+    over a veth to the gateway's real listener: nothing reaches the store (#13 class 8),
+    while a unicast sender in the same exchange does."""
+    gw, dev = wire
+    frames = [build_lldp_frame(bad, mud_url=EVIL, system_name="ghost"),
+              build_lldp_frame(PRINTER, mud_url=EVIL, system_name="printer")]
+    infos = [i for i in exchange(gw, dev, frames, tmp_path / "ready") if i is not None]
+    with Store(tmp_path / "m.db") as store:
+        intake = Intake(DeviceService(store=store, clock=Clock()))
+        for info in infos:
+            intake.on_sighting(info.sighting())
+        assert [d.mac for d in store.list_devices()] == [PRINTER]
