@@ -35,7 +35,8 @@ def test_the_variable_names_the_folder(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert data.big_corpus_root() == tmp_path
     monkeypatch.delenv("MUDGUARD_BIG_CORPUS")
     default = data.big_corpus_root()  # the documented default: beside the repository
-    assert default.parent.parent == REPO.parent and default.parts[-2:] == ("shared", "corpus")
+    assert default.parent.parent == REPO.parent and default.name == "corpus"
+    assert f"`../{default.parent.name}/corpus`" in (REPO / "README.md").read_text()
 
 
 def test_missing_captures_say_how_to_get_them(tmp_path: Path) -> None:

@@ -8,12 +8,15 @@ import re
 from pathlib import Path
 
 from tests.conftest import CORPUS, REPO
+from tests.unit.test_bench_data import bench_data
 
 # A path to the sibling folder the corpus used to live in, in any spelling: as text
-# (``../shared``, ``shared/corpus``, the machine's ``/work/shared``) or joined with
-# pathlib (``parent / "shared"``, ``"shared" / "corpus"``).
-SIBLING = re.compile(r"""\.\./shared\b|/work/shared\b|shared/corpus"""
-                     r"""|/\s*(["'])shared\1|(["'])shared\2\s*/""")
+# (``../NAME``, ``NAME/corpus``, the machine's ``/work/NAME``) or joined with pathlib
+# (``parent / "NAME"``, ``"NAME" / "corpus"``). NAME is taken from the one place that may
+# name the folder, the benchmarks' default for the large captures, so no test names it.
+NAME = re.escape(bench_data().DEFAULT_BIG_CORPUS.parent.name)
+SIBLING = re.compile(rf"""\.\./{NAME}\b|/work/{NAME}\b|{NAME}/corpus"""
+                     rf"""|/\s*(["']){NAME}\1|(["']){NAME}\2\s*/""")
 SCANNED = ("tests", "src", "scripts", ".ci", "pyproject.toml")
 SKIPPED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 CORPUS_BUDGET = 2_000_000  # bytes: the issue's bound for the data a clone carries
@@ -45,10 +48,11 @@ def sibling_references(path: Path) -> list[str]:
 
 
 def test_the_pattern_catches_every_spelling() -> None:
-    for line in ('CORPUS = REPO.parent / "shared" / "corpus"',
-                 "LUMINAIRE = Path(__file__).parents[3] / 'shared' / 'corpus' / 'mud'",
-                 "see ../shared/corpus/mud", "open('/work/shared/corpus/wifi/x.cap')",
-                 'base / "shared/corpus"'):
+    name = bench_data().DEFAULT_BIG_CORPUS.parent.name
+    for line in (f'CORPUS = REPO.parent / "{name}" / "corpus"',
+                 f"LUMINAIRE = Path(__file__).parents[3] / '{name}' / 'corpus' / 'mud'",
+                 f"see ../{name}/corpus/mud", f"open('/work/{name}/corpus/wifi/x.cap')",
+                 f'base / "{name}/corpus"'):
         assert SIBLING.search(line), line
     for line in ("a shared secret", "shared_library = ctypes.CDLL(name)",
                  '"the shared services"', 'CORPUS = REPO / "tests" / "data" / "corpus"'):
