@@ -193,16 +193,8 @@ def test_udhcpc_gets_the_gateway_as_dns_server_from_the_daemons_dnsmasq(
         home: VirtualHome) -> None:
     if shutil.which("dnsmasq") is None or shutil.which("busybox") is None:
         pytest.skip("dnsmasq and busybox are needed (scripts/setup.sh installs them)")
-    tmp = Path(tempfile.mkdtemp(prefix="mgE-dhcp-"))
-    config = parse_config(f"""
-[gateway]
-lan_interface = "{home.lan_if}"
-lan_prefixes = ["{LAN4}", "{LAN6}"]
-addresses = ["{GW4}", "{GW6}"]
-state_dir = "{tmp}"
-[dhcp]
-range = ["192.0.2.200", "192.0.2.220"]
-""")
+    config = _gateway_config(home, "mgE-dhcp-")
+    tmp = config.state_dir
     argv = dnsmasq_argv(config, hook="/bin/true")
     proc = subprocess.Popen(["ip", "netns", "exec", home.gw_ns, *argv],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import core as asn1_core
@@ -281,7 +283,10 @@ def test_hook_parser_never_crashes(data: bytes) -> None:
     assert isinstance(s.mac, str) and s.source in (MudSource.DHCP4, MudSource.DHCP6)
 
 
-def test_dhcp_listen_command_with_the_real_hook(tmp_path: Path) -> None:
+def run_dhcp_listen(tmp_path: Path, calls: Sequence[tuple[list[str], dict[str, str]]]
+                    ) -> tuple[list[dict[str, Any]], int, str]:
+    """``mudguard dhcp listen`` fed by the real ``mudguard-dhcp-hook``, once per (hook
+    arguments, extra environment) of ``calls``: its JSON lines, exit code and stderr."""
     import os
     import subprocess
     import sys
@@ -289,29 +294,32 @@ def test_dhcp_listen_command_with_the_real_hook(tmp_path: Path) -> None:
 
     sock = tmp_path / "dhcp.sock"
     env = {**os.environ, "MUDGUARD_DHCP_SOCKET": str(sock)}
-    proc = subprocess.Popen([sys.executable, "-m", "mudguard", "dhcp", "listen", "--count", "2",
-                             "--timeout", "20"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mudguard", "dhcp", "listen", "--count",
+                             str(len(calls)), "--timeout", "20"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(500):  # bounded wait for the socket (10 s)
             if sock.exists():
                 break
             time.sleep(0.02)
         hook = Path(sys.executable).with_name("mudguard-dhcp-hook")
-        for args, mud in ((["add", MAC, "192.0.2.50", "plug"], URL),
-                          (["old", "00:01:00:01:aa", "2001:db8::50"], None)):
-            hook_env = {**env, "DNSMASQ_MAC": MAC, "DNSMASQ_VENDOR_CLASS": "udhcp 1.36.1"}
-            if mud:
-                hook_env["DNSMASQ_MUD_URL"] = mud
-            subprocess.run([str(hook), *args], env=hook_env, check=True, timeout=20)
+        for args, extra in calls:
+            subprocess.run([str(hook), *args], env={**env, **extra}, check=True, timeout=20)
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    lines = [json.loads(line) for line in out.splitlines()]
+    return [json.loads(line) for line in out.splitlines()], proc.returncode, err
+
+
+def test_dhcp_listen_command_with_the_real_hook(tmp_path: Path) -> None:
+    client = {"DNSMASQ_MAC": MAC, "DNSMASQ_VENDOR_CLASS": "udhcp 1.36.1"}
+    lines, code, err = run_dhcp_listen(tmp_path, [
+        (["add", MAC, "192.0.2.50", "plug"], {**client, "DNSMASQ_MUD_URL": URL}),
+        (["old", "00:01:00:01:aa", "2001:db8::50"], client)])
     assert [(x["source"], x["ip"], x["mud_url"]) for x in lines] == [
         ("dhcp4", "192.0.2.50", URL), ("dhcp6", "2001:db8::50", None)]
     assert lines[0]["vendor_class"] == "udhcp 1.36.1"
-    assert proc.returncode == 0, err
+    assert code == 0, err
 
 
 def test_dhcp_listen_says_when_nothing_came(tmp_path: Path) -> None:

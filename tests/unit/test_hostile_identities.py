@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +35,7 @@ from mudguard.discovery.qr import QrError, QrRecord, build_qr, parse_qr
 from mudguard.discovery.sighting import Intake, Sighting, SightingError
 from mudguard.policy import LifecycleState
 from mudguard.store import Store
-from tests.unit.test_discovery_parsers import neigh_message
+from tests.unit.test_discovery_parsers import neigh_message, run_dhcp_listen
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 GOOD = "02:00:5e:00:53:01"  # locally administered unicast: a device
@@ -259,29 +255,14 @@ def test_the_portal_refuses_a_hostile_mac_by_api_form_and_label(tmp_path: Path) 
 # -- `mudguard dhcp listen` runs the daemon's checks ---------------------------------------
 
 def test_dhcp_listen_prints_what_the_daemon_would_refuse(tmp_path: Path) -> None:
-    sock = tmp_path / "dhcp.sock"
-    env = {**os.environ, "MUDGUARD_DHCP_SOCKET": str(sock)}
-    proc = subprocess.Popen([sys.executable, "-m", "mudguard", "dhcp", "listen", "--count", "4",
-                             "--timeout", "20"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(500):  # bounded wait for the socket (10 s)
-            if sock.exists():
-                break
-            time.sleep(0.02)
-        hook = Path(sys.executable).with_name("mudguard-dhcp-hook")
+    lines, code, err = run_dhcp_listen(tmp_path, [
+        (["add", mac, ip], {"DNSMASQ_MUD_URL": mud} if mud else {})
         for mac, ip, mud in (("00:00:00:00:00:00", "192.0.2.50", URL),
                              ("ff:ff:ff:ff:ff:ff", "192.0.2.51", None),
                              (GOOD.upper(), "192.0.2.52", "http://mud.example.com/x.json"),
-                             (GOOD.upper(), "169.254.3.4", URL)):
-            hook_env = {**env, "DNSMASQ_MUD_URL": mud} if mud else env
-            subprocess.run([str(hook), "add", mac, ip], env=hook_env, check=True, timeout=20)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    lines = [json.loads(line) for line in out.splitlines()]
+                             (GOOD.upper(), "169.254.3.4", URL))])
     assert [line["verdict"] for line in lines] == ["refused", "refused", "refused", "accepted"]
     assert "all-zero" in lines[0]["reason"] and "broadcast" in lines[1]["reason"]
     assert lines[2]["error"] == "bad_mud_url"
     assert (lines[3]["mac"], lines[3]["ip"], lines[3]["ignored_ip"]) == (GOOD, None, "169.254.3.4")
-    assert proc.returncode == 0, err
+    assert code == 0, err
