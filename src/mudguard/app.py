@@ -415,7 +415,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                                         run=gateway.run_in_worker,
                                         transparency=gateway.transparency,
                                         oui=identifier.oui, knowledge=identifier.kb,
-                                        settings_changed=gateway.follow_home_default),
+                                        settings_changed=gateway.follow_home_default,
+                                        controllers=config.controllers),
                          PortalSettings(state_dir=config.state_dir, allowed_hosts=hosts))
         gateway.services.append(PortalRunner(app, config.portal_address, config.portal_port))
     if metrics is not None and config.metrics_listen is not None:

@@ -219,3 +219,17 @@ def test_names_are_listed_under_their_domain_and_answers_are_not_inbound(corpus:
                                 LifecycleState.PROFILED))
     assert "googleapis.com: 4 servers" in groups["online"]  # not four lines of one each
     assert groups["inbound"] == ("other devices at home (Google Cast app)",)  # not 8.8.8.8
+
+
+def test_a_controller_class_is_listed_only_when_the_owner_mapped_it(corpus: Path) -> None:
+    """The bulb's draft-era ``urn:ietf:params:mud:gateway`` rules grant nothing until the
+    owner maps that class (``[mud] controllers``); mapped, they are what it may do."""
+    mud = _mud(corpus, "lifxbulbMud.json")
+    policy = decide(DeviceFacts(mac="00:11:22:33:44:55", mud_url=mud.mud_url,
+                                state=LifecycleState.PROFILED),
+                    mud, (), HomeContext(lan_prefixes=(), gateway_addresses=()), now=NOW)
+    t = functools.partial(translate, "en")
+    unmapped = _groups(describe_allowance(policy, t))["home"]
+    mapped = _groups(describe_allowance(policy, t, {"urn:ietf:params:mud:gateway"}))["home"]
+    assert not any(line.startswith("a controller app at home") for line in unmapped)
+    assert any(line.startswith("a controller app at home: DHCP") for line in mapped)

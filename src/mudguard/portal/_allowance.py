@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,15 +93,21 @@ class _Words:
     risks: list[str]
 
 
-def describe_allowance(policy: DevicePolicy, t: Translate) -> Allowance:
-    """The device's effective policy in words, grouped by purpose (pure)."""
+def describe_allowance(policy: DevicePolicy, t: Translate,
+                       controllers: Collection[str] = ()) -> Allowance:
+    """The device's effective policy in words, grouped by purpose (pure).
+
+    ``controllers``: the controller classes the owner mapped to addresses (``[mud]
+    controllers``); a rule naming another class grants nothing, so it is not listed.
+    """
     words = _Words([], {}, [], {}, {}, {}, {}, {}, [], [])
     maker = _maker_hints(policy)
     outgoing = {(r.peer, r.peer_value) for r in policy.rules
                 if r.direction is FROM and r.action is Forwarding.ACCEPT}
     for rule in policy.rules:
-        if rule.peer is PeerKind.CONTROLLER and rule.action is Forwarding.ACCEPT:
-            continue  # a controller class grants only what the owner mapped: nothing yet
+        if (rule.peer is PeerKind.CONTROLLER and rule.action is Forwarding.ACCEPT
+                and rule.peer_value not in controllers):
+            continue  # an unmapped controller class grants nothing
         if rule.action is not Forwarding.ACCEPT:
             _add_unique(words.blocked, _blocked(rule, t))
         elif rule.direction is FROM:

@@ -181,7 +181,7 @@ def get_device(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
             "identity": services.identity(device, mud).as_dict(),
             "allowed": describe_policy(mud) if mud else None,
             "allowance": _allowance(describe_allowance(services.effective_policy(device),
-                                                       words)),
+                                                       words, services.controllers)),
             "grants": [g.as_dict() for g in services.devices.active_grants(device.mac)],
             "activity": _activity(services, device.mac)}
 

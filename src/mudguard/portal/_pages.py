@@ -269,7 +269,8 @@ def device_detail(request: Request, mac: str) -> Response:
         "identity": services.identity(device, mud),
         "policy": describe_policy(mud) if mud else None,
         "allowance": describe_allowance(services.effective_policy(device),
-                                        functools.partial(translate, lang)),
+                                        functools.partial(translate, lang),
+                                        services.controllers),
         "chart": flow_chart(services.flow_history(device.mac)),
         "activity": services.recent_activity(device.mac),
         "grants": services.devices.active_grants(device.mac),
@@ -544,7 +545,8 @@ async def onboard_check(request: Request) -> Response:
         "policy": describe_policy(preview.mud) if preview.mud else None,
         "allowance": describe_allowance(
             services.profile_policy(preview.mud, mac or None),
-            functools.partial(translate, language(request))) if preview.mud else None,
+            functools.partial(translate, language(request)),
+            services.controllers) if preview.mud else None,
         "report": _preview_report(preview), **_guidance(request)}, session=session)
 
 

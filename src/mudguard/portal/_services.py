@@ -15,7 +15,7 @@ URL, ``approve_url``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -165,6 +165,8 @@ class PortalServices:
     daemon re-enforces the devices on the home default at once."""
     time_zone: str | None = None
     """The zone daily schedules are read in; None: the gateway's own (``local_zone``)."""
+    controllers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """The controller classes the owner mapped to addresses (``[mud] controllers``)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _book: IncidentBook | None = field(default=None, repr=False)
     _book_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
