@@ -330,6 +330,7 @@ def test_unknown_extension_is_reported_not_dropped() -> None:
     (b"[]", "(document): expected a JSON object, got a list"),
     (b'{"a": NaN}', "(document): not valid JSON: NaN is not JSON"),
     (b"[" * 40 + b"]" * 40, "(document): JSON nested deeper than 32 levels"),
+    (b"[" * 100_000, "(document): JSON nested deeper than 32 levels"),
     (b" " * (MAX_MUD_BYTES + 1), f"(document): file is {MAX_MUD_BYTES + 1} bytes; the limit "
                                  f"is {MAX_MUD_BYTES}"),
     (b"{}", "mud: missing: a MUD file must have the ietf-mud:mud container"),
@@ -338,6 +339,13 @@ def test_document_level_rejections(data: bytes, expected: str) -> None:
     result = parse_mud(data)
     assert result.mud is None
     assert expected in [str(e) for e in result.errors]
+
+
+def test_a_byte_order_mark_is_ignored_with_a_warning() -> None:
+    plain = json.dumps(base()).encode()
+    result = parse_mud(b"\xef\xbb\xbf" + plain)
+    assert result.mud is not None and result.mud == parse_mud(plain).mud
+    assert any("byte order mark" in str(f) for f in result.warnings)
 
 
 def test_every_problem_is_reported_at_once() -> None:

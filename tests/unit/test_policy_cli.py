@@ -39,6 +39,9 @@ def test_invalid_file_gets_a_clear_error(path: Path) -> None:
 
 @pytest.mark.parametrize("args", [
     ["--mac", "not-a-mac"],
+    ["--mac", "ff:ff:ff:ff:ff:ff"],
+    ["--mac", "00:00:00:00:00:00"],
+    ["--mac", "01:00:5e:00:00:fb"],
     ["--mac", "02:00:00:00:00:01", "--ipv4", "2001:db8::1"],
     ["--mac", "02:00:00:00:00:01", "--ipv6", "hello"],
     ["--mac", "02:00:00:00:00:01", "--lan-interface", "br lan;x"],
@@ -47,3 +50,13 @@ def test_bad_options_are_refused(args: list[str]) -> None:
     path = VALID[0]
     result = CliRunner().invoke(app, ["policy", "compile", str(path), *args])
     assert result.exit_code == 2 and "error" in result.output
+
+
+def test_a_mac_written_with_dashes_or_capitals_is_the_same_device() -> None:
+    def batch(mac: str) -> str:
+        result = CliRunner().invoke(app, ["policy", "compile", str(VALID[0]), "--mac", mac,
+                                          "--json"])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert batch("02-00-00-00-00-0A") == batch("02:00:00:00:00:0a")

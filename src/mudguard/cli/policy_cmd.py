@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mudguard.devices import MacError, device_mac
 from mudguard.mud import parse_mud
 from mudguard.policy import (
     DeviceFacts,
@@ -32,8 +33,6 @@ from mudguard.policy import (
 policy_app = typer.Typer(help="Compile MUD files to nftables rules.", no_args_is_help=True)
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 DEFAULT_LAN = ("192.0.2.0/24", "2001:db8:1::/64")
 DEFAULT_GATEWAY = ("192.0.2.1", "2001:db8:1::1")
@@ -102,9 +101,10 @@ def compile_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the nft JSON batch")] = False,
 ) -> None:
     """Compile MUDFILE for one device; exit 0, or 2 with a clear error."""
-    mac = mac.strip().lower()
-    if not _MAC.match(mac):
-        raise _fail(f"--mac: expected a MAC like 02:00:00:00:00:01, got {mac!r}")
+    try:
+        mac = device_mac(mac.strip())
+    except MacError as exc:
+        raise _fail(f"--mac: {exc} (expected a device's MAC like 02:00:00:00:00:01)") from None
     if not mudfile.is_file():
         raise _fail(f"no such file: {mudfile}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", lan_interface):

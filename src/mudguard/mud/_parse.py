@@ -211,10 +211,18 @@ def _decode(data: bytes | str | Mapping[str, Any], walker: _Walker) -> dict[str,
         except UnicodeDecodeError as exc:
             walker.error((), f"not UTF-8 text (byte {exc.start})")
             return None
+        if text.startswith("\ufeff"):
+            # RFC 8259 §8.1: a sender must not add a BOM; a parser may ignore it.
+            walker.warn((), "starts with a UTF-8 byte order mark, which JSON senders must "
+                            "not add (RFC 8259 §8.1); ignored")
+            text = text[1:]
         try:
             document = json.loads(text, parse_constant=_reject_constant,
                                   object_pairs_hook=_Members)
-        except (ValueError, RecursionError) as exc:
+        except RecursionError:
+            walker.error((), f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            return None
+        except ValueError as exc:
             walker.error((), f"not valid JSON: {exc}")
             return None
         if _report_duplicates(document, (), walker):
