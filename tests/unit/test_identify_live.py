@@ -77,3 +77,24 @@ def test_a_failing_identifier_never_stops_discovery(service: DeviceService) -> N
 
     Intake(service, enrich=broken).on_sighting(lease(SENSI, "Sensi-1DBA50"))
     assert service.store.get_device(SENSI) is not None
+
+
+def test_dhcp_lease_stores_the_inferred_kind(intake: Intake, service: DeviceService) -> None:
+    intake.on_sighting(lease(SENSI, "Sensi-1DBA50"))
+    device = service.store.get_device(SENSI)
+    assert device is not None and device.kind == "thermostat"
+    assert device.as_dict()["kind"] == "thermostat"
+
+
+def test_a_vague_clue_stores_no_kind(intake: Intake, service: DeviceService) -> None:
+    # An Espressif module's default hostname says "some IoT thing", too weakly to show.
+    intake.on_sighting(lease(ESP, "ESP_07AEFB"))
+    device = service.store.get_device(ESP)
+    assert device is not None and device.kind is None
+
+
+def test_a_stored_kind_is_not_replaced_by_a_later_lease(intake: Intake,
+                                                        service: DeviceService) -> None:
+    intake.on_sighting(lease(SENSI, "Sensi-1DBA50"))
+    intake.on_sighting(lease(SENSI, "HS110", {"DNSMASQ_VENDOR_CLASS": "y"}))
+    assert service.store.get_device(SENSI).kind == "thermostat"

@@ -217,9 +217,13 @@ class DeviceService:
     @_serialised
     def observe(self, *, mac: str, ip: str | None = None, hostname: str | None = None,
                 mud_url: str | None = None, source: MudSource | None = None,
-                manufacturer: str | None = None, model: str | None = None) -> Device:
+                manufacturer: str | None = None, model: str | None = None,
+                kind: str | None = None) -> Device:
         """A sighting: record the device and, if it is new or its first MUD URL just
         arrived, decide its access (profile, repository, or the home default).
+
+        ``manufacturer``, ``model`` and ``kind`` (what ``mudguard.identify`` inferred)
+        fill only what the device's record does not know yet.
 
         Raises ``MudUrlError`` for a MUD URL RFC 8520 forbids (nothing changes, but
         the rejection is recorded as an event); ``MacError`` for a MAC that cannot name
@@ -241,6 +245,8 @@ class DeviceService:
             device = replace(device, manufacturer=manufacturer)
         if model and not device.model:
             device = replace(device, model=model)
+        if kind and not device.kind:
+            device = replace(device, kind=kind)
         outcome = lifecycle.Outcome(device, outcome.notices)
         released = lifecycle.addresses_moving(device, self._holders(device))
         needs_decision = device.state is LifecycleState.NEW or (

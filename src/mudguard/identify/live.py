@@ -3,11 +3,11 @@
 dnsmasq's hook already hands the daemon each lease's hostname (option 12), vendor
 class (60) and parameter request list (55); with the MAC's OUI these are the
 clues the daemon has without capturing traffic. ``DhcpIdentifier.enrich`` adds the
-maker it infers to a DHCP sighting that carries none, when the maker's confidence
-reaches ``min_confidence``. The device service stores it only while the device has
-no maker yet; a MUD file's ``mfg-name`` replaces it and an owner's label (``add``)
-too. Nothing here decides access: the maker is shown to the owner, never used to
-pick a profile (a repository match needs a model too, which this never sets).
+maker and the kind it infers to a DHCP sighting that carries none, when the
+confidence reaches ``min_confidence``. The device service stores each only while the
+device has none yet (the kind is shown to the owner: "a plug"); a MUD file's
+``mfg-name`` replaces the maker and an owner's label (``add``) too. Nothing here
+decides access: maker and kind are shown to the owner, never used to pick a profile (a repository match needs a model too, which this never sets).
 """
 
 from __future__ import annotations
@@ -54,13 +54,18 @@ class DhcpIdentifier:
         return identify(mac_bytes(sighting.mac), clues, self.kb, self.oui)
 
     def enrich(self, sighting: Sighting) -> Sighting:
-        """The sighting with the inferred maker, for a DHCP sighting that names none."""
-        if sighting.source not in DHCP_SOURCES or sighting.manufacturer:
+        """The sighting with the inferred maker and kind, for a DHCP sighting that names
+        none (each kept only at ``min_confidence`` or above)."""
+        if sighting.source not in DHCP_SOURCES or (sighting.manufacturer and sighting.kind):
             return sighting
         result = self.identify(sighting)
         log.info("identified %s: maker %s (%.2f), kind %s (%.2f)", sighting.mac,
                  result.manufacturer, result.manufacturer_confidence, result.kind,
                  result.kind_confidence)
-        if result.manufacturer is None or result.manufacturer_confidence < self.min_confidence:
-            return sighting
-        return replace(sighting, manufacturer=result.manufacturer)
+        maker = sighting.manufacturer
+        if maker is None and result.manufacturer_confidence >= self.min_confidence:
+            maker = result.manufacturer
+        kind = sighting.kind
+        if kind is None and result.kind_confidence >= self.min_confidence:
+            kind = result.kind
+        return replace(sighting, manufacturer=maker, kind=kind)
