@@ -7,7 +7,8 @@ maker and the kind it infers to a DHCP sighting that carries none, when the
 confidence reaches ``min_confidence``. The device service stores each only while the
 device has none yet (the kind is shown to the owner: "a plug"); a MUD file's
 ``mfg-name`` replaces the maker and an owner's label (``add``) too. Nothing here
-decides access: maker and kind are shown to the owner, never used to pick a profile (a repository match needs a model too, which this never sets).
+decides access: maker and kind are shown to the owner, never used to pick a profile
+(a repository match needs a model too, which this never sets).
 """
 
 from __future__ import annotations
