@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from mudguard.devices._model import (
     Device,
     EventKind,
     GrantRecord,
+    Learning,
     MudSource,
     SignatureStatus,
     device_mac,
@@ -42,6 +44,8 @@ from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.mud import MudFile, parse_mud
 from mudguard.policy import DailyWindow, Grant, GrantKind, LifecycleState
 from mudguard.store.sqlite import Store
+
+log = logging.getLogger(__name__)
 
 
 class DeviceNotFound(MudguardError):
@@ -158,6 +162,10 @@ class DeviceService:
     learns: bool = False
     lan_prefixes: tuple[str, ...] = ()  # the home's LAN, for the learner
     gateway_ips: tuple[str, ...] = ()  # the gateway's addresses (my-controller)
+    identify: Callable[[Device, Sequence[str]], tuple[str | None, str | None]] | None = None
+    """(maker, kind) of a device from what it told DHCP and the names it resolved while
+    learned (``identify.live``); at the end of learning they fill what is still unknown,
+    before the proposal is written (its ``mfg-name`` then says whose cloud it talks to)."""
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _schedule_seen: dict[int, bool] = field(default_factory=dict, repr=False, compare=False)
     """Whether each scheduled grant was in its window at the last ``apply_schedules``."""
@@ -606,6 +614,7 @@ class DeviceService:
             raise lifecycle.LifecycleError(f"{device.mac} is not learning")
         now = self.clock()
         settings = self.store.get_settings()
+        device = self._identified(device, record)
         proposal = learning.propose(record, device, now=now, lan_prefixes=self.lan_prefixes,
                                     gateway_ips=self.gateway_ips)
         self.store.set_proposal(device.mac, proposal)
@@ -616,6 +625,21 @@ class DeviceService:
         elif settings.lock_automatically:
             return self.lock_learned(device.mac)
         return ended
+
+    def _identified(self, device: Device, record: Learning) -> Device:
+        """The device with the maker and kind its learned traffic tells, where unknown."""
+        if self.identify is None or (device.manufacturer and device.kind):
+            return device
+        try:
+            maker, kind = self.identify(device, learning.learned_names(record))
+        except Exception:  # identification is a courtesy: learning ends all the same
+            log.exception("identifying %s from its learned traffic failed", device.mac)
+            return device
+        found = replace(device, manufacturer=device.manufacturer or maker,
+                        kind=device.kind or kind)
+        if found == device:
+            return device
+        return self._commit(lifecycle.Outcome(found, ()), enforce=False)
 
     def proposal(self, mac: str) -> bytes | None:
         """The learned profile waiting for the owner, if any."""
