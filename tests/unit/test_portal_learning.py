@@ -82,6 +82,10 @@ def test_the_device_page_shows_learning_then_the_proposal_and_locks_it(tmp_path:
         assert ("It talks to its maker's cloud at tplinkcloud.com and tplinkra.com, to time "
                 "servers and to the TP-Link Kasa app on your phone.") in words, words[-3000:]
         assert "Its maker's cloud" in words and "time servers (pool.ntp.org)" in words
+        assert "Learned over 1 hour(s) from 5 different connections." in words
+        # The learner's "my-controller" for the gateway's DNS is the gateway's basics.
+        assert "the controller you assign to it" not in words
+        assert "my-controller" in words  # still in the technical fold
         assert "Lock it to this" in words and "Keep the home default" in words
         # Still the home default until the owner decides.
         assert st.store.get_device(MAC).profile_hash is None

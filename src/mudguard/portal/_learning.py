@@ -17,7 +17,7 @@ import ipaddress
 import json
 import math
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from mudguard.portal._allowance import (
     _port,
     describe_allowance,
     display_domain,
+    technical_line,
 )
 
 # Local services an owner knows by the app on their phone (the proposal's sentence).
@@ -66,6 +67,12 @@ class LearningView:
             return t("learn.left.days", days=math.ceil(self.ends_in_hours / 24))
         return t("learn.left.hours", hours=max(1, math.ceil(self.ends_in_hours)))
 
+    def span_text(self, t: Translate) -> str:
+        """How long it was learned: "2.5 days", "5 hours"."""
+        if self.days >= 1:
+            return t("learn.span.days", days=f"{self.days:.1f}")
+        return t("learn.span.hours", hours=max(1, math.ceil(self.days * 24)))
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (the API's ``learning``), without the words."""
         return {"state": self.state.value, "started": self.started.isoformat(),
@@ -88,7 +95,13 @@ def learning_view(device: Device, record: Learning | None, *, now: datetime,
     allowance = sentence = None
     if mud is not None:
         policy: DevicePolicy = policy_of(mud, device.mac)
-        allowance = describe_allowance(policy, t, controllers)
+        # The learner names the gateway's DNS/DHCP/NTP "my-controller"; the gateway's
+        # basics already grant them, so the words leave them to "The gateway".
+        shown = replace(policy, rules=tuple(
+            r for r in policy.rules
+            if not (r.peer is PeerKind.MY_CONTROLLER and _gateway_service(r))))
+        allowance = replace(describe_allowance(shown, t, controllers),
+                            technical=tuple(technical_line(r) for r in policy.rules))
         sentence = proposal_sentence(policy, t, controllers)
     text = None
     if record.proposal is not None:
@@ -180,7 +193,9 @@ GATEWAY_SERVICES = frozenset({(17, 53), (6, 53), (17, 67), (17, 123), (17, 547)}
 
 
 def _gateway_service(rule: Rule) -> bool:
-    return (rule.protocol or 0, _port(rule.dst_port) or 0) in GATEWAY_SERVICES
+    """A rule for the gateway's DNS, DHCP or NTP (either side's port)."""
+    return any((rule.protocol or 0, _port(port) or 0) in GATEWAY_SERVICES
+               for port in (rule.dst_port, rule.src_port))
 
 
 def _network_kind(value: str) -> str:
