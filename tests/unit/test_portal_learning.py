@@ -209,3 +209,16 @@ def test_the_sentence_names_what_the_profile_grants_and_nothing_else(tmp_path: P
             device, now=st.services.now(), lan_prefixes=("192.168.1.0/24",))
         assert data is not None
         assert _sentence(st, data) == "It talks to 1 Internet address(es) without a name."
+
+
+def test_the_learned_span_stops_at_the_proposal(tmp_path: Path) -> None:
+    with learning_portal(tmp_path) as (client, st, _):
+        devices = st.services.devices
+        started = devices.clock()
+        devices.clock = lambda: started + timedelta(hours=36)
+        st.services.end_learning(MAC)
+        devices.clock = lambda: started + timedelta(days=9)  # the owner looks much later
+        words = _words(client.get(f"/devices/{MAC}").text)
+        assert "Learned over 1.5 days from 5 different connections." in words, words[:1500]
+        shown = client.get(f"/api/devices/{MAC}/learning").json()
+        assert shown["learning"]["days"] == 1.5 and shown["learning"]["ends_in_seconds"] == 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -82,8 +82,8 @@ class LearningView:
 
 
 def learning_view(device: Device, record: Learning | None, *, now: datetime,
-                  t: Translate, policy_of: Any, controllers: Collection[str] = ()
-                  ) -> LearningView | None:
+                  t: Translate, policy_of: Callable[[MudFile, str], DevicePolicy],
+                  controllers: Collection[str] = ()) -> LearningView | None:
     """The device's learning in words, or None when it has no learning record.
 
     ``policy_of(mud, mac)`` gives the rules a profile would enforce once locked
@@ -94,7 +94,7 @@ def learning_view(device: Device, record: Learning | None, *, now: datetime,
     mud = parse_mud(record.proposal).mud if record.proposal else None
     allowance = sentence = None
     if mud is not None:
-        policy: DevicePolicy = policy_of(mud, device.mac)
+        policy = policy_of(mud, device.mac)
         # The learner names the gateway's DNS/DHCP/NTP "my-controller"; the gateway's
         # basics already grant them, so the words leave them to "The gateway".
         shown = replace(policy, rules=tuple(
@@ -110,9 +110,11 @@ def learning_view(device: Device, record: Learning | None, *, now: datetime,
         except ValueError:
             text = None
     left = (record.until - now).total_seconds() / 3600
+    # Learned until the proposal was made (its last-update), else until now.
+    ended = mud.last_update if mud is not None else min(now, record.until)
     return LearningView(state=device.state, started=record.started, until=record.until,
                         ends_in_hours=max(0.0, left),
-                        days=max(0.0, (now - record.started).total_seconds() / 86400),
+                        days=max(0.0, (ended - record.started).total_seconds() / 86400),
                         flows=len(record.flows), dropped=record.dropped, proposal=mud,
                         proposal_text=text, allowance=allowance, sentence=sentence)
 
