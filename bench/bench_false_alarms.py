@@ -239,8 +239,8 @@ def per_device(runs: dict[float, tuple[list[DeviceResult], float]]) -> None:
 def main() -> None:
     """Measure, print the tables, compare the fixed learner with the baseline."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--splits", default="25,50,75",
-                        help="learning shares of the night, in percent (default 25,50,75)")
+    parser.add_argument("--splits", default="10,25,50,75,90",
+                        help="learning shares of the night, in percent (default 10,25,50,75,90)")
     args = parser.parse_args()
     try:
         frames, labels = load_night()
