@@ -5,7 +5,7 @@ an owner would be told.
 Method. The capture is the MADEA smart-home night (16 pcapng files in capture order,
 320,000 packets, 15 labelled devices, 21:51 to 04:27: ONE NIGHT of 6.6 hours, not the
 week the issue asks for; no longer labelled capture is available here). For each split
-(25/50/75 % of the night's duration) and each labelled device with traffic before the
+(10/25/50/75/90 % of the night's duration) and each labelled device with traffic before the
 split:
 
 1. learn: ``profile.core.learn`` on the frames before the split (the learner the
@@ -25,7 +25,7 @@ without a name, new NTP server, new LAN peer, new port of a known peer, …). Th
 then runs again with the fixes that apply (``--fixes``: what ``LearnOptions`` offers) and
 the same counts are compared with the baseline of the same run (ratios).
 
-Run: ``python bench/bench_false_alarms.py [--splits 25,50,75]``; the data comes from
+Run: ``python bench/bench_false_alarms.py [--splits 10,25,50,75,90]``; the data comes from
 ``bench_data.madea_night()`` (``MUDGUARD_BIG_CORPUS``, see bench/README.md).
 """
 
