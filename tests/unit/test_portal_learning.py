@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,20 @@ def test_the_learned_span_stops_at_the_proposal(tmp_path: Path) -> None:
         assert "Learned over 1.5 days from 5 different connections." in words, words[:1500]
         shown = client.get(f"/api/devices/{MAC}/learning").json()
         assert shown["learning"]["days"] == 1.5 and shown["learning"]["ends_in_seconds"] == 0
+
+
+def test_learn_again_is_offered_only_where_learning_records(tmp_path: Path) -> None:
+    with learning_portal(tmp_path) as (client, st, _):
+        headers = _api_login(client)
+        st.services.keep_default(MAC)
+        assert "Learn again" in _words(client.get(f"/devices/{MAC}").text)
+        st.services.devices.learns = False  # a gateway without the conntrack recorder
+        assert "Learn again" not in _words(client.get(f"/devices/{MAC}").text)
+        refused = client.post(f"/api/devices/{MAC}/learning/start", headers=headers)
+        assert refused.status_code == 409 and "learning is off" in refused.json()["message"]
+        st.services.devices.learns = True
+        st.store.save_settings(replace(st.store.get_settings(), learning_days=0))
+        assert "Learn again" not in _words(client.get(f"/devices/{MAC}").text)
+        assert client.post(f"/api/devices/{MAC}/learning/start",
+                           headers=headers).status_code == 409
+        assert st.store.get_device(MAC).state is S.DEFAULT

@@ -596,11 +596,16 @@ class DeviceService:
     @_serialised
     def start_learning(self, mac: str) -> Device:
         """The owner asks to learn a device on the home default (learning again).
-        Raises ``LifecycleError`` for a device with a profile or in another state."""
+        Raises ``LifecycleError`` for a device with a profile or in another state, and
+        where learning is off (no recorder, or 0 learning days)."""
         device = self.device(mac)
         if device.state is not LifecycleState.DEFAULT or device.profile_hash is not None:
             raise lifecycle.LifecycleError(f"{device.mac} is {device.state.value}: only a "
                                            "device on the home default can be learned")
+        if not self.learns or self.store.get_settings().learning_days <= 0:
+            # Nothing would record its connections: it would "learn" nothing.
+            raise lifecycle.LifecycleError("learning is off on this gateway ([devices] "
+                                           "learning = true and learning days above 0)")
         return self._start_learning(device, "the owner asked to learn it")
 
     @_serialised

@@ -278,6 +278,8 @@ def device_detail(request: Request, mac: str) -> Response:
         "history": collapse_history(services.events(device.mac, limit=500)),
         "grant_kinds": [k for k in GrantKind if k is not GrantKind.PAUSE],
         "learning": _learning_view(request, device),
+        "can_learn": services.devices.learns
+        and services.devices.store.get_settings().learning_days > 0,
     }, session=session)
 
 
