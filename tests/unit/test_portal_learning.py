@@ -159,9 +159,13 @@ def test_the_learning_api(tmp_path: Path) -> None:
         assert locked.json()["learning"] is None
         again = client.post(f"/api/devices/{MAC}/learning/lock", headers=headers)
         assert again.status_code == 409 and again.json()["error"] == "bad_transition"
+        # Learning again sets the learned profile aside (the home default meanwhile).
         restart = client.post(f"/api/devices/{MAC}/learning/start", headers=headers)
-        assert restart.status_code == 409  # a profiled device is not learned again
-        assert st.store.get_device(MAC).state is S.PROFILED
+        assert restart.status_code == 200, restart.text
+        device = st.store.get_device(MAC)
+        assert (device.state, device.mud_url, device.profile_hash) == (S.LEARNING, None, None)
+        assert st.store.get_mud(learning.learned_url(MAC)) is None
+        assert restart.json()["learning"]["flows"] == 0
 
 
 def test_the_api_keeps_the_default(tmp_path: Path) -> None:
@@ -240,3 +244,29 @@ def test_learn_again_is_offered_only_where_learning_records(tmp_path: Path) -> N
         assert client.post(f"/api/devices/{MAC}/learning/start",
                            headers=headers).status_code == 409
         assert st.store.get_device(MAC).state is S.DEFAULT
+
+
+def test_a_makers_profile_is_never_set_aside_for_learning(tmp_path: Path) -> None:
+    from tests.unit.test_portal_support import mud_document
+
+    with learning_portal(tmp_path) as (client, st, _):
+        url = st.server.url("/bulb.json")
+        st.server.put_json("/bulb.json", mud_document(url))
+        bulb = "00:11:22:33:44:55"
+        st.services.onboard(url=url, mac=bulb)
+        assert st.store.get_device(bulb).state is S.PROFILED
+        assert "Learn again" not in _words(client.get(f"/devices/{bulb}").text)
+        headers = _api_login(client)
+        refused = client.post(f"/api/devices/{bulb}/learning/start", headers=headers)
+        assert refused.status_code == 409, refused.text
+        assert st.store.get_device(bulb).mud_url == url
+
+
+def test_a_locked_device_offers_learn_again(tmp_path: Path) -> None:
+    with learning_portal(tmp_path) as (client, st, _):
+        st.services.lock_learned(MAC)
+        words = _words(client.get(f"/devices/{MAC}").text)
+        assert "Learn again" in words and "until you lock it again" in words
+        token = page_csrf(client, f"/devices/{MAC}")
+        client.post(f"/devices/{MAC}/learning/start", data={"csrf": token})
+        assert st.store.get_device(MAC).state is S.LEARNING

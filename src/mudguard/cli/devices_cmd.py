@@ -381,7 +381,8 @@ def learn(mac: MacArg,
           keep_default: Annotated[bool, typer.Option(
               "--keep-default", help="Keep the home default; forget what was learned.")] = False,
           start: Annotated[bool, typer.Option("--start", help="Learn a device on the home "
-                                              "default again.")] = False,
+                                              "default, or one locked to a learned profile "
+                                              "(set aside meanwhile), again.")] = False,
           show_proposal: Annotated[bool, typer.Option(
               "--show-proposal", help="Print the proposed MUD file.")] = False,
           db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:

@@ -595,17 +595,30 @@ class DeviceService:
 
     @_serialised
     def start_learning(self, mac: str) -> Device:
-        """The owner asks to learn a device on the home default (learning again).
-        Raises ``LifecycleError`` for a device with a profile or in another state, and
-        where learning is off (no recorder, or 0 learning days)."""
+        """The owner asks to learn a device on the home default, or one locked to a
+        learned profile (that profile is dropped: the home default applies until the
+        new one is locked). Raises ``LifecycleError`` for a device with a maker's
+        profile or in another state, and where learning is off (no recorder, or 0
+        learning days)."""
         device = self.device(mac)
-        if device.state is not LifecycleState.DEFAULT or device.profile_hash is not None:
+        relearn = device.state is LifecycleState.PROFILED and \
+            device.mud_source is MudSource.LEARNED
+        if not relearn and (device.state is not LifecycleState.DEFAULT
+                            or device.profile_hash is not None):
             raise lifecycle.LifecycleError(f"{device.mac} is {device.state.value}: only a "
-                                           "device on the home default can be learned")
-        if not self.learns or self.store.get_settings().learning_days <= 0:
+                                           "device on the home default or locked to a "
+                                           "learned profile can be learned")
+        settings = self.store.get_settings()
+        if not self.learns or settings.learning_days <= 0:
             # Nothing would record its connections: it would "learn" nothing.
             raise lifecycle.LifecycleError("learning is off on this gateway ([devices] "
                                            "learning = true and learning days above 0)")
+        if relearn:
+            url = device.mud_url
+            device = self._commit(lifecycle.unlock_learned(device, settings=settings,
+                                                           now=self.clock()))
+            if url and not any(d.mud_url == url for d in self.store.list_devices()):
+                self.store.delete_mud(url)  # the owner's approval of it is withdrawn
         return self._start_learning(device, "the owner asked to learn it")
 
     @_serialised
