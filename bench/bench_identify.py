@@ -66,6 +66,9 @@ def main() -> int:
     parser.add_argument("--split", choices=("tuned", "held-out", "all"), default="all")
     parser.add_argument("--per-file", action="store_true",
                         help="also identify each MADEA file (20-30 min) on its own")
+    parser.add_argument("--daemon", action="store_true",
+                        help="also what the daemon stores at the end of learning (OUI and "
+                             "the DNS names of the learned connections only)")
     args = parser.parse_args()
     try:
         night = madea_night()
@@ -124,7 +127,48 @@ def main() -> int:
           "from setup traffic")
     if args.per_file:
         per_file(kb, oui, args.split)
+    if args.daemon:
+        daemon_view(kb, oui, args.split)
     return 0
+
+
+def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None:
+    """What the daemon stores at the end of a device's learning (``DhcpIdentifier.
+    from_learning``): the MAC's OUI and the DNS names its connections went to (the
+    names the DNS guard gave, as the learned flow records carry them: DNS answers to
+    the device, no SNI, no mDNS/SSDP), kept at confidence >= 0.5; no hostname (the
+    night holds no DHCP exchange)."""
+    from mudguard.devices import Device
+    from mudguard.identify.live import DhcpIdentifier
+    from mudguard.profile.capture import dns_answers, read_frames
+    from mudguard.profile.core import Observer, device_flows
+
+    observer = Observer()
+    for path in madea_night():
+        observer.add_frames(read_frames(path), dns=dns_answers)
+    obs = observer.finish()
+    identifier = DhcpIdentifier(kb, oui)
+    counts: dict[str, list[int]] = {}
+    print("\nat the end of learning (daemon: OUI + DNS names of the learned connections; "
+          "stored at >= 0.5):")
+    for mac, (label, aliases, kind, split) in TRUTH.items():
+        if (wanted != "all" and split != wanted) or mac_bytes(mac) not in obs.mac_packets:
+            continue
+        answered = obs.dns.get(mac_bytes(mac), {})
+        names = list(dict.fromkeys(f.remote_name for f in device_flows(obs, mac_bytes(mac))
+                                   if f.remote_name and any(
+                                       answered.get(a) == f.remote_name for a in answered)))
+        maker, found = identifier.from_learning(Device(mac=mac), names)
+        tally = counts.setdefault(split, [0, 0, 0, 0, 0])
+        tally[0] += 1
+        tally[1] += maker is not None and any(a in maker.lower() for a in aliases)
+        tally[2] += maker is not None
+        tally[3] += found == kind
+        tally[4] += found is not None
+        print(f"  {split:9} {label:28} {len(names):3} names -> {maker} / {found}")
+    for split, (n, makers, stored, kinds, kinds_stored) in counts.items():
+        print(f"{split:9}: {n} devices; maker stored {stored}, right {makers}/{n}; "
+              f"kind stored {kinds_stored}, right {kinds}/{n}")
 
 
 def per_file(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None:

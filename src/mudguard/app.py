@@ -336,6 +336,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     from mudguard.identify.live import DhcpIdentifier
 
     identifier = DhcpIdentifier.load()
+    service.identify = identifier.from_learning  # maker and kind from learned traffic
     intake = Intake(service, enrich=identifier.enrich)
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,

@@ -191,3 +191,17 @@ def test_trust_untrust(db: Path) -> None:
     assert code == 0 and "default" in out
     code, out = run(db, "device", "untrust", MAC)
     assert code == 1 and "not trusted" in out
+
+
+def test_the_kind_identify_inferred_is_shown(db: Path) -> None:
+    from dataclasses import replace
+
+    with Store(db) as store:
+        device = store.get_device(MAC)
+        assert device is not None
+        store.save_device(replace(device, kind="thermostat"))
+    code, out = run(db, "device", "show", MAC)
+    assert code == 0 and "kind:" in out and "thermostat" in out
+    code, out = run(db, "devices", "--json")
+    assert {d["mac"]: d["kind"] for d in json.loads(out)} == {
+        MAC: "thermostat", "02:00:5e:00:53:02": None}

@@ -304,3 +304,32 @@ def test_a_repository_match_comes_before_learning(svc: DeviceService, tmp_path: 
     assert known.state is S.PROFILED and svc.store.get_learning(MAC) is None
     unknown = svc.observe(mac="02:00:5e:00:53:02", manufacturer="Example Inc", model="Plug 2")
     assert unknown.state is S.LEARNING
+
+
+def test_only_a_learned_profile_is_set_aside_to_learn_again() -> None:
+    locked = Device(mac=MAC, state=S.PROFILED, mud_url=learning.learned_url(MAC),
+                    mud_source=MudSource.LEARNED, profile_hash="ab",
+                    signature_status=Sig.OWNER_APPROVED)
+    out = lc.unlock_learned(locked, settings=SETTINGS, now=NOW)
+    assert out.device.state is S.DEFAULT
+    assert (out.device.mud_url, out.device.profile_hash, out.device.signature_status) == (
+        None, None, Sig.UNKNOWN)
+    assert [n.kind for n in out.notices] == [EventKind.STATE_CHANGED]
+    maker = replace(locked, mud_url="https://mud.example.com/p.json",
+                    mud_source=MudSource.DHCP4)
+    with pytest.raises(lc.LifecycleError):
+        lc.unlock_learned(maker, settings=SETTINGS, now=NOW)
+    with pytest.raises(lc.LifecycleError):
+        lc.unlock_learned(replace(locked, state=S.QUARANTINED), settings=SETTINGS, now=NOW)
+
+
+def test_a_locked_device_learns_again_and_locks_again(svc: DeviceService) -> None:
+    device = svc.observe(mac=MAC, ip=IP)
+    svc.record_flows(MAC, flows(device))
+    svc.lock_learned(MAC)
+    again = svc.start_learning(MAC)
+    assert again.state is S.LEARNING and again.mud_url is None
+    assert svc.store.get_mud(learning.learned_url(MAC)) is None
+    svc.record_flows(MAC, flows(again))
+    relocked = svc.lock_learned(MAC)
+    assert (relocked.state, relocked.mud_source) == (S.PROFILED, MudSource.LEARNED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -278,3 +279,23 @@ def test_an_added_migration_runs_once(tmp_path: Path, monkeypatch: pytest.Monkey
         s.save_device(Device(mac=MAC))
     with Store(path) as s:  # nothing to run the second time
         assert s.get_device(MAC) is not None
+
+
+def test_a_version_6_database_gains_the_kind_and_keeps_its_devices(tmp_path: Path) -> None:
+    from mudguard.store import _schema
+
+    path = tmp_path / "m.db"
+    raw = sqlite3.connect(path)
+    for migration in _schema.MIGRATIONS[:6]:  # the schema an older gateway left
+        raw.executescript(migration)
+    raw.execute("PRAGMA user_version = 6")
+    raw.execute("INSERT INTO devices (mac, state) VALUES (?, 'default')", (MAC,))
+    raw.commit()
+    raw.close()
+    with Store(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        device = s.get_device(MAC)
+        assert device is not None and device.kind is None
+        s.save_device(replace(device, kind="plug"))
+    with Store(path) as s:
+        assert s.get_device(MAC).kind == "plug"

@@ -161,10 +161,10 @@ def show(mac: MacArg, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     for label, key in (("MAC", "mac"), ("state", "state"), ("why", "reasons"),
                        ("addresses", "ipv4"), ("hostname", "hostname"), ("MUD URL", "mud_url"),
                        ("from", "mud_source"), ("pending URL", "pending_mud_url"),
-                       ("maker", "manufacturer"), ("model", "model"),
+                       ("maker", "manufacturer"), ("model", "model"), ("kind", "kind"),
                        ("signature", "signature_status"), ("signer", "signer"),
                        ("end of support", "end_of_support")):
-        value = d[key]
+        value = d.get(key)
         if key == "ipv4":
             value = " ".join(d["ipv4"] + d["ipv6"]) or "none"
         elif key == "reasons":
@@ -381,7 +381,8 @@ def learn(mac: MacArg,
           keep_default: Annotated[bool, typer.Option(
               "--keep-default", help="Keep the home default; forget what was learned.")] = False,
           start: Annotated[bool, typer.Option("--start", help="Learn a device on the home "
-                                              "default again.")] = False,
+                                              "default, or one locked to a learned profile "
+                                              "(set aside meanwhile), again.")] = False,
           show_proposal: Annotated[bool, typer.Option(
               "--show-proposal", help="Print the proposed MUD file.")] = False,
           db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:

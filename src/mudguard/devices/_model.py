@@ -153,6 +153,9 @@ class Device:
     # draft-richardson-shg-mud-quarantined-access: ACE names of its MUD file the owner
     # keeps open while the device is quarantined (besides those the file names).
     quarantine_exceptions: tuple[str, ...] = ()
+    # What kind of device it is (``mudguard.identify``: camera, plug, bulb, phone, …),
+    # inferred from its DHCP options and traffic; for the owner's eyes, never a grant.
+    kind: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``--json`` output and the portal's API)."""
@@ -181,6 +184,7 @@ class Device:
             "root_mud_url": self.root_mud_url,
             "past_root_urls": list(self.past_root_urls),
             "quarantine_exceptions": list(self.quarantine_exceptions),
+            "kind": self.kind,
         }
 
 

@@ -82,6 +82,17 @@ def _flow(mac: str, record: Sequence[str | int | None]) -> ObservedFlow | None:
                         remote_name=name)
 
 
+def learned_names(learning: Learning, limit: int = 64) -> tuple[str, ...]:
+    """The DNS names the device's recorded connections went to (distinct, first seen
+    first, at most ``limit``): clues to what the device is (``identify``)."""
+    names: dict[str, None] = {}
+    for record in learning.flows:
+        name = record[6] if len(record) > 6 else None
+        if isinstance(name, str) and name and len(names) < limit:
+            names[name[:253]] = None
+    return tuple(names)
+
+
 def learned_url(mac: str) -> str:
     """The ``mud-url`` of a device's learned profile (never fetched: it is the key the
     owner-approved file is cached under, one per device)."""

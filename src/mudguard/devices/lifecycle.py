@@ -499,6 +499,20 @@ def keep_default(device: Device, *, settings: Settings, now: datetime) -> Outcom
     return Outcome(updated, _state_notice(device, updated))
 
 
+def unlock_learned(device: Device, *, settings: Settings, now: datetime) -> Outcome:
+    """The owner learns a device locked to a learned profile again: the profile is
+    dropped and the home default applies until the next one is locked (learning then
+    starts from DEFAULT). Raises ``LifecycleError`` unless the device is PROFILED with
+    a learned profile (a maker's MUD file is never dropped this way)."""
+    if device.state is not State.PROFILED or device.mud_source is not MudSource.LEARNED:
+        raise LifecycleError(f"{device.mac} is not locked to a learned profile")
+    cleared = replace(device, mud_url=None, mud_source=None, profile_hash=None,
+                      signature_status=SignatureStatus.UNKNOWN, signer=None)
+    updated = transition(cleared, State.DEFAULT, ("the owner asked to learn it again",
+                                                  _default_reason(settings)), now)
+    return Outcome(updated, _state_notice(device, updated))
+
+
 def check_support(device: Device, now: datetime) -> Outcome:
     """Move a device past its end-of-support date to OUT_OF_SUPPORT (run periodically)."""
     if device.end_of_support is None or now < device.end_of_support or device.state in (

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from mudguard.devices._model import (
     Device,
     EventKind,
     GrantRecord,
+    Learning,
     MudSource,
     SignatureStatus,
     device_mac,
@@ -42,6 +44,8 @@ from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.mud import MudFile, parse_mud
 from mudguard.policy import DailyWindow, Grant, GrantKind, LifecycleState
 from mudguard.store.sqlite import Store
+
+log = logging.getLogger(__name__)
 
 
 class DeviceNotFound(MudguardError):
@@ -158,6 +162,10 @@ class DeviceService:
     learns: bool = False
     lan_prefixes: tuple[str, ...] = ()  # the home's LAN, for the learner
     gateway_ips: tuple[str, ...] = ()  # the gateway's addresses (my-controller)
+    identify: Callable[[Device, Sequence[str]], tuple[str | None, str | None]] | None = None
+    """(maker, kind) of a device from what it told DHCP and the names it resolved while
+    learned (``identify.live``); at the end of learning they fill what is still unknown,
+    before the proposal is written (its ``mfg-name`` then says whose cloud it talks to)."""
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _schedule_seen: dict[int, bool] = field(default_factory=dict, repr=False, compare=False)
     """Whether each scheduled grant was in its window at the last ``apply_schedules``."""
@@ -217,9 +225,13 @@ class DeviceService:
     @_serialised
     def observe(self, *, mac: str, ip: str | None = None, hostname: str | None = None,
                 mud_url: str | None = None, source: MudSource | None = None,
-                manufacturer: str | None = None, model: str | None = None) -> Device:
+                manufacturer: str | None = None, model: str | None = None,
+                kind: str | None = None) -> Device:
         """A sighting: record the device and, if it is new or its first MUD URL just
         arrived, decide its access (profile, repository, or the home default).
+
+        ``manufacturer``, ``model`` and ``kind`` (what ``mudguard.identify`` inferred)
+        fill only what the device's record does not know yet.
 
         Raises ``MudUrlError`` for a MUD URL RFC 8520 forbids (nothing changes, but
         the rejection is recorded as an event); ``MacError`` for a MAC that cannot name
@@ -241,6 +253,8 @@ class DeviceService:
             device = replace(device, manufacturer=manufacturer)
         if model and not device.model:
             device = replace(device, model=model)
+        if kind and not device.kind:
+            device = replace(device, kind=kind)
         outcome = lifecycle.Outcome(device, outcome.notices)
         released = lifecycle.addresses_moving(device, self._holders(device))
         needs_decision = device.state is LifecycleState.NEW or (
@@ -581,12 +595,30 @@ class DeviceService:
 
     @_serialised
     def start_learning(self, mac: str) -> Device:
-        """The owner asks to learn a device on the home default (learning again).
-        Raises ``LifecycleError`` for a device with a profile or in another state."""
+        """The owner asks to learn a device on the home default, or one locked to a
+        learned profile (that profile is dropped: the home default applies until the
+        new one is locked). Raises ``LifecycleError`` for a device with a maker's
+        profile or in another state, and where learning is off (no recorder, or 0
+        learning days)."""
         device = self.device(mac)
-        if device.state is not LifecycleState.DEFAULT or device.profile_hash is not None:
+        relearn = device.state is LifecycleState.PROFILED and \
+            device.mud_source is MudSource.LEARNED
+        if not relearn and (device.state is not LifecycleState.DEFAULT
+                            or device.profile_hash is not None):
             raise lifecycle.LifecycleError(f"{device.mac} is {device.state.value}: only a "
-                                           "device on the home default can be learned")
+                                           "device on the home default or locked to a "
+                                           "learned profile can be learned")
+        settings = self.store.get_settings()
+        if not self.learns or settings.learning_days <= 0:
+            # Nothing would record its connections: it would "learn" nothing.
+            raise lifecycle.LifecycleError("learning is off on this gateway ([devices] "
+                                           "learning = true and learning days above 0)")
+        if relearn:
+            url = device.mud_url
+            device = self._commit(lifecycle.unlock_learned(device, settings=settings,
+                                                           now=self.clock()))
+            if url and not any(d.mud_url == url for d in self.store.list_devices()):
+                self.store.delete_mud(url)  # the owner's approval of it is withdrawn
         return self._start_learning(device, "the owner asked to learn it")
 
     @_serialised
@@ -600,6 +632,7 @@ class DeviceService:
             raise lifecycle.LifecycleError(f"{device.mac} is not learning")
         now = self.clock()
         settings = self.store.get_settings()
+        device = self._identified(device, record)
         proposal = learning.propose(record, device, now=now, lan_prefixes=self.lan_prefixes,
                                     gateway_ips=self.gateway_ips)
         self.store.set_proposal(device.mac, proposal)
@@ -610,6 +643,21 @@ class DeviceService:
         elif settings.lock_automatically:
             return self.lock_learned(device.mac)
         return ended
+
+    def _identified(self, device: Device, record: Learning) -> Device:
+        """The device with the maker and kind its learned traffic tells, where unknown."""
+        if self.identify is None or (device.manufacturer and device.kind):
+            return device
+        try:
+            maker, kind = self.identify(device, learning.learned_names(record))
+        except Exception:  # identification is a courtesy: learning ends all the same
+            log.exception("identifying %s from its learned traffic failed", device.mac)
+            return device
+        found = replace(device, manufacturer=device.manufacturer or maker,
+                        kind=device.kind or kind)
+        if found == device:
+            return device
+        return self._commit(lifecycle.Outcome(found, ()), enforce=False)
 
     def proposal(self, mac: str) -> bytes | None:
         """The learned profile waiting for the owner, if any."""

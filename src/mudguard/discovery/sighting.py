@@ -61,6 +61,7 @@ class Sighting:
     hostname: str | None = None
     manufacturer: str | None = None  # QR label B000, certificate subject, …
     model: str | None = None
+    kind: str | None = None  # camera, plug, … (``mudguard.identify``, never the device's word)
     vendor_class: str | None = None  # DHCPv4 option 60 (for ``mudguard.identify``)
     prl: str | None = None  # DHCPv4 option 55, decimal codes joined by commas
     lease_ended: bool = False  # the DHCP server says the lease of ``ip`` ended
@@ -104,6 +105,7 @@ def normalise(sighting: Sighting) -> Sighting:
                    mud_url=sighting.mud_url.strip() if sighting.mud_url else None,
                    manufacturer=clean_text(sighting.manufacturer, 128),
                    model=clean_text(sighting.model, 128),
+                   kind=clean_text(sighting.kind, 32),
                    vendor_class=clean_text(sighting.vendor_class, 256),
                    prl=clean_text(sighting.prl, 512))
 
@@ -153,7 +155,7 @@ class Intake:
                 device = self.service.observe(
                     mac=clean.mac, ip=clean.ip, hostname=clean.hostname, mud_url=clean.mud_url,
                     source=clean.source if clean.mud_url else None,
-                    manufacturer=clean.manufacturer, model=clean.model)
+                    manufacturer=clean.manufacturer, model=clean.model, kind=clean.kind)
             except MudUrlError as exc:
                 log.warning("%s from %s: %s", clean.source.value, clean.mac, exc)
                 return None

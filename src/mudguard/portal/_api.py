@@ -8,6 +8,7 @@ Errors are ``{"error": <stable key>, "message": <sentence>, ...fields}``.
 from __future__ import annotations
 
 import functools
+import json
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, Uplo
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from mudguard.devices import DeviceEvent, GrantRecord
+from mudguard.devices import Device, DeviceEvent, GrantRecord
 from mudguard.devices.wiring import with_zone
 from mudguard.discovery.qr import QrError, QrRecord
 from mudguard.guidance import load_guidance
@@ -26,6 +27,7 @@ from mudguard.portal._allowance import Allowance, describe_allowance
 from mudguard.portal._auth import Session, tokens_match
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, Incident, service_text
+from mudguard.portal._learning import learning_view
 from mudguard.portal._services import MudPreview, Report, build_report
 from mudguard.portal._web import (
     SESSION_COOKIE,
@@ -273,6 +275,55 @@ def forget(mac: Mac, body: ForgetIn, request: Request, session: Owner) -> dict[s
     steps = state(request).services.forget(mac, transfer=body.transfer)
     return {"mac": steps.mac, "key_revoked": steps.key_revoked, "steps": list(steps.steps),
             "documentation": steps.documentation}
+
+
+# -- learn, then lock (issue #16) -----------------------------------------------------
+
+@router.get("/devices/{mac}/learning")
+def device_learning(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
+    """The device's learning: its period and, once learning ended, the proposed
+    (learned) profile in words and as a MUD file; ``learning`` is null when none."""
+    services = state(request).services
+    return _learning(request, services.device(mac))
+
+
+@router.post("/devices/{mac}/learning/start")
+def start_learning(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
+    """Learn a device on the home default (again)."""
+    return _learning(request, state(request).services.start_learning(mac))
+
+
+@router.post("/devices/{mac}/learning/end")
+def end_learning(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
+    """End the learning period now: the proposal is made."""
+    return _learning(request, state(request).services.end_learning(mac))
+
+
+@router.post("/devices/{mac}/learning/lock")
+def lock_learned(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
+    """Lock the device to its learned profile (ends learning first if needed)."""
+    return _learning(request, state(request).services.lock_learned(mac))
+
+
+@router.post("/devices/{mac}/learning/keep-default")
+def keep_default(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
+    """Keep the home default; what was learned is forgotten."""
+    return _learning(request, state(request).services.keep_default(mac))
+
+
+def _learning(request: Request, device: Device) -> dict[str, Any]:
+    services = state(request).services
+    words = functools.partial(translate, language(request))
+    view = learning_view(device, services.learning(device), now=services.now(), t=words,
+                         policy_of=services.profile_policy, controllers=services.controllers)
+    proposal = None
+    if view is not None and view.proposal_text is not None:
+        proposal = {"sentence": view.sentence,
+                    "allowance": _allowance(view.allowance) if view.allowance else None,
+                    "mud": json.loads(view.proposal_text)}
+    return {"device": device.as_dict(),
+            "learning": view.as_dict() if view is not None else None,
+            "proposal": proposal}
 
 
 @router.get("/devices/{mac}/report")

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData, UploadFile
 
-from mudguard.devices import MacError, device_mac, normalise_mac
+from mudguard.devices import Device, MacError, device_mac, normalise_mac
 from mudguard.discovery.qr import QrError
 from mudguard.errors import MudguardError
 from mudguard.guidance import ASPECTS, MOMENTS, load_guidance
@@ -33,6 +33,7 @@ from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
+from mudguard.portal._learning import LearningView, learning_view
 from mudguard.portal._reasons import reason_text, reset_step_text
 from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
@@ -276,7 +277,32 @@ def device_detail(request: Request, mac: str) -> Response:
         "grants": services.devices.active_grants(device.mac),
         "history": collapse_history(services.events(device.mac, limit=500)),
         "grant_kinds": [k for k in GrantKind if k is not GrantKind.PAUSE],
+        "learning": _learning_view(request, device),
+        "can_learn": services.devices.learns
+        and services.devices.store.get_settings().learning_days > 0,
     }, session=session)
+
+
+def _learning_view(request: Request, device: Device) -> LearningView | None:
+    services = state(request).services
+    return learning_view(device, services.learning(device), now=services.now(),
+                         t=functools.partial(translate, language(request)),
+                         policy_of=services.profile_policy,
+                         controllers=services.controllers)
+
+
+LEARNING_ACTIONS = {"start": "start_learning", "end": "end_learning", "lock": "lock_learned",
+                    "keep-default": "keep_default"}
+
+
+@router.post("/devices/{mac}/learning/{action}")
+async def learning_action(request: Request, mac: str, action: str) -> Response:
+    """Learn, then lock: end learning now, lock the device to its proposal, keep the
+    home default, or learn again."""
+    await _form(request, _owner(request))
+    method = _choice(action, LEARNING_ACTIONS, "bad_input")
+    device = getattr(state(request).services, method)(mac)
+    return RedirectResponse(f"/devices/{device.mac}", status_code=303)
 
 
 @router.post("/devices/{mac}/rename")

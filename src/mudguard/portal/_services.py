@@ -33,6 +33,7 @@ from mudguard.devices import (
     device_mac,
     normalise_mac,
 )
+from mudguard.devices._model import Learning
 from mudguard.devices.activity import DestinationActivity, activity_buckets, group_by_destination
 from mudguard.devices.identity import Identity, device_identity, signer_organisation
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
@@ -197,6 +198,28 @@ class PortalServices:
     def approve_url(self, mac: str) -> Device:
         """Approve the MUD URL the device announced."""
         return self._serial(lambda: self.devices.approve_url(mac))
+
+    # -- learn, then lock (issue #16) ----------------------------------------------------
+
+    def learning(self, device: Device) -> Learning | None:
+        """The device's learning record (period, flows, proposal), if it has one."""
+        return self.devices.store.get_learning(device.mac)
+
+    def start_learning(self, mac: str) -> Device:
+        """Learn a device on the home default (again)."""
+        return self._serial(lambda: self.devices.start_learning(mac))
+
+    def end_learning(self, mac: str) -> Device:
+        """End the device's learning now: its proposal is made (PROPOSED)."""
+        return self._serial(lambda: self.devices.end_learning(mac))
+
+    def lock_learned(self, mac: str) -> Device:
+        """Lock the device to its learned profile (source ``learned``, owner approved)."""
+        return self._serial(lambda: self.devices.lock_learned(mac))
+
+    def keep_default(self, mac: str) -> Device:
+        """Keep the home default; what was learned is forgotten."""
+        return self._serial(lambda: self.devices.keep_default(mac))
 
     def trust(self, mac: str) -> Device:
         """One of the owner's own computers or phones: not restricted."""

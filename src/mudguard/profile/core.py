@@ -38,6 +38,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from mudguard.policy._evaluate import Flow, NameMap, Verdict, evaluate
 from mudguard.policy._model import DeviceFacts, DevicePolicy, HomeContext, LifecycleState
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+NTP_PORT = 123
 SYN, ACK = 0x02, 0x10
 # Ports that are a server's when the other side's is not (decides reply vs request).
 SERVER_PORTS = frozenset({20, 21, 22, 23, 25, 53, 67, 69, 80, 110, 123, 137, 138, 143, 161, 443,
@@ -838,6 +840,10 @@ class LearnOptions:
     model_name: str | None = None
     cache_validity_hours: int = 48
     max_aces: int = MAX_LEARNED_ACES
+    ntp_pool_siblings: bool = True
+    """A device that used ``N.<vendor>.pool.ntp.org`` is allowed the pool's four names
+    (0-3, the NTP Pool's convention for one vendor zone): the pool hands out another
+    of them later (``bench/bench_false_alarms.py``: the most frequent false alarm)."""
 
 
 class NoTrafficError(ValueError):
@@ -906,6 +912,8 @@ def learn_from_flows(flows: Sequence[ObservedFlow], home: CaptureHome,
     if not flows:
         raise NoTrafficError(f"no IP traffic of {mac_text(home.device)} to learn from")
     specs = list(dict.fromkeys(spec for flow in flows for spec in _specs_for(flow, home)))
+    if options.ntp_pool_siblings:
+        specs = with_pool_siblings(specs)
     budget = max(1, options.max_aces)
     for _ in range(16):  # halve the budget until the JSON fits the file size limit
         compacted, warnings = compact(specs, budget)
@@ -1103,6 +1111,22 @@ def _specs_for(flow: ObservedFlow, home: CaptureHome) -> list[_Spec]:
             result.append(replace(base, direction=answer, icmp_type=reply))
         return result
     return [base]
+
+
+NTP_POOL_NAME = re.compile(r"^[0-3]\.((?:[a-z0-9-]+\.)*pool\.ntp\.org)\.?$", re.IGNORECASE)
+
+
+def with_pool_siblings(specs: list[_Spec]) -> list[_Spec]:
+    """``specs`` plus, for each NTP rule naming ``N.zone.pool.ntp.org``, the same rule for
+    the zone's other numbered names (0 to 3): nothing else is widened."""
+    out = list(specs)
+    for spec in specs:
+        match = NTP_POOL_NAME.match(spec.peer_value or "")
+        if spec.peer_kind != "dnsname" or match is None or spec.protocol != UDP or \
+                NTP_PORT not in (spec.low, spec.high):
+            continue
+        out += [replace(spec, peer_value=f"{n}.{match.group(1).lower()}") for n in range(4)]
+    return list(dict.fromkeys(out))
 
 
 def _is_group(address: str, home: CaptureHome) -> bool:

@@ -107,6 +107,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE grants ADD COLUMN schedule TEXT;
     """,
+    # 7 (issue #16): the device's kind (camera, plug, bulb, …) as ``mudguard.identify``
+    # inferred it from its DHCP options and traffic; shown to the owner, never a grant.
+    """
+    ALTER TABLE devices ADD COLUMN kind TEXT;
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

@@ -47,7 +47,7 @@ _DEVICE_COLUMNS = (
     "mac", "state", "reasons", "ipv4", "ipv6", "name", "hostname", "mud_url", "mud_source",
     "pending_mud_url", "pending_source", "manufacturer", "model", "profile_hash",
     "signature_status", "signer", "end_of_support", "key_id", "first_seen", "last_seen",
-    "pinned_signer", "root_mud_url", "past_root_urls", "quarantine_exceptions",
+    "pinned_signer", "root_mud_url", "past_root_urls", "quarantine_exceptions", "kind",
 )
 # Built once from our own constant column names above (never from input), hence noqa.
 _SELECT_DEVICES = f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices"  # noqa: S608
@@ -421,6 +421,7 @@ def _device_to_row(d: Device) -> tuple[Any, ...]:
         d.profile_hash, d.signature_status.value, d.signer, _ts(d.end_of_support), d.key_id,
         _ts(d.first_seen), _ts(d.last_seen), d.pinned_signer, d.root_mud_url,
         json.dumps(list(d.past_root_urls)), json.dumps(list(d.quarantine_exceptions)),
+        d.kind,
     )
 
 
@@ -440,6 +441,7 @@ def _device_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Device:
         pinned_signer=r["pinned_signer"], root_mud_url=r["root_mud_url"],
         past_root_urls=tuple(json.loads(r["past_root_urls"])),
         quarantine_exceptions=tuple(json.loads(r["quarantine_exceptions"])),
+        kind=r["kind"],
     )
 
 
