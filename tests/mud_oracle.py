@@ -19,7 +19,7 @@ home and one concrete flow (the packet that opens it), does the file allow it?
   controllers of that class. ``local-networks`` means the LAN prefixes and what
   never leaves the link (multicast, broadcasts).
 - The gateway's own baseline (README "Baseline traffic": DHCP, DNS, neighbour
-  discovery and multicast listener reports (IGMP, MLDv2) to the gateway) is allowed
+  discovery and multicast listener reports (IGMP, MLDv1/v2) to the gateway) is allowed
   whatever the file says: it is not the
   file's, and mudguard documents it.
 """
@@ -116,7 +116,8 @@ def baseline_allows(flow: OFlow, home: Home) -> bool:
         return (flow.family == 4) == (flow.dport == 67)
     if flow.family == 4 and flow.protocol == 2:  # IGMP (any type: RFC 3376 reports)
         return True
-    return flow.family == 6 and flow.protocol == 58 and flow.icmp_type in (133, 135, 136, 143)
+    return (flow.family == 6 and flow.protocol == 58
+            and flow.icmp_type in (131, 132, 133, 135, 136, 143))
 
 
 def _port_ok(spec: Mapping[str, Any], port: int | None) -> bool:

@@ -275,9 +275,10 @@ def test_kernel_verdicts_match_the_evaluator(lab: Lab, corpus: Path) -> None:
 
 
 def test_reports_from_unspecified_sources_agree(lab: Lab, corpus: Path) -> None:
-    """A joining device's MLDv2 report from ``::`` to ff02::16 and IGMP report from
-    0.0.0.0 to 224.0.0.22 are accepted by the kernel and the evaluator alike (baseline,
-    before the source binding); anything else from those sources is dropped by both."""
+    """A joining device's MLDv2 report from ``::`` to ff02::16, MLDv1 report and done,
+    and IGMP report from 0.0.0.0 to 224.0.0.22 are accepted by the kernel and the
+    evaluator alike (baseline, before the source binding); anything else from those
+    sources is dropped by both."""
     sh("ip", "netns", "exec", lab.gw, "nft", "-f", "-", input_text=PROBE)
     members = join_groups(lab)
     with in_netns(lab.dev):
@@ -292,6 +293,11 @@ def test_reports_from_unspecified_sources_agree(lab: Lab, corpus: Path) -> None:
         (Flow(direction=out, family=6, src="::", dst="ff02::16", protocol=58, icmp_type=143,
               icmp_code=0), True),
         (Flow(direction=out, family=4, src="0.0.0.0", dst="224.0.0.22", protocol=2), True),
+        # MLDv1 (RFC 2710): a report goes to the group joined, a done to all routers
+        (Flow(direction=out, family=6, src="::", dst="ff02::fb", protocol=58, icmp_type=131,
+              icmp_code=0), True),
+        (Flow(direction=out, family=6, src="::", dst="ff02::fb", protocol=58, icmp_type=132,
+              icmp_code=0), True),
         (Flow(direction=out, family=6, src="::", dst="ff02::16", protocol=58, icmp_type=128,
               icmp_code=0), False),
         (Flow(direction=out, family=4, src="0.0.0.0", dst="224.0.0.22", protocol=17,

@@ -11,9 +11,11 @@ file says, and nothing else from here:
   gateway (RFC 4861), from link-local or unspecified addresses too;
 - multicast listener reports to the gateway's input, from any source: MLDv2
   reports (ICMPv6 143, RFC 3810 §5.2.13 allows ``::`` while the device's address
-  is tentative) and IGMP (protocol 2; RFC 3376 §4.2.13 allows 0.0.0.0 before an
-  address). A device sends them while it joins the network, before its address
-  is bound; dropping them at the source binding logged a deviation per join.
+  is tentative), MLDv1 reports and done messages (ICMPv6 131 and 132, RFC 2710:
+  older IPv6 stacks still send them, to the group they join) and IGMP (protocol 2;
+  RFC 3376 §4.2.13 allows 0.0.0.0 before an address). A device sends them while it
+  joins the network, before its address is bound; dropping them at the source
+  binding logged a deviation per join.
 
 NTP is NOT baseline: a device reaches a time server only if its MUD file says so.
 The README's "Baseline traffic" section mirrors this list; keep them in step.
@@ -34,6 +36,8 @@ IGMP: Final = 2
 ND_ROUTER_SOLICIT: Final = 133
 ND_NEIGHBOR_SOLICIT: Final = 135
 ND_NEIGHBOR_ADVERT: Final = 136
+MLDV1_REPORT: Final = 131
+MLDV1_DONE: Final = 132
 MLDV2_REPORT: Final = 143
 
 
@@ -54,8 +58,10 @@ BASELINE_RULES: Final[tuple[Rule, ...]] = (
     *(_to_gateway(f"baseline/nd-{icmp_type}", family=6, protocol=ICMPV6, icmp_type=icmp_type,
                   any_source=True)
       for icmp_type in (ND_ROUTER_SOLICIT, ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT)),
-    _to_gateway("baseline/mld-report", family=6, protocol=ICMPV6, icmp_type=MLDV2_REPORT,
-                any_source=True),
+    *(_to_gateway(origin, family=6, protocol=ICMPV6, icmp_type=icmp_type, any_source=True)
+      for origin, icmp_type in (("baseline/mld-report", MLDV2_REPORT),
+                                ("baseline/mldv1-report", MLDV1_REPORT),
+                                ("baseline/mldv1-done", MLDV1_DONE))),
     _to_gateway("baseline/igmp", family=4, protocol=IGMP, any_source=True),
     _to_gateway("baseline/dns-udp", protocol=UDP, dst_port=_eq(53)),
     _to_gateway("baseline/dns-tcp", protocol=TCP, dst_port=_eq(53)),

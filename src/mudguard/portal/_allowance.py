@@ -153,7 +153,8 @@ def _groups(words: _Words, t: Translate) -> tuple[AllowanceGroup, ...]:
                  for g in GROUPS if items[g])
 
 
-_JOINING_ORIGINS = frozenset({"baseline/mld-report", "baseline/igmp"})
+_JOINING_ORIGINS = frozenset({"baseline/mld-report", "baseline/mldv1-report",
+                               "baseline/mldv1-done", "baseline/igmp"})
 
 
 def _outgoing(rule: Rule, words: _Words, maker: tuple[str, ...], t: Translate) -> None:
