@@ -18,6 +18,7 @@ from mudguard.policy import (
     GrantKind,
     HomeContext,
     LifecycleState,
+    PeerKind,
     decide,
 )
 from mudguard.portal._allowance import Allowance, describe_allowance
@@ -233,3 +234,20 @@ def test_a_controller_class_is_listed_only_when_the_owner_mapped_it(corpus: Path
     mapped = _groups(describe_allowance(policy, t, {"urn:ietf:params:mud:gateway"}))["home"]
     assert not any(line.startswith("a controller app at home") for line in unmapped)
     assert any(line.startswith("a controller app at home: DHCP") for line in mapped)
+
+
+def test_my_controller_rules_are_listed_only_when_the_home_assigns_controllers(
+        corpus: Path) -> None:
+    """RFC 8520 §8 "my-controller" means the controllers the home assigned to this MUD
+    URL; the daemon assigns none, so the rule grants nothing and is not listed."""
+    mud = parse_mud((corpus / "mud/rfc/mudmaker-my-controller.json").read_bytes()).mud
+    assert mud is not None
+    policy = decide(DeviceFacts(mac="00:11:22:33:44:55", mud_url=mud.mud_url,
+                                state=LifecycleState.PROFILED),
+                    mud, (), HomeContext(lan_prefixes=(), gateway_addresses=()), now=NOW)
+    assert any(r.peer is PeerKind.MY_CONTROLLER for r in policy.rules)
+    t = functools.partial(translate, "en")
+    plain = describe_allowance(policy, t)
+    assigned = describe_allowance(policy, t, my_controllers=True)
+    lines = [line for g in plain.groups for line in g.items]
+    assert len(lines) < len([line for g in assigned.groups for line in g.items]), lines

@@ -94,20 +94,25 @@ class _Words:
 
 
 def describe_allowance(policy: DevicePolicy, t: Translate,
-                       controllers: Collection[str] = ()) -> Allowance:
+                       controllers: Collection[str] = (), *,
+                       my_controllers: bool = False) -> Allowance:
     """The device's effective policy in words, grouped by purpose (pure).
 
     ``controllers``: the controller classes the owner mapped to addresses (``[mud]
     controllers``); a rule naming another class grants nothing, so it is not listed.
+    ``my_controllers``: whether the home assigns controllers to this device's MUD URL
+    (RFC 8520 §8 "my-controller"); the daemon assigns none, so such rules grant nothing
+    and are not listed either.
     """
     words = _Words([], {}, [], {}, {}, {}, {}, {}, [], [])
     maker = _maker_hints(policy)
     outgoing = {(r.peer, r.peer_value) for r in policy.rules
                 if r.direction is FROM and r.action is Forwarding.ACCEPT}
     for rule in policy.rules:
-        if (rule.peer is PeerKind.CONTROLLER and rule.action is Forwarding.ACCEPT
-                and rule.peer_value not in controllers):
-            continue  # an unmapped controller class grants nothing
+        if rule.action is Forwarding.ACCEPT and (
+                (rule.peer is PeerKind.CONTROLLER and rule.peer_value not in controllers)
+                or (rule.peer is PeerKind.MY_CONTROLLER and not my_controllers)):
+            continue  # an unmapped controller grants nothing
         if rule.action is not Forwarding.ACCEPT:
             _add_unique(words.blocked, _blocked(rule, t))
         elif rule.direction is FROM:
