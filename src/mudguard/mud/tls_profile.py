@@ -94,13 +94,15 @@ class TlsProfile:
         return out
 
     def summary(self) -> str:
-        """Short text for the owner, e.g. ``TLS 1.3, 2 cipher suites, ALPN mqtt``."""
-        parts = [", ".join(_VERSION_WORDS[v] for v in (*self.tls_versions, *self.dtls_versions))]
+        """Short, language-neutral text, e.g. ``TLS 1.3 · 0x1301 0x1302 · ALPN mqtt``."""
+        parts = [", ".join(_VERSION_WORDS[v] for v in (*self.tls_versions, *self.dtls_versions))
+                 or "TLS/DTLS *"]
         if self.cipher_suites:
-            parts.append(f"{len(self.cipher_suites)} cipher suites")
+            shown = " ".join(f"{c:#06x}" for c in self.cipher_suites[:4])
+            parts.append(shown + (" …" if len(self.cipher_suites) > 4 else ""))
         if self.application_protocols:
             parts.append("ALPN " + " ".join(self.application_protocols))
-        return ", ".join(p for p in parts if p) or "any version"
+        return " · ".join(parts)
 
 
 _VERSION_WORDS = {"tls12": "TLS 1.2", "tls13": "TLS 1.3", "dtls12": "DTLS 1.2",
