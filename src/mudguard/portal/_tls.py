@@ -71,11 +71,11 @@ def tls_view(mud: MudFile, events: Iterable[DeviceEvent] = ()) -> TlsView | None
         deviations.append(TlsDeviationView(
             key=f"report.tls.dev.{item['kind']}", offered=_join(item.get("offered")),
             allowed=_join(item.get("allowed"))))
-    ace = last.details.get("ace")
+    where = last.details.get("ace")
     return TlsView(profiles=tuple(profiles),
                    status="deviates" if last.kind is EventKind.TLS_DEVIATION else "fits",
                    last_seen=last.at, deviations=tuple(deviations),
-                   ace=ace if isinstance(ace, str) else None)
+                   ace=where if isinstance(where, str) else None)
 
 
 def _join(values: object, limit: int = 4) -> str:
