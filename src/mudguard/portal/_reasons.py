@@ -75,6 +75,8 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"(?P<sample>.*)\)", "reason.watch.connections"),
         (r"opened (?P<count>\d+) connections in (?P<seconds>[\d.]+) s",
          "reason.watch.connections.plain"),
+        (r"(?P<count>\d+) TLS ClientHellos that do not fit its MUD profile within "
+         r"(?P<seconds>[\d.]+) s \((?P<sample>.*)\)", "reason.watch.tls"),
     ))
 
 # Fields that are themselves reasons (translated in turn).
