@@ -33,7 +33,7 @@ from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
-from mudguard.portal._reasons import reason_text, reset_step_text
+from mudguard.portal._reasons import event_text, reason_text, reset_step_text
 from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
     LANG_COOKIE,
@@ -84,6 +84,8 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             "short_time": lambda at: short_time(at, state(request).services.now()),
             "reason_text": lambda reason: reason_text(str(reason), functools.partial(
                 translate, lang)),
+            "event_text": lambda event: event_text(event.kind.value, event.details,
+                                                   functools.partial(translate, lang)),
             "step_text": lambda step: reset_step_text(step, functools.partial(translate, lang))}
     if session is not None and "open_alerts" not in context:
         try:
@@ -276,6 +278,7 @@ def device_detail(request: Request, mac: str) -> Response:
         "grants": services.devices.active_grants(device.mac),
         "history": collapse_history(services.events(device.mac, limit=500)),
         "grant_kinds": [k for k in GrantKind if k is not GrantKind.PAUSE],
+        "quarantine_aces": mud.quarantine_ace_names if mud else None,
     }, session=session)
 
 
