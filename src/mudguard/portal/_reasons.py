@@ -123,7 +123,8 @@ def event_text(kind: str, details: dict[str, object], t: Translate) -> str:
             return f"{t(str(key), server=server)} {t(outcome)}"
     if kind == "tls-deviation":
         parts = []
-        for item in details.get("deviations") or ():
+        listed = details.get("deviations")
+        for item in listed if isinstance(listed, list) else ():
             if isinstance(item, dict) and item.get("kind") in TLS_DEVIATION_KINDS:
                 parts.append(t(f"report.tls.dev.{item['kind']}",
                                offered=_listed(item.get("offered")),
