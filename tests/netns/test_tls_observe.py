@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import socket
 import ssl
 import subprocess
@@ -40,8 +41,8 @@ from tests.pki import make_cert
 
 pytestmark = pytest.mark.root
 
-CLOUD4, _CLOUD6 = INTERNET_HOSTS["cloud"]
-TLS_PORT, PLAIN_PORT = 8883, 8080
+CLOUD4, CLOUD6 = INTERNET_HOSTS["cloud"]
+TLS_PORT, PLAIN_PORT, DTLS_PORT = 8883, 8080, 5684
 TLS_GROUP = 101
 
 MUD = {
@@ -50,7 +51,8 @@ MUD = {
         "last-update": "2026-01-01T00:00:00Z", "cache-validity": 48, "is-supported": True,
         "systeminfo": "A sensor speaking MQTT over TLS 1.3", "extensions": ["ietf-mud-tls"],
         "ietf-mud-tls:is-tls-dtls-profile-supported": True,
-        "from-device-policy": {"access-lists": {"access-list": [{"name": "from-sensor"}]}},
+        "from-device-policy": {"access-lists": {"access-list": [{"name": "from-sensor"},
+                                                                {"name": "from-sensor6"}]}},
     },
     "ietf-access-control-list:acls": {"acl": [{
         "name": "from-sensor", "type": "ipv4-acl-type", "aces": {"ace": [
@@ -67,16 +69,49 @@ MUD = {
                 "ipv4": {"protocol": 6, "destination-ipv4-network": f"{CLOUD4}/32"},
                 "tcp": {"destination-port": {"operator": "eq", "port": PLAIN_PORT}}},
              "actions": {"forwarding": "accept"}},
+            {"name": "coaps", "matches": {
+                "ipv4": {"protocol": 17, "destination-ipv4-network": f"{CLOUD4}/32"},
+                "udp": {"destination-port": {"operator": "eq", "port": DTLS_PORT}},
+                "ietf-acl-tls:client-profiles": {"tls-dtls-profile": [{
+                    "name": "coap-stack", "supported-dtls-version": ["dtls13"],
+                    "application-protocol": ["coap"]}]}},
+             "actions": {"forwarding": "accept"}},
+        ]}},
+        {"name": "from-sensor6", "type": "ipv6-acl-type", "aces": {"ace": [
+            {"name": "mqtts6", "matches": {
+                "ipv6": {"protocol": 6, "destination-ipv6-network": f"{CLOUD6}/128"},
+                "tcp": {"ietf-mud:direction-initiated": "from-device",
+                        "destination-port": {"operator": "eq", "port": TLS_PORT}},
+                "ietf-acl-tls:client-profiles": {"tls-dtls-profile": [{
+                    "name": "sensor-stack", "supported-tls-version": ["tls13"],
+                    "cipher-suite": [4865, 4866, 4867],
+                    "application-protocol": ["mqtt"]}]}},
+             "actions": {"forwarding": "accept"}},
         ]}}]},
 }
 
 # The device's connections, in order: (label, code run in the device namespace).
 CLIENT = """
-import socket, ssl, sys, warnings
+import socket, ssl, struct, sys, warnings
 warnings.simplefilter("ignore")
-CLOUD, PORT, PLAIN = {cloud!r}, {port}, {plain}
+CLOUD, CLOUD6, PORT, PLAIN, DTLS = {cloud!r}, {cloud6!r}, {port}, {plain}, {dtls}
 
-def tls(versions, alpn, ciphers=None):
+def dtls_hello(version, alpn):
+    ext = bytes([len(alpn)]) + alpn
+    ext = struct.pack("!HHH", 16, len(ext) + 2, len(ext)) + ext
+    ext += struct.pack("!HHB", 43, 3, 2) + struct.pack("!H", version)
+    body = struct.pack("!H", 0xFEFD) + bytes(32) + b"\\x00\\x00" + struct.pack("!HH", 2, 0x1301)
+    body += b"\\x01\\x00" + struct.pack("!H", len(ext)) + ext
+    size = len(body).to_bytes(3, "big")
+    hs = b"\\x01" + size + b"\\x00\\x00" + bytes(3) + size + body
+    return struct.pack("!BHHHIH", 22, 0xFEFF, 0, 0, 0, len(hs)) + hs
+
+def udp(payload):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(payload, (CLOUD, DTLS))
+    return "sent"
+
+def tls(versions, alpn, ciphers=None, cloud=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -84,7 +119,7 @@ def tls(versions, alpn, ciphers=None):
     if ciphers:
         ctx.set_ciphers(ciphers)
     ctx.set_alpn_protocols(alpn)
-    with socket.create_connection((CLOUD, PORT), timeout=3) as raw:
+    with socket.create_connection((cloud or CLOUD, PORT), timeout=3) as raw:
         try:
             with ctx.wrap_socket(raw, server_hostname="cloud.example.com") as s:
                 return f"{{s.version()}} {{s.selected_alpn_protocol()}}"
@@ -105,6 +140,12 @@ elif which == "alpn-h2":
     print(tls((V.TLSv1_3, V.TLSv1_3), ["h2"]))
 elif which == "tls12-cbc":
     print(tls((V.TLSv1_2, V.TLSv1_2), ["mqtt"], "ECDHE-ECDSA-AES128-SHA"))
+elif which == "good6":
+    print(tls((V.TLSv1_3, V.TLSv1_3), ["mqtt"], cloud=CLOUD6))
+elif which == "dtls13":
+    print(udp(dtls_hello(0xFEFC, b"coap")))
+elif which == "dtls12":
+    print(udp(dtls_hello(0xFEFD, b"coap")))
 elif which == "not-tls":
     with socket.create_connection((CLOUD, PORT), timeout=3) as s:
         s.sendall(b"CONNECT mqtt in plain text")
@@ -129,20 +170,20 @@ def tls_server(ns: str, cert_file: Path) -> Iterator[None]:
                 ctx.minimum_version = ssl.TLSVersion.TLSv1
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
             ctx.set_alpn_protocols(["mqtt", "h2"])
-            listener = socket.create_server((CLOUD4, TLS_PORT))
-            listener.settimeout(0.1)
+            listeners = [socket.create_server((CLOUD4, TLS_PORT)),
+                         socket.create_server((CLOUD6, TLS_PORT), family=socket.AF_INET6)]
         except BaseException as exc:
             failure.append(exc)
             ready.set()
             return
         ready.set()
-        with listener:
+        with listeners[0], listeners[1]:
             deadline = time.monotonic() + 120
             while not stop.is_set() and time.monotonic() < deadline:
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
+                readable, _, _ = select.select(listeners, [], [], 0.1)
+                if not readable:
                     continue
+                conn, _ = readable[0].accept()
                 conn.settimeout(2)
                 with contextlib.suppress(OSError, ssl.SSLError), \
                         ctx.wrap_socket(conn, server_side=True) as tls:
@@ -167,14 +208,15 @@ def gw() -> Iterator[Gateway]:
 
 
 def _device(ns: str, which: str) -> str:
-    code = textwrap.dedent(CLIENT.format(cloud=CLOUD4, port=TLS_PORT, plain=PLAIN_PORT))
+    code = textwrap.dedent(CLIENT.format(cloud=CLOUD4, cloud6=CLOUD6, port=TLS_PORT,
+                                         plain=PLAIN_PORT, dtls=DTLS_PORT))
     proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, which],
                           capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip()
 
 
-def _watch(device_ns: str, device_ip: str, dev_id: str, mud_text: str,
+def _watch(device_ns: str, device_ips: tuple[str, str], dev_id: str, mud_text: str,
            scenario: list[str]) -> dict[str, Any]:
     """In the gateway namespace: the ClientHello watcher, judge and tracker, while the
     device runs ``scenario``; what each step printed, each judged observation, alerts."""
@@ -184,7 +226,7 @@ def _watch(device_ns: str, device_ip: str, dev_id: str, mud_text: str,
     async def main() -> dict[str, Any]:
         seen: list[TlsObservation] = []
         watcher = TlsWatcher(seen.append, group=TLS_GROUP,
-                             device_of=lambda a: dev_id if a == device_ip else None)
+                             device_of=lambda a: dev_id if a in device_ips else None)
         tracker = DeviationTracker(Thresholds(tls_deviations=3))
         steps: list[dict[str, Any]] = []
         await watcher.start()
@@ -218,13 +260,14 @@ def _watch(device_ns: str, device_ip: str, dev_id: str, mud_text: str,
     return asyncio.run(main())
 
 
-SCENARIO = ["good", "plain-port", "tls10", "alpn-h2", "tls12-cbc", "not-tls", "good"]
+SCENARIO = ["good", "plain-port", "tls10", "alpn-h2", "tls12-cbc", "not-tls", "good6",
+            "dtls13", "dtls12", "good"]
 
 
 def test_client_hellos_are_judged_against_the_mud_profile(gw: Gateway) -> None:
     h, d0 = gw.home, gw.d[0]
     mud = parse_mud(json.dumps(MUD)).mud
-    assert mud is not None and [a.name for a in mud.tls_profiled_aces()] == ["mqtts"]
+    assert mud is not None and [a.name for a in mud.tls_profiled_aces()] == ["mqtts", "coaps", "mqtts6"]
     gw.apply(d0, mud)
     with tempfile.TemporaryDirectory(prefix="h18-tls-") as tmp:
         cert = make_cert("cloud.example.com", dns=("cloud.example.com",))
@@ -232,7 +275,7 @@ def test_client_hellos_are_judged_against_the_mud_profile(gw: Gateway) -> None:
         cert_file.write_bytes(cert.cert_pem() + cert.key_pem())
         with tls_server(h.inet_ns, cert_file):
             started = time.monotonic()
-            result = h.call(h.gw_ns, _watch, d0.ns, d0.ipv4, device_id(d0.mac),
+            result = h.call(h.gw_ns, _watch, d0.ns, (d0.ipv4, d0.ipv6), device_id(d0.mac),
                             json.dumps(MUD), SCENARIO, timeout=90)
             elapsed = time.monotonic() - started
     steps = {s["which"]: s for s in result["steps"][:-1]}
@@ -264,6 +307,16 @@ def test_client_hellos_are_judged_against_the_mud_profile(gw: Gateway) -> None:
     alert = steps["tls12-cbc"]["alerts"][0]
     assert alert["kind"] == "tls" and "3 TLS ClientHellos" in alert["reason"]
     assert len(alert["evidence"]) == 3
+    good6 = steps["good6"]  # IPv6: the same rules in the inet family
+    assert good6["printed"] == "TLSv1.3 mqtt" and len(good6["outcomes"]) == 1
+    assert good6["outcomes"][0]["fits"] is True
+    assert good6["outcomes"][0]["ace"] == "from-sensor6/mqtts6"
+    assert good6["outcomes"][0]["observation"]["dst"] == CLOUD6
+    dtls13 = steps["dtls13"]["outcomes"]  # DTLS: the first datagram, from the device chain
+    assert len(dtls13) == 1 and dtls13[0]["fits"] is True
+    assert dtls13[0]["ace"] == "from-sensor/coaps"
+    assert dtls13[0]["observation"]["hello"]["dtls"] is True
+    assert reason("dtls12") == "offered DTLS 1.2"
     last = result["steps"][-1]
     assert last["printed"] == "TLSv1.3 mqtt" and last["outcomes"][0]["fits"] is True
     print(f"\n{len(SCENARIO)} connections judged in {elapsed:.1f} s")

@@ -238,6 +238,7 @@ def test_judge_picks_the_ace_by_protocol_and_port() -> None:
     assert [a.name for a in profiled_aces(mud, 6, 443)] == ["cl0-frdev"]
     assert [a.name for a in profiled_aces(mud, 17, 5684)] == ["cl1-frdev"]
     assert profiled_aces(mud, 6, 8443) == ()
+    assert profiled_aces(mud, 6, 443, family=4) == ()  # the example's ACL is IPv6
     seen = TlsObservation(device_id="0" * 12, family=6, src="2001:db8::2",
                           dst="2001:db8::1", protocol=6, src_port=40000, dst_port=443,
                           hello=parse_client_hello(openssl_hello(versions=TLS10,

@@ -22,6 +22,7 @@ they are declared, not observed.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -200,18 +201,33 @@ def _code(kind: str, value: int) -> str:
 # -- attributing a ClientHello to a device's ACE -------------------------------------------
 
 
-def profiled_aces(mud: MudFile, protocol: int, port: int) -> tuple[Ace, ...]:
+def profiled_aces(mud: MudFile, protocol: int, port: int, *, family: int | None = None,
+                  dst: str | None = None) -> tuple[Ace, ...]:
     """The device's from-device ACEs with (D)TLS profiles whose transport match admits a
-    flow of ``protocol`` to destination ``port`` (the kernel marked it for that reason)."""
+    flow of ``protocol`` to destination ``port`` (the kernel marked it for that reason),
+    and, when given, whose IP version is ``family`` and whose destination network (if it
+    names one) holds ``dst``. A DNS-name peer cannot be checked here and is kept."""
     found = []
     for ace in mud.policy_aces(Direction.FROM_DEVICE):
-        t = ace.matches.transport
+        t, ip = ace.matches.transport, ace.matches.ip
         if not ace.matches.tls_profiles or t is None or t.protocol != protocol:
             continue
         if t.dst_port is not None and not t.dst_port.contains(port):
             continue
+        if ip is not None and family is not None and ip.version != family:
+            continue
+        if ip is not None and dst is not None and ip.dst_network is not None \
+                and not _within(dst, ip.dst_network):
+            continue
         found.append(ace)
     return tuple(found)
+
+
+def _within(address: str, network: str) -> bool:
+    try:
+        return ipaddress.ip_address(address) in ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,7 +283,8 @@ class TlsOutcome:
 def judge(observation: TlsObservation, mud: MudFile) -> TlsOutcome:
     """Judge one observation against ``mud``: the first profiled ACE matching the flow's
     protocol and port decides (policy order, as the kernel's rules)."""
-    for ace in profiled_aces(mud, observation.protocol, observation.dst_port):
+    for ace in profiled_aces(mud, observation.protocol, observation.dst_port,
+                             family=observation.family, dst=observation.dst):
         acl = next((a.name for a in mud.acls if ace in a.aces), "")
         where = f"{acl}/{ace.name}"
         if observation.hello is None:
