@@ -267,7 +267,8 @@ SCENARIO = ["good", "plain-port", "tls10", "alpn-h2", "tls12-cbc", "not-tls", "g
 def test_client_hellos_are_judged_against_the_mud_profile(gw: Gateway) -> None:
     h, d0 = gw.home, gw.d[0]
     mud = parse_mud(json.dumps(MUD)).mud
-    assert mud is not None and [a.name for a in mud.tls_profiled_aces()] == ["mqtts", "coaps", "mqtts6"]
+    assert mud is not None
+    assert [a.name for a in mud.tls_profiled_aces()] == ["mqtts", "coaps", "mqtts6"]
     gw.apply(d0, mud)
     with tempfile.TemporaryDirectory(prefix="h18-tls-") as tmp:
         cert = make_cert("cloud.example.com", dns=("cloud.example.com",))
