@@ -399,6 +399,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         on_connection=_both(activity.on_connection,
                             learner.on_connection if learner is not None else None)))
     # RFC 9761: the ClientHellos the kernel logs for devices with (D)TLS profiles.
+    gateway.tls_alert = metrics.counting_alerts(gateway.on_alert) if metrics else None
     gateway.services.append(TlsWatcher(gateway.on_tls, group=config.nflog_group + 1,
                                        device_of=address_book))
     gateway.services.append(ControlServer(config.control_socket, service,

@@ -222,6 +222,7 @@ class Gateway:
     transparency: TransparencyChecker | None = None  # RFC 9472 SBOM retrieval
     # RFC 9761: (mac, ace, outcome) already stored this run (one event per kind of outcome)
     _tls_told: set[tuple[str, str, str]] = field(default_factory=set)
+    tls_alert: Callable[[Alert], None] | None = None  # on_alert, counted by the metrics
     _sbom_worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="sbom"))
     _worker: ThreadPoolExecutor = field(
@@ -385,7 +386,7 @@ class Gateway:
                                    src_port=observation.src_port,
                                    dst_port=observation.dst_port, mac=mac)
                 for alert in tracker.observe_tls(sample, outcome.reason, time.monotonic()):
-                    self.on_alert(alert)
+                    (self.tls_alert or self.on_alert)(alert)
 
         self._submit(f"TLS observation of {observation.device_id}", judge_it)
 
