@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from mudguard.enforce import Enforcer
 from mudguard.mud import Direction, parse_mud
 from mudguard.policy import device_id
 from mudguard.vhome import INTERNET_HOSTS, enter
@@ -36,7 +37,7 @@ from mudguard.watch.nflog import FlowEvent
 from mudguard.watch.tls import TlsObservation, judge
 from mudguard.watch.tls_listener import TlsWatcher
 from mudguard.watch.tracker import DeviationTracker, Thresholds
-from tests.netns.test_enforce import Gateway, _gateway
+from tests.netns.test_enforce import NOW, Gateway, _gateway
 from tests.pki import make_cert
 
 pytestmark = pytest.mark.root
@@ -321,3 +322,14 @@ def test_client_hellos_are_judged_against_the_mud_profile(gw: Gateway) -> None:
     last = result["steps"][-1]
     assert last["printed"] == "TLSv1.3 mqtt" and last["outcomes"][0]["fits"] is True
     print(f"\n{len(SCENARIO)} connections judged in {elapsed:.1f} s")
+
+
+def test_a_restart_finds_a_profiled_device_intact(gw: Gateway) -> None:
+    """Reconcile reads the observation rules back like any other: nothing to repair."""
+    mud = parse_mud(json.dumps(MUD)).mud
+    assert mud is not None
+    policy = gw.apply(gw.d[0], mud)
+    second = Enforcer(gw.nft, gw.enforcer.context, clock=lambda: NOW)
+    report = second.reconcile([policy])
+    assert not report.reinstalled_table and report.repaired == []
+    assert report.ok == [gw.d[0].mac]
