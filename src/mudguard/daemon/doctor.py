@@ -314,6 +314,12 @@ NFT_FEATURES: tuple[tuple[str, str, str, bool], ...] = (
         chain c { type filter hook forward priority 0; log group 100; }
     }""", "a kernel with CONFIG_NFT_LOG and CONFIG_NETFILTER_NETLINK_LOG "
      "(modprobe nfnetlink_log)", True),
+    ("TLS ClientHello logging (RFC 9761)", """table inet t {
+        chain c { type filter hook forward priority 0;
+            ct mark & 0x10 == 0x10 ct direction original @ih,0,8 >= 0
+            ct mark set ct mark & 0xffffffef log group 101 snaplen 2048 prefix "mgt"; }
+    }""", "a kernel whose nftables matches the transport payload (@ih, Linux 6.x) and sets "
+     "conntrack marks (CONFIG_NF_CONNTRACK_MARK): the gateway's base ruleset uses both", True),
     ("flowtable offload", """table inet t {
         flowtable f { hook ingress priority 0; devices = { lo }; }
     }""", "optional: a kernel with CONFIG_NF_FLOW_TABLE_INET (modprobe nf_flow_table_inet) "
