@@ -6,6 +6,7 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
 ``inet mudguard`` table runs after them (priority 10) and decides the rest::
 
     mudguard_NN forward (policy accept)           mudguard forward (policy drop)
+                                                     <RFC 9761: log a marked flow's ClientHello>
       ct state established,related accept           ct state established,related accept
       ct state invalid drop                          ct state invalid drop
       iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
@@ -55,6 +56,11 @@ DNS names compile to the shard-wide sets ``dns_set_name(name, 4|6)`` of
 ``device address . remote address`` pairs; the resolver fills the set in the
 asking device's shard. Names from a MUD file only ever reach a rule's
 ``comment``, sanitised.
+
+RFC 9761 (D)TLS profiles are observed, not enforced: ``tls_watch_rules`` marks the new
+flows of a profiled ACE (or logs a DTLS first datagram) and ``tls_hello_rule``, the main
+table's first rule, logs the first payload packet of a marked flow to a separate NFLOG
+group; every other packet pays one conntrack-mark test.
 
 Updating one device re-sends only its chains (add + flush + rules) and its map
 and main-set entries, in one batch: the kernel swaps them atomically.
