@@ -266,3 +266,13 @@ def test_yangson_rejects_the_string_boolean_mudguard_reads(yang: Any) -> None:
     assert not yang_accepts(yang, doc)  # mudguard reads it with a warning (RFC's example)
     fixed = parse_mud(json.dumps(doc)).mud
     assert fixed is not None and yang_accepts(yang, fixed.to_json())
+
+
+def test_mud_show_names_the_watched_profiles() -> None:
+    from tests.unit.test_mud_cli import run
+
+    code, out = run("show", str(EXAMPLE))
+    assert code == 0
+    assert "TLS profile: mud-7500-profile/cl0-frdev: TLS 1.3 · 0x1301 0x1302 " \
+           "(ClientHellos watched)" in out
+    assert "cl1-frdev: DTLS 1.2, DTLS 1.3 · 0x1301 0xc0ae · ALPN coap" in out
