@@ -46,7 +46,7 @@ from mudguard.policy import (
     shard_names,
     shard_table,
 )
-from mudguard.policy._nft import sanitise_comment, tls_hello_rule
+from mudguard.policy._nft import TLS_RATE_SET, sanitise_comment, tls_hello_rule
 from tests.conftest import CORPUS
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -108,7 +108,7 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     assert maps == {(shard, m) for shard in shard_names()
                     for m in ("out_dispatch", "gw_dispatch", "in_dispatch4", "in_dispatch6")}
     sets = {c["add"]["set"]["name"] for c in cmds if "set" in c.get("add", {})}
-    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6, PENDING4, PENDING6}
+    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6, PENDING4, PENDING6, TLS_RATE_SET}
 
     def rules(table: str, chain: str) -> list[list[dict[str, object]]]:
         return [c["add"]["rule"]["expr"] for c in cmds if "rule" in c.get("add", {})

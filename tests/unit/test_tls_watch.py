@@ -104,6 +104,10 @@ def test_the_main_table_logs_the_first_payload_of_marked_flows_first() -> None:
                                                             TLS_WATCH_MARK]},
                                   "right": TLS_WATCH_MARK}}
     assert {"limit": {"rate": 50, "per": "second", "burst": 50}} in first
+    per_device = next(e["set"] for e in first if "set" in e)  # one MAC cannot use it all
+    assert per_device["op"] == "update" and per_device["set"] == "@tls_rate"
+    assert per_device["elem"] == {"payload": {"protocol": "ether", "field": "saddr"}}
+    assert per_device["stmt"] == [{"limit": {"rate": 10, "per": "second", "burst": 20}}]
     assert forward[0]["comment"].startswith("mudguard base ")  # still carries the base mark
 
 

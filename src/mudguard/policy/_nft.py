@@ -60,7 +60,8 @@ asking device's shard. Names from a MUD file only ever reach a rule's
 RFC 9761 (D)TLS profiles are observed, not enforced: ``tls_watch_rules`` marks the new
 flows of a profiled ACE (or logs a DTLS first datagram) and ``tls_hello_rule``, the main
 table's first rule, logs the first payload packet of a marked flow to a separate NFLOG
-group; every other packet pays one conntrack-mark test.
+group (at most ``TLS_DEVICE_RATE``/s per device MAC, ``TLS_LOG_RATE``/s in all); every
+other packet pays one conntrack-mark test.
 
 Updating one device re-sends only its chains (add + flush + rules) and its map
 and main-set entries, in one batch: the kernel swaps them atomically.
@@ -126,6 +127,8 @@ CHAIN_KINDS: Final = ("out", "in", "gw")
 TLS_WATCH_MARK: Final = 0x10  # conntrack mark bit: "log this flow's first payload packet"
 TLS_LOG_PREFIX: Final = "mgt"
 TLS_LOG_RATE: Final = 50  # ClientHello logs per second (whole home, main table)
+TLS_DEVICE_RATE: Final = 10  # … and per device (MAC), burst 2x: one device cannot use it all
+TLS_RATE_SET: Final = "tls_rate"  # main table: per-MAC limiter state (dynamic, 1 min)
 TLS_SNAPLEN: Final = 2048  # bytes copied per logged packet (watch.clienthello.SNAPLEN)
 TLS_HANDSHAKE: Final = 0x16  # TLS/DTLS record content type "handshake"
 
@@ -501,7 +504,19 @@ def tls_hello_rule(context: HomeContext) -> list[Expr]:
     payload = _match({"payload": {"base": "ih", "offset": 0, "len": 8}}, 0, ">=")
     clear = {"mangle": {"key": _ct("mark"),
                         "value": {"&": [_ct("mark"), 0xFFFFFFFF ^ TLS_WATCH_MARK]}}}
-    return [bit, _match(_ct("direction"), "original"), payload, clear, *_tls_log(context)]
+    per_device = {"set": {"op": "update", "elem": _payload("ether", "saddr"),
+                          "set": "@" + TLS_RATE_SET,
+                          "stmt": [{"limit": {"rate": TLS_DEVICE_RATE, "per": "second",
+                                              "burst": 2 * TLS_DEVICE_RATE}}]}}
+    return [bit, _match(_ct("direction"), "original"), payload, clear, per_device,
+            *_tls_log(context)]
+
+
+def _tls_rate_set() -> NftCommand:
+    """The main table's per-MAC ClientHello log limiter (``tls_hello_rule``)."""
+    return {"add": {"set": {"family": FAMILY, "table": TABLE, "name": TLS_RATE_SET,
+                            "type": "ether_addr", "flags": ["timeout"], "timeout": 60,
+                            "size": 4096}}}
 
 
 # -- installation records and batches -------------------------------------------------------------
@@ -769,7 +784,7 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
     ether_saddr = _payload("ether", "saddr")
     cmds: list[NftCommand] = [*_fresh_table(TABLE),
         _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
-        _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"),
+        _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"), _tls_rate_set(),
         _base_chain("forward", "forward", "drop", prio=MAIN_PRIORITY),
         _base_chain("input", "input", "accept", prio=MAIN_PRIORITY),
         _base_chain("output", "output", "accept", prio=MAIN_PRIORITY),
