@@ -73,7 +73,8 @@ DRAFT_ACLS_KEY = "ietf-access-control-list:access-lists"
 KNOWN_EXTENSIONS: Mapping[str, tuple[str, ...]] = {
     # RFC 9472 (SBOM and vulnerability information).
     "transparency": ("ietf-mud-transparency:transparency",),
-    # RFC 9761 / draft-ietf-opsawg-ol: ownership and licensing statements.
+    # draft-ietf-opsawg-ol: ownership and licensing statements (not RFC 9761, which is
+    # the (D)TLS profiles below).
     "ol": ("ietf-ol:ol",),
     # draft-richardson-shg-mud-quarantined-access (the draft names no extension string;
     # its module's name is the natural one). Parsed by ``_parse_quarantine``.
