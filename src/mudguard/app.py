@@ -61,6 +61,7 @@ from mudguard.store import Store
 from mudguard.watch import DeviationTracker
 from mudguard.watch.listener import AddressBook, Watcher
 from mudguard.watch.resolvers import ResolverWatch
+from mudguard.watch.tls_listener import TlsWatcher
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +399,10 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop,
         on_connection=_both(activity.on_connection,
                             learner.on_connection if learner is not None else None)))
+    # RFC 9761: the ClientHellos the kernel logs for devices with (D)TLS profiles.
+    gateway.tls_alert = metrics.counting_alerts(gateway.on_alert) if metrics else None
+    gateway.services.append(TlsWatcher(gateway.on_tls, group=config.nflog_group + 1,
+                                       device_of=address_book))
     gateway.services.append(ControlServer(config.control_socket, service,
                                           gateway.call_then_follow))
     if config.portal_address:

@@ -53,7 +53,8 @@ def test_doctor_passes_on_this_machine(netns: str) -> None:
     assert (rc, report["ok"], failed) == (0, True, [])
     checks = by_name(report)
     for name in ("nf_tables inet family", "concatenated sets with timeouts", "verdict maps",
-                 "conntrack state", "log to NFLOG", "bridge port isolation", "dnsmasq",
+                 "conntrack state", "log to NFLOG", "TLS ClientHello logging (RFC 9761)",
+                 "bridge port isolation", "dnsmasq",
                  "port udp/67"):
         assert checks[name]["status"] == "ok", checks[name]
     # This VM has no nf_flow_table: a warning, never a failure.

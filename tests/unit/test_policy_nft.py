@@ -46,7 +46,7 @@ from mudguard.policy import (
     shard_names,
     shard_table,
 )
-from mudguard.policy._nft import sanitise_comment
+from mudguard.policy._nft import TLS_RATE_SET, sanitise_comment, tls_hello_rule
 from tests.conftest import CORPUS
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -108,14 +108,17 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     assert maps == {(shard, m) for shard in shard_names()
                     for m in ("out_dispatch", "gw_dispatch", "in_dispatch4", "in_dispatch6")}
     sets = {c["add"]["set"]["name"] for c in cmds if "set" in c.get("add", {})}
-    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6, PENDING4, PENDING6}
+    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6, PENDING4, PENDING6, TLS_RATE_SET}
 
     def rules(table: str, chain: str) -> list[list[dict[str, object]]]:
         return [c["add"]["rule"]["expr"] for c in cmds if "rule" in c.get("add", {})
                 and (c["add"]["rule"]["table"], c["add"]["rule"]["chain"]) == (table, chain)]
 
     forward = rules(TABLE, "forward")
-    assert forward[0][-1] == {"accept": None}  # established first
+    assert forward[0] == tls_hello_rule(CTX)  # RFC 9761 ClientHello log: non-terminal
+    assert not any(v in e for e in forward[0] for v in ("accept", "drop", "return"))
+    forward = forward[1:]
+    assert forward[0][-1] == {"accept": None}  # then established
     assert {"drop": None} in forward[2]  # unknown LAN MACs: nothing forwarded
     assert forward[2][1]["match"]["right"] == "@" + KNOWN_MACS
     assert [e for e in rules(shard_names()[0], "forward")[2] if "vmap" in e]

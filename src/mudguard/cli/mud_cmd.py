@@ -122,6 +122,11 @@ def show(
         console.print(f"  Extension:    {escape(extension.name)} ({state})")
     if mud.draft_era:
         console.print("  Format:       [yellow]pre-standard (draft-era) file, normalised[/]")
+    for acl in mud.acls:  # RFC 9761: observed by the gateway, never enforced in the kernel
+        for ace in acl.aces:
+            for profile in ace.matches.tls_profiles:
+                console.print(f"  TLS profile:  {escape(acl.name)}/{escape(ace.name)}: "
+                              f"{escape(profile.summary())} (ClientHellos watched)")
     words = describe_policy(mud)
     for direction, title in ((Direction.FROM_DEVICE, "The device"),
                              (Direction.TO_DEVICE, "The device")):

@@ -314,6 +314,16 @@ NFT_FEATURES: tuple[tuple[str, str, str, bool], ...] = (
         chain c { type filter hook forward priority 0; log group 100; }
     }""", "a kernel with CONFIG_NFT_LOG and CONFIG_NETFILTER_NETLINK_LOG "
      "(modprobe nfnetlink_log)", True),
+    ("TLS ClientHello logging (RFC 9761)", """table inet t {
+        set r { type ether_addr; flags timeout; timeout 1m; size 4096; }
+        chain c { type filter hook forward priority 0;
+            ct mark & 0x10 == 0x10 ct direction original @ih,0,8 >= 0
+            ct mark set ct mark & 0xffffffef;
+            update @r { ether saddr limit rate 10/second burst 20 packets }
+            log group 101 snaplen 2048 prefix "mgt"; }
+    }""", "a kernel whose nftables matches the transport payload (@ih, Linux 6.x), sets "
+     "conntrack marks (CONFIG_NF_CONNTRACK_MARK) and meters in dynamic sets: the "
+     "gateway's base ruleset uses all three", True),
     ("flowtable offload", """table inet t {
         flowtable f { hook ingress priority 0; devices = { lo }; }
     }""", "optional: a kernel with CONFIG_NF_FLOW_TABLE_INET (modprobe nf_flow_table_inet) "

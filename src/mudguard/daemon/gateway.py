@@ -17,6 +17,9 @@ changes are serialised and a slow MUD server never stalls DNS answers.
   portal's flow history and recent peers).
 - A watcher alert (NFLOG drops → deviation tracker) is stored with its evidence and
   quarantines the device through the same service (re-enforced at once).
+- A profiled device's ClientHello (RFC 9761: ``watch.tls_listener``) is judged against
+  its MUD file's (D)TLS profile: stored once per ACE as fitting or deviating (with the
+  reason); repeated deviations quarantine it like other deviations.
 - A device seen using another DNS resolver (``watch.resolvers``, RFC 9726) is told
   once per server as a ``dns-elsewhere`` event with its explanation; no quarantine.
 - A port that joins the LAN bridge (or whose isolation is turned off) is isolated as
@@ -60,7 +63,7 @@ from mudguard.discovery.neighbour import NeighbourWatcher
 from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, LanPortWatcher, facts_of
-from mudguard.mud import MudFile
+from mudguard.mud import Direction, MudFile
 from mudguard.policy import (
     DevicePolicy,
     Grant,
@@ -71,10 +74,12 @@ from mudguard.policy import (
 )
 from mudguard.watch import Alert, DeviationTracker, FlowEvent
 from mudguard.watch.resolvers import ResolverUse, describe_use
+from mudguard.watch.tls import TlsObservation, judge
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+MAX_TLS_TOLD = 4096  # distinct TLS outcomes stored per run before forgetting them
 
 
 class Service(Protocol):
@@ -215,6 +220,9 @@ class Gateway:
     learning: LearningRecorder | None = None  # learn, then lock ([devices] learning)
     learning_period: float = 5.0
     transparency: TransparencyChecker | None = None  # RFC 9472 SBOM retrieval
+    # RFC 9761: (mac, ace, outcome) already stored this run (one event per kind of outcome)
+    _tls_told: set[tuple[str, str, str]] = field(default_factory=set)
+    tls_alert: Callable[[Alert], None] | None = None  # on_alert, counted by the metrics
     _sbom_worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="sbom"))
     _worker: ThreadPoolExecutor = field(
@@ -340,6 +348,47 @@ class Gateway:
                                              mac, use.as_dict())
 
         self._submit(f"DNS use of {use.device_id}", record)
+
+    def on_tls(self, observation: TlsObservation) -> None:
+        """The kernel logged a profiled device's ClientHello (RFC 9761): judge it against
+        the device's MUD file on the worker. A fit is stored once per ACE and run
+        (``tls-observed``); a deviation once per ACE and reason (``tls-deviation``, with
+        the ClientHello as evidence) and counted every time: ``Thresholds.tls_deviations``
+        of them quarantine the device (``on_alert``)."""
+
+        def judge_it() -> None:
+            mac = self._mac_of(observation.device_id)
+            if mac is None:
+                return
+            device = self.service.store.get_device(mac)
+            mud = self.service.cached_mud(device) if device is not None else None
+            if mud is None:
+                return
+            outcome = judge(observation, mud)
+            if outcome.verdict is None:
+                return
+            kind = EventKind.TLS_DEVIATION if outcome.deviates else EventKind.TLS_OBSERVED
+            key = (mac, outcome.ace, outcome.reason)
+            if key not in self._tls_told:
+                if len(self._tls_told) >= MAX_TLS_TOLD:
+                    self._tls_told.clear()
+                self._tls_told.add(key)
+                self.service.store.add_event(kind, self.service.clock(), mac,
+                                             outcome.as_dict())
+                self.events.emit(kind.value, mac=mac, ace=outcome.ace,
+                                 message=outcome.reason or "fits its profile")
+            tracker = self.enforcer.tracker
+            if outcome.deviates and tracker is not None:
+                sample = FlowEvent(device_id=observation.device_id,
+                                   direction=Direction.FROM_DEVICE, family=observation.family,
+                                   src=observation.src, dst=observation.dst,
+                                   protocol=observation.protocol,
+                                   src_port=observation.src_port,
+                                   dst_port=observation.dst_port, mac=mac)
+                for alert in tracker.observe_tls(sample, outcome.reason, time.monotonic()):
+                    (self.tls_alert or self.on_alert)(alert)
+
+        self._submit(f"TLS observation of {observation.device_id}", judge_it)
 
     def _mac_of(self, dev_id: str) -> str | None:
         for device in self.service.store.list_devices():

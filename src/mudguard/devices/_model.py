@@ -105,6 +105,8 @@ class EventKind(StrEnum):
     STATE_CHANGED = "state-changed"
     VIOLATION = "violation"
     DNS_ELSEWHERE = "dns-elsewhere"  # resolves with another DNS server (RFC 9726): told
+    TLS_OBSERVED = "tls-observed"  # a ClientHello fit its MUD (D)TLS profile (RFC 9761)
+    TLS_DEVIATION = "tls-deviation"  # a ClientHello did not fit it (reason, evidence)
     QUARANTINED = "quarantined"
     RELEASED = "released"
     QUARANTINE_EXCEPTION = "quarantine-exception"  # the owner kept an ACE open in quarantine

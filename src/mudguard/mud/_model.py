@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mudguard.mud.tls_profile import TlsProfile
     from mudguard.mud.transparency import Transparency
 
 
@@ -227,6 +228,9 @@ class Matches:
     # text of the value), container "" for a member of ``matches`` itself. Kept so the
     # policy layer can refuse to widen (see ``ace_limits``) and ``to_json`` can re-emit them.
     unenforced: tuple[tuple[str, str, str], ...] = ()
+    # RFC 9761 ``ietf-acl-tls:client-profiles``: what the device's (D)TLS ClientHellos
+    # on this ACE's flows may offer. Observed (``mudguard.watch.tls``), never compiled.
+    tls_profiles: tuple[TlsProfile, ...] = ()
 
     @property
     def protocol(self) -> int | None:
@@ -291,6 +295,13 @@ class MudFile:
     device is quarantined (None: the file has no ``QUARANTINE_MEMBER``)."""
     transparency: Transparency | None = None
     """RFC 9472: where the SBOM and vulnerability information are (validated)."""
+    tls_profile_supported: bool | None = None
+    """RFC 9761 ``ietf-mud-tls:is-tls-dtls-profile-supported`` (None: not stated)."""
+
+    def tls_profiled_aces(self) -> tuple[Ace, ...]:
+        """The from-device ACEs that carry (D)TLS profiles (RFC 9761), in policy order."""
+        return tuple(ace for ace in self.policy_aces(Direction.FROM_DEVICE)
+                     if ace.matches.tls_profiles)
 
     def acl(self, name: str) -> Acl:
         """The ACL called ``name`` (the parser guarantees every policy name exists)."""
@@ -328,6 +339,8 @@ class MudFile:
             mud["extensions"] = [e.name for e in self.extensions]
             for extension in self.extensions:
                 mud.update(extension.data)
+        if self.tls_profile_supported is not None:
+            mud[TLS_SUPPORTED_MEMBER] = self.tls_profile_supported
         if self.quarantine_ace_names is not None:
             mud[QUARANTINE_MEMBER] = quarantine_json(self.quarantine_ace_names)
         for key, names in (("from-device-policy", self.from_device_policy),
@@ -538,6 +551,10 @@ def _matches_json(m: Matches) -> dict[str, object]:
         inner = out.setdefault(container, {}) if container else out
         assert isinstance(inner, dict)
         inner[key] = json.loads(text)
+    if m.tls_profiles:
+        from mudguard.mud.tls_profile import CLIENT_PROFILES_KEY, client_profiles_json
+
+        out[CLIENT_PROFILES_KEY] = client_profiles_json(m.tls_profiles)
     if m.mud is not None:
         u = m.mud
         empty = [None]
@@ -549,6 +566,9 @@ def _matches_json(m: Matches) -> dict[str, object]:
         })
     return out
 
+
+TLS_SUPPORTED_MEMBER = "ietf-mud-tls:is-tls-dtls-profile-supported"
+"""RFC 9761 §5.4: module ``ietf-mud-tls`` augments ``/ietf-mud:mud`` with this boolean."""
 
 QUARANTINE_MODULE = "ietf-mud-quarantine"
 QUARANTINE_MEMBER = "ietf-mud-quarantine:quaranteed-device-policy"

@@ -48,6 +48,14 @@ from mudguard.mud._model import (
     TransportMatch,
     ace_limits,
 )
+from mudguard.mud.tls_profile import (
+    CLIENT_PROFILES_KEY,
+    MUD_TLS_MODULE,
+    PROFILE_SUPPORTED_KEY,
+    TlsProfile,
+    parse_client_profiles,
+    parse_profile_supported,
+)
 from mudguard.mud.transparency import TRANSPARENCY_KEY, Transparency, parse_transparency
 
 MAX_MUD_BYTES = 1 << 20
@@ -65,11 +73,15 @@ DRAFT_ACLS_KEY = "ietf-access-control-list:access-lists"
 KNOWN_EXTENSIONS: Mapping[str, tuple[str, ...]] = {
     # RFC 9472 (SBOM and vulnerability information).
     "transparency": ("ietf-mud-transparency:transparency",),
-    # RFC 9761 / draft-ietf-opsawg-ol: ownership and licensing statements.
+    # draft-ietf-opsawg-ol: ownership and licensing statements (not RFC 9761, which is
+    # the (D)TLS profiles below).
     "ol": ("ietf-ol:ol",),
     # draft-richardson-shg-mud-quarantined-access (the draft names no extension string;
     # its module's name is the natural one). Parsed by ``_parse_quarantine``.
     QUARANTINE_MODULE: (QUARANTINE_MEMBER,),
+    # RFC 9761 (D)TLS profiles: the mud container's boolean is read by
+    # ``_parse_mud_container``, the ACEs' ``client-profiles`` by ``_tls_profiles``.
+    MUD_TLS_MODULE: (),
 }
 
 # Draft-era controller classes (pre-RFC MUD files, e.g. the UNSW corpus) naming the
@@ -347,7 +359,12 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
     known = {"mud-version", "mud-url", "last-update", "cache-validity", "is-supported",
              "systeminfo", "mfg-name", "model-name", "firmware-rev", "software-rev",
              "documentation", "mud-signature", "extensions", "from-device-policy",
-             "to-device-policy"}
+             "to-device-policy", PROFILE_SUPPORTED_KEY}
+    tls_supported = None
+    if PROFILE_SUPPORTED_KEY in mud:
+        tls_supported, tls_findings = parse_profile_supported(
+            mud[PROFILE_SUPPORTED_KEY], path + (PROFILE_SUPPORTED_KEY,))
+        w.findings.extend(tls_findings)
     extension_members = {m for e in extensions for m in KNOWN_EXTENSIONS.get(e.name, ())}
     extension_members.add(QUARANTINE_MEMBER)
     quarantine = _parse_quarantine(mud, path, w, acls)
@@ -370,7 +387,7 @@ def _parse_mud_container(value: object, path: tuple[PathPart, ...], w: _Walker,
         firmware_rev=strings["firmware-rev"], software_rev=strings["software-rev"],
         documentation=documentation, extensions=extensions, draft_era=draft,
         quarantine_ace_names=quarantine,
-        transparency=transparency,
+        transparency=transparency, tls_profile_supported=tls_supported,
     )
 
 
@@ -640,17 +657,37 @@ def _parse_matches(value: object, path: tuple[PathPart, ...], w: _Walker,
         if "ietf-mud:mud" in obj else None
     for key in obj:
         if key not in ("ipv4", "ipv6", "tcp", "udp", "icmp", "eth", "ietf-mud:mud",
-                       "egress-interface", "ingress-interface"):
+                       "egress-interface", "ingress-interface", CLIENT_PROFILES_KEY):
             w.error(path + (key,), "unknown match")
     if "egress-interface" in obj or "ingress-interface" in obj:
         w.error(path, "interface matches have no meaning in a MUD file")
+    tls = _tls_profiles(obj[CLIENT_PROFILES_KEY], path + (CLIENT_PROFILES_KEY,), w,
+                        transport is not None) if CLIENT_PROFILES_KEY in obj else ()
     matches = Matches(ip=ip, transport=transport, icmp=icmp, eth=eth, mud=mud,
-                      unenforced=_unmodelled(obj))
+                      unenforced=_unmodelled(obj), tls_profiles=tls)
     _check_protocol(matches, obj, path, w)
     _check_acl_type(matches, acl_type, path, w)
     if any(f.severity is Severity.ERROR for f in w.findings[start:]):
         return None
     return matches
+
+
+def _tls_profiles(value: object, path: tuple[PathPart, ...], w: _Walker, transport: bool
+                  ) -> tuple[TlsProfile, ...]:
+    """RFC 9761 ``client-profiles`` of an ACE. A profile only adds observation of the
+    device's ClientHellos (the ACE is enforced as the rest of it says), so a container
+    mudguard cannot read is ignored with warnings, never a reason to refuse the file."""
+    profiles, findings = parse_client_profiles(value, path)
+    broken = any(f.severity is Severity.ERROR for f in findings)
+    w.findings.extend(dataclasses.replace(f, severity=Severity.WARNING,
+                                          message=f"{f.message} (TLS profile ignored)")
+                      if f.severity is Severity.ERROR else f for f in findings)
+    if broken:
+        return ()
+    if profiles and not transport:
+        w.warn(path, "a (D)TLS profile on an ACE without tcp or udp: not observed")
+        return ()
+    return profiles
 
 
 # RFC 8519 header fields mudguard reads but does not model: present in an ACE, they make

@@ -272,6 +272,8 @@ class HomeContext:
     new_conn_rate: int = 50  # per second
     new_conn_burst: int = 100  # packets
     log_group: int = 100  # NFLOG group of the "mg <device_id> <out|in>" drop logs
+    # NFLOG group of the RFC 9761 ClientHello logs ("mgt"), see ``_nft.tls_watch_rules``.
+    tls_log_group: int = 101
     # ``devices`` by manufacturer and model, if the caller keeps one (else they are scanned).
     peers: PeerIndex | None = None
 

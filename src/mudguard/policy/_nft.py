@@ -6,6 +6,7 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
 ``inet mudguard`` table runs after them (priority 10) and decides the rest::
 
     mudguard_NN forward (policy accept)           mudguard forward (policy drop)
+                                                     <RFC 9761: log a marked flow's ClientHello>
       ct state established,related accept           ct state established,related accept
       ct state invalid drop                          ct state invalid drop
       iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
@@ -55,6 +56,12 @@ DNS names compile to the shard-wide sets ``dns_set_name(name, 4|6)`` of
 ``device address . remote address`` pairs; the resolver fills the set in the
 asking device's shard. Names from a MUD file only ever reach a rule's
 ``comment``, sanitised.
+
+RFC 9761 (D)TLS profiles are observed, not enforced: ``tls_watch_rules`` marks the new
+flows of a profiled ACE (or logs a DTLS first datagram) and ``tls_hello_rule``, the main
+table's first rule, logs the first payload packet of a marked flow to a separate NFLOG
+group (at most ``TLS_DEVICE_RATE``/s per device MAC, ``TLS_LOG_RATE``/s in all); every
+other packet pays one conntrack-mark test.
 
 Updating one device re-sends only its chains (add + flush + rules) and its map
 and main-set entries, in one batch: the kernel swaps them atomically.
@@ -115,6 +122,15 @@ _PORT_OPS: Final = {PortOperator.EQ: "==", PortOperator.NEQ: "!=", PortOperator.
 _COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/@+=,()#-]")
 
 CHAIN_KINDS: Final = ("out", "in", "gw")
+
+# RFC 9761 (D)TLS profiles: observed, never enforced in the kernel (see tls_watch_rules).
+TLS_WATCH_MARK: Final = 0x10  # conntrack mark bit: "log this flow's first payload packet"
+TLS_LOG_PREFIX: Final = "mgt"
+TLS_LOG_RATE: Final = 50  # ClientHello logs per second (whole home, main table)
+TLS_DEVICE_RATE: Final = 10  # … and per device (MAC), burst 2x: one device cannot use it all
+TLS_RATE_SET: Final = "tls_rate"  # main table: per-MAC limiter state (dynamic, 1 min)
+TLS_SNAPLEN: Final = 2048  # bytes copied per logged packet (watch.clienthello.SNAPLEN)
+TLS_HANDSHAKE: Final = 0x16  # TLS/DTLS record content type "handshake"
 
 
 # -- tiny expression builders (firewalld's _fragment helpers) --------------------------------
@@ -421,11 +437,15 @@ def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[N
         for exprs in rule_exprs(rule, device, context):
             chains["gw"].append(add(gw, [*exprs, _verdict(rule, "gw")], rule.origin))
     chains["gw"] += _source_binding(device, gw, gateway=True, table=table)
+    watched = tls_watched_origins(policy)
     for rule in late:
         kind = _chain_of(rule)
         if kind is None:
             continue
         for exprs in rule_exprs(rule, device, context):
+            if kind == "out" and rule.origin in watched:
+                chains[kind] += [add(out, e, "RFC 9761: watch the (D)TLS ClientHello")
+                                 for e in tls_watch_rules(rule, exprs, context)]
             chains[kind].append(add(names[kind], [*exprs, _verdict(rule, kind)], rule.origin))
         if kind == "out":
             for exprs in local_rule_exprs(rule, device, context):
@@ -434,6 +454,69 @@ def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[N
     chains["in"] += _final(names["in"], mac, "in", context)
     chains["gw"] += _final(gw, mac, "out", context)
     return chains
+
+
+def tls_watched_origins(policy: DevicePolicy) -> frozenset[str]:
+    """The ``<acl>/<ace>`` origins of the device's from-device ACEs that carry RFC 9761
+    (D)TLS profiles: their flows' ClientHellos are logged (``tls_watch_rules``)."""
+    if policy.mud is None:
+        return frozenset()
+    found = set()
+    for acl in policy.mud.acls:
+        for ace in acl.aces:
+            if ace.matches.tls_profiles and ace.action is Forwarding.ACCEPT:
+                found.add(f"{acl.name}/{ace.name}")
+    return frozenset(found)
+
+
+def tls_watch_rules(rule: Rule, exprs: list[Expr], context: HomeContext) -> list[list[Expr]]:
+    """Observation of a (D)TLS-profiled rule's new flows, placed before its accept in the
+    device's ``out`` chain (which sees only packets that open a flow). Non-terminal.
+
+    TCP: the SYN sets ``TLS_WATCH_MARK`` on the connection; the main table's first rule
+    (``tls_hello_rule``) logs the flow's first payload packet from the device (the
+    ClientHello) and clears the mark. UDP: the flow's first datagram, the DTLS
+    ClientHello, is logged here if it is a handshake record. Both go to NFLOG group
+    ``context.tls_log_group`` with prefix ``mgt``, rate-limited; nothing is dropped.
+    """
+    if rule.action is not Forwarding.ACCEPT or rule.protocol not in (6, 17):
+        return []
+    if rule.protocol == 6:
+        mark = {"mangle": {"key": _ct("mark"),
+                           "value": {"|": [_ct("mark"), TLS_WATCH_MARK]}}}
+        return [[*exprs, _match(_ct("state"), "new", "in"), mark]]
+    handshake = _match({"payload": {"base": "ih", "offset": 0, "len": 8}}, TLS_HANDSHAKE)
+    return [[*exprs, handshake, *_tls_log(context)]]
+
+
+def _tls_log(context: HomeContext) -> list[Expr]:
+    return [{"limit": {"rate": TLS_LOG_RATE, "per": "second", "burst": TLS_LOG_RATE}},
+            {"log": {"prefix": TLS_LOG_PREFIX, "group": context.tls_log_group,
+                     "snaplen": TLS_SNAPLEN}}]
+
+
+def tls_hello_rule(context: HomeContext) -> list[Expr]:
+    """The main forward chain's first rule: a packet the device sent on a TCP flow
+    ``tls_watch_rules`` marked, carrying payload (the inner-header load fails on a bare
+    ACK), clears the mark and is logged: its payload is the ClientHello, or shows the flow
+    is not TLS. Costs one conntrack-mark test for every other forwarded packet."""
+    bit = _match({"&": [_ct("mark"), TLS_WATCH_MARK]}, TLS_WATCH_MARK)
+    payload = _match({"payload": {"base": "ih", "offset": 0, "len": 8}}, 0, ">=")
+    clear = {"mangle": {"key": _ct("mark"),
+                        "value": {"&": [_ct("mark"), 0xFFFFFFFF ^ TLS_WATCH_MARK]}}}
+    per_device = {"set": {"op": "update", "elem": _payload("ether", "saddr"),
+                          "set": "@" + TLS_RATE_SET,
+                          "stmt": [{"limit": {"rate": TLS_DEVICE_RATE, "per": "second",
+                                              "burst": 2 * TLS_DEVICE_RATE}}]}}
+    return [bit, _match(_ct("direction"), "original"), payload, clear, per_device,
+            *_tls_log(context)]
+
+
+def _tls_rate_set() -> NftCommand:
+    """The main table's per-MAC ClientHello log limiter (``tls_hello_rule``)."""
+    return {"add": {"set": {"family": FAMILY, "table": TABLE, "name": TLS_RATE_SET,
+                            "type": "ether_addr", "flags": ["timeout"], "timeout": 60,
+                            "size": 4096}}}
 
 
 # -- installation records and batches -------------------------------------------------------------
@@ -701,13 +784,14 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
     ether_saddr = _payload("ether", "saddr")
     cmds: list[NftCommand] = [*_fresh_table(TABLE),
         _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
-        _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"),
+        _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"), _tls_rate_set(),
         _base_chain("forward", "forward", "drop", prio=MAIN_PRIORITY),
         _base_chain("input", "input", "accept", prio=MAIN_PRIORITY),
         _base_chain("output", "output", "accept", prio=MAIN_PRIORITY),
     ]
     cmds += [
-        _rule("forward", [est, {"accept": None}]),  # first rule: compile_base marks it
+        _rule("forward", tls_hello_rule(context)),  # first rule: compile_base marks it
+        _rule("forward", [est, {"accept": None}]),
         _rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
         _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),

@@ -477,4 +477,9 @@ def _report(r: Report) -> dict[str, Any]:
         "signer_subject": r.signer_subject, "identity_source": r.identity_source,
         "destinations": [{"name": d.name, "company": d.company, "country": d.country}
                          for d in r.destinations],
+        "tls": None if r.tls is None else {
+            "profiles": list(r.tls.profiles), "status": r.tls.status, "ace": r.tls.ace,
+            "last_seen": r.tls.last_seen.isoformat() if r.tls.last_seen else None,
+            "deviations": [{"key": d.key, "offered": d.offered, "allowed": d.allowed}
+                           for d in r.tls.deviations]},
     }

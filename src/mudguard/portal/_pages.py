@@ -34,7 +34,7 @@ from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
 from mudguard.portal._learning import LearningView, learning_view
-from mudguard.portal._reasons import reason_text, reset_step_text
+from mudguard.portal._reasons import event_text, reason_text, reset_step_text
 from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
     LANG_COOKIE,
@@ -85,6 +85,8 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             "short_time": lambda at: short_time(at, state(request).services.now()),
             "reason_text": lambda reason: reason_text(str(reason), functools.partial(
                 translate, lang)),
+            "event_text": lambda event: event_text(event.kind.value, event.details,
+                                                   functools.partial(translate, lang)),
             "step_text": lambda step: reset_step_text(step, functools.partial(translate, lang))}
     if session is not None and "open_alerts" not in context:
         try:
@@ -280,6 +282,7 @@ def device_detail(request: Request, mac: str) -> Response:
         "learning": _learning_view(request, device),
         "can_learn": services.devices.learns
         and services.devices.store.get_settings().learning_days > 0,
+        "quarantine_aces": mud.quarantine_ace_names if mud else None,
     }, session=session)
 
 

@@ -75,6 +75,8 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"(?P<sample>.*)\)", "reason.watch.connections"),
         (r"opened (?P<count>\d+) connections in (?P<seconds>[\d.]+) s",
          "reason.watch.connections.plain"),
+        (r"(?P<count>\d+) TLS ClientHellos that do not fit its MUD profile within "
+         r"(?P<seconds>[\d.]+) s \((?P<sample>.*)\)", "reason.watch.tls"),
     ))
 
 # Fields that are themselves reasons (translated in turn).
@@ -99,6 +101,46 @@ def reason_text(reason: str, t: Translate, depth: int = 0) -> str:
                   for name, value in match.groupdict().items()}
         return t(key, **fields)
     return reason
+
+
+DNS_ELSEWHERE_KEYS = frozenset({"dns_elsewhere.do53", "dns_elsewhere.dot",
+                                "dns_elsewhere.doq", "dns_elsewhere.doh"})
+TLS_DEVIATION_KINDS = frozenset({"version", "dtls", "tls", "not-tls", "cipher", "extension",
+                                 "group", "sigalg", "sigalg-cert", "alpn", "psk-mode",
+                                 "cert-compression"})
+
+
+def event_text(kind: str, details: dict[str, object], t: Translate) -> str:
+    """The detail of a history line in the language of ``t``: a ``dns-elsewhere`` event
+    from its catalogue key and server (RFC 9726), a ``tls-deviation`` from its deviations'
+    keys (RFC 9761), any other from its reason (``reason_text``); "" when none."""
+    if kind == "dns-elsewhere":
+        key, params = details.get("message_key"), details.get("params")
+        server = params.get("server") if isinstance(params, dict) else None
+        if key in DNS_ELSEWHERE_KEYS and isinstance(server, str):
+            outcome = "dns_elsewhere.allowed" if details.get("allowed") else \
+                "dns_elsewhere.blocked"
+            return f"{t(str(key), server=server)} {t(outcome)}"
+    if kind == "tls-deviation":
+        parts = []
+        listed = details.get("deviations")
+        for item in listed if isinstance(listed, list) else ():
+            if isinstance(item, dict) and item.get("kind") in TLS_DEVIATION_KINDS:
+                parts.append(t(f"report.tls.dev.{item['kind']}",
+                               offered=_listed(item.get("offered")),
+                               allowed=_listed(item.get("allowed"))))
+        if parts:
+            return t("common.semicolon").join(parts)
+    if kind == "tls-observed":
+        return ""
+    reason = details.get("reason")
+    return reason_text(str(reason), t) if reason else ""
+
+
+def _listed(values: object, limit: int = 4) -> str:
+    if not isinstance(values, list):
+        return ""
+    return ", ".join(str(v) for v in values[:limit]) + (" …" if len(values) > limit else "")
 
 
 def reset_step_text(step: str, t: Translate) -> str:

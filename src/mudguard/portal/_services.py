@@ -61,6 +61,7 @@ from mudguard.portal._incidents import (
     evidence_flows,
     open_incidents,
 )
+from mudguard.portal._tls import TlsView, tls_view
 from mudguard.portal._transparency import TransparencyView, transparency_view
 
 T = TypeVar("T")
@@ -71,6 +72,7 @@ FETCH_ERROR_KEYS = frozenset({"bad_url", "blocked_address", "ca_bundle", "conten
                               "too_large"})  # ``mud.fetch.FetchError.key``; else "other"
 MAX_ALERT_EVENTS = 20_000  # the newest events the alerts start from (then: only new ones)
 MAX_ALERT_BATCHES = 100  # of 10,000 new events each, per call
+MAX_TLS_EVENTS = 500  # a device's newest events searched for its last TLS outcome
 ALERT_KINDS = frozenset({EventKind.VIOLATION, EventKind.QUARANTINED})
 DECISION_KINDS = frozenset({EventKind.RELEASED, EventKind.FORGOTTEN})
 
@@ -327,6 +329,10 @@ class PortalServices:
         """The report for a known device, with what the SBOM check retrieved."""
         report = build_report(mud, device.signature_status, device.signer,
                               self.identity(device, mud))
+        if report.tls is not None:  # RFC 9761: what the gateway last saw of its TLS
+            events = self.devices.store.list_events(device.mac, limit=MAX_TLS_EVENTS,
+                                                    newest=True)
+            report = replace(report, tls=tls_view(mud, events))
         found = self.transparency.result(device) if self.transparency else None
         if found is None:
             return report
@@ -617,6 +623,7 @@ class Report:
     systeminfo: str | None
     draft_era: bool
     transparency: TransparencyView | None = None
+    tls: TlsView | None = None  # RFC 9761 (D)TLS profile: declared / fits / deviates
     signer_subject: str | None = None  # the signer certificate's full name (details)
     identity_source: str | None = None  # where the maker came from (IdentitySource)
 
@@ -675,7 +682,7 @@ def build_report(mud: MudFile, signature: SignatureStatus, signer: str | None,
                   destinations=tuple(destinations), signature=signature,
                   signer=signer_organisation(signer), systeminfo=mud.systeminfo,
                   draft_era=mud.draft_era, signer_subject=signer, identity_source=source,
-                  transparency=transparency_view(mud))
+                  transparency=transparency_view(mud), tls=tls_view(mud))
 
 
 def _registrable(host: str) -> str:

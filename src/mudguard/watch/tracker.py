@@ -60,6 +60,9 @@ class Thresholds:
     # New connections (conntrack), allowed or not: the nft cap is 50/s per device.
     connection_window: float = 10.0
     flood_connections: int = 300
+    # RFC 9761: ClientHellos that do not fit the device's (D)TLS profile, within
+    # ``deviation_window`` (a changed TLS stack keeps its ports: a strong sign).
+    tls_deviations: int = 3
     max_events: int = 4096
     max_devices: int = 4096
     evidence: int = 20  # events kept in an alert
@@ -70,7 +73,7 @@ class Thresholds:
                 raise ValueError(f"{name} must be positive")
         for name in ("scan_hosts", "lan_scan_hosts", "scan_ports", "flood_events",
                      "deviation_flows", "max_events", "max_devices", "evidence",
-                     "flood_connections"):
+                     "flood_connections", "tls_deviations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -80,7 +83,7 @@ class Alert:
     """A device should be quarantined: why, and the evidence."""
 
     device_id: str
-    kind: str  # "scan", "flood" or "deviation"
+    kind: str  # "scan", "flood", "deviation" or "tls"
     reason: str  # for the owner, in words
     at: float
     evidence: tuple[FlowEvent, ...]
@@ -99,6 +102,7 @@ class _Device:
     mac: str | None = None
     alerted: bool = False
     connections: deque[float] = field(default_factory=deque)
+    tls: deque[tuple[float, FlowEvent, str]] = field(default_factory=deque)
 
 
 class DeviationTracker:
@@ -178,6 +182,31 @@ class DeviationTracker:
         return [Alert(device_id=device_id, kind="flood", at=now, mac=state.mac,
                       reason=f"opened {count} connections in {t.connection_window:g} s{where}",
                       evidence=(sample,) if sample is not None else ())]
+
+    def observe_tls(self, event: FlowEvent, reason: str, now: float) -> list[Alert]:
+        """Count one ClientHello (of the flow ``event``) that does not fit the device's
+        RFC 9761 profile, for ``reason``: ``tls_deviations`` of them within
+        ``deviation_window`` seconds make a ``tls`` alert (quarantine)."""
+        with self._lock:
+            state = self._device(event.device_id)
+            if state.alerted:
+                return []
+            t = self.thresholds
+            state.tls.append((now, event, reason))
+            while state.tls and (state.tls[0][0] < now - t.deviation_window
+                                 or len(state.tls) > t.max_events):
+                state.tls.popleft()
+            if len(state.tls) < t.tls_deviations:
+                return []
+            state.alerted = True
+            seen = list(state.tls)
+            state.tls.clear()
+        reasons = list(dict.fromkeys(r for _, _, r in seen))
+        sample = "; ".join(reasons[:3]) + ("; …" if len(reasons) > 3 else "")
+        return [Alert(device_id=event.device_id, kind="tls", at=now, mac=state.mac,
+                      reason=f"{len(seen)} TLS ClientHellos that do not fit its MUD profile "
+                             f"within {t.deviation_window:g} s ({sample})",
+                      evidence=tuple(e for _, e, _ in seen[-t.evidence:]))]
 
     def release(self, device_id: str) -> None:
         """The owner released the device: watch it afresh."""
