@@ -6,7 +6,9 @@ error of a fetch); the CLI and the API show them as they are. The pages put each
 known sentence through a table of anchored patterns to a catalogue key, with the
 data as its fields; a reason made of two (``"{why}; no MUD profile"``) is translated
 part by part. A sentence no pattern knows (a watcher's quarantine detail) is shown
-as it is: never blank, never guessed.
+as it is: never blank, never guessed. The watcher's examples (``tcp 192.0.2.7 port
+23, udp pool.ntp.org port 123, …``) are put in words too: each a destination and its
+service ("Telnet to 192.0.2.7"); an example of another shape stays as written.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from mudguard.portal._incidents import service_of, service_text
+
 Translate = Callable[..., str]
 
 # (pattern, key); the named groups are the message's fields. Order: specific first.
 _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern + r"\Z", re.DOTALL), key) for pattern, key in (
         (r"new device: deciding its access", "reason.new"),
+        (r"the device announced no MUD URL and no repository knows it \((?P<count>\d+) "
+         r"repositories failed: (?P<detail>.*)\)", "reason.no_mud_url.failed"),
+        (r"the device announced no MUD URL and no repository knows it", "reason.no_mud_url"),
         (r"MUD profile from (?P<url>\S+) enforced", "reason.profiled"),
         (r"profile learned from its traffic, approved by the owner \((?P<url>\S+)\)",
          "reason.learned_approved"),
@@ -79,6 +86,9 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 # Fields that are themselves reasons (translated in turn).
 _NESTED = frozenset({"rest", "why"})
+_EXAMPLE = re.compile(r"(?P<protocol>tcp|udp|icmp|icmpv6|proto \d+) (?P<where>\S+)"
+                      r"(?: (?P<what>port|type) (?P<number>\d+))?\Z")
+_PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
 RESET_STEPS: tuple[tuple[str, str], ...] = (
     ("Its network access and its own WiFi key have been removed", "reset.removed"),
@@ -97,8 +107,31 @@ def reason_text(reason: str, t: Translate, depth: int = 0) -> str:
         fields = {name: reason_text(value, t, depth + 1)
                   if name in _NESTED and depth < 3 else value
                   for name, value in match.groupdict().items()}
+        if "sample" in fields:
+            fields["sample"] = examples_text(fields["sample"], t)
         return t(key, **fields)
     return reason
+
+
+def examples_text(sample: str, t: Translate) -> str:
+    """The watcher's examples (``tcp 192.0.2.7 port 23, …``) in words: "Telnet to
+    192.0.2.7, …"; the text as it is when an example has another shape."""
+    more = sample.endswith(", …")
+    parts = sample.removesuffix(", …").split(", ")
+    words = []
+    for part in parts:
+        found = _EXAMPLE.match(part)
+        if found is None:
+            return sample
+        protocol_name = found["protocol"]
+        protocol = (_PROTOCOLS.get(protocol_name) if not protocol_name.startswith("proto")
+                    else int(protocol_name.split()[1]))
+        number = int(found["number"]) if found["number"] else None
+        service = service_of(protocol, number if found["what"] == "port" else None,
+                             number if found["what"] == "type" else None)
+        what = service_text(service, t) if service is not None else protocol_name
+        words.append(t("reason.example", service=what, where=found["where"]))
+    return ", ".join(words) + (", …" if more else "")
 
 
 def reset_step_text(step: str, t: Translate) -> str:
