@@ -393,6 +393,8 @@ def test_walk_the_running_demo_home(demo_home: RunningDemo, tmp_path: Path) -> N
             page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
+                    if r.status >= 500 else None)
             deadline = time.monotonic() + 60
             while True:  # the daemon may still be starting its portal
                 try:
