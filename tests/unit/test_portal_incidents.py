@@ -71,6 +71,24 @@ def test_two_hundred_violations_of_one_device_are_one_open_alert() -> None:
     assert len(alert.samples) == 5  # the raw evidence kept for the technical fold
 
 
+def test_the_gateway_itself_is_named_as_such_in_the_evidence() -> None:
+    """The demo's camera scans the gateway: its alert says so, in both languages."""
+    from mudguard.portal._i18n import translate
+
+    events = _Events()
+    for port in (22, 23):
+        events.add(EventKind.VIOLATION, count=1, evidence=[_flow("192.0.2.1", port)])
+    events.add(EventKind.VIOLATION, count=1, evidence=[_flow("198.51.100.30", 443)])
+    book = IncidentBook(gateways=frozenset({"192.0.2.1"}))
+    book.feed(events.items, {MAC: _device()})
+    by_name = {d.name: d for d in book.incidents({MAC: _device()})[0].destinations}
+    assert by_name["192.0.2.1"].gateway and not by_name["198.51.100.30"].gateway
+    assert translate("fr", "alert.gateway_name", name="192.0.2.1") == \
+        "192.0.2.1 (cette passerelle)"
+    plain = build_incidents(events.items, {MAC: _device()})[0]  # no gateway told
+    assert not any(d.gateway for d in plain.destinations)
+
+
 def test_a_quarantine_is_one_alert_with_the_safe_decision_first() -> None:
     events = _Events()
     events.add(EventKind.VIOLATION, count=3, evidence=[_flow("198.51.100.7", 23)])
@@ -244,7 +262,7 @@ def test_the_api_lists_incidents_with_the_old_fields_and_the_new_ones(tmp_path: 
         assert alert["alert"] == "violation" and alert["count"] == 60
         assert alert["destinations"] == [{"name": "198.51.100.7", "outgoing": True,
                                           "flows": 30, "home_device": False,
-                                          "services": ["Telnet"]}]
+                                          "gateway": False, "services": ["Telnet"]}]
         assert alert["actions"] == ["dismiss"]
         done = client.post(f"/api/alerts/{MAC}/violation/dismiss", headers=headers)
         assert done.status_code == 200

@@ -324,7 +324,8 @@ class PortalServices:
             book = self._book
             if book is None or (newest and newest[-1].id < book.last_id) or \
                     (not newest and book.last_id):
-                book = self._book = IncidentBook()  # first call, or the events were reset
+                book = self._book = IncidentBook(  # first call, or the events were reset
+                    gateways=frozenset(self.devices.gateway_ips))
                 batches = [store.list_events(limit=MAX_ALERT_EVENTS, newest=True)]
             else:
                 batches = []
