@@ -233,6 +233,41 @@ def test_reasons_history_and_reset_steps_are_french() -> None:
 
 
 
+def test_the_reasons_a_new_mud_url_is_held_are_french() -> None:
+    """Every reason ``lifecycle`` and the service give for holding (or accepting) a new
+    MUD URL reaches the owner in French, the data kept."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from mudguard.devices import Device
+    from mudguard.devices import SignatureStatus as Sig
+    from mudguard.devices import lifecycle as life
+    from mudguard.portal._reasons import reason_text
+
+    base = "https://mud.maker.example/lamp/"
+    pinned = Device(mac="02:00:00:00:00:01", mud_url=base + "v1.json",
+                    pinned_signer="CN=s (CA key 01)", root_mud_url=base + "v1.json",
+                    past_root_urls=(base + "v0.json",), pending_mud_url=base + "v2.json")
+    made = [life.url_update_problem(pinned, "https://mud.maker.example/other.json"),
+            life.url_update_problem(pinned, base + "v0.json"),
+            life.url_update_problem(replace(pinned, pinned_signer=None), base + "v2.json"),
+            life.url_update_problem(replace(pinned, state=life.State.QUARANTINED),
+                                    base + "v2.json"),
+            life.signer_problem(pinned, Sig.UNSIGNED, None),
+            life.signer_problem(pinned, Sig.INVALID, "bad digest"),
+            life.signer_problem(pinned, Sig.SIGNED_VALID, "CN=s (CA key 02)"),
+            str(life.accept_url(pinned, datetime.now(UTC)).notices[0].details["reason"]),
+            f"the new MUD file at {base}v2.json could not be fetched: timed out",
+            f"the new MUD file at {base}v2.json is invalid: no ietf-mud:mud",
+            "the new MUD file's signature is refused: invalid"]
+    fr = functools.partial(translate, "fr")
+    for reason in made:
+        assert reason is not None
+        text = reason_text(reason, fr)
+        assert text != reason and "the new" not in text, (reason, text)
+    assert "CN=s (CA key 02)" in reason_text(made[6], fr)  # the data stays
+
+
 def _watcher_reasons() -> list[str]:
     """Every reason the real deviation tracker gives: a LAN scan, an Internet scan, a port
     probe, a flood of drops, a quick run of blocked flows, a slow one (deviation), and a

@@ -64,6 +64,29 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"\((?P<repository>.+)\)", "reason.repository_learned_by_other"),
         (r"(?P<repository>.+) knows the device but has no MUD file",
          "reason.repository_no_mud"),
+        # a new MUD URL held for the owner (``lifecycle.url_update_problem``, ...)
+        (r"it is quarantined: only the owner may change its MUD URL",
+         "reason.url.quarantined"),
+        (r"no signed MUD file has been accepted for this device yet, so there is no "
+         r"signer to trust on first use",
+         "reason.url.no_pin"),
+        (r"(?P<url>\S+) is not under (?P<base>\S+), the base of its accepted MUD URL",
+         "reason.url.other_base"),
+        (r"(?P<url>\S+) was accepted before and replaced since: a possible rollback",
+         "reason.url.rollback"),
+        (r"the new MUD file is unsigned",
+         "reason.url.unsigned"),
+        (r"the new MUD file's signature is (?:not valid|refused): (?P<detail>.+)",
+         "reason.url.bad_signature"),
+        (r"the new MUD file is signed by (?P<signer>.+), not by (?P<pinned>.+)",
+         "reason.url.other_signer"),
+        (r"same base \((?P<base>\S+)\) and same signer \((?P<signer>.+)\) as its accepted "
+         r"signed MUD file \(draft-ietf-iotops-mud-acceptable-urls\)",
+         "reason.url.acceptable"),
+        (r"the new MUD file(?: at \S+)? could not be fetched: (?P<detail>.+)",
+         "reason.url.fetch_failed"),
+        (r"the new MUD file(?: at \S+)? is invalid: (?P<detail>.+)",
+         "reason.url.invalid"),
         (r"(?P<why>.+); no MUD profile", "reason.no_profile"),
         # the watcher's alerts (``watch.tracker``): the examples stay as they are
         (r"scanned the home network: (?P<count>\d+) addresses in (?P<seconds>[\d.]+) s "
