@@ -211,7 +211,10 @@ class Walk:
         """Open ``path`` at ``width`` in ``lang``."""
         self.page.set_viewport_size({"width": width, "height": 900})
         joiner = "&" if "?" in path else "?"
-        self.page.goto(f"{self.base}{path}{joiner}lang={lang}")
+        response = self.page.goto(f"{self.base}{path}{joiner}lang={lang}")
+        status = response.status if response is not None else 0
+        assert status == 200, f"{path} {width}px {lang}: HTTP {status}: " + \
+            self.page.locator("body").inner_text()[:500]
         assert self.page.locator("html").get_attribute("lang") == lang
 
     def note(self, where: str, problem: str) -> None:
