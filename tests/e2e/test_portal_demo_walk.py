@@ -236,6 +236,7 @@ VISIBLE_TEXTS = """() => {
   }
   for (const el of document.querySelectorAll('[aria-label]'))
     if (el.checkVisibility()) out.push(el.getAttribute('aria-label'));
+  out.push(document.title);  // the tab's name
   return out;
 }"""
 
