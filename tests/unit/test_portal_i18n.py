@@ -6,6 +6,7 @@ import functools
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,7 +269,36 @@ def test_the_reasons_a_new_mud_url_is_held_are_french() -> None:
     assert "CN=s (CA key 02)" in reason_text(made[6], fr)  # the data stays
 
 
+def test_the_watchers_reasons_are_stored_as_keys_and_read_in_either_language() -> None:
+    """The tracker gives each alert's reason as a key with fields too: read through the
+    key, it says in each language what the English sentence says through the patterns;
+    the key wins over the sentence (a reworded sentence no pattern knows still reads in
+    French); a malformed key falls back to the sentence."""
+    from mudguard.portal._reasons import event_reason_text, reason_text
+
+    alerts = _watcher_alerts()
+    for language in ("en", "fr"):
+        t = functools.partial(translate, language)
+        for alert in alerts:
+            details = {"reason": alert.reason, "reason_key": alert.reason_key,
+                       "reason_fields": json.loads(json.dumps(alert.reason_fields))}
+            assert event_reason_text(details, t) == reason_text(alert.reason, t), alert
+    fr = functools.partial(translate, "fr")
+    keyed = {"reason": "reworded: 8 probes", "reason_key": alerts[0].reason_key,
+             "reason_fields": dict(alerts[0].reason_fields)}
+    assert event_reason_text(keyed, fr).startswith("a balayé le réseau de la maison")
+    for broken in ({**keyed, "reason_key": "watch.nope"},
+                   {**keyed, "reason_fields": {"count": "8", "seconds": "10", "examples": []}},
+                   {**keyed, "reason_fields": {**alerts[0].reason_fields,
+                                               "examples": [{"remote": 7}]}}):
+        assert event_reason_text(broken, fr) == "reworded: 8 probes"
+
+
 def _watcher_reasons() -> list[str]:
+    return [alert.reason for alert in _watcher_alerts()]
+
+
+def _watcher_alerts() -> list[Any]:
     """Every reason the real deviation tracker gives: a LAN scan, an Internet scan, a port
     probe, a flood of drops, a quick run of blocked flows, a slow one (deviation), and a
     connection flood."""
@@ -280,7 +310,7 @@ def _watcher_reasons() -> list[str]:
         return FlowEvent(device_id="dev", direction=Direction.FROM_DEVICE, family=4,
                          src="192.0.2.2", dst=dst, protocol=6, src_port=40000, dst_port=port)
 
-    made: list[str] = []
+    made: list[Any] = []
     patient = Thresholds(deviation_flows=100)  # scans before the run of blocked flows
     for thresholds, target, step in (
             (Thresholds(), lambda i: (f"192.0.2.{10 + i}", 23), 0.01),  # LAN scan
@@ -293,16 +323,16 @@ def _watcher_reasons() -> list[str]:
         for i in range(200):
             alerts = tracker.observe(blocked(*target(i)), now=i * step)
             if alerts:
-                made.append(alerts[0].reason)
+                made.append(alerts[0])
                 break
     flood = DeviationTracker(Thresholds())
     for i in range(5000):
         alerts = flood.observe_connection("dev", now=i / 5000, sample=blocked("203.0.113.9", 443))
         if alerts:
-            made.append(alerts[0].reason)
+            made.append(alerts[0])
             break
     assert len(made) == 7, made
     kinds = ("scanned the home network", "scanned 32", "probed", "blocked packets",
              "tried 8", "its profile does not allow", "opened")
-    assert [k in m for k, m in zip(kinds, made, strict=True)] == [True] * 7, made
+    assert [k in m.reason for k, m in zip(kinds, made, strict=True)] == [True] * 7, made
     return made

@@ -313,3 +313,28 @@ def test_alert_times_are_short_today() -> None:
 
     assert short_time(T0, T0 + timedelta(hours=2)) == "14:02"
     assert short_time(T0, T0 + timedelta(days=1)) == "2026-05-01 14:02"
+
+
+def test_a_reason_stored_as_a_key_reads_in_french_on_the_alert_and_in_the_history(
+        tmp_path: Path) -> None:
+    """The watcher's alert as the daemon stores it (reason, reason_key, reason_fields):
+    the alert and the device's history word it from the key, so even a sentence no
+    pattern knows reads in French; the API keeps the English sentence."""
+    with portal(tmp_path) as (client, st, _):
+        st.services.onboard(url=_serve_bulb(st), mac=MAC)
+        st.services.devices.tell(EventKind.VIOLATION, {
+            "kind": "scan", "reason": "probed the home (worded another way)",
+            "reason_key": "watch.lan_scan", "count": 1,
+            "reason_fields": {"count": 8, "seconds": "10", "more": True, "examples": [
+                {"protocol": 6, "remote": "192.0.2.7", "port": 23, "icmp_type": None}]},
+            "evidence": [_flow("192.0.2.7", 23)]}, MAC)
+        st.services.devices.quarantine(MAC, "probed the home (worded another way)")
+        expected = ("a balayé le réseau de la maison : 8 adresses en 10 s "  # text_of: spaces
+                    "(Telnet vers 192.0.2.7, …)")
+        alerts = text_of(client.get("/alerts?lang=fr").text)
+        assert f"Pourquoi : {expected}" in alerts and "Pourquoi : probed" not in alerts
+        history = text_of(client.get(f"/devices/{MAC}?lang=fr").text)
+        assert expected in history
+        english = text_of(client.get("/alerts?lang=en").text)
+        assert "scanned the home network: 8 addresses in 10 s (Telnet to 192.0.2.7, …)" \
+            in english

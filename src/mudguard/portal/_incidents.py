@@ -120,6 +120,8 @@ class Incident:
     latest: DeviceEvent  # the newest event it groups
     samples: tuple[DeviceEvent, ...]  # the newest few events (their details: raw evidence)
     details: Mapping[str, Any]  # the latest details of the opening kind (reason, old/new URL)
+    # reason -> the event details that stored it as a key (``reason_key``, ``reason_fields``)
+    reason_keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     closed_at: datetime | None = None
     closed_by: str | None = None  # released, kept, dismissed, forgotten, approved, ...
 
@@ -151,6 +153,7 @@ class _Builder:
     events: int = 0
     reason: str | None = None
     reasons: list[str] = field(default_factory=list)
+    reason_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: list[DeviceEvent] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     flows: dict[tuple[str, bool], list[Any]] = field(default_factory=dict)
@@ -168,6 +171,10 @@ class _Builder:
             self.reason = reason[:500]
             if self.reason not in self.reasons and len(self.reasons) < MAX_REASONS:
                 self.reasons.append(self.reason)
+            if "reason_key" in event.details and self.reason in self.reasons:
+                self.reason_keys.setdefault(self.reason, {
+                    "reason_key": event.details.get("reason_key"),
+                    "reason_fields": event.details.get("reason_fields")})
         if event.kind in (EventKind.VIOLATION, EventKind.QUARANTINED):
             evidence = evidence_flows(event)
             if event.kind is EventKind.VIOLATION:
@@ -214,6 +221,9 @@ class _Builder:
         for reason in other.reasons:
             if reason not in self.reasons and len(self.reasons) < MAX_REASONS:
                 self.reasons.append(reason)
+        for reason, keyed in other.reason_keys.items():
+            if reason in self.reasons:
+                self.reason_keys.setdefault(reason, keyed)
         for key, (flows, services, home, gateway) in other.flows.items():
             entry = self.flows.setdefault(key, [0, set(), home, gateway])
             entry[0] += flows
@@ -233,7 +243,8 @@ class _Builder:
                         reasons=tuple(self.reasons), destinations=destinations,
                         destination_count=len(self.flows), latest=self.latest,
                         samples=tuple(reversed(self.samples)),
-                        details=dict(self.details), closed_at=self.closed_at,
+                        details=dict(self.details), reason_keys=dict(self.reason_keys),
+                        closed_at=self.closed_at,
                         closed_by=self.closed_by if self.closed_by or is_open else "ended",
                         _first_id=self.first.id)
 

@@ -33,7 +33,7 @@ from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
-from mudguard.portal._reasons import reason_text, reset_step_text
+from mudguard.portal._reasons import event_reason_text, reason_text, reset_step_text
 from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
     LANG_COOKIE,
@@ -83,6 +83,8 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
                 service_text(s, functools.partial(translate, lang)) for s in services),
             "short_time": lambda at: short_time(at, state(request).services.now()),
             "reason_text": lambda reason: reason_text(str(reason), functools.partial(
+                translate, lang)),
+            "event_reason": lambda details: event_reason_text(details, functools.partial(
                 translate, lang)),
             "step_text": lambda step: reset_step_text(step, functools.partial(translate, lang))}
     if session is not None and "open_alerts" not in context:
@@ -487,8 +489,9 @@ def alerts(request: Request) -> Response:
     then the decided ones."""
     session = _owner(request)
     words = functools.partial(translate, language(request))
-    incidents = [dataclasses.replace(i, reasons=tuple(reason_text(r, words) for r in i.reasons))
-                 for i in state(request).services.incidents()]
+    incidents = [dataclasses.replace(i, reasons=tuple(
+        event_reason_text(i.reason_keys.get(r) or {"reason": r}, words) for r in i.reasons))
+        for i in state(request).services.incidents()]
     current = open_incidents(incidents)
     return _render(request, "alerts.html", {
         "alerts": current, "open_alerts": len(current),

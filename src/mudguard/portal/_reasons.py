@@ -14,8 +14,9 @@ service ("Telnet to 192.0.2.7"); an example of another shape stays as written.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from mudguard.portal._i18n import catalogue
 from mudguard.portal._incidents import service_of, service_text
 
 Translate = Callable[..., str]
@@ -134,6 +135,52 @@ def reason_text(reason: str, t: Translate, depth: int = 0) -> str:
             fields["sample"] = examples_text(fields["sample"], t)
         return t(key, **fields)
     return reason
+
+
+def keyed_reason_text(key: object, fields: object, t: Translate) -> str | None:
+    """A reason stored as its key and fields at the source (the watcher's alerts:
+    ``reason_key`` ``watch.scan``, ``reason_fields`` count, seconds, examples) in the
+    language of ``t``; None when the key is not one the catalogue knows or the fields
+    are malformed (the caller then reads the English sentence)."""
+    if not isinstance(key, str) or not isinstance(fields, dict) or \
+            f"reason.{key}" not in catalogue("en"):
+        return None
+    count, seconds = fields.get("count"), fields.get("seconds")
+    if isinstance(count, bool) or not isinstance(count, int) or \
+            not isinstance(seconds, str | int | float) or isinstance(seconds, bool):
+        return None
+    examples = fields.get("examples")
+    if not isinstance(examples, list):
+        return None
+    words = []
+    for example in examples[:10]:
+        text = _example_text(example, t)
+        if text is None:
+            return None
+        words.append(text)
+    sample = ", ".join(words) + (", …" if fields.get("more") is True else "")
+    return t(f"reason.{key}", count=count, seconds=seconds, sample=sample)
+
+
+def event_reason_text(details: Mapping[str, object], t: Translate) -> str:
+    """An event's reason in the language of ``t``: from its key when the source stored
+    one, else its English sentence through the patterns."""
+    keyed = keyed_reason_text(details.get("reason_key"), details.get("reason_fields"), t)
+    return keyed if keyed is not None else reason_text(str(details.get("reason") or ""), t)
+
+
+def _example_text(example: object, t: Translate) -> str | None:
+    if not isinstance(example, dict):
+        return None
+    protocol, remote = example.get("protocol"), example.get("remote")
+    port, icmp_type = example.get("port"), example.get("icmp_type")
+    if not isinstance(remote, str) or not remote or any(
+            v is not None and (isinstance(v, bool) or not isinstance(v, int))
+            for v in (protocol, port, icmp_type)):
+        return None
+    service = service_of(protocol, port, icmp_type)
+    what = service_text(service, t) if service is not None else t("svc.other")
+    return t("reason.example", service=what, where=remote[:255])
 
 
 def examples_text(sample: str, t: Translate) -> str:
