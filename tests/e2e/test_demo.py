@@ -148,3 +148,14 @@ def test_a_second_demo_with_the_same_prefix_refuses_to_start() -> None:
     assert proc.returncode == 2
     assert "another mudguard demo (prefix mgik) is running" in proc.stderr
     assert _leftovers("mgik") == []
+
+
+def test_a_weak_owner_password_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("short\n")
+    proc = subprocess.run([*DEMO, "--headless", "--prefix", "mgweak", "--owner-password-file",
+                           str(secret)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    said = " ".join(proc.stderr.split())  # the console wraps long lines
+    assert "--owner-password-file: the password must be 10 to 256 characters long" in said
+    assert _leftovers("mgweak") == []

@@ -6,6 +6,7 @@ import functools
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,6 +140,22 @@ def test_every_key_passed_to_the_translator_exists_in_both_languages() -> None:
         assert not missing, (language, sorted(missing))
 
 
+def test_every_key_in_the_catalogue_is_used() -> None:
+    """No leftovers: each key is named somewhere in the code (templates, Python), or
+    belongs to a family whose name is built at run time (``"event." ~ kind``,
+    ``f"state.{value}"``, ``"svc." + name``)."""
+    sources = [p for p in (PORTAL.parent).rglob("*")
+               if p.suffix in (".py", ".html", ".js") and "i18n" not in p.parts]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sources)
+    named = set(re.findall(r'["\']([a-z0-9_.\-]+)["\']', text))
+    families = set(re.findall(r'["\']([a-z0-9_.\-]+\.)["\']\s*[~+]', text))
+    families |= set(re.findall(r'f["\']([a-z0-9_.\-]+\.)\{', text))
+    assert "event." in families and len(named) > 500  # the scan sees the code
+    unused = [k for k in catalogue("en")
+              if k not in named and not any(k.startswith(f) for f in families)]
+    assert not unused, unused
+
+
 def _prose(value: str) -> str:
     """The text of a message without its placeholders and URLs."""
     return re.sub(r"https?://\S+|\{\w+\}", "X", value)
@@ -172,7 +189,7 @@ def test_reasons_history_and_reset_steps_are_french() -> None:
 
     from mudguard.devices import Device, Settings
     from mudguard.devices import lifecycle as life
-    from mudguard.devices.service import _reset_steps
+    from mudguard.devices.service import NO_MUD_URL, _reset_steps
     from mudguard.portal._reasons import reason_text, reset_step_text
 
     now = datetime(2026, 12, 2, 12, tzinfo=UTC)
@@ -193,11 +210,22 @@ def test_reasons_history_and_reset_steps_are_french() -> None:
                 "home LAN", "new device: deciding its access", "released from quarantine",
                 "learning ended with no traffic to learn from",
                 "MUD profile from https://x.example/m.json enforced"]
-    reasons += _watcher_reasons()
+    reasons += [NO_MUD_URL, f"{NO_MUD_URL} (2 repositories failed: a; b)",
+                f"{NO_MUD_URL}; no MUD profile"]
+    watcher = _watcher_reasons()
+    reasons += watcher
     fr = functools.partial(translate, "fr")
     for reason in reasons:
         text = reason_text(reason, fr)
         assert text != reason and "the " not in text and "applies" not in text, (reason, text)
+        assert not re.search(r"\b(tcp|udp) \S+ port \d", text), (reason, text)  # in words
+    assert "(Telnet vers 192.0.2.10, Telnet vers 192.0.2.11, Telnet vers 192.0.2.12, …)" \
+        in reason_text(watcher[0], fr)
+    assert "(e.g. HTTPS to 203.0.113.9)" in reason_text(watcher[-1], functools.partial(
+        translate, "en"))
+    assert reason_text("scanned 9 addresses in 10 s (tcp 192.0.2.7 port 23, "
+                       "a thing of another shape)", fr).endswith(
+        "(tcp 192.0.2.7 port 23, a thing of another shape)")  # shown as written
     assert "cannot resolve x.example" in reason_text(reasons[0], fr)  # the data stays
     assert reason_text("a watcher's own words", fr) == "a watcher's own words"
     for transfer in (False, True):
@@ -206,9 +234,74 @@ def test_reasons_history_and_reset_steps_are_french() -> None:
 
 
 
+def test_the_reasons_a_new_mud_url_is_held_are_french() -> None:
+    """Every reason ``lifecycle`` and the service give for holding (or accepting) a new
+    MUD URL reaches the owner in French, the data kept."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from mudguard.devices import Device
+    from mudguard.devices import SignatureStatus as Sig
+    from mudguard.devices import lifecycle as life
+    from mudguard.portal._reasons import reason_text
+
+    base = "https://mud.maker.example/lamp/"
+    pinned = Device(mac="02:00:00:00:00:01", mud_url=base + "v1.json",
+                    pinned_signer="CN=s (CA key 01)", root_mud_url=base + "v1.json",
+                    past_root_urls=(base + "v0.json",), pending_mud_url=base + "v2.json")
+    made = [life.url_update_problem(pinned, "https://mud.maker.example/other.json"),
+            life.url_update_problem(pinned, base + "v0.json"),
+            life.url_update_problem(replace(pinned, pinned_signer=None), base + "v2.json"),
+            life.url_update_problem(replace(pinned, state=life.State.QUARANTINED),
+                                    base + "v2.json"),
+            life.signer_problem(pinned, Sig.UNSIGNED, None),
+            life.signer_problem(pinned, Sig.INVALID, "bad digest"),
+            life.signer_problem(pinned, Sig.SIGNED_VALID, "CN=s (CA key 02)"),
+            str(life.accept_url(pinned, datetime.now(UTC)).notices[0].details["reason"]),
+            f"the new MUD file at {base}v2.json could not be fetched: timed out",
+            f"the new MUD file at {base}v2.json is invalid: no ietf-mud:mud",
+            "the new MUD file's signature is refused: invalid"]
+    fr = functools.partial(translate, "fr")
+    for reason in made:
+        assert reason is not None
+        text = reason_text(reason, fr)
+        assert text != reason and "the new" not in text, (reason, text)
+    assert "CN=s (CA key 02)" in reason_text(made[6], fr)  # the data stays
+
+
+def test_the_watchers_reasons_are_stored_as_keys_and_read_in_either_language() -> None:
+    """The tracker gives each alert's reason as a key with fields too: read through the
+    key, it says in each language what the English sentence says through the patterns;
+    the key wins over the sentence (a reworded sentence no pattern knows still reads in
+    French); a malformed key falls back to the sentence."""
+    from mudguard.portal._reasons import event_reason_text, reason_text
+
+    alerts = _watcher_alerts()
+    for language in ("en", "fr"):
+        t = functools.partial(translate, language)
+        for alert in alerts:
+            details = {"reason": alert.reason, "reason_key": alert.reason_key,
+                       "reason_fields": json.loads(json.dumps(alert.reason_fields))}
+            assert event_reason_text(details, t) == reason_text(alert.reason, t), alert
+    fr = functools.partial(translate, "fr")
+    keyed = {"reason": "reworded: 8 probes", "reason_key": alerts[0].reason_key,
+             "reason_fields": dict(alerts[0].reason_fields)}
+    assert event_reason_text(keyed, fr).startswith("a balayé le réseau de la maison")
+    for broken in ({**keyed, "reason_key": "watch.nope"},
+                   {**keyed, "reason_fields": {"count": "8", "seconds": "10", "examples": []}},
+                   {**keyed, "reason_fields": {**alerts[0].reason_fields,
+                                               "examples": [{"remote": 7}]}}):
+        assert event_reason_text(broken, fr) == "reworded: 8 probes"
+
+
 def _watcher_reasons() -> list[str]:
-    """The reasons the real deviation tracker gives: a LAN scan, an Internet scan, a port
-    probe, and a connection flood."""
+    return [alert.reason for alert in _watcher_alerts()]
+
+
+def _watcher_alerts() -> list[Any]:
+    """Every reason the real deviation tracker gives: a LAN scan, an Internet scan, a port
+    probe, a flood of drops, a quick run of blocked flows, a slow one (deviation), and a
+    connection flood."""
     from mudguard.mud import Direction
     from mudguard.watch.nflog import FlowEvent
     from mudguard.watch.tracker import DeviationTracker, Thresholds
@@ -217,20 +310,29 @@ def _watcher_reasons() -> list[str]:
         return FlowEvent(device_id="dev", direction=Direction.FROM_DEVICE, family=4,
                          src="192.0.2.2", dst=dst, protocol=6, src_port=40000, dst_port=port)
 
-    made: list[str] = []
-    for target in (lambda i: (f"192.0.2.{10 + i}", 23), lambda i: (f"203.0.113.{10 + i}", 23),
-                   lambda i: ("203.0.113.9", 1000 + i)):
-        tracker = DeviationTracker(Thresholds(), lan_prefixes=("192.0.2.0/24",))
+    made: list[Any] = []
+    patient = Thresholds(deviation_flows=100)  # scans before the run of blocked flows
+    for thresholds, target, step in (
+            (Thresholds(), lambda i: (f"192.0.2.{10 + i}", 23), 0.01),  # LAN scan
+            (patient, lambda i: (f"203.0.113.{10 + i}", 23), 0.01),  # Internet scan
+            (patient, lambda i: ("203.0.113.9", 1000 + i), 0.01),  # port probe
+            (Thresholds(), lambda i: ("203.0.113.9", 443), 0.1),  # 45 drops in 10 s
+            (Thresholds(), lambda i: (f"203.0.113.{i % 2}", 1000 + i), 0.1),  # 8 in 10 s
+            (Thresholds(), lambda i: ("203.0.113.9", 2000 + i), 30.0)):  # 8 in minutes
+        tracker = DeviationTracker(thresholds, lan_prefixes=("192.0.2.0/24",))
         for i in range(200):
-            alerts = tracker.observe(blocked(*target(i)), now=i / 100)
+            alerts = tracker.observe(blocked(*target(i)), now=i * step)
             if alerts:
-                made.append(alerts[0].reason)
+                made.append(alerts[0])
                 break
     flood = DeviationTracker(Thresholds())
     for i in range(5000):
         alerts = flood.observe_connection("dev", now=i / 5000, sample=blocked("203.0.113.9", 443))
         if alerts:
-            made.append(alerts[0].reason)
+            made.append(alerts[0])
             break
-    assert len(made) == 4, made
+    assert len(made) == 7, made
+    kinds = ("scanned the home network", "scanned 32", "probed", "blocked packets",
+             "tried 8", "its profile does not allow", "opened")
+    assert [k in m.reason for k, m in zip(kinds, made, strict=True)] == [True] * 7, made
     return made

@@ -71,6 +71,24 @@ def test_two_hundred_violations_of_one_device_are_one_open_alert() -> None:
     assert len(alert.samples) == 5  # the raw evidence kept for the technical fold
 
 
+def test_the_gateway_itself_is_named_as_such_in_the_evidence() -> None:
+    """The demo's camera scans the gateway: its alert says so, in both languages."""
+    from mudguard.portal._i18n import translate
+
+    events = _Events()
+    for port in (22, 23):
+        events.add(EventKind.VIOLATION, count=1, evidence=[_flow("192.0.2.1", port)])
+    events.add(EventKind.VIOLATION, count=1, evidence=[_flow("198.51.100.30", 443)])
+    book = IncidentBook(gateways=frozenset({"192.0.2.1"}))
+    book.feed(events.items, {MAC: _device()})
+    by_name = {d.name: d for d in book.incidents({MAC: _device()})[0].destinations}
+    assert by_name["192.0.2.1"].gateway and not by_name["198.51.100.30"].gateway
+    assert translate("fr", "alert.gateway_name", name="192.0.2.1") == \
+        "192.0.2.1 (cette passerelle)"
+    plain = build_incidents(events.items, {MAC: _device()})[0]  # no gateway told
+    assert not any(d.gateway for d in plain.destinations)
+
+
 def test_a_quarantine_is_one_alert_with_the_safe_decision_first() -> None:
     events = _Events()
     events.add(EventKind.VIOLATION, count=3, evidence=[_flow("198.51.100.7", 23)])
@@ -244,7 +262,7 @@ def test_the_api_lists_incidents_with_the_old_fields_and_the_new_ones(tmp_path: 
         assert alert["alert"] == "violation" and alert["count"] == 60
         assert alert["destinations"] == [{"name": "198.51.100.7", "outgoing": True,
                                           "flows": 30, "home_device": False,
-                                          "services": ["Telnet"]}]
+                                          "gateway": False, "services": ["Telnet"]}]
         assert alert["actions"] == ["dismiss"]
         done = client.post(f"/api/alerts/{MAC}/violation/dismiss", headers=headers)
         assert done.status_code == 200
@@ -295,3 +313,28 @@ def test_alert_times_are_short_today() -> None:
 
     assert short_time(T0, T0 + timedelta(hours=2)) == "14:02"
     assert short_time(T0, T0 + timedelta(days=1)) == "2026-05-01 14:02"
+
+
+def test_a_reason_stored_as_a_key_reads_in_french_on_the_alert_and_in_the_history(
+        tmp_path: Path) -> None:
+    """The watcher's alert as the daemon stores it (reason, reason_key, reason_fields):
+    the alert and the device's history word it from the key, so even a sentence no
+    pattern knows reads in French; the API keeps the English sentence."""
+    with portal(tmp_path) as (client, st, _):
+        st.services.onboard(url=_serve_bulb(st), mac=MAC)
+        st.services.devices.tell(EventKind.VIOLATION, {
+            "kind": "scan", "reason": "probed the home (worded another way)",
+            "reason_key": "watch.lan_scan", "count": 1,
+            "reason_fields": {"count": 8, "seconds": "10", "more": True, "examples": [
+                {"protocol": 6, "remote": "192.0.2.7", "port": 23, "icmp_type": None}]},
+            "evidence": [_flow("192.0.2.7", 23)]}, MAC)
+        st.services.devices.quarantine(MAC, "probed the home (worded another way)")
+        expected = ("a balayé le réseau de la maison : 8 adresses en 10 s "  # text_of: spaces
+                    "(Telnet vers 192.0.2.7, …)")
+        alerts = text_of(client.get("/alerts?lang=fr").text)
+        assert f"Pourquoi : {expected}" in alerts and "Pourquoi : probed" not in alerts
+        history = text_of(client.get(f"/devices/{MAC}?lang=fr").text)
+        assert expected in history
+        english = text_of(client.get("/alerts?lang=en").text)
+        assert "scanned the home network: 8 addresses in 10 s (Telnet to 192.0.2.7, …)" \
+            in english

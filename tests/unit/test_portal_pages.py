@@ -141,7 +141,7 @@ def test_alert_decisions_release_and_keep(tmp_path: Path) -> None:
                            {"peer": "198.51.100.7", "port": 23, "reason": "telnet scan"})
         st.services.devices.quarantine(MAC, "tried telnet to 198.51.100.7")
         listing = client.get("/devices")
-        assert "Quarantined" in listing.text and "needs a decision" in listing.text
+        assert "Quarantined" in listing.text and "1 alert needs you" in listing.text
         alerts = client.get("/alerts")
         words = text_of(alerts.text)
         assert "198.51.100.7" in words and "telnet scan" in words

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -37,6 +38,15 @@ def demo(
     quarantine_within: Annotated[float, typer.Option(
         "--quarantine-within", min=1, help="Seconds the camera may attack before it must "
                                            "be quarantined.")] = 15.0,
+    keep_running: Annotated[bool, typer.Option(
+        "--keep-running", help="Headless: keep the home running until --duration even once "
+                               "every expected outcome has happened (to look at the portal "
+                               "of a home that has run for a while).")] = False,
+    owner_password_file: Annotated[Path | None, typer.Option(
+        "--owner-password-file", metavar="FILE", exists=True, dir_okay=False,
+        help="Create the portal's owner account 'owner' with the password on this file's "
+             "first line (at least 10 characters), instead of the first visit's set-up.")
+    ] = None,
 ) -> None:
     """Run the real gateway on a virtual home: five devices and a fake Internet.
 
@@ -46,8 +56,13 @@ def demo(
     """
     from mudguard.demo.runner import Demo, DemoError, DemoOptions
 
+    password = None
+    if owner_password_file is not None:
+        lines = owner_password_file.read_text(encoding="utf-8").splitlines()
+        password = lines[0] if lines else ""
     options = DemoOptions(headless=headless, duration=duration, host_port=port, prefix=prefix,
                           quarantine_within=quarantine_within, verbose=verbose,
+                          keep_running=keep_running, owner_password=password,
                           echo=lambda line: typer.echo(line))
     try:
         status = Demo(options).run()

@@ -330,7 +330,8 @@ class Gateway:
                 return
             self.service.store.add_event(
                 EventKind.VIOLATION, self.service.clock(), mac,
-                {"kind": alert.kind, "reason": alert.reason, "count": len(alert.evidence),
+                {"kind": alert.kind, "reason": alert.reason, "reason_key": alert.reason_key,
+                 "reason_fields": dict(alert.reason_fields), "count": len(alert.evidence),
                  "evidence": [e.as_dict() for e in alert.evidence]})
             self.events.device(self.service.quarantine(mac, alert.reason))
 

@@ -44,6 +44,7 @@ PORTAL_PORT = 8080  # the portal's port on the gateway's LAN address
 WIFI_SSID = "mudguard-demo"
 WIFI_INTERFACE = "wlan0"  # hostapd runs with driver=none: there is no radio here
 START_TIMEOUT = 40.0
+OWNER_NAME = "owner"  # the portal's owner when the demo creates the account
 
 
 class DemoError(RuntimeError):
@@ -78,6 +79,8 @@ class DemoOptions:
     quarantine_within: float = 15.0
     period: float = 1.5  # seconds between a device's rounds
     verbose: bool = False  # headless: print every notable event too
+    keep_running: bool = False  # headless: run to ``duration`` even once every outcome passed
+    owner_password: str | None = None  # create the portal's owner account before start
     echo: Callable[[str], None] = print
 
 
@@ -111,6 +114,13 @@ class Demo:
 
     def run(self) -> int:
         """Run the demo; return the exit status (0: every expected outcome happened)."""
+        if self.options.owner_password is not None:
+            from mudguard.portal import AuthInputError, check_password
+
+            try:  # before anything is built
+                check_password(self.options.owner_password)
+            except AuthInputError as exc:
+                raise DemoError(f"--owner-password-file: {exc.reason}") from None
         problems = missing_requirements()
         if problems:
             raise DemoError("cannot run the demo:\n  - " + "\n  - ".join(problems))
@@ -145,7 +155,9 @@ class Demo:
                     [sys.executable, "-m", "mudguard.demo.internet", str(run.internet_config)],
                     ready="ready")
         state = root / "state"
-        state.mkdir()
+        state.mkdir(mode=0o700)
+        if self.options.owner_password is not None:
+            self._create_owner(state)
         self.control = state / "control.sock"
         config = root / "gateway.toml"
         config.write_text(gateway_config(
@@ -168,6 +180,17 @@ class Demo:
                          "--interface", node.iface, "--period", str(self.options.period),
                          "--lifetime", str(self.options.duration or 24 * 3600)],
                         stdin=True)
+
+    def _create_owner(self, state: Path) -> None:
+        """The portal's owner account, made before the gateway starts (as the portal's
+        first visit would): the same ``OwnerAccount.create`` with its password rules."""
+        from mudguard.portal import AuthInputError, OwnerAccount
+
+        assert self.options.owner_password is not None
+        try:
+            OwnerAccount(state / "owner.json").create(OWNER_NAME, self.options.owner_password)
+        except AuthInputError as exc:
+            raise DemoError(f"the portal's owner account: {exc.reason}") from None
 
     def _issue_keys(self, home: VirtualHome, state: Path) -> None:
         """Give every device its own WiFi key, as the owner does when onboarding it: the
@@ -287,8 +310,11 @@ class Demo:
         end = time.monotonic() + duration if duration is not None else None
         shown: dict[str, Status] = {}
         live = None
+        login = (f"log in as {OWNER_NAME!r} with the password you gave"
+                 if self.options.owner_password is not None
+                 else "the first visit sets the owner's password")
         self.options.echo(f"portal: {self.portal_url}  (open it in a browser on this machine; "
-                          "the first visit sets the owner's password)")
+                          f"{login})")
         if not self.options.headless:
             from mudguard.demo.live import start_live
 
@@ -301,7 +327,7 @@ class Demo:
                     live.refresh_view()
                 else:
                     self._print_changes(shown)
-                    if self.judge.all_passed():
+                    if self.judge.all_passed() and not self.options.keep_running:
                         break
                 dead = self._dead_child()
                 if dead is not None:

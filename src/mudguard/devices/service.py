@@ -46,6 +46,9 @@ from mudguard.policy import DailyWindow, Grant, GrantKind, LifecycleState
 from mudguard.store.sqlite import Store
 
 log = logging.getLogger(__name__)
+NO_MUD_URL = "the device announced no MUD URL and no repository knows it"
+"""The reason a device with no MUD URL that no repository knows is given (the portal
+translates it, ``portal._reasons``)."""
 
 
 class DeviceNotFound(MudguardError):
@@ -381,7 +384,7 @@ class DeviceService:
                            model=device.model, errors=errors, hostname=device.hostname)
         if match is not None:
             return self._onboard_repository(device, match)
-        why = "the device announced no MUD URL and no repository knows it"
+        why = NO_MUD_URL
         if errors:
             why += f" ({len(errors)} repositories failed: {'; '.join(errors)[:300]})"
         if device.state in (LifecycleState.LEARNING, LifecycleState.PROPOSED):

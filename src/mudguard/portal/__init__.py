@@ -6,6 +6,7 @@ on exactly that address. ``PortalServices`` wraps the shared ``DeviceService`` a
 """
 
 from mudguard.portal._app import CSP, SECURITY_HEADERS, create_app, serve
+from mudguard.portal._auth import AuthInputError, OwnerAccount, check_password
 from mudguard.portal._services import (
     Alert,
     FlowBucket,
@@ -24,16 +25,19 @@ __all__ = [
     "CSP",
     "SECURITY_HEADERS",
     "Alert",
+    "AuthInputError",
     "FlowBucket",
     "IssuedKey",
     "KeyIssuer",
     "MudPreview",
     "Onboarded",
+    "OwnerAccount",
     "PortalError",
     "PortalServices",
     "PortalSettings",
     "Report",
     "build_report",
+    "check_password",
     "create_app",
     "serve",
 ]

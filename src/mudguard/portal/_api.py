@@ -438,7 +438,7 @@ def _incident(incident: Incident) -> dict[str, Any]:
             "last_at": incident.last_at.isoformat(), "reason": incident.reason,
             "reasons": list(incident.reasons),
             "destinations": [{"name": d.name, "outgoing": d.outgoing, "flows": d.flows,
-                              "home_device": d.home_device,
+                              "home_device": d.home_device, "gateway": d.gateway,
                               "services": [service_text(s, words) for s in d.services]}
                              for d in incident.destinations],
             "destination_count": incident.destination_count,

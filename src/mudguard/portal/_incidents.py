@@ -88,6 +88,7 @@ class Destination:
     flows: int
     outgoing: bool  # the device tried to reach it (False: it tried to reach the device)
     home_device: bool = False  # ``name`` is one of the home's devices
+    gateway: bool = False  # ``name`` is an address of the gateway itself
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -119,6 +120,8 @@ class Incident:
     latest: DeviceEvent  # the newest event it groups
     samples: tuple[DeviceEvent, ...]  # the newest few events (their details: raw evidence)
     details: Mapping[str, Any]  # the latest details of the opening kind (reason, old/new URL)
+    # reason -> the event details that stored it as a key (``reason_key``, ``reason_fields``)
+    reason_keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     closed_at: datetime | None = None
     closed_by: str | None = None  # released, kept, dismissed, forgotten, approved, ...
 
@@ -150,13 +153,15 @@ class _Builder:
     events: int = 0
     reason: str | None = None
     reasons: list[str] = field(default_factory=list)
+    reason_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: list[DeviceEvent] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     flows: dict[tuple[str, bool], list[Any]] = field(default_factory=dict)
     closed_at: datetime | None = None
     closed_by: str | None = None
 
-    def add(self, event: DeviceEvent, names: Mapping[str, str]) -> None:
+    def add(self, event: DeviceEvent, names: Mapping[str, str],
+            gateways: frozenset[str] = frozenset()) -> None:
         self.latest = event
         self.events += 1
         if event.details:
@@ -166,33 +171,39 @@ class _Builder:
             self.reason = reason[:500]
             if self.reason not in self.reasons and len(self.reasons) < MAX_REASONS:
                 self.reasons.append(self.reason)
+            if "reason_key" in event.details and self.reason in self.reasons:
+                self.reason_keys.setdefault(self.reason, {
+                    "reason_key": event.details.get("reason_key"),
+                    "reason_fields": event.details.get("reason_fields")})
         if event.kind in (EventKind.VIOLATION, EventKind.QUARANTINED):
             evidence = evidence_flows(event)
             if event.kind is EventKind.VIOLATION:
                 self.count += max(_count(event.details.get("count"), default=1), len(evidence))
             for flow in evidence:
-                self._flow(flow, names)
+                self._flow(flow, names, gateways)
             peer = event.details.get("peer") or event.details.get("dst") or \
                 event.details.get("host")
             if peer is not None and not evidence:
                 port = event.details.get("port")
                 self._flow({"direction": "out", "dst": str(peer)[:255],
                             "dst_port": port if isinstance(port, int) else None,
-                            "protocol": event.details.get("protocol")}, names)
+                            "protocol": event.details.get("protocol")}, names, gateways)
         else:
             self.count += 1
             self.details = {k: v for k, v in event.details.items() if k != "evidence"}
         if event.kind is EventKind.QUARANTINED:
             self.details = {k: v for k, v in event.details.items() if k != "evidence"}
 
-    def _flow(self, flow: Mapping[str, Any], names: Mapping[str, str]) -> None:
+    def _flow(self, flow: Mapping[str, Any], names: Mapping[str, str],
+              gateways: frozenset[str]) -> None:
         outgoing = flow.get("direction") != "in"
         address = str(flow.get("dst" if outgoing else "src") or "")[:255]
         name = flow.get("remote_name")
         home = address in names
         label = str(name)[:255] if isinstance(name, str) and name else \
             names.get(address, address)
-        entry = self.flows.setdefault((label, outgoing), [0, set(), home])
+        entry = self.flows.setdefault((label, outgoing), [0, set(), home,
+                                                          address in gateways])
         entry[0] += 1
         service = _service_of_flow(flow.get("protocol"),
                                    flow.get("dst_port") if outgoing else flow.get("src_port"),
@@ -210,8 +221,11 @@ class _Builder:
         for reason in other.reasons:
             if reason not in self.reasons and len(self.reasons) < MAX_REASONS:
                 self.reasons.append(reason)
-        for key, (flows, services, home) in other.flows.items():
-            entry = self.flows.setdefault(key, [0, set(), home])
+        for reason, keyed in other.reason_keys.items():
+            if reason in self.reasons:
+                self.reason_keys.setdefault(reason, keyed)
+        for key, (flows, services, home, gateway) in other.flows.items():
+            entry = self.flows.setdefault(key, [0, set(), home, gateway])
             entry[0] += flows
             entry[1] |= services
 
@@ -219,8 +233,9 @@ class _Builder:
         ranked = sorted(self.flows.items(), key=lambda item: (-item[1][0], item[0][0]))
         destinations = tuple(
             Destination(name=label, outgoing=outgoing, flows=flows,
-                        services=tuple(sorted(services)), home_device=home)
-            for (label, outgoing), (flows, services, home) in ranked[:MAX_DESTINATIONS])
+                        services=tuple(sorted(services)), home_device=home, gateway=gateway)
+            for (label, outgoing), (flows, services, home, gateway)
+            in ranked[:MAX_DESTINATIONS])
         is_open = self.closed_by is None and _still_open(self.kind, device)
         return Incident(kind=self.kind, mac=self.mac, device=device, open=is_open,
                         first_at=self.first.at, last_at=self.latest.at, count=self.count,
@@ -228,7 +243,8 @@ class _Builder:
                         reasons=tuple(self.reasons), destinations=destinations,
                         destination_count=len(self.flows), latest=self.latest,
                         samples=tuple(reversed(self.samples)),
-                        details=dict(self.details), closed_at=self.closed_at,
+                        details=dict(self.details), reason_keys=dict(self.reason_keys),
+                        closed_at=self.closed_at,
                         closed_by=self.closed_by if self.closed_by or is_open else "ended",
                         _first_id=self.first.id)
 
@@ -267,6 +283,7 @@ class IncidentBook:
     """
 
     max_closed: int = 500
+    gateways: frozenset[str] = frozenset()  # the gateway's own addresses (named so)
     last_id: int = 0
     _open: dict[tuple[str, AlertKind], _Builder] = field(default_factory=dict)
     _closed: list[_Builder] = field(default_factory=list)
@@ -321,7 +338,7 @@ class IncidentBook:
             folded = self._open.pop((mac, AlertKind.VIOLATION), None)
             if folded is not None:
                 builder.absorb(folded)
-        builder.add(event, names)
+        builder.add(event, names, self.gateways)
 
 
 def _with_lost_quarantines(events: list[DeviceEvent], devices: Mapping[str, Device]

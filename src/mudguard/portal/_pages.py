@@ -34,7 +34,7 @@ from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
 from mudguard.portal._learning import LearningView, learning_view
-from mudguard.portal._reasons import event_text, reason_text, reset_step_text
+from mudguard.portal._reasons import event_reason_text, event_text, reason_text, reset_step_text
 from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
     LANG_COOKIE,
@@ -87,6 +87,8 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
                 translate, lang)),
             "event_text": lambda event: event_text(event.kind.value, event.details,
                                                    functools.partial(translate, lang)),
+            "event_reason": lambda details: event_reason_text(details, functools.partial(
+                translate, lang)),
             "step_text": lambda step: reset_step_text(step, functools.partial(translate, lang))}
     if session is not None and "open_alerts" not in context:
         try:
@@ -516,8 +518,9 @@ def alerts(request: Request) -> Response:
     then the decided ones."""
     session = _owner(request)
     words = functools.partial(translate, language(request))
-    incidents = [dataclasses.replace(i, reasons=tuple(reason_text(r, words) for r in i.reasons))
-                 for i in state(request).services.incidents()]
+    incidents = [dataclasses.replace(i, reasons=tuple(
+        event_reason_text(i.reason_keys.get(r) or {"reason": r}, words) for r in i.reasons))
+        for i in state(request).services.incidents()]
     current = open_incidents(incidents)
     return _render(request, "alerts.html", {
         "alerts": current, "open_alerts": len(current),

@@ -6,13 +6,18 @@ error of a fetch); the CLI and the API show them as they are. The pages put each
 known sentence through a table of anchored patterns to a catalogue key, with the
 data as its fields; a reason made of two (``"{why}; no MUD profile"``) is translated
 part by part. A sentence no pattern knows (a watcher's quarantine detail) is shown
-as it is: never blank, never guessed.
+as it is: never blank, never guessed. The watcher's examples (``tcp 192.0.2.7 port
+23, udp pool.ntp.org port 123, …``) are put in words too: each a destination and its
+service ("Telnet to 192.0.2.7"); an example of another shape stays as written.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+from mudguard.portal._i18n import catalogue
+from mudguard.portal._incidents import service_of, service_text
 
 Translate = Callable[..., str]
 
@@ -20,6 +25,9 @@ Translate = Callable[..., str]
 _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern + r"\Z", re.DOTALL), key) for pattern, key in (
         (r"new device: deciding its access", "reason.new"),
+        (r"the device announced no MUD URL and no repository knows it \((?P<count>\d+) "
+         r"repositories failed: (?P<detail>.*)\)", "reason.no_mud_url.failed"),
+        (r"the device announced no MUD URL and no repository knows it", "reason.no_mud_url"),
         (r"MUD profile from (?P<url>\S+) enforced", "reason.profiled"),
         (r"profile learned from its traffic, approved by the owner \((?P<url>\S+)\)",
          "reason.learned_approved"),
@@ -57,6 +65,29 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"\((?P<repository>.+)\)", "reason.repository_learned_by_other"),
         (r"(?P<repository>.+) knows the device but has no MUD file",
          "reason.repository_no_mud"),
+        # a new MUD URL held for the owner (``lifecycle.url_update_problem``, ...)
+        (r"it is quarantined: only the owner may change its MUD URL",
+         "reason.url.quarantined"),
+        (r"no signed MUD file has been accepted for this device yet, so there is no "
+         r"signer to trust on first use",
+         "reason.url.no_pin"),
+        (r"(?P<url>\S+) is not under (?P<base>\S+), the base of its accepted MUD URL",
+         "reason.url.other_base"),
+        (r"(?P<url>\S+) was accepted before and replaced since: a possible rollback",
+         "reason.url.rollback"),
+        (r"the new MUD file is unsigned",
+         "reason.url.unsigned"),
+        (r"the new MUD file's signature is (?:not valid|refused): (?P<detail>.+)",
+         "reason.url.bad_signature"),
+        (r"the new MUD file is signed by (?P<signer>.+), not by (?P<pinned>.+)",
+         "reason.url.other_signer"),
+        (r"same base \((?P<base>\S+)\) and same signer \((?P<signer>.+)\) as its accepted "
+         r"signed MUD file \(draft-ietf-iotops-mud-acceptable-urls\)",
+         "reason.url.acceptable"),
+        (r"the new MUD file(?: at \S+)? could not be fetched: (?P<detail>.+)",
+         "reason.url.fetch_failed"),
+        (r"the new MUD file(?: at \S+)? is invalid: (?P<detail>.+)",
+         "reason.url.invalid"),
         (r"(?P<why>.+); no MUD profile", "reason.no_profile"),
         # the watcher's alerts (``watch.tracker``): the examples stay as they are
         (r"scanned the home network: (?P<count>\d+) addresses in (?P<seconds>[\d.]+) s "
@@ -81,6 +112,9 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 # Fields that are themselves reasons (translated in turn).
 _NESTED = frozenset({"rest", "why"})
+_EXAMPLE = re.compile(r"(?P<protocol>tcp|udp|icmp|icmpv6|proto \d+) (?P<where>\S+)"
+                      r"(?: (?P<what>port|type) (?P<number>\d+))?\Z")
+_PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
 RESET_STEPS: tuple[tuple[str, str], ...] = (
     ("Its network access and its own WiFi key have been removed", "reset.removed"),
@@ -99,6 +133,8 @@ def reason_text(reason: str, t: Translate, depth: int = 0) -> str:
         fields = {name: reason_text(value, t, depth + 1)
                   if name in _NESTED and depth < 3 else value
                   for name, value in match.groupdict().items()}
+        if "sample" in fields:
+            fields["sample"] = examples_text(fields["sample"], t)
         return t(key, **fields)
     return reason
 
@@ -133,14 +169,78 @@ def event_text(kind: str, details: dict[str, object], t: Translate) -> str:
             return t("common.semicolon").join(parts)
     if kind == "tls-observed":
         return ""
-    reason = details.get("reason")
-    return reason_text(str(reason), t) if reason else ""
+    return event_reason_text(details, t) if details.get("reason") else ""
 
 
 def _listed(values: object, limit: int = 4) -> str:
     if not isinstance(values, list):
         return ""
     return ", ".join(str(v) for v in values[:limit]) + (" …" if len(values) > limit else "")
+def keyed_reason_text(key: object, fields: object, t: Translate) -> str | None:
+    """A reason stored as its key and fields at the source (the watcher's alerts:
+    ``reason_key`` ``watch.scan``, ``reason_fields`` count, seconds, examples) in the
+    language of ``t``; None when the key is not one the catalogue knows or the fields
+    are malformed (the caller then reads the English sentence)."""
+    if not isinstance(key, str) or not isinstance(fields, dict) or \
+            f"reason.{key}" not in catalogue("en"):
+        return None
+    count, seconds = fields.get("count"), fields.get("seconds")
+    if isinstance(count, bool) or not isinstance(count, int) or \
+            not isinstance(seconds, str | int | float) or isinstance(seconds, bool):
+        return None
+    examples = fields.get("examples")
+    if not isinstance(examples, list):
+        return None
+    words = []
+    for example in examples[:10]:
+        text = _example_text(example, t)
+        if text is None:
+            return None
+        words.append(text)
+    sample = ", ".join(words) + (", …" if fields.get("more") is True else "")
+    return t(f"reason.{key}", count=count, seconds=seconds, sample=sample)
+
+
+def event_reason_text(details: Mapping[str, object], t: Translate) -> str:
+    """An event's reason in the language of ``t``: from its key when the source stored
+    one, else its English sentence through the patterns."""
+    keyed = keyed_reason_text(details.get("reason_key"), details.get("reason_fields"), t)
+    return keyed if keyed is not None else reason_text(str(details.get("reason") or ""), t)
+
+
+def _example_text(example: object, t: Translate) -> str | None:
+    if not isinstance(example, dict):
+        return None
+    protocol, remote = example.get("protocol"), example.get("remote")
+    port, icmp_type = example.get("port"), example.get("icmp_type")
+    if not isinstance(remote, str) or not remote or any(
+            v is not None and (isinstance(v, bool) or not isinstance(v, int))
+            for v in (protocol, port, icmp_type)):
+        return None
+    service = service_of(protocol, port, icmp_type)
+    what = service_text(service, t) if service is not None else t("svc.other")
+    return t("reason.example", service=what, where=remote[:255])
+
+
+def examples_text(sample: str, t: Translate) -> str:
+    """The watcher's examples (``tcp 192.0.2.7 port 23, …``) in words: "Telnet to
+    192.0.2.7, …"; the text as it is when an example has another shape."""
+    more = sample.endswith(", …")
+    parts = sample.removesuffix(", …").split(", ")
+    words = []
+    for part in parts:
+        found = _EXAMPLE.match(part)
+        if found is None:
+            return sample
+        protocol_name = found["protocol"]
+        protocol = (_PROTOCOLS.get(protocol_name) if not protocol_name.startswith("proto")
+                    else int(protocol_name.split()[1]))
+        number = int(found["number"]) if found["number"] else None
+        service = service_of(protocol, number if found["what"] == "port" else None,
+                             number if found["what"] == "type" else None)
+        what = service_text(service, t) if service is not None else protocol_name
+        words.append(t("reason.example", service=what, where=found["where"]))
+    return ", ".join(words) + (", …" if more else "")
 
 
 def reset_step_text(step: str, t: Translate) -> str:

@@ -353,7 +353,8 @@ class PortalServices:
             book = self._book
             if book is None or (newest and newest[-1].id < book.last_id) or \
                     (not newest and book.last_id):
-                book = self._book = IncidentBook()  # first call, or the events were reset
+                book = self._book = IncidentBook(  # first call, or the events were reset
+                    gateways=frozenset(self.devices.gateway_ips))
                 batches = [store.list_events(limit=MAX_ALERT_EVENTS, newest=True)]
             else:
                 batches = []
@@ -477,27 +478,6 @@ class PortalServices:
                 if line.destination in names
                 else replace(line, gateway=True) if line.destination in gateway else line
                 for line in group_by_destination(counts, since=since, limit=limit)]
-
-    def recent_peers(self, mac: str, limit: int = 20) -> list[dict[str, Any]]:
-        """What the device talked to recently, as the events tell (newest first)."""
-        peers: list[dict[str, Any]] = []
-        for event in self.events(mac, limit=500):
-            for flow in evidence_flows(event):
-                outgoing = flow.get("direction") != "in"
-                peer = flow.get("remote_name") or flow.get("dst" if outgoing else "src")
-                if peer:
-                    peers.append({"at": event.at, "peer": str(peer)[:255],
-                                  "port": flow.get("dst_port") if outgoing
-                                  else flow.get("src_port"), "allowed": False})
-            peer = event.details.get("peer") or event.details.get("dst") or \
-                event.details.get("host")
-            if peer is not None:
-                peers.append({"at": event.at, "peer": str(peer)[:255],
-                              "port": event.details.get("port"),
-                              "allowed": event.kind not in ALERT_KINDS})
-            if len(peers) >= limit:
-                break
-        return peers[:limit]
 
     # -- onboarding ------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mudguard.mud import Direction
@@ -78,9 +78,31 @@ class Thresholds:
                 raise ValueError(f"{name} must be at least 1")
 
 
+# Why an alert was raised: its key (the portal's catalogue has ``reason.<key>`` in each
+# language) and its English sentence, filled from the same fields: ``count``, ``seconds``
+# and ``sample`` (the examples, ``tcp 192.0.2.7 port 23, …``).
+REASONS: dict[str, str] = {
+    "watch.lan_scan": "scanned the home network: {count} addresses in {seconds} s ({sample})",
+    "watch.scan": "scanned {count} addresses in {seconds} s ({sample})",
+    "watch.ports": "probed {count} ports of one address in {seconds} s ({sample})",
+    "watch.flood": "{count} blocked packets in {seconds} s, the most the gateway logs "
+                   "({sample})",
+    "watch.tried": "tried {count} different blocked connections in {seconds} s ({sample})",
+    "watch.deviation": "{count} different connections its profile does not allow within "
+                       "{seconds} s ({sample})",
+    "watch.connections": "opened {count} connections in {seconds} s (e.g. {sample})",
+    "watch.connections.plain": "opened {count} connections in {seconds} s",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Alert:
-    """A device should be quarantined: why, and the evidence."""
+    """A device should be quarantined: why, and the evidence.
+
+    ``reason`` is the English sentence (logs, CLI, API); ``reason_key`` and
+    ``reason_fields`` say the same as data (a key of ``REASONS``; ``count``, ``seconds``,
+    ``examples``: up to three ``{"protocol", "remote", "port", "icmp_type"}``, and ``more``)
+    so that the portal words it in the owner's language."""
 
     device_id: str
     kind: str  # "scan", "flood", "deviation" or "tls"
@@ -88,11 +110,15 @@ class Alert:
     at: float
     evidence: tuple[FlowEvent, ...]
     mac: str | None = None
+    reason_key: str = ""
+    reason_fields: Mapping[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
         return {"device_id": self.device_id, "mac": self.mac, "kind": self.kind,
-                "reason": self.reason, "evidence": [e.as_dict() for e in self.evidence]}
+                "reason": self.reason, "reason_key": self.reason_key,
+                "reason_fields": dict(self.reason_fields),
+                "evidence": [e.as_dict() for e in self.evidence]}
 
 
 @dataclass(slots=True)
@@ -178,10 +204,11 @@ class DeviationTracker:
         state.alerted = True
         count = len(state.connections)
         state.connections.clear()
-        where = f" (e.g. {sample.describe()})" if sample is not None else ""
-        return [Alert(device_id=device_id, kind="flood", at=now, mac=state.mac,
-                      reason=f"opened {count} connections in {t.connection_window:g} s{where}",
-                      evidence=(sample,) if sample is not None else ())]
+        samples = [sample] if sample is not None else []
+        key = "watch.connections" if samples else "watch.connections.plain"
+        reason, fields = _reason(key, count, t.connection_window, samples)
+        return [Alert(device_id=device_id, kind="flood", at=now, mac=state.mac, reason=reason,
+                      reason_key=key, reason_fields=fields, evidence=tuple(samples))]
 
     def observe_tls(self, event: FlowEvent, reason: str, now: float) -> list[Alert]:
         """Count one ClientHello (of the flow ``event``) that does not fit the device's
@@ -252,37 +279,58 @@ class DeviationTracker:
         ports = max((len(p) for p in by_host.values()), default=0)
         flood = [e for at, e in state.events if at >= now - t.flood_window]
 
-        def alert(kind: str, reason: str, evidence: list[FlowEvent]) -> Alert:
+        def alert(kind: str, key: str, count: int, seconds: float,
+                  evidence: list[FlowEvent]) -> Alert:
+            reason, fields = _reason(key, count, seconds, evidence)
             return Alert(device_id=device_id, kind=kind, reason=reason, at=now, mac=state.mac,
+                         reason_key=key, reason_fields=fields,
                          evidence=tuple(evidence[-t.evidence:]))
 
-        window = f"{t.scan_window:g} s"
         if len(lan_hosts) >= t.lan_scan_hosts:
-            return alert("scan", f"scanned the home network: {len(lan_hosts)} addresses in "
-                                 f"{window} ({_sample(scan)})", scan)
+            return alert("scan", "watch.lan_scan", len(lan_hosts), t.scan_window, scan)
         if len(hosts) >= t.scan_hosts:
-            return alert("scan", f"scanned {len(hosts)} addresses in {window} "
-                                 f"({_sample(scan)})", scan)
+            return alert("scan", "watch.scan", len(hosts), t.scan_window, scan)
         if ports >= t.scan_ports:
-            return alert("scan", f"probed {ports} ports of one address in {window} "
-                                 f"({_sample(scan)})", scan)
+            return alert("scan", "watch.ports", ports, t.scan_window, scan)
         if len(flood) >= t.flood_events:
-            return alert("flood", f"{len(flood)} blocked packets in {t.flood_window:g} s, "
-                                  f"the most the gateway logs ({_sample(flood)})", flood)
+            return alert("flood", "watch.flood", len(flood), t.flood_window, flood)
         if len(state.flows) >= t.deviation_flows:
             fast = {k for k, at in state.flows.items() if at >= now - t.scan_window}
             if len(fast) >= t.deviation_flows:  # all within seconds: a scan, say so
-                return alert("scan", f"tried {len(fast)} different blocked connections in "
-                                     f"{window} ({_sample(scan)})", scan)
+                return alert("scan", "watch.tried", len(fast), t.scan_window, scan)
             recent = [e for _, e in state.events]
-            return alert("deviation", f"{len(state.flows)} different connections its profile "
-                                      f"does not allow within {t.deviation_window:g} s "
-                                      f"({_sample(recent)})", recent)
+            return alert("deviation", "watch.deviation", len(state.flows),
+                         t.deviation_window, recent)
         return None
 
     def _is_lan(self, address: str) -> bool:
         ip = ipaddress.ip_address(address)
         return any(ip.version == n.version and ip in n for n in self._lan)
+
+
+def _reason(key: str, count: int, seconds: float, events: list[FlowEvent]
+            ) -> tuple[str, dict[str, object]]:
+    """The English sentence of ``REASONS[key]`` and the same as fields."""
+    examples: list[FlowEvent] = []
+    seen: set[str] = set()
+    more = False
+    for event in events:
+        text = event.describe()
+        if text in seen:
+            continue
+        if len(examples) == 3:
+            more = True
+            break
+        seen.add(text)
+        examples.append(event)
+    fields: dict[str, object] = {
+        "count": count, "seconds": f"{seconds:g}", "more": more,
+        "examples": [{"protocol": e.protocol, "remote": e.remote_name or e.remote,
+                      "port": e.dst_port if e.direction is Direction.FROM_DEVICE else None,
+                      "icmp_type": e.icmp_type} for e in examples]}
+    english = REASONS[key].format(count=count, seconds=f"{seconds:g}",
+                                  sample=_sample(events))
+    return english, fields
 
 
 def _sample(events: list[FlowEvent], count: int = 3) -> str:
