@@ -61,6 +61,7 @@ def test_served_mud_files_parse_with_their_demo_urls() -> None:
         assert result.mud is not None
         assert result.mud.is_supported is dev.supported
         assert result.mud.mud_signature == dev.signature_url
+        assert result.mud.mfg_name, dev.key  # every demo maker names itself
 
 
 def test_dhcp_messages_carry_the_mud_url_in_option_161() -> None:

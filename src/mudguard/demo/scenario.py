@@ -63,6 +63,8 @@ class DemoDevice:
     mud_file: str | None = None  # file in ``demo/mudfiles``
     mud_path: str | None = None  # URL path on the manufacturer's host
     vendor_host: str | None = None
+    maker: str | None = None  # ``mfg-name`` the demo maker publishes when the file has none
+    model: str | None = None  # ``model-name`` likewise
     signed: bool = False
     supported: bool = True
     flows: tuple[Flow, ...] = ()
@@ -89,18 +91,20 @@ DEVICES: tuple[DemoDevice, ...] = (
     DemoDevice(key="bulb", label="Smart bulb (LIFX, signed MUD)", hostname="lifx-bulb",
                mud_file="lifxbulbMud.json",
                mud_path="/lifx/bulb.json", vendor_host="mud.lifx.example", signed=True,
+               maker="LIFX", model="Mini colour bulb",
                flows=(Flow(key="cloud", protocol="tcp", port=56700, name="v2.broker.lifx.co"),
                       Flow(key="ntp", protocol="udp", port=123, name="pool.ntp.org"),
                       _ELSEWHERE)),
     DemoDevice(key="camera", label="Camera (TP-Link, compromised later)",
                hostname="tplink-cam", mud_file="tplinkcameraMud.json",
                mud_path="/tplink/camera.json", vendor_host="mud.tplink.example",
+               maker="TP-Link", model="NC200 cloud camera",
                flows=(Flow(key="cloud", protocol="tcp", port=443, name="devs.tplinkcloud.com"),
                       _ELSEWHERE)),
     DemoDevice(key="plug", label="Plug (TP-Link, out of support)", hostname="tplink-plug",
                mud_file="tplinkplugMud.json",
                mud_path="/tplink/plug.json", vendor_host="mud.tplink.example",
-               supported=False,
+               maker="TP-Link", model="HS110 smart plug", supported=False,
                flows=(Flow(key="cloud", protocol="tcp", port=50443, name="devs.tplinkcloud.com",
                            expect=False),
                       Flow(key="printer", protocol="tcp", port=PRINTER_PORT,
@@ -156,13 +160,19 @@ def device(key: str) -> DemoDevice:
 
 def served_mud(dev: DemoDevice) -> bytes:
     """The MUD file the manufacturer serves for ``dev``: the corpus file with its
-    ``mud-url`` (and ``mud-signature``, ``is-supported``) set for the demo."""
+    ``mud-url`` (and ``mud-signature``, ``is-supported``) set for the demo, and the
+    maker's and model's names (``mfg-name``, ``model-name``) where the corpus file,
+    written before makers filled them in, has none."""
     assert dev.mud_file is not None and dev.mud_url is not None
     source = resources.files("mudguard.demo").joinpath("mudfiles", dev.mud_file)
     doc = json.loads(source.read_bytes())
     mud = doc["ietf-mud:mud"]
     mud["mud-url"] = dev.mud_url
     mud["is-supported"] = dev.supported
+    if dev.maker and "mfg-name" not in mud:
+        mud["mfg-name"] = dev.maker
+    if dev.model and "model-name" not in mud:
+        mud["model-name"] = dev.model
     if dev.signature_url:
         mud["mud-signature"] = dev.signature_url
     else:
