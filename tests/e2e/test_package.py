@@ -10,7 +10,7 @@ network namespace of its own holding only a LAN bridge with documentation
 addresses: nothing leaves it. mudguard-base and mudguard are enabled as the setup guide
 says and the container is booted: the daemon starts from its hardened unit, tells
 journald ``ready`` (structured fields), answers on its metrics endpoint and through
-``mudguard devices --json``, re-reads its configuration on ``systemctl reload`` without
+``mudguard devices --json``, passes ``mudguard doctor``, re-reads its configuration on ``systemctl reload`` without
 dropping its tables, and ``systemd-analyze security`` rates the loaded unit.
 """
 
@@ -276,6 +276,11 @@ def test_the_package_installs_in_a_clean_debian_12_and_its_service_answers(
             assert "table inet mudguard" in tables
             running = box.run("sh", "-c", "cat /proc/[0-9]*/comm", check=False).stdout
             assert "dnsmasq" in running.split()  # the DHCP server it runs, under its unit
+            # A correct machine: the doctor passes (ports held by mudguard itself are fine).
+            doctor = box.run("mudguard", "doctor", "--json", check=False, timeout=120)
+            report = json.loads(doctor.stdout)
+            assert (doctor.returncode, report["ok"]) == (0, True), [
+                c for c in report["checks"] if c["status"] not in ("ok", "warn")]
             # systemctl reload: SIGHUP, re-read, rules kept.
             box.run("systemctl", "reload", "mudguard")
             reloaded = box.wait_journal("MUDGUARD_EVENT=reload")
