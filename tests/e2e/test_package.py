@@ -10,8 +10,9 @@ network namespace of its own holding only a LAN bridge with documentation
 addresses: nothing leaves it. mudguard-base and mudguard are enabled as the setup guide
 says and the container is booted: the daemon starts from its hardened unit, tells
 journald ``ready`` (structured fields), answers on its metrics endpoint and through
-``mudguard devices --json``, passes ``mudguard doctor``, re-reads its configuration on ``systemctl reload`` without
-dropping its tables, and ``systemd-analyze security`` rates the loaded unit.
+``mudguard devices --json``, passes ``mudguard doctor``, re-reads its configuration on
+``systemctl reload`` without dropping its tables, and ``systemd-analyze security`` rates
+the loaded unit.
 """
 
 from __future__ import annotations
