@@ -51,6 +51,7 @@ from mudguard.daemon.config import ConfigError, GatewayConfig
 from mudguard.daemon.events import EventLog
 from mudguard.daemon.learning import LearningRecorder
 from mudguard.daemon.reload import pinned_settings, plan_reload
+from mudguard.daemon.sd_notify import notify
 from mudguard.daemon.violations import Tally, ViolationLog
 from mudguard.devices import Device, EventKind
 from mudguard.devices.service import ACTIVITY_RETENTION, DeviceService
@@ -588,11 +589,13 @@ class Gateway:
             gc.freeze()
             self.events.emit("ready", message="gateway running",
                              frozen_objects=gc.get_freeze_count())
+            notify("READY=1")  # systemd (Type=notify): enforcing and serving
             await stop.wait()
             for task in periodic:
                 task.cancel()
         finally:
             self.events.emit("stopping", message="stopping (rules stay in force)")
+            notify("STOPPING=1")
             with contextlib.suppress(Exception):
                 loop.remove_reader(self.hook_listener.fileno())
             for listener in self.lldp_listeners:
