@@ -4,7 +4,10 @@ gateway.toml (the key file mudguard writes, the control socket it follows)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,18 @@ def test_setup_a_hostapd_conf_reads_the_key_file_mudguard_writes() -> None:
     assert settings["ap_isolate"] == "1"
     assert f"{settings['ctrl_interface']}/{settings['interface']}" == str(setup_a.wifi_ctrl)
     assert not setup_a.run_hostapd
+
+
+@pytest.mark.skipif(shutil.which("nft") is None or shutil.which("unshare") is None
+                    or os.geteuid() != 0, reason="needs root, nft and unshare")
+def test_the_nat_ruleset_of_the_guide_is_accepted_by_nft(tmp_path: Path) -> None:
+    """``nft -c`` (check only) in a throwaway network namespace: the ruleset the guide
+    tells the owner to put in /etc/nftables.conf parses and would load."""
+    ruleset = next(b for b in _blocks("") if b.startswith("#!/usr/sbin/nft -f"))
+    assert "flush ruleset" not in ruleset.replace("# NAT for the home only: no `flush "
+                                                  "ruleset`", "")
+    path = tmp_path / "nftables.conf"
+    path.write_text(ruleset)
+    checked = subprocess.run(["unshare", "--net", "nft", "-c", "-f", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
