@@ -200,6 +200,7 @@ class Booted:
         self.log.close()
 
 
+@pytest.mark.timeout(1500)  # cold caches: debootstrap and every wheel downloaded (≈5 min)
 def test_the_package_installs_in_a_clean_debian_12_and_its_service_answers(
         tmp_path: Path) -> None:
     timings: dict[str, float] = {}
