@@ -222,81 +222,86 @@ def test_the_package_installs_in_a_clean_debian_12_and_its_service_answers(
     mark = time.monotonic()
     root = tmp_path / "root"
     root.mkdir()
-    _run(["tar", "-C", str(root), "-xf", str(image)], timeout=300)
-    shutil.copy(deb, root / "root" / deb.name)  # nspawn mounts a fresh /tmp
-    archives = cache / "apt-archives"
-    (archives / "partial").mkdir(parents=True, exist_ok=True)
-    install = _run(
-        ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", str(root),
-         f"--bind={archives}:/var/cache/apt/archives", "--setenv=DEBIAN_FRONTEND=noninteractive",
-         "sh", "-c", f"apt-get update -qq && apt-get install -y -q --no-install-recommends "
-                     f"/root/{deb.name} && dpkg -s mudguard"], timeout=900)
-    assert "Status: install ok installed" in install.stdout
-    assert "edit /etc/mudguard/gateway.toml" in install.stdout  # postinst's next steps
-    timings["install"] = time.monotonic() - mark
+    try:
+        _run(["tar", "-C", str(root), "-xf", str(image)], timeout=300)
+        shutil.copy(deb, root / "root" / deb.name)  # nspawn mounts a fresh /tmp
+        archives = cache / "apt-archives"
+        (archives / "partial").mkdir(parents=True, exist_ok=True)
+        install = _run(
+            ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", str(root),
+             f"--bind={archives}:/var/cache/apt/archives",
+             "--setenv=DEBIAN_FRONTEND=noninteractive",
+             "sh", "-c", f"apt-get update -qq && apt-get install -y -q --no-install-recommends "
+                         f"/root/{deb.name} && dpkg -s mudguard"], timeout=900)
+        assert "Status: install ok installed" in install.stdout
+        assert "edit /etc/mudguard/gateway.toml" in install.stdout  # postinst's next steps
+        timings["install"] = time.monotonic() - mark
 
-    # The example configuration is a conffile the daemon's own parser accepts as-is.
-    example = (root / "etc" / "mudguard" / "gateway.toml").read_text()
-    assert "lan_interface" in example
-    from mudguard.daemon import parse_config
+        # The example configuration is a conffile the daemon's own parser accepts as-is.
+        example = (root / "etc" / "mudguard" / "gateway.toml").read_text()
+        assert "lan_interface" in example
+        from mudguard.daemon import parse_config
 
-    parse_config(example.replace("/var/lib/mudguard", str(tmp_path / "state")))
-    assert "/etc/mudguard/gateway.toml" in (root / "var/lib/dpkg/info/mudguard.conffiles") \
-        .read_text()
-    assert os.readlink(root / "usr" / "bin" / "mudguard") == "/usr/lib/mudguard/venv/bin/mudguard"
+        parse_config(example.replace("/var/lib/mudguard", str(tmp_path / "state")))
+        assert "/etc/mudguard/gateway.toml" in (root / "var/lib/dpkg/info/mudguard.conffiles") \
+            .read_text()
+        assert os.readlink(root / "usr" / "bin" / "mudguard") \
+            == "/usr/lib/mudguard/venv/bin/mudguard"
 
-    # As the owner does (docs/setup-guide.md): edit, write the boot base, enable.
-    (root / "etc" / "mudguard" / "gateway.toml").write_text(TEST_CONFIG)
-    with _lan_namespace() as netns:
-        _run(["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", str(root),
-              f"--network-namespace-path={netns}", *NSPAWN_CAPS, "sh", "-c",
-              "mudguard base -o /var/lib/mudguard/base.json && "
-              "systemctl enable mudguard-base.service mudguard.service"], timeout=120)
-        mark = time.monotonic()
-        box = Booted(root, netns, tmp_path / "boot.log")
-        try:
-            state = box.wait_running()
-            ready = box.wait_journal("MUDGUARD_EVENT=ready")
-            timings["boot_to_ready"] = time.monotonic() - mark
-            assert state == "running", box.run("systemctl", "--failed", "--no-pager").stdout
-            assert box.run("systemctl", "is-active", "mudguard-base", "mudguard").stdout.split() \
-                == ["active", "active"]
-            # Structured journal entries, not text lines.
-            assert ready["SYSLOG_IDENTIFIER"] == "mudguard"
-            assert json.loads(ready["MUDGUARD_JSON"])["event"] == "ready"
-            closed = box.wait_journal("MUDGUARD_EVENT=restored")
-            assert closed["MUDGUARD_DEVICES"] == "0"
-            # It answers: metrics (the real endpoint), the database, the kernel's tables.
-            scrape = box.run("/usr/lib/mudguard/venv/bin/python", "-c",
-                             "import urllib.request;print(urllib.request.urlopen("
-                             f"'http://127.0.0.1:{METRICS_PORT}/metrics',timeout=5)"
-                             ".read().decode())").stdout
-            assert "mudguard_devices" in scrape
-            devices = box.run("mudguard", "devices", "--json")
-            assert json.loads(devices.stdout) == []
-            tables = box.run("nft", "list", "tables").stdout
-            assert "table inet mudguard" in tables
-            running = box.run("sh", "-c", "cat /proc/[0-9]*/comm", check=False).stdout
-            assert "dnsmasq" in running.split()  # the DHCP server it runs, under its unit
-            # A correct machine: the doctor passes (ports held by mudguard itself are fine).
-            doctor = box.run("mudguard", "doctor", "--json", check=False, timeout=120)
-            report = json.loads(doctor.stdout)
-            assert (doctor.returncode, report["ok"]) == (0, True), [
-                c for c in report["checks"] if c["status"] not in ("ok", "warn")]
-            # systemctl reload: SIGHUP, re-read, rules kept.
-            box.run("systemctl", "reload", "mudguard")
-            reloaded = box.wait_journal("MUDGUARD_EVENT=reload")
-            assert json.loads(reloaded["MUDGUARD_APPLIED"]) == []
-            assert box.run("systemctl", "is-active", "mudguard").stdout.strip() == "active"
-            assert box.run("nft", "list", "tables").stdout == tables
-            # The loaded unit's hardening, as systemd rates it (lower is better).
-            security = box.run("systemd-analyze", "security", "--no-pager", "mudguard.service",
-                               check=False).stdout
-            score = float(security.rsplit("Overall exposure level for mudguard.service:", 1)[1]
-                          .split()[0])
-            assert score <= 3.5, security
-        finally:
-            box.stop()
+        # As the owner does (docs/setup-guide.md): edit, write the boot base, enable.
+        (root / "etc" / "mudguard" / "gateway.toml").write_text(TEST_CONFIG)
+        with _lan_namespace() as netns:
+            _run(["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", str(root),
+                  f"--network-namespace-path={netns}", *NSPAWN_CAPS, "sh", "-c",
+                  "mudguard base -o /var/lib/mudguard/base.json && "
+                  "systemctl enable mudguard-base.service mudguard.service"], timeout=120)
+            mark = time.monotonic()
+            box = Booted(root, netns, tmp_path / "boot.log")
+            try:
+                state = box.wait_running()
+                ready = box.wait_journal("MUDGUARD_EVENT=ready")
+                timings["boot_to_ready"] = time.monotonic() - mark
+                assert state == "running", box.run("systemctl", "--failed", "--no-pager").stdout
+                active = box.run("systemctl", "is-active", "mudguard-base", "mudguard")
+                assert active.stdout.split() == ["active", "active"]
+                # Structured journal entries, not text lines.
+                assert ready["SYSLOG_IDENTIFIER"] == "mudguard"
+                assert json.loads(ready["MUDGUARD_JSON"])["event"] == "ready"
+                closed = box.wait_journal("MUDGUARD_EVENT=restored")
+                assert closed["MUDGUARD_DEVICES"] == "0"
+                # It answers: metrics (the real endpoint), the database, the kernel's tables.
+                scrape = box.run("/usr/lib/mudguard/venv/bin/python", "-c",
+                                 "import urllib.request;print(urllib.request.urlopen("
+                                 f"'http://127.0.0.1:{METRICS_PORT}/metrics',timeout=5)"
+                                 ".read().decode())").stdout
+                assert "mudguard_devices" in scrape
+                devices = box.run("mudguard", "devices", "--json")
+                assert json.loads(devices.stdout) == []
+                tables = box.run("nft", "list", "tables").stdout
+                assert "table inet mudguard" in tables
+                running = box.run("sh", "-c", "cat /proc/[0-9]*/comm", check=False).stdout
+                assert "dnsmasq" in running.split()  # the DHCP server it runs, under its unit
+                # A correct machine: the doctor passes (ports held by mudguard itself are fine).
+                doctor = box.run("mudguard", "doctor", "--json", check=False, timeout=120)
+                report = json.loads(doctor.stdout)
+                assert (doctor.returncode, report["ok"]) == (0, True), [
+                    c for c in report["checks"] if c["status"] not in ("ok", "warn")]
+                # systemctl reload: SIGHUP, re-read, rules kept.
+                box.run("systemctl", "reload", "mudguard")
+                reloaded = box.wait_journal("MUDGUARD_EVENT=reload")
+                assert json.loads(reloaded["MUDGUARD_APPLIED"]) == []
+                assert box.run("systemctl", "is-active", "mudguard").stdout.strip() == "active"
+                assert box.run("nft", "list", "tables").stdout == tables
+                # The loaded unit's hardening, as systemd rates it (lower is better).
+                security = box.run("systemd-analyze", "security", "--no-pager", "mudguard.service",
+                                   check=False).stdout
+                score = float(security.rsplit("Overall exposure level for mudguard.service:", 1)[1]
+                              .split()[0])
+                assert score <= 3.5, security
+            finally:
+                box.stop()
+    finally:  # half a gigabyte per run: never left in the temporary folder
+        shutil.rmtree(root, ignore_errors=True)
     timings["total"] = time.monotonic() - started
     print("\npackage test: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
           + f"; systemd-analyze security {score}; {deb.stat().st_size / 1e6:.1f} MB")
