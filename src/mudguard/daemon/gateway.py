@@ -339,7 +339,7 @@ class Gateway:
         self.follow_home_default()
         self.events.emit("reload", applied=list(plan.applied),
                          needs_restart=list(plan.needs_restart),
-                         message="configuration re-read; rules unchanged")
+                         message="configuration re-read (no rule dropped)")
 
     def on_sighting(self, sighting: Sighting) -> None:
         """A discovery source saw a device: record and onboard it in the worker."""
