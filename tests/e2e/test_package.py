@@ -6,13 +6,14 @@ Debian install has them), cached as a tarball (``MUDGUARD_PACKAGE_CACHE``, defau
 ``~/.cache/mudguard/package-test``) and unpacked afresh for each run; apt resolves the
 package's Depends from the Debian mirror (downloads cached beside it). The container is
 ``systemd-nspawn --boot`` (docker's daemon is not available on the test machines) in a
-network namespace of its own holding only a LAN bridge with documentation
-addresses: nothing leaves it. mudguard-base and mudguard are enabled as the setup guide
-says and the container is booted: the daemon starts from its hardened unit, tells
-journald ``ready`` (structured fields), answers on its metrics endpoint and through
-``mudguard devices --json``, passes ``mudguard doctor``, re-reads its configuration on
-``systemctl reload`` without dropping its tables, and ``systemd-analyze security`` rates
-the loaded unit.
+network namespace of its own: a LAN bridge with documentation addresses and one device
+plugged in by a veth pair; nothing leaves it. mudguard-base and mudguard are enabled as
+the setup guide says and the container is booted: the daemon starts from its hardened
+unit (``Type=notify``), tells journald ``ready`` (structured fields), serves metrics,
+leases an address to the device by the dnsmasq it runs and tells it in the journal
+(``MUDGUARD_EVENT=device``), lists it in ``mudguard devices --json``, passes
+``mudguard doctor``, re-reads its configuration on ``systemctl reload`` without dropping
+its tables, and ``systemd-analyze security`` rates the loaded unit.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MIRROR = "http://deb.debian.org/debian"
 NS = "mgh19pkg"  # the container's network namespace
+DEV = "mgh19pkgd"  # a device on its LAN
+DEVICE_MAC = "02:00:5e:00:53:aa"
 METRICS_PORT = 9469
 BASE_PACKAGES = "systemd-sysv,dbus"  # what a minbase lacks to boot like an installed Debian
 # A router's root has CAP_NET_ADMIN; systemd-nspawn drops it unless asked (the container's
@@ -114,18 +118,27 @@ def _run(argv: list[str], timeout: float = 120, check: bool = True,
 
 @contextlib.contextmanager
 def _lan_namespace() -> Iterator[str]:
-    """A network namespace with loopback and an empty LAN bridge: the container's."""
-    subprocess.run(["ip", "netns", "del", NS], capture_output=True, timeout=30)
-    _run(["ip", "netns", "add", NS])
+    """The container's network namespace (loopback, a LAN bridge) and a device's (``DEV``)
+    plugged into that bridge by a veth pair."""
+    for ns in (NS, DEV):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        _run(["ip", "netns", "add", ns])
     try:
         for argv in (["link", "set", "lo", "up"],
                      ["link", "add", "br-lan", "type", "bridge"],
                      ["addr", "add", "192.0.2.1/24", "dev", "br-lan"],
-                     ["link", "set", "br-lan", "up"]):
+                     ["link", "set", "br-lan", "up"],
+                     ["link", "add", "lan1", "type", "veth", "peer", "name", "eth0",
+                      "netns", DEV],
+                     ["link", "set", "lan1", "master", "br-lan", "up"]):
             _run(["ip", "-n", NS, *argv])
+        for argv in (["link", "set", "lo", "up"],
+                     ["link", "set", "eth0", "address", DEVICE_MAC, "up"]):
+            _run(["ip", "-n", DEV, *argv])
         yield f"/run/netns/{NS}"
     finally:
-        subprocess.run(["ip", "netns", "del", NS], capture_output=True, timeout=30)
+        for ns in (NS, DEV):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
 class Booted:
@@ -281,6 +294,18 @@ def test_the_package_installs_in_a_clean_debian_12_and_its_service_answers(
                 assert "table inet mudguard" in tables
                 running = box.run("sh", "-c", "cat /proc/[0-9]*/comm", check=False).stdout
                 assert "dnsmasq" in running.split()  # the DHCP server it runs, under its unit
+                # A device takes a lease from the dnsmasq the service runs: the journal tells
+                # it (the portal's "new device"), the database holds it.
+                _run(["ip", "netns", "exec", DEV, sys.executable, "-c",
+                      "from mudguard.demo import dhcp; print(dhcp.obtain('eth0', "
+                      f"'{DEVICE_MAC}', hostname='plug', mud_url=None, timeout=20).address)"],
+                     timeout=60)
+                told = box.wait_journal("MUDGUARD_EVENT=device", f"MUDGUARD_MAC={DEVICE_MAC}",
+                                        "MUDGUARD_STATE=default")
+                assert told["PRIORITY"] == "6"
+                assert json.loads(told["MUDGUARD_IPV4"])[0].startswith("192.0.2.1")
+                listed = json.loads(box.run("mudguard", "devices", "--json").stdout)
+                assert [d["mac"] for d in listed] == [DEVICE_MAC]
                 # A correct machine: the doctor passes (ports held by mudguard itself are fine).
                 doctor = box.run("mudguard", "doctor", "--json", check=False, timeout=120)
                 report = json.loads(doctor.stdout)
