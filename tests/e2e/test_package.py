@@ -13,7 +13,8 @@ unit (``Type=notify``), tells journald ``ready`` (structured fields), serves met
 leases an address to the device by the dnsmasq it runs and tells it in the journal
 (``MUDGUARD_EVENT=device``), lists it in ``mudguard devices --json``, passes
 ``mudguard doctor``, re-reads its configuration on ``systemctl reload`` without dropping
-its tables, and ``systemd-analyze security`` rates the loaded unit.
+its tables, and ``systemd-analyze security`` rates the loaded unit; ``apt-get purge``
+stops it, leaves its tables in the kernel (the LAN stays closed) and removes its files.
 """
 
 from __future__ import annotations
@@ -323,6 +324,15 @@ def test_the_package_installs_in_a_clean_debian_12_and_its_service_answers(
                 score = float(security.rsplit("Overall exposure level for mudguard.service:", 1)[1]
                               .split()[0])
                 assert score <= 3.5, security
+                # Removal stops the daemon but never opens the LAN: its tables stay in the
+                # kernel until the next boot; purge removes the state and the configuration.
+                box.run("apt-get", "purge", "-y", "-q", "mudguard", timeout=180)
+                assert box.run("systemctl", "is-active", "mudguard", check=False) \
+                    .stdout.strip() == "inactive"
+                assert "table inet mudguard" in box.run("nft", "list", "tables").stdout
+                for gone in ("usr/lib/mudguard", "var/lib/mudguard", "etc/mudguard",
+                             "usr/bin/mudguard"):
+                    assert not os.path.lexists(root / gone), gone
             finally:
                 box.stop()
     finally:  # half a gigabyte per run: never left in the temporary folder
