@@ -241,12 +241,16 @@ def test_the_package_installs_in_a_clean_debian_12_and_its_service_answers(
         shutil.copy(deb, root / "root" / deb.name)  # nspawn mounts a fresh /tmp
         archives = cache / "apt-archives"
         (archives / "partial").mkdir(parents=True, exist_ok=True)
-        install = _run(
-            ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", str(root),
-             f"--bind={archives}:/var/cache/apt/archives",
-             "--setenv=DEBIAN_FRONTEND=noninteractive",
-             "sh", "-c", f"apt-get update -qq && apt-get install -y -q --no-install-recommends "
-                         f"/root/{deb.name} && dpkg -s mudguard"], timeout=900)
+        in_root = ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", str(root),
+                   f"--bind={archives}:/var/cache/apt/archives",
+                   "--setenv=DEBIAN_FRONTEND=noninteractive"]
+        lists = _run([*in_root, "apt-get", "update", "-qq", "--error-on=any"], timeout=300,
+                     check=False)
+        if lists.returncode != 0:
+            pytest.skip(f"the Debian mirror of the clean system is unreachable: "
+                        f"{lists.stderr.strip()[-300:]}")
+        install = _run([*in_root, "sh", "-c", "apt-get install -y -q --no-install-recommends "
+                        f"/root/{deb.name} && dpkg -s mudguard"], timeout=900)
         assert "Status: install ok installed" in install.stdout
         assert "edit /etc/mudguard/gateway.toml" in install.stdout  # postinst's next steps
         timings["install"] = time.monotonic() - mark
