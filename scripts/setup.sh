@@ -3,11 +3,12 @@
 # apt packages: the real components the gateway drives (nftables, dnsmasq, hostapd, conntrack,
 # tshark for captures, libwireshark-data for the OUI registry (manuf) of `mudguard identify`,
 # freeradius-utils for radclient, chromium for the portal's browser tests, faketime for the
-# doctor's wrong-clock test).
+# doctor's wrong-clock test; debootstrap, systemd-container (systemd-nspawn) and python3-venv
+# for the Debian package test: packaging/build-deb, tests/e2e/test_package.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 conntrack tshark libwireshark-data hostapd freeradius-utils iputils-ping chromium busybox tcpdump procps faketime isc-dhcp-client)
+APT_PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 conntrack tshark libwireshark-data hostapd freeradius-utils iputils-ping chromium busybox tcpdump procps faketime isc-dhcp-client debootstrap systemd-container python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

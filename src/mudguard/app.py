@@ -23,7 +23,6 @@ nothing is created at import time. ``build_gateway(config, events)`` returns the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import ipaddress
 import logging
@@ -41,7 +40,7 @@ from mudguard.daemon.events import EventLog
 from mudguard.daemon.gateway import Gateway, GuardedEnforcer
 from mudguard.daemon.learning import LearningRecorder
 from mudguard.daemon.names import DnsNames
-from mudguard.devices import HomeDefault
+from mudguard.daemon.reload import pinned_settings
 from mudguard.devices.repository import RepositoryError, load_repositories
 from mudguard.devices.service import DeviceService
 from mudguard.devices.transparency import TransparencyChecker
@@ -289,13 +288,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(config.database)
     settings = store.get_settings()
-    wanted = dataclasses.replace(settings, allow_unsigned=config.allow_unsigned)
-    if config.home_default is not None:
-        wanted = dataclasses.replace(wanted, home_default=HomeDefault(config.home_default))
-    if config.learning_days is not None:
-        wanted = dataclasses.replace(wanted, learning_days=config.learning_days)
-    if config.lock_automatically is not None:
-        wanted = dataclasses.replace(wanted, lock_automatically=config.lock_automatically)
+    wanted = pinned_settings(settings, config)
     if wanted != settings:
         settings = wanted
         store.save_settings(settings)
@@ -343,7 +336,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     gateway = Gateway(service=service, enforcer=guarded, intake=intake, events=events,
                       hook_listener=DhcpHookListener(config.dhcp_socket),
                       maintenance_period=config.maintenance_seconds,
-                      violation_period=config.report_seconds,
+                      violation_period=config.report_seconds, config=config,
                       transparency=transparency_checker(config, service.clock))
     if config.lldp:
         gateway.lldp_listeners += lldp_listeners(config.lan_interface)

@@ -14,10 +14,12 @@ err_console = Console(stderr=True, highlight=False)
 
 
 class LogFormat(StrEnum):
-    """How the daemon writes its events on stdout."""
+    """How the daemon writes its events."""
 
+    AUTO = "auto"
     TEXT = "text"
     JSON = "json"
+    JOURNAL = "journal"
 
 
 def register(app: typer.Typer) -> None:
@@ -30,8 +32,11 @@ def run(
         "--config", "-c", help="The gateway's TOML configuration.",
         metavar="FILE")] = Path("/etc/mudguard/gateway.toml"),
     log_format: Annotated[LogFormat, typer.Option(
-        "--log-format", help="text for people, json for tools (one event per line).")
-    ] = LogFormat.TEXT,
+        "--log-format", help="text for people, json for tools (one event per line), "
+                             "journal: structured journald entries (MUDGUARD_EVENT=...); "
+                             "auto: journal when systemd connected stdout to the journal, "
+                             "text otherwise.")
+    ] = LogFormat.AUTO,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="Diagnostics on stderr: DEBUG, INFO, WARNING, ERROR.")
     ] = "WARNING",
@@ -40,7 +45,7 @@ def run(
         help="Print a complete commented configuration (every key, its default and "
              "meaning; docs/configuration.md) and exit.")] = False,
 ) -> None:
-    """Run the gateway daemon until SIGTERM or Ctrl-C.
+    """Run the gateway daemon until SIGTERM or Ctrl-C; SIGHUP re-reads the configuration.
 
     DHCP (dnsmasq) with MUD URLs, LLDP, MUD fetch and signature checks, nftables
     enforcement, the DNS guard, the traffic watcher with quarantine, WiFi keys (hostapd),
@@ -52,8 +57,9 @@ def run(
 
         typer.echo(example_config(), nl=False)
         raise typer.Exit(0)
-    from mudguard.daemon import ConfigError, load_config
+    from mudguard.daemon import ConfigError, EventLog, load_config
     from mudguard.daemon import run as run_daemon
+    from mudguard.daemon.events import JournalSink, stdout_is_journal
     from mudguard.errors import MudguardError
 
     if os.geteuid() != 0:
@@ -62,9 +68,13 @@ def run(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("use DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+    if log_format is LogFormat.AUTO:
+        log_format = LogFormat.JOURNAL if stdout_is_journal() else LogFormat.TEXT
+    events = EventLog(json_lines=log_format is LogFormat.JSON,
+                      journal=JournalSink() if log_format is LogFormat.JOURNAL else None)
     try:
-        status = run_daemon(load_config(config), json_lines=log_format is LogFormat.JSON,
-                            log_level=level)
+        status = run_daemon(load_config(config), log_level=level, config_path=config,
+                            events=events)
     except ConfigError as exc:
         err_console.print(f"[bold red]mudguard run:[/] {exc}")
         raise typer.Exit(2) from None

@@ -7,8 +7,10 @@ serves until SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mudguard.daemon.config import ConfigError, GatewayConfig, load_config, parse_config
@@ -20,14 +22,18 @@ if TYPE_CHECKING:
 __all__ = ["ConfigError", "EventLog", "GatewayConfig", "load_config", "parse_config", "run"]
 
 
-def run(config: GatewayConfig, *, json_lines: bool = False, log_level: str = "WARNING") -> int:
-    """Run the gateway for ``config`` until a signal; return the exit status."""
+def run(config: GatewayConfig, *, json_lines: bool = False, log_level: str = "WARNING",
+        config_path: Path | None = None, events: EventLog | None = None) -> int:
+    """Run the gateway for ``config`` until SIGTERM/SIGINT; return the exit status.
+    With ``config_path``, SIGHUP re-reads that file (``Gateway.reload``)."""
     from mudguard.app import build_gateway
 
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    events = EventLog(json_lines=json_lines)
+    events = events or EventLog(json_lines=json_lines)
     gateway = build_gateway(config, events)
+    if config_path is not None:
+        gateway.read_config = functools.partial(load_config, config_path)
     _refresh_base_file(config, gateway)
     asyncio.run(gateway.run())
     return 0

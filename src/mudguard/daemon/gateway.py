@@ -50,8 +50,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from mudguard.daemon.activity import ActivityLog
+from mudguard.daemon.config import ConfigError, GatewayConfig
 from mudguard.daemon.events import EventLog
 from mudguard.daemon.learning import LearningRecorder
+from mudguard.daemon.reload import pinned_settings, plan_reload
+from mudguard.daemon.sd_notify import notify
 from mudguard.daemon.violations import Tally, ViolationLog
 from mudguard.devices import Device, EventKind
 from mudguard.devices.service import ACTIVITY_RETENTION, DeviceService
@@ -223,6 +226,8 @@ class Gateway:
     # RFC 9761: (mac, ace, outcome) already stored this run (one event per kind of outcome)
     _tls_told: set[tuple[str, str, str]] = field(default_factory=set)
     tls_alert: Callable[[Alert], None] | None = None  # on_alert, counted by the metrics
+    config: GatewayConfig | None = None  # what it runs with (a reload compares with it)
+    read_config: Callable[[], GatewayConfig] | None = None  # SIGHUP re-reads it (the file)
     _sbom_worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="sbom"))
     _worker: ThreadPoolExecutor = field(
@@ -311,6 +316,38 @@ class Gateway:
             return await self.call(fn)
         finally:
             await self.call(self.follow_home_default)
+
+    def reload(self) -> None:
+        """Re-read the configuration (SIGHUP, ``systemctl reload``; service worker).
+
+        A file that cannot be read or does not parse is refused with a ``reload-refused``
+        event; the running configuration stays. Otherwise the changed settings the file
+        pins apply now (devices they concern are re-enforced), the chores' periods change,
+        and changed keys that need a restart are named in the ``reload`` event and keep
+        their running values (``daemon/reload.py``). No rule is dropped.
+        """
+        if self.read_config is None or self.config is None:
+            return
+        try:
+            new = self.read_config()
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            self.events.emit("reload-refused", message=str(exc)[:500])
+            return
+        plan = plan_reload(self.config, new)
+        store = self.service.store
+        settings = store.get_settings()
+        wanted = pinned_settings(settings, plan.config)
+        if wanted != settings:
+            store.save_settings(wanted)
+        self.maintenance_period = plan.config.maintenance_seconds
+        self.violation_period = plan.config.report_seconds
+        self.learning_period = plan.config.learning_flush_seconds
+        self.config = plan.config
+        self.follow_home_default()
+        self.events.emit("reload", applied=list(plan.applied),
+                         needs_restart=list(plan.needs_restart),
+                         message="configuration re-read (no rule dropped)")
 
     def on_sighting(self, sighting: Sighting) -> None:
         """A discovery source saw a device: record and onboard it in the worker."""
@@ -570,6 +607,9 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        if self.read_config is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, self._submit, "reload", self.reload)
         await self.call(self.restore)  # kernel matches the database before any socket opens
         self.enforcer.loop = loop
         started: list[Service] = []
@@ -599,11 +639,13 @@ class Gateway:
             gc.freeze()
             self.events.emit("ready", message="gateway running",
                              frozen_objects=gc.get_freeze_count())
+            notify("READY=1")  # systemd (Type=notify): enforcing and serving
             await stop.wait()
             for task in periodic:
                 task.cancel()
         finally:
             self.events.emit("stopping", message="stopping (rules stay in force)")
+            notify("STOPPING=1")
             with contextlib.suppress(Exception):
                 loop.remove_reader(self.hook_listener.fileno())
             for listener in self.lldp_listeners:
