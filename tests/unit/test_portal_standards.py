@@ -61,10 +61,12 @@ def test_pins_and_quarantine_openings_are_shown(tmp_path: Path) -> None:
         device = st.store.get_device(MAC)
         assert device is not None
         st.store.save_device(dataclasses.replace(
-            device, pinned_signer="CN=Example Lighting MUD signer",
+            device, pinned_signer="CN=MUD signer,O=Example Lighting (CA key 0a1b)",
             root_mud_url=device.mud_url, quarantine_exceptions=("ntp0-frdev",)))
         words = text_of(client.get(f"/devices/{MAC}").text)
-        assert "MUD signer trusted since its first file CN=Example Lighting MUD signer" in words
+        # the organisation in the main view, the whole pin under technical details
+        assert "MUD signer trusted since its first file Example Lighting Technical details" \
+            " CN=MUD signer,O=Example Lighting (CA key 0a1b)" in words
         assert f"Its MUD URL updates must stay under {device.mud_url}" in words
         assert "Stays open if quarantined named by its MUD file: cloud" in words
         assert "kept open by you: ntp0-frdev" in words

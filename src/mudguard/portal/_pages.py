@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData, UploadFile
 
 from mudguard.devices import Device, MacError, device_mac, normalise_mac
+from mudguard.devices.identity import signer_organisation
 from mudguard.discovery.qr import QrError
 from mudguard.errors import MudguardError
 from mudguard.guidance import ASPECTS, MOMENTS, load_guidance
@@ -72,6 +73,13 @@ def simple_error(key: str) -> PortalHTTPError:
     return PortalHTTPError(key)
 
 
+def pinned_signer_name(pin: str) -> str:
+    """The organisation of a pinned signer (``"<subject> (CA key <SKI>)"``, see
+    ``mud.signature``) for the main view; the whole pin goes under technical details."""
+    subject = pin.rsplit(" (CA key ", 1)[0]
+    return signer_organisation(subject) or subject
+
+
 def _render(request: Request, name: str, context: dict[str, Any], *,
             status: int = 200, session: Session | None = None) -> HTMLResponse:
     lang = language(request)
@@ -89,7 +97,8 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
                                                    functools.partial(translate, lang)),
             "event_reason": lambda details: event_reason_text(details, functools.partial(
                 translate, lang)),
-            "step_text": lambda step: reset_step_text(step, functools.partial(translate, lang))}
+            "step_text": lambda step: reset_step_text(step, functools.partial(translate, lang)),
+            "signer_name": pinned_signer_name}
     if session is not None and "open_alerts" not in context:
         try:
             base["open_alerts"] = state(request).services.open_alert_count()
