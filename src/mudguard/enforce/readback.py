@@ -159,3 +159,61 @@ def read_pairs(sock: NfnetlinkSocket, table: str,
                     found.append(pair)
         pairs[name] = found
     return pairs
+
+
+RawElement = tuple[bytes, bytes, bytes]
+"""An element as the kernel holds it: key, key end (or empty), data (or empty)."""
+
+NFTA_SET_ELEM_KEY_END = 10
+
+
+def raw_elements(payload: bytes) -> tuple[str, list[RawElement]]:
+    """The set name and elements of one set-element message body (a dump's answer, or a
+    message a batch would send: both read the same way, so they compare as bytes)."""
+    attrs = parse_attrs(payload)
+    name = _text(attrs.get(NFTA_SET_ELEM_LIST_SET))
+    out: list[RawElement] = []
+    for _kind, raw in iter_attrs(attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")):
+        elem = parse_attrs(raw)
+        key = parse_attrs(elem.get(NFTA_SET_ELEM_KEY, b"")).get(NFTA_DATA_VALUE, b"")
+        end = parse_attrs(elem.get(NFTA_SET_ELEM_KEY_END, b"")).get(NFTA_DATA_VALUE, b"")
+        data = parse_attrs(elem.get(NFTA_SET_ELEM_DATA, b""))
+        if NFTA_DATA_VERDICT in data:
+            verdict = parse_attrs(data[NFTA_DATA_VERDICT])
+            value = verdict.get(NFTA_VERDICT_CODE, b"")[:4] + verdict.get(NFTA_VERDICT_CHAIN,
+                                                                          b"").rstrip(b"\0")
+        else:
+            value = data.get(NFTA_DATA_VALUE, b"")
+        out.append((key, end, value))
+    return name, out
+
+
+def read_raw_elements(sock: NfnetlinkSocket, table: str,
+                      names: Collection[str]) -> dict[str, set[RawElement]]:
+    """Every element of the sets ``names`` of ``table``, one dump per set (a set that does
+    not exist reads as empty)."""
+    found: dict[str, set[RawElement]] = {}
+    for name in names:
+        body = (attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
+                + attr_str(NFTA_SET_ELEM_LIST_SET, name))
+        try:
+            payloads = sock.dump(NFT_MSG_GETSETELEM, body, _MAX)
+        except NfnetlinkError as exc:
+            if exc.code != errno.ENOENT:
+                raise
+            payloads = []
+        bucket = found.setdefault(name, set())
+        for payload in payloads:
+            bucket.update(raw_elements(payload)[1])
+    return found
+
+
+def read_rules(sock: NfnetlinkSocket, table: str) -> list[tuple[str, str | None]]:
+    """(chain, comment) of every rule of the ``inet`` table ``table``."""
+    out: list[tuple[str, str | None]] = []
+    body = attr_str(NFTA_RULE_TABLE, table)
+    for payload in sock.dump(NFT_MSG_GETRULE, body, _MAX):
+        a = parse_attrs(payload)
+        if _text(a.get(NFTA_RULE_TABLE)) == table:
+            out.append((_text(a.get(NFTA_RULE_CHAIN)), _comment(a.get(NFTA_RULE_USERDATA))))
+    return out

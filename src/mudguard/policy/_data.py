@@ -59,6 +59,7 @@ the packet mark from a map keyed by the device (``device_mark``) and logs
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -76,6 +77,7 @@ from mudguard.policy._model import (
     LifecycleState,
     PeerKind,
     Rule,
+    peer_device_addresses,
 )
 from mudguard.policy._names import (
     KNOWN_MACS,
@@ -370,10 +372,39 @@ def _local_rows(rule: Rule, device: DeviceFacts, context: HomeContext) -> list[R
     return rows
 
 
+_DEVICE_PEERS: Final = (PeerKind.SAME_MANUFACTURER, PeerKind.MANUFACTURER, PeerKind.MODEL)
+_ROWS: dict[tuple[Any, ...], tuple[HomeContext, tuple[Row, ...] | str]] = {}
+_ROWS_MAX: Final = 4096
+
+
 def policy_rows(policy: DevicePolicy, context: HomeContext) -> list[Row]:
     """Every row of a policy, in the order its chains would have matched them.
 
-    Raises ``NotData`` for a construct the fixed ruleset cannot express."""
+    Raises ``NotData`` for a construct the fixed ruleset cannot express. Rows depend
+    on the device only through its MUD URL (my-controller) and the addresses its
+    device peers resolve to, so devices of one model in one home share them (cached:
+    a cold install of thousands of devices compiles each profile once)."""
+    device = policy.device
+    resolved = tuple(peer_device_addresses(r.peer, r.peer_value, device, context)
+                     for r in policy.rules if r.peer in _DEVICE_PEERS)
+    key = (id(context), policy.rules, device.mud_url, resolved)
+    hit = _ROWS.get(key)
+    if hit is not None and hit[0] is context:
+        if isinstance(hit[1], str):
+            raise NotData(hit[1])
+        return list(hit[1])
+    if len(_ROWS) >= _ROWS_MAX:
+        _ROWS.clear()
+    try:
+        rows = _policy_rows(policy, context)
+    except NotData as exc:
+        _ROWS[key] = (context, str(exc))
+        raise
+    _ROWS[key] = (context, tuple(rows))
+    return rows
+
+
+def _policy_rows(policy: DevicePolicy, context: HomeContext) -> list[Row]:
     device = policy.device
     rows: list[Row] = []
     early = [r for r in policy.rules if r.any_source and _chain_kind(r) == "gw"]
@@ -525,6 +556,35 @@ def _with(row: Row, **changes: tuple[Interval, ...]) -> Row:
     return Row(**fields)  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=4096)
+def _set_tails(rows: tuple[Row, ...]) -> tuple[tuple[str, int, tuple[tuple[Any, ...], ...]], ...]:
+    """Per set: (name, family, element parts after the device key), disjoint (cached by
+    rows: the parts are shared, never mutated)."""
+    boxes: dict[tuple[str, int], list[Box]] = {}
+    for row in rows:
+        if row.dns_name is None:
+            boxes.setdefault((set_name(row.phase, row.family, row.action, row.shape),
+                              row.family), []).extend(_row_boxes(row))
+    return tuple((name, family, tuple(_tail(box, family) for box in _disjoint(found)))
+                 for (name, family), found in boxes.items())
+
+
+@functools.lru_cache(maxsize=4096)
+def _rows_digest(rows: tuple[Row, ...]) -> str:
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _templates(rows: tuple[Row, ...]) -> tuple[DnsTemplate, ...]:
+    return tuple(DnsTemplate(row.dns_name, row) for row in _refined(
+        [r for r in rows if r.dns_name is not None]) if row.dns_name is not None)
+
+
+def _tail(box: Box, family: int) -> tuple[Any, ...]:
+    peer, proto, *ports = box
+    return (_addr_value(peer, family), _int_value(proto), *(_int_value(p) for p in ports))
+
+
 def _render(key: Any, box: Box, family: int) -> Any:
     peer, proto, *ports = box
     return {"concat": [key, _addr_value(peer, family), _int_value(proto),
@@ -642,23 +702,17 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
             put(BIND6, {"concat": [mac, address]})
         if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
             put(PORTAL_CLOSED, mac)
-        boxes: dict[str, list[Box]] = {}
-        for row in rows:
-            if row.dns_name is None:
-                boxes.setdefault(set_name(row.phase, row.family, row.action, row.shape),
-                                 []).extend(_row_boxes(row))
-        for name, found in boxes.items():
-            family = 4 if name[name.index("_") - 1] == "4" else 6
+        for name, family, tails in _set_tails(tuple(rows)):
             keys = (ipv4 if family == 4 else ipv6) if name.startswith("in") else (mac,)
-            for box in _disjoint(found):
+            bucket = elements.setdefault(name, [])
+            for tail in tails:
                 for key in keys:
-                    put(name, _render(key, box, family))
-        templates = [DnsTemplate(row.dns_name, row) for row in _refined(
-            [r for r in rows if r.dns_name is not None]) if row.dns_name is not None]
+                    bucket.append({"concat": [key, *tail]})
+        templates = list(_templates(tuple(rows)))
     frozen = {name: tuple(values) for name, values in sorted(elements.items())}
-    digest = hashlib.sha256(json.dumps(
-        {"e": frozen, "f": fallback, "d": [(t.name, repr(t.row)) for t in templates]},
-        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    content = json.dumps(fallback, sort_keys=True) if why else _rows_digest(tuple(rows))
+    portal = PORTAL_CLOSED in frozen
+    digest = hashlib.sha256(repr((mac, ipv4, ipv6, portal, content)).encode()).hexdigest()[:16]
     return DeviceElements(mac=mac, ipv4=ipv4, ipv6=ipv6, elements=frozen,
                           dns=tuple(templates), fallback=tuple(fallback),
                           fingerprint=digest, why_fallback=why,
@@ -1035,6 +1089,38 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
                          {"drop": None}], "no redirects: lateral traffic stays routed"),
     ]
     return cmds
+
+
+def set_layouts() -> dict[str, tuple[tuple[str, ...], bool, str | None]]:
+    """Every element set and data map of the fixed ruleset whose elements a netlink
+    encoder cannot tell from their text: name -> (key types, interval, data type)."""
+    out: dict[str, tuple[tuple[str, ...], bool, str | None]] = {}
+    for phase in (*PHASES, *DNS_PHASES):
+        for family in (4, 6):
+            for action in ACTIONS:
+                for shape in SHAPES:
+                    if has_set(phase, action, shape):
+                        out[set_name(phase, family, action, shape)] = (
+                            tuple(_key_type(phase, family, shape)), True, None)
+    out[BIND4] = (("ether_addr", "ipv4_addr"), False, None)
+    out[BIND6] = (("ether_addr", "ipv6_addr"), False, None)
+    out[MARK_OUT] = (("ether_addr",), False, "mark")
+    out[MARK_IN4] = (("ipv4_addr",), False, "mark")
+    out[MARK_IN6] = (("ipv6_addr",), False, "mark")
+    return out
+
+
+ELEMENT_SETS: Final = (KNOWN_MACS, MANAGED4, MANAGED6, BIND4, BIND6, PORTAL_CLOSED,
+                       MARK_OUT, MARK_IN4, MARK_IN6, FALLBACK_MACS, FALLBACK4, FALLBACK6,
+                       OUT_FALLBACK, GW_FALLBACK, IN_FALLBACK4, IN_FALLBACK6)
+"""The sets and maps a device's elements go to besides the rule sets (``set_layouts``)."""
+
+
+def device_sets() -> tuple[str, ...]:
+    """Every set or map that holds device elements (not DNS answers): what a reconcile
+    reads back."""
+    rule_sets = tuple(n for n in set_layouts() if not n.startswith("dns"))
+    return tuple(dict.fromkeys((*ELEMENT_SETS, *rule_sets)))
 
 
 @dataclass(frozen=True, slots=True)

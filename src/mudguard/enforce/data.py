@@ -1,0 +1,188 @@
+"""The enforcer of policy as data (``policy._data``): a fixed ruleset, devices as elements.
+
+Theory of operation. ``install_home`` loads the fixed ruleset in one small
+transaction (with no element it forwards nothing from the LAN: fail closed), then
+every device's elements in ONE transaction: a device becomes known (``known_macs``)
+in the same transaction that gives it its rules, so no managed device's traffic is
+ever accepted without its policy, and a refused transaction leaves the home closed.
+``apply_policy`` sends the difference between a device's installed and new elements
+(one transaction, no rule commit, so the kernel re-validates nothing and the cost
+does not grow with the home); ``remove_device`` deletes its elements; ``reconcile``
+reads every element set back once and repairs only what differs. Elements are
+encoded to netlink by ``enforce/bytecode.py`` with the sets' layouts
+(``policy._data.set_layouts``).
+
+Not yet here (the chains ``Enforcer`` still does them): addresses moved between
+devices (``addresses_taken``), conntrack forgetting after a narrowing, proxy-ND,
+the DNS guard's fills (``dns_answer_elements``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from mudguard.enforce.bytecode import SetLayout, encode_batch
+from mudguard.enforce.nft import Nft
+from mudguard.enforce.readback import RawElement, raw_elements
+from mudguard.policy import TABLE, DevicePolicy, HomeContext
+from mudguard.policy._data import (
+    DeviceElements,
+    compile_fixed_ruleset,
+    data_mark,
+    device_elements,
+    device_sets,
+    element_commands,
+    remove_commands,
+    set_layouts,
+    update_commands,
+)
+
+NFT_MSG_NEWSETELEM = 12
+
+
+def layouts() -> dict[str, SetLayout]:
+    """The fixed ruleset's set layouts, as the netlink encoder takes them."""
+    return {name: SetLayout(types, interval, data)
+            for name, (types, interval, data) in set_layouts().items()}
+
+
+class DataEnforcer:
+    """Keeps the kernel equal to the home's policies, as elements of one fixed ruleset."""
+
+    def __init__(self, nft: Nft, context: HomeContext) -> None:
+        self.nft = nft
+        self.context = context
+        self.installed: dict[str, DeviceElements] = {}
+        self._layouts = layouts()
+
+    def _apply(self, commands: list[dict[str, Any]]) -> None:
+        self.nft.apply(commands, set_types=self._layouts)
+
+    def install_home(self, policies: Iterable[DevicePolicy]) -> None:
+        """The fixed ruleset, then every device in one transaction (see the module)."""
+        records = [device_elements(p, self.context) for p in policies]
+        self.nft.apply(compile_fixed_ruleset(self.context))
+        self.installed = {}
+        self._apply(self._home_commands(records))
+        self.installed = {r.mac: r for r in records}
+
+    @staticmethod
+    def _home_commands(records: Iterable[DeviceElements]) -> list[dict[str, Any]]:
+        merged: dict[str, list[Any]] = {}
+        chains: list[dict[str, Any]] = []
+        for record in records:
+            chains += record.fallback
+            for name, elems in record.elements.items():
+                merged.setdefault(name, []).extend(elems)
+        return [*chains, *element_commands("add", merged)]
+
+    def apply_policy(self, policy: DevicePolicy) -> DeviceElements:
+        """Install or update one device: its element changes in one transaction."""
+        record = device_elements(policy, self.context)
+        previous = self.installed.get(record.mac)
+        if previous is not None and previous.fingerprint == record.fingerprint:
+            return record
+        self._apply(update_commands(previous, record))
+        self.installed[record.mac] = record
+        return record
+
+    def remove_device(self, mac: str) -> None:
+        """Take a device out: its elements (and fallback chains) in one transaction."""
+        previous = self.installed.pop(mac.lower(), None)
+        if previous is not None:
+            self._apply(remove_commands(previous))
+
+    def reconcile(self, policies: Iterable[DevicePolicy]) -> dict[str, int]:
+        """Make the kernel hold exactly ``policies``: reinstall if the fixed ruleset is not
+        this one, else read every element set back once and repair what differs.
+        Returns counts: ``missing`` and ``stray`` elements, ``reinstalled`` (0/1)."""
+        records = [device_elements(p, self.context) for p in policies]
+        if not self._ruleset_intact():
+            self.install_home_records(records)
+            return {"missing": 0, "stray": 0, "reinstalled": 1}
+        actual = self.nft.read_elements(TABLE, device_sets())
+        expected: dict[str, set[RawElement]] = {}
+        owner: dict[tuple[str, RawElement], str] = {}
+        for record in records:
+            for name, elements in self._raw(record).items():
+                expected.setdefault(name, set()).update(elements)
+                for element in elements:
+                    owner[(name, element)] = record.mac
+        repair: set[str] = set()
+        missing = stray = 0
+        for name in set(expected) | set(actual):
+            for element in expected.get(name, set()) - actual.get(name, set()):
+                repair.add(owner[(name, element)])
+                missing += 1
+        deletes: dict[str, list[RawElement]] = {}
+        for name, found in actual.items():
+            extra = found - expected.get(name, set())
+            if extra:
+                deletes[name] = sorted(extra)
+                stray += len(extra)
+        commands: list[dict[str, Any]] = []
+        for record in records:
+            if record.mac in repair or (record.fallback and not self._chains_present(record)):
+                commands += list(record.fallback) + element_commands("add", record.elements)
+        messages = raw_delete_messages(deletes)
+        if commands:
+            messages += encode_batch(commands, self._layouts)
+        if messages:
+            self.nft.send_messages(messages)
+        self.installed = {r.mac: r for r in records}
+        return {"missing": missing, "stray": stray, "reinstalled": 0}
+
+    def install_home_records(self, records: list[DeviceElements]) -> None:
+        """``install_home`` for records compiled already."""
+        self.nft.apply(compile_fixed_ruleset(self.context))
+        self._apply(self._home_commands(records))
+        self.installed = {r.mac: r for r in records}
+
+    def _ruleset_intact(self) -> bool:
+        mark = data_mark(self.context)
+        try:
+            items = self.nft.read_rules(TABLE)
+        except Exception:
+            return False
+        return any(chain == "forward" and comment == mark for chain, comment in items)
+
+    def _chains_present(self, record: DeviceElements) -> bool:
+        return True  # fallback chains are re-sent with the device when its elements differ
+
+    def _raw(self, record: DeviceElements) -> dict[str, set[RawElement]]:
+        out: dict[str, set[RawElement]] = {}
+        for message in encode_batch(element_commands("add", record.elements), self._layouts):
+            if message.kind == NFT_MSG_NEWSETELEM:
+                name, elements = raw_elements(message.body)
+                out.setdefault(name, set()).update(elements)
+        return out
+
+
+def raw_delete_messages(deletes: dict[str, list[RawElement]]) -> list[Any]:
+    """Messages deleting elements known only by their raw key (stray elements)."""
+    from mudguard.enforce.bytecode import (
+        NFT_MSG_DELSETELEM,
+        NFTA_LIST_ELEM,
+        NFTA_SET_ELEM_KEY,
+        NFTA_SET_ELEM_KEY_END,
+        NFTA_SET_ELEM_LIST_ELEMENTS,
+        NFTA_SET_ELEM_LIST_SET,
+        NFTA_SET_ELEM_LIST_TABLE,
+        _data,
+    )
+    from mudguard.enforce.nfnetlink import Message, attr_str, nested
+
+    out: list[Any] = []
+    for name, elements in deletes.items():
+        for start in range(0, len(elements), 256):
+            items = []
+            for key, end, _data_value in elements[start:start + 256]:
+                attrs = [nested(NFTA_SET_ELEM_KEY, _data(key))]
+                if end:
+                    attrs.append(nested(NFTA_SET_ELEM_KEY_END, _data(end)))
+                items.append(nested(NFTA_LIST_ELEM, *attrs))
+            out.append(Message(NFT_MSG_DELSETELEM, 0, b"".join([
+                attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE), attr_str(NFTA_SET_ELEM_LIST_SET, name),
+                nested(NFTA_SET_ELEM_LIST_ELEMENTS, *items)])))
+    return out
