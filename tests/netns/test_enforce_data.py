@@ -26,7 +26,13 @@ from mudguard.enforce import Enforcer, Nft
 from mudguard.enforce.data import DataEnforcer
 from mudguard.mud import parse_mud
 from mudguard.policy import DeviceFacts, HomeContext, LifecycleState, decide
-from mudguard.policy._data import compile_fixed_ruleset, device_elements, element_commands
+from mudguard.policy._data import (
+    compile_fixed_ruleset,
+    device_elements,
+    home_element_commands,
+    remove_commands,
+    update_commands,
+)
 from mudguard.vhome import GW4, GW6, INTERNET_HOSTS, VirtualHome, _netns
 from tests.conftest import CORPUS
 
@@ -89,18 +95,21 @@ def test_netlink_elements_equal_libnftables_elements(pair: tuple[Nft, Nft, str, 
         libnft.apply(compile_fixed_ruleset(CTX))
         data = DataEnforcer(netlink, CTX)
         data.install_home(policies)
-        commands: list[dict[str, Any]] = []
-        for p in policies:
-            record = device_elements(p, CTX)
-            commands += list(record.fallback) + element_commands("add", record.elements)
-        libnft.apply(commands)
+        records = [device_elements(p, CTX) for p in policies]
+        libnft.apply(home_element_commands(records))
         assert _listing(ns_a) == _listing(ns_b)
-        # An update (element changes only) through each path.
-        moved = replace(policies[0], rules=policies[1].rules)
-        before = device_elements(policies[0], CTX)
-        from mudguard.policy._data import update_commands
-        libnft.apply(update_commands(before, device_elements(moved, CTX)))
-        data.apply_policy(moved)
+        # An update (element changes only) through each path: device 0 takes device 1's
+        # rules, so its profile is in already and its own is dropped if no one else has it.
+        moved = device_elements(replace(policies[0], rules=policies[1].rules), CTX)
+        others = {r.profile for r in records[1:]}
+        libnft.apply(update_commands(records[0], moved,
+                                     profile_installed=moved.profile in others,
+                                     drop_previous_profile=records[0].profile not in others))
+        data.apply_policy(replace(policies[0], rules=policies[1].rules))
+        assert _listing(ns_a) == _listing(ns_b)
+        # Removal through each path.
+        libnft.apply(remove_commands(moved, drop_profile=moved.profile not in others))
+        data.remove_device(moved.mac)
         assert _listing(ns_a) == _listing(ns_b)
     assert netlink.netlink_batches >= 4
 

@@ -273,7 +273,8 @@ class Kernel:
         self.plain: dict[tuple[str, str], set[Any]] = {}
         # Named concatenations (policy as data): each element a box of closed intervals.
         self.concat: dict[tuple[str, str], list[tuple[tuple[int, int], ...]]] = {}
-        self.ignored: set[tuple[str, str]] = set()  # dynamic sets, mark maps
+        self.ignored: set[tuple[str, str]] = set()  # dynamic sets
+        self.data_maps: dict[tuple[str, str], dict[Any, Any]] = {}  # key -> mark
         self.sets = {name: {tuple(map(_canon, pair)) for pair in pairs}
                      for name, pairs in dns.items()}
         for command in commands:
@@ -303,7 +304,7 @@ class Kernel:
         elif kind == "rule" and verb == "add":
             self.chains[(table, obj["chain"])].append(obj["expr"])
         elif kind == "map" and verb == "add" and obj.get("map") != "verdict":
-            self.ignored.add((table, obj["name"]))
+            self.data_maps.setdefault((table, obj["name"]), {})
         elif kind == "map" and verb == "add":
             self.maps.setdefault((table, obj["name"]), {})
         elif kind == "set" and verb == "add" and "dynamic" in obj.get("flags", ()):
@@ -316,6 +317,14 @@ class Kernel:
             self.plain.setdefault((table, obj["name"]), set())
         elif kind == "element" and (table, obj["name"]) in self.ignored:
             return
+        elif kind == "element" and (table, obj["name"]) in self.data_maps:
+            target_map = self.data_maps[(table, obj["name"])]
+            for item in obj["elem"]:
+                key = item[0] if isinstance(item, list) else item
+                if verb == "add":
+                    target_map[_canon(key)] = item[1]
+                else:
+                    target_map.pop(_canon(key), None)
         elif kind == "element" and (table, obj["name"]) in self.concat:
             target = self.concat[(table, obj["name"])]
             for item in obj["elem"]:
@@ -365,8 +374,17 @@ class Kernel:
             elif kind == "limit":
                 if arg.get("inv"):
                     return None  # "over the rate" never holds here
-            elif kind in ("log", "counter", "mangle"):
+            elif kind in ("log", "counter"):
                 continue
+            elif kind == "mangle":  # meta mark set <value> / set <key> map @m
+                value = arg["value"]
+                if isinstance(value, dict) and "map" in value:
+                    found = self._value(value["map"]["key"], packet)
+                    entries = self.data_maps[(table, value["map"]["data"].lstrip("@"))]
+                    if found is None or _canon(found) not in entries:
+                        return None  # a map lookup that misses ends the rule
+                    value = entries[_canon(found)]
+                packet[("meta", "mark")] = value
             elif kind == "set":  # a dynamic set's update: a per-element limit
                 if any(s.get("limit", {}).get("inv") for s in arg.get("stmt", ())):
                     return None  # "over the rate" never holds here

@@ -677,7 +677,16 @@ def _typed_part(value: Any, type_name: str) -> tuple[bytes, bytes]:
         low, high = (_int_value(v, names) for v in value["range"])
     else:
         low = high = _int_value(value, names)
-    return low.to_bytes(length, "big"), high.to_bytes(length, "big")
+    # A mark is in host byte order, except in an interval set, where nft keeps every key
+    # big-endian (and converts the packet's mark in the rule before the lookup).
+    order: Literal["little", "big"] = sys.byteorder if type_name == "mark" else "big"
+    return low.to_bytes(length, order), high.to_bytes(length, order)
+
+
+def _big_endian_mark(value: Any) -> tuple[bytes, bytes]:
+    low, high = _typed_part(value, "mark")
+    return low[::-1] if sys.byteorder == "little" else low, \
+        high[::-1] if sys.byteorder == "little" else high
 
 
 def typed_key(value: Any, layout: SetLayout) -> tuple[bytes, bytes]:
@@ -688,7 +697,10 @@ def typed_key(value: Any, layout: SetLayout) -> tuple[bytes, bytes]:
         raise Unsupported(f"element {value!r} for {layout.types}")
     starts, ends = [], []
     for part, type_name in zip(parts, layout.types, strict=True):
-        start, end = _cached_part(_hashable(part), type_name)
+        if type_name == "mark" and layout.interval:
+            start, end = _big_endian_mark(part)
+        else:
+            start, end = _cached_part(_hashable(part), type_name)
         pad = 4 * _slots(len(start)) if len(layout.types) > 1 else len(start)
         starts.append(start.ljust(pad, b"\0"))
         ends.append(end.ljust(pad, b"\0"))

@@ -33,6 +33,7 @@ from mudguard.policy._data import (
     device_elements,
     device_sets,
     element_commands,
+    home_element_commands,
     remove_commands,
     set_layouts,
     update_commands,
@@ -55,27 +56,25 @@ class DataEnforcer:
         self.context = context
         self.installed: dict[str, DeviceElements] = {}
         self._layouts = layouts()
+        self._users: dict[int, int] = {}  # profile id -> devices using it
+
+    def _set_installed(self, records: Iterable[DeviceElements]) -> None:
+        self.installed = {r.mac: r for r in records}
+        self._users = {}
+        for record in self.installed.values():
+            if record.profile:
+                self._users[record.profile] = self._users.get(record.profile, 0) + 1
 
     def _apply(self, commands: list[dict[str, Any]]) -> None:
         self.nft.apply(commands, set_types=self._layouts)
 
     def install_home(self, policies: Iterable[DevicePolicy]) -> None:
         """The fixed ruleset, then every device in one transaction (see the module)."""
-        records = [device_elements(p, self.context) for p in policies]
-        self.nft.apply(compile_fixed_ruleset(self.context))
-        self.installed = {}
-        self._apply(self._home_commands(records))
-        self.installed = {r.mac: r for r in records}
+        self.install_home_records([device_elements(p, self.context) for p in policies])
 
     @staticmethod
     def _home_commands(records: Iterable[DeviceElements]) -> list[dict[str, Any]]:
-        merged: dict[str, list[Any]] = {}
-        chains: list[dict[str, Any]] = []
-        for record in records:
-            chains += record.fallback
-            for name, elems in record.elements.items():
-                merged.setdefault(name, []).extend(elems)
-        return [*chains, *element_commands("add", merged)]
+        return home_element_commands(records)
 
     def apply_policy(self, policy: DevicePolicy) -> DeviceElements:
         """Install or update one device: its element changes in one transaction."""
@@ -83,15 +82,32 @@ class DataEnforcer:
         previous = self.installed.get(record.mac)
         if previous is not None and previous.fingerprint == record.fingerprint:
             return record
-        self._apply(update_commands(previous, record))
+        old = previous.profile if previous is not None else 0
+        installed = bool(record.profile) and (
+            self._users.get(record.profile, 0) - (old == record.profile) > 0)
+        last_user = bool(old) and old != record.profile and self._users.get(old, 0) <= 1
+        self._apply(update_commands(previous, record, profile_installed=installed,
+                                    drop_previous_profile=last_user))
+        if old:
+            self._users[old] -= 1
+            if not self._users[old]:
+                del self._users[old]
+        if record.profile:
+            self._users[record.profile] = self._users.get(record.profile, 0) + 1
         self.installed[record.mac] = record
         return record
 
     def remove_device(self, mac: str) -> None:
         """Take a device out: its elements (and fallback chains) in one transaction."""
         previous = self.installed.pop(mac.lower(), None)
-        if previous is not None:
-            self._apply(remove_commands(previous))
+        if previous is None:
+            return
+        last = bool(previous.profile) and self._users.get(previous.profile, 0) <= 1
+        self._apply(remove_commands(previous, drop_profile=last))
+        if previous.profile:
+            self._users[previous.profile] -= 1
+            if not self._users[previous.profile]:
+                del self._users[previous.profile]
 
     def reconcile(self, policies: Iterable[DevicePolicy]) -> dict[str, int]:
         """Make the kernel hold exactly ``policies``: reinstall if the fixed ruleset is not
@@ -104,8 +120,11 @@ class DataEnforcer:
         actual = self.nft.read_elements(TABLE, device_sets())
         expected: dict[str, set[RawElement]] = {}
         owner: dict[tuple[str, RawElement], str] = {}
+        seen: set[int] = set()
         for record in records:
-            for name, elements in self._raw(record).items():
+            fresh = bool(record.profile) and record.profile not in seen
+            seen.add(record.profile)
+            for name, elements in self._raw(record, with_profile=fresh).items():
                 expected.setdefault(name, set()).update(elements)
                 for element in elements:
                     owner[(name, element)] = record.mac
@@ -123,21 +142,23 @@ class DataEnforcer:
                 stray += len(extra)
         commands: list[dict[str, Any]] = []
         for record in records:
-            if record.mac in repair or (record.fallback and not self._chains_present(record)):
-                commands += list(record.fallback) + element_commands("add", record.elements)
+            if record.mac in repair:
+                commands += list(record.fallback) + element_commands(
+                    "add", {**record.profile_elements, **record.elements})
         messages = raw_delete_messages(deletes)
         if commands:
             messages += encode_batch(commands, self._layouts)
         if messages:
             self.nft.send_messages(messages)
-        self.installed = {r.mac: r for r in records}
+        self._set_installed(records)
         return {"missing": missing, "stray": stray, "reinstalled": 0}
 
     def install_home_records(self, records: list[DeviceElements]) -> None:
         """``install_home`` for records compiled already."""
         self.nft.apply(compile_fixed_ruleset(self.context))
+        self._set_installed([])
         self._apply(self._home_commands(records))
-        self.installed = {r.mac: r for r in records}
+        self._set_installed(records)
 
     def _ruleset_intact(self) -> bool:
         mark = data_mark(self.context)
@@ -147,12 +168,11 @@ class DataEnforcer:
             return False
         return any(chain == "forward" and comment == mark for chain, comment in items)
 
-    def _chains_present(self, record: DeviceElements) -> bool:
-        return True  # fallback chains are re-sent with the device when its elements differ
-
-    def _raw(self, record: DeviceElements) -> dict[str, set[RawElement]]:
+    def _raw(self, record: DeviceElements, *, with_profile: bool
+             ) -> dict[str, set[RawElement]]:
+        wanted = {**record.elements, **(record.profile_elements if with_profile else {})}
         out: dict[str, set[RawElement]] = {}
-        for message in encode_batch(element_commands("add", record.elements), self._layouts):
+        for message in encode_batch(element_commands("add", wanted), self._layouts):
             if message.kind == NFT_MSG_NEWSETELEM:
                 name, elements = raw_elements(message.body)
                 out.setdefault(name, set()).update(elements)

@@ -121,6 +121,7 @@ PORTAL_CLOSED = "portal_closed"
 RATECAP = "ratecap"
 LOG_OUT, LOG_IN4, LOG_IN6 = "log_out", "log_in4", "log_in6"
 MARK_OUT, MARK_IN4, MARK_IN6 = "mark_out", "mark_in4", "mark_in6"
+PROFILE_OUT, PROFILE_IN4, PROFILE_IN6 = "profile_out", "profile_in4", "profile_in6"
 OUT_FALLBACK, GW_FALLBACK = "out_fallback", "gw_fallback"
 IN_FALLBACK4, IN_FALLBACK6 = "in_fallback4", "in_fallback6"
 FALLBACK_MACS, FALLBACK4, FALLBACK6 = "fallback_macs", "fallback4", "fallback6"
@@ -570,6 +571,18 @@ def _set_tails(rows: tuple[Row, ...]) -> tuple[tuple[str, int, tuple[tuple[Any, 
 
 
 @functools.lru_cache(maxsize=4096)
+def _profile(rows: tuple[Row, ...]) -> tuple[int, dict[str, tuple[Any, ...]]]:
+    """A profile's id and elements (keyed by the id): the rows' content without the
+    device, so devices whose rows are equal share one profile (cached; never mutated)."""
+    tails = _set_tails(rows)
+    digest = hashlib.sha256(repr(tails).encode()).hexdigest()
+    profile = int(digest[:8], 16) or 1
+    elements = {name: tuple({"concat": [profile, *tail]} for tail in found)
+                for name, _family, found in tails if found}
+    return profile, elements
+
+
+@functools.lru_cache(maxsize=4096)
 def _rows_digest(rows: tuple[Row, ...]) -> str:
     return hashlib.sha256(repr(rows).encode()).hexdigest()
 
@@ -633,6 +646,10 @@ class DeviceElements:
     why_fallback: str = ""
     fallback_names: frozenset[str] = frozenset()
     """The DNS names a fallback device's chains look answers up for."""
+    profile: int = 0
+    """The profile id (packet mark) its rule sets are keyed by; 0: none."""
+    profile_elements: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    """The profile's elements (shared by every device with the same profile)."""
 
     def keys(self) -> frozenset[tuple[str, str]]:
         """Every (set, element) pair, elements as canonical JSON text (for diffs)."""
@@ -678,6 +695,8 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
         why = str(exc)
     fallback: list[NftCommand] = []
     templates: list[DnsTemplate] = []
+    profile = 0
+    profile_elements: dict[str, tuple[Any, ...]] = {}
     if why:
         fallback = _fallback_chains(policy, context)
         put(FALLBACK_MACS, mac)
@@ -702,18 +721,22 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
             put(BIND6, {"concat": [mac, address]})
         if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
             put(PORTAL_CLOSED, mac)
-        for name, family, tails in _set_tails(tuple(rows)):
-            keys = (ipv4 if family == 4 else ipv6) if name.startswith("in") else (mac,)
-            bucket = elements.setdefault(name, [])
-            for tail in tails:
-                for key in keys:
-                    bucket.append({"concat": [key, *tail]})
+        profile, profile_elements = _profile(tuple(rows))
+        if profile_elements:
+            put(PROFILE_OUT, [mac, profile])
+            for address in ipv4:
+                put(PROFILE_IN4, [address, profile])
+            for address in ipv6:
+                put(PROFILE_IN6, [address, profile])
+        else:
+            profile = 0
         templates = list(_templates(tuple(rows)))
     frozen = {name: tuple(values) for name, values in sorted(elements.items())}
     content = json.dumps(fallback, sort_keys=True) if why else _rows_digest(tuple(rows))
     portal = PORTAL_CLOSED in frozen
     digest = hashlib.sha256(repr((mac, ipv4, ipv6, portal, content)).encode()).hexdigest()[:16]
     return DeviceElements(mac=mac, ipv4=ipv4, ipv6=ipv6, elements=frozen,
+                          profile=profile, profile_elements=profile_elements,
                           dns=tuple(templates), fallback=tuple(fallback),
                           fingerprint=digest, why_fallback=why,
                           fallback_names=frozenset(n.lower().rstrip(".")
@@ -779,17 +802,23 @@ def element_commands(verb: str, elements: Mapping[str, Iterable[Any]], *,
     return cmds
 
 
-def install_commands(record: DeviceElements) -> list[NftCommand]:
-    """Commands that put a device in (fallback chains first, then its elements)."""
-    return list(record.fallback) + element_commands("add", record.elements)
+def install_commands(record: DeviceElements, *, with_profile: bool = True
+                     ) -> list[NftCommand]:
+    """Commands that put a device in: fallback chains, its profile's elements (unless
+    installed already for another device), its own elements."""
+    profile = element_commands("add", record.profile_elements) if with_profile else []
+    return list(record.fallback) + profile + element_commands("add", record.elements)
 
 
-def update_commands(previous: DeviceElements | None, record: DeviceElements
+def update_commands(previous: DeviceElements | None, record: DeviceElements, *,
+                    profile_installed: bool = False, drop_previous_profile: bool = False
                     ) -> list[NftCommand]:
-    """One transaction from ``previous`` to ``record``: elements only, unless either is a
-    fallback device (whose chains are added, refilled or deleted)."""
+    """One transaction from ``previous`` to ``record``: element changes only, unless
+    either is a fallback device (whose chains are added, refilled or deleted). The
+    caller, who knows which profiles other devices use, says whether ``record``'s
+    profile is in already and whether ``previous``'s is now unused."""
     if previous is None:
-        return install_commands(record)
+        return install_commands(record, with_profile=not profile_installed)
     old, new = previous.keys(), record.keys()
     gone: dict[str, list[Any]] = {}
     added: dict[str, list[Any]] = {}
@@ -798,8 +827,12 @@ def update_commands(previous: DeviceElements | None, record: DeviceElements
     for name, elems in record.elements.items():
         added[name] = [e for e in elems if (name, _element_text(e)) not in old]
     cmds = element_commands("delete", gone)
+    if drop_previous_profile and previous.profile != record.profile:
+        cmds += element_commands("delete", previous.profile_elements)
     if record.fallback:
         cmds += list(record.fallback)
+    if not profile_installed and previous.profile != record.profile:
+        cmds += element_commands("add", record.profile_elements)
     cmds += element_commands("add", added)
     if previous.fallback and not record.fallback:
         cmds += _delete_chains(previous.mac)
@@ -814,9 +847,13 @@ def _delete_chains(mac: str) -> list[NftCommand]:
     return cmds
 
 
-def remove_commands(previous: DeviceElements) -> list[NftCommand]:
-    """Commands that take a device out: its elements, then its fallback chains."""
+def remove_commands(previous: DeviceElements, *, drop_profile: bool = True
+                    ) -> list[NftCommand]:
+    """Commands that take a device out: its elements (its profile's too when no other
+    device uses it), then its fallback chains."""
     cmds = element_commands("delete", previous.elements)
+    if drop_profile:
+        cmds += element_commands("delete", previous.profile_elements)
     if previous.fallback:
         cmds += _delete_chains(previous.mac)
     return cmds
@@ -877,7 +914,7 @@ def _lookup_key(phase: str, family: int, shape: str) -> Expr:
     elif phase == "dnsin":
         parts = [_pl(ip, "daddr"), _pl(ip, "saddr")]
     else:
-        parts = [_device_key(phase, family), _pl(ip, remote)]
+        parts = [_meta("mark"), _pl(ip, remote)]  # the profile, set from a map
     parts.append(_meta("l4proto"))
     if shape != "p":
         parts += [_pl("th", "sport"), _pl("th", "dport")]
@@ -886,7 +923,7 @@ def _lookup_key(phase: str, family: int, shape: str) -> Expr:
 
 def _key_type(phase: str, family: int, shape: str) -> list[str]:
     addr = _ADDR_TYPE[family]
-    head = ["ether_addr"] if phase in ("out", "gw", "gwe", "gwb") else [addr]
+    head = [addr] if phase in DNS_PHASES else ["mark"]
     types = [*head, addr, "inet_proto"]
     if shape != "p":
         types += ["inet_service", "inet_service"]
@@ -910,6 +947,8 @@ def _lookups(chain: str, phases: Sequence[str], verdict_accept: str) -> list[Nft
                     exprs = [nf, syn, lookup] if shape == "s" else [nf, lookup]
                     if phase == "gwb":
                         exprs.insert(0, _m(_pl("ether", "daddr"), BROADCAST_MAC))
+                    if verdict_accept == "accept" and action == "a":
+                        exprs.append(_zero_mark())
                     cmds.append(_rule(chain, [*exprs, verdict]))
     return cmds
 
@@ -926,6 +965,15 @@ def _element_sets() -> list[NftCommand]:
                     cmds.append(_set(set_name(phase, family, action, shape),
                                      _key_type(phase, family, shape), flags))
     return cmds
+
+
+def _zero_mark() -> Expr:
+    return {"mangle": {"key": _meta("mark"), "value": 0}}
+
+
+def _profile_mark(key: Expr, profile_map: str) -> Expr:
+    return {"mangle": {"key": _meta("mark"), "value": {"map": {"key": key,
+                                                                "data": "@" + profile_map}}}}
 
 
 def _log(chain: str, mark_key: Expr, mark_map: str, rate_set: str, prefix: str,
@@ -991,6 +1039,8 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _set(LOG_OUT, "ether_addr", ["timeout"], timeout=3600, size=65535),
         _set(LOG_IN4, "ipv4_addr", ["timeout"], timeout=3600, size=65535),
         _set(LOG_IN6, "ipv6_addr", ["timeout"], timeout=3600, size=65535),
+        _map(PROFILE_OUT, "ether_addr", "mark"), _map(PROFILE_IN4, "ipv4_addr", "mark"),
+        _map(PROFILE_IN6, "ipv6_addr", "mark"),
         _map(MARK_OUT, "ether_addr", "mark"), _map(MARK_IN4, "ipv4_addr", "mark"),
         _map(MARK_IN6, "ipv6_addr", "mark"),
         _map(OUT_FALLBACK, "ether_addr", "verdict"), _map(GW_FALLBACK, "ether_addr", "verdict"),
@@ -1012,6 +1062,7 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _rule("forward", [_m(ip6, "@" + PENDING6), {"drop": None}], "receiver's rules not in yet"),
         _rule("forward", [_m(ip4, "@" + MANAGED4), {"jump": {"target": "to_dev4"}}]),
         _rule("forward", [_m(ip6, "@" + MANAGED6), {"jump": {"target": "to_dev6"}}]),
+        _rule("forward", [_zero_mark()], "the profile mark stays inside the ruleset"),
         _rule("forward", [_m(ip4, "@" + MANAGED4), {"accept": None}]),
         _rule("forward", [_m(ip6, "@" + MANAGED6), {"accept": None}]),
         _rule("forward", [iif, {"accept": None}], "passed the sender's rules"),
@@ -1031,6 +1082,8 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _rule("from_dev", [_m(_meta("nfproto"), "ipv6"),
                            _m({"concat": [ether, _pl("ip6", "saddr")]}, "@" + BIND6, "!="),
                            {"drop": None}], "source must be the device own IPv6"),
+        _rule("from_dev", [_zero_mark()]),
+        _rule("from_dev", [_profile_mark(ether, PROFILE_OUT)], "the sender's profile"),
         *_lookups("from_dev", ("out", "dnsout"), "return"),
         *_log("from_dev", ether, MARK_OUT, LOG_OUT, LOG_PREFIX_OUT, context),
     ]
@@ -1043,6 +1096,9 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         cmds += [
             _rule(chain, [{"vmap": {"key": daddr, "data": "@" + fmap}}]),
             _rule(chain, [_m(daddr, "@" + fset), {"return": None}]),
+            _rule(chain, [_zero_mark()]),
+            _rule(chain, [_profile_mark(daddr, PROFILE_IN4 if family == 4 else PROFILE_IN6)],
+                  "the receiver's profile"),
             *lookups,
             *_log(chain, daddr, MARK_IN4 if family == 4 else MARK_IN6,
                   LOG_IN4 if family == 4 else LOG_IN6, LOG_PREFIX_IN, context),
@@ -1062,6 +1118,8 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
     ]
     to_gw: list[NftCommand] = [
         _rule("to_gw", [{"vmap": {"key": ether, "data": "@" + GW_FALLBACK}}]),
+        _rule("to_gw", [_zero_mark()]),
+        _rule("to_gw", [_profile_mark(ether, PROFILE_OUT)], "the sender's profile"),
     ]
     if context.portal_ports:
         ports = sorted(set(context.portal_ports))
@@ -1104,6 +1162,9 @@ def set_layouts() -> dict[str, tuple[tuple[str, ...], bool, str | None]]:
                             tuple(_key_type(phase, family, shape)), True, None)
     out[BIND4] = (("ether_addr", "ipv4_addr"), False, None)
     out[BIND6] = (("ether_addr", "ipv6_addr"), False, None)
+    out[PROFILE_OUT] = (("ether_addr",), False, "mark")
+    out[PROFILE_IN4] = (("ipv4_addr",), False, "mark")
+    out[PROFILE_IN6] = (("ipv6_addr",), False, "mark")
     out[MARK_OUT] = (("ether_addr",), False, "mark")
     out[MARK_IN4] = (("ipv4_addr",), False, "mark")
     out[MARK_IN6] = (("ipv6_addr",), False, "mark")
@@ -1111,6 +1172,7 @@ def set_layouts() -> dict[str, tuple[tuple[str, ...], bool, str | None]]:
 
 
 ELEMENT_SETS: Final = (KNOWN_MACS, MANAGED4, MANAGED6, BIND4, BIND6, PORTAL_CLOSED,
+                       PROFILE_OUT, PROFILE_IN4, PROFILE_IN6,
                        MARK_OUT, MARK_IN4, MARK_IN6, FALLBACK_MACS, FALLBACK4, FALLBACK6,
                        OUT_FALLBACK, GW_FALLBACK, IN_FALLBACK4, IN_FALLBACK6)
 """The sets and maps a device's elements go to besides the rule sets (``set_layouts``)."""
@@ -1132,13 +1194,24 @@ class HomeData:
 
     def commands(self) -> list[NftCommand]:
         """The fixed ruleset, every fallback chain, then every element, one command per set."""
-        merged: dict[str, list[Any]] = {}
-        chains: list[NftCommand] = []
-        for record in self.devices:
-            chains += record.fallback
-            for name, elems in record.elements.items():
+        return [*self.ruleset, *home_element_commands(self.devices)]
+
+
+def home_element_commands(records: Iterable[DeviceElements]) -> list[NftCommand]:
+    """Every fallback chain, then every element of ``records`` (each profile once), one
+    command per set."""
+    merged: dict[str, list[Any]] = {}
+    chains: list[NftCommand] = []
+    profiles: set[int] = set()
+    for record in records:
+        chains += record.fallback
+        if record.profile and record.profile not in profiles:
+            profiles.add(record.profile)
+            for name, elems in record.profile_elements.items():
                 merged.setdefault(name, []).extend(elems)
-        return [*self.ruleset, *chains, *element_commands("add", merged)]
+        for name, elems in record.elements.items():
+            merged.setdefault(name, []).extend(elems)
+    return [*chains, *element_commands("add", merged)]
 
 
 def compile_home_data(policies: Iterable[DevicePolicy], context: HomeContext) -> HomeData:
