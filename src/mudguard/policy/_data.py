@@ -661,6 +661,46 @@ def _element_text(element: Any) -> str:
     return json.dumps(element, sort_keys=True, separators=(",", ":"))
 
 
+@dataclass(frozen=True, slots=True)
+class _Bundle:
+    """What a device's rows give, shared by every device with the same rows."""
+
+    rows: tuple[Row, ...]
+    why: str
+    profile: int = 0
+    profile_elements: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    templates: tuple[DnsTemplate, ...] = ()
+    digest: str = ""
+
+
+_BUNDLES: dict[tuple[Any, ...], tuple[HomeContext, _Bundle]] = {}
+
+
+def _bundle(policy: DevicePolicy, context: HomeContext) -> _Bundle:
+    """The rows of ``policy`` and what follows from them (cached like ``policy_rows``)."""
+    device = policy.device
+    resolved = tuple(peer_device_addresses(r.peer, r.peer_value, device, context)
+                     for r in policy.rules if r.peer in _DEVICE_PEERS)
+    key = (id(context), policy.rules, device.mud_url, resolved)
+    hit = _BUNDLES.get(key)
+    if hit is not None and hit[0] is context:
+        return hit[1]
+    if len(_BUNDLES) >= _ROWS_MAX:
+        _BUNDLES.clear()
+    try:
+        rows = tuple(_policy_rows(policy, context))
+    except NotData as exc:
+        bundle = _Bundle((), str(exc))
+    else:
+        if _order_matters(rows):
+            bundle = _Bundle(rows, "a drop after an accept it overlaps")
+        else:
+            profile, elements = _profile(rows)
+            bundle = _Bundle(rows, "", profile, elements, _templates(rows), _rows_digest(rows))
+    _BUNDLES[key] = (context, bundle)
+    return bundle
+
+
 def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElements:
     """One device's content as elements of the fixed ruleset's sets and maps (pure).
 
@@ -685,14 +725,8 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
         put(MANAGED4, *ipv4)
     if ipv6:
         put(MANAGED6, *ipv6)
-    why = ""
-    rows: list[Row] = []
-    try:
-        rows = policy_rows(policy, context)
-        if _order_matters(rows):
-            why = "a drop after an accept it overlaps"
-    except NotData as exc:
-        why = str(exc)
+    bundle = _bundle(policy, context)
+    why = bundle.why
     fallback: list[NftCommand] = []
     templates: list[DnsTemplate] = []
     profile = 0
@@ -721,7 +755,7 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
             put(BIND6, {"concat": [mac, address]})
         if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
             put(PORTAL_CLOSED, mac)
-        profile, profile_elements = _profile(tuple(rows))
+        profile, profile_elements = bundle.profile, bundle.profile_elements
         if profile_elements:
             put(PROFILE_OUT, [mac, profile])
             for address in ipv4:
@@ -730,9 +764,9 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
                 put(PROFILE_IN6, [address, profile])
         else:
             profile = 0
-        templates = list(_templates(tuple(rows)))
+        templates = list(bundle.templates)
     frozen = {name: tuple(values) for name, values in sorted(elements.items())}
-    content = json.dumps(fallback, sort_keys=True) if why else _rows_digest(tuple(rows))
+    content = json.dumps(fallback, sort_keys=True) if why else bundle.digest
     portal = PORTAL_CLOSED in frozen
     digest = hashlib.sha256(repr((mac, ipv4, ipv6, portal, content)).encode()).hexdigest()[:16]
     return DeviceElements(mac=mac, ipv4=ipv4, ipv6=ipv6, elements=frozen,
