@@ -150,8 +150,9 @@ def set_name(phase: str, family: int, action: str, shape: str) -> str:
 
 
 def device_mark(mac: str) -> int:
-    """The packet mark a device's drops are logged with (the first 31 bits of its id)."""
-    return int(device_id(mac)[:8], 16) & 0x7FFFFFFF
+    """The packet mark a device's drops are logged with: the first 32 bits of its id
+    (the watcher maps it back, ``watch.nflog.flow_event``), never 0."""
+    return int(device_id(mac)[:8], 16) or 1
 
 
 # -- rows: one rule as boxes of key intervals ------------------------------------------------
