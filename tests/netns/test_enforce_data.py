@@ -99,16 +99,15 @@ def test_netlink_elements_equal_libnftables_elements(pair: tuple[Nft, Nft, str, 
         libnft.apply(home_element_commands(records))
         assert _listing(ns_a) == _listing(ns_b)
         # An update (element changes only) through each path: device 0 takes device 1's
-        # rules, so its profile is in already and its own is dropped if no one else has it.
+        # rules, so its profile is in already; its own stays (idle) until evicted.
         moved = device_elements(replace(policies[0], rules=policies[1].rules), CTX)
         others = {r.profile for r in records[1:]}
         libnft.apply(update_commands(records[0], moved,
-                                     profile_installed=moved.profile in others,
-                                     drop_previous_profile=records[0].profile not in others))
+                                     profile_installed=moved.profile in others))
         data.apply_policy(replace(policies[0], rules=policies[1].rules))
         assert _listing(ns_a) == _listing(ns_b)
         # Removal through each path.
-        libnft.apply(remove_commands(moved, drop_profile=moved.profile not in others))
+        libnft.apply(remove_commands(moved, drop_profile=False))
         data.remove_device(moved.mac)
         assert _listing(ns_a) == _listing(ns_b)
     assert netlink.netlink_batches >= 4
@@ -180,3 +179,31 @@ def test_real_packets_get_the_same_verdicts_from_both_designs() -> None:
                                  None, (), context, now=NOW))
         assert not home.tcp(home.nodes[0].ns, CLOUD4, 443, 0.4)
         assert home.tcp(home.nodes[0].ns, GW4, 53, 1.0)
+
+
+def test_unused_profiles_stay_until_evicted(pair: tuple[Nft, Nft, str, str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile no device uses stays installed (switching back is a map change only)
+    until more than ``MAX_IDLE_PROFILES`` are idle; then the oldest's elements go."""
+    import mudguard.enforce.data as data_module
+
+    monkeypatch.setattr(data_module, "MAX_IDLE_PROFILES", 1)
+    _libnft, netlink, _ns_a, ns_b = pair
+    distinct: dict[int, object] = {}
+    for candidate in _home((LifecycleState.PROFILED,)):
+        distinct.setdefault(device_elements(candidate, CTX).profile, candidate)
+    policies = list(distinct.values())[:3]
+    enforcer = DataEnforcer(netlink, CTX)
+    enforcer.install_home(policies[:1])
+    first = enforcer.installed[policies[0].device.mac]
+    profiles = [first.profile]
+    for other in policies[1:3]:  # device 0 takes two other profiles in turn
+        record = enforcer.apply_policy(replace(policies[0], rules=other.rules))
+        profiles.append(record.profile)
+    assert len(set(profiles)) == 3
+    # Installed: the current profile and one idle one (the second); the first is gone.
+    fresh = DataEnforcer(Nft.in_namespace(ns_b), CTX)
+    current = [replace(policies[0], rules=policies[2].rules)]
+    before = sum(len(v) for v in enforcer._profiles[profiles[1]].profile_elements.values())
+    report = fresh.reconcile(current)
+    assert report == {"missing": 0, "stray": before, "reinstalled": 0}

@@ -19,6 +19,7 @@ the DNS guard's fills (``dns_answer_elements``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,6 +41,8 @@ from mudguard.policy._data import (
 )
 
 NFT_MSG_NEWSETELEM = 12
+MAX_IDLE_PROFILES = 64
+"""Profiles no device uses that stay installed (a device switching back costs nothing)."""
 
 
 def layouts() -> dict[str, SetLayout]:
@@ -57,13 +60,18 @@ class DataEnforcer:
         self.installed: dict[str, DeviceElements] = {}
         self._layouts = layouts()
         self._users: dict[int, int] = {}  # profile id -> devices using it
+        self._idle: OrderedDict[int, None] = OrderedDict()  # installed, unused, oldest first
+        self._profiles: dict[int, DeviceElements] = {}  # a record carrying each profile
 
     def _set_installed(self, records: Iterable[DeviceElements]) -> None:
         self.installed = {r.mac: r for r in records}
         self._users = {}
+        self._idle = OrderedDict()
+        self._profiles = {}
         for record in self.installed.values():
             if record.profile:
                 self._users[record.profile] = self._users.get(record.profile, 0) + 1
+                self._profiles.setdefault(record.profile, record)
 
     def _apply(self, commands: list[dict[str, Any]]) -> None:
         self.nft.apply(commands, set_types=self._layouts)
@@ -76,38 +84,65 @@ class DataEnforcer:
     def _home_commands(records: Iterable[DeviceElements]) -> list[dict[str, Any]]:
         return home_element_commands(records)
 
+    def _take(self, record: DeviceElements) -> bool:
+        """Count a device on its profile; True if the profile's elements are in already."""
+        if not record.profile:
+            return True
+        present = record.profile in self._users or record.profile in self._idle
+        self._idle.pop(record.profile, None)
+        self._users[record.profile] = self._users.get(record.profile, 0) + 1
+        self._profiles.setdefault(record.profile, record)
+        return present
+
+    def _release(self, record: DeviceElements | None) -> list[dict[str, Any]]:
+        """Uncount a device; a profile no device uses stays installed (idle: a device
+        going back to it costs no interval-set commit) until ``MAX_IDLE_PROFILES`` are
+        idle, then the oldest goes (the commands that delete it)."""
+        if record is None or not record.profile:
+            return []
+        left = self._users[record.profile] - 1
+        if left:
+            self._users[record.profile] = left
+            return []
+        del self._users[record.profile]
+        self._idle[record.profile] = None
+        commands: list[dict[str, Any]] = []
+        while len(self._idle) > MAX_IDLE_PROFILES:
+            oldest, _ = self._idle.popitem(last=False)
+            commands += element_commands("delete", self._profiles.pop(oldest).profile_elements)
+        return commands
+
     def apply_policy(self, policy: DevicePolicy) -> DeviceElements:
         """Install or update one device: its element changes in one transaction."""
         record = device_elements(policy, self.context)
         previous = self.installed.get(record.mac)
         if previous is not None and previous.fingerprint == record.fingerprint:
             return record
-        old = previous.profile if previous is not None else 0
-        installed = bool(record.profile) and (
-            self._users.get(record.profile, 0) - (old == record.profile) > 0)
-        last_user = bool(old) and old != record.profile and self._users.get(old, 0) <= 1
-        self._apply(update_commands(previous, record, profile_installed=installed,
-                                    drop_previous_profile=last_user))
-        if old:
-            self._users[old] -= 1
-            if not self._users[old]:
-                del self._users[old]
-        if record.profile:
-            self._users[record.profile] = self._users.get(record.profile, 0) + 1
+        state = (dict(self._users), OrderedDict(self._idle), dict(self._profiles))
+        try:
+            present = self._take(record)
+            evicted = self._release(previous)
+            self._apply(update_commands(previous, record, profile_installed=present)
+                        + evicted)
+        except BaseException:
+            self._users, self._idle, self._profiles = state
+            raise
         self.installed[record.mac] = record
         return record
 
     def remove_device(self, mac: str) -> None:
         """Take a device out: its elements (and fallback chains) in one transaction."""
-        previous = self.installed.pop(mac.lower(), None)
+        previous = self.installed.get(mac.lower())
         if previous is None:
             return
-        last = bool(previous.profile) and self._users.get(previous.profile, 0) <= 1
-        self._apply(remove_commands(previous, drop_profile=last))
-        if previous.profile:
-            self._users[previous.profile] -= 1
-            if not self._users[previous.profile]:
-                del self._users[previous.profile]
+        state = (dict(self._users), OrderedDict(self._idle), dict(self._profiles))
+        try:
+            evicted = self._release(previous)
+            self._apply(remove_commands(previous, drop_profile=False) + evicted)
+        except BaseException:
+            self._users, self._idle, self._profiles = state
+            raise
+        del self.installed[mac.lower()]
 
     def reconcile(self, policies: Iterable[DevicePolicy]) -> dict[str, int]:
         """Make the kernel hold exactly ``policies``: reinstall if the fixed ruleset is not
