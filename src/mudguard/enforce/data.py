@@ -153,22 +153,19 @@ class DataEnforcer:
             self.install_home_records(records)
             return {"missing": 0, "stray": 0, "reinstalled": 1}
         actual = self.nft.read_elements(TABLE, device_sets())
-        expected: dict[str, set[RawElement]] = {}
-        owner: dict[tuple[str, RawElement], str] = {}
-        seen: set[int] = set()
-        for record in records:
-            fresh = bool(record.profile) and record.profile not in seen
-            seen.add(record.profile)
-            for name, elements in self._raw(record, with_profile=fresh).items():
-                expected.setdefault(name, set()).update(elements)
-                for element in elements:
-                    owner[(name, element)] = record.mac
+        expected = self._raw_commands(home_element_commands(records))
+        missing = sum(len(elements - actual.get(name, set()))
+                      for name, elements in expected.items())
+        stray = 0
         repair: set[str] = set()
-        missing = stray = 0
-        for name in set(expected) | set(actual):
-            for element in expected.get(name, set()) - actual.get(name, set()):
-                repair.add(owner[(name, element)])
-                missing += 1
+        if missing:  # whose elements are missing (the slow path: per device)
+            seen: set[int] = set()
+            for record in records:
+                fresh = bool(record.profile) and record.profile not in seen
+                seen.add(record.profile)
+                for name, elements in self._raw(record, with_profile=fresh).items():
+                    if elements - actual.get(name, set()):
+                        repair.add(record.mac)
         deletes: dict[str, list[RawElement]] = {}
         for name, found in actual.items():
             extra = found - expected.get(name, set())
@@ -206,8 +203,11 @@ class DataEnforcer:
     def _raw(self, record: DeviceElements, *, with_profile: bool
              ) -> dict[str, set[RawElement]]:
         wanted = {**record.elements, **(record.profile_elements if with_profile else {})}
+        return self._raw_commands(element_commands("add", wanted))
+
+    def _raw_commands(self, commands: list[dict[str, Any]]) -> dict[str, set[RawElement]]:
         out: dict[str, set[RawElement]] = {}
-        for message in encode_batch(element_commands("add", wanted), self._layouts):
+        for message in encode_batch(commands, self._layouts):
             if message.kind == NFT_MSG_NEWSETELEM:
                 name, elements = raw_elements(message.body)
                 out.setdefault(name, set()).update(elements)

@@ -167,24 +167,56 @@ RawElement = tuple[bytes, bytes, bytes]
 NFTA_SET_ELEM_KEY_END = 10
 
 
+_HDR = struct.Struct("=HH")
+
+
+def _first_value(data: bytes, start: int, stop: int) -> bytes:
+    """The payload of the first attribute in data[start:stop] (a NFTA_DATA_VALUE)."""
+    if start + 4 > stop:
+        return b""
+    length, _kind = _HDR.unpack_from(data, start)
+    return data[start + 4: start + max(length, 4)]
+
+
 def raw_elements(payload: bytes) -> tuple[str, list[RawElement]]:
     """The set name and elements of one set-element message body (a dump's answer, or a
-    message a batch would send: both read the same way, so they compare as bytes)."""
+    message a batch would send: both read the same way, so they compare as bytes).
+
+    A hand-rolled walk: a reconcile reads tens of thousands of elements."""
     attrs = parse_attrs(payload)
     name = _text(attrs.get(NFTA_SET_ELEM_LIST_SET))
     out: list[RawElement] = []
-    for _kind, raw in iter_attrs(attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")):
-        elem = parse_attrs(raw)
-        key = parse_attrs(elem.get(NFTA_SET_ELEM_KEY, b"")).get(NFTA_DATA_VALUE, b"")
-        end = parse_attrs(elem.get(NFTA_SET_ELEM_KEY_END, b"")).get(NFTA_DATA_VALUE, b"")
-        data = parse_attrs(elem.get(NFTA_SET_ELEM_DATA, b""))
-        if NFTA_DATA_VERDICT in data:
-            verdict = parse_attrs(data[NFTA_DATA_VERDICT])
-            value = verdict.get(NFTA_VERDICT_CODE, b"")[:4] + verdict.get(NFTA_VERDICT_CHAIN,
-                                                                          b"").rstrip(b"\0")
-        else:
-            value = data.get(NFTA_DATA_VALUE, b"")
+    data = attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
+    unpack = _HDR.unpack_from
+    size = len(data)
+    offset = 0
+    while offset + 4 <= size:
+        length, _kind = unpack(data, offset)
+        if length < 4:
+            break
+        stop = offset + length
+        inner = offset + 4
+        key = end = value = b""
+        while inner + 4 <= stop:
+            alen, akind = unpack(data, inner)
+            if alen < 4:
+                break
+            akind &= 0x3FFF
+            if akind == NFTA_SET_ELEM_KEY:
+                key = _first_value(data, inner + 4, inner + alen)
+            elif akind == NFTA_SET_ELEM_KEY_END:
+                end = _first_value(data, inner + 4, inner + alen)
+            elif akind == NFTA_SET_ELEM_DATA:
+                nested_data = parse_attrs(data[inner + 4: inner + alen])
+                if NFTA_DATA_VERDICT in nested_data:
+                    verdict = parse_attrs(nested_data[NFTA_DATA_VERDICT])
+                    value = verdict.get(NFTA_VERDICT_CODE, b"")[:4] + verdict.get(
+                        NFTA_VERDICT_CHAIN, b"").rstrip(b"\0")
+                else:
+                    value = nested_data.get(NFTA_DATA_VALUE, b"")
+            inner += (alen + 3) & ~3
         out.append((key, end, value))
+        offset += (length + 3) & ~3
     return name, out
 
 
