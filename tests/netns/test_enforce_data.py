@@ -207,3 +207,40 @@ def test_unused_profiles_stay_until_evicted(pair: tuple[Nft, Nft, str, str],
     before = sum(len(v) for v in enforcer._profiles[profiles[1]].profile_elements.values())
     report = fresh.reconcile(current)
     assert report == {"missing": 0, "stray": before, "reinstalled": 0}
+
+
+def test_dns_answers_as_elements_open_only_the_asking_device_until_they_time_out() -> None:
+    """What the DNS guard will do under the data design: each answer's elements, from
+    the asking device's templates, with the TTL as timeout (real packets)."""
+    import time
+
+    from mudguard.policy._data import dns_answer_elements, element_commands
+
+    with VirtualHome(prefix="mgh17n", devices=2) as home:
+        home.serve(home.inet_ns, tcp=[443], udp=[123])
+        for node in home.nodes:
+            home.serve(node.ns, tcp=[80])
+        context = home.context()
+        mud = parse_mud((CORPUS / "mud/rfc/mudmaker-cloud-service.json").read_bytes()).mud
+        assert mud is not None
+        nft = Nft.in_namespace(home.gw_ns)
+        data = DataEnforcer(nft, context)
+        d0, d1 = home.nodes
+        policies = [decide(DeviceFacts(mac=n.mac, ipv4=(n.ipv4,), ipv6=(n.ipv6,),
+                                       mud_url=mud.mud_url, state=LifecycleState.PROFILED),
+                           mud, (), context, now=NOW) for n in (d0, d1)]
+        data.install_home(policies)
+        assert not home.tcp(d0.ns, CLOUD4, 443, 0.4)  # nothing resolved yet
+        record = data.installed[d0.mac]
+        for mine, answer in ((d0.ipv4, CLOUD4), (d0.ipv6, CLOUD6)):
+            found = dns_answer_elements(record, "cloud-service.example.com", mine, answer)
+            assert found
+            nft.apply(element_commands("add", found, timeout=3),
+                      set_types=data._layouts)
+        assert home.tcp(d0.ns, CLOUD4, 443) and home.tcp(d0.ns, CLOUD6, 443)
+        assert home.udp(d0.ns, CLOUD4, 123)
+        assert home.tcp(home.inet_ns, d0.ipv4, 80, source=CLOUD4)  # the file allows it
+        assert not home.tcp(d1.ns, CLOUD4, 443, 0.4)  # d1 never asked
+        assert not home.tcp(home.inet_ns, d1.ipv4, 80, 0.4, source=CLOUD4)
+        time.sleep(3.5)
+        assert not home.tcp(d0.ns, CLOUD4, 443, 0.4)  # the answer's TTL is over
