@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mudguard.enforce import Enforcer, Nft
+from mudguard.enforce import Enforcer, Nft, NftError
 from mudguard.enforce.data import DataEnforcer
 from mudguard.mud import parse_mud
 from mudguard.policy import DeviceFacts, HomeContext, LifecycleState, decide
@@ -244,3 +244,28 @@ def test_dns_answers_as_elements_open_only_the_asking_device_until_they_time_out
         assert not home.tcp(home.inet_ns, d1.ipv4, 80, 0.4, source=CLOUD4)
         time.sleep(3.5)
         assert not home.tcp(d0.ns, CLOUD4, 443, 0.4)  # the answer's TTL is over
+
+
+def test_an_address_moves_between_devices_in_one_transaction(
+        pair: tuple[Nft, Nft, str, str]) -> None:
+    """Device 1 takes device 0's addresses (a DHCP lease moved): device 0 loses them in
+    the same transaction, and the kernel then holds exactly both new policies."""
+    _libnft, netlink, _ns_a, ns_b = pair
+    policies = _home((LifecycleState.PROFILED, LifecycleState.TRUSTED))[:3]
+    enforcer = DataEnforcer(netlink, CTX)
+    enforcer.install_home(policies)
+    taken = policies[0].device
+    mover = replace(policies[1], device=replace(policies[1].device, ipv4=taken.ipv4,
+                                                ipv6=policies[1].device.ipv6 + taken.ipv6))
+    enforcer.apply_policy(mover)
+    left = replace(policies[0], device=replace(taken, ipv4=(), ipv6=()))
+    assert enforcer.installed[taken.mac].ipv4 == ()
+    fresh = DataEnforcer(Nft.in_namespace(ns_b), CTX)
+    assert fresh.reconcile([left, mover, policies[2]]) == {"missing": 0, "stray": 0,
+                                                             "reinstalled": 0}
+    # Without the taking, the kernel refuses the second owner of an address.
+    stale = DataEnforcer(Nft.in_namespace(ns_b), CTX)
+    stale.install_home(policies)
+    stale._owner.clear()  # forget who holds what: the map element collides
+    with pytest.raises(NftError):
+        stale.apply_policy(mover)

@@ -19,8 +19,10 @@ the DNS guard's fills (``dns_answer_elements``).
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from mudguard.enforce.bytecode import SetLayout, encode_batch
@@ -41,6 +43,11 @@ from mudguard.policy._data import (
 )
 
 NFT_MSG_NEWSETELEM = 12
+
+
+def _canon(address: str) -> str:
+    return str(ipaddress.ip_address(address))
+
 MAX_IDLE_PROFILES = 64
 """Profiles no device uses that stay installed (a device switching back costs nothing)."""
 
@@ -62,9 +69,14 @@ class DataEnforcer:
         self._users: dict[int, int] = {}  # profile id -> devices using it
         self._idle: OrderedDict[int, None] = OrderedDict()  # installed, unused, oldest first
         self._profiles: dict[int, DeviceElements] = {}  # a record carrying each profile
+        self._policies: dict[str, DevicePolicy] = {}  # MAC -> its installed policy
+        self._owner: dict[str, str] = {}  # address -> MAC of the device holding it
 
-    def _set_installed(self, records: Iterable[DeviceElements]) -> None:
+    def _set_installed(self, records: Iterable[DeviceElements],
+                       policies: Iterable[DevicePolicy] = ()) -> None:
         self.installed = {r.mac: r for r in records}
+        self._policies = {p.device.mac.lower(): p for p in policies}
+        self._owner = {a: r.mac for r in self.installed.values() for a in (*r.ipv4, *r.ipv6)}
         self._users = {}
         self._idle = OrderedDict()
         self._profiles = {}
@@ -78,7 +90,9 @@ class DataEnforcer:
 
     def install_home(self, policies: Iterable[DevicePolicy]) -> None:
         """The fixed ruleset, then every device in one transaction (see the module)."""
-        self.install_home_records([device_elements(p, self.context) for p in policies])
+        policies = list(policies)
+        self.install_home_records([device_elements(p, self.context) for p in policies],
+                                  policies)
 
     @staticmethod
     def _home_commands(records: Iterable[DeviceElements]) -> list[dict[str, Any]]:
@@ -113,22 +127,67 @@ class DataEnforcer:
         return commands
 
     def apply_policy(self, policy: DevicePolicy) -> DeviceElements:
-        """Install or update one device: its element changes in one transaction."""
+        """Install or update one device: its element changes in one transaction. An
+        address it takes from another device is taken from that device in the same
+        transaction (its elements recompiled without it: its source binding then
+        refuses the address)."""
         record = device_elements(policy, self.context)
         previous = self.installed.get(record.mac)
         if previous is not None and previous.fingerprint == record.fingerprint:
+            self._policies[record.mac] = policy
             return record
         state = (dict(self._users), OrderedDict(self._idle), dict(self._profiles))
+        commands: list[dict[str, Any]] = []
+        losers: list[tuple[DevicePolicy, DeviceElements]] = []
         try:
+            for other_policy in self._losers(record):
+                mine = set(record.ipv4) | set(record.ipv6)
+                facts = other_policy.device
+                narrowed = replace(other_policy, device=replace(
+                    facts, ipv4=tuple(a for a in facts.ipv4 if _canon(a) not in mine),
+                    ipv6=tuple(a for a in facts.ipv6 if _canon(a) not in mine)))
+                theirs = device_elements(narrowed, self.context)
+                before = self.installed[theirs.mac]
+                present = self._take(theirs)
+                commands += update_commands(before, theirs, profile_installed=present)
+                commands += self._release(before)
+                losers.append((narrowed, theirs))
             present = self._take(record)
             evicted = self._release(previous)
-            self._apply(update_commands(previous, record, profile_installed=present)
-                        + evicted)
+            commands += update_commands(previous, record, profile_installed=present)
+            self._apply(commands + evicted)
         except BaseException:
             self._users, self._idle, self._profiles = state
             raise
-        self.installed[record.mac] = record
+        for narrowed, theirs in losers:
+            self._record(theirs, narrowed)
+        self._record(record, policy)
         return record
+
+    def _record(self, record: DeviceElements, policy: DevicePolicy | None) -> None:
+        """Keep ``installed``, the policies and the address index in step."""
+        before = self.installed.get(record.mac)
+        if before is not None:
+            for address in (*before.ipv4, *before.ipv6):
+                if self._owner.get(address) == record.mac:
+                    del self._owner[address]
+        self.installed[record.mac] = record
+        for address in (*record.ipv4, *record.ipv6):
+            self._owner[address] = record.mac
+        if policy is not None:
+            self._policies[record.mac] = policy
+
+    def _losers(self, record: DeviceElements) -> list[DevicePolicy]:
+        """The policies of other devices that hold one of ``record``'s addresses."""
+        wanted = set(record.ipv4) | set(record.ipv6)
+        out: list[DevicePolicy] = []
+        for address in sorted(wanted):
+            mac = self._owner.get(address)
+            if mac is not None and mac != record.mac and mac in self._policies:
+                policy = self._policies[mac]
+                if policy not in out:
+                    out.append(policy)
+        return out
 
     def remove_device(self, mac: str) -> None:
         """Take a device out: its elements (and fallback chains) in one transaction."""
@@ -143,14 +202,19 @@ class DataEnforcer:
             self._users, self._idle, self._profiles = state
             raise
         del self.installed[mac.lower()]
+        self._policies.pop(mac.lower(), None)
+        for address in (*previous.ipv4, *previous.ipv6):
+            if self._owner.get(address) == previous.mac:
+                del self._owner[address]
 
     def reconcile(self, policies: Iterable[DevicePolicy]) -> dict[str, int]:
         """Make the kernel hold exactly ``policies``: reinstall if the fixed ruleset is not
         this one, else read every element set back once and repair what differs.
         Returns counts: ``missing`` and ``stray`` elements, ``reinstalled`` (0/1)."""
+        policies = list(policies)
         records = [device_elements(p, self.context) for p in policies]
         if not self._ruleset_intact():
-            self.install_home_records(records)
+            self.install_home_records(records, policies)
             return {"missing": 0, "stray": 0, "reinstalled": 1}
         actual = self.nft.read_elements(TABLE, device_sets())
         expected = self._raw_commands(home_element_commands(records))
@@ -182,15 +246,16 @@ class DataEnforcer:
             messages += encode_batch(commands, self._layouts)
         if messages:
             self.nft.send_messages(messages)
-        self._set_installed(records)
+        self._set_installed(records, policies)
         return {"missing": missing, "stray": stray, "reinstalled": 0}
 
-    def install_home_records(self, records: list[DeviceElements]) -> None:
+    def install_home_records(self, records: list[DeviceElements],
+                             policies: Iterable[DevicePolicy] = ()) -> None:
         """``install_home`` for records compiled already."""
         self.nft.apply(compile_fixed_ruleset(self.context))
         self._set_installed([])
         self._apply(self._home_commands(records))
-        self._set_installed(records)
+        self._set_installed(records, policies)
 
     def _ruleset_intact(self) -> bool:
         mark = data_mark(self.context)
