@@ -12,9 +12,10 @@ reads every element set back once and repairs only what differs. Elements are
 encoded to netlink by ``enforce/bytecode.py`` with the sets' layouts
 (``policy._data.set_layouts``).
 
-Not yet here (the chains ``Enforcer`` still does them): addresses moved between
-devices (``addresses_taken``), conntrack forgetting after a narrowing, proxy-ND,
-the DNS guard's fills (``dns_answer_elements``).
+Like the chains ``Enforcer``: an address taken from another device goes in the same
+transaction, and tracked connections of a changed (not trusted) or removed device are
+forgotten behind the update (``Nft.forget_connections``). Not yet here: proxy-ND, the
+DNS guard's fills (``dns_answer_elements``) and their removal when an address moves.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from mudguard.enforce.bytecode import SetLayout, encode_batch
 from mudguard.enforce.nft import Nft
 from mudguard.enforce.readback import RawElement, raw_elements
-from mudguard.policy import TABLE, DevicePolicy, HomeContext
+from mudguard.policy import TABLE, DevicePolicy, HomeContext, LifecycleState
 from mudguard.policy._data import (
     DeviceElements,
     compile_fixed_ruleset,
@@ -159,6 +160,16 @@ class DataEnforcer:
         except BaseException:
             self._users, self._idle, self._profiles = state
             raise
+        if previous is not None and policy.state is not LifecycleState.TRUSTED:
+            # Established connections are accepted first: the old policy's would
+            # outlive the new one (as the chains Enforcer does, behind the update).
+            self.nft.forget_connections(previous.ipv4 + previous.ipv6)
+        lost = sorted({a for _narrowed, theirs in losers
+                       for a in (*self.installed[theirs.mac].ipv4,
+                                 *self.installed[theirs.mac].ipv6)}
+                      - {*(a for _n, t in losers for a in (*t.ipv4, *t.ipv6))})
+        if lost:
+            self.nft.forget_connections(lost)
         for narrowed, theirs in losers:
             self._record(theirs, narrowed)
         self._record(record, policy)
@@ -202,6 +213,7 @@ class DataEnforcer:
             self._users, self._idle, self._profiles = state
             raise
         del self.installed[mac.lower()]
+        self.nft.forget_connections(previous.ipv4 + previous.ipv6)
         self._policies.pop(mac.lower(), None)
         for address in (*previous.ipv4, *previous.ipv6):
             if self._owner.get(address) == previous.mac:
