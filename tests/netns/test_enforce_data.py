@@ -269,3 +269,29 @@ def test_an_address_moves_between_devices_in_one_transaction(
     stale._owner.clear()  # forget who holds what: the map element collides
     with pytest.raises(NftError):
         stale.apply_policy(mover)
+
+
+@pytest.mark.parametrize(("icmp_type", "icmp_code", "passes"),
+                         [(8, None, True), (8, 0, True), (8, 1, False), (13, None, False),
+                          (None, 0, True), (None, 3, False)])
+def test_icmp_type_and_code_are_the_first_transport_bytes(
+        icmp_type: int | None, icmp_code: int | None, passes: bool) -> None:
+    """``th sport`` of an ICMP packet is its type and code: a type/code rule in the data
+    design lets exactly the matching echo request through (real packets)."""
+    from mudguard.mud import Direction, Forwarding
+    from mudguard.policy import BASELINE_RULES, DevicePolicy, PeerKind, Rule
+
+    with VirtualHome(prefix="mgh17i", devices=1) as home:
+        context = home.context()
+        node = home.nodes[0]
+        rule = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, family=4,
+                    peer=PeerKind.NETWORK, peer_value=f"{CLOUD4}/32", protocol=1,
+                    icmp_type=icmp_type, icmp_code=icmp_code, origin="test/icmp")
+        facts = DeviceFacts(mac=node.mac, ipv4=(node.ipv4,), ipv6=(node.ipv6,),
+                            state=LifecycleState.PROFILED)
+        policy = DevicePolicy(device=facts, state=LifecycleState.PROFILED,
+                              rules=(*BASELINE_RULES, rule))
+        data = DataEnforcer(Nft.in_namespace(home.gw_ns), context)
+        data.install_home([policy])
+        assert not data.installed[node.mac].fallback
+        assert home.ping(node.ns, CLOUD4, 1.0) is passes

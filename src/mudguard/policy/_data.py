@@ -280,9 +280,12 @@ def _transport(rule: Rule, family: int) -> tuple[str, tuple[Interval, ...],
     if typed:
         if has_ports or syn:
             return None  # a TCP/UDP field and an ICMP field: no packet has both
-        if rule.icmp_type is None:
-            raise NotData("an ICMP code without a type")
         icmp_proto = 1 if family == 4 else 58
+        if rule.icmp_type is None:  # a code alone: that code under every type
+            assert rule.icmp_code is not None
+            codes = tuple(((t << 8) | rule.icmp_code, (t << 8) | rule.icmp_code)
+                          for t in range(256))
+            return "t", ((icmp_proto, icmp_proto),), codes, (_FULL_PORT,)
         base = rule.icmp_type << 8
         code = ((base | rule.icmp_code, base | rule.icmp_code) if rule.icmp_code is not None
                 else (base, base | 255))
