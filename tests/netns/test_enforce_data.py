@@ -295,3 +295,65 @@ def test_icmp_type_and_code_are_the_first_transport_bytes(
         data.install_home([policy])
         assert not data.installed[node.mac].fallback
         assert home.ping(node.ns, CLOUD4, 1.0) is passes
+
+
+def test_a_cold_install_never_accepts_a_device_without_its_policy(tmp_path: Any) -> None:
+    """Over a home installed by the chains design where d0 may reach the cloud, the data
+    design's cold install (2,000 more devices) is: the fixed ruleset (nothing from the
+    LAN passes, held here for 0.5 s), then every device in one transaction. Probes every
+    3 ms: d0 (now NEW: baseline only) never reaches the cloud after the switch; d1
+    (trusted) is refused until its elements are in, then passes."""
+    import sys
+    import time
+
+    from mudguard.policy._data import home_element_commands
+
+    with VirtualHome(prefix="mgh17c", devices=2) as home:
+        home.serve(home.inet_ns, tcp=[443])
+        context = home.context()
+        d0, d1 = home.nodes
+
+        def facts(node: Any, state: LifecycleState) -> DeviceFacts:
+            return DeviceFacts(mac=node.mac, ipv4=(node.ipv4,), ipv6=(node.ipv6,),
+                               state=state)
+
+        nft = Nft.in_namespace(home.gw_ns)
+        Enforcer(nft, context, clock=lambda: NOW).install_home(
+            [decide(facts(d0, LifecycleState.TRUSTED), None, (), context, now=NOW),
+             decide(facts(d1, LifecycleState.TRUSTED), None, (), context, now=NOW)])
+        mud = parse_mud(VALID[0].read_bytes()).mud
+        synthetic = [decide(DeviceFacts(mac=f"02:42:00:00:{i >> 8:02x}:{i & 255:02x}",
+                                        ipv6=(f"2001:db8:1::4:{i:x}",), mud_url=mud.mud_url,
+                                        state=LifecycleState.PROFILED), mud, (), context,
+                            now=NOW) for i in range(2000)] if mud else []
+        policies = [decide(facts(d0, LifecycleState.NEW), None, (), context, now=NOW),
+                    decide(facts(d1, LifecycleState.TRUSTED), None, (), context, now=NOW),
+                    *synthetic]
+        records = [device_elements(p, context) for p in policies]
+        elements = home_element_commands(records)
+        stop = tmp_path / "stop"
+        probes = [subprocess.Popen(
+            ["ip", "netns", "exec", node.ns, sys.executable, "-c",
+             "from mudguard.vhome.probe import probe_loop_main; probe_loop_main()",
+             CLOUD4, "443", str(stop), "30"], stdout=subprocess.PIPE, text=True)
+            for node in (d0, d1)]
+        try:
+            time.sleep(0.5)
+            switch = time.time()
+            nft.apply(compile_fixed_ruleset(context))
+            closed = time.time()
+            time.sleep(0.5)
+            data = DataEnforcer(nft, context)
+            opening = time.time()
+            data._apply(elements)
+            opened = time.time()
+            time.sleep(0.5)
+        finally:
+            stop.touch()
+            seen = [json.loads(p.communicate(timeout=30)[0]) for p in probes]
+        d0_seen, d1_seen = seen
+        assert any(ok for t, ok in d0_seen if t < switch)  # trusted under the chains
+        assert not [t for t, ok in d0_seen if ok and t > closed]
+        assert not [t for t, ok in d1_seen if ok and closed < t < opening]
+        assert any(ok for t, ok in d1_seen if t > opened)
+        assert len([t for t, _ in d1_seen if closed < t < opening]) > 50
