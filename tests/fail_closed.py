@@ -33,14 +33,21 @@ from typing import Any
 from mudguard.mud import MudFile, parse_mud
 from mudguard.policy import (
     DeviceFacts,
+    DevicePolicy,
     HomeContext,
     LifecycleState,
     compile_home,
     decide,
     dns_set_name,
 )
+from mudguard.policy._data import (
+    compile_home_data,
+    device_elements,
+    dns_answer_elements,
+    element_commands,
+)
 from tests.mud_oracle import FROM, TO, Home, OFlow, allows, to_gateway
-from tests.unit.test_evaluate_agreement import LAN_IF, WAN_IF, Kernel
+from tests.unit.test_evaluate_agreement import LAN_IF, WAN_IF, Kernel, transport_bytes
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DEV_MAC = "02:00:00:00:00:0a"
@@ -216,6 +223,10 @@ class Trial:
     home: Home
     kernel: Kernel
     remotes: dict[int, list[str]] = field(default_factory=dict)
+    policy: DevicePolicy | None = None
+    context: HomeContext | None = None
+    dns: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    answers: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _mud_values(doc: dict[str, Any], key: str) -> list[str]:
@@ -282,7 +293,29 @@ def place(doc: dict[str, Any], mud: MudFile, *, gateway_controls: bool = True) -
         family = ipaddress.ip_address(address).version
         if address not in remotes[family] and address not in (DEV[4], DEV[6]):
             remotes[family].append(address)
-    return Trial(doc=doc, mud=mud, home=home, kernel=kernel, remotes=remotes)
+    return Trial(doc=doc, mud=mud, home=home, kernel=kernel, remotes=remotes, policy=policy,
+                 context=context, dns=dns, answers=names)
+
+
+def data_kernel(policy: DevicePolicy, context: HomeContext,
+                answers: dict[str, set[str]]) -> Kernel:
+    """The same policy compiled as data (``policy._data``): the fixed ruleset, the
+    device's elements and, for each DNS name, the elements its answers add."""
+    record = device_elements(policy, context)
+    commands = compile_home_data([policy], context).commands()
+    pairs: dict[str, set[tuple[str, str]]] = {}  # a fallback device's per-name sets
+    for name, addresses in answers.items():
+        for address in sorted(addresses):
+            family = 6 if ":" in address else 4
+            for mine in (policy.device.ipv4 if family == 4 else policy.device.ipv6):
+                found = dns_answer_elements(record, name, mine, address)
+                if record.fallback:
+                    for set_name, elements in found.items():
+                        pairs.setdefault(set_name, set()).update(
+                            tuple(e["concat"]) for e in elements)
+                else:
+                    commands += element_commands("add", found, timeout=60)
+    return Kernel(commands, pairs)
 
 
 def _networks(doc: dict[str, Any], fam: int) -> list[str]:
@@ -441,12 +474,15 @@ def _packet(flow: OFlow) -> dict[Any, Any]:
     if icmp and (flow.family == 4) == (flow.protocol == 1):
         packet[(icmp, "type")] = flow.icmp_type
         packet[(icmp, "code")] = flow.icmp_code
+    packet.update(transport_bytes(flow.protocol, flow.sport, flow.dport, flow.icmp_type,
+                                  flow.icmp_code))
     return packet
 
 
-def kernel_accepts(trial: Trial, flow: OFlow) -> bool:
-    """The compiled ruleset's verdict on the flow's opening packet."""
-    kernel = trial.kernel
+def kernel_accepts(trial: Trial, flow: OFlow, kernel: Kernel | None = None) -> bool:
+    """The compiled ruleset's verdict on the flow's opening packet (``kernel``: another
+    compilation of the same trial, e.g. ``data_kernel``)."""
+    kernel = kernel or trial.kernel
     hook = "input" if flow.direction == FROM and to_gateway(flow.dst, trial.home) else "forward"
     packet = _packet(flow)
     for _prio, table, name, chain_hook, policy in kernel.base:

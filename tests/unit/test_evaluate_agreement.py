@@ -6,6 +6,7 @@ replays a sample through the real kernel."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -270,6 +271,10 @@ class Kernel:
         self.base: list[tuple[int, str, str, str, str]] = []  # prio, table, name, hook, policy
         self.maps: dict[tuple[str, str], dict[str, str]] = {}
         self.plain: dict[tuple[str, str], set[Any]] = {}
+        # Named concatenations (policy as data): each element a box of closed intervals.
+        self.concat: dict[tuple[str, str], list[tuple[tuple[int, int], ...]]] = {}
+        self.ignored: set[tuple[str, str]] = set()  # dynamic sets
+        self.data_maps: dict[tuple[str, str], dict[Any, Any]] = {}  # key -> mark
         self.sets = {name: {tuple(map(_canon, pair)) for pair in pairs}
                      for name, pairs in dns.items()}
         for command in commands:
@@ -281,7 +286,7 @@ class Kernel:
         if kind == "table":
             if verb == "delete":
                 name = obj["name"]
-                for store in (self.chains, self.maps, self.plain):
+                for store in (self.chains, self.maps, self.plain, self.concat):
                     for key in [k for k in store if k[0] == name]:
                         del store[key]
                 self.base = [b for b in self.base if b[1] != name]
@@ -298,11 +303,38 @@ class Kernel:
                 self.chains[(table, obj["name"])] = []
         elif kind == "rule" and verb == "add":
             self.chains[(table, obj["chain"])].append(obj["expr"])
+        elif kind == "map" and verb == "add" and obj.get("map") != "verdict":
+            self.data_maps.setdefault((table, obj["name"]), {})
         elif kind == "map" and verb == "add":
             self.maps.setdefault((table, obj["name"]), {})
+        elif kind == "set" and verb == "add" and "dynamic" in obj.get("flags", ()):
+            self.ignored.add((table, obj["name"]))
+        elif kind == "set" and verb == "add" and isinstance(obj.get("type"), list) \
+                and obj.get("flags") != ["timeout"]:  # the chains design's DNS sets are
+            self.concat.setdefault((table, obj["name"]), [])  # given to the constructor
         elif kind == "set" and verb == "add" and "type" in obj \
                 and not isinstance(obj["type"], list):
             self.plain.setdefault((table, obj["name"]), set())
+        elif kind == "element" and (table, obj["name"]) in self.ignored:
+            return
+        elif kind == "element" and (table, obj["name"]) in self.data_maps:
+            target_map = self.data_maps[(table, obj["name"])]
+            for item in obj["elem"]:
+                key = item[0] if isinstance(item, list) else item
+                if verb == "add":
+                    target_map[_canon(key)] = item[1]
+                else:
+                    target_map.pop(_canon(key), None)
+        elif kind == "element" and (table, obj["name"]) in self.concat:
+            target = self.concat[(table, obj["name"])]
+            for item in obj["elem"]:
+                if isinstance(item, dict) and "elem" in item:
+                    item = item["elem"]["val"]
+                box = tuple(_span(part) for part in item["concat"])
+                if verb == "add":
+                    target.append(box)
+                elif box in target:
+                    target.remove(box)
         elif kind == "element" and (table, obj["name"]) in self.maps:
             for key, verdict in obj["elem"]:
                 self.maps[(table, obj["name"])][_canon(key)] = verdict["jump"]["target"]
@@ -344,6 +376,21 @@ class Kernel:
                     return None  # "over the rate" never holds here
             elif kind in ("log", "counter"):
                 continue
+            elif kind == "mangle":  # meta mark set <value> / set <key> map @m
+                value = arg["value"]
+                if isinstance(value, dict) and "map" in value:
+                    found = self._value(value["map"]["key"], packet)
+                    entries = self.data_maps[(table, value["map"]["data"].lstrip("@"))]
+                    if found is None or _canon(found) not in entries:
+                        return None  # a map lookup that misses ends the rule
+                    value = entries[_canon(found)]
+                packet[("meta", "mark")] = value
+            elif kind == "set":  # a dynamic set's update: a per-element limit
+                if any(s.get("limit", {}).get("inv") for s in arg.get("stmt", ())):
+                    return None  # "over the rate" never holds here
+            elif kind == "goto":
+                verdict = self._run(table, arg["target"], packet, depth + 1)
+                return verdict if verdict is not None else "return"
             elif kind in ("accept", "drop", "return"):
                 return kind
             elif kind == "jump":
@@ -383,7 +430,11 @@ class Kernel:
         right, op = match["right"], match["op"]
         if isinstance(right, str) and right.startswith("@"):
             name = right[1:]
-            if (table, name) in self.maps:
+            if (table, name) in self.concat:
+                point = tuple(_scalar(v) for v in value)
+                hit = any(all(lo <= p <= hi for p, (lo, hi) in zip(point, box, strict=True))
+                          for box in self.concat[(table, name)])
+            elif (table, name) in self.maps:
                 hit = _canon(value) in self.maps[(table, name)]
             elif (table, name) in self.plain:
                 hit = _canon(value) in self.plain[(table, name)]
@@ -402,13 +453,47 @@ class Kernel:
                 ">=": value >= bound}[op]
 
 
+_PROTO_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58}
+
+
+def _scalar(value: Any) -> int:
+    """A key part as an integer: an address, a MAC, a protocol name or a number."""
+    if isinstance(value, int):
+        return value
+    return _scalar_text(value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _scalar_text(value: str) -> int:
+    if value in _PROTO_NUMBERS:
+        return _PROTO_NUMBERS[value]
+    try:
+        return int(ipaddress.ip_address(value))
+    except ValueError:
+        return int(value.replace(":", ""), 16)  # a MAC
+
+
+def _span(part: Any) -> tuple[int, int]:
+    """One element part as a closed interval (a value, a prefix or a range)."""
+    if isinstance(part, dict) and "prefix" in part:
+        net = ipaddress.ip_network(f"{part['prefix']['addr']}/{part['prefix']['len']}")
+        return int(net.network_address), int(net.broadcast_address)
+    if isinstance(part, dict) and "range" in part:
+        low, high = part["range"]
+        return _scalar(low), _scalar(high)
+    return _scalar(part), _scalar(part)
+
+
 def _canon(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            return value.lower()
-    return value
+    return _canon_text(value) if isinstance(value, str) else value
+
+
+@functools.lru_cache(maxsize=65536)
+def _canon_text(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return value.lower()
 
 
 def _contains(right: Any, value: Any) -> bool:
@@ -452,7 +537,20 @@ def _packet(flow: Flow) -> dict[Any, Any]:
     if icmp and (flow.family == 4) == (flow.protocol == 1):
         packet[(icmp, "type")] = flow.icmp_type
         packet[(icmp, "code")] = flow.icmp_code
+    packet.update(transport_bytes(flow.protocol, flow.src_port, flow.dst_port,
+                                  flow.icmp_type, flow.icmp_code))
     return packet
+
+
+def transport_bytes(protocol: int, sport: int | None, dport: int | None,
+                    icmp_type: int | None, icmp_code: int | None) -> dict[Any, Any]:
+    """``th sport``/``th dport``: the first two 16-bit words of the transport header
+    (ports for TCP/UDP; type and code, then the checksum, for ICMP)."""
+    if protocol in (6, 17) and sport is not None and dport is not None:
+        return {("th", "sport"): sport, ("th", "dport"): dport}
+    if protocol in (1, 58) and icmp_type is not None:
+        return {("th", "sport"): (icmp_type << 8) | (icmp_code or 0), ("th", "dport"): 0}
+    return {}
 
 
 def _frame_destination(flow: Flow) -> str:

@@ -16,6 +16,7 @@ from mudguard.watch import Alert, DeviationTracker, FlowEvent, Thresholds, parse
 from mudguard.watch.listener import Watcher
 from mudguard.watch.nflog import (
     NFULA_HWADDR,
+    NFULA_MARK,
     NFULA_PAYLOAD,
     NFULA_PREFIX,
     bind_messages,
@@ -62,6 +63,29 @@ def test_a_logged_packet_becomes_a_flow_event() -> None:
     assert flow_event(packets[1]) is None  # not one of mudguard's prefixes
 
 
+def _with_mark(message: bytes, mark: int) -> bytes:
+    body = message[16:] + attr(NFULA_MARK, struct.pack("!I", mark))
+    return struct.pack("=IHHII", 16 + len(body), 0x400, 0, 0, 0) + body
+
+
+def test_the_shared_log_of_policy_as_data_names_the_device() -> None:
+    """``mg * out``: the device is the source MAC; ``mg * in``: its mark, mapped back."""
+    from mudguard.policy._data import LOG_PREFIX_IN, LOG_PREFIX_OUT, device_mark
+
+    out = parse_datagram(nflog_message(LOG_PREFIX_OUT, tcp_syn("198.51.100.7", 23)))[0][0]
+    assert out.prefix == "mg * out"
+    event = flow_event(out)
+    assert event is not None and (event.device_id, event.direction) == (ID, OUT)
+    raw = _with_mark(nflog_message(LOG_PREFIX_IN, tcp_syn("192.0.2.10", 80), hwaddr=None),
+                     device_mark(MAC))
+    inbound = parse_datagram(raw)[0][0]
+    assert inbound.mark == device_mark(MAC)
+    assert flow_event(inbound) is None  # no mark map: not attributed
+    event = flow_event(inbound, {device_mark(MAC): ID})
+    assert event is not None and (event.device_id, event.direction) == (ID, IN)
+    assert flow_event(inbound, {device_mark(MAC) + 1: ID}) is None
+
+
 def test_ipv6_packet_with_extension_header() -> None:
     udp = dpkt.udp.UDP(sport=5000, dport=5353, ulen=8)
     hop = b"\x11\x00" + b"\x00" * 6  # hop-by-hop options, next header UDP
@@ -87,6 +111,8 @@ def test_acks_are_reported() -> None:
     (f"mg {ID} out", (ID, OUT)),
     (f"mg {ID} in", (ID, IN)),
     ("mg 123 out", None),
+    ("mg * out", ("*", OUT)),
+    ("mg ** out", None),
     (f"mg {ID} sideways", None),
     (f"mg {ID.upper()} out", None),
     ("", None),

@@ -35,6 +35,7 @@ from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mudguard.enforce.bytecode import SetLayout
 from mudguard.enforce.nft import Nft, NftCommand
 from mudguard.errors import MudguardError
 from mudguard.policy import Installed, LifecycleState, device_id
@@ -290,15 +291,16 @@ class TimedNft(Nft):
         super().__init__(netlink=netlink)
         self.metrics = metrics
 
-    def apply(self, commands: Sequence[NftCommand], *, check_only: bool = False) -> None:
+    def apply(self, commands: Sequence[NftCommand], *, check_only: bool = False,
+              set_types: dict[str, SetLayout] | None = None) -> None:
         """``Nft.apply``, timed (checks and empty batches are not counted)."""
         metrics = self.metrics
         if metrics is None or check_only or not commands:
-            super().apply(commands, check_only=check_only)
+            super().apply(commands, check_only=check_only, set_types=set_types)
             return
         start = time.perf_counter()
         try:
-            super().apply(commands)
+            super().apply(commands, set_types=set_types)
         except Exception:
             metrics.kernel_update_failures.inc()
             raise

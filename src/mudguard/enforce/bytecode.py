@@ -61,6 +61,7 @@ NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET = 1, 2
 NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET_ID = 3, 4
 NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_FLAGS = 1, 2, 3
 NFTA_SET_ELEM_TIMEOUT, NFTA_SET_ELEM_EXPIRATION = 4, 5
+NFTA_SET_ELEM_KEY_END = 10
 NFTA_DATA_VALUE, NFTA_DATA_VERDICT = 1, 2
 NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
 NFT_SET_ANONYMOUS, NFT_SET_CONSTANT, NFT_SET_INTERVAL, NFT_SET_TIMEOUT = 0x1, 0x2, 0x4, 0x10
@@ -276,6 +277,9 @@ class _Batch:
     origin: int = 0
     next_set_id: int = 1
     messages: list[Message] = field(default_factory=list)
+    # Key types of named sets whose elements need them (a concatenation with ranges;
+    # a mark map): set name -> (key types, interval, data type or None).
+    set_types: dict[str, SetLayout] = field(default_factory=dict)
 
     def add(self, kind: int, flags: int, body: bytes) -> None:
         self.messages.append(Message(kind, flags, body, self.origin))
@@ -621,13 +625,125 @@ def _guess_key(value: Any) -> bytes:
     raise Unsupported(f"element {value!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class SetLayout:
+    """What the translator needs to know about a named set to encode its elements: its key
+    types, whether it holds intervals (a concatenation's elements then carry a key end)
+    and its data type (``mark``) if it is a data map."""
+
+    types: tuple[str, ...]
+    interval: bool = False
+    data: str | None = None
+
+
+_PART_LENS: Final = {**_TYPE_LENS, "mark": 4}
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict) and "prefix" in value:
+        return ("prefix", value["prefix"]["addr"], value["prefix"]["len"])
+    if isinstance(value, dict) and "range" in value:
+        return ("range", *value["range"])
+    if isinstance(value, (str, int)):
+        return value
+    raise Unsupported(f"element part {value!r}")
+
+
+@functools.lru_cache(maxsize=65536)
+def _cached_part(value: Any, type_name: str) -> tuple[bytes, bytes]:
+    if isinstance(value, tuple) and value[0] == "prefix":
+        return _typed_part({"prefix": {"addr": value[1], "len": value[2]}}, type_name)
+    if isinstance(value, tuple):
+        return _typed_part({"range": [value[1], value[2]]}, type_name)
+    return _typed_part(value, type_name)
+
+
+def _typed_part(value: Any, type_name: str) -> tuple[bytes, bytes]:
+    """(start, end) of one part of a typed element: a value, a prefix or a range."""
+    if type_name in ("ipv4_addr", "ipv6_addr"):
+        if isinstance(value, dict) and "prefix" in value:
+            net = ipaddress.ip_network(f"{value['prefix']['addr']}/{value['prefix']['len']}")
+            return net.network_address.packed, net.broadcast_address.packed
+        if isinstance(value, dict) and "range" in value:
+            low, high = value["range"]
+            return ipaddress.ip_address(low).packed, ipaddress.ip_address(high).packed
+        packed = _guess_key(value)
+        return packed, packed
+    if type_name == "ether_addr":
+        return _ether(value), _ether(value)
+    length = _PART_LENS[type_name]
+    names = _L4PROTOS if type_name == "inet_proto" else None
+    if isinstance(value, dict) and "range" in value:
+        low, high = (_int_value(v, names) for v in value["range"])
+    else:
+        low = high = _int_value(value, names)
+    # A mark is in host byte order, except in an interval set, where nft keeps every key
+    # big-endian (and converts the packet's mark in the rule before the lookup).
+    order: Literal["little", "big"] = sys.byteorder if type_name == "mark" else "big"
+    return low.to_bytes(length, order), high.to_bytes(length, order)
+
+
+def _big_endian_mark(value: Any) -> tuple[bytes, bytes]:
+    low, high = _typed_part(value, "mark")
+    return low[::-1] if sys.byteorder == "little" else low, \
+        high[::-1] if sys.byteorder == "little" else high
+
+
+def typed_key(value: Any, layout: SetLayout) -> tuple[bytes, bytes]:
+    """(key, key end) of an element of a set laid out as ``layout`` (each part of a
+    concatenation padded to 32 bits, as nft does)."""
+    parts = value["concat"] if isinstance(value, dict) and "concat" in value else [value]
+    if len(parts) != len(layout.types):
+        raise Unsupported(f"element {value!r} for {layout.types}")
+    starts, ends = [], []
+    for part, type_name in zip(parts, layout.types, strict=True):
+        if type_name == "mark" and layout.interval:
+            start, end = _big_endian_mark(part)
+        else:
+            start, end = _cached_part(_hashable(part), type_name)
+        pad = 4 * _slots(len(start)) if len(layout.types) > 1 else len(start)
+        starts.append(start.ljust(pad, b"\0"))
+        ends.append(end.ljust(pad, b"\0"))
+    return b"".join(starts), b"".join(ends)
+
+
+def _typed_element(item: Any, layout: SetLayout, *, delete: bool) -> bytes:
+    extra: list[bytes] = []
+    if isinstance(item, dict) and "elem" in item:
+        spec = item["elem"]
+        if not isinstance(spec, dict) or set(spec) - {"val", "timeout"}:
+            raise Unsupported(f"element {item!r}")
+        if "timeout" in spec and not delete:
+            ms = struct.pack("!Q", 1000 * _int_value(spec["timeout"]))
+            extra += [attr(NFTA_SET_ELEM_TIMEOUT, ms), attr(NFTA_SET_ELEM_EXPIRATION, ms)]
+        item = spec["val"]
+    if layout.data is not None:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise Unsupported(f"map element {item!r}")
+        item, value = item
+        if not delete:
+            data = _int_value(value).to_bytes(_PART_LENS[layout.data], sys.byteorder)
+            extra.append(nested(NFTA_SET_ELEM_DATA, _data(data)))
+    key, end = typed_key(item, layout)
+    attrs = [nested(NFTA_SET_ELEM_KEY, _data(key))]
+    if layout.interval and len(layout.types) > 1:
+        attrs.append(nested(NFTA_SET_ELEM_KEY_END, _data(end)))
+    elif key != end:
+        raise Unsupported(f"an interval element {item!r} in a set without intervals")
+    return nested(NFTA_LIST_ELEM, *attrs, *extra)
+
+
 def _set_elements(batch: _Batch, body: dict[str, Any], *, delete: bool) -> None:
     if set(body) - {"family", "table", "name", "elem"} or body.get("family") != "inet":
         raise Unsupported("element command")
     items = body.get("elem")
     if not isinstance(items, list) or not items:
         raise Unsupported("element list")
-    elements = [_set_element(item, delete=delete) for item in items]
+    layout = batch.set_types.get(_name(body))
+    if layout is not None:
+        elements = [_typed_element(item, layout, delete=delete) for item in items]
+    else:
+        elements = [_set_element(item, delete=delete) for item in items]
     head = [attr_str(NFTA_SET_ELEM_LIST_TABLE, _table(body)),
             attr_str(NFTA_SET_ELEM_LIST_SET, _name(body))]
     group: list[bytes] = []
@@ -811,14 +927,18 @@ def _command(batch: _Batch, command: Any) -> None:
         raise Unsupported(f"{verb} {obj}")
 
 
-def encode_batch(commands: Sequence[NftCommand]) -> list[Message]:
+def encode_batch(commands: Sequence[NftCommand],
+                 set_types: dict[str, SetLayout] | None = None) -> list[Message]:
     """The nf_tables messages that do what ``commands`` (libnftables JSON) do.
+
+    ``set_types`` lays out the named sets whose elements cannot be told from their text
+    (concatenations with ports and ranges, mark maps: ``policy._data``).
 
     Raises:
         Unsupported: a command or expression outside this translator's vocabulary;
             nothing is sent then (the caller uses libnftables for the batch).
     """
-    batch = _Batch(table="")
+    batch = _Batch(table="", set_types=dict(set_types or {}))
     for index, command in enumerate(commands):
         batch.origin = index
         _command(batch, command)

@@ -24,10 +24,16 @@ import time
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from mudguard.enforce.bytecode import Unsupported, encode_batch
+from mudguard.enforce.bytecode import SetLayout, Unsupported, encode_batch
 from mudguard.enforce.conntrack import forget_connections
-from mudguard.enforce.nfnetlink import NfnetlinkError, NfnetlinkSocket
-from mudguard.enforce.readback import read_pairs, read_tables
+from mudguard.enforce.nfnetlink import Message, NfnetlinkError, NfnetlinkSocket
+from mudguard.enforce.readback import (
+    RawElement,
+    read_pairs,
+    read_raw_elements,
+    read_rules,
+    read_tables,
+)
 from mudguard.errors import MudguardError
 
 log = logging.getLogger(__name__)
@@ -108,15 +114,17 @@ class Nft:
     def _set_dry_run(self, on: bool) -> None:
         self._lib.nft_ctx_set_dry_run(self._nft._Nftables__ctx, on)
 
-    def apply(self, commands: Sequence[NftCommand], *, check_only: bool = False) -> None:
+    def apply(self, commands: Sequence[NftCommand], *, check_only: bool = False,
+              set_types: dict[str, SetLayout] | None = None) -> None:
         """Apply ``commands`` in one transaction; raise ``NftError`` if refused.
 
         With ``check_only`` the batch is validated by the kernel and not applied.
+        ``set_types`` lays out sets whose elements need it (``bytecode.SetLayout``).
         """
         if not commands:
             return
         with self._lock:
-            if not check_only and self._send_netlink(commands):
+            if not check_only and self._send_netlink(commands, set_types):
                 return
             batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
             self._set_dry_run(check_only)
@@ -129,12 +137,13 @@ class Nft:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("applied %d nft commands: %s", len(commands), json.dumps(commands))
 
-    def _send_netlink(self, commands: Sequence[NftCommand]) -> bool:
+    def _send_netlink(self, commands: Sequence[NftCommand],
+                      set_types: dict[str, SetLayout] | None = None) -> bool:
         """Send the batch over nfnetlink; False if it is outside the translator's vocabulary."""
         if self._netlink is None:
             return False
         try:
-            messages = encode_batch(commands)
+            messages = encode_batch(commands, set_types)
         except Unsupported as why:
             log.debug("batch through libnftables: %s", why)
             return False
@@ -165,6 +174,32 @@ class Nft:
             if isinstance(body, dict) and body.get("table") in tables:
                 items.append(item)
         return items
+
+    def send_messages(self, messages: Sequence[Message]) -> None:
+        """Send ready nf_tables messages as one transaction (``NftError`` if refused)."""
+        if self._netlink is None:
+            raise NftError(-1, "no netlink socket", [])
+        with self._lock:
+            try:
+                self._netlink.send_batch(messages)
+            except (NfnetlinkError, OSError) as exc:
+                raise NftError(getattr(exc, "code", -1), str(exc), []) from exc
+            self.netlink_batches += 1
+
+    def read_elements(self, table: str, names: Collection[str]
+                      ) -> dict[str, set[RawElement]]:
+        """The raw elements of the sets ``names`` of ``table`` (over nfnetlink)."""
+        if self._netlink is None:
+            raise NftError(-1, "no netlink socket", [])
+        with self._lock:
+            return read_raw_elements(self._netlink, table, names)
+
+    def read_rules(self, table: str) -> list[tuple[str, str | None]]:
+        """(chain, comment) of every rule of the ``inet`` table ``table`` (over nfnetlink)."""
+        if self._netlink is None:
+            raise NftError(-1, "no netlink socket", [])
+        with self._lock:
+            return read_rules(self._netlink, table)
 
     def read_pairs(self, table: str, names: Collection[str]
                    ) -> dict[str, list[tuple[str, str]]]:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from mudguard.errors import RemoteInputError
 from mudguard.mud import Direction
+from mudguard.policy._names import device_id
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
@@ -45,6 +46,7 @@ NFULNL_CFG_CMD_UNBIND = 2
 NFULNL_COPY_PACKET = 2
 
 NFULA_PACKET_HDR = 1
+NFULA_MARK = 2
 NFULA_TIMESTAMP = 3
 NFULA_IFINDEX_INDEV = 4
 NFULA_IFINDEX_OUTDEV = 5
@@ -57,7 +59,9 @@ _NLA = struct.Struct("=HH")
 _NLA_TYPE_MASK = 0x3FFF
 MAX_MESSAGES = 1024  # per datagram: a bound, far above what one recv() can hold
 MAX_ATTRS = 64
-PREFIX_RE = re.compile(r"^mg ([0-9a-f]{12}) (out|in)$")
+PREFIX_RE = re.compile(r"^mg ([0-9a-f]{12}|\*) (out|in)$")
+"""``mg <device_id> <out|in>`` (a device chain's log) or ``mg * <out|in>`` (the shared log
+of policy as data: the device is the packet's source MAC, or its mark)."""
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 
@@ -117,6 +121,7 @@ class NflogPacket:
     indev: int | None = None
     outdev: int | None = None
     timestamp: float | None = None
+    mark: int | None = None  # the packet mark (policy as data: the device's log mark)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,7 +191,8 @@ def parse_packet(body: bytes) -> NflogPacket:
     return NflogPacket(group=group, family=family, prefix=prefix,
                        payload=attrs.get(NFULA_PAYLOAD, b""), hwaddr=hwaddr,
                        indev=_u32(attrs.get(NFULA_IFINDEX_INDEV)),
-                       outdev=_u32(attrs.get(NFULA_IFINDEX_OUTDEV)), timestamp=timestamp)
+                       outdev=_u32(attrs.get(NFULA_IFINDEX_OUTDEV)), timestamp=timestamp,
+                       mark=_u32(attrs.get(NFULA_MARK)))
 
 
 def _u32(raw: bytes | None) -> int | None:
@@ -261,11 +267,26 @@ def parse_prefix(prefix: str) -> tuple[str, Direction] | None:
     return match.group(1), direction
 
 
-def flow_event(packet: NflogPacket) -> FlowEvent | None:
-    """The ``FlowEvent`` of a logged packet; None if it is not one of mudguard's or unreadable."""
+def flow_event(packet: NflogPacket, marks: Mapping[int, str] | None = None
+               ) -> FlowEvent | None:
+    """The ``FlowEvent`` of a logged packet; None if it is not one of mudguard's or unreadable.
+
+    A shared ``mg * out`` log names its device by the source MAC (``NFULA_HWADDR``);
+    ``mg * in`` by the packet mark, looked up in ``marks`` (log mark -> device id, see
+    ``policy._data.device_mark``); unknown: None."""
     who = parse_prefix(packet.prefix)
     if who is None:
         return None
+    if who[0] == "*":
+        found: str | None = None
+        if who[1] is Direction.FROM_DEVICE and packet.hwaddr is not None \
+                and len(packet.hwaddr) == 6:
+            found = device_id(packet.hwaddr.hex(":"))
+        elif marks is not None and packet.mark is not None:
+            found = marks.get(packet.mark)
+        if found is None:
+            return None
+        who = (found, who[1])
     header = decode_ip(packet.payload)
     if header is None:
         return None
