@@ -49,6 +49,7 @@ from mudguard.discovery.sighting import Intake
 from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, NftSetFiller, Upstream
 from mudguard.enforce import Enforcer, LanIsolation, LanPortWatcher, Nft
+from mudguard.enforce.data_gateway import DataGatewayEnforcer, DataSetFiller
 from mudguard.mud.fetch import (
     FetchConfig,
     fetch_local_sbom,
@@ -301,7 +302,12 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         metrics = GatewayMetrics()
     nft = TimedNft(metrics) if metrics else Nft()  # metrics: each batch's latency
     lan = lan_isolation(config)
-    enforcer = Enforcer(nft, context, home_default=settings.home_default.value, lan=lan)
+    enforcer: Enforcer | DataGatewayEnforcer
+    if config.ruleset == "data":  # policy as data: one fixed ruleset, devices as elements
+        enforcer = DataGatewayEnforcer(nft, context, home_default=settings.home_default.value,
+                                       lan=lan)
+    else:
+        enforcer = Enforcer(nft, context, home_default=settings.home_default.value, lan=lan)
     guard = DnsGuard(GuardConfig(lan_prefixes=config.lan_prefixes,
                                  gateway_addresses=config.addresses))
     tracker = DeviationTracker(lan_prefixes=config.lan_prefixes)
@@ -369,11 +375,14 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     # Devices resolving with another DNS server are told once per server (RFC 9726);
     # the guard's answers teach it the current addresses of known DoH names.
     resolvers = ResolverWatch(config.addresses, lan_prefixes=config.lan_prefixes)
+    base_filler: Any = NftSetFiller()
+    if isinstance(enforcer, DataGatewayEnforcer):  # answers become the device's elements
+        base_filler = DataSetFiller(enforcer.record_of)
     if config.dns_upstream:
         gateway.services.append(DnsServer(
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
-            filler=names.filler(TimedFiller(NftSetFiller(), metrics) if metrics
-                                else NftSetFiller()), port=config.dns_port,
+            filler=names.filler(TimedFiller(base_filler, metrics) if metrics
+                                else base_filler), port=config.dns_port,
             on_answer=resolvers.learn_answer))
     # device_of: conntrack NEW events count per device (a flood of allowed connections
     # leaves no drop log), looked up in what the kernel enforces now.
@@ -390,6 +399,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         group=config.nflog_group, tracker=tracker, device_of=address_book, names=names,
         resolvers=resolvers, on_dns_elsewhere=gateway.on_dns_elsewhere,
         on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop,
+        marks=enforcer.marks if isinstance(enforcer, DataGatewayEnforcer) else None,
         on_connection=_both(activity.on_connection,
                             learner.on_connection if learner is not None else None)))
     # RFC 9761: the ClientHellos the kernel logs for devices with (D)TLS profiles.

@@ -43,23 +43,24 @@ def base(
     from mudguard.enforce.boot import base_ruleset_text, write_base_ruleset
 
     try:
-        context = load_config(config).home_context()
+        gateway_config = load_config(config)
+        context = gateway_config.home_context()
     except ConfigError as exc:
         err_console.print(f"[bold red]mudguard base:[/] {exc}")
         raise typer.Exit(2) from None
     if output is None:
-        typer.echo(base_ruleset_text(context), nl=False)
+        typer.echo(base_ruleset_text(context, gateway_config.ruleset), nl=False)
     else:
         try:
-            write_base_ruleset(output, context)
+            write_base_ruleset(output, context, gateway_config.ruleset)
         except OSError as exc:
             err_console.print(f"[bold red]mudguard base:[/] cannot write {output}: {exc}")
             raise typer.Exit(1) from None
     if load:
-        _load(context)
+        _load(context, gateway_config.ruleset)
 
 
-def _load(context: object) -> None:
+def _load(context: object, ruleset: str = "chains") -> None:
     """Install the base now, unless the kernel already holds it (then nothing changes)."""
     from mudguard.enforce import Enforcer, Nft, NftError
     from mudguard.policy import HomeContext
@@ -69,7 +70,12 @@ def _load(context: object) -> None:
         err_console.print("[bold red]mudguard base:[/] --load needs root (nftables).")
         raise typer.Exit(2)
     try:
-        installed = Enforcer(Nft(), context).close_lan()
+        if ruleset == "data":
+            from mudguard.enforce.data_gateway import DataGatewayEnforcer
+
+            installed = DataGatewayEnforcer(Nft(), context).close_lan()
+        else:
+            installed = Enforcer(Nft(), context).close_lan()
     except NftError as exc:
         err_console.print(f"[bold red]mudguard base:[/] {exc}")
         raise typer.Exit(1) from None

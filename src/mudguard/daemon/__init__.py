@@ -44,7 +44,8 @@ def _refresh_base_file(config: GatewayConfig, gateway: Gateway) -> None:
     from mudguard.enforce.boot import write_base_ruleset
 
     try:
-        if write_base_ruleset(config.base_file, gateway.enforcer.enforcer.context):
+        if write_base_ruleset(config.base_file, gateway.enforcer.enforcer.context,
+                              config.ruleset):
             logging.getLogger(__name__).info("wrote the boot base ruleset %s",
                                              config.base_file)
     except OSError as exc:  # the running gateway does not need it: the next boot does

@@ -69,6 +69,7 @@ class GatewayConfig:
     portal_names: tuple[str, ...] = ()
     isolate_lan: bool = True
     device_tables: int = 16
+    ruleset: str = "chains"  # "chains" (a device's chains) or "data" (policy as data)
     metrics_listen: tuple[str, int] | None = None
     learning: bool = False
     learning_days: float | None = None  # None: the owner's setting in the database
@@ -195,6 +196,13 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               kind="integer, 1-64", default=16, example=1,
               meaning="nftables tables the devices are spread over: 16 keeps one device's "
                       "update flat in big homes, 1 forwards small packets fastest."),
+    ConfigKey(section="gateway", name="ruleset", field="ruleset",
+              kind='"chains" or "data"', default="chains", example="data",
+              meaning="How the rules are laid out in nftables: \"chains\", each device's "
+                      "own chains (spread over device_tables); \"data\", one fixed ruleset "
+                      "whose per-device content is set and map elements (cold install, "
+                      "reconcile and updates stay flat to thousands of devices; devices "
+                      "it cannot express, or with RFC 9761 TLS profiles, keep chains)."),
     ConfigKey(section="dhcp", name="range", field="dhcp_range",
               kind="[first, last] IP addresses", example=["192.168.1.100", "192.168.1.199"],
               default_text="unset: no DHCP server",
@@ -547,6 +555,9 @@ def parse_config(text: str) -> GatewayConfig:
     if isinstance(device_tables, bool) or not isinstance(device_tables, int) \
             or not 1 <= device_tables <= 64:
         raise ConfigError("gateway.device_tables must be 1-64")
+    ruleset = _get(gw, "gateway", "ruleset")
+    if ruleset not in ("chains", "data"):
+        raise ConfigError('gateway.ruleset must be "chains" or "data"')
     isolate_lan = _get(gw, "gateway", "isolate_lan")
     if not isinstance(isolate_lan, bool):
         raise ConfigError("gateway.isolate_lan must be true or false")
@@ -566,6 +577,7 @@ def parse_config(text: str) -> GatewayConfig:
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
         dhcp_sniff=dhcp_sniff, dhcp_hook=dhcp_hook, controllers=controllers,
         portal_names=portal_names, isolate_lan=isolate_lan, device_tables=device_tables,
+        ruleset=ruleset,
         metrics_listen=parse_listen(metrics["listen"], addresses) if "listen" in metrics
         else None,
         lan_interface=lan,

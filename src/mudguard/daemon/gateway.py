@@ -66,6 +66,7 @@ from mudguard.discovery.neighbour import NeighbourWatcher
 from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, LanPortWatcher, facts_of
+from mudguard.enforce.data_gateway import DataGatewayEnforcer
 from mudguard.mud import Direction, MudFile
 from mudguard.policy import (
     DevicePolicy,
@@ -111,7 +112,8 @@ class GuardedEnforcer:
     Thread-safe: the service worker and the portal's threads may both call it.
     """
 
-    def __init__(self, enforcer: Enforcer, guard: DnsGuard, events: EventLog, *,
+    def __init__(self, enforcer: Enforcer | DataGatewayEnforcer, guard: DnsGuard,
+                 events: EventLog, *,
                  tracker: DeviationTracker | None = None) -> None:
         self.enforcer = enforcer
         self.guard = guard

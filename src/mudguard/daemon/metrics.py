@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from mudguard.enforce.bytecode import SetLayout
 from mudguard.enforce.nft import Nft, NftCommand
 from mudguard.errors import MudguardError
-from mudguard.policy import Installed, LifecycleState, device_id
+from mudguard.policy import LifecycleState, device_id
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class DeviceCounts(Protocol):
 class InstalledRecord(Protocol):
     """The enforcer's record of what it installed."""
 
-    def installed(self) -> dict[str, Installed]:
+    def installed(self) -> Mapping[str, Any]:
         """By MAC."""
 
 
@@ -222,7 +222,7 @@ class StateCollector(Collector):
             family.add_metric([state.value], counts.get(state, 0))
         yield family
 
-    def _installed(self) -> dict[str, Installed]:
+    def _installed(self) -> Mapping[str, Any]:
         """The enforcer's record; copied again if the worker changed it mid-copy."""
         assert self.enforcer is not None
         for _ in range(3):
@@ -238,6 +238,17 @@ class StateCollector(Collector):
         installed = self._installed()
         yield GaugeMetricFamily("mudguard_devices_enforced",
                                 "Devices whose rules are in the kernel.", value=len(installed))
+        rule_count = getattr(self.enforcer, "rule_count", None)
+        if rule_count is not None:  # policy as data: the fixed ruleset and its elements
+            yield GaugeMetricFamily("mudguard_rules_installed",
+                                    "nftables rules: the fixed ruleset's and the fallback "
+                                    "devices' chains' (the enforcer's record).",
+                                    value=rule_count())
+            yield GaugeMetricFamily("mudguard_elements_installed",
+                                    "Set and map elements of the devices and their profiles "
+                                    "(the enforcer's record; DNS answers not counted).",
+                                    value=self.enforcer.element_count())  # type: ignore[attr-defined]
+            return
         yield GaugeMetricFamily("mudguard_rules_installed",
                                 "nftables rules in the devices' chains (the enforcer's record).",
                                 value=sum(sum(r.rule_counts) for r in installed.values()))

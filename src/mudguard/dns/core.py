@@ -115,6 +115,7 @@ class AddSetElements:
     elements: tuple[tuple[str, str], ...]
     timeout_s: int
     table: str  # the asking device's shard table (``policy.shard_table``)
+    dns_name: str = ""  # the granted name (policy as data: its templates make the elements)
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,10 +564,11 @@ class DnsGuard:
         self._next_token += 1
         commands: list[Command] = []
         expiries: dict[tuple[str, str, str], float] = {}
-        for name, family, elements, timeout, table in fills:
+        for name, family, elements, timeout, table, granted in fills:
             timeout = self._never_shorter(name, elements, timeout, source.now)
             expiries.update({(name, d, r): source.now + timeout for d, r in elements})
-            commands.append(AddSetElements(token, name, family, elements, timeout, table))
+            commands.append(AddSetElements(token, name, family, elements, timeout, table,
+                                           granted))
         self._pending[token] = _PendingFill(client, query, wire, tcp, expiries)
         self.counters.fills += 1
         return commands
@@ -621,7 +623,7 @@ class DnsGuard:
 
     def _fills(self, client_address: str, query: dns.message.Message, chain_names: list[str],
                addresses: list[IpAddress],
-               ttl: int) -> list[tuple[str, int, tuple[tuple[str, str], ...], int, str]]:
+               ttl: int) -> list[tuple[str, int, tuple[tuple[str, str], ...], int, str, str]]:
         if not self.config.insert or not addresses:
             return []
         device_key = self._by_address.get(_canon(client_address))
@@ -638,7 +640,7 @@ class DnsGuard:
         elements = tuple((m, str(a)) for m in mine for a in addresses)
         timeout = (min(max(ttl, self.config.min_timeout_s), self.config.max_timeout_s)
                    + self.config.grace_s)
-        return [(dns_set_name(name, family), family, elements, timeout, device.table)
+        return [(dns_set_name(name, family), family, elements, timeout, device.table, name)
                 for name in granted]
 
     def _render(self, query: dns.message.Message, response: dns.message.Message, age: int,

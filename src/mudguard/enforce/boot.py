@@ -17,15 +17,21 @@ from pathlib import Path
 from mudguard.policy import HomeContext, base_ruleset
 
 
-def base_ruleset_text(context: HomeContext) -> str:
-    """The base ruleset as the JSON text ``nft -j -f`` loads (one line, a newline)."""
+def base_ruleset_text(context: HomeContext, ruleset: str = "chains") -> str:
+    """The base ruleset as the JSON text ``nft -j -f`` loads (one line, a newline):
+    the chains design's base, or with ``ruleset="data"`` the fixed ruleset of policy as
+    data with no element (it passes nothing from the LAN either)."""
+    if ruleset == "data":
+        from mudguard.policy._data import data_ruleset
+
+        return json.dumps(data_ruleset(context), separators=(",", ":")) + "\n"
     return json.dumps(base_ruleset(context), separators=(",", ":")) + "\n"
 
 
-def write_base_ruleset(path: Path, context: HomeContext) -> bool:
+def write_base_ruleset(path: Path, context: HomeContext, ruleset: str = "chains") -> bool:
     """Write the base ruleset to ``path`` atomically (mode 0644: no secret in it);
     False if the file already held exactly this base (then it is left untouched)."""
-    text = base_ruleset_text(context)
+    text = base_ruleset_text(context, ruleset)
     try:
         if path.read_text(encoding="utf-8") == text:
             return False

@@ -100,10 +100,13 @@ from mudguard.policy._nft import (
     _families,
     _gateway_service,
     _needs_family,
+    _tls_rate_set,
     _typed_icmp,
     device_rules,
     dns_set_commands,
     peer_addresses,
+    tls_hello_rule,
+    tls_watched_origins,
 )
 
 Expr = dict[str, Any]
@@ -731,6 +734,8 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
         put(MANAGED6, *ipv6)
     bundle = _bundle(policy, context)
     why = bundle.why
+    if not why and _tls_watched(policy):
+        why = "RFC 9761 (D)TLS profile: its ClientHellos are observed by its chains"
     fallback: list[NftCommand] = []
     templates: list[DnsTemplate] = []
     profile = 0
@@ -780,6 +785,14 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
                           fallback_names=frozenset(n.lower().rstrip(".")
                                                    for n in policy.dns_names()) if why
                           else frozenset())
+
+
+def _tls_watched(policy: DevicePolicy) -> bool:
+    """Whether one of the device's rules comes from an ACE with an RFC 9761 (D)TLS
+    profile: the chains design observes its ClientHellos (``_nft.tls_watch_rules``), so
+    the device keeps its chains (the fallback) here."""
+    watched = tls_watched_origins(policy)
+    return bool(watched) and any(r.origin in watched for r in policy.rules)
 
 
 def _fallback_chains(policy: DevicePolicy, context: HomeContext) -> list[NftCommand]:
@@ -1051,6 +1064,14 @@ def compile_fixed_ruleset(context: HomeContext) -> list[NftCommand]:
     return cmds
 
 
+def data_ruleset(context: HomeContext) -> dict[str, Any]:
+    """``compile_fixed_ruleset`` as a whole libnftables JSON document: what ``nft -j -f``
+    loads at boot (``mudguard base`` with ``ruleset = "data"``); the daemon then finds
+    its mark and takes it over."""
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}},
+                         *compile_fixed_ruleset(context)]}
+
+
 def data_mark(context: HomeContext) -> str:
     """The comment that marks this fixed ruleset in the kernel."""
     text = json.dumps(_fixed_commands(context), sort_keys=True, separators=(",", ":"))
@@ -1090,8 +1111,12 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _chain("from_dev"), _chain("to_dev4"), _chain("to_dev6"), _chain("to_gw"),
     ]
     ip4, ip6 = _pl("ip", "daddr"), _pl("ip6", "daddr")
+    cmds.append(_tls_rate_set())
     cmds += [
-        _rule("forward", [est, {"accept": None}]),  # first rule: carries the mark
+        # first rule (carries the mark): RFC 9761, the ClientHello of a flow a fallback
+        # device's chain marked (conntrack mark bit, never the packet mark used below)
+        _rule("forward", tls_hello_rule(context)),
+        _rule("forward", [est, {"accept": None}]),
         _rule("forward", [invalid, {"drop": None}]),
         _rule("forward", [iif, _m(ether, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),

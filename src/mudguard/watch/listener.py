@@ -139,9 +139,11 @@ class NflogSocket:
         packets, _acks = parse_datagram(data)
         return [p for p in packets if p.group == self.group]
 
-    def events(self, *, block: bool = True) -> list[FlowEvent]:
+    def events(self, *, block: bool = True,
+               marks: Mapping[int, str] | None = None) -> list[FlowEvent]:
         """The mudguard flow events of one datagram (other prefixes are skipped)."""
-        return [e for e in map(flow_event, self.receive(block=block)) if e is not None]
+        return [e for e in (flow_event(p, marks) for p in self.receive(block=block))
+                if e is not None]
 
     def close(self) -> None:
         """Release the group and close the socket."""
@@ -218,7 +220,11 @@ class Watcher:
                  on_connection: Callable[[Any], None] | None = None,
                  resolvers: ResolverWatch | None = None,
                  on_dns_elsewhere: Callable[[ResolverUse], None] | None = None,
+                 marks: Callable[[], Mapping[int, str]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``marks``: log mark -> device id (policy as data: an inbound drop names its
+        device by the packet mark, ``watch.nflog.flow_event``)."""
+        self.marks = marks
         self.on_alert = on_alert
         self.on_connection = on_connection  # every accepted connection (learning)
         self.resolvers = resolvers
@@ -297,7 +303,8 @@ class Watcher:
     def _readable(self) -> None:
         if self.nflog is None:
             return
-        for event in self.nflog.events(block=False):
+        marks = self.marks() if self.marks is not None else None
+        for event in self.nflog.events(block=False, marks=marks):
             self.handle(event)
 
     def handle(self, event: FlowEvent) -> list[Alert]:

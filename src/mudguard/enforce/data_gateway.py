@@ -1,0 +1,352 @@
+"""The daemon's enforcer for policy as data (``[gateway] ruleset = "data"``).
+
+``DataEnforcer`` keeps the kernel equal to a list of policies; the daemon wants what the
+chains ``Enforcer`` offers: decide-and-apply one device against the home's current
+devices (peers by manufacturer or model resolve from them, and a device joining
+recompiles the devices whose rules name it), the closed LAN first at start-up
+(``close_lan``: the fixed ruleset alone passes nothing from the LAN), LAN port isolation
+and proxy-ND, the DNS answers granted under an address deleted when the address leaves
+its device, and the mark map the watcher names inbound drops with. ``DataSetFiller``
+is the DNS guard's filler for this design: an answer becomes the elements of the
+asking device's templates (``policy._data.dns_answer_elements``) with the TTL timeout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from mudguard.enforce.data import DataEnforcer, layouts, raw_delete_messages
+from mudguard.enforce.enforcer import DeviceLike, ReconcileReport, facts_of
+from mudguard.enforce.lan import LanIsolation, LanIsolationError
+from mudguard.enforce.nft import Nft
+from mudguard.enforce.readback import RawElement
+from mudguard.mud import MudFile
+from mudguard.policy import TABLE, DeviceFacts, DevicePolicy, HomeContext, decide, device_id
+from mudguard.policy._data import (
+    DNS_PHASES,
+    DeviceElements,
+    data_mark,
+    device_mark,
+    dns_answer_elements,
+    element_commands,
+    set_layouts,
+)
+from mudguard.policy._decide import HomeDefault
+from mudguard.policy._model import Grant, PeerIndex
+from mudguard.policy._names import dns_set_name
+from mudguard.policy._nft import identity_refs, peer_refs
+
+log = logging.getLogger(__name__)
+
+
+def dns_answer_sets() -> tuple[str, ...]:
+    """The fixed ruleset's DNS-answer sets (``dnsout``/``dnsin``, with timeouts)."""
+    return tuple(n for n in set_layouts() if n.startswith(DNS_PHASES))
+
+
+class DataGatewayEnforcer:
+    """The chains ``Enforcer``'s interface over a ``DataEnforcer`` (see the module)."""
+
+    def __init__(self, nft: Nft, context: HomeContext, *, home_default: HomeDefault = "internet",
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 lan: LanIsolation | None = None) -> None:
+        self._base_context = dataclasses.replace(context, devices=())
+        self.data = DataEnforcer(nft, self._base_context)
+        self._home_default: HomeDefault = home_default
+        self._clock = clock
+        self._lan = lan
+        self._devices: dict[str, DeviceFacts] = {}
+        self._by_address: dict[str, DeviceElements] = {}
+        self._marks: dict[int, str] = {}
+        self._lock = threading.Lock()  # the indexes other threads read
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def nft(self) -> Nft:
+        """The nftables handle."""
+        return self.data.nft
+
+    @property
+    def context(self) -> HomeContext:
+        """The home context with every device currently installed."""
+        devices = tuple(self._devices.values())
+        return dataclasses.replace(self._base_context, devices=devices,
+                                   peers=PeerIndex.of(devices))
+
+    def installed(self) -> dict[str, DeviceElements]:
+        """What is installed, by MAC (a copy): records with ``ipv4``/``ipv6``."""
+        return dict(self.data.installed)
+
+    def policy(self, mac: str) -> DevicePolicy | None:
+        """The policy installed for ``mac``."""
+        return self.data._policies.get(mac.lower())
+
+    def record_of(self, address: str) -> DeviceElements | None:
+        """The installed record of the device holding ``address`` (any thread)."""
+        try:
+            key = str(ipaddress.ip_address(address))
+        except ValueError:
+            return None
+        return self._by_address.get(key)
+
+    def marks(self) -> Mapping[int, str]:
+        """Log mark -> device id of every installed device (``watch.nflog.flow_event``)."""
+        return self._marks
+
+    def rule_count(self) -> int:
+        """Rules installed: the fixed ruleset's and the fallback devices' chains'."""
+        fixed = sum(1 for c in _fixed(self._base_context) if "rule" in c.get("add", {}))
+        return fixed + sum(1 for r in self.data.installed.values() for c in r.fallback
+                           if "rule" in c.get("add", {}))
+
+    def element_count(self) -> int:
+        """Elements installed for devices and their profiles (DNS answers not counted)."""
+        profiles = {r.profile: r.profile_elements for r in self.data.installed.values()
+                    if r.profile}
+        return (sum(len(v) for r in self.data.installed.values() for v in r.elements.values())
+                + sum(len(v) for p in profiles.values() for v in p.values()))
+
+    # -- whole home ------------------------------------------------------------------------
+
+    def close_lan(self) -> bool:
+        """Install the fixed ruleset with no element (nothing forwarded from the LAN)
+        unless the kernel holds this one already (a boot-loaded or last run's); True
+        if installed. Every device is forgotten then."""
+        try:
+            intact = any(chain == "forward" and comment == data_mark(self._base_context)
+                         for chain, comment in self.nft.read_rules(TABLE))
+        except Exception:  # unreadable: install it (closed either way)
+            log.exception("could not read the main table back; installing the fixed ruleset")
+            intact = False
+        if intact:
+            return False
+        self.data.install_home_records([])
+        self._set_devices([])
+        self._isolate_lan()
+        return True
+
+    def install_home(self, policies: Iterable[DevicePolicy] = (), **_: Any) -> None:
+        """The fixed ruleset, then every device in one transaction."""
+        policies = list(policies)
+        self._set_devices(policies)
+        self.data.context = self.context
+        self.data.install_home(policies)
+        self._after_home()
+
+    def reconcile(self, policies: Iterable[DevicePolicy], **_: Any) -> ReconcileReport:
+        """Make the kernel hold exactly ``policies``; repair only what differs."""
+        policies = list(policies)
+        before = {a for r in self.data.installed.values() for a in r.ipv6}
+        self._set_devices(policies)
+        self.data.context = self.context
+        counts = self.data.reconcile(policies)
+        self._after_home(before)
+        report = ReconcileReport(reinstalled_table=bool(counts["reinstalled"]))
+        if counts["missing"] or counts["stray"]:
+            report.repaired = sorted(self.data.installed)
+        else:
+            report.ok = sorted(self.data.installed)
+        return report
+
+    def _set_devices(self, policies: Sequence[DevicePolicy]) -> None:
+        self._devices = {p.device.mac.lower(): p.device for p in policies}
+
+    def _after_home(self, proxies_before: Collection[str] = ()) -> None:
+        self._isolate_lan()
+        self._reindex()
+        after = {a for r in self.data.installed.values() for a in r.ipv6}
+        self._sync_proxies(after - set(proxies_before), set(proxies_before) - after)
+
+    # -- one device ------------------------------------------------------------------------
+
+    def apply_device(self, device: DeviceLike | DeviceFacts, mud: MudFile | None,
+                     grants: Sequence[Grant] = ()) -> DevicePolicy:
+        """Decide and install one device's policy; return it."""
+        facts = facts_of(device)
+        context = self._context_replacing(facts)
+        policy = decide(facts, mud, grants, context, home_default=self._home_default,
+                        now=self._clock())
+        self.apply_policy(policy, mud=mud, grants=grants)
+        return policy
+
+    def apply_policy(self, policy: DevicePolicy, *, mud: MudFile | None = None,
+                     grants: Sequence[Grant] = ()) -> None:
+        """Install or replace one device's policy; the DNS answers granted under an
+        address it gives up or takes from another device are deleted first; the
+        devices whose rules name it are recompiled after."""
+        del mud, grants
+        mac = policy.device.mac.lower()
+        old = self.data.installed.get(mac)
+        mine = {str(ipaddress.ip_address(a)) for a in (*policy.device.ipv4, *policy.device.ipv6)}
+        before_all = {a: r.mac for r in self.data.installed.values() for a in (*r.ipv4, *r.ipv6)}
+        taken = {a for a in mine if before_all.get(a, mac) != mac}
+        given_up = set((*old.ipv4, *old.ipv6)) - mine if old is not None else set()
+        self.forget_dns_answers(taken | given_up)
+        changed_identity = mac not in self._devices \
+            or _identity(self._devices[mac]) != _identity(policy.device)
+        self._devices[mac] = policy.device
+        self.data.context = self.context
+        self.data.apply_policy(policy)
+        if changed_identity:
+            self._recompile_dependents(policy.device)
+        self._reindex()
+        v6 = {a for a in mine if ":" in a}
+        old6 = set(old.ipv6) if old is not None else set()
+        self._sync_proxies(v6 - old6, old6 - v6)
+
+    def remove_device(self, mac: str) -> None:
+        """Take a device out (idempotent); its DNS answers go too."""
+        mac = mac.lower()
+        record = self.data.installed.get(mac)
+        if record is None:
+            return
+        self.data.remove_device(mac)
+        self.forget_dns_answers({*record.ipv4, *record.ipv6})
+        gone = self._devices.pop(mac, None)
+        self.data.context = self.context
+        if gone is not None:
+            self._recompile_dependents(gone)
+        self._reindex()
+        self._sync_proxies(set(), set(record.ipv6))
+
+    def isolate_lan_ports(self) -> list[str]:
+        """Isolate the LAN bridge's ports again; the ports (nothing without isolation)."""
+        if self._lan is None:
+            return []
+        try:
+            return self._lan.isolate_ports()
+        except LanIsolationError as exc:
+            log.error("LAN port isolation failed; lateral traffic may bypass the rules: %s",
+                      exc)
+            return []
+
+    def forget_dns_answers(self, addresses: Collection[str]) -> int:
+        """Delete every DNS-answer element granted under one of ``addresses`` (read back
+        from the kernel: a restarted daemon's grants too); how many went."""
+        if not addresses:
+            return 0
+        prefixes = {ipaddress.ip_address(a).packed for a in addresses}
+        names = set(dns_answer_sets())
+        for record in self.data.installed.values():
+            for name in record.fallback_names:
+                names.update(dns_set_name(name, family) for family in (4, 6))
+        for _attempt in range(3):  # an element may time out between read and delete
+            try:
+                found = self.nft.read_elements(TABLE, sorted(names))
+            except Exception:
+                log.exception("could not read the DNS answers back")
+                return 0
+            stale: dict[str, list[RawElement]] = {}
+            for name, elements in found.items():
+                hits = [e for e in elements if any(e[0].startswith(p) for p in prefixes)]
+                if hits:
+                    stale[name] = sorted(hits)
+            if not stale:
+                return 0
+            try:
+                self.nft.send_messages(raw_delete_messages(stale))
+            except Exception as exc:
+                log.info("deleting stale DNS answers: %s (read again)", exc)
+                continue
+            return sum(len(v) for v in stale.values())
+        log.warning("stale DNS answers under %s not deleted", sorted(addresses))
+        return 0
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _context_replacing(self, facts: DeviceFacts) -> HomeContext:
+        devices = dict(self._devices)
+        devices[facts.mac.lower()] = facts
+        values = tuple(devices.values())
+        return dataclasses.replace(self._base_context, devices=values, peers=PeerIndex.of(values))
+
+    def _recompile_dependents(self, changed: DeviceFacts) -> None:
+        keys = identity_refs(changed)
+        if not keys:
+            return
+        for mac, policy in list(self.data._policies.items()):
+            if mac != changed.mac.lower() and peer_refs(policy) & keys:
+                self.data.apply_policy(policy)
+
+    def _reindex(self) -> None:
+        records = list(self.data.installed.values())
+        by_address = {a: r for r in records for a in (*r.ipv4, *r.ipv6)}
+        marks = {device_mark(r.mac): device_id(r.mac) for r in records}
+        with self._lock:
+            self._by_address = by_address
+            self._marks = marks
+
+    def _isolate_lan(self) -> None:
+        if self._lan is None:
+            return
+        try:
+            self._lan.setup()
+        except LanIsolationError as exc:
+            log.error("LAN isolation failed; lateral traffic may bypass the rules: %s", exc)
+
+    def _sync_proxies(self, added: set[str], removed: set[str]) -> None:
+        if self._lan is None:
+            return
+        try:
+            for address in sorted(added):
+                self._lan.add_proxy(address)
+            for address in sorted(removed):
+                self._lan.remove_proxy(address)
+        except LanIsolationError as exc:
+            log.warning("proxy ND update failed: %s", exc)
+
+
+def _identity(device: DeviceFacts) -> tuple[Any, ...]:
+    """What other devices' rules depend on (as the chains ``Enforcer`` has it)."""
+    return (device.ipv4, device.ipv6, device.mud_url, device.manufacturer, device.state)
+
+
+_FIXED: dict[str, list[Any]] = {}
+
+
+def _fixed(context: HomeContext) -> list[Any]:
+    from mudguard.policy._data import compile_fixed_ruleset
+
+    key = data_mark(context)
+    if key not in _FIXED:
+        _FIXED.clear()
+        _FIXED[key] = compile_fixed_ruleset(context)
+    return _FIXED[key]
+
+
+class DataSetFiller:
+    """The DNS guard's ``SetFiller`` under policy as data: each granted (device address,
+    answer) pair becomes the elements of that device's templates for the name, added
+    with the answer's timeout in one transaction over its own nftables handle."""
+
+    def __init__(self, records: Callable[[str], DeviceElements | None],
+                 nft: Nft | None = None) -> None:
+        self._records = records
+        self._nft = nft or Nft()
+        self._layouts = layouts()
+
+    def fill(self, commands: Sequence[Any]) -> None:
+        """Add the elements of every ``AddSetElements`` in ``commands`` (one transaction)."""
+        batch: list[Any] = []
+        for cmd in commands:
+            by_timeout: dict[str, list[Any]] = {}
+            for device_address, answer in cmd.elements:
+                record = self._records(device_address)
+                if record is None:
+                    continue
+                name = cmd.dns_name or ""
+                for set_name, elements in dns_answer_elements(record, name, device_address,
+                                                              answer).items():
+                    bucket = by_timeout.setdefault(set_name, [])
+                    bucket += [e for e in elements if e not in bucket]
+            batch += element_commands("add", by_timeout, timeout=cmd.timeout_s)
+        if batch:
+            self._nft.apply(batch, set_types=self._layouts)
+
