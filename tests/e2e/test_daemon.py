@@ -93,6 +93,10 @@ class Daemon:
         return self.proc.returncode
 
 
+TEST_RULESET = os.environ.get("MUDGUARD_TEST_RULESET", "")
+"""``[gateway] ruleset`` of every daemon these tests start ("": the default)."""
+
+
 @pytest.fixture()
 def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
     with daemon_home(tmp_path, "mgid") as found:
@@ -122,7 +126,10 @@ def daemon_home(tmp_path: Path, prefix: str, devices: int = 3,
                 lan_interface=vhome.lan_if, wan_interface=vhome.wan_if,
                 lan_prefix="192.0.2.0/24", gateway="192.0.2.1", state_dir=tmp_path / "state",
                 ca_file=run.ca_file)
-            config.write_text(text.replace("[gateway]\n", "[gateway]\nmaintenance_seconds = 1\n")
+            gateway_keys = "[gateway]\nmaintenance_seconds = 1\n"
+            if TEST_RULESET:  # MUDGUARD_TEST_RULESET=data: the same tests, policy as data
+                gateway_keys += f'ruleset = "{TEST_RULESET}"\n'
+            config.write_text(text.replace("[gateway]\n", gateway_keys)
                               .replace("report_seconds = 2", "report_seconds = 1") + extra)
             yield vhome, config
         finally:

@@ -248,6 +248,9 @@ class StateCollector(Collector):
                                     "Set and map elements of the devices and their profiles "
                                     "(the enforcer's record; DNS answers not counted).",
                                     value=self.enforcer.element_count())  # type: ignore[attr-defined]
+            yield GaugeMetricFamily("mudguard_dns_sets_installed",
+                                    "DNS-filled nftables sets the devices' rules use.",
+                                    value=self.enforcer.dns_set_count())  # type: ignore[attr-defined]
             return
         yield GaugeMetricFamily("mudguard_rules_installed",
                                 "nftables rules in the devices' chains (the enforcer's record).",

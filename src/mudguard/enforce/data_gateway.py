@@ -36,6 +36,7 @@ from mudguard.policy._data import (
     dns_answer_elements,
     element_commands,
     set_layouts,
+    set_name,
 )
 from mudguard.policy._decide import HomeDefault
 from mudguard.policy._model import Grant, PeerIndex
@@ -112,6 +113,18 @@ class DataGatewayEnforcer:
                     if r.profile}
         return (sum(len(v) for r in self.data.installed.values() for v in r.elements.values())
                 + sum(len(v) for p in profiles.values() for v in p.values()))
+
+    def dns_set_count(self) -> int:
+        """DNS-answer sets the devices' DNS names fill: the fixed ruleset's (one per
+        phase, family and shape a template uses) and the fallback devices' per-name sets."""
+        names: set[str] = set()
+        for record in self.data.installed.values():
+            for template in record.dns:
+                row = template.row
+                names.add(set_name(row.phase, row.family, row.action, row.shape))
+            for name in record.fallback_names:
+                names.update(dns_set_name(name, family) for family in (4, 6))
+        return len(names)
 
     # -- whole home ------------------------------------------------------------------------
 
@@ -342,9 +355,9 @@ class DataSetFiller:
                 if record is None:
                     continue
                 name = cmd.dns_name or ""
-                for set_name, elements in dns_answer_elements(record, name, device_address,
+                for target, elements in dns_answer_elements(record, name, device_address,
                                                               answer).items():
-                    bucket = by_timeout.setdefault(set_name, [])
+                    bucket = by_timeout.setdefault(target, [])
                     bucket += [e for e in elements if e not in bucket]
             batch += element_commands("add", by_timeout, timeout=cmd.timeout_s)
         if batch:
