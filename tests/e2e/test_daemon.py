@@ -196,6 +196,7 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         daemon = Daemon(home.gw_ns, config, log)
         restored = daemon.wait_for({"event": "restored"})
         assert (restored["devices"], restored["reinstalled"]) == (1, False)
+        assert restored["ruleset"] == (TEST_RULESET or "chains")
         assert not [e for e in daemon.events if e["event"] == "lan-closed"]  # taken over
         again = daemon.wait_for({"event": "device", "mac": bulb.mac})
         assert (again["state"], again["ipv4"]) == ("profiled", [address])

@@ -293,6 +293,8 @@ class Gateway:
                 self._submit(f"onboarding of {device.mac}",
                              functools.partial(self.service.decide, device.mac))
         self.events.emit("restored", devices=len(devices),
+                         ruleset="data" if isinstance(enforcer, DataGatewayEnforcer)
+                         else "chains",
                          reinstalled=report.reinstalled_table, repaired=len(report.repaired),
                          seconds=round(time.monotonic() - started, 2))
 
