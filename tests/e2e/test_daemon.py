@@ -105,9 +105,11 @@ def home_and_config(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
 
 @contextlib.contextmanager
 def daemon_home(tmp_path: Path, prefix: str, devices: int = 3,
-                extra: str = "") -> Iterator[tuple[Any, Path]]:
+                extra: str = "", ruleset: str = "") -> Iterator[tuple[Any, Path]]:
     """A virtual home (``prefix``), the fake Internet, and the daemon's configuration for it
-    (``extra`` TOML appended); removed even when the test fails."""
+    (``extra`` TOML appended; ``ruleset``: ``[gateway] ruleset``, by default
+    ``MUDGUARD_TEST_RULESET``'s); removed even when the test fails."""
+    ruleset = ruleset or TEST_RULESET
     from mudguard.vhome import VirtualHome
 
     with VirtualHome(prefix=prefix, devices=devices) as vhome:
@@ -127,8 +129,8 @@ def daemon_home(tmp_path: Path, prefix: str, devices: int = 3,
                 lan_prefix="192.0.2.0/24", gateway="192.0.2.1", state_dir=tmp_path / "state",
                 ca_file=run.ca_file)
             gateway_keys = "[gateway]\nmaintenance_seconds = 1\n"
-            if TEST_RULESET:  # MUDGUARD_TEST_RULESET=data: the same tests, policy as data
-                gateway_keys += f'ruleset = "{TEST_RULESET}"\n'
+            if ruleset:  # MUDGUARD_TEST_RULESET=data: the same tests, policy as data
+                gateway_keys += f'ruleset = "{ruleset}"\n'
             config.write_text(text.replace("[gateway]\n", gateway_keys)
                               .replace("report_seconds = 2", "report_seconds = 1") + extra)
             yield vhome, config
