@@ -378,6 +378,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     base_filler: Any = NftSetFiller()
     if isinstance(enforcer, DataGatewayEnforcer):  # answers become the device's elements
         base_filler = DataSetFiller(enforcer.record_of)
+        guarded.refill = base_filler.fill  # a device's grants again under its new rules
     if config.dns_upstream:
         gateway.services.append(DnsServer(
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),

@@ -20,10 +20,9 @@ from mudguard.policy import (
     DevicePolicy,
     HomeContext,
     LifecycleState,
-    dns_set_name,
-    shard_table,
 )
 from mudguard.vhome import GW4, GW6, INTERNET_HOSTS, VDevice, VirtualHome, call_in, run
+from tests.netns.rulesets import fill_answer, make_enforcer
 
 pytestmark = pytest.mark.root
 
@@ -41,6 +40,8 @@ class Gateway:
     home: VirtualHome
     nft: Nft
     enforcer: Enforcer
+    fills: list[tuple[str, str, str, str, int]] = dataclasses.field(default_factory=list)
+    """The DNS answers granted (name, MAC, device address, answer, timeout)."""
 
     @property
     def d(self) -> list[VDevice]:
@@ -53,7 +54,20 @@ class Gateway:
 
     def apply(self, node: VDevice, mud: MudFile | None = None,
               state: LifecycleState = LifecycleState.PROFILED) -> DevicePolicy:
-        return self.enforcer.apply_device(self.facts(node, mud, state), mud, ())
+        return self.apply_facts(self.facts(node, mud, state), mud)
+
+    def apply_facts(self, facts: DeviceFacts, mud: MudFile | None) -> DevicePolicy:
+        """Apply, then what the daemon's DNS guard does under policy as data when the
+        device's DNS answers went with its old rules: its grants for names it may still
+        resolve are added back (``GuardedEnforcer._refill``)."""
+        policy: DevicePolicy = self.enforcer.apply_device(facts, mud, ())
+        take = getattr(self.enforcer, "take_dns_reset", None)
+        if take is not None and take(facts.mac):
+            allowed = policy.dns_names()
+            for name, mac, local, remote, timeout_s in self.fills:
+                if mac == facts.mac and name in allowed:
+                    fill_answer(self.enforcer, self.nft, name, mac, local, remote, timeout_s)
+        return policy
 
     def trust(self, node: VDevice) -> None:
         self.apply(node, None, LifecycleState.TRUSTED)
@@ -61,10 +75,9 @@ class Gateway:
     def fill(self, name: str, node: VDevice, *remote: str, timeout_s: int = 60) -> None:
         """What the DNS guard does: (device address, answer address) into the name's sets."""
         for addr in remote:
-            family = 6 if ":" in addr else 4
-            local = node.ipv6 if family == 6 else node.ipv4
-            self.nft.add_set_elements(shard_table(node.mac), dns_set_name(name, family),
-                                      [(local, addr)], timeout_s=timeout_s)
+            local = node.ipv6 if ":" in addr else node.ipv4
+            fill_answer(self.enforcer, self.nft, name, node.mac, local, addr, timeout_s)
+            self.fills.append((name, node.mac, local, addr, timeout_s))
 
 
 def _gateway(prefix: str, devices: int, **ctx: object) -> Iterator[Gateway]:
@@ -75,7 +88,7 @@ def _gateway(prefix: str, devices: int, **ctx: object) -> Iterator[Gateway]:
         home.serve(home.gw_ns, tcp=[53, PORTAL], udp=[53])
         context: HomeContext = home.context(portal_ports=(PORTAL,), **ctx)
         nft = Nft.in_namespace(home.gw_ns)
-        enforcer = Enforcer(nft, context, clock=lambda: NOW)
+        enforcer = make_enforcer(nft, context, clock=lambda: NOW)
         enforcer.install_home()
         yield Gateway(home=home, nft=nft, enforcer=enforcer)
 

@@ -57,7 +57,7 @@ def test_quarantine_keeps_exactly_the_aces_the_mud_file_enables(gw: Gateway) -> 
     # The owner keeps NTP open for this device too (its clock matters for TLS).
     facts = dataclasses.replace(gw.facts(d0, mud, LifecycleState.QUARANTINED),
                                 quarantine_exceptions=("ntp0-frdev",))
-    gw.enforcer.apply_device(facts, mud, ())
+    gw.apply_facts(facts, mud)
     gw.fill(NTP, d0, OTHER4)
     assert h.udp(d0.ns, OTHER4, 123) and h.tcp(d0.ns, MFG4, 443)
     assert not h.tcp(d0.ns, CLOUD4, 443, 0.5)

@@ -64,7 +64,7 @@ from mudguard.discovery.dhcp_sniff import DhcpSniffer
 from mudguard.discovery.lldp import LldpListener
 from mudguard.discovery.neighbour import NeighbourWatcher
 from mudguard.discovery.sighting import Intake, Sighting
-from mudguard.dns.core import DnsGuard
+from mudguard.dns.core import AddSetElements, DnsGuard
 from mudguard.enforce import Enforcer, LanPortWatcher, facts_of
 from mudguard.enforce.data_gateway import DataGatewayEnforcer
 from mudguard.mud import Direction, MudFile
@@ -128,6 +128,9 @@ class GuardedEnforcer:
         self.on_device: Callable[[Device], None] | None = None
         """Told every device whose rules were just installed (e.g. the learning recorder)."""
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.refill: Callable[[Sequence[AddSetElements]], None] | None = None
+        """Policy as data: adds the DNS guard's grants again (its filler) after a device's
+        rules changed and its DNS-answer elements were deleted."""
         self._lock = threading.RLock()
 
     def apply_device(self, device: Device, mud: MudFile | None,
@@ -163,12 +166,28 @@ class GuardedEnforcer:
 
     def _after(self, policy: DevicePolicy, device: Device) -> None:
         self._feed_guard(policy)
+        self._refill(policy.device.mac.lower())
         # Released from quarantine (by the portal, the CLI or the control socket): the
         # watcher must be able to alert about this device again.
         dev_id = device_id(device.mac)
         if (self.tracker is not None and device.state is not LifecycleState.QUARANTINED
                 and self.tracker.alerted(dev_id)):
             self.tracker.release(dev_id)
+
+    def _refill(self, mac: str) -> None:
+        """Policy as data: the device's DNS answers went with its old rules; add its
+        unexpired grants back under the new ones (names it may still resolve only)."""
+        if not isinstance(self.enforcer, DataGatewayEnforcer) \
+                or not self.enforcer.take_dns_reset(mac) or self.refill is None:
+            return
+        now = self.loop.time() if self.loop is not None else time.monotonic()
+        commands = self.guard.grants_of(mac, now)
+        if not commands:
+            return
+        try:
+            self.refill(commands)
+        except Exception as exc:  # fail closed: the device asks again
+            log.warning("DNS guard: re-granting %s's answers: %s", mac, exc)
 
     def _feed_guard(self, policy: DevicePolicy) -> None:
         try:

@@ -263,6 +263,7 @@ class DnsGuard:
     # (set, device, remote) -> when the element granted last expires (our own record:
     # the kernel is never read back on the hot path).
     _granted: dict[tuple[str, str, str], float] = field(default_factory=dict, init=False)
+    _granted_names: dict[str, str] = field(default_factory=dict, init=False)  # set -> name
     _next_prune: float = field(default=0.0, init=False)
     _pending: dict[int, _PendingFill] = field(default_factory=dict, init=False)
     _cache: OrderedDict[tuple[str, int, int, bool], _CacheEntry] = field(
@@ -351,6 +352,27 @@ class DnsGuard:
         held = self._devices.get(device)
         if held is not None and held.addresses - canon:
             self.release_addresses(held.addresses - canon)
+
+    def grants_of(self, device: str, now: float) -> list[AddSetElements]:
+        """The device's unexpired grants for the names it may still resolve, as fill
+        commands with their remaining lifetimes (token 0: no answer waits on them).
+
+        Policy as data: a device whose rules changed has its DNS-answer elements
+        deleted (they carry the old rules' protocols and ports) and re-derived from
+        these under its new rules, so it keeps what it still may reach without asking
+        again."""
+        held = self._devices.get(device)
+        if held is None:
+            return []
+        out: list[AddSetElements] = []
+        for (set_name, address, remote), until in sorted(self._granted.items()):
+            name = self._granted_names.get(set_name)
+            if address not in held.addresses or name not in held.names or until <= now:
+                continue
+            out.append(AddSetElements(0, set_name, 6 if ":" in remote else 4,
+                                      ((address, remote),), math.ceil(until - now),
+                                      held.table, name))
+        return out
 
     def _forget_granted(self, addresses: Collection[str]) -> None:
         if addresses:
@@ -567,6 +589,7 @@ class DnsGuard:
         for name, family, elements, timeout, table, granted in fills:
             timeout = self._never_shorter(name, elements, timeout, source.now)
             expiries.update({(name, d, r): source.now + timeout for d, r in elements})
+            self._granted_names[name] = granted
             commands.append(AddSetElements(token, name, family, elements, timeout, table,
                                            granted))
         self._pending[token] = _PendingFill(client, query, wire, tcp, expiries)

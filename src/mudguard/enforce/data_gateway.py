@@ -32,6 +32,7 @@ from mudguard.policy._data import (
     DNS_PHASES,
     DeviceElements,
     data_mark,
+    device_elements,
     device_mark,
     dns_answer_elements,
     element_commands,
@@ -65,6 +66,7 @@ class DataGatewayEnforcer:
         self._devices: dict[str, DeviceFacts] = {}
         self._by_address: dict[str, DeviceElements] = {}
         self._marks: dict[int, str] = {}
+        self._dns_reset: set[str] = set()  # MACs whose DNS answers an update deleted
         self._lock = threading.Lock()  # the indexes other threads read
 
     # -- state -----------------------------------------------------------------------------
@@ -201,11 +203,19 @@ class DataGatewayEnforcer:
         before_all = {a: r.mac for r in self.data.installed.values() for a in (*r.ipv4, *r.ipv6)}
         taken = {a for a in mine if before_all.get(a, mac) != mac}
         given_up = set((*old.ipv4, *old.ipv6)) - mine if old is not None else set()
-        self.forget_dns_answers(taken | given_up)
+        forget = taken | given_up
         changed_identity = mac not in self._devices \
             or _identity(self._devices[mac]) != _identity(policy.device)
         self._devices[mac] = policy.device
         self.data.context = self.context
+        if old is not None and (old.dns or old.fallback_names) and _dns_rules(old) != _dns_rules(
+                device_elements(policy, self.data.context)):
+            # Its DNS answers carry the old rules' protocols and ports (and names it may
+            # no longer resolve): deleted before the new rules; the DNS guard adds the
+            # grants it still may have back under them (``take_dns_reset``).
+            forget |= set((*old.ipv4, *old.ipv6))
+            self._dns_reset.add(mac)
+        self.forget_dns_answers(forget)
         self.data.apply_policy(policy)
         if changed_identity:
             self._recompile_dependents(policy.device)
@@ -213,6 +223,13 @@ class DataGatewayEnforcer:
         v6 = {a for a in mine if ":" in a}
         old6 = set(old.ipv6) if old is not None else set()
         self._sync_proxies(v6 - old6, old6 - v6)
+
+    def take_dns_reset(self, mac: str) -> bool:
+        """Whether ``mac``'s DNS answers were deleted by its last update (once)."""
+        if mac.lower() in self._dns_reset:
+            self._dns_reset.discard(mac.lower())
+            return True
+        return False
 
     def remove_device(self, mac: str) -> None:
         """Take a device out (idempotent); its DNS answers go too."""
@@ -314,6 +331,12 @@ class DataGatewayEnforcer:
                 self._lan.remove_proxy(address)
         except LanIsolationError as exc:
             log.warning("proxy ND update failed: %s", exc)
+
+
+def _dns_rules(record: DeviceElements) -> tuple[Any, ...]:
+    """What a device's DNS-answer elements are made from (its templates, or its fallback
+    chains' names)."""
+    return (record.dns, record.fallback_names, bool(record.fallback))
 
 
 def _identity(device: DeviceFacts) -> tuple[Any, ...]:
