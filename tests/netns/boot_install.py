@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -50,7 +51,11 @@ def main() -> None:
                           gateway_addresses=("192.0.2.1", "2001:db8:1::1"),
                           lan_interface=args["lan_if"], wan_interface=args["wan_if"])
     say("start")
-    enforcer = Enforcer(Nft(), context, clock=lambda: NOW)
+    enforcer: Any = Enforcer(Nft(), context, clock=lambda: NOW)
+    if os.environ.get("MUDGUARD_TEST_RULESET") == "data":  # policy as data
+        from mudguard.enforce.data_gateway import DataGatewayEnforcer
+
+        enforcer = DataGatewayEnforcer(Nft(), context, clock=lambda: NOW)
     say("base", installed=enforcer.close_lan())
     files = profiles(Path(args["corpus"]))
     devices: list[tuple[DeviceFacts, MudFile | None]] = [

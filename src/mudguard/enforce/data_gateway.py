@@ -147,16 +147,22 @@ class DataGatewayEnforcer:
         self._isolate_lan()
         return True
 
-    def install_home(self, policies: Iterable[DevicePolicy] = (), **_: Any) -> None:
-        """The fixed ruleset, then every device in one transaction."""
+    def install_home(self, policies: Iterable[DevicePolicy] = (), *,
+                     on_batch: Callable[[list[str]], None] | None = None) -> None:
+        """The fixed ruleset, then every device in one transaction (``on_batch`` is told
+        every MAC once, after it)."""
         policies = list(policies)
         self._set_devices(policies)
         self.data.context = self.context
         self.data.install_home(policies)
         self._after_home()
+        if on_batch is not None:
+            on_batch(sorted(self.data.installed))
 
-    def reconcile(self, policies: Iterable[DevicePolicy], **_: Any) -> ReconcileReport:
-        """Make the kernel hold exactly ``policies``; repair only what differs."""
+    def reconcile(self, policies: Iterable[DevicePolicy], *,
+                  on_batch: Callable[[list[str]], None] | None = None) -> ReconcileReport:
+        """Make the kernel hold exactly ``policies``; repair only what differs, in one
+        transaction (``on_batch`` is told every MAC once, after it)."""
         policies = list(policies)
         before = {a for r in self.data.installed.values() for a in r.ipv6}
         self._set_devices(policies)
@@ -168,6 +174,8 @@ class DataGatewayEnforcer:
             report.repaired = sorted(self.data.installed)
         else:
             report.ok = sorted(self.data.installed)
+        if on_batch is not None:
+            on_batch(sorted(self.data.installed))
         return report
 
     def _set_devices(self, policies: Sequence[DevicePolicy]) -> None:
