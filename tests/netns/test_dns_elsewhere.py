@@ -31,13 +31,14 @@ from mudguard.daemon.config import GatewayConfig, parse_config
 from mudguard.daemon.dnsmasq import dnsmasq_argv
 from mudguard.dns.core import DnsGuard, GuardConfig
 from mudguard.dns.server import DnsServer, Upstream
-from mudguard.enforce import Enforcer, Nft
+from mudguard.enforce import Nft
 from mudguard.policy import DeviceFacts, LifecycleState
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome
 from mudguard.vhome._home import GW4, GW6, LAN4, LAN6
 from mudguard.watch import DeviationTracker, Thresholds
 from mudguard.watch.listener import Watcher
 from mudguard.watch.resolvers import ResolverUse, ResolverWatch
+from tests.netns.rulesets import make_enforcer
 
 pytestmark = pytest.mark.root
 
@@ -55,7 +56,7 @@ def home() -> Iterator[VirtualHome]:
     with VirtualHome(prefix=f"mgE{os.getpid() % 10000}", devices=2) as vh:
         vh.serve(vh.inet_ns, tcp=[443, 853])
         vh.serve_dns({"dns.google": [DOH4], "cloud.example.com": [CLOUD4]})
-        enforcer = Enforcer(Nft.in_namespace(vh.gw_ns), vh.context(), clock=lambda: NOW)
+        enforcer = make_enforcer(Nft.in_namespace(vh.gw_ns), vh.context(), clock=lambda: NOW)
         enforcer.install_home()
         for node in vh.nodes:  # no MUD file, LAN only: the Internet is dropped and logged
             enforcer.apply_device(DeviceFacts(mac=node.mac, ipv4=(node.ipv4,),

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from mudguard.devices.service import DeviceService
-from mudguard.enforce import Enforcer, Nft
+from mudguard.enforce import Nft
 from mudguard.policy import GrantKind
 from mudguard.store import Store
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome
+from tests.netns.rulesets import make_enforcer
 
 pytestmark = pytest.mark.root
 
@@ -35,7 +36,7 @@ def test_pause_now_and_at_bedtime_drops_internet_and_keeps_the_lan(
         home: VirtualHome, tmp_path: Path) -> None:
     tablet, laptop = home.nodes
     now = [datetime(2026, 12, 2, 12, 0, tzinfo=UTC)]
-    enforcer = Enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: now[0])
+    enforcer = make_enforcer(Nft.in_namespace(home.gw_ns), home.context(), clock=lambda: now[0])
     enforcer.install_home()
     with Store(tmp_path / "mudguard.db") as store:
         service = DeviceService(store=store, enforcer=enforcer, clock=lambda: now[0])
