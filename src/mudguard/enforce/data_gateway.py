@@ -27,7 +27,15 @@ from mudguard.enforce.lan import LanIsolation, LanIsolationError
 from mudguard.enforce.nft import Nft
 from mudguard.enforce.readback import RawElement
 from mudguard.mud import MudFile
-from mudguard.policy import TABLE, DeviceFacts, DevicePolicy, HomeContext, decide, device_id
+from mudguard.policy import (
+    TABLE,
+    DeviceFacts,
+    DevicePolicy,
+    HomeContext,
+    LifecycleState,
+    decide,
+    device_id,
+)
 from mudguard.policy._data import (
     DNS_PHASES,
     DeviceElements,
@@ -64,6 +72,8 @@ class DataGatewayEnforcer:
         self._clock = clock
         self._lan = lan
         self._devices: dict[str, DeviceFacts] = {}
+        self._peers = PeerIndex.of(())
+        self._referrers: dict[str, frozenset[tuple[str, str]]] = {}  # MAC -> its peer refs
         self._by_address: dict[str, DeviceElements] = {}
         self._marks: dict[int, str] = {}
         self._dns_reset: set[str] = set()  # MACs whose DNS answers an update deleted
@@ -79,9 +89,8 @@ class DataGatewayEnforcer:
     @property
     def context(self) -> HomeContext:
         """The home context with every device currently installed."""
-        devices = tuple(self._devices.values())
-        return dataclasses.replace(self._base_context, devices=devices,
-                                   peers=PeerIndex.of(devices))
+        return dataclasses.replace(self._base_context, devices=tuple(self._devices.values()),
+                                   peers=self._peers)
 
     def installed(self) -> dict[str, DeviceElements]:
         """What is installed, by MAC (a copy): records with ``ipv4``/``ipv6``."""
@@ -180,6 +189,9 @@ class DataGatewayEnforcer:
 
     def _set_devices(self, policies: Sequence[DevicePolicy]) -> None:
         self._devices = {p.device.mac.lower(): p.device for p in policies}
+        self._peers = PeerIndex.of(self._devices.values())
+        self._referrers = {p.device.mac.lower(): refs for p in policies
+                           if (refs := peer_refs(p))}
 
     def _after_home(self, proxies_before: Collection[str] = ()) -> None:
         self._isolate_lan()
@@ -208,13 +220,20 @@ class DataGatewayEnforcer:
         mac = policy.device.mac.lower()
         old = self.data.installed.get(mac)
         mine = {str(ipaddress.ip_address(a)) for a in (*policy.device.ipv4, *policy.device.ipv6)}
-        before_all = {a: r.mac for r in self.data.installed.values() for a in (*r.ipv4, *r.ipv6)}
-        taken = {a for a in mine if before_all.get(a, mac) != mac}
+        owners = {a: self.data._owner.get(a, mac) for a in mine}
+        taken = {a for a, owner in owners.items() if owner != mac}
         given_up = set((*old.ipv4, *old.ipv6)) - mine if old is not None else set()
         forget = taken | given_up
-        changed_identity = mac not in self._devices \
-            or _identity(self._devices[mac]) != _identity(policy.device)
+        previous = self._devices.get(mac)
+        changed_identity = previous is None or _identity(previous) != _identity(policy.device)
         self._devices[mac] = policy.device
+        if changed_identity:
+            self._peers = self._peers.with_device(mac, previous, policy.device)
+        refs = peer_refs(policy)
+        if refs:
+            self._referrers[mac] = refs
+        else:
+            self._referrers.pop(mac, None)
         self.data.context = self.context
         if old is not None and (old.dns or old.fallback_names) and _dns_rules(old) != _dns_rules(
                 device_elements(policy, self.data.context)):
@@ -227,7 +246,7 @@ class DataGatewayEnforcer:
         self.data.apply_policy(policy)
         if changed_identity:
             self._recompile_dependents(policy.device)
-        self._reindex()
+        self._reindex({mac, *(owners[a] for a in taken)}, old)
         v6 = {a for a in mine if ":" in a}
         old6 = set(old.ipv6) if old is not None else set()
         self._sync_proxies(v6 - old6, old6 - v6)
@@ -248,10 +267,13 @@ class DataGatewayEnforcer:
         self.data.remove_device(mac)
         self.forget_dns_answers({*record.ipv4, *record.ipv6})
         gone = self._devices.pop(mac, None)
+        self._referrers.pop(mac, None)
+        if gone is not None:
+            self._peers = self._peers.with_device(mac, gone, None)
         self.data.context = self.context
         if gone is not None:
             self._recompile_dependents(gone)
-        self._reindex()
+        self._reindex({mac}, record)
         self._sync_proxies(set(), set(record.ipv6))
 
     def isolate_lan_ports(self) -> list[str]:
@@ -300,26 +322,50 @@ class DataGatewayEnforcer:
     # -- helpers ---------------------------------------------------------------------------
 
     def _context_replacing(self, facts: DeviceFacts) -> HomeContext:
+        mac = facts.mac.lower()
         devices = dict(self._devices)
-        devices[facts.mac.lower()] = facts
-        values = tuple(devices.values())
-        return dataclasses.replace(self._base_context, devices=values, peers=PeerIndex.of(values))
+        devices[mac] = facts
+        return dataclasses.replace(
+            self._base_context, devices=tuple(devices.values()),
+            peers=self._peers.with_device(mac, self._devices.get(mac), facts))
 
     def _recompile_dependents(self, changed: DeviceFacts) -> None:
+        """Recompile the devices whose rules name ``changed`` (same maker or model)."""
         keys = identity_refs(changed)
         if not keys:
             return
-        for mac, policy in list(self.data._policies.items()):
-            if mac != changed.mac.lower() and peer_refs(policy) & keys:
+        for mac, refs in list(self._referrers.items()):
+            policy = self.data._policies.get(mac)
+            if mac != changed.mac.lower() and refs & keys and policy is not None:
                 self.data.apply_policy(policy)
+                self._reindex({mac}, None)
 
-    def _reindex(self) -> None:
-        records = list(self.data.installed.values())
-        by_address = {a: r for r in records for a in (*r.ipv4, *r.ipv6)}
-        marks = {device_mark(r.mac): device_id(r.mac) for r in records}
+    def _reindex(self, macs: Collection[str] | None = None,
+                 old: DeviceElements | None = None) -> None:
+        """Keep the address and mark indexes (read by other threads) in step: all of
+        them, or only ``macs`` (``old``: the previous record of one of them)."""
+        if macs is None:
+            records = list(self.data.installed.values())
+            by_address = {a: r for r in records for a in (*r.ipv4, *r.ipv6)}
+            marks = {device_mark(r.mac): device_id(r.mac) for r in records}
+            with self._lock:
+                self._by_address = by_address
+                self._marks = marks
+            return
         with self._lock:
-            self._by_address = by_address
-            self._marks = marks
+            if old is not None:
+                for address in (*old.ipv4, *old.ipv6):
+                    if self._by_address.get(address) is not None \
+                            and self._by_address[address].mac == old.mac:
+                        del self._by_address[address]
+            for mac in macs:
+                record = self.data.installed.get(mac)
+                if record is None:
+                    self._marks.pop(device_mark(mac), None)
+                    continue
+                for address in (*record.ipv4, *record.ipv6):
+                    self._by_address[address] = record
+                self._marks[device_mark(mac)] = device_id(mac)
 
     def _isolate_lan(self) -> None:
         if self._lan is None:
@@ -349,7 +395,8 @@ def _dns_rules(record: DeviceElements) -> tuple[Any, ...]:
 
 def _identity(device: DeviceFacts) -> tuple[Any, ...]:
     """What other devices' rules depend on (as the chains ``Enforcer`` has it)."""
-    return (device.ipv4, device.ipv6, device.mud_url, device.manufacturer, device.state)
+    return (device.ipv4, device.ipv6, device.mud_url, device.manufacturer,
+            device.state is LifecycleState.FORGOTTEN)
 
 
 _FIXED: dict[str, list[Any]] = {}
