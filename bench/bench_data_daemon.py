@@ -2,7 +2,8 @@
 "data"``) against the bare ``DataEnforcer`` it wraps, in the same run: one device's
 update (decide + element changes; the daemon's path also rebuilds the home context its
 peers resolve from, checks its DNS templates and re-indexes addresses and log marks),
-and a restart's ``close_lan`` + ``reconcile`` of an intact home.
+and a restart's ``close_lan`` + ``reconcile`` of an intact home (compile caches emptied
+first, as in a new process).
 
 Run: ``sudo .venv/bin/python bench/bench_data_daemon.py [--sizes 1 1000 5000]``.
 """
@@ -23,7 +24,7 @@ from mudguard.enforce import Nft
 from mudguard.enforce.data import DataEnforcer
 from mudguard.enforce.data_gateway import DataGatewayEnforcer
 from mudguard.mud import MudFile
-from mudguard.policy import LifecycleState, decide
+from mudguard.policy import LifecycleState, _data, decide
 from mudguard.vhome import _netns
 
 
@@ -58,6 +59,9 @@ def measure(n: int, files: list[MudFile], updates: int, *, daemon: bool) -> dict
         final = device(0, mud0, LifecycleState.DEFAULT if updates % 2 else
                        LifecycleState.PROFILED)
         policies[0] = decide(final, mud0, (), home, now=NOW)
+        _data._BUNDLES.clear()  # a restart starts with no compiled device in memory
+        _data._ROWS.clear()
+        gc.collect()
         t1 = time.perf_counter()
         if daemon:
             again = DataGatewayEnforcer(Nft.in_namespace(ns), CTX, clock=lambda: NOW)

@@ -26,7 +26,7 @@ import pytest
 
 from mudguard.demo import scenario
 from mudguard.demo.runner import gateway_config
-from tests.e2e.test_daemon import Daemon
+from tests.e2e.test_daemon import TEST_RULESET, Daemon
 
 pytestmark = [
     pytest.mark.root,
@@ -86,6 +86,8 @@ def dual_stack_home(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
                     .replace('addresses = ["192.0.2.1"]', f'addresses = ["192.0.2.1", '
                                                          f'"{GATEWAY6}"]')
                     .replace("[dhcp]\n", f'[dhcp]\nrange6 = ["{RANGE6[0]}", "{RANGE6[1]}"]\n'))
+            if TEST_RULESET:  # MUDGUARD_TEST_RULESET=data: policy as data
+                text = text.replace("[gateway]\n", f'[gateway]\nruleset = "{TEST_RULESET}"\n')
             config = tmp_path / "gateway.toml"
             config.write_text(text)
             yield vhome, config
