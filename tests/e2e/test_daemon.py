@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from mudguard.daemon.config import CONFIG_KEYS
 from mudguard.demo import dhcp, scenario
 from mudguard.demo.runner import gateway_config
 from mudguard.devices import EventKind
@@ -95,6 +96,9 @@ class Daemon:
 
 TEST_RULESET = os.environ.get("MUDGUARD_TEST_RULESET", "")
 """``[gateway] ruleset`` of every daemon these tests start ("": the default)."""
+DAEMON_RULESET = TEST_RULESET or next(
+    str(k.default) for k in CONFIG_KEYS if (k.section, k.name) == ("gateway", "ruleset"))
+"""The ruleset those daemons run."""
 
 
 @pytest.fixture()
@@ -198,7 +202,7 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         daemon = Daemon(home.gw_ns, config, log)
         restored = daemon.wait_for({"event": "restored"})
         assert (restored["devices"], restored["reinstalled"]) == (1, False)
-        assert restored["ruleset"] == (TEST_RULESET or "chains")
+        assert restored["ruleset"] == DAEMON_RULESET
         assert not [e for e in daemon.events if e["event"] == "lan-closed"]  # taken over
         again = daemon.wait_for({"event": "device", "mac": bulb.mac})
         assert (again["state"], again["ipv4"]) == ("profiled", [address])

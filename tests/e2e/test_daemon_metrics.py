@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mudguard.demo import scenario
-from tests.e2e.test_daemon import CLOUD, TEST_RULESET, Daemon, _join, _resolve, daemon_home
+from tests.e2e.test_daemon import CLOUD, DAEMON_RULESET, Daemon, _join, _resolve, daemon_home
 
 pytestmark = [
     pytest.mark.root,
@@ -66,7 +66,7 @@ def test_the_daemon_serves_metrics_a_prometheus_parser_reads(tmp_path: Path) -> 
     assert got[("mudguard_devices_enforced", ())] == 1
     assert got[("mudguard_rules_installed", ())] > 0
     assert got[("mudguard_dns_sets_installed", ())] >= 1
-    if TEST_RULESET == "data":  # the fixed ruleset and the bulb's (and profile's) elements
+    if DAEMON_RULESET == "data":  # the fixed ruleset and the bulb's (and profile's) elements
         assert got[("mudguard_elements_installed", ())] >= 5
     assert got[("mudguard_kernel_update_seconds_count", ())] >= 1  # the home, the bulb
     assert got[("mudguard_dns_queries_total", ())] >= 1

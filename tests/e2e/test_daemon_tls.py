@@ -20,7 +20,7 @@ import pytest
 from mudguard.devices import EventKind
 from mudguard.policy import device_chain
 from mudguard.store import Store
-from tests.e2e.test_daemon import TEST_RULESET, daemon_home
+from tests.e2e.test_daemon import DAEMON_RULESET, daemon_home
 from tests.e2e.test_daemon_wiring import _poll, _profiled_bulb
 from tests.netns.test_tls_observe import CLOUD4, MUD, TLS_PORT, _device, tls_server
 from tests.pki import make_cert
@@ -56,7 +56,7 @@ def test_the_daemon_stores_tls_outcomes_and_quarantines_a_changed_stack(
         assert applied.returncode == 0, applied.stderr
         assert "not running" not in applied.stderr  # it went through the daemon
         _poll(lambda: vhome.tcp(bulb.ns, CLOUD4, TLS_PORT, 0.5))
-        if TEST_RULESET == "data":  # policy as data: a TLS-profiled device keeps its chains
+        if DAEMON_RULESET == "data":  # policy as data: a TLS-profiled device keeps its chains
             listing = vhome.run(vhome.gw_ns, ["nft", "list", "table", "inet", "mudguard"]).stdout
             assert "mudguard data " in listing and device_chain(bulb.mac, "out") in listing
         assert _device(bulb.ns, "good") == "TLSv1.3 mqtt"

@@ -69,7 +69,7 @@ class GatewayConfig:
     portal_names: tuple[str, ...] = ()
     isolate_lan: bool = True
     device_tables: int = 16
-    ruleset: str = "chains"  # "chains" (a device's chains) or "data" (policy as data)
+    ruleset: str = "data"  # "chains" (a device's chains) or "data" (policy as data)
     metrics_listen: tuple[str, int] | None = None
     learning: bool = False
     learning_days: float | None = None  # None: the owner's setting in the database
@@ -197,7 +197,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               meaning="nftables tables the devices are spread over: 16 keeps one device's "
                       "update flat in big homes, 1 forwards small packets fastest."),
     ConfigKey(section="gateway", name="ruleset", field="ruleset",
-              kind='"chains" or "data"', default="chains", example="data",
+              kind='"data" or "chains"', default="data", example="chains",
               meaning="How the rules are laid out in nftables: \"chains\", each device's "
                       "own chains (spread over device_tables); \"data\", one fixed ruleset "
                       "whose per-device content is set and map elements (cold install, "
