@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mudguard.cli.main import app
+from mudguard.daemon.config import load_config
 from mudguard.enforce.boot import write_base_ruleset
 from mudguard.policy import (
     TABLE,
@@ -19,11 +20,14 @@ from mudguard.policy import (
     set_shard_count,
     shard_count,
 )
+from mudguard.policy._data import data_mark, data_ruleset
 
 
-def config(tmp_path: Path, lan: str = "br-lan", tables: int | None = None) -> Path:
+def config(tmp_path: Path, lan: str = "br-lan", tables: int | None = None,
+           ruleset: str = "chains") -> Path:
     path = tmp_path / "gateway.toml"
     extra = f"device_tables = {tables}\n" if tables else ""
+    extra += f'ruleset = "{ruleset}"\n' if ruleset else ""
     path.write_text(f'[gateway]\nlan_interface = "{lan}"\nlan_prefixes = ["192.0.2.0/24"]\n'
                     f'addresses = ["192.0.2.1"]\nstate_dir = "{tmp_path / "state"}"\n{extra}')
     return path
@@ -55,6 +59,23 @@ def test_prints_the_base_of_the_configuration_marked(tmp_path: Path) -> None:
     chains = [i["add"]["chain"] for i in doc["nftables"] if "chain" in i.get("add", {})]
     assert {"name": "forward", "policy": "drop"}.items() <= next(
         c for c in chains if c["table"] == TABLE and c["name"] == "forward").items()
+
+
+def test_policy_as_data_prints_the_fixed_ruleset_of_the_configuration(tmp_path: Path) -> None:
+    path = config(tmp_path, ruleset="")  # the default: policy as data
+    result = CliRunner().invoke(app, ["base", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    context = load_config(path).home_context()
+    assert doc == json.loads(json.dumps(data_ruleset(context)))
+    assert data_mark(context) in [r["comment"] for r in (
+        i["add"]["rule"] for i in doc["nftables"] if "rule" in i.get("add", {}))
+        if r["chain"] == "forward" and "comment" in r]
+    assert base_mark(context) not in result.output
+    out = tmp_path / "state" / "base.json"
+    assert CliRunner().invoke(app, ["base", "-c", str(path), "-o", str(out)]).exit_code == 0
+    assert write_base_ruleset(out, context, "data") is False  # already this fixed ruleset
+    assert write_base_ruleset(out, context, "chains") is True
 
 
 def test_the_mark_tells_another_lan_or_table_count_apart(tmp_path: Path) -> None:
