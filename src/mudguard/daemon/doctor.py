@@ -324,6 +324,17 @@ NFT_FEATURES: tuple[tuple[str, str, str, bool], ...] = (
     }""", "a kernel whose nftables matches the transport payload (@ih, Linux 6.x), sets "
      "conntrack marks (CONFIG_NF_CONNTRACK_MARK) and meters in dynamic sets: the "
      "gateway's base ruleset uses all three", True),
+    ("policy as data: concatenated interval sets", """table inet t {
+        set s { type mark . ipv4_addr . inet_proto . inet_service . inet_service;
+                flags interval; }
+        set d { type ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service;
+                flags interval, timeout; }
+        map p { type ether_addr : mark; }
+        chain c { type filter hook forward priority 0;
+            meta mark set ether saddr map @p
+            meta mark . ip daddr . meta l4proto . th sport . th dport @s accept; }
+    }""", "a kernel with CONFIG_NFT_SET_PIPAPO (5.6 or later) for [gateway] "
+     "ruleset = \"data\" (the default); or set ruleset = \"chains\"", True),
     ("flowtable offload", """table inet t {
         flowtable f { hook ingress priority 0; devices = { lo }; }
     }""", "optional: a kernel with CONFIG_NF_FLOW_TABLE_INET (modprobe nf_flow_table_inet) "
