@@ -487,3 +487,25 @@ def test_every_answer_with_addresses_is_told_to_the_observer() -> None:
     assert any(isinstance(c, SendAnswer) for c in out)
     book.resolve("nothing.example", "192.0.2.50", [])
     assert told == [("192.0.2.50", "www.unrelated.example", ("198.51.100.7",))]
+
+
+# ------------------------------------------------------------------ policy as data: re-grant
+
+
+def test_grants_of_gives_back_the_unexpired_grants_of_names_still_allowed() -> None:
+    """Policy as data deletes a device's answers when its rules change; the guard's record
+    adds back what it may still reach (remaining lifetime, allowed names only)."""
+    book = Playbook(make_guard())
+    for name, answer in (("cloud.example.com", "203.0.113.5"), ("cdn.example.net", "203.0.113.6")):
+        (fill,) = fills(book.resolve(name, DEV_A[0], [(name, "A", answer)]))
+        assert fill.dns_name == name
+        book.guard.fill_done(fill.token, True, NOW)
+    again = book.guard.grants_of("aa:aa", NOW + 100)
+    assert [(g.dns_name, g.elements, g.timeout_s) for g in again] == [
+        ("cdn.example.net", ((DEV_A[0], "203.0.113.6"),), 210),
+        ("cloud.example.com", ((DEV_A[0], "203.0.113.5"),), 210)]
+    book.guard.update_device("aa:aa", DEV_A, ["cloud.example.com"])  # new rules: one name
+    assert [g.dns_name for g in book.guard.grants_of("aa:aa", NOW + 100)] == [
+        "cloud.example.com"]
+    assert book.guard.grants_of("aa:aa", NOW + 400) == []  # expired
+    assert book.guard.grants_of("bb:bb", NOW) == [] and book.guard.grants_of("zz", NOW) == []
