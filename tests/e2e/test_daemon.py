@@ -34,6 +34,8 @@ pytestmark = [
                        reason="needs dnsmasq and nftables"),
 ]
 
+LOG_LEVEL = ["--log-level", os.environ["MUDGUARD_TEST_LOG_LEVEL"]] \
+    if os.environ.get("MUDGUARD_TEST_LOG_LEVEL") else []
 CLOUD = ("198.51.100.21", 56700)  # v2.broker.lifx.co, named by the bulb's MUD file
 GADGET_CLOUD = "198.51.100.25"
 
@@ -45,7 +47,7 @@ class Daemon:
         self.log = log.open("a")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-m", "mudguard", "run",
-             "--config", str(config), "--log-format", "json"],
+             "--config", str(config), "--log-format", "json", *LOG_LEVEL],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.events: list[dict[str, Any]] = []
         self._lines: queue.Queue[str | None] = queue.Queue()

@@ -235,8 +235,9 @@ class DataGatewayEnforcer:
         else:
             self._referrers.pop(mac, None)
         self.data.context = self.context
-        if old is not None and (old.dns or old.fallback_names) and _dns_rules(old) != _dns_rules(
-                device_elements(policy, self.data.context)):
+        fresh = device_elements(policy, self.data.context)
+        if old is not None and (old.dns or old.fallback_names) \
+                and _dns_rules(old) != _dns_rules(fresh):
             # Its DNS answers carry the old rules' protocols and ports (and names it may
             # no longer resolve): deleted before the new rules; the DNS guard adds the
             # grants it still may have back under them (``take_dns_reset``).
@@ -315,7 +316,9 @@ class DataGatewayEnforcer:
             except Exception as exc:
                 log.info("deleting stale DNS answers: %s (read again)", exc)
                 continue
-            return sum(len(v) for v in stale.values())
+            count = sum(len(v) for v in stale.values())
+            log.info("deleted %d DNS-answer elements under %s", count, sorted(addresses))
+            return count
         log.warning("stale DNS answers under %s not deleted", sorted(addresses))
         return 0
 
