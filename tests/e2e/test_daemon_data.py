@@ -161,3 +161,42 @@ def test_the_daemon_enforces_policy_as_data_and_restarts_without_a_window(
         assert address in _answers(vhome)
     finally:
         daemon.stop()
+
+
+@pytest.fixture()
+def chains_home(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    with daemon_home(tmp_path, "h17cs", devices=2, ruleset="chains") as found:
+        yield found
+
+
+def test_switching_a_running_home_from_chains_to_data(chains_home: tuple[Any, Path]) -> None:
+    vhome, config = chains_home
+    bulb, stranger = vhome.nodes
+    vhome.run(bulb.ns, ["ip", "addr", "flush", "dev", bulb.iface])
+    vhome.run(bulb.ns, ["ip", "route", "flush", "table", "main"])
+    log = config.parent / "gateway.log"
+    daemon = Daemon(vhome.gw_ns, config, log)
+    try:
+        assert daemon.wait_for({"event": "restored"})["ruleset"] == "chains"
+        daemon.wait_for({"event": "ready"})
+        vhome.call(bulb.ns, _join, bulb.iface, bulb.mac, scenario.device("bulb").mud_url)
+        daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
+        assert vhome.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+        assert vhome.tcp(bulb.ns, *CLOUD)
+        assert daemon.stop() == 0
+        config.write_text(config.read_text().replace('ruleset = "chains"', 'ruleset = "data"'))
+        daemon = Daemon(vhome.gw_ns, config, log)
+        daemon.wait_for({"event": "lan-closed"})  # another ruleset: closed, then replaced
+        restored = daemon.wait_for({"event": "restored"})
+        assert (restored["ruleset"], restored["devices"]) == ("data", 1)
+        daemon.wait_for({"event": "ready"})
+        tables = str(vhome.run(vhome.gw_ns, ["nft", "list", "tables"]).stdout).splitlines()
+        assert "table inet mudguard" in tables
+        assert not [t for t in tables if t.startswith("table inet mudguard_")]  # no shard
+        assert device_chain(bulb.mac, "out") not in _table(vhome)
+        assert not vhome.tcp(bulb.ns, scenario.ELSEWHERE, 443)
+        assert vhome.call(bulb.ns, _resolve, "v2.broker.lifx.co") == [CLOUD[0]]
+        assert vhome.tcp(bulb.ns, *CLOUD)
+        assert not vhome.tcp(stranger.ns, *CLOUD)
+    finally:
+        daemon.stop()
