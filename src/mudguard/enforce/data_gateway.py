@@ -77,6 +77,7 @@ class DataGatewayEnforcer:
         self._by_address: dict[str, DeviceElements] = {}
         self._marks: dict[int, str] = {}
         self._dns_reset: set[str] = set()  # MACs whose DNS answers an update deleted
+        self._closed_empty = False  # close_lan installed the fixed ruleset, nothing since
         self._lock = threading.Lock()  # the indexes other threads read
 
     # -- state -----------------------------------------------------------------------------
@@ -154,6 +155,7 @@ class DataGatewayEnforcer:
         self.data.install_home_records([])
         self._set_devices([])
         self._isolate_lan()
+        self._closed_empty = True  # the next reconcile adds every device at once
         return True
 
     def install_home(self, policies: Iterable[DevicePolicy] = (), *,
@@ -176,7 +178,14 @@ class DataGatewayEnforcer:
         before = {a for r in self.data.installed.values() for a in r.ipv6}
         self._set_devices(policies)
         self.data.context = self.context
-        counts = self.data.reconcile(policies)
+        if self._closed_empty and not self.data.installed:
+            # Just closed with no element (``close_lan``): nothing to compare, every
+            # device in one transaction (the fixed ruleset checked again first).
+            self._closed_empty = False
+            self.data.install_home(policies)
+            counts = {"missing": 0, "stray": 0, "reinstalled": 0}
+        else:
+            counts = self.data.reconcile(policies)
         self._after_home(before)
         report = ReconcileReport(reinstalled_table=bool(counts["reinstalled"]))
         if counts["missing"] or counts["stray"]:
