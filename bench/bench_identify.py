@@ -171,6 +171,9 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None
       tells ``on_name``;
     - each DHCP request's hostname, vendor class and parameter request list, as the
       lease hook hands them to ``enrich`` (which fills what is unknown);
+    - a device that sends no DHCP request in the night is given a lease with no
+      options at its first frame (every device gets one when it joins; the night began
+      later): ``enrich`` then decides on its OUI and whatever was gathered;
     - every 5 s of capture time, ``updates()`` applied as ``DeviceService.identified``
       would (no label, no MUD file: each update fills or improves its own value);
     - then, at the end of learning, ``from_learning`` with the DNS names of the learned
@@ -207,11 +210,26 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None
                 kind = update.kind
             stored[update.mac] = (maker, kind)
 
+    leased: set[str] = set()
+    dhcp_clients = {mac for mac in TRUTH if mac in dhcp_requesters()}
+
+    def lease(client: str, facts: dict[str, str]) -> None:
+        leased.add(client)
+        found = live.enrich(Sighting(
+            mac=client, source=MudSource.DHCP4, hostname=facts.get("hostname"),
+            vendor_class=facts.get("vendor_class"), prl=facts.get("prl")))
+        maker, kind = stored.get(client, (None, None))
+        stored[client] = (maker or found.manufacturer, kind or found.kind)
+
     def frames():  # type: ignore[no-untyped-def]
         nonlocal announced, dropped, window, budget, next_update, took
         for path in madea_night():
             for ts, frame, length in read_frames(path):
                 yield ts, frame, length
+                sender = ":".join(f"{b:02x}" for b in frame[6:12])
+                if sender in TRUTH and sender not in leased and sender not in dhcp_clients:
+                    clock.now = ts
+                    lease(sender, {})
                 seen = announcement_or_dns_answer(frame)
                 if seen is None:
                     continue
@@ -227,13 +245,7 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None
                     else:
                         dropped += 1
                 elif seen[0] == "dhcp":
-                    facts = dict(parse_dhcp(seen[3]))
-                    client = ":".join(f"{b:02x}" for b in frame[6:12])
-                    found = live.enrich(Sighting(
-                        mac=client, source=MudSource.DHCP4, hostname=facts.get("hostname"),
-                        vendor_class=facts.get("vendor_class"), prl=facts.get("prl")))
-                    maker, kind = stored.get(client, (None, None))
-                    stored[client] = (maker or found.manufacturer, kind or found.kind)
+                    lease(sender, dict(parse_dhcp(seen[3])))
                 elif not frame[0] & 1:
                     receiver = ":".join(f"{b:02x}" for b in frame[0:6])
                     for name in dict.fromkeys(n for n, _ in dns_answers(seen[3]) or ()):
@@ -279,6 +291,19 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None
               f"kind stored {t[4]}, right {t[3]}/{t[0]}")
         print(f"{'':9}  + end of learning: maker stored {t[6]}, right {t[5]}/{t[0]}; "
               f"kind stored {t[8]}, right {t[7]}/{t[0]}")
+
+
+def dhcp_requesters() -> set[str]:
+    """The MACs that send a DHCP request somewhere in the night."""
+    from mudguard.profile.capture import read_frames
+
+    found: set[str] = set()
+    for path in madea_night():
+        for _ts, frame, _length in read_frames(path):
+            seen = announcement_or_dns_answer(frame)
+            if seen is not None and seen[0] == "dhcp":
+                found.add(":".join(f"{b:02x}" for b in frame[6:12]))
+    return found
 
 
 def maker_right(maker: str | None, aliases: tuple[str, ...]) -> bool:
