@@ -71,6 +71,8 @@ def main() -> int:
                         help="also what the daemon stores: the night's mDNS/SSDP frames and "
                              "DNS answers fed through its live path, then the end of "
                              "learning")
+    parser.add_argument("--no-announcements", action="store_true",
+                        help="with --daemon: leave out the mDNS/SSDP frames (what they add)")
     args = parser.parse_args()
     try:
         night = madea_night()
@@ -130,7 +132,7 @@ def main() -> int:
     if args.per_file:
         per_file(kb, oui, args.split)
     if args.daemon:
-        daemon_view(kb, oui, args.split)
+        daemon_view(kb, oui, args.split, announcements=not args.no_announcements)
     return 0
 
 
@@ -161,7 +163,8 @@ def announcement_or_dns_answer(frame: bytes) -> tuple[str, int, int, bytes] | No
     return None
 
 
-def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None:
+def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str, *,
+                announcements: bool = True) -> None:
     """What the daemon stores, fed the night's frames through its live path:
 
     - every frame its packet socket's filter passes (mDNS, SSDP) to
@@ -236,6 +239,8 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None
                 clock.now = ts
                 started = time.perf_counter()
                 if seen[0] == "announce":
+                    if not announcements:
+                        continue
                     if int(ts) != window:
                         window, budget = int(ts), FRAMES_PER_SECOND
                     if budget > 0:

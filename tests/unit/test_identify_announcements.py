@@ -103,6 +103,14 @@ def test_updates_name_what_became_more_certain_once(kb: KnowledgeBase) -> None:
     assert live.updates() == []
 
 
+def test_lldp_system_name_is_a_clue(kb: KnowledgeBase) -> None:
+    live = LiveIdentifier(kb, None)
+    live.on_lldp(SONOS, "Sonos-Port")
+    live.on_lldp(SONOS, None)
+    (update,) = live.updates()
+    assert (update.maker, update.kind) == ("Sonos", "speaker")
+
+
 def test_a_frame_the_gateway_could_not_attribute_is_ignored(kb: KnowledgeBase) -> None:
     live = LiveIdentifier(kb, None)
     frame = bytearray(ssdp_notify(SONOS))

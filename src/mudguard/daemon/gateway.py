@@ -565,6 +565,8 @@ class Gateway:
     def _lldp_readable(self, listener: LldpListener) -> None:
         info = listener.receive(timeout=0.05)
         if info is not None:
+            if self.identifier is not None:
+                self.identifier.on_lldp(info.mac, info.system_name)
             self.on_sighting(info.sighting())
 
     def _neighbours_readable(self) -> None:

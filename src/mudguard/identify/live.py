@@ -8,7 +8,8 @@ Evidence, all passive, gathered per device and bounded (``LiveEvidence``):
   ``discovery.announce_sniff`` (a packet socket whose BPF filter lets only those
   through: no Python for any other packet) and parsed by the very function the
   offline command reads a capture with (``identify.capture.scan_frame``);
-- the DNS names the device asks the gateway's DNS guard for (as it answers them).
+- the DNS names the device asks the gateway's DNS guard for (as it answers them);
+- the system name of its LLDP frames (the daemon's LLDP listener).
 
 Each device's clues are decided by ``identify.capture.identify_device``, the same
 function ``mudguard identify`` calls, with the traffic summary the daemon can know
@@ -185,6 +186,11 @@ class LiveIdentifier:
         clean = name.rstrip(".").lower()[:253]
         if clean:
             self.evidence.add_facts(mac_bytes(mac), [("dns_name", clean)])
+
+    def on_lldp(self, mac: str, system_name: str | None) -> None:
+        """The device at ``mac`` sent LLDP naming itself ``system_name``."""
+        if system_name:
+            self.evidence.add_facts(mac_bytes(mac), [("lldp_name", system_name[:128])])
 
     def identify(self, sighting: Sighting) -> Identification:
         """What the device is, with the sighting's DHCP clues added to its evidence."""
