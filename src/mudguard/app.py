@@ -191,6 +191,12 @@ class PortalRunner:
         await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 10)
 
 
+def _enforced(enforcer: Enforcer, mac: bytes) -> bool:
+    """Whether the gateway enforces rules for ``mac`` (a device it knows): a dict lookup,
+    so announcements from forged MACs are dropped before any parsing."""
+    return enforcer.policy(":".join(f"{b:02x}" for b in mac)) is not None
+
+
 def _answered(learner: LearningRecorder | None, identifier: Any,
               mac_of: Callable[[str], str | None]) -> Callable[[str, str, tuple[str, ...]],
                                                               None]:
@@ -360,6 +366,7 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
 
         gateway.dhcp_sniffer = DhcpSniffer.open(config.lan_interface, config.addresses)
     gateway.identifier = identifier  # mDNS/SSDP announcements and DNS names, live
+    identifier.evidence.known = functools.partial(_enforced, enforcer)
     if config.identify_announcements:
         from mudguard.discovery.announce_sniff import AnnouncementSniffer
 

@@ -175,6 +175,16 @@ def test_a_flood_of_forged_macs_keeps_memory_bounded(kb: KnowledgeBase) -> None:
     assert len(live.updates(limit=1000)) <= 64
 
 
+def test_frames_of_macs_the_gateway_does_not_know_are_not_read(kb: KnowledgeBase) -> None:
+    evidence = LiveEvidence()
+    evidence.known = lambda raw: raw == mac(SONOS)
+    live = LiveIdentifier(kb, None, evidence=evidence)
+    live.on_frame(mdns_announcement(HUE))
+    live.on_frame(ssdp_notify(SONOS))
+    assert list(evidence.scan.devices) == [mac(SONOS)]
+    assert (evidence.unknown, evidence.frames) == (1, 1)
+
+
 def test_one_mac_flooding_is_read_at_its_rate_and_its_clues_are_capped(
         kb: KnowledgeBase) -> None:
     clock = FakeClock()

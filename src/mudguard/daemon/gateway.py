@@ -609,8 +609,12 @@ class Gateway:
         wait = sniffer.drain()
         if wait is not None:
             loop.remove_reader(sniffer.fileno())
-            loop.call_later(wait, loop.add_reader, sniffer.fileno(),
-                            self._announcements_readable)
+            loop.call_later(wait, self._resume_announcements, sniffer)
+
+    def _resume_announcements(self, sniffer: AnnouncementSniffer) -> None:
+        """The next second: read announcements again (unless the gateway stopped)."""
+        if self._loop is not None and self.announcements is sniffer and not sniffer.closed:
+            self._loop.add_reader(sniffer.fileno(), self._announcements_readable)
 
     async def _identify_live(self, identifier: LiveIdentifier) -> None:
         """Every ``identify_period``: store the makers and kinds that became more certain

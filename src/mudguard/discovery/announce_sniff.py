@@ -112,6 +112,11 @@ class AnnouncementSniffer:
                 log.exception("reading an announcement on %s failed", self.interface)
         return None
 
+    @property
+    def closed(self) -> bool:
+        """Whether the socket was closed."""
+        return self._sock.fileno() < 0
+
     def close(self) -> None:
         """Close the socket."""
         self._sock.close()

@@ -11,6 +11,9 @@ Evidence, all passive, gathered per device and bounded (``LiveEvidence``):
 - the DNS names the device asks the gateway's DNS guard for (as it answers them);
 - the system name of its LLDP frames (the daemon's LLDP listener).
 
+The event loop (frames, names, updates) and the service worker (leases, the end of
+learning) both call ``LiveIdentifier``: its methods hold one lock.
+
 Each device's clues are decided by ``identify.capture.identify_device``, the same
 function ``mudguard identify`` calls, with the traffic summary the daemon can know
 (the number of names asked; it sees no per-packet traffic), so live and offline
@@ -19,7 +22,8 @@ whose maker or kind became more certain since last stored; the device service th
 fills or improves only what identification itself stored (``DeviceService.
 identified``): a MUD file's or an owner's label's maker is never replaced.
 
-Bounds (a hostile LAN can flood multicast from forged MACs): at most
+Bounds (a hostile LAN can flood multicast from forged MACs): in the daemon, frames are
+read only from MACs the gateway enforces rules for (``LiveEvidence.known``); at most
 ``max_devices`` devices (the oldest forgotten first), ``max_clues`` distinct clues
 and ``max_names`` names each, every value ≤ 128 characters (``identify.parse``);
 ``frames_per_minute`` frames per sending MAC (a token bucket), and the sniffer's own
@@ -29,10 +33,13 @@ shown to the owner, never used to pick a profile.
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Concatenate, ParamSpec, TypeVar
 
 from mudguard.devices._model import Device, MudSource
 from mudguard.discovery.sighting import Sighting
@@ -96,6 +103,10 @@ class LiveEvidence:
         self.dirty: dict[bytes, None] = {}  # devices with new clues, in arrival order
         self.frames = 0
         self.limited = 0
+        self.unknown = 0
+        # Frames are read only from MACs this says the gateway knows (None: any): in the
+        # daemon, devices it enforces, so forged source MACs cost one lookup, no memory.
+        self.known: Callable[[bytes], bool] | None = None
 
     def device(self, mac: bytes) -> DeviceScan:
         """The device's clues, made on first sight (forgetting the oldest when full)."""
@@ -128,10 +139,14 @@ class LiveEvidence:
 
     def add_frame(self, frame: bytes) -> bool:
         """Read one Ethernet frame sent by a device (mDNS, SSDP: the sniffer's filter);
-        True when it told something new. Frames beyond a MAC's rate are not read."""
+        True when it told something new. Frames of a MAC not ``known`` or beyond its
+        rate are not read."""
         if len(frame) < 14 or frame[6] & 1:
             return False
         src = bytes(frame[6:12])
+        if self.known is not None and not self.known(src):
+            self.unknown += 1
+            return False
         if not self.allowed(src):
             return False
         device = self.device(src)
@@ -153,6 +168,22 @@ class LiveEvidence:
         return False
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[Concatenate[LiveIdentifier, P], R]) -> Callable[
+        Concatenate[LiveIdentifier, P], R]:
+    """Run the method under the identifier's lock: the event loop (frames, names,
+    updates) and the service worker (leases, the end of learning) both call it."""
+    @functools.wraps(method)
+    def locked(self: LiveIdentifier, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class LiveIdentifier:
     """Identify devices from DHCP, mDNS, SSDP and DNS names as the daemon sees them."""
 
@@ -165,6 +196,7 @@ class LiveIdentifier:
         self.evidence = evidence or LiveEvidence()
         # mac -> (maker, its confidence, kind, its confidence) as last stored by us
         self._stored: dict[bytes, tuple[str | None, float, str | None, float]] = {}
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls) -> LiveIdentifier:
@@ -177,21 +209,25 @@ class LiveIdentifier:
 
     # -- evidence ------------------------------------------------------------------------
 
+    @_locked
     def on_frame(self, frame: bytes) -> None:
         """An mDNS or SSDP frame off the LAN (the announcement sniffer)."""
         self.evidence.add_frame(frame)
 
+    @_locked
     def on_name(self, mac: str, name: str) -> None:
         """The device at ``mac`` asked the DNS guard for ``name``."""
         clean = name.rstrip(".").lower()[:253]
         if clean:
             self.evidence.add_facts(mac_bytes(mac), [("dns_name", clean)])
 
+    @_locked
     def on_lldp(self, mac: str, system_name: str | None) -> None:
         """The device at ``mac`` sent LLDP naming itself ``system_name``."""
         if system_name:
             self.evidence.add_facts(mac_bytes(mac), [("lldp_name", system_name[:128])])
 
+    @_locked
     def identify(self, sighting: Sighting) -> Identification:
         """What the device is, with the sighting's DHCP clues added to its evidence."""
         mac = mac_bytes(sighting.mac)
@@ -201,6 +237,7 @@ class LiveIdentifier:
         self.evidence.add_facts(mac, facts)
         return self.identification(mac)
 
+    @_locked
     def identification(self, mac: bytes) -> Identification:
         """The decision on a device's evidence so far (``identify_device``)."""
         device = self.evidence.device(mac)
@@ -208,6 +245,7 @@ class LiveIdentifier:
 
     # -- what to store -------------------------------------------------------------------
 
+    @_locked
     def enrich(self, sighting: Sighting) -> Sighting:
         """The sighting with the inferred maker and kind, for a DHCP sighting that names
         none (each kept only at ``min_confidence`` or above)."""
@@ -241,6 +279,7 @@ class LiveIdentifier:
         self._stored[mac] = (new_maker, maker_conf, new_kind, kind_conf)
         return maker, kind
 
+    @_locked
     def updates(self, limit: int = MAX_UPDATES) -> list[IdentityUpdate]:
         """The devices whose maker or kind became more certain with their new clues
         (at most ``limit`` decided per call; the rest wait for the next)."""
@@ -261,6 +300,7 @@ class LiveIdentifier:
                          result.kind_confidence)
         return out
 
+    @_locked
     def from_learning(self, device: Device, names: Sequence[str]) -> tuple[str | None,
                                                                            str | None]:
         """(maker, kind) of a device at the end of its learning: everything gathered
