@@ -206,10 +206,11 @@ def test_one_mac_flooding_is_read_at_its_rate_and_its_clues_are_capped(
 
 # --- the sniffer: a real packet socket --------------------------------------------------
 
-def send_udp(port: int, count: int, payload: bytes) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+def send_udp(port: int, count: int, payload: bytes, *, v6: bool = False) -> None:
+    family, address = (socket.AF_INET6, "::1") if v6 else (socket.AF_INET, "127.0.0.1")
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         for _ in range(count):
-            sock.sendto(payload, ("127.0.0.1", port))
+            sock.sendto(payload, (address, port))
 
 
 def test_sniffer_reads_only_mdns_and_ssdp_and_stops_at_its_budget() -> None:
@@ -218,11 +219,16 @@ def test_sniffer_reads_only_mdns_and_ssdp_and_stops_at_its_budget() -> None:
     clock = FakeClock()
     with AnnouncementSniffer("lo", seen.append, frames_per_second=50, clock=clock) as sniffer:
         send_udp(5354, 20, token)  # another port: the kernel's filter drops it
+        send_udp(5354, 20, token, v6=True)
         send_udp(1900, 3, token)
+        send_udp(5353, 2, token, v6=True)
         time.sleep(0.05)
         assert sniffer.drain() is None
         mine = [f for f in seen if token in f]
-        assert len(mine) == 3 and all(f[36:38] == b"\x07\x6c" for f in mine)
+        v4 = [f for f in mine if f[12:14] == b"\x08\x00"]
+        v6 = [f for f in mine if f[12:14] == b"\x86\xdd"]
+        assert len(v4) == 3 and all(f[36:38] == b"\x07\x6c" for f in v4)
+        assert len(v6) == 2 and all(f[56:58] == b"\x14\xe9" for f in v6)
         seen.clear()
         send_udp(5353, 200, token)  # a flood: on lo each is seen twice (out and in)
         time.sleep(0.05)
