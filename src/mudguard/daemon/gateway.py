@@ -59,6 +59,7 @@ from mudguard.daemon.violations import Tally, ViolationLog
 from mudguard.devices import Device, EventKind
 from mudguard.devices.service import ACTIVITY_RETENTION, DeviceService
 from mudguard.devices.transparency import TransparencyChecker
+from mudguard.discovery.announce_sniff import AnnouncementSniffer
 from mudguard.discovery.dhcp import DhcpHookListener
 from mudguard.discovery.dhcp_sniff import DhcpSniffer
 from mudguard.discovery.lldp import LldpListener
@@ -66,6 +67,7 @@ from mudguard.discovery.neighbour import NeighbourWatcher
 from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import DnsGuard
 from mudguard.enforce import Enforcer, LanPortWatcher, facts_of
+from mudguard.identify.live import LiveIdentifier
 from mudguard.mud import Direction, MudFile
 from mudguard.policy import (
     DevicePolicy,
@@ -212,6 +214,10 @@ class Gateway:
     hook_listener: DhcpHookListener
     lldp_listeners: list[LldpListener] = field(default_factory=list)
     dhcp_sniffer: DhcpSniffer | None = None
+    # mDNS/SSDP announcements → the live identifier (maker and kind, shown to the owner)
+    announcements: AnnouncementSniffer | None = None
+    identifier: LiveIdentifier | None = None
+    identify_period: float = 5.0
     neighbours: NeighbourWatcher | None = None
     lan_ports: LanPortWatcher | None = None
     children: list[Child] = field(default_factory=list)
@@ -559,6 +565,8 @@ class Gateway:
     def _lldp_readable(self, listener: LldpListener) -> None:
         info = listener.receive(timeout=0.05)
         if info is not None:
+            if self.identifier is not None:
+                self.identifier.on_lldp(info.mac, info.system_name)
             self.on_sighting(info.sighting())
 
     def _neighbours_readable(self) -> None:
@@ -592,6 +600,33 @@ class Gateway:
         if self.dhcp_sniffer is not None:
             self.dhcp_sniffer.drain(self.on_sighting)
 
+    def _announcements_readable(self) -> None:
+        """mDNS/SSDP frames on the LAN (event loop): clues for the live identifier. Past
+        the sniffer's budget per second, reading stops until the next second."""
+        sniffer, loop = self.announcements, self._loop
+        if sniffer is None or loop is None:
+            return
+        wait = sniffer.drain()
+        if wait is not None:
+            loop.remove_reader(sniffer.fileno())
+            loop.call_later(wait, self._resume_announcements, sniffer)
+
+    def _resume_announcements(self, sniffer: AnnouncementSniffer) -> None:
+        """The next second: read announcements again (unless the gateway stopped)."""
+        if self._loop is not None and self.announcements is sniffer and not sniffer.closed:
+            self._loop.add_reader(sniffer.fileno(), self._announcements_readable)
+
+    async def _identify_live(self, identifier: LiveIdentifier) -> None:
+        """Every ``identify_period``: store the makers and kinds that became more certain
+        (decided on the loop, bounded per pass; stored on the service worker)."""
+        while True:
+            await asyncio.sleep(self.identify_period)
+            for update in identifier.updates():
+                self.submit(f"identification of {update.mac}", functools.partial(
+                    self.service.identified, update.mac, maker=update.maker,
+                    kind=update.kind, replaces_maker=update.replaces_maker,
+                    replaces_kind=update.replaces_kind))
+
     def _hook_readable(self) -> None:
         sighting = self.hook_listener.receive(timeout=0.05)
         if sighting is not None:
@@ -622,6 +657,8 @@ class Gateway:
                 loop.add_reader(listener.fileno(), self._lldp_readable, listener)
             if self.dhcp_sniffer is not None:
                 loop.add_reader(self.dhcp_sniffer.fileno(), self._sniffer_readable)
+            if self.announcements is not None:
+                loop.add_reader(self.announcements.fileno(), self._announcements_readable)
             if self.neighbours is not None:
                 loop.add_reader(self.neighbours.fileno(), self._neighbours_readable)
             if self.lan_ports is not None:
@@ -633,6 +670,8 @@ class Gateway:
                         asyncio.create_task(self._record_violations())]
             if self.learning is not None:
                 periodic.append(asyncio.create_task(self._record_learning(self.learning)))
+            if self.identifier is not None:
+                periodic.append(asyncio.create_task(self._identify_live(self.identifier)))
             # Start-up's objects (parsed YANG, compiled rules, libraries) never die: keep
             # them out of the collector's full passes, which otherwise stall a lease
             # ~0.2 s now and then (measured: bench/bench_lease_to_rules.py).
@@ -656,6 +695,10 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(self.dhcp_sniffer.fileno())
                 self.dhcp_sniffer.close()
+            if self.announcements is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(self.announcements.fileno())
+                self.announcements.close()
             if self.neighbours is not None:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(self.neighbours.fileno())

@@ -647,6 +647,29 @@ class DeviceService:
             return self.lock_learned(device.mac)
         return ended
 
+    @_serialised
+    def identified(self, mac: str, *, maker: str | None = None, kind: str | None = None,
+                   replaces_maker: str | None = None,
+                   replaces_kind: str | None = None) -> Device | None:
+        """Identification (``identify.live``) became more certain of a known device:
+        store ``maker`` where the device has none or has the one identification stored
+        before (``replaces_maker``), never over a label's or a device with a MUD URL
+        (its file names the maker; a learned profile's does not count); the same for
+        ``kind``. None for an unknown MAC."""
+        device = self.store.get_device(device_mac(mac))
+        if device is None:
+            return None
+        found = device
+        own_file = device.mud_url is not None and device.mud_source is not MudSource.LEARNED
+        if maker and not own_file and device.mud_source is not MudSource.QR \
+                and device.manufacturer in (None, replaces_maker):
+            found = replace(found, manufacturer=maker)
+        if kind and device.kind in (None, replaces_kind):
+            found = replace(found, kind=kind)
+        if found == device:
+            return device
+        return self._commit(lifecycle.Outcome(found, ()), enforce=False)
+
     def _identified(self, device: Device, record: Learning) -> Device:
         """The device with the maker and kind its learned traffic tells, where unknown."""
         if self.identify is None or (device.manufacturer and device.kind):
