@@ -34,7 +34,12 @@ from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
 from mudguard.portal._learning import LearningView, learning_view
-from mudguard.portal._reasons import event_reason_text, event_text, reason_text, reset_step_text
+from mudguard.portal._reasons import (
+    device_reason_text,
+    event_reason_text,
+    event_text,
+    reset_step_text,
+)
 from mudguard.portal._services import MudPreview, build_report, collapse_history
 from mudguard.portal._web import (
     LANG_COOKIE,
@@ -83,7 +88,7 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             "services_text": lambda services: ", ".join(
                 service_text(s, functools.partial(translate, lang)) for s in services),
             "short_time": lambda at: short_time(at, state(request).services.now()),
-            "reason_text": lambda reason: reason_text(str(reason), functools.partial(
+            "reason_text": lambda reason: device_reason_text(reason, functools.partial(
                 translate, lang)),
             "event_text": lambda event: event_text(event.kind.value, event.details,
                                                    functools.partial(translate, lang)),

@@ -14,8 +14,10 @@ service ("Telnet to 192.0.2.7"); an example of another shape stays as written.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable, Mapping
 
+from mudguard.devices.reasons import MAX_DEPTH, reason_json
 from mudguard.portal._i18n import catalogue
 from mudguard.portal._incidents import service_of, service_text
 
@@ -49,7 +51,7 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"with: device learn --lock; or --keep-default\)", "reason.proposed"),
         (r"learning ended with no traffic to learn from", "reason.learned_nothing"),
         (r"the owner kept the home default", "reason.kept_default"),
-        (r"the owner asked to learn it", "reason.owner_learns"),
+        (r"the owner asked to learn it(?: again)?", "reason.owner_learns"),
         (r"its learned profile is no longer in the cache", "reason.learned_lost"),
         (r"released from quarantine", "reason.released"),
         (r"trusted by the owner", "reason.trusted"),
@@ -176,14 +178,19 @@ def _listed(values: object, limit: int = 4) -> str:
     if not isinstance(values, list):
         return ""
     return ", ".join(str(v) for v in values[:limit]) + (" …" if len(values) > limit else "")
-def keyed_reason_text(key: object, fields: object, t: Translate) -> str | None:
-    """A reason stored as its key and fields at the source (the watcher's alerts:
-    ``reason_key`` ``watch.scan``, ``reason_fields`` count, seconds, examples) in the
-    language of ``t``; None when the key is not one the catalogue knows or the fields
-    are malformed (the caller then reads the English sentence)."""
+def keyed_reason_text(key: object, fields: object, t: Translate,
+                      depth: int = 0) -> str | None:
+    """A reason stored as its key and fields at the source in the language of ``t``:
+    the watcher's alerts (``reason_key`` ``watch.scan``, ``reason_fields`` count,
+    seconds, examples) and the device's own reasons (``devices.reasons``: ``profiled``
+    with its ``url``; a field that is itself a reason is worded in turn); None when the
+    key is not one the catalogue knows or the fields are malformed (the caller then
+    reads the English sentence)."""
     if not isinstance(key, str) or not isinstance(fields, dict) or \
             f"reason.{key}" not in catalogue("en"):
         return None
+    if not key.startswith("watch."):
+        return _fields_text(key, fields, t, depth)
     count, seconds = fields.get("count"), fields.get("seconds")
     if isinstance(count, bool) or not isinstance(count, int) or \
             not isinstance(seconds, str | int | float) or isinstance(seconds, bool):
@@ -199,6 +206,33 @@ def keyed_reason_text(key: object, fields: object, t: Translate) -> str | None:
         words.append(text)
     sample = ", ".join(words) + (", …" if fields.get("more") is True else "")
     return t(f"reason.{key}", count=count, seconds=seconds, sample=sample)
+
+
+def _fields_text(key: str, fields: Mapping[object, object], t: Translate,
+                 depth: int) -> str | None:
+    """``reason.<key>`` filled from ``fields``: every placeholder of its English message
+    present, each a text, a number or a nested reason ({key, fields}); else None."""
+    english = catalogue("en")[f"reason.{key}"]
+    names = {name for _, name, _, _ in string.Formatter().parse(english) if name}
+    values: dict[str, object] = {}
+    for name in names:
+        value = fields.get(name)
+        if isinstance(value, dict):
+            if depth >= MAX_DEPTH:
+                return None
+            value = keyed_reason_text(value.get("key"), value.get("fields"), t, depth + 1)
+        if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+            return None
+        values[name] = value
+    return t(f"reason.{key}", **values)
+
+
+def device_reason_text(reason: str, t: Translate) -> str:
+    """One of a device's reasons (the "Why" line) in the language of ``t``: from its key
+    when the source kept one (a ``devices.reasons.Reason``), else through the patterns."""
+    stored = reason_json(reason)
+    keyed = keyed_reason_text(stored["key"], stored["fields"], t) if stored else None
+    return keyed if keyed is not None else reason_text(str(reason), t)
 
 
 def event_reason_text(details: Mapping[str, object], t: Translate) -> str:

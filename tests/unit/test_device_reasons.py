@@ -1,0 +1,281 @@
+"""A device's reasons and its events' reasons carry their catalogue key at the source
+(``devices.reasons``): kept by the store (migration 8) and worded by the portal from the
+key, saying in English and French what the English sentence said through the patterns."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mudguard.devices import CachedMud, Device, HomeDefault, Settings
+from mudguard.devices import SignatureStatus as Sig
+from mudguard.devices import lifecycle as life
+from mudguard.devices.reasons import Reason, reason_details, reason_from_json, reason_json
+from mudguard.devices.repository import FolderRepository
+from mudguard.devices.service import ApprovalError, DeviceService
+from mudguard.mud import parse_mud
+from mudguard.portal._i18n import translate
+from mudguard.portal._reasons import (
+    device_reason_text,
+    event_reason_text,
+    keyed_reason_text,
+    reason_text,
+)
+from mudguard.store import Store
+
+NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
+SOURCES = Path(life.__file__).parent
+MAC = "02:00:5e:00:53:01"
+URL = "https://iot-device.example.com/dnsname"
+
+
+def _lifecycle_reasons() -> list[str]:
+    """Every reason (device reasons and event reasons) the lifecycle gives."""
+    mud = parse_mud(json.dumps({"ietf-mud:mud": {
+        "mud-version": 1, "mud-url": URL, "last-update": "2026-01-01T00:00:00+00:00",
+        "cache-validity": 48, "is-supported": True, "systeminfo": "x"}}).encode()).mud
+    assert mud is not None
+    new = life.on_seen(None, mac=MAC, now=NOW).device
+    reasons: list[str] = list(new.reasons)
+    lan, internet = Settings(home_default=HomeDefault.LAN), Settings()
+    for settings in (lan, internet):
+        for outcome in (
+                life.on_no_mud(new, why="x", settings=settings, now=NOW),
+                life.start_learning(new, why="y", until=NOW, settings=settings, now=NOW),
+                life.on_profile(new, mud, profile_hash="a", signature=Sig.INVALID, signer=None,
+                                settings=settings, now=NOW),
+                life.on_profile(new, mud, profile_hash="a", signature=Sig.UNSIGNED,
+                                signer=None, settings=Settings(allow_unsigned=False), now=NOW),
+                life.on_profile(new, mud, profile_hash="a", signature=Sig.UNSIGNED,
+                                signer=None, settings=settings, now=NOW),
+                life.on_profile(new, replace(mud, is_supported=False), profile_hash="a",
+                                signature=Sig.UNSIGNED, signer=None, settings=settings, now=NOW),
+                life.on_profile(new, mud, profile_hash="a", signature=Sig.UNSIGNED,
+                                signer=None, settings=settings, now=NOW,
+                                end_of_support=NOW - timedelta(days=1))):
+            reasons += outcome.device.reasons
+            reasons += [n.details["reason"] for n in outcome.notices if "reason" in n.details]
+        learning = life.start_learning(new, why="y", until=NOW, settings=settings,
+                                       now=NOW).device
+        for ready in (True, False):
+            reasons += life.end_learning(learning, proposal_ready=ready, settings=settings,
+                                         now=NOW).device.reasons
+        reasons += life.keep_default(learning, settings=settings, now=NOW).device.reasons
+        learned = replace(new, state=life.State.PROFILED, mud_source=life.MudSource.LEARNED)
+        reasons += life.unlock_learned(learned, settings=settings, now=NOW).device.reasons
+        quarantined = life.quarantine(new, reason="a watcher's words", now=NOW).device
+        reasons += life.release(quarantined, settings=settings, now=NOW).device.reasons
+        reasons += life.release(replace(quarantined, profile_hash="a"), settings=settings,
+                                now=NOW, mud=mud).device.reasons
+        trusted = life.trust(new, now=NOW).device
+        reasons += trusted.reasons
+        reasons += life.untrust(trusted, settings=settings, now=NOW).device.reasons
+    reasons += life.forget(new, now=NOW).device.reasons
+    eos = replace(new, state=life.State.PROFILED, end_of_support=NOW - timedelta(days=2))
+    reasons += life.check_support(eos, NOW).device.reasons
+    base = "https://mud.maker.example/lamp/"
+    pinned = Device(mac=MAC, mud_url=base + "v1.json", pinned_signer="CN=s (CA key 01)",
+                    root_mud_url=base + "v1.json", past_root_urls=(base + "v0.json",),
+                    pending_mud_url=base + "v2.json")
+    reasons += [r for r in (
+        life.url_update_problem(pinned, "https://mud.maker.example/other.json"),
+        life.url_update_problem(pinned, base + "v0.json"),
+        life.url_update_problem(replace(pinned, pinned_signer=None), base + "v2.json"),
+        life.url_update_problem(replace(pinned, state=life.State.QUARANTINED),
+                                base + "v2.json"),
+        life.signer_problem(pinned, Sig.UNSIGNED, None),
+        life.signer_problem(pinned, Sig.INVALID, "bad digest"),
+        life.signer_problem(pinned, Sig.SIGNED_VALID, "CN=s (CA key 02)"),
+        life.accept_url(pinned, NOW).notices[0].details["reason"]) if r is not None]
+    return reasons
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[DeviceService]:
+    store = Store(tmp_path / "m.db")
+    yield DeviceService(store=store, clock=lambda: NOW)
+    store.close()
+
+
+def _service_reasons(svc: DeviceService, corpus: Path, tmp_path: Path) -> list[str]:
+    """The reasons the device service gives, through the real service and store: read back
+    from the store (device rows and events)."""
+    macs = [f"02:00:5e:00:53:{n:02x}" for n in range(1, 12)]
+    svc.observe(mac=macs[0])  # no MUD URL, no repository
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "index.json").write_text("{not json")
+    svc.repositories = [FolderRepository(broken)]
+    svc.observe(mac=macs[1])  # a repository failed
+    svc.observe(mac=macs[2], mud_url="https://mud.example.com/unknown.json")  # no fetcher
+    svc.store.put_mud(CachedMud(url="https://mud.example.com/bad.json", data=b"{}",
+                                fetched_at=NOW, cache_validity_hours=48))
+    svc.observe(mac=macs[3], mud_url="https://mud.example.com/bad.json")  # invalid
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "bad.json").write_text("{}")
+    (repo / "index.json").write_text(json.dumps({"entries": [
+        {"manufacturer": "Acme", "model": "None"},
+        {"manufacturer": "Acme", "model": "Bad", "mud_file": "bad.json"}]}))
+    svc.repositories = [FolderRepository(repo)]
+    svc.observe(mac=macs[4], manufacturer="Acme", model="None")
+    svc.observe(mac=macs[5], manufacturer="Acme", model="Bad")
+    svc.repositories = []
+    data = (corpus / "mud/rfc/mudmaker-cloud-service.json").read_bytes()
+    svc.observe(mac=macs[6])
+    learned = svc.apply_learned(macs[6], data)
+    svc.observe(mac=macs[7], mud_url=learned.mud_url)  # another device's learned profile
+    svc.store.delete_mud(str(learned.mud_url))
+    svc.refresh(macs[6])  # its learned profile is gone
+    svc.store.put_mud(CachedMud(url=URL, data=data, fetched_at=NOW, cache_validity_hours=48))
+    svc.observe(mac=macs[8], mud_url=URL)
+    svc.observe(mac=macs[8], mud_url="https://iot-device.example.com/v2.json")
+    with pytest.raises(ApprovalError):
+        svc.approve_url(macs[8])  # cannot be fetched
+    svc.store.put_mud(CachedMud(url="https://iot-device.example.com/v2.json", data=b"{}",
+                                fetched_at=NOW, cache_validity_hours=48))
+    with pytest.raises(ApprovalError):
+        svc.approve_url(macs[8])  # invalid
+    (repo / "copy.json").write_bytes(data)
+    (repo / "index.json").write_text(json.dumps({"entries": [
+        {"manufacturer": "Acme", "model": "Copy", "mud_file": "copy.json"}]}))
+    svc.repositories = [FolderRepository(repo)]
+    svc.store.put_mud(CachedMud(url=str(learned.mud_url), data=data, fetched_at=NOW,
+                                cache_validity_hours=48))
+    svc.observe(mac=macs[9], manufacturer="Acme", model="Copy")  # another's learned profile
+    reasons: list[str] = [r for d in svc.store.list_devices() for r in d.reasons]
+    for event in svc.store.list_events():
+        reasons += [reason_from_json(str(event.details["reason"]), {
+            "key": event.details["reason_key"], "fields": event.details["reason_fields"]})
+            for _ in (1,) if "reason_key" in event.details]
+    return reasons
+
+
+def _keys_in_sources() -> set[str]:
+    """Every key a ``Reason(...)`` of the lifecycle and the service is made with."""
+    text = "".join((SOURCES / name).read_text(encoding="utf-8")
+                   for name in ("lifecycle.py", "service.py"))
+    return set(re.findall(r'Reason\(\s*"([a-z_.]+)"', text))
+
+
+def test_every_reason_of_the_lifecycle_and_service_is_worded_from_its_key(
+        svc: DeviceService, corpus: Path, tmp_path: Path) -> None:
+    reasons = _lifecycle_reasons() + _service_reasons(svc, corpus, tmp_path)
+    keyed = [r for r in reasons if isinstance(r, Reason)]
+    keyed += [f for r in keyed for f in r.fields.values() if isinstance(f, Reason)]
+    seen = {r.key for r in keyed}
+    assert seen == _keys_in_sources(), \
+        sorted(_keys_in_sources() - seen)
+    for language in ("en", "fr"):
+        t = functools.partial(translate, language)
+        for reason in keyed:
+            stored = reason_json(reason)
+            assert stored is not None
+            text = keyed_reason_text(stored["key"], stored["fields"], t)
+            assert text is not None, reason
+            assert text == reason_text(str(reason), t), (language, reason)
+            assert device_reason_text(reason, t) == text
+            if language == "fr":
+                assert text != str(reason) and "{" not in text, text
+
+
+def test_the_key_wins_over_the_sentence_and_a_malformed_key_falls_back() -> None:
+    fr = functools.partial(translate, "fr")
+    reworded = Reason("profiled", "reworded sentence", url="https://x.example/m.json")
+    assert device_reason_text(reworded, fr) == \
+        reason_text("MUD profile from https://x.example/m.json enforced", fr)
+    for key, fields in (("nope", {}), ("profiled", {}), ("profiled", {"url": True}),
+                        ("profiled", {"url": ["a"]}), (7, {}), ("profiled", "x"),
+                        ("no_profile", {"why": {"key": "nope", "fields": {}}})):
+        stored = reason_from_json("reworded sentence", {"key": key, "fields": fields})
+        assert device_reason_text(stored, fr) == "reworded sentence", (key, fields)
+        details = {"reason": "reworded sentence", "reason_key": key, "reason_fields": fields}
+        assert event_reason_text(details, fr) == "reworded sentence", (key, fields)
+    assert reason_from_json("plain", "garbage") == "plain"
+    assert not isinstance(reason_from_json("plain", None), Reason)
+
+
+def test_nested_reasons_survive_the_store_and_the_event(tmp_path: Path) -> None:
+    """``{why}; no MUD profile`` and ``learning … ; meanwhile {rest}`` keep their inner
+    reason's key through a device row and a state-change event."""
+    device = life.on_seen(None, mac=MAC, now=NOW).device
+    quarantined = life.quarantine(device, reason="w", now=NOW).device
+    released = life.release(quarantined, settings=Settings(), now=NOW)
+    with Store(tmp_path / "m.db") as store:
+        store.save_device(released.device)
+        back = store.get_device(MAC)
+        assert back is not None and back == released.device
+        first = back.reasons[0]
+        assert isinstance(first, Reason) and first.key == "no_profile"
+        inner = first.fields["why"]
+        assert isinstance(inner, Reason) and inner.key == "released"
+        assert str(inner) == "released from quarantine"
+        event = store.add_event(released.notices[-1].kind, NOW, MAC,
+                                dict(released.notices[-1].details))
+        assert [k["key"] for k in event.details["reason_keys"]] == \
+            ["no_profile", "default.internet"]
+    fr = functools.partial(translate, "fr")
+    assert device_reason_text(first, fr) == reason_text(str(first), fr)
+    assert reason_details({"reason": "plain"}) == {"reason": "plain"}
+
+
+def test_an_old_database_upgrades_and_its_reasons_read_through_the_patterns(
+        tmp_path: Path) -> None:
+    """A release-6 database (no key column) opens at the current schema; its reasons are
+    plain sentences the portal still words; a device saved now keeps its keys; a key
+    column spoiled by hand leaves the sentences."""
+    import sqlite3
+
+    path = tmp_path / "mudguard.db"
+    dump = Path(__file__).resolve().parents[1] / "data" / "store" / "schema-v6.sql"
+    sentence = "MUD profile from https://mud.example.com/plug-v2.json enforced"
+    with sqlite3.connect(path) as db:
+        db.executescript(dump.read_text(encoding="utf-8"))
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
+        db.execute("UPDATE devices SET reasons = ? WHERE mac = ?",
+                   (json.dumps([sentence]), MAC))
+    fr = functools.partial(translate, "fr")
+    with Store(path) as store:
+        plug = store.get_device(MAC)
+        assert plug is not None and plug.reasons == (sentence,)
+        assert not isinstance(plug.reasons[0], Reason)
+        assert device_reason_text(plug.reasons[0], fr) == reason_text(sentence, fr) != sentence
+        keyed = replace(plug, reasons=(Reason("profiled", sentence,
+                                              url="https://mud.example.com/plug-v2.json"),))
+        store.save_device(keyed)
+        back = store.get_device(MAC)
+        assert back is not None and isinstance(back.reasons[0], Reason)
+        assert back.reasons[0].fields == {"url": "https://mud.example.com/plug-v2.json"}
+    for spoiled in ("not json", '{"key": "profiled"}', '[{"key": "nope", "fields": 3}]', "[]"):
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE devices SET reason_keys = ? WHERE mac = ?", (spoiled, MAC))
+        with Store(path) as store:
+            plug = store.get_device(MAC)
+            assert plug is not None and plug.reasons == (sentence,), spoiled
+            assert device_reason_text(plug.reasons[0], fr) == reason_text(sentence, fr)
+
+
+def test_a_watchers_quarantine_keeps_its_key_on_the_device(svc: DeviceService) -> None:
+    """The daemon quarantines with ``Alert.why()``: the device's "why" line and its
+    quarantined event are worded from the watcher's key, as the pattern words them."""
+    from tests.unit.test_portal_i18n import _watcher_alerts
+
+    for n, alert in enumerate(_watcher_alerts()):
+        mac = f"02:00:5e:00:54:{n:02x}"
+        svc.observe(mac=mac)
+        quarantined = svc.quarantine(mac, alert.why())
+        stored = svc.store.get_device(mac)
+        assert stored == quarantined and isinstance(stored.reasons[0], Reason)
+        event = svc.store.list_events(mac)[-2]
+        assert event.details["reason_key"] == alert.reason_key
+        for language in ("en", "fr"):
+            t = functools.partial(translate, language)
+            assert device_reason_text(stored.reasons[0], t) == reason_text(alert.reason, t)
+            assert event_reason_text(event.details, t) == reason_text(alert.reason, t)
