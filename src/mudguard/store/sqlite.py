@@ -37,6 +37,7 @@ from mudguard.devices._model import (
 )
 from mudguard.devices.activity import ActivityCount, clean_destination, hour_of
 from mudguard.devices.reasons import reason_details, reason_from_json, reason_json
+from mudguard.devices.wiring import check_time_zone
 from mudguard.errors import MudguardError
 from mudguard.policy import Grant, GrantKind, LifecycleState
 from mudguard.store._schema import MIGRATIONS, SCHEMA_VERSION
@@ -368,6 +369,7 @@ class Store(SqliteDatabase):
             learning_days=_float(values.get("learning_days"), defaults.learning_days),
             lock_automatically=values.get("lock_automatically",
                                           "1" if defaults.lock_automatically else "0") == "1",
+            time_zone=_time_zone(values.get("time_zone")),
         )
 
     def save_settings(self, settings: Settings) -> None:
@@ -377,13 +379,24 @@ class Store(SqliteDatabase):
                                ("allow_unsigned", "1" if settings.allow_unsigned else "0"),
                                ("learning_days", repr(float(settings.learning_days))),
                                ("lock_automatically",
-                                "1" if settings.lock_automatically else "0")):
+                                "1" if settings.lock_automatically else "0"),
+                               ("time_zone", settings.time_zone or "")):
                 self._db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
                                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                                  (key, value))
 
 
 # -- row conversion (module-private) ----------------------------------------------------
+
+def _time_zone(text: str | None) -> str | None:
+    """A stored time zone when it is one this system knows; None (the system's) else."""
+    if not text:
+        return None
+    try:
+        return check_time_zone(text)
+    except ValueError:
+        return None
+
 
 def _float(text: str | None, default: float) -> float:
     try:
