@@ -140,3 +140,36 @@ def test_a_window_in_the_hour_that_is_skipped_or_repeated() -> None:
     # a zone with a half-hour daylight saving (Lord Howe Island), for good measure
     howe = DailyWindow.parse("21:30-07:00 Australia/Lord_Howe")
     assert _minutes_held(howe, datetime(2026, 4, 4, 0, 0, tzinfo=UTC)) == 600  # 30 min back
+
+
+def test_a_new_zone_moves_the_schedules_read_in_the_old_one(tmp_path: Path) -> None:
+    """Bedtime stays the owner's evening when they correct their zone: a schedule read in
+    the previous zone keeps its times of day in the new one (CLI requests and the settings
+    page); a schedule given with a zone of its own stays as it is."""
+    from mudguard.devices.requests import handle_request
+    from mudguard.devices.service import DeviceService
+    from tests.unit.test_portal_pages import _serve_bulb
+
+    with Store(tmp_path / "m.db") as store:
+        svc = DeviceService(store=store)
+        svc.observe(mac=MAC, ip="192.0.2.15")
+        handle_request(svc, {"op": "settings", "time_zone": "Europe/Paris"})
+        for schedule in ("21:30-07:00", "06:00-07:00 Asia/Tokyo"):
+            handle_request(svc, {"op": "grant", "mac": MAC, "kind": "pause",
+                                 "schedule": schedule})
+        handle_request(svc, {"op": "settings", "time_zone": "America/New_York"})
+        assert [g.grant.schedule for g in store.list_grants(MAC)] == [
+            "21:30-07:00 America/New_York", "06:00-07:00 Asia/Tokyo"]
+        handle_request(svc, {"op": "settings", "home_default": "lan"})  # zone unchanged
+        assert store.list_grants(MAC)[0].grant.schedule == "21:30-07:00 America/New_York"
+    (tmp_path / "p").mkdir()
+    with portal(tmp_path / "p") as (client, st, _):
+        st.services.onboard(url=_serve_bulb(st), mac=MAC, name="Tablet")
+        token = page_csrf(client, "/settings")
+        form = {"csrf": token, "home_default": "internet", "lang": "en"}
+        client.post("/settings", data={**form, "time_zone": "Europe/Lisbon"})
+        client.post(f"/devices/{MAC}/pause", data={
+            "csrf": token, "for": "schedule", "from": "22:00", "to": "06:30"})
+        client.post("/settings", data={**form, "time_zone": "Europe/Berlin"})
+        (scheduled,) = st.services.devices.active_grants(MAC)
+        assert scheduled.grant.schedule == "22:00-06:30 Europe/Berlin"

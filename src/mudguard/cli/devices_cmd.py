@@ -567,7 +567,8 @@ def settings_cmd(
         "asking (default: ask).")] = None,
     time_zone: Annotated[str | None, typer.Option(
         "--time-zone", help="Your IANA time zone (Europe/Paris) for times shown and daily "
-        "schedules; 'system': the gateway's own.")] = None,
+        "schedules (those read in the previous zone keep their times of day in the new "
+        "one); 'system': the gateway's own.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show or change the home's settings."""

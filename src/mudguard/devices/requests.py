@@ -111,7 +111,9 @@ def _settings(service: DeviceService, request: dict[str, Any]) -> dict[str, Any]
                           else auto_lock,
                           learning_days=current.learning_days if days is None
                           else float(days), time_zone=time_zone)
+        before = owner_zone(service.store.get_settings())
         service.store.save_settings(current)
+        service.rezone_schedules(before, owner_zone(current))
     return {"settings": _settings_dict(current)}
 
 

@@ -892,6 +892,33 @@ class DeviceService:
         """Re-enforce each device whose scheduled grants (a bedtime pause) came into or
         left their window since the last call; returns their MACs. The daemon's upkeep
         calls it every minute, so a window opens in the kernel within that delay."""
+        return self._apply_schedules()
+
+    @_serialised
+    def rezone_schedules(self, old_zone: str, new_zone: str) -> int:
+        """The owner's time zone changed from ``old_zone`` to ``new_zone``: every daily
+        schedule read in ``old_zone`` keeps its times of day in ``new_zone`` (a bedtime
+        stays the owner's evening), re-enforced at once; returns how many moved. A
+        schedule in another zone (given with its own) is left as it is."""
+        if old_zone == new_zone:
+            return 0
+        moved = 0
+        with self.store.transaction():
+            for record in self.store.list_grants():
+                if record.grant.schedule is None:
+                    continue
+                try:
+                    window = DailyWindow.parse(record.grant.schedule)
+                except ValueError:  # a zone this system no longer knows: left as it is
+                    continue
+                if window.zone == old_zone:
+                    self.store.set_grant_schedule(record.id, str(window.in_zone(new_zone)))
+                    moved += 1
+        if moved:
+            self._apply_schedules()
+        return moved
+
+    def _apply_schedules(self) -> tuple[str, ...]:
         now = self.clock()
         changed: set[str] = set()
         for record in self.store.list_grants():

@@ -276,6 +276,7 @@ class PortalServices:
             if time_zone is not None:
                 updated = replace(updated, time_zone=zone)
             self.devices.store.save_settings(updated)
+            self.devices.rezone_schedules(owner_zone(current), owner_zone(updated))
             if self.settings_changed is not None:
                 self.settings_changed()
             return updated

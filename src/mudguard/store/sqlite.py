@@ -187,6 +187,10 @@ class Store(SqliteDatabase):
             rows = self._read(sql + " WHERE mac = ? ORDER BY id", (normalise_mac(mac),))
         return [_grant_from_row(row) for row in rows]
 
+    def set_grant_schedule(self, grant_id: int, schedule: str | None) -> None:
+        """Change one grant's daily schedule (the owner moved to another time zone)."""
+        self._write("UPDATE grants SET schedule = ? WHERE id = ?", (schedule, int(grant_id)))
+
     def delete_grant(self, mac: str, grant_id: int) -> bool:
         """Delete one grant of one device; True if it existed."""
         cursor = self._write("DELETE FROM grants WHERE mac = ? AND id = ?",
