@@ -279,3 +279,24 @@ def test_a_watchers_quarantine_keeps_its_key_on_the_device(svc: DeviceService) -
             t = functools.partial(translate, language)
             assert device_reason_text(stored.reasons[0], t) == reason_text(alert.reason, t)
             assert event_reason_text(event.details, t) == reason_text(alert.reason, t)
+
+
+def test_the_end_of_learning_is_shown_in_the_owners_zone() -> None:
+    """"learning what it does until 2026-12-02 12:00 UTC" keeps its moment as data: the
+    "Why" line shows it in the owner's zone (Tokyo: 21:00); without a zone, as written."""
+    from zoneinfo import ZoneInfo
+
+    device = life.on_seen(None, mac=MAC, now=NOW).device
+    learning = life.start_learning(device, why="y", until=NOW, settings=Settings(),
+                                   now=NOW).device.reasons[1]
+    assert "until 2026-12-02 12:00 UTC" in learning
+    tokyo = ZoneInfo("Asia/Tokyo")
+    for language, words in (("en", "until 2026-12-02 21:00; meanwhile"),
+                            ("fr", "2026-12-02 21:00")):
+        t = functools.partial(translate, language)
+        assert words in device_reason_text(learning, t, tokyo), language
+        assert "12:00 UTC" in device_reason_text(learning, t)
+    spoiled = reason_from_json(str(learning), {**(reason_json(learning) or {}), "fields": {
+        **(reason_json(learning) or {})["fields"], "until": "not a moment"}})
+    assert "12:00 UTC" in device_reason_text(spoiled, functools.partial(translate, "fr"),
+                                             tokyo)

@@ -486,7 +486,7 @@ def start_learning(device: Device, *, why: str, until: datetime, settings: Setti
     meanwhile = _default_reason(settings, article="")
     updated = transition(device, State.LEARNING, (
         why, Reason("learning", f"learning what it does until {when}; {meanwhile}",
-                    when=when, rest=meanwhile)), now)
+                    when=when, until=until.isoformat(), rest=meanwhile)), now)
     ask = Notice(EventKind.NO_MUD, {"reason": why, "default": settings.home_default.value,
                                     "learning_until": until.isoformat(),
                                     "action": "end learning early with: device learn --end-now"})

@@ -100,7 +100,7 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
                                                 state(request).services.now()),
             "local": lambda at: at.astimezone(zone),
             "reason_text": lambda reason: device_reason_text(reason, functools.partial(
-                translate, lang)),
+                translate, lang), zone),
             "event_text": lambda event: event_text(event.kind.value, event.details,
                                                    functools.partial(translate, lang)),
             "event_reason": lambda details: event_reason_text(details, functools.partial(

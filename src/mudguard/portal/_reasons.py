@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable, Mapping
+from datetime import datetime, tzinfo
 
 from mudguard.devices.reasons import MAX_DEPTH, reason_json
 from mudguard.portal._i18n import catalogue
@@ -179,18 +180,19 @@ def _listed(values: object, limit: int = 4) -> str:
         return ""
     return ", ".join(str(v) for v in values[:limit]) + (" …" if len(values) > limit else "")
 def keyed_reason_text(key: object, fields: object, t: Translate,
-                      depth: int = 0) -> str | None:
+                      depth: int = 0, zone: tzinfo | None = None) -> str | None:
     """A reason stored as its key and fields at the source in the language of ``t``:
     the watcher's alerts (``reason_key`` ``watch.scan``, ``reason_fields`` count,
     seconds, examples) and the device's own reasons (``devices.reasons``: ``profiled``
     with its ``url``; a field that is itself a reason is worded in turn); None when the
     key is not one the catalogue knows or the fields are malformed (the caller then
-    reads the English sentence)."""
+    reads the English sentence). With ``zone`` (the owner's), a moment the reason keeps
+    as data (``until``: when learning ends) is shown in it."""
     if not isinstance(key, str) or not isinstance(fields, dict) or \
             f"reason.{key}" not in catalogue("en"):
         return None
     if not key.startswith("watch."):
-        return _fields_text(key, fields, t, depth)
+        return _fields_text(key, fields, t, depth, zone)
     count, seconds = fields.get("count"), fields.get("seconds")
     if isinstance(count, bool) or not isinstance(count, int) or \
             not isinstance(seconds, str | int | float) or isinstance(seconds, bool):
@@ -209,9 +211,11 @@ def keyed_reason_text(key: object, fields: object, t: Translate,
 
 
 def _fields_text(key: str, fields: Mapping[object, object], t: Translate,
-                 depth: int) -> str | None:
+                 depth: int, zone: tzinfo | None = None) -> str | None:
     """``reason.<key>`` filled from ``fields``: every placeholder of its English message
-    present, each a text, a number or a nested reason ({key, fields}); else None."""
+    present, each a text, a number or a nested reason ({key, fields}); else None. The
+    ``when`` of a reason that keeps its moment (``until``, ISO) is that moment in
+    ``zone`` when one is given."""
     english = catalogue("en")[f"reason.{key}"]
     names = {name for _, name, _, _ in string.Formatter().parse(english) if name}
     values: dict[str, object] = {}
@@ -220,18 +224,34 @@ def _fields_text(key: str, fields: Mapping[object, object], t: Translate,
         if isinstance(value, dict):
             if depth >= MAX_DEPTH:
                 return None
-            value = keyed_reason_text(value.get("key"), value.get("fields"), t, depth + 1)
+            value = keyed_reason_text(value.get("key"), value.get("fields"), t, depth + 1,
+                                      zone)
         if value is None or isinstance(value, bool) or not isinstance(value, str | int):
             return None
         values[name] = value
+    moment = _moment(fields.get("until"))
+    if "when" in values and zone is not None and moment is not None:
+        values["when"] = moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
     return t(f"reason.{key}", **values)
 
 
-def device_reason_text(reason: str, t: Translate) -> str:
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def device_reason_text(reason: str, t: Translate, zone: tzinfo | None = None) -> str:
     """One of a device's reasons (the "Why" line) in the language of ``t``: from its key
-    when the source kept one (a ``devices.reasons.Reason``), else through the patterns."""
+    when the source kept one (a ``devices.reasons.Reason``; its moments in ``zone``),
+    else through the patterns."""
     stored = reason_json(reason)
-    keyed = keyed_reason_text(stored["key"], stored["fields"], t) if stored else None
+    keyed = keyed_reason_text(stored["key"], stored["fields"], t, zone=zone) \
+        if stored else None
     return keyed if keyed is not None else reason_text(str(reason), t)
 
 
