@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mudguard.devices import CachedMud, Device, HomeDefault, Settings
+from mudguard.devices import CachedMud, Device, EventKind, HomeDefault, Settings
 from mudguard.devices import SignatureStatus as Sig
 from mudguard.devices import lifecycle as life
 from mudguard.devices.reasons import Reason, reason_details, reason_from_json, reason_json
@@ -94,6 +94,12 @@ def _lifecycle_reasons() -> list[str]:
         life.signer_problem(pinned, Sig.INVALID, "bad digest"),
         life.signer_problem(pinned, Sig.SIGNED_VALID, "CN=s (CA key 02)"),
         life.accept_url(pinned, NOW).notices[0].details["reason"]) if r is not None]
+    for bad in (7, "https://x.example/" + "a" * 300, "https://x.example/a b",
+                "https://x.example:99999/", "http://x.example/m.json", "https:///m.json",
+                "https://user:pw@x.example/m.json"):
+        with pytest.raises(life.MudUrlError) as refused:
+            life.check_mud_url(bad)  # type: ignore[arg-type]
+        reasons.append(refused.value.reason)
     return reasons
 
 
@@ -150,6 +156,8 @@ def _service_reasons(svc: DeviceService, corpus: Path, tmp_path: Path) -> list[s
     svc.store.put_mud(CachedMud(url=str(learned.mud_url), data=data, fetched_at=NOW,
                                 cache_validity_hours=48))
     svc.observe(mac=macs[9], manufacturer="Acme", model="Copy")  # another's learned profile
+    with pytest.raises(life.MudUrlError):
+        svc.observe(mac=macs[0], mud_url="http://mud.example.com/plain.json")  # recorded
     reasons: list[str] = [r for d in svc.store.list_devices() for r in d.reasons]
     for event in svc.store.list_events():
         reasons += [reason_from_json(str(event.details["reason"]), {
@@ -168,6 +176,8 @@ def _keys_in_sources() -> set[str]:
 def test_every_reason_of_the_lifecycle_and_service_is_worded_from_its_key(
         svc: DeviceService, corpus: Path, tmp_path: Path) -> None:
     reasons = _lifecycle_reasons() + _service_reasons(svc, corpus, tmp_path)
+    rejected = [e for e in svc.store.list_events() if e.kind is EventKind.URL_REJECTED]
+    assert [e.details["reason_key"] for e in rejected] == ["url_rejected.not_https"]
     keyed = [r for r in reasons if isinstance(r, Reason)]
     keyed += [f for r in keyed for f in r.fields.values() if isinstance(f, Reason)]
     seen = {r.key for r in keyed}

@@ -69,9 +69,15 @@ MAX_MUD_URL_LENGTH: Final[int] = 255  # DHCPv4 option 161 carries at most 255 oc
 
 
 class MudUrlError(RemoteInputError):
-    """A MUD URL a device announced that RFC 8520 does not allow."""
+    """A MUD URL a device announced that RFC 8520 does not allow (``reason``: why, with
+    its catalogue key: ``devices.reasons.Reason``)."""
 
     key = "bad_mud_url"
+
+    def __init__(self, reason: str) -> None:
+        """The error saying ``reason``."""
+        super().__init__(reason)
+        self.reason = reason
 
 
 class LifecycleError(RemoteInputError):
@@ -108,23 +114,32 @@ def check_mud_url(url: str) -> str:
     for DHCP option 161, printable, and name a host.
     """
     if not isinstance(url, str):
-        raise MudUrlError("a MUD URL must be text")
+        raise MudUrlError(Reason("url_rejected.text", "a MUD URL must be text"))
     if len(url) > MAX_MUD_URL_LENGTH:
-        raise MudUrlError(f"MUD URL is {len(url)} characters; the limit is {MAX_MUD_URL_LENGTH}")
+        raise MudUrlError(Reason(
+            "url_rejected.long",
+            f"MUD URL is {len(url)} characters; the limit is {MAX_MUD_URL_LENGTH}",
+            length=len(url), limit=MAX_MUD_URL_LENGTH))
     if not url.isprintable() or any(c.isspace() for c in url):
-        raise MudUrlError("MUD URL contains spaces or control characters")
+        raise MudUrlError(Reason("url_rejected.spaces",
+                                 "MUD URL contains spaces or control characters"))
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise MudUrlError(f"MUD URL is malformed: {exc}") from None
+        raise MudUrlError(Reason("url_rejected.malformed", f"MUD URL is malformed: {exc}",
+                                 detail=str(exc))) from None
     if parts.scheme != "https":
-        raise MudUrlError(f"MUD URL must use https (RFC 8520 §1.6), not {parts.scheme or 'none'!r}")
+        scheme = repr(parts.scheme or "none")
+        raise MudUrlError(Reason("url_rejected.not_https",
+                                 f"MUD URL must use https (RFC 8520 §1.6), not {scheme}",
+                                 scheme=scheme))
     if not host:
-        raise MudUrlError("MUD URL names no host")
+        raise MudUrlError(Reason("url_rejected.no_host", "MUD URL names no host"))
     if parts.username is not None or parts.password is not None:
-        raise MudUrlError("MUD URL must not carry credentials")
+        raise MudUrlError(Reason("url_rejected.credentials",
+                                 "MUD URL must not carry credentials"))
     return url
 
 

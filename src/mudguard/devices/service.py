@@ -254,7 +254,7 @@ class DeviceService:
         except lifecycle.MudUrlError as exc:
             if before is not None:
                 self.store.add_event(EventKind.URL_REJECTED, now, key,
-                                     {"reason": str(exc), "source": source and source.value})
+                                     {"reason": exc.reason, "source": source and source.value})
             raise
         device = outcome.device
         if manufacturer and not device.manufacturer:

@@ -91,6 +91,16 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          "reason.url.fetch_failed"),
         (r"the new MUD file(?: at \S+)? is invalid: (?P<detail>.+)",
          "reason.url.invalid"),
+        # a MUD URL the device announced that RFC 8520 does not allow (``check_mud_url``)
+        (r"a MUD URL must be text", "reason.url_rejected.text"),
+        (r"MUD URL is (?P<length>\d+) characters; the limit is (?P<limit>\d+)",
+         "reason.url_rejected.long"),
+        (r"MUD URL contains spaces or control characters", "reason.url_rejected.spaces"),
+        (r"MUD URL is malformed: (?P<detail>.+)", "reason.url_rejected.malformed"),
+        (r"MUD URL must use https \(RFC 8520 §1\.6\), not (?P<scheme>.+)",
+         "reason.url_rejected.not_https"),
+        (r"MUD URL names no host", "reason.url_rejected.no_host"),
+        (r"MUD URL must not carry credentials", "reason.url_rejected.credentials"),
         (r"(?P<why>.+); no MUD profile", "reason.no_profile"),
         # the watcher's alerts (``watch.tracker``): the examples stay as they are
         (r"scanned the home network: (?P<count>\d+) addresses in (?P<seconds>[\d.]+) s "
