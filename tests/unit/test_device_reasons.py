@@ -310,3 +310,14 @@ def test_the_end_of_learning_is_shown_in_the_owners_zone() -> None:
         **(reason_json(learning) or {})["fields"], "until": "not a moment"}})
     assert "12:00 UTC" in device_reason_text(spoiled, functools.partial(translate, "fr"),
                                              tokyo)
+
+
+def test_a_reason_survives_a_copy_and_a_pickle() -> None:
+    import copy
+    import pickle
+
+    nested = Reason("no_profile", "released from quarantine; no MUD profile",
+                    why=Reason("released", "released from quarantine"))
+    for made in (copy.copy(nested), copy.deepcopy(nested), pickle.loads(pickle.dumps(nested))):
+        assert isinstance(made, Reason) and made == nested
+        assert reason_json(made) == reason_json(nested)

@@ -33,6 +33,14 @@ class Reason(str):
         made.fields = dict(fields)
         return made
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Copied and pickled with its key and fields (``str`` would drop them)."""
+        return (_rebuilt, (self.key, str(self), dict(self.fields)))
+
+
+def _rebuilt(key: str, english: str, fields: dict[str, object]) -> Reason:
+    return Reason(key, english, **fields)
+
 
 def reason_json(reason: str) -> dict[str, Any] | None:
     """The key and fields of ``reason`` as JSON-ready data (a nested reason as the
