@@ -321,3 +321,30 @@ def test_a_reason_survives_a_copy_and_a_pickle() -> None:
     for made in (copy.copy(nested), copy.deepcopy(nested), pickle.loads(pickle.dumps(nested))):
         assert isinstance(made, Reason) and made == nested
         assert reason_json(made) == reason_json(nested)
+
+
+def test_the_release_dumps_of_schemas_7_and_8_open_with_their_reasons(tmp_path: Path) -> None:
+    """schema-v7.sql (session 4's main before migration 8: plain reasons, a device kind)
+    and schema-v8.sql (keys beside the reasons, the owner's time zone) open at the
+    current schema with their data."""
+    import sqlite3
+
+    data = Path(__file__).resolve().parents[1] / "data" / "store"
+    fr = functools.partial(translate, "fr")
+    for version in (7, 8):
+        path = tmp_path / f"v{version}.db"
+        with sqlite3.connect(path) as db:
+            db.executescript((data / f"schema-v{version}.sql").read_text(encoding="utf-8"))
+        with Store(path) as store:
+            devices = {d.mac: d for d in store.list_devices()}
+            plug, camera = devices[MAC], devices["02:00:5e:00:53:02"]
+            assert camera.reasons == ("scan",) and not isinstance(camera.reasons[0], Reason)
+            if version == 7:
+                assert plug.reasons == ("profile enforced",) and camera.kind is None
+                assert store.get_settings().time_zone is None
+                continue
+            (reason,) = plug.reasons
+            assert isinstance(reason, Reason) and reason.key == "profiled"
+            assert device_reason_text(reason, fr) == reason_text(str(reason), fr) != reason
+            assert camera.kind == "camera"
+            assert store.get_settings().time_zone == "Europe/Paris"
