@@ -158,6 +158,9 @@ def _service_reasons(svc: DeviceService, corpus: Path, tmp_path: Path) -> list[s
     svc.observe(mac=macs[9], manufacturer="Acme", model="Copy")  # another's learned profile
     with pytest.raises(life.MudUrlError):
         svc.observe(mac=macs[0], mud_url="http://mud.example.com/plain.json")  # recorded
+    svc.learns = True
+    svc.start_learning(macs[0])  # the owner asks to learn it
+    svc.learns = False
     reasons: list[str] = [r for d in svc.store.list_devices() for r in d.reasons]
     for event in svc.store.list_events():
         reasons += [reason_from_json(str(event.details["reason"]), {
@@ -180,6 +183,9 @@ def test_every_reason_of_the_lifecycle_and_service_is_worded_from_its_key(
     assert [e.details["reason_key"] for e in rejected] == ["url_rejected.not_https"]
     keyed = [r for r in reasons if isinstance(r, Reason)]
     keyed += [f for r in keyed for f in r.fields.values() if isinstance(f, Reason)]
+    # every reason the code writes has its key; plain ones are the test's own inputs
+    plain = {r for r in reasons if not isinstance(r, Reason)}
+    assert plain <= {"x", "y", "a watcher's words"}, plain
     seen = {r.key for r in keyed}
     assert seen == _keys_in_sources(), \
         sorted(_keys_in_sources() - seen)

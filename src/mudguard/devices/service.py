@@ -643,7 +643,8 @@ class DeviceService:
                                                            now=self.clock()))
             if url and not any(d.mud_url == url for d in self.store.list_devices()):
                 self.store.delete_mud(url)  # the owner's approval of it is withdrawn
-        return self._start_learning(device, "the owner asked to learn it")
+        return self._start_learning(device, Reason("owner_learns",
+                                                   "the owner asked to learn it"))
 
     @_serialised
     def end_learning(self, mac: str) -> Device:
