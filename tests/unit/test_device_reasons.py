@@ -354,3 +354,21 @@ def test_the_release_dumps_of_schemas_7_and_8_open_with_their_reasons(tmp_path: 
             assert device_reason_text(reason, fr) == reason_text(str(reason), fr) != reason
             assert camera.kind == "camera"
             assert store.get_settings().time_zone == "Europe/Paris"
+
+
+def test_a_quarantine_older_than_the_events_read_keeps_its_key_on_the_alert() -> None:
+    """The alerts page stands in for a quarantine whose event was pushed out of reach
+    (a long flood): the stand-in carries the device's keyed reason."""
+    from mudguard.portal._incidents import _with_lost_quarantines
+
+    device = life.on_seen(None, mac=MAC, now=NOW).device
+    why = Reason("watch.scan", "scanned 9 addresses in 10 s (tcp 192.0.2.7 port 23)",
+                 count=9, seconds="10", more=False,
+                 examples=[{"protocol": 6, "remote": "192.0.2.7", "port": 23,
+                            "icmp_type": None}])
+    quarantined = life.quarantine(device, reason=why, now=NOW).device
+    (stand_in,) = _with_lost_quarantines([], {MAC: quarantined})
+    fr = functools.partial(translate, "fr")
+    assert stand_in.details["reason_key"] == "watch.scan"
+    assert event_reason_text(stand_in.details, fr) == reason_text(str(why), fr) != str(why)
+    assert "Telnet vers 192.0.2.7" in event_reason_text(stand_in.details, fr)
