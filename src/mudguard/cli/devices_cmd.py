@@ -543,10 +543,14 @@ def events(
     _print_events(found)
 
 
+_REASON_DATA = frozenset({"reason_key", "reason_fields", "reason_keys"})
+
+
 def _print_events(found: list[dict[str, Any]]) -> None:
     for e in found:
+        # the reasons' catalogue keys are for the portal; the sentence says the same
         details = ", ".join(f"{k}={v}" for k, v in sorted(e["details"].items())
-                            if v is not None)
+                            if v is not None and k not in _REASON_DATA)
         console.print(f"  {e['at'][:19]} {e['mac'] or 'home':17} {e['kind']:16} "
                       f"{escape(details)}")
 
