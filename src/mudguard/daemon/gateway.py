@@ -376,7 +376,8 @@ class Gateway:
                 {"kind": alert.kind, "reason": alert.reason, "reason_key": alert.reason_key,
                  "reason_fields": dict(alert.reason_fields), "count": len(alert.evidence),
                  "evidence": [e.as_dict() for e in alert.evidence]})
-            self.events.device(self.service.quarantine(mac, alert.reason))
+            # the device's "why" keeps the watcher's key too, worded from it by the portal
+            self.events.device(self.service.quarantine(mac, alert.why()))
 
         self._submit(f"quarantine of {alert.device_id}", quarantine)
 
