@@ -7,13 +7,17 @@ the home's policies decided from real corpus MUD files (round-robin over every v
 file, shared ``MudFile`` objects as the daemon's parse cache gives), ``install_home``,
 then a fresh Enforcer's ``reconcile`` of the same policies (a restart: one read-back).
 Printed per size: RSS after import, after deciding, after the install, after the
-reconcile (``VmRSS``; ``VmHWM`` is the peak), Python's own heap (tracemalloc's
+reconcile (``VmRSS``; ``VmHWM`` is the peak), after glibc's ``malloc_trim`` (what is
+left is live; the difference was freed but held), Python's own heap (tracemalloc's
 current/peak, when ``--trace``) and the ``--top`` allocation sites (file:line) of what
 is still alive at the end, with the held objects grouped by type (``gc`` walk).
 
 tracemalloc roughly doubles the run time; without ``--trace`` only the RSS columns are
-measured. Run as root: ``.venv/bin/python bench/bench_memory.py [--sizes 1 1000 5000]
-[--trace] [--top 12]``.
+measured. ``--libnftables`` sends every batch and read-back through libnftables instead,
+whose context keeps its own cache of the ruleset in C memory (what
+``bench_enforce_update.py``'s libnftables rows pay). Run as root:
+``.venv/bin/python bench/bench_memory.py [--sizes 1 1000 5000] [--trace] [--top 12]
+[--libnftables]``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def held_by_type(limit: int) -> list[tuple[str, int]]:
     return counts.most_common(limit)
 
 
-def measure(n: int, trace: bool, top: int) -> dict[str, Any]:
+def measure(n: int, trace: bool, top: int, netlink: bool = True) -> dict[str, Any]:
     """One home size, in this process: the figures as a JSON-able dict."""
     from bench_enforce_update import CTX, corpus, policy
 
@@ -69,14 +73,14 @@ def measure(n: int, trace: bool, top: int) -> dict[str, Any]:
         policies = [policy(i, files[i % len(files)]) for i in range(n)]
         out["decide_s"] = time.perf_counter() - t0
         out["rss_decided_kib"] = rss_kib()
-        enforcer = Enforcer(Nft.in_namespace(ns), CTX)
+        enforcer = Enforcer(Nft.in_namespace(ns, netlink=netlink), CTX)
         t0 = time.perf_counter()
         enforcer.install_home(policies)
         out["install_s"] = time.perf_counter() - t0
         gc.collect()
         out["rss_installed_kib"] = rss_kib()
         t0 = time.perf_counter()
-        restarted = Enforcer(Nft.in_namespace(ns), CTX)
+        restarted = Enforcer(Nft.in_namespace(ns, netlink=netlink), CTX)
         report = restarted.reconcile(policies)
         out["reconcile_s"] = time.perf_counter() - t0
         assert not report.repaired and not report.reinstalled_table, report
@@ -110,23 +114,28 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1, 1000, 5000])
     parser.add_argument("--trace", action="store_true", help="tracemalloc allocation sites")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--libnftables", action="store_true",
+                        help="every batch and read-back through libnftables (its C cache)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(measure(args.child, args.trace, args.top)))
+        print(json.dumps(measure(args.child, args.trace, args.top, not args.libnftables)))
         return
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces and nftables)")
     rows = []
     for n in args.sizes:
         argv = [sys.executable, __file__, "--child", str(n), "--top", str(args.top)]
-        done = subprocess.run(argv + (["--trace"] if args.trace else []), check=True,
+        argv += ["--trace"] if args.trace else []
+        argv += ["--libnftables"] if args.libnftables else []
+        done = subprocess.run(argv, check=True,
                               capture_output=True, text=True, timeout=1800)
         rows.append(json.loads(done.stdout.splitlines()[-1]))
     mib = 1024
-    print("RSS of one process holding an Enforcer (netlink path) with N devices installed")
+    path = "libnftables" if args.libnftables else "netlink"
+    print(f"RSS of one process holding an Enforcer ({path} path) with N devices installed")
     print(f"{'devices':>8} {'import':>8} {'decided':>8} {'installed':>10} {'reconciled':>11} "
-          f"{'peak':>8} {'per dev':>8} {'install':>8} {'reconcile':>10}"
+          f"{'peak':>8} {'trimmed':>8} {'per dev':>8} {'install':>8} {'reconcile':>10}"
           + (f" {'py heap':>8} {'py peak':>8}" if args.trace else ""))
     base = rows[0]
     for r in rows:
@@ -135,6 +144,7 @@ def main() -> None:
         print(f"{r['devices']:>8} {r['rss_import_kib'] / mib:>7.0f}M "
               f"{r['rss_decided_kib'] / mib:>7.0f}M {r['rss_installed_kib'] / mib:>9.0f}M "
               f"{r['rss_reconciled_kib'] / mib:>10.0f}M {r['hwm_kib'] / mib:>7.0f}M "
+              f"{r['rss_trimmed_kib'] / mib:>7.0f}M "
               f"{per:>6.1f}K {r['install_s']:>7.1f}s {r['reconcile_s']:>9.1f}s"
               + (f" {r['py_current_kib'] / mib:>7.0f}M {r['py_peak_kib'] / mib:>7.0f}M"
                  if args.trace else ""))
