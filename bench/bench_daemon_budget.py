@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -251,6 +252,8 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces and nftables)")
+    # A SIGTERM unwinds like an error: the namespaces and children go with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     rows = []
     for n in args.sizes:
         rows.append(measure(n, args.idle_seconds, args.settle, args.show_log))

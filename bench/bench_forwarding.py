@@ -44,6 +44,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -343,23 +344,27 @@ def flowtable_status(ns: str) -> str:
     return f"flowtable: unavailable on this kernel ({why.splitlines()[0] if why else 'refused'})"
 
 
-def set_dormant(ns: str, dormant: bool) -> None:
-    """Make every table of the namespace dormant (its base chains leave their hooks:
-    packets meet no rule, conntrack stays on) or active again, in one transaction."""
-    # "table <family> <name>" lines (nft 1.0.6's JSON listing of a dormant table crashes)
-    tables = [{"family": words[1], "name": words[2]}
-              for words in (line.split() for line in
-                            run(["nft", "list", "tables"], ns=ns).stdout.splitlines())
-              if len(words) == 3 and words[0] == "table"]
+def list_tables(ns: str) -> list[dict[str, str]]:
+    """The namespace's tables (nft's text listing: its JSON listing of a dormant table
+    crashes in nft 1.0.6; slow with thousands of devices, so taken once per row)."""
+    listed = run(["nft", "list", "tables"], ns=ns, timeout=600).stdout
+    return [{"family": words[1], "name": words[2]}
+            for words in (line.split() for line in listed.splitlines())
+            if len(words) == 3 and words[0] == "table"]
+
+
+def set_dormant(ns: str, tables: list[dict[str, str]], dormant: bool) -> None:
+    """Make these tables dormant (their base chains leave their hooks: packets meet no
+    rule, conntrack stays on) or active again, in one transaction."""
     if not tables:
         return
     if dormant:  # nft 1.0.6 reads no table flags from JSON: its own syntax, one batch
-        run(["nft", "-f", "-"], ns=ns, input_text="".join(
+        run(["nft", "-f", "-"], ns=ns, timeout=600, input_text="".join(
             f"add table {t['family']} {t['name']} {{ flags dormant; }}\n" for t in tables))
     else:  # an empty flags list clears "dormant"
         batch = {"nftables": [{"add": {"table": {"family": t["family"], "name": t["name"],
                                                   "flags": []}}} for t in tables]}
-        run(["nft", "-j", "-f", "-"], ns=ns, input_text=json.dumps(batch))
+        run(["nft", "-j", "-f", "-"], ns=ns, timeout=600, input_text=json.dumps(batch))
 
 
 @dataclass
@@ -403,6 +408,8 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces and nftables)")
+    # A SIGTERM unwinds like an error: the namespaces and children go with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     files = corpus()
     cloud: MudFile = next(f for f in files if f.mud_url.endswith("/dnsname"))
     rows: list[Row] = []
@@ -429,17 +436,18 @@ def main() -> None:
 
         def measure(label: str, devices: int, install_s: float) -> None:
             on, off = Figures(), Figures()
+            tables = list_tables(home.gw_ns) if devices else []
             for k in range(args.repeats):
                 run(["conntrack", "-F"], ns=home.gw_ns, check=False)  # same start for each
                 if devices:
-                    set_dormant(home.gw_ns, True)
+                    set_dormant(home.gw_ns, tables, True)
                     if k == 0:  # dormant really means no rule; awake, the rules again
                         assert home.tcp(node.ns, OTHER4, CONNECT_PORT), f"{label}: dormant"
-                        set_dormant(home.gw_ns, False)
+                        set_dormant(home.gw_ns, tables, False)
                         assert not home.tcp(node.ns, OTHER4, CONNECT_PORT, 0.3), label
-                        set_dormant(home.gw_ns, True)
+                        set_dormant(home.gw_ns, tables, True)
                     off = off.best(once())
-                    set_dormant(home.gw_ns, False)
+                    set_dormant(home.gw_ns, tables, False)
                     run(["conntrack", "-F"], ns=home.gw_ns, check=False)
                 on = on.best(once())
             rows.append(Row(label, devices, install_s, on, off if devices else on))
