@@ -107,6 +107,9 @@ class KeyRevoker(Protocol):
         ...
 
 
+PARSED_MUD_CACHE = 256
+"""Distinct parsed MUD files ``cached_mud`` keeps (a home has a few dozen models)."""
+
 EVENT_RETENTION = timedelta(days=180)
 ACTIVITY_RETENTION = timedelta(days=8)  # hourly counts: the chart looks a week back at most
 """How long events (which name devices and addresses) are kept."""
@@ -177,6 +180,12 @@ class DeviceService:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _schedule_seen: dict[int, bool] = field(default_factory=dict, repr=False, compare=False)
     """Whether each scheduled grant was in its window at the last ``apply_schedules``."""
+    _parsed: dict[tuple[str, str], MudFile | None] = field(default_factory=dict, repr=False,
+                                                          compare=False)
+    """Parsed cached MUD files by (URL, SHA-256 of the bytes): ``cached_mud`` parses each
+    distinct file once, not once per device and per call (start-up, maintenance)."""
+    _parsed_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                         compare=False)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -200,7 +209,16 @@ class DeviceService:
         cached = self.store.get_mud(device.mud_url)
         if cached is None or hashlib.sha256(cached.data).hexdigest() != device.profile_hash:
             return None
-        return parse_mud(cached.data, expected_url=device.mud_url).mud
+        key = (device.mud_url, device.profile_hash)  # the URL and the very bytes
+        with self._parsed_lock:
+            if key in self._parsed:
+                return self._parsed[key]  # a MudFile is immutable: shared safely
+        mud = parse_mud(cached.data, expected_url=device.mud_url).mud
+        with self._parsed_lock:
+            while len(self._parsed) >= PARSED_MUD_CACHE:
+                del self._parsed[next(iter(self._parsed))]  # the oldest first
+            self._parsed[key] = mud
+        return mud
 
     # -- persistence with kernel first -------------------------------------------------
 
