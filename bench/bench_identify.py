@@ -23,6 +23,7 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import struct
 import sys
 import time
 
@@ -67,8 +68,11 @@ def main() -> int:
     parser.add_argument("--per-file", action="store_true",
                         help="also identify each MADEA file (20-30 min) on its own")
     parser.add_argument("--daemon", action="store_true",
-                        help="also what the daemon stores at the end of learning (OUI and "
-                             "the DNS names of the learned connections only)")
+                        help="also what the daemon stores: the night's mDNS/SSDP frames and "
+                             "DNS answers fed through its live path, then the end of "
+                             "learning")
+    parser.add_argument("--no-announcements", action="store_true",
+                        help="with --daemon: leave out the mDNS/SSDP frames (what they add)")
     args = parser.parse_args()
     try:
         night = madea_night()
@@ -128,29 +132,143 @@ def main() -> int:
     if args.per_file:
         per_file(kb, oui, args.split)
     if args.daemon:
-        daemon_view(kb, oui, args.split)
+        daemon_view(kb, oui, args.split, announcements=not args.no_announcements)
     return 0
 
 
-def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None:
-    """What the daemon stores at the end of a device's learning (``DhcpIdentifier.
-    from_learning``): the MAC's OUI and the DNS names its connections went to (the
-    names the DNS guard gave, as the learned flow records carry them: DNS answers to
-    the device, no SNI, no mDNS/SSDP), kept at confidence >= 0.5; no hostname (the
-    night holds no DHCP exchange)."""
-    from mudguard.devices import Device
-    from mudguard.identify.live import DhcpIdentifier
+def announcement_or_dns_answer(frame: bytes) -> tuple[str, int, int, bytes] | None:
+    """``("announce", sport, dport, b"")`` for a frame the sniffer's BPF filter passes
+    (unfragmented IPv4 or IPv6 UDP, port 5353 or 1900), ``("dns", …, payload)`` for a
+    DNS answer to a device (UDP from port 53: what the DNS guard would have answered),
+    ``("dhcp", …, payload)`` for a client's DHCP message (what the lease hook passes)."""
+    if len(frame) < 14:
+        return None
+    ethertype = struct.unpack_from("!H", frame, 12)[0]
+    if ethertype == 0x0800 and len(frame) >= 34 and frame[23] == 17 \
+            and not struct.unpack_from("!H", frame, 20)[0] & 0x1FFF:
+        udp = 14 + (frame[14] & 0x0F) * 4
+    elif ethertype == 0x86DD and len(frame) >= 62 and frame[20] == 17:
+        udp = 54
+    else:
+        return None
+    if len(frame) < udp + 8:
+        return None
+    sport, dport = struct.unpack_from("!HH", frame, udp)
+    if {sport, dport} & {5353, 1900}:
+        return "announce", sport, dport, b""
+    if sport == 53:
+        return "dns", sport, dport, frame[udp + 8:]
+    if (sport, dport) == (68, 67):
+        return "dhcp", sport, dport, frame[udp + 8:]
+    return None
+
+
+def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str, *,
+                announcements: bool = True) -> None:
+    """What the daemon stores, fed the night's frames through its live path:
+
+    - every frame its packet socket's filter passes (mDNS, SSDP) to
+      ``LiveIdentifier.on_frame``, at the capture's pace (its per-MAC rate limit and the
+      sniffer's budget of frames per second are applied on capture time);
+    - every name a DNS answer to a device carries (with addresses), as the DNS guard
+      tells ``on_name``;
+    - each DHCP request's hostname, vendor class and parameter request list, as the
+      lease hook hands them to ``enrich`` (which fills what is unknown);
+    - a device that sends no DHCP request in the night is given a lease with no
+      options at its first frame (every device gets one when it joins; the night began
+      later): ``enrich`` then decides on its OUI and whatever was gathered;
+    - every 5 s of capture time, ``updates()`` applied as ``DeviceService.identified``
+      would (no label, no MUD file: each update fills or improves its own value);
+    - then, at the end of learning, ``from_learning`` with the DNS names of the learned
+      connections fills what is still unknown.
+    Stored at confidence >= 0.5."""
+    from mudguard.devices import Device, MudSource
+    from mudguard.discovery.announce_sniff import FRAMES_PER_SECOND
+    from mudguard.discovery.sighting import Sighting
+    from mudguard.identify.live import LiveEvidence, LiveIdentifier
+    from mudguard.identify.parse import parse_dhcp
     from mudguard.profile.capture import dns_answers, read_frames
     from mudguard.profile.core import Observer, device_flows
 
+    class CaptureClock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = CaptureClock()
+    live = LiveIdentifier(kb, oui, evidence=LiveEvidence(clock=clock))
+    stored: dict[str, tuple[str | None, str | None]] = {}
     observer = Observer()
-    for path in madea_night():
-        observer.add_frames(read_frames(path), dns=dns_answers)
+    announced = dropped = 0
+    window, budget, next_update = -1, FRAMES_PER_SECOND, 0.0
+    took = 0.0
+
+    def apply(updates: list) -> None:  # type: ignore[type-arg]
+        for update in updates:
+            maker, kind = stored.get(update.mac, (None, None))
+            if update.maker and maker in (None, update.replaces_maker):
+                maker = update.maker
+            if update.kind and kind in (None, update.replaces_kind):
+                kind = update.kind
+            stored[update.mac] = (maker, kind)
+
+    leased: set[str] = set()
+    dhcp_clients = {mac for mac in TRUTH if mac in dhcp_requesters()}
+
+    def lease(client: str, facts: dict[str, str]) -> None:
+        leased.add(client)
+        found = live.enrich(Sighting(
+            mac=client, source=MudSource.DHCP4, hostname=facts.get("hostname"),
+            vendor_class=facts.get("vendor_class"), prl=facts.get("prl")))
+        maker, kind = stored.get(client, (None, None))
+        stored[client] = (maker or found.manufacturer, kind or found.kind)
+
+    def frames():  # type: ignore[no-untyped-def]
+        nonlocal announced, dropped, window, budget, next_update, took
+        for path in madea_night():
+            for ts, frame, length in read_frames(path):
+                yield ts, frame, length
+                sender = ":".join(f"{b:02x}" for b in frame[6:12])
+                if sender in TRUTH and sender not in leased and sender not in dhcp_clients:
+                    clock.now = ts
+                    lease(sender, {})
+                seen = announcement_or_dns_answer(frame)
+                if seen is None:
+                    continue
+                clock.now = ts
+                started = time.perf_counter()
+                if seen[0] == "announce":
+                    if not announcements:
+                        continue
+                    if int(ts) != window:
+                        window, budget = int(ts), FRAMES_PER_SECOND
+                    if budget > 0:
+                        budget -= 1
+                        announced += 1
+                        live.on_frame(frame)
+                    else:
+                        dropped += 1
+                elif seen[0] == "dhcp":
+                    lease(sender, dict(parse_dhcp(seen[3])))
+                elif not frame[0] & 1:
+                    receiver = ":".join(f"{b:02x}" for b in frame[0:6])
+                    for name in dict.fromkeys(n for n, _ in dns_answers(seen[3]) or ()):
+                        live.on_name(receiver, name)
+                if ts >= next_update:
+                    apply(live.updates())
+                    next_update = ts + 5.0
+                took += time.perf_counter() - started
+
+    observer.add_frames(frames(), dns=dns_answers)
+    apply(live.updates(limit=10_000))
     obs = observer.finish()
-    identifier = DhcpIdentifier(kb, oui)
+    print(f"\ndaemon, live: {announced} mDNS/SSDP frames read ({dropped} over the sniffer's "
+          f"budget), {live.evidence.limited} over a MAC's rate; "
+          f"{took * 1e6 / max(1, announced):.0f} us of Python per frame read, all included")
     counts: dict[str, list[int]] = {}
-    print("\nat the end of learning (daemon: OUI + DNS names of the learned connections; "
-          "stored at >= 0.5):")
+    print("stored by the daemon (live, then + end of learning: OUI + DNS names of the "
+          "learned connections; >= 0.5):")
     for mac, (label, aliases, kind, split) in TRUTH.items():
         if (wanted != "all" and split != wanted) or mac_bytes(mac) not in obs.mac_packets:
             continue
@@ -158,17 +276,44 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None
         names = list(dict.fromkeys(f.remote_name for f in device_flows(obs, mac_bytes(mac))
                                    if f.remote_name and any(
                                        answered.get(a) == f.remote_name for a in answered)))
-        maker, found = identifier.from_learning(Device(mac=mac), names)
-        tally = counts.setdefault(split, [0, 0, 0, 0, 0])
+        live_maker, live_kind = stored.get(mac, (None, None))
+        end_maker, end_kind = live.from_learning(Device(mac=mac), names)
+        maker, found = live_maker or end_maker, live_kind or end_kind
+        tally = counts.setdefault(split, [0] * 9)
         tally[0] += 1
-        tally[1] += maker is not None and any(a in maker.lower() for a in aliases)
-        tally[2] += maker is not None
-        tally[3] += found == kind
-        tally[4] += found is not None
-        print(f"  {split:9} {label:28} {len(names):3} names -> {maker} / {found}")
-    for split, (n, makers, stored, kinds, kinds_stored) in counts.items():
-        print(f"{split:9}: {n} devices; maker stored {stored}, right {makers}/{n}; "
-              f"kind stored {kinds_stored}, right {kinds}/{n}")
+        tally[1] += maker_right(live_maker, aliases)
+        tally[2] += live_maker is not None
+        tally[3] += live_kind == kind
+        tally[4] += live_kind is not None
+        tally[5] += maker_right(maker, aliases)
+        tally[6] += maker is not None
+        tally[7] += found == kind
+        tally[8] += found is not None
+        print(f"  {split:9} {label:28} live {live_maker} / {live_kind}; "
+              f"+ end of learning ({len(names)} names) {maker} / {found}")
+    for split, t in counts.items():
+        print(f"{split:9}: {t[0]} devices; live: maker stored {t[2]}, right {t[1]}/{t[0]}; "
+              f"kind stored {t[4]}, right {t[3]}/{t[0]}")
+        print(f"{'':9}  + end of learning: maker stored {t[6]}, right {t[5]}/{t[0]}; "
+              f"kind stored {t[8]}, right {t[7]}/{t[0]}")
+
+
+def dhcp_requesters() -> set[str]:
+    """The MACs that send a DHCP request somewhere in the night."""
+    from mudguard.profile.capture import read_frames
+
+    found: set[str] = set()
+    for path in madea_night():
+        for _ts, frame, _length in read_frames(path):
+            seen = announcement_or_dns_answer(frame)
+            if seen is not None and seen[0] == "dhcp":
+                found.add(":".join(f"{b:02x}" for b in frame[6:12]))
+    return found
+
+
+def maker_right(maker: str | None, aliases: tuple[str, ...]) -> bool:
+    """Whether a stored maker names the true one (or an alias)."""
+    return maker is not None and any(a in maker.lower() for a in aliases)
 
 
 def per_file(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str) -> None:

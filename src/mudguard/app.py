@@ -192,6 +192,27 @@ class PortalRunner:
         await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 10)
 
 
+def _enforced(enforcer: Enforcer | DataGatewayEnforcer, mac: bytes) -> bool:
+    """Whether the gateway enforces rules for ``mac`` (a device it knows): a dict lookup,
+    so announcements from forged MACs are dropped before any parsing."""
+    return enforcer.policy(":".join(f"{b:02x}" for b in mac)) is not None
+
+
+def _answered(learner: LearningRecorder | None, identifier: Any,
+              mac_of: Callable[[str], str | None]) -> Callable[[str, str, tuple[str, ...]],
+                                                              None]:
+    """The DNS guard's answer callback: the learning recorder names the peers, and the
+    live identifier takes the name asked as a clue about the device asking."""
+    def answered(client: str, name: str, addresses: tuple[str, ...]) -> None:
+        if learner is not None:
+            learner.on_answer(client, name, addresses)
+        mac = mac_of(client)
+        if mac is not None:
+            identifier.on_name(mac, name)
+
+    return answered
+
+
 def _both(first: Callable[[Any], None],
           second: Callable[[Any], None] | None) -> Callable[[Any], None]:
     """One watcher callback that calls ``first`` then ``second`` (when given)."""
@@ -333,9 +354,9 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                             learns=config.learning, lan_prefixes=config.lan_prefixes,
                             gateway_ips=config.addresses)
 
-    from mudguard.identify.live import DhcpIdentifier
+    from mudguard.identify.live import LiveIdentifier
 
-    identifier = DhcpIdentifier.load()
+    identifier = LiveIdentifier.load()
     service.identify = identifier.from_learning  # maker and kind from learned traffic
     intake = Intake(service, enrich=identifier.enrich)
     guarded.on_removed = intake.forget  # a forgotten device that returns is new again
@@ -350,6 +371,13 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         from mudguard.discovery.dhcp_sniff import DhcpSniffer
 
         gateway.dhcp_sniffer = DhcpSniffer.open(config.lan_interface, config.addresses)
+    gateway.identifier = identifier  # mDNS/SSDP announcements and DNS names, live
+    identifier.evidence.known = functools.partial(_enforced, enforcer)
+    if config.identify_announcements:
+        from mudguard.discovery.announce_sniff import AnnouncementSniffer
+
+        gateway.announcements = AnnouncementSniffer.open(config.lan_interface,
+                                                         identifier.on_frame)
     if lan is not None:  # subscribed now: a port joining during start-up is not missed
         gateway.lan_ports = LanPortWatcher.open(lan)
     if config.neighbours:
@@ -391,8 +419,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     gateway.learning = learner
     guarded.on_device = _both(address_book.invalidate,
                               learner.follow if learner is not None else None)
-    if learner is not None:
-        guard.on_answer = learner.on_answer
+    guard.on_answer = _answered(learner, identifier, AddressBook(
+        enforcer.installed, key=lambda mac: mac))
     gateway.learning_period = config.learning_flush_seconds
     activity = gateway.activity = ActivityLog(address_book, names)
     gateway.services.append(Watcher(

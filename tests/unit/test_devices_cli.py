@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from mudguard.cli.main import app
 from mudguard.devices import MudSource
 from mudguard.devices.service import DeviceService
+from mudguard.devices.wiring import local_zone
 from mudguard.store import Store
 
 MAC = "02:00:5e:00:53:01"
@@ -117,9 +118,13 @@ def test_approve_url_without_pending(db: Path) -> None:
 def test_events_and_settings(db: Path) -> None:
     code, out = run(db, "events", "--device", MAC, "--json")
     assert code == 0 and {e["mac"] for e in json.loads(out)} == {MAC}
+    assert any("reason_key" in e["details"] for e in json.loads(out))  # data for the portal
+    code, out = run(db, "events", "--device", MAC)
+    assert code == 0 and "reason=" in out and "reason_key" not in out  # the sentence only
     code, out = run(db, "settings", "--home-default", "lan", "--require-signed", "--json")
     assert json.loads(out) == {"home_default": "lan", "allow_unsigned": False,
-                               "learning_days": 3.0, "lock_automatically": False}
+                               "learning_days": 3.0, "lock_automatically": False,
+                               "time_zone": None, "zone": local_zone()}
     code, out = run(db, "settings")
     assert "lan" in out and "no" in out
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from mudguard.cli.main import app
 from mudguard.devices.requests import RequestError, handle_request
 from mudguard.devices.service import DeviceNotFound, DeviceService, GrantError
+from mudguard.devices.wiring import local_zone
 from mudguard.errors import MudguardError
 from mudguard.store import Store
 
@@ -44,7 +45,17 @@ def test_round_trip_of_every_operation(svc: DeviceService) -> None:
     assert handle_request(svc, {"op": "release", "mac": MAC})["device"]["state"] == "default"
     s = handle_request(svc, {"op": "settings", "home_default": "lan", "allow_unsigned": False})
     assert s == {"settings": {"home_default": "lan", "allow_unsigned": False,
-                              "learning_days": 3.0, "lock_automatically": False}}
+                              "learning_days": 3.0, "lock_automatically": False,
+                              "time_zone": None, "zone": local_zone()}}
+    zoned = handle_request(svc, {"op": "settings", "time_zone": "Europe/Paris"})["settings"]
+    assert (zoned["time_zone"], zoned["zone"]) == ("Europe/Paris", "Europe/Paris")
+    with pytest.raises(RequestError, match="time_zone"):
+        handle_request(svc, {"op": "settings", "time_zone": "Europe/Nowhere"})
+    assert svc.store.get_settings().time_zone == "Europe/Paris"  # a refusal changes nothing
+    paused = handle_request(svc, {"op": "grant", "mac": MAC, "kind": "pause",
+                                  "schedule": "21:30-07:00"})["grant"]
+    assert paused["schedule"] == "21:30-07:00 Europe/Paris"  # the owner's evening
+    handle_request(svc, {"op": "revoke", "mac": MAC, "grant_id": paused["id"]})
     kinds = [e["kind"] for e in handle_request(svc, {"op": "events"})["events"]]
     assert "quarantined" in kinds and "released" in kinds
     done = handle_request(svc, {"op": "forget", "mac": MAC, "transfer": True})["forgotten"]

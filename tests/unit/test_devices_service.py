@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,6 +70,25 @@ def test_dhcp_sighting_with_cached_profile_is_profiled(svc: DeviceService, corpu
     before = len(svc.store.list_events())
     svc.observe(mac=MAC, ip="192.0.2.10", hostname="plug", mud_url=URL, source=MudSource.DHCP4)
     assert len(svc.store.list_events()) == before
+
+
+def test_cached_mud_is_parsed_once_per_file_and_follows_the_cache(
+        svc: DeviceService, corpus: Path) -> None:
+    """Devices sharing a profile share one parsed file (the daemon asks for each device
+    at start-up and at every maintenance); a changed cache still decides what is
+    returned: a device whose profile is no longer the cached bytes gets nothing."""
+    cache(svc, corpus)
+    first = svc.observe(mac=MAC, ip="192.0.2.10", mud_url=URL, source=MudSource.DHCP4)
+    second = svc.observe(mac="02:00:5e:00:53:02", ip="192.0.2.11", mud_url=URL,
+                         source=MudSource.DHCP4)
+    parsed = svc.cached_mud(first)
+    assert parsed is not None and parsed.mud_url == URL
+    assert svc.cached_mud(first) is parsed and svc.cached_mud(second) is parsed
+    data = cache(svc, corpus, **{"systeminfo": "a newer file"})
+    assert svc.cached_mud(first) is None  # its enforced bytes are no longer cached
+    newer = replace(first, profile_hash=hashlib.sha256(data).hexdigest())
+    fresh = svc.cached_mud(newer)
+    assert fresh is not None and fresh is not parsed and fresh.systeminfo == "a newer file"
 
 
 def test_unsigned_refused_by_home_setting(svc: DeviceService, corpus: Path) -> None:

@@ -189,3 +189,26 @@ def test_every_valid_corpus_file_decides(tmp_path: Path) -> None:
         assert len(policy.rules) > len(BASELINE_RULES), path.name
         count += 1
     assert count >= 40
+
+
+def test_devices_sharing_a_parsed_file_share_its_rules_and_the_memo_is_bounded() -> None:
+    """A home of one model holds one set of MUD rules, not a copy per device (memory at
+    5,000 devices); a file parsed again gives equal rules; the memo stays bounded."""
+    from mudguard.policy import _decide
+
+    mud = load("unsw/lifxbulbMud.json")
+    one = decide(device(LifecycleState.PROFILED, mud), mud, (), CTX, now=NOW)
+    other = decide(DeviceFacts(mac="02:00:5e:00:53:02", ipv4=("192.0.2.11",),
+                               mud_url=mud.mud_url, state=LifecycleState.PROFILED),
+                   mud, (), CTX, now=NOW)
+    mine = [r for r in one.rules if not r.origin.startswith("baseline")]
+    assert mine and all(a is b for a, b in zip(mine, [r for r in other.rules
+                                                      if not r.origin.startswith("baseline")],
+                                               strict=True))
+    again = load("unsw/lifxbulbMud.json")
+    assert again is not mud
+    assert decide(device(LifecycleState.PROFILED, again), again, (), CTX, now=NOW) == one
+    data = (CORPUS / "mud/unsw/lifxbulbMud.json").read_bytes()
+    for _ in range(_decide.RULES_OF_FILE_CACHE + 10):
+        _decide.mud_rules(parse_mud(data).mud)  # type: ignore[arg-type]
+    assert len(_decide._RULES_OF_FILE) <= _decide.RULES_OF_FILE_CACHE

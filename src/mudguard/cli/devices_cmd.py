@@ -27,7 +27,6 @@ from rich.table import Table
 from mudguard.devices import HomeDefault
 from mudguard.devices.requests import handle_request
 from mudguard.devices.service import DeviceService, KeyRevoker
-from mudguard.devices.wiring import with_zone
 from mudguard.errors import MudguardError
 from mudguard.mud import MAX_MUD_BYTES
 from mudguard.store import DEFAULT_DB, Store
@@ -228,7 +227,7 @@ def grant(
         "--pause", help="Pause its Internet (the home LAN still works).")] = False,
     schedule: Annotated[str | None, typer.Option(
         "--schedule", help="Only daily in HH:MM-HH:MM [ZONE] (bedtime: 21:30-07:00); "
-        "the gateway's time zone when none.")] = None,
+        "the owner's time zone (mudguard settings --time-zone) when none.")] = None,
     udp: Annotated[bool, typer.Option("--udp", help="The service's port is UDP.")] = False,
     expires: Annotated[str | None, typer.Option(
         "--expires", help="When the grant ends: 30m, 12h, 7d or an ISO date/time.")] = None,
@@ -244,7 +243,7 @@ def grant(
                                  "--pause")
     request: dict[str, Any] = {"op": "grant", "mac": mac, "kind": chosen[0],
                                "expires": _parse_expiry(expires),
-                               "schedule": with_zone(schedule)}
+                               "schedule": schedule}
     if service or deny:
         host, port = _split_service(service or deny or "")
         request |= {"host": host, "port": port, "protocol": (17 if udp else 6) if port else None}
@@ -544,10 +543,14 @@ def events(
     _print_events(found)
 
 
+_REASON_DATA = frozenset({"reason_key", "reason_fields", "reason_keys"})
+
+
 def _print_events(found: list[dict[str, Any]]) -> None:
     for e in found:
+        # the reasons' catalogue keys are for the portal; the sentence says the same
         details = ", ".join(f"{k}={v}" for k, v in sorted(e["details"].items())
-                            if v is not None)
+                            if v is not None and k not in _REASON_DATA)
         console.print(f"  {e['at'][:19]} {e['mac'] or 'home':17} {e['kind']:16} "
                       f"{escape(details)}")
 
@@ -566,6 +569,10 @@ def settings_cmd(
     lock_automatically: Annotated[bool | None, typer.Option(
         "--lock-automatically/--ask-before-locking", help="Lock a learned profile without "
         "asking (default: ask).")] = None,
+    time_zone: Annotated[str | None, typer.Option(
+        "--time-zone", help="Your IANA time zone (Europe/Paris) for times shown and daily "
+        "schedules (those read in the previous zone keep their times of day in the new "
+        "one); 'system': the gateway's own.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show or change the home's settings."""
@@ -578,6 +585,8 @@ def settings_cmd(
         request["learning_days"] = learning_days
     if lock_automatically is not None:
         request["lock_automatically"] = lock_automatically
+    if time_zone is not None:
+        request["time_zone"] = time_zone
     current = _call(db, request, quiet=len(request) == 1)["settings"]
     if home_default is not None:
         err_console.print("[yellow]note[/]: devices already on the home default get the new "
@@ -591,3 +600,5 @@ def settings_cmd(
     console.print(f"learning days:  {current['learning_days']:g}")
     console.print(f"lock learned:   "
                   f"{'automatically' if current['lock_automatically'] else 'ask the owner'}")
+    own = "" if current["time_zone"] else " (the gateway's own)"
+    console.print(f"time zone:      {current['zone']}{own}")

@@ -60,6 +60,7 @@ class GatewayConfig:
     lldp: bool = False
     neighbours: bool = True
     dhcp_sniff: bool = True
+    identify_announcements: bool = True
     dhcp_hook: bool = True
     controllers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # controller class (a MUD "controller" URI or bare name) -> the owner's addresses
@@ -304,6 +305,11 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               meaning="Read leases off the LAN interface as dnsmasq acknowledges them "
                       "(AF_PACKET, needs CAP_NET_RAW): a lease reaches the rules without "
                       "starting a process."),
+    ConfigKey(section="discovery", name="announcements", field="identify_announcements",
+              kind="true or false", default=True, example=False,
+              meaning="Read devices' mDNS and SSDP announcements off the LAN interface "
+                      "(AF_PACKET with a BPF filter, needs CAP_NET_RAW) as clues to their "
+                      "maker and kind, shown to the owner; never used to grant access."),
     ConfigKey(section="discovery", name="dhcp_hook", field="dhcp_hook", kind="true or false",
               default=True, example=False,
               meaning="Run dnsmasq's --dhcp-script too: lease ends, DHCPv6 and what the "
@@ -509,6 +515,9 @@ def parse_config(text: str) -> GatewayConfig:
     dhcp_hook = _get(discovery, "discovery", "dhcp_hook")
     if not isinstance(dhcp_sniff, bool) or not isinstance(dhcp_hook, bool):
         raise ConfigError("discovery.dhcp_sniff and discovery.dhcp_hook must be true or false")
+    announcements = _get(discovery, "discovery", "announcements")
+    if not isinstance(announcements, bool):
+        raise ConfigError("discovery.announcements must be true or false")
     lan = _interface(_text(gw, "lan_interface", "gateway"), "gateway.lan_interface")
     if lan is None:
         raise ConfigError("gateway.lan_interface is required")
@@ -575,7 +584,8 @@ def parse_config(text: str) -> GatewayConfig:
         maintenance_seconds=float(maintenance), report_seconds=float(report), wifi_ssid=ssid,
         wifi_interface=wifi_interface or "wlan0", run_hostapd=run_hostapd, lldp=lldp,
         wifi_ctrl=wifi_ctrl, neighbours=neighbours, repositories=repositories,
-        dhcp_sniff=dhcp_sniff, dhcp_hook=dhcp_hook, controllers=controllers,
+        dhcp_sniff=dhcp_sniff, dhcp_hook=dhcp_hook, identify_announcements=announcements,
+        controllers=controllers,
         portal_names=portal_names, isolate_lan=isolate_lan, device_tables=device_tables,
         ruleset=ruleset,
         metrics_listen=parse_listen(metrics["listen"], addresses) if "listen" in metrics

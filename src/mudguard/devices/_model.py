@@ -254,6 +254,9 @@ class Settings:
     allow_unsigned: bool = True
     learning_days: float = 3.0  # how long a device without a MUD file is learned
     lock_automatically: bool = False  # lock a learned profile without asking the owner
+    # The owner's IANA time zone (times shown, daily schedules such as a bedtime pause);
+    # None: the gateway system's own (``devices.wiring.local_zone``).
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -39,6 +39,7 @@ from mudguard.devices._model import (
     Settings,
     SignatureStatus,
 )
+from mudguard.devices.reasons import Reason
 from mudguard.errors import BugError, RemoteInputError
 from mudguard.mud import MudFile
 from mudguard.policy import LifecycleState
@@ -68,9 +69,15 @@ MAX_MUD_URL_LENGTH: Final[int] = 255  # DHCPv4 option 161 carries at most 255 oc
 
 
 class MudUrlError(RemoteInputError):
-    """A MUD URL a device announced that RFC 8520 does not allow."""
+    """A MUD URL a device announced that RFC 8520 does not allow (``reason``: why, with
+    its catalogue key: ``devices.reasons.Reason``)."""
 
     key = "bad_mud_url"
+
+    def __init__(self, reason: str) -> None:
+        """The error saying ``reason``."""
+        super().__init__(reason)
+        self.reason = reason
 
 
 class LifecycleError(RemoteInputError):
@@ -107,23 +114,32 @@ def check_mud_url(url: str) -> str:
     for DHCP option 161, printable, and name a host.
     """
     if not isinstance(url, str):
-        raise MudUrlError("a MUD URL must be text")
+        raise MudUrlError(Reason("url_rejected.text", "a MUD URL must be text"))
     if len(url) > MAX_MUD_URL_LENGTH:
-        raise MudUrlError(f"MUD URL is {len(url)} characters; the limit is {MAX_MUD_URL_LENGTH}")
+        raise MudUrlError(Reason(
+            "url_rejected.long",
+            f"MUD URL is {len(url)} characters; the limit is {MAX_MUD_URL_LENGTH}",
+            length=len(url), limit=MAX_MUD_URL_LENGTH))
     if not url.isprintable() or any(c.isspace() for c in url):
-        raise MudUrlError("MUD URL contains spaces or control characters")
+        raise MudUrlError(Reason("url_rejected.spaces",
+                                 "MUD URL contains spaces or control characters"))
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise MudUrlError(f"MUD URL is malformed: {exc}") from None
+        raise MudUrlError(Reason("url_rejected.malformed", f"MUD URL is malformed: {exc}",
+                                 detail=str(exc))) from None
     if parts.scheme != "https":
-        raise MudUrlError(f"MUD URL must use https (RFC 8520 §1.6), not {parts.scheme or 'none'!r}")
+        scheme = repr(parts.scheme or "none")
+        raise MudUrlError(Reason("url_rejected.not_https",
+                                 f"MUD URL must use https (RFC 8520 §1.6), not {scheme}",
+                                 scheme=scheme))
     if not host:
-        raise MudUrlError("MUD URL names no host")
+        raise MudUrlError(Reason("url_rejected.no_host", "MUD URL names no host"))
     if parts.username is not None or parts.password is not None:
-        raise MudUrlError("MUD URL must not carry credentials")
+        raise MudUrlError(Reason("url_rejected.credentials",
+                                 "MUD URL must not carry credentials"))
     return url
 
 
@@ -168,7 +184,7 @@ def on_seen(device: Device | None, *, mac: str, now: datetime, ip: str | None = 
     notices: list[Notice] = []
     if device is None or device.state is State.FORGOTTEN:
         device = Device(mac=mac, state=State.NEW, first_seen=now, last_seen=now,
-                        reasons=("new device: deciding its access",))
+                        reasons=(Reason("new", "new device: deciding its access"),))
         notices.append(Notice(EventKind.JOINED, {"source": source.value if source else None}))
     updated = _with_address(device, ip)
     if hostname is not None and hostname != device.hostname:
@@ -300,17 +316,22 @@ def url_update_problem(device: Device, new_url: str) -> str | None:
     before anything is fetched; None when only its file's signer is left to check."""
     if device.state is State.QUARANTINED:
         # A quarantined device is suspect: its new file could enable more in quarantine.
-        return "it is quarantined: only the owner may change its MUD URL"
+        return Reason("url.quarantined",
+                      "it is quarantined: only the owner may change its MUD URL")
     if device.pinned_signer is None or device.root_mud_url is None:
-        return ("no signed MUD file has been accepted for this device yet, so there is no "
-                "signer to trust on first use")
+        return Reason("url.no_pin", "no signed MUD file has been accepted for this device "
+                      "yet, so there is no signer to trust on first use")
     base = url_base(device.root_mud_url)
     if url_base(new_url) != base:
-        return f"{new_url} is not under {base}, the base of its accepted MUD URL"
+        return Reason("url.other_base",
+                      f"{new_url} is not under {base}, the base of its accepted MUD URL",
+                      url=new_url, base=base)
     if new_url in device.past_root_urls:
         # draft §5.1: "if a device ever suggests a URL that was previously used, then
         # the MUD manager should suspect that is a rollback attack".
-        return f"{new_url} was accepted before and replaced since: a possible rollback"
+        return Reason("url.rollback",
+                      f"{new_url} was accepted before and replaced since: a possible rollback",
+                      url=new_url)
     return None
 
 
@@ -319,11 +340,15 @@ def signer_problem(device: Device, signature: SignatureStatus, signer: str | Non
     """Why the new URL's MUD file (checked: ``signature``, ``signer``) cannot be accepted
     automatically; None when it is signed by the pinned signer."""
     if signature is SignatureStatus.UNSIGNED:
-        return "the new MUD file is unsigned"
+        return Reason("url.unsigned", "the new MUD file is unsigned")
     if signature is not SignatureStatus.SIGNED_VALID:
-        return f"the new MUD file's signature is not valid: {signer or signature.value}"
+        detail = signer or signature.value
+        return Reason("url.bad_signature", f"the new MUD file's signature is not valid: {detail}",
+                      detail=detail)
     if signer != device.pinned_signer:
-        return f"the new MUD file is signed by {signer}, not by {device.pinned_signer}"
+        return Reason("url.other_signer",
+                      f"the new MUD file is signed by {signer}, not by {device.pinned_signer}",
+                      signer=str(signer), pinned=str(device.pinned_signer))
     return None
 
 
@@ -340,8 +365,10 @@ def accept_url(device: Device, now: datetime) -> Outcome:
                       quarantine_exceptions=())
     notice = Notice(EventKind.URL_APPROVED, {
         "old": device.mud_url, "new": updated.mud_url, "by": "acceptable-url",
-        "reason": f"same base ({base}) and same signer ({device.pinned_signer}) as its "
-                  "accepted signed MUD file (draft-ietf-iotops-mud-acceptable-urls)"})
+        "reason": Reason("url.acceptable",
+                         f"same base ({base}) and same signer ({device.pinned_signer}) as its "
+                         "accepted signed MUD file (draft-ietf-iotops-mud-acceptable-urls)",
+                         base=base, signer=str(device.pinned_signer))})
     return Outcome(updated, (notice,))
 
 
@@ -373,8 +400,9 @@ def on_profile(device: Device, mud: MudFile, *, profile_hash: str,
     """
     if signature is SignatureStatus.INVALID or (
             signature is SignatureStatus.UNSIGNED and not settings.allow_unsigned):
-        why = ("the MUD file's signature is invalid" if signature is SignatureStatus.INVALID
-               else "the MUD file is unsigned and this home requires signatures")
+        why = (Reason("signature_invalid", "the MUD file's signature is invalid")
+               if signature is SignatureStatus.INVALID else
+               Reason("unsigned", "the MUD file is unsigned and this home requires signatures"))
         kind = EventKind.SIGNATURE_INVALID
         return _refuse_profile(device, why, kind, settings, now)
     eos = end_of_support or device.end_of_support
@@ -399,7 +427,7 @@ def on_profile(device: Device, mud: MudFile, *, profile_hash: str,
     elif device.state is State.TRUSTED:
         target, reasons = State.TRUSTED, device.reasons
     else:
-        target, reasons = State.PROFILED, (f"MUD profile from {mud.mud_url} enforced",)
+        target, reasons = State.PROFILED, (_profiled_reason(mud.mud_url),)
     updated = transition(updated, target, reasons, now)
     if support is not None and device.state is not State.OUT_OF_SUPPORT:
         notices.append(Notice(EventKind.OUT_OF_SUPPORT, {"reason": support}))
@@ -407,13 +435,18 @@ def on_profile(device: Device, mud: MudFile, *, profile_hash: str,
     return Outcome(updated, tuple(notices))
 
 
+def _profiled_reason(url: str) -> Reason:
+    return Reason("profiled", f"MUD profile from {url} enforced", url=url)
+
+
 def _support_reason(is_supported: bool, eos: datetime | None, now: datetime) -> str | None:
     if not is_supported:
-        return ("its maker no longer supports it (is-supported: false): "
-                "restricted to the home LAN")
+        return Reason("unsupported", "its maker no longer supports it (is-supported: false): "
+                      "restricted to the home LAN")
     if eos is not None and now >= eos:
-        return (f"its end of support was {eos.date().isoformat()}: "
-                "restricted to the home LAN")
+        date = eos.date().isoformat()
+        return Reason("end_of_support",
+                      f"its end of support was {date}: restricted to the home LAN", date=date)
     return None
 
 
@@ -430,10 +463,12 @@ def _refuse_profile(device: Device, why: str, kind: EventKind, settings: Setting
     return Outcome(updated, tuple(notices))
 
 
-def _default_reason(settings: Settings) -> str:
+def _default_reason(settings: Settings, article: str = "the ") -> Reason:
     if settings.home_default is HomeDefault.LAN:
-        return "the home's default applies: home LAN only, no Internet"
-    return "the home's default applies: Internet only, no other devices on the LAN"
+        return Reason("default.lan", f"{article}home's default applies: home LAN only, "
+                      "no Internet")
+    return Reason("default.internet", f"{article}home's default applies: Internet only, "
+                  "no other devices on the LAN")
 
 
 def on_no_mud(device: Device, *, why: str, settings: Settings, now: datetime) -> Outcome:
@@ -463,8 +498,10 @@ def start_learning(device: Device, *, why: str, until: datetime, settings: Setti
             State.QUARANTINED, State.TRUSTED, State.OUT_OF_SUPPORT, State.PROFILED):
         return on_no_mud(device, why=why, settings=settings, now=now)
     when = until.strftime("%Y-%m-%d %H:%M UTC")
+    meanwhile = _default_reason(settings, article="")
     updated = transition(device, State.LEARNING, (
-        why, f"learning what it does until {when}; {_default_reason(settings)[4:]}"), now)
+        why, Reason("learning", f"learning what it does until {when}; {meanwhile}",
+                    when=when, until=until.isoformat(), rest=meanwhile)), now)
     ask = Notice(EventKind.NO_MUD, {"reason": why, "default": settings.home_default.value,
                                     "learning_until": until.isoformat(),
                                     "action": "end learning early with: device learn --end-now"})
@@ -480,12 +517,13 @@ def end_learning(device: Device, *, proposal_ready: bool, settings: Settings,
         raise LifecycleError(f"{device.mac} is not learning")
     if proposal_ready:
         updated = transition(device, State.PROPOSED, (
-            "learning ended: a profile learned from its traffic awaits the owner "
-            "(lock it with: device learn --lock; or --keep-default)",
+            Reason("proposed", "learning ended: a profile learned from its traffic awaits "
+                   "the owner (lock it with: device learn --lock; or --keep-default)"),
             _default_reason(settings)), now)
     else:
         updated = transition(device, State.DEFAULT, (
-            "learning ended with no traffic to learn from", _default_reason(settings)), now)
+            Reason("learned_nothing", "learning ended with no traffic to learn from"),
+            _default_reason(settings)), now)
     return Outcome(updated, _state_notice(device, updated))
 
 
@@ -494,7 +532,8 @@ def keep_default(device: Device, *, settings: Settings, now: datetime) -> Outcom
     ``LifecycleError`` unless the device is learning or has a proposal waiting."""
     if device.state not in (State.LEARNING, State.PROPOSED):
         raise LifecycleError(f"{device.mac} is not learning and has no proposal")
-    updated = transition(device, State.DEFAULT, ("the owner kept the home default",
+    updated = transition(device, State.DEFAULT, (Reason("kept_default",
+                                                        "the owner kept the home default"),
                                                  _default_reason(settings)), now)
     return Outcome(updated, _state_notice(device, updated))
 
@@ -508,7 +547,8 @@ def unlock_learned(device: Device, *, settings: Settings, now: datetime) -> Outc
         raise LifecycleError(f"{device.mac} is not locked to a learned profile")
     cleared = replace(device, mud_url=None, mud_source=None, profile_hash=None,
                       signature_status=SignatureStatus.UNKNOWN, signer=None)
-    updated = transition(cleared, State.DEFAULT, ("the owner asked to learn it again",
+    updated = transition(cleared, State.DEFAULT, (Reason("owner_learns",
+                                                         "the owner asked to learn it again"),
                                                   _default_reason(settings)), now)
     return Outcome(updated, _state_notice(device, updated))
 
@@ -543,8 +583,9 @@ def _derived(device: Device, settings: Settings, now: datetime, mud: MudFile | N
         support = _support_reason(mud.is_supported, device.end_of_support, now)
         if support is not None:
             return State.OUT_OF_SUPPORT, (support,)
-        return State.PROFILED, (f"MUD profile from {mud.mud_url} enforced",)
-    return State.DEFAULT, (f"{why}; no MUD profile", _default_reason(settings))
+        return State.PROFILED, (_profiled_reason(mud.mud_url),)
+    return State.DEFAULT, (Reason("no_profile", f"{why}; no MUD profile", why=why),
+                           _default_reason(settings))
 
 
 def release(device: Device, *, settings: Settings, now: datetime,
@@ -552,7 +593,8 @@ def release(device: Device, *, settings: Settings, now: datetime,
     """The owner released a quarantined device: back to the state its profile gives."""
     if device.state is not State.QUARANTINED:
         raise LifecycleError(f"{device.mac} is not quarantined")
-    target, reasons = _derived(device, settings, now, mud, "released from quarantine")
+    target, reasons = _derived(device, settings, now, mud,
+                               Reason("released", "released from quarantine"))
     updated = transition(device, target, reasons, now)
     return Outcome(updated, (Notice(EventKind.RELEASED, {"to": target.value}),
                              *_state_notice(device, updated)))
@@ -567,7 +609,7 @@ def trust(device: Device, *, now: datetime) -> Outcome:
         raise LifecycleError(f"{device.mac} is quarantined: release it first")
     if device.state is State.TRUSTED:
         return Outcome(device)
-    updated = transition(device, State.TRUSTED, ("trusted by the owner",), now)
+    updated = transition(device, State.TRUSTED, (Reason("trusted", "trusted by the owner"),), now)
     return Outcome(updated, _state_notice(device, updated))
 
 
@@ -576,14 +618,16 @@ def untrust(device: Device, *, settings: Settings, now: datetime,
     """The owner withdraws trust: back to the state the device's profile gives."""
     if device.state is not State.TRUSTED:
         raise LifecycleError(f"{device.mac} is not trusted")
-    target, reasons = _derived(device, settings, now, mud, "no longer trusted")
+    target, reasons = _derived(device, settings, now, mud,
+                               Reason("untrusted", "no longer trusted"))
     updated = transition(device, target, reasons, now)
     return Outcome(updated, _state_notice(device, updated))
 
 
 def forget(device: Device, *, now: datetime) -> Outcome:
     """End of use: FORGOTTEN, with every personal field cleared."""
-    updated = transition(device, State.FORGOTTEN, ("forgotten by the owner",), now)
+    updated = transition(device, State.FORGOTTEN,
+                         (Reason("forgotten", "forgotten by the owner"),), now)
     cleared = Device(mac=device.mac, state=updated.state, reasons=updated.reasons,
                      first_seen=None, last_seen=now)
     return Outcome(cleared, (Notice(EventKind.FORGOTTEN, {}),))

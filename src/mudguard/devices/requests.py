@@ -10,12 +10,13 @@ take ``mac``)::
     devices | device | events [limit] | settings [home_default] [allow_unsigned]
     add [mud_url] [source=manual|qr|cert] [manufacturer] [model] [name] | rename [name]
     grant kind=lan|internet|service|deny|pause [host] [port] [protocol] [expires ISO]
-          [schedule "HH:MM-HH:MM ZONE"]
+          [schedule "HH:MM-HH:MM [ZONE]" (the owner's zone when none)]
     revoke grant_id | approve-url | release | quarantine [reason] | forget [transfer]
     quarantine-exception ace action=add|remove
     trust | untrust | apply-profile mud (the learned MUD file's JSON text)
     learn action=start|end-now|lock|keep-default|show (learn, then lock)
     settings also takes [learning_days] [lock_automatically]
+             [time_zone (an IANA name; "system": the gateway's own)]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from mudguard.devices._model import HomeDefault, MudSource, Settings
 from mudguard.devices.service import DeviceService
+from mudguard.devices.wiring import check_time_zone, owner_zone, with_zone
 from mudguard.errors import RemoteInputError
 from mudguard.mud import MAX_MUD_BYTES
 from mudguard.policy import GrantKind
@@ -87,10 +89,17 @@ def _settings(service: DeviceService, request: dict[str, Any]) -> dict[str, Any]
     unsigned = _bool(request, "allow_unsigned")
     auto_lock = _bool(request, "lock_automatically")
     days = request.get("learning_days")
+    zone = _text(request, "time_zone", required=False)
+    time_zone = current.time_zone
+    if zone is not None:
+        try:
+            time_zone = None if zone.strip() == "system" else check_time_zone(zone)
+        except ValueError as exc:
+            raise RequestError(f"'time_zone': {exc}") from None
     if days is not None and (isinstance(days, bool) or not isinstance(days, int | float)
                              or not 0 <= days <= 365):
         raise RequestError("'learning_days' must be a number of days from 0 (off) to 365")
-    if any(v is not None for v in (default, unsigned, auto_lock, days)):
+    if any(v is not None for v in (default, unsigned, auto_lock, days, zone)):
         try:
             home_default = HomeDefault(default) if default else current.home_default
         except ValueError:
@@ -101,8 +110,10 @@ def _settings(service: DeviceService, request: dict[str, Any]) -> dict[str, Any]
                           lock_automatically=current.lock_automatically if auto_lock is None
                           else auto_lock,
                           learning_days=current.learning_days if days is None
-                          else float(days))
+                          else float(days), time_zone=time_zone)
+        before = owner_zone(service.store.get_settings())
         service.store.save_settings(current)
+        service.rezone_schedules(before, owner_zone(current))
     return {"settings": _settings_dict(current)}
 
 
@@ -110,7 +121,8 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
     return {"home_default": settings.home_default.value,
             "allow_unsigned": settings.allow_unsigned,
             "learning_days": settings.learning_days,
-            "lock_automatically": settings.lock_automatically}
+            "lock_automatically": settings.lock_automatically,
+            "time_zone": settings.time_zone, "zone": owner_zone(settings)}
 
 
 def _learn(service: DeviceService, mac: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +194,8 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
         record = service.grant(mac, kind, host=_text(request, "host", required=False),
                                port=_int(request, "port"), protocol=_int(request, "protocol"),
                                expires=_when(request, "expires"),
-                               schedule=_text(request, "schedule", required=False))
+                               schedule=with_zone(_text(request, "schedule", required=False),
+                                                  owner_zone(service.store.get_settings())))
         return {"grant": record.as_dict()}
     if op == "revoke":
         grant_id = _int(request, "grant_id")

@@ -39,6 +39,7 @@ from mudguard.devices._model import (
     device_mac,
     normalise_mac,
 )
+from mudguard.devices.reasons import Reason
 from mudguard.devices.repository import Repository, RepositoryMatch, lookup_all
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.mud import MudFile, parse_mud
@@ -46,9 +47,13 @@ from mudguard.policy import DailyWindow, Grant, GrantKind, LifecycleState
 from mudguard.store.sqlite import Store
 
 log = logging.getLogger(__name__)
-NO_MUD_URL = "the device announced no MUD URL and no repository knows it"
+NO_MUD_URL = Reason("no_mud_url", "the device announced no MUD URL and no repository knows it")
 """The reason a device with no MUD URL that no repository knows is given (the portal
 translates it, ``portal._reasons``)."""
+
+
+def _learned_by_other_reason(url: str) -> Reason:
+    return Reason("learned_by_other", f"{url} names another device's learned profile", url=url)
 
 
 class DeviceNotFound(MudguardError):
@@ -101,6 +106,9 @@ class KeyRevoker(Protocol):
         """Revoke the device's key; True if it had one."""
         ...
 
+
+PARSED_MUD_CACHE = 256
+"""Distinct parsed MUD files ``cached_mud`` keeps (a home has a few dozen models)."""
 
 EVENT_RETENTION = timedelta(days=180)
 ACTIVITY_RETENTION = timedelta(days=8)  # hourly counts: the chart looks a week back at most
@@ -172,6 +180,12 @@ class DeviceService:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _schedule_seen: dict[int, bool] = field(default_factory=dict, repr=False, compare=False)
     """Whether each scheduled grant was in its window at the last ``apply_schedules``."""
+    _parsed: dict[tuple[str, str], MudFile | None] = field(default_factory=dict, repr=False,
+                                                          compare=False)
+    """Parsed cached MUD files by (URL, SHA-256 of the bytes): ``cached_mud`` parses each
+    distinct file once, not once per device and per call (start-up, maintenance)."""
+    _parsed_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                         compare=False)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -195,7 +209,16 @@ class DeviceService:
         cached = self.store.get_mud(device.mud_url)
         if cached is None or hashlib.sha256(cached.data).hexdigest() != device.profile_hash:
             return None
-        return parse_mud(cached.data, expected_url=device.mud_url).mud
+        key = (device.mud_url, device.profile_hash)  # the URL and the very bytes
+        with self._parsed_lock:
+            if key in self._parsed:
+                return self._parsed[key]  # a MudFile is immutable: shared safely
+        mud = parse_mud(cached.data, expected_url=device.mud_url).mud
+        with self._parsed_lock:
+            while len(self._parsed) >= PARSED_MUD_CACHE:
+                del self._parsed[next(iter(self._parsed))]  # the oldest first
+            self._parsed[key] = mud
+        return mud
 
     # -- persistence with kernel first -------------------------------------------------
 
@@ -249,7 +272,7 @@ class DeviceService:
         except lifecycle.MudUrlError as exc:
             if before is not None:
                 self.store.add_event(EventKind.URL_REJECTED, now, key,
-                                     {"reason": str(exc), "source": source and source.value})
+                                     {"reason": exc.reason, "source": source and source.value})
             raise
         device = outcome.device
         if manufacturer and not device.manufacturer:
@@ -384,9 +407,12 @@ class DeviceService:
                            model=device.model, errors=errors, hostname=device.hostname)
         if match is not None:
             return self._onboard_repository(device, match)
-        why = NO_MUD_URL
+        why: str = NO_MUD_URL
         if errors:
-            why += f" ({len(errors)} repositories failed: {'; '.join(errors)[:300]})"
+            detail = "; ".join(errors)[:300]
+            why = Reason("no_mud_url.failed",
+                         f"{NO_MUD_URL} ({len(errors)} repositories failed: {detail})",
+                         count=len(errors), detail=detail)
         if device.state in (LifecycleState.LEARNING, LifecycleState.PROPOSED):
             return self._commit(lifecycle.Outcome(device))  # learning goes on
         if self.learns and settings.learning_days > 0 and device.profile_hash is None \
@@ -412,19 +438,25 @@ class DeviceService:
         if match.mud_data is not None:
             result = parse_mud(match.mud_data)
             if result.mud is None:
-                return self._no_mud(device, f"the repository's MUD file for it is invalid "
-                                            f"({match.repository})")
+                return self._no_mud(device, Reason(
+                    "repository_invalid",
+                    f"the repository's MUD file for it is invalid ({match.repository})",
+                    repository=match.repository))
             url = result.mud.mud_url
             if self._learned_by_other(url, device.mac):
-                return self._no_mud(device, f"the repository's MUD file for it names another "
-                                            f"device's learned profile ({match.repository})")
+                return self._no_mud(device, Reason(
+                    "repository_learned_by_other", "the repository's MUD file for it names "
+                    f"another device's learned profile ({match.repository})",
+                    repository=match.repository))
             device = replace(device, mud_url=url, mud_source=MudSource.REPOSITORY)
             return self._apply_profile(device, result.mud, match.mud_data, match.signature,
                                        supported=entry.supported)
         if entry.mud_url is not None:
             device = replace(device, mud_url=entry.mud_url, mud_source=MudSource.REPOSITORY)
             return self._onboard_url(device, entry.mud_url, supported=entry.supported)
-        return self._no_mud(device, f"{match.repository} knows the device but has no MUD file",
+        return self._no_mud(device, Reason(
+            "repository_no_mud", f"{match.repository} knows the device but has no MUD file",
+            repository=match.repository),
                             supported=entry.supported)
 
     def _no_mud(self, device: Device, why: str, supported: bool = True) -> Device:
@@ -463,15 +495,19 @@ class DeviceService:
         if self._learned_by_other(url, device.mac):
             # A learned profile is one device's, approved by the owner for it alone: a
             # device announcing its URL (a forged or copied one) never gets it.
-            return self._no_mud(device, f"{url} names another device's learned profile")
+            return self._no_mud(device, _learned_by_other_reason(url))
         try:
             data, signature, fetched_at = self._load(url)
         except Exception as exc:  # network or server trouble: tell, keep safe
-            return self._no_mud(device, f"the MUD file at {url} could not be fetched: {exc}")
+            return self._no_mud(device, Reason(
+                "fetch_failed", f"the MUD file at {url} could not be fetched: {exc}",
+                url=url, detail=str(exc)))
         result = parse_mud(data, expected_url=url)
         if result.mud is None:
             first = result.errors[0] if result.errors else "unusable"
-            return self._no_mud(device, f"the MUD file at {url} is invalid: {first}")
+            return self._no_mud(device, Reason(
+                "mud_invalid", f"the MUD file at {url} is invalid: {first}", url=url,
+                detail=str(first)))
         return self._apply_profile(device, result.mud, data, signature, supported=supported,
                                    fetched_at=fetched_at)
 
@@ -557,8 +593,10 @@ class DeviceService:
                                        settings=self.store.get_settings(), now=now)
         updated = outcome.device
         if updated.state is LifecycleState.PROFILED:
-            updated = replace(updated, reasons=(
-                f"profile learned from its traffic, approved by the owner ({mud.mud_url})",))
+            updated = replace(updated, reasons=(Reason(
+                "learned_approved",
+                f"profile learned from its traffic, approved by the owner ({mud.mud_url})",
+                url=mud.mud_url),))
         # The profile-applied/-changed event says where it came from (the portal names
         # every event kind; a learned profile is one more source of the same event).
         learned_from = {"source": MudSource.LEARNED.value, "approved_by": "owner",
@@ -579,7 +617,8 @@ class DeviceService:
         cached = self.store.get_mud(device.mud_url)
         mud = self.cached_mud(device)
         if cached is None or mud is None:
-            return self._no_mud(device, "its learned profile is no longer in the cache")
+            return self._no_mud(device, Reason(
+                "learned_lost", "its learned profile is no longer in the cache"))
         # Nothing to re-fetch: the owner's approval does not expire, so the copy is
         # renewed (the daemon's refresh loop then leaves it alone).
         return self._commit(lifecycle.Outcome(device), mud,
@@ -622,7 +661,8 @@ class DeviceService:
                                                            now=self.clock()))
             if url and not any(d.mud_url == url for d in self.store.list_devices()):
                 self.store.delete_mud(url)  # the owner's approval of it is withdrawn
-        return self._start_learning(device, "the owner asked to learn it")
+        return self._start_learning(device, Reason("owner_learns",
+                                                   "the owner asked to learn it"))
 
     @_serialised
     def end_learning(self, mac: str) -> Device:
@@ -646,6 +686,29 @@ class DeviceService:
         elif settings.lock_automatically:
             return self.lock_learned(device.mac)
         return ended
+
+    @_serialised
+    def identified(self, mac: str, *, maker: str | None = None, kind: str | None = None,
+                   replaces_maker: str | None = None,
+                   replaces_kind: str | None = None) -> Device | None:
+        """Identification (``identify.live``) became more certain of a known device:
+        store ``maker`` where the device has none or has the one identification stored
+        before (``replaces_maker``), never over a label's or a device with a MUD URL
+        (its file names the maker; a learned profile's does not count); the same for
+        ``kind``. None for an unknown MAC."""
+        device = self.store.get_device(device_mac(mac))
+        if device is None:
+            return None
+        found = device
+        own_file = device.mud_url is not None and device.mud_source is not MudSource.LEARNED
+        if maker and not own_file and device.mud_source is not MudSource.QR \
+                and device.manufacturer in (None, replaces_maker):
+            found = replace(found, manufacturer=maker)
+        if kind and device.kind in (None, replaces_kind):
+            found = replace(found, kind=kind)
+        if found == device:
+            return device
+        return self._commit(lifecycle.Outcome(found, ()), enforce=False)
 
     def _identified(self, device: Device, record: Learning) -> Device:
         """The device with the maker and kind its learned traffic tells, where unknown."""
@@ -720,22 +783,25 @@ class DeviceService:
         url = approved.device.mud_url or ""
         if self._learned_by_other(url, device.mac):
             self._refuse_approval(device, EventKind.FETCH_FAILED,
-                                  f"{url} names another device's learned profile")
+                                  _learned_by_other_reason(url))
         try:
             data, signature, fetched_at = self._load(url)
         except Exception as exc:  # network or server trouble
-            self._refuse_approval(device, EventKind.FETCH_FAILED,
-                                  f"the new MUD file at {url} could not be fetched: {exc}")
+            self._refuse_approval(device, EventKind.FETCH_FAILED, Reason(
+                "url.fetch_failed", f"the new MUD file at {url} could not be fetched: {exc}",
+                detail=str(exc)))
         result = parse_mud(data, expected_url=url)
         if result.mud is None:
             first = result.errors[0] if result.errors else "unusable"
-            self._refuse_approval(device, EventKind.FETCH_FAILED,
-                                  f"the new MUD file at {url} is invalid: {first}")
+            self._refuse_approval(device, EventKind.FETCH_FAILED, Reason(
+                "url.invalid", f"the new MUD file at {url} is invalid: {first}",
+                detail=str(first)))
         status, signer = self._check_signature(data, signature)
         if self._refused(status):
-            self._refuse_approval(device, EventKind.SIGNATURE_INVALID,
-                                  f"the new MUD file's signature is refused: "
-                                  f"{signer or status.value}")
+            detail = signer or status.value
+            self._refuse_approval(device, EventKind.SIGNATURE_INVALID, Reason(
+                "url.bad_signature", f"the new MUD file's signature is refused: {detail}",
+                detail=detail))
         assert result.mud is not None
         return self._apply_profile(approved.device, result.mud, data, signature,
                                    checked=(status, signer), notices=approved.notices,
@@ -772,15 +838,17 @@ class DeviceService:
         """Fetch and check the new URL's file: (None, the file) if its signer is the
         pinned one, else (why not, None)."""
         if self._learned_by_other(url, device.mac):
-            return f"{url} names another device's learned profile", None
+            return _learned_by_other_reason(url), None
         try:
             data, signature, fetched_at = self._load(url)
         except Exception as exc:  # network or server trouble: the owner decides later
-            return f"the new MUD file could not be fetched: {exc}", None
+            return Reason("url.fetch_failed", f"the new MUD file could not be fetched: {exc}",
+                          detail=str(exc)), None
         result = parse_mud(data, expected_url=url)
         if result.mud is None:
             first = result.errors[0] if result.errors else "unusable"
-            return f"the new MUD file is invalid: {first}", None
+            return Reason("url.invalid", f"the new MUD file is invalid: {first}",
+                          detail=str(first)), None
         status, signer = self._check_signature(data, signature)
         why = lifecycle.signer_problem(device, status, signer)
         if why is not None:
@@ -866,6 +934,33 @@ class DeviceService:
         """Re-enforce each device whose scheduled grants (a bedtime pause) came into or
         left their window since the last call; returns their MACs. The daemon's upkeep
         calls it every minute, so a window opens in the kernel within that delay."""
+        return self._apply_schedules()
+
+    @_serialised
+    def rezone_schedules(self, old_zone: str, new_zone: str) -> int:
+        """The owner's time zone changed from ``old_zone`` to ``new_zone``: every daily
+        schedule read in ``old_zone`` keeps its times of day in ``new_zone`` (a bedtime
+        stays the owner's evening), re-enforced at once; returns how many moved. A
+        schedule in another zone (given with its own) is left as it is."""
+        if old_zone == new_zone:
+            return 0
+        moved = 0
+        with self.store.transaction():
+            for record in self.store.list_grants():
+                if record.grant.schedule is None:
+                    continue
+                try:
+                    window = DailyWindow.parse(record.grant.schedule)
+                except ValueError:  # a zone this system no longer knows: left as it is
+                    continue
+                if window.zone == old_zone:
+                    self.store.set_grant_schedule(record.id, str(window.in_zone(new_zone)))
+                    moved += 1
+        if moved:
+            self._apply_schedules()
+        return moved
+
+    def _apply_schedules(self) -> tuple[str, ...]:
         now = self.clock()
         changed: set[str] = set()
         for record in self.store.list_grants():

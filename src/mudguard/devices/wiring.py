@@ -6,11 +6,13 @@ root (``mudguard.app``) and the CLI pick what exists on this gateway.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import zoneinfo
 from typing import TYPE_CHECKING
 
-from mudguard.devices._model import EventKind
+from mudguard.devices._model import EventKind, Settings
 from mudguard.errors import MudguardError
 from mudguard.policy import DailyWindow
 
@@ -75,6 +77,26 @@ def local_zone() -> str:
     except ValueError:
         return "UTC"
     return name or "UTC"
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_time_zone(name: str) -> str:
+    """``name`` when it is an IANA time zone this system knows
+    (``zoneinfo.available_timezones()``); ``ValueError`` saying so otherwise."""
+    cleaned = name.strip()
+    if cleaned not in _known_zones():
+        raise ValueError(f"{cleaned[:40]!r} is not a time zone this gateway knows "
+                         "(an IANA name such as Europe/Paris)")
+    return cleaned
+
+
+def owner_zone(settings: Settings) -> str:
+    """The zone the owner's times are in: their setting, else the system's own."""
+    return settings.time_zone or local_zone()
 
 
 def with_zone(schedule: str | None, zone: str | None = None) -> str | None:

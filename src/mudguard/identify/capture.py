@@ -58,14 +58,20 @@ class DeviceScan:
     first_frame: int | None = None
     remotes: set[bytes] = field(default_factory=set)
     names: set[str] = field(default_factory=set)
+    max_clues: int = MAX_CLUES
+    max_names: int = MAX_NAMES
 
-    def add(self, facts: Iterable[tuple[str, str]], frame: int) -> None:
-        """Keep the facts a packet stated (first frame of each, bounded)."""
+    def add(self, facts: Iterable[tuple[str, str]], frame: int) -> int:
+        """Keep the facts a packet stated (first frame of each, bounded); how many
+        were new."""
+        added = 0
         for fact in facts:
-            if fact not in self.clues and len(self.clues) < MAX_CLUES:
+            if fact not in self.clues and len(self.clues) < self.max_clues:
                 self.clues[fact] = frame
-            if fact[0] == "dns_name" and len(self.names) < MAX_NAMES:
+                added += 1
+            if fact[0] == "dns_name" and len(self.names) < self.max_names:
                 self.names.add(fact[1])
+        return added
 
     def traffic(self) -> TrafficSummary:
         """The device's traffic summary."""
@@ -89,14 +95,23 @@ class CaptureScan:
     tls_streams: dict[tuple[bytes, int, bytes, int], tuple[bytes, int, bytearray]] = field(
         default_factory=dict)
     stats: CaptureStats = field(default_factory=CaptureStats)
+    max_devices: int = MAX_DEVICES
+    max_clues: int = MAX_CLUES
+    max_names: int = MAX_NAMES
     _global: dict[bytes, bool] = field(default_factory=dict)
 
     def device(self, mac: bytes) -> DeviceScan | None:
         """The scan of ``mac``, made on first sight (None once the table is full)."""
         scan = self.devices.get(mac)
-        if scan is None and len(self.devices) < MAX_DEVICES:
-            scan = self.devices[mac] = DeviceScan()
+        if scan is None and len(self.devices) < self.max_devices:
+            scan = self.devices[mac] = DeviceScan(max_clues=self.max_clues,
+                                                    max_names=self.max_names)
         return scan
+
+    def mark_infrastructure(self, mac: bytes) -> None:
+        """``mac`` forwards or answers for others (a router, the gateway): bounded."""
+        if len(self.infrastructure) < self.max_devices:
+            self.infrastructure.add(mac)
 
     def is_global(self, address: bytes) -> bool:
         """Whether an address is on the Internet (cached)."""
@@ -127,7 +142,7 @@ def scan_captures(paths: Iterable[Path]) -> CaptureScan:
     for path in paths:
         for ts, frame, length in read_frames(path, stats=scan.stats):
             number += 1
-            _frame(scan, number, ts, frame, length)
+            scan_frame(scan, number, ts, frame, length)
     for mac, frame_no, buffer in scan.tls_streams.values():
         target = scan.devices.get(mac)
         if buffer and target is not None:
@@ -135,7 +150,10 @@ def scan_captures(paths: Iterable[Path]) -> CaptureScan:
     return scan
 
 
-def _frame(scan: CaptureScan, number: int, ts: float, frame: bytes, length: int) -> None:
+def scan_frame(scan: CaptureScan, number: int, ts: float, frame: bytes, length: int) -> None:
+    """Gather what one Ethernet frame (``number``-th, captured at ``ts``, ``length``
+    bytes on the wire) says into ``scan``: the offline capture and the daemon's
+    announcement sniffer (``identify.live``) both read frames through this."""
     if len(frame) < 14:
         return
     dst, src = frame[0:6], frame[6:12]
@@ -175,7 +193,7 @@ def _ipv4(scan: CaptureScan, number: int, frame: bytes, offset: int, src: bytes,
         return  # bad header, or a later fragment
     saddr, daddr = frame[offset + 12:offset + 16], frame[offset + 16:offset + 20]
     if scan.is_global(saddr):
-        scan.infrastructure.add(src)  # forwards Internet traffic: a router
+        scan.mark_infrastructure(src)  # forwards Internet traffic: a router
     end = offset + total if total >= ihl else len(frame)
     _transport(scan, number, frame[offset + 9], saddr, daddr, frame[offset + ihl:end], src,
                sender)
@@ -198,7 +216,7 @@ def _transport(scan: CaptureScan, number: int, proto: int, saddr: bytes, daddr: 
 def _udp(scan: CaptureScan, number: int, sport: int, dport: int, payload: bytes, src: bytes,
          sender: DeviceScan | None) -> None:
     if sport in (53, 67):
-        scan.infrastructure.add(src)  # answers DNS or DHCP: the gateway
+        scan.mark_infrastructure(src)  # answers DNS or DHCP: the gateway
         return
     if dport == 67 and len(payload) >= 34:
         client = scan.device(payload[28:34]) if not payload[28] & 1 else None
@@ -255,4 +273,13 @@ def identify_scan(scan: CaptureScan, mac: bytes, kb: KnowledgeBase,
                   oui: OuiRegistry | None) -> Identification:
     """Identify one MAC of a scanned capture."""
     device = scan.devices.get(mac) or DeviceScan()
-    return identify(mac, device.clue_list(), kb, oui, device.traffic())
+    return identify_device(mac, device, kb, oui, device.traffic())
+
+
+def identify_device(mac: bytes, device: DeviceScan, kb: KnowledgeBase,
+                    oui: OuiRegistry | None,
+                    traffic: TrafficSummary | None = None) -> Identification:
+    """Identify ``mac`` from what was gathered of it: the one decision both
+    ``mudguard identify`` (with the capture's traffic summary) and the daemon (with
+    only the count of DNS names: it sees no per-packet traffic) take."""
+    return identify(mac, device.clue_list(), kb, oui, traffic)

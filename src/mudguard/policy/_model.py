@@ -121,6 +121,11 @@ class DailyWindow:
             return self.start <= minute < self.end
         return minute >= self.start or minute < self.end
 
+    def in_zone(self, zone: str) -> DailyWindow:
+        """The same times of day read in ``zone`` (``ValueError`` for an unknown zone)."""
+        _zone(zone)
+        return DailyWindow(self.start, self.end, zone)
+
     def __str__(self) -> str:
         return (f"{self.start // 60:02d}:{self.start % 60:02d}-"
                 f"{self.end // 60:02d}:{self.end % 60:02d} {self.zone}")

@@ -73,7 +73,7 @@ class GrantIn(BaseModel):
     expires_in_seconds: int | None = Field(default=None, ge=60, le=366 * 86400)
     schedule: str | None = Field(default=None, max_length=80,
                                  description="daily window 'HH:MM-HH:MM [ZONE]' (pause at "
-                                             "bedtime); the gateway's zone when none")
+                                             "bedtime); the owner's time zone when none")
 
 
 class ForgetIn(BaseModel):

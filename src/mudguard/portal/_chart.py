@@ -4,6 +4,7 @@ template (so every value is autoescaped and no SVG string is built in Python).""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 
 from mudguard.portal._services import FlowBucket
 
@@ -40,8 +41,9 @@ class Chart:
     peak: int
 
 
-def flow_chart(buckets: list[FlowBucket]) -> Chart:
-    """Lay out paired bars (allowed, blocked) per time slot, scaled to the busiest slot."""
+def flow_chart(buckets: list[FlowBucket], zone: tzinfo | None = None) -> Chart:
+    """Lay out paired bars (allowed, blocked) per time slot, scaled to the busiest slot;
+    the slots labelled in ``zone`` (the owner's; the buckets' own when None)."""
     peak = max([1] + [max(b.allowed, b.blocked) for b in buckets])
     slot = WIDTH / max(1, len(buckets))
     bar_width = slot * 0.38
@@ -50,7 +52,8 @@ def flow_chart(buckets: list[FlowBucket]) -> Chart:
     ticks: list[tuple[float, str]] = []
     for index, bucket in enumerate(buckets):
         left = index * slot + slot * 0.1
-        label = bucket.start.strftime("%H:%M")
+        start = bucket.start.astimezone(zone) if zone is not None else bucket.start
+        label = start.strftime("%H:%M")
         for offset, kind, count in ((0.0, "allowed", bucket.allowed),
                                     (bar_width, "blocked", bucket.blocked)):
             height = plot_height * count / peak

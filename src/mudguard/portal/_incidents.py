@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from mudguard.devices import Device, DeviceEvent, EventKind
+from mudguard.devices.reasons import reason_details
 from mudguard.policy import LifecycleState
 
 MAX_DESTINATIONS = 5  # named in an incident's summary; the rest are counted
@@ -352,7 +353,8 @@ def _with_lost_quarantines(events: list[DeviceEvent], devices: Mapping[str, Devi
     start = events[0].at if events else None
     lost = [DeviceEvent(id=0, at=start or d.last_seen or d.first_seen or _EPOCH,
                         kind=EventKind.QUARANTINED, mac=d.mac,
-                        details={"reason": "; ".join(d.reasons)[:500]} if d.reasons else {})
+                        details=reason_details({"reason": d.reasons[0]}) if len(d.reasons) == 1
+                        else {"reason": "; ".join(d.reasons)[:500]} if d.reasons else {})
             for d in devices.values()
             if d.state is LifecycleState.QUARANTINED and d.mac not in told]
     return [*lost, *events]

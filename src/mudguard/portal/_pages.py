@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import zoneinfo
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -22,6 +24,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from mudguard.devices import Device, MacError, device_mac, normalise_mac
 from mudguard.devices.identity import signer_organisation
+from mudguard.devices.wiring import local_zone
 from mudguard.discovery.qr import QrError
 from mudguard.errors import MudguardError
 from mudguard.guidance import ASPECTS, MOMENTS, load_guidance
@@ -35,8 +38,18 @@ from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
 from mudguard.portal._learning import LearningView, learning_view
-from mudguard.portal._reasons import event_reason_text, event_text, reason_text, reset_step_text
-from mudguard.portal._services import MudPreview, build_report, collapse_history
+from mudguard.portal._reasons import (
+    device_reason_text,
+    event_reason_text,
+    event_text,
+    reset_step_text,
+)
+from mudguard.portal._services import (
+    MudPreview,
+    PortalServices,
+    build_report,
+    collapse_history,
+)
 from mudguard.portal._web import (
     LANG_COOKIE,
     PRE_COOKIE,
@@ -84,15 +97,18 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             status: int = 200, session: Session | None = None) -> HTMLResponse:
     lang = language(request)
     session = session or current_session(request)
+    zone = owner_zone_info(state(request).services)
     base = {"lang": lang, "t": lambda key, **kw: translate(lang, key, **kw),
             "session": session, "csrf": session.csrf if session else "",
             "path": request.url.path, "states": LifecycleState,
             "lang_links": {code: _lang_link(request, code) for code in ("en", "fr")},
             "services_text": lambda services: ", ".join(
                 service_text(s, functools.partial(translate, lang)) for s in services),
-            "short_time": lambda at: short_time(at, state(request).services.now()),
-            "reason_text": lambda reason: reason_text(str(reason), functools.partial(
-                translate, lang)),
+            "short_time": lambda at: short_time(at.astimezone(zone),
+                                                state(request).services.now()),
+            "local": lambda at: at.astimezone(zone),
+            "reason_text": lambda reason: device_reason_text(reason, functools.partial(
+                translate, lang), zone),
             "event_text": lambda event: event_text(event.kind.value, event.details,
                                                    functools.partial(translate, lang)),
             "event_reason": lambda details: event_reason_text(details, functools.partial(
@@ -106,6 +122,15 @@ def _render(request: Request, name: str, context: dict[str, Any], *,
             base["open_alerts"] = 0
     return templates.TemplateResponse(request, name, {**base, **context},
                                       status_code=status)
+
+
+def owner_zone_info(services: PortalServices) -> ZoneInfo:
+    """The owner's time zone, which the pages show times in (UTC when the store cannot
+    tell: a page, maybe an error page, still shows)."""
+    try:
+        return ZoneInfo(services.zone())
+    except (MudguardError, ValueError, ZoneInfoNotFoundError):
+        return ZoneInfo("UTC")
 
 
 def short_time(at: datetime, now: datetime) -> str:
@@ -285,7 +310,7 @@ def device_detail(request: Request, mac: str) -> Response:
         "allowance": describe_allowance(services.effective_policy(device),
                                         functools.partial(translate, lang),
                                         services.controllers),
-        "chart": flow_chart(services.flow_history(device.mac)),
+        "chart": flow_chart(services.flow_history(device.mac), owner_zone_info(services)),
         "activity": services.recent_activity(device.mac),
         "grants": services.devices.active_grants(device.mac),
         "history": collapse_history(services.events(device.mac, limit=500)),
@@ -468,7 +493,8 @@ def _settings_render(request: Request, session: Session, message: str | None, *,
     services = state(request).services
     return _render(request, "settings.html", {
         "settings": services.devices.store.get_settings(), "ssid": services.wifi_name(),
-        "zone": services.zone(), "message": message, "error": error,
+        "zone": services.zone(), "system_zone": local_zone(),
+        "zones": sorted(zoneinfo.available_timezones()), "message": message, "error": error,
         "fields": fields or {}}, status=status,
         session=session)
 
@@ -483,10 +509,16 @@ async def save_settings(request: Request) -> Response:
     days_text = _text(form, "learning_days", 8)  # absent: unchanged
     if days_text and (not days_text.isdigit() or not 0 <= int(days_text) <= 365):
         raise PortalHTTPError("bad_setting", "learning days are 0 (off) to 365")
-    state(request).services.save_settings(
-        home_default=home_default, signed_only=_text(form, "signed_only") == "1",
-        learning_days=float(days_text) if days_text else None,
-        lock_automatically=_text(form, "lock_automatically") == "1")
+    zone_text = _text(form, "time_zone", 64)
+    try:
+        state(request).services.save_settings(
+            home_default=home_default, signed_only=_text(form, "signed_only") == "1",
+            learning_days=float(days_text) if days_text else None,
+            lock_automatically=_text(form, "lock_automatically") == "1",
+            time_zone=(zone_text or "system") if "time_zone" in form else None)
+    except ValueError:  # nothing saved: the page says why
+        return _settings_render(request, session, None, error="bad_time_zone", status=400,
+                                fields={"zone": zone_text})
     lang = _choice(_text(form, "lang") or language(request), {"en": "en", "fr": "fr"},
                    "bad_setting")
     response = RedirectResponse(f"/settings?saved=1&lang={lang}", status_code=303)

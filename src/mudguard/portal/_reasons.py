@@ -14,8 +14,11 @@ service ("Telnet to 192.0.2.7"); an example of another shape stays as written.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable, Mapping
+from datetime import datetime, tzinfo
 
+from mudguard.devices.reasons import MAX_DEPTH, reason_json
 from mudguard.portal._i18n import catalogue
 from mudguard.portal._incidents import service_of, service_text
 
@@ -49,7 +52,7 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"with: device learn --lock; or --keep-default\)", "reason.proposed"),
         (r"learning ended with no traffic to learn from", "reason.learned_nothing"),
         (r"the owner kept the home default", "reason.kept_default"),
-        (r"the owner asked to learn it", "reason.owner_learns"),
+        (r"the owner asked to learn it(?: again)?", "reason.owner_learns"),
         (r"its learned profile is no longer in the cache", "reason.learned_lost"),
         (r"released from quarantine", "reason.released"),
         (r"trusted by the owner", "reason.trusted"),
@@ -88,6 +91,16 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          "reason.url.fetch_failed"),
         (r"the new MUD file(?: at \S+)? is invalid: (?P<detail>.+)",
          "reason.url.invalid"),
+        # a MUD URL the device announced that RFC 8520 does not allow (``check_mud_url``)
+        (r"a MUD URL must be text", "reason.url_rejected.text"),
+        (r"MUD URL is (?P<length>\d+) characters; the limit is (?P<limit>\d+)",
+         "reason.url_rejected.long"),
+        (r"MUD URL contains spaces or control characters", "reason.url_rejected.spaces"),
+        (r"MUD URL is malformed: (?P<detail>.+)", "reason.url_rejected.malformed"),
+        (r"MUD URL must use https \(RFC 8520 §1\.6\), not (?P<scheme>.+)",
+         "reason.url_rejected.not_https"),
+        (r"MUD URL names no host", "reason.url_rejected.no_host"),
+        (r"MUD URL must not carry credentials", "reason.url_rejected.credentials"),
         (r"(?P<why>.+); no MUD profile", "reason.no_profile"),
         # the watcher's alerts (``watch.tracker``): the examples stay as they are
         (r"scanned the home network: (?P<count>\d+) addresses in (?P<seconds>[\d.]+) s "
@@ -176,14 +189,20 @@ def _listed(values: object, limit: int = 4) -> str:
     if not isinstance(values, list):
         return ""
     return ", ".join(str(v) for v in values[:limit]) + (" …" if len(values) > limit else "")
-def keyed_reason_text(key: object, fields: object, t: Translate) -> str | None:
-    """A reason stored as its key and fields at the source (the watcher's alerts:
-    ``reason_key`` ``watch.scan``, ``reason_fields`` count, seconds, examples) in the
-    language of ``t``; None when the key is not one the catalogue knows or the fields
-    are malformed (the caller then reads the English sentence)."""
+def keyed_reason_text(key: object, fields: object, t: Translate,
+                      depth: int = 0, zone: tzinfo | None = None) -> str | None:
+    """A reason stored as its key and fields at the source in the language of ``t``:
+    the watcher's alerts (``reason_key`` ``watch.scan``, ``reason_fields`` count,
+    seconds, examples) and the device's own reasons (``devices.reasons``: ``profiled``
+    with its ``url``; a field that is itself a reason is worded in turn); None when the
+    key is not one the catalogue knows or the fields are malformed (the caller then
+    reads the English sentence). With ``zone`` (the owner's), a moment the reason keeps
+    as data (``until``: when learning ends) is shown in it."""
     if not isinstance(key, str) or not isinstance(fields, dict) or \
             f"reason.{key}" not in catalogue("en"):
         return None
+    if not key.startswith("watch."):
+        return _fields_text(key, fields, t, depth, zone)
     count, seconds = fields.get("count"), fields.get("seconds")
     if isinstance(count, bool) or not isinstance(count, int) or \
             not isinstance(seconds, str | int | float) or isinstance(seconds, bool):
@@ -199,6 +218,51 @@ def keyed_reason_text(key: object, fields: object, t: Translate) -> str | None:
         words.append(text)
     sample = ", ".join(words) + (", …" if fields.get("more") is True else "")
     return t(f"reason.{key}", count=count, seconds=seconds, sample=sample)
+
+
+def _fields_text(key: str, fields: Mapping[object, object], t: Translate,
+                 depth: int, zone: tzinfo | None = None) -> str | None:
+    """``reason.<key>`` filled from ``fields``: every placeholder of its English message
+    present, each a text, a number or a nested reason ({key, fields}); else None. The
+    ``when`` of a reason that keeps its moment (``until``, ISO) is that moment in
+    ``zone`` when one is given."""
+    english = catalogue("en")[f"reason.{key}"]
+    names = {name for _, name, _, _ in string.Formatter().parse(english) if name}
+    values: dict[str, object] = {}
+    for name in names:
+        value = fields.get(name)
+        if isinstance(value, dict):
+            if depth >= MAX_DEPTH:
+                return None
+            value = keyed_reason_text(value.get("key"), value.get("fields"), t, depth + 1,
+                                      zone)
+        if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+            return None
+        values[name] = value
+    moment = _moment(fields.get("until"))
+    if "when" in values and zone is not None and moment is not None:
+        values["when"] = moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return t(f"reason.{key}", **values)
+
+
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def device_reason_text(reason: str, t: Translate, zone: tzinfo | None = None) -> str:
+    """One of a device's reasons (the "Why" line) in the language of ``t``: from its key
+    when the source kept one (a ``devices.reasons.Reason``; its moments in ``zone``),
+    else through the patterns."""
+    stored = reason_json(reason)
+    keyed = keyed_reason_text(stored["key"], stored["fields"], t, zone=zone) \
+        if stored else None
+    return keyed if keyed is not None else reason_text(str(reason), t)
 
 
 def event_reason_text(details: Mapping[str, object], t: Translate) -> str:

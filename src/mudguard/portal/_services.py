@@ -39,7 +39,7 @@ from mudguard.devices.identity import Identity, device_identity, signer_organisa
 from mudguard.devices.lifecycle import MudUrlError, check_mud_url
 from mudguard.devices.service import DeviceService, ResetInstructions
 from mudguard.devices.transparency import TransparencyChecker
-from mudguard.devices.wiring import local_zone
+from mudguard.devices.wiring import check_time_zone, owner_zone
 from mudguard.errors import MudguardError, RemoteInputError
 from mudguard.identify.knowledge import KnowledgeBase, OuiRegistry
 from mudguard.keys.core import WifiCredentials
@@ -257,11 +257,14 @@ class PortalServices:
 
     def save_settings(self, *, home_default: str, signed_only: bool,
                       learning_days: float | None = None,
-                      lock_automatically: bool | None = None) -> Settings:
+                      lock_automatically: bool | None = None,
+                      time_zone: str | None = None) -> Settings:
         """Store the home default, whether unsigned MUD files are refused and, when
         given, how long a device without a MUD file is learned and whether its learned
-        profile is locked without asking (the daemon follows a new home default after
-        the change)."""
+        profile is locked without asking, and the owner's time zone ("system": the
+        gateway's own; ``ValueError`` for one this gateway does not know) (the daemon
+        follows a new home default after the change)."""
+        zone = None if time_zone in (None, "system") else check_time_zone(str(time_zone))
         def change() -> Settings:
             current = self.devices.store.get_settings()
             updated = replace(current, home_default=HomeDefault(home_default),
@@ -270,16 +273,19 @@ class PortalServices:
                 updated = replace(updated, learning_days=learning_days)
             if lock_automatically is not None:
                 updated = replace(updated, lock_automatically=lock_automatically)
+            if time_zone is not None:
+                updated = replace(updated, time_zone=zone)
             self.devices.store.save_settings(updated)
+            self.devices.rezone_schedules(owner_zone(current), owner_zone(updated))
             if self.settings_changed is not None:
                 self.settings_changed()
             return updated
         return self._serial(change)
 
     def zone(self) -> str:
-        """The gateway's time zone (IANA name) for daily schedules: ``TZ``, else the
-        ``/etc/localtime`` link, else UTC."""
-        return self.time_zone or local_zone()
+        """The owner's time zone (IANA name) for times shown and daily schedules: their
+        setting, else the gateway's (``TZ``, else the ``/etc/localtime`` link, else UTC)."""
+        return self.time_zone or owner_zone(self.devices.store.get_settings())
 
     def now(self) -> datetime:
         """The current time (the device service's clock unless one was given)."""

@@ -112,6 +112,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE devices ADD COLUMN kind TEXT;
     """,
+    # 8 (issue #15): the catalogue key and fields of each of the device's reasons
+    # (``devices.reasons``), a JSON list beside ``reasons`` (null for a plain sentence;
+    # rows from before have none and are read through the portal's patterns).
+    """
+    ALTER TABLE devices ADD COLUMN reason_keys TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

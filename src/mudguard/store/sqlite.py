@@ -36,6 +36,8 @@ from mudguard.devices._model import (
     normalise_mac,
 )
 from mudguard.devices.activity import ActivityCount, clean_destination, hour_of
+from mudguard.devices.reasons import reason_details, reason_from_json, reason_json
+from mudguard.devices.wiring import check_time_zone
 from mudguard.errors import MudguardError
 from mudguard.policy import Grant, GrantKind, LifecycleState
 from mudguard.store._schema import MIGRATIONS, SCHEMA_VERSION
@@ -48,6 +50,7 @@ _DEVICE_COLUMNS = (
     "pending_mud_url", "pending_source", "manufacturer", "model", "profile_hash",
     "signature_status", "signer", "end_of_support", "key_id", "first_seen", "last_seen",
     "pinned_signer", "root_mud_url", "past_root_urls", "quarantine_exceptions", "kind",
+    "reason_keys",
 )
 # Built once from our own constant column names above (never from input), hence noqa.
 _SELECT_DEVICES = f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices"  # noqa: S608
@@ -184,6 +187,10 @@ class Store(SqliteDatabase):
             rows = self._read(sql + " WHERE mac = ? ORDER BY id", (normalise_mac(mac),))
         return [_grant_from_row(row) for row in rows]
 
+    def set_grant_schedule(self, grant_id: int, schedule: str | None) -> None:
+        """Change one grant's daily schedule (the owner moved to another time zone)."""
+        self._write("UPDATE grants SET schedule = ? WHERE id = ?", (schedule, int(grant_id)))
+
     def delete_grant(self, mac: str, grant_id: int) -> bool:
         """Delete one grant of one device; True if it existed."""
         cursor = self._write("DELETE FROM grants WHERE mac = ? AND id = ?",
@@ -196,7 +203,7 @@ class Store(SqliteDatabase):
                   details: dict[str, Any] | None = None) -> DeviceEvent:
         """Append an event and return it with its id."""
         key = normalise_mac(mac) if mac is not None else None
-        payload = details or {}
+        payload = reason_details(details or {})
         cursor = self._write("INSERT INTO events (at, kind, mac, details) VALUES (?, ?, ?, ?)",
                              (_ts(at), kind.value, key, json.dumps(payload, sort_keys=True)))
         return DeviceEvent(id=int(cursor.lastrowid or 0), at=at, kind=kind, mac=key,
@@ -366,6 +373,7 @@ class Store(SqliteDatabase):
             learning_days=_float(values.get("learning_days"), defaults.learning_days),
             lock_automatically=values.get("lock_automatically",
                                           "1" if defaults.lock_automatically else "0") == "1",
+            time_zone=_time_zone(values.get("time_zone")),
         )
 
     def save_settings(self, settings: Settings) -> None:
@@ -375,13 +383,24 @@ class Store(SqliteDatabase):
                                ("allow_unsigned", "1" if settings.allow_unsigned else "0"),
                                ("learning_days", repr(float(settings.learning_days))),
                                ("lock_automatically",
-                                "1" if settings.lock_automatically else "0")):
+                                "1" if settings.lock_automatically else "0"),
+                               ("time_zone", settings.time_zone or "")):
                 self._db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
                                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                                  (key, value))
 
 
 # -- row conversion (module-private) ----------------------------------------------------
+
+def _time_zone(text: str | None) -> str | None:
+    """A stored time zone when it is one this system knows; None (the system's) else."""
+    if not text:
+        return None
+    try:
+        return check_time_zone(text)
+    except ValueError:
+        return None
+
 
 def _float(text: str | None, default: float) -> float:
     try:
@@ -421,14 +440,14 @@ def _device_to_row(d: Device) -> tuple[Any, ...]:
         d.profile_hash, d.signature_status.value, d.signer, _ts(d.end_of_support), d.key_id,
         _ts(d.first_seen), _ts(d.last_seen), d.pinned_signer, d.root_mud_url,
         json.dumps(list(d.past_root_urls)), json.dumps(list(d.quarantine_exceptions)),
-        d.kind,
+        d.kind, json.dumps([reason_json(r) for r in d.reasons]),
     )
 
 
 def _device_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Device:
     r = dict(zip(_DEVICE_COLUMNS, row, strict=True))
     return Device(
-        mac=r["mac"], state=LifecycleState(r["state"]), reasons=tuple(json.loads(r["reasons"])),
+        mac=r["mac"], state=LifecycleState(r["state"]), reasons=_reasons_from_row(r),
         ipv4=tuple(json.loads(r["ipv4"])), ipv6=tuple(json.loads(r["ipv6"])), name=r["name"],
         hostname=r["hostname"], mud_url=r["mud_url"],
         mud_source=MudSource(r["mud_source"]) if r["mud_source"] else None,
@@ -443,6 +462,20 @@ def _device_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Device:
         quarantine_exceptions=tuple(json.loads(r["quarantine_exceptions"])),
         kind=r["kind"],
     )
+
+
+def _reasons_from_row(r: Mapping[str, Any]) -> tuple[str, ...]:
+    """The row's reasons, each with its key and fields when the row kept them (a key
+    list that is not a list, or shorter than the reasons, leaves plain sentences)."""
+    texts = [str(text) for text in json.loads(r["reasons"])]
+    try:
+        keys = json.loads(r["reason_keys"] or "[]")
+    except ValueError:
+        keys = []
+    if not isinstance(keys, list):
+        keys = []
+    return tuple(reason_from_json(text, keys[i] if i < len(keys) else None)
+                 for i, text in enumerate(texts))
 
 
 def _grant_from_row(row: sqlite3.Row | tuple[Any, ...]) -> GrantRecord:

@@ -169,8 +169,10 @@ class AddressBook:
 
     def __init__(self, records: Callable[[], Mapping[str, Any]], *, max_age: float = 1.0,
                  miss_age: float = 0.1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 key: Callable[[str], str] = device_id) -> None:
         self.records = records
+        self.key = key  # what a lookup returns for a MAC (the device id, or the MAC)
         self.max_age = max_age
         self.miss_age = miss_age
         self.clock = clock
@@ -201,7 +203,7 @@ class AddressBook:
         try:
             for mac, record in list(self.records().items()):
                 for address in (*record.ipv4, *record.ipv6):
-                    index[str(ipaddress.ip_address(address))] = device_id(mac)
+                    index[str(ipaddress.ip_address(address))] = self.key(mac)
         except (RuntimeError, ValueError, AttributeError):
             log.exception("address book: keeping the previous index")
             return

@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from mudguard.devices.reasons import Reason
 from mudguard.mud import Direction
 from mudguard.policy._names import device_id
 from mudguard.watch.nflog import FlowEvent
@@ -112,6 +113,13 @@ class Alert:
     mac: str | None = None
     reason_key: str = ""
     reason_fields: Mapping[str, object] = field(default_factory=dict)
+
+    def why(self) -> str:
+        """The reason a quarantine keeps on the device: the sentence with its key and
+        fields (``devices.reasons.Reason``), the plain sentence when it has no key."""
+        if not self.reason_key:
+            return self.reason
+        return Reason(self.reason_key, self.reason, **self.reason_fields)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form."""

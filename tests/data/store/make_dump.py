@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mudguard.devices import CachedMud, Device, EventKind, Settings
 from mudguard.devices._model import HomeDefault, MudSource, SignatureStatus
+from mudguard.devices.reasons import Reason
 from mudguard.policy import Grant, GrantKind, LifecycleState
 from mudguard.store import SCHEMA_VERSION, Store
 
@@ -28,7 +29,9 @@ def fill(store: Store) -> None:
     exception, a learning speaker with a proposal, grants of every kind, events, activity,
     a cached MUD file and the owner's settings."""
     store.save_device(Device(
-        mac=PLUG, state=LifecycleState.PROFILED, reasons=("profile enforced",),
+        mac=PLUG, state=LifecycleState.PROFILED, reasons=(Reason(
+            "profiled", "MUD profile from https://mud.example.com/plug-v2.json enforced",
+            url="https://mud.example.com/plug-v2.json"),),
         ipv4=("192.0.2.10",), ipv6=("2001:db8::10",), name="kitchen plug", hostname="plug-1",
         mud_url="https://mud.example.com/plug-v2.json", mud_source=MudSource("dhcp4"),
         manufacturer="mud.example.com", model="Plug 1", profile_hash="ab" * 32,
@@ -39,7 +42,7 @@ def fill(store: Store) -> None:
     store.save_device(Device(
         mac=CAMERA, state=LifecycleState.QUARANTINED, reasons=("scan",),
         ipv4=("192.0.2.11",), first_seen=NOW, last_seen=NOW,
-        quarantine_exceptions=("cl0-frdev",)))
+        quarantine_exceptions=("cl0-frdev",), kind="camera"))
     store.save_device(Device(
         mac=SPEAKER, state=LifecycleState.LEARNING, ipv4=("192.0.2.12",), first_seen=NOW,
         last_seen=NOW))
@@ -57,7 +60,8 @@ def fill(store: Store) -> None:
     store.add_learned_flows(SPEAKER, [["udp", "198.51.100.53", 53]], limit=100)
     store.set_proposal(SPEAKER, b'{"ietf-mud:mud": {"mud-version": 1}}')
     store.save_settings(Settings(home_default=HomeDefault.LAN, allow_unsigned=False,
-                                 learning_days=7.0, lock_automatically=True))
+                                 learning_days=7.0, lock_automatically=True,
+                                 time_zone="Europe/Paris"))
 
 
 def main() -> int:

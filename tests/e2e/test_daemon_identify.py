@@ -1,0 +1,158 @@
+"""The running daemon identifies devices live (issue #16), from real packets in a virtual
+home: one device announces itself by mDNS and SSDP (multicast, which the home default
+does not forward anywhere), another only asks the gateway's DNS guard for its maker's
+cloud; the daemon stores each one's maker (and the first one's kind) while they run,
+after a third has flooded it with mDNS from 30,000 forged MACs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mudguard.devices import Device
+from mudguard.store import Store
+from tests.e2e.test_daemon import Daemon, _join, _resolve, daemon_home
+from tests.e2e.test_daemon_wiring import _fresh
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)"),
+    pytest.mark.skipif(shutil.which("dnsmasq") is None or shutil.which("nft") is None,
+                       reason="needs dnsmasq and nftables"),
+]
+
+
+def _announce(address: str, rounds: int) -> None:
+    """Inside the device: a Hue bridge's mDNS answer and SSDP NOTIFY, sent ``rounds``
+    times, 0.1 s apart, to the multicast groups from ``address`` (real datagrams)."""
+    import socket
+    import time
+
+    from scapy.layers.dns import DNS, DNSRR
+
+    instance = "Hue Bridge - 1A2B3C._hue._tcp.local"
+    mdns = bytes(DNS(qr=1, aa=1, qd=[], an=[
+        DNSRR(rrname="_hue._tcp.local", type="PTR", rdata=instance),
+        DNSRR(rrname=instance, type="TXT", rdata=[b"bridgeid=001788fffe1a2b3c",
+                                                  b"modelid=BSB002"])]))
+    ssdp = (b"NOTIFY * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nNT: upnp:rootdevice\r\n"
+            b"NTS: ssdp:alive\r\nSERVER: Hue/1.0 UPnP/1.0 IpBridge/1.50.0\r\n"
+            b"USN: uuid:2f402f80-da50-11e1-9b23-001788fffe1a2b3c::upnp:rootdevice\r\n\r\n")
+    sockets = []
+    for port in (5353, 1900):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(address))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+        sockets.append(sock)
+    try:
+        for _ in range(rounds):  # as devices do: again and again, a flood may hide some
+            sockets[0].sendto(mdns, ("224.0.0.251", 5353))
+            sockets[1].sendto(ssdp, ("239.255.255.250", 1900))
+            time.sleep(0.1)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _flood(interface: str, count: int) -> int:
+    """Inside a device: ``count`` mDNS frames, each from a different forged MAC and
+    naming a different service (a hostile device), as fast as the socket takes them."""
+    import socket
+    import struct
+
+    sent = 0
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind((interface, 0))
+        for i in range(count):
+            name = f"_x{i}._tcp.local".encode()
+            labels = b"".join(bytes([len(p)]) + p for p in name.split(b".")) + b"\0"
+            dns = struct.pack("!HHHHHH", 0, 0x8400, 0, 1, 0, 0) + labels \
+                + struct.pack("!HHIH", 12, 1, 120, 2) + b"\xc0\x0c"
+            udp = struct.pack("!HHHH", 5353, 5353, 8 + len(dns), 0) + dns
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 255, 17, 0,
+                             socket.inet_aton("192.0.2.250"), socket.inet_aton("224.0.0.251"))
+            total = sum(struct.unpack("!10H", ip))
+            total = (total & 0xFFFF) + (total >> 16)
+            total = (total & 0xFFFF) + (total >> 16)
+            ip = ip[:10] + struct.pack("!H", ~total & 0xFFFF) + ip[12:]  # the bridge checks it
+            mac = b"\x02\xee" + i.to_bytes(4, "big")
+            sock.send(b"\x01\x00\x5e\x00\x00\xfb" + mac + b"\x08\x00" + ip + udp)
+            sent += 1
+    return sent
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _received(vhome: Any) -> int:
+    """Packets the gateway's LAN interface received so far."""
+    shown = vhome.run(vhome.gw_ns, ["ip", "-s", "-j", "link", "show", "dev", vhome.lan_if])
+    return int(json.loads(shown.stdout)[0]["stats64"]["rx"]["packets"])
+
+
+def _stored(db: Path, mac: str, timeout: float,
+            wanted: tuple[str | None, str | None]) -> Device | None:
+    """The device once its stored (maker, kind) is ``wanted`` (None: any), or the last seen."""
+    deadline = time.monotonic() + timeout
+    device = None
+    while time.monotonic() < deadline:
+        with Store(db) as store:
+            device = store.get_device(mac)
+        if device is not None and all(
+                want is None or got == want
+                for want, got in zip(wanted, (device.manufacturer, device.kind), strict=True)):
+            return device
+        time.sleep(0.5)
+    return device
+
+
+def test_the_daemon_identifies_devices_from_mdns_ssdp_and_dns_names(tmp_path: Path) -> None:
+    with daemon_home(tmp_path, "mgh16b") as (vhome, config):
+        # the home default lets devices reach the Internet (the usual home)
+        config.write_text(config.read_text().replace('home_default = "lan"',
+                                                     'home_default = "internet"'))
+        db = config.parent / "state" / "mudguard.db"
+        hub, plug, hostile = vhome.nodes
+        _fresh(vhome, hub)
+        _fresh(vhome, plug)
+        daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+        try:
+            daemon.wait_for({"event": "ready"})
+            hub_address = vhome.call(hub.ns, _join, hub.iface, hub.mac, None)
+            vhome.call(plug.ns, _join, plug.iface, plug.mac, None)
+            for node in (hub, plug):
+                daemon.wait_for({"event": "device", "mac": node.mac, "state": "default"})
+            # Its DHCP hostname ("device") and its randomised MAC say nothing of its maker.
+            with Store(db) as store:
+                before = store.get_device(hub.mac)
+            assert before is not None and before.manufacturer is None
+            # A hostile device floods mDNS from forged MACs first: the daemon's memory
+            # stays bounded and the real announcements that follow are still read.
+            rss, received = _rss_kib(daemon.proc.pid), _received(vhome)
+            assert vhome.call(hostile.ns, _flood, hostile.iface, 30_000, timeout=60) == 30_000
+            assert _received(vhome) - received >= 30_000  # it reached the gateway
+            vhome.call(hub.ns, _announce, hub_address, 30, timeout=20)
+            assert vhome.call(plug.ns, _resolve, "devs.tplinkcloud.com") == ["198.51.100.22"]
+            found = _stored(db, hub.mac, 20, ("Philips Hue (Signify)", "hub"))
+            assert found is not None
+            assert (found.manufacturer, found.kind) == ("Philips Hue (Signify)", "hub")
+            named = _stored(db, plug.mac, 20, ("TP-Link", None))
+            assert named is not None and named.manufacturer == "TP-Link"
+            grown = _rss_kib(daemon.proc.pid) - rss
+            assert grown < 32 * 1024, f"the daemon grew {grown} KiB during the flood"
+            with Store(db) as store:  # the forged MACs made no device
+                assert len(store.list_devices()) == 2
+        finally:
+            daemon.stop()
