@@ -199,8 +199,8 @@ def test_boot_base_loaded_early_is_taken_over_and_never_opens(
                       f'lan_prefixes = ["192.0.2.0/24"]\naddresses = ["192.0.2.1"]\n'
                       f'state_dir = "{tmp_path / "state"}"\n'
                       # the fixed ruleset holds the portal's port: none, as the installer
-                      + (f'ruleset = "{TEST_RULESET}"\n[portal]\naddress = ""\n'
-                         if TEST_RULESET else ""))
+                      + ('ruleset = "data"\n[portal]\naddress = ""\n'
+                         if TEST_RULESET == "data" else 'ruleset = "chains"\n'))
     ruleset = tmp_path / "base.json"
     subprocess.run([sys.executable, "-m", "mudguard", "base", "--config", str(config),
                     "--output", str(ruleset)], check=True)
