@@ -99,6 +99,7 @@ from mudguard.policy._nft import (
     NftCommand,
     _families,
     _gateway_service,
+    _meta,
     _needs_family,
     _tls_rate_set,
     _typed_icmp,
@@ -108,6 +109,8 @@ from mudguard.policy._nft import (
     tls_hello_rule,
     tls_watched_origins,
 )
+from mudguard.policy._nft import _match as _m
+from mudguard.policy._nft import _payload as _pl
 
 Expr = dict[str, Any]
 Interval = tuple[int, int]
@@ -911,18 +914,6 @@ def remove_commands(previous: DeviceElements, *, drop_profile: bool = True
 
 
 # -- the fixed ruleset ----------------------------------------------------------------------
-
-
-def _m(left: Expr, right: Any, op: str = "==") -> Expr:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _pl(protocol: str, fld: str) -> Expr:
-    return {"payload": {"protocol": protocol, "field": fld}}
-
-
-def _meta(key: str) -> Expr:
-    return {"meta": {"key": key}}
 
 
 def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> NftCommand:
