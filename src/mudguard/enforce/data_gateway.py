@@ -380,23 +380,14 @@ class DataGatewayEnforcer:
                 self._marks[device_mark(mac)] = device_id(mac)
 
     def _isolate_lan(self) -> None:
-        if self._lan is None:
-            return
-        try:
-            self._lan.setup()
-        except LanIsolationError as exc:
-            log.error("LAN isolation failed; lateral traffic may bypass the rules: %s", exc)
+        """Isolate the LAN bridge's ports (proxy ARP, no redirects): with the base."""
+        if self._lan is not None:
+            self._lan.setup_or_log()
 
     def _sync_proxies(self, added: set[str], removed: set[str]) -> None:
-        if self._lan is None:
-            return
-        try:
-            for address in sorted(added):
-                self._lan.add_proxy(address)
-            for address in sorted(removed):
-                self._lan.remove_proxy(address)
-        except LanIsolationError as exc:
-            log.warning("proxy ND update failed: %s", exc)
+        """Keep the LAN's proxy-ND entries equal to the installed IPv6 addresses."""
+        if self._lan is not None:
+            self._lan.sync_proxies(added, removed)
 
 
 def _dns_rules(record: DeviceElements) -> tuple[Any, ...]:

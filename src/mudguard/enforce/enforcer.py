@@ -462,30 +462,13 @@ class Enforcer:
 
     def _isolate_lan(self) -> None:
         """Isolate the LAN bridge's ports (proxy ARP, no redirects): with the base."""
-        if self._lan is None:
-            return
-        try:
-            self._lan.setup()
-        except LanIsolationError as exc:
-            log.error("LAN isolation failed; lateral traffic may bypass the rules: %s", exc)
+        if self._lan is not None:
+            self._lan.setup_or_log()
 
     def _sync_proxies(self, added: set[str], removed: set[str]) -> None:
-        """Keep the LAN's proxy-ND entries equal to the installed IPv6 addresses.
-
-        After the kernel accepted the rules; a failure here only costs IPv6 lateral
-        reachability (fail closed), so it is logged, not raised.
-        """
-        if self._lan is None:
-            return
-        try:
-            for address in sorted(added):
-                if ":" in address:
-                    self._lan.add_proxy(address)
-            for address in sorted(removed):
-                if ":" in address:
-                    self._lan.remove_proxy(address)
-        except LanIsolationError as exc:
-            log.warning("proxy ND update failed: %s", exc)
+        """Keep the LAN's proxy-ND entries equal to the installed IPv6 addresses."""
+        if self._lan is not None:
+            self._lan.sync_proxies(added, removed)
 
     def _reindex(self) -> None:
         self._owner = {address: mac for mac, e in self._entries.items()

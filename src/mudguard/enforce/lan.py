@@ -43,7 +43,7 @@ import logging
 import re
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,27 @@ class LanIsolation:
         if ip.version != 6 or ip.is_link_local:
             return
         self._run(["ip", "-6", "neigh", "add", "proxy", str(ip), "dev", self.bridge])
+
+    def setup_or_log(self) -> None:
+        """``setup``, a failure logged instead of raised: it runs after the rules are in
+        the kernel, and only weakens lateral protection, which the log says loudly."""
+        try:
+            self.setup()
+        except LanIsolationError as exc:
+            log.error("LAN isolation failed; lateral traffic may bypass the rules: %s", exc)
+
+    def sync_proxies(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        """Keep the proxy-ND entries equal to the installed IPv6 addresses: answer for
+        ``added``, stop for ``removed`` (IPv4 addresses are ignored). After the kernel
+        accepted the rules; a failure only costs IPv6 lateral reachability (fail closed),
+        so it is logged, not raised."""
+        try:
+            for address in sorted(added):
+                self.add_proxy(address)
+            for address in sorted(removed):
+                self.remove_proxy(address)
+        except LanIsolationError as exc:
+            log.warning("proxy ND update failed: %s", exc)
 
     def remove_proxy(self, address: str) -> None:
         """Stop answering for a device's IPv6 address (no error if there was no entry)."""
