@@ -134,22 +134,26 @@ def _pair(raw: bytes) -> tuple[str, str] | None:
     return str(ipaddress.ip_address(raw[:half])), str(ipaddress.ip_address(raw[half:]))
 
 
+def _dump_elements(sock: NfnetlinkSocket, table: str, name: str) -> list[bytes]:
+    """The element-list messages of the set ``name`` of the ``inet`` table ``table``;
+    none for a set that does not exist."""
+    body = attr_str(NFTA_SET_ELEM_LIST_TABLE, table) + attr_str(NFTA_SET_ELEM_LIST_SET, name)
+    try:
+        return sock.dump(NFT_MSG_GETSETELEM, body, _MAX)
+    except NfnetlinkError as exc:
+        if exc.code != errno.ENOENT:
+            raise
+        return []
+
+
 def read_pairs(sock: NfnetlinkSocket, table: str,
                names: Collection[str]) -> dict[str, list[tuple[str, str]]]:
     """The (device address, remote address) elements of the DNS pair sets ``names`` in
     the ``inet`` table ``table`` (a set that does not exist reads as empty)."""
     pairs: dict[str, list[tuple[str, str]]] = {}
     for name in names:
-        body = (attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
-                + attr_str(NFTA_SET_ELEM_LIST_SET, name))
         found: list[tuple[str, str]] = []
-        try:
-            payloads = sock.dump(NFT_MSG_GETSETELEM, body, _MAX)
-        except NfnetlinkError as exc:
-            if exc.code != errno.ENOENT:
-                raise
-            payloads = []
-        for payload in payloads:
+        for payload in _dump_elements(sock, table, name):
             elements = parse_attrs(payload).get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
             for _kind, raw in iter_attrs(elements):
                 key = parse_attrs(parse_attrs(raw).get(NFTA_SET_ELEM_KEY, b"")).get(
@@ -226,16 +230,8 @@ def read_raw_elements(sock: NfnetlinkSocket, table: str,
     not exist reads as empty)."""
     found: dict[str, set[RawElement]] = {}
     for name in names:
-        body = (attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
-                + attr_str(NFTA_SET_ELEM_LIST_SET, name))
-        try:
-            payloads = sock.dump(NFT_MSG_GETSETELEM, body, _MAX)
-        except NfnetlinkError as exc:
-            if exc.code != errno.ENOENT:
-                raise
-            payloads = []
         bucket = found.setdefault(name, set())
-        for payload in payloads:
+        for payload in _dump_elements(sock, table, name):
             bucket.update(raw_elements(payload)[1])
     return found
 
