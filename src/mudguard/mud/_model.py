@@ -111,6 +111,21 @@ class Finding:
         return {"path": self.where, "severity": self.severity.value, "message": self.message}
 
 
+class Findings:
+    """Findings collected while an extension's container is read, in order."""
+
+    def __init__(self) -> None:
+        self.items: list[Finding] = []
+
+    def error(self, path: tuple[PathPart, ...], message: str) -> None:
+        """Record an error at ``path``."""
+        self.items.append(Finding(path=path, severity=Severity.ERROR, message=message))
+
+    def warn(self, path: tuple[PathPart, ...], message: str) -> None:
+        """Record a warning at ``path``."""
+        self.items.append(Finding(path=path, severity=Severity.WARNING, message=message))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PortMatch:
     """A port test: ``operator`` with ``port``, or ``range`` with ``lower``..``upper``."""

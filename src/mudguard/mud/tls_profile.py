@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mudguard.mud._model import Finding, PathPart, Severity
+from mudguard.mud._model import Finding, Findings, PathPart, Severity
 
 CLIENT_PROFILES_KEY = "ietf-acl-tls:client-profiles"
 MUD_TLS_MODULE = "ietf-mud-tls"
@@ -114,18 +114,7 @@ def client_profiles_json(profiles: tuple[TlsProfile, ...]) -> dict[str, object]:
     return {"tls-dtls-profile": [p.to_json() for p in profiles]}
 
 
-class _Findings:
-    def __init__(self) -> None:
-        self.items: list[Finding] = []
-
-    def error(self, path: tuple[PathPart, ...], message: str) -> None:
-        self.items.append(Finding(path=path, severity=Severity.ERROR, message=message))
-
-    def warn(self, path: tuple[PathPart, ...], message: str) -> None:
-        self.items.append(Finding(path=path, severity=Severity.WARNING, message=message))
-
-
-Reader = Callable[[object, tuple[PathPart, ...], _Findings], Any]
+Reader = Callable[[object, tuple[PathPart, ...], Findings], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +127,7 @@ class _LeafList:
 def _uint(bits: int, grease: Callable[[int], bool] | None, what: str) -> Reader:
     top = (1 << bits) - 1
 
-    def read(value: object, path: tuple[PathPart, ...], found: _Findings) -> int | None:
+    def read(value: object, path: tuple[PathPart, ...], found: Findings) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
             found.error(path, f"expected a {what} (0..{top}), got {_show(value)}")
             return None
@@ -151,7 +140,7 @@ def _uint(bits: int, grease: Callable[[int], bool] | None, what: str) -> Reader:
 
 
 def _enum(names: tuple[str, ...]) -> Reader:
-    def read(value: object, path: tuple[PathPart, ...], found: _Findings) -> str | None:
+    def read(value: object, path: tuple[PathPart, ...], found: Findings) -> str | None:
         if not isinstance(value, str) or value not in names:
             found.error(path, f"expected one of {', '.join(names)}, got {_show(value)}")
             return None
@@ -159,7 +148,7 @@ def _enum(names: tuple[str, ...]) -> Reader:
     return read
 
 
-def _alpn(value: object, path: tuple[PathPart, ...], found: _Findings) -> str | None:
+def _alpn(value: object, path: tuple[PathPart, ...], found: Findings) -> str | None:
     if not isinstance(value, str) or not 0 < len(value.encode("utf-8")) <= _MAX_ALPN:
         found.error(path, f"expected an ALPN protocol ID (1..{_MAX_ALPN} bytes), "
                     f"got {_show(value)}")
@@ -174,7 +163,7 @@ def _alpn(value: object, path: tuple[PathPart, ...], found: _Findings) -> str | 
     return value
 
 
-def _binary(value: object, path: tuple[PathPart, ...], found: _Findings) -> bytes | None:
+def _binary(value: object, path: tuple[PathPart, ...], found: Findings) -> bytes | None:
     if not isinstance(value, str) or len(value) > _MAX_BINARY * 2:
         found.error(path, f"expected base64 text (YANG binary, RFC 7951 §6.6), got "
                     f"{_show(value)}")
@@ -190,7 +179,7 @@ def _binary(value: object, path: tuple[PathPart, ...], found: _Findings) -> byte
     return raw
 
 
-def _authority(value: object, path: tuple[PathPart, ...], found: _Findings) -> str | None:
+def _authority(value: object, path: tuple[PathPart, ...], found: Findings) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= _MAX_CA \
             or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         found.error(path, f"expected a distinguished name (1..{_MAX_CA} printable "
@@ -225,7 +214,7 @@ def parse_client_profiles(value: object, path: tuple[PathPart, ...]
                           ) -> tuple[tuple[TlsProfile, ...], tuple[Finding, ...]]:
     """Validate a ``client-profiles`` container; the profiles (() if it has errors) and
     every finding, each with its JSON path under ``path``."""
-    found = _Findings()
+    found = Findings()
     profiles: list[TlsProfile] = []
     if not isinstance(value, dict):
         found.error(path, f"expected an object, got {_kind(value)}")
@@ -256,7 +245,7 @@ def parse_client_profiles(value: object, path: tuple[PathPart, ...]
     return (() if errors else tuple(profiles)), tuple(found.items)
 
 
-def _profile(value: object, path: tuple[PathPart, ...], found: _Findings) -> TlsProfile | None:
+def _profile(value: object, path: tuple[PathPart, ...], found: Findings) -> TlsProfile | None:
     if not isinstance(value, dict):
         found.error(path, f"expected an object, got {_kind(value)}")
         return None
@@ -284,7 +273,7 @@ def _profile(value: object, path: tuple[PathPart, ...], found: _Findings) -> Tls
 
 
 def _leaf_list(value: object, path: tuple[PathPart, ...], read: Reader,
-               found: _Findings) -> tuple[Any, ...]:
+               found: Findings) -> tuple[Any, ...]:
     if not isinstance(value, list):
         found.error(path, f"expected a list (YANG leaf-list), got {_kind(value)}")
         return ()
@@ -319,7 +308,7 @@ def parse_profile_supported(value: object, path: tuple[PathPart, ...]
                           message=f"expected a boolean, got {_show(value)}; ignored"),)
 
 
-def _unknown(key: str, path: tuple[PathPart, ...], where: str, found: _Findings) -> None:
+def _unknown(key: str, path: tuple[PathPart, ...], where: str, found: Findings) -> None:
     if ":" in key and not key.startswith(ACL_TLS_MODULE + ":"):
         found.warn(path + (key,), "member of a module mudguard does not implement; ignored")
     else:

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from mudguard.mud._model import Finding, PathPart, Severity
+from mudguard.mud._model import Finding, Findings, PathPart, Severity
 
 TRANSPARENCY_KEY = "ietf-mud-transparency:transparency"
 MODULE = "ietf-mud-transparency"
@@ -86,22 +86,11 @@ def is_link(url: str) -> bool:
     return url.split(":", 1)[0].lower() in LINK_SCHEMES
 
 
-class _Findings:
-    def __init__(self) -> None:
-        self.items: list[Finding] = []
-
-    def error(self, path: tuple[PathPart, ...], message: str) -> None:
-        self.items.append(Finding(path=path, severity=Severity.ERROR, message=message))
-
-    def warn(self, path: tuple[PathPart, ...], message: str) -> None:
-        self.items.append(Finding(path=path, severity=Severity.WARNING, message=message))
-
-
 def parse_transparency(value: object, path: tuple[PathPart, ...]
                        ) -> tuple[Transparency | None, tuple[Finding, ...]]:
     """Validate a ``transparency`` container; the model (None if it has errors) and
     every finding, each with its JSON path under ``path``."""
-    found = _Findings()
+    found = Findings()
     if not isinstance(value, dict):
         found.error(path, f"expected an object, got {_kind(value)}")
         return None, tuple(found.items)
@@ -131,22 +120,22 @@ def parse_transparency(value: object, path: tuple[PathPart, ...]
 _T = TypeVar("_T")
 
 
-def _member(obj: dict[str, object], key: str, path: tuple[PathPart, ...], found: _Findings,
-            read: Callable[[object, tuple[PathPart, ...], _Findings], _T | None]) -> _T | None:
+def _member(obj: dict[str, object], key: str, path: tuple[PathPart, ...], found: Findings,
+            read: Callable[[object, tuple[PathPart, ...], Findings], _T | None]) -> _T | None:
     if key not in obj:
         return None
     return read(obj[key], path + (key,), found)
 
 
 def _one_case(obj: dict[str, object], cases: dict[str, str], choice: str,
-              path: tuple[PathPart, ...], found: _Findings) -> None:
+              path: tuple[PathPart, ...], found: Findings) -> None:
     present = sorted({cases[key] for key in obj if key in cases})
     if len(present) > 1:
         # YANG choice: the members of only one case may be present.
         found.error(path, f"choice {choice} takes one case, got {', '.join(present)}")
 
 
-def _sboms(value: object, path: tuple[PathPart, ...], found: _Findings
+def _sboms(value: object, path: tuple[PathPart, ...], found: Findings
            ) -> tuple[SbomEntry, ...]:
     if not isinstance(value, list):
         found.error(path, f"expected a list, got {_kind(value)}")
@@ -170,7 +159,7 @@ def _sboms(value: object, path: tuple[PathPart, ...], found: _Findings
     return tuple(entries)
 
 
-def _sbom_entry(value: object, path: tuple[PathPart, ...], found: _Findings
+def _sbom_entry(value: object, path: tuple[PathPart, ...], found: Findings
                 ) -> SbomEntry | None:
     if not isinstance(value, dict):
         found.error(path, f"expected an object, got {_kind(value)}")
@@ -186,7 +175,7 @@ def _sbom_entry(value: object, path: tuple[PathPart, ...], found: _Findings
     return None if version is None else SbomEntry(version_info=version, url=url)
 
 
-def _vuln_urls(value: object, path: tuple[PathPart, ...], found: _Findings) -> tuple[str, ...]:
+def _vuln_urls(value: object, path: tuple[PathPart, ...], found: Findings) -> tuple[str, ...]:
     if not isinstance(value, list):
         found.error(path, f"expected a list (YANG leaf-list), got {_kind(value)}")
         return ()
@@ -204,7 +193,7 @@ def _vuln_urls(value: object, path: tuple[PathPart, ...], found: _Findings) -> t
     return tuple(urls)
 
 
-def _local_scheme(value: object, path: tuple[PathPart, ...], found: _Findings
+def _local_scheme(value: object, path: tuple[PathPart, ...], found: Findings
                   ) -> LocalScheme | None:
     text = _string(value, path, found)
     if text is None:
@@ -220,17 +209,17 @@ def _local_scheme(value: object, path: tuple[PathPart, ...], found: _Findings
         return None
 
 
-def _contact_uri(value: object, path: tuple[PathPart, ...], found: _Findings) -> str | None:
+def _contact_uri(value: object, path: tuple[PathPart, ...], found: Findings) -> str | None:
     return _uri(value, path, found, CONTACT_SCHEMES,
                 "RFC 9472: a contact URI must be tel, http, https or mailto")
 
 
-def _link(value: object, path: tuple[PathPart, ...], found: _Findings) -> str | None:
+def _link(value: object, path: tuple[PathPart, ...], found: Findings) -> str | None:
     return _uri(value, path, found, LINK_SCHEMES,
                 "mudguard fetches and links only http and https URLs", strict=False)
 
 
-def _uri(value: object, path: tuple[PathPart, ...], found: _Findings,
+def _uri(value: object, path: tuple[PathPart, ...], found: Findings,
          schemes: frozenset[str], why: str, *, strict: bool = True) -> str | None:
     text = _string(value, path, found, max_len=_MAX_URI)
     if text is None:
@@ -255,7 +244,7 @@ def _uri(value: object, path: tuple[PathPart, ...], found: _Findings,
     return text
 
 
-def _string(value: object, path: tuple[PathPart, ...], found: _Findings, *,
+def _string(value: object, path: tuple[PathPart, ...], found: Findings, *,
             max_len: int = 1024) -> str | None:
     if not isinstance(value, str):
         found.error(path, f"expected a string, got {_kind(value)}")
