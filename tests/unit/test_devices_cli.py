@@ -42,7 +42,21 @@ def test_devices_json_on_an_empty_home_via_env(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "mudguard", "devices", "--json"], env=env,
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert json.loads(out) == []
-    assert (tmp_path / "new" / "m.db").is_file()
+    # A read leaves nothing behind at a path with no database (a mistyped --db).
+    assert not (tmp_path / "new").exists()
+
+
+def test_reads_of_a_missing_database_create_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "m.db"
+    code, out = run(missing, "device", "show", MAC)
+    assert code == 1 and "device_not_found" in out
+    code, out = run(missing, "events", "--json")
+    assert code == 0 and json.loads(out) == []
+    assert not missing.parent.exists()
+    code, _ = run(missing, "device", "add", MAC, "--name", "plug")
+    assert code == 0 and missing.is_file()
+    code, out = run(missing, "devices", "--json")
+    assert [d["mac"] for d in json.loads(out)] == [MAC]
 
 
 def test_devices_json_lists_every_device(db: Path) -> None:

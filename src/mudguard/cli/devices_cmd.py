@@ -108,7 +108,7 @@ def _call(db: Path, request: dict[str, Any], *, quiet: bool = False) -> dict[str
             if reply is not None:
                 return reply
         keys = _key_revoker() if request.get("op") == "forget" else None
-        with Store(db) as store:
+        with Store(_store_path(db, request)) as store:
             result = handle_request(DeviceService(store=store, keys=keys), request)
     except _Failed as exc:
         raise _fail(exc.key, str(exc)) from exc
@@ -120,6 +120,17 @@ def _call(db: Path, request: dict[str, Any], *, quiet: bool = False) -> dict[str
         err_console.print("[yellow]note[/]: the gateway daemon is not running: recorded in "
                           "the database; enforced when it starts.")
     return result
+
+
+def _store_path(db: Path, request: dict[str, Any]) -> Path | str:
+    """The database to answer ``request`` on: a read of a missing one creates nothing.
+
+    A listing against a path with no database answers from an empty in-memory store
+    (no devices, "device not found"), so a mistyped ``--db`` leaves no empty file behind.
+    """
+    if request.get("op") in _READ_ONLY and not db.exists():
+        return ":memory:"
+    return db
 
 
 def _fail(key: str, message: str) -> typer.Exit:
