@@ -19,6 +19,9 @@ from mudguard.devices import EventKind
 from mudguard.store import Store
 from tests.e2e.test_daemon import CLOUD, Daemon, _join, _resolve, daemon_home
 
+# Per process, so two runs of this file at once do not share namespaces.
+WIRING_PREFIX = f"mgw{os.getpid() % 10000}"
+
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nftables)"),
@@ -29,7 +32,7 @@ pytestmark = [
 
 @pytest.fixture()
 def home(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
-    with daemon_home(tmp_path, "mgiw") as found:
+    with daemon_home(tmp_path, WIRING_PREFIX) as found:
         yield found
 
 
@@ -195,7 +198,7 @@ def test_a_device_without_a_mud_url_gets_its_profile_from_a_configured_repositor
     (repository / "index.json").write_text(json.dumps({"entries": [
         {"oui": "02:6d:67",
          "mud_url": scenario.device("bulb").mud_url}]}))
-    with daemon_home(tmp_path, "mgiw") as (vhome, config):
+    with daemon_home(tmp_path, WIRING_PREFIX) as (vhome, config):
         text = config.read_text().replace(
             "[mud]\n", f'[mud]\nrepositories = ["{repository}"]\n')
         config.write_text(text)

@@ -32,6 +32,9 @@ def needs_root(test: Callable[..., None]) -> Callable[..., None]:
         test = mark(test)
     return test
 DEMO = [sys.executable, "-m", "mudguard", "demo"]
+# Per process, so two runs at once do not share namespaces.
+HEADLESS_PREFIX = f"mgt{os.getpid() % 10000}"
+CTRL_C_PREFIX = f"mgc{os.getpid() % 10000}"
 OUTCOMES = ("bulb: its signed MUD file verified", "bulb: profiled", "camera: quarantined",
             "plug (out of support): LAN only", "gadget (no MUD): limited, then granted",
             "printer: reachable from the LAN", "wifi: each device has its own key",
@@ -50,7 +53,7 @@ def _leftovers(prefix: str) -> list[str]:
 def test_headless_demo_sees_every_expected_outcome() -> None:
     started = time.monotonic()
     proc = subprocess.run([*DEMO, "--headless", "--duration", "90", "--quarantine-within", "10",
-                           "--prefix", "mgit", "--port", "0"],
+                           "--prefix", HEADLESS_PREFIX, "--port", "0"],
                           capture_output=True, text=True, timeout=140)
     elapsed = time.monotonic() - started
     final = [line for line in proc.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "WAIT")]
@@ -62,7 +65,7 @@ def test_headless_demo_sees_every_expected_outcome() -> None:
     # It stopped once every outcome had passed (the help says so), not at --duration 90:
     # running to the limit would take 90 s plus building and tearing down the home.
     assert elapsed < 90
-    assert _leftovers("mgit") == []
+    assert _leftovers(HEADLESS_PREFIX) == []
 
 
 @needs_root
@@ -71,7 +74,7 @@ def test_ctrl_c_tears_the_home_down_and_leaves_the_host_as_it_was() -> None:
     ruleset_before = subprocess.run(["nft", "list", "ruleset"], capture_output=True,
                                     text=True).stdout
     routes_before = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
-    proc = subprocess.Popen([*DEMO, "--prefix", "mgic", "--port", "0"],
+    proc = subprocess.Popen([*DEMO, "--prefix", CTRL_C_PREFIX, "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -89,14 +92,14 @@ def test_ctrl_c_tears_the_home_down_and_leaves_the_host_as_it_was() -> None:
                 time.sleep(0.5)
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200 and b"mudguard" in response.read().lower()
-        assert _leftovers("mgic")  # the home exists while it runs
+        assert _leftovers(CTRL_C_PREFIX)  # the home exists while it runs
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert _leftovers("mgic") == []
+    assert _leftovers(CTRL_C_PREFIX) == []
     assert subprocess.run(["nft", "list", "ruleset"], capture_output=True,
                           text=True).stdout == ruleset_before
     assert subprocess.run(["ip", "route"], capture_output=True, text=True).stdout == routes_before
