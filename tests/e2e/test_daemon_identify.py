@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from mudguard.devices import Device
+from mudguard.identify.record import IdentityRecord
 from mudguard.store import Store
 from tests.e2e.test_daemon import Daemon, _join, _resolve, daemon_home
 from tests.e2e.test_daemon_wiring import _fresh
@@ -118,6 +119,19 @@ def _stored(db: Path, mac: str, timeout: float,
     return device
 
 
+def _identity(db: Path, mac: str, timeout: float) -> IdentityRecord | None:
+    """The daemon's stored identification of ``mac`` once it names a maker, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Store(db) as store:
+            found = store.get_identity(mac)
+        record = IdentityRecord.loads(found[1]) if found else None
+        if record is not None and record.manufacturer:
+            return record
+        time.sleep(0.5)
+    return None
+
+
 def test_the_daemon_identifies_devices_from_mdns_ssdp_and_dns_names(tmp_path: Path) -> None:
     with daemon_home(tmp_path, "mgh16b") as (vhome, config):
         # the home default lets devices reach the Internet (the usual home)
@@ -150,6 +164,13 @@ def test_the_daemon_identifies_devices_from_mdns_ssdp_and_dns_names(tmp_path: Pa
             assert (found.manufacturer, found.kind) == ("Philips Hue (Signify)", "hub")
             named = _stored(db, plug.mac, 20, ("TP-Link", None))
             assert named is not None and named.manufacturer == "TP-Link"
+            # Why: the decision, how sure, and the clues behind it are kept for the owner.
+            record = _identity(db, hub.mac, 20)
+            assert record is not None and record.manufacturer == "Philips Hue (Signify)"
+            assert record.manufacturer_confidence >= 0.5 and record.kind == "hub"
+            assert any(c.field.startswith(("mdns", "ssdp")) and
+                       ("manufacturer", "Philips Hue (Signify)") in c.supports
+                       for c in record.clues), record.clues
             grown = _rss_kib(daemon.proc.pid) - rss
             assert grown < 32 * 1024, f"the daemon grew {grown} KiB during the flood"
             with Store(db) as store:  # the forged MACs made no device

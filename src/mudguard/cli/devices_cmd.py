@@ -181,12 +181,28 @@ def show(mac: MacArg, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
             value = "; ".join(value)
         if value:
             console.print(f"  {label + ':':16}{escape(str(value))}")
+    if d.get("identification"):
+        _print_identification(d["identification"])
     console.print("\n[bold]Grants[/]" if d["grants"] else "\nNo grants.")
     for g in d["grants"]:
         console.print(f"  #{g['id']} {_grant_words(g)}")
     if d["events"]:
         console.print("\n[bold]Recent events[/]")
         _print_events(d["events"][-10:])
+
+
+def _print_identification(found: dict[str, Any]) -> None:
+    """How the gateway recognised the device: its decision and the clues behind it."""
+    console.print("\n[bold]Identified from its traffic[/]")
+    for label, value, share in (("maker", found["manufacturer"],
+                                 found["manufacturer_confidence"]),
+                                ("kind", found["kind"], found["kind_confidence"])):
+        console.print(f"  {label + ':':16}{escape(str(value or 'unknown'))} "
+                      f"({share:.0%} sure)")
+    for clue in found["evidence"]:
+        supports = ", ".join(f"{k} {v}" for k, v in clue["supports"].items())
+        console.print(f"  - {escape(clue['label'])} \"{escape(clue['value'])}\": "
+                      f"{escape(supports)}")
 
 
 def _grant_words(g: dict[str, Any]) -> str:

@@ -658,8 +658,9 @@ class Gateway:
             self._loop.add_reader(sniffer.fileno(), self._announcements_readable)
 
     async def _identify_live(self, identifier: LiveIdentifier) -> None:
-        """Every ``identify_period``: store the makers and kinds that became more certain
-        (decided on the loop, bounded per pass; stored on the service worker)."""
+        """Every ``identify_period``: store the makers and kinds that became more certain,
+        and each changed identification with its clues (decided on the loop, bounded per
+        pass; stored on the service worker)."""
         while True:
             await asyncio.sleep(self.identify_period)
             for update in identifier.updates():
@@ -667,6 +668,9 @@ class Gateway:
                     self.service.identified, update.mac, maker=update.maker,
                     kind=update.kind, replaces_maker=update.replaces_maker,
                     replaces_kind=update.replaces_kind))
+            for mac, record in identifier.decisions():
+                self.submit(f"identification record of {mac}", functools.partial(
+                    self.service.record_identity, mac, record))
 
     def _hook_readable(self) -> None:
         sighting = self.hook_listener.receive(timeout=0.05)

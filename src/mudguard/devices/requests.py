@@ -182,7 +182,9 @@ def handle_request(service: DeviceService, request: dict[str, Any]) -> dict[str,
         return {"device": service.rename(mac, name).as_dict()}
     if op == "device":
         device = service.device(mac)
+        identity = service.identity_record(device.mac)
         return {"device": device.as_dict() | {
+            "identification": None if identity is None else identity.to_json(),
             "grants": [g.as_dict() for g in service.store.list_grants(device.mac)],
             "events": [e.as_dict() for e in service.store.list_events(device.mac)]}}
     if op == "grant":

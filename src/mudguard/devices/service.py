@@ -42,6 +42,7 @@ from mudguard.devices._model import (
 from mudguard.devices.reasons import Reason
 from mudguard.devices.repository import Repository, RepositoryMatch, lookup_all
 from mudguard.errors import MudguardError, RemoteInputError
+from mudguard.identify.record import IdentityRecord
 from mudguard.mud import MudFile, parse_mud
 from mudguard.policy import DailyWindow, Grant, GrantKind, LifecycleState
 from mudguard.store.sqlite import Store
@@ -686,6 +687,17 @@ class DeviceService:
         elif settings.lock_automatically:
             return self.lock_learned(device.mac)
         return ended
+
+    @_serialised
+    def record_identity(self, mac: str, record: IdentityRecord) -> bool:
+        """Keep the daemon's latest identification of a known device (decision,
+        confidences, clues) for the owner to see; False for an unknown MAC."""
+        return self.store.set_identity(device_mac(mac), self.clock(), record.dumps())
+
+    def identity_record(self, mac: str) -> IdentityRecord | None:
+        """The device's stored identification (None: none yet, or unreadable)."""
+        found = self.store.get_identity(device_mac(mac))
+        return IdentityRecord.loads(found[1]) if found else None
 
     @_serialised
     def identified(self, mac: str, *, maker: str | None = None, kind: str | None = None,

@@ -97,6 +97,8 @@ class Evidence:
     says: str
     supports: dict[str, str]
     weight: float
+    field: str = ""  # the clue's field (``LABELS``' key) and value, for other languages
+    value: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The evidence as a JSON object."""
@@ -269,7 +271,8 @@ def _evidence(scored: Sequence[tuple[Clue, list[Claim]]]) -> Iterable[Evidence]:
         yield Evidence(source=SOURCES.get(clue.field, clue.field), packet=clue.packet,
                        says=f"{LABELS.get(clue.field, clue.field)} \"{clue.value}\"",
                        supports=supports,
-                       weight=max((c.weight for c in claims), default=0.0))
+                       weight=max((c.weight for c in claims), default=0.0),
+                       field=clue.field, value=clue.value)
         count += 1
         if count >= MAX_EVIDENCE:
             return

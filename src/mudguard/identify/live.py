@@ -53,7 +53,8 @@ from mudguard.identify.capture import (
 )
 from mudguard.identify.decide import Identification, TrafficSummary
 from mudguard.identify.knowledge import KnowledgeBase, OuiRegistry
-from mudguard.profile.core import mac_bytes
+from mudguard.identify.record import IdentityRecord
+from mudguard.profile.core import mac_bytes, mac_text
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,9 @@ class LiveIdentifier:
         self.evidence = evidence or LiveEvidence()
         # mac -> (maker, its confidence, kind, its confidence) as last stored by us
         self._stored: dict[bytes, tuple[str | None, float, str | None, float]] = {}
+        # mac -> the last record handed out by ``decisions``, and those still to hand out
+        self._recorded: dict[bytes, IdentityRecord] = {}
+        self._to_record: dict[bytes, IdentityRecord] = {}
         self._lock = threading.RLock()
 
     @classmethod
@@ -277,7 +281,29 @@ class LiveIdentifier:
         if len(self._stored) >= self.evidence.max_devices and mac not in self._stored:
             self._stored.pop(next(iter(self._stored)))
         self._stored[mac] = (new_maker, maker_conf, new_kind, kind_conf)
+        self._note_record(mac, IdentityRecord.from_identification(result))
         return maker, kind
+
+    def _note_record(self, mac: bytes, record: IdentityRecord) -> None:
+        """Queue ``record`` for ``decisions`` unless it is the one handed out last."""
+        if self._recorded.get(mac) == record:
+            self._to_record.pop(mac, None)
+            return
+        for table in (self._recorded, self._to_record):
+            if len(table) >= self.evidence.max_devices and mac not in table:
+                table.pop(next(iter(table)))
+        self._to_record[mac] = record
+
+    @_locked
+    def decisions(self, limit: int = MAX_UPDATES) -> list[tuple[str, IdentityRecord]]:
+        """The devices whose identification (decision, confidence or clues) changed
+        since last handed out, with their record to store (at most ``limit``)."""
+        out: list[tuple[str, IdentityRecord]] = []
+        for mac in list(self._to_record)[:limit]:
+            record = self._to_record.pop(mac)
+            self._recorded[mac] = record
+            out.append((mac_text(mac), record))
+        return out
 
     @_locked
     def updates(self, limit: int = MAX_UPDATES) -> list[IdentityUpdate]:

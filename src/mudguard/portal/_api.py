@@ -20,6 +20,7 @@ from mudguard.devices import Device, DeviceEvent, GrantRecord
 from mudguard.devices.wiring import with_zone
 from mudguard.discovery.qr import QrError, QrRecord
 from mudguard.guidance import load_guidance
+from mudguard.identify.record import IdentityRecord
 from mudguard.labels import label_png, label_svg, read_label
 from mudguard.mud import describe_policy
 from mudguard.policy import GrantKind
@@ -181,11 +182,17 @@ def get_device(mac: Mac, request: Request, session: Owner) -> dict[str, Any]:
     words = functools.partial(translate, language(request))
     return {**device.as_dict(),
             "identity": services.identity(device, mud).as_dict(),
+            "identification": _identification(services.devices.identity_record(device.mac)),
             "allowed": describe_policy(mud) if mud else None,
             "allowance": _allowance(describe_allowance(services.effective_policy(device),
                                                        words, services.controllers)),
             "grants": [g.as_dict() for g in services.devices.active_grants(device.mac)],
             "activity": _activity(services, device.mac)}
+
+
+def _identification(record: IdentityRecord | None) -> dict[str, Any] | None:
+    """How the gateway recognised the device (null: nothing recognised yet)."""
+    return None if record is None else record.to_json()
 
 
 def _activity(services: Any, mac: str) -> dict[str, Any]:

@@ -118,6 +118,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE devices ADD COLUMN reason_keys TEXT NOT NULL DEFAULT '[]';
     """,
+    # 9 (issue #16): the daemon's last identification of the device: its decision,
+    # confidences and strongest clues (``identify.record.IdentityRecord``, JSON).
+    """
+    CREATE TABLE identity (
+        mac TEXT PRIMARY KEY REFERENCES devices(mac) ON DELETE CASCADE,
+        decided TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

@@ -162,6 +162,7 @@ class Store(SqliteDatabase):
             self._db.execute("DELETE FROM grants WHERE mac = ?", (key,))
             self._db.execute("DELETE FROM learning WHERE mac = ?", (key,))
             self._db.execute("DELETE FROM activity WHERE mac = ?", (key,))
+            self._db.execute("DELETE FROM identity WHERE mac = ?", (key,))
             return self._db.execute("DELETE FROM devices WHERE mac = ?", (key,)).rowcount > 0
 
     # -- grants ------------------------------------------------------------------------
@@ -358,6 +359,26 @@ class Store(SqliteDatabase):
         """Drop the device's learning record; True if it had one."""
         return self._write("DELETE FROM learning WHERE mac = ?",
                            (normalise_mac(mac),)).rowcount > 0
+
+    # -- identification ----------------------------------------------------------------
+
+    def set_identity(self, mac: str, decided: datetime, record: str) -> bool:
+        """Store the daemon's identification of a known device (``IdentityRecord``'s
+        text); False (nothing stored) for a MAC the store does not hold."""
+        key = normalise_mac(mac)
+        with self.transaction():
+            if not self._db.execute("SELECT 1 FROM devices WHERE mac = ?", (key,)).fetchone():
+                return False
+            self._db.execute("INSERT INTO identity (mac, decided, record) VALUES (?, ?, ?) "
+                             "ON CONFLICT(mac) DO UPDATE SET decided = excluded.decided, "
+                             "record = excluded.record", (key, _ts(decided), record))
+            return True
+
+    def get_identity(self, mac: str) -> tuple[datetime, str] | None:
+        """(when decided, the record's text) of the device's identification, or None."""
+        rows = self._read("SELECT decided, record FROM identity WHERE mac = ?",
+                          (normalise_mac(mac),))
+        return (_dt_required(rows[0][0]), str(rows[0][1])) if rows else None
 
     # -- settings ----------------------------------------------------------------------
 
