@@ -76,6 +76,25 @@ def test_identify_with_a_bad_psk_file_exits_1(corpus: Path, tmp_path: Path, cont
     assert "error" in result.output
 
 
+def test_a_non_ascii_psk_file_names_the_line_never_the_byte(corpus: Path,
+                                                            tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"keyid=a 00:00:00:00:00:00 12345678\nkeyid=b 00:00:00:00:00:00 pa\xe9ss99\n")
+    result = runner.invoke(app, ["keys", "identify", str(corpus / "wifi" / "wpa2.eapol.cap"),
+                                 "--ssid", "Harkonen", "--psk-file", str(bad)])
+    assert result.exit_code == 1
+    assert "line 2 is not ASCII" in result.output and "e9" not in result.output.lower()
+
+
+@pytest.mark.parametrize("where", ["dir", "/dev/null"])
+def test_a_psk_file_that_is_not_a_regular_file_is_named_so(corpus: Path, tmp_path: Path,
+                                                           where: str) -> None:
+    path = tmp_path if where == "dir" else Path(where)
+    result = runner.invoke(app, ["keys", "identify", str(corpus / "wifi" / "wpa2.eapol.cap"),
+                                 "--ssid", "Harkonen", "--psk-file", str(path)])
+    assert result.exit_code == 1 and "not a regular file" in result.output
+
+
 def test_issue_list_qr_revoke(tmp_path: Path) -> None:
     env = {"MUDGUARD_PSK_FILE": str(tmp_path / "psk"), "MUDGUARD_KEYS_DB": str(tmp_path / "db"),
            "MUDGUARD_SSID": "Home; net"}

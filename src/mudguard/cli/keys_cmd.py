@@ -179,12 +179,13 @@ def identify(
 
     for path in (capture, psk_file):
         if not path.is_file():
-            err_console.print(f"[red]error[/]: no such file: {escape(str(path))}")
+            why = "not a regular file" if path.exists() else "no such file"
+            err_console.print(f"[red]error[/]: {why}: {escape(str(path))}")
             raise typer.Exit(1)
     try:
-        lines = read_psk_file_lines(psk_file.read_text(encoding="ascii", errors="strict"))
+        lines = read_psk_file_lines(_ascii_text(psk_file))
         contents = read_capture(capture)
-    except (MudguardError, UnicodeDecodeError) as exc:
+    except MudguardError as exc:
         raise _fail(exc) from exc
     handshakes = _psk_handshakes(contents, ssid)
     if not handshakes:
@@ -210,6 +211,21 @@ def identify(
         raise typer.Exit(1)
     for name in printed:
         console.print(escape(name))
+
+
+def _ascii_text(path: Path) -> str:
+    """A wpa_psk_file's text; hostapd's format is ASCII, so another byte is an error
+    naming its line (the file is never guessed at)."""
+    from mudguard.keys.core import KeyFormatError
+
+    data = path.read_bytes()
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        # Never the byte itself: it may be part of a passphrase.
+        raise KeyFormatError(f"line {line} is not ASCII (a wpa_psk_file holds ASCII "
+                             "passphrases or hex PMKs)") from None
 
 
 def _psk_handshakes(contents: CaptureContents, ssid: str) -> list[Handshake]:
