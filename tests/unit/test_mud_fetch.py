@@ -298,6 +298,33 @@ def test_bad_urls_are_refused(url: str, key: str) -> None:
     assert failure(url, FetchConfig(resolver=lambda h, p: ["203.0.113.5"])).key == key
 
 
+@pytest.mark.parametrize("host", ["exa mple.com", "%00", "a..b", "-a.example", "a-.example",
+                                  "x" * 64 + ".example", "é" * 70 + ".example"])
+def test_a_malformed_host_name_is_refused_before_any_lookup(host: str) -> None:
+    asked: list[str] = []
+
+    def resolver(name: str, port: int) -> list[str]:
+        asked.append(name)
+        return ["203.0.113.5"]
+
+    found = failure(f"https://{host}/mud.json", FetchConfig(resolver=resolver))
+    assert found.key == "bad_url" and "not a valid" in str(found) and asked == []
+
+
+@pytest.mark.parametrize("host", ["mud.example.com", "mud.example.com.", "_srv.example.com",
+                                  "bücher.example", "x" * 63 + ".example"])
+def test_a_well_formed_host_name_is_looked_up(host: str) -> None:
+    asked: list[str] = []
+
+    def resolver(name: str, port: int) -> list[str]:
+        asked.append(name)
+        return ["127.0.0.1"]  # refused after the lookup: nothing is fetched
+
+    assert failure(f"https://{host}/mud.json", FetchConfig(resolver=resolver)).key \
+        == "blocked_address"
+    assert len(asked) == 1
+
+
 def test_redirect_to_http_is_refused(server: Server) -> None:
     error = failure(server.url("/to-http"), config(server))
     assert error.key == "redirect" and "another scheme (http)" in error.reason

@@ -18,6 +18,7 @@ reason. ``MudCache`` is pure: it is told the time.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -158,6 +159,25 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def host_name_problem(host: str) -> str | None:
+    """Why ``host`` cannot be a DNS host name (None when it can): labels of letters,
+    digits, '-' and '_' (1–63 characters, no '-' at either end), 253 characters in all,
+    an internationalised name in its IDNA form. Checked before any DNS query, so a
+    malformed name is a clear error, never a lookup."""
+    name = host.removesuffix(".")
+    try:
+        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
+    except UnicodeError:
+        return f"{host!r} is not a valid internationalised host name"
+    if not ascii_name or len(ascii_name) > 253 or \
+            not all(_LABEL.fullmatch(label) for label in ascii_name.split(".")):
+        return f"{host!r} is not a valid host name"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     url: str
@@ -189,6 +209,9 @@ def _target(url: str, config: FetchConfig) -> _Target:
     if literal is not None:
         candidates: list[IPAddress] = [literal]
     else:
+        problem = host_name_problem(host)
+        if problem is not None:
+            raise FetchError(key="bad_url", url=url, reason=problem)
         try:
             candidates = [ipaddress.ip_address(a.split("%", 1)[0])
                           for a in config.resolver(host, port)]
