@@ -45,6 +45,14 @@ def test_invalid_file_gets_a_clear_error(path: Path) -> None:
     ["--mac", "02:00:00:00:00:01", "--ipv4", "2001:db8::1"],
     ["--mac", "02:00:00:00:00:01", "--ipv6", "hello"],
     ["--mac", "02:00:00:00:00:01", "--lan-interface", "br lan;x"],
+    # no device sends from these: binding rules to them would name nobody (or everybody)
+    ["--mac", "02:00:00:00:00:01", "--ipv4", "0.0.0.0"],
+    ["--mac", "02:00:00:00:00:01", "--ipv4", "255.255.255.255"],
+    ["--mac", "02:00:00:00:00:01", "--ipv4", "127.0.0.1"],
+    ["--mac", "02:00:00:00:00:01", "--ipv4", "224.0.0.251"],
+    ["--mac", "02:00:00:00:00:01", "--ipv6", "ff02::1"],
+    ["--mac", "02:00:00:00:00:01", "--ipv6", "::"],
+    ["--mac", "02:00:00:00:00:01", "--ipv6", "::ffff:192.0.2.1"],
 ])
 def test_bad_options_are_refused(args: list[str]) -> None:
     path = VALID[0]

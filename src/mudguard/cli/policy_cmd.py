@@ -57,8 +57,21 @@ def _addresses(values: list[str], version: int, what: str) -> tuple[str, ...]:
             raise _fail(f"{what}: not an IP address: {value!r}") from None
         if address.version != version:
             raise _fail(f"{what}: expected an IPv{version} address, got {value!r}")
+        why = _not_a_device_address(address)
+        if why is not None:
+            raise _fail(f"{what}: {value} cannot be a device's own address (it is {why})")
         out.append(str(address))
     return tuple(out)
+
+
+def _not_a_device_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address
+                          ) -> str | None:
+    """Why no device can send from ``address`` (None: it can)."""
+    for test, name in (("is_unspecified", "unspecified"), ("is_loopback", "loopback"),
+                       ("is_multicast", "multicast"), ("is_reserved", "reserved")):
+        if getattr(address, test):
+            return name
+    return None
 
 
 def _prefixes(values: list[str], what: str) -> tuple[str, ...]:
