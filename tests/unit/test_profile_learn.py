@@ -101,6 +101,19 @@ def test_madea_needs_device_choice(corpus: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.parametrize(("where", "says"), [
+    ("folder", "is a folder"), ("missing/x.json", "no such folder")])
+def test_an_output_that_cannot_be_written_is_refused_before_reading(
+        corpus: Path, tmp_path: Path, where: str, says: str) -> None:
+    capture = corpus / "pcap" / "madea-smarthome" / MADEA_KASA_LATER
+    (tmp_path / "folder").mkdir()
+    result = runner.invoke(app, ["profile", "learn", str(capture), "--device",
+                                 "d8:0d:17:33:c2:52", "-o", str(tmp_path / where), "-q"])
+    assert result.exit_code == 2 and says in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # no temporary left
+
+
 def test_madea_every_device_learns_a_valid_profile(corpus: Path, tmp_path: Path) -> None:
     capture = corpus / "pcap" / "madea-smarthome" / MADEA_FIRST
     learned = 0

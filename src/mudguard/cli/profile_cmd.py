@@ -177,7 +177,26 @@ def _home_args(lan: list[str] | None, gateway: list[str] | None) -> tuple[list[s
     return list(lan or ()), list(gateway or ())
 
 
+def _check_output(path: Path) -> None:
+    """Refuse, before any work, an output the learned file could not be written to."""
+    if path.is_dir():
+        raise _fail(f"--output {path} is a folder; name the file to write", 2)
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise _fail(f"--output: no such folder: {folder}", 2)
+    if not os.access(folder, os.W_OK):
+        raise _fail(f"--output: cannot write in {folder}", 2)
+
+
 def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (exits 1 with the reason)."""
+    try:
+        _replace_with(path, text)
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror or exc}", 1) from None
+
+
+def _replace_with(path: Path, text: str) -> None:
     folder = path.resolve().parent
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -211,6 +230,7 @@ def learn_command(
     """
     wanted = _parse_mac(device)
     lan_list, gw_list = _home_args(lan, gateway)
+    _check_output(output)
     obs, stats = observe(capture, wanted, quiet)
     _learn_and_write(obs, stats.records, wanted, capture.name, output, mud_url, lan_list,
                      gw_list)
@@ -270,6 +290,7 @@ def learn_live(
     lan_list, gw_list = _home_args(lan, gateway)
     if not 0 < seconds <= 7 * 24 * 3600:
         raise typer.BadParameter("must be in (0, 604800]", param_hint="--seconds")
+    _check_output(output)
     observer = Observer(device=wanted if isinstance(wanted, bytes) else None)
     try:
         live = LiveCapture(interface, netns=netns)
