@@ -22,8 +22,9 @@ def demo(
                            "as every one has happened (exit 0), or at --duration (exit 1 "
                            "if any is missing).")] = False,
     duration: Annotated[float | None, typer.Option(
-        "--duration", min=5, metavar="SECONDS",
-        help="The longest the home runs once built. Headless (default 90): it stops "
+        "--duration", min=5, max=7 * 24 * 3600, metavar="SECONDS",
+        help="The longest the home runs once built (at most a week). Headless (default "
+             "90): it stops "
              "earlier, as soon as every expected outcome has happened. Live view (default: "
              "until Ctrl-C): it keeps running even when every outcome is seen early.")
     ] = None,
