@@ -144,3 +144,33 @@ def test_the_owner_reads_how_it_was_recognised_in_english_and_french(
         api = client.get(f"/api/devices/{HUE}").json()
         assert api["identification"]["manufacturer"] == record.manufacturer
         assert api["identification"]["evidence"][0]["field"].startswith("mdns")
+
+
+@pytest.mark.parametrize(("kind", "state", "proposed"), [
+    ("phone", None, True), ("computer", None, True), ("plug", None, False),
+    (None, None, False), ("phone", "trusted", False)])
+def test_a_phone_or_computer_is_proposed_for_trust(tmp_path: Path, kind: str | None,
+                                                   state: str | None, proposed: bool) -> None:
+    device_mac = "02:00:5e:00:53:77"  # locally administered, as a phone's private address
+    with portal(tmp_path) as (client, st, _):
+        devices = st.services.devices
+        devices.observe(mac=device_mac, ip="192.0.2.42", kind=kind)
+        if state == "trusted":
+            devices.trust(device_mac)
+        page = client.get(f"/devices/{device_mac}").text
+        assert ("mudguard thinks this is a phone or a computer" in page) is proposed
+        trust_button = page[page.index(f'action="/devices/{device_mac}/trust"'):]
+        trust_button = trust_button[:trust_button.index("</form>")]
+        assert ('<button type="submit">Trust' in trust_button) is proposed
+
+
+@pytest.mark.parametrize(("candidate", "confidence", "proposed"), [
+    (True, 0.8, True), (True, 0.3, False), (False, 0.9, False)])
+def test_trust_is_proposed_from_the_record_only_when_sure(candidate: bool, confidence: float,
+                                                          proposed: bool) -> None:
+    from mudguard.portal._identified import suggests_trust
+    record = IdentityRecord(manufacturer=None, manufacturer_confidence=0.0, kind="phone",
+                            kind_confidence=confidence, model=None, platform=None, clues=(),
+                            trusted_candidate=candidate)
+    assert suggests_trust(None, record) is proposed
+    assert IdentityRecord.loads(record.dumps()) == record

@@ -41,6 +41,7 @@ class IdentityRecord:
     model: str | None
     platform: str | None
     clues: tuple[RecordedClue, ...]
+    trusted_candidate: bool = False  # looks like a phone or computer (``identify``)
 
     @classmethod
     def from_identification(cls, result: Identification,
@@ -56,7 +57,8 @@ class IdentityRecord:
         return cls(manufacturer=result.manufacturer,
                    manufacturer_confidence=round(result.manufacturer_confidence, 2),
                    kind=result.kind, kind_confidence=round(result.kind_confidence, 2),
-                   model=result.model, platform=result.platform, clues=clues)
+                   model=result.model, platform=result.platform, clues=clues,
+                   trusted_candidate=result.trusted_candidate)
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON object (stored, and shown by the CLI and the API)."""
@@ -64,6 +66,7 @@ class IdentityRecord:
                 "manufacturer_confidence": self.manufacturer_confidence,
                 "kind": self.kind, "kind_confidence": self.kind_confidence,
                 "model": self.model, "platform": self.platform,
+                "trusted_candidate": self.trusted_candidate,
                 "evidence": [{"field": c.field, "label": LABELS.get(c.field, c.field),
                               "value": c.value, "supports": dict(c.supports),
                               "weight": c.weight} for c in self.clues]}
@@ -84,7 +87,8 @@ class IdentityRecord:
                        kind=_text_or_none(data.get("kind")),
                        kind_confidence=_share(data.get("kind_confidence")),
                        model=_text_or_none(data.get("model")),
-                       platform=_text_or_none(data.get("platform")), clues=clues)
+                       platform=_text_or_none(data.get("platform")), clues=clues,
+                       trusted_candidate=data.get("trusted_candidate") is True)
         except (TypeError, ValueError, AttributeError):
             return None
 

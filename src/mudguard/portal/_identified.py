@@ -61,6 +61,17 @@ def identified_view(record: IdentityRecord | None) -> IdentifiedView | None:
         clues=tuple(c for c in clues if c.supports))
 
 
+TRUSTED_KINDS: Final = frozenset({"phone", "computer"})
+SURE: Final = 0.5  # the confidence at which the daemon stores a kind
+
+
+def suggests_trust(kind: str | None, record: IdentityRecord | None) -> bool:
+    """Whether the device looks like the owner's phone or computer (its stored kind, or
+    identification's randomised-MAC-and-many-destinations clue): trust is proposed."""
+    return kind in TRUSTED_KINDS or (record is not None and record.trusted_candidate
+                                     and record.kind_confidence >= SURE)
+
+
 def _field_key(field: str) -> str:
     return f"identify.field.{field}" if field in LABELS else "identify.field.other"
 

@@ -36,7 +36,7 @@ from mudguard.portal._allowance import describe_allowance
 from mudguard.portal._auth import AuthInputError, Session, tokens_match
 from mudguard.portal._chart import flow_chart
 from mudguard.portal._i18n import translate
-from mudguard.portal._identified import identified_view
+from mudguard.portal._identified import identified_view, suggests_trust
 from mudguard.portal._incidents import AlertKind, open_incidents, service_text
 from mudguard.portal._learning import LearningView, learning_view
 from mudguard.portal._reasons import (
@@ -304,10 +304,12 @@ def device_detail(request: Request, mac: str) -> Response:
     device = services.device(mac)
     mud = services.mud_for(device)
     lang = language(request)
+    record = services.devices.identity_record(device.mac)
     return _render(request, "device.html", {
         "device": device,
         "identity": services.identity(device, mud),
-        "identified": identified_view(services.devices.identity_record(device.mac)),
+        "identified": identified_view(record),
+        "suggest_trust": suggests_trust(device.kind, record),
         "policy": describe_policy(mud) if mud else None,
         "allowance": describe_allowance(services.effective_policy(device),
                                         functools.partial(translate, lang),
