@@ -16,13 +16,15 @@ A prediction is right when the true maker's name (or an alias) is in the
 predicted manufacturer, and when the predicted kind equals the true kind;
 ``None``/``iot`` is wrong.
 
-Run: ``.venv/bin/python bench/bench_identify.py [--split tuned|held-out|all]``.
+Run: ``.venv/bin/python bench/bench_identify.py [--split tuned|held-out|all]
+[--no-registry]`` (``--no-registry``: without Home Assistant's discovery matchers).
 Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import struct
 import sys
 import time
@@ -73,6 +75,8 @@ def main() -> int:
                              "learning")
     parser.add_argument("--no-announcements", action="store_true",
                         help="with --daemon: leave out the mDNS/SSDP frames (what they add)")
+    parser.add_argument("--no-registry", action="store_true",
+                        help="leave out Home Assistant's discovery matchers (what they add)")
     args = parser.parse_args()
     try:
         night = madea_night()
@@ -80,6 +84,11 @@ def main() -> int:
         print(f"bench_identify: {missing}", file=sys.stderr)
         return 1
     kb, oui = load_knowledge(), load_oui_registry()
+    if args.no_registry:
+        kb = dataclasses.replace(kb, discovery=None)
+    elif kb.discovery is not None:
+        print(f"with Home Assistant {kb.discovery.version}'s discovery matchers "
+              f"({len(kb.discovery.integrations)} integrations)")
     if oui is None:
         print("bench_identify: no OUI registry (install libwireshark-data)", file=sys.stderr)
     coffee = "5c:cf:7f:07:ae:fb"

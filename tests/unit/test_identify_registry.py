@@ -146,8 +146,9 @@ def test_dhcp_hostname_pattern_with_its_mac_prefix(small: DiscoveryRegistry) -> 
     # a character set in the pattern: k[lps]* is KL/KP/KS, not KX
     assert says(small, "50:91:e3:00:00:01", [("hostname", "KP115", 1)])[
         "TP-Link Smart Home"][0] == "registry_dhcp"
-    assert says(small, "50:91:e3:00:00:01", [("hostname", "KX115", 1)])[
-        "TP-Link Smart Home"][0] == "registry_mac"
+    # nor does the MAC prefix alone, when Home Assistant pairs it with a hostname
+    assert says(small, "50:91:e3:00:00:01", [("hostname", "KX115", 1)]) == {}
+    assert says(small, "0c:ae:7d:01:02:03", []) == {}
     # a hostname-only matcher, weaker than hostname + MAC
     assert says(small, "02:00:00:00:00:09", [("hostname", "zengge_3f_141_abcd", 1)]) == {
         "Magic Home": ("registry_hostname", "Magic Home", 0.5)}
@@ -215,12 +216,21 @@ def test_registry_weight_sits_between_the_oui_and_explicit_clues(kb: KnowledgeBa
 
 def test_registry_mac_prefix_replaces_the_oui_maker_claim(kb: KnowledgeBase,
                                                           oui: OuiRegistry) -> None:
-    result = identify(mac("50:14:79:00:00:01"), [Clue("hostname", "iRobot-A1B2C3", 4)], kb, oui)
-    assert result.manufacturer is not None and result.manufacturer.startswith("iRobot")
-    sources = [e.source for e in result.evidence]
-    assert "home_assistant_registry" in sources
-    oui_evidence = next(e for e in result.evidence if e.source == "oui")
-    assert "manufacturer" not in oui_evidence.supports  # one fact, counted once
+    result = identify(mac("d0:73:d5:00:00:01"), [], kb, oui)
+    assert result.manufacturer == "LIFX"
+    assert [e.source for e in result.evidence][:2] == ["oui", "home_assistant_registry"]
+    assert "manufacturer" not in result.evidence[0].supports  # one fact, counted once
+    assert result.manufacturer_confidence == pytest.approx(kb.source_weights["registry_mac"])
+    paired = identify(mac("50:14:79:00:00:01"), [Clue("hostname", "iRobot-A1B2C3", 4)], kb, oui)
+    assert paired.manufacturer is not None and paired.manufacturer.startswith("iRobot")
+    assert "home_assistant_registry" in [e.source for e in paired.evidence]
+
+
+def test_a_prefix_paired_with_a_hostname_is_not_enough(kb: KnowledgeBase) -> None:
+    ampak = OuiRegistry.from_manuf("E0:76:D0\tAmpakTec\tAMPAK Technology, Inc.\n")
+    result = identify(mac("e0:76:d0:33:bb:85"), [], kb, ampak)  # a photo frame, not a lock
+    assert result.manufacturer == "AMPAK"
+    assert not any(e.source == "home_assistant_registry" for e in result.evidence)
 
 
 def test_a_module_makers_prefix_names_no_maker(kb: KnowledgeBase) -> None:

@@ -11,11 +11,13 @@ named after a protocol or firmware (Google Cast, ESPHome, Tuya, DLNA, …), the
 Matching follows Home Assistant's semantics, on the device's clues as a whole:
 
 - DHCP: every field a matcher gives must match: the DHCP hostname (shell-style
-  pattern, case-insensitive) and the MAC prefix. A MAC prefix alone (the
-  hostname absent or different) still names the maker, as a registry-curated
-  OUI: it replaces the IEEE organisation's maker claim rather than adding to it
-  (one fact, the MAC), and is ignored when the IEEE registry names a Wi-Fi module
-  maker for that prefix.
+  pattern, case-insensitive) and the MAC prefix. A matcher that gives only a MAC
+  prefix names the maker from the MAC alone, as a registry-curated OUI: it
+  replaces the IEEE organisation's maker claim rather than adding to it (one
+  fact, the MAC), and is ignored when the IEEE registry names a Wi-Fi module maker
+  for that prefix. A prefix that comes with a hostname pattern is never enough on
+  its own (Home Assistant pairs them because the prefix is shared: E0:76:D0 is
+  AMPAK's, a module maker, and August's locks use it).
 - mDNS: the service type is announced, and the instance name
   (``<instance>.<type>.local.``) and each TXT property match their patterns.
   TXT strings are the device's, not tied to one service.
@@ -367,7 +369,7 @@ class DiscoveryRegistry:
                     add(kind, matcher.domain,
                         f"DHCP hostname {matcher.hostname.text}{prefix}", host[1])
                     continue
-            if mac_ok:
+            if mac_ok and matcher.hostname is None:
                 add("mac", matcher.domain, f"MAC prefix {matcher.mac_prefix}*", None)
 
     def _zeroconf(self, facts: DeviceFacts, add: Adder) -> None:
