@@ -221,9 +221,23 @@ def test_registry_mac_prefix_replaces_the_oui_maker_claim(kb: KnowledgeBase,
     assert [e.source for e in result.evidence][:2] == ["oui", "home_assistant_registry"]
     assert "manufacturer" not in result.evidence[0].supports  # one fact, counted once
     assert result.manufacturer_confidence == pytest.approx(kb.source_weights["registry_mac"])
-    paired = identify(mac("50:14:79:00:00:01"), [Clue("hostname", "iRobot-A1B2C3", 4)], kb, oui)
-    assert paired.manufacturer is not None and paired.manufacturer.startswith("iRobot")
-    assert "home_assistant_registry" in [e.source for e in paired.evidence]
+    paired = identify(mac("0c:ae:7d:00:00:01"), [Clue("hostname", "ringpro1a2b", 4)], kb, oui)
+    assert paired.manufacturer == "Ring"
+    assert paired.evidence[0].says.startswith('Home Assistant discovery matcher "DHCP hostname')
+
+
+def test_a_clue_a_rule_already_counted_is_not_counted_again(kb: KnowledgeBase,
+                                                             oui: OuiRegistry) -> None:
+    without = KnowledgeBase(**{**kb.__dict__, "discovery": None})
+    clues = [Clue("mdns_service", "_hue._tcp", 1)]
+    alone = identify(mac("00:00:5e:00:53:01"), clues, without)
+    both = identify(mac("00:00:5e:00:53:01"), clues, kb)
+    assert both.manufacturer_confidence == pytest.approx(alone.manufacturer_confidence)
+    # the hostname rule names iRobot: the registry's hostname + MAC match adds nothing,
+    # and the OUI (the MAC's own fact) still counts
+    roomba = identify(mac("50:14:79:00:00:01"), [Clue("hostname", "iRobot-A1B2C3", 4)], kb, oui)
+    assert roomba.manufacturer == "iRobot"
+    assert "manufacturer" in roomba.evidence[0].supports
 
 
 def test_a_prefix_paired_with_a_hostname_is_not_enough(kb: KnowledgeBase) -> None:
@@ -295,6 +309,13 @@ def test_google_cast_capabilities_give_tv_or_speaker(kb: KnowledgeBase, capabili
     assert result.manufacturer is None  # Cast is in many makers' TVs and speakers
 
 
+@pytest.mark.parametrize("capabilities", ["²", "٣", "9" * 40, "-1", "0x5", ""])
+def test_odd_cast_capabilities_name_no_kind(kb: KnowledgeBase, capabilities: str) -> None:
+    clues = [Clue("mdns_service", "_googlecast._tcp", 1),
+             Clue("mdns_txt", f"ca={capabilities}", 1)]
+    assert identify(mac("00:00:5e:00:53:01"), clues, kb).kind is None
+
+
 def test_upnp_urns_give_generic_kinds(kb: KnowledgeBase) -> None:
     for urn, kind in (("urn:schemas-upnp-org:device:ZonePlayer:1", "speaker"),
                       ("urn:schemas-upnp-org:device:DigitalSecurityCamera:1", "camera"),
@@ -323,7 +344,9 @@ def test_upnp_description_served_by_the_device(kb: KnowledgeBase, tmp_path: Path
     assert ("upnp_manufacturer", "Denon") in [(c.field, c.value) for c in clues]
     result = identify(mac(device), clues, kb)
     assert (result.manufacturer, result.model, result.kind) == ("Denon", "AVR-X1600H", "tv")
-    assert any(e.source == "home_assistant_registry" for e in result.evidence)
+    # the registry's Denon match rests on the same manufacturer string: counted once
+    # (0.7 is the upnp_manufacturer rule's weight in knowledge.json)
+    assert result.manufacturer_confidence == pytest.approx(0.7)
 
 
 # --- hostile input --------------------------------------------------------------------

@@ -19,7 +19,9 @@ Theory of operation:
    device says of itself explicitly (vendor class 0.7, mDNS TXT 0.9): a curated
    pattern that matched, not the device naming its maker. A registry MAC prefix
    and the IEEE OUI are one fact: the registry's maker replaces the OUI's maker
-   claim, and a prefix the IEEE registry gives to a module maker names no maker.
+   claim, and a prefix the IEEE registry gives to a module maker names no maker;
+   likewise a clue a hand-written rule already turned into the same maker (or
+   platform) is not counted again through the registry.
    Standard protocol kinds that need more than a pattern (Google Cast's ``ca``
    capability bits: video out → TV, else audio out → speaker) are claimed here too.
 2. Per attribute, the claims for one value are combined as a noisy-or
@@ -224,9 +226,13 @@ def _registry_claims(mac: bytes, clues: Sequence[Clue], kb: KnowledgeBase, *,
                                   kb.source_weights):
         if match.from_mac_only and module_oui:
             continue  # the prefix belongs to a Wi-Fi module maker
-        if match.rests_on_mac and any(c.attribute == "manufacturer" for c in match.claims):
+        # a clue a hand-written rule already turned into the same claim counts once
+        counted = {(c.attribute, maker_key(c.value)) for field_name, value in match.basis
+                   for c in kb.match(field_name, value)}
+        claims = [c for c in match.claims if (c.attribute, maker_key(c.value)) not in counted]
+        if match.rests_on_mac and any(c.attribute == "manufacturer" for c in claims):
             names_mac_maker = True
-        out.append((Clue("registry", match.says, match.packet), list(match.claims)))
+        out.append((Clue("registry", match.says, match.packet), claims))
     return out, names_mac_maker
 
 
@@ -239,8 +245,8 @@ def _cast_claims(clues: Sequence[Clue], kb: KnowledgeBase) -> list[tuple[Clue, l
     weight = kb.source_weights.get("protocol", 0.7)
     for clue in clues:
         key, _, value = clue.value.partition("=")
-        if clue.field != "mdns_txt" or key.lower() != "ca" or not value.isdigit() \
-                or len(value) > 10:
+        if clue.field != "mdns_txt" or key.lower() != "ca" or not value.isascii() \
+                or not value.isdigit() or len(value) > 10:
             continue
         bits = int(value)
         kind = ("tv" if bits & CAST_VIDEO_OUT else

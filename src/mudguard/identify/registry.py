@@ -58,8 +58,9 @@ SSDP_FIELDS = {"st": ("ssdp_type",), "nt": ("ssdp_type",),
                "friendlyName": ("upnp_friendly_name",),
                "manufacturerURL": ("upnp_manufacturer_url",)}
 HAP_SERVICES = ("_hap._tcp", "_hap._udp")
-Adder = Callable[[str, str, str, "int | None"], None]
-"""``add(kind of clue, integration, what matched, first frame)``."""
+Basis = tuple[tuple[str, str], ...]
+Adder = Callable[[str, str, str, "int | None", Basis], None]
+"""``add(kind of clue, integration, what matched, first frame, the clues it rests on)``."""
 
 
 def _tokens(pattern: str) -> tuple[tuple[str, str, bool], ...]:
@@ -211,6 +212,8 @@ class RegistryMatch:
     claims: tuple[Claim, ...]
     from_mac_only: bool = False
     rests_on_mac: bool = False
+    basis: Basis = ()
+    """The device's clues ``(field, value)`` the match rests on (the MAC aside)."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ class DeviceFacts:
     hostnames: Mapping[str, int | None]
     services: Mapping[str, int | None]
     instances: Mapping[str, int | None]
-    txt: Mapping[str, tuple[str, int | None]]  # lower-case key → (value, frame)
+    txt: Mapping[str, tuple[str, int | None, str]]  # lower-case key → (value, frame, clue)
     texts: Mapping[str, Mapping[str, int | None]]  # field → value → frame
 
     @classmethod
@@ -230,7 +233,7 @@ class DeviceFacts:
         hostnames: dict[str, int | None] = {}
         services: dict[str, int | None] = {}
         instances: dict[str, int | None] = {}
-        txt: dict[str, tuple[str, int | None]] = {}
+        txt: dict[str, tuple[str, int | None, str]] = {}
         texts: dict[str, dict[str, int | None]] = {}
         for field_name, value, packet in clues:
             if field_name == "hostname":
@@ -241,7 +244,7 @@ class DeviceFacts:
                 instances.setdefault(value, packet)
             elif field_name == "mdns_txt":
                 key, _, val = value.partition("=")
-                txt.setdefault(key.lower(), (val, packet))
+                txt.setdefault(key.lower(), (val, packet, value))
             texts.setdefault(field_name, {}).setdefault(value, packet)
         # a locally administered (made-up) MAC has no maker's prefix
         mac_hex = "" if mac[:1] and mac[0] & 0x02 else mac.hex().upper()
@@ -328,7 +331,7 @@ class DiscoveryRegistry:
         weight = {**DEFAULT_WEIGHTS, **(weights or {})}
         found: dict[tuple[str, str], RegistryMatch] = {}
 
-        def add(kind: str, domain: str, says: str, packet: int | None) -> None:
+        def add(kind: str, domain: str, says: str, packet: int | None, basis: Basis) -> None:
             group = "dhcp" if kind in ("dhcp", "hostname", "mac") else kind
             group = "zeroconf" if group == "zeroconf_type" else group
             strength = weight[WEIGHT_KEYS[kind]]
@@ -339,7 +342,7 @@ class DiscoveryRegistry:
             found[(group, domain)] = RegistryMatch(
                 WEIGHT_KEYS[kind], f"{says} → {integration.platform or integration.name}",
                 packet,
-                self._claims(domain, strength), kind == "mac", kind in ("mac", "dhcp"))
+                self._claims(domain, strength), kind == "mac", kind in ("mac", "dhcp"), basis)
 
         self._dhcp(facts, add)
         self._zeroconf(facts, add)
@@ -367,31 +370,35 @@ class DiscoveryRegistry:
                     kind = "dhcp" if mac_ok else "hostname"
                     prefix = f" and MAC {matcher.mac_prefix}*" if mac_ok else ""
                     add(kind, matcher.domain,
-                        f"DHCP hostname {matcher.hostname.text}{prefix}", host[1])
+                        f"DHCP hostname {matcher.hostname.text}{prefix}", host[1],
+                        (("hostname", host[0]),))
                     continue
             if mac_ok and matcher.hostname is None:
-                add("mac", matcher.domain, f"MAC prefix {matcher.mac_prefix}*", None)
+                add("mac", matcher.domain, f"MAC prefix {matcher.mac_prefix}*", None, ())
 
     def _zeroconf(self, facts: DeviceFacts, add: Adder) -> None:
         for service, packet in facts.services.items():
             for matcher in self.zeroconf.get(service, ()):
+                basis: list[tuple[str, str]] = [("mdns_service", service)]
                 if matcher.name is not None:
                     instance = next((i for i in facts.instances
                                      if matcher.name.match(f"{i}.{service}.local.")), None)
                     if instance is None:
                         continue
+                    basis.append(("mdns_instance", instance))
                 if not all(key in facts.txt and pattern.match(facts.txt[key][0])
                            for key, pattern in matcher.properties):
                     continue
                 detail = (f" named {matcher.name.text}" if matcher.name else "") + "".join(
                     f" {k}={p.text}" for k, p in matcher.properties)
+                basis += [("mdns_txt", facts.txt[key][2]) for key, _ in matcher.properties]
                 kind = "zeroconf" if matcher.name or matcher.properties else "zeroconf_type"
-                add(kind, matcher.domain, f"mDNS {service}{detail}", packet)
+                add(kind, matcher.domain, f"mDNS {service}{detail}", packet, tuple(basis))
 
     def _homekit(self, facts: DeviceFacts, add: Adder) -> None:
         if not any(s in facts.services for s in HAP_SERVICES) or "md" not in facts.txt:
             return
-        model, packet = facts.txt["md"]
+        model, packet, clue = facts.txt["md"]
         domain = None
         for key in (model, model.split(" ")[0], model.split("-")[0]):
             domain = self.homekit_models.get(key)
@@ -401,14 +408,14 @@ class DiscoveryRegistry:
             domain = next((d for pattern, d in self.homekit_patterns
                            if pattern.match(model)), None)
         if domain is not None:
-            add("homekit", domain, f"HomeKit model {model!r}", packet)
+            add("homekit", domain, f"HomeKit model {model!r}", packet, (("mdns_txt", clue),))
 
     def _ssdp(self, facts: DeviceFacts, add: Adder) -> None:
-        seen = {key: [(v, p) for f in fields for v, p in facts.texts.get(f, {}).items()]
+        seen = {key: [(v, p, f) for f in fields for v, p in facts.texts.get(f, {}).items()]
                 for key, fields in SSDP_FIELDS.items()}
         candidates = list(self.ssdp_unindexed)
         for key, values in seen.items():
-            for value, _ in values:
+            for value, _, _ in values:
                 for matcher in self.ssdp_by_literal.get((key, value[:MAX_TEXT].lower()), ()):
                     if matcher not in candidates:
                         candidates.append(matcher)
@@ -416,14 +423,16 @@ class DiscoveryRegistry:
             if not all(seen[key] for key, _ in matcher.keys):
                 continue
             packet: int | None = None
+            hits: list[tuple[str, str]] = []
             for key, pattern in matcher.keys:
-                hit = next(((v, p) for v, p in seen[key] if pattern.match(v)), None)
+                hit = next(((v, p, f) for v, p, f in seen[key] if pattern.match(v)), None)
                 if hit is None:
                     break
                 packet = hit[1] if packet is None else packet
+                hits.append((hit[2], hit[0]))
             else:
                 says = ", ".join(f"{k}={p.text}" for k, p in matcher.keys)
-                add("ssdp", matcher.domain, f"SSDP {says}", packet)
+                add("ssdp", matcher.domain, f"SSDP {says}", packet, tuple(hits))
 
 
 def _hex_prefix(text: Any) -> str:
