@@ -32,6 +32,7 @@ import time
 from bench_data import SMALL_CORPUS, MissingData, madea_night
 
 from mudguard.identify.capture import (
+    CaptureScan,
     identify_scan,
     load_knowledge,
     load_oui_registry,
@@ -103,6 +104,8 @@ def main() -> int:
         took = time.perf_counter() - started
         print(f"{name}: {len(files)} files, {scan.stats.records} packets, "
               f"scanned in {took:.1f} s ({scan.stats.records / took:,.0f} packets/s)")
+        if name == "madea-smarthome" and kb.discovery is not None:
+            decision_cost(scan, [mac_bytes(m) for m in macs], kb, oui)
         for mac in macs:
             label, aliases, kind, split = TRUTH[mac]
             if args.split != "all" and split != args.split:
@@ -143,6 +146,23 @@ def main() -> int:
     if args.daemon:
         daemon_view(kb, oui, args.split, announcements=not args.no_announcements)
     return 0
+
+
+def decision_cost(scan: CaptureScan, macs: list[bytes], kb: KnowledgeBase,
+                  oui: OuiRegistry | None, rounds: int = 200) -> None:
+    """Time one decision per device, with and without Home Assistant's matchers
+    (interleaved rounds, so load on the machine hits both alike)."""
+    without = dataclasses.replace(kb, discovery=None)
+    spent = [0.0, 0.0]
+    for _ in range(rounds):
+        for index, base in enumerate((without, kb)):
+            started = time.perf_counter()
+            for mac in macs:
+                identify_scan(scan, mac, base, oui)
+            spent[index] += time.perf_counter() - started
+    per = [t / (rounds * len(macs)) * 1e6 for t in spent]
+    print(f"  one decision: {per[1]:.0f} us with the registry, {per[0]:.0f} us without "
+          f"(x{per[1] / per[0]:.2f}), mean over {len(macs)} devices x {rounds}")
 
 
 def announcement_or_dns_answer(frame: bytes) -> tuple[str, int, int, bytes] | None:
