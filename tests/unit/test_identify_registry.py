@@ -282,6 +282,17 @@ def test_homekit_accessory_category_gives_the_kind(kb: KnowledgeBase, category: 
     assert identify(mac("02:00:00:00:00:01"), clues, kb).kind == kind
 
 
+@pytest.mark.parametrize("txt", ["ci=٥", "ci=5.0", "ci=99999", "ci=", "ci=1", "ci=-5"])
+def test_odd_or_unknown_homekit_categories_name_no_kind(kb: KnowledgeBase, txt: str) -> None:
+    clues = [Clue("mdns_service", "_hap._tcp", 1), Clue("mdns_txt", txt, 1)]
+    assert identify(mac("00:00:5e:00:53:01"), clues, kb).kind == "iot"  # _hap alone
+
+
+def test_a_ci_key_outside_homekit_is_not_a_category(kb: KnowledgeBase) -> None:
+    clues = [Clue("mdns_service", "_http._tcp", 1), Clue("mdns_txt", "ci=17", 1)]
+    assert identify(mac("00:00:5e:00:53:01"), clues, kb).kind is None
+
+
 def hap_announcement(src: str, txt: list[bytes]) -> bytes:
     instance = "Living Room._hap._tcp.local"
     answer = [DNSRR(rrname="_hap._tcp.local", type="PTR", rdata=instance),
@@ -347,6 +358,40 @@ def test_upnp_description_served_by_the_device(kb: KnowledgeBase, tmp_path: Path
     # the registry's Denon match rests on the same manufacturer string: counted once
     # (0.7 is the upnp_manufacturer rule's weight in knowledge.json)
     assert result.manufacturer_confidence == pytest.approx(0.7)
+
+
+def test_cli_names_the_registry_match_with_its_frame(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from scapy.layers.dhcp import BOOTP, DHCP
+    from typer.testing import CliRunner
+
+    from mudguard.cli.main import app
+
+    manuf = tmp_path / "manuf"
+    manuf.write_text("0C:AE:7D\tTexasIns\tTexas Instruments\n")  # a module maker's OUI
+    monkeypatch.setenv("MUDGUARD_OUI_FILE", str(manuf))
+    device = "0c:ae:7d:01:02:03"
+    request = bytes(Ether(src=device, dst="ff:ff:ff:ff:ff:ff")
+                    / IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=68, dport=67)
+                    / BOOTP(chaddr=mac(device))
+                    / DHCP(options=[("message-type", "request"), ("hostname", b"ringpro-4f2a"),
+                                    "end"]))
+    capture = tmp_path / "dhcp.pcap"
+    with capture.open("wb") as fh:
+        writer = dpkt.pcap.Writer(fh)
+        writer.writepkt(bytes(Ether(src="02:00:00:00:00:09", dst=device) / IP() / UDP()),
+                        ts=1_700_000_000)
+        writer.writepkt(request, ts=1_700_000_001)
+    result = CliRunner().invoke(app, ["identify", str(capture), "--device", device, "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["manufacturer"], document["platform"]) == (
+        "Ring", "Texas Instruments (Wi-Fi module)")
+    registry = next(e for e in document["evidence"]
+                    if e["source"] == "home_assistant_registry")
+    assert registry["packet"] == 2
+    assert "DHCP hostname ring* and MAC 0CAE7D*" in registry["says"]
+    assert registry["supports"] == {"manufacturer": "Ring"}
 
 
 # --- hostile input --------------------------------------------------------------------

@@ -22,8 +22,10 @@ Theory of operation:
    claim, and a prefix the IEEE registry gives to a module maker names no maker;
    likewise a clue a hand-written rule already turned into the same maker (or
    platform) is not counted again through the registry.
-   Standard protocol kinds that need more than a pattern (Google Cast's ``ca``
-   capability bits: video out → TV, else audio out → speaker) are claimed here too.
+   Standard protocol kinds that need more than one clue are claimed here too: the
+   HomeKit accessory category (TXT ``ci`` of a device announcing ``_hap``, table
+   ``hap_categories``) and Google Cast's ``ca`` capability bits (video out → TV,
+   else audio out → speaker).
 2. Per attribute, the claims for one value are combined as a noisy-or
    (``1 - Π(1 - w)``: two independent clues of 0.5 give 0.75). Manufacturer names
    that share their first word (``Philips`` and ``Philips Hue (Signify)``) are one
@@ -175,7 +177,7 @@ def identify(mac: bytes, clues: Iterable[Clue], kb: KnowledgeBase,
     if names_mac_maker:  # the registry knows this MAC prefix better than the IEEE name
         mac_claims = [(clue, [c for c in claims if c.attribute != "manufacturer"])
                       for clue, claims in mac_claims]
-    scored += mac_claims + registry + _cast_claims(clues, kb)
+    scored += mac_claims + registry + _cast_claims(clues, kb) + _homekit_claims(clues, kb)
     seen: set[tuple[str, str]] = set()
     for clue in clues:
         if (clue.field, clue.value) in seen:
@@ -255,6 +257,26 @@ def _cast_claims(clues: Sequence[Clue], kb: KnowledgeBase) -> list[tuple[Clue, l
             return []
         return [(Clue("protocol", f"Google Cast capabilities ca={bits} "
                                   f"({'video' if kind == 'tv' else 'audio only'} out)",
+                      clue.packet), [Claim("kind", kind, weight)])]
+    return []
+
+
+def _homekit_claims(clues: Sequence[Clue],
+                    kb: KnowledgeBase) -> list[tuple[Clue, list[Claim]]]:
+    """The HomeKit accessory category (TXT ``ci`` of a ``_hap`` service) as a kind."""
+    if not any(c.field == "mdns_service" and c.value.lower() in ("_hap._tcp", "_hap._udp")
+               for c in clues):
+        return []
+    for clue in clues:
+        key, _, value = clue.value.partition("=")
+        if clue.field != "mdns_txt" or key.lower() != "ci" or not value.isascii() \
+                or not value.isdigit() or len(value) > 3:
+            continue
+        known = kb.hap_categories.get(int(value))
+        if known is None:
+            return []
+        kind, weight, name = known
+        return [(Clue("protocol", f"HomeKit accessory category ci={value} ({name})",
                       clue.packet), [Claim("kind", kind, weight)])]
     return []
 

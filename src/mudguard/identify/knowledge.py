@@ -70,6 +70,8 @@ class KnowledgeBase:
     oui_makers: tuple[tuple[re.Pattern[str], tuple[tuple[str, str], ...]], ...]
     maker_ranges: Mapping[str, Mapping[str, float]]
     traffic: Mapping[str, float] = field(default_factory=dict)
+    hap_categories: Mapping[int, tuple[str, float, str]] = field(default_factory=dict)
+    """HomeKit accessory category → (kind, weight, category name)."""
     discovery: DiscoveryRegistry | None = None
     """Home Assistant's discovery matchers (``identify.registry``), when loaded."""
 
@@ -93,6 +95,10 @@ class KnowledgeBase:
                       if not maker.startswith("_")}
             for spread in ranges.values():
                 _check_kinds(spread, kinds)
+            hap = {int(code): (str(raw["kind"]), float(raw["weight"]), str(raw["category"]))
+                   for code, raw in data.get("hap_categories", {}).items()
+                   if not code.startswith("_")}
+            _check_kinds({kind: 0.0 for kind, _, _ in hap.values()}, kinds)
             return cls(kinds=kinds, trusted_kinds=frozenset(data["trusted_kinds"]),
                        source_weights={str(k): float(v)
                                        for k, v in data["source_weights"].items()
@@ -101,8 +107,8 @@ class KnowledgeBase:
                        oui_makers=oui_makers, maker_ranges=ranges,
                        traffic={str(k): float(v) for k, v in data["traffic"].items()
                                 if not k.startswith("_")},
-                       discovery=discovery)
-        except (KeyError, TypeError, AttributeError, re.error) as exc:
+                       hap_categories=hap, discovery=discovery)
+        except (KeyError, TypeError, AttributeError, ValueError, re.error) as exc:
             raise KnowledgeError(f"knowledge base is malformed: {exc!r}") from None
 
     def match(self, field_name: str, value: str) -> list[Claim]:
