@@ -155,6 +155,13 @@ def test_dhcp_hostname_pattern_with_its_mac_prefix(small: DiscoveryRegistry) -> 
     assert says(small, "02:00:00:00:00:09", [("hostname", "zengge_3g_141_abcd", 1)]) == {}
 
 
+def test_mdns_host_name_reads_the_hostname_patterns(small: DiscoveryRegistry) -> None:
+    found = registry_matches(small, mac("0c:ae:7d:01:02:03"), [("mdns_host", "Ring-1F2E", 8)])
+    assert [(m.source, m.says, m.packet, m.basis) for m in found] == [
+        ("registry_dhcp", "mDNS host name ring* and MAC 0CAE7D* → Ring", 8,
+         (("mdns_host", "Ring-1F2E"),))]
+
+
 def test_mac_prefix_alone_names_the_maker(small: DiscoveryRegistry) -> None:
     assert says(small, "d0:73:d5:12:8e:30", []) == {"LIFX": ("registry_mac", "LIFX", 0.55)}
 

@@ -10,14 +10,15 @@ named after a protocol or firmware (Google Cast, ESPHome, Tuya, DLNA, …), the
 
 Matching follows Home Assistant's semantics, on the device's clues as a whole:
 
-- DHCP: every field a matcher gives must match: the DHCP hostname (shell-style
-  pattern, case-insensitive) and the MAC prefix. A matcher that gives only a MAC
-  prefix names the maker from the MAC alone, as a registry-curated OUI: it
-  replaces the IEEE organisation's maker claim rather than adding to it (one
-  fact, the MAC), and is ignored when the IEEE registry names a Wi-Fi module maker
-  for that prefix. A prefix that comes with a hostname pattern is never enough on
-  its own (Home Assistant pairs them because the prefix is shared: E0:76:D0 is
-  AMPAK's, a module maker, and August's locks use it).
+- DHCP: every field a matcher gives must match: the host name (shell-style
+  pattern, case-insensitive; the DHCP hostname, or the mDNS host name the device
+  gives itself, as knowledge.json's hostname rules read both) and the MAC prefix.
+  A matcher that gives only a MAC prefix names the maker from the MAC alone, as a
+  registry-curated OUI: it replaces the IEEE organisation's maker claim rather
+  than adding to it (one fact, the MAC), and is ignored when the IEEE registry
+  names a Wi-Fi module maker for that prefix. A prefix that comes with a hostname
+  pattern is never enough on its own (Home Assistant pairs them because the
+  prefix is shared: E0:76:D0 is AMPAK's, a module maker, and August's locks use it).
 - mDNS: the service type is announced, and the instance name
   (``<instance>.<type>.local.``) and each TXT property match their patterns.
   TXT strings are the device's, not tied to one service.
@@ -58,6 +59,9 @@ SSDP_FIELDS = {"st": ("ssdp_type",), "nt": ("ssdp_type",),
                "friendlyName": ("upnp_friendly_name",),
                "manufacturerURL": ("upnp_manufacturer_url",)}
 HAP_SERVICES = ("_hap._tcp", "_hap._udp")
+HOST_FIELDS = ("hostname", "mdns_host")
+"""Names a device gives itself that the DHCP hostname patterns read (as the knowledge
+base's hostname rules read both)."""
 Basis = tuple[tuple[str, str], ...]
 Adder = Callable[[str, str, str, "int | None", Basis], None]
 """``add(kind of clue, integration, what matched, first frame, the clues it rests on)``."""
@@ -221,7 +225,7 @@ class DeviceFacts:
     """A device's clues, grouped as the matchers read them."""
 
     mac_hex: str
-    hostnames: Mapping[str, int | None]
+    hostnames: Mapping[str, tuple[int | None, str]]  # name → (frame, clue field)
     services: Mapping[str, int | None]
     instances: Mapping[str, int | None]
     txt: Mapping[str, tuple[str, int | None, str]]  # lower-case key → (value, frame, clue)
@@ -230,14 +234,14 @@ class DeviceFacts:
     @classmethod
     def gather(cls, mac: bytes, clues: Iterable[tuple[str, str, int | None]]) -> DeviceFacts:
         """Group ``(field, value, frame)`` clues (first frame of each kept)."""
-        hostnames: dict[str, int | None] = {}
+        hostnames: dict[str, tuple[int | None, str]] = {}
         services: dict[str, int | None] = {}
         instances: dict[str, int | None] = {}
         txt: dict[str, tuple[str, int | None, str]] = {}
         texts: dict[str, dict[str, int | None]] = {}
         for field_name, value, packet in clues:
-            if field_name == "hostname":
-                hostnames.setdefault(value, packet)
+            if field_name in HOST_FIELDS:
+                hostnames.setdefault(value, (packet, field_name))
             elif field_name == "mdns_service":
                 services.setdefault(value.lower(), packet)
             elif field_name == "mdns_instance":
@@ -364,14 +368,14 @@ class DiscoveryRegistry:
         for matcher in candidates:
             mac_ok = matcher.mac_prefix is not None
             if matcher.hostname is not None:
-                host = next(((h, p) for h, p in facts.hostnames.items()
+                host = next(((h, p, f) for h, (p, f) in facts.hostnames.items()
                              if matcher.hostname.match(h)), None)
                 if host is not None and (matcher.mac_prefix is None or mac_ok):
                     kind = "dhcp" if mac_ok else "hostname"
                     prefix = f" and MAC {matcher.mac_prefix}*" if mac_ok else ""
-                    add(kind, matcher.domain,
-                        f"DHCP hostname {matcher.hostname.text}{prefix}", host[1],
-                        (("hostname", host[0]),))
+                    label = "DHCP hostname" if host[2] == "hostname" else "mDNS host name"
+                    add(kind, matcher.domain, f"{label} {matcher.hostname.text}{prefix}",
+                        host[1], ((host[2], host[0]),))
                     continue
             if mac_ok and matcher.hostname is None:
                 add("mac", matcher.domain, f"MAC prefix {matcher.mac_prefix}*", None, ())
