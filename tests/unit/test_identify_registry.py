@@ -22,6 +22,7 @@ from mudguard.identify.knowledge import KnowledgeBase, KnowledgeError, OuiRegist
 from mudguard.identify.parse import parse_mdns, parse_upnp_description
 from mudguard.identify.registry import DiscoveryRegistry, Glob, glob_match, registry_matches
 from mudguard.identify.registry_import import (
+    PLATFORMS,
     RegistryImportError,
     build_registry,
     literal_assignment,
@@ -106,10 +107,10 @@ def test_shipped_registry_has_provenance_is_small_and_compiles() -> None:
     assert render(data) == text  # as the importer writes it: not edited by hand
     registry = DiscoveryRegistry.from_mapping(data)
     assert len(registry.dhcp) > 100 and len(registry.zeroconf) > 50 and registry.ssdp
-    for domain in ("esphome", "tuya", "wled", "cast"):
-        if domain in registry.integrations:
-            assert registry.integrations[domain].maker is None
-            assert registry.integrations[domain].platform
+    for domain in ("esphome", "wled", "cast", "dlna_dmr", "homekit_controller"):
+        assert registry.integrations[domain].maker is None
+    for domain, integration in registry.integrations.items():  # as the importer decides
+        assert integration.platform == PLATFORMS.get(domain)
     assert all((i.maker is None) != (i.platform is None)
                for i in registry.integrations.values())
 
