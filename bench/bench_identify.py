@@ -16,13 +16,15 @@ A prediction is right when the true maker's name (or an alias) is in the
 predicted manufacturer, and when the predicted kind equals the true kind;
 ``None``/``iot`` is wrong.
 
-Run: ``.venv/bin/python bench/bench_identify.py [--split tuned|held-out|all]``.
+Run: ``.venv/bin/python bench/bench_identify.py [--split tuned|held-out|all]
+[--no-registry]`` (``--no-registry``: without Home Assistant's discovery matchers).
 Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import struct
 import sys
 import time
@@ -30,6 +32,7 @@ import time
 from bench_data import SMALL_CORPUS, MissingData, madea_night
 
 from mudguard.identify.capture import (
+    CaptureScan,
     identify_scan,
     load_knowledge,
     load_oui_registry,
@@ -73,6 +76,8 @@ def main() -> int:
                              "learning")
     parser.add_argument("--no-announcements", action="store_true",
                         help="with --daemon: leave out the mDNS/SSDP frames (what they add)")
+    parser.add_argument("--no-registry", action="store_true",
+                        help="leave out Home Assistant's discovery matchers (what they add)")
     args = parser.parse_args()
     try:
         night = madea_night()
@@ -80,6 +85,11 @@ def main() -> int:
         print(f"bench_identify: {missing}", file=sys.stderr)
         return 1
     kb, oui = load_knowledge(), load_oui_registry()
+    if args.no_registry:
+        kb = dataclasses.replace(kb, discovery=None)
+    elif kb.discovery is not None:
+        print(f"with Home Assistant {kb.discovery.version}'s discovery matchers "
+              f"({len(kb.discovery.integrations)} integrations)")
     if oui is None:
         print("bench_identify: no OUI registry (install libwireshark-data)", file=sys.stderr)
     coffee = "5c:cf:7f:07:ae:fb"
@@ -94,6 +104,8 @@ def main() -> int:
         took = time.perf_counter() - started
         print(f"{name}: {len(files)} files, {scan.stats.records} packets, "
               f"scanned in {took:.1f} s ({scan.stats.records / took:,.0f} packets/s)")
+        if name == "madea-smarthome" and kb.discovery is not None:
+            decision_cost(scan, [mac_bytes(m) for m in macs], kb, oui)
         for mac in macs:
             label, aliases, kind, split = TRUTH[mac]
             if args.split != "all" and split != args.split:
@@ -134,6 +146,23 @@ def main() -> int:
     if args.daemon:
         daemon_view(kb, oui, args.split, announcements=not args.no_announcements)
     return 0
+
+
+def decision_cost(scan: CaptureScan, macs: list[bytes], kb: KnowledgeBase,
+                  oui: OuiRegistry | None, rounds: int = 200) -> None:
+    """Time one decision per device, with and without Home Assistant's matchers
+    (interleaved rounds, so load on the machine hits both alike)."""
+    without = dataclasses.replace(kb, discovery=None)
+    spent = [0.0, 0.0]
+    for _ in range(rounds):
+        for index, base in enumerate((without, kb)):
+            started = time.perf_counter()
+            for mac in macs:
+                identify_scan(scan, mac, base, oui)
+            spent[index] += time.perf_counter() - started
+    per = [t / (rounds * len(macs)) * 1e6 for t in spent]
+    print(f"  one decision: {per[1]:.0f} us with the registry, {per[0]:.0f} us without "
+          f"(x{per[1] / per[0]:.2f}), mean over {len(macs)} devices x {rounds}")
 
 
 def announcement_or_dns_answer(frame: bytes) -> tuple[str, int, int, bytes] | None:

@@ -31,7 +31,9 @@ from mudguard.identify.parse import (
     parse_mdns,
     parse_server_certificates,
     parse_ssdp,
+    parse_upnp_description,
 )
+from mudguard.identify.registry import DiscoveryRegistry
 from mudguard.profile.capture import CaptureStats, read_frames
 
 OUI_FILE_ENV = "MUDGUARD_OUI_FILE"
@@ -249,14 +251,20 @@ def _tcp(scan: CaptureScan, number: int, key: tuple[bytes, int, bytes, int], pay
             sender.add(facts, number)
             if len(scan.tls_streams) < MAX_TLS_STREAMS:  # the server's answer, to read
                 scan.tls_streams[(key[2], key[3], key[0], key[1])] = (src, number, bytearray())
+    elif payload.startswith(b"HTTP/1."):
+        sender.add(parse_upnp_description(payload), number)
     elif payload[:1].isalpha():
         sender.add(parse_http_request(payload), number)
 
 
 def load_knowledge() -> KnowledgeBase:
-    """The knowledge base shipped in this package."""
-    text = resources.files("mudguard.identify").joinpath("knowledge.json").read_text("utf-8")
-    return KnowledgeBase.from_mapping(json.loads(text))
+    """The knowledge base shipped in this package, with Home Assistant's discovery
+    matchers (``discovery_registry.json``, see ``identify.registry``)."""
+    package = resources.files("mudguard.identify")
+    registry = DiscoveryRegistry.from_mapping(
+        json.loads(package.joinpath("discovery_registry.json").read_text("utf-8")))
+    text = package.joinpath("knowledge.json").read_text("utf-8")
+    return KnowledgeBase.from_mapping(json.loads(text), discovery=registry)
 
 
 def load_oui_registry() -> OuiRegistry | None:

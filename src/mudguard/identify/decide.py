@@ -11,8 +11,25 @@ Theory of operation:
    Tuya, Murata, AzureWave, …): that names the *platform*, not the maker.
    A locally administered (randomised) MAC has no OUI and hints at a phone or
    computer, and so does talking to many different addresses and names.
+   Home Assistant's discovery registry (``identify.registry``) reads the clues as a
+   whole (DHCP hostname + MAC prefix, mDNS service + instance name + TXT, HomeKit
+   model, SSDP) and claims the integration's maker, or its platform for a protocol
+   or firmware (Google Cast, ESPHome, Tuya…). Its weights (``registry_*`` in
+   ``source_weights``: 0.5-0.65) sit above an OUI alone (0.5) and below what a
+   device says of itself explicitly (vendor class 0.7, mDNS TXT 0.9): a curated
+   pattern that matched, not the device naming its maker. A registry MAC prefix
+   and the IEEE OUI are one fact: the registry's maker replaces the OUI's maker
+   claim, and a prefix the IEEE registry gives to a module maker names no maker;
+   likewise a clue a hand-written rule already turned into the same maker (or
+   platform) is not counted again through the registry.
+   Standard protocol kinds that need more than one clue are claimed here too: the
+   HomeKit accessory category (TXT ``ci`` of a device announcing ``_hap``, table
+   ``hap_categories``) and Google Cast's ``ca`` capability bits (video out → TV,
+   else audio out → speaker).
 2. Per attribute, the claims for one value are combined as a noisy-or
-   (``1 - Π(1 - w)``: two independent clues of 0.5 give 0.75). The value with
+   (``1 - Π(1 - w)``: two independent clues of 0.5 give 0.75). Manufacturer names
+   that share their first word (``Philips`` and ``Philips Hue (Signify)``) are one
+   maker, shown by its best-supported name. The value with
    the highest score wins; its confidence is that score times its share of all
    the attribute's support, so conflicting clues lower the confidence.
 3. Once the maker is known, what that maker mostly makes (``maker_ranges``) is
@@ -37,6 +54,7 @@ from mudguard.identify.knowledge import (
     OuiRegistry,
     is_locally_administered,
 )
+from mudguard.identify.registry import registry_matches
 
 SOURCES = {
     "hostname": "dhcp", "vendor_class": "dhcp", "prl": "dhcp",
@@ -46,7 +64,11 @@ SOURCES = {
     "lldp_name": "lldp", "lldp_desc": "lldp", "dns_name": "dns", "sni": "tls_sni",
     "cert_org": "tls_certificate", "cert_cn": "tls_certificate",
     "user_agent": "http", "http_host": "http", "oui": "oui", "mac": "mac",
-    "traffic": "traffic", "maker_range": "knowledge",
+    "upnp_device_type": "upnp", "upnp_manufacturer": "upnp", "upnp_model": "upnp",
+    "upnp_model_description": "upnp", "upnp_friendly_name": "upnp",
+    "upnp_manufacturer_url": "upnp",
+    "traffic": "traffic", "maker_range": "knowledge", "registry": "home_assistant_registry",
+    "protocol": "mdns",
 }
 LABELS = {
     "hostname": "DHCP hostname (option 12/81)", "vendor_class": "DHCP vendor class (option 60)",
@@ -59,10 +81,18 @@ LABELS = {
     "sni": "TLS server name (SNI)", "cert_org": "server certificate organisation",
     "cert_cn": "server certificate name", "user_agent": "HTTP User-Agent",
     "http_host": "HTTP Host", "oui": "MAC OUI registered to", "mac": "MAC address",
+    "upnp_device_type": "UPnP description deviceType",
+    "upnp_manufacturer": "UPnP description manufacturer",
+    "upnp_model": "UPnP description modelName",
+    "upnp_model_description": "UPnP description modelDescription",
+    "upnp_friendly_name": "UPnP description friendlyName",
+    "upnp_manufacturer_url": "UPnP description manufacturerURL",
     "traffic": "traffic", "maker_range": "maker's product range",
+    "registry": "Home Assistant discovery matcher", "protocol": "protocol-defined kind",
 }
 MAX_EVIDENCE = 48
 GENERIC_KIND = "iot"
+CAST_VIDEO_OUT, CAST_AUDIO_OUT = 0x1, 0x4  # Google Cast TXT "ca" capability bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +170,16 @@ def identify(mac: bytes, clues: Iterable[Clue], kb: KnowledgeBase,
     """Identify the device at ``mac`` from its clues (see the module docstring)."""
     scored: list[tuple[Clue, list[Claim]]] = []
     platform: str | None = None
-    for clue, claims in _mac_claims(mac, kb, oui):
-        scored.append((clue, claims))
+    clues = list(clues)
+    mac_claims = _mac_claims(mac, kb, oui)
+    for _, claims in mac_claims:
         platform = next((c.value for c in claims if c.attribute == "platform"), platform)
+    registry, names_mac_maker = _registry_claims(mac, clues, kb,
+                                                 module_oui=platform is not None)
+    if names_mac_maker:  # the registry knows this MAC prefix better than the IEEE name
+        mac_claims = [(clue, [c for c in claims if c.attribute != "manufacturer"])
+                      for clue, claims in mac_claims]
+    scored += mac_claims + registry + _cast_claims(clues, kb) + _homekit_claims(clues, kb)
     seen: set[tuple[str, str]] = set()
     for clue in clues:
         if (clue.field, clue.value) in seen:
@@ -151,7 +188,7 @@ def identify(mac: bytes, clues: Iterable[Clue], kb: KnowledgeBase,
         scored.append((clue, kb.match(clue.field, clue.value)))
     if traffic is not None:
         scored += _traffic_claims(traffic, kb)
-    maker, maker_conf = _decide(_claims_for(scored, "manufacturer"))
+    maker, maker_conf = _decide(_merge_makers(_claims_for(scored, "manufacturer")))
     platform = _decide(_claims_for(scored, "platform"))[0] or platform
     scored += _range_claims(kb, maker, maker_conf, platform)
     kind_claims = _claims_for(scored, "kind")
@@ -178,6 +215,72 @@ def _mac_claims(mac: bytes, kb: KnowledgeBase,
     if platform is not None:
         claims = [Claim("platform", platform, kb.source_weights.get("oui", 0.5)), *claims]
     return [(Clue("oui", organisation), claims)]
+
+
+def _registry_claims(mac: bytes, clues: Sequence[Clue], kb: KnowledgeBase, *,
+                     module_oui: bool) -> tuple[list[tuple[Clue, list[Claim]]], bool]:
+    """Home Assistant's matches, as clues (a MAC-prefix-only match has no frame), and
+    whether one that rests on the MAC prefix names a maker."""
+    if kb.discovery is None:
+        return [], False
+    out: list[tuple[Clue, list[Claim]]] = []
+    names_mac_maker = False
+    for match in registry_matches(kb.discovery, mac,
+                                  [(c.field, c.value, c.packet) for c in clues],
+                                  kb.source_weights):
+        if match.from_mac_only and module_oui:
+            continue  # the prefix belongs to a Wi-Fi module maker
+        # a clue a hand-written rule already turned into the same claim counts once
+        counted = {(c.attribute, maker_key(c.value)) for field_name, value in match.basis
+                   for c in kb.match(field_name, value)}
+        claims = [c for c in match.claims if (c.attribute, maker_key(c.value)) not in counted]
+        if match.rests_on_mac and any(c.attribute == "manufacturer" for c in claims):
+            names_mac_maker = True
+        out.append((Clue("registry", match.says, match.packet), claims))
+    return out, names_mac_maker
+
+
+def _cast_claims(clues: Sequence[Clue], kb: KnowledgeBase) -> list[tuple[Clue, list[Claim]]]:
+    """Google Cast's capability bits (TXT ``ca`` of ``_googlecast._tcp``): video out is
+    a TV or a TV's dongle, audio out only is a speaker."""
+    if not any(c.field == "mdns_service" and c.value.lower() == "_googlecast._tcp"
+               for c in clues):
+        return []
+    weight = kb.source_weights.get("protocol", 0.7)
+    for clue in clues:
+        key, _, value = clue.value.partition("=")
+        if clue.field != "mdns_txt" or key.lower() != "ca" or not value.isascii() \
+                or not value.isdigit() or len(value) > 10:
+            continue
+        bits = int(value)
+        kind = ("tv" if bits & CAST_VIDEO_OUT else
+                "speaker" if bits & CAST_AUDIO_OUT else None)
+        if kind is None:
+            return []
+        return [(Clue("protocol", f"Google Cast capabilities ca={bits} "
+                                  f"({'video' if kind == 'tv' else 'audio only'} out)",
+                      clue.packet), [Claim("kind", kind, weight)])]
+    return []
+
+
+def _homekit_claims(clues: Sequence[Clue],
+                    kb: KnowledgeBase) -> list[tuple[Clue, list[Claim]]]:
+    """The HomeKit accessory category (TXT ``ci`` of a ``_hap`` service) as a kind."""
+    if not any(c.field == "mdns_service" and c.value.lower() in ("_hap._tcp", "_hap._udp")
+               for c in clues):
+        return []
+    for clue in clues:
+        key, _, value = clue.value.partition("=")
+        if clue.field != "mdns_txt" or key.lower() != "ci" or not value.isascii() \
+                or not value.isdigit() or len(value) > 3:
+            continue
+        known = kb.hap_categories.get(int(value))
+        if known is None:
+            return []
+        kind, weight, name = known
+        return [(Clue("protocol", f"HomeKit accessory category ci={value} ({name})",
+                      clue.packet), [Claim("kind", kind, weight)])]
+    return []
 
 
 def _traffic_claims(traffic: TrafficSummary,
@@ -222,6 +325,24 @@ def _range_claims(kb: KnowledgeBase, maker: str | None, maker_conf: float,
 
 def _claims_for(scored: Sequence[tuple[Clue, list[Claim]]], attribute: str) -> list[Claim]:
     return [c for _, claims in scored for c in claims if c.attribute == attribute and c.weight > 0]
+
+
+def maker_key(name: str) -> str:
+    """What two names of one maker share: the first word, lower case (``Philips Hue
+    (Signify)`` and ``Philips`` → ``philips``)."""
+    word = name.strip().split(" ")[0].strip("(),.").lower()
+    return word or name.lower()
+
+
+def _merge_makers(claims: Sequence[Claim]) -> list[Claim]:
+    """Manufacturer claims with the names of one maker made one (its name with the
+    most support)."""
+    support: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for claim in claims:
+        support[maker_key(claim.value)][claim.value] += claim.weight
+    best = {key: max(names, key=lambda n: (names[n], -len(n)))
+            for key, names in support.items()}
+    return [Claim(c.attribute, best[maker_key(c.value)], c.weight) for c in claims]
 
 
 def _decide(claims: Sequence[Claim]) -> tuple[str | None, float]:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mudguard.identify.registry import DiscoveryRegistry
 
 DOMAIN_FIELDS = frozenset({"dns_name", "sni", "http_host", "cert_cn"})
 NAME_FIELDS = frozenset({"hostname", "mdns_instance", "mdns_host", "lldp_name"})
@@ -40,7 +43,8 @@ class Rule:
 
     fields: frozenset[str]
     pattern: re.Pattern[str]
-    claims: tuple[tuple[str, str], ...]  # (attribute, value); model may come from the match
+    claims: tuple[tuple[str, str], ...]  # (attribute, value); model/maker may come from
+    # the match's named groups ``model`` and ``maker``
     weight: float | None
 
 
@@ -66,10 +70,16 @@ class KnowledgeBase:
     oui_makers: tuple[tuple[re.Pattern[str], tuple[tuple[str, str], ...]], ...]
     maker_ranges: Mapping[str, Mapping[str, float]]
     traffic: Mapping[str, float] = field(default_factory=dict)
+    hap_categories: Mapping[int, tuple[str, float, str]] = field(default_factory=dict)
+    """HomeKit accessory category → (kind, weight, category name)."""
+    discovery: DiscoveryRegistry | None = None
+    """Home Assistant's discovery matchers (``identify.registry``), when loaded."""
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> KnowledgeBase:
-        """Compile the JSON knowledge; raise ``KnowledgeError`` when it is malformed."""
+    def from_mapping(cls, data: Mapping[str, Any],
+                     discovery: DiscoveryRegistry | None = None) -> KnowledgeBase:
+        """Compile the JSON knowledge (with the discovery registry, if any); raise
+        ``KnowledgeError`` when it is malformed."""
         try:
             kinds = frozenset(str(k) for k in data["kinds"])
             rules = tuple(_rule(raw, kinds) for raw in data["rules"])
@@ -85,14 +95,20 @@ class KnowledgeBase:
                       if not maker.startswith("_")}
             for spread in ranges.values():
                 _check_kinds(spread, kinds)
+            hap = {int(code): (str(raw["kind"]), float(raw["weight"]), str(raw["category"]))
+                   for code, raw in data.get("hap_categories", {}).items()
+                   if not code.startswith("_")}
+            _check_kinds({kind: 0.0 for kind, _, _ in hap.values()}, kinds)
             return cls(kinds=kinds, trusted_kinds=frozenset(data["trusted_kinds"]),
                        source_weights={str(k): float(v)
-                                       for k, v in data["source_weights"].items()},
+                                       for k, v in data["source_weights"].items()
+                                       if not k.startswith("_")},
                        rules=rules, domains=domains, platform_ouis=platform_ouis,
                        oui_makers=oui_makers, maker_ranges=ranges,
                        traffic={str(k): float(v) for k, v in data["traffic"].items()
-                                if not k.startswith("_")})
-        except (KeyError, TypeError, AttributeError, re.error) as exc:
+                                if not k.startswith("_")},
+                       hap_categories=hap, discovery=discovery)
+        except (KeyError, TypeError, AttributeError, ValueError, re.error) as exc:
             raise KnowledgeError(f"knowledge base is malformed: {exc!r}") from None
 
     def match(self, field_name: str, value: str) -> list[Claim]:
@@ -113,9 +129,11 @@ class KnowledgeBase:
                 continue
             weight = default if rule.weight is None else rule.weight
             out += [Claim(a, v, weight) for a, v in rule.claims]
-            model = found.groupdict().get("model")
-            if model:
-                out.append(Claim("model", model.strip()[:64], weight))
+            groups = found.groupdict()
+            if groups.get("model"):
+                out.append(Claim("model", groups["model"].strip()[:64], weight))
+            if groups.get("maker"):  # the device names its maker (a UPnP description)
+                out.append(Claim("manufacturer", groups["maker"].strip()[:64], weight))
         return out
 
     def _domain(self, name: str) -> DomainRule | None:

@@ -14,7 +14,9 @@ PTR, SRV, TXT, A/AAAA),
 ``ssdp_server``, ``ssdp_usn``, ``ssdp_type``; ``lldp_name``, ``lldp_desc``;
 ``dns_name`` (DNS questions), ``sni`` (TLS ClientHello server_name),
 ``cert_org``, ``cert_cn`` (server certificates seen in clear),
-``user_agent``, ``http_host``.
+``user_agent``, ``http_host``; ``upnp_device_type``, ``upnp_manufacturer``,
+``upnp_model``, ``upnp_model_description``, ``upnp_friendly_name``,
+``upnp_manufacturer_url`` (a UPnP device description the device served over HTTP).
 """
 
 from __future__ import annotations
@@ -284,6 +286,36 @@ def parse_http_request(payload: bytes) -> list[Fact]:
     host = headers.get("host", b"").rsplit(b":", 1)[0] if headers.get("host") else b""
     return _facts(iter([_fact("user_agent", headers.get("user-agent", b"")),
                         _fact("http_host", host.lower())]))
+
+
+UPNP_ELEMENTS = (("deviceType", "upnp_device_type"), ("manufacturer", "upnp_manufacturer"),
+                 ("modelName", "upnp_model"), ("modelDescription", "upnp_model_description"),
+                 ("friendlyName", "upnp_friendly_name"),
+                 ("manufacturerURL", "upnp_manufacturer_url"))
+UPNP_WINDOW = 8192  # bytes of a response searched
+
+
+def parse_upnp_description(payload: bytes) -> list[Fact]:
+    """The root device's deviceType, manufacturer, modelName, modelDescription,
+    friendlyName and manufacturerURL of a UPnP device description (UPnP Device
+    Architecture 2.0 §2.3) in an HTTP response the device sent: the first of each
+    element, searched in the first 8 KB with plain substring search (no XML parser
+    on hostile bytes; entities other than ``&amp;`` are left as they are)."""
+    if not payload.startswith(b"HTTP/1.") or b"urn:schemas-upnp-org:device-1-0" \
+            not in payload[:UPNP_WINDOW]:
+        return []
+    window = payload[:UPNP_WINDOW]
+    out: list[Fact | None] = []
+    for element, field in UPNP_ELEMENTS:
+        start = window.find(b"<" + element.encode() + b">")
+        if start < 0:
+            continue
+        start += len(element) + 2
+        end = window.find(b"</", start)
+        if end < 0 or end - start > 256:
+            continue
+        out.append(_fact(field, window[start:end].replace(b"&amp;", b"&")))
+    return _facts(iter(out))
 
 
 # --- LLDP (IEEE 802.1AB §8.5) ------------------------------------------------------
