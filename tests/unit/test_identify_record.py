@@ -174,3 +174,21 @@ def test_trust_is_proposed_from_the_record_only_when_sure(candidate: bool, confi
                             trusted_candidate=candidate)
     assert suggests_trust(None, record) is proposed
     assert IdentityRecord.loads(record.dumps()) == record
+
+
+def test_every_clue_field_has_words_in_both_languages() -> None:
+    from mudguard.identify.decide import LABELS
+    from mudguard.portal._i18n import catalogue
+    from mudguard.portal._identified import INFERRED
+    for language in ("en", "fr"):
+        words = catalogue(language)
+        missing = [f for f in LABELS if f not in INFERRED and f"identify.field.{f}" not in words]
+        assert not missing, (language, missing)
+
+
+def test_every_kind_identification_can_name_has_words_and_a_view(kb: KnowledgeBase) -> None:
+    from mudguard.portal._i18n import catalogue
+    from mudguard.portal._identified import KINDS
+    assert set(kb.kinds) == KINDS
+    for language in ("en", "fr"):
+        assert all(f"kind.{k}" in catalogue(language) for k in kb.kinds)
