@@ -195,7 +195,8 @@ def main() -> None:
                     print(f"  {name} {n}: {line}", file=sys.stderr, flush=True)
     print(f"Gateway.restore() on the data design, N PROFILED devices (corpus MUD files), "
           f"fresh process and namespace each; median of {args.repeat}")
-    print(f"{'devices':>8} {'tree':>12} {'restore':>9} {'profiles':>9} {'vs base':>8}  seconds in: store, decide, compile, kernel, guard")
+    print(f"{'devices':>8} {'tree':>12} {'restore':>9} {'profiles':>9} {'vs base':>8}  "
+          "seconds in: store, decide, compile, kernel, guard")
     for n in args.sizes:
         base = statistics.median(r["seconds"] for r in results[(args.baseline, n)]) \
             if args.baseline else None

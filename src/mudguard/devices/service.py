@@ -219,13 +219,16 @@ class DeviceService:
         out: dict[str, MudFile | None] = {}
         for device in devices:
             url, wanted = device.mud_url, device.profile_hash
-            if url is not None and url not in stored:
+            out[device.mac] = None
+            if url is None or wanted is None:
+                continue
+            if url not in stored:
                 cached = self.store.get_mud(url)
                 stored[url] = None if cached is None \
                     else (cached.data, hashlib.sha256(cached.data).hexdigest())
-            found = stored.get(url) if url is not None else None
-            out[device.mac] = None if found is None or wanted is None or found[1] != wanted \
-                else self._parsed_file(url, wanted, found[0])
+            found = stored[url]
+            if found is not None and found[1] == wanted:
+                out[device.mac] = self._parsed_file(url, wanted, found[0])
         return out
 
     def cached_mud(self, device: Device) -> MudFile | None:
