@@ -27,9 +27,9 @@ from mudguard.policy import (
     GrantKind,
     HomeContext,
     LifecycleState,
+    _data,
     decide,
 )
-from mudguard.policy import _data
 from mudguard.policy._data import DeviceElements, device_elements
 from mudguard.policy._model import PeerIndex, PeerKind, Rule
 

@@ -192,7 +192,7 @@ def _intervals(addresses: Iterable[str], family: int) -> tuple[Interval, ...]:
     return _merge([(lo, hi) for version, lo, hi in map(_span, addresses) if version == family])
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)
 def _span(address: str) -> tuple[int, int, int]:
     """(family, first, last) of an address or prefix (cached: a device's peers by maker
     or model are the same few hundred addresses, parsed once, not once per device)."""
