@@ -91,6 +91,40 @@ def test_cached_mud_is_parsed_once_per_file_and_follows_the_cache(
     assert fresh is not None and fresh is not parsed and fresh.systeminfo == "a newer file"
 
 
+def test_restore_reads_each_file_once_and_every_grant_in_one_query(
+        svc: DeviceService, corpus: Path, clock: Clock) -> None:
+    """What start-up reads for every device (``cached_muds``, ``active_grants_by_mac``)
+    equals the per-device reads, in a number of store queries that does not grow with
+    the devices: one grants query, one read per distinct MUD URL."""
+    cache(svc, corpus)
+    other = "https://bms.example.com/.well-known/mud/lightbulb2000"
+    stale = cache(svc, corpus, "osmud-lightbulb2000.json")
+    devices = [svc.observe(mac=f"02:00:5e:00:53:{i:02x}", ip=f"192.0.2.{10 + i}",
+                           mud_url=URL if i % 2 else other, source=MudSource.DHCP4)
+               for i in range(1, 13)]
+    devices.append(svc.observe(mac="02:00:5e:00:53:40", ip="192.0.2.64"))  # no MUD URL
+    cache(svc, corpus, "osmud-lightbulb2000.json", **{"systeminfo": "a newer file"})
+    assert any(d.profile_hash == hashlib.sha256(stale).hexdigest() for d in devices)
+    svc.grant(devices[0].mac, GrantKind.LAN)
+    svc.grant(devices[0].mac, GrantKind.INTERNET, expires=NOW + timedelta(hours=1))
+    svc.grant(devices[3].mac, GrantKind.INTERNET, expires=NOW + timedelta(hours=3))
+    clock.now = NOW + timedelta(hours=2)
+    queries: list[str] = []
+    svc.store._db.set_trace_callback(queries.append)
+    try:
+        muds = svc.cached_muds(devices)
+        grants = svc.active_grants_by_mac()
+    finally:
+        svc.store._db.set_trace_callback(None)
+    assert sum(q.lstrip().upper().startswith("SELECT") for q in queries) == 3
+    assert muds == {d.mac: svc.cached_mud(d) for d in devices}
+    assert sum(m is None for m in muds.values()) == 7  # the stale file's six, no URL
+    assert {mac: [g.id for g in found] for mac, found in grants.items()} == {
+        d.mac: [g.id for g in svc.active_grants(d.mac)] for d in devices
+        if svc.active_grants(d.mac)}
+    assert [g.grant.kind for g in grants[devices[0].mac]] == [GrantKind.LAN]
+
+
 def test_unsigned_refused_by_home_setting(svc: DeviceService, corpus: Path) -> None:
     svc.store.save_settings(Settings(allow_unsigned=False))
     cache(svc, corpus)

@@ -321,10 +321,13 @@ class Gateway:
                                       devices=tuple(facts_of(d) for d in devices))
         settings = self.service.store.get_settings()
         now = self.service.clock()
+        # One store query for the grants and one read per distinct MUD file, not N.
+        grants_of = self.service.active_grants_by_mac()
+        muds = self.service.cached_muds(devices)
         policies: list[DevicePolicy] = []
         for device in devices:
-            grants = [g.grant for g in self.service.active_grants(device.mac)]
-            policies.append(decide(facts_of(device), self.service.cached_mud(device), grants,
+            grants = [g.grant for g in grants_of.get(device.mac, ())]
+            policies.append(decide(facts_of(device), muds[device.mac], grants,
                                    context, home_default=settings.home_default.value, now=now))
         report = enforcer.reconcile(policies)
         for policy in policies:

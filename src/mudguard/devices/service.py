@@ -22,7 +22,7 @@ import ipaddress
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
@@ -203,6 +203,35 @@ class DeviceService:
         now = self.clock()
         return [g for g in self.store.list_grants(mac) if not g.grant.expired(now)]
 
+    def active_grants_by_mac(self) -> dict[str, list[GrantRecord]]:
+        """``active_grants`` of every device, by MAC (one store query, not one per
+        device: start-up restores thousands)."""
+        now = self.clock()
+        out: dict[str, list[GrantRecord]] = {}
+        for record in self.store.list_grants():
+            if not record.grant.expired(now):
+                out.setdefault(record.mac, []).append(record)
+        return out
+
+    def cached_muds(self, devices: Iterable[Device]) -> dict[str, MudFile | None]:
+        """``cached_mud`` of each device, by MAC: each distinct MUD URL read from the store
+        and hashed once, not once per device."""
+        stored: dict[str, tuple[bytes, str] | None] = {}
+        out: dict[str, MudFile | None] = {}
+        for device in devices:
+            url, wanted = device.mud_url, device.profile_hash
+            out[device.mac] = None
+            if url is None or wanted is None:
+                continue
+            if url not in stored:
+                cached = self.store.get_mud(url)
+                stored[url] = None if cached is None \
+                    else (cached.data, hashlib.sha256(cached.data).hexdigest())
+            found = stored[url]
+            if found is not None and found[1] == wanted:
+                out[device.mac] = self._parsed_file(url, wanted, found[0])
+        return out
+
     def cached_mud(self, device: Device) -> MudFile | None:
         """The parsed MUD file the device's profile was built from, if cached."""
         if device.mud_url is None or device.profile_hash is None:
@@ -210,11 +239,15 @@ class DeviceService:
         cached = self.store.get_mud(device.mud_url)
         if cached is None or hashlib.sha256(cached.data).hexdigest() != device.profile_hash:
             return None
-        key = (device.mud_url, device.profile_hash)  # the URL and the very bytes
+        return self._parsed_file(device.mud_url, device.profile_hash, cached.data)
+
+    def _parsed_file(self, url: str, digest: str, data: bytes) -> MudFile | None:
+        """``data`` (whose SHA-256 is ``digest``) parsed, once per (URL, digest)."""
+        key = (url, digest)  # the URL and the very bytes
         with self._parsed_lock:
             if key in self._parsed:
                 return self._parsed[key]  # a MudFile is immutable: shared safely
-        mud = parse_mud(cached.data, expected_url=device.mud_url).mud
+        mud = parse_mud(data, expected_url=url).mud
         with self._parsed_lock:
             while len(self._parsed) >= PARSED_MUD_CACHE:
                 del self._parsed[next(iter(self._parsed))]  # the oldest first

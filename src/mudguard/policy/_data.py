@@ -189,10 +189,15 @@ class NotData(Exception):
 
 
 def _intervals(addresses: Iterable[str], family: int) -> tuple[Interval, ...]:
-    nets = [ipaddress.ip_network(a, strict=False) for a in addresses]
-    nets = [n for n in nets if n.version == family]
-    spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in nets)
-    return _merge(spans)
+    return _merge([(lo, hi) for version, lo, hi in map(_span, addresses) if version == family])
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _span(address: str) -> tuple[int, int, int]:
+    """(family, first, last) of an address or prefix (cached: a device's peers by maker
+    or model are the same few hundred addresses, parsed once, not once per device)."""
+    net = ipaddress.ip_network(address, strict=False)
+    return net.version, int(net.network_address), int(net.broadcast_address)
 
 
 def _merge(spans: Sequence[Interval]) -> tuple[Interval, ...]:
@@ -307,12 +312,17 @@ def _transport(rule: Rule, family: int) -> tuple[str, tuple[Interval, ...],
     return "p", ((rule.protocol, rule.protocol),), (), ()
 
 
+def _rule_families(rule: Rule) -> list[int]:
+    """The address families a rule's rows are made for (its peer is read in these only)."""
+    families = _families(rule) if _needs_family(rule) else [4, 6]
+    return _ethertype_families(rule, families)
+
+
 def _rule_rows(rule: Rule, phase: str, device: DeviceFacts,
                context: HomeContext) -> list[Row]:
     """The rows of one rule in its own chain (mirrors ``_nft.rule_exprs``)."""
     action = "a" if rule.action is Forwarding.ACCEPT else "d"
-    families = _families(rule) if _needs_family(rule) else [4, 6]
-    families = _ethertype_families(rule, families)
+    families = _rule_families(rule)
     own = _eth_phase(rule, phase) if families else phase
     if own is None:
         return []
@@ -388,6 +398,31 @@ _ROWS: dict[tuple[Any, ...], tuple[HomeContext, tuple[Row, ...] | str]] = {}
 _ROWS_MAX: Final = 4096
 
 
+def _compile_key(policy: DevicePolicy, context: HomeContext) -> tuple[Any, ...]:
+    """Everything a policy's rows depend on, so that devices with equal keys share one
+    compiled profile (``policy_rows``, ``_bundle``) and devices that differ in anything
+    a verdict depends on never do.
+
+    The rows read, besides the home ``context`` (its identity: prefixes, gateway,
+    controllers, owner-assigned controllers; the caller keeps one context object per
+    home state) and the decided ``rules`` (state, grants, quarantine exceptions and the
+    MUD file all end up there), only: the device's MUD URL (``my-controller`` is looked
+    up by it; its authority is the device's manufacturer) and, for each
+    same-manufacturer / manufacturer / model rule, the addresses of the other devices
+    it names, as the merged intervals of each family (what ``_rule_rows`` makes of
+    them) in the families the rule has rows for (``_rule_families``: a rule for IPv4
+    only does not read the peers' IPv6 addresses). The device's own MAC and addresses
+    are bound per device afterwards (``device_elements``), never compiled in."""
+    device = policy.device
+    peers: list[tuple[tuple[Interval, ...], ...]] = []
+    for rule in policy.rules:
+        if rule.peer in _DEVICE_PEERS:
+            addresses = peer_device_addresses(rule.peer, rule.peer_value, device, context)
+            peers.append(tuple(_intervals(addresses, family) if family in families else ()
+                               for families in [_rule_families(rule)] for family in (4, 6)))
+    return (id(context), policy.rules, device.mud_url, tuple(peers))
+
+
 def policy_rows(policy: DevicePolicy, context: HomeContext) -> list[Row]:
     """Every row of a policy, in the order its chains would have matched them.
 
@@ -395,10 +430,7 @@ def policy_rows(policy: DevicePolicy, context: HomeContext) -> list[Row]:
     on the device only through its MUD URL (my-controller) and the addresses its
     device peers resolve to, so devices of one model in one home share them (cached:
     a cold install of thousands of devices compiles each profile once)."""
-    device = policy.device
-    resolved = tuple(peer_device_addresses(r.peer, r.peer_value, device, context)
-                     for r in policy.rules if r.peer in _DEVICE_PEERS)
-    key = (id(context), policy.rules, device.mud_url, resolved)
+    key = _compile_key(policy, context)
     hit = _ROWS.get(key)
     if hit is not None and hit[0] is context:
         if isinstance(hit[1], str):
@@ -688,10 +720,7 @@ _BUNDLES: dict[tuple[Any, ...], tuple[HomeContext, _Bundle]] = {}
 
 def _bundle(policy: DevicePolicy, context: HomeContext) -> _Bundle:
     """The rows of ``policy`` and what follows from them (cached like ``policy_rows``)."""
-    device = policy.device
-    resolved = tuple(peer_device_addresses(r.peer, r.peer_value, device, context)
-                     for r in policy.rules if r.peer in _DEVICE_PEERS)
-    key = (id(context), policy.rules, device.mud_url, resolved)
+    key = _compile_key(policy, context)
     hit = _BUNDLES.get(key)
     if hit is not None and hit[0] is context:
         return hit[1]

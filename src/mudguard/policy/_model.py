@@ -220,11 +220,19 @@ class PeerIndex:
 
     @classmethod
     def of(cls, devices: Iterable[DeviceFacts]) -> PeerIndex:
-        """The index of ``devices``."""
-        index = cls({}, {})
+        """The index of ``devices`` (built in one pass: ``with_device`` for each would copy
+        a group per device)."""
+        makers: dict[str, dict[str, tuple[str, ...]]] = {}
+        models: dict[str, dict[str, tuple[str, ...]]] = {}
         for device in devices:
-            index = index.with_device(device.mac, None, device)
-        return index
+            if device.state is LifecycleState.FORGOTTEN:
+                continue
+            addresses = device.ipv4 + device.ipv6
+            if device.manufacturer is not None:
+                makers.setdefault(device.manufacturer, {})[device.mac] = addresses
+            if device.mud_url is not None:
+                models.setdefault(device.mud_url, {})[device.mac] = addresses
+        return cls(makers, models)
 
     def with_device(self, mac: str, previous: DeviceFacts | None,
                     facts: DeviceFacts | None) -> PeerIndex:
