@@ -76,8 +76,9 @@ print({{"tls12": lambda: tls(CLOUD4, V.TLSv1_2), "tls13": lambda: tls(CLOUD4, V.
 
 
 @contextlib.contextmanager
-def servers(ns: str, cert_file: Path) -> Iterator[None]:
-    """TLS 1.2/1.3 on the cloud's port 443 (IPv4 and IPv6), HTTP on its port 80."""
+def servers(ns: str, cert_file: Path, address4: str = CLOUD4,
+            address6: str = CLOUD6) -> Iterator[None]:
+    """TLS 1.2/1.3 on port 443 of ``address4`` and ``address6``, HTTP on port 80."""
     stop, ready = threading.Event(), threading.Event()
     failure: list[BaseException] = []
 
@@ -87,9 +88,9 @@ def servers(ns: str, cert_file: Path) -> Iterator[None]:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(cert_file)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            listeners = {socket.create_server((CLOUD4, 443)): "tls",
-                         socket.create_server((CLOUD6, 443), family=socket.AF_INET6): "tls",
-                         socket.create_server((CLOUD4, 80)): "http"}
+            listeners = {socket.create_server((address4, 443)): "tls",
+                         socket.create_server((address6, 443), family=socket.AF_INET6): "tls",
+                         socket.create_server((address4, 80)): "http"}
         except BaseException as exc:
             failure.append(exc)
             ready.set()
@@ -123,8 +124,9 @@ def servers(ns: str, cert_file: Path) -> Iterator[None]:
         thread.join(5)
 
 
-def _device(ns: str, which: str) -> str:
-    code = textwrap.dedent(CLIENT.format(cloud4=CLOUD4, cloud6=CLOUD6))
+def _device(ns: str, which: str, address4: str = CLOUD4, address6: str = CLOUD6) -> str:
+    """Run one of ``CLIENT``'s connections in the device namespace ``ns``."""
+    code = textwrap.dedent(CLIENT.format(cloud4=address4, cloud6=address6))
     proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, which],
                           capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr[-2000:]
