@@ -320,3 +320,15 @@ def test_observation_rules_never_accept_or_drop() -> None:
     assert {entry["group"] for entry in logs} == {CONTEXT.identify_log_group}
     forward = [r for r in rules if r["chain"] == "forward"]
     assert "jump" in json.dumps(forward[1]) and "identify_log" in json.dumps(forward[1])
+
+
+def test_the_identification_group_follows_the_tls_group() -> None:
+    from mudguard.daemon.config import ConfigError, parse_config
+    from tests.e2e.test_daemon_config import GOOD
+
+    config = parse_config(GOOD + "[watch]\nnflog_group = 65533\n")
+    context = config.home_context()
+    assert (context.log_group, context.tls_log_group, context.identify_log_group) == \
+        (65533, 65534, 65535)
+    with pytest.raises(ConfigError, match="0-65533"):
+        parse_config(GOOD + "[watch]\nnflog_group = 65534\n")
