@@ -68,10 +68,17 @@ def http():
                   b"User-Agent: Kasa_Android/3.1.2\\r\\n\\r\\n")
         return s.recv(64).split(b"\\r\\n")[0].decode()
 
+def flood():
+    import time
+    started, done = time.monotonic(), 0
+    for _ in range(150):
+        done += http() == "HTTP/1.1 200 OK"
+    return f"{{done}} {{time.monotonic() - started:.3f}}"
+
 V = ssl.TLSVersion
 which = sys.argv[1]
 print({{"tls12": lambda: tls(CLOUD4, V.TLSv1_2), "tls13": lambda: tls(CLOUD4, V.TLSv1_3),
-        "tls12v6": lambda: tls(CLOUD6, V.TLSv1_2), "http": http}}[which]())
+        "tls12v6": lambda: tls(CLOUD6, V.TLSv1_2), "http": http, "flood": flood}}[which]())
 """
 
 
@@ -192,14 +199,19 @@ def test_web_flows_of_a_device_without_mud_file_identify_its_maker() -> None:
         cert_file.write_bytes(cert.cert_pem() + cert.key_pem())
         addresses = {a: n.mac for n in (d0, d1) for a in (n.ipv4, n.ipv6)}
         scenario = [(d1.ns, "tls12"), (d0.ns, "tls12"), (d0.ns, "tls13"), (d0.ns, "http"),
-                    (d0.ns, "tls12v6")]
+                    (d0.ns, "tls12v6"), (d0.ns, "flood")]
         with servers(home.inet_ns, cert_file):
             result = home.call(home.gw_ns, _watch, addresses, scenario, d0.mac, timeout=90)
         listing = home.run(home.gw_ns, ["nft", "list", "set", "inet", "mudguard",
                                         "identify_macs"]).stdout
     steps = result["steps"]
+    flood = steps.pop()
     assert [s["printed"] for s in steps] == ["TLSv1.2", "TLSv1.2", "TLSv1.3",
                                              "HTTP/1.1 200 OK", "TLSv1.2"]
+    # 150 new flows in a burst: the kernel's per-device limit (20/s, burst 40) logs few
+    done, seconds = flood["printed"].split()
+    assert int(done) == 150  # observation never refuses a connection
+    assert 20 <= flood["logged"] <= 40 + 20 * float(seconds) + 5, (flood["logged"], seconds)
     assert d0.mac in listing and d1.mac not in listing
     trusted, tls12, tls13, http, tls12v6 = steps
     assert trusted["facts"] == [] and trusted["logged"] == 0  # a trusted device: never
