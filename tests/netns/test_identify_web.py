@@ -68,6 +68,18 @@ def http():
                   b"User-Agent: Kasa_Android/3.1.2\\r\\n\\r\\n")
         return s.recv(64).split(b"\\r\\n")[0].decode()
 
+def download():
+    with socket.create_connection((CLOUD4, 8443), timeout=3) as s:
+        s.sendall(b"GET /fw.bin HTTP/1.1\\r\\nHost: cloud.example.com\\r\\n"
+                  b"User-Agent: Kasa_Android/3.1.2\\r\\n\\r\\n")
+        got = b""
+        while len(got) < 60000:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return str(len(got) > 60000)
+
 def flood():
     import time
     started, done = time.monotonic(), 0
@@ -78,7 +90,8 @@ def flood():
 V = ssl.TLSVersion
 which = sys.argv[1]
 print({{"tls12": lambda: tls(CLOUD4, V.TLSv1_2), "tls13": lambda: tls(CLOUD4, V.TLSv1_3),
-        "tls12v6": lambda: tls(CLOUD6, V.TLSv1_2), "http": http, "flood": flood}}[which]())
+        "tls12v6": lambda: tls(CLOUD6, V.TLSv1_2), "http": http, "flood": flood,
+        "download": download}}[which]())
 """
 
 
@@ -97,7 +110,8 @@ def servers(ns: str, cert_file: Path, address4: str = CLOUD4,
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             listeners = {socket.create_server((address4, 443)): "tls",
                          socket.create_server((address6, 443), family=socket.AF_INET6): "tls",
-                         socket.create_server((address4, 80)): "http"}
+                         socket.create_server((address4, 80)): "http",
+                         socket.create_server((address4, 8443)): "download"}
         except BaseException as exc:
             failure.append(exc)
             ready.set()
@@ -113,6 +127,11 @@ def servers(ns: str, cert_file: Path, address4: str = CLOUD4,
                     if listeners[listener] == "http":
                         conn.recv(4096)
                         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        continue
+                    if listeners[listener] == "download":  # plain HTTP on a TLS port
+                        conn.recv(4096)
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 60000\r\n\r\n"
+                                     + bytes(60000))
                         continue
                     with ctx.wrap_socket(conn, server_side=True) as tls:
                         tls.sendall(tls.recv(16))
@@ -199,15 +218,19 @@ def test_web_flows_of_a_device_without_mud_file_identify_its_maker() -> None:
         cert_file.write_bytes(cert.cert_pem() + cert.key_pem())
         addresses = {a: n.mac for n in (d0, d1) for a in (n.ipv4, n.ipv6)}
         scenario = [(d1.ns, "tls12"), (d0.ns, "tls12"), (d0.ns, "tls13"), (d0.ns, "http"),
-                    (d0.ns, "tls12v6"), (d0.ns, "flood")]
+                    (d0.ns, "tls12v6"), (d0.ns, "download"), (d0.ns, "flood")]
         with servers(home.inet_ns, cert_file):
             result = home.call(home.gw_ns, _watch, addresses, scenario, d0.mac, timeout=90)
         listing = home.run(home.gw_ns, ["nft", "list", "set", "inet", "mudguard",
                                         "identify_macs"]).stdout
     steps = result["steps"]
     flood = steps.pop()
+    download = steps.pop()
     assert [s["printed"] for s in steps] == ["TLSv1.2", "TLSv1.2", "TLSv1.3",
                                              "HTTP/1.1 200 OK", "TLSv1.2"]
+    # plain HTTP on a TLS port: the request is read, the 60 KB answer is not logged
+    assert download["printed"] == "True" and download["logged"] == 1
+    assert download["facts"][0][1][0] == ("user_agent", "Kasa_Android/3.1.2")
     # 150 new flows in a burst: the kernel's per-device limit (20/s, burst 40) logs few
     done, seconds = flood["printed"].split()
     assert int(done) == 150  # observation never refuses a connection

@@ -107,6 +107,7 @@ from mudguard.policy._nft import (
     IDENTIFY_TLS_PORTS,
     LOG_BURST,
     LOG_RATE,
+    TLS_HANDSHAKE,
     NftCommand,
     _families,
     _gateway_service,
@@ -1079,7 +1080,8 @@ def _identify_rules(context: HomeContext) -> list[NftCommand]:
     the web ports: the client bit for HTTP and TLS, the server bit for TLS too.
     ``identify_log`` (any packet of a marked flow; every other packet pays one ct-mark
     test in ``forward``): the client's first payload packet (ClientHello or HTTP request)
-    clears the client bit and is logged with prefix ``IDENTIFY_CLIENT_PREFIX``; the
+    clears the client bit (and the server bit unless it starts a TLS handshake record)
+    and is logged with prefix ``IDENTIFY_CLIENT_PREFIX``; the
     server's payload packets are logged with ``IDENTIFY_SERVER_PREFIX`` until the client
     sends its second payload (the server's first flight is over: a TLS 1.2 Certificate
     is in it), which clears the server bit, and at most ``IDENTIFY_SERVER_PACKETS`` of
@@ -1091,6 +1093,7 @@ def _identify_rules(context: HomeContext) -> list[NftCommand]:
     dport = _pl("tcp", "dport")
     every = {"limit": {"rate": IDENTIFY_LOG_RATE, "per": "second",
                        "burst": IDENTIFY_LOG_RATE}}
+    both = IDENTIFY_CLIENT_MARK | IDENTIFY_SERVER_MARK
 
     def per_device(key: Expr, name: str) -> Expr:
         return {"set": {"op": "update", "elem": key, "set": "@" + name,
@@ -1101,7 +1104,6 @@ def _identify_rules(context: HomeContext) -> list[NftCommand]:
         return {"log": {"prefix": prefix, "group": context.identify_log_group,
                         "snaplen": snaplen}}
 
-    both = IDENTIFY_CLIENT_MARK | IDENTIFY_SERVER_MARK
     set_bits = {"mangle": {"key": _ct("mark"), "value": {"|": [_ct("mark"), both]}}}
     set_client = {"mangle": {"key": _ct("mark"),
                              "value": {"|": [_ct("mark"), IDENTIFY_CLIENT_MARK]}}}
@@ -1111,6 +1113,12 @@ def _identify_rules(context: HomeContext) -> list[NftCommand]:
         # the client's second payload: the server's first flight is over
         _rule("identify_log", [original, _ct_bits(IDENTIFY_CLIENT_MARK, 0), payload,
                                _ct_clear(IDENTIFY_SERVER_MARK), {"return": None}]),
+        # a first payload that is no TLS handshake record: its server's replies are not
+        # read (a plain download on port 443 would otherwise be logged at the rate limit)
+        _rule("identify_log", [original, _ct_bits(both, both),
+                               _m({"payload": {"base": "ih", "offset": 0, "len": 8}},
+                                  TLS_HANDSHAKE, "!="),
+                               _ct_clear(IDENTIFY_SERVER_MARK)]),
         _rule("identify_log", [original, _ct_bits(IDENTIFY_CLIENT_MARK, IDENTIFY_CLIENT_MARK),
                                payload, _ct_clear(IDENTIFY_CLIENT_MARK),
                                per_device(_pl("ether", "saddr"), IDENTIFY_RATE), every,
