@@ -78,6 +78,9 @@ def main() -> int:
                         help="with --daemon: leave out the mDNS/SSDP frames (what they add)")
     parser.add_argument("--no-registry", action="store_true",
                         help="leave out Home Assistant's discovery matchers (what they add)")
+    parser.add_argument("--web", action="store_true",
+                        help="with --daemon: also the web flows the kernel logs for devices "
+                             "without a MUD file (SNI, User-Agent, TLS 1.2 certificates)")
     args = parser.parse_args()
     try:
         night = madea_night()
@@ -144,7 +147,8 @@ def main() -> int:
     if args.per_file:
         per_file(kb, oui, args.split)
     if args.daemon:
-        daemon_view(kb, oui, args.split, announcements=not args.no_announcements)
+        daemon_view(kb, oui, args.split, announcements=not args.no_announcements,
+                    web=args.web)
     return 0
 
 
@@ -193,7 +197,7 @@ def announcement_or_dns_answer(frame: bytes) -> tuple[str, int, int, bytes] | No
 
 
 def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str, *,
-                announcements: bool = True) -> None:
+                announcements: bool = True, web: bool = False) -> None:
     """What the daemon stores, fed the night's frames through its live path:
 
     - every frame its packet socket's filter passes (mDNS, SSDP) to
@@ -208,6 +212,11 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str, *,
       later): ``enrich`` then decides on its OUI and whatever was gathered;
     - every 5 s of capture time, ``updates()`` applied as ``DeviceService.identified``
       would (no label, no MUD file: each update fills or improves its own value);
+    - with ``web``, what the identification rules log (``policy._data._identify_rules``)
+      goes through ``identify.observe.WebObserver`` to ``on_web``: a device's first
+      payload on each TCP flow to 443/8443/80/8080 (at most 40 per device per second of
+      capture, the kernel's burst), the server's segments on those flows (the observer
+      reads only flows a ClientHello opened and closes them at the certificate);
     - then, at the end of learning, ``from_learning`` with the DNS names of the learned
       connections fills what is still unknown.
     Stored at confidence >= 0.5."""
@@ -215,6 +224,7 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str, *,
     from mudguard.discovery.announce_sniff import FRAMES_PER_SECOND
     from mudguard.discovery.sighting import Sighting
     from mudguard.identify.live import LiveEvidence, LiveIdentifier
+    from mudguard.identify.observe import WebObserver, tcp_segment
     from mudguard.identify.parse import parse_dhcp
     from mudguard.profile.capture import dns_answers, read_frames
     from mudguard.profile.core import Observer, device_flows
@@ -242,6 +252,40 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str, *,
                 kind = update.kind
             stored[update.mac] = (maker, kind)
 
+    watcher = WebObserver(clock=clock)
+    web_flows: set[tuple[str, int, str, int]] = set()
+    web_logged: dict[str, tuple[int, int]] = {}  # device -> (second, packets logged in it)
+    web_facts = 0
+
+    def web_frame(frame: bytes, ts: float) -> None:
+        nonlocal web_facts
+        if len(frame) < 54 or struct.unpack_from("!H", frame, 12)[0] not in (0x0800, 0x86DD):
+            return
+        segment = tcp_segment(frame[14:])
+        if segment is None or not segment.payload:
+            return
+        sender = ":".join(f"{b:02x}" for b in frame[6:12])
+        receiver = ":".join(f"{b:02x}" for b in frame[0:6])
+        key = (segment.src, segment.sport, segment.dst, segment.dport)
+        if sender in TRUTH and segment.dport in (443, 8443, 80, 8080):
+            if key in web_flows or len(web_flows) > 100_000:
+                return
+            web_flows.add(key)
+            second, count = web_logged.get(sender, (int(ts), 0))
+            second, count = (second, count) if second == int(ts) else (int(ts), 0)
+            web_logged[sender] = (second, count + 1)
+            if count >= 40:
+                return
+            facts = watcher.client(sender, segment)
+            if facts:
+                web_facts += 1
+                live.on_web(sender, facts)
+        elif receiver in TRUTH and segment.sport in (443, 8443):
+            found = watcher.server(segment)
+            if found is not None and found[1]:
+                web_facts += 1
+                live.on_web(found[0], found[1])
+
     leased: set[str] = set()
     dhcp_clients = {mac for mac in TRUTH if mac in dhcp_requesters()}
 
@@ -262,6 +306,9 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str, *,
                 if sender in TRUTH and sender not in leased and sender not in dhcp_clients:
                     clock.now = ts
                     lease(sender, {})
+                if web:
+                    clock.now = ts
+                    web_frame(frame, ts)
                 seen = announcement_or_dns_answer(frame)
                 if seen is None:
                     continue
@@ -295,6 +342,9 @@ def daemon_view(kb: KnowledgeBase, oui: OuiRegistry | None, wanted: str, *,
     print(f"\ndaemon, live: {announced} mDNS/SSDP frames read ({dropped} over the sniffer's "
           f"budget), {live.evidence.limited} over a MAC's rate; "
           f"{took * 1e6 / max(1, announced):.0f} us of Python per frame read, all included")
+    if web:
+        print(f"web flows: {watcher.packets} logged packets read, {web_facts} with facts, "
+              f"{watcher.certificates} certificates read, {watcher.over_budget} over budget")
     counts: dict[str, list[int]] = {}
     print("stored by the daemon (live, then + end of learning: OUI + DNS names of the "
           "learned connections; >= 0.5):")

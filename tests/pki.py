@@ -22,11 +22,12 @@ __all__ = ["Issued", "make_cert"]
 def make_cert(subject: str, *, issuer: Issued | None = None, ca: bool = False,
               dns: tuple[str, ...] = (), ips: tuple[str, ...] = (),
               not_before: datetime | None = None, not_after: datetime | None = None,
-              extensions: tuple[x509.ExtensionType, ...] = ()) -> Issued:
+              extensions: tuple[x509.ExtensionType, ...] = (),
+              organisation: str = "mudguard tests") -> Issued:
     """An EC P-256 certificate: self-signed when ``issuer`` is None."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mudguard tests")])
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation)])
     start = not_before or datetime.now(UTC) - timedelta(days=1)
     builder = (x509.CertificateBuilder().subject_name(name)
                .issuer_name(issuer.cert.subject if issuer else name)

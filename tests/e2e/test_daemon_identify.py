@@ -177,3 +177,43 @@ def test_the_daemon_identifies_devices_from_mdns_ssdp_and_dns_names(tmp_path: Pa
                 assert len(store.list_devices()) == 2
         finally:
             daemon.stop()
+
+
+def test_the_daemon_identifies_a_device_from_its_web_flows(tmp_path: Path) -> None:
+    """A device without a MUD file (randomised MAC, DHCP hostname "device") makes one
+    TLS 1.2 connection and one HTTP request by address, no DNS: the daemon's rules log
+    them, its web watcher reads the server certificate's organisation, and the maker is
+    stored while the device runs."""
+    import tempfile
+
+    from tests.netns.test_identify_web import ORG, _device, servers
+    from tests.pki import make_cert
+
+    web4, web6 = "198.51.100.77", "2001:db8:ff:1::77"
+    with daemon_home(tmp_path, "mgT5w", devices=1, ruleset="data") as (vhome, config), \
+            tempfile.TemporaryDirectory(prefix="mgT5-") as tmp:
+        config.write_text(config.read_text().replace('home_default = "lan"',
+                                                     'home_default = "internet"'))
+        for address in (f"{web4}/32", f"{web6}/128"):
+            vhome.run(vhome.inet_ns, ["ip", "addr", "replace", address, "dev", "lo"])
+        cert = make_cert("cloud.example.com", dns=("cloud.example.com",), organisation=ORG)
+        cert_file = Path(tmp) / "web.pem"
+        cert_file.write_bytes(cert.cert_pem() + cert.key_pem())
+        db = config.parent / "state" / "mudguard.db"
+        plug = vhome.nodes[0]
+        _fresh(vhome, plug)
+        daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+        try:
+            daemon.wait_for({"event": "ready"})
+            vhome.call(plug.ns, _join, plug.iface, plug.mac, None)
+            daemon.wait_for({"event": "device", "mac": plug.mac, "state": "default"})
+            with Store(db) as store:
+                before = store.get_device(plug.mac)
+            assert before is not None and before.manufacturer is None
+            with servers(vhome.inet_ns, cert_file, web4, web6):
+                assert _device(plug.ns, "tls12", web4, web6) == "TLSv1.2"
+                assert _device(plug.ns, "http", web4, web6) == "HTTP/1.1 200 OK"
+            named = _stored(db, plug.mac, 20, ("TP-Link", None))
+            assert named is not None and named.manufacturer == "TP-Link"
+        finally:
+            daemon.stop()

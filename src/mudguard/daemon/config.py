@@ -107,6 +107,7 @@ class GatewayConfig:
             lan_interface=self.lan_interface, wan_interface=self.wan_interface or "",
             portal_ports=(self.portal_port,) if self.portal_address else (),
             log_group=self.nflog_group, tls_log_group=self.nflog_group + 1,
+            identify_log_group=self.nflog_group + 2,
             controllers=dict(self.controllers))
 
     @property
@@ -266,11 +267,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               default=[], example=["mudguard.home"],
               meaning="Host names the portal answers to besides its addresses; any other "
                       "Host header is refused (DNS rebinding)."),
-    ConfigKey(section="watch", name="nflog_group", field="nflog_group", kind="integer, 0-65534",
+    ConfigKey(section="watch", name="nflog_group", field="nflog_group", kind="integer, 0-65533",
               default=100, example=7,
               meaning="The NFLOG group the rules log dropped packets to and the watcher "
                       "reads; the next group carries the ClientHellos of devices whose MUD "
-                      "file has RFC 9761 TLS profiles."),
+                      "file has RFC 9761 TLS profiles, the one after it the web flows "
+                      "observed to identify devices without a MUD file."),
     ConfigKey(section="watch", name="report_seconds", field="report_seconds",
               kind="seconds, 1-3600", default=10, example=2,
               meaning="How often dropped packets are summarised per device."),
@@ -549,9 +551,9 @@ def parse_config(text: str) -> GatewayConfig:
     if home_default not in (None, "internet", "lan"):
         raise ConfigError('gateway.home_default must be "internet" or "lan"')
     group = _get(watch, "watch", "nflog_group")
-    if not isinstance(group, int) or isinstance(group, bool) or not 0 <= group <= 65534:
-        raise ConfigError("watch.nflog_group must be 0-65534 (the next group carries "
-                          "TLS ClientHellos)")
+    if not isinstance(group, int) or isinstance(group, bool) or not 0 <= group <= 65533:
+        raise ConfigError("watch.nflog_group must be 0-65533 (the next two groups carry "
+                          "TLS ClientHellos and identification)")
     ssid = _text(wifi, "ssid", "wifi")
     if ssid is not None and not re.match(r"^[\x20-\x7e]{1,32}$", ssid):
         raise ConfigError("wifi.ssid must be 1-32 printable ASCII characters")

@@ -9,7 +9,11 @@ Evidence, all passive, gathered per device and bounded (``LiveEvidence``):
   through: no Python for any other packet) and parsed by the very function the
   offline command reads a capture with (``identify.capture.scan_frame``);
 - the DNS names the device asks the gateway's DNS guard for (as it answers them);
-- the system name of its LLDP frames (the daemon's LLDP listener).
+- the system name of its LLDP frames (the daemon's LLDP listener);
+- for devices without a MUD file, its web flows as the kernel logs them
+  (``watch.identify_listener``, read by ``identify.observe``): the TLS server names
+  (SNI) it asks for, the organisation and name of TLS 1.2 server certificates it
+  receives in clear, the User-Agent and Host of its clear-text HTTP requests.
 
 The event loop (frames, names, updates) and the service worker (leases, the end of
 learning) both call ``LiveIdentifier``: its methods hold one lock.
@@ -65,6 +69,7 @@ MAX_NAMES = 64
 FRAMES_PER_MINUTE = 60  # per sending MAC, after a burst of ``FRAME_BURST``
 FRAME_BURST = 30
 MAX_UPDATES = 64  # devices decided again per call of ``updates``
+WEB_FIELDS = frozenset({"sni", "user_agent", "http_host", "cert_org", "cert_cn"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +235,14 @@ class LiveIdentifier:
         """The device at ``mac`` sent LLDP naming itself ``system_name``."""
         if system_name:
             self.evidence.add_facts(mac_bytes(mac), [("lldp_name", system_name[:128])])
+
+    @_locked
+    def on_web(self, mac: str, facts: Sequence[tuple[str, str]]) -> None:
+        """What the device at ``mac`` said or was sent on a web flow (``sni``,
+        ``user_agent``, ``http_host``, ``cert_org``, ``cert_cn``)."""
+        kept = [(name, value[:253]) for name, value in facts if name in WEB_FIELDS and value]
+        if kept:
+            self.evidence.add_facts(mac_bytes(mac), kept)
 
     @_locked
     def identify(self, sighting: Sighting) -> Identification:

@@ -287,6 +287,8 @@ class HomeContext:
     log_group: int = 100  # NFLOG group of the "mg <device_id> <out|in>" drop logs
     # NFLOG group of the RFC 9761 ClientHello logs ("mgt"), see ``_nft.tls_watch_rules``.
     tls_log_group: int = 101
+    # NFLOG group of the identification logs ("mgic"/"mgis"), see ``_data._identify_rules``.
+    identify_log_group: int = 102
     # ``devices`` by manufacturer and model, if the caller keeps one (else they are scanned).
     peers: PeerIndex | None = None
 

@@ -132,6 +132,20 @@ TLS_RATE_SET: Final = "tls_rate"  # main table: per-MAC limiter state (dynamic, 
 TLS_SNAPLEN: Final = 2048  # bytes copied per logged packet (watch.clienthello.SNAPLEN)
 TLS_HANDSHAKE: Final = 0x16  # TLS/DTLS record content type "handshake"
 
+# Identification (#16): the first client payload of a device's new web flows and its TLS
+# servers' first flight, logged for devices without a MUD file (``policy._data``).
+IDENTIFY_CLIENT_MARK: Final = 0x20  # ct mark bit: "log the client's first payload packet"
+IDENTIFY_SERVER_MARK: Final = 0x40  # ct mark bit: "log the server's replies" (first flight)
+IDENTIFY_CLIENT_PREFIX: Final = "mgic"  # NFLOG prefix of a client's first payload
+IDENTIFY_SERVER_PREFIX: Final = "mgis"  # NFLOG prefix of a server's reply packet
+IDENTIFY_TLS_PORTS: Final = (443, 8443)  # client payload and server's first flight
+IDENTIFY_HTTP_PORTS: Final = (80, 8080)  # client payload only (User-Agent, Host)
+IDENTIFY_DEVICE_RATE: Final = 20  # logged packets per second per device, burst 2x
+IDENTIFY_LOG_RATE: Final = 200  # logged packets per second, whole home
+IDENTIFY_SERVER_PACKETS: Final = 12  # server packets per flow (with conntrack accounting)
+IDENTIFY_CLIENT_SNAPLEN: Final = 2048  # a ClientHello or an HTTP request's headers
+IDENTIFY_SERVER_SNAPLEN: Final = 4096  # a reply segment (a GRO aggregate is cut here)
+
 
 # -- tiny expression builders (firewalld's _fragment helpers) --------------------------------
 
