@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,4 +98,45 @@ def test_dns_grants_survive_a_restart_and_a_reboot_but_never_a_quarantine(
         assert not vhome.tcp(quarantined.ns, *CLOUD)
         assert not vhome.tcp(kept.ns, scenario.ELSEWHERE, 443)  # only what it resolved
     finally:
+        daemon.stop()
+
+
+def test_the_standalone_dns_guard_fills_what_the_configured_ruleset_reads(
+        home: tuple[Any, Path]) -> None:
+    """``mudguard dns serve --config`` (the daemon stopped, its rules in force): the
+    daemon's devices and ruleset (data by default, chains with
+    MUDGUARD_TEST_RULESET=chains); its answer opens the bulb's cloud, only on the port
+    its MUD file names; the daemon's next start restores that grant."""
+    vhome, config = home
+    bulb, other = vhome.nodes
+    vhome.run(bulb.ns, ["ip", "addr", "flush", "dev", bulb.iface])
+    vhome.run(bulb.ns, ["ip", "route", "flush", "table", "main"])
+    log = config.parent / "gateway.log"
+    daemon = Daemon(vhome.gw_ns, config, log)
+    guard: subprocess.Popen[str] | None = None
+    try:
+        daemon.wait_for({"event": "ready"})
+        vhome.call(bulb.ns, _join, bulb.iface, bulb.mac, scenario.device("bulb").mud_url)
+        daemon.wait_for({"event": "device", "mac": bulb.mac, "state": "profiled"})
+        assert daemon.stop() == 0
+        assert not vhome.tcp(bulb.ns, *CLOUD)
+        guard = subprocess.Popen(
+            ["ip", "netns", "exec", vhome.gw_ns, sys.executable, "-m", "mudguard", "dns",
+             "serve", "--config", str(config), "--lifetime", "120"],
+            stdout=subprocess.PIPE, stderr=log.open("a"), text=True)
+        assert guard.stdout is not None and guard.stdout.readline().strip() == "ready"
+        assert vhome.call(bulb.ns, _resolve, NAME) == [CLOUD[0]]
+        assert vhome.tcp(bulb.ns, *CLOUD)
+        assert not vhome.tcp(bulb.ns, CLOUD[0], 443)  # the answer carries the rule's port
+        assert not vhome.tcp(other.ns, *CLOUD)  # never onboarded: nothing
+        guard.terminate()
+        assert guard.wait(10) == 0
+        daemon = Daemon(vhome.gw_ns, config, log)
+        assert daemon.wait_for({"event": "restored"})["dns_grants"] == 1
+        daemon.wait_for({"event": "ready"})
+        assert vhome.tcp(bulb.ns, *CLOUD)
+    finally:
+        if guard is not None and guard.poll() is None:
+            guard.terminate()
+            guard.wait(10)
         daemon.stop()

@@ -76,6 +76,7 @@ from mudguard.mud import Direction, MudFile
 from mudguard.policy import (
     DevicePolicy,
     Grant,
+    HomeContext,
     HomeDefault,
     LifecycleState,
     decide,
@@ -253,6 +254,24 @@ class GuardedEnforcer:
         done.wait(5.0)
 
 
+def home_policies(service: DeviceService, context: HomeContext
+                  ) -> tuple[list[Device], list[DevicePolicy]]:
+    """Every stored device (not forgotten) and its policy decided now, against ``context``
+    with all of them in it (the owner's home default, active grants, cached MUD files):
+    what a start enforces."""
+    devices = [d for d in service.store.list_devices()
+               if d.state is not LifecycleState.FORGOTTEN]
+    context = dataclasses.replace(context, devices=tuple(facts_of(d) for d in devices))
+    settings = service.store.get_settings()
+    now = service.clock()
+    policies: list[DevicePolicy] = []
+    for device in devices:
+        grants = [g.grant for g in service.active_grants(device.mac)]
+        policies.append(decide(facts_of(device), service.cached_mud(device), grants,
+                               context, home_default=settings.home_default.value, now=now))
+    return devices, policies
+
+
 @dataclass(slots=True)
 class Gateway:
     """The running gateway: wired by ``mudguard.app.build_gateway``."""
@@ -328,17 +347,7 @@ class Gateway:
         if enforcer.close_lan():  # before anything else: no device unrestricted meanwhile
             self.events.emit("lan-closed", ms=round((time.monotonic() - started) * 1000, 1),
                              message="base installed: devices wait for their policies")
-        devices = [d for d in self.service.store.list_devices()
-                   if d.state is not LifecycleState.FORGOTTEN]
-        context = dataclasses.replace(enforcer.context,
-                                      devices=tuple(facts_of(d) for d in devices))
-        settings = self.service.store.get_settings()
-        now = self.service.clock()
-        policies: list[DevicePolicy] = []
-        for device in devices:
-            grants = [g.grant for g in self.service.active_grants(device.mac)]
-            policies.append(decide(facts_of(device), self.service.cached_mud(device), grants,
-                                   context, home_default=settings.home_default.value, now=now))
+        devices, policies = home_policies(self.service, enforcer.context)
         report = enforcer.reconcile(policies)
         for policy in policies:
             self.enforcer._feed_guard(policy)
