@@ -38,6 +38,9 @@ House rules:
 - **Refresh, never cut.** Every answer served (cached or not) re-adds the device's
   elements with the answer's TTL as timeout, but never sooner than an element the
   core granted earlier expires (its own record, never a read-back of the kernel).
+- **A restart cuts nobody.** The record of grants is kept in the store by the daemon
+  (``take_changed``/``grants_under``, ``daemon/dns_grants.py``) and given back at start
+  (``restore_grants``) only where the current policy still gives it.
 - **Names match exactly**, case-insensitively, trailing dot ignored. The query
   name and every name of its CNAME chain (``resolve_chaining``) are looked up in
   the device's allowed names; each one allowed gets the chain's final addresses.
@@ -425,25 +428,38 @@ class DnsGuard:
         Feed every device's policy first (``apply_policy``)."""
         kept: list[DnsGrant] = []
         ceiling = self.config.max_timeout_s + self.config.grace_s
+        parsed: dict[str, IpAddress | None] = {}  # thousands of grants share addresses
+        usable: dict[IpAddress, bool] = {}
+
+        def parse(text: str) -> IpAddress | None:
+            if text not in parsed:
+                try:
+                    parsed[text] = ipaddress.ip_address(text)
+                except ValueError:
+                    parsed[text] = None
+            return parsed[text]
+
         for grant in grants:
             held = self._devices.get(grant.device)
-            try:
-                address = str(ipaddress.ip_address(grant.address))
-                remote = ipaddress.ip_address(grant.remote)
-            except ValueError:
-                continue
-            name = normalise_name(grant.name)
+            mine, remote = parse(grant.address), parse(grant.remote)
             left = min(grant.expires - now, grant.lifetime_s, ceiling)
-            if (held is None or address not in held.addresses or name not in held.names
-                    or remote.version != ipaddress.ip_address(address).version
-                    or not self._usable(remote) or left < 1):
+            if held is None or mine is None or remote is None or left < 1:
+                continue
+            if remote not in usable:
+                usable[remote] = self._usable(remote)
+            address, name = str(mine), normalise_name(grant.name)
+            if (address not in held.addresses or name not in held.names
+                    or remote.version != mine.version or not usable[remote]):
                 continue
             kept.append(DnsGrant(grant.device, address, name, str(remote), now + left,
                                  math.ceil(left)))
         out: list[AddSetElements] = []
+        set_names: dict[tuple[str, int], str] = {}
         for grant in _capped(kept, self.config.max_grants_per_device):
             family = 6 if ":" in grant.remote else 4
-            set_name = dns_set_name(grant.name, family)
+            if (grant.name, family) not in set_names:
+                set_names[grant.name, family] = dns_set_name(grant.name, family)
+            set_name = set_names[grant.name, family]
             key = (set_name, grant.address, grant.remote)
             self._granted[key] = max(self._granted.get(key, 0.0), grant.expires)
             self._granted_names[set_name] = grant.name

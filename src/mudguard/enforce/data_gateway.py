@@ -22,11 +22,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mudguard.enforce.bytecode import encode_batch
-from mudguard.enforce.data import DataEnforcer, layouts, raw_delete_messages
+from mudguard.enforce.data import (
+    NFT_MSG_NEWSETELEM,
+    DataEnforcer,
+    layouts,
+    raw_delete_messages,
+)
 from mudguard.enforce.enforcer import DeviceLike, ReconcileReport, facts_of
 from mudguard.enforce.lan import LanIsolation, LanIsolationError
 from mudguard.enforce.nft import Nft, NftError
-from mudguard.enforce.readback import RawElement
+from mudguard.enforce.readback import RawElement, raw_elements
 from mudguard.mud import MudFile
 from mudguard.policy import (
     TABLE,
@@ -313,15 +318,18 @@ class DataGatewayEnforcer:
         for record in self.data.installed.values():
             for name in record.fallback_names:
                 names.update(dns_set_name(name, family) for family in (4, 6))
-        expected = self.data._raw_commands(adds)
+        add_messages = encode_batch(adds, self.data._layouts) if adds else []
+        expected: dict[str, set[RawElement]] = {}
+        for message in add_messages:
+            if message.kind == NFT_MSG_NEWSETELEM:
+                name, elements = raw_elements(message.body)
+                expected.setdefault(name, set()).update(elements)
         for _attempt in range(3):  # an element may time out between read and delete
             found = self.nft.read_elements(TABLE, sorted(names))
             stale = {name: sorted(elements - expected.get(name, set()))
                      for name, elements in found.items()
                      if elements - expected.get(name, set())}
-            messages = raw_delete_messages(stale)
-            if adds:
-                messages += encode_batch(adds, self.data._layouts)
+            messages = raw_delete_messages(stale) + add_messages
             if not messages:
                 return 0, 0
             try:
@@ -478,9 +486,10 @@ def answer_commands(records: Callable[[str], DeviceElements | None],
     each (device address, answer) pair becomes the elements of the templates of the
     device holding that address now (``records``) for the granted name, with the
     command's timeout; an address no device holds adds nothing."""
-    batch: list[Any] = []
+    # one command per set and timeout; each element once (keyed by its text)
+    by_timeout: dict[int, dict[str, dict[str, Any]]] = {}
     for cmd in commands:
-        by_target: dict[str, list[Any]] = {}
+        by_target = by_timeout.setdefault(cmd.timeout_s, {})
         for device_address, answer in cmd.elements:
             record = records(device_address)
             if record is None:
@@ -488,8 +497,12 @@ def answer_commands(records: Callable[[str], DeviceElements | None],
             name = cmd.dns_name or ""
             for target, elements in dns_answer_elements(record, name, device_address,
                                                           answer).items():
-                bucket = by_target.setdefault(target, [])
-                bucket += [e for e in elements if e not in bucket]
-        batch += element_commands("add", by_target, timeout=cmd.timeout_s)
+                bucket = by_target.setdefault(target, {})
+                for element in elements:
+                    bucket.setdefault(repr(element), element)
+    batch: list[Any] = []
+    for timeout, by_target in by_timeout.items():
+        batch += element_commands("add", {t: list(b.values()) for t, b in by_target.items()},
+                                  timeout=timeout)
     return batch
 
