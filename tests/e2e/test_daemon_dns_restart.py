@@ -4,7 +4,9 @@ says (the daemon's default otherwise): two bulbs resolve their cloud's name; the
 stops; one bulb is quarantined meanwhile; after the start the other still reaches its
 cloud without asking the name again and the quarantined one does not; then the kernel's
 tables go (what a reboot does) and a start gives the first bulb its answer back from
-the store (real daemon, dnsmasq, nftables, packets in namespaces)."""
+the store; its rules then change before it asks again (a grant: under data its answers
+are deleted with its old rules) and the guard's restored record gives them back (real
+daemon, dnsmasq, nftables, packets in namespaces)."""
 
 from __future__ import annotations
 
@@ -97,6 +99,16 @@ def test_dns_grants_survive_a_restart_and_a_reboot_but_never_a_quarantine(
         assert vhome.tcp(kept.ns, *CLOUD)
         assert not vhome.tcp(quarantined.ns, *CLOUD)
         assert not vhome.tcp(kept.ns, scenario.ELSEWHERE, 443)  # only what it resolved
+
+        # Its rules change before it asks again (the owner allows one more named host):
+        # under data its answers go with its old rules; the guard's restored record
+        # gives them back under the new ones.
+        granted = subprocess.run(
+            [sys.executable, "-m", "mudguard", "device", "grant", kept.mac, "--service",
+             "extra.example.com:443", "--db", str(database)],
+            capture_output=True, text=True, timeout=60)
+        assert granted.returncode == 0 and "not running" not in granted.stderr, granted.stderr
+        assert vhome.tcp(kept.ns, *CLOUD)  # the daemon answered once it was applied
     finally:
         daemon.stop()
 
