@@ -407,7 +407,12 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     if isinstance(enforcer, DataGatewayEnforcer):  # answers become the device's elements
         base_filler = DataSetFiller(enforcer.record_of)
         guarded.refill = base_filler.fill  # a device's grants again under its new rules
+    else:
+        guarded.fill = base_filler.fill  # the grants restored at start
     if config.dns_upstream:
+        from mudguard.daemon.dns_grants import GrantJournal
+
+        gateway.dns_grants = GrantJournal(store, guard)  # grants outlive a restart
         gateway.services.append(DnsServer(
             guard, listen=config.addresses, upstream=Upstream(config.dns_upstream[0]),
             filler=names.filler(TimedFiller(base_filler, metrics) if metrics

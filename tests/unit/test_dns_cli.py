@@ -53,3 +53,19 @@ def test_config_bounds() -> None:
         GuardConfig(min_timeout_s=100, max_timeout_s=10)
     with pytest.raises(ValueError, match="upstream_timeout_s"):
         GuardConfig(upstream_timeout_s=0)
+
+
+def test_serve_with_a_configuration_refuses_bad_input_with_the_reason(tmp_path: Path) -> None:
+    """``serve --config``: a configuration that does not load, or one mixed with the JSON
+    form's options, exits 2 with the reason (nothing listens)."""
+    config = tmp_path / "gateway.toml"
+    config.write_text("[gateway]\nruleset = 'sideways'\n")
+    result = CliRunner().invoke(app, ["dns", "serve", "--config", str(config)])
+    assert result.exit_code == 2 and "mudguard dns serve:" in result.output
+    policy = tmp_path / "policy.json"
+    policy.write_text("{}")
+    mixed = CliRunner().invoke(app, ["dns", "serve", "--config", str(config),
+                                     "--policy", str(policy)])
+    assert mixed.exit_code == 2 and "--config takes" in mixed.output
+    neither = CliRunner().invoke(app, ["dns", "serve"])
+    assert neither.exit_code == 2 and "give --config" in neither.output

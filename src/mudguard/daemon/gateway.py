@@ -53,6 +53,7 @@ from typing import Any, Protocol, TypeVar
 
 from mudguard.daemon.activity import ActivityLog
 from mudguard.daemon.config import ConfigError, GatewayConfig
+from mudguard.daemon.dns_grants import GrantJournal
 from mudguard.daemon.events import EventLog
 from mudguard.daemon.learning import LearningRecorder
 from mudguard.daemon.reload import pinned_settings, plan_reload
@@ -75,6 +76,7 @@ from mudguard.mud import Direction, MudFile
 from mudguard.policy import (
     DevicePolicy,
     Grant,
+    HomeContext,
     HomeDefault,
     LifecycleState,
     decide,
@@ -150,6 +152,8 @@ class GuardedEnforcer:
         self.refill: Callable[[Sequence[AddSetElements]], None] | None = None
         """Policy as data: adds the DNS guard's grants again (its filler) after a device's
         rules changed and its DNS-answer elements were deleted."""
+        self.fill: Callable[[Sequence[AddSetElements]], None] | None = None
+        """The chains design: the DNS guard's filler (grants restored at start)."""
         self._lock = threading.RLock()
 
     def apply_device(self, device: Device, mud: MudFile | None,
@@ -208,6 +212,15 @@ class GuardedEnforcer:
         except Exception as exc:  # fail closed: the device asks again
             log.warning("DNS guard: re-granting %s's answers: %s", mac, exc)
 
+    def restore_dns(self, commands: Sequence[AddSetElements]) -> None:
+        """At start: the DNS guard's restored grants into the kernel. Under the data design
+        the kernel's DNS answers become exactly these (a previous run's others, granted
+        under rules since changed, are deleted); under chains they are added."""
+        if isinstance(self.enforcer, DataGatewayEnforcer):
+            self.enforcer.replace_dns_answers(commands)
+        elif commands and self.fill is not None:
+            self.fill(commands)
+
     def _feed_guard(self, policy: DevicePolicy) -> None:
         try:
             self.guard.apply_policy(policy)
@@ -241,6 +254,27 @@ class GuardedEnforcer:
         done.wait(5.0)
 
 
+def home_policies(service: DeviceService, context: HomeContext
+                  ) -> tuple[list[Device], list[DevicePolicy]]:
+    """Every stored device (not forgotten) and its policy decided now, against ``context``
+    with all of them in it (the owner's home default, active grants, cached MUD files):
+    what a start enforces."""
+    devices = [d for d in service.store.list_devices()
+               if d.state is not LifecycleState.FORGOTTEN]
+    context = dataclasses.replace(context, devices=tuple(facts_of(d) for d in devices))
+    settings = service.store.get_settings()
+    now = service.clock()
+    # One store query for the grants and one read per distinct MUD file, not N.
+    grants_of = service.active_grants_by_mac()
+    muds = service.cached_muds(devices)
+    policies: list[DevicePolicy] = []
+    for device in devices:
+        grants = [g.grant for g in grants_of.get(device.mac, ())]
+        policies.append(decide(facts_of(device), muds[device.mac], grants,
+                               context, home_default=settings.home_default.value, now=now))
+    return devices, policies
+
+
 @dataclass(slots=True)
 class Gateway:
     """The running gateway: wired by ``mudguard.app.build_gateway``."""
@@ -267,6 +301,7 @@ class Gateway:
     learning: LearningRecorder | None = None  # learn, then lock ([devices] learning)
     learning_period: float = 5.0
     transparency: TransparencyChecker | None = None  # RFC 9472 SBOM retrieval
+    dns_grants: GrantJournal | None = None  # the DNS guard's grants, kept across restarts
     # RFC 9761: (mac, ace, outcome) already stored this run (one event per kind of outcome)
     _tls_told: set[tuple[str, str, str]] = field(default_factory=set)
     tls_alert: Callable[[Alert], None] | None = None  # on_alert, counted by the metrics
@@ -315,23 +350,11 @@ class Gateway:
         if enforcer.close_lan():  # before anything else: no device unrestricted meanwhile
             self.events.emit("lan-closed", ms=round((time.monotonic() - started) * 1000, 1),
                              message="base installed: devices wait for their policies")
-        devices = [d for d in self.service.store.list_devices()
-                   if d.state is not LifecycleState.FORGOTTEN]
-        context = dataclasses.replace(enforcer.context,
-                                      devices=tuple(facts_of(d) for d in devices))
-        settings = self.service.store.get_settings()
-        now = self.service.clock()
-        # One store query for the grants and one read per distinct MUD file, not N.
-        grants_of = self.service.active_grants_by_mac()
-        muds = self.service.cached_muds(devices)
-        policies: list[DevicePolicy] = []
-        for device in devices:
-            grants = [g.grant for g in grants_of.get(device.mac, ())]
-            policies.append(decide(facts_of(device), muds[device.mac], grants,
-                                   context, home_default=settings.home_default.value, now=now))
+        devices, policies = home_policies(self.service, enforcer.context)
         report = enforcer.reconcile(policies)
         for policy in policies:
             self.enforcer._feed_guard(policy)
+        restored = self._restore_dns_grants()
         for device in devices:
             self.events.device(device)
             if device.state is LifecycleState.NEW:  # stopped mid-onboarding: decide now
@@ -341,7 +364,21 @@ class Gateway:
                          ruleset="data" if isinstance(enforcer, DataGatewayEnforcer)
                          else "chains",
                          reinstalled=report.reinstalled_table, repaired=len(report.repaired),
-                         seconds=round(time.monotonic() - started, 2))
+                         dns_grants=restored, seconds=round(time.monotonic() - started, 2))
+
+    def _restore_dns_grants(self) -> int:
+        """The DNS guard's stored grants the current policy still gives, back in the guard
+        and the kernel (``GrantJournal.restore``); how many. Without a journal, under the
+        data design, the kernel's DNS answers of a previous run are deleted (no record
+        says which the current policy gives). A failure is logged: devices ask again."""
+        try:
+            if self.dns_grants is not None:
+                return self.dns_grants.restore(self.enforcer)
+            self.enforcer.restore_dns([])
+        except Exception as exc:
+            log.exception("restoring the DNS grants failed")
+            self.events.emit("error", message=f"DNS grants: {type(exc).__name__}: {exc}"[:300])
+        return 0
 
     def follow_home_default(self) -> None:
         """If the owner changed the home default, re-enforce every device on it now
@@ -720,6 +757,8 @@ class Gateway:
                 periodic.append(asyncio.create_task(self._record_learning(self.learning)))
             if self.identifier is not None:
                 periodic.append(asyncio.create_task(self._identify_live(self.identifier)))
+            if self.dns_grants is not None:
+                periodic.append(asyncio.create_task(self.dns_grants.run()))
             # Start-up's objects (parsed YANG, compiled rules, libraries) never die: keep
             # them out of the collector's full passes, which otherwise stall a lease
             # ~0.2 s now and then (measured: bench/bench_lease_to_rules.py). Start-up's
@@ -768,6 +807,11 @@ class Gateway:
                     await part.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(part).__name__)
+            if self.dns_grants is not None:
+                try:
+                    self.dns_grants.flush()  # the DNS server stopped: the last grants
+                except Exception:
+                    log.exception("storing the DNS grants failed")
             self._sbom_worker.shutdown(wait=False, cancel_futures=True)  # time-bounded fetches
             self._worker.shutdown(wait=True, cancel_futures=True)
             self.hook_listener.close()

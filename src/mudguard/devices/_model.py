@@ -293,3 +293,18 @@ __all__ = [
     "device_mac",
     "normalise_mac",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class DnsGrant:
+    """One element the guard granted: ``device`` (its key) may reach ``remote`` from
+    ``address`` because it resolved ``name``, until ``expires`` (on the clock of whoever
+    holds the record: the guard's, or the wall clock once stored); ``lifetime_s`` is what
+    was left of it when recorded (a restore never gives more, whatever the clocks say)."""
+
+    device: str
+    address: str
+    name: str
+    remote: str
+    expires: float
+    lifetime_s: int

@@ -5,6 +5,7 @@
 Only the core is imported here, so importing the package does no I/O.
 """
 
+from mudguard.devices._model import DnsGrant
 from mudguard.dns.core import (
     AddSetElements,
     Command,
@@ -18,6 +19,7 @@ from mudguard.dns.core import (
 __all__ = [
     "AddSetElements",
     "Command",
+    "DnsGrant",
     "DnsGuard",
     "Drop",
     "ForwardUpstream",

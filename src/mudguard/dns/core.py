@@ -38,6 +38,9 @@ House rules:
 - **Refresh, never cut.** Every answer served (cached or not) re-adds the device's
   elements with the answer's TTL as timeout, but never sooner than an element the
   core granted earlier expires (its own record, never a read-back of the kernel).
+- **A restart cuts nobody.** The record of grants is kept in the store by the daemon
+  (``take_changed``/``grants_under``, ``daemon/dns_grants.py``) and given back at start
+  (``restore_grants``) only where the current policy still gives it.
 - **Names match exactly**, case-insensitively, trailing dot ignored. The query
   name and every name of its CNAME chain (``resolve_chaining``) are looked up in
   the device's allowed names; each one allowed gets the chain's final addresses.
@@ -72,6 +75,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from mudguard.devices._model import DnsGrant
 from mudguard.policy._model import DevicePolicy
 from mudguard.policy._names import dns_set_name, shard_table
 
@@ -169,10 +173,14 @@ class GuardConfig:
     """Positive A/AAAA answers kept (0 disables the cache)."""
     insert: bool = True
     """False: resolve only, never fill sets (the benchmark's baseline)."""
+    max_grants_per_device: int = 512
+    """Cap on the grants of one device kept in the record that outlives a restart
+    (``grants_under``) and restored from it (``restore_grants``): the latest-expiring."""
 
     def __post_init__(self) -> None:
         for name in ("min_timeout_s", "max_timeout_s", "grace_s", "max_addresses",
-                     "max_outstanding", "max_outstanding_per_client", "cache_size"):
+                     "max_outstanding", "max_outstanding_per_client", "cache_size",
+                     "max_grants_per_device"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
@@ -264,6 +272,9 @@ class DnsGuard:
     # the kernel is never read back on the hot path).
     _granted: dict[tuple[str, str, str], float] = field(default_factory=dict, init=False)
     _granted_names: dict[str, str] = field(default_factory=dict, init=False)  # set -> name
+    # Device addresses whose grants changed since ``take_changed`` (the record kept
+    # across restarts is rewritten for them).
+    _changed: set[str] = field(default_factory=set, init=False)
     _next_prune: float = field(default=0.0, init=False)
     _pending: dict[int, _PendingFill] = field(default_factory=dict, init=False)
     _cache: OrderedDict[tuple[str, int, int, bool], _CacheEntry] = field(
@@ -378,6 +389,84 @@ class DnsGuard:
         if addresses:
             for element in [k for k in self._granted if k[1] in addresses]:
                 del self._granted[element]
+                self._changed.add(element[1])
+
+    # ----------------------------------------------------------------- across restarts
+
+    def take_changed(self) -> set[str]:
+        """The device addresses whose grants changed (granted, refreshed, forgotten)
+        since the last call: the record kept across restarts is rewritten for them."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def mark_changed(self, addresses: Iterable[str]) -> None:
+        """Count ``addresses`` as changed again (their record could not be written)."""
+        self._changed.update(addresses)
+
+    def grants_under(self, addresses: Iterable[str], now: float) -> list[DnsGrant]:
+        """The unexpired grants under ``addresses`` with the device holding each address
+        now (an address no device holds has none), at most ``max_grants_per_device`` per
+        device (the latest-expiring), ``expires`` on the guard's clock."""
+        wanted = set(addresses)
+        out: list[DnsGrant] = []
+        for (set_name, address, remote), until in self._granted.items():
+            device = self._by_address.get(address)
+            name = self._granted_names.get(set_name)
+            if address not in wanted or device is None or name is None or until <= now:
+                continue
+            out.append(DnsGrant(device, address, name, remote, until, math.ceil(until - now)))
+        return _capped(out, self.config.max_grants_per_device)
+
+    def restore_grants(self, grants: Iterable[DnsGrant], now: float) -> list[AddSetElements]:
+        """Take back the grants of a previous run (``expires`` on this guard's clock):
+        only those the current policy would give: a device still present, holding that
+        address, allowed that name (a quarantined device is allowed none), an answer
+        address still acceptable (``_usable``), time left (never more than
+        ``lifetime_s`` nor ``max_timeout_s`` + grace); at most ``max_grants_per_device``
+        per device. Returns the fill commands (token 0: no answer waits on them).
+
+        Feed every device's policy first (``apply_policy``)."""
+        kept: list[DnsGrant] = []
+        ceiling = self.config.max_timeout_s + self.config.grace_s
+        parsed: dict[str, IpAddress | None] = {}  # thousands of grants share addresses
+        usable: dict[IpAddress, bool] = {}
+
+        def parse(text: str) -> IpAddress | None:
+            if text not in parsed:
+                try:
+                    parsed[text] = ipaddress.ip_address(text)
+                except ValueError:
+                    parsed[text] = None
+            return parsed[text]
+
+        for grant in grants:
+            held = self._devices.get(grant.device)
+            mine, remote = parse(grant.address), parse(grant.remote)
+            left = min(grant.expires - now, grant.lifetime_s, ceiling)
+            if held is None or mine is None or remote is None or left < 1:
+                continue
+            if remote not in usable:
+                usable[remote] = self._usable(remote)
+            address, name = str(mine), normalise_name(grant.name)
+            if (address not in held.addresses or name not in held.names
+                    or remote.version != mine.version or not usable[remote]):
+                continue
+            kept.append(DnsGrant(grant.device, address, name, str(remote), now + left,
+                                 math.ceil(left)))
+        out: list[AddSetElements] = []
+        set_names: dict[tuple[str, int], str] = {}
+        for grant in _capped(kept, self.config.max_grants_per_device):
+            family = 6 if ":" in grant.remote else 4
+            if (grant.name, family) not in set_names:
+                set_names[grant.name, family] = dns_set_name(grant.name, family)
+            set_name = set_names[grant.name, family]
+            key = (set_name, grant.address, grant.remote)
+            self._granted[key] = max(self._granted.get(key, 0.0), grant.expires)
+            self._granted_names[set_name] = grant.name
+            timeout = math.ceil(self._granted[key] - now)
+            out.append(AddSetElements(0, set_name, family, ((grant.address, grant.remote),),
+                                      timeout, self._devices[grant.device].table, grant.name))
+        return out
 
     def apply_policy(self, policy: DevicePolicy) -> None:
         """Feed one device's decided policy: its addresses and its DNS names."""
@@ -444,6 +533,7 @@ class DnsGuard:
         if ok:
             self.counters.answered += 1
             self._granted.update(pending.expiries)
+            self._changed.update(address for _set, address, _remote in pending.expiries)
             return [SendAnswer(pending.client, pending.answer, pending.tcp)]
         self.counters.fill_failures += 1
         log.warning("set fill failed; answering SERVFAIL to %s", pending.client[0])
@@ -762,6 +852,19 @@ class _Fresh:
 
 
 _SECTION = {"answer": 1, "authority": 2, "additional": 3}
+
+
+def _capped(grants: list[DnsGrant], cap: int) -> list[DnsGrant]:
+    """At most ``cap`` grants per device, the latest-expiring (ordered for stable output)."""
+    by_device: dict[str, list[DnsGrant]] = {}
+    for grant in grants:
+        by_device.setdefault(grant.device, []).append(grant)
+    out: list[DnsGrant] = []
+    for device in sorted(by_device):
+        mine = sorted(by_device[device], key=lambda g: (-g.expires, g.address, g.name,
+                                                        g.remote))
+        out += mine[:cap]
+    return out
 
 
 def _canon(address: str) -> str:

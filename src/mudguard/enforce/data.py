@@ -21,6 +21,7 @@ DNS guard's fills (``dns_answer_elements``) and their removal when an address mo
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
@@ -32,18 +33,24 @@ from mudguard.enforce.readback import RawElement, raw_elements
 from mudguard.policy import TABLE, DevicePolicy, HomeContext, LifecycleState
 from mudguard.policy._data import (
     DeviceElements,
+    ProfileCollision,
     compile_fixed_ruleset,
     data_mark,
     device_elements,
+    device_mark,
     device_sets,
     element_commands,
     home_element_commands,
+    profile_collision,
     remove_commands,
     set_layouts,
     update_commands,
+    without_collisions,
 )
 
 NFT_MSG_NEWSETELEM = 12
+
+log = logging.getLogger(__name__)
 
 
 def _canon(address: str) -> str:
@@ -72,12 +79,15 @@ class DataEnforcer:
         self._profiles: dict[int, DeviceElements] = {}  # a record carrying each profile
         self._policies: dict[str, DevicePolicy] = {}  # MAC -> its installed policy
         self._owner: dict[str, str] = {}  # address -> MAC of the device holding it
+        self._marks: dict[int, str] = {}  # log mark -> MAC of the (non-fallback) device
 
     def _set_installed(self, records: Iterable[DeviceElements],
                        policies: Iterable[DevicePolicy] = ()) -> None:
         self.installed = {r.mac: r for r in records}
         self._policies = {p.device.mac.lower(): p for p in policies}
         self._owner = {a: r.mac for r in self.installed.values() for a in (*r.ipv4, *r.ipv6)}
+        self._marks = {device_mark(r.mac): r.mac for r in self.installed.values()
+                       if not r.fallback}
         self._users = {}
         self._idle = OrderedDict()
         self._profiles = {}
@@ -137,6 +147,9 @@ class DataEnforcer:
         if previous is not None and previous.fingerprint == record.fingerprint:
             self._policies[record.mac] = policy
             return record
+        why = profile_collision(record, self._profiles, self._marks)
+        if why is not None:
+            raise ProfileCollision(why)
         state = (dict(self._users), OrderedDict(self._idle), dict(self._profiles))
         commands: list[dict[str, Any]] = []
         losers: list[tuple[DevicePolicy, DeviceElements]] = []
@@ -185,6 +198,10 @@ class DataEnforcer:
         self.installed[record.mac] = record
         for address in (*record.ipv4, *record.ipv6):
             self._owner[address] = record.mac
+        if before is not None and not before.fallback:
+            self._marks.pop(device_mark(before.mac), None)
+        if not record.fallback:
+            self._marks[device_mark(record.mac)] = record.mac
         if policy is not None:
             self._policies[record.mac] = policy
 
@@ -213,6 +230,8 @@ class DataEnforcer:
             self._users, self._idle, self._profiles = state
             raise
         del self.installed[mac.lower()]
+        if self._marks.get(device_mark(previous.mac)) == previous.mac:
+            del self._marks[device_mark(previous.mac)]
         self.nft.forget_connections(previous.ipv4 + previous.ipv6)
         self._policies.pop(mac.lower(), None)
         for address in (*previous.ipv4, *previous.ipv6):
@@ -223,8 +242,8 @@ class DataEnforcer:
         """Make the kernel hold exactly ``policies``: reinstall if the fixed ruleset is not
         this one, else read every element set back once and repair what differs.
         Returns counts: ``missing`` and ``stray`` elements, ``reinstalled`` (0/1)."""
-        policies = list(policies)
-        records = [device_elements(p, self.context) for p in policies]
+        records, policies = self._collision_free(
+            [device_elements(p, self.context) for p in policies], list(policies))
         if not self._ruleset_intact():
             self.install_home_records(records, policies)
             return {"missing": 0, "stray": 0, "reinstalled": 1}
@@ -261,9 +280,24 @@ class DataEnforcer:
         self._set_installed(records, policies)
         return {"missing": missing, "stray": stray, "reinstalled": 0}
 
+    @staticmethod
+    def _collision_free(records: list[DeviceElements], policies: list[DevicePolicy]
+                        ) -> tuple[list[DeviceElements], list[DevicePolicy]]:
+        """``records`` (and their ``policies``) without those whose profile id or log mark
+        an earlier one took: those devices stay out (closed), each logged as an error."""
+        kept, errors = without_collisions(records)
+        for why in errors:
+            log.error("%s", why)
+        if not errors:
+            return records, policies
+        macs = {r.mac for r in kept}
+        return kept, [p for p in policies if p.device.mac.lower() in macs]
+
     def install_home_records(self, records: list[DeviceElements],
                              policies: Iterable[DevicePolicy] = ()) -> None:
-        """``install_home`` for records compiled already."""
+        """``install_home`` for records compiled already (a device whose profile id or log
+        mark collides with an earlier one's is left out, closed: ``without_collisions``)."""
+        records, policies = self._collision_free(records, list(policies))
         self.nft.apply(compile_fixed_ruleset(self.context))
         self._set_installed([])
         self._apply(self._home_commands(records))

@@ -21,11 +21,17 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from mudguard.enforce.data import DataEnforcer, layouts, raw_delete_messages
+from mudguard.enforce.bytecode import encode_batch
+from mudguard.enforce.data import (
+    NFT_MSG_NEWSETELEM,
+    DataEnforcer,
+    layouts,
+    raw_delete_messages,
+)
 from mudguard.enforce.enforcer import DeviceLike, ReconcileReport, facts_of
 from mudguard.enforce.lan import LanIsolation, LanIsolationError
-from mudguard.enforce.nft import Nft
-from mudguard.enforce.readback import RawElement
+from mudguard.enforce.nft import Nft, NftError
+from mudguard.enforce.readback import RawElement, raw_elements
 from mudguard.mud import MudFile
 from mudguard.policy import (
     TABLE,
@@ -297,6 +303,47 @@ class DataGatewayEnforcer:
                       exc)
             return []
 
+    def replace_dns_answers(self, commands: Sequence[Any]) -> tuple[int, int]:
+        """Make the kernel's DNS answers exactly those of ``commands`` (the DNS guard's
+        grants a start restored, ``DnsGuard.restore_grants``), under the devices' current
+        rules: every other DNS-answer element (a previous run's, perhaps under rules
+        since changed, or a device since quarantined) is deleted, in the same
+        transaction as the adds. Returns (added, deleted) element counts.
+
+        Raises:
+            NftError: the kernel refused (nothing changed) or could not be read.
+        """
+        adds = answer_commands(self.record_of, commands)
+        names = set(dns_answer_sets())
+        for record in self.data.installed.values():
+            for name in record.fallback_names:
+                names.update(dns_set_name(name, family) for family in (4, 6))
+        add_messages = encode_batch(adds, self.data._layouts) if adds else []
+        expected: dict[str, set[RawElement]] = {}
+        for message in add_messages:
+            if message.kind == NFT_MSG_NEWSETELEM:
+                name, elements = raw_elements(message.body)
+                expected.setdefault(name, set()).update(elements)
+        for _attempt in range(3):  # an element may time out between read and delete
+            found = self.nft.read_elements(TABLE, sorted(names))
+            stale = {name: sorted(elements - expected.get(name, set()))
+                     for name, elements in found.items()
+                     if elements - expected.get(name, set())}
+            messages = raw_delete_messages(stale) + add_messages
+            if not messages:
+                return 0, 0
+            try:
+                self.nft.send_messages(messages)
+            except NftError as exc:
+                log.info("replacing the DNS answers: %s (read again)", exc)
+                continue
+            added = sum(len(v) for v in expected.values())
+            deleted = sum(len(v) for v in stale.values())
+            log.info("DNS answers restored: %d elements added, %d stale deleted",
+                     added, deleted)
+            return added, deleted
+        raise NftError(-1, "the DNS answers could not be replaced", [])
+
     def forget_dns_answers(self, addresses: Collection[str]) -> int:
         """Delete every DNS-answer element granted under one of ``addresses`` (read back
         from the kernel: a restarted daemon's grants too); how many went."""
@@ -428,19 +475,34 @@ class DataSetFiller:
 
     def fill(self, commands: Sequence[Any]) -> None:
         """Add the elements of every ``AddSetElements`` in ``commands`` (one transaction)."""
-        batch: list[Any] = []
-        for cmd in commands:
-            by_timeout: dict[str, list[Any]] = {}
-            for device_address, answer in cmd.elements:
-                record = self._records(device_address)
-                if record is None:
-                    continue
-                name = cmd.dns_name or ""
-                for target, elements in dns_answer_elements(record, name, device_address,
-                                                              answer).items():
-                    bucket = by_timeout.setdefault(target, [])
-                    bucket += [e for e in elements if e not in bucket]
-            batch += element_commands("add", by_timeout, timeout=cmd.timeout_s)
+        batch = answer_commands(self._records, commands)
         if batch:
             self._nft.apply(batch, set_types=self._layouts)
+
+
+def answer_commands(records: Callable[[str], DeviceElements | None],
+                    commands: Sequence[Any]) -> list[Any]:
+    """The ``add element`` commands of the DNS guard's ``AddSetElements`` ``commands``:
+    each (device address, answer) pair becomes the elements of the templates of the
+    device holding that address now (``records``) for the granted name, with the
+    command's timeout; an address no device holds adds nothing."""
+    # one command per set and timeout; each element once (keyed by its text)
+    by_timeout: dict[int, dict[str, dict[str, Any]]] = {}
+    for cmd in commands:
+        by_target = by_timeout.setdefault(cmd.timeout_s, {})
+        for device_address, answer in cmd.elements:
+            record = records(device_address)
+            if record is None:
+                continue
+            name = cmd.dns_name or ""
+            for target, elements in dns_answer_elements(record, name, device_address,
+                                                          answer).items():
+                bucket = by_target.setdefault(target, {})
+                for element in elements:
+                    bucket.setdefault(repr(element), element)
+    batch: list[Any] = []
+    for timeout, by_target in by_timeout.items():
+        batch += element_commands("add", {t: list(b.values()) for t, b in by_target.items()},
+                                  timeout=timeout)
+    return batch
 

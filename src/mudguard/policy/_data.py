@@ -629,15 +629,17 @@ def _set_tails(rows: tuple[Row, ...]) -> tuple[tuple[str, int, tuple[tuple[Any, 
 
 
 @functools.lru_cache(maxsize=4096)
-def _profile(rows: tuple[Row, ...]) -> tuple[int, dict[str, tuple[Any, ...]]]:
-    """A profile's id and elements (keyed by the id): the rows' content without the
-    device, so devices whose rows are equal share one profile (cached; never mutated)."""
+def _profile(rows: tuple[Row, ...]) -> tuple[int, dict[str, tuple[Any, ...]], str]:
+    """A profile's id, elements (keyed by the id) and whole digest: the rows' content
+    without the device, so devices whose rows are equal share one profile (cached; never
+    mutated). The id is 32 bits of the digest (a packet mark): two contents may share
+    one (``profile_collision``)."""
     tails = _set_tails(rows)
     digest = hashlib.sha256(repr(tails).encode()).hexdigest()
     profile = int(digest[:8], 16) or 1
     elements = {name: tuple({"concat": [profile, *tail]} for tail in found)
                 for name, _family, found in tails if found}
-    return profile, elements
+    return profile, elements, digest
 
 
 @functools.lru_cache(maxsize=4096)
@@ -708,6 +710,8 @@ class DeviceElements:
     """The profile id (packet mark) its rule sets are keyed by; 0: none."""
     profile_elements: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     """The profile's elements (shared by every device with the same profile)."""
+    profile_digest: str = ""
+    """The profile's whole content digest (``profile`` is its first 32 bits)."""
 
     def keys(self) -> frozenset[tuple[str, str]]:
         """Every (set, element) pair, elements as canonical JSON text (for diffs)."""
@@ -729,6 +733,7 @@ class _Bundle:
     profile_elements: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     templates: tuple[DnsTemplate, ...] = ()
     digest: str = ""
+    profile_digest: str = ""
 
 
 _BUNDLES: dict[tuple[Any, ...], tuple[HomeContext, _Bundle]] = {}
@@ -750,8 +755,9 @@ def _bundle(policy: DevicePolicy, context: HomeContext) -> _Bundle:
         if _order_matters(rows):
             bundle = _Bundle(rows, "a drop after an accept it overlaps")
         else:
-            profile, elements = _profile(rows)
-            bundle = _Bundle(rows, "", profile, elements, _templates(rows), _rows_digest(rows))
+            profile, elements, content = _profile(rows)
+            bundle = _Bundle(rows, "", profile, elements, _templates(rows), _rows_digest(rows),
+                             content)
     _BUNDLES[key] = (context, bundle)
     return bundle
 
@@ -791,6 +797,7 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
     templates: list[DnsTemplate] = []
     profile = 0
     profile_elements: dict[str, tuple[Any, ...]] = {}
+    profile_digest = ""
     if why:
         fallback = _fallback_chains(policy, context)
         put(FALLBACK_MACS, mac)
@@ -816,6 +823,7 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
         if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
             put(PORTAL_CLOSED, mac)
         profile, profile_elements = bundle.profile, bundle.profile_elements
+        profile_digest = bundle.profile_digest
         if profile_elements:
             put(PROFILE_OUT, [mac, profile])
             for address in ipv4:
@@ -823,7 +831,7 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
             for address in ipv6:
                 put(PROFILE_IN6, [address, profile])
         else:
-            profile = 0
+            profile, profile_digest = 0, ""
         templates = list(bundle.templates)
     frozen = {name: tuple(values) for name, values in sorted(elements.items())}
     content = json.dumps(fallback, sort_keys=True) if why else bundle.digest
@@ -832,6 +840,7 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
                             ).hexdigest()[:16]
     return DeviceElements(mac=mac, ipv4=ipv4, ipv6=ipv6, elements=frozen,
                           profile=profile, profile_elements=profile_elements,
+                          profile_digest=profile_digest,
                           dns=tuple(templates), fallback=tuple(fallback),
                           fingerprint=digest, why_fallback=why,
                           fallback_names=frozenset(n.lower().rstrip(".")
@@ -846,6 +855,51 @@ def identify_observed(policy: DevicePolicy) -> bool:
     read; a quarantined device is already restricted. Observation only: the log rules
     never accept or drop."""
     return policy.mud is None and policy.state in IDENTIFY_STATES
+
+
+class ProfileCollision(ValueError):
+    """Two different profiles (or two devices' log marks) map to one 32-bit packet mark:
+    installing the second would give each device the other's rules (or name the wrong
+    device in the drop log); it is refused (fail closed)."""
+
+
+def profile_collision(record: DeviceElements, profiles: Mapping[int, DeviceElements],
+                      marks: Mapping[int, str] = {}) -> str | None:
+    """Why ``record`` cannot be installed beside ``profiles`` (profile id -> a record
+    carrying it) and ``marks`` (log mark -> MAC of the device holding it): its profile
+    id is another content's, or its log mark another device's; None if it can."""
+    held = profiles.get(record.profile) if record.profile else None
+    if held is not None and held.profile_digest != record.profile_digest:
+        return (f"{record.mac}: its profile's packet mark {record.profile:#010x} is also "
+                f"that of {held.mac}'s different profile; not installed")
+    if not record.fallback:
+        mark = device_mark(record.mac)
+        other = marks.get(mark)
+        if other is not None and other != record.mac:
+            return (f"{record.mac}: its log mark {mark:#010x} is also {other}'s; "
+                    "not installed")
+    return None
+
+
+def without_collisions(records: Iterable[DeviceElements]
+                       ) -> tuple[list[DeviceElements], list[str]]:
+    """``records`` minus each whose profile id or log mark an earlier one took
+    (``profile_collision``), and why each was left out."""
+    kept: list[DeviceElements] = []
+    errors: list[str] = []
+    profiles: dict[int, DeviceElements] = {}
+    marks: dict[int, str] = {}
+    for record in records:
+        why = profile_collision(record, profiles, marks)
+        if why is not None:
+            errors.append(why)
+            continue
+        kept.append(record)
+        if record.profile:
+            profiles.setdefault(record.profile, record)
+        if not record.fallback:
+            marks[device_mark(record.mac)] = record.mac
+    return kept, errors
 
 
 def _tls_watched(policy: DevicePolicy) -> bool:

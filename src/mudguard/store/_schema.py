@@ -127,6 +127,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         record TEXT NOT NULL
     );
     """,
+    # 10 (issue #17): the DNS guard's grants (a device may reach ``remote`` from
+    # ``address`` because it resolved ``name``) with their expiry (Unix time) and the
+    # lifetime left when written: restored at start, so a restart or a reboot does not
+    # cut a device that still holds the answer in its own cache.
+    """
+    CREATE TABLE dns_grants (
+        address TEXT NOT NULL,
+        name TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        expires REAL NOT NULL,
+        lifetime INTEGER NOT NULL,
+        PRIMARY KEY (address, name, remote)
+    );
+    CREATE INDEX dns_grants_mac ON dns_grants(mac);
+    """,
 )
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from mudguard.devices._model import (
     CachedMud,
     Device,
     DeviceEvent,
+    DnsGrant,
     EventKind,
     GrantRecord,
     HomeDefault,
@@ -163,7 +164,45 @@ class Store(SqliteDatabase):
             self._db.execute("DELETE FROM learning WHERE mac = ?", (key,))
             self._db.execute("DELETE FROM activity WHERE mac = ?", (key,))
             self._db.execute("DELETE FROM identity WHERE mac = ?", (key,))
+            self._db.execute("DELETE FROM dns_grants WHERE mac = ?", (key,))
             return self._db.execute("DELETE FROM devices WHERE mac = ?", (key,)).rowcount > 0
+
+    # -- DNS grants (the DNS guard's record across restarts) ---------------------------
+
+    def save_dns_grants(self, addresses: Iterable[str], grants: Iterable[DnsGrant]) -> None:
+        """Replace the DNS grants under ``addresses`` with ``grants`` (``expires`` in Unix
+        time; ``device`` a MAC), in one transaction."""
+        with self.transaction():
+            self._db.executemany("DELETE FROM dns_grants WHERE address = ?",
+                                 [(a,) for a in addresses])
+            self._insert_dns_grants(grants)
+
+    def replace_dns_grants(self, grants: Iterable[DnsGrant]) -> None:
+        """Make the DNS grants exactly ``grants`` (what a start restored)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM dns_grants")
+            self._insert_dns_grants(grants)
+
+    def _insert_dns_grants(self, grants: Iterable[DnsGrant]) -> None:
+        self._db.executemany(
+            "INSERT INTO dns_grants (address, name, remote, mac, expires, lifetime) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(address, name, remote) DO UPDATE SET "
+            "mac = excluded.mac, expires = excluded.expires, lifetime = excluded.lifetime",
+            [(g.address, g.name, g.remote, normalise_mac(g.device), float(g.expires),
+              int(g.lifetime_s)) for g in grants])
+
+    def list_dns_grants(self, after: float) -> list[DnsGrant]:
+        """The DNS grants expiring after ``after`` (Unix time)."""
+        rows = self._read("SELECT mac, address, name, remote, expires, lifetime FROM "
+                          "dns_grants WHERE expires > ? ORDER BY mac, address, name, remote",
+                          (float(after),))
+        return [DnsGrant(str(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4]), int(r[5]))
+                for r in rows]
+
+    def prune_dns_grants(self, before: float) -> int:
+        """Delete the DNS grants expired by ``before`` (Unix time); how many went."""
+        return self._write("DELETE FROM dns_grants WHERE expires <= ?",
+                           (float(before),)).rowcount
 
     # -- grants ------------------------------------------------------------------------
 
