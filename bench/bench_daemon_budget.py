@@ -19,7 +19,7 @@ its JSON events:
 
 Budget (#19): < 100 MB and < 2 s to enforcement with 50 devices.
 Run as root: ``.venv/bin/python bench/bench_daemon_budget.py [--sizes 50 1000 5000]
-[--idle-seconds 60]``.
+[--idle-seconds 60] [--prefix NAME]``.
 """
 
 from __future__ import annotations
@@ -197,11 +197,12 @@ class Figures:
     idle_cpu_pct: float
 
 
-def measure(n: int, idle_seconds: float, settle: float, keep: bool) -> Figures:
+def measure(n: int, idle_seconds: float, settle: float, keep: bool,
+            prefix: str) -> Figures:
     """Start the daemon over a store of ``n`` devices and measure it."""
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="mgh17bd-") as tmp, \
-            VirtualHome(prefix=f"mgh17d{os.getpid() % 100}", devices=1) as home:
+            VirtualHome(prefix=prefix, devices=1) as home:
         root = Path(tmp)
         run = scenario.prepare(root, now)
         (root / "state").mkdir()
@@ -249,6 +250,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--show-log", action="store_true", help="the daemon's log tail")
+    parser.add_argument("--prefix", default=f"mgh17d{os.getpid() % 100}",
+                        help="the virtual home's namespace prefix (<= 8 letters or digits)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces and nftables)")
@@ -256,7 +259,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     rows = []
     for n in args.sizes:
-        rows.append(measure(n, args.idle_seconds, args.settle, args.show_log))
+        rows.append(measure(n, args.idle_seconds, args.settle, args.show_log, args.prefix))
         print(f"  measured {n} devices", file=sys.stderr, flush=True)
     print(f"mudguard run, N PROFILED devices in the store (corpus MUD files), demo "
           f"configuration; idle CPU over {args.idle_seconds:.0f} s after ready + "
