@@ -175,8 +175,9 @@ def signature_verifier(roots: Path | None) -> Callable[[bytes, bytes, datetime],
 
 def pem_certificates(pem: bytes) -> list[bytes]:
     """The DER of each ``CERTIFICATE`` block of a PEM bundle; raises ValueError when there
-    is none or a block is not base64 (the standard library: no ``cryptography``)."""
-    import ssl
+    is none or a block is not base64 of a DER sequence (no ``cryptography`` needed)."""
+    import base64
+    import binascii
 
     text = pem.decode("ascii", "replace")
     begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
@@ -186,7 +187,14 @@ def pem_certificates(pem: bytes) -> list[bytes]:
         stop = text.find(end, start)
         if stop < 0:
             raise ValueError("a PEM certificate block has no END line")
-        found.append(ssl.PEM_cert_to_DER_cert(text[start:stop + len(end)]))
+        body = "".join(text[start + len(begin):stop].split())
+        try:
+            der = base64.b64decode(body, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"a PEM certificate block is not base64: {exc}") from None
+        if not der.startswith(b"\x30"):
+            raise ValueError("a PEM certificate block does not hold a DER certificate")
+        found.append(der)
         start = text.find(begin, stop)
     if not found:
         raise ValueError("no certificate in the trust anchors file")
