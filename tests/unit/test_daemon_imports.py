@@ -18,10 +18,10 @@ ROOTS = Path(__file__).parent.parent / "data" / "corpus" / "mud" / "signed" / "l
 
 # Libraries the daemon needs only on some path: label/QR images (segno, Pillow,
 # zxing-cpp), capture files (dpkt), MUD signatures (cryptography, asn1crypto), HTTPS
-# fetches (httpx), pyroute2 (no longer used by the daemon), and what is never the
-# daemon's (yangson, playwright: test tools).
+# fetches (httpx), Rich (the run command's error lines), pyroute2 (no longer used by
+# the daemon), and what is never the daemon's (yangson, playwright: test tools).
 LAZY = ("segno", "PIL", "zxingcpp", "dpkt", "cryptography", "asn1crypto", "httpx",
-        "pyroute2", "yangson", "playwright")
+        "rich", "pyroute2", "yangson", "playwright")
 
 
 def _modules_after(code: str) -> set[str]:
