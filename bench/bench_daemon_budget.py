@@ -19,7 +19,7 @@ its JSON events:
 
 Budget (#19): < 100 MB and < 2 s to enforcement with 50 devices.
 Run as root: ``.venv/bin/python bench/bench_daemon_budget.py [--sizes 50 1000 5000]
-[--idle-seconds 60]``.
+[--idle-seconds 60] [--prefix NAME]``.
 """
 
 from __future__ import annotations
@@ -198,12 +198,11 @@ class Figures:
 
 
 def measure(n: int, idle_seconds: float, settle: float, keep: bool,
-            prefix: str | None = None) -> Figures:
-    """Start the daemon over a store of ``n`` devices and measure it (namespaces named
-    from ``prefix``)."""
+            prefix: str) -> Figures:
+    """Start the daemon over a store of ``n`` devices and measure it."""
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="mgh17bd-") as tmp, \
-            VirtualHome(prefix=prefix or f"mgh17d{os.getpid() % 100}", devices=1) as home:
+            VirtualHome(prefix=prefix, devices=1) as home:
         root = Path(tmp)
         run = scenario.prepare(root, now)
         (root / "state").mkdir()
@@ -251,7 +250,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--show-log", action="store_true", help="the daemon's log tail")
-    parser.add_argument("--prefix", help="namespace name prefix (default mgh17d<pid>)")
+    parser.add_argument("--prefix", default=f"mgh17d{os.getpid() % 100}",
+                        help="the virtual home's namespace prefix (<= 8 letters or digits)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces and nftables)")

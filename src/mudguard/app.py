@@ -149,20 +149,56 @@ def signature_verifier(roots: Path | None) -> Callable[[bytes, bytes, datetime],
 
     Returns the signer's identity (its subject and the key id of the CA that issued
     it, ``signature.signer_identity``); raises ``SignatureError`` with its reason
-    otherwise.
+    otherwise. The file is read and its PEM framing checked now (a missing or empty
+    file fails at start); ``cryptography`` parses it at the first signature, so a
+    daemon that has nothing to verify does not carry it (#19).
     """
     if roots is None:
         return None
-    from mudguard.mud import signature
-
-    anchors = signature.load_trust_anchors(roots.read_bytes())
+    pem = roots.read_bytes()
+    pem_certificates(pem)
+    anchors: list[Any] = []
+    lock = threading.Lock()
 
     def verify(data: bytes, sig: bytes, at: datetime) -> str:
+        from mudguard.mud import signature
+
+        with lock:
+            if not anchors:
+                anchors.extend(signature.load_trust_anchors(pem))
         status = signature.verify_mud_signature(data, sig, trust_anchors=anchors, at=at)
         status.raise_if_invalid()
         return status.signer_identity or status.signer_subject or "an unnamed signer"
 
     return verify
+
+
+def pem_certificates(pem: bytes) -> list[bytes]:
+    """The DER of each ``CERTIFICATE`` block of a PEM bundle; raises ValueError when there
+    is none or a block is not base64 of a DER sequence (no ``cryptography`` needed)."""
+    import base64
+    import binascii
+
+    text = pem.decode("ascii", "replace")
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    found = []
+    start = text.find(begin)
+    while start >= 0:
+        stop = text.find(end, start)
+        if stop < 0:
+            raise ValueError("a PEM certificate block has no END line")
+        body = "".join(text[start + len(begin):stop].split())
+        try:
+            der = base64.b64decode(body, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"a PEM certificate block is not base64: {exc}") from None
+        if not der.startswith(b"\x30"):
+            raise ValueError("a PEM certificate block does not hold a DER certificate")
+        found.append(der)
+        start = text.find(begin, stop)
+    if not found:
+        raise ValueError("no certificate in the trust anchors file")
+    return found
 
 
 class PortalRunner:

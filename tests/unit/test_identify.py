@@ -364,3 +364,17 @@ def test_an_oui_alone_never_proposes_trust(kb: KnowledgeBase) -> None:
                       registry)
     assert result.manufacturer == "Raspberry Pi"
     assert not result.trusted_candidate
+
+
+def test_oui_registry_keeps_the_last_entry_and_non_ascii_names() -> None:
+    registry = OuiRegistry.from_manuf("00:11:22\tOld\tOld Name\n"
+                                      "00:11:22\tNew\tNouvelle Société\n"
+                                      "00:11:23\tNew\tNouvelle Société\n"
+                                      "# comment\n00:11:24:5/36\tBad\n"
+                                      "00:11:22:30/28\tSub\tSub Block\n")
+    assert len(registry) == 3  # the /36 has too few digits for its length: skipped
+    assert registry.organisation(mac("00:11:22:00:00:01")) == "Nouvelle Société"
+    assert registry.organisation(mac("00:11:23:ff:ff:ff")) == "Nouvelle Société"
+    assert registry.organisation(mac("00:11:22:3f:00:01")) == "Sub Block"
+    assert registry.organisation(mac("00:11:21:00:00:01")) is None
+    assert registry.organisation(mac("ff:ff:ff:ff:ff:ff")) is None

@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-err_console = Console(stderr=True, highlight=False)
+
+def _fail(message: str) -> None:
+    """Print ``mudguard run: message`` in red on stderr (Rich: loaded only for this)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]mudguard run:[/] {message}")
 
 
 class LogFormat(StrEnum):
@@ -63,7 +67,7 @@ def run(
     from mudguard.errors import MudguardError
 
     if os.geteuid() != 0:
-        err_console.print("[bold red]mudguard run:[/] needs root (nftables, DHCP, port 53).")
+        _fail("needs root (nftables, DHCP, port 53).")
         raise typer.Exit(2)
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -76,9 +80,9 @@ def run(
         status = run_daemon(load_config(config), log_level=level, config_path=config,
                             events=events)
     except ConfigError as exc:
-        err_console.print(f"[bold red]mudguard run:[/] {exc}")
+        _fail(str(exc))
         raise typer.Exit(2) from None
     except MudguardError as exc:
-        err_console.print(f"[bold red]mudguard run:[/] {exc}")
+        _fail(str(exc))
         raise typer.Exit(1) from None
     raise typer.Exit(status)

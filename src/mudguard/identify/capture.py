@@ -273,7 +273,8 @@ def load_oui_registry() -> OuiRegistry | None:
     override = os.environ.get(OUI_FILE_ENV)
     for path in ([Path(override)] if override else list(OUI_FILES)):
         if path.is_file():
-            return OuiRegistry.from_manuf(path.read_text("utf-8", "replace"))
+            with path.open(encoding="utf-8", errors="replace") as lines:
+                return OuiRegistry.from_manuf_lines(lines)
     return None
 
 

@@ -10,7 +10,9 @@ files is the adapter's job (``identify.capture``); nothing here does I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -195,21 +197,41 @@ def _rule(raw: Mapping[str, Any], kinds: frozenset[str]) -> Rule:
                 claims=_claims(raw, kinds), weight=_weight(raw))
 
 
+_OUI_BITS = (36, 28, 24)  # longest first: a MA-S or MA-M block inside a MA-L one
+
+
 @dataclass(frozen=True)
 class OuiRegistry:
-    """MAC prefixes (24, 28 or 36 bits) → registered organisation."""
+    """MAC prefixes (24, 28 or 36 bits) → registered organisation.
 
-    prefixes: Mapping[tuple[int, int], str]  # (bits, prefix value) → organisation
+    Held compactly (the Wireshark file has ~52,000 prefixes and ~30,000 distinct
+    organisations; a dict of tuples and strings took ~10 MB of the daemon's memory):
+    per prefix length, a sorted ``array`` of prefix values and a parallel array of
+    organisation numbers; the distinct organisations are one UTF-8 blob cut by offsets.
+    """
+
+    tables: Mapping[int, tuple[array[int], array[int]]]  # bits → (sorted prefixes, names)
+    names: bytes  # the distinct organisations, UTF-8, back to back
+    name_ends: array[int]  # name i is names[name_ends[i - 1]:name_ends[i]] (0 for i = 0)
 
     @classmethod
     def from_manuf(cls, text: str) -> OuiRegistry:
         """Parse Wireshark's ``manuf`` format: ``AA:BB:CC<tab>short<tab>long name``,
         with ``/28`` or ``/36`` after longer prefixes; comments start with ``#``."""
-        prefixes: dict[tuple[int, int], str] = {}
-        for line in text.splitlines():
+        return cls.from_manuf_lines(text.splitlines())
+
+    @classmethod
+    def from_manuf_lines(cls, lines: Iterable[str]) -> OuiRegistry:
+        """``from_manuf`` over lines as they come (an open file: the whole text is never
+        held); a prefix listed twice keeps its last organisation."""
+        numbers: dict[str, int] = {}  # organisation → its number
+        blob = bytearray()
+        ends = array("I")
+        per_bits: dict[int, dict[int, int]] = {bits: {} for bits in _OUI_BITS}
+        for line in lines:
             if not line or line.startswith("#"):
                 continue
-            parts = line.split("\t")
+            parts = line.rstrip("\r\n").split("\t")
             if len(parts) < 2:
                 continue
             prefix, _, bits_text = parts[0].partition("/")
@@ -219,19 +241,35 @@ class OuiRegistry:
                 bits = int(bits_text) if bits_text else len(digits) * 4
             except ValueError:
                 continue
-            if bits not in (24, 28, 36) or len(digits) * 4 < bits:
+            if bits not in per_bits or len(digits) * 4 < bits:
                 continue
-            value >>= len(digits) * 4 - bits
-            prefixes[(bits, value)] = (parts[2] if len(parts) > 2 else parts[1]).strip()
-        return cls(prefixes)
+            name = (parts[2] if len(parts) > 2 else parts[1]).strip()
+            number = numbers.get(name)
+            if number is None:
+                number = numbers[name] = len(ends)
+                blob += name.encode("utf-8")
+                ends.append(len(blob))
+            per_bits[bits][value >> (len(digits) * 4 - bits)] = number
+        tables = {}
+        for bits, found in per_bits.items():
+            values = sorted(found)
+            tables[bits] = (array("Q", values), array("I", [found[v] for v in values]))
+        return cls(tables, bytes(blob), ends)
+
+    def __len__(self) -> int:
+        """How many prefixes are registered."""
+        return sum(len(values) for values, _ in self.tables.values())
 
     def organisation(self, mac: bytes) -> str | None:
         """The organisation registered for the MAC's prefix (longest first)."""
         number = int.from_bytes(mac[:6], "big")
-        for bits in (36, 28, 24):
-            name = self.prefixes.get((bits, number >> (48 - bits)))
-            if name is not None:
-                return name
+        for bits in _OUI_BITS:
+            values, names = self.tables[bits]
+            wanted = number >> (48 - bits)
+            i = bisect_left(values, wanted)
+            if i < len(values) and values[i] == wanted:
+                n = names[i]
+                return self.names[self.name_ends[n - 1] if n else 0:self.name_ends[n]].decode()
         return None
 
 

@@ -19,9 +19,6 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from cryptography.hazmat.primitives import cmac
-from cryptography.hazmat.primitives.ciphers import algorithms
-
 from mudguard.errors import MudguardError, RemoteInputError
 
 __all__ = [
@@ -449,7 +446,10 @@ def eapol_mic(kck: bytes, frame: bytes, version: int) -> bytes:
         return hmac.new(kck, frame, hashlib.md5).digest()
     if version == 2:
         return hmac.new(kck, frame, hashlib.sha1).digest()[:16]
-    if version == 3:
+    if version == 3:  # cryptography only here: the daemon needs it for nothing else (#19)
+        from cryptography.hazmat.primitives import cmac
+        from cryptography.hazmat.primitives.ciphers import algorithms
+
         mac = cmac.CMAC(algorithms.AES(kck))
         mac.update(frame)
         return mac.finalize()

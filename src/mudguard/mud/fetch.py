@@ -27,13 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-import httpx
 
 from mudguard.errors import RemoteInputError
 from mudguard.mud._parse import MAX_MUD_BYTES, parse_mud
 from mudguard.mud.own_address import gateway_reason
+
+if TYPE_CHECKING:  # imported where a request is made: the daemon may run days without one
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -237,6 +239,8 @@ def _ssl_context(config: FetchConfig) -> ssl.SSLContext:
 
 def _fetch(url: str, config: FetchConfig, *, accept: str, allowed_types: tuple[str, ...],
            limit: int) -> bytes:
+    import httpx  # on the first request (#19)
+
     deadline = time.monotonic() + config.total_timeout
     timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
     try:
@@ -268,6 +272,8 @@ def _pinned_url(target: _Target) -> str:
 def _get(client: httpx.Client, target: _Target, accept: str, allowed_types: tuple[str, ...],
          limit: int, deadline: float) -> bytes | str:
     """One request to the checked address: the body, or the next URL of a redirect."""
+    import httpx  # on the first request (#19)
+
     url = target.url
     host_header = target.host if ":" not in target.host else f"[{target.host}]"
     if target.port != 443:
@@ -313,6 +319,8 @@ def _read_capped(response: httpx.Response, url: str, limit: int, deadline: float
 
 
 def _redirect(url: str, location: str | None) -> str:
+    import httpx  # on the first request (#19)
+
     if not location:
         raise FetchError(key="redirect", url=url, reason="a redirect without a Location")
     following = httpx.URL(url).join(location)
@@ -457,6 +465,8 @@ def fetch_local_sbom(device: IPAddress, scheme: str, *, config: FetchConfig | No
             gateway itself, loopback, multicast, unspecified), ``redirect``, and
             the fetch failures of ``fetch_mud_bytes``.
     """
+    import httpx  # on the first request (#19)
+
     cfg = config or FetchConfig()
     url = _local_url(device, scheme, port)
     _check_device_address(device, url, cfg)
@@ -504,6 +514,8 @@ def _device_tls() -> ssl.SSLContext:
 
 
 def _device_redirect(url: str, location: str, device: IPAddress) -> str:
+    import httpx  # on the first request (#19)
+
     following = httpx.URL(url).join(location)
     try:
         same = ipaddress.ip_address(following.host) == device

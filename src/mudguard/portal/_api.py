@@ -21,7 +21,6 @@ from mudguard.devices.wiring import with_zone
 from mudguard.discovery.qr import QrError, QrRecord
 from mudguard.guidance import load_guidance
 from mudguard.identify.record import IdentityRecord
-from mudguard.labels import label_png, label_svg, read_label
 from mudguard.mud import describe_policy
 from mudguard.policy import GrantKind
 from mudguard.portal._allowance import Allowance, describe_allowance
@@ -367,6 +366,8 @@ def dismiss_alert(mac: Mac, kind: Literal["violation", "new-device", "url-change
 async def read_label_image(request: Request, session: Owner,
                            image: Annotated[UploadFile, File()]) -> dict[str, Any]:
     """Read the RFC 9238 label in a picture."""
+    from mudguard.labels import read_label  # Pillow and zxing-cpp: on first use (#19)
+
     limit = state(request).settings.max_upload_bytes
     data = await image.read(limit + 1)
     if len(data) > limit:
@@ -385,6 +386,8 @@ def make_label(request: Request, session: Owner,
                model: Annotated[str | None, Query(max_length=256)] = None,
                format: Annotated[Literal["svg", "png"], Query()] = "svg") -> Response:
     """A printable RFC 9238 label (for manufacturers), as a download."""
+    from mudguard.labels import label_png, label_svg  # Pillow, segno: on first use (#19)
+
     record = QrRecord(mud_url=mud_url, mac=mac, company=company, product=product,
                       model=model)
     if format == "png":

@@ -29,7 +29,6 @@ from mudguard.discovery.qr import QrError
 from mudguard.errors import MudguardError
 from mudguard.guidance import ASPECTS, MOMENTS, load_guidance
 from mudguard.keys.core import wifi_qr_payload
-from mudguard.labels import qr_png, read_label
 from mudguard.mud import describe_policy
 from mudguard.policy import GrantKind, LifecycleState
 from mudguard.portal._allowance import describe_allowance
@@ -604,6 +603,8 @@ async def onboard_check(request: Request) -> Response:
             data = await upload.read(state(request).settings.max_upload_bytes + 1)
             if len(data) > state(request).settings.max_upload_bytes:
                 raise QrError("image_too_large", "the picture is too large")
+            from mudguard.labels import read_label  # Pillow, zxing-cpp: on use (#19)
+
             record = read_label(data)
             url, mac = record.mud_url, record.mac or mac
             maker, model = record.company, record.model or record.product
@@ -640,6 +641,8 @@ async def onboard_accept(request: Request) -> Response:
         manufacturer=_text(form, "maker", 256) or None, model=_text(form, "model", 256) or None)
     wifi_qr = None
     if done.credentials is not None:
+        from mudguard.labels import qr_png  # segno and Pillow: on first use (#19)
+
         png = qr_png(wifi_qr_payload(done.credentials), scale=6)
         wifi_qr = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     return _render(request, "onboarded.html", {"done": done, "wifi_qr": wifi_qr},
@@ -683,6 +686,8 @@ async def report_from_label(request: Request) -> Response:
         data = await upload.read(limit + 1)
         if len(data) > limit:
             raise QrError("image_too_large", "the picture is too large")
+        from mudguard.labels import read_label  # Pillow, zxing-cpp: on first use (#19)
+
         record = read_label(data)
         if not record.mud_url:
             raise PortalHTTPError("need_label_or_url")

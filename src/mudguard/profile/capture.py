@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import dpkt
-
 from mudguard.errors import RemoteInputError
 from mudguard.profile.core import RawPacket, decode_ethernet
 from mudguard.profile.link import LINKTYPE_ETHERNET, LinkDecoder, UnsupportedLink, link_decoder
@@ -260,6 +258,8 @@ def dns_answers(payload: bytes) -> tuple[tuple[str, bytes], ...] | None:
     CNAME chains are followed implicitly: every address in the answer section is
     attributed to the name the device asked for, which is what its MUD file names.
     """
+    import dpkt  # here: the daemon reads no capture file and should not carry dpkt (#19)
+
     try:
         msg = dpkt.dns.DNS(payload)
     except (dpkt.UnpackError, IndexError, ValueError, struct.error):
