@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mudguard.devices import CachedMud, Device, EventKind, Settings
-from mudguard.devices._model import HomeDefault, MudSource, SignatureStatus
+from mudguard.devices._model import DnsGrant, HomeDefault, MudSource, SignatureStatus
 from mudguard.devices.reasons import Reason
+from mudguard.identify.record import IdentityRecord, RecordedClue
 from mudguard.policy import Grant, GrantKind, LifecycleState
 from mudguard.store import SCHEMA_VERSION, Store
 
@@ -62,6 +63,15 @@ def fill(store: Store) -> None:
     store.save_settings(Settings(home_default=HomeDefault.LAN, allow_unsigned=False,
                                  learning_days=7.0, lock_automatically=True,
                                  time_zone="Europe/Paris"))
+    # 9: the daemon's identification record; 10: the DNS guard's grants
+    store.set_identity(SPEAKER, NOW, IdentityRecord(
+        manufacturer="Example Audio", manufacturer_confidence=0.8, kind="speaker",
+        kind_confidence=0.7, model=None, platform=None, clues=(RecordedClue(
+            field="hostname", value="example-speaker", supports=(("kind", "speaker"),),
+            weight=0.7),)).dumps())
+    store.save_dns_grants(["192.0.2.10"], [DnsGrant(
+        device=PLUG, address="192.0.2.10", name="ntp.example.com", remote="198.51.100.123",
+        expires=NOW.timestamp() + 3600, lifetime_s=3600)])
 
 
 def main() -> int:
