@@ -28,7 +28,7 @@ err_console = Console(stderr=True, highlight=False)
 IDENTIFY_HELP = """Identify devices from a capture, passively: manufacturer, model when
 knowable, kind (camera, plug, bulb, hub, lock, scale, speaker, tv, thermostat,
 sprinkler, vacuum, smoke_alarm, printer, appliance, sensor, phone, computer,
-router; iot when only "some IoT device" is known), a confidence in 0..1 and the
+router, nas; iot when only "some IoT device" is known), a confidence in 0..1 and the
 evidence for each (which packet said what).
 
 Clues: the MAC's OUI (Wireshark's manuf registry; a Wi-Fi module maker such as

@@ -18,7 +18,7 @@ from mudguard.identify.record import IdentityRecord
 KINDS: Final = frozenset({
     "camera", "doorbell", "plug", "bulb", "hub", "lock", "scale", "speaker", "tv",
     "thermostat", "sprinkler", "vacuum", "smoke_alarm", "printer", "appliance", "sensor",
-    "phone", "computer", "router", "iot"})
+    "phone", "computer", "router", "iot", "nas"})
 SUPPORTS_SHOWN: Final = ("manufacturer", "model", "kind")
 # Clues mudguard inferred itself (its knowledge of a maker's range, the traffic's
 # shape) rather than read from what the device sent: not listed as the device's.
