@@ -332,13 +332,19 @@ def test_a_cold_install_never_accepts_a_device_without_its_policy(tmp_path: Any)
         records = [device_elements(p, context) for p in policies]
         elements = home_element_commands(records)
         stop = tmp_path / "stop"
+        ready = [tmp_path / f"ready-{node.ns}" for node in (d0, d1)]
         probes = [subprocess.Popen(
             ["ip", "netns", "exec", node.ns, sys.executable, "-c",
              "from mudguard.vhome.probe import probe_loop_main; probe_loop_main()",
-             CLOUD4, "443", str(stop), "30"], stdout=subprocess.PIPE, text=True)
-            for node in (d0, d1)]
+             CLOUD4, "443", str(stop), "60", str(flag)], stdout=subprocess.PIPE, text=True)
+            for node, flag in zip((d0, d1), ready, strict=True)]
         try:
-            time.sleep(0.5)
+            # Both probes through (trusted under the chains) before the switch: a loaded
+            # machine can take seconds to start them.
+            deadline = time.monotonic() + 20
+            while not all(flag.exists() for flag in ready) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.1)
             switch = time.time()
             nft.apply(compile_fixed_ruleset(context))
             closed = time.time()

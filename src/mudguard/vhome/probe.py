@@ -78,11 +78,13 @@ def udp_port_bound(address: str, port: int) -> bool:
 
 def tcp_probe_loop(address: str, port: int, *, stop_file: Path, interval: float = 0.003,
                    connect_timeout: float = 0.05, max_seconds: float = 60.0,
-                   max_probes: int = 30000) -> list[tuple[float, bool]]:
+                   max_probes: int = 30000,
+                   ready_file: Path | None = None) -> list[tuple[float, bool]]:
     """Start a TCP connection to ``address``:``port`` every ``interval`` seconds until
     ``stop_file`` exists (or the bounds); return each attempt as (wall-clock time it
     started, completed within ``connect_timeout``). Non-blocking: attempts overlap, so
-    a dropped SYN does not slow the loop down."""
+    a dropped SYN does not slow the loop down. ``ready_file`` is created at the first
+    completed connection (a test waits for it instead of guessing the start-up time)."""
     family = _family(address)
     results: list[tuple[float, bool]] = []
     pending: dict[socket.socket, tuple[int, float]] = {}  # -> (index, monotonic start)
@@ -93,6 +95,8 @@ def tcp_probe_loop(address: str, port: int, *, stop_file: Path, interval: float 
     def finish(sock: socket.socket, ok: bool) -> None:
         index, _ = pending.pop(sock)
         results[index] = (results[index][0], ok)
+        if ok and ready_file is not None and not ready_file.exists():
+            ready_file.touch()
         selector.unregister(sock)
         sock.close()
 
@@ -128,8 +132,11 @@ def tcp_probe_loop(address: str, port: int, *, stop_file: Path, interval: float 
 
 
 def probe_loop_main(argv: list[str] | None = None) -> None:
-    """``ADDRESS PORT STOP_FILE SECONDS``: run ``tcp_probe_loop`` in this namespace and
-    print its attempts as one JSON list (for a test that runs it as a process)."""
-    address, port, stop, seconds = (argv if argv is not None else sys.argv[1:])[:4]
+    """``ADDRESS PORT STOP_FILE SECONDS [READY_FILE]``: run ``tcp_probe_loop`` in this
+    namespace and print its attempts as one JSON list (for a test that runs it as a
+    process)."""
+    args = argv if argv is not None else sys.argv[1:]
+    address, port, stop, seconds = args[:4]
+    ready = Path(args[4]) if len(args) > 4 else None
     print(json.dumps(tcp_probe_loop(address, int(port), stop_file=Path(stop),
-                                    max_seconds=float(seconds))))
+                                    max_seconds=float(seconds), ready_file=ready)))
