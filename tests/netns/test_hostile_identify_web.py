@@ -10,8 +10,8 @@ the real ``WebWatcher`` on the identification NFLOG group. Cases:
   check drops it and nothing is logged;
 - a ClientHello with d1's source injected into d1's own open flow (d1 connected to a
   silent server on port 443 and has not sent its first payload yet; the attacker
-  knows the ports, e.g. from sniffing an open network): conntrack takes it as d1's
-  flow, so it must not be logged;
+  knows the ports and sequence numbers, e.g. from sniffing an open network: read here
+  with TCP_REPAIR): conntrack takes it as d1's flow, so it must not be logged;
 - a server "certificate" forged from the LAN on a flow where d1 sent its ClientHello
   and waits for the answer: must not be logged either.
 """
@@ -77,14 +77,13 @@ from scapy.all import IP, IPv6, TCP, Raw, conf, send
 from scapy.supersocket import L3RawSocket
 from scapy.layers.inet6 import L3RawSocket6
 conf.verb = 0
-src, dst, sport, dport, flags, payload = sys.argv[1:7]
+src, dst, sport, dport, flags, payload, seq, ack = sys.argv[1:9]
 v6 = ":" in src
 conf.L3socket = L3RawSocket6 if v6 else L3RawSocket
 ip = IPv6(src=src, dst=dst) if v6 else IP(src=src, dst=dst)
 data = binascii.unhexlify(payload)
-for seq in (1000, 2**31 + 7):
-    pkt = ip / TCP(sport=int(sport), dport=int(dport), flags=flags, seq=seq, ack=1)
-    send(pkt / Raw(data) if data else pkt)
+pkt = ip / TCP(sport=int(sport), dport=int(dport), flags=flags, seq=int(seq), ack=int(ack))
+send(pkt / Raw(data) if data else pkt)
 """
 
 # runs in the victim's namespace: connect, optionally send, print the port, hold
@@ -96,7 +95,16 @@ s.settimeout(5)
 s.connect((sys.argv[1], 443))
 if sys.argv[2]:
     s.sendall(binascii.unhexlify(sys.argv[2]))
-print(s.getsockname()[1], flush=True)
+    time.sleep(0.2)
+# what an attacker sniffing the flow knows: the next sequence and acknowledgement
+# numbers (read with TCP_REPAIR, root in the test's namespace)
+s.setsockopt(socket.IPPROTO_TCP, 19, 1)  # TCP_REPAIR on
+s.setsockopt(socket.IPPROTO_TCP, 20, 2)  # TCP_REPAIR_QUEUE: the send queue
+seq = int.from_bytes(s.getsockopt(socket.IPPROTO_TCP, 21, 4), "little")  # TCP_QUEUE_SEQ
+s.setsockopt(socket.IPPROTO_TCP, 20, 1)  # the receive queue
+ack = int.from_bytes(s.getsockopt(socket.IPPROTO_TCP, 21, 4), "little")
+s.setsockopt(socket.IPPROTO_TCP, 19, -1)  # TCP_REPAIR off, no window probe
+print(s.getsockname()[1], seq, ack, flush=True)
 time.sleep(float(sys.argv[3]))
 s.close()
 """
@@ -138,9 +146,9 @@ def silent_server(ns: str) -> Iterator[None]:
 
 
 def _forge(ns: str, src: str, dst: str, sport: int, dport: int, flags: str,
-           payload: bytes) -> None:
+           payload: bytes, seq: int = 1000, ack: int = 0) -> None:
     subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", FORGE, src, dst,
-                    str(sport), str(dport), flags, payload.hex()],
+                    str(sport), str(dport), flags, payload.hex(), str(seq), str(ack)],
                    check=True, capture_output=True, timeout=30)
 
 
@@ -170,32 +178,32 @@ def _watch(addresses: dict[str, str],
                        client_hello(f"spoof-new{family}.example"))
             return run
 
-        def hold(first: bytes) -> tuple[subprocess.Popen[str], int]:
+        def hold(first: bytes) -> tuple[subprocess.Popen[str], int, int, int]:
             proc = subprocess.Popen(["ip", "netns", "exec", victim["ns"], sys.executable,
                                      "-c", HOLD, MFG4, first.hex(), "4"],
                                     stdout=subprocess.PIPE, text=True)
             assert proc.stdout is not None
-            return proc, int(proc.stdout.readline())
+            port, seq, ack = map(int, proc.stdout.readline().split())
+            return proc, port, seq, ack
 
         def established_client() -> None:
-            proc, port = hold(b"")
+            proc, port, seq, ack = hold(b"")
             try:
                 _forge(attacker["ns"], victim["ipv4"], MFG4, port, 443, "PA",
-                       client_hello("spoof-established.example"))
+                       client_hello("spoof-established.example"), seq, ack)
             finally:
                 proc.wait(10)
 
         def forged_server() -> None:
-            proc, port = hold(client_hello("victim.example"))
+            proc, port, seq, ack = hold(client_hello("victim.example"))
             try:
-                time.sleep(0.2)
                 _forge(attacker["ns"], MFG4, victim["ipv4"], 443, port, "PA",
-                       certificate_record("Forged Maker Inc."))
+                       certificate_record("Forged Maker Inc."), ack, seq)
             finally:
                 proc.wait(10)
 
         def genuine() -> None:
-            proc, _ = hold(client_hello("victim.example"))
+            proc, *_ = hold(client_hello("victim.example"))
             proc.wait(10)
 
         await watcher.start()
