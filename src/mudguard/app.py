@@ -474,8 +474,9 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
                             learner.on_connection if learner is not None else None)))
     # RFC 9761: the ClientHellos the kernel logs for devices with (D)TLS profiles.
     gateway.tls_alert = metrics.counting_alerts(gateway.on_alert) if metrics else None
-    gateway.services.append(TlsWatcher(gateway.on_tls, group=config.nflog_group + 1,
-                                       device_of=address_book))
+    gateway.services.append(TlsWatcher(
+        gateway.on_tls, group=config.nflog_group + 1, device_of=address_book,
+        mac_of=AddressBook(enforcer.installed, key=lambda mac: mac)))
     if isinstance(enforcer, DataGatewayEnforcer):
         # #16: the web flows the kernel logs for devices without a MUD file (SNI,
         # User-Agent, Host, TLS 1.2 server certificates) are clues to their identity.

@@ -55,10 +55,18 @@ def test_forbidden_transition_is_a_bug() -> None:
     ("https://mud.example.com:99999/x", "malformed"),
     ("https://[::1/x", "malformed"),
     ("javascript:alert(1)", "https"),
+    # a homograph: Cyrillic "а" reads as apple.com, is fetched from xn--pple-43d.com
+    ("https://\u0430pple.com/mud.json", "ASCII"),
+    ("https://mud.example.com/caf\u00e9.json", "ASCII"),
 ])
 def test_bad_mud_urls(url: str, why: str) -> None:
     with pytest.raises(lc.MudUrlError, match=why):
         lc.check_mud_url(url)
+
+
+def test_an_internationalised_host_in_its_ascii_form_is_a_mud_url() -> None:
+    url = "https://xn--pple-43d.com/mud.json"
+    assert lc.check_mud_url(url) == url  # shown as sent: no look-alike
 
 
 def test_first_sighting_joins_and_takes_first_url() -> None:

@@ -152,3 +152,15 @@ def test_journal_writes_changes_and_a_new_run_restores_them(tmp_path: Path) -> N
             (((DEV_A[0], "203.0.113.5"),), 210)]
         assert [g.device for g in store.list_dns_grants(0)] == [MAC_A]  # B's went
         assert again.grants_under({DEV_A[0]}, clock["mono"] + 10)[0].lifetime_s == 200
+
+
+def test_addresses_swapped_while_down_restore_nothing_for_either() -> None:
+    # the red team: while the daemon was down the leases moved, A now holds B's old
+    # address and B A's; both are allowed the name. A grant stored for one device's old
+    # address never becomes the other's (the kernel key is the address alone).
+    guard = DnsGuard(NO_CACHE)
+    guard.update_device(MAC_A, DEV_B, ["cloud.example.com"])
+    guard.update_device(MAC_B, DEV_A, ["cloud.example.com"])
+    old = [stored(device=MAC_A, address=DEV_A[0]), stored(device=MAC_B, address=DEV_B[0],
+                                                         remote="203.0.113.9")]
+    assert restored(guard, old) == []

@@ -149,3 +149,36 @@ def test_a_device_flooding_names_and_addresses_stays_bounded(tmp_path: Path) -> 
     document = json.loads(result.stdout)
     assert document["kind"] in ("phone", "computer")  # many destinations
     assert len(document["evidence"]) <= 48
+
+
+HIDDEN = ("\u061c", "\u00ad", "\u2060", "\u2064", "\u206a", "\U000e0041", "\ufff9",
+          "\u180e", "\ud800")
+
+
+def test_every_invisible_or_format_character_is_written_out() -> None:
+    # the Arabic letter mark reorders text like U+202E; tag characters carry hidden
+    # text; a word joiner or soft hyphen hides a split: none reaches the owner as is
+    for hidden in HIDDEN:
+        shown = clean_text(f"Ap{hidden}ple")
+        assert hidden not in shown and shown.startswith("Ap\\") and shown.endswith("ple"), \
+            (hidden, shown)
+    assert clean_text("Café Łódź 東芝") == "Café Łódź 東芝"  # letters stay letters
+
+
+def test_a_stored_record_shows_device_strings_cleaned() -> None:
+    from mudguard.identify.record import IdentityRecord
+    from mudguard.portal._identified import identified_view
+
+    stored = {"manufacturer": "Acme\u202e", "manufacturer_confidence": 0.9, "kind": None,
+              "kind_confidence": 0.0, "model": "X\u2066", "platform": None,
+              "evidence": [{"field": "sni", "value": "gnp.\u202eexe.example\U000e0041",
+                            "supports": {"manufacturer": "Ac\u061cme"}, "weight": 0.5}]}
+    record = IdentityRecord.from_json(stored)
+    assert record is not None
+    view = identified_view(record)
+    assert view is not None
+    shown = [view.maker, record.model, *(c.value for c in view.clues),
+             *(arg for c in view.clues for _, arg in c.supports)]
+    for text in shown:
+        assert text is not None
+        assert not any(h in text for h in (*HIDDEN, "\u202e", "\u2066")), text

@@ -313,7 +313,7 @@ def test_observation_rules_never_accept_or_drop() -> None:
     rules = [c["add"]["rule"] for c in compile_fixed_ruleset(CONTEXT)
              if "rule" in c.get("add", {})]
     observing = [r for r in rules if r["chain"] in ("identify_new", "identify_log")]
-    assert len(observing) == 7
+    assert len(observing) == 9  # 2 source-binding gates, 7 observation rules
     text = json.dumps(observing)
     assert '"accept"' not in text and '"drop"' not in text and '"goto"' not in text
     logs = [e["log"] for r in observing for e in r["expr"] if "log" in e]

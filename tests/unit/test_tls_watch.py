@@ -31,7 +31,7 @@ from mudguard.policy._nft import (
 )
 from mudguard.watch.clienthello import SNAPLEN
 from mudguard.watch.nflog import FlowEvent, NflogPacket
-from mudguard.watch.tls_listener import observation_of
+from mudguard.watch.tls_listener import TlsWatcher, observation_of
 from mudguard.watch.tracker import DeviationTracker, Thresholds
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "mud-extensions" / \
@@ -168,3 +168,24 @@ def test_a_logged_packet_becomes_an_observation_of_the_device_holding_its_source
                                       payload=ipv4_tcp(b"x")), device_of) is None
     assert observation_of(NflogPacket(group=7, family=2, prefix="mgt",
                                       payload=ipv4_tcp(b"x", "192.0.2.99")), device_of) is None
+
+
+def test_a_hello_sent_from_another_devices_mac_is_not_that_devices() -> None:
+    # red team: a device that knows another's flow (ports and sequence numbers) injects a
+    # ClientHello with that device's source address; conntrack takes it as that flow and
+    # the kernel logs it before the binding check. Its Ethernet source (NFULA_HWADDR) is
+    # the forger's: the watcher must not judge the victim on it.
+    dev = device_id(MAC)
+    book = {"192.0.2.10": (dev, MAC)}
+    watcher = TlsWatcher(lambda _o: None, group=7,
+                         device_of=lambda a: book[a][0] if a in book else None,
+                         mac_of=lambda a: book[a][1] if a in book else None)
+    hello = bytes.fromhex("16030100") + b"\x05" + b"\x01\x00\x00\x01\x03"
+    own = bytes.fromhex(MAC.replace(":", ""))
+    forger = bytes.fromhex("02aabbccddee")
+    assert watcher.handle(NflogPacket(group=7, family=2, prefix="mgt",
+                                      payload=ipv4_tcp(hello), hwaddr=forger)) is None
+    assert watcher.forged == 1
+    seen = watcher.handle(NflogPacket(group=7, family=2, prefix="mgt",
+                                      payload=ipv4_tcp(hello), hwaddr=own))
+    assert seen is not None and seen.device_id == dev and watcher.seen == 1

@@ -111,7 +111,8 @@ def check_mud_url(url: str) -> str:
     """Return ``url`` if RFC 8520 allows it as a MUD URL; raise ``MudUrlError`` if not.
 
     RFC 8520 §1.6: "The MUD URL MUST use the "https" scheme." It must be short enough
-    for DHCP option 161, printable, and name a host.
+    for DHCP option 161, printable ASCII (RFC 3986: a look-alike host such as Cyrillic
+    "аpple.com" would otherwise read as another maker's), and name a host.
     """
     if not isinstance(url, str):
         raise MudUrlError(Reason("url_rejected.text", "a MUD URL must be text"))
@@ -123,6 +124,13 @@ def check_mud_url(url: str) -> str:
     if not url.isprintable() or any(c.isspace() for c in url):
         raise MudUrlError(Reason("url_rejected.spaces",
                                  "MUD URL contains spaces or control characters"))
+    if not url.isascii():  # RFC 3986: a URL is ASCII (a look-alike host cannot hide)
+        raise MudUrlError(Reason(
+            "url_rejected.malformed",
+            "MUD URL is malformed: not ASCII (an internationalised host is written in "
+            "its xn-- form, other characters %-encoded)",
+            detail="not ASCII (an internationalised host is written in its xn-- form, "
+                   "other characters %-encoded)"))
     try:
         parts = urlsplit(url)
         host = parts.hostname

@@ -22,9 +22,12 @@ PTR, SRV, TXT, A/AAAA),
 from __future__ import annotations
 
 import struct
+import unicodedata
 from collections.abc import Callable, Iterator
 
 MAX_TEXT = 128  # characters kept of any value a device sends
+# written out, never shown as is: they reorder, hide or fake the text around them
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MAX_ITEMS = 32  # values kept of one packet
 DHCP_COOKIE = b"\x63\x82\x53\x63"
 HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"DELETE ", b"PATCH ")
@@ -33,9 +36,10 @@ CertReader = Callable[[bytes], "tuple[list[str], list[str]]"]
 
 
 def clean_text(raw: bytes | str, limit: int = MAX_TEXT) -> str:
-    """Printable text: bytes decoded as UTF-8 (bad bytes replaced), control and
-    format characters written as ``\\xNN``/``\\uNNNN``, at most ``limit`` characters
-    (a cut value ends with ``…``)."""
+    """Printable text: bytes decoded as UTF-8 (bad bytes replaced), control, format
+    (bidi marks and overrides, zero widths, tags), separator, surrogate, private and
+    unassigned characters written as ``\\xNN``/``\\uNNNN``/``\\UNNNNNNNN``, at most
+    ``limit`` characters (a cut value ends with ``…``)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     text = text[: limit * 2]
     out: list[str] = []
@@ -43,9 +47,8 @@ def clean_text(raw: bytes | str, limit: int = MAX_TEXT) -> str:
         code = ord(ch)
         if code < 0x20 or 0x7F <= code < 0xA0:
             out.append(f"\\x{code:02x}")
-        elif code in (0x2028, 0x2029, 0xFEFF) or 0x200B <= code <= 0x200F \
-                or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
-            out.append(f"\\u{code:04x}")
+        elif unicodedata.category(ch) in HIDDEN_CATEGORIES:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
         else:
             out.append(ch)
     joined = "".join(out)

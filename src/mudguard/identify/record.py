@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mudguard.identify.decide import LABELS, Identification
+from mudguard.identify.parse import clean_text
 
 MAX_CLUES: Final = 12  # the strongest clues kept per device
 MAX_TEXT: Final = 160  # characters kept of a clue's value or a supported name
@@ -54,10 +55,11 @@ class IdentityRecord:
                                         if k in SUPPORTED),
                          weight=round(e.weight, 2))
             for e in ranked if e.supports)[:limit]
-        return cls(manufacturer=result.manufacturer,
+        return cls(manufacturer=_text_or_none(result.manufacturer),
                    manufacturer_confidence=round(result.manufacturer_confidence, 2),
                    kind=result.kind, kind_confidence=round(result.kind_confidence, 2),
-                   model=result.model, platform=result.platform, clues=clues,
+                   model=_text_or_none(result.model),
+                   platform=_text_or_none(result.platform), clues=clues,
                    trusted_candidate=result.trusted_candidate)
 
     def to_json(self) -> dict[str, Any]:
@@ -104,7 +106,9 @@ class IdentityRecord:
 
 
 def _cut(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+    """At most ``MAX_TEXT`` characters, control and format characters written out
+    (``clean_text``: a device's string never reorders or hides what the owner reads)."""
+    return clean_text(text, MAX_TEXT)
 
 
 def _text_or_none(value: object) -> str | None:

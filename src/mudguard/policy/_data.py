@@ -1170,7 +1170,11 @@ def _identify_rules(context: HomeContext) -> list[NftCommand]:
     is in it), which clears the server bit, and at most ``IDENTIFY_SERVER_PACKETS`` of
     them where conntrack counts packets (``nf_conntrack_acct``). Each log is limited per
     device (its MAC for the client's packets, its address for the replies) and for the
-    whole home, to NFLOG group ``context.identify_log_group``."""
+    whole home, to NFLOG group ``context.identify_log_group``. Before all that, a
+    packet from the LAN whose source address is not its sender's own (``bind4``/
+    ``bind6``) leaves ``identify_log`` unread: another device's forgery never
+    becomes a device's clue (devices on ``_nft.py`` chains bind in their own chains,
+    so their replies as LAN servers are not read)."""
     original, reply = _m(_ct("direction"), "original"), _m(_ct("direction"), "reply")
     payload = _m({"payload": {"base": "ih", "offset": 0, "len": 8}}, 0, ">=")
     dport = _pl("tcp", "dport")
@@ -1190,7 +1194,16 @@ def _identify_rules(context: HomeContext) -> list[NftCommand]:
     set_bits = {"mangle": {"key": _ct("mark"), "value": {"|": [_ct("mark"), both]}}}
     set_client = {"mangle": {"key": _ct("mark"),
                              "value": {"|": [_ct("mark"), IDENTIFY_CLIENT_MARK]}}}
+    ether, iif = _pl("ether", "saddr"), _m(_meta("iifname"), context.lan_interface)
     cmds = [
+        # the gate: a packet from the LAN counts only with its sender's own source
+        # address (the forward chain's binding check comes after this chain, and a
+        # forged packet can match another device's connection: its ClientHello, or a
+        # "server" certificate sent from the LAN, would become that device's clues)
+        *(_rule("identify_log", [iif, _m(_meta("nfproto"), f"ipv{family}"),
+                                 _m({"concat": [ether, _pl(ip, "saddr")]}, "@" + bind, "!="),
+                                 {"return": None}])
+          for family, ip, bind in ((4, "ip", BIND4), (6, "ip6", BIND6))),
         _rule("identify_new", [_m(dport, {"set": list(IDENTIFY_TLS_PORTS)}), set_bits]),
         _rule("identify_new", [_m(dport, {"set": list(IDENTIFY_HTTP_PORTS)}), set_client]),
         # the client's second payload: the server's first flight is over

@@ -54,17 +54,32 @@ def observation_of(packet: NflogPacket, device_of: DeviceLookup) -> TlsObservati
                           problem=problem)
 
 
+def sent_by(packet: NflogPacket, mac: str | None) -> bool:
+    """Whether ``packet``'s Ethernet source (``NFULA_HWADDR``) is ``mac``; a packet
+    without one (not received on an Ethernet port) is taken as sent by it."""
+    if packet.hwaddr is None or len(packet.hwaddr) != 6:
+        return True
+    return mac is not None and packet.hwaddr.hex() == mac.replace(":", "").replace("-", "").lower()
+
+
 class TlsWatcher:
     """The daemon service: ClientHello NFLOG group → ``TlsObservation`` → callback."""
 
     def __init__(self, on_observation: Callable[[TlsObservation], None], *,
-                 group: int, device_of: DeviceLookup, netns: str | None = None) -> None:
+                 group: int, device_of: DeviceLookup, netns: str | None = None,
+                 mac_of: Callable[[str], str | None] | None = None) -> None:
+        """Read NFLOG ``group``; ``device_of`` maps a LAN address to a device's id and
+        ``mac_of`` (when given) to its MAC: a packet whose Ethernet source is not that
+        MAC is another device's forgery (it matched the flow in conntrack before the
+        binding check) and is dropped, counted in ``forged``."""
         self.on_observation = on_observation
         self.group = group
         self.device_of = device_of
+        self.mac_of = mac_of
         self.netns = netns
         self.nflog: NflogSocket | None = None
         self.seen = 0
+        self.forged = 0
 
     async def start(self) -> None:
         """Bind the group and start reading (degrades to off without privilege)."""
@@ -96,6 +111,9 @@ class TlsWatcher:
             log.exception("TLS observation failed")
             return None
         if observation is None:
+            return None
+        if self.mac_of is not None and not sent_by(packet, self.mac_of(observation.src)):
+            self.forged += 1
             return None
         self.seen += 1
         try:
