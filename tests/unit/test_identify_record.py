@@ -146,33 +146,64 @@ def test_the_owner_reads_how_it_was_recognised_in_english_and_french(
         assert api["identification"]["evidence"][0]["field"].startswith("mdns")
 
 
-@pytest.mark.parametrize(("kind", "state", "proposed"), [
-    ("phone", None, True), ("computer", None, True), ("plug", None, False),
-    (None, None, False), ("phone", "trusted", False)])
-def test_a_phone_or_computer_is_proposed_for_trust(tmp_path: Path, kind: str | None,
-                                                   state: str | None, proposed: bool) -> None:
-    device_mac = "02:00:5e:00:53:77"  # locally administered, as a phone's private address
+def _phone_record(kb: KnowledgeBase, device: str, facts: list[tuple[str, str]]
+                  ) -> IdentityRecord:
+    """The record identification makes of ``facts`` (field, value) sent by ``device``."""
+    live = LiveIdentifier(kb, None)
+    mac_bytes = bytes.fromhex(device.replace(":", ""))
+    live.evidence.add_facts(mac_bytes, facts)
+    return IdentityRecord.from_identification(live.identification(mac_bytes))
+
+
+PRIVATE_MAC = "02:00:5e:00:53:77"  # locally administered, as a phone's private address
+FIXED_MAC = "00:17:88:00:53:77"  # a registered OUI (Philips)
+
+
+@pytest.mark.parametrize(("device", "facts", "proposed"), [
+    # a phone: its private address and its name say so
+    (PRIVATE_MAC, [("hostname", "Johns-iPhone")], True),
+    # a Windows laptop: its DHCP vendor class and its host name
+    (FIXED_MAC, [("vendor_class", "MSFT 5.0"), ("hostname", "DESKTOP-4F2A9")], True),
+    # one forged User-Agent from a device with a registered OUI is not enough
+    (FIXED_MAC, [("user_agent", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)")],
+     False),
+    (FIXED_MAC, [("hostname", "plug-1")], False),
+])
+def test_trust_is_proposed_only_on_two_kinds_of_clue(tmp_path: Path, kb: KnowledgeBase,
+                                                     device: str, facts: list[tuple[str, str]],
+                                                     proposed: bool) -> None:
+    from mudguard.portal._identified import suggests_trust
+    record = _phone_record(kb, device, facts)
+    assert suggests_trust(record) is proposed, record
     with portal(tmp_path) as (client, st, _):
         devices = st.services.devices
-        devices.observe(mac=device_mac, ip="192.0.2.42", kind=kind)
-        if state == "trusted":
-            devices.trust(device_mac)
-        page = client.get(f"/devices/{device_mac}").text
+        devices.observe(mac=device, ip="192.0.2.42", kind=record.kind)
+        devices.record_identity(device, record)
+        page = client.get(f"/devices/{device}").text
         assert ("mudguard thinks this is a phone or a computer" in page) is proposed
-        trust_button = page[page.index(f'action="/devices/{device_mac}/trust"'):]
+        trust_button = page[page.index(f'action="/devices/{device}/trust"'):]
         trust_button = trust_button[:trust_button.index("</form>")]
         assert ('<button type="submit">Trust' in trust_button) is proposed
+        if proposed:  # once trusted, nothing more to propose
+            devices.trust(device)
+            assert "mudguard thinks this is" not in client.get(f"/devices/{device}").text
 
 
-@pytest.mark.parametrize(("candidate", "confidence", "proposed"), [
-    (True, 0.8, True), (True, 0.3, False), (False, 0.9, False)])
-def test_trust_is_proposed_from_the_record_only_when_sure(candidate: bool, confidence: float,
-                                                          proposed: bool) -> None:
+@pytest.mark.parametrize(("confidence", "fields", "proposed"), [
+    (0.8, ("mac", "hostname"), True), (0.3, ("mac", "hostname"), False),
+    (0.9, ("user_agent",), False), (0.9, ("user_agent", "user_agent"), False)])
+def test_trust_needs_confidence_and_two_kinds_of_clue(confidence: float,
+                                                      fields: tuple[str, ...],
+                                                      proposed: bool) -> None:
+    from mudguard.identify.record import RecordedClue
     from mudguard.portal._identified import suggests_trust
+    clues = tuple(RecordedClue(field=f, value=f"v{i}", supports=(("kind", "phone"),),
+                               weight=0.8) for i, f in enumerate(fields))
     record = IdentityRecord(manufacturer=None, manufacturer_confidence=0.0, kind="phone",
-                            kind_confidence=confidence, model=None, platform=None, clues=(),
-                            trusted_candidate=candidate)
-    assert suggests_trust(None, record) is proposed
+                            kind_confidence=confidence, model=None, platform=None,
+                            clues=clues, trusted_candidate=True)
+    assert suggests_trust(record) is proposed
+    assert suggests_trust(None) is False
     assert IdentityRecord.loads(record.dumps()) == record
 
 

@@ -63,13 +63,20 @@ def identified_view(record: IdentityRecord | None) -> IdentifiedView | None:
 
 TRUSTED_KINDS: Final = frozenset({"phone", "computer"})
 SURE: Final = 0.5  # the confidence at which the daemon stores a kind
+MIN_TRUST_FIELDS: Final = 2  # distinct kinds of clue naming a phone/computer
 
 
-def suggests_trust(kind: str | None, record: IdentityRecord | None) -> bool:
-    """Whether the device looks like the owner's phone or computer (its stored kind, or
-    identification's randomised-MAC-and-many-destinations clue): trust is proposed."""
-    return kind in TRUSTED_KINDS or (record is not None and record.trusted_candidate
-                                     and record.kind_confidence >= SURE)
+def suggests_trust(record: IdentityRecord | None) -> bool:
+    """Whether the device looks like the owner's phone or computer, so trust is proposed:
+    identification names that kind at ``SURE`` or above and at least two different kinds
+    of clue say so (e.g. a randomised MAC and an iPhone host name; a Windows DHCP vendor
+    class and its connectivity check). One clue is never enough: every clue is something
+    the device itself sent, and a single forged User-Agent must not earn the proposal of
+    full access (the owner still decides)."""
+    if record is None or record.kind not in TRUSTED_KINDS or record.kind_confidence < SURE:
+        return False
+    fields = {c.field for c in record.clues if dict(c.supports).get("kind") in TRUSTED_KINDS}
+    return len(fields) >= MIN_TRUST_FIELDS
 
 
 def _field_key(field: str) -> str:

@@ -308,7 +308,7 @@ def device_detail(request: Request, mac: str) -> Response:
         "device": device,
         "identity": services.identity(device, mud),
         "identified": identified_view(record),
-        "suggest_trust": suggests_trust(device.kind, record),
+        "suggest_trust": suggests_trust(record),
         "policy": describe_policy(mud) if mud else None,
         "allowance": describe_allowance(services.effective_policy(device),
                                         functools.partial(translate, lang),
