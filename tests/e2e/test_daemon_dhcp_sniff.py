@@ -80,8 +80,9 @@ def test_a_lease_reaches_the_kernel_through_the_sniffer_with_the_hook_off(
         try:
             ready = daemon.wait_for({"event": "ready"})
             # start-up's objects are out of the collector's way (a full pass over them
-            # stalled a lease by ~0.2 s: bench/bench_lease_to_rules.py)
-            assert ready["frozen_objects"] > 100_000
+            # stalled a lease by ~0.2 s: bench/bench_lease_to_rules.py); ~88,000 since
+            # the daemon imports only what its start needs (session 5)
+            assert ready["frozen_objects"] > 20_000
             listed = run(["pgrep", "-a", "dnsmasq"], check=False).stdout.splitlines()
             (dnsmasq,) = [line for line in listed if str(tmp_path) in line]  # this home's
             assert "--dhcp-script" not in dnsmasq
