@@ -108,11 +108,13 @@ from mudguard.policy._nft import (
     LOG_BURST,
     LOG_RATE,
     TLS_HANDSHAKE,
+    TLS_WATCH_MARK,
     NftCommand,
     _families,
     _gateway_service,
     _meta,
     _needs_family,
+    _tls_log,
     _tls_rate_set,
     _typed_icmp,
     device_rules,
@@ -133,6 +135,12 @@ before the source binding (DHCP from 0.0.0.0, ND from ::); ``gw``: to the gatewa
 DNS_PHASES: Final = ("dnsout", "dnsin")
 SHAPES: Final = ("p", "t", "s")
 ACTIONS: Final = ("d", "a")  # drops are looked up first
+WATCH: Final = "w"
+"""The sets of watched rows (``Row.watched``: an RFC 9761 (D)TLS-profiled ACE's accept
+rows, also put in ``<phase><family>_w_<shape>``), looked up in ``tls_out`` between the
+drops and the accepts; observation only (``_watch_rules``)."""
+WATCH_PHASES: Final = ("out", "dnsout")
+TLS_PROFILES = "tls_profiles"  # the profile ids that have watched rows (the gate to tls_out)
 
 BIND4, BIND6 = "bind4", "bind6"
 PORTAL_CLOSED = "portal_closed"
@@ -163,6 +171,8 @@ def has_set(phase: str, action: str, shape: str) -> bool:
     accept. A rule needing another is not data (its device keeps chains)."""
     if action == "d":
         return shape != "s" and phase not in ("gwe", "gwb")
+    if action == WATCH:
+        return phase in WATCH_PHASES
     return True
 
 
@@ -198,6 +208,8 @@ class Row:
     dport: tuple[Interval, ...] = ()
     dns_name: str | None = None
     dns_within: tuple[Interval, ...] | None = None  # answers must fall here (also_local)
+    watched: bool = False
+    """An accept row of a (D)TLS-profiled TCP/UDP ACE: its boxes are also a ``WATCH`` set's."""
 
 
 class NotData(Exception):
@@ -422,7 +434,8 @@ def _compile_key(policy: DevicePolicy, context: HomeContext) -> tuple[Any, ...]:
     The rows read, besides the home ``context`` (its identity: prefixes, gateway,
     controllers, owner-assigned controllers; the caller keeps one context object per
     home state) and the decided ``rules`` (state, grants, quarantine exceptions and the
-    MUD file all end up there), only: the device's MUD URL (``my-controller`` is looked
+    MUD file all end up there), only: the origins of its (D)TLS-profiled ACEs (watched
+    rows), the device's MUD URL (``my-controller`` is looked
     up by it; its authority is the device's manufacturer) and, for each
     same-manufacturer / manufacturer / model rule, the addresses of the other devices
     it names, as the merged intervals of each family (what ``_rule_rows`` makes of
@@ -436,7 +449,8 @@ def _compile_key(policy: DevicePolicy, context: HomeContext) -> tuple[Any, ...]:
             addresses = peer_device_addresses(rule.peer, rule.peer_value, device, context)
             peers.append(tuple(_intervals(addresses, family) if family in families else ()
                                for families in [_rule_families(rule)] for family in (4, 6)))
-    return (id(context), policy.rules, device.mud_url, tuple(peers))
+    return (id(context), policy.rules, device.mud_url, tuple(peers),
+            tls_watched_origins(policy))
 
 
 def policy_rows(policy: DevicePolicy, context: HomeContext) -> list[Row]:
@@ -469,13 +483,18 @@ def _policy_rows(policy: DevicePolicy, context: HomeContext) -> list[Row]:
     early = [r for r in policy.rules if r.any_source and _chain_kind(r) == "gw"]
     for rule in early:
         rows += _rule_rows(rule, "gwe", device, context)
+    watched = tls_watched_origins(policy)
     for rule in policy.rules:
         if rule in early:
             continue
         kind = _chain_kind(rule)
         if kind is None:
             continue
-        rows += _rule_rows(rule, kind, device, context)
+        own = _rule_rows(rule, kind, device, context)
+        if kind == "out" and rule.origin in watched and rule.action is Forwarding.ACCEPT \
+                and rule.protocol in (6, 17):  # mirrors _nft.tls_watch_rules
+            own = [_with(r, watched=True) for r in own]
+        rows += own
         if kind == "out":
             rows += _local_rows(rule, device, context)
     for row in rows:
@@ -493,6 +512,21 @@ def _box(row: Row) -> tuple[tuple[Interval, ...], ...]:
 
 def _boxes_meet(a: Row, b: Row) -> bool:
     return all(_intersect(x, y) for x, y in zip(_box(a), _box(b), strict=True))
+
+
+def _watch_shadowed(rows: Sequence[Row]) -> bool:
+    """True if a watched row overlaps an earlier accept of the same side and family that
+    is not watched: the chain would have returned there without marking the flow, the
+    ``tls_out`` lookup (before every accept) would mark it."""
+    for i, later in enumerate(rows):
+        if not later.watched:
+            continue
+        for earlier in rows[:i]:
+            if earlier.action == "a" and not earlier.watched \
+                    and earlier.phase in WATCH_PHASES and earlier.family == later.family \
+                    and _boxes_meet(earlier, later):
+                return True
+    return False
 
 
 def _order_matters(rows: Sequence[Row]) -> bool:
@@ -607,12 +641,13 @@ def _refined(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
-def _with(row: Row, **changes: tuple[Interval, ...]) -> Row:
-    fields = {"phase": row.phase, "family": row.family, "action": row.action,
-              "shape": row.shape, "peer": row.peer, "proto": row.proto, "sport": row.sport,
-              "dport": row.dport, "dns_name": row.dns_name, "dns_within": row.dns_within}
+def _with(row: Row, **changes: Any) -> Row:
+    fields: dict[str, Any] = {
+        "phase": row.phase, "family": row.family, "action": row.action, "shape": row.shape,
+        "peer": row.peer, "proto": row.proto, "sport": row.sport, "dport": row.dport,
+        "dns_name": row.dns_name, "dns_within": row.dns_within, "watched": row.watched}
     fields.update(changes)
-    return Row(**fields)  # type: ignore[arg-type]
+    return Row(**fields)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -622,8 +657,9 @@ def _set_tails(rows: tuple[Row, ...]) -> tuple[tuple[str, int, tuple[tuple[Any, 
     boxes: dict[tuple[str, int], list[Box]] = {}
     for row in rows:
         if row.dns_name is None:
-            boxes.setdefault((set_name(row.phase, row.family, row.action, row.shape),
-                              row.family), []).extend(_row_boxes(row))
+            for action in (row.action, WATCH) if row.watched else (row.action,):
+                boxes.setdefault((set_name(row.phase, row.family, action, row.shape),
+                                  row.family), []).extend(_row_boxes(row))
     return tuple((name, family, tuple(_tail(box, family) for box in _disjoint(found)))
                  for (name, family), found in boxes.items())
 
@@ -635,10 +671,16 @@ def _profile(rows: tuple[Row, ...]) -> tuple[int, dict[str, tuple[Any, ...]], st
     mutated). The id is 32 bits of the digest (a packet mark): two contents may share
     one (``profile_collision``)."""
     tails = _set_tails(rows)
-    digest = hashlib.sha256(repr(tails).encode()).hexdigest()
+    watched_names = sorted({(r.dns_name, r.family, r.shape) for r in rows
+                            if r.watched and r.dns_name is not None}, key=repr)
+    digest = hashlib.sha256(repr((tails, watched_names) if watched_names else tails
+                                 ).encode()).hexdigest()
     profile = int(digest[:8], 16) or 1
-    elements = {name: tuple({"concat": [profile, *tail]} for tail in found)
-                for name, _family, found in tails if found}
+    elements: dict[str, tuple[Any, ...]] = {
+        name: tuple({"concat": [profile, *tail]} for tail in found)
+        for name, _family, found in tails if found}
+    if any(row.watched for row in rows):
+        elements[TLS_PROFILES] = (profile,)
     return profile, elements, digest
 
 
@@ -754,6 +796,8 @@ def _bundle(policy: DevicePolicy, context: HomeContext) -> _Bundle:
     else:
         if _order_matters(rows):
             bundle = _Bundle(rows, "a drop after an accept it overlaps")
+        elif _watch_shadowed(rows):
+            bundle = _Bundle(rows, "a (D)TLS-profiled ACE after an accept it overlaps")
         else:
             profile, elements, content = _profile(rows)
             bundle = _Bundle(rows, "", profile, elements, _templates(rows), _rows_digest(rows),
@@ -791,8 +835,6 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
         put(MANAGED6, *ipv6)
     bundle = _bundle(policy, context)
     why = bundle.why
-    if not why and _tls_watched(policy):
-        why = "RFC 9761 (D)TLS profile: its ClientHellos are observed by its chains"
     fallback: list[NftCommand] = []
     templates: list[DnsTemplate] = []
     profile = 0
@@ -902,14 +944,6 @@ def without_collisions(records: Iterable[DeviceElements]
     return kept, errors
 
 
-def _tls_watched(policy: DevicePolicy) -> bool:
-    """Whether one of the device's rules comes from an ACE with an RFC 9761 (D)TLS
-    profile: the chains design observes its ClientHellos (``_nft.tls_watch_rules``), so
-    the device keeps its chains (the fallback) here."""
-    watched = tls_watched_origins(policy)
-    return bool(watched) and any(r.origin in watched for r in policy.rules)
-
-
 def _fallback_chains(policy: DevicePolicy, context: HomeContext) -> list[NftCommand]:
     """The device's ``_nft.py`` chains, moved to the main table."""
     mac = policy.device.mac.lower()
@@ -946,10 +980,11 @@ def dns_answer_elements(record: DeviceElements, name: str, device_address: str,
         point = ((int(ip), int(ip)),)
         if row.dns_within is not None and not _intersect(point, row.dns_within):
             continue
-        target = out.setdefault(set_name(row.phase, row.family, row.action, row.shape), [])
-        for element in _row_elements(row, str(mine), point):
-            if element not in target:
-                target.append(element)
+        for action in (row.action, WATCH) if row.watched else (row.action,):
+            target = out.setdefault(set_name(row.phase, row.family, action, row.shape), [])
+            for element in _row_elements(row, str(mine), point):
+                if element not in target:
+                    target.append(element)
     return out
 
 
@@ -1084,12 +1119,15 @@ def _key_type(phase: str, family: int, shape: str) -> list[str]:
     return types
 
 
-def _lookups(chain: str, phases: Sequence[str], verdict_accept: str) -> list[NftCommand]:
-    """Drop sets of every phase and family first, then accept sets."""
+def _lookups(chain: str, phases: Sequence[str], verdict_accept: str,
+             actions: Sequence[str] = ACTIONS) -> list[NftCommand]:
+    """Drop sets of every phase and family first, then accept sets (``WATCH`` sets:
+    ``goto tls_flow``)."""
     cmds: list[NftCommand] = []
     syn = _m({"&": [_pl("tcp", "flags"), ["fin", "syn", "rst", "ack"]]}, "syn")
-    for action in ACTIONS:
-        verdict = {"drop": None} if action == "d" else {verdict_accept: None}
+    for action in actions:
+        verdict = {"drop": None} if action == "d" else \
+            {"goto": {"target": "tls_flow"}} if action == WATCH else {verdict_accept: None}
         for phase in phases:
             for family in (4, 6):
                 for shape in SHAPES:
@@ -1111,7 +1149,7 @@ def _element_sets() -> list[NftCommand]:
     cmds: list[NftCommand] = []
     for phase in (*PHASES, *DNS_PHASES):
         for family in (4, 6):
-            for action in ACTIONS:
+            for action in (*ACTIONS, WATCH):
                 for shape in SHAPES:
                     if not has_set(phase, action, shape):
                         continue
@@ -1218,6 +1256,22 @@ def _identify_rules(context: HomeContext) -> list[NftCommand]:
     return cmds
 
 
+def _watch_rules(context: HomeContext) -> list[NftCommand]:
+    """RFC 9761 observation (``_nft.tls_watch_rules`` as data), never a verdict: ``tls_out``
+    (reached from ``from_dev`` after the drop lookups, for a profile in ``tls_profiles``)
+    looks the flow up in the watched rows' sets and goes to ``tls_flow``, which sets
+    ``TLS_WATCH_MARK`` on a new TCP connection (``tls_hello_rule`` then logs its
+    ClientHello) or logs a UDP flow's first datagram if it is a (D)TLS handshake record;
+    either way the packet returns to ``from_dev``, whose accept lookups decide."""
+    mark = {"mangle": {"key": _ct("mark"), "value": {"|": [_ct("mark"), TLS_WATCH_MARK]}}}
+    handshake = _m({"payload": {"base": "ih", "offset": 0, "len": 8}}, TLS_HANDSHAKE)
+    return [
+        *_lookups("tls_out", WATCH_PHASES, "return", (WATCH,)),
+        _rule("tls_flow", [_m(_meta("l4proto"), "tcp"), _m(_ct("state"), "new", "in"), mark]),
+        _rule("tls_flow", [_m(_meta("l4proto"), "udp"), handshake, *_tls_log(context)]),
+    ]
+
+
 def _base_chain(name: str, hook: str, policy: str) -> NftCommand:
     return {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, "type": "filter",
                               "hook": hook, "prio": 0, "policy": policy}}}
@@ -1272,6 +1326,7 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"),
         _set(BIND4, ["ether_addr", "ipv4_addr"]), _set(BIND6, ["ether_addr", "ipv6_addr"]),
         _set(PORTAL_CLOSED, "ether_addr"), _set(IDENTIFY_MACS, "ether_addr"),
+        _set(TLS_PROFILES, "mark"),
         _set(IDENTIFY_RATE, "ether_addr", ["timeout"], timeout=60, size=4096),
         _set(IDENTIFY_RATE4, "ipv4_addr", ["timeout"], timeout=60, size=4096),
         _set(IDENTIFY_RATE6, "ipv6_addr", ["timeout"], timeout=60, size=4096),
@@ -1292,7 +1347,7 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _base_chain("input", "input", "accept"),
         _base_chain("output", "output", "accept"),
         _chain("from_dev"), _chain("to_dev4"), _chain("to_dev6"), _chain("to_gw"),
-        _chain("identify_new"), _chain("identify_log"),
+        _chain("identify_new"), _chain("identify_log"), _chain("tls_out"), _chain("tls_flow"),
     ]
     ip4, ip6 = _pl("ip", "daddr"), _pl("ip6", "daddr")
     cmds.append(_tls_rate_set())
@@ -1321,6 +1376,7 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _rule("forward", [iif, {"accept": None}], "passed the sender's rules"),
     ]
     cmds += _identify_rules(context)
+    cmds += _watch_rules(context)
     # from_dev: the sender's side; returns when allowed.
     rate = {"set": {"op": "update", "elem": ether, "set": "@" + RATECAP,
                     "stmt": [{"limit": {"rate": context.new_conn_rate, "per": "second",
@@ -1338,7 +1394,10 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
                            {"drop": None}], "source must be the device own IPv6"),
         _rule("from_dev", [_zero_mark()]),
         _rule("from_dev", [_profile_mark(ether, PROFILE_OUT)], "the sender's profile"),
-        *_lookups("from_dev", ("out", "dnsout"), "return"),
+        *_lookups("from_dev", ("out", "dnsout"), "return", ("d",)),
+        _rule("from_dev", [_m(_meta("mark"), "@" + TLS_PROFILES), {"jump": {"target": "tls_out"}}],
+              "RFC 9761: a (D)TLS-profiled ACE's flow is observed"),
+        *_lookups("from_dev", ("out", "dnsout"), "return", ("a",)),
         *_log("from_dev", ether, MARK_OUT, LOG_OUT, LOG_PREFIX_OUT, context),
     ]
     for family, chain in ((4, "to_dev4"), (6, "to_dev6")):
@@ -1409,11 +1468,12 @@ def set_layouts() -> dict[str, tuple[tuple[str, ...], bool, str | None]]:
     out: dict[str, tuple[tuple[str, ...], bool, str | None]] = {}
     for phase in (*PHASES, *DNS_PHASES):
         for family in (4, 6):
-            for action in ACTIONS:
+            for action in (*ACTIONS, WATCH):
                 for shape in SHAPES:
                     if has_set(phase, action, shape):
                         out[set_name(phase, family, action, shape)] = (
                             tuple(_key_type(phase, family, shape)), True, None)
+    out[TLS_PROFILES] = (("mark",), False, None)
     out[BIND4] = (("ether_addr", "ipv4_addr"), False, None)
     out[BIND6] = (("ether_addr", "ipv6_addr"), False, None)
     out[PROFILE_OUT] = (("ether_addr",), False, "mark")
@@ -1426,7 +1486,7 @@ def set_layouts() -> dict[str, tuple[tuple[str, ...], bool, str | None]]:
 
 
 ELEMENT_SETS: Final = (KNOWN_MACS, MANAGED4, MANAGED6, BIND4, BIND6, PORTAL_CLOSED,
-                       IDENTIFY_MACS,
+                       IDENTIFY_MACS, TLS_PROFILES,
                        PROFILE_OUT, PROFILE_IN4, PROFILE_IN6,
                        MARK_OUT, MARK_IN4, MARK_IN6, FALLBACK_MACS, FALLBACK4, FALLBACK6,
                        OUT_FALLBACK, GW_FALLBACK, IN_FALLBACK4, IN_FALLBACK6)
