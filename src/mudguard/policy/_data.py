@@ -94,17 +94,7 @@ from mudguard.policy._names import (
 )
 from mudguard.policy._nft import (
     FAMILY,
-    IDENTIFY_CLIENT_MARK,
-    IDENTIFY_CLIENT_PREFIX,
-    IDENTIFY_CLIENT_SNAPLEN,
-    IDENTIFY_DEVICE_RATE,
-    IDENTIFY_HTTP_PORTS,
-    IDENTIFY_LOG_RATE,
-    IDENTIFY_SERVER_MARK,
-    IDENTIFY_SERVER_PACKETS,
-    IDENTIFY_SERVER_PREFIX,
-    IDENTIFY_SERVER_SNAPLEN,
-    IDENTIFY_TLS_PORTS,
+    IDENTIFY_MACS,
     LOG_BURST,
     LOG_RATE,
     TLS_HANDSHAKE,
@@ -119,6 +109,11 @@ from mudguard.policy._nft import (
     _typed_icmp,
     device_rules,
     dns_set_commands,
+    identify_log_jump,
+    identify_new_jump,
+    identify_observed,
+    identify_rules,
+    identify_sets,
     peer_addresses,
     tls_hello_rule,
     tls_watched_origins,
@@ -144,10 +139,6 @@ TLS_PROFILES = "tls_profiles"  # the profile ids that have watched rows (the gat
 
 BIND4, BIND6 = "bind4", "bind6"
 PORTAL_CLOSED = "portal_closed"
-IDENTIFY_MACS = "identify_macs"  # devices whose web flows are observed for identification
-IDENTIFY_RATE, IDENTIFY_RATE4, IDENTIFY_RATE6 = "identify_rate", "identify_rate4", "identify_rate6"
-IDENTIFY_STATES: Final = frozenset({LifecycleState.NEW, LifecycleState.DEFAULT,
-                                    LifecycleState.LEARNING, LifecycleState.PROPOSED})
 RATECAP = "ratecap"
 LOG_OUT, LOG_IN4, LOG_IN6 = "log_out", "log_in4", "log_in6"
 MARK_OUT, MARK_IN4, MARK_IN6 = "mark_out", "mark_in4", "mark_in6"
@@ -890,15 +881,6 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
                           else frozenset())
 
 
-def identify_observed(policy: DevicePolicy) -> bool:
-    """Whether the kernel logs the device's web flows for identification (#16): a device
-    without a MUD file on the home default (new, default, learning, proposed). A device
-    with a MUD file names its maker; the owner's trusted computers and phones are not
-    read; a quarantined device is already restricted. Observation only: the log rules
-    never accept or drop."""
-    return policy.mud is None and policy.state in IDENTIFY_STATES
-
-
 class ProfileCollision(ValueError):
     """Two different profiles (or two devices' log marks) map to one 32-bit packet mark:
     installing the second would give each device the other's rules (or name the wrong
@@ -1179,81 +1161,13 @@ def _log(chain: str, mark_key: Expr, mark_map: str, rate_set: str, prefix: str,
             _rule(chain, [{"drop": None}])]
 
 
-_IDENTIFY_BITS: Final = IDENTIFY_CLIENT_MARK | IDENTIFY_SERVER_MARK
-
-
 def _ct(key: str, direction: str | None = None) -> Expr:
     return {"ct": {"key": key, "dir": direction}} if direction else {"ct": {"key": key}}
 
 
-def _ct_bits(bits: int, value: int) -> Expr:
-    return _m({"&": [_ct("mark"), bits]}, value)
-
-
-def _ct_clear(bits: int) -> Expr:
-    return {"mangle": {"key": _ct("mark"), "value": {"&": [_ct("mark"), 0xFFFFFFFF ^ bits]}}}
-
-
 def _identify_rules(context: HomeContext) -> list[NftCommand]:
-    """Identification (#16), observation only: no rule here accepts or drops.
-
-    ``identify_new`` (a new TCP flow of a device in ``identify_macs``) marks flows to
-    the web ports: the client bit for HTTP and TLS, the server bit for TLS too.
-    ``identify_log`` (any packet of a marked flow; every other packet pays one ct-mark
-    test in ``forward``): the client's first payload packet (ClientHello or HTTP request)
-    clears the client bit (and the server bit unless it starts a TLS handshake record)
-    and is logged with prefix ``IDENTIFY_CLIENT_PREFIX``; the
-    server's payload packets are logged with ``IDENTIFY_SERVER_PREFIX`` until the client
-    sends its second payload (the server's first flight is over: a TLS 1.2 Certificate
-    is in it), which clears the server bit, and at most ``IDENTIFY_SERVER_PACKETS`` of
-    them where conntrack counts packets (``nf_conntrack_acct``). Each log is limited per
-    device (its MAC for the client's packets, its address for the replies) and for the
-    whole home, to NFLOG group ``context.identify_log_group``."""
-    original, reply = _m(_ct("direction"), "original"), _m(_ct("direction"), "reply")
-    payload = _m({"payload": {"base": "ih", "offset": 0, "len": 8}}, 0, ">=")
-    dport = _pl("tcp", "dport")
-    every = {"limit": {"rate": IDENTIFY_LOG_RATE, "per": "second",
-                       "burst": IDENTIFY_LOG_RATE}}
-    both = IDENTIFY_CLIENT_MARK | IDENTIFY_SERVER_MARK
-
-    def per_device(key: Expr, name: str) -> Expr:
-        return {"set": {"op": "update", "elem": key, "set": "@" + name,
-                        "stmt": [{"limit": {"rate": IDENTIFY_DEVICE_RATE, "per": "second",
-                                            "burst": 2 * IDENTIFY_DEVICE_RATE}}]}}
-
-    def log(prefix: str, snaplen: int) -> Expr:
-        return {"log": {"prefix": prefix, "group": context.identify_log_group,
-                        "snaplen": snaplen}}
-
-    set_bits = {"mangle": {"key": _ct("mark"), "value": {"|": [_ct("mark"), both]}}}
-    set_client = {"mangle": {"key": _ct("mark"),
-                             "value": {"|": [_ct("mark"), IDENTIFY_CLIENT_MARK]}}}
-    cmds = [
-        _rule("identify_new", [_m(dport, {"set": list(IDENTIFY_TLS_PORTS)}), set_bits]),
-        _rule("identify_new", [_m(dport, {"set": list(IDENTIFY_HTTP_PORTS)}), set_client]),
-        # the client's second payload: the server's first flight is over
-        _rule("identify_log", [original, _ct_bits(IDENTIFY_CLIENT_MARK, 0), payload,
-                               _ct_clear(IDENTIFY_SERVER_MARK), {"return": None}]),
-        # a first payload that is no TLS handshake record: its server's replies are not
-        # read (a plain download on port 443 would otherwise be logged at the rate limit)
-        _rule("identify_log", [original, _ct_bits(both, both),
-                               _m({"payload": {"base": "ih", "offset": 0, "len": 8}},
-                                  TLS_HANDSHAKE, "!="),
-                               _ct_clear(IDENTIFY_SERVER_MARK)]),
-        _rule("identify_log", [original, _ct_bits(IDENTIFY_CLIENT_MARK, IDENTIFY_CLIENT_MARK),
-                               payload, _ct_clear(IDENTIFY_CLIENT_MARK),
-                               per_device(_pl("ether", "saddr"), IDENTIFY_RATE), every,
-                               log(IDENTIFY_CLIENT_PREFIX, IDENTIFY_CLIENT_SNAPLEN)]),
-    ]
-    for family, rate_set in ((4, IDENTIFY_RATE4), (6, IDENTIFY_RATE6)):
-        ip = "ip" if family == 4 else "ip6"
-        cmds.append(_rule("identify_log", [
-            reply, _ct_bits(IDENTIFY_SERVER_MARK, IDENTIFY_SERVER_MARK),
-            _m(_meta("nfproto"), f"ipv{family}"), payload,
-            _m(_ct("packets", "reply"), IDENTIFY_SERVER_PACKETS, "<="),
-            per_device(_pl(ip, "daddr"), rate_set), every,
-            log(IDENTIFY_SERVER_PREFIX, IDENTIFY_SERVER_SNAPLEN)]))
-    return cmds
+    """Identification's two chains (``_nft.identify_rules``), in the main table."""
+    return identify_rules(context)
 
 
 def _watch_rules(context: HomeContext) -> list[NftCommand]:
@@ -1325,11 +1239,8 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
         _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"),
         _set(BIND4, ["ether_addr", "ipv4_addr"]), _set(BIND6, ["ether_addr", "ipv6_addr"]),
-        _set(PORTAL_CLOSED, "ether_addr"), _set(IDENTIFY_MACS, "ether_addr"),
+        _set(PORTAL_CLOSED, "ether_addr"), *identify_sets(),
         _set(TLS_PROFILES, "mark"),
-        _set(IDENTIFY_RATE, "ether_addr", ["timeout"], timeout=60, size=4096),
-        _set(IDENTIFY_RATE4, "ipv4_addr", ["timeout"], timeout=60, size=4096),
-        _set(IDENTIFY_RATE6, "ipv6_addr", ["timeout"], timeout=60, size=4096),
         _set(FALLBACK_MACS, "ether_addr"), _set(FALLBACK4, "ipv4_addr"),
         _set(FALLBACK6, "ipv6_addr"),
         _set(RATECAP, "ether_addr", ["timeout"], timeout=3600, size=65535),
@@ -1355,16 +1266,12 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         # first rule (carries the mark): RFC 9761, the ClientHello of a flow a fallback
         # device's chain marked (conntrack mark bit, never the packet mark used below)
         _rule("forward", tls_hello_rule(context)),
-        _rule("forward", [_m({"&": [_ct("mark"), _IDENTIFY_BITS]}, 0, "!="),
-                          {"jump": {"target": "identify_log"}}],
-              "identification: a marked flow's first payloads are logged"),
+        identify_log_jump(),
         _rule("forward", [est, {"accept": None}]),
         _rule("forward", [invalid, {"drop": None}]),
         _rule("forward", [iif, _m(ether, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
-        _rule("forward", [iif, _m(_meta("l4proto"), "tcp"), _m(ether, "@" + IDENTIFY_MACS),
-                          {"jump": {"target": "identify_new"}}],
-              "identification: a new web flow of a device without a MUD file"),
+        identify_new_jump(context),
         _rule("forward", [iif, {"jump": {"target": "from_dev"}}]),
         _rule("forward", [_m(ip4, "@" + PENDING4), {"drop": None}], "receiver's rules not in yet"),
         _rule("forward", [_m(ip6, "@" + PENDING6), {"drop": None}], "receiver's rules not in yet"),
