@@ -40,6 +40,7 @@ from tests.unit.test_evaluate_agreement import (
     Flow,
     Kernel,
     Scenario,
+    _flow,
     build,
     corpus_muds,
     kernel_verdict,
@@ -280,3 +281,51 @@ def test_tls_observation_comparison_can_fail(corpus: Path) -> None:
     _chains, gate = _kernels(s.policy, s.context, s.dns, _answers(s))
     gate.plain[("mudguard", TLS_PROFILES)].clear()
     assert _observations(s, chains) != _observations(s, gate)
+
+
+def _ace(name: str, network: str, port: tuple[int, int] | None) -> dict[str, object]:
+    matches: dict[str, object] = {"ipv4": {"protocol": 6,
+                                           "destination-ipv4-network": network}}
+    if port is not None:
+        matches["tcp"] = {"destination-port": {"operator": "range", "lower-port": port[0],
+                                               "upper-port": port[1]}}
+    return {"name": name, "matches": matches, "actions": {"forwarding": "accept"}}
+
+
+def test_a_watched_ace_after_an_unwatched_accept_it_overlaps_is_cut_not_a_chain() -> None:
+    """An unwatched accept before a watched one takes its packets first (the chain
+    returns there, no mark): the watch set leaves those boxes out, with ports and
+    without, so the device stays data and the observation agrees packet by packet."""
+    doc = {"ietf-mud:mud": {
+        "mud-version": 1, "mud-url": "https://maker.example.com/cut.json",
+        "last-update": "2026-01-01T00:00:00Z", "is-supported": True, "systeminfo": "cut",
+        "from-device-policy": {"access-lists": {"access-list": [{"name": "out"}]}}},
+        "ietf-access-control-list:acls": {"acl": [{"name": "out", "type": "ipv4-acl-type",
+            "aces": {"ace": [_ace("wide", "203.0.113.0/28", (400, 500)),
+                             _ace("mqtts", "203.0.113.0/24", (443, 443)),
+                             _ace("any", "198.51.100.0/24", None),
+                             _ace("p443", "198.51.100.7/32", (443, 443))]}}]}}
+    mud = parse_mud(json.dumps(doc)).mud
+    assert mud is not None
+    example = parse_mud(TLS_EXAMPLE.read_bytes()).mud
+    assert example is not None
+    profiles = next(a.matches.tls_profiles for acl in example.acls for a in acl.aces
+                    if a.matches.tls_profiles)
+    acl = mud.acls[0]
+    aces = tuple(replace(a, matches=replace(a.matches, tls_profiles=profiles))
+                 if a.name in ("mqtts", "p443") else a for a in acl.aces)
+    mud = replace(mud, acls=(replace(acl, aces=aces),))
+    s = build(mud)
+    assert not device_elements(s.policy, s.context).fallback
+    out = Direction.FROM_DEVICE
+    s.flows = [*s.flows, *(_flow(out, 4, remote, 6, sport=40000, dport=port)
+                           for remote in ("203.0.113.5", "203.0.113.100", "198.51.100.7",
+                                          "198.51.100.8")
+                           for port in (443, 444, 80))]
+    chains, data = _kernels(s.policy, s.context, s.dns, _answers(s))
+    old, new = _observations(s, chains), _observations(s, data)
+    assert old == new
+    marked = {(f.dst, f.dst_port) for f, o in zip(s.flows, old, strict=True) if o[1]}
+    assert ("203.0.113.100", 443) in marked  # watched, past the narrower accept
+    assert ("203.0.113.5", 443) not in marked  # "wide" returned first in the chain
+    assert not any(dst.startswith("198.51.100.") for dst, _ in marked)  # "any" first

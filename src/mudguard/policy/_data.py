@@ -505,19 +505,49 @@ def _boxes_meet(a: Row, b: Row) -> bool:
     return all(_intersect(x, y) for x, y in zip(_box(a), _box(b), strict=True))
 
 
+def _shadows(earlier: Row, later: Row) -> bool:
+    """Whether ``earlier``, an accept that is not watched, takes some of the watched row
+    ``later``'s packets first (the chain returns there without marking the flow)."""
+    return (earlier.action == "a" and not earlier.watched and earlier.phase in WATCH_PHASES
+            and earlier.family == later.family and _boxes_meet(earlier, later))
+
+
+def _subtractable(earlier: Row, later: Row) -> bool:
+    """Whether the watch set can leave ``earlier``'s boxes out of ``later``'s: both have
+    literal addresses and ``earlier`` matches every packet of ``later``'s shape in the
+    part they share (a bare-SYN row shadows only SYNs; a row with ports cannot be cut
+    out of a row without)."""
+    if earlier.dns_name is not None or later.dns_name is not None:
+        return False
+    return earlier.shape == later.shape or (earlier.shape, later.shape) in (
+        ("t", "s"), ("p", "t"), ("p", "s"))
+
+
 def _watch_shadowed(rows: Sequence[Row]) -> bool:
     """True if a watched row overlaps an earlier accept of the same side and family that
-    is not watched: the chain would have returned there without marking the flow, the
-    ``tls_out`` lookup (before every accept) would mark it."""
+    is not watched, in a way the watch sets cannot leave out (``_watch_boxes``): the
+    chain would have returned there without marking the flow, ``tls_out`` would mark it."""
     for i, later in enumerate(rows):
-        if not later.watched:
-            continue
-        for earlier in rows[:i]:
-            if earlier.action == "a" and not earlier.watched \
-                    and earlier.phase in WATCH_PHASES and earlier.family == later.family \
-                    and _boxes_meet(earlier, later):
-                return True
+        if later.watched and any(_shadows(e, later) and not _subtractable(e, later)
+                                 for e in rows[:i]):
+            return True
     return False
+
+
+def _watch_boxes(rows: Sequence[Row], i: int) -> list[Box]:
+    """The boxes of watched row ``rows[i]`` less those of the earlier accepts that are not
+    watched (their packets return before the watch rule in the chain)."""
+    later = rows[i]
+    boxes = _row_boxes(later)
+    for earlier in rows[:i]:
+        if not _shadows(earlier, later):
+            continue
+        cuts = _row_boxes(earlier)
+        if earlier.shape == "p" and later.shape != "p":
+            cuts = [(*box, _FULL_PORT, _FULL_PORT) for box in cuts]
+        for cut in cuts:
+            boxes = [piece for box in boxes for piece in _subtract(box, cut)]
+    return boxes
 
 
 def _order_matters(rows: Sequence[Row]) -> bool:
@@ -646,11 +676,13 @@ def _set_tails(rows: tuple[Row, ...]) -> tuple[tuple[str, int, tuple[tuple[Any, 
     """Per set: (name, family, element parts after the device key), disjoint (cached by
     rows: the parts are shared, never mutated)."""
     boxes: dict[tuple[str, int], list[Box]] = {}
-    for row in rows:
+    for i, row in enumerate(rows):
         if row.dns_name is None:
-            for action in (row.action, WATCH) if row.watched else (row.action,):
-                boxes.setdefault((set_name(row.phase, row.family, action, row.shape),
-                                  row.family), []).extend(_row_boxes(row))
+            boxes.setdefault((set_name(row.phase, row.family, row.action, row.shape),
+                              row.family), []).extend(_row_boxes(row))
+            if row.watched:
+                boxes.setdefault((set_name(row.phase, row.family, WATCH, row.shape),
+                                  row.family), []).extend(_watch_boxes(rows, i))
     return tuple((name, family, tuple(_tail(box, family) for box in _disjoint(found)))
                  for (name, family), found in boxes.items())
 
