@@ -44,6 +44,10 @@ DNS-name rules become ``dns`` templates: the DNS guard adds (device address .
 answer address . l4proto . sport . dport) elements with the answer's TTL as
 timeout to the ``dnsout``/``dnsin`` sets (``dns_answer_elements``).
 
+RFC 9761 (D)TLS-profiled ACEs are observed, never enforced (``_nft.tls_watch_rules`` as
+data): their accept rows are also in the ``*_w_*`` watch sets, looked up in ``tls_out``
+between the drops and the accepts for a profile in ``tls_profiles`` (``_watch_rules``).
+
 Order. A chain's rules match first-match; sets cannot, so drops are looked up
 before accepts. That is the same verdict unless an accepting rule comes before
 a dropping rule that overlaps it (same phase and family, every key dimension
