@@ -16,7 +16,13 @@ the same run, alternating:
 
 Best of several runs (a shared machine only slows runs down).
 
-Run as root: ``.venv/bin/python bench/bench_tls_observe.py [--connects 1500]``.
+With ``--ruleset data`` the gateway runs policy as data (``DataGatewayEnforcer``) and
+two more rows measure the session-4 way, where a profiled device fell back to its own
+chains (reached through the fixed ruleset's fallback map), against the profile's rows as
+data (``tls_profiles`` gate, ``tls_out`` lookups, ``tls_flow``), in the same run.
+
+Run as root: ``.venv/bin/python bench/bench_tls_observe.py [--connects 1500]
+[--ruleset data]``.
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mudguard.enforce import Enforcer, Nft
+from mudguard.enforce.data_gateway import DataGatewayEnforcer
 from mudguard.mud import MudFile, parse_mud
-from mudguard.policy import DeviceFacts, LifecycleState
+from mudguard.policy import DeviceFacts, LifecycleState, _data
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome, run
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -181,7 +188,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--paced", type=int, default=80,
                         help="connections of the 8/s runs (every ClientHello logged)")
+    parser.add_argument("--ruleset", choices=("chains", "data"), default="chains")
     args = parser.parse_args()
+    data = args.ruleset == "data"
+    shadowed = _data._watch_shadowed
+
+    def as_fallback(on: bool) -> None:
+        """Session 4 on data: a TLS-profiled device keeps its chains (the fallback)."""
+        _data._watch_shadowed = (  # type: ignore[assignment]
+            (lambda rows: any(r.watched for r in rows)) if on else shadowed)
+        _data._BUNDLES.clear()
+        _data._ROWS.clear()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces and nftables)")
     hello = client_hello()
@@ -194,7 +211,8 @@ def main() -> None:
         # Lift the per-device new-connection cap (50/s): measure the rules, not the cap.
         context = home.context(new_conn_rate=1_000_000, new_conn_burst=1_000_000,
                                tls_log_group=GROUP)
-        enforcer = Enforcer(Nft.in_namespace(home.gw_ns), context, clock=lambda: NOW)
+        kind = DataGatewayEnforcer if data else Enforcer
+        enforcer = kind(Nft.in_namespace(home.gw_ns), context, clock=lambda: NOW)
         enforcer.install_home()
         me = DeviceFacts(mac=node.mac, ipv4=(node.ipv4,), ipv6=(node.ipv6,),
                          mud_url=profiled.mud_url, state=LifecycleState.PROFILED)
@@ -206,10 +224,28 @@ def main() -> None:
 
         apply(plain)
         measure(home, args.connects, hello)  # warm-up
-        keys = ("bare", "without", "with", "paced-without", "paced-with")
+        keys = ("bare", "without", "with", "paced-without", "paced-with", "fallback",
+                "paced-fallback")
         results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in keys}
         logged: list[tuple[str, int, int, int]] = []
-        for _ in range(args.repeats):
+        def session4() -> None:
+            """The profiled device as its session-4 fallback chain (data only)."""
+            as_fallback(True)
+            apply(profiled)
+            assert enforcer.data.installed[node.mac.lower()].fallback, "the fallback"
+            listener = Listener(home)
+            results["fallback"].append(measure(home, args.connects, hello))
+            logged.append(("full speed, fallback chain", args.connects, *listener.stop()))
+            listener = Listener(home)
+            results["paced-fallback"].append(measure(home, args.paced, hello, 1 / 8))
+            logged.append(("8/s, fallback chain", args.paced, *listener.stop()))
+            as_fallback(False)
+            apply(profiled)
+            assert not enforcer.data.installed[node.mac.lower()].fallback
+
+        for repeat in range(args.repeats):
+            if data and repeat % 2:  # order rotated: first in odd runs, last in even ones
+                session4()
             enforcer.install_home()
             apply(plain)
             drop_hello_rule(home)
@@ -227,20 +263,28 @@ def main() -> None:
             listener = Listener(home)
             results["paced-with"].append(measure(home, args.paced, hello, 1 / 8))
             logged.append(("8/s", args.paced, *listener.stop()))
+            if data and not repeat % 2:
+                session4()
     def best(key: str) -> tuple[float, float, float]:
         runs = results[key]
         return (max(r[0] for r in runs), min(r[1] for r in runs), min(r[2] for r in runs))
 
-    print(f"new TCP connections, each sending a {len(hello)}-byte TLS 1.3 ClientHello; "
+    print(f"ruleset {args.ruleset}; new TCP connections, each sending a {len(hello)}-byte "
+          "TLS 1.3 ClientHello; "
           f"best of {args.repeats} alternating runs (rate: connections per second of "
           "connect+send time, fastest 99 %)")
     print(f"{'ruleset':>44} {'conn/s':>8} {'rate':>7} {'p50':>8} {'p50':>7} {'p99':>8}")
-    for label, key, base in (
-            (f"{args.connects} at full speed: no RFC 9761 rule", "bare", "bare"),
+    rows = [(f"{args.connects} at full speed: no RFC 9761 rule", "bare", "bare"),
             ("main-table rule only (no profile)", "without", "bare"),
             ("profile: mark + NFLOG + listener", "with", "bare"),
             (f"{args.paced} at 8/s: no profile", "paced-without", "paced-without"),
-            ("profile: every ClientHello logged", "paced-with", "paced-without")):
+            ("profile: every ClientHello logged", "paced-with", "paced-without")]
+    if data:
+        rows += [("full speed, profile as data vs its chain", "with", "fallback"),
+                 ("full speed, session 4: its fallback chain", "fallback", "bare"),
+                 ("8/s, profile as data vs its chain", "paced-with", "paced-fallback"),
+                 ("8/s, session 4: its fallback chain", "paced-fallback", "paced-without")]
+    for label, key, base in rows:
         rate, p50, p99 = best(key)
         base_rate, base_p50, _ = best(base)
         print(f"{label:>44} {rate:>8.0f} {rate / base_rate:>6.2f}x {p50 * 1000:>6.0f}us "

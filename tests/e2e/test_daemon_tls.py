@@ -56,9 +56,12 @@ def test_the_daemon_stores_tls_outcomes_and_quarantines_a_changed_stack(
         assert applied.returncode == 0, applied.stderr
         assert "not running" not in applied.stderr  # it went through the daemon
         _poll(lambda: vhome.tcp(bulb.ns, CLOUD4, TLS_PORT, 0.5))
-        if DAEMON_RULESET == "data":  # policy as data: a TLS-profiled device keeps its chains
+        if DAEMON_RULESET == "data":  # policy as data: the observation is data too (no chain)
             listing = vhome.run(vhome.gw_ns, ["nft", "list", "table", "inet", "mudguard"]).stdout
-            assert "mudguard data " in listing and device_chain(bulb.mac, "out") in listing
+            assert "mudguard data " in listing and device_chain(bulb.mac, "out") not in listing
+            profiles = vhome.run(vhome.gw_ns, ["nft", "list", "set", "inet", "mudguard",
+                                               "tls_profiles"]).stdout
+            assert "elements = {" in profiles, profiles
         assert _device(bulb.ns, "good") == "TLSv1.3 mqtt"
         fits = daemon.wait_for({"event": "tls-observed", "mac": bulb.mac}, timeout=10)
         assert fits["ace"] == "from-sensor/mqtts" and fits["message"] == "fits its profile"

@@ -5,7 +5,8 @@ ssl module; the TLS server's certificate has the subject O="TP-Link Corporation
 Limited", and the client asks for a small MSS so the server's first flight spans
 several segments); the kernel logs the client's first payload and the server's first
 flight on the identification NFLOG group; ``WebWatcher`` reads them and the live
-identifier names the maker from the certificate's organisation. A trusted device making
+identifier names the maker from the certificate's organisation (on both designs: the
+rules are the main table's, ``policy._nft.identify_rules``). A trusted device making
 the same connection is never logged, and the rules change no verdict."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from mudguard.enforce import Nft
+from mudguard.enforce import Enforcer, Nft
 from mudguard.enforce.data_gateway import DataGatewayEnforcer
 from mudguard.identify.live import LiveIdentifier
 from mudguard.policy import DeviceFacts, LifecycleState
@@ -197,13 +198,16 @@ def _watch(addresses: dict[str, str], scenario: list[tuple[str, str]],
     return asyncio.run(main())
 
 
-def test_web_flows_of_a_device_without_mud_file_identify_its_maker() -> None:
+@pytest.mark.parametrize("design", ["data", "chains"])
+def test_web_flows_of_a_device_without_mud_file_identify_its_maker(design: str) -> None:
+    """On either ruleset design (``[gateway] ruleset``): the same rules in the main
+    table, the same logs."""
     prefix = f"mgT5{os.getpid() % 1000}"
     with VirtualHome(prefix=prefix, devices=2) as home, \
             tempfile.TemporaryDirectory(prefix="mgT5-") as tmp:
         nft = Nft.in_namespace(home.gw_ns)
-        enforcer = DataGatewayEnforcer(nft, home.context(identify_log_group=GROUP),
-                                       clock=lambda: NOW)
+        kind = DataGatewayEnforcer if design == "data" else Enforcer
+        enforcer = kind(nft, home.context(identify_log_group=GROUP), clock=lambda: NOW)
         enforcer.install_home()
         d0, d1 = home.nodes
         # one segment per packet from the Internet (no GSO aggregate), so the server's

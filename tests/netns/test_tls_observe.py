@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 
-from mudguard.enforce import Enforcer
 from mudguard.mud import Direction, parse_mud
 from mudguard.policy import device_id
 from mudguard.vhome import INTERNET_HOSTS, enter
@@ -37,6 +36,7 @@ from mudguard.watch.nflog import FlowEvent
 from mudguard.watch.tls import TlsObservation, judge
 from mudguard.watch.tls_listener import TlsWatcher
 from mudguard.watch.tracker import DeviationTracker, Thresholds
+from tests.netns.rulesets import make_enforcer
 from tests.netns.test_enforce import NOW, Gateway, _gateway
 from tests.pki import make_cert
 
@@ -329,7 +329,8 @@ def test_a_restart_finds_a_profiled_device_intact(gw: Gateway) -> None:
     mud = parse_mud(json.dumps(MUD)).mud
     assert mud is not None
     policy = gw.apply(gw.d[0], mud)
-    second = Enforcer(gw.nft, gw.enforcer.context, clock=lambda: NOW)
+    # A second enforcer of the design under test (a restarted daemon's).
+    second = make_enforcer(gw.nft, gw.enforcer.context, clock=lambda: NOW)
     report = second.reconcile([policy])
     assert not report.reinstalled_table and report.repaired == []
     assert report.ok == [gw.d[0].mac]

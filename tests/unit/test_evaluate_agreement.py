@@ -343,8 +343,21 @@ class Kernel:
             for key in obj["elem"]:
                 (target.add if verb == "add" else target.discard)(_canon(key))
 
-    def accepts(self, flow: Flow, gateway: bool, from_gateway: bool) -> bool:
+    def accepts(self, flow: Flow, gateway: bool, from_gateway: bool,
+                first_byte: int | None = None) -> bool:
+        """The verdict on the flow's first packet (``first_byte``: the first byte of its
+        transport payload, none by default); what observation rules did to it is left in
+        ``observed`` (the conntrack mark bits set, the NFLOG prefixes logged)."""
         packet = _packet(flow)
+        if first_byte is not None:
+            packet[("ih", 0)] = first_byte
+        self.observed: tuple[int, tuple[str, ...]] = (0, ())
+        try:
+            return self._accepts(packet, gateway, from_gateway)
+        finally:
+            self.observed = (packet.get(("ct", "mark"), 0), tuple(packet.get("logs", ())))
+
+    def _accepts(self, packet: dict[Any, Any], gateway: bool, from_gateway: bool) -> bool:
         hook = "output" if from_gateway else "input" if gateway else "forward"
         chains = [b for b in self.base if b[3] == hook]
         assert chains, f"no base chain on {hook}"
@@ -374,8 +387,14 @@ class Kernel:
             elif kind == "limit":
                 if arg.get("inv"):
                     return None  # "over the rate" never holds here
-            elif kind in ("log", "counter"):
+            elif kind == "log":
+                packet.setdefault("logs", []).append(arg.get("prefix", ""))
+            elif kind == "counter":
                 continue
+            elif kind == "mangle" and "ct" in arg["key"]:  # ct mark set ct mark | / & bits
+                (op, (_mark, bits)), = arg["value"].items()
+                mark = packet.get(("ct", "mark"), 0)
+                packet[("ct", "mark")] = mark | bits if op == "|" else mark & bits
             elif kind == "mangle":  # meta mark set <value> / set <key> map @m
                 value = arg["value"]
                 if isinstance(value, dict) and "map" in value:
@@ -411,6 +430,8 @@ class Kernel:
 
     def _value(self, left: dict[str, Any], packet: dict[Any, Any]) -> Any:
         (kind, arg), = left.items()
+        if kind == "payload" and "base" in arg:  # raw payload: @ih,<offset>,8
+            return packet.get((arg["base"], arg["offset"]))
         if kind == "payload":
             return packet.get((arg["protocol"], arg["field"]))
         if kind in ("meta", "ct"):
@@ -420,6 +441,8 @@ class Kernel:
             return None if None in parts else tuple(parts)
         if kind == "&":
             flags = self._value(arg[0], packet)
+            if isinstance(flags, int):  # ct mark & bits
+                return flags & arg[1]
             return None if flags is None else frozenset(flags) & frozenset(arg[1])
         raise AssertionError(f"interpreter does not know {kind!r}")
 
@@ -510,6 +533,8 @@ def _contains(right: Any, value: Any) -> bool:
     if isinstance(right, dict) and "range" in right:
         low, high = right["range"]
         return low <= value <= high
+    if isinstance(right, str) and isinstance(value, int) and right in _PROTO_NUMBERS:
+        return _PROTO_NUMBERS[right] == value  # meta l4proto tcp
     return _canon(right) == _canon(value)
 
 

@@ -14,6 +14,7 @@ import ssl
 import struct
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -307,6 +308,19 @@ def test_devices_observed_are_those_without_a_mud_file_on_the_home_default(
     other = DevicePolicy(device=facts, state=LifecycleState.TRUSTED, rules=(), mud=None)
     if observed:
         assert device_elements(other, CONTEXT).fingerprint != elements.fingerprint
+    # the chains design: the same set, its element added, deleted on a move, removed
+    from mudguard.policy._nft import compile_device_record, remove_device_commands
+
+    def touches(cmds: list[dict[str, Any]], verb: str) -> bool:
+        return any(verb in c and c[verb].get("element", {}).get("name") == IDENTIFY_MACS
+                   and MAC in c[verb]["element"]["elem"] for c in cmds)
+    cmds, record = compile_device_record(policy, CONTEXT)
+    assert record.observed is observed and touches(cmds, "add") is observed
+    assert touches(remove_device_commands(record), "delete") is observed
+    moved, _ = compile_device_record(other, CONTEXT, previous=record)
+    assert touches(moved, "delete") is observed and not touches(moved, "add")
+    again, _ = compile_device_record(policy, CONTEXT, previous=record)
+    assert not touches(again, "add") and not touches(again, "delete")
 
 
 def test_observation_rules_never_accept_or_drop() -> None:

@@ -108,7 +108,8 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     assert maps == {(shard, m) for shard in shard_names()
                     for m in ("out_dispatch", "gw_dispatch", "in_dispatch4", "in_dispatch6")}
     sets = {c["add"]["set"]["name"] for c in cmds if "set" in c.get("add", {})}
-    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6, PENDING4, PENDING6, TLS_RATE_SET}
+    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6, PENDING4, PENDING6, TLS_RATE_SET,
+                    "identify_macs", "identify_rate", "identify_rate4", "identify_rate6"}
 
     def rules(table: str, chain: str) -> list[list[dict[str, object]]]:
         return [c["add"]["rule"]["expr"] for c in cmds if "rule" in c.get("add", {})
@@ -117,10 +118,18 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     forward = rules(TABLE, "forward")
     assert forward[0] == tls_hello_rule(CTX)  # RFC 9761 ClientHello log: non-terminal
     assert not any(v in e for e in forward[0] for v in ("accept", "drop", "return"))
-    forward = forward[1:]
+    # identification (#16): a marked flow's packets to identify_log, non-terminal
+    assert forward[1][-1] == {"jump": {"target": "identify_log"}}
+    forward = forward[2:]
     assert forward[0][-1] == {"accept": None}  # then established
     assert {"drop": None} in forward[2]  # unknown LAN MACs: nothing forwarded
     assert forward[2][1]["match"]["right"] == "@" + KNOWN_MACS
+    assert forward[3][-1] == {"jump": {"target": "identify_new"}}  # a new web flow, observed
+    observing = [e for c in cmds if "rule" in c.get("add", {})
+                 and c["add"]["rule"]["chain"].startswith("identify_") for e in
+                 c["add"]["rule"]["expr"]]
+    assert observing and not any(v in e for e in observing for v in ("accept", "drop", "jump",
+                                                                      "goto"))
     assert [e for e in rules(shard_names()[0], "forward")[2] if "vmap" in e]
 
 

@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mudguard.daemon.config import GatewayConfig
+from mudguard.enforce.conntrack_acct import read_accounting
 
 CLOCK_FLOOR = datetime(2026, 1, 1, tzinfo=UTC)  # this release's year: an earlier clock is wrong
 MIN_NFT = (1, 0, 0)
@@ -221,6 +222,18 @@ def judge_br_netfilter(call_iptables: str | None, *, isolate_lan: bool) -> Check
                  "bridge reach each other without crossing any rule",
                  "set gateway.isolate_lan = true (or modprobe br_netfilter and sysctl "
                  "net.bridge.bridge-nf-call-iptables=1)")
+
+
+def judge_conntrack_accounting(value: str | None) -> Check:
+    """``nf_conntrack_acct``: identification caps a server's logged replies by conntrack's
+    packet count, which needs it (the daemon sets it at start in its namespace)."""
+    if value == "1":
+        return Check("conntrack_acct", Status.OK, "nf_conntrack_acct=1")
+    state = "not readable" if value is None else f"nf_conntrack_acct={value}"
+    return Check("conntrack_acct", Status.WARN,
+                 f"{state}; the daemon sets it to 1 at start (without it, web "
+                 "identification logs a server's replies up to the rate limit)",
+                 "sysctl -w net.netfilter.nf_conntrack_acct=1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +537,7 @@ def run_checks(config: GatewayConfig | None = None, *,
     bridge = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
     checks.append(judge_br_netfilter(bridge.read_text() if bridge.exists() else None,
                                      isolate_lan=config.isolate_lan if config else True))
+    checks.append(judge_conntrack_accounting(read_accounting()))
     checks.append(judge_dnsmasq(_tool_text(["dnsmasq", "--version"]),
                                 mud_url=_binary_mentions("dnsmasq", b"DNSMASQ_MUD_URL"),
                                 needed=config is None or config.dhcp_range is not None))

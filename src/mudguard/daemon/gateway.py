@@ -70,6 +70,7 @@ from mudguard.discovery.neighbour import NeighbourWatcher
 from mudguard.discovery.sighting import Intake, Sighting
 from mudguard.dns.core import AddSetElements, DnsGuard
 from mudguard.enforce import Enforcer, LanPortWatcher, facts_of
+from mudguard.enforce.conntrack_acct import enable_conntrack_accounting
 from mudguard.enforce.data_gateway import DataGatewayEnforcer
 from mudguard.identify.live import LiveIdentifier
 from mudguard.mud import Direction, MudFile
@@ -350,6 +351,11 @@ class Gateway:
         if enforcer.close_lan():  # before anything else: no device unrestricted meanwhile
             self.events.emit("lan-closed", ms=round((time.monotonic() - started) * 1000, 1),
                              message="base installed: devices wait for their policies")
+        changed, what = enable_conntrack_accounting()  # identification's server-packet cap
+        if changed:
+            log.info("%s", what)
+        elif "=1 already" not in what:
+            log.warning("%s: web identification logs more server packets", what)
         devices, policies = home_policies(self.service, enforcer.context)
         report = enforcer.reconcile(policies)
         for policy in policies:

@@ -88,6 +88,7 @@ from mudguard.policy import (
     shard_table,
     surplus_shard_names,
 )
+from mudguard.policy._nft import IDENTIFY_MACS
 
 log = logging.getLogger(__name__)
 
@@ -751,6 +752,8 @@ class _KernelView:
             return False
         if record.mac not in self.sets[KNOWN_MACS]:
             return False
+        if (record.mac in self.sets.get(IDENTIFY_MACS, set())) != record.observed:
+            return False
         have4 = {k for k, v in self.maps[(table, IN_DISPATCH4)].items() if v == inn}
         have6 = {k for k, v in self.maps[(table, IN_DISPATCH6)].items() if v == inn}
         return (have4 == set(record.ipv4) and have6 == set(record.ipv6)
@@ -765,7 +768,7 @@ class _KernelView:
             mac=mac,
             ipv4=tuple(k for k, v in self.maps[(table, IN_DISPATCH4)].items() if v == inn),
             ipv6=tuple(k for k, v in self.maps[(table, IN_DISPATCH6)].items() if v == inn),
-            dns_sets=())
+            dns_sets=(), observed=mac in self.sets.get(IDENTIFY_MACS, set()))
 
     def unmap_foreign(self, record: Installed, previous: Installed) -> list[NftCommand]:
         """Delete map entries for the device's addresses that point elsewhere or are stale."""

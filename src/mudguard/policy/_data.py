@@ -44,6 +44,10 @@ DNS-name rules become ``dns`` templates: the DNS guard adds (device address .
 answer address . l4proto . sport . dport) elements with the answer's TTL as
 timeout to the ``dnsout``/``dnsin`` sets (``dns_answer_elements``).
 
+RFC 9761 (D)TLS-profiled ACEs are observed, never enforced (``_nft.tls_watch_rules`` as
+data): their accept rows are also in the ``*_w_*`` watch sets, looked up in ``tls_out``
+between the drops and the accepts for a profile in ``tls_profiles`` (``_watch_rules``).
+
 Order. A chain's rules match first-match; sets cannot, so drops are looked up
 before accepts. That is the same verdict unless an accepting rule comes before
 a dropping rule that overlaps it (same phase and family, every key dimension
@@ -94,29 +98,26 @@ from mudguard.policy._names import (
 )
 from mudguard.policy._nft import (
     FAMILY,
-    IDENTIFY_CLIENT_MARK,
-    IDENTIFY_CLIENT_PREFIX,
-    IDENTIFY_CLIENT_SNAPLEN,
-    IDENTIFY_DEVICE_RATE,
-    IDENTIFY_HTTP_PORTS,
-    IDENTIFY_LOG_RATE,
-    IDENTIFY_SERVER_MARK,
-    IDENTIFY_SERVER_PACKETS,
-    IDENTIFY_SERVER_PREFIX,
-    IDENTIFY_SERVER_SNAPLEN,
-    IDENTIFY_TLS_PORTS,
+    IDENTIFY_MACS,
     LOG_BURST,
     LOG_RATE,
     TLS_HANDSHAKE,
+    TLS_WATCH_MARK,
     NftCommand,
     _families,
     _gateway_service,
     _meta,
     _needs_family,
+    _tls_log,
     _tls_rate_set,
     _typed_icmp,
     device_rules,
     dns_set_commands,
+    identify_log_jump,
+    identify_new_jump,
+    identify_observed,
+    identify_rules,
+    identify_sets,
     peer_addresses,
     tls_hello_rule,
     tls_watched_origins,
@@ -133,13 +134,15 @@ before the source binding (DHCP from 0.0.0.0, ND from ::); ``gw``: to the gatewa
 DNS_PHASES: Final = ("dnsout", "dnsin")
 SHAPES: Final = ("p", "t", "s")
 ACTIONS: Final = ("d", "a")  # drops are looked up first
+WATCH: Final = "w"
+"""The sets of watched rows (``Row.watched``: an RFC 9761 (D)TLS-profiled ACE's accept
+rows, also put in ``<phase><family>_w_<shape>``), looked up in ``tls_out`` between the
+drops and the accepts; observation only (``_watch_rules``)."""
+WATCH_PHASES: Final = ("out", "dnsout")
+TLS_PROFILES = "tls_profiles"  # the profile ids that have watched rows (the gate to tls_out)
 
 BIND4, BIND6 = "bind4", "bind6"
 PORTAL_CLOSED = "portal_closed"
-IDENTIFY_MACS = "identify_macs"  # devices whose web flows are observed for identification
-IDENTIFY_RATE, IDENTIFY_RATE4, IDENTIFY_RATE6 = "identify_rate", "identify_rate4", "identify_rate6"
-IDENTIFY_STATES: Final = frozenset({LifecycleState.NEW, LifecycleState.DEFAULT,
-                                    LifecycleState.LEARNING, LifecycleState.PROPOSED})
 RATECAP = "ratecap"
 LOG_OUT, LOG_IN4, LOG_IN6 = "log_out", "log_in4", "log_in6"
 MARK_OUT, MARK_IN4, MARK_IN6 = "mark_out", "mark_in4", "mark_in6"
@@ -163,6 +166,8 @@ def has_set(phase: str, action: str, shape: str) -> bool:
     accept. A rule needing another is not data (its device keeps chains)."""
     if action == "d":
         return shape != "s" and phase not in ("gwe", "gwb")
+    if action == WATCH:
+        return phase in WATCH_PHASES
     return True
 
 
@@ -198,6 +203,8 @@ class Row:
     dport: tuple[Interval, ...] = ()
     dns_name: str | None = None
     dns_within: tuple[Interval, ...] | None = None  # answers must fall here (also_local)
+    watched: bool = False
+    """An accept row of a (D)TLS-profiled TCP/UDP ACE: its boxes are also a ``WATCH`` set's."""
 
 
 class NotData(Exception):
@@ -422,7 +429,8 @@ def _compile_key(policy: DevicePolicy, context: HomeContext) -> tuple[Any, ...]:
     The rows read, besides the home ``context`` (its identity: prefixes, gateway,
     controllers, owner-assigned controllers; the caller keeps one context object per
     home state) and the decided ``rules`` (state, grants, quarantine exceptions and the
-    MUD file all end up there), only: the device's MUD URL (``my-controller`` is looked
+    MUD file all end up there), only: the origins of its (D)TLS-profiled ACEs (watched
+    rows), the device's MUD URL (``my-controller`` is looked
     up by it; its authority is the device's manufacturer) and, for each
     same-manufacturer / manufacturer / model rule, the addresses of the other devices
     it names, as the merged intervals of each family (what ``_rule_rows`` makes of
@@ -436,7 +444,8 @@ def _compile_key(policy: DevicePolicy, context: HomeContext) -> tuple[Any, ...]:
             addresses = peer_device_addresses(rule.peer, rule.peer_value, device, context)
             peers.append(tuple(_intervals(addresses, family) if family in families else ()
                                for families in [_rule_families(rule)] for family in (4, 6)))
-    return (id(context), policy.rules, device.mud_url, tuple(peers))
+    return (id(context), policy.rules, device.mud_url, tuple(peers),
+            tls_watched_origins(policy))
 
 
 def policy_rows(policy: DevicePolicy, context: HomeContext) -> list[Row]:
@@ -469,13 +478,18 @@ def _policy_rows(policy: DevicePolicy, context: HomeContext) -> list[Row]:
     early = [r for r in policy.rules if r.any_source and _chain_kind(r) == "gw"]
     for rule in early:
         rows += _rule_rows(rule, "gwe", device, context)
+    watched = tls_watched_origins(policy)
     for rule in policy.rules:
         if rule in early:
             continue
         kind = _chain_kind(rule)
         if kind is None:
             continue
-        rows += _rule_rows(rule, kind, device, context)
+        own = _rule_rows(rule, kind, device, context)
+        if kind == "out" and rule.origin in watched and rule.action is Forwarding.ACCEPT \
+                and rule.protocol in (6, 17):  # mirrors _nft.tls_watch_rules
+            own = [_with(r, watched=True) for r in own]
+        rows += own
         if kind == "out":
             rows += _local_rows(rule, device, context)
     for row in rows:
@@ -493,6 +507,51 @@ def _box(row: Row) -> tuple[tuple[Interval, ...], ...]:
 
 def _boxes_meet(a: Row, b: Row) -> bool:
     return all(_intersect(x, y) for x, y in zip(_box(a), _box(b), strict=True))
+
+
+def _shadows(earlier: Row, later: Row) -> bool:
+    """Whether ``earlier``, an accept that is not watched, takes some of the watched row
+    ``later``'s packets first (the chain returns there without marking the flow)."""
+    return (earlier.action == "a" and not earlier.watched and earlier.phase in WATCH_PHASES
+            and earlier.family == later.family and _boxes_meet(earlier, later))
+
+
+def _subtractable(earlier: Row, later: Row) -> bool:
+    """Whether the watch set can leave ``earlier``'s boxes out of ``later``'s: both have
+    literal addresses and ``earlier`` matches every packet of ``later``'s shape in the
+    part they share (a bare-SYN row shadows only SYNs; a row with ports cannot be cut
+    out of a row without)."""
+    if earlier.dns_name is not None or later.dns_name is not None:
+        return False
+    return earlier.shape == later.shape or (earlier.shape, later.shape) in (
+        ("t", "s"), ("p", "t"), ("p", "s"))
+
+
+def _watch_shadowed(rows: Sequence[Row]) -> bool:
+    """True if a watched row overlaps an earlier accept of the same side and family that
+    is not watched, in a way the watch sets cannot leave out (``_watch_boxes``): the
+    chain would have returned there without marking the flow, ``tls_out`` would mark it."""
+    for i, later in enumerate(rows):
+        if later.watched and any(_shadows(e, later) and not _subtractable(e, later)
+                                 for e in rows[:i]):
+            return True
+    return False
+
+
+def _watch_boxes(rows: Sequence[Row], i: int) -> list[Box]:
+    """The boxes of watched row ``rows[i]`` less those of the earlier accepts that are not
+    watched (their packets return before the watch rule in the chain)."""
+    later = rows[i]
+    boxes = _row_boxes(later)
+    for earlier in rows[:i]:
+        if not _shadows(earlier, later):
+            continue
+        cuts = _row_boxes(earlier)
+        if earlier.shape == "p" and later.shape != "p":
+            cuts = [(*box, _FULL_PORT, _FULL_PORT) for box in cuts]
+        for cut in cuts:
+            boxes = [piece for box in boxes for piece in _subtract(box, cut)]
+    return boxes
 
 
 def _order_matters(rows: Sequence[Row]) -> bool:
@@ -607,12 +666,13 @@ def _refined(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
-def _with(row: Row, **changes: tuple[Interval, ...]) -> Row:
-    fields = {"phase": row.phase, "family": row.family, "action": row.action,
-              "shape": row.shape, "peer": row.peer, "proto": row.proto, "sport": row.sport,
-              "dport": row.dport, "dns_name": row.dns_name, "dns_within": row.dns_within}
+def _with(row: Row, **changes: Any) -> Row:
+    fields: dict[str, Any] = {
+        "phase": row.phase, "family": row.family, "action": row.action, "shape": row.shape,
+        "peer": row.peer, "proto": row.proto, "sport": row.sport, "dport": row.dport,
+        "dns_name": row.dns_name, "dns_within": row.dns_within, "watched": row.watched}
     fields.update(changes)
-    return Row(**fields)  # type: ignore[arg-type]
+    return Row(**fields)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -620,10 +680,13 @@ def _set_tails(rows: tuple[Row, ...]) -> tuple[tuple[str, int, tuple[tuple[Any, 
     """Per set: (name, family, element parts after the device key), disjoint (cached by
     rows: the parts are shared, never mutated)."""
     boxes: dict[tuple[str, int], list[Box]] = {}
-    for row in rows:
+    for i, row in enumerate(rows):
         if row.dns_name is None:
             boxes.setdefault((set_name(row.phase, row.family, row.action, row.shape),
                               row.family), []).extend(_row_boxes(row))
+            if row.watched:
+                boxes.setdefault((set_name(row.phase, row.family, WATCH, row.shape),
+                                  row.family), []).extend(_watch_boxes(rows, i))
     return tuple((name, family, tuple(_tail(box, family) for box in _disjoint(found)))
                  for (name, family), found in boxes.items())
 
@@ -635,10 +698,16 @@ def _profile(rows: tuple[Row, ...]) -> tuple[int, dict[str, tuple[Any, ...]], st
     mutated). The id is 32 bits of the digest (a packet mark): two contents may share
     one (``profile_collision``)."""
     tails = _set_tails(rows)
-    digest = hashlib.sha256(repr(tails).encode()).hexdigest()
+    watched_names = sorted({(r.dns_name, r.family, r.shape) for r in rows
+                            if r.watched and r.dns_name is not None}, key=repr)
+    digest = hashlib.sha256(repr((tails, watched_names) if watched_names else tails
+                                 ).encode()).hexdigest()
     profile = int(digest[:8], 16) or 1
-    elements = {name: tuple({"concat": [profile, *tail]} for tail in found)
-                for name, _family, found in tails if found}
+    elements: dict[str, tuple[Any, ...]] = {
+        name: tuple({"concat": [profile, *tail]} for tail in found)
+        for name, _family, found in tails if found}
+    if any(row.watched for row in rows):
+        elements[TLS_PROFILES] = (profile,)
     return profile, elements, digest
 
 
@@ -754,6 +823,8 @@ def _bundle(policy: DevicePolicy, context: HomeContext) -> _Bundle:
     else:
         if _order_matters(rows):
             bundle = _Bundle(rows, "a drop after an accept it overlaps")
+        elif _watch_shadowed(rows):
+            bundle = _Bundle(rows, "a (D)TLS-profiled ACE after an accept it overlaps")
         else:
             profile, elements, content = _profile(rows)
             bundle = _Bundle(rows, "", profile, elements, _templates(rows), _rows_digest(rows),
@@ -791,8 +862,6 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
         put(MANAGED6, *ipv6)
     bundle = _bundle(policy, context)
     why = bundle.why
-    if not why and _tls_watched(policy):
-        why = "RFC 9761 (D)TLS profile: its ClientHellos are observed by its chains"
     fallback: list[NftCommand] = []
     templates: list[DnsTemplate] = []
     profile = 0
@@ -848,15 +917,6 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
                           else frozenset())
 
 
-def identify_observed(policy: DevicePolicy) -> bool:
-    """Whether the kernel logs the device's web flows for identification (#16): a device
-    without a MUD file on the home default (new, default, learning, proposed). A device
-    with a MUD file names its maker; the owner's trusted computers and phones are not
-    read; a quarantined device is already restricted. Observation only: the log rules
-    never accept or drop."""
-    return policy.mud is None and policy.state in IDENTIFY_STATES
-
-
 class ProfileCollision(ValueError):
     """Two different profiles (or two devices' log marks) map to one 32-bit packet mark:
     installing the second would give each device the other's rules (or name the wrong
@@ -902,14 +962,6 @@ def without_collisions(records: Iterable[DeviceElements]
     return kept, errors
 
 
-def _tls_watched(policy: DevicePolicy) -> bool:
-    """Whether one of the device's rules comes from an ACE with an RFC 9761 (D)TLS
-    profile: the chains design observes its ClientHellos (``_nft.tls_watch_rules``), so
-    the device keeps its chains (the fallback) here."""
-    watched = tls_watched_origins(policy)
-    return bool(watched) and any(r.origin in watched for r in policy.rules)
-
-
 def _fallback_chains(policy: DevicePolicy, context: HomeContext) -> list[NftCommand]:
     """The device's ``_nft.py`` chains, moved to the main table."""
     mac = policy.device.mac.lower()
@@ -946,10 +998,11 @@ def dns_answer_elements(record: DeviceElements, name: str, device_address: str,
         point = ((int(ip), int(ip)),)
         if row.dns_within is not None and not _intersect(point, row.dns_within):
             continue
-        target = out.setdefault(set_name(row.phase, row.family, row.action, row.shape), [])
-        for element in _row_elements(row, str(mine), point):
-            if element not in target:
-                target.append(element)
+        for action in (row.action, WATCH) if row.watched else (row.action,):
+            target = out.setdefault(set_name(row.phase, row.family, action, row.shape), [])
+            for element in _row_elements(row, str(mine), point):
+                if element not in target:
+                    target.append(element)
     return out
 
 
@@ -1084,12 +1137,15 @@ def _key_type(phase: str, family: int, shape: str) -> list[str]:
     return types
 
 
-def _lookups(chain: str, phases: Sequence[str], verdict_accept: str) -> list[NftCommand]:
-    """Drop sets of every phase and family first, then accept sets."""
+def _lookups(chain: str, phases: Sequence[str], verdict_accept: str,
+             actions: Sequence[str] = ACTIONS) -> list[NftCommand]:
+    """Drop sets of every phase and family first, then accept sets (``WATCH`` sets:
+    ``goto tls_flow``)."""
     cmds: list[NftCommand] = []
     syn = _m({"&": [_pl("tcp", "flags"), ["fin", "syn", "rst", "ack"]]}, "syn")
-    for action in ACTIONS:
-        verdict = {"drop": None} if action == "d" else {verdict_accept: None}
+    for action in actions:
+        verdict = {"drop": None} if action == "d" else \
+            {"goto": {"target": "tls_flow"}} if action == WATCH else {verdict_accept: None}
         for phase in phases:
             for family in (4, 6):
                 for shape in SHAPES:
@@ -1111,7 +1167,7 @@ def _element_sets() -> list[NftCommand]:
     cmds: list[NftCommand] = []
     for phase in (*PHASES, *DNS_PHASES):
         for family in (4, 6):
-            for action in ACTIONS:
+            for action in (*ACTIONS, WATCH):
                 for shape in SHAPES:
                     if not has_set(phase, action, shape):
                         continue
@@ -1141,94 +1197,32 @@ def _log(chain: str, mark_key: Expr, mark_map: str, rate_set: str, prefix: str,
             _rule(chain, [{"drop": None}])]
 
 
-_IDENTIFY_BITS: Final = IDENTIFY_CLIENT_MARK | IDENTIFY_SERVER_MARK
-
-
 def _ct(key: str, direction: str | None = None) -> Expr:
     return {"ct": {"key": key, "dir": direction}} if direction else {"ct": {"key": key}}
 
 
-def _ct_bits(bits: int, value: int) -> Expr:
-    return _m({"&": [_ct("mark"), bits]}, value)
-
-
-def _ct_clear(bits: int) -> Expr:
-    return {"mangle": {"key": _ct("mark"), "value": {"&": [_ct("mark"), 0xFFFFFFFF ^ bits]}}}
-
-
 def _identify_rules(context: HomeContext) -> list[NftCommand]:
-    """Identification (#16), observation only: no rule here accepts or drops.
+    """Identification's two chains (``_nft.identify_rules``), in the main table, gated on
+    the fixed ruleset's source binding (``bind4``/``bind6``): the forward chain's binding
+    check comes after ``identify_log``, so the gate is what keeps another device's
+    forgery out of a device's clues."""
+    return identify_rules(context, source_sets=(BIND4, BIND6))
 
-    ``identify_new`` (a new TCP flow of a device in ``identify_macs``) marks flows to
-    the web ports: the client bit for HTTP and TLS, the server bit for TLS too.
-    ``identify_log`` (any packet of a marked flow; every other packet pays one ct-mark
-    test in ``forward``): the client's first payload packet (ClientHello or HTTP request)
-    clears the client bit (and the server bit unless it starts a TLS handshake record)
-    and is logged with prefix ``IDENTIFY_CLIENT_PREFIX``; the
-    server's payload packets are logged with ``IDENTIFY_SERVER_PREFIX`` until the client
-    sends its second payload (the server's first flight is over: a TLS 1.2 Certificate
-    is in it), which clears the server bit, and at most ``IDENTIFY_SERVER_PACKETS`` of
-    them where conntrack counts packets (``nf_conntrack_acct``). Each log is limited per
-    device (its MAC for the client's packets, its address for the replies) and for the
-    whole home, to NFLOG group ``context.identify_log_group``. Before all that, a
-    packet from the LAN whose source address is not its sender's own (``bind4``/
-    ``bind6``) leaves ``identify_log`` unread: another device's forgery never
-    becomes a device's clue (devices on ``_nft.py`` chains bind in their own chains,
-    so their replies as LAN servers are not read)."""
-    original, reply = _m(_ct("direction"), "original"), _m(_ct("direction"), "reply")
-    payload = _m({"payload": {"base": "ih", "offset": 0, "len": 8}}, 0, ">=")
-    dport = _pl("tcp", "dport")
-    every = {"limit": {"rate": IDENTIFY_LOG_RATE, "per": "second",
-                       "burst": IDENTIFY_LOG_RATE}}
-    both = IDENTIFY_CLIENT_MARK | IDENTIFY_SERVER_MARK
 
-    def per_device(key: Expr, name: str) -> Expr:
-        return {"set": {"op": "update", "elem": key, "set": "@" + name,
-                        "stmt": [{"limit": {"rate": IDENTIFY_DEVICE_RATE, "per": "second",
-                                            "burst": 2 * IDENTIFY_DEVICE_RATE}}]}}
-
-    def log(prefix: str, snaplen: int) -> Expr:
-        return {"log": {"prefix": prefix, "group": context.identify_log_group,
-                        "snaplen": snaplen}}
-
-    set_bits = {"mangle": {"key": _ct("mark"), "value": {"|": [_ct("mark"), both]}}}
-    set_client = {"mangle": {"key": _ct("mark"),
-                             "value": {"|": [_ct("mark"), IDENTIFY_CLIENT_MARK]}}}
-    ether, iif = _pl("ether", "saddr"), _m(_meta("iifname"), context.lan_interface)
-    cmds = [
-        # the gate: a packet from the LAN counts only with its sender's own source
-        # address (the forward chain's binding check comes after this chain, and a
-        # forged packet can match another device's connection: its ClientHello, or a
-        # "server" certificate sent from the LAN, would become that device's clues)
-        *(_rule("identify_log", [iif, _m(_meta("nfproto"), f"ipv{family}"),
-                                 _m({"concat": [ether, _pl(ip, "saddr")]}, "@" + bind, "!="),
-                                 {"return": None}])
-          for family, ip, bind in ((4, "ip", BIND4), (6, "ip6", BIND6))),
-        _rule("identify_new", [_m(dport, {"set": list(IDENTIFY_TLS_PORTS)}), set_bits]),
-        _rule("identify_new", [_m(dport, {"set": list(IDENTIFY_HTTP_PORTS)}), set_client]),
-        # the client's second payload: the server's first flight is over
-        _rule("identify_log", [original, _ct_bits(IDENTIFY_CLIENT_MARK, 0), payload,
-                               _ct_clear(IDENTIFY_SERVER_MARK), {"return": None}]),
-        # a first payload that is no TLS handshake record: its server's replies are not
-        # read (a plain download on port 443 would otherwise be logged at the rate limit)
-        _rule("identify_log", [original, _ct_bits(both, both),
-                               _m({"payload": {"base": "ih", "offset": 0, "len": 8}},
-                                  TLS_HANDSHAKE, "!="),
-                               _ct_clear(IDENTIFY_SERVER_MARK)]),
-        _rule("identify_log", [original, _ct_bits(IDENTIFY_CLIENT_MARK, IDENTIFY_CLIENT_MARK),
-                               payload, _ct_clear(IDENTIFY_CLIENT_MARK),
-                               per_device(_pl("ether", "saddr"), IDENTIFY_RATE), every,
-                               log(IDENTIFY_CLIENT_PREFIX, IDENTIFY_CLIENT_SNAPLEN)]),
+def _watch_rules(context: HomeContext) -> list[NftCommand]:
+    """RFC 9761 observation (``_nft.tls_watch_rules`` as data), never a verdict: ``tls_out``
+    (reached from ``from_dev`` after the drop lookups, for a profile in ``tls_profiles``)
+    looks the flow up in the watched rows' sets and goes to ``tls_flow``, which sets
+    ``TLS_WATCH_MARK`` on a new TCP connection (``tls_hello_rule`` then logs its
+    ClientHello) or logs a UDP flow's first datagram if it is a (D)TLS handshake record;
+    either way the packet returns to ``from_dev``, whose accept lookups decide."""
+    mark = {"mangle": {"key": _ct("mark"), "value": {"|": [_ct("mark"), TLS_WATCH_MARK]}}}
+    handshake = _m({"payload": {"base": "ih", "offset": 0, "len": 8}}, TLS_HANDSHAKE)
+    return [
+        *_lookups("tls_out", WATCH_PHASES, "return", (WATCH,)),
+        _rule("tls_flow", [_m(_meta("l4proto"), "tcp"), _m(_ct("state"), "new", "in"), mark]),
+        _rule("tls_flow", [_m(_meta("l4proto"), "udp"), handshake, *_tls_log(context)]),
     ]
-    for family, rate_set in ((4, IDENTIFY_RATE4), (6, IDENTIFY_RATE6)):
-        ip = "ip" if family == 4 else "ip6"
-        cmds.append(_rule("identify_log", [
-            reply, _ct_bits(IDENTIFY_SERVER_MARK, IDENTIFY_SERVER_MARK),
-            _m(_meta("nfproto"), f"ipv{family}"), payload,
-            _m(_ct("packets", "reply"), IDENTIFY_SERVER_PACKETS, "<="),
-            per_device(_pl(ip, "daddr"), rate_set), every,
-            log(IDENTIFY_SERVER_PREFIX, IDENTIFY_SERVER_SNAPLEN)]))
-    return cmds
 
 
 def _base_chain(name: str, hook: str, policy: str) -> NftCommand:
@@ -1284,10 +1278,8 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
         _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"),
         _set(BIND4, ["ether_addr", "ipv4_addr"]), _set(BIND6, ["ether_addr", "ipv6_addr"]),
-        _set(PORTAL_CLOSED, "ether_addr"), _set(IDENTIFY_MACS, "ether_addr"),
-        _set(IDENTIFY_RATE, "ether_addr", ["timeout"], timeout=60, size=4096),
-        _set(IDENTIFY_RATE4, "ipv4_addr", ["timeout"], timeout=60, size=4096),
-        _set(IDENTIFY_RATE6, "ipv6_addr", ["timeout"], timeout=60, size=4096),
+        _set(PORTAL_CLOSED, "ether_addr"), *identify_sets(),
+        _set(TLS_PROFILES, "mark"),
         _set(FALLBACK_MACS, "ether_addr"), _set(FALLBACK4, "ipv4_addr"),
         _set(FALLBACK6, "ipv6_addr"),
         _set(RATECAP, "ether_addr", ["timeout"], timeout=3600, size=65535),
@@ -1305,7 +1297,7 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _base_chain("input", "input", "accept"),
         _base_chain("output", "output", "accept"),
         _chain("from_dev"), _chain("to_dev4"), _chain("to_dev6"), _chain("to_gw"),
-        _chain("identify_new"), _chain("identify_log"),
+        _chain("identify_new"), _chain("identify_log"), _chain("tls_out"), _chain("tls_flow"),
     ]
     ip4, ip6 = _pl("ip", "daddr"), _pl("ip6", "daddr")
     cmds.append(_tls_rate_set())
@@ -1313,16 +1305,12 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         # first rule (carries the mark): RFC 9761, the ClientHello of a flow a fallback
         # device's chain marked (conntrack mark bit, never the packet mark used below)
         _rule("forward", tls_hello_rule(context)),
-        _rule("forward", [_m({"&": [_ct("mark"), _IDENTIFY_BITS]}, 0, "!="),
-                          {"jump": {"target": "identify_log"}}],
-              "identification: a marked flow's first payloads are logged"),
+        identify_log_jump(),
         _rule("forward", [est, {"accept": None}]),
         _rule("forward", [invalid, {"drop": None}]),
         _rule("forward", [iif, _m(ether, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
-        _rule("forward", [iif, _m(_meta("l4proto"), "tcp"), _m(ether, "@" + IDENTIFY_MACS),
-                          {"jump": {"target": "identify_new"}}],
-              "identification: a new web flow of a device without a MUD file"),
+        identify_new_jump(context),
         _rule("forward", [iif, {"jump": {"target": "from_dev"}}]),
         _rule("forward", [_m(ip4, "@" + PENDING4), {"drop": None}], "receiver's rules not in yet"),
         _rule("forward", [_m(ip6, "@" + PENDING6), {"drop": None}], "receiver's rules not in yet"),
@@ -1334,6 +1322,7 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _rule("forward", [iif, {"accept": None}], "passed the sender's rules"),
     ]
     cmds += _identify_rules(context)
+    cmds += _watch_rules(context)
     # from_dev: the sender's side; returns when allowed.
     rate = {"set": {"op": "update", "elem": ether, "set": "@" + RATECAP,
                     "stmt": [{"limit": {"rate": context.new_conn_rate, "per": "second",
@@ -1351,7 +1340,10 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
                            {"drop": None}], "source must be the device own IPv6"),
         _rule("from_dev", [_zero_mark()]),
         _rule("from_dev", [_profile_mark(ether, PROFILE_OUT)], "the sender's profile"),
-        *_lookups("from_dev", ("out", "dnsout"), "return"),
+        *_lookups("from_dev", ("out", "dnsout"), "return", ("d",)),
+        _rule("from_dev", [_m(_meta("mark"), "@" + TLS_PROFILES), {"jump": {"target": "tls_out"}}],
+              "RFC 9761: a (D)TLS-profiled ACE's flow is observed"),
+        *_lookups("from_dev", ("out", "dnsout"), "return", ("a",)),
         *_log("from_dev", ether, MARK_OUT, LOG_OUT, LOG_PREFIX_OUT, context),
     ]
     for family, chain in ((4, "to_dev4"), (6, "to_dev6")):
@@ -1422,11 +1414,12 @@ def set_layouts() -> dict[str, tuple[tuple[str, ...], bool, str | None]]:
     out: dict[str, tuple[tuple[str, ...], bool, str | None]] = {}
     for phase in (*PHASES, *DNS_PHASES):
         for family in (4, 6):
-            for action in ACTIONS:
+            for action in (*ACTIONS, WATCH):
                 for shape in SHAPES:
                     if has_set(phase, action, shape):
                         out[set_name(phase, family, action, shape)] = (
                             tuple(_key_type(phase, family, shape)), True, None)
+    out[TLS_PROFILES] = (("mark",), False, None)
     out[BIND4] = (("ether_addr", "ipv4_addr"), False, None)
     out[BIND6] = (("ether_addr", "ipv6_addr"), False, None)
     out[PROFILE_OUT] = (("ether_addr",), False, "mark")
@@ -1439,7 +1432,7 @@ def set_layouts() -> dict[str, tuple[tuple[str, ...], bool, str | None]]:
 
 
 ELEMENT_SETS: Final = (KNOWN_MACS, MANAGED4, MANAGED6, BIND4, BIND6, PORTAL_CLOSED,
-                       IDENTIFY_MACS,
+                       IDENTIFY_MACS, TLS_PROFILES,
                        PROFILE_OUT, PROFILE_IN4, PROFILE_IN6,
                        MARK_OUT, MARK_IN4, MARK_IN6, FALLBACK_MACS, FALLBACK4, FALLBACK6,
                        OUT_FALLBACK, GW_FALLBACK, IN_FALLBACK4, IN_FALLBACK6)

@@ -533,6 +533,143 @@ def _tls_rate_set() -> NftCommand:
                             "size": 4096}}}
 
 
+# -- identification (#16): web flows of devices without a MUD file, either design ------------
+
+IDENTIFY_MACS: Final = "identify_macs"  # main table: the devices whose web flows are read
+IDENTIFY_RATE, IDENTIFY_RATE4, IDENTIFY_RATE6 = "identify_rate", "identify_rate4", "identify_rate6"
+IDENTIFY_STATES: Final = frozenset({LifecycleState.NEW, LifecycleState.DEFAULT,
+                                    LifecycleState.LEARNING, LifecycleState.PROPOSED})
+_IDENTIFY_BITS: Final = IDENTIFY_CLIENT_MARK | IDENTIFY_SERVER_MARK
+
+
+def identify_observed(policy: DevicePolicy) -> bool:
+    """Whether the kernel logs the device's web flows for identification (#16): a device
+    without a MUD file on the home default (new, default, learning, proposed). A device
+    with a MUD file names its maker; the owner's trusted computers and phones are not
+    read; a quarantined device is already restricted. Observation only: the log rules
+    never accept or drop."""
+    return policy.mud is None and policy.state in IDENTIFY_STATES
+
+
+def _ct_dir(key: str, direction: str) -> Expr:
+    return {"ct": {"key": key, "dir": direction}}
+
+
+def _ct_bits(bits: int, value: int) -> Expr:
+    return _match({"&": [_ct("mark"), bits]}, value)
+
+
+def _ct_clear(bits: int) -> Expr:
+    return {"mangle": {"key": _ct("mark"), "value": {"&": [_ct("mark"), 0xFFFFFFFF ^ bits]}}}
+
+
+def identify_sets() -> list[NftCommand]:
+    """The main table's ``identify_macs`` and its per-device log limiters."""
+    def limiter(name: str, key: str) -> NftCommand:
+        return {"add": {"set": {"family": FAMILY, "table": TABLE, "name": name, "type": key,
+                                "flags": ["timeout"], "timeout": 60, "size": 4096}}}
+    return [_set(IDENTIFY_MACS, "ether_addr"), limiter(IDENTIFY_RATE, "ether_addr"),
+            limiter(IDENTIFY_RATE4, "ipv4_addr"), limiter(IDENTIFY_RATE6, "ipv6_addr")]
+
+
+def identify_log_jump() -> NftCommand:
+    """The main forward chain's rule (before ``established accept``) that sends a marked
+    flow's packets to ``identify_log``: every other packet pays one ct-mark test."""
+    return _rule("forward", [_match({"&": [_ct("mark"), _IDENTIFY_BITS]}, 0, "!="),
+                             {"jump": {"target": "identify_log"}}],
+                 "identification: the first payloads of a marked flow are logged")
+
+
+def identify_new_jump(context: HomeContext) -> NftCommand:
+    """The main forward chain's rule that sends a new TCP flow of a device in
+    ``identify_macs`` to ``identify_new``."""
+    return _rule("forward", [_match(_meta("iifname"), context.lan_interface),
+                             _match(_meta("l4proto"), "tcp"),
+                             _match(_payload("ether", "saddr"), "@" + IDENTIFY_MACS),
+                             {"jump": {"target": "identify_new"}}],
+                 "identification: a new web flow of a device without a MUD file")
+
+
+def identify_rules(context: HomeContext,
+                   source_sets: tuple[str, str] | None = None) -> list[NftCommand]:
+    """Identification (#16), observation only: no rule here accepts or drops.
+
+    ``identify_new`` (a new TCP flow of a device in ``identify_macs``) marks flows to
+    the web ports: the client bit for HTTP and TLS, the server bit for TLS too.
+    ``identify_log`` (any packet of a marked flow; every other packet pays one ct-mark
+    test in ``forward``): the client's first payload packet (ClientHello or HTTP request)
+    clears the client bit (and the server bit unless it starts a TLS handshake record)
+    and is logged with prefix ``IDENTIFY_CLIENT_PREFIX``; the
+    server's payload packets are logged with ``IDENTIFY_SERVER_PREFIX`` until the client
+    sends its second payload (the server's first flight is over: a TLS 1.2 Certificate
+    is in it), which clears the server bit, and at most ``IDENTIFY_SERVER_PACKETS`` of
+    them where conntrack counts packets (``nf_conntrack_acct``). Each log is limited per
+    device (its MAC for the client's packets, its address for the replies) and for the
+    whole home, to NFLOG group ``context.identify_log_group``. The chains are the main
+    table's in both designs (``identify_sets``, ``identify_log_jump``,
+    ``identify_new_jump``).
+
+    ``source_sets`` (policy as data: ``bind4``, ``bind6``): before all that, a packet
+    from the LAN whose (MAC, source address) is not in them leaves ``identify_log``
+    unread, so another device's forgery (a ClientHello injected into a device's open
+    connection, a "server" certificate sent from the LAN) never becomes a device's
+    clue. The chains design needs no gate: each device's own chains drop a packet whose
+    source address is not its sender's before the main table sees it."""
+    original, reply = _match(_ct("direction"), "original"), _match(_ct("direction"), "reply")
+    payload = _match({"payload": {"base": "ih", "offset": 0, "len": 8}}, 0, ">=")
+    dport = _payload("tcp", "dport")
+    every = {"limit": {"rate": IDENTIFY_LOG_RATE, "per": "second",
+                       "burst": IDENTIFY_LOG_RATE}}
+    both = IDENTIFY_CLIENT_MARK | IDENTIFY_SERVER_MARK
+
+    def per_device(key: Expr, name: str) -> Expr:
+        return {"set": {"op": "update", "elem": key, "set": "@" + name,
+                        "stmt": [{"limit": {"rate": IDENTIFY_DEVICE_RATE, "per": "second",
+                                            "burst": 2 * IDENTIFY_DEVICE_RATE}}]}}
+
+    def log(prefix: str, snaplen: int) -> Expr:
+        return {"log": {"prefix": prefix, "group": context.identify_log_group,
+                        "snaplen": snaplen}}
+
+    set_bits = {"mangle": {"key": _ct("mark"), "value": {"|": [_ct("mark"), both]}}}
+    set_client = {"mangle": {"key": _ct("mark"),
+                             "value": {"|": [_ct("mark"), IDENTIFY_CLIENT_MARK]}}}
+    cmds = [] if source_sets is None else [
+        _rule("identify_log", [_match(_meta("iifname"), context.lan_interface),
+                               _match(_meta("nfproto"), f"ipv{family}"),
+                               _match({"concat": [_payload("ether", "saddr"),
+                                                  _payload(ip, "saddr")]},
+                                      "@" + bind, "!="),
+                               {"return": None}])
+        for (family, ip), bind in zip(((4, "ip"), (6, "ip6")), source_sets, strict=True)]
+    cmds += [
+        _rule("identify_new", [_match(dport, {"set": list(IDENTIFY_TLS_PORTS)}), set_bits]),
+        _rule("identify_new", [_match(dport, {"set": list(IDENTIFY_HTTP_PORTS)}), set_client]),
+        # the client's second payload: the server's first flight is over
+        _rule("identify_log", [original, _ct_bits(IDENTIFY_CLIENT_MARK, 0), payload,
+                               _ct_clear(IDENTIFY_SERVER_MARK), {"return": None}]),
+        # a first payload that is no TLS handshake record: its server's replies are not
+        # read (a plain download on port 443 would otherwise be logged at the rate limit)
+        _rule("identify_log", [original, _ct_bits(both, both),
+                               _match({"payload": {"base": "ih", "offset": 0, "len": 8}},
+                                      TLS_HANDSHAKE, "!="),
+                               _ct_clear(IDENTIFY_SERVER_MARK)]),
+        _rule("identify_log", [original, _ct_bits(IDENTIFY_CLIENT_MARK, IDENTIFY_CLIENT_MARK),
+                               payload, _ct_clear(IDENTIFY_CLIENT_MARK),
+                               per_device(_payload("ether", "saddr"), IDENTIFY_RATE), every,
+                               log(IDENTIFY_CLIENT_PREFIX, IDENTIFY_CLIENT_SNAPLEN)]),
+    ]
+    for family, rate_set in ((4, IDENTIFY_RATE4), (6, IDENTIFY_RATE6)):
+        ip = "ip" if family == 4 else "ip6"
+        cmds.append(_rule("identify_log", [
+            reply, _ct_bits(IDENTIFY_SERVER_MARK, IDENTIFY_SERVER_MARK),
+            _match(_meta("nfproto"), f"ipv{family}"), payload,
+            _match(_ct_dir("packets", "reply"), IDENTIFY_SERVER_PACKETS, "<="),
+            per_device(_payload(ip, "daddr"), rate_set), every,
+            log(IDENTIFY_SERVER_PREFIX, IDENTIFY_SERVER_SNAPLEN)]))
+    return cmds
+
+
 # -- installation records and batches -------------------------------------------------------------
 
 
@@ -551,6 +688,7 @@ class Installed:
     dns_sets: tuple[str, ...]
     fingerprint: str = ""
     rule_counts: tuple[int, int, int] = (0, 0, 0)  # out, in, gw
+    observed: bool = False  # its MAC is in ``identify_macs`` (``identify_observed``)
 
     @property
     def chains(self) -> tuple[str, ...]:
@@ -663,9 +801,11 @@ def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
     fingerprint = _fingerprint(rules, ipv4, ipv6)
     rules["out"][-1]["add"]["rule"]["comment"] = fingerprint_comment(fingerprint)
     sets = sorted({dns_set_name(name, fam) for name in policy.dns_names() for fam in (4, 6)})
+    observed = identify_observed(policy)
     record = Installed(mac=mac, ipv4=ipv4, ipv6=ipv6, dns_sets=tuple(sets),
                        fingerprint=fingerprint,
-                       rule_counts=(len(rules["out"]), len(rules["in"]), len(rules["gw"])))
+                       rule_counts=(len(rules["out"]), len(rules["in"]), len(rules["gw"])),
+                       observed=observed)
     table = record.table
     cmds: list[NftCommand] = []
     if previous is not None:
@@ -682,6 +822,11 @@ def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
                                 table=table))
         cmds.append(map_element("add", GW_DISPATCH, [mac], device_chain(mac, "gw"), table=table))
         cmds.append(main_set_element("add", KNOWN_MACS, [mac]))
+    had = previous is not None and previous.mac == mac and previous.observed
+    if observed and not had:
+        cmds.append(main_set_element("add", IDENTIFY_MACS, [mac]))
+    elif had and not observed:
+        cmds.append(main_set_element("delete", IDENTIFY_MACS, [mac]))
     new4 = [a for a in record.ipv4 if not (known and previous and a in previous.ipv4)]
     new6 = [a for a in record.ipv6 if not (known and previous and a in previous.ipv6)]
     for new, dispatch, managed in ((new4, IN_DISPATCH4, MANAGED4), (new6, IN_DISPATCH6, MANAGED6)):
@@ -697,6 +842,8 @@ def remove_device_commands(previous: Installed) -> list[NftCommand]:
     cmds = [main_set_element("delete", KNOWN_MACS, [previous.mac]),
             map_element("delete", OUT_DISPATCH, [previous.mac], None, table=table),
             map_element("delete", GW_DISPATCH, [previous.mac], None, table=table)]
+    if previous.observed:
+        cmds.append(main_set_element("delete", IDENTIFY_MACS, [previous.mac]))
     cmds += unmap_commands(previous)
     for name in previous.chains:
         cmds.append({"flush": {"chain": {"family": FAMILY, "table": table, "name": name}}})
@@ -799,16 +946,22 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
     cmds: list[NftCommand] = [*_fresh_table(TABLE),
         _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
         _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"), _tls_rate_set(),
+        *identify_sets(),
         _base_chain("forward", "forward", "drop", prio=MAIN_PRIORITY),
         _base_chain("input", "input", "accept", prio=MAIN_PRIORITY),
         _base_chain("output", "output", "accept", prio=MAIN_PRIORITY),
+        {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": "identify_new"}}},
+        {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": "identify_log"}}},
     ]
     cmds += [
         _rule("forward", tls_hello_rule(context)),  # first rule: compile_base marks it
+        identify_log_jump(),
         _rule("forward", [est, {"accept": None}]),
         _rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
         _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
+        # here a new flow has passed its sender's out chain (the shards come first)
+        identify_new_jump(context),
         _rule("forward", [_match(_payload("ip", "daddr"), "@" + PENDING4), {"drop": None}],
               "receiver's rules not in yet"),
         _rule("forward", [_match(_payload("ip6", "daddr"), "@" + PENDING6), {"drop": None}],
@@ -833,6 +986,7 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
                          {"drop": None}], "no redirects: lateral traffic stays routed"),
         _rule("output", [_match(_meta("oifname"), lan), _match(_payload("icmpv6", "type"), 137),
                          {"drop": None}], "no redirects: lateral traffic stays routed"),
+        *identify_rules(context),
     ]
     for table in shard_names():
         cmds += compile_shard(table, context)
