@@ -477,14 +477,14 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
     gateway.services.append(TlsWatcher(
         gateway.on_tls, group=config.nflog_group + 1, device_of=address_book,
         mac_of=AddressBook(enforcer.installed, key=lambda mac: mac)))
-    if isinstance(enforcer, DataGatewayEnforcer):
-        # #16: the web flows the kernel logs for devices without a MUD file (SNI,
-        # User-Agent, Host, TLS 1.2 server certificates) are clues to their identity.
-        from mudguard.watch.identify_listener import WebWatcher
+    # #16: the web flows the kernel logs for devices without a MUD file (SNI, User-Agent,
+    # Host, TLS 1.2 server certificates) are clues to their identity (both designs).
+    from mudguard.watch.identify_listener import WebWatcher
 
-        gateway.services.append(WebWatcher(
-            identifier.on_web, group=config.nflog_group + 2,
-            device_of=AddressBook(enforcer.installed, key=lambda mac: mac)))
+    gateway.services.append(WebWatcher(
+        identifier.on_web, group=config.nflog_group + 2,
+        device_of=AddressBook(enforcer.installed, key=lambda mac: mac),
+        lan_interface=config.lan_interface))
     gateway.services.append(ControlServer(config.control_socket, service,
                                           gateway.call_then_follow))
     if config.portal_address:

@@ -262,6 +262,36 @@ def test_watcher_attributes_client_packets_and_hands_facts_on(
     assert got[1][0] == MAC and ("cert_org", ORG) in got[1][1]
 
 
+def test_watcher_refuses_another_devices_frames_and_a_server_on_the_lan(
+        tls12: tuple[bytes, bytes]) -> None:
+    got: list[tuple[str, list[tuple[str, str]]]] = []
+    watcher = WebWatcher(lambda mac, facts: got.append((mac, list(facts))), group=0,
+                         device_of=lambda a: MAC if a == DEVICE4 else None)
+    watcher.lan_index = 7  # what start() reads of the LAN interface
+    hello, flight = tls12
+    own, other = bytes.fromhex(MAC.replace(":", "")), bytes.fromhex("020000000bad")
+
+    def log(prefix: str, packet: bytes, hwaddr: bytes, indev: int) -> None:
+        watcher.handle(NflogPacket(group=0, family=2, prefix=prefix, payload=packet,
+                                   hwaddr=hwaddr, indev=indev))
+
+    # another MAC with this device's address: never this device's clue
+    log(IDENTIFY_CLIENT_PREFIX, _packet(DEVICE4, SERVER4, 50000, 443, 1, hello), other, 7)
+    assert got == [] and watcher.forged == 1
+    log(IDENTIFY_CLIENT_PREFIX, _packet(DEVICE4, SERVER4, 50000, 443, 1, hello), own, 7)
+    assert got == [(MAC, [("sni", "use1-api.tplinkra.com")])]
+    # the server's flight forged from the LAN is refused; from the WAN it is read
+    segments = _segments(flight, 9)
+    for segment in segments:
+        log(IDENTIFY_SERVER_PREFIX, _packet(segment.src, segment.dst, 443, 50000,
+                                            segment.seq, segment.payload), other, 7)
+    assert len(got) == 1 and watcher.forged == 1 + len(segments)
+    for segment in segments:
+        log(IDENTIFY_SERVER_PREFIX, _packet(segment.src, segment.dst, 443, 50000,
+                                            segment.seq, segment.payload), other, 3)
+    assert got[1][0] == MAC and ("cert_org", ORG) in got[1][1]
+
+
 def test_live_identifier_names_the_maker_from_web_clues() -> None:
     identifier = LiveIdentifier.load()
     identifier.oui = None  # what the web flows alone tell

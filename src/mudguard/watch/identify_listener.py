@@ -11,12 +11,20 @@ reads that group, attributes a client packet to the device holding its source ad
 certificate's organisation and name) to ``on_facts(mac, facts)``: the daemon's
 ``LiveIdentifier.on_web``. A server's packets count only on a flow an attributed
 device opened with a ClientHello. Without CAP_NET_ADMIN it logs one line and stays off.
+
+Forgeries are refused here too (the data design's kernel gate drops them first; on the
+chains design a device's chains accept an established flow's packets before their own
+binding check): a client packet whose Ethernet source (``NFULA_HWADDR``) is not the MAC
+of the device holding its source address, and a "server" packet received on the LAN
+interface (``lan_interface``: a real server's reply comes from the WAN), are counted in
+``forged`` and never read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable, Sequence
 
 from mudguard.identify.observe import WebObserver, tcp_segment
@@ -28,6 +36,7 @@ from mudguard.policy._nft import (
 )
 from mudguard.watch.listener import NflogSocket, WatchError
 from mudguard.watch.nflog import NflogPacket
+from mudguard.watch.tls_listener import sent_by
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +48,21 @@ class WebWatcher:
 
     def __init__(self, on_facts: FactsCallback, *, group: int,
                  device_of: Callable[[str], str | None], netns: str | None = None,
-                 observer: WebObserver | None = None) -> None:
-        """Read NFLOG ``group``; ``device_of`` maps a LAN address to a device's MAC."""
+                 observer: WebObserver | None = None,
+                 lan_interface: str | None = None) -> None:
+        """Read NFLOG ``group``; ``device_of`` maps a LAN address to a device's MAC;
+        server packets received on ``lan_interface`` are forgeries (see the module)."""
         self.on_facts = on_facts
         self.group = group
         self.device_of = device_of
         self.netns = netns
         self.observer = observer or WebObserver()
+        self.lan_interface = lan_interface
+        self.lan_index: int | None = None
         self.nflog: NflogSocket | None = None
         self.read = 0
         self.unattributed = 0
+        self.forged = 0
 
     async def start(self) -> None:
         """Bind the group and start reading (degrades to off without privilege)."""
@@ -58,6 +72,11 @@ class WebWatcher:
         except WatchError as exc:
             log.error("identification from web flows off: %s", exc)
             return
+        if self.lan_interface is not None and self.netns is None:
+            try:
+                self.lan_index = socket.if_nametoindex(self.lan_interface)
+            except OSError:  # no such interface yet: server packets are told by MAC only
+                log.warning("identification: no interface %s", self.lan_interface)
         asyncio.get_running_loop().add_reader(self.nflog.fileno(), self._readable)
 
     async def stop(self) -> None:
@@ -97,9 +116,15 @@ class WebWatcher:
             return None
         self.read += 1
         if prefix == IDENTIFY_SERVER_PREFIX:
+            if self.lan_index is not None and packet.indev == self.lan_index:
+                self.forged += 1  # a "server" on the LAN: another device's forgery
+                return None
             return self.observer.server(segment)
         device = self.device_of(segment.src)
         if device is None:
             self.unattributed += 1
+            return None
+        if not sent_by(packet, device):
+            self.forged += 1  # another device's frame with this device's address
             return None
         return device, self.observer.client(device, segment)
