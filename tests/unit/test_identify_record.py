@@ -131,12 +131,13 @@ def test_the_owner_reads_how_it_was_recognised_in_english_and_french(
         page = html.unescape(text_of(client.get(f"/devices/{HUE}").text))
         assert "How mudguard recognised it" in page
         assert f"Maker: {record.manufacturer} (" in page and "% sure)" in page
-        assert "Kind: hub (91% sure)" in page
+        sure = round(record.kind_confidence * 100)
+        assert f"Kind: hub ({sure}% sure)" in page
         assert "→ maker Philips Hue (Signify), kind hub" in page and "(mDNS)" in page
         assert "product range" not in page  # mudguard's own inference is not a clue sent
         french = html.unescape(text_of(client.get(f"/devices/{HUE}?lang=fr").text))
         assert "Comment mudguard l’a reconnu" in french
-        assert "Type : passerelle domotique (sûr à 91 %)" in french  # text_of: spaces
+        assert f"Type : passerelle domotique (sûr à {sure} %)" in french  # text_of: spaces
         assert "fabricant Philips Hue (Signify)" in french
         assert "How mudguard" not in french and "% sure" not in french
         login = client.post("/api/session", json={"username": OWNER, "password": PASSWORD})

@@ -11,6 +11,7 @@ Wireshark shows as ``frame.number`` for an all-Ethernet capture).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -27,6 +28,7 @@ from mudguard.identify.parse import (
     parse_dhcp,
     parse_dns_query,
     parse_http_request,
+    parse_kasa,
     parse_lldp,
     parse_mdns,
     parse_server_certificates,
@@ -45,6 +47,8 @@ MAX_NAMES = 256
 MAX_TLS_STREAMS = 4096
 TLS_BUFFER = 16384  # server bytes kept per connection: enough for a certificate chain
 TCP, UDP = 6, 17
+KASA_PORT = 9999
+MAX_PORT_CLUES = 8  # distinct service ports kept per device and field
 
 
 @dataclass
@@ -75,6 +79,14 @@ class DeviceScan:
                 self.names.add(fact[1])
         return added
 
+    def add_port(self, field_name: str, port: str, frame: int) -> None:
+        """Keep a service-port clue: at most ``MAX_PORT_CLUES`` per field, so a port
+        scan cannot crowd out the device's other clues."""
+        if (field_name, port) in self.clues:
+            return
+        if sum(1 for f, _ in self.clues if f == field_name) < MAX_PORT_CLUES:
+            self.add([(field_name, port)], frame)
+
     def traffic(self) -> TrafficSummary:
         """The device's traffic summary."""
         seconds = self.last_ts - self.first_ts if self.first_ts is not None else 0.0
@@ -100,6 +112,8 @@ class CaptureScan:
     max_devices: int = MAX_DEVICES
     max_clues: int = MAX_CLUES
     max_names: int = MAX_NAMES
+    service_ports: frozenset[str] = frozenset()
+    """``tcp/N``/``udp/N`` ports the knowledge names: only these become clues."""
     _global: dict[bytes, bool] = field(default_factory=dict)
 
     def device(self, mac: bytes) -> DeviceScan | None:
@@ -131,15 +145,18 @@ class CaptureScan:
         return sorted(found, key=lambda item: -item[1].packets_sent)
 
 
-def scan_capture(path: Path) -> CaptureScan:
+def scan_capture(path: Path, service_ports: Iterable[str] | None = None) -> CaptureScan:
     """Read a capture and gather each MAC's clues. Raises ``CaptureError``."""
-    return scan_captures([path])
+    return scan_captures([path], service_ports)
 
 
-def scan_captures(paths: Iterable[Path]) -> CaptureScan:
+def scan_captures(paths: Iterable[Path],
+                  service_ports: Iterable[str] | None = None) -> CaptureScan:
     """Read captures one after the other, as one (frame numbers run on, as in
-    ``mergecap -a``), and gather each MAC's clues. Raises ``CaptureError``."""
-    scan = CaptureScan()
+    ``mergecap -a``), and gather each MAC's clues (service ports: those given, by
+    default the shipped knowledge's). Raises ``CaptureError``."""
+    ports = shipped_service_ports() if service_ports is None else frozenset(service_ports)
+    scan = CaptureScan(service_ports=ports)
     number = 0
     for path in paths:
         for ts, frame, length in read_frames(path, stats=scan.stats):
@@ -171,22 +188,26 @@ def scan_frame(scan: CaptureScan, number: int, ts: float, frame: bytes, length: 
         if sender.first_ts is None:
             sender.first_ts, sender.first_frame = ts, number
         sender.last_ts = ts
-    if not dst[0] & 1:
-        receiver = scan.device(dst)
-        if receiver is not None:
-            receiver.bytes_received += length
+    receiver = scan.device(dst) if not dst[0] & 1 else None
+    if receiver is not None:
+        receiver.bytes_received += length
     if ethertype == 0x88CC and sender is not None:
         sender.add(parse_lldp(frame[offset:]), number)
     elif ethertype == 0x0800:
-        _ipv4(scan, number, frame, offset, src, sender)
+        _ipv4(scan, number, frame, offset, src, (sender, receiver))
     elif ethertype == 0x86DD and len(frame) >= offset + 40:
         nxt = frame[offset + 6]
         _transport(scan, number, nxt, frame[offset + 8:offset + 24],
-                   frame[offset + 24:offset + 40], frame[offset + 40:], src, sender)
+                   frame[offset + 24:offset + 40], frame[offset + 40:], src,
+                   (sender, receiver))
+
+
+Ends = tuple["DeviceScan | None", "DeviceScan | None"]
+"""The scans of a frame's sender and receiver (None: multicast, or the table is full)."""
 
 
 def _ipv4(scan: CaptureScan, number: int, frame: bytes, offset: int, src: bytes,
-          sender: DeviceScan | None) -> None:
+          ends: Ends) -> None:
     if len(frame) < offset + 20:
         return
     ihl = (frame[offset] & 0x0F) * 4
@@ -198,21 +219,44 @@ def _ipv4(scan: CaptureScan, number: int, frame: bytes, offset: int, src: bytes,
         scan.mark_infrastructure(src)  # forwards Internet traffic: a router
     end = offset + total if total >= ihl else len(frame)
     _transport(scan, number, frame[offset + 9], saddr, daddr, frame[offset + ihl:end], src,
-               sender)
+               ends)
 
 
 def _transport(scan: CaptureScan, number: int, proto: int, saddr: bytes, daddr: bytes,
-               data: bytes, src: bytes, sender: DeviceScan | None) -> None:
+               data: bytes, src: bytes, ends: Ends) -> None:
+    sender = ends[0]
     if sender is not None and scan.is_global(daddr) and len(sender.remotes) < MAX_REMOTES:
         sender.remotes.add(daddr)
     if proto == UDP and len(data) >= 8:
         sport, dport = struct.unpack_from("!HH", data)
+        if scan.service_ports:
+            _service_port(scan, number, f"udp/{sport}", f"udp/{dport}", True, saddr, daddr,
+                          ends)
         _udp(scan, number, sport, dport, data[8:], src, sender)
     elif proto == TCP and len(data) >= 20:
         sport, dport = struct.unpack_from("!HH", data)
         payload = data[(data[12] >> 4) * 4:]
+        if scan.service_ports:
+            # a SYN+ACK or data from a port: the device serves it
+            serves = bool(payload) or data[13] & 0x12 == 0x12
+            _service_port(scan, number, f"tcp/{sport}", f"tcp/{dport}", serves, saddr,
+                          daddr, ends)
         if payload:
             _tcp(scan, number, (saddr, sport, daddr, dport), payload, src, sender)
+
+
+def _service_port(scan: CaptureScan, number: int, source: str, destination: str,
+                  serves: bool, saddr: bytes, daddr: bytes, ends: Ends) -> None:
+    """A port the knowledge names (a maker's local protocol: Smarter's 2081, Kasa's
+    9999, …) in a LAN exchange: the device answering from it (``served_port``), or a
+    LAN peer talking to it there (``peer_port``, weaker: anyone can send there)."""
+    if scan.is_global(saddr) or scan.is_global(daddr):
+        return
+    sender, receiver = ends
+    if sender is not None and serves and source in scan.service_ports:
+        sender.add_port("served_port", source, number)
+    if receiver is not None and destination in scan.service_ports:
+        receiver.add_port("peer_port", destination, number)
 
 
 def _udp(scan: CaptureScan, number: int, sport: int, dport: int, payload: bytes, src: bytes,
@@ -227,7 +271,9 @@ def _udp(scan: CaptureScan, number: int, sport: int, dport: int, payload: bytes,
         return
     if sender is None:
         return
-    if 5353 in (sport, dport):
+    if sport == KASA_PORT:
+        sender.add(parse_kasa(payload, stream=False), number)
+    elif 5353 in (sport, dport):
         sender.add(parse_mdns(payload), number)
     elif 1900 in (sport, dport):
         sender.add(parse_ssdp(payload), number)
@@ -245,7 +291,9 @@ def _tcp(scan: CaptureScan, number: int, key: tuple[bytes, int, bytes, int], pay
         return
     if sender is None:
         return
-    if payload[0] == 0x16:
+    if key[1] == KASA_PORT:
+        sender.add(parse_kasa(payload, stream=True), number)
+    elif payload[0] == 0x16:
         facts = parse_client_hello(payload)
         if facts:
             sender.add(facts, number)
@@ -255,6 +303,13 @@ def _tcp(scan: CaptureScan, number: int, key: tuple[bytes, int, bytes, int], pay
         sender.add(parse_upnp_description(payload), number)
     elif payload[:1].isalpha():
         sender.add(parse_http_request(payload), number)
+
+
+@functools.cache
+def shipped_service_ports() -> frozenset[str]:
+    """The service ports the shipped knowledge names (``tcp/N``, ``udp/N``)."""
+    text = resources.files("mudguard.identify").joinpath("knowledge.json").read_text("utf-8")
+    return frozenset(str(raw["port"]) for raw in json.loads(text)["service_ports"])
 
 
 def load_knowledge() -> KnowledgeBase:

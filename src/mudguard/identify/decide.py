@@ -69,6 +69,9 @@ SOURCES = {
     "upnp_manufacturer_url": "upnp",
     "traffic": "traffic", "maker_range": "knowledge", "registry": "home_assistant_registry",
     "protocol": "mdns",
+    "served_port": "port", "peer_port": "port",
+    "device_maker": "local_api", "device_model": "local_api", "device_type": "local_api",
+    "device_description": "local_api", "device_name": "local_api",
 }
 LABELS = {
     "hostname": "DHCP hostname (option 12/81)", "vendor_class": "DHCP vendor class (option 60)",
@@ -89,6 +92,11 @@ LABELS = {
     "upnp_manufacturer_url": "UPnP description manufacturerURL",
     "traffic": "traffic", "maker_range": "maker's product range",
     "registry": "Home Assistant discovery matcher", "protocol": "protocol-defined kind",
+    "served_port": "answers on its port", "peer_port": "a device on the LAN talks to its port",
+    "device_maker": "its local API names the maker",
+    "device_model": "its local API names the model",
+    "device_type": "its local API names the device type",
+    "device_description": "its local API describes it as", "device_name": "its local API names it",
 }
 MAX_EVIDENCE = 48
 GENERIC_KIND = "iot"

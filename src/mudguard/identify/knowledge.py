@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from mudguard.identify.registry import DiscoveryRegistry
 
 DOMAIN_FIELDS = frozenset({"dns_name", "sni", "http_host", "cert_cn"})
+PORT_FIELDS = frozenset({"served_port", "peer_port"})
+"""A maker's local-protocol port: the device answering from it, or a peer talking to it."""
+PEER_PORT_SHARE = 0.6  # a peer's packet to a port says less than the device's own answer
+PORT_FORMAT = re.compile(r"^(tcp|udp)/([1-9][0-9]{0,4})$")
 NAME_FIELDS = frozenset({"hostname", "mdns_instance", "mdns_host", "lldp_name"})
 """Names a device gives itself: the ``hostname`` rules apply to each."""
 ATTRIBUTES = ("manufacturer", "kind", "model", "platform")
@@ -74,6 +78,9 @@ class KnowledgeBase:
     traffic: Mapping[str, float] = field(default_factory=dict)
     hap_categories: Mapping[int, tuple[str, float, str]] = field(default_factory=dict)
     """HomeKit accessory category → (kind, weight, category name)."""
+    service_ports: Mapping[str, DomainRule] = field(default_factory=dict)
+    """``tcp/N``/``udp/N`` → what a device serving that port claims (``suffix`` holds
+    the port)."""
     discovery: DiscoveryRegistry | None = None
     """Home Assistant's discovery matchers (``identify.registry``), when loaded."""
 
@@ -101,6 +108,9 @@ class KnowledgeBase:
                    for code, raw in data.get("hap_categories", {}).items()
                    if not code.startswith("_")}
             _check_kinds({kind: 0.0 for kind, _, _ in hap.values()}, kinds)
+            ports = {_port(raw["port"]): DomainRule(_port(raw["port"]), _claims(raw, kinds),
+                                                    _weight(raw))
+                     for raw in data.get("service_ports", ())}
             return cls(kinds=kinds, trusted_kinds=frozenset(data["trusted_kinds"]),
                        source_weights={str(k): float(v)
                                        for k, v in data["source_weights"].items()
@@ -109,7 +119,7 @@ class KnowledgeBase:
                        oui_makers=oui_makers, maker_ranges=ranges,
                        traffic={str(k): float(v) for k, v in data["traffic"].items()
                                 if not k.startswith("_")},
-                       hap_categories=hap, discovery=discovery)
+                       hap_categories=hap, service_ports=ports, discovery=discovery)
         except (KeyError, TypeError, AttributeError, ValueError, re.error) as exc:
             raise KnowledgeError(f"knowledge base is malformed: {exc!r}") from None
 
@@ -122,6 +132,14 @@ class KnowledgeBase:
             if domain is not None:
                 weight = default if domain.weight is None else domain.weight
                 out += [Claim(a, v, weight) for a, v in domain.claims]
+        if field_name in PORT_FIELDS:
+            port = self.service_ports.get(value)
+            if port is not None:
+                weight = default if port.weight is None else port.weight
+                if field_name == "peer_port":
+                    weight *= PEER_PORT_SHARE
+                out += [Claim(a, v, weight) for a, v in port.claims]
+            return out
         for rule in self.rules:
             if field_name not in rule.fields and not (
                     field_name in NAME_FIELDS and "hostname" in rule.fields):
@@ -190,6 +208,14 @@ def _claims(raw: Mapping[str, Any], kinds: frozenset[str]) -> tuple[tuple[str, s
 
 def _weight(raw: Mapping[str, Any]) -> float | None:
     return None if raw.get("weight") is None else float(raw["weight"])
+
+
+def _port(raw: object) -> str:
+    text = str(raw)
+    found = PORT_FORMAT.match(text)
+    if found is None or int(found.group(2)) > 65535:
+        raise KnowledgeError(f"bad service port {text!r} (tcp/N or udp/N)")
+    return text
 
 
 def _rule(raw: Mapping[str, Any], kinds: frozenset[str]) -> Rule:

@@ -16,7 +16,9 @@ PTR, SRV, TXT, A/AAAA),
 ``cert_org``, ``cert_cn`` (server certificates seen in clear),
 ``user_agent``, ``http_host``; ``upnp_device_type``, ``upnp_manufacturer``,
 ``upnp_model``, ``upnp_model_description``, ``upnp_friendly_name``,
-``upnp_manufacturer_url`` (a UPnP device description the device served over HTTP).
+``upnp_manufacturer_url`` (a UPnP device description the device served over HTTP);
+``device_maker``, ``device_model``, ``device_description``, ``device_name``,
+``device_type`` (what a device's own local API answers: HNAP, TP-Link Kasa).
 """
 
 from __future__ import annotations
@@ -291,11 +293,19 @@ def parse_http_request(payload: bytes) -> list[Fact]:
                         _fact("http_host", host.lower())]))
 
 
-UPNP_ELEMENTS = (("deviceType", "upnp_device_type"), ("manufacturer", "upnp_manufacturer"),
-                 ("modelName", "upnp_model"), ("modelDescription", "upnp_model_description"),
-                 ("friendlyName", "upnp_friendly_name"),
-                 ("manufacturerURL", "upnp_manufacturer_url"))
+Elements = tuple[tuple[str, str], ...]
+UPNP_ELEMENTS: Elements = (
+    ("deviceType", "upnp_device_type"), ("manufacturer", "upnp_manufacturer"),
+    ("modelName", "upnp_model"), ("modelDescription", "upnp_model_description"),
+    ("friendlyName", "upnp_friendly_name"),
+    ("manufacturerURL", "upnp_manufacturer_url"))
 UPNP_WINDOW = 8192  # bytes of a response searched
+
+
+HNAP_ELEMENTS: Elements = (
+    ("VendorName", "device_maker"), ("ModelName", "device_model"),
+    ("ModelDescription", "device_description"), ("DeviceName", "device_name"))
+HNAP_NAMESPACE = b"purenetworks.com/HNAP1"
 
 
 def parse_upnp_description(payload: bytes) -> list[Fact]:
@@ -303,13 +313,20 @@ def parse_upnp_description(payload: bytes) -> list[Fact]:
     friendlyName and manufacturerURL of a UPnP device description (UPnP Device
     Architecture 2.0 §2.3) in an HTTP response the device sent: the first of each
     element, searched in the first 8 KB with plain substring search (no XML parser
-    on hostile bytes; entities other than ``&amp;`` are left as they are)."""
-    if not payload.startswith(b"HTTP/1.") or b"urn:schemas-upnp-org:device-1-0" \
-            not in payload[:UPNP_WINDOW]:
+    on hostile bytes; entities other than ``&amp;`` are left as they are). An HNAP
+    answer (D-Link's and others' local SOAP API, ``GetDeviceSettingsResponse``) gives
+    ``device_maker``, ``device_model``, ``device_description`` and ``device_name``."""
+    if not payload.startswith(b"HTTP/1."):
         return []
     window = payload[:UPNP_WINDOW]
+    if b"urn:schemas-upnp-org:device-1-0" in window:
+        elements = UPNP_ELEMENTS
+    elif HNAP_NAMESPACE in window:
+        elements = HNAP_ELEMENTS
+    else:
+        return []
     out: list[Fact | None] = []
-    for element, field in UPNP_ELEMENTS:
+    for element, field in elements:
         start = window.find(b"<" + element.encode() + b">")
         if start < 0:
             continue
@@ -319,6 +336,58 @@ def parse_upnp_description(payload: bytes) -> list[Fact]:
             continue
         out.append(_fact(field, window[start:end].replace(b"&amp;", b"&")))
     return _facts(iter(out))
+
+
+# --- TP-Link Kasa local protocol (port 9999) ----------------------------------------
+
+KASA_KEY = 171  # the protocol's initial "autokey" XOR key
+KASA_WINDOW = 4096  # bytes of an answer decoded
+KASA_FIELDS = (("model", "device_model"), ("mic_type", "device_type"), ("type", "device_type"),
+               ("dev_name", "device_description"))
+
+
+def kasa_decode(payload: bytes, *, stream: bool) -> bytes:
+    """The clear text of a Kasa message: each byte XORed with the previous cipher byte
+    (the first with 171); over TCP a 4-byte length comes first."""
+    data = payload[4:] if stream else payload
+    key, out = KASA_KEY, bytearray()
+    for byte in data[:KASA_WINDOW]:
+        out.append(key ^ byte)
+        key = byte
+    return bytes(out)
+
+
+def parse_kasa(payload: bytes, *, stream: bool) -> list[Fact]:
+    """Model (``device_model``), type (``device_type``, e.g. ``IOT.SMARTPLUGSWITCH``)
+    and product name (``device_description``) of a Kasa device's ``get_sysinfo``
+    answer sent from its port 9999 (the app asks during set-up and at each start).
+    Plain substring search on the decoded text, so a truncated answer still gives
+    what it holds; anything that does not decode to a JSON object gives nothing."""
+    text = kasa_decode(payload, stream=stream)
+    if not text.startswith(b'{"') or b"sysinfo" not in text:
+        return []
+    out: list[Fact | None] = []
+    for key, field in KASA_FIELDS:
+        value = _json_string(text, key)
+        if value is not None:
+            out.append(_fact(field, value))
+    return _facts(iter(out))
+
+
+def _json_string(text: bytes, key: str) -> bytes | None:
+    """The first ``"key": "value"`` string value in ``text`` (≤ 64 bytes, no escapes),
+    found by substring search."""
+    start = text.find(b'"' + key.encode() + b'"')
+    if start < 0:
+        return None
+    rest = text[start + len(key) + 2:start + len(key) + 80].lstrip()
+    if not rest.startswith(b":"):
+        return None
+    rest = rest[1:].lstrip()
+    if not rest.startswith(b'"'):
+        return None
+    end = rest.find(b'"', 1)
+    return rest[1:end] if 0 < end <= 65 and b"\\" not in rest[1:end] else None
 
 
 # --- LLDP (IEEE 802.1AB §8.5) ------------------------------------------------------
