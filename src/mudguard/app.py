@@ -262,6 +262,25 @@ def _both(first: Callable[[Any], None],
     return both
 
 
+def _port_clues(identifier: Any, mac_of: AddressBook) -> Callable[[Any], None]:
+    """#16: a new connection between two devices of the home, read for the ports of
+    makers' local protocols (``identify.live.connection_port_clues``)."""
+    from mudguard.identify.live import connection_port_clues
+
+    ports = identifier.kb.service_ports
+    numbers = frozenset(int(port.split("/")[1]) for port in ports)
+
+    def on_connection(conn: Any) -> None:
+        if conn.src_port not in numbers and conn.dst_port not in numbers:
+            return  # the usual case: two set lookups, no address lookup
+        clues = connection_port_clues(conn.protocol, conn.src_port, conn.dst_port,
+                                      mac_of(conn.src), mac_of(conn.dst), ports)
+        if clues:
+            identifier.on_ports(clues)
+
+    return on_connection
+
+
 def lldp_listeners(lan_interface: str) -> list[Any]:
     """One LLDP listener per port of the LAN bridge present now (LLDP frames are
     link-local: a bridge does not forward them, they arrive on the port), or on the LAN
@@ -470,7 +489,8 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         resolvers=resolvers, on_dns_elsewhere=gateway.on_dns_elsewhere,
         on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop,
         marks=enforcer.marks if isinstance(enforcer, DataGatewayEnforcer) else None,
-        on_connection=_both(activity.on_connection,
+        on_connection=_both(_both(activity.on_connection, _port_clues(
+            identifier, AddressBook(enforcer.installed, key=lambda mac: mac))),
                             learner.on_connection if learner is not None else None)))
     # RFC 9761: the ClientHellos the kernel logs for devices with (D)TLS profiles.
     gateway.tls_alert = metrics.counting_alerts(gateway.on_alert) if metrics else None

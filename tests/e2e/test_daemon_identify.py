@@ -217,3 +217,60 @@ def test_the_daemon_identifies_a_device_from_its_web_flows(tmp_path: Path) -> No
             assert named is not None and named.manufacturer == "TP-Link"
         finally:
             daemon.stop()
+
+
+def _kasa_answer(address: str, phone: str) -> None:
+    """Inside the plug: a datagram from its UDP 9999 to the phone (as a Kasa plug
+    answers the app's discovery), and the plug's TCP 9999 listening for the app."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((address, 9999))
+        sock.sendto(b"\xd0\xf2", (phone, 40000))
+
+
+def _kasa_ask(plug: str) -> None:
+    """Inside the phone: the Kasa app opens TCP 9999 on the plug (nobody listens: the
+    SYN is what the gateway's conntrack sees)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect((plug, 9999))
+        except OSError:
+            pass
+
+
+def test_the_daemon_reads_makers_local_protocol_ports_between_devices(
+        tmp_path: Path) -> None:
+    """A plug with a randomised MAC and no telling DHCP hostname answers from Kasa's UDP
+    9999 to a phone at home, and the phone asks it on TCP 9999: the connections cross the
+    gateway (isolated LAN ports), its conntrack NEW events name the ports, and the
+    daemon stores TP-Link with both clues in its record."""
+    with daemon_home(tmp_path, "mgh16p", devices=2) as (vhome, config):
+        db = config.parent / "state" / "mudguard.db"
+        plug, phone = vhome.nodes
+        _fresh(vhome, plug)
+        _fresh(vhome, phone)
+        daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
+        try:
+            daemon.wait_for({"event": "ready"})
+            plug_address = vhome.call(plug.ns, _join, plug.iface, plug.mac, None)
+            phone_address = vhome.call(phone.ns, _join, phone.iface, phone.mac, None)
+            for node in (plug, phone):
+                daemon.wait_for({"event": "device", "mac": node.mac, "state": "default"})
+            vhome.call(plug.ns, _kasa_answer, plug_address, phone_address)
+            vhome.call(phone.ns, _kasa_ask, plug_address)
+            named = _stored(db, plug.mac, 20, ("TP-Link", None))
+            assert named is not None and named.manufacturer == "TP-Link"
+            record = _identity(db, plug.mac, 20)
+            assert record is not None
+            fields = {(c.field, c.value) for c in record.clues}
+            assert ("served_port", "udp/9999") in fields, record.clues
+            assert ("peer_port", "tcp/9999") in fields, record.clues
+            with Store(db) as store:  # the phone that asked is not taken for a plug
+                asker = store.get_device(phone.mac)
+            assert asker is not None and asker.manufacturer != "TP-Link"
+        finally:
+            daemon.stop()

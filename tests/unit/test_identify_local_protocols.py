@@ -226,3 +226,33 @@ def test_hnap_device_settings_name_maker_model_and_kind(tmp_path: Path,
     found = identify_json(write_pcap(tmp_path / "hnap.pcap", frames), DLINK)
     assert (found["manufacturer"], found["kind"], found["model"]) == ("D-Link", "plug",
                                                                        "DSP-W215")
+
+
+# --- the daemon: ports from conntrack NEW events -----------------------------------
+
+def test_the_daemon_reads_ports_from_connections_between_devices() -> None:
+    from mudguard.identify.knowledge import OuiRegistry
+    from mudguard.identify.live import LiveIdentifier, PortClue, connection_port_clues
+    from mudguard.profile.core import mac_bytes
+
+    kb = load_knowledge()
+    plug, phone = "02:00:5e:20:00:01", "02:00:5e:20:00:02"  # no OUI to lean on
+    answer = connection_port_clues(17, 9999, 40000, plug, phone, kb.service_ports)
+    assert answer == [PortClue(plug, "served_port", "udp/9999")]
+    asked = connection_port_clues(6, 40001, 9999, phone, plug, kb.service_ports)
+    assert asked == [PortClue(plug, "peer_port", "tcp/9999")]
+    # with the gateway or the Internet (no device at one end), ICMP, or itself: nothing
+    assert connection_port_clues(6, 40001, 9999, phone, None, kb.service_ports) == []
+    assert connection_port_clues(1, None, None, phone, plug, kb.service_ports) == []
+    assert connection_port_clues(6, 9999, 9999, plug, plug, kb.service_ports) == []
+    live = LiveIdentifier(kb, OuiRegistry.from_manuf(MANUF))
+    live.on_ports([PortClue(phone, "served_port", "tcp/22")])  # not a known port
+    assert not live.evidence.device(mac_bytes(phone)).clues
+    live.on_ports(answer + asked)
+    found = live.identification(mac_bytes(plug))
+    assert found.manufacturer == "TP-Link"
+    assert {e.field for e in found.evidence} >= {"served_port", "peer_port"}
+    # a port scan of the plug by the phone keeps at most 8 port clues for it
+    live.on_ports([PortClue(plug, "peer_port", port) for port in sorted(kb.service_ports)])
+    kept = live.evidence.device(mac_bytes(plug)).clues
+    assert sum(1 for f, _ in kept if f == "peer_port") == 8

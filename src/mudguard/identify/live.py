@@ -13,7 +13,11 @@ Evidence, all passive, gathered per device and bounded (``LiveEvidence``):
 - for devices without a MUD file, its web flows as the kernel logs them
   (``watch.identify_listener``, read by ``identify.observe``): the TLS server names
   (SNI) it asks for, the organisation and name of TLS 1.2 server certificates it
-  receives in clear, the User-Agent and Host of its clear-text HTTP requests.
+  receives in clear, the User-Agent and Host of its clear-text HTTP requests;
+- the ports of its makers' local protocols (``connection_port_clues``): from the
+  conntrack NEW events of connections between two devices of the home (with
+  ``isolate_lan`` every such connection crosses the gateway), a device opening one
+  from such a port (answering a broadcast) or being asked on one.
 
 The event loop (frames, names, updates) and the service worker (leases, the end of
 learning) both call ``LiveIdentifier``: its methods hold one lock.
@@ -41,7 +45,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -164,6 +168,16 @@ class LiveEvidence:
             return True
         return False
 
+    def add_port(self, mac: bytes, field_name: str, port: str) -> bool:
+        """A service-port clue (bounded per device like the offline scan's); True if new."""
+        device = self.device(mac)
+        before = len(device.clues)
+        device.add_port(field_name, port, 0)
+        if len(device.clues) != before:
+            self.dirty[mac] = None
+            return True
+        return False
+
     def add_facts(self, mac: bytes, facts: Sequence[tuple[str, str]]) -> bool:
         """Clues told by something else (a DHCP request, a DNS query); True if new."""
         device = self.device(mac)
@@ -172,6 +186,38 @@ class LiveEvidence:
             self.dirty[mac] = None
             return True
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class PortClue:
+    """The device at ``mac`` answered from (``served_port``) or was talked to on
+    (``peer_port``) a service port (``tcp/N``, ``udp/N``)."""
+
+    mac: str
+    field: str
+    port: str
+
+
+PROTOCOL_NAMES = {6: "tcp", 17: "udp"}
+
+
+def connection_port_clues(protocol: int, src_port: int | None, dst_port: int | None,
+                          src_mac: str | None, dst_mac: str | None,
+                          ports: Collection[str]) -> list[PortClue]:
+    """What one new connection between two devices of the home says (the daemon's
+    conntrack NEW events: the original direction). The opener sending *from* a port the
+    knowledge names answers there (a reply to a broadcast it received, e.g. Kasa's
+    discovery); the other end being asked *on* such a port is a peer's word only.
+    Connections with the gateway or the Internet say nothing here."""
+    name = PROTOCOL_NAMES.get(protocol)
+    if name is None or src_mac is None or dst_mac is None or src_mac == dst_mac:
+        return []
+    out = []
+    if src_port is not None and f"{name}/{src_port}" in ports:
+        out.append(PortClue(src_mac, "served_port", f"{name}/{src_port}"))
+    if dst_port is not None and f"{name}/{dst_port}" in ports:
+        out.append(PortClue(dst_mac, "peer_port", f"{name}/{dst_port}"))
+    return out
 
 
 P = ParamSpec("P")
@@ -243,6 +289,14 @@ class LiveIdentifier:
         kept = [(name, value[:253]) for name, value in facts if name in WEB_FIELDS and value]
         if kept:
             self.evidence.add_facts(mac_bytes(mac), kept)
+
+    @_locked
+    def on_ports(self, clues: Sequence[PortClue]) -> None:
+        """Service-port clues from a connection the kernel started tracking
+        (``connection_port_clues``)."""
+        for clue in clues:
+            if clue.port in self.kb.service_ports:
+                self.evidence.add_port(mac_bytes(clue.mac), clue.field, clue.port)
 
     @_locked
     def identify(self, sighting: Sighting) -> Identification:
