@@ -114,7 +114,12 @@ class CaptureScan:
     max_names: int = MAX_NAMES
     service_ports: frozenset[str] = frozenset()
     """``tcp/N``/``udp/N`` ports the knowledge names: only these become clues."""
+    port_numbers: frozenset[int] = field(init=False, default=frozenset())
+    """Their numbers (a cheap first test per packet)."""
     _global: dict[bytes, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.port_numbers = frozenset(int(port.split("/")[1]) for port in self.service_ports)
 
     def device(self, mac: bytes) -> DeviceScan | None:
         """The scan of ``mac``, made on first sight (None once the table is full)."""
@@ -229,14 +234,14 @@ def _transport(scan: CaptureScan, number: int, proto: int, saddr: bytes, daddr: 
         sender.remotes.add(daddr)
     if proto == UDP and len(data) >= 8:
         sport, dport = struct.unpack_from("!HH", data)
-        if scan.service_ports:
+        if sport in scan.port_numbers or dport in scan.port_numbers:
             _service_port(scan, number, f"udp/{sport}", f"udp/{dport}", True, saddr, daddr,
                           ends)
         _udp(scan, number, sport, dport, data[8:], src, sender)
     elif proto == TCP and len(data) >= 20:
         sport, dport = struct.unpack_from("!HH", data)
         payload = data[(data[12] >> 4) * 4:]
-        if scan.service_ports:
+        if sport in scan.port_numbers or dport in scan.port_numbers:
             # a SYN+ACK or data from a port: the device serves it
             serves = bool(payload) or data[13] & 0x12 == 0x12
             _service_port(scan, number, f"tcp/{sport}", f"tcp/{dport}", serves, saddr,
