@@ -256,3 +256,32 @@ def test_the_daemon_reads_ports_from_connections_between_devices() -> None:
     live.on_ports([PortClue(plug, "peer_port", port) for port in sorted(kb.service_ports)])
     kept = live.evidence.device(mac_bytes(plug)).clues
     assert sum(1 for f, _ in kept if f == "peer_port") == 8
+
+
+# --- the device's own web server ----------------------------------------------------
+
+def test_the_web_server_a_device_runs_names_its_kind(tmp_path: Path, oui_file: Path) -> None:
+    from tests.unit.test_identify import GATEWAY
+
+    camera, printer = "02:00:5e:30:00:01", "02:00:5e:30:00:02"
+    camera_answer = (b"HTTP/1.0 401 Unauthorized\r\nServer: alphapd/2.1.8\r\n"
+                     b"WWW-Authenticate: Basic realm=\"DCS-930L\"\r\n\r\n")
+    printer_answer = (b"HTTP/1.1 200 OK\r\nServer: HP HTTP Server; HP Officejet Pro 8600 - "
+                      b"CM749A; Serial Number: CN12345678; Built:Tue Mar 04, 2014\r\n\r\n")
+    frames = [
+        dhcp_request(camera, []), dhcp_request(printer, []),
+        segment(PHONE, camera, "192.0.2.30", "192.0.2.80", 40200, 80, "PA",
+                b"GET / HTTP/1.1\r\nHost: 192.0.2.80\r\n\r\n"),
+        segment(camera, PHONE, "192.0.2.80", "192.0.2.30", 80, 40200, "PA", camera_answer),
+        segment(printer, PHONE, "192.0.2.81", "192.0.2.30", 80, 40201, "PA", printer_answer),
+        # a web server on the Internet answering the phone comes from the gateway's MAC
+        segment(GATEWAY, PHONE, "1.1.1.1", "192.0.2.30", 80, 40202, "PA", camera_answer),
+    ]
+    capture = write_pcap(tmp_path / "web.pcap", frames)
+    found = identify_json(capture, camera)
+    assert (found["manufacturer"], found["kind"]) == ("D-Link", "camera")
+    assert 'its web server calls itself "alphapd/2.1.8"' in says(found)
+    found = identify_json(capture, printer)
+    assert (found["manufacturer"], found["kind"]) == ("HP", "printer")
+    phone = identify_json(capture, PHONE)
+    assert phone["kind"] != "camera" and "alphapd" not in says(phone)

@@ -28,12 +28,12 @@ from mudguard.identify.parse import (
     parse_dhcp,
     parse_dns_query,
     parse_http_request,
+    parse_http_response,
     parse_kasa,
     parse_lldp,
     parse_mdns,
     parse_server_certificates,
     parse_ssdp,
-    parse_upnp_description,
 )
 from mudguard.identify.registry import DiscoveryRegistry
 from mudguard.profile.capture import CaptureStats, read_frames
@@ -305,7 +305,7 @@ def _tcp(scan: CaptureScan, number: int, key: tuple[bytes, int, bytes, int], pay
             if len(scan.tls_streams) < MAX_TLS_STREAMS:  # the server's answer, to read
                 scan.tls_streams[(key[2], key[3], key[0], key[1])] = (src, number, bytearray())
     elif payload.startswith(b"HTTP/1."):
-        sender.add(parse_upnp_description(payload), number)
+        sender.add(parse_http_response(payload), number)
     elif payload[:1].isalpha():
         sender.add(parse_http_request(payload), number)
 

@@ -69,7 +69,7 @@ SOURCES = {
     "upnp_manufacturer_url": "upnp",
     "traffic": "traffic", "maker_range": "knowledge", "registry": "home_assistant_registry",
     "protocol": "mdns",
-    "served_port": "port", "peer_port": "port",
+    "served_port": "port", "peer_port": "port", "http_server": "http",
     "device_maker": "local_api", "device_model": "local_api", "device_type": "local_api",
     "device_description": "local_api", "device_name": "local_api",
 }
@@ -92,6 +92,7 @@ LABELS = {
     "upnp_manufacturer_url": "UPnP description manufacturerURL",
     "traffic": "traffic", "maker_range": "maker's product range",
     "registry": "Home Assistant discovery matcher", "protocol": "protocol-defined kind",
+    "http_server": "its web server calls itself",
     "served_port": "answers on its port", "peer_port": "a device on the LAN talks to its port",
     "device_maker": "its local API names the maker",
     "device_model": "its local API names the model",

@@ -18,7 +18,8 @@ PTR, SRV, TXT, A/AAAA),
 ``upnp_model``, ``upnp_model_description``, ``upnp_friendly_name``,
 ``upnp_manufacturer_url`` (a UPnP device description the device served over HTTP);
 ``device_maker``, ``device_model``, ``device_description``, ``device_name``,
-``device_type`` (what a device's own local API answers: HNAP, TP-Link Kasa).
+``device_type`` (what a device's own local API answers: HNAP, TP-Link Kasa);
+``http_server`` (the Server header of the device's own HTTP answers).
 """
 
 from __future__ import annotations
@@ -300,6 +301,18 @@ UPNP_ELEMENTS: Elements = (
     ("friendlyName", "upnp_friendly_name"),
     ("manufacturerURL", "upnp_manufacturer_url"))
 UPNP_WINDOW = 8192  # bytes of a response searched
+
+
+def parse_http_response(payload: bytes) -> list[Fact]:
+    """The ``Server`` header of an HTTP answer the device sent (``http_server``: the
+    web server it runs, often named after its maker or product line), with what a
+    UPnP description or HNAP answer in it says (``parse_upnp_description``)."""
+    if not payload.startswith(b"HTTP/1."):
+        return []
+    _start, headers = _headers(payload)
+    server = _fact("http_server", headers.get("server", b""))
+    described = parse_upnp_description(payload)
+    return _facts(iter([server, *described]))
 
 
 HNAP_ELEMENTS: Elements = (
