@@ -285,3 +285,24 @@ def test_the_web_server_a_device_runs_names_its_kind(tmp_path: Path, oui_file: P
     assert (found["manufacturer"], found["kind"]) == ("HP", "printer")
     phone = identify_json(capture, PHONE)
     assert phone["kind"] != "camera" and "alphapd" not in says(phone)
+
+
+def test_without_device_the_headline_is_the_device_being_set_up_not_the_phone(
+        tmp_path: Path, oui_file: Path) -> None:
+    """In a set-up capture the phone running the maker's app is often the busiest
+    sender: the top-level object is the busiest device that is not a phone/computer."""
+    answer = kasa_encode(json.dumps(SYSINFO).encode())
+    query = bytes.fromhex(KASA_QUERY_VECTOR)
+    frames = [dhcp_request(PHONE, [("vendor_class_id", b"android-dhcp-13")])]
+    frames += [udp(PHONE, PLUG, "192.0.2.30", "192.0.2.40", 40000 + i, 9999, query)
+               for i in range(6)]
+    frames.append(udp(PLUG, PHONE, "192.0.2.40", "192.0.2.30", 9999, 40000, answer))
+    result = runner.invoke(app, ["identify", str(write_pcap(tmp_path / "setup.pcap", frames)),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["mac"] == PLUG and document["kind"] == "plug"
+    order = [d["mac"] for d in document["devices"]]
+    assert order == [PLUG, PHONE]
+    phone = next(d for d in document["devices"] if d["mac"] == PHONE)
+    assert phone["kind"] == "phone" and phone["trusted_candidate"]

@@ -63,7 +63,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def identify_command(
     capture: Annotated[Path, typer.Argument(help="A pcap or pcapng capture (Ethernet).")],
     device: Annotated[str | None, typer.Option(
-        "--device", help="The device's MAC. Default: every device, the busiest first.")] = None,
+        "--device", help="The device's MAC. Default: every device, the busiest first, "
+        "phones and computers after the others.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Identify the devices of a capture (see the command's help)."""
@@ -98,7 +99,10 @@ def _identify(scan: CaptureScan, wanted: bytes | None) -> list[Identification]:
     macs = [mac for mac, _ in scan.candidates()]
     if not macs:
         raise _fail("no device sends frames in the capture")
-    return [identify_scan(scan, mac, kb, oui) for mac in macs]
+    results = [identify_scan(scan, mac, kb, oui) for mac in macs]
+    # a set-up capture's busiest sender is often the phone running the maker's app: the
+    # headline is the busiest device that is not recognised as a phone or computer
+    return sorted(results, key=lambda r: r.trusted_candidate)
 
 
 def _document(results: list[Identification], single: bool) -> dict[str, Any]:
