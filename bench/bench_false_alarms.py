@@ -23,7 +23,9 @@ split:
 Each deviation is put in a class (cloud server renamed under a learned domain, address
 without a name, new NTP server, new LAN peer, new port of a known peer, …). The learner
 then runs again with the fixes that apply (``--fixes``: what ``LearnOptions`` offers) and
-the same counts are compared with the baseline of the same run (ratios).
+the same counts are compared with the baseline of the same run (ratios). The fixed learner
+also runs against the baseline as it was before MLDv1 reports/done (ICMPv6 131/132) joined
+it (session 6): the deviations that change removed.
 
 Run: ``python bench/bench_false_alarms.py [--splits 10,25,50,75,90]``; the data comes from
 ``bench_data.madea_night()`` (``MUDGUARD_BIG_CORPUS``, see bench/README.md).
@@ -114,6 +116,7 @@ def run_split(frames: list[tuple[float, bytes, int]], labels: dict[str, str], sh
     index = next(i for i, f in enumerate(frames) if f[0] >= cut)
     before, after = observe(frames[:index]), observe(frames[index:])
     options = dict(options)
+    set_aside = frozenset(options.pop("without_baseline", ()))
     if options.pop("dns_only", False):  # as the daemon records: no TLS server names
         before, after = replace(before, sni={}), replace(after, sni={})
     results = []
@@ -136,6 +139,10 @@ def run_split(frames: list[tuple[float, bytes, int]], labels: dict[str, str], sh
         context = home_context(home_now, mud.mud_url)
         policy = decide(device_facts(home_now, mud.mud_url), mud, (), context,
                         now=datetime.now(UTC))
+        if set_aside:  # the baseline as it was before a change, measured in the same run
+            assert set_aside <= {r.origin for r in policy.rules}, set_aside
+            policy = replace(policy, rules=tuple(r for r in policy.rules
+                                                 if r.origin not in set_aside))
         names = NameMap.build(name_pairs(before, mac) + name_pairs(after, mac))
         flows = device_flows(after, mac, every_port=True)
         found = check_flows(policy, flows, context, names)
@@ -253,7 +260,8 @@ def main() -> None:
     shares = [int(s) / 100 for s in args.splits.split(",")]
     variants: dict[str, dict[str, Any]] = {"baseline (learner as before)": BASELINE,
                                            "fixed learner": FIXED,
-                                           "fixed, DNS names only (as the daemon)": DAEMON}
+                                           "fixed, DNS names only (as the daemon)": DAEMON,
+                                           BEFORE_MLDV1: NO_MLDV1}
     measured: dict[str, dict[float, float]] = {}
     for label, options in variants.items():
         started = time.perf_counter()
@@ -267,11 +275,20 @@ def main() -> None:
         print(f"\nratio {label} / baseline (deviations per device-day): " + ", ".join(
             f"{s:.0%}: {measured[label][s] / base[s]:.2f}" if base[s] else f"{s:.0%}: -"
             for s in shares))
+    before = measured[BEFORE_MLDV1]
+    print("\nratio fixed learner / " + BEFORE_MLDV1 + ": " + ", ".join(
+        f"{s:.0%}: {measured['fixed learner'][s] / before[s]:.2f}" if before[s] else f"{s:.0%}: -"
+        for s in shares))
 
 
 BASELINE: dict[str, Any] = {"ntp_pool_siblings": False}
 FIXED: dict[str, Any] = {"ntp_pool_siblings": True}  # the learner's defaults
 DAEMON: dict[str, Any] = {**FIXED, "dns_only": True}
+# Session 6 (issue #16): MLDv1 reports and done (131/132) joined the baseline; the fixed
+# learner locked to the baseline without them shows what that removed.
+BEFORE_MLDV1 = "fixed, baseline without MLDv1 (before session 6)"
+NO_MLDV1: dict[str, Any] = {**FIXED,
+                            "without_baseline": ("baseline/mldv1-report", "baseline/mldv1-done")}
 
 if __name__ == "__main__":
     main()

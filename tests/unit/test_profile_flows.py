@@ -5,6 +5,7 @@ MLD/IGMP from unspecified sources, TLS server names, and short ``systeminfo``.""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.unit.test_profile_learn import (
     ether,
     ip4,
     ip6,
+    mac,
     tcp,
     write_capture,
 )
@@ -220,6 +222,48 @@ def test_reports_from_unspecified_sources_pass_their_own_profile(tmp_path: Path)
     ]
     _, _, deviations = self_check(tmp_path, frames)
     assert deviations == []
+
+
+def mldv1(icmp_type: int, src: str, group: str) -> bytes:
+    """An MLDv1 message as RFC 2710 §3 has stacks send it: hop limit 1, a hop-by-hop
+    Router Alert, a report to the group it names, a done to all routers (ff02::2)."""
+    dst = group if icmp_type == 131 else "ff02::2"
+    body = bytearray(bytes((icmp_type, 0)) + b"\0" * 6 + socket.inet_pton(socket.AF_INET6, group))
+    src_b, dst_b = (socket.inet_pton(socket.AF_INET6, a) for a in (src, dst))
+    pseudo = src_b + dst_b + len(body).to_bytes(4, "big") + b"\0\0\0\x3a"
+    total = sum(int.from_bytes(w, "big") for w in
+                (bytes(pseudo + body)[i:i + 2] for i in range(0, len(pseudo + body), 2)))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    body[2:4] = (~total & 0xFFFF).to_bytes(2, "big")
+    router_alert = bytes((58, 0, 5, 2, 0, 0, 1, 0))  # next: ICMPv6; Router Alert MLD; PadN
+    header = (bytes.fromhex("60000000") + (len(router_alert) + len(body)).to_bytes(2, "big")
+              + bytes((0, 1)) + src_b + dst_b)  # next header: hop-by-hop; hop limit 1
+    group_mac = "33:33:" + ":".join(f"{b:02x}" for b in dst_b[-4:])
+    return bytes(dpkt.ethernet.Ethernet(src=mac(DEV_MAC), dst=mac(group_mac),
+                                        type=dpkt.ethernet.ETH_TYPE_IP6,
+                                        data=header + router_alert + bytes(body)))
+
+
+def test_mldv1_after_learning_is_no_deviation(tmp_path: Path) -> None:
+    """Issue #16 false alarm: a device learned before it joined a group later sends MLDv1
+    reports (to ff02::fb, to its solicited-node group) and a done; ``profile check``
+    finds no deviation (baseline, as MLDv2), while a ping to the same group is one."""
+    learned = write_capture(tmp_path / "learn.pcap", [
+        dhcp_answer(), ether(DEV_MAC, GW_MAC, ip4(DEV4, NET4, tcp(50000, 443, SYN), 6))])
+    learn(tmp_path, learned)
+    ping = dpkt.icmp6.ICMP6(type=128, code=0, data=b"\0" * 8)
+    later = write_capture(tmp_path / "later.pcap", [
+        dhcp_answer(),
+        mldv1(131, "fe80::a", "ff02::fb"),
+        mldv1(131, "fe80::a", "ff02::1:ff00:a"),
+        mldv1(131, "::", "ff02::1:ff00:a"),
+        mldv1(132, "fe80::a", "ff02::fb"),
+        ether(DEV_MAC, "33:33:00:00:00:fb", ip6("fe80::a", "ff02::fb", ping, 58), v6=True),
+    ])
+    found = check(later, tmp_path / "learned.json")
+    assert [(d["protocol"], d["dst"]) for d in found] == [(58, "ff02::fb")], \
+        found
 
 
 # -- names from TLS, short systeminfo -------------------------------------------------------------
