@@ -363,7 +363,10 @@ def test_observation_rules_never_accept_or_drop() -> None:
     logs = [e["log"] for r in observing for e in r["expr"] if "log" in e]
     assert {entry["group"] for entry in logs} == {CONTEXT.identify_log_group}
     forward = [r for r in rules if r["chain"] == "forward"]
-    assert "jump" in json.dumps(forward[1]) and "identify_log" in json.dumps(forward[1])
+    # after the source binding (2 rules) and the RFC 9761 ClientHello log
+    assert ["@bind4" in json.dumps(r) for r in forward[:2]] == [True, False]
+    assert "@bind6" in json.dumps(forward[1])
+    assert "jump" in json.dumps(forward[3]) and "identify_log" in json.dumps(forward[3])
 
 
 def test_the_identification_group_follows_the_tls_group() -> None:

@@ -116,21 +116,32 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
                 and (c["add"]["rule"]["table"], c["add"]["rule"]["chain"]) == (table, chain)]
 
     forward = rules(TABLE, "forward")
-    assert forward[0] == tls_hello_rule(CTX)  # RFC 9761 ClientHello log: non-terminal
-    assert not any(v in e for e in forward[0] for v in ("accept", "drop", "return"))
+    # unknown LAN MACs: nothing forwarded, not even into an established flow
+    assert {"drop": None} in forward[0]
+    assert forward[0][1]["match"]["right"] == "@" + KNOWN_MACS
+    assert forward[1] == tls_hello_rule(CTX)  # RFC 9761 ClientHello log: non-terminal
+    assert not any(v in e for e in forward[1] for v in ("accept", "drop", "return"))
     # identification (#16): a marked flow's packets to identify_log, non-terminal
-    assert forward[1][-1] == {"jump": {"target": "identify_log"}}
-    forward = forward[2:]
+    assert forward[2][-1] == {"jump": {"target": "identify_log"}}
+    forward = forward[3:]
     assert forward[0][-1] == {"accept": None}  # then established
-    assert {"drop": None} in forward[2]  # unknown LAN MACs: nothing forwarded
-    assert forward[2][1]["match"]["right"] == "@" + KNOWN_MACS
-    assert forward[3][-1] == {"jump": {"target": "identify_new"}}  # a new web flow, observed
+    assert forward[2][-1] == {"jump": {"target": "identify_new"}}  # a new web flow, observed
     observing = [e for c in cmds if "rule" in c.get("add", {})
                  and c["add"]["rule"]["chain"].startswith("identify_") for e in
                  c["add"]["rule"]["expr"]]
     assert observing and not any(v in e for e in observing for v in ("accept", "drop", "jump",
                                                                       "goto"))
-    assert [e for e in rules(shard_names()[0], "forward")[2] if "vmap" in e]
+    shard = rules(shard_names()[0], "forward")
+    established = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                             "right": ["established", "related"]}}
+    # a shard accepts established traffic at once only from outside the LAN; from the
+    # LAN, its device's out chain binds the source first (another shard's device
+    # passes on, bound in its own shard; an unknown MAC meets the main table's drop)
+    assert shard[0] == [{"match": {"op": "!=", "left": {"meta": {"key": "iifname"}},
+                                   "right": "br-lan"}}, established, {"accept": None}]
+    assert [e for e in shard[2] if "vmap" in e]
+    assert shard[3] == [established, {"accept": None}]
+    assert all(established not in rule for rule in shard[4:])
 
 
 def test_every_corpus_file_compiles_deterministically_with_our_names_only() -> None:
@@ -186,7 +197,12 @@ def test_device_chains_shape() -> None:
     assert out[0]["expr"][1]["limit"]["inv"] is True  # rate cap first
     assert out[0]["expr"][1]["limit"]["rate"] == CTX.new_conn_rate
     assert out[1]["expr"][0]["match"]["op"] == "!="  # own IPv4 only
-    assert out[3]["expr"][-1] == {"return": None}
+    assert out[2]["expr"][0]["match"]["op"] == "!="  # own IPv6 only
+    # its established flows only after the binding (no injection from another MAC)
+    assert out[3]["expr"] == [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                                         "right": ["established", "related"]}},
+                              {"accept": None}]
+    assert out[4]["expr"][-1] == {"return": None}
     assert out[-2]["expr"][1]["log"] == {"prefix": log_prefix(MAC, "out"), "group": 100}
     assert out[-1]["expr"] == [{"drop": None}]
     assert log_prefix(MAC, "in") == f"mg {device_id(MAC)} in"
@@ -222,7 +238,7 @@ def test_device_chains_shape() -> None:
 def test_port_operators(port: PortMatch, op: str, right: Any) -> None:
     rule = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, protocol=17,
                 dst_port=port)
-    exprs = rules_in(compile_device(policy_of(rule), CTX), "out")[3]["expr"]
+    exprs = rules_in(compile_device(policy_of(rule), CTX), "out")[4]["expr"]
     assert exprs[0]["match"] == {"op": op, "left": {"payload": {"protocol": "udp",
                                                                   "field": "dport"}},
                                  "right": right}
@@ -234,7 +250,7 @@ def test_direction_initiated() -> None:
     answers = Rule(direction=Direction.TO_DEVICE, action=Forwarding.ACCEPT, protocol=6,
                    initiated=Direction.FROM_DEVICE)
     cmds = compile_device(policy_of(opens, answers), CTX)
-    out = json.dumps(rules_in(cmds, "out")[3]["expr"])
+    out = json.dumps(rules_in(cmds, "out")[4]["expr"])
     assert '"right": "syn"' in out  # only a bare SYN opens
     inn = rules_in(cmds, "in")[0]["expr"]
     assert {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}} in inn
@@ -246,7 +262,7 @@ def test_icmp_and_family_split() -> None:
     lan = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT,
                peer=PeerKind.LOCAL_NETWORKS)
     out = rules_in(compile_device(policy_of(ping4, lan), CTX), "out")
-    body = out[3:-2]
+    body = out[4:-2]
     assert len(body) == 3  # ping (v4 only) + local-networks v4 + v6
     assert {"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": "type"}},
                       "right": 8}} in body[0]["expr"]
@@ -261,7 +277,7 @@ def test_unresolvable_peers_compile_to_nothing() -> None:
                                  (PeerKind.SAME_MANUFACTURER, None))]
     out = rules_in(compile_device(policy_of(*rules, mud_url="https://a.example.com/x"), CTX),
                    "out")
-    assert len(out) == 5  # rate cap, two source bindings, log, drop: nothing opened
+    assert len(out) == 6  # rate cap, two source bindings, established, log, drop: nothing opened
 
 
 def test_dns_rules_use_the_device_address_pair_sets() -> None:
@@ -301,7 +317,7 @@ def test_same_manufacturer_resolves_from_context_and_dependents() -> None:
     ctx = HomeContext(lan_prefixes=CTX.lan_prefixes, gateway_addresses=CTX.gateway_addresses,
                       devices=(a, b, c))
     out = rules_in(compile_device(pa, ctx), "out")
-    assert out[3]["expr"][0]["match"]["right"] == "192.0.2.20"
+    assert out[4]["expr"][0]["match"]["right"] == "192.0.2.20"
     pc = DevicePolicy(device=c, state=LifecycleState.PROFILED, rules=())
     assert dependents([pa, pc], b) == [a.mac]
     assert dependents([pa, pc], c) == []

@@ -1,7 +1,8 @@
 """Adapter: forget the kernel's tracked connections of a device whose access narrowed.
 
-Every table accepts ``ct state established,related`` before any device chain, so a
-connection the old policy let in would outlive a narrower one (a quarantined camera
+Every table accepts ``ct state established,related`` before any device rule (only the
+source binding comes first), so a connection the old policy let in would outlive a
+narrower one (a quarantined camera
 keeping its line to a command server). After such an update the ``Enforcer`` has the
 connections deleted that have one of the device's addresses at either end (behind the
 update, on the ``Nft`` handle's worker: the kernel walks its whole conntrack table for

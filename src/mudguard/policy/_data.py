@@ -11,7 +11,8 @@ changes in one transaction, with no rule commit.
 The fixed ruleset (forward hook; input is alike with the ``gw`` phases)::
 
     forward (policy drop)
-      ct state established,related accept            fast path first
+      iifname LAN ether saddr . ip saddr != @bind4 drop (and v6)   source binding first
+      ct state established,related accept            then the fast path
       ct state invalid drop
       iifname LAN ether saddr != @known_macs drop    unknown device
       iifname LAN jump from_dev                      returns only if the sender may
@@ -22,8 +23,11 @@ The fixed ruleset (forward hook; input is alike with the ``gw`` phases)::
     from_dev
       ether saddr vmap @out_fallback ; ether saddr @fallback_macs return
       ct state new update @ratecap { ether saddr limit rate over R } drop
-      ether saddr . ip saddr != @bind4 drop (and v6)
       <key> @out4_d_p drop, … every drop set, then every accept set → return
+
+The binding comes before the established fast path: conntrack does not look at
+MACs, so a device (or an unknown MAC) that knows another device's connection tuple
+and sequence numbers could otherwise inject into that device's established flows.
       mark + per-device log limit + log "mg * out" ; drop
 
 Each phase (``out``: forwarded from the device, keyed by its MAC; ``in``:
@@ -860,6 +864,10 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
         put(MANAGED4, *ipv4)
     if ipv6:
         put(MANAGED6, *ipv6)
+    for address in ipv4:  # the forward chain's binding, fallback devices' too
+        put(BIND4, {"concat": [mac, address]})
+    for address in ipv6:
+        put(BIND6, {"concat": [mac, address]})
     bundle = _bundle(policy, context)
     why = bundle.why
     fallback: list[NftCommand] = []
@@ -885,10 +893,6 @@ def device_elements(policy: DevicePolicy, context: HomeContext) -> DeviceElement
             put(MARK_IN4, [address, mark])
         for address in ipv6:
             put(MARK_IN6, [address, mark])
-        for address in ipv4:
-            put(BIND4, {"concat": [mac, address]})
-        for address in ipv6:
-            put(BIND6, {"concat": [mac, address]})
         if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
             put(PORTAL_CLOSED, mac)
         profile, profile_elements = bundle.profile, bundle.profile_elements
@@ -1265,6 +1269,15 @@ def data_mark(context: HomeContext) -> str:
     return DATA_MARK_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _forward_binding(iif: Expr, ether: Expr) -> list[NftCommand]:
+    """The forward chain's source binding: from the LAN, only a (MAC, source address)
+    pair in ``bind4``/``bind6`` passes (every managed device's, fallback ones too)."""
+    return [_rule("forward", [iif, _m(_meta("nfproto"), f"ipv{family}"),
+                              _m({"concat": [ether, _pl(ip, "saddr")]}, "@" + bind, "!="),
+                              {"drop": None}], f"source must be the sender own IPv{family}")
+            for family, ip, bind in ((4, "ip", BIND4), (6, "ip6", BIND6))]
+
+
 def _fixed_commands(context: HomeContext) -> list[NftCommand]:
     lan = context.lan_interface
     iif = _m(_meta("iifname"), lan)
@@ -1302,8 +1315,13 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
     ip4, ip6 = _pl("ip", "daddr"), _pl("ip6", "daddr")
     cmds.append(_tls_rate_set())
     cmds += [
-        # first rule (carries the mark): RFC 9761, the ClientHello of a flow a fallback
-        # device's chain marked (conntrack mark bit, never the packet mark used below)
+        # first (the first carries the mark): the source binding, before the established
+        # fast path, so a packet from the LAN whose (MAC, source) pair is no device's
+        # (another device's source, an unknown MAC) joins no flow, not even one it
+        # knows the sequence numbers of; from_dev needs no binding of its own after it
+        *_forward_binding(iif, ether),
+        # RFC 9761, the ClientHello of a flow a fallback device's chain marked
+        # (conntrack mark bit, never the packet mark used below)
         _rule("forward", tls_hello_rule(context)),
         identify_log_jump(),
         _rule("forward", [est, {"accept": None}]),
@@ -1332,12 +1350,6 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         _rule("from_dev", [_m(ether, "@" + FALLBACK_MACS), {"return": None}]),
         _rule("from_dev", [_m({"ct": {"key": "state"}}, "new", "in"), rate, {"drop": None}],
               "new-connection rate cap"),
-        _rule("from_dev", [_m(_meta("nfproto"), "ipv4"),
-                           _m({"concat": [ether, _pl("ip", "saddr")]}, "@" + BIND4, "!="),
-                           {"drop": None}], "source must be the device own IPv4"),
-        _rule("from_dev", [_m(_meta("nfproto"), "ipv6"),
-                           _m({"concat": [ether, _pl("ip6", "saddr")]}, "@" + BIND6, "!="),
-                           {"drop": None}], "source must be the device own IPv6"),
         _rule("from_dev", [_zero_mark()]),
         _rule("from_dev", [_profile_mark(ether, PROFILE_OUT)], "the sender's profile"),
         *_lookups("from_dev", ("out", "dnsout"), "return", ("d",)),

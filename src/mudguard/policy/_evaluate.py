@@ -5,7 +5,8 @@ Theory of operation: a device's ``DevicePolicy`` is an ordered tuple of symbolic
 device; this module reads the very same rules and walks them the way the kernel
 walks those chains, so ``evaluate()`` and the kernel give the same verdict:
 
-- ``ct state established,related accept`` comes before any device chain, so a
+- ``ct state established,related accept`` comes before any device rule (after the
+  sender's source binding only), so a
   ``Flow`` describes the packet that *opens* a flow (a TCP SYN, the first UDP
   datagram, an ICMP request): replies to an allowed flow are never evaluated.
 - A packet the device sends to the gateway itself (one of its addresses, a

@@ -18,8 +18,9 @@ SHARDS = 16
 its base chains) at each commit that adds a rule, so a device update in one table
 holding every device would cost time in proportion to the home. Devices are spread
 over ``SHARDS`` tables by a hash of their MAC: an update re-validates one shard.
-Every packet passes each shard's base chain once (their first rule accepts
-established traffic), a cost fixed by ``SHARDS``, not by the number of devices.
+Every packet passes each shard's base chain once (its first rules accept established
+traffic: from the LAN after a verdict-map lookup of the sender's binding), a cost fixed
+by ``SHARDS``, not by the number of devices.
 A process sets it once, before compiling anything (``set_shard_count``)."""
 MAX_SHARDS = 64
 """The most device tables a home may have (names ``mudguard_00`` .. ``mudguard_63``)."""

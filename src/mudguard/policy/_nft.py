@@ -6,15 +6,16 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
 ``inet mudguard`` table runs after them (priority 10) and decides the rest::
 
     mudguard_NN forward (policy accept)           mudguard forward (policy drop)
-                                                     <RFC 9761: log a marked flow's ClientHello>
-      ct state established,related accept           ct state established,related accept
-      ct state invalid drop                          ct state invalid drop
-      iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
-      ip daddr vmap @in_dispatch4                    ip daddr @pending4 drop
-      ip6 daddr vmap @in_dispatch6                   ip6 daddr @pending6 drop
-    mudguard_NN input (policy accept)                ip daddr @managed4 accept
-      ct state established,related accept            ip6 daddr @managed6 accept
-      iifname LAN ether saddr vmap @gw_dispatch      iifname LAN accept
+      iifname != LAN ct state established,related    iifname LAN ether saddr != @known_macs drop
+        accept                                       <RFC 9761: log a marked flow's ClientHello>
+      ct state invalid drop                          ct state established,related accept
+      iifname LAN ether saddr vmap @out_dispatch     ct state invalid drop
+      ct state established,related accept           ip daddr @pending4 drop
+      ip daddr vmap @in_dispatch4                    ip6 daddr @pending6 drop
+      ip6 daddr vmap @in_dispatch6                   ip daddr @managed4 accept
+    mudguard_NN input (policy accept)                ip6 daddr @managed6 accept
+      ct state established,related accept            iifname LAN accept
+      iifname LAN ether saddr vmap @gw_dispatch
                                                    mudguard input (policy accept)
                                                      ct state established,related accept
                                                      iifname LAN ether saddr @known_macs accept
@@ -35,7 +36,10 @@ Each managed device has three chains, reached only through its shard's verdict
 maps, so the kernel's per-packet cost does not grow with the number of devices:
 
 - ``dev_<id>_out``: new-connection rate cap, source-address binding (a device's
-  packets must carry its own addresses), its from-device rules (a match
+  packets must carry its own addresses), ``ct state established,related accept``
+  (its own flows: the binding comes first, so another device or an unknown MAC that
+  knows a flow's tuple and sequence numbers cannot inject into it: conntrack does
+  not look at MACs), its from-device rules (a match
   ``return``s to the forward chain, which then applies the receiver's ``in``
   chain if the destination is a managed device), rate-limited NFLOG, drop;
 - ``dev_<id>_in``: its to-device rules (a match accepts), NFLOG, drop;
@@ -47,8 +51,9 @@ maps, so the kernel's per-packet cost does not grow with the number of devices:
   controller that is the gateway), NFLOG (as ``out``), drop.
 
 So a LAN-to-LAN flow between two managed devices passes the sender's ``out`` chain
-AND the receiver's ``in`` chain. Only new connections reach the device chains;
-replies are accepted by conntrack first, which is what ``direction-initiated``
+AND the receiver's ``in`` chain. Only new connections reach the device chains'
+rules; established packets are accepted right after their sender's binding (from the
+LAN) or at once (from the Internet), which is what ``direction-initiated``
 builds on: a rule whose packets may not open the TCP connection compiles to a
 ``ct direction reply`` match (it can never admit a new connection).
 
@@ -440,6 +445,8 @@ def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[N
     chains["out"].append(add(out, [_match(_ct("state"), "new"), rate, {"drop": None}],
                              "new-connection rate cap"))
     chains["out"] += _source_binding(device, out, gateway=False, table=table)
+    chains["out"].append(add(out, [_match(_ct("state"), ["established", "related"], "in"),
+                                   {"accept": None}], "its own flows, once bound"))
     if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
         ports = sorted(set(context.portal_ports))
         right = ports[0] if len(ports) == 1 else {"set": ports}
@@ -614,7 +621,8 @@ def identify_rules(context: HomeContext,
     unread, so another device's forgery (a ClientHello injected into a device's open
     connection, a "server" certificate sent from the LAN) never becomes a device's
     clue. The chains design needs no gate: each device's own chains drop a packet whose
-    source address is not its sender's before the main table sees it."""
+    source address is not its sender's before the main table sees it, and the main
+    table's first rule drops an unknown MAC's."""
     original, reply = _match(_ct("direction"), "original"), _match(_ct("direction"), "reply")
     payload = _match({"payload": {"base": "ih", "offset": 0, "len": 8}}, 0, ">=")
     dport = _payload("tcp", "dport")
@@ -875,6 +883,7 @@ MAIN_PRIORITY: Final = 10  # after every shard: a shard's drop is final, its acc
 def compile_shard(table: str, context: HomeContext) -> list[NftCommand]:
     """One device table: its dispatch maps and base chains (no device yet: all pass on)."""
     lan = _match(_meta("iifname"), context.lan_interface)
+    not_lan = _match(_meta("iifname"), context.lan_interface, "!=")
     est = _match(_ct("state"), ["established", "related"], "in")
     ether_saddr = _payload("ether", "saddr")
     cmds = _fresh_table(table) + [
@@ -885,9 +894,11 @@ def compile_shard(table: str, context: HomeContext) -> list[NftCommand]:
     ]
     rule = functools.partial(_rule, table=table)
     cmds += [
-        rule("forward", [est, {"accept": None}]),
+        rule("forward", [not_lan, est, {"accept": None}], "replies from the Internet"),
         rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
+        # this shard's device: its out chain binds the source, then accepts its flows
         rule("forward", [lan, {"vmap": {"key": ether_saddr, "data": "@" + OUT_DISPATCH}}]),
+        rule("forward", [est, {"accept": None}], "another shard's device: bound there"),
         rule("forward", [{"vmap": {"key": _payload("ip", "daddr"), "data": "@" + IN_DISPATCH4}}]),
         rule("forward", [{"vmap": {"key": _payload("ip6", "daddr"),
                                    "data": "@" + IN_DISPATCH6}}]),
@@ -954,12 +965,14 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
         {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": "identify_log"}}},
     ]
     cmds += [
-        _rule("forward", tls_hello_rule(context)),  # first rule: compile_base marks it
+        # first rule (compile_base marks it): an unknown MAC has no flow of its own, so
+        # it can inject nothing into a device's established one either
+        _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
+              "unknown device on the LAN: nothing forwarded"),
+        _rule("forward", tls_hello_rule(context)),
         identify_log_jump(),
         _rule("forward", [est, {"accept": None}]),
         _rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
-        _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
-              "unknown device on the LAN: nothing forwarded"),
         # here a new flow has passed its sender's out chain (the shards come first)
         identify_new_jump(context),
         _rule("forward", [_match(_payload("ip", "daddr"), "@" + PENDING4), {"drop": None}],
