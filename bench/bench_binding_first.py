@@ -4,27 +4,36 @@ Since session 6 a packet from the LAN meets its sender's source binding before
 ``ct state established,related accept`` (a device, or an unknown MAC, that knows another
 device's connection tuple and sequence numbers can no longer inject into its flows):
 
-* chains (``_nft.py``): each shard accepts established traffic at once only from outside
-  the LAN; from the LAN its device's ``out`` chain binds the source, then accepts; the
-  main table drops unknown MACs first;
+* chains (``_nft.py``): each shard first dispatches LAN packets to their device's ``out``
+  chain (rate cap, binding, established accept, invalid drop, rules), then accepts
+  established traffic (replies from the Internet, another shard's device), then drops
+  invalid packets; the main table drops unknown MACs first;
 * data (``_data.py``): the fixed forward chain starts with the ``bind4``/``bind6`` lookup.
 
 Rows, in one run, in one virtual home (one device on the home default, reaching the
 fake Internet; ``--others`` more devices installed around it):
 
 * ``none``: no ruleset (first and last: the machine's drift shows);
-* ``<design> before``: today's compile rebuilt with the order up to session 5
-  (``established_first``: established accepted before the binding);
-* ``<design> after``: today's compile.
+* ``chains s5``: today's compile rebuilt with the order up to session 5
+  (``chains_established_first``: established accepted first in every shard);
+* ``chains s6``: today's compile rebuilt with e788e56's order
+  (``chains_binding_first_s6``: four rules per shard before a LAN packet's established
+  accept in the shards that do not hold its device; checked equal to that compiler's
+  output but for the digest comments);
+* ``chains now``: today's compile (two rules in those shards: a failed lookup, the accept);
+* ``chains main-bind``: a next step, not compiled yet (``chains_main_binding``): shards
+  as in session 5, the binding as main-table sets of ``MAC . address`` pairs;
+* ``data before`` / ``data after``: the data design's compile rebuilt with established
+  first (``data_established_first``) / today's.
 
-"before" and "after" are measured back to back (order alternating), so a shared
-machine's load cancels out in their ratio: the median of the pairs' ratios is the figure
-to trust, best-of rows show the spread. Figures: 64-byte UDP datagrams per second on
-an established flow from the device (every one meets the binding now) and bulk TCP from
-the device, best of ``--repeats``.
+A design's rows are measured back to back in one round (the order rotating from round
+to round), so a shared machine's load cancels out in their ratios: the median of the
+rounds' ratios is the figure to trust, best-of rows show the spread. Figures: 64-byte
+UDP datagrams per second on an established flow from the device (every one meets the
+binding now) and bulk TCP from the device (``--no-bulk``: skipped), best of ``--repeats``.
 
 Run as root: ``.venv/bin/python bench/bench_binding_first.py [--seconds 3] [--repeats 5]
-[--others 0]``.
+[--others 0] [--designs chains data] [--no-bulk]``.
 """
 
 from __future__ import annotations
@@ -55,11 +64,50 @@ Command = dict[str, Any]
 EST = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
                  "right": ["established", "related"]}}
 ACCEPT: dict[str, Any] = {"accept": None}
+INVALID = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}
+DROP: dict[str, Any] = {"drop": None}
 
 
 def _rule(cmd: Command) -> dict[str, Any] | None:
     rule: dict[str, Any] | None = cmd.get("add", {}).get("rule")
     return rule
+
+
+def chains_binding_first_s6(cmds: list[Command], lan: str) -> list[Command]:
+    """The chains design's batch as session 6 first compiled it (e788e56): each shard
+    accepts established traffic at once from outside the LAN, drops invalid packets,
+    then dispatches LAN packets to their device's ``out`` chain, then accepts
+    established traffic from another shard's device; ``out`` chains have no invalid drop.
+    """
+    not_lan = {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": lan}}
+    out: list[Command] = []
+    changed = 0
+    for cmd in copy.deepcopy(cmds):
+        rule = _rule(cmd)
+        if rule is None:
+            out.append(cmd)
+            continue
+        table, chain, expr = rule["table"], rule["chain"], rule["expr"]
+        if table != TABLE and chain == "forward" and "vmap" in expr[-1] \
+                and expr[-1]["vmap"]["data"] == "@out_dispatch":
+            dispatch = cmd
+            changed += 1
+            continue
+        if table != TABLE and chain == "forward" and expr == [EST, ACCEPT]:
+            replies = copy.deepcopy(cmd)
+            replies["add"]["rule"]["expr"] = [not_lan, EST, ACCEPT]
+            replies["add"]["rule"]["comment"] = "replies from the Internet"
+            rule["comment"] = "another shard_s device: bound there"
+            held = [replies, cmd]
+            continue
+        if table != TABLE and chain == "forward" and expr == [INVALID, DROP]:
+            out += [held[0], cmd, dispatch, held[1]]
+            continue
+        if chain.endswith("_out") and expr == [INVALID, DROP]:
+            continue
+        out.append(cmd)
+    assert changed >= 16, "not today's chains batch"
+    return out
 
 
 def chains_established_first(cmds: list[Command], lan: str) -> list[Command]:
@@ -70,7 +118,7 @@ def chains_established_first(cmds: list[Command], lan: str) -> list[Command]:
     out: list[Command] = []
     moved: Command | None = None
     changed = 0
-    for cmd in copy.deepcopy(cmds):
+    for cmd in chains_binding_first_s6(cmds, lan):
         rule = _rule(cmd)
         if rule is not None:
             table, chain, expr = rule["table"], rule["chain"], rule["expr"]
@@ -93,6 +141,43 @@ def chains_established_first(cmds: list[Command], lan: str) -> list[Command]:
     return out
 
 
+def chains_main_binding(cmds: list[Command], lan: str,
+                        devices: Sequence[DeviceFacts]) -> list[Command]:
+    """A next step, not compiled yet: the shards back in the order up to session 5
+    (established accepted first), the binding in the main table (which runs after them
+    and whose drop is final) as ``ether saddr . ip saddr != @bind4 drop`` (and v6) after
+    its unknown-MAC drop, as the data design does."""
+    iif = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": lan}}
+    out: list[Command] = []
+    for cmd in chains_established_first(cmds, lan):
+        rule = _rule(cmd)
+        if rule is not None and rule["table"] == TABLE and rule["chain"] == "forward" \
+                and rule["expr"][-1] == DROP and "@known_macs" in str(rule["expr"]):
+            out += [*_bind_sets(devices), cmd]  # the unknown-MAC drop first, as today
+            for name, ip in (("bind4", "ip"), ("bind6", "ip6")):
+                key = {"concat": [{"payload": {"protocol": "ether", "field": "saddr"}},
+                                  {"payload": {"protocol": ip, "field": "saddr"}}]}
+                out.append({"add": {"rule": {"family": "inet", "table": TABLE,
+                                             "chain": "forward", "expr": [
+                    iif, {"match": {"op": "!=", "left": key, "right": "@" + name}}, DROP]}}})
+            continue
+        out.append(cmd)
+    return out
+
+
+def _bind_sets(devices: Sequence[DeviceFacts]) -> list[Command]:
+    cmds: list[Command] = []
+    for name, addr, family in (("bind4", "ipv4_addr", 4), ("bind6", "ipv6_addr", 6)):
+        cmds.append({"add": {"set": {"family": "inet", "table": TABLE, "name": name,
+                                     "type": ["ether_addr", addr]}}})
+        elems = [{"concat": [d.mac.lower(), a]} for d in devices
+                 for a in (d.ipv4 if family == 4 else d.ipv6)]
+        if elems:
+            cmds.append({"add": {"element": {"family": "inet", "table": TABLE, "name": name,
+                                             "elem": elems}}})
+    return cmds
+
+
 def data_established_first(cmds: list[Command]) -> list[Command]:
     """The data design's batch with the order up to session 5: the binding in
     ``from_dev`` (after the new-connection cap), none before the established accept."""
@@ -113,15 +198,32 @@ def data_established_first(cmds: list[Command]) -> list[Command]:
     return out
 
 
+GROUPS: dict[str, tuple[str, ...]] = {
+    "chains": ("chains s5", "chains s6", "chains now", "chains main-bind"),
+    "data": ("data before", "data after"),
+}
+"""Each design's rows, baseline first: ratios are against it and the current session 6
+row (chains: ``s5`` established first, ``s6`` e788e56's binding first with four rules
+per shard, ``now`` the out-dispatch first)."""
+
+
 def batches(policies: Sequence[Any], context: HomeContext
             ) -> dict[str, tuple[list[Command], bool]]:
     """Each row's batch (and whether it needs the data design's set layouts)."""
     chains = compile_home(policies, context)
     data = compile_home_data(policies, context).commands()
-    return {"chains before": (chains_established_first(chains, context.lan_interface), False),
-            "chains after": (chains, False),
+    lan = context.lan_interface
+    return {"chains s5": (chains_established_first(chains, lan), False),
+            "chains s6": (chains_binding_first_s6(chains, lan), False),
+            "chains now": (chains, False),
+            "chains main-bind": (chains_main_binding(chains, lan,
+                                                     [p.device for p in policies]), False),
             "data before": (data_established_first(data), True),
             "data after": (data, True)}
+
+
+def _rotated(labels: tuple[str, ...], k: int) -> tuple[str, ...]:
+    return labels[k % len(labels):] + labels[:k % len(labels)]
 
 
 def main() -> None:
@@ -130,6 +232,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--others", type=int, default=0)
+    parser.add_argument("--designs", nargs="+", choices=sorted(GROUPS), default=sorted(GROUPS))
+    parser.add_argument("--no-bulk", action="store_true", help="64-byte UDP only (faster)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces and nftables)")
@@ -160,11 +264,11 @@ def main() -> None:
 
         def once(label: str) -> tuple[float, float]:
             install(label)
-            return (udp_rate(home, node.ns, args.seconds, 1),
-                    bulk_rate(home, node.ns, args.seconds, 1))
+            bulk = 1.0 if args.no_bulk else bulk_rate(home, node.ns, args.seconds, 1)
+            return udp_rate(home, node.ns, args.seconds, 1), bulk
 
         best: dict[str, tuple[float, float]] = {}
-        pairs: dict[str, list[tuple[float, float]]] = {"chains": [], "data": []}
+        runs: dict[str, list[dict[str, tuple[float, float]]]] = {d: [] for d in args.designs}
 
         def keep(label: str) -> tuple[float, float]:
             got = once(label)
@@ -174,27 +278,32 @@ def main() -> None:
 
         first_none = once("none")
         for k in range(args.repeats):
-            for design in ("chains", "data"):
-                pair = ("before", "after") if k % 2 == 0 else ("after", "before")
-                got = {variant: keep(f"{design} {variant}") for variant in pair}
-                pairs[design].append((got["after"][0] / got["before"][0],
-                                      got["after"][1] / got["before"][1]))
+            for design in args.designs:
+                runs[design].append({label: keep(label)
+                                     for label in _rotated(GROUPS[design], k)})
         last_none = once("none")
     base = (max(first_none[0], last_none[0]), max(first_none[1], last_none[1]))
     print(f"one device (home default) to the fake Internet, {args.others} more installed; "
-          f"best of {args.repeats} alternating runs; none = no ruleset "
+          f"best of {args.repeats} rotated runs; none = no ruleset "
           f"(first {first_none[0]:.0f}/s, last {last_none[0]:.0f}/s)")
     print(f"{'ruleset':>14} {'64B UDP/s':>10} {'vs none':>8} {'bulk Gb/s':>10} {'vs none':>8}")
     for label, (udp, bulk) in [("none", base), *best.items()]:
         print(f"{label:>14} {udp:>10.0f} {udp / base[0]:>7.2f}x {bulk / 1e9:>10.2f} "
               f"{bulk / base[1]:>7.2f}x")
-    for design in ("chains", "data"):
-        before, after = best[f"{design} before"], best[f"{design} after"]
-        udp = statistics.median(r[0] for r in pairs[design])
-        bulk = statistics.median(r[1] for r in pairs[design])
-        print(f"{design}: binding first vs established first: best 64B UDP "
-              f"{after[0] / before[0]:.3f}x, bulk {after[1] / before[1]:.3f}x; median of "
-              f"{len(pairs[design])} back-to-back pairs: 64B UDP {udp:.3f}x, bulk {bulk:.3f}x")
+    for design in args.designs:
+        labels = GROUPS[design]
+        for ref in labels[:-1]:
+            for label in labels[labels.index(ref) + 1:]:
+                _ratio_line(label, ref, best, runs[design])
+
+
+def _ratio_line(label: str, ref: str, best: dict[str, tuple[float, float]],
+                runs: list[dict[str, tuple[float, float]]]) -> None:
+    udp = statistics.median(r[label][0] / r[ref][0] for r in runs)
+    bulk = statistics.median(r[label][1] / r[ref][1] for r in runs)
+    print(f"{label} vs {ref}: best 64B UDP {best[label][0] / best[ref][0]:.3f}x, bulk "
+          f"{best[label][1] / best[ref][1]:.3f}x; median of {len(runs)} back-to-back rounds: "
+          f"64B UDP {udp:.3f}x, bulk {bulk:.3f}x")
 
 
 if __name__ == "__main__":

@@ -134,14 +134,17 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     shard = rules(shard_names()[0], "forward")
     established = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
                              "right": ["established", "related"]}}
-    # a shard accepts established traffic at once only from outside the LAN; from the
-    # LAN, its device's out chain binds the source first (another shard's device
-    # passes on, bound in its own shard; an unknown MAC meets the main table's drop)
-    assert shard[0] == [{"match": {"op": "!=", "left": {"meta": {"key": "iifname"}},
-                                   "right": "br-lan"}}, established, {"accept": None}]
-    assert [e for e in shard[2] if "vmap" in e]
-    assert shard[3] == [established, {"accept": None}]
-    assert all(established not in rule for rule in shard[4:])
+    # a packet from the LAN meets its device's out chain (binding, then established)
+    # before any established accept; then established traffic passes on (replies from
+    # the Internet; another shard's device, bound in its own shard; an unknown MAC
+    # meets the main table's drop), then invalid packets drop
+    assert shard[0][0] == {"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
+                                     "right": "br-lan"}}
+    assert shard[0][1]["vmap"]["data"] == "@" + OUT_DISPATCH
+    assert shard[1] == [established, {"accept": None}]
+    assert shard[2] == [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                                   "right": "invalid"}}, {"drop": None}]
+    assert all(established not in rule for rule in shard[3:])
 
 
 def test_every_corpus_file_compiles_deterministically_with_our_names_only() -> None:
@@ -202,7 +205,10 @@ def test_device_chains_shape() -> None:
     assert out[3]["expr"] == [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
                                          "right": ["established", "related"]}},
                               {"accept": None}]
-    assert out[4]["expr"][-1] == {"return": None}
+    # invalid packets drop after the binding, before the rules (never logged)
+    assert out[4]["expr"] == [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                                         "right": "invalid"}}, {"drop": None}]
+    assert out[5]["expr"][-1] == {"return": None}
     assert out[-2]["expr"][1]["log"] == {"prefix": log_prefix(MAC, "out"), "group": 100}
     assert out[-1]["expr"] == [{"drop": None}]
     assert log_prefix(MAC, "in") == f"mg {device_id(MAC)} in"
@@ -238,7 +244,7 @@ def test_device_chains_shape() -> None:
 def test_port_operators(port: PortMatch, op: str, right: Any) -> None:
     rule = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, protocol=17,
                 dst_port=port)
-    exprs = rules_in(compile_device(policy_of(rule), CTX), "out")[4]["expr"]
+    exprs = rules_in(compile_device(policy_of(rule), CTX), "out")[5]["expr"]
     assert exprs[0]["match"] == {"op": op, "left": {"payload": {"protocol": "udp",
                                                                   "field": "dport"}},
                                  "right": right}
@@ -250,7 +256,7 @@ def test_direction_initiated() -> None:
     answers = Rule(direction=Direction.TO_DEVICE, action=Forwarding.ACCEPT, protocol=6,
                    initiated=Direction.FROM_DEVICE)
     cmds = compile_device(policy_of(opens, answers), CTX)
-    out = json.dumps(rules_in(cmds, "out")[4]["expr"])
+    out = json.dumps(rules_in(cmds, "out")[5]["expr"])
     assert '"right": "syn"' in out  # only a bare SYN opens
     inn = rules_in(cmds, "in")[0]["expr"]
     assert {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}} in inn
@@ -262,7 +268,7 @@ def test_icmp_and_family_split() -> None:
     lan = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT,
                peer=PeerKind.LOCAL_NETWORKS)
     out = rules_in(compile_device(policy_of(ping4, lan), CTX), "out")
-    body = out[4:-2]
+    body = out[5:-2]
     assert len(body) == 3  # ping (v4 only) + local-networks v4 + v6
     assert {"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": "type"}},
                       "right": 8}} in body[0]["expr"]
@@ -277,7 +283,7 @@ def test_unresolvable_peers_compile_to_nothing() -> None:
                                  (PeerKind.SAME_MANUFACTURER, None))]
     out = rules_in(compile_device(policy_of(*rules, mud_url="https://a.example.com/x"), CTX),
                    "out")
-    assert len(out) == 6  # rate cap, two source bindings, established, log, drop: nothing opened
+    assert len(out) == 7  # rate cap, 2 bindings, established, invalid, log, drop: nothing opened
 
 
 def test_dns_rules_use_the_device_address_pair_sets() -> None:
@@ -317,7 +323,7 @@ def test_same_manufacturer_resolves_from_context_and_dependents() -> None:
     ctx = HomeContext(lan_prefixes=CTX.lan_prefixes, gateway_addresses=CTX.gateway_addresses,
                       devices=(a, b, c))
     out = rules_in(compile_device(pa, ctx), "out")
-    assert out[4]["expr"][0]["match"]["right"] == "192.0.2.20"
+    assert out[5]["expr"][0]["match"]["right"] == "192.0.2.20"
     pc = DevicePolicy(device=c, state=LifecycleState.PROFILED, rules=())
     assert dependents([pa, pc], b) == [a.mac]
     assert dependents([pa, pc], c) == []

@@ -6,16 +6,15 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
 ``inet mudguard`` table runs after them (priority 10) and decides the rest::
 
     mudguard_NN forward (policy accept)           mudguard forward (policy drop)
-      iifname != LAN ct state established,related    iifname LAN ether saddr != @known_macs drop
-        accept                                       <RFC 9761: log a marked flow's ClientHello>
+      iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
+      ct state established,related accept           <RFC 9761: log a marked flow's ClientHello>
       ct state invalid drop                          ct state established,related accept
-      iifname LAN ether saddr vmap @out_dispatch     ct state invalid drop
-      ct state established,related accept           ip daddr @pending4 drop
-      ip daddr vmap @in_dispatch4                    ip6 daddr @pending6 drop
-      ip6 daddr vmap @in_dispatch6                   ip daddr @managed4 accept
-    mudguard_NN input (policy accept)                ip6 daddr @managed6 accept
-      ct state established,related accept            iifname LAN accept
-      iifname LAN ether saddr vmap @gw_dispatch
+      ip daddr vmap @in_dispatch4                    ct state invalid drop
+      ip6 daddr vmap @in_dispatch6                   ip daddr @pending4 drop
+    mudguard_NN input (policy accept)                ip6 daddr @pending6 drop
+      ct state established,related accept            ip daddr @managed4 accept
+      iifname LAN ether saddr vmap @gw_dispatch      ip6 daddr @managed6 accept
+                                                     iifname LAN accept
                                                    mudguard input (policy accept)
                                                      ct state established,related accept
                                                      iifname LAN ether saddr @known_macs accept
@@ -39,7 +38,8 @@ maps, so the kernel's per-packet cost does not grow with the number of devices:
   packets must carry its own addresses), ``ct state established,related accept``
   (its own flows: the binding comes first, so another device or an unknown MAC that
   knows a flow's tuple and sequence numbers cannot inject into it: conntrack does
-  not look at MACs), its from-device rules (a match
+  not look at MACs), ``ct state invalid drop`` (after the binding, before the
+  rules: not logged as a deviation), its from-device rules (a match
   ``return``s to the forward chain, which then applies the receiver's ``in``
   chain if the destination is a managed device), rate-limited NFLOG, drop;
 - ``dev_<id>_in``: its to-device rules (a match accepts), NFLOG, drop;
@@ -53,7 +53,8 @@ maps, so the kernel's per-packet cost does not grow with the number of devices:
 So a LAN-to-LAN flow between two managed devices passes the sender's ``out`` chain
 AND the receiver's ``in`` chain. Only new connections reach the device chains'
 rules; established packets are accepted right after their sender's binding (from the
-LAN) or at once (from the Internet), which is what ``direction-initiated``
+LAN) or by the shards' second rule (from the Internet: the out-dispatch rule's
+``iifname`` test fails), which is what ``direction-initiated``
 builds on: a rule whose packets may not open the TCP connection compiles to a
 ``ct direction reply`` match (it can never admit a new connection).
 
@@ -447,6 +448,8 @@ def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[N
     chains["out"] += _source_binding(device, out, gateway=False, table=table)
     chains["out"].append(add(out, [_match(_ct("state"), ["established", "related"], "in"),
                                    {"accept": None}], "its own flows, once bound"))
+    chains["out"].append(add(out, [_match(_ct("state"), "invalid", "in"), {"drop": None}],
+                             "not a deviation: conntrack cannot place it"))
     if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
         ports = sorted(set(context.portal_ports))
         right = ports[0] if len(ports) == 1 else {"set": ports}
@@ -883,7 +886,6 @@ MAIN_PRIORITY: Final = 10  # after every shard: a shard's drop is final, its acc
 def compile_shard(table: str, context: HomeContext) -> list[NftCommand]:
     """One device table: its dispatch maps and base chains (no device yet: all pass on)."""
     lan = _match(_meta("iifname"), context.lan_interface)
-    not_lan = _match(_meta("iifname"), context.lan_interface, "!=")
     est = _match(_ct("state"), ["established", "related"], "in")
     ether_saddr = _payload("ether", "saddr")
     cmds = _fresh_table(table) + [
@@ -894,11 +896,12 @@ def compile_shard(table: str, context: HomeContext) -> list[NftCommand]:
     ]
     rule = functools.partial(_rule, table=table)
     cmds += [
-        rule("forward", [not_lan, est, {"accept": None}], "replies from the Internet"),
-        rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
-        # this shard's device: its out chain binds the source, then accepts its flows
+        # this shard's device first: its out chain binds the source, then accepts its
+        # flows (or drops an invalid packet); for every other packet one failed lookup
         rule("forward", [lan, {"vmap": {"key": ether_saddr, "data": "@" + OUT_DISPATCH}}]),
-        rule("forward", [est, {"accept": None}], "another shard's device: bound there"),
+        rule("forward", [est, {"accept": None}],
+             "replies from the Internet, devices of other shards (bound there)"),
+        rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
         rule("forward", [{"vmap": {"key": _payload("ip", "daddr"), "data": "@" + IN_DISPATCH4}}]),
         rule("forward", [{"vmap": {"key": _payload("ip6", "daddr"),
                                    "data": "@" + IN_DISPATCH6}}]),
