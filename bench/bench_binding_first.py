@@ -4,10 +4,10 @@ Since session 6 a packet from the LAN meets its sender's source binding before
 ``ct state established,related accept`` (a device, or an unknown MAC, that knows another
 device's connection tuple and sequence numbers can no longer inject into its flows):
 
-* chains (``_nft.py``): each shard first dispatches LAN packets to their device's ``out``
-  chain (rate cap, binding, established accept, invalid drop, rules), then accepts
-  established traffic (replies from the Internet, another shard's device), then drops
-  invalid packets; the main table drops unknown MACs first;
+* chains (``_nft.py``): the shards accept established traffic at once again, but the
+  main table (after them; its drop is final) drops unknown MACs, then any LAN packet
+  whose ``MAC . source`` pair is not in ``bind4``/``bind6``, before its own established
+  accept;
 * data (``_data.py``): the fixed forward chain starts with the ``bind4``/``bind6`` lookup.
 
 Rows, in one run, in one virtual home (one device on the home default, reaching the
@@ -20,9 +20,8 @@ fake Internet; ``--others`` more devices installed around it):
   (``chains_binding_first_s6``: four rules per shard before a LAN packet's established
   accept in the shards that do not hold its device; checked equal to that compiler's
   output but for the digest comments);
-* ``chains now``: today's compile (two rules in those shards: a failed lookup, the accept);
-* ``chains main-bind``: a next step, not compiled yet (``chains_main_binding``): shards
-  as in session 5, the binding as main-table sets of ``MAC . address`` pairs;
+* ``chains now``: today's compile (one rule per shard again, the binding a lookup of
+  ``MAC . source`` in the main table's ``bind4``/``bind6``, as the data design does);
 * ``data before`` / ``data after``: the data design's compile rebuilt with established
   first (``data_established_first``) / today's.
 
@@ -54,8 +53,17 @@ from bench_forwarding import ACCEPTOR, CONNECT_PORT, bulk_rate, udp_rate
 
 from mudguard.enforce import Nft
 from mudguard.enforce.data import layouts
-from mudguard.policy import TABLE, DeviceFacts, HomeContext, LifecycleState, compile_home, decide
-from mudguard.policy._data import BIND4, BIND6, compile_home_data
+from mudguard.policy import (
+    BIND4,
+    BIND6,
+    TABLE,
+    DeviceFacts,
+    HomeContext,
+    LifecycleState,
+    compile_home,
+    decide,
+)
+from mudguard.policy._data import compile_home_data
 from mudguard.vhome import INTERNET_HOSTS, VirtualHome, run
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,8 +72,6 @@ Command = dict[str, Any]
 EST = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
                  "right": ["established", "related"]}}
 ACCEPT: dict[str, Any] = {"accept": None}
-INVALID = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}
-DROP: dict[str, Any] = {"drop": None}
 
 
 def _rule(cmd: Command) -> dict[str, Any] | None:
@@ -74,38 +80,44 @@ def _rule(cmd: Command) -> dict[str, Any] | None:
 
 
 def chains_binding_first_s6(cmds: list[Command], lan: str) -> list[Command]:
-    """The chains design's batch as session 6 first compiled it (e788e56): each shard
-    accepts established traffic at once from outside the LAN, drops invalid packets,
-    then dispatches LAN packets to their device's ``out`` chain, then accepts
-    established traffic from another shard's device; ``out`` chains have no invalid drop.
-    """
+    """The chains design's batch as e788e56 compiled it: no ``bind4``/``bind6`` in the
+    main table; each shard accepts established traffic at once only from outside the
+    LAN, drops invalid packets, dispatches LAN packets to their device's ``out`` chain
+    (rate cap, binding, ``established accept``, rules), then accepts established
+    traffic from another shard's device."""
     not_lan = {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": lan}}
     out: list[Command] = []
     changed = 0
     for cmd in copy.deepcopy(cmds):
         rule = _rule(cmd)
+        element = cmd.get("add", {}).get("element") or cmd.get("add", {}).get("set")
+        if element is not None and element["name"] in (BIND4, BIND6) \
+                and element["table"] == TABLE:
+            continue  # the main table's binding sets
         if rule is None:
             out.append(cmd)
             continue
         table, chain, expr = rule["table"], rule["chain"], rule["expr"]
-        if table != TABLE and chain == "forward" and "vmap" in expr[-1] \
-                and expr[-1]["vmap"]["data"] == "@out_dispatch":
-            dispatch = cmd
+        if table == TABLE and chain == "forward" and "@bind" in str(expr):
+            continue  # the main table's binding rules
+        if table != TABLE and chain == "forward" and expr == [EST, ACCEPT]:
+            rule["expr"], rule["comment"] = [not_lan, EST, ACCEPT], "replies from the Internet"
+            out.append(cmd)
             changed += 1
             continue
-        if table != TABLE and chain == "forward" and expr == [EST, ACCEPT]:
-            replies = copy.deepcopy(cmd)
-            replies["add"]["rule"]["expr"] = [not_lan, EST, ACCEPT]
-            replies["add"]["rule"]["comment"] = "replies from the Internet"
-            rule["comment"] = "another shard_s device: bound there"
-            held = [replies, cmd]
-            continue
-        if table != TABLE and chain == "forward" and expr == [INVALID, DROP]:
-            out += [held[0], cmd, dispatch, held[1]]
-            continue
-        if chain.endswith("_out") and expr == [INVALID, DROP]:
+        if table != TABLE and chain == "forward" and "vmap" in expr[-1] \
+                and expr[-1]["vmap"]["data"] == "@out_dispatch":
+            other = copy.deepcopy(cmd)
+            other["add"]["rule"]["expr"] = [EST, ACCEPT]
+            other["add"]["rule"]["comment"] = "another shard_s device: bound there"
+            out += [cmd, other]
             continue
         out.append(cmd)
+        if chain.endswith("_out") and rule.get("comment") == "source must be the device own IPv6":
+            own = copy.deepcopy(cmd)
+            own["add"]["rule"]["expr"] = [EST, ACCEPT]
+            own["add"]["rule"]["comment"] = "its own flows, once bound"
+            out.append(own)
     assert changed >= 16, "not today's chains batch"
     return out
 
@@ -141,43 +153,6 @@ def chains_established_first(cmds: list[Command], lan: str) -> list[Command]:
     return out
 
 
-def chains_main_binding(cmds: list[Command], lan: str,
-                        devices: Sequence[DeviceFacts]) -> list[Command]:
-    """A next step, not compiled yet: the shards back in the order up to session 5
-    (established accepted first), the binding in the main table (which runs after them
-    and whose drop is final) as ``ether saddr . ip saddr != @bind4 drop`` (and v6) after
-    its unknown-MAC drop, as the data design does."""
-    iif = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": lan}}
-    out: list[Command] = []
-    for cmd in chains_established_first(cmds, lan):
-        rule = _rule(cmd)
-        if rule is not None and rule["table"] == TABLE and rule["chain"] == "forward" \
-                and rule["expr"][-1] == DROP and "@known_macs" in str(rule["expr"]):
-            out += [*_bind_sets(devices), cmd]  # the unknown-MAC drop first, as today
-            for name, ip in (("bind4", "ip"), ("bind6", "ip6")):
-                key = {"concat": [{"payload": {"protocol": "ether", "field": "saddr"}},
-                                  {"payload": {"protocol": ip, "field": "saddr"}}]}
-                out.append({"add": {"rule": {"family": "inet", "table": TABLE,
-                                             "chain": "forward", "expr": [
-                    iif, {"match": {"op": "!=", "left": key, "right": "@" + name}}, DROP]}}})
-            continue
-        out.append(cmd)
-    return out
-
-
-def _bind_sets(devices: Sequence[DeviceFacts]) -> list[Command]:
-    cmds: list[Command] = []
-    for name, addr, family in (("bind4", "ipv4_addr", 4), ("bind6", "ipv6_addr", 6)):
-        cmds.append({"add": {"set": {"family": "inet", "table": TABLE, "name": name,
-                                     "type": ["ether_addr", addr]}}})
-        elems = [{"concat": [d.mac.lower(), a]} for d in devices
-                 for a in (d.ipv4 if family == 4 else d.ipv6)]
-        if elems:
-            cmds.append({"add": {"element": {"family": "inet", "table": TABLE, "name": name,
-                                             "elem": elems}}})
-    return cmds
-
-
 def data_established_first(cmds: list[Command]) -> list[Command]:
     """The data design's batch with the order up to session 5: the binding in
     ``from_dev`` (after the new-connection cap), none before the established accept."""
@@ -199,7 +174,7 @@ def data_established_first(cmds: list[Command]) -> list[Command]:
 
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "chains": ("chains s5", "chains s6", "chains now", "chains main-bind"),
+    "chains": ("chains s5", "chains s6", "chains now"),
     "data": ("data before", "data after"),
 }
 """Each design's rows, baseline first: ratios are against it and the current session 6
@@ -216,8 +191,6 @@ def batches(policies: Sequence[Any], context: HomeContext
     return {"chains s5": (chains_established_first(chains, lan), False),
             "chains s6": (chains_binding_first_s6(chains, lan), False),
             "chains now": (chains, False),
-            "chains main-bind": (chains_main_binding(chains, lan,
-                                                     [p.device for p in policies]), False),
             "data before": (data_established_first(data), True),
             "data after": (data, True)}
 

@@ -14,6 +14,7 @@ import pytest
 from mudguard.enforce import Enforcer, Nft, NftError
 from mudguard.mud import parse_mud
 from mudguard.policy import (
+    BIND4,
     OUT_DISPATCH,
     TABLE,
     DeviceFacts,
@@ -122,9 +123,16 @@ def test_reconcile_after_restart(home: VirtualHome) -> None:
          "{ 02:00:00:00:99:99 : jump dev_000000000000_out }"], ns=home.gw_ns)
     run(["nft", "add", "element", "inet", TABLE, "known_macs", "{ 02:00:00:00:99:99 }"],
         ns=home.gw_ns)
+    # ... and d1's source binding in the main table goes, a stray pair comes: repaired too
+    node1 = home.nodes[1]
+    run(["nft", "delete", "element", "inet", TABLE, BIND4, f"{{ {node1.mac} . {node1.ipv4} }}"],
+        ns=home.gw_ns)
+    run(["nft", "add", "element", "inet", TABLE, BIND4, "{ 02:00:00:00:99:99 . 192.0.2.99 }"],
+        ns=home.gw_ns)
     third = enforcer(home)
     report = third.reconcile([p0, p1])
-    assert report.repaired == [home.nodes[0].mac]
+    assert report.repaired == [home.nodes[0].mac, node1.mac]
+    assert f"{node1.mac} . {node1.ipv4}" in listing(home)
     assert report.removed_chains == ["dev_000000000000_out"]
     assert third.reconcile([p0, p1]).ok == [home.nodes[0].mac, home.nodes[1].mac]
     assert "02:00:00:00:99:99" not in listing(home)  # the stray MAC is unknown again

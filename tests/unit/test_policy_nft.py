@@ -17,6 +17,8 @@ import pytest
 
 from mudguard.mud import Direction, Forwarding, PortMatch, PortOperator, parse_mud
 from mudguard.policy import (
+    BIND4,
+    BIND6,
     GW_DISPATCH,
     IN_DISPATCH4,
     KNOWN_MACS,
@@ -108,7 +110,7 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     assert maps == {(shard, m) for shard in shard_names()
                     for m in ("out_dispatch", "gw_dispatch", "in_dispatch4", "in_dispatch6")}
     sets = {c["add"]["set"]["name"] for c in cmds if "set" in c.get("add", {})}
-    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6, PENDING4, PENDING6, TLS_RATE_SET,
+    assert sets == {KNOWN_MACS, MANAGED4, MANAGED6, BIND4, BIND6, PENDING4, PENDING6, TLS_RATE_SET,
                     "identify_macs", "identify_rate", "identify_rate4", "identify_rate6"}
 
     def rules(table: str, chain: str) -> list[list[dict[str, object]]]:
@@ -119,6 +121,14 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     # unknown LAN MACs: nothing forwarded, not even into an established flow
     assert {"drop": None} in forward[0]
     assert forward[0][1]["match"]["right"] == "@" + KNOWN_MACS
+    # then every LAN packet's source binding, established ones too (the shards accepted
+    # them at once): MAC . source must be a managed device's pair
+    for rule, ip, bind in ((forward[1], "ip", BIND4), (forward[2], "ip6", BIND6)):
+        assert rule[1]["match"] == {"op": "!=", "left": {"concat": [
+            {"payload": {"protocol": "ether", "field": "saddr"}},
+            {"payload": {"protocol": ip, "field": "saddr"}}]}, "right": "@" + bind}
+        assert rule[-1] == {"drop": None}
+    forward = forward[2:]
     assert forward[1] == tls_hello_rule(CTX)  # RFC 9761 ClientHello log: non-terminal
     assert not any(v in e for e in forward[1] for v in ("accept", "drop", "return"))
     # identification (#16): a marked flow's packets to identify_log, non-terminal
@@ -134,17 +144,11 @@ def test_base_has_dispatch_maps_and_fail_closed_chains() -> None:
     shard = rules(shard_names()[0], "forward")
     established = {"match": {"op": "in", "left": {"ct": {"key": "state"}},
                              "right": ["established", "related"]}}
-    # a packet from the LAN meets its device's out chain (binding, then established)
-    # before any established accept; then established traffic passes on (replies from
-    # the Internet; another shard's device, bound in its own shard; an unknown MAC
-    # meets the main table's drop), then invalid packets drop
-    assert shard[0][0] == {"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
-                                     "right": "br-lan"}}
-    assert shard[0][1]["vmap"]["data"] == "@" + OUT_DISPATCH
-    assert shard[1] == [established, {"accept": None}]
-    assert shard[2] == [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
-                                   "right": "invalid"}}, {"drop": None}]
-    assert all(established not in rule for rule in shard[3:])
+    # a shard accepts established traffic at once (one rule: the cost on every packet);
+    # the main table, whose drop is final, binds a LAN packet's source afterwards
+    assert shard[0] == [established, {"accept": None}]
+    assert [e for e in shard[2] if "vmap" in e]
+    assert all(established not in rule for rule in shard[1:])
 
 
 def test_every_corpus_file_compiles_deterministically_with_our_names_only() -> None:
@@ -201,14 +205,7 @@ def test_device_chains_shape() -> None:
     assert out[0]["expr"][1]["limit"]["rate"] == CTX.new_conn_rate
     assert out[1]["expr"][0]["match"]["op"] == "!="  # own IPv4 only
     assert out[2]["expr"][0]["match"]["op"] == "!="  # own IPv6 only
-    # its established flows only after the binding (no injection from another MAC)
-    assert out[3]["expr"] == [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
-                                         "right": ["established", "related"]}},
-                              {"accept": None}]
-    # invalid packets drop after the binding, before the rules (never logged)
-    assert out[4]["expr"] == [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
-                                         "right": "invalid"}}, {"drop": None}]
-    assert out[5]["expr"][-1] == {"return": None}
+    assert out[3]["expr"][-1] == {"return": None}  # new flows only: no established rule
     assert out[-2]["expr"][1]["log"] == {"prefix": log_prefix(MAC, "out"), "group": 100}
     assert out[-1]["expr"] == [{"drop": None}]
     assert log_prefix(MAC, "in") == f"mg {device_id(MAC)} in"
@@ -223,6 +220,8 @@ def test_device_chains_shape() -> None:
     assert tables[OUT_DISPATCH] == tables[IN_DISPATCH4] == shard_table(MAC)
     assert tables[KNOWN_MACS] == tables[MANAGED4] == TABLE
     assert elements[KNOWN_MACS] == [MAC] and elements[MANAGED4] == ["192.0.2.10"]
+    assert tables[BIND4] == TABLE  # the binding every LAN packet meets in the main table
+    assert elements[BIND4] == [{"concat": [MAC, "192.0.2.10"]}]
     assert {r["table"] for kind in ("out", "in", "gw") for r in rules_in(cmds, kind)} == {
         shard_table(MAC)}
     assert elements[OUT_DISPATCH] == [[MAC, {"jump": {"target": device_chain(MAC, "out")}}]]
@@ -244,7 +243,7 @@ def test_device_chains_shape() -> None:
 def test_port_operators(port: PortMatch, op: str, right: Any) -> None:
     rule = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT, protocol=17,
                 dst_port=port)
-    exprs = rules_in(compile_device(policy_of(rule), CTX), "out")[5]["expr"]
+    exprs = rules_in(compile_device(policy_of(rule), CTX), "out")[3]["expr"]
     assert exprs[0]["match"] == {"op": op, "left": {"payload": {"protocol": "udp",
                                                                   "field": "dport"}},
                                  "right": right}
@@ -256,7 +255,7 @@ def test_direction_initiated() -> None:
     answers = Rule(direction=Direction.TO_DEVICE, action=Forwarding.ACCEPT, protocol=6,
                    initiated=Direction.FROM_DEVICE)
     cmds = compile_device(policy_of(opens, answers), CTX)
-    out = json.dumps(rules_in(cmds, "out")[5]["expr"])
+    out = json.dumps(rules_in(cmds, "out")[3]["expr"])
     assert '"right": "syn"' in out  # only a bare SYN opens
     inn = rules_in(cmds, "in")[0]["expr"]
     assert {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}} in inn
@@ -268,7 +267,7 @@ def test_icmp_and_family_split() -> None:
     lan = Rule(direction=Direction.FROM_DEVICE, action=Forwarding.ACCEPT,
                peer=PeerKind.LOCAL_NETWORKS)
     out = rules_in(compile_device(policy_of(ping4, lan), CTX), "out")
-    body = out[5:-2]
+    body = out[3:-2]
     assert len(body) == 3  # ping (v4 only) + local-networks v4 + v6
     assert {"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": "type"}},
                       "right": 8}} in body[0]["expr"]
@@ -283,7 +282,7 @@ def test_unresolvable_peers_compile_to_nothing() -> None:
                                  (PeerKind.SAME_MANUFACTURER, None))]
     out = rules_in(compile_device(policy_of(*rules, mud_url="https://a.example.com/x"), CTX),
                    "out")
-    assert len(out) == 7  # rate cap, 2 bindings, established, invalid, log, drop: nothing opened
+    assert len(out) == 5  # rate cap, two source bindings, log, drop: nothing opened
 
 
 def test_dns_rules_use_the_device_address_pair_sets() -> None:
@@ -304,7 +303,12 @@ def test_update_unmaps_stale_addresses_and_fingerprint_changes() -> None:
     assert deletes == [{"family": "inet", "table": shard_table(MAC), "name": IN_DISPATCH4,
                         "elem": ["192.0.2.10"]},
                        {"family": "inet", "table": TABLE, "name": MANAGED4,
-                        "elem": ["192.0.2.10"]}]
+                        "elem": ["192.0.2.10"]},
+                       {"family": "inet", "table": TABLE, "name": BIND4,
+                        "elem": [{"concat": [MAC, "192.0.2.10"]}]}]
+    added = [c["add"]["element"] for c in cmds if "element" in c.get("add", {})]
+    assert {"family": "inet", "table": TABLE, "name": BIND4,
+            "elem": [{"concat": [MAC, "192.0.2.99"]}]} in added
     assert first.fingerprint != second.fingerprint
     assert rules_in(cmds, "out")[-1]["comment"] == f"policy {second.fingerprint}"
     assert second.rule_counts == tuple(len(rules_in(cmds, k)) for k in ("out", "in", "gw"))
@@ -323,7 +327,7 @@ def test_same_manufacturer_resolves_from_context_and_dependents() -> None:
     ctx = HomeContext(lan_prefixes=CTX.lan_prefixes, gateway_addresses=CTX.gateway_addresses,
                       devices=(a, b, c))
     out = rules_in(compile_device(pa, ctx), "out")
-    assert out[5]["expr"][0]["match"]["right"] == "192.0.2.20"
+    assert out[3]["expr"][0]["match"]["right"] == "192.0.2.20"
     pc = DevicePolicy(device=c, state=LifecycleState.PROFILED, rules=())
     assert dependents([pa, pc], b) == [a.mac]
     assert dependents([pa, pc], c) == []

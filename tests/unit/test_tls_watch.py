@@ -98,9 +98,10 @@ def test_a_device_without_profiles_gets_no_observation() -> None:
 def test_the_main_table_logs_the_first_payload_of_marked_flows_first() -> None:
     forward = [c["add"]["rule"] for c in compile_base(CTX) if "rule" in c.get("add", {})
                and (c["add"]["rule"]["table"], c["add"]["rule"]["chain"]) == (TABLE, "forward")]
-    # after the unknown-MAC drop only (a stranger's forged hello is never logged)
-    assert forward[0]["expr"][-1] == {"drop": None}
-    first = forward[1]["expr"]
+    # after the unknown-MAC drop and the source binding only (a forged hello is never
+    # logged)
+    assert [rule["expr"][-1] for rule in forward[:3]] == [{"drop": None}] * 3
+    first = forward[3]["expr"]
     assert first == tls_hello_rule(CTX)
     assert first[0] == {"match": {"op": "==", "left": {"&": [{"ct": {"key": "mark"}},
                                                             TLS_WATCH_MARK]},

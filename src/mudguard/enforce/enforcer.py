@@ -49,12 +49,14 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from mudguard.enforce.lan import LanIsolation, LanIsolationError
 from mudguard.enforce.nft import Nft, NftCommand
 from mudguard.mud import MudFile
 from mudguard.policy import (
+    BIND4,
+    BIND6,
     GW_DISPATCH,
     IN_DISPATCH4,
     IN_DISPATCH6,
@@ -727,7 +729,7 @@ class _KernelView:
         if self.base_mark != mark or self.surplus:
             return False
         if not ({"forward", "input", "output"} <= self.base.get(TABLE, set())
-                and {KNOWN_MACS, MANAGED4, MANAGED6} <= set(self.sets)):
+                and {KNOWN_MACS, MANAGED4, MANAGED6, BIND4, BIND6} <= set(self.sets)):
             return False
         return all({"forward", "input"} <= self.base.get(shard, set())
                    and all((shard, m) in self.maps
@@ -758,7 +760,9 @@ class _KernelView:
         have6 = {k for k, v in self.maps[(table, IN_DISPATCH6)].items() if v == inn}
         return (have4 == set(record.ipv4) and have6 == set(record.ipv6)
                 and set(record.ipv4) <= self.sets[MANAGED4]
-                and set(record.ipv6) <= self.sets[MANAGED6])
+                and set(record.ipv6) <= self.sets[MANAGED6]
+                and _bound(record.mac, record.ipv4) <= self.sets[BIND4]
+                and _bound(record.mac, record.ipv6) <= self.sets[BIND6])
 
     def installed_guess(self, mac: str) -> Installed:
         """What the kernel holds for ``mac`` (addresses mapped to its in chain)."""
@@ -826,22 +830,38 @@ class _KernelView:
         return cmds + pending.add_commands()
 
     def stale_main_elements(self, wanted: Iterable[DeviceFacts]) -> list[NftCommand]:
-        """Delete main-set elements (known MACs, managed addresses) no wanted device holds."""
+        """Delete main-set elements (known MACs, managed addresses, bindings) no wanted
+        device holds."""
         devices = list(wanted)
         keep = {KNOWN_MACS: {d.mac.lower() for d in devices},
                 MANAGED4: {a for d in devices for a in _canon(d.ipv4)},
-                MANAGED6: {a for d in devices for a in _canon(d.ipv6)}}
+                MANAGED6: {a for d in devices for a in _canon(d.ipv6)},
+                BIND4: {k for d in devices for k in _bound(d.mac, _canon(d.ipv4))},
+                BIND6: {k for d in devices for k in _bound(d.mac, _canon(d.ipv6))}}
         cmds: list[NftCommand] = []
         for name, kept in keep.items():
             stale = sorted(self.sets.get(name, set()) - kept)
-            if stale:
+            if stale and name in (BIND4, BIND6):
+                cmds.append(main_set_element("delete", name, [
+                    {"concat": key.split(_PAIR)} for key in stale]))
+            elif stale:
                 cmds.append(main_set_element("delete", name, stale))
         return cmds
 
 
+_PAIR: Final = " . "
+
+
+def _bound(mac: str, addresses: Iterable[str]) -> set[str]:
+    """The ``bind4``/``bind6`` keys (as ``_element_key`` reads them) of a device's addresses."""
+    return {f"{mac.lower()}{_PAIR}{address}" for address in addresses}
+
+
 def _element_key(elem: Any) -> str:
-    if isinstance(elem, dict):  # {"elem": {"val": ...}} forms
-        elem = elem.get("elem", {}).get("val", elem)
+    if isinstance(elem, dict) and "elem" in elem:  # {"elem": {"val": ...}} forms
+        elem = elem["elem"].get("val", elem)
+    if isinstance(elem, dict) and "concat" in elem:  # bind4/6: MAC . address
+        return _PAIR.join(str(part) for part in elem["concat"])
     return str(elem)
 
 

@@ -60,12 +60,18 @@ def _comment(udata: bytes | None) -> str | None:
 
 
 def key_text(raw: bytes) -> str:
-    """An element key as nft prints it: a MAC (6 bytes) or an address (4/16 bytes)."""
+    """An element key as nft prints it: a MAC (6 bytes), an address (4/16 bytes), or a
+    ``MAC . address`` binding (``bind4``/``bind6``: the MAC padded to 8 bytes)."""
     if len(raw) == 6:
         return ":".join(f"{b:02x}" for b in raw)
     if len(raw) in (4, 16):
         return str(ipaddress.ip_address(raw))
+    if len(raw) in BINDING_KEY_LENGTHS:
+        return f"{key_text(raw[:6])} . {key_text(raw[8:])}"
     return raw.hex()
+
+
+BINDING_KEY_LENGTHS = (12, 24)  # ether_addr (padded to 8) . ipv4_addr / ipv6_addr
 
 
 def _elements(sock: NfnetlinkSocket, table: str, name: str) -> list[Any]:
@@ -120,7 +126,7 @@ def read_tables(sock: NfnetlinkSocket, tables: Collection[str]) -> list[dict[str
         kind = "map" if flags & NFT_SET_MAP else "set"
         body: dict[str, Any] = {"family": "inet", "table": table, "name": name}
         # Not the DNS pair sets (8 or 32-byte keys): reconcile never needs their contents.
-        if kind == "map" or _u32(a, NFTA_SET_KEY_LEN) in (4, 6, 16):
+        if kind == "map" or _u32(a, NFTA_SET_KEY_LEN) in (4, 6, 16, *BINDING_KEY_LENGTHS):
             body["elem"] = _elements(sock, table, name)
         items.append({kind: body})
     return items

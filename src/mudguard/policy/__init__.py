@@ -17,6 +17,8 @@ from mudguard.policy._model import (
     peer_device_addresses,
 )
 from mudguard.policy._names import (
+    BIND4,
+    BIND6,
     GW_DISPATCH,
     IN_DISPATCH4,
     IN_DISPATCH6,
@@ -63,6 +65,8 @@ from mudguard.policy._nft import (
 
 __all__ = [
     "BASELINE_RULES",
+    "BIND4",
+    "BIND6",
     "DEFAULT_DROP",
     "GW_DISPATCH",
     "IN_DISPATCH4",

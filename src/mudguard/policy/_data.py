@@ -88,6 +88,8 @@ from mudguard.policy._model import (
     peer_device_addresses,
 )
 from mudguard.policy._names import (
+    BIND4,
+    BIND6,
     KNOWN_MACS,
     MANAGED4,
     MANAGED6,
@@ -145,7 +147,6 @@ drops and the accepts; observation only (``_watch_rules``)."""
 WATCH_PHASES: Final = ("out", "dnsout")
 TLS_PROFILES = "tls_profiles"  # the profile ids that have watched rows (the gate to tls_out)
 
-BIND4, BIND6 = "bind4", "bind6"
 PORTAL_CLOSED = "portal_closed"
 RATECAP = "ratecap"
 LOG_OUT, LOG_IN4, LOG_IN6 = "log_out", "log_in4", "log_in6"

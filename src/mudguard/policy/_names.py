@@ -108,6 +108,11 @@ MANAGED4 = "managed4"
 """Main-table set: every managed device's IPv4 addresses (its ``in`` chain has run)."""
 MANAGED6 = "managed6"
 """Main-table set: every managed device's IPv6 addresses."""
+BIND4 = "bind4"
+"""Main-table set: ``MAC . IPv4 address`` of every managed device: the source binding
+every forwarded LAN packet meets (established ones too) before the established accept."""
+BIND6 = "bind6"
+"""Main-table set: the same for IPv6."""
 PENDING4 = "pending4"
 """Main-table set: IPv4 addresses of devices whose rules are not in yet (start-up): nothing
 is forwarded to them, whatever the sender's rules allow, until their own ``in`` chain is."""

@@ -6,14 +6,16 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
 ``inet mudguard`` table runs after them (priority 10) and decides the rest::
 
     mudguard_NN forward (policy accept)           mudguard forward (policy drop)
-      iifname LAN ether saddr vmap @out_dispatch     iifname LAN ether saddr != @known_macs drop
-      ct state established,related accept           <RFC 9761: log a marked flow's ClientHello>
-      ct state invalid drop                          ct state established,related accept
-      ip daddr vmap @in_dispatch4                    ct state invalid drop
-      ip6 daddr vmap @in_dispatch6                   ip daddr @pending4 drop
-    mudguard_NN input (policy accept)                ip6 daddr @pending6 drop
-      ct state established,related accept            ip daddr @managed4 accept
-      iifname LAN ether saddr vmap @gw_dispatch      ip6 daddr @managed6 accept
+      ct state established,related accept           iifname LAN ether saddr != @known_macs drop
+      ct state invalid drop                          iifname LAN ether saddr . ip saddr
+      iifname LAN ether saddr vmap @out_dispatch       != @bind4 drop (and ip6, @bind6)
+      ip daddr vmap @in_dispatch4                    <RFC 9761: log a marked flow's ClientHello>
+      ip6 daddr vmap @in_dispatch6                   ct state established,related accept
+    mudguard_NN input (policy accept)                ct state invalid drop
+      ct state established,related accept            ip daddr @pending4 drop
+      iifname LAN ether saddr vmap @gw_dispatch      ip6 daddr @pending6 drop
+                                                     ip daddr @managed4 accept
+                                                     ip6 daddr @managed6 accept
                                                      iifname LAN accept
                                                    mudguard input (policy accept)
                                                      ct state established,related accept
@@ -26,7 +28,12 @@ A drop in any table is final and an accept only passes the packet on to the next
 table, so a packet from the LAN is forwarded only if its sender's ``out`` chain let
 it through (its shard) and, when it goes to a managed device, the receiver's ``in``
 chain too (the receiver's shard); the main table then accepts what came from a
-known device or went to a managed address and drops everything else. Why shards:
+known device or went to a managed address and drops everything else. A shard
+accepts established traffic at once (one rule in each shard: the cost paid on
+every packet), but the main table drops any LAN packet whose ``MAC . source`` pair is
+not a managed device's (``bind4``/``bind6``) before its own established accept: a
+device or an unknown MAC that knows another device's flow tuple and sequence numbers
+cannot inject into it (conntrack does not look at MACs). Why shards:
 the kernel re-validates a whole table at each commit that adds a rule; one table
 per device would put a table's base chain on every packet's path, one table for
 all would make each update cost in proportion to the home.
@@ -34,12 +41,10 @@ all would make each update cost in proportion to the home.
 Each managed device has three chains, reached only through its shard's verdict
 maps, so the kernel's per-packet cost does not grow with the number of devices:
 
-- ``dev_<id>_out``: new-connection rate cap, source-address binding (a device's
-  packets must carry its own addresses), ``ct state established,related accept``
-  (its own flows: the binding comes first, so another device or an unknown MAC that
-  knows a flow's tuple and sequence numbers cannot inject into it: conntrack does
-  not look at MACs), ``ct state invalid drop`` (after the binding, before the
-  rules: not logged as a deviation), its from-device rules (a match
+- ``dev_<id>_out`` (new flows only): new-connection rate cap, source-address binding
+  (a device's packets must carry its own addresses; the same pairs as the main
+  table's ``bind4``/``bind6``, here so that a forged packet is dropped before the
+  rules and never logged as a deviation), its from-device rules (a match
   ``return``s to the forward chain, which then applies the receiver's ``in``
   chain if the destination is a managed device), rate-limited NFLOG, drop;
 - ``dev_<id>_in``: its to-device rules (a match accepts), NFLOG, drop;
@@ -52,9 +57,8 @@ maps, so the kernel's per-packet cost does not grow with the number of devices:
 
 So a LAN-to-LAN flow between two managed devices passes the sender's ``out`` chain
 AND the receiver's ``in`` chain. Only new connections reach the device chains'
-rules; established packets are accepted right after their sender's binding (from the
-LAN) or by the shards' second rule (from the Internet: the out-dispatch rule's
-``iifname`` test fails), which is what ``direction-initiated``
+rules; established packets are accepted at once (after the main table's binding
+when they come from the LAN), which is what ``direction-initiated``
 builds on: a rule whose packets may not open the TCP connection compiles to a
 ``ct direction reply`` match (it can never admit a new connection).
 
@@ -96,6 +100,8 @@ from mudguard.policy._model import (
     peer_device_addresses,
 )
 from mudguard.policy._names import (
+    BIND4,
+    BIND6,
     GW_DISPATCH,
     IN_DISPATCH4,
     IN_DISPATCH6,
@@ -446,10 +452,6 @@ def device_rules(policy: DevicePolicy, context: HomeContext) -> dict[str, list[N
     chains["out"].append(add(out, [_match(_ct("state"), "new"), rate, {"drop": None}],
                              "new-connection rate cap"))
     chains["out"] += _source_binding(device, out, gateway=False, table=table)
-    chains["out"].append(add(out, [_match(_ct("state"), ["established", "related"], "in"),
-                                   {"accept": None}], "its own flows, once bound"))
-    chains["out"].append(add(out, [_match(_ct("state"), "invalid", "in"), {"drop": None}],
-                             "not a deviation: conntrack cannot place it"))
     if context.portal_ports and policy.state is not LifecycleState.TRUSTED:
         ports = sorted(set(context.portal_ports))
         right = ports[0] if len(ports) == 1 else {"set": ports}
@@ -741,9 +743,9 @@ def map_element(cmd: str, map_name: str, keys: Sequence[str], chain: str | None,
                               "elem": elems}}}
 
 
-def main_set_element(cmd: str, set_name: str, keys: Sequence[str]) -> NftCommand:
+def main_set_element(cmd: str, set_name: str, keys: Sequence[Any]) -> NftCommand:
     """An ``add``/``delete`` of elements of a main-table set (``known_macs``, ``managed4/6``,
-    ``pending4/6``)."""
+    ``bind4/6``, ``pending4/6``)."""
     return {cmd: {"element": {"family": FAMILY, "table": TABLE, "name": set_name,
                               "elem": list(keys)}}}
 
@@ -765,18 +767,24 @@ def dns_set_commands(names: Iterable[str], *, table: str,
     return cmds
 
 
+def bind_elements(mac: str, addresses: Iterable[str]) -> list[Any]:
+    """The ``bind4``/``bind6`` elements (``MAC . address``) of a device's addresses."""
+    return [{"concat": [mac.lower(), address]} for address in addresses]
+
+
 def unmap_commands(previous: Installed, *, keep4: Iterable[str] = (),
                    keep6: Iterable[str] = ()) -> list[NftCommand]:
     """Delete a device's address entries (its shard's in-dispatch maps, the main table's
-    managed sets), except ``keep``."""
+    managed and binding sets), except ``keep``."""
     cmds: list[NftCommand] = []
     gone4 = sorted(set(previous.ipv4) - set(keep4))
     gone6 = sorted(set(previous.ipv6) - set(keep6))
-    for gone, dispatch, managed in ((gone4, IN_DISPATCH4, MANAGED4),
-                                    (gone6, IN_DISPATCH6, MANAGED6)):
+    for gone, dispatch, managed, bind in ((gone4, IN_DISPATCH4, MANAGED4, BIND4),
+                                          (gone6, IN_DISPATCH6, MANAGED6, BIND6)):
         if gone:
             cmds.append(map_element("delete", dispatch, gone, None, table=previous.table))
             cmds.append(main_set_element("delete", managed, gone))
+            cmds.append(main_set_element("delete", bind, bind_elements(previous.mac, gone)))
     return cmds
 
 
@@ -820,7 +828,9 @@ def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
     table = record.table
     cmds: list[NftCommand] = []
     if previous is not None:
-        cmds += unmap_commands(previous, keep4=record.ipv4, keep6=record.ipv6)
+        same = previous.mac == mac  # else its bindings (old MAC . address) all go
+        cmds += unmap_commands(previous, keep4=record.ipv4 if same else (),
+                               keep6=record.ipv6 if same else ())
     cmds += dns_set_commands(policy.dns_names(), table=table, existing=existing_sets)
     for kind in CHAIN_KINDS:
         name = device_chain(mac, kind)
@@ -840,10 +850,12 @@ def compile_device_record(policy: DevicePolicy, context: HomeContext, *,
         cmds.append(main_set_element("delete", IDENTIFY_MACS, [mac]))
     new4 = [a for a in record.ipv4 if not (known and previous and a in previous.ipv4)]
     new6 = [a for a in record.ipv6 if not (known and previous and a in previous.ipv6)]
-    for new, dispatch, managed in ((new4, IN_DISPATCH4, MANAGED4), (new6, IN_DISPATCH6, MANAGED6)):
+    for new, dispatch, managed, bind in ((new4, IN_DISPATCH4, MANAGED4, BIND4),
+                                         (new6, IN_DISPATCH6, MANAGED6, BIND6)):
         if new:
             cmds.append(map_element("add", dispatch, new, device_chain(mac, "in"), table=table))
             cmds.append(main_set_element("add", managed, new))
+            cmds.append(main_set_element("add", bind, bind_elements(mac, new)))
     return cmds, record
 
 
@@ -896,12 +908,11 @@ def compile_shard(table: str, context: HomeContext) -> list[NftCommand]:
     ]
     rule = functools.partial(_rule, table=table)
     cmds += [
-        # this shard's device first: its out chain binds the source, then accepts its
-        # flows (or drops an invalid packet); for every other packet one failed lookup
-        rule("forward", [lan, {"vmap": {"key": ether_saddr, "data": "@" + OUT_DISPATCH}}]),
-        rule("forward", [est, {"accept": None}],
-             "replies from the Internet, devices of other shards (bound there)"),
+        # one rule for an established packet: the main table, which runs after every
+        # shard and whose drop is final, checks a LAN packet's source binding
+        rule("forward", [est, {"accept": None}], "bound in the main table"),
         rule("forward", [_match(_ct("state"), "invalid", "in"), {"drop": None}]),
+        rule("forward", [lan, {"vmap": {"key": ether_saddr, "data": "@" + OUT_DISPATCH}}]),
         rule("forward", [{"vmap": {"key": _payload("ip", "daddr"), "data": "@" + IN_DISPATCH4}}]),
         rule("forward", [{"vmap": {"key": _payload("ip6", "daddr"),
                                    "data": "@" + IN_DISPATCH6}}]),
@@ -911,7 +922,7 @@ def compile_shard(table: str, context: HomeContext) -> list[NftCommand]:
     return cmds
 
 
-def _set(name: str, key: str) -> NftCommand:
+def _set(name: str, key: str | list[str]) -> NftCommand:
     return {"add": {"set": {"family": FAMILY, "table": TABLE, "name": name, "type": key}}}
 
 
@@ -959,6 +970,7 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
     ether_saddr = _payload("ether", "saddr")
     cmds: list[NftCommand] = [*_fresh_table(TABLE),
         _set(KNOWN_MACS, "ether_addr"), _set(MANAGED4, "ipv4_addr"), _set(MANAGED6, "ipv6_addr"),
+        _set(BIND4, ["ether_addr", "ipv4_addr"]), _set(BIND6, ["ether_addr", "ipv6_addr"]),
         _set(PENDING4, "ipv4_addr"), _set(PENDING6, "ipv6_addr"), _tls_rate_set(),
         *identify_sets(),
         _base_chain("forward", "forward", "drop", prio=MAIN_PRIORITY),
@@ -972,6 +984,13 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
         # it can inject nothing into a device's established one either
         _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
+        # the source binding of every LAN packet, established ones too (the shards
+        # accepted those at once): another device that knows a flow's tuple and
+        # sequence numbers cannot inject into it (conntrack does not look at MACs)
+        *(_rule("forward", [iif, _match({"concat": [ether_saddr, _payload(ip, "saddr")]},
+                                        "@" + bind, "!="), {"drop": None}],
+                f"source must be the device own IPv{family}")
+          for family, ip, bind in ((4, "ip", BIND4), (6, "ip6", BIND6))),
         _rule("forward", tls_hello_rule(context)),
         identify_log_jump(),
         _rule("forward", [est, {"accept": None}]),
