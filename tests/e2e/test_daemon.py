@@ -214,12 +214,13 @@ def test_daemon_onboards_a_signed_device_and_a_restart_never_opens_access(
         assert not home.tcp(bulb.ns, scenario.ELSEWHERE, 443)
         assert not home.tcp(stranger.ns, *CLOUD)
 
-        # A device with no MUD file gets the home default (LAN only here); the owner's
-        # CLI grant goes through the daemon's control socket and is enforced at once.
+        # A device with no MUD file is learned (on by default, #16) with the home default
+        # (LAN only here); the owner's CLI grant goes through the daemon's control socket
+        # and is enforced at once, learning or not.
         home.run(gadget.ns, ["ip", "addr", "flush", "dev", gadget.iface])
         home.run(gadget.ns, ["ip", "route", "flush", "table", "main"])
         home.call(gadget.ns, _join, gadget.iface, gadget.mac, None)
-        daemon.wait_for({"event": "device", "mac": gadget.mac, "state": "default"})
+        daemon.wait_for({"event": "device", "mac": gadget.mac, "state": "learning"})
         assert not home.tcp(gadget.ns, GADGET_CLOUD, 443)
         expires = datetime.now(UTC) + timedelta(seconds=6)
         grant = subprocess.run(

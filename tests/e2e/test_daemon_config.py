@@ -80,8 +80,13 @@ def test_bad_configurations_are_refused_naming_the_key(text: str, complaint: str
         parse_config(text)
 
 
-def test_the_devices_section_turns_learning_on() -> None:
-    assert parse_config(GOOD).learning is False
+def test_learning_is_on_by_default_and_the_devices_section_sets_it() -> None:
+    """Issue #16: a fresh gateway learns devices without a MUD file; locking stays the
+    owner's choice (``lock_automatically`` unset: the database's setting, first false)."""
+    default = parse_config(GOOD)
+    assert (default.learning, default.learning_days, default.lock_automatically) == (
+        True, None, None)
+    assert parse_config(GOOD + "[devices]\nlearning = false\n").learning is False
     config = parse_config(GOOD + "[devices]\nlearning = true\nlearning_days = 0.01\n"
                           "lock_automatically = true\nlearning_flush_seconds = 0.5\n")
     assert (config.learning, config.learning_days, config.lock_automatically,

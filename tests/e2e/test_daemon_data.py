@@ -106,7 +106,8 @@ def test_the_daemon_enforces_policy_as_data_and_restarts_without_a_window(
         # Inbound: a LAN-only device knocks on the bulb; the bulb's rules drop it and the
         # watcher names the bulb from the packet mark (mg * in).
         gadget_address = vhome.call(gadget.ns, _join, gadget.iface, gadget.mac, None)
-        daemon.wait_for({"event": "device", "mac": gadget.mac, "state": "default"})
+        # learning (on by default): the home default, LAN only here
+        daemon.wait_for({"event": "device", "mac": gadget.mac, "state": "learning"})
         assert not vhome.tcp(gadget.ns, address, 23)
         daemon.wait_for({"event": "drops", "mac": bulb.mac}, timeout=15,
                         check=lambda e: any(gadget_address in f for f in e["flows"]))

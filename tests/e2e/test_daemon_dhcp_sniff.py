@@ -105,7 +105,8 @@ def test_the_hooks_copy_of_a_sniffed_lease_changes_nothing_in_the_kernel(
         try:
             daemon.wait_for({"event": "ready"})
             udhcpc(home, node, "-x", "hostname:gadget")
-            daemon.wait_for({"event": "device", "mac": node.mac, "state": "default"})
+            # No MUD file: learned (on by default); the hook's copy must not re-enforce it
+            daemon.wait_for({"event": "device", "mac": node.mac, "state": "learning"})
             # both paths told the daemon: the sniffer first, then the hook
             first = daemon.wait_for({"event": "sighting", "mac": node.mac})
             daemon.wait_for({"event": "sighting", "mac": node.mac}, timeout=10,
@@ -134,7 +135,7 @@ def test_a_forged_ack_creates_and_moves_nothing(tmp_path: Path) -> None:
         try:
             daemon.wait_for({"event": "ready"})
             held = udhcpc(home, victim)
-            daemon.wait_for({"event": "device", "mac": victim.mac, "state": "default"})
+            daemon.wait_for({"event": "device", "mac": victim.mac, "state": "learning"})
             gateway_mac = home.run(home.gw_ns, ["cat", f"/sys/class/net/{home.lan_if}/address"]
                                    ).stdout.strip()
             invented = "02:66:66:66:66:66"
@@ -151,7 +152,7 @@ def test_a_forged_ack_creates_and_moves_nothing(tmp_path: Path) -> None:
             home.call(attacker.ns, _send_frames, attacker.iface, frames)
             # a real lease after them: once it is enforced, the forged frames were read
             udhcpc(home, witness)
-            daemon.wait_for({"event": "device", "mac": witness.mac, "state": "default"})
+            daemon.wait_for({"event": "device", "mac": witness.mac, "state": "learning"})
             assert not [e for e in daemon.events if e.get("mac") == invented]
             assert not in_kernel(home, invented)
             moved = [e for e in daemon.events if e.get("event") == "device"
@@ -192,7 +193,7 @@ def test_an_ack_routed_through_the_gateway_is_never_a_lease(tmp_path: Path) -> N
             addresses = {}
             for node in (victim, attacker):
                 addresses[node.mac] = udhcpc(home, node)
-                daemon.wait_for({"event": "device", "mac": node.mac, "state": "default"})
+                daemon.wait_for({"event": "device", "mac": node.mac, "state": "learning"})
                 run(["ip", "addr", "add", f"{addresses[node.mac]}/24", "dev", node.iface],
                     ns=node.ns)
                 run(["ip", "route", "replace", "default", "via", "192.0.2.1"], ns=node.ns)
@@ -209,7 +210,7 @@ def test_an_ack_routed_through_the_gateway_is_never_a_lease(tmp_path: Path) -> N
             home.call(attacker.ns, _send_frames, attacker.iface,
                       [_routed(attacker.mac, gateway_mac, "192.0.2.1", held, forged)])
             udhcpc(home, witness)
-            daemon.wait_for({"event": "device", "mac": witness.mac, "state": "default"})
+            daemon.wait_for({"event": "device", "mac": witness.mac, "state": "learning"})
             assert not [e for e in daemon.events if e.get("mac") == invented]
             assert not in_kernel(home, invented)
         finally:

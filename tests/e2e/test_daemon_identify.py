@@ -146,8 +146,8 @@ def test_the_daemon_identifies_devices_from_mdns_ssdp_and_dns_names(tmp_path: Pa
             daemon.wait_for({"event": "ready"})
             hub_address = vhome.call(hub.ns, _join, hub.iface, hub.mac, None)
             vhome.call(plug.ns, _join, plug.iface, plug.mac, None)
-            for node in (hub, plug):
-                daemon.wait_for({"event": "device", "mac": node.mac, "state": "default"})
+            for node in (hub, plug):  # no MUD file: learned (on by default), still observed
+                daemon.wait_for({"event": "device", "mac": node.mac, "state": "learning"})
             # Its DHCP hostname ("device") and its randomised MAC say nothing of its maker.
             with Store(db) as store:
                 before = store.get_device(hub.mac)
@@ -206,7 +206,7 @@ def test_the_daemon_identifies_a_device_from_its_web_flows(tmp_path: Path) -> No
         try:
             daemon.wait_for({"event": "ready"})
             vhome.call(plug.ns, _join, plug.iface, plug.mac, None)
-            daemon.wait_for({"event": "device", "mac": plug.mac, "state": "default"})
+            daemon.wait_for({"event": "device", "mac": plug.mac, "state": "learning"})
             with Store(db) as store:
                 before = store.get_device(plug.mac)
             assert before is not None and before.manufacturer is None
@@ -258,7 +258,7 @@ def test_the_daemon_reads_makers_local_protocol_ports_between_devices(
             plug_address = vhome.call(plug.ns, _join, plug.iface, plug.mac, None)
             phone_address = vhome.call(phone.ns, _join, phone.iface, phone.mac, None)
             for node in (plug, phone):
-                daemon.wait_for({"event": "device", "mac": node.mac, "state": "default"})
+                daemon.wait_for({"event": "device", "mac": node.mac, "state": "learning"})
             vhome.call(plug.ns, _kasa_answer, plug_address, phone_address)
             vhome.call(phone.ns, _kasa_ask, plug_address)
             named = _stored(db, plug.mac, 20, ("TP-Link", None))

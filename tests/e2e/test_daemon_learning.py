@@ -49,7 +49,8 @@ def _cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_device_without_mud_is_learned_proposed_and_locked_by_the_owner(
         tmp_path: Path) -> None:
-    extra = ("[devices]\nlearning = true\n"
+    # Learning is on by default (#16): not set here, only its period and flushes.
+    extra = ("[devices]\n"
              f"learning_days = {LEARNING_SECONDS / 86400:.8f}\nlearning_flush_seconds = 0.5\n")
     with daemon_home(tmp_path, "mgil", extra=extra) as (vhome, config):
         # The home default lets it reach the Internet while it is learned (the usual home).

@@ -298,6 +298,9 @@ def test_a_changed_home_default_reaches_devices_already_on_it_at_once(
     from tests.e2e.test_daemon import GADGET_CLOUD
 
     vhome, config = home
+    # Learning off: a DEFAULT device must follow the change too (learning is on by
+    # default; tests/e2e/test_daemon_reload.py shows a learning device following it).
+    config.write_text(config.read_text() + "[devices]\nlearning = false\n")
     gadget = vhome.nodes[2]
     _fresh(vhome, gadget)
     daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")

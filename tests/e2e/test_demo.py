@@ -1,6 +1,6 @@
 """``mudguard demo`` as a user runs it: headless, it must see every expected outcome
 (bulb allowed and its signature verified, camera quarantined within N seconds, plug LAN
-only, unknown device limited then granted, printer reachable from the LAN, portal
+only, unknown device limited while learning then granted, printer reachable from the LAN, portal
 reachable from the host); interactive, Ctrl-C must leave the host as it was; without
 root or nftables it must say what is missing."""
 
@@ -36,7 +36,8 @@ DEMO = [sys.executable, "-m", "mudguard", "demo"]
 HEADLESS_PREFIX = f"mgt{os.getpid() % 10000}"
 CTRL_C_PREFIX = f"mgc{os.getpid() % 10000}"
 OUTCOMES = ("bulb: its signed MUD file verified", "bulb: profiled", "camera: quarantined",
-            "plug (out of support): LAN only", "gadget (no MUD): limited, then granted",
+            "plug (out of support): LAN only",
+            "gadget (no MUD): limited while learning, then granted",
             "printer: reachable from the LAN", "wifi: each device has its own key",
             "portal: reachable from the host")
 

@@ -77,9 +77,9 @@ def test_plug_fails_the_moment_it_reaches_the_internet() -> None:
     assert _status(judge, "plug") is Status.FAILED
 
 
-def test_gadget_must_be_blocked_before_the_grant_and_allowed_after() -> None:
+def test_gadget_must_be_blocked_while_learning_before_the_grant_and_allowed_after() -> None:
     judge = Judge()
-    judge.device_state("nomud", "default", None, 1.0)
+    judge.device_state("nomud", "learning", None, 1.0)  # learning is on by default (#16)
     _flow(judge, "nomud", "cloud", False, 2.0)
     assert not judge.ready_for_grant()
     _flow(judge, "nomud", "cloud", False, 3.0)
@@ -91,6 +91,24 @@ def test_gadget_must_be_blocked_before_the_grant_and_allowed_after() -> None:
     leaky = Judge()
     _flow(leaky, "nomud", "cloud", True, 2.0)  # open before any grant
     assert _status(leaky, "gadget") is Status.FAILED
+
+
+def test_gadget_granted_without_ever_learning_fails() -> None:
+    """The demo says the gadget is learned: on the home default but never learning (the
+    daemon's learning off), the outcome fails instead of passing on the flows alone."""
+    judge = Judge()
+    judge.device_state("nomud", "default", None, 1.0)
+    _flow(judge, "nomud", "cloud", False, 2.0)
+    _flow(judge, "nomud", "cloud", False, 3.0)
+    assert judge.ready_for_grant()  # the home default all the same: the owner may grant
+    judge.granted("nomud", 4.0)
+    _flow(judge, "nomud", "cloud", True, 5.0)
+    assert _status(judge, "gadget") is Status.FAILED
+    profiled = Judge()  # a device with its own rules is not the owner's to grant here
+    profiled.device_state("nomud", "profiled", None, 1.0)
+    _flow(profiled, "nomud", "cloud", False, 2.0)
+    _flow(profiled, "nomud", "cloud", False, 3.0)
+    assert not profiled.ready_for_grant()
 
 
 def test_wifi_keys_must_be_one_per_device_in_hostapds_file(tmp_path: Path) -> None:

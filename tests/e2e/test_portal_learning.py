@@ -134,7 +134,8 @@ def _portal_alerts(cookies: dict[str, str]) -> list[dict[str, Any]]:
 
 def test_a_plug_is_identified_learned_and_locked_by_the_owner_in_the_portal(
         tmp_path: Path) -> None:
-    extra = ("[devices]\nlearning = true\n"
+    # Learning is on by default (#16): not set here, only its period and flushes.
+    extra = ("[devices]\n"
              f"learning_days = {LEARNING_SECONDS / 86400:.8f}\nlearning_flush_seconds = 0.5\n")
     with daemon_home(tmp_path, "mgh16", extra=extra) as (vhome, config):
         # The home default lets it reach the Internet while it is learned (the usual

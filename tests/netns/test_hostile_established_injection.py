@@ -128,20 +128,22 @@ def _tell(proc: subprocess.Popen[str], text: str = "go") -> None:
     proc.stdin.flush()
 
 
-def _forge(ns: str, src: str, dst: str, sport: int, seq: int, ack: int) -> None:
+def _forge(ns: str, src: str, dst: str, sport: int, seq: int, ack: int,
+           dport: int = PORT) -> None:
     subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", FORGE, src, dst,
-                    str(sport), str(PORT), "PA", FORGED.hex(), str(seq), str(ack)],
+                    str(sport), str(dport), "PA", FORGED.hex(), str(seq), str(ack)],
                    check=True, capture_output=True, timeout=30)
 
 
 def _attack(victim_ns: str, victim_ip: str, attacker_ns: str,
-            server: subprocess.Popen[str]) -> dict[str, Any]:
+            server: subprocess.Popen[str], servers: tuple[str, str] = (CLOUD4, CLOUD6),
+            server_port: int = PORT) -> dict[str, Any]:
     """One round: the victim's flow, the attacker's segment into it, what each side got."""
-    cloud = CLOUD6 if ":" in victim_ip else CLOUD4
-    victim = _python(victim_ns, VICTIM, cloud, str(PORT), FIRST.hex(), SECOND.hex())
+    cloud = servers[1] if ":" in victim_ip else servers[0]
+    victim = _python(victim_ns, VICTIM, cloud, str(server_port), FIRST.hex(), SECOND.hex())
     try:
         port, seq, ack, echo = _line(victim).split()
-        _forge(attacker_ns, victim_ip, cloud, int(port), int(seq), int(ack))
+        _forge(attacker_ns, victim_ip, cloud, int(port), int(seq), int(ack), server_port)
         _tell(victim)
         after = _line(victim)
         victim.wait(10)
@@ -182,6 +184,39 @@ def test_another_device_cannot_inject_into_an_established_flow(design: str) -> N
             server.kill()
             server.wait(10)
     # the victim's flow works both ways, and only its own bytes reach the server
+    wanted = {"first_echo": FIRST, "second_echo": SECOND, "server_got": FIRST + SECOND}
+    wrong = {key: got for key, got in rounds.items() if got != wanted}
+    assert not wrong, wrong
+
+
+def test_another_device_cannot_inject_into_a_connection_to_the_gateway() -> None:
+    """The same attack on a device's TCP connection to the gateway itself (its DNS over
+    TCP, port 53, which the baseline allows): the input hook's established fast path
+    takes a LAN packet only from a bound (MAC, source) pair (policy as data)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces and nftables")
+    from mudguard.vhome._home import GW4, GW6
+
+    prefix = f"mgG{os.getpid() % 10000}"
+    with VirtualHome(prefix=prefix, devices=3) as home:
+        nft = Nft.in_namespace(home.gw_ns)
+        enforcer = DataGatewayEnforcer(nft, home.context(), clock=lambda: NOW)
+        enforcer.install_home()
+        attacker, victim, stranger = home.nodes
+        for node in (attacker, victim):
+            enforcer.apply_device(DeviceFacts(mac=node.mac, ipv4=(node.ipv4,),
+                                              ipv6=(node.ipv6,),
+                                              state=LifecycleState.DEFAULT), None, ())
+        server = _python(home.gw_ns, SERVER, "53")
+        try:
+            assert _line(server) == "ready"
+            rounds = {(who.ns[-2:], address): _attack(victim.ns, address, who.ns, server,
+                                                      (GW4, GW6), 53)
+                      for who in (attacker, stranger)
+                      for address in (victim.ipv4, victim.ipv6)}
+        finally:
+            server.kill()
+            server.wait(10)
     wanted = {"first_echo": FIRST, "second_echo": SECOND, "server_got": FIRST + SECOND}
     wrong = {key: got for key, got in rounds.items() if got != wanted}
     assert not wrong, wrong

@@ -184,6 +184,25 @@ def test_the_owner_ends_early_or_keeps_the_default(svc: DeviceService) -> None:
     assert again["device"]["state"] == "learning"
 
 
+def test_a_device_on_the_default_is_not_learned_again_by_a_later_lease(
+        svc: DeviceService) -> None:
+    """Learning is on by default: the owner's "keep the home default" stands across
+    leases, and devices already on the default when learning was turned on (an upgrade
+    from a gateway that did not learn) are not learned behind the owner's back."""
+    device = svc.observe(mac=MAC, ip=IP)
+    svc.record_flows(MAC, flows(device))
+    assert svc.end_learning(MAC).state is S.PROPOSED
+    assert svc.keep_default(MAC).state is S.DEFAULT
+    renewed = svc.observe(mac=MAC, ip="192.168.1.21")
+    assert renewed.state is S.DEFAULT and svc.store.get_learning(MAC) is None
+    older = "02:00:5e:00:53:02"
+    svc.learns = False  # the gateway before the upgrade
+    assert svc.observe(mac=older, ip="192.168.1.22").state is S.DEFAULT
+    svc.learns = True
+    assert svc.observe(mac=older, ip="192.168.1.23").state is S.DEFAULT
+    assert svc.store.get_learning(older) is None
+
+
 def test_nothing_seen_ends_on_the_default(svc: DeviceService) -> None:
     svc.observe(mac=MAC, ip=IP)
     assert svc.end_learning(MAC).state is S.DEFAULT

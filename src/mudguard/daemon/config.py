@@ -72,7 +72,7 @@ class GatewayConfig:
     device_tables: int = 16
     ruleset: str = "data"  # "chains" (a device's chains) or "data" (policy as data)
     metrics_listen: tuple[str, int] | None = None
-    learning: bool = False
+    learning: bool = True
     learning_days: float | None = None  # None: the owner's setting in the database
     lock_automatically: bool | None = None
     learning_flush_seconds: float = 5.0  # recorded flows written to the database this often
@@ -277,10 +277,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               kind="seconds, 1-3600", default=10, example=2,
               meaning="How often dropped packets are summarised per device."),
     ConfigKey(section="devices", name="learning", field="learning", kind="true or false",
-              default=False, example=True,
+              default=True, example=False,
               meaning="Learn, then lock: a device with no MUD file and no repository match is "
-                      "learned from its connections (conntrack), then its profile is "
-                      "proposed to the owner."),
+                      "learned from its connections (conntrack) while it has the home "
+                      "default, then its profile is proposed to the owner (nothing is "
+                      "locked without the owner's consent unless lock_automatically). "
+                      "false: such a device keeps the home default until the owner acts."),
     ConfigKey(section="devices", name="learning_days", field="learning_days",
               kind="days, 0-365", example=1,
               default_text="unset: the owner's setting in the database (first start: 3)",
@@ -361,7 +363,7 @@ def _default(section: str, name: str) -> Any:
 
 
 def _learning(devices: dict[str, Any]) -> tuple[bool, float | None, bool | None, float]:
-    learning = devices.get("learning", False)
+    learning = devices.get("learning", _default("devices", "learning"))
     if not isinstance(learning, bool):
         raise ConfigError("devices.learning must be true or false")
     days = devices.get("learning_days")

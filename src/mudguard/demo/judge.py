@@ -12,8 +12,9 @@ The outcomes (issue #8):
 - the camera is quarantined within ``quarantine_within`` seconds of starting its attack,
   and its cloud is cut off after that;
 - the out-of-support plug is LAN only: it reaches the printer, never the Internet;
-- the gadget with no MUD file is limited (its cloud blocked), then, once the owner
-  grants it the Internet, reaches its cloud;
+- the gadget with no MUD file is learned (issue #16: learning is on by default) on the
+  home default, so it is limited (its cloud blocked), then, once the owner grants it the
+  Internet, reaches its cloud;
 - the printer is reachable from the LAN (the plug prints on it) and reaches its cloud;
 - each device has its own WiFi key in hostapd's key file (no radio here: hostapd runs
   with driver=none, so keys are issued and loaded, not used to associate);
@@ -27,6 +28,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+HOME_DEFAULT_STATES = frozenset({"default", "learning", "proposed"})
+"""States in which a device without a MUD file has the home default (learning and a
+proposal waiting for the owner change nothing it may reach)."""
 
 
 class Status(StrEnum):
@@ -214,7 +219,7 @@ class Judge:
                        f"state {view.state}, printer ok {len(printer.ok)}")
 
     def _gadget(self) -> Verdict:
-        text = "gadget (no MUD): limited, then granted the Internet"
+        text = "gadget (no MUD): limited while learning, then granted the Internet"
         view = self.view("nomud")
         cloud = self._tally("nomud", "cloud")
         granted = view.granted_at
@@ -224,9 +229,14 @@ class Judge:
         if granted is None:
             return Verdict("gadget", text, Status.PENDING,
                            f"state {view.state}, blocked {len(cloud.blocked)}x")
+        learning = view.first_state.get("learning")
+        if learning is None or learning > granted:
+            return Verdict("gadget", text, Status.FAILED,
+                           f"granted while {view.state}, never learning (learning is on "
+                           "by default)")
         if any(t > granted for t in cloud.ok):
             return Verdict("gadget", text, Status.PASSED,
-                           f"blocked {len(cloud.blocked)}x, then reached its cloud")
+                           f"learning, blocked {len(cloud.blocked)}x, then reached its cloud")
         return Verdict("gadget", text, Status.PENDING, "granted; waiting for its next attempt")
 
     def _printer(self) -> Verdict:
@@ -272,5 +282,5 @@ class Judge:
     def ready_for_grant(self, key: str = "nomud") -> bool:
         """True when the gadget has shown it is limited (so the owner may grant)."""
         view = self.view(key)
-        return (view.granted_at is None and view.state == "default"
+        return (view.granted_at is None and view.state in HOME_DEFAULT_STATES
                 and len(self._tally(key, "cloud").blocked) >= 2)

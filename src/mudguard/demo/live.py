@@ -19,7 +19,8 @@ from mudguard.demo.judge import Status
 if TYPE_CHECKING:
     from mudguard.demo.runner import Demo
 
-_STATE_STYLE = {"profiled": "green", "default": "yellow", "out-of-support": "magenta",
+_STATE_STYLE = {"profiled": "green", "default": "yellow", "learning": "yellow",
+                "proposed": "yellow", "out-of-support": "magenta",
                 "quarantined": "bold red", "trusted": "cyan", "new": "dim"}
 
 

@@ -24,11 +24,11 @@ The fixed ruleset (forward hook; input is alike with the ``gw`` phases)::
       ether saddr vmap @out_fallback ; ether saddr @fallback_macs return
       ct state new update @ratecap { ether saddr limit rate over R } drop
       <key> @out4_d_p drop, … every drop set, then every accept set → return
+      mark + per-device log limit + log "mg * out" ; drop
 
 The binding comes before the established fast path: conntrack does not look at
 MACs, so a device (or an unknown MAC) that knows another device's connection tuple
 and sequence numbers could otherwise inject into that device's established flows.
-      mark + per-device log limit + log "mg * out" ; drop
 
 Each phase (``out``: forwarded from the device, keyed by its MAC; ``in``:
 forwarded to it, keyed by its address; ``gwe``/``gw``: to the gateway itself
@@ -1376,8 +1376,22 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
                   LOG_IN4 if family == 4 else LOG_IN6, LOG_PREFIX_IN, context),
         ]
     # input: a known device's packets to the gateway itself go through to_gw (final).
+    # The established fast path takes a LAN packet only from a bound (MAC, source) pair
+    # (or an IPv6 link-local source, which is never bound); any other falls through to
+    # the rules below as if new (an unknown MAC's DHCP and ND still pass there), so no
+    # LAN sender joins another device's connection to the gateway (its TCP DNS, the
+    # portal) even knowing its sequence numbers.
     cmds += [
-        _rule("input", [est, {"accept": None}]),
+        _rule("input", [_m(_meta("iifname"), lan, "!="), est, {"accept": None}]),
+        _rule("input", [iif, est, _m(_meta("nfproto"), "ipv4"),
+                        _m({"concat": [ether, _pl("ip", "saddr")]}, "@" + BIND4),
+                        {"accept": None}], "established, from the sender's own IPv4"),
+        _rule("input", [iif, est, _m(_meta("nfproto"), "ipv6"),
+                        _m({"concat": [ether, _pl("ip6", "saddr")]}, "@" + BIND6),
+                        {"accept": None}], "established, from the sender's own IPv6"),
+        _rule("input", [iif, est, _m(_pl("ip6", "saddr"),
+                                     {"prefix": {"addr": "fe80::", "len": 10}}),
+                        {"accept": None}], "established, from an IPv6 link-local address"),
         _rule("input", [iif, _m(ether, "@" + KNOWN_MACS), {"goto": {"target": "to_gw"}}],
               "a managed device: its rules decide"),
         _rule("input", [iif, _m(_pl("udp", "sport"), 68), _m(_pl("udp", "dport"), 67),
