@@ -189,10 +189,11 @@ def test_another_device_cannot_inject_into_an_established_flow(design: str) -> N
     assert not wrong, wrong
 
 
-def test_another_device_cannot_inject_into_a_connection_to_the_gateway() -> None:
+@pytest.mark.parametrize("design", ["chains", "data"])
+def test_another_device_cannot_inject_into_a_connection_to_the_gateway(design: str) -> None:
     """The same attack on a device's TCP connection to the gateway itself (its DNS over
     TCP, port 53, which the baseline allows): the input hook's established fast path
-    takes a LAN packet only from a bound (MAC, source) pair (policy as data)."""
+    takes a LAN packet only from a bound (MAC, source) pair (both designs)."""
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces and nftables")
     from mudguard.vhome._home import GW4, GW6
@@ -200,7 +201,8 @@ def test_another_device_cannot_inject_into_a_connection_to_the_gateway() -> None
     prefix = f"mgG{os.getpid() % 10000}"
     with VirtualHome(prefix=prefix, devices=3) as home:
         nft = Nft.in_namespace(home.gw_ns)
-        enforcer = DataGatewayEnforcer(nft, home.context(), clock=lambda: NOW)
+        kind = DataGatewayEnforcer if design == "data" else Enforcer
+        enforcer = kind(nft, home.context(), clock=lambda: NOW)
         enforcer.install_home()
         attacker, victim, stranger = home.nodes
         for node in (attacker, victim):

@@ -1006,9 +1006,18 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
         _rule("forward", [_match(_payload("ip6", "daddr"), "@" + MANAGED6), {"accept": None}],
               "passed the receiver in chain"),
         _rule("forward", [iif, {"accept": None}], "passed the sender out chain"),
-        _rule("input", [est, {"accept": None}]),
-        _rule("input", [iif, _match(ether_saddr, "@" + KNOWN_MACS), {"accept": None}],
-              "passed the device gw chain"),
+        # to the gateway itself: the shards accepted established packets before their gw
+        # dispatch, so here, as in forward, an established LAN packet passes only from a
+        # bound (MAC, source) pair or an IPv6 link-local source (never bound): no LAN
+        # sender joins another device's connection to the gateway (TCP DNS, the portal)
+        _rule("input", [_match(_meta("iifname"), lan, "!="), est, {"accept": None}]),
+        *(_rule("input", [iif, est, _match({"concat": [ether_saddr, _payload(ip, "saddr")]},
+                                           "@" + bind), {"accept": None}],
+                f"established, from the sender's own IPv{family}")
+          for family, ip, bind in ((4, "ip", BIND4), (6, "ip6", BIND6))),
+        _rule("input", [iif, est, _match(_payload("ip6", "saddr"),
+                                         {"prefix": {"addr": "fe80::", "len": 10}}),
+                        {"accept": None}], "established, from an IPv6 link-local address"),
         _rule("input", [iif, _match(_payload("udp", "sport"), 68),
                         _match(_payload("udp", "dport"), 67), {"accept": None}],
               "unknown device: DHCPv4 only"),
@@ -1016,6 +1025,10 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
               "unknown device: DHCPv6 only"),
         _rule("input", [iif, _match(_payload("icmpv6", "type"), {"set": [133, 135, 136]}),
                         {"accept": None}], "unknown device: neighbour discovery"),
+        _rule("input", [iif, est, {"drop": None}],
+              "established from a (MAC, source) pair no device holds"),
+        _rule("input", [iif, _match(ether_saddr, "@" + KNOWN_MACS), {"accept": None}],
+              "passed the device gw chain"),
         _rule("input", [iif, {"drop": None}]),
         _rule("output", [_match(_meta("oifname"), lan), _match(_payload("icmp", "type"), 5),
                          {"drop": None}], "no redirects: lateral traffic stays routed"),
