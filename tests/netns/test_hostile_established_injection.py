@@ -156,49 +156,16 @@ def _attack(victim_ns: str, victim_ip: str, attacker_ns: str,
             "server_got": None if received is None else bytes.fromhex(received)}
 
 
-@pytest.mark.parametrize("design", ["chains", "data"])
-def test_another_device_cannot_inject_into_an_established_flow(design: str) -> None:
-    """A segment with the victim's source, ports and sequence numbers, sent from another
-    MAC (a managed device's or an unknown one), never reaches the server; the victim's
-    own flow carries on both ways (IPv4 and IPv6)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces and nftables")
-    prefix = f"mgJ{os.getpid() % 10000}"
-    with VirtualHome(prefix=prefix, devices=3) as home:
-        nft = Nft.in_namespace(home.gw_ns)
-        kind = DataGatewayEnforcer if design == "data" else Enforcer
-        enforcer = kind(nft, home.context(), clock=lambda: NOW)
-        enforcer.install_home()
-        attacker, victim, stranger = home.nodes
-        for node in (attacker, victim):  # the stranger (d2) stays unknown to the gateway
-            enforcer.apply_device(DeviceFacts(mac=node.mac, ipv4=(node.ipv4,),
-                                              ipv6=(node.ipv6,),
-                                              state=LifecycleState.DEFAULT), None, ())
-        server = _python(home.inet_ns, SERVER, str(PORT))
-        try:
-            assert _line(server) == "ready"
-            rounds = {(who.ns[-2:], address): _attack(victim.ns, address, who.ns, server)
-                      for who in (attacker, stranger)
-                      for address in (victim.ipv4, victim.ipv6)}
-        finally:
-            server.kill()
-            server.wait(10)
-    # the victim's flow works both ways, and only its own bytes reach the server
-    wanted = {"first_echo": FIRST, "second_echo": SECOND, "server_got": FIRST + SECOND}
-    wrong = {key: got for key, got in rounds.items() if got != wanted}
-    assert not wrong, wrong
+WANTED = {"first_echo": FIRST, "second_echo": SECOND, "server_got": FIRST + SECOND}
+"""The victim's flow works both ways, and only its own bytes reach the server."""
 
 
-@pytest.mark.parametrize("design", ["chains", "data"])
-def test_another_device_cannot_inject_into_a_connection_to_the_gateway(design: str) -> None:
-    """The same attack on a device's TCP connection to the gateway itself (its DNS over
-    TCP, port 53, which the baseline allows): the input hook's established fast path
-    takes a LAN packet only from a bound (MAC, source) pair (both designs)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces and nftables")
+def _rounds(design: str, prefix: str, to_gateway: bool) -> dict[tuple[str, str], Any]:
+    """A home on ``design`` with d0 and d1 managed (d2 stays unknown to the gateway), the
+    echo server in the fake Internet (or on the gateway's port 53), and one attack round
+    per attacker and victim address."""
     from mudguard.vhome._home import GW4, GW6
 
-    prefix = f"mgG{os.getpid() % 10000}"
     with VirtualHome(prefix=prefix, devices=3) as home:
         nft = Nft.in_namespace(home.gw_ns)
         kind = DataGatewayEnforcer if design == "data" else Enforcer
@@ -209,16 +176,39 @@ def test_another_device_cannot_inject_into_a_connection_to_the_gateway(design: s
             enforcer.apply_device(DeviceFacts(mac=node.mac, ipv4=(node.ipv4,),
                                               ipv6=(node.ipv6,),
                                               state=LifecycleState.DEFAULT), None, ())
-        server = _python(home.gw_ns, SERVER, "53")
+        where, servers, port = ((home.gw_ns, (GW4, GW6), 53) if to_gateway
+                                else (home.inet_ns, (CLOUD4, CLOUD6), PORT))
+        server = _python(where, SERVER, str(port))
         try:
             assert _line(server) == "ready"
-            rounds = {(who.ns[-2:], address): _attack(victim.ns, address, who.ns, server,
-                                                      (GW4, GW6), 53)
-                      for who in (attacker, stranger)
-                      for address in (victim.ipv4, victim.ipv6)}
+            return {(who.ns[-2:], address): _attack(victim.ns, address, who.ns, server,
+                                                    servers, port)
+                    for who in (attacker, stranger)
+                    for address in (victim.ipv4, victim.ipv6)}
         finally:
             server.kill()
             server.wait(10)
-    wanted = {"first_echo": FIRST, "second_echo": SECOND, "server_got": FIRST + SECOND}
-    wrong = {key: got for key, got in rounds.items() if got != wanted}
+
+
+@pytest.mark.parametrize("design", ["chains", "data"])
+def test_another_device_cannot_inject_into_an_established_flow(design: str) -> None:
+    """A segment with the victim's source, ports and sequence numbers, sent from another
+    MAC (a managed device's or an unknown one), never reaches the server; the victim's
+    own flow carries on both ways (IPv4 and IPv6)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces and nftables")
+    rounds = _rounds(design, f"mgJ{os.getpid() % 10000}", to_gateway=False)
+    wrong = {key: got for key, got in rounds.items() if got != WANTED}
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("design", ["chains", "data"])
+def test_another_device_cannot_inject_into_a_connection_to_the_gateway(design: str) -> None:
+    """The same attack on a device's TCP connection to the gateway itself (its DNS over
+    TCP, port 53, which the baseline allows): the input hook's established fast path
+    takes a LAN packet only from a bound (MAC, source) pair (both designs)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces and nftables")
+    rounds = _rounds(design, f"mgG{os.getpid() % 10000}", to_gateway=True)
+    wrong = {key: got for key, got in rounds.items() if got != WANTED}
     assert not wrong, wrong
