@@ -132,6 +132,19 @@ def _identity(db: Path, mac: str, timeout: float) -> IdentityRecord | None:
     return None
 
 
+def _join_learning(vhome: Any, daemon: Daemon, nodes: tuple[Any, ...]) -> list[str]:
+    """Once the daemon is ready: each node (MAC fresh in the namespace) joins by DHCP
+    with no MUD URL and is learned (on by default, still observed); their addresses."""
+    daemon.wait_for({"event": "ready"})
+    addresses = []
+    for node in nodes:
+        _fresh(vhome, node)
+        addresses.append(vhome.call(node.ns, _join, node.iface, node.mac, None))
+    for node in nodes:
+        daemon.wait_for({"event": "device", "mac": node.mac, "state": "learning"})
+    return addresses
+
+
 def test_the_daemon_identifies_devices_from_mdns_ssdp_and_dns_names(tmp_path: Path) -> None:
     with daemon_home(tmp_path, "mgh16b") as (vhome, config):
         # the home default lets devices reach the Internet (the usual home)
@@ -139,15 +152,9 @@ def test_the_daemon_identifies_devices_from_mdns_ssdp_and_dns_names(tmp_path: Pa
                                                      'home_default = "internet"'))
         db = config.parent / "state" / "mudguard.db"
         hub, plug, hostile = vhome.nodes
-        _fresh(vhome, hub)
-        _fresh(vhome, plug)
         daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
         try:
-            daemon.wait_for({"event": "ready"})
-            hub_address = vhome.call(hub.ns, _join, hub.iface, hub.mac, None)
-            vhome.call(plug.ns, _join, plug.iface, plug.mac, None)
-            for node in (hub, plug):  # no MUD file: learned (on by default), still observed
-                daemon.wait_for({"event": "device", "mac": node.mac, "state": "learning"})
+            hub_address, _ = _join_learning(vhome, daemon, (hub, plug))
             # Its DHCP hostname ("device") and its randomised MAC say nothing of its maker.
             with Store(db) as store:
                 before = store.get_device(hub.mac)
@@ -250,15 +257,9 @@ def test_the_daemon_reads_makers_local_protocol_ports_between_devices(
     with daemon_home(tmp_path, "mgh16p", devices=2) as (vhome, config):
         db = config.parent / "state" / "mudguard.db"
         plug, phone = vhome.nodes
-        _fresh(vhome, plug)
-        _fresh(vhome, phone)
         daemon = Daemon(vhome.gw_ns, config, config.parent / "gateway.log")
         try:
-            daemon.wait_for({"event": "ready"})
-            plug_address = vhome.call(plug.ns, _join, plug.iface, plug.mac, None)
-            phone_address = vhome.call(phone.ns, _join, phone.iface, phone.mac, None)
-            for node in (plug, phone):
-                daemon.wait_for({"event": "device", "mac": node.mac, "state": "learning"})
+            plug_address, phone_address = _join_learning(vhome, daemon, (plug, phone))
             vhome.call(plug.ns, _kasa_answer, plug_address, phone_address)
             vhome.call(phone.ns, _kasa_ask, plug_address)
             named = _stored(db, plug.mac, 20, ("TP-Link", None))
