@@ -300,13 +300,14 @@ def test_the_package_installs_in_a_clean_debian_12_and_its_service_answers(
                 running = box.run("sh", "-c", "cat /proc/[0-9]*/comm", check=False).stdout
                 assert "dnsmasq" in running.split()  # the DHCP server it runs, under its unit
                 # A device takes a lease from the dnsmasq the service runs: the journal tells
-                # it (the portal's "new device"), the database holds it.
+                # it (the portal's "new device"), the database holds it; with no MUD file it
+                # is learned (the packaged default, #16).
                 _run(["ip", "netns", "exec", DEV, sys.executable, "-c",
                       "from mudguard.demo import dhcp; print(dhcp.obtain('eth0', "
                       f"'{DEVICE_MAC}', hostname='plug', mud_url=None, timeout=20).address)"],
                      timeout=60)
                 told = box.wait_journal("MUDGUARD_EVENT=device", f"MUDGUARD_MAC={DEVICE_MAC}",
-                                        "MUDGUARD_STATE=default")
+                                        "MUDGUARD_STATE=learning")
                 assert told["PRIORITY"] == "6"
                 assert json.loads(told["MUDGUARD_IPV4"])[0].startswith("192.0.2.1")
                 listed = json.loads(box.run("mudguard", "devices", "--json").stdout)
