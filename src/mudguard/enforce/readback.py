@@ -59,15 +59,20 @@ def _comment(udata: bytes | None) -> str | None:
     return None
 
 
-def key_text(raw: bytes) -> str:
-    """An element key as nft prints it: a MAC (6 bytes), an address (4/16 bytes), or a
-    ``MAC . address`` binding (``bind4``/``bind6``: the MAC padded to 8 bytes)."""
+def key_value(raw: bytes) -> str | dict[str, list[str]]:
+    """An element key as nft's JSON listing gives it: a MAC (6 bytes), an address (4/16
+    bytes), or a ``MAC . address`` binding (``bind4``/``bind6``: the MAC padded to 8
+    bytes) as ``{"concat": [MAC, address]}``."""
+    if len(raw) in BINDING_KEY_LENGTHS:
+        return {"concat": [_scalar_text(raw[:6]), _scalar_text(raw[8:])]}
+    return _scalar_text(raw)
+
+
+def _scalar_text(raw: bytes) -> str:
     if len(raw) == 6:
         return ":".join(f"{b:02x}" for b in raw)
     if len(raw) in (4, 16):
         return str(ipaddress.ip_address(raw))
-    if len(raw) in BINDING_KEY_LENGTHS:
-        return f"{key_text(raw[:6])} . {key_text(raw[8:])}"
     return raw.hex()
 
 
@@ -81,7 +86,8 @@ def _elements(sock: NfnetlinkSocket, table: str, name: str) -> list[Any]:
         elements = parse_attrs(payload).get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
         for _kind, raw in iter_attrs(elements):
             elem = parse_attrs(raw)
-            key = key_text(parse_attrs(elem.get(NFTA_SET_ELEM_KEY, b"")).get(NFTA_DATA_VALUE, b""))
+            key = key_value(parse_attrs(elem.get(NFTA_SET_ELEM_KEY, b"")).get(NFTA_DATA_VALUE,
+                                                                              b""))
             data = parse_attrs(elem.get(NFTA_SET_ELEM_DATA, b""))
             if NFTA_DATA_VERDICT not in data:
                 out.append(key)
