@@ -265,10 +265,11 @@ def _both(first: Callable[[Any], None],
 def _port_clues(identifier: Any, mac_of: AddressBook) -> Callable[[Any], None]:
     """#16: a new connection between two devices of the home, read for the ports of
     makers' local protocols (``identify.live.connection_port_clues``)."""
+    from mudguard.identify.knowledge import port_numbers
     from mudguard.identify.live import connection_port_clues
 
     ports = identifier.kb.service_ports
-    numbers = frozenset(int(port.split("/")[1]) for port in ports)
+    numbers = port_numbers(ports)
 
     def on_connection(conn: Any) -> None:
         if conn.src_port not in numbers and conn.dst_port not in numbers:
@@ -483,27 +484,28 @@ def build_gateway(config: GatewayConfig, events: EventLog) -> Gateway:
         enforcer.installed, key=lambda mac: mac))
     gateway.learning_period = config.learning_flush_seconds
     activity = gateway.activity = ActivityLog(address_book, names)
+    # address -> MAC for the readers on the event loop (ports, ClientHellos, web flows)
+    mac_book = AddressBook(enforcer.installed, key=lambda mac: mac)
     gateway.services.append(Watcher(
         metrics.counting_alerts(gateway.on_alert) if metrics else gateway.on_alert,
         group=config.nflog_group, tracker=tracker, device_of=address_book, names=names,
         resolvers=resolvers, on_dns_elsewhere=gateway.on_dns_elsewhere,
         on_event=metrics.counting_drops(gateway.on_drop) if metrics else gateway.on_drop,
         marks=enforcer.marks if isinstance(enforcer, DataGatewayEnforcer) else None,
-        on_connection=_both(_both(activity.on_connection, _port_clues(
-            identifier, AddressBook(enforcer.installed, key=lambda mac: mac))),
+        on_connection=_both(_both(activity.on_connection, _port_clues(identifier, mac_book)),
                             learner.on_connection if learner is not None else None)))
     # RFC 9761: the ClientHellos the kernel logs for devices with (D)TLS profiles.
     gateway.tls_alert = metrics.counting_alerts(gateway.on_alert) if metrics else None
     gateway.services.append(TlsWatcher(
         gateway.on_tls, group=config.nflog_group + 1, device_of=address_book,
-        mac_of=AddressBook(enforcer.installed, key=lambda mac: mac)))
+        mac_of=mac_book))
     # #16: the web flows the kernel logs for devices without a MUD file (SNI, User-Agent,
     # Host, TLS 1.2 server certificates) are clues to their identity (both designs).
     from mudguard.watch.identify_listener import WebWatcher
 
     gateway.services.append(WebWatcher(
         identifier.on_web, group=config.nflog_group + 2,
-        device_of=AddressBook(enforcer.installed, key=lambda mac: mac),
+        device_of=mac_book,
         lan_interface=config.lan_interface))
     gateway.services.append(ControlServer(config.control_socket, service,
                                           gateway.call_then_follow))

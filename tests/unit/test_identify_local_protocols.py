@@ -21,7 +21,7 @@ from scapy.layers.l2 import Ether
 from typer.testing import CliRunner
 
 from mudguard.cli.main import app
-from mudguard.identify.capture import load_knowledge, scan_capture, shipped_service_ports
+from mudguard.identify.capture import load_knowledge, scan_capture
 from mudguard.identify.knowledge import KnowledgeBase, KnowledgeError
 from mudguard.identify.parse import kasa_decode, parse_kasa, parse_upnp_description
 from tests.unit.test_identify import dhcp_request, write_pcap
@@ -173,7 +173,8 @@ def test_a_device_answering_from_a_port_says_more_than_a_peer_knocking(
 
 def test_a_port_scan_cannot_crowd_out_the_device_s_own_clues(tmp_path: Path) -> None:
     victim, scanner = "02:00:5e:10:00:03", "02:00:5e:10:00:04"
-    ports = sorted(int(p.split("/")[1]) for p in shipped_service_ports() if p.startswith("tcp"))
+    ports = sorted(int(p.split("/")[1]) for p in load_knowledge().service_ports
+                   if p.startswith("tcp"))
     frames = [segment(scanner, victim, "192.0.2.61", "192.0.2.60", 40000 + i, port, "S")
               for i in range(5) for port in ports]
     frames += [segment(scanner, victim, "192.0.2.61", "192.0.2.60", 41000, p, "S")

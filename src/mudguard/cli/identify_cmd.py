@@ -19,6 +19,7 @@ from mudguard.identify.capture import (
     scan_capture,
 )
 from mudguard.identify.decide import Identification
+from mudguard.identify.knowledge import KnowledgeBase
 from mudguard.profile.capture import CaptureError
 from mudguard.profile.core import mac_bytes, mac_text
 
@@ -76,19 +77,21 @@ def identify_command(
             raise typer.BadParameter(str(exc), param_hint="--device") from exc
     if not capture.is_file():
         raise _fail(f"no such file: {capture}")
+    kb = load_knowledge()
     try:
-        scan = scan_capture(capture)
+        scan = scan_capture(capture, kb.service_ports)
     except (CaptureError, OSError) as exc:
         raise _fail(f"cannot read {capture}: {exc}") from exc
-    results = _identify(scan, wanted)
+    results = _identify(scan, wanted, kb)
     if as_json:
         typer.echo(json.dumps(_document(results, wanted is not None), indent=2))
     else:
         _print_table(results)
 
 
-def _identify(scan: CaptureScan, wanted: bytes | None) -> list[Identification]:
-    kb, oui = load_knowledge(), load_oui_registry()
+def _identify(scan: CaptureScan, wanted: bytes | None,
+              kb: KnowledgeBase) -> list[Identification]:
+    oui = load_oui_registry()
     if oui is None:
         err_console.print("[yellow]warning[/]: no OUI registry found (Debian package "
                           "libwireshark-data, or MUDGUARD_OUI_FILE): MAC prefixes not used")

@@ -11,7 +11,6 @@ Wireshark shows as ``frame.number`` for an all-Ethernet capture).
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 import os
@@ -22,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from mudguard.identify.decide import Clue, Identification, TrafficSummary, identify
-from mudguard.identify.knowledge import KnowledgeBase, OuiRegistry
+from mudguard.identify.knowledge import KnowledgeBase, OuiRegistry, port_numbers
 from mudguard.identify.parse import (
     parse_client_hello,
     parse_dhcp,
@@ -119,7 +118,7 @@ class CaptureScan:
     _global: dict[bytes, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.port_numbers = frozenset(int(port.split("/")[1]) for port in self.service_ports)
+        self.port_numbers = port_numbers(self.service_ports)
 
     def device(self, mac: bytes) -> DeviceScan | None:
         """The scan of ``mac``, made on first sight (None once the table is full)."""
@@ -160,8 +159,9 @@ def scan_captures(paths: Iterable[Path],
     """Read captures one after the other, as one (frame numbers run on, as in
     ``mergecap -a``), and gather each MAC's clues (service ports: those given, by
     default the shipped knowledge's). Raises ``CaptureError``."""
-    ports = shipped_service_ports() if service_ports is None else frozenset(service_ports)
-    scan = CaptureScan(service_ports=ports)
+    if service_ports is None:
+        service_ports = load_knowledge().service_ports
+    scan = CaptureScan(service_ports=frozenset(service_ports))
     number = 0
     for path in paths:
         for ts, frame, length in read_frames(path, stats=scan.stats):
@@ -308,13 +308,6 @@ def _tcp(scan: CaptureScan, number: int, key: tuple[bytes, int, bytes, int], pay
         sender.add(parse_http_response(payload), number)
     elif payload[:1].isalpha():
         sender.add(parse_http_request(payload), number)
-
-
-@functools.cache
-def shipped_service_ports() -> frozenset[str]:
-    """The service ports the shipped knowledge names (``tcp/N``, ``udp/N``)."""
-    text = resources.files("mudguard.identify").joinpath("knowledge.json").read_text("utf-8")
-    return frozenset(str(raw["port"]) for raw in json.loads(text)["service_ports"])
 
 
 def load_knowledge() -> KnowledgeBase:

@@ -379,7 +379,7 @@ def parse_kasa(payload: bytes, *, stream: bool) -> list[Fact]:
     data = payload[4:] if stream else payload
     if len(data) < 2 or data[0] ^ KASA_KEY != 0x7B or data[1] ^ data[0] != 0x22:
         return []  # not '{"': two XORs, before decoding (a flood on 9999 costs little)
-    text = kasa_decode(payload, stream=stream)
+    text = kasa_decode(data, stream=False)
     if b"sysinfo" not in text:
         return []
     out: list[Fact | None] = []
