@@ -119,12 +119,14 @@ from mudguard.policy._nft import (
     _typed_icmp,
     device_rules,
     dns_set_commands,
+    established_input_rules,
     identify_log_jump,
     identify_new_jump,
     identify_observed,
     identify_rules,
     identify_sets,
     peer_addresses,
+    source_binding_rules,
     tls_hello_rule,
     tls_watched_origins,
 )
@@ -1270,15 +1272,6 @@ def data_mark(context: HomeContext) -> str:
     return DATA_MARK_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _forward_binding(iif: Expr, ether: Expr) -> list[NftCommand]:
-    """The forward chain's source binding: from the LAN, only a (MAC, source address)
-    pair in ``bind4``/``bind6`` passes (every managed device's, fallback ones too)."""
-    return [_rule("forward", [iif, _m(_meta("nfproto"), f"ipv{family}"),
-                              _m({"concat": [ether, _pl(ip, "saddr")]}, "@" + bind, "!="),
-                              {"drop": None}], f"source must be the sender own IPv{family}")
-            for family, ip, bind in ((4, "ip", BIND4), (6, "ip6", BIND6))]
-
-
 def _fixed_commands(context: HomeContext) -> list[NftCommand]:
     lan = context.lan_interface
     iif = _m(_meta("iifname"), lan)
@@ -1320,7 +1313,7 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
         # fast path, so a packet from the LAN whose (MAC, source) pair is no device's
         # (another device's source, an unknown MAC) joins no flow, not even one it
         # knows the sequence numbers of; from_dev needs no binding of its own after it
-        *_forward_binding(iif, ether),
+        *source_binding_rules(lan),
         # RFC 9761, the ClientHello of a flow a fallback device's chain marked
         # (conntrack mark bit, never the packet mark used below)
         _rule("forward", tls_hello_rule(context)),
@@ -1375,23 +1368,11 @@ def _fixed_commands(context: HomeContext) -> list[NftCommand]:
             *_log(chain, daddr, MARK_IN4 if family == 4 else MARK_IN6,
                   LOG_IN4 if family == 4 else LOG_IN6, LOG_PREFIX_IN, context),
         ]
-    # input: a known device's packets to the gateway itself go through to_gw (final).
-    # The established fast path takes a LAN packet only from a bound (MAC, source) pair
-    # (or an IPv6 link-local source, which is never bound); any other falls through to
-    # the rules below as if new (an unknown MAC's DHCP and ND still pass there), so no
-    # LAN sender joins another device's connection to the gateway (its TCP DNS, the
-    # portal) even knowing its sequence numbers.
+    # input: a known device's packets to the gateway itself go through to_gw (final);
+    # the established fast path first, bound (MAC, source) pairs only from the LAN (an
+    # unknown MAC's DHCP and ND still pass below, as if new)
     cmds += [
-        _rule("input", [_m(_meta("iifname"), lan, "!="), est, {"accept": None}]),
-        _rule("input", [iif, est, _m(_meta("nfproto"), "ipv4"),
-                        _m({"concat": [ether, _pl("ip", "saddr")]}, "@" + BIND4),
-                        {"accept": None}], "established, from the sender's own IPv4"),
-        _rule("input", [iif, est, _m(_meta("nfproto"), "ipv6"),
-                        _m({"concat": [ether, _pl("ip6", "saddr")]}, "@" + BIND6),
-                        {"accept": None}], "established, from the sender's own IPv6"),
-        _rule("input", [iif, est, _m(_pl("ip6", "saddr"),
-                                     {"prefix": {"addr": "fe80::", "len": 10}}),
-                        {"accept": None}], "established, from an IPv6 link-local address"),
+        *established_input_rules(lan),
         _rule("input", [iif, _m(ether, "@" + KNOWN_MACS), {"goto": {"target": "to_gw"}}],
               "a managed device: its rules decide"),
         _rule("input", [iif, _m(_pl("udp", "sport"), 68), _m(_pl("udp", "dport"), 67),

@@ -18,9 +18,12 @@ dispatch maps, device chains and DNS sets, and base chains at priority 0; the ma
                                                      ip6 daddr @managed6 accept
                                                      iifname LAN accept
                                                    mudguard input (policy accept)
-                                                     ct state established,related accept
-                                                     iifname LAN ether saddr @known_macs accept
+                                                     iifname != LAN ct state established accept
+                                                     iifname LAN ct state established
+                                                       <bound MAC . source, or fe80::/10> accept
                                                      iifname LAN <DHCP, ND> accept
+                                                     iifname LAN ct state established drop
+                                                     iifname LAN ether saddr @known_macs accept
                                                      iifname LAN drop
                                                    mudguard output: no ICMP redirects to the LAN
 
@@ -962,6 +965,43 @@ def _base_digest(cmds: list[NftCommand]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _bound_source(family: int, op: str) -> Expr:
+    """A LAN packet's ``MAC . source address`` pair against the main table's bindings
+    (``bind4``/``bind6``): ``==`` a managed device's own, ``!=`` no device's (nft adds
+    the ``meta nfproto`` dependency of ``ip``/``ip6 saddr`` in an inet table itself)."""
+    ip, bind = ("ip", BIND4) if family == 4 else ("ip6", BIND6)
+    return _match({"concat": [_payload("ether", "saddr"), _payload(ip, "saddr")]},
+                  "@" + bind, op)
+
+
+def source_binding_rules(lan: str) -> list[NftCommand]:
+    """The main table's forward binding (both designs): a packet from the LAN whose
+    ``MAC . source`` pair is no managed device's is dropped, established ones too, so a
+    device or an unknown MAC that knows another device's flow tuple and sequence numbers
+    cannot inject into it (conntrack does not look at MACs)."""
+    iif = _match(_meta("iifname"), lan)
+    return [_rule("forward", [iif, _bound_source(family, "!="), {"drop": None}],
+                  f"source must be the device own IPv{family}") for family in (4, 6)]
+
+
+def established_input_rules(lan: str) -> list[NftCommand]:
+    """The main table's input fast path (both designs): established traffic from any
+    other interface, and from the LAN only from a bound ``MAC . source`` pair or an IPv6
+    link-local source (never bound). Another LAN packet goes on to the rules as if new,
+    so no LAN sender joins another device's connection to the gateway (its TCP DNS, the
+    portal) even knowing its sequence numbers."""
+    iif = _match(_meta("iifname"), lan)
+    est = _match(_ct("state"), ["established", "related"], "in")
+    return [
+        _rule("input", [_match(_meta("iifname"), lan, "!="), est, {"accept": None}]),
+        *(_rule("input", [iif, est, _bound_source(family, "=="), {"accept": None}],
+                f"established, from the sender's own IPv{family}") for family in (4, 6)),
+        _rule("input", [iif, est, _match(_payload("ip6", "saddr"),
+                                         {"prefix": {"addr": "fe80::", "len": 10}}),
+                        {"accept": None}], "established, from an IPv6 link-local address"),
+    ]
+
+
 def _base_commands(context: HomeContext) -> list[NftCommand]:
     """``compile_base`` without its mark."""
     lan = context.lan_interface
@@ -985,12 +1025,8 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
         _rule("forward", [iif, _match(ether_saddr, "@" + KNOWN_MACS, "!="), {"drop": None}],
               "unknown device on the LAN: nothing forwarded"),
         # the source binding of every LAN packet, established ones too (the shards
-        # accepted those at once): another device that knows a flow's tuple and
-        # sequence numbers cannot inject into it (conntrack does not look at MACs)
-        *(_rule("forward", [iif, _match({"concat": [ether_saddr, _payload(ip, "saddr")]},
-                                        "@" + bind, "!="), {"drop": None}],
-                f"source must be the device own IPv{family}")
-          for family, ip, bind in ((4, "ip", BIND4), (6, "ip6", BIND6))),
+        # accepted those at once)
+        *source_binding_rules(lan),
         _rule("forward", tls_hello_rule(context)),
         identify_log_jump(),
         _rule("forward", [est, {"accept": None}]),
@@ -1007,17 +1043,8 @@ def _base_commands(context: HomeContext) -> list[NftCommand]:
               "passed the receiver in chain"),
         _rule("forward", [iif, {"accept": None}], "passed the sender out chain"),
         # to the gateway itself: the shards accepted established packets before their gw
-        # dispatch, so here, as in forward, an established LAN packet passes only from a
-        # bound (MAC, source) pair or an IPv6 link-local source (never bound): no LAN
-        # sender joins another device's connection to the gateway (TCP DNS, the portal)
-        _rule("input", [_match(_meta("iifname"), lan, "!="), est, {"accept": None}]),
-        *(_rule("input", [iif, est, _match({"concat": [ether_saddr, _payload(ip, "saddr")]},
-                                           "@" + bind), {"accept": None}],
-                f"established, from the sender's own IPv{family}")
-          for family, ip, bind in ((4, "ip", BIND4), (6, "ip6", BIND6))),
-        _rule("input", [iif, est, _match(_payload("ip6", "saddr"),
-                                         {"prefix": {"addr": "fe80::", "len": 10}}),
-                        {"accept": None}], "established, from an IPv6 link-local address"),
+        # dispatch, so here, as in forward, the binding comes first
+        *established_input_rules(lan),
         _rule("input", [iif, _match(_payload("udp", "sport"), 68),
                         _match(_payload("udp", "dport"), 67), {"accept": None}],
               "unknown device: DHCPv4 only"),
